@@ -1,0 +1,748 @@
+//! The store logic shared by [`crate::MemoryStore`] and [`crate::SledStore`].
+//!
+//! # Invariants
+//! 1. Every block is two records in the block tree, written and removed in
+//!    the same atomic batch: `D|space|ik` (the sealed block) and `M|space|ik`
+//!    (its index record). So after any crash, index and data agree.
+//! 2. The in-memory index (`State`) mirrors the `M` records exactly, except
+//!    for LRU access counters, which are written lazily (`dirty`).
+//! 3. Per space, logical bytes (the sum of block lengths in the index) never
+//!    exceed the budget: a put's evictions are in the put's own batch.
+//! 4. Only holders of `write` change the block tree or the index's
+//!    membership; readers take `state` briefly and never hold it over I/O.
+
+use crate::backend::{Backend, Op};
+use crate::keys::{circular_distance, IndexKey, Keys};
+use crate::{
+    Budgets, CheckReport, PutOutcome, Space, SpaceStats, StoreConfig, StoreError, StoreStats,
+};
+use lichen_crypto::{verify_block, BlockKind, RoutingKey};
+use parking_lot::{Mutex, MutexGuard};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::path::PathBuf;
+use tracing::warn;
+
+/// Version byte of the format; stored in the metadata tree.
+const FORMAT_VERSION: u8 = 1;
+const META_FORMAT: &[u8] = b"\0lichen-store/format";
+const META_CHECK: &[u8] = b"\0lichen-store/check";
+const USER_PREFIX: &[u8] = b"u/";
+/// Largest bookkeeping value accepted by `meta_put`.
+const MAX_META_VALUE: usize = 64 * 1024;
+/// LRU touches are written with the next put once this many are pending
+/// (and always at flush): a read never writes to disk itself.
+const TOUCH_BATCH: usize = 1024;
+
+const DATA_TAG: u8 = b'D';
+const INDEX_TAG: u8 = b'M';
+const INDEX_VALUE_LEN: usize = 42;
+
+fn record_key(tag: u8, space: Space, ik: &IndexKey) -> Vec<u8> {
+    let mut k = Vec::with_capacity(34);
+    k.push(tag);
+    k.push(space.tag());
+    k.extend_from_slice(ik);
+    k
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    kind: BlockKind,
+    key: RoutingKey,
+    /// Eviction rank: lowest goes first.
+    rank: u64,
+    /// Last access counter (persisted in the index record).
+    counter: u64,
+}
+
+#[derive(Debug, Default)]
+struct SpaceIdx {
+    map: HashMap<IndexKey, Entry>,
+    order: BTreeSet<(u64, IndexKey)>,
+    bytes: u64,
+    evicted: u64,
+}
+
+impl SpaceIdx {
+    fn insert(&mut self, ik: IndexKey, e: Entry) {
+        if let Some(old) = self.map.insert(ik, e) {
+            self.order.remove(&(old.rank, ik));
+            self.bytes -= old.kind.block_len() as u64;
+        }
+        self.order.insert((e.rank, ik));
+        self.bytes += e.kind.block_len() as u64;
+    }
+
+    fn remove(&mut self, ik: &IndexKey) -> Option<Entry> {
+        let e = self.map.remove(ik)?;
+        self.order.remove(&(e.rank, *ik));
+        self.bytes -= e.kind.block_len() as u64;
+        Some(e)
+    }
+}
+
+#[derive(Debug)]
+struct State {
+    spaces: [SpaceIdx; 3],
+    counter: u64,
+    location: u64,
+    dirty: HashSet<(Space, IndexKey)>,
+    corrupt_deleted: u64,
+}
+
+impl State {
+    fn rank(&self, space: Space, key: &RoutingKey, counter: u64) -> u64 {
+        if space.is_lru() {
+            counter
+        } else {
+            u64::MAX - circular_distance(self.location, key.location())
+        }
+    }
+
+    fn next_counter(&mut self) -> u64 {
+        self.counter += 1;
+        self.counter
+    }
+
+    fn touch(&mut self, space: Space, ik: &IndexKey) {
+        if !space.is_lru() {
+            return;
+        }
+        let c = self.next_counter();
+        let idx = &mut self.spaces[space.index()];
+        if let Some(e) = idx.map.get_mut(ik) {
+            idx.order.remove(&(e.rank, *ik));
+            e.rank = c;
+            e.counter = c;
+            idx.order.insert((c, *ik));
+            self.dirty.insert((space, *ik));
+        }
+    }
+
+    fn entry(&self, space: Space, ik: &IndexKey) -> Option<Entry> {
+        self.spaces[space.index()].map.get(ik).copied()
+    }
+}
+
+/// What the engine learned while loading the index.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct LoadReport {
+    /// The store had no format record: it was created now.
+    pub(crate) fresh: bool,
+    /// Unparseable index records deleted.
+    pub(crate) dropped: u64,
+    /// Blocks evicted because a budget shrank.
+    pub(crate) evicted: u64,
+}
+
+/// The store engine over a backend.
+pub(crate) struct Engine<B: Backend> {
+    pub(crate) backend: B,
+    keys: Keys,
+    budgets: Budgets,
+    path: PathBuf,
+    write: Mutex<()>,
+    state: Mutex<State>,
+}
+
+impl<B: Backend> std::fmt::Debug for Engine<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("path", &self.path)
+            .field("budgets", &self.budgets)
+            .finish_non_exhaustive()
+    }
+}
+
+enum Loaded {
+    Good(Vec<u8>),
+    /// The data record is missing.
+    Missing,
+    /// The data record does not decrypt to a verifying block.
+    Bad(B2),
+}
+/// The sealed bytes of a bad block, to delete it only if still unchanged.
+type B2 = Vec<u8>;
+
+impl<B: Backend> Engine<B> {
+    /// Load (or initialise) the store held by `backend`.
+    pub(crate) fn open(
+        backend: B,
+        config: &StoreConfig,
+        path: PathBuf,
+    ) -> Result<(Self, LoadReport), StoreError> {
+        let keys = Keys::new(&config.secret);
+        let mut report = LoadReport::default();
+        let check = keys.check_value();
+        match backend.meta_get(META_FORMAT)? {
+            None => {
+                report.fresh = true;
+                backend.meta_set(META_FORMAT, Some(&[FORMAT_VERSION]))?;
+                backend.meta_set(META_CHECK, Some(&check))?;
+                backend.flush()?;
+            }
+            Some(v) if v == [FORMAT_VERSION] => {
+                if backend.meta_get(META_CHECK)?.as_deref() != Some(&check[..]) {
+                    return Err(StoreError::WrongSecret { path });
+                }
+            }
+            Some(v) => return Err(StoreError::UnsupportedFormat { found: v }),
+        }
+
+        let mut state = State {
+            spaces: Default::default(),
+            counter: 0,
+            location: config.location,
+            dirty: HashSet::new(),
+            corrupt_deleted: 0,
+        };
+        let mut bad: Vec<Vec<u8>> = Vec::new();
+        let mut loaded: Vec<(Space, IndexKey, Entry)> = Vec::new();
+        backend.scan_prefix(&[INDEX_TAG], &mut |k, v| match parse_index(&keys, k, v) {
+            Some(x) => loaded.push(x),
+            None => bad.push(k.to_vec()),
+        })?;
+        for (space, ik, mut e) in loaded {
+            state.counter = state.counter.max(e.counter);
+            e.rank = state.rank(space, &e.key, e.counter);
+            state.spaces[space.index()].insert(ik, e);
+        }
+        if !bad.is_empty() {
+            report.dropped = bad.len() as u64;
+            warn!(
+                count = bad.len(),
+                "block store: dropping unreadable index records"
+            );
+            let mut ops: Vec<Op> = Vec::new();
+            for k in bad {
+                let mut d = k.clone();
+                d[0] = DATA_TAG;
+                ops.push((d, None));
+                ops.push((k, None));
+            }
+            backend.apply(ops)?;
+        }
+
+        let engine = Engine {
+            backend,
+            keys,
+            budgets: config.budgets,
+            path,
+            write: Mutex::new(()),
+            state: Mutex::new(state),
+        };
+        // A budget may have shrunk since the last run.
+        for space in Space::ALL {
+            let w = engine.write.lock();
+            report.evicted += engine.shrink_to_budget(&w, space)?;
+        }
+        Ok((engine, report))
+    }
+
+    fn shrink_to_budget(&self, _w: &MutexGuard<'_, ()>, space: Space) -> Result<u64, StoreError> {
+        let budget = self.budgets.of(space);
+        let victims: Vec<IndexKey> = {
+            let st = self.state.lock();
+            let idx = &st.spaces[space.index()];
+            let mut bytes = idx.bytes;
+            let mut v = Vec::new();
+            for (_, ik) in &idx.order {
+                if bytes <= budget {
+                    break;
+                }
+                if let Some(e) = idx.map.get(ik) {
+                    bytes -= e.kind.block_len() as u64;
+                    v.push(*ik);
+                }
+            }
+            v
+        };
+        if victims.is_empty() {
+            return Ok(0);
+        }
+        let mut ops = Vec::with_capacity(victims.len() * 2);
+        for ik in &victims {
+            ops.push((record_key(DATA_TAG, space, ik), None));
+            ops.push((record_key(INDEX_TAG, space, ik), None));
+        }
+        self.backend.apply(ops)?;
+        let mut st = self.state.lock();
+        for ik in &victims {
+            st.spaces[space.index()].remove(ik);
+            st.dirty.remove(&(space, *ik));
+        }
+        st.spaces[space.index()].evicted += victims.len() as u64;
+        Ok(victims.len() as u64)
+    }
+
+    fn index_value(&self, ik: &IndexKey, e: &Entry) -> Vec<u8> {
+        let mut v = Vec::with_capacity(INDEX_VALUE_LEN);
+        v.push(FORMAT_VERSION);
+        v.push(e.kind.tag());
+        v.extend_from_slice(&self.keys.mask_rk(ik, &e.key.0));
+        v.extend_from_slice(&e.counter.to_be_bytes());
+        v
+    }
+
+    /// Index records of pending LRU touches, and forget them.
+    fn take_touches(&self, st: &mut State) -> Vec<Op> {
+        let mut ops = Vec::with_capacity(st.dirty.len());
+        for (space, ik) in st.dirty.drain() {
+            if let Some(e) = st.spaces[space.index()].map.get(&ik) {
+                ops.push((
+                    record_key(INDEX_TAG, space, &ik),
+                    Some(self.index_value(&ik, e)),
+                ));
+            }
+        }
+        ops
+    }
+
+    pub(crate) fn put(
+        &self,
+        space: Space,
+        kind: BlockKind,
+        key: &RoutingKey,
+        block: &[u8],
+    ) -> Result<PutOutcome, StoreError> {
+        verify_block(kind, key, block)?;
+        let len = block.len() as u64;
+        let budget = self.budgets.of(space);
+        if len > budget {
+            return Ok(PutOutcome::NoRoom);
+        }
+        let ik = self.keys.index_key(kind, key);
+        if kind == BlockKind::Chk && self.state.lock().entry(space, &ik).is_some() {
+            // Same key, same content (a CHK's key is its hash).
+            self.state.lock().touch(space, &ik);
+            return Ok(PutOutcome::AlreadyPresent);
+        }
+        // Encrypt before taking the write lock: puts can seal in parallel.
+        let sealed = self.keys.seal(&ik, block);
+
+        let w = self.write.lock();
+        if kind == BlockKind::Ssk {
+            // First writer wins, among the spaces this put may see.
+            let visible = if space == Space::Client {
+                crate::Origin::Local.spaces()
+            } else {
+                crate::Origin::Remote.spaces()
+            };
+            for &s in visible {
+                if self.state.lock().entry(s, &ik).is_none() {
+                    continue;
+                }
+                match self.load(s, kind, key, &ik)? {
+                    Loaded::Good(existing) if existing == block => {
+                        if s == space {
+                            self.state.lock().touch(space, &ik);
+                            return Ok(PutOutcome::AlreadyPresent);
+                        }
+                    }
+                    Loaded::Good(_) => return Ok(PutOutcome::Collision),
+                    Loaded::Missing => self.delete_locked(&w, s, &ik, None)?,
+                    Loaded::Bad(seen) => {
+                        self.report_bad();
+                        self.delete_locked(&w, s, &ik, Some(&seen))?;
+                    }
+                }
+            }
+        } else if self.state.lock().entry(space, &ik).is_some() {
+            return Ok(PutOutcome::AlreadyPresent);
+        }
+
+        let mut ops: Vec<Op> = Vec::new();
+        let (entry, victims) = {
+            let mut st = self.state.lock();
+            let counter = st.next_counter();
+            let rank = st.rank(space, key, counter);
+            let entry = Entry {
+                kind,
+                key: *key,
+                rank,
+                counter,
+            };
+            let idx = &st.spaces[space.index()];
+            let mut free = budget.saturating_sub(idx.bytes);
+            let mut victims = Vec::new();
+            let mut order = idx.order.iter();
+            while free < len {
+                let Some(&(vrank, vik)) = order.next() else {
+                    break;
+                };
+                if !space.is_lru() && vrank >= rank {
+                    // Everything left is at least as close as the new key.
+                    return Ok(PutOutcome::NoRoom);
+                }
+                if let Some(v) = idx.map.get(&vik) {
+                    free += v.kind.block_len() as u64;
+                }
+                victims.push(vik);
+            }
+            if st.dirty.len() >= TOUCH_BATCH {
+                ops = self.take_touches(&mut st);
+            }
+            (entry, victims)
+        };
+        for vik in &victims {
+            ops.push((record_key(DATA_TAG, space, vik), None));
+            ops.push((record_key(INDEX_TAG, space, vik), None));
+        }
+        ops.push((record_key(DATA_TAG, space, &ik), Some(sealed)));
+        ops.push((
+            record_key(INDEX_TAG, space, &ik),
+            Some(self.index_value(&ik, &entry)),
+        ));
+        self.backend.apply(ops)?;
+
+        let mut st = self.state.lock();
+        let idx = &mut st.spaces[space.index()];
+        for vik in &victims {
+            idx.remove(vik);
+        }
+        idx.evicted += victims.len() as u64;
+        idx.insert(ik, entry);
+        for vik in &victims {
+            st.dirty.remove(&(space, *vik));
+        }
+        drop(w);
+        Ok(PutOutcome::Stored)
+    }
+
+    /// Read and verify without touching the LRU order or deleting anything.
+    fn load(
+        &self,
+        space: Space,
+        kind: BlockKind,
+        key: &RoutingKey,
+        ik: &IndexKey,
+    ) -> Result<Loaded, StoreError> {
+        let Some(stored) = self.backend.get(&record_key(DATA_TAG, space, ik))? else {
+            return Ok(Loaded::Missing);
+        };
+        let stored = stored.as_ref();
+        match self.keys.open(ik, stored) {
+            Some(block) if verify_block(kind, key, &block).is_ok() => Ok(Loaded::Good(block)),
+            _ => Ok(Loaded::Bad(stored.to_vec())),
+        }
+    }
+
+    fn report_bad(&self) {
+        // Never name the key: this line may reach a shared log.
+        warn!("block store: a stored block failed verification on read; deleted it");
+    }
+
+    /// Delete a block (caller holds `write`). With `seen`, only if the data
+    /// record still holds exactly those bytes (it was not replaced since).
+    fn delete_locked(
+        &self,
+        _w: &MutexGuard<'_, ()>,
+        space: Space,
+        ik: &IndexKey,
+        seen: Option<&[u8]>,
+    ) -> Result<(), StoreError> {
+        let dk = record_key(DATA_TAG, space, ik);
+        if let Some(seen) = seen {
+            match self.backend.get(&dk)? {
+                Some(now) if now.as_ref() != seen => return Ok(()),
+                _ => {}
+            }
+        }
+        if self.state.lock().entry(space, ik).is_none() {
+            return Ok(());
+        }
+        self.backend
+            .apply(vec![(dk, None), (record_key(INDEX_TAG, space, ik), None)])?;
+        let mut st = self.state.lock();
+        st.spaces[space.index()].remove(ik);
+        st.dirty.remove(&(space, *ik));
+        if seen.is_some() {
+            st.corrupt_deleted += 1;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn get_in(
+        &self,
+        space: Space,
+        kind: BlockKind,
+        key: &RoutingKey,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let ik = self.keys.index_key(kind, key);
+        {
+            let mut st = self.state.lock();
+            if st.entry(space, &ik).is_none() {
+                return Ok(None);
+            }
+            st.touch(space, &ik);
+        }
+        match self.load(space, kind, key, &ik)? {
+            Loaded::Good(b) => Ok(Some(b)),
+            Loaded::Missing => {
+                // Either a put evicted it meanwhile (then the index entry is
+                // gone by the time we hold `write`) or index and data
+                // disagree, which invariant 1 rules out; repair anyway.
+                let w = self.write.lock();
+                if self.state.lock().entry(space, &ik).is_some()
+                    && self
+                        .backend
+                        .get(&record_key(DATA_TAG, space, &ik))?
+                        .is_none()
+                {
+                    warn!("block store: an index record had no data; removed it");
+                    self.delete_locked(&w, space, &ik, None)?;
+                }
+                Ok(None)
+            }
+            Loaded::Bad(seen) => {
+                self.report_bad();
+                let w = self.write.lock();
+                self.delete_locked(&w, space, &ik, Some(&seen))?;
+                Ok(None)
+            }
+        }
+    }
+
+    pub(crate) fn contains_in(&self, space: Space, kind: BlockKind, key: &RoutingKey) -> bool {
+        let ik = self.keys.index_key(kind, key);
+        self.state.lock().entry(space, &ik).is_some()
+    }
+
+    pub(crate) fn remove(
+        &self,
+        space: Space,
+        kind: BlockKind,
+        key: &RoutingKey,
+    ) -> Result<bool, StoreError> {
+        let ik = self.keys.index_key(kind, key);
+        let w = self.write.lock();
+        if self.state.lock().entry(space, &ik).is_none() {
+            return Ok(false);
+        }
+        self.delete_locked(&w, space, &ik, None)?;
+        Ok(true)
+    }
+
+    pub(crate) fn flush(&self) -> Result<(), StoreError> {
+        let _w = self.write.lock();
+        let ops = self.take_touches(&mut self.state.lock());
+        if !ops.is_empty() {
+            self.backend.apply(ops)?;
+        }
+        self.backend.flush()
+    }
+
+    pub(crate) fn stats(&self) -> StoreStats {
+        let st = self.state.lock();
+        let mut out = StoreStats {
+            corrupt_deleted: st.corrupt_deleted,
+            disk_bytes: None,
+            ..StoreStats::default()
+        };
+        for space in Space::ALL {
+            let idx = &st.spaces[space.index()];
+            out.spaces[space.index()] = SpaceStats {
+                bytes: idx.bytes,
+                blocks: idx.map.len() as u64,
+                budget: self.budgets.of(space),
+                evicted: idx.evicted,
+            };
+        }
+        drop(st);
+        out.disk_bytes = self.backend.disk_bytes();
+        out
+    }
+
+    pub(crate) fn set_location(&self, location: u64) {
+        let mut st = self.state.lock();
+        st.location = location;
+        let idx = &mut st.spaces[Space::Store.index()];
+        idx.order.clear();
+        for (ik, e) in &mut idx.map {
+            e.rank = u64::MAX - circular_distance(location, e.key.location());
+            idx.order.insert((e.rank, *ik));
+        }
+    }
+
+    pub(crate) fn check(&self) -> Result<CheckReport, StoreError> {
+        let mut report = CheckReport::default();
+        let all: Vec<(Space, IndexKey, Entry)> = {
+            let st = self.state.lock();
+            Space::ALL
+                .iter()
+                .flat_map(|&s| {
+                    st.spaces[s.index()]
+                        .map
+                        .iter()
+                        .map(move |(ik, e)| (s, *ik, *e))
+                })
+                .collect()
+        };
+        for (space, ik, e) in all {
+            match self.load(space, e.kind, &e.key, &ik)? {
+                Loaded::Good(_) => report.checked += 1,
+                Loaded::Missing => {
+                    let w = self.write.lock();
+                    if self
+                        .backend
+                        .get(&record_key(DATA_TAG, space, &ik))?
+                        .is_none()
+                    {
+                        self.delete_locked(&w, space, &ik, None)?;
+                        report.deleted += 1;
+                    }
+                }
+                Loaded::Bad(seen) => {
+                    self.report_bad();
+                    let w = self.write.lock();
+                    self.delete_locked(&w, space, &ik, Some(&seen))?;
+                    report.deleted += 1;
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    fn user_key(name: &str) -> Result<Vec<u8>, StoreError> {
+        if name.is_empty() {
+            return Err(StoreError::InvalidMetadata("empty name"));
+        }
+        let mut k = USER_PREFIX.to_vec();
+        k.extend_from_slice(name.as_bytes());
+        Ok(k)
+    }
+
+    pub(crate) fn meta_get(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.backend.meta_get(&Self::user_key(name)?)
+    }
+
+    pub(crate) fn meta_put(&self, name: &str, value: &[u8]) -> Result<(), StoreError> {
+        if value.len() > MAX_META_VALUE {
+            return Err(StoreError::InvalidMetadata("value larger than 64 KiB"));
+        }
+        self.backend
+            .meta_set(&Self::user_key(name)?, Some(value))
+            .map(|_| ())
+    }
+
+    pub(crate) fn meta_remove(&self, name: &str) -> Result<bool, StoreError> {
+        self.backend.meta_set(&Self::user_key(name)?, None)
+    }
+
+    /// Test hook: every raw key of the block tree.
+    #[cfg(test)]
+    pub(crate) fn raw_keys(&self) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let _ = self
+            .backend
+            .scan_prefix(&[], &mut |k, _| out.push(k.to_vec()));
+        out
+    }
+
+    /// Test hook: flip one byte of every stored block in `space`.
+    #[cfg(test)]
+    pub(crate) fn corrupt_all(&self, space: Space) -> Result<(), StoreError> {
+        let mut ops = Vec::new();
+        self.backend
+            .scan_prefix(&[DATA_TAG, space.tag()], &mut |k, v| {
+                let mut v = v.to_vec();
+                if let Some(b) = v.last_mut() {
+                    *b ^= 0x5a;
+                }
+                ops.push((k.to_vec(), Some(v)));
+            })?;
+        self.backend.apply(ops)
+    }
+}
+
+fn parse_index(keys: &Keys, k: &[u8], v: &[u8]) -> Option<(Space, IndexKey, Entry)> {
+    if k.len() != 34 || v.len() != INDEX_VALUE_LEN || v[0] != FORMAT_VERSION {
+        return None;
+    }
+    let space = Space::ALL.into_iter().find(|s| s.tag() == k[1])?;
+    let kind = BlockKind::from_tag(v[1])?;
+    let mut ik = [0u8; 32];
+    ik.copy_from_slice(&k[2..]);
+    let mut masked = [0u8; 32];
+    masked.copy_from_slice(&v[2..34]);
+    let key = RoutingKey(keys.mask_rk(&ik, &masked));
+    if keys.index_key(kind, &key) != ik {
+        return None;
+    }
+    let mut c = [0u8; 8];
+    c.copy_from_slice(&v[34..42]);
+    let counter = u64::from_be_bytes(c);
+    Some((
+        space,
+        ik,
+        Entry {
+            kind,
+            key,
+            rank: 0,
+            counter,
+        },
+    ))
+}
+
+/// Implement [`crate::BlockStore`] for a wrapper with an `engine` field.
+macro_rules! delegate_block_store {
+    ($t:ty) => {
+        impl $crate::BlockStore for $t {
+            fn put(
+                &self,
+                space: $crate::Space,
+                kind: lichen_crypto::BlockKind,
+                key: &lichen_crypto::RoutingKey,
+                block: &[u8],
+            ) -> Result<$crate::PutOutcome, $crate::StoreError> {
+                self.engine.put(space, kind, key, block)
+            }
+            fn get_in(
+                &self,
+                space: $crate::Space,
+                kind: lichen_crypto::BlockKind,
+                key: &lichen_crypto::RoutingKey,
+            ) -> Result<Option<Vec<u8>>, $crate::StoreError> {
+                self.engine.get_in(space, kind, key)
+            }
+            fn contains_in(
+                &self,
+                space: $crate::Space,
+                kind: lichen_crypto::BlockKind,
+                key: &lichen_crypto::RoutingKey,
+            ) -> bool {
+                self.engine.contains_in(space, kind, key)
+            }
+            fn remove(
+                &self,
+                space: $crate::Space,
+                kind: lichen_crypto::BlockKind,
+                key: &lichen_crypto::RoutingKey,
+            ) -> Result<bool, $crate::StoreError> {
+                self.engine.remove(space, kind, key)
+            }
+            fn flush(&self) -> Result<(), $crate::StoreError> {
+                self.engine.flush()
+            }
+            fn stats(&self) -> $crate::StoreStats {
+                self.engine.stats()
+            }
+            fn set_location(&self, location: u64) {
+                self.engine.set_location(location)
+            }
+            fn check(&self) -> Result<$crate::CheckReport, $crate::StoreError> {
+                self.engine.check()
+            }
+            fn meta_get(&self, name: &str) -> Result<Option<Vec<u8>>, $crate::StoreError> {
+                self.engine.meta_get(name)
+            }
+            fn meta_put(&self, name: &str, value: &[u8]) -> Result<(), $crate::StoreError> {
+                self.engine.meta_put(name, value)
+            }
+            fn meta_remove(&self, name: &str) -> Result<bool, $crate::StoreError> {
+                self.engine.meta_remove(name)
+            }
+        }
+    };
+}
+pub(crate) use delegate_block_store;

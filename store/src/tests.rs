@@ -1,0 +1,605 @@
+//! Unit tests of both stores.
+
+use super::*;
+use lichen_crypto::ssk::SskPrivate;
+use lichen_crypto::{verify_block, DataFlags};
+use rand::{Rng, RngCore, SeedableRng};
+use sha2::{Digest, Sha256};
+use std::collections::HashSet;
+
+pub(crate) const CHK: usize = BlockKind::Chk.block_len();
+pub(crate) const SSK: usize = BlockKind::Ssk.block_len();
+
+/// A valid CHK block as far as verification goes: random bytes and their hash.
+pub(crate) fn chk(rng: &mut impl RngCore) -> (RoutingKey, Vec<u8>) {
+    let mut b = vec![0u8; CHK];
+    rng.fill_bytes(&mut b);
+    (RoutingKey(Sha256::digest(&b).into()), b)
+}
+
+/// Two different valid SSK blocks under the same routing key.
+pub(crate) fn ssk_pair(word: &str) -> (RoutingKey, Vec<u8>, Vec<u8>) {
+    let k = SskPrivate::from_keyword(word);
+    let (rk, a) = k.encode("doc", b"first", DataFlags::default()).unwrap();
+    let (rk2, b) = k.encode("doc", b"second", DataFlags::default()).unwrap();
+    assert_eq!(rk, rk2);
+    assert_ne!(a, b);
+    (rk, a, b)
+}
+
+fn config(store: u64, cache: u64, client: u64) -> StoreConfig {
+    StoreConfig::new(
+        Budgets {
+            store,
+            cache,
+            client,
+        },
+        0x8000_0000_0000_0000,
+        StoreSecret::from_bytes([42; 32]),
+    )
+}
+
+fn rng() -> rand::rngs::StdRng {
+    rand::rngs::StdRng::seed_from_u64(7)
+}
+
+fn blocks(n: u64) -> u64 {
+    n * CHK as u64
+}
+
+/// Run a test against a memory store and a fresh sled store.
+fn both(cfg: &StoreConfig, f: impl Fn(&dyn BlockStore)) {
+    f(&MemoryStore::new(cfg));
+    let dir = tempfile::tempdir().unwrap();
+    let (s, report) = SledStore::open(&dir.path().join("store"), cfg).unwrap();
+    assert_eq!(report.outcome, OpenOutcome::Created);
+    f(&s);
+}
+
+#[test]
+fn put_get_round_trip_and_stats() {
+    both(&config(blocks(4), blocks(4), blocks(4)), |s| {
+        let mut r = rng();
+        let (k, b) = chk(&mut r);
+        assert!(!s.contains(Origin::Local, BlockKind::Chk, &k));
+        assert_eq!(
+            s.put(Space::Cache, BlockKind::Chk, &k, &b).unwrap(),
+            PutOutcome::Stored
+        );
+        assert_eq!(
+            s.put(Space::Cache, BlockKind::Chk, &k, &b).unwrap(),
+            PutOutcome::AlreadyPresent
+        );
+        assert!(s.contains_in(Space::Cache, BlockKind::Chk, &k));
+        assert!(!s.contains_in(Space::Store, BlockKind::Chk, &k));
+        assert!(!s.contains_in(Space::Cache, BlockKind::Ssk, &k));
+        let found = s.get(Origin::Remote, BlockKind::Chk, &k).unwrap().unwrap();
+        assert_eq!(found.space, Space::Cache);
+        assert_eq!(found.block, b);
+        let st = s.stats();
+        assert_eq!(st.space(Space::Cache).bytes, CHK as u64);
+        assert_eq!(st.space(Space::Cache).blocks, 1);
+        assert_eq!(st.space(Space::Store).bytes, 0);
+        assert!(s.remove(Space::Cache, BlockKind::Chk, &k).unwrap());
+        assert!(!s.remove(Space::Cache, BlockKind::Chk, &k).unwrap());
+        assert_eq!(s.get(Origin::Local, BlockKind::Chk, &k).unwrap(), None);
+        assert_eq!(s.stats().total_bytes(), 0);
+        s.flush().unwrap();
+    });
+}
+
+#[test]
+fn invalid_block_is_refused() {
+    both(&config(blocks(4), blocks(4), blocks(4)), |s| {
+        let mut r = rng();
+        let (k, mut b) = chk(&mut r);
+        b[0] ^= 1;
+        assert!(matches!(
+            s.put(Space::Store, BlockKind::Chk, &k, &b),
+            Err(StoreError::InvalidBlock(_))
+        ));
+        assert!(s.put(Space::Store, BlockKind::Chk, &k, &b[..100]).is_err());
+        assert_eq!(s.stats().total_bytes(), 0);
+    });
+}
+
+#[test]
+fn remote_lookups_never_see_the_client_cache() {
+    both(&config(blocks(4), blocks(4), blocks(4)), |s| {
+        let (k, b) = chk(&mut rng());
+        s.put(Space::Client, BlockKind::Chk, &k, &b).unwrap();
+        assert_eq!(s.get(Origin::Remote, BlockKind::Chk, &k).unwrap(), None);
+        assert!(!s.contains(Origin::Remote, BlockKind::Chk, &k));
+        assert_eq!(
+            s.get(Origin::Local, BlockKind::Chk, &k)
+                .unwrap()
+                .unwrap()
+                .space,
+            Space::Client
+        );
+    });
+}
+
+#[test]
+fn ssk_first_writer_wins() {
+    both(&config(blocks(4), blocks(4), blocks(4)), |s| {
+        let (k, a, b) = ssk_pair("collide");
+        assert_eq!(
+            s.put(Space::Store, BlockKind::Ssk, &k, &a).unwrap(),
+            PutOutcome::Stored
+        );
+        assert_eq!(
+            s.put(Space::Store, BlockKind::Ssk, &k, &a).unwrap(),
+            PutOutcome::AlreadyPresent
+        );
+        assert_eq!(
+            s.put(Space::Store, BlockKind::Ssk, &k, &b).unwrap(),
+            PutOutcome::Collision
+        );
+        // Also against another visible space.
+        assert_eq!(
+            s.put(Space::Cache, BlockKind::Ssk, &k, &b).unwrap(),
+            PutOutcome::Collision
+        );
+        assert_eq!(
+            s.put(Space::Cache, BlockKind::Ssk, &k, &a).unwrap(),
+            PutOutcome::Stored
+        );
+        assert_eq!(
+            s.get_in(Space::Store, BlockKind::Ssk, &k).unwrap().unwrap(),
+            a
+        );
+        assert_eq!(s.stats().space(Space::Store).bytes, SSK as u64);
+    });
+}
+
+#[test]
+fn ssk_collision_does_not_reveal_the_client_cache() {
+    both(&config(blocks(4), blocks(4), blocks(4)), |s| {
+        let (k, a, b) = ssk_pair("private");
+        s.put(Space::Client, BlockKind::Ssk, &k, &a).unwrap();
+        // A remote insert of a different block is not told about the
+        // client cache's copy.
+        assert_eq!(
+            s.put(Space::Cache, BlockKind::Ssk, &k, &b).unwrap(),
+            PutOutcome::Stored
+        );
+        // A local insert sees everything.
+        let (k2, c, d) = ssk_pair("shared");
+        s.put(Space::Cache, BlockKind::Ssk, &k2, &c).unwrap();
+        assert_eq!(
+            s.put(Space::Client, BlockKind::Ssk, &k2, &d).unwrap(),
+            PutOutcome::Collision
+        );
+    });
+}
+
+#[test]
+fn budgets_hold_after_many_inserts() {
+    let budget = blocks(5) + 3 * SSK as u64;
+    both(&config(budget, budget, budget), |s| {
+        let mut r = rng();
+        for i in 0..120 {
+            let space = Space::ALL[i % 3];
+            if i % 7 == 0 {
+                let (k, a, _) = ssk_pair(&format!("w{i}"));
+                s.put(space, BlockKind::Ssk, &k, &a).unwrap();
+            } else {
+                let (k, b) = chk(&mut r);
+                s.put(space, BlockKind::Chk, &k, &b).unwrap();
+            }
+            for st in s.stats().spaces {
+                assert!(st.bytes <= st.budget, "{st:?}");
+            }
+        }
+        let st = s.stats();
+        for sp in st.spaces {
+            assert!(sp.evicted > 0);
+            assert!(
+                sp.bytes + CHK as u64 > sp.budget,
+                "space should be nearly full"
+            );
+        }
+        assert_eq!(s.check().unwrap().deleted, 0);
+    });
+}
+
+#[test]
+fn block_larger_than_budget_is_no_room() {
+    both(&config(CHK as u64 - 1, 0, blocks(1)), |s| {
+        let (k, b) = chk(&mut rng());
+        assert_eq!(
+            s.put(Space::Store, BlockKind::Chk, &k, &b).unwrap(),
+            PutOutcome::NoRoom
+        );
+        assert_eq!(
+            s.put(Space::Cache, BlockKind::Chk, &k, &b).unwrap(),
+            PutOutcome::NoRoom
+        );
+        assert_eq!(
+            s.put(Space::Client, BlockKind::Chk, &k, &b).unwrap(),
+            PutOutcome::Stored
+        );
+    });
+}
+
+#[test]
+fn lru_evicts_least_recently_used() {
+    both(&config(0, blocks(3), blocks(3)), |s| {
+        let mut r = rng();
+        for space in [Space::Cache, Space::Client] {
+            let v: Vec<_> = (0..4).map(|_| chk(&mut r)).collect();
+            for (k, b) in &v[..3] {
+                s.put(space, BlockKind::Chk, k, b).unwrap();
+            }
+            // Use the oldest: the second becomes least recently used.
+            assert!(s.get_in(space, BlockKind::Chk, &v[0].0).unwrap().is_some());
+            s.put(space, BlockKind::Chk, &v[3].0, &v[3].1).unwrap();
+            let held: Vec<bool> = v
+                .iter()
+                .map(|(k, _)| s.contains_in(space, BlockKind::Chk, k))
+                .collect();
+            assert_eq!(held, [true, false, true, true]);
+            assert_eq!(s.stats().space(space).evicted, 1);
+        }
+    });
+}
+
+#[test]
+fn lru_order_survives_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    let cfg = config(0, blocks(3), 0);
+    let mut r = rng();
+    let v: Vec<_> = (0..4).map(|_| chk(&mut r)).collect();
+    {
+        let (s, _) = SledStore::open(&path, &cfg).unwrap();
+        for (k, b) in &v[..3] {
+            s.put(Space::Cache, BlockKind::Chk, k, b).unwrap();
+        }
+        s.get_in(Space::Cache, BlockKind::Chk, &v[0].0)
+            .unwrap()
+            .unwrap();
+        s.flush().unwrap();
+    }
+    let (s, report) = SledStore::open(&path, &cfg).unwrap();
+    assert_eq!(report.outcome, OpenOutcome::Opened);
+    assert_eq!(s.stats().space(Space::Cache).blocks, 3);
+    s.put(Space::Cache, BlockKind::Chk, &v[3].0, &v[3].1)
+        .unwrap();
+    assert!(s.contains_in(Space::Cache, BlockKind::Chk, &v[0].0));
+    assert!(!s.contains_in(Space::Cache, BlockKind::Chk, &v[1].0));
+}
+
+/// The long-term store ends up holding the keys closest to the node.
+#[test]
+fn store_evicts_farthest_from_location() {
+    let cfg = config(blocks(4), 0, 0);
+    both(&cfg, |s| {
+        let mut r = rng();
+        let v: Vec<_> = (0..12).map(|_| chk(&mut r)).collect();
+        let mut outcomes = Vec::new();
+        for (k, b) in &v {
+            outcomes.push(s.put(Space::Store, BlockKind::Chk, k, b).unwrap());
+        }
+        assert!(outcomes.contains(&PutOutcome::NoRoom));
+        let mut by_dist: Vec<_> = v
+            .iter()
+            .map(|(k, _)| (circular_distance(cfg.location, k.location()), *k))
+            .collect();
+        by_dist.sort();
+        let want: HashSet<_> = by_dist[..4].iter().map(|(_, k)| *k).collect();
+        let held: HashSet<_> = v
+            .iter()
+            .map(|(k, _)| *k)
+            .filter(|k| s.contains_in(Space::Store, BlockKind::Chk, k))
+            .collect();
+        assert_eq!(held, want);
+
+        // Move the node next to the farthest held key: it becomes the
+        // closest, and the next put evicts another one.
+        let far = by_dist[3].1;
+        s.set_location(far.location());
+        let (k, b) = loop {
+            let (k, b) = chk(&mut r);
+            if circular_distance(far.location(), k.location())
+                < by_dist[..4]
+                    .iter()
+                    .map(|(_, h)| circular_distance(far.location(), h.location()))
+                    .max()
+                    .unwrap()
+            {
+                break (k, b);
+            }
+        };
+        assert_eq!(
+            s.put(Space::Store, BlockKind::Chk, &k, &b).unwrap(),
+            PutOutcome::Stored
+        );
+        assert!(s.contains_in(Space::Store, BlockKind::Chk, &far));
+    });
+}
+
+#[test]
+fn corrupt_block_is_deleted_on_read_memory() {
+    let s = MemoryStore::new(&config(blocks(2), blocks(2), 0));
+    let (k, b) = chk(&mut rng());
+    s.put(Space::Cache, BlockKind::Chk, &k, &b).unwrap();
+    s.engine().corrupt_all(Space::Cache).unwrap();
+    assert_eq!(s.get(Origin::Local, BlockKind::Chk, &k).unwrap(), None);
+    assert!(!s.contains_in(Space::Cache, BlockKind::Chk, &k));
+    let st = s.stats();
+    assert_eq!(st.corrupt_deleted, 1);
+    assert_eq!(st.total_bytes(), 0);
+    // It can be stored again.
+    assert_eq!(
+        s.put(Space::Cache, BlockKind::Chk, &k, &b).unwrap(),
+        PutOutcome::Stored
+    );
+}
+
+/// Corrupt the bytes on disk behind the store's back (through sled itself,
+/// with the store closed), then read.
+#[test]
+fn corrupt_block_is_deleted_on_read_sled() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    let cfg = config(blocks(4), 0, 0);
+    let mut r = rng();
+    let (k, b) = chk(&mut r);
+    let (k2, b2) = chk(&mut r);
+    let (k3, a3, _) = ssk_pair("c");
+    {
+        let (s, _) = SledStore::open(&path, &cfg).unwrap();
+        s.put(Space::Store, BlockKind::Chk, &k, &b).unwrap();
+        s.put(Space::Store, BlockKind::Chk, &k2, &b2).unwrap();
+        s.put(Space::Store, BlockKind::Ssk, &k3, &a3).unwrap();
+        s.flush().unwrap();
+    }
+    {
+        let db = sled::open(&path).unwrap();
+        let t = db.open_tree("blocks").unwrap();
+        let mut n = 0;
+        for kv in t.scan_prefix(b"D") {
+            let (key, val) = kv.unwrap();
+            let mut val = val.to_vec();
+            let i = val.len() / 2;
+            val[i] ^= 0xff;
+            t.insert(key, val).unwrap();
+            n += 1;
+        }
+        assert_eq!(n, 3);
+        db.flush().unwrap();
+    }
+    let (s, _) = SledStore::open(&path, &cfg).unwrap();
+    assert_eq!(s.get_in(Space::Store, BlockKind::Chk, &k).unwrap(), None);
+    assert_eq!(s.get_in(Space::Store, BlockKind::Ssk, &k3).unwrap(), None);
+    assert_eq!(s.stats().corrupt_deleted, 2);
+    let report = s.check().unwrap();
+    assert_eq!(
+        report,
+        CheckReport {
+            checked: 0,
+            deleted: 1
+        }
+    );
+    assert_eq!(s.stats().total_bytes(), 0);
+}
+
+/// The disk holds neither routing keys nor the blocks' bytes: without the
+/// secret it cannot be scanned for known keys.
+#[test]
+fn index_keys_are_salted_and_blocks_sealed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    let cfg = config(blocks(8), blocks(8), blocks(8));
+    let mut r = rng();
+    let v: Vec<_> = (0..6).map(|_| chk(&mut r)).collect();
+    let (sk, sa, _) = ssk_pair("salt");
+    {
+        let (s, _) = SledStore::open(&path, &cfg).unwrap();
+        for (i, (k, b)) in v.iter().enumerate() {
+            s.put(Space::ALL[i % 3], BlockKind::Chk, k, b).unwrap();
+        }
+        s.put(Space::Store, BlockKind::Ssk, &sk, &sa).unwrap();
+        s.flush().unwrap();
+        assert_eq!(s.engine().raw_keys().len(), 14);
+    }
+    let db = sled::open(&path).unwrap();
+    let mut needles: Vec<Vec<u8>> = v.iter().map(|(k, _)| k.0[..8].to_vec()).collect();
+    needles.push(sk.0[..8].to_vec());
+    needles.extend(v.iter().map(|(_, b)| b[1000..1016].to_vec()));
+    needles.push(sa[200..216].to_vec());
+    let mut seen = 0;
+    for name in db.tree_names() {
+        let t = db.open_tree(&name).unwrap();
+        for kv in t.iter() {
+            let (key, val) = kv.unwrap();
+            seen += 1;
+            for n in &needles {
+                assert!(!key.windows(n.len()).any(|w| w == &n[..]), "key leaks");
+                assert!(!val.windows(n.len()).any(|w| w == &n[..]), "value leaks");
+            }
+        }
+    }
+    assert!(seen >= 14);
+    // And every block's SHA-256 (a CHK's routing key) is absent too.
+    for (k, _) in &v {
+        let t = db.open_tree("blocks").unwrap();
+        for kv in t.iter() {
+            let (_, val) = kv.unwrap();
+            assert_ne!(
+                <[u8; 32]>::from(Sha256::digest(&val[12.min(val.len())..])),
+                k.0
+            );
+        }
+    }
+}
+
+#[test]
+fn blocks_survive_reopen_and_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    let cfg = config(blocks(8), blocks(8), blocks(8));
+    let mut r = rng();
+    let v: Vec<_> = (0..6).map(|_| chk(&mut r)).collect();
+    {
+        let (s, _) = SledStore::open(&path, &cfg).unwrap();
+        for (i, (k, b)) in v.iter().enumerate() {
+            s.put(Space::ALL[i % 3], BlockKind::Chk, k, b).unwrap();
+        }
+        s.meta_put("last-scrub", b"yesterday").unwrap();
+        s.flush().unwrap();
+    }
+    let (s, report) = SledStore::open(&path, &cfg).unwrap();
+    assert_eq!(report.outcome, OpenOutcome::Opened);
+    assert_eq!(s.stats().total_bytes(), blocks(6));
+    for (i, (k, b)) in v.iter().enumerate() {
+        let got = s
+            .get_in(Space::ALL[i % 3], BlockKind::Chk, k)
+            .unwrap()
+            .unwrap();
+        assert_eq!(&got, b);
+        verify_block(BlockKind::Chk, k, &got).unwrap();
+    }
+    assert_eq!(s.meta_get("last-scrub").unwrap().unwrap(), b"yesterday");
+    assert_eq!(
+        s.check().unwrap(),
+        CheckReport {
+            checked: 6,
+            deleted: 0
+        }
+    );
+}
+
+#[test]
+fn wrong_secret_is_refused_without_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    let cfg = config(blocks(2), 0, 0);
+    let (k, b) = chk(&mut rng());
+    {
+        let (s, _) = SledStore::open(&path, &cfg).unwrap();
+        s.put(Space::Store, BlockKind::Chk, &k, &b).unwrap();
+        s.flush().unwrap();
+    }
+    let mut other = cfg.clone();
+    other.secret = StoreSecret::from_bytes([1; 32]);
+    assert!(matches!(
+        SledStore::open(&path, &other),
+        Err(StoreError::WrongSecret { .. })
+    ));
+    let (s, _) = SledStore::open(&path, &cfg).unwrap();
+    assert!(s
+        .get_in(Space::Store, BlockKind::Chk, &k)
+        .unwrap()
+        .is_some());
+}
+
+#[test]
+fn shrunk_budget_evicts_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    let mut r = rng();
+    {
+        let (s, _) = SledStore::open(&path, &config(blocks(6), blocks(6), 0)).unwrap();
+        for _ in 0..6 {
+            let (k, b) = chk(&mut r);
+            s.put(Space::Cache, BlockKind::Chk, &k, &b).unwrap();
+            let (k, b) = chk(&mut r);
+            s.put(Space::Store, BlockKind::Chk, &k, &b).unwrap();
+        }
+        s.flush().unwrap();
+    }
+    let (s, report) = SledStore::open(&path, &config(blocks(2), blocks(3), 0)).unwrap();
+    assert_eq!(report.evicted_over_budget, 7);
+    assert_eq!(s.stats().space(Space::Store).bytes, blocks(2));
+    assert_eq!(s.stats().space(Space::Cache).bytes, blocks(3));
+}
+
+#[test]
+fn corrupt_store_is_moved_aside_and_recreated() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    std::fs::create_dir_all(&path).unwrap();
+    // Garbage where sled expects its files.
+    std::fs::write(path.join("conf"), b"\xff\xfe not a sled config").unwrap();
+    std::fs::write(path.join("db"), vec![0xAB; 4096]).unwrap();
+    let cfg = config(blocks(2), 0, 0);
+    let (s, report) = SledStore::open(&path, &cfg).unwrap();
+    match &report.outcome {
+        OpenOutcome::Recreated { moved_to, reason } => {
+            assert!(moved_to.exists());
+            assert!(moved_to.to_string_lossy().contains("s.corrupt-"));
+            assert!(!reason.is_empty());
+        }
+        other => panic!("expected Recreated, got {other:?}"),
+    }
+    let (k, b) = chk(&mut rng());
+    assert_eq!(
+        s.put(Space::Store, BlockKind::Chk, &k, &b).unwrap(),
+        PutOutcome::Stored
+    );
+}
+
+#[test]
+fn unknown_format_is_moved_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    {
+        let db = sled::open(&path).unwrap();
+        db.open_tree("meta")
+            .unwrap()
+            .insert(b"\0lichen-store/format", &[99u8][..])
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let (_s, report) = SledStore::open(&path, &config(blocks(2), 0, 0)).unwrap();
+    assert!(matches!(report.outcome, OpenOutcome::Recreated { .. }));
+}
+
+#[test]
+fn metadata_round_trip() {
+    both(&config(0, 0, 0), |s| {
+        assert_eq!(s.meta_get("a").unwrap(), None);
+        s.meta_put("a", b"1").unwrap();
+        assert_eq!(s.meta_get("a").unwrap().unwrap(), b"1");
+        assert!(s.meta_remove("a").unwrap());
+        assert!(!s.meta_remove("a").unwrap());
+        assert!(s.meta_put("", b"x").is_err());
+        assert!(s.meta_put("big", &vec![0; 70_000]).is_err());
+    });
+}
+
+#[test]
+fn concurrent_puts_and_gets_keep_accounting() {
+    let s = std::sync::Arc::new(MemoryStore::new(&config(blocks(5), blocks(5), 0)));
+    let handles: Vec<_> = (0..4)
+        .map(|t| {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                let mut r = rand::rngs::StdRng::seed_from_u64(t);
+                let mut keys = Vec::new();
+                for _ in 0..40 {
+                    let (k, b) = chk(&mut r);
+                    let space = if r.gen() { Space::Store } else { Space::Cache };
+                    s.put(space, BlockKind::Chk, &k, &b).unwrap();
+                    keys.push(k);
+                    let k = keys[r.gen_range(0..keys.len())];
+                    if let Some(f) = s.get(Origin::Remote, BlockKind::Chk, &k).unwrap() {
+                        verify_block(BlockKind::Chk, &k, &f.block).unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let st = s.stats();
+    for sp in &st.spaces {
+        assert!(sp.bytes <= sp.budget);
+        assert_eq!(sp.bytes, sp.blocks * CHK as u64);
+    }
+    assert_eq!(s.check().unwrap().deleted, 0);
+}
