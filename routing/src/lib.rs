@@ -1,1 +1,13 @@
 #![doc = include_str!("../README.md")]
+
+pub mod location;
+pub mod message;
+pub mod node;
+pub mod sim;
+
+pub use location::{Key, Location};
+pub use message::{Block, KeyKind, Message, NodeRef};
+pub use node::{
+    Action, BlockSource, Config, EmptyStore, InsertOutcome, LocalRequest, Millis, Node, PeerId,
+    RequestId, RequestOutcome, Space, Stats, Verifier,
+};

@@ -1,0 +1,251 @@
+//! Messages between peers.
+//!
+//! # Protocol flow
+//!
+//! ```text
+//! request:  A --Request{id,key,htl}--> B --Request--> C ...
+//!           A <--Accepted{id}--------- B            (or RejectedLoop / RejectedOverload)
+//!           ... C finds the block ...
+//!           A <--DataFound{id,block}-- B <--DataFound-- C   (each hop verifies, may cache)
+//!           A <--FoldOffer{id,ref}---- B <--FoldOffer-- C   (opennet path folding)
+//!   failure: DataNotFound{id} (HTL ran out: terminal) or RouteNotFound{id,htl}
+//!            (no more peers to try: the receiver tries its next peer with that HTL)
+//! insert:   Insert{id,key,htl,block} routed like a request until the HTL runs out;
+//!           InsertReply{id} retraces the path; Collision{id,block} for an SSK
+//!           that already holds a different block.
+//! opennet:  Announce{id,htl,noderef} routed toward the newcomer's location;
+//!           nodes that want peers connect to it.
+//! darknet:  SwapRequest (random walk of swap_htl hops) -> SwapReply / SwapRejected
+//!           retracing the walk; LocationChanged to every peer after a swap.
+//! ```
+//!
+//! No message names its origin. Request ids are random 64-bit values; each
+//! node only remembers which neighbour gave it a request. The only addresses
+//! carried are opennet noderefs (announcements, by design not anonymous, and
+//! path-folding offers, which any hop may replace with its own).
+
+use crate::location::{Key, Location};
+use serde::{Deserialize, Serialize};
+
+/// A block's bytes. The routing layer treats them as opaque; the embedder's
+/// [`Verifier`](crate::Verifier) checks them against the key.
+pub type Block = Vec<u8>;
+
+/// Which kind of key a request or insert is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum KeyKind {
+    /// Content hash key: immutable, 32 KiB.
+    Chk,
+    /// Signed subspace key: write-once, 1 KiB, collisions reported.
+    Ssk,
+}
+
+/// An opennet node reference as the routing layer sees it: the node's
+/// location plus opaque bytes (address, static key, version) that only the
+/// embedder interprets.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRef {
+    /// The node's location.
+    pub location: Location,
+    /// Opaque reference bytes (the node CBOR-encodes its noderef here).
+    #[serde(with = "serde_bytes")]
+    pub address: Vec<u8>,
+}
+
+/// A message between two peers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message {
+    /// Fetch the block for `key`.
+    Request {
+        /// Random request id, also the loop detector.
+        id: u64,
+        /// Routing key.
+        key: Key,
+        /// Hops to live.
+        htl: u8,
+        /// Key kind.
+        kind: KeyKind,
+    },
+    /// Store `block` under `key` along the route.
+    Insert {
+        /// Random request id.
+        id: u64,
+        /// Routing key.
+        key: Key,
+        /// Hops to live.
+        htl: u8,
+        /// Key kind.
+        kind: KeyKind,
+        /// The block (verified by every hop).
+        #[serde(with = "serde_bytes")]
+        block: Block,
+    },
+    /// The receiver took on the request or insert `id` (stops the
+    /// accept timeout; a silent peer is backed off quickly).
+    Accepted {
+        /// Request id.
+        id: u64,
+    },
+    /// The receiver already handles or recently handled `id`.
+    RejectedLoop {
+        /// Request id.
+        id: u64,
+    },
+    /// The receiver is too busy; back off from it.
+    RejectedOverload {
+        /// Request id.
+        id: u64,
+    },
+    /// The block was found.
+    DataFound {
+        /// Request id.
+        id: u64,
+        /// The block.
+        #[serde(with = "serde_bytes")]
+        block: Block,
+    },
+    /// The HTL ran out without finding the block (terminal).
+    DataNotFound {
+        /// Request id.
+        id: u64,
+    },
+    /// The receiver ran out of peers; the sender may try others with `htl`.
+    RouteNotFound {
+        /// Request id.
+        id: u64,
+        /// Hops to live left.
+        htl: u8,
+    },
+    /// The insert ran its course.
+    InsertReply {
+        /// Request id.
+        id: u64,
+    },
+    /// An SSK insert hit a different existing block, which is returned.
+    Collision {
+        /// Request id.
+        id: u64,
+        /// The block already stored under the key.
+        #[serde(with = "serde_bytes")]
+        block: Block,
+    },
+    /// Opennet path folding: after `DataFound`, a connection offer that
+    /// travels back along the path (any hop may take it, or replace it with
+    /// its own noderef).
+    FoldOffer {
+        /// Request id.
+        id: u64,
+        /// The node offering the connection.
+        noderef: NodeRef,
+    },
+    /// Opennet announcement, routed toward `noderef.location`.
+    Announce {
+        /// Random id (loop detection).
+        id: u64,
+        /// Hops to live.
+        htl: u8,
+        /// The newcomer.
+        noderef: NodeRef,
+    },
+    /// Darknet location swap, a random walk of a few hops.
+    SwapRequest {
+        /// Random id.
+        id: u64,
+        /// Hops left in the random walk.
+        htl: u8,
+        /// The initiator's location.
+        location: Location,
+        /// The initiator's peers' locations.
+        peer_locations: Vec<Location>,
+    },
+    /// Answer of the swap partner, retracing the walk.
+    SwapReply {
+        /// Swap id.
+        id: u64,
+        /// Whether the partner swapped.
+        accepted: bool,
+        /// The partner's location (before the swap).
+        location: Location,
+        /// The partner's peers' locations.
+        peer_locations: Vec<Location>,
+    },
+    /// The swap could not be done (rate limit, implausible, loop).
+    SwapRejected {
+        /// Swap id.
+        id: u64,
+    },
+    /// The sender's location changed (after a swap or a reset).
+    LocationChanged {
+        /// New location.
+        location: Location,
+    },
+}
+
+impl Message {
+    /// The request, insert, announcement or swap id the message belongs to.
+    pub fn id(&self) -> Option<u64> {
+        use Message::*;
+        match self {
+            Request { id, .. }
+            | Insert { id, .. }
+            | Accepted { id }
+            | RejectedLoop { id }
+            | RejectedOverload { id }
+            | DataFound { id, .. }
+            | DataNotFound { id }
+            | RouteNotFound { id, .. }
+            | InsertReply { id }
+            | Collision { id, .. }
+            | FoldOffer { id, .. }
+            | Announce { id, .. }
+            | SwapRequest { id, .. }
+            | SwapReply { id, .. }
+            | SwapRejected { id } => Some(*id),
+            LocationChanged { .. } => None,
+        }
+    }
+
+    /// A short name for statistics and logs.
+    pub fn name(&self) -> &'static str {
+        use Message::*;
+        match self {
+            Request { .. } => "Request",
+            Insert { .. } => "Insert",
+            Accepted { .. } => "Accepted",
+            RejectedLoop { .. } => "RejectedLoop",
+            RejectedOverload { .. } => "RejectedOverload",
+            DataFound { .. } => "DataFound",
+            DataNotFound { .. } => "DataNotFound",
+            RouteNotFound { .. } => "RouteNotFound",
+            InsertReply { .. } => "InsertReply",
+            Collision { .. } => "Collision",
+            FoldOffer { .. } => "FoldOffer",
+            Announce { .. } => "Announce",
+            SwapRequest { .. } => "SwapRequest",
+            SwapReply { .. } => "SwapReply",
+            SwapRejected { .. } => "SwapRejected",
+            LocationChanged { .. } => "LocationChanged",
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_round_trip() {
+        let m = Message::Insert {
+            id: 7,
+            key: Key([3; 32]),
+            htl: 18,
+            kind: KeyKind::Ssk,
+            block: vec![1, 2, 3],
+        };
+        let s = serde_json::to_string(&m).unwrap();
+        assert_eq!(serde_json::from_str::<Message>(&s).unwrap(), m);
+        assert_eq!(m.id(), Some(7));
+        assert_eq!(m.name(), "Insert");
+    }
+}
