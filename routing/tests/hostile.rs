@@ -39,7 +39,7 @@ fn arb_msg() -> impl Strategy<Value = Message> {
         .prop_map(|(location, address)| NodeRef { location, address });
     let kind = prop_oneof![Just(KeyKind::Chk), Just(KeyKind::Ssk)];
     prop_oneof![
-        (id.clone(), k.clone(), htl.clone(), kind.clone()).prop_map(|(id, k, htl, kind)| {
+        (id.clone(), k.clone(), htl, kind.clone()).prop_map(|(id, k, htl, kind)| {
             Message::Request {
                 id,
                 key: key(k),
@@ -47,7 +47,7 @@ fn arb_msg() -> impl Strategy<Value = Message> {
                 kind,
             }
         }),
-        (id.clone(), k, htl.clone(), kind, block.clone()).prop_map(|(id, k, htl, kind, block)| {
+        (id.clone(), k, htl, kind, block.clone()).prop_map(|(id, k, htl, kind, block)| {
             Message::Insert {
                 id,
                 key: key(k),
@@ -61,11 +61,11 @@ fn arb_msg() -> impl Strategy<Value = Message> {
         id.clone().prop_map(|id| Message::RejectedOverload { id }),
         (id.clone(), block.clone()).prop_map(|(id, block)| Message::DataFound { id, block }),
         id.clone().prop_map(|id| Message::DataNotFound { id }),
-        (id.clone(), htl.clone()).prop_map(|(id, htl)| Message::RouteNotFound { id, htl }),
+        (id.clone(), htl).prop_map(|(id, htl)| Message::RouteNotFound { id, htl }),
         id.clone().prop_map(|id| Message::InsertReply { id }),
         (id.clone(), block).prop_map(|(id, block)| Message::Collision { id, block }),
         (id.clone(), nref.clone()).prop_map(|(id, noderef)| Message::FoldOffer { id, noderef }),
-        (id.clone(), htl.clone(), nref).prop_map(|(id, htl, noderef)| Message::Announce {
+        (id.clone(), htl, nref).prop_map(|(id, htl, noderef)| Message::Announce {
             id,
             htl,
             noderef
