@@ -31,7 +31,10 @@ fuzz_target!(|data: &[u8]| {
                     let _ = session.handle(&m);
                     let _ = m.encode();
                 }
-                Ok(Some(Event::Header { message, data_length })) => {
+                Ok(Some(Event::Header {
+                    message,
+                    data_length,
+                })) => {
                     let _ = session.handle_header(&message, data_length);
                 }
                 Ok(Some(_)) => {}
