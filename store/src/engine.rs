@@ -46,6 +46,9 @@ fn index_key_of(space: Space, ik: &IndexKey) -> Vec<u8> {
     k
 }
 
+/// Space and sequence number naming a data record.
+type DataRef = (Space, u64);
+
 /// Data records are keyed by put sequence number, not by index key: sled
 /// then appends to its rightmost leaf instead of rewriting random leaves
 /// full of 32 KiB values (several times less write amplification).
@@ -208,7 +211,7 @@ impl<B: Backend> Engine<B> {
             dirty: HashSet::new(),
             corrupt_deleted: 0,
         };
-        let mut bad: Vec<(Vec<u8>, Option<(Space, u64)>)> = Vec::new();
+        let mut bad: Vec<(Vec<u8>, Option<DataRef>)> = Vec::new();
         let mut loaded: Vec<(Space, IndexKey, Entry)> = Vec::new();
         backend.scan_prefix(&[INDEX_TAG], &mut |k, v| match parse_index(&keys, k, v) {
             Some(x) => loaded.push(x),
@@ -693,7 +696,7 @@ fn parse_index(keys: &Keys, k: &[u8], v: &[u8]) -> Option<(Space, IndexKey, Entr
 }
 
 /// The data record an index record points at, if that much is readable.
-fn parse_seq(k: &[u8], v: &[u8]) -> Option<(Space, u64)> {
+fn parse_seq(k: &[u8], v: &[u8]) -> Option<DataRef> {
     let space = Space::ALL
         .into_iter()
         .find(|s| Some(&s.tag()) == k.get(1))?;

@@ -603,3 +603,194 @@ fn concurrent_puts_and_gets_keep_accounting() {
     }
     assert_eq!(s.check().unwrap().deleted, 0);
 }
+
+mod model {
+    //! Random operation sequences against a simple model of one store.
+    use super::*;
+    use proptest::prelude::*;
+    use std::sync::OnceLock;
+
+    /// 12 CHK blocks and one SSK key with two different blocks.
+    fn pool() -> &'static (Vec<(RoutingKey, Vec<u8>)>, (RoutingKey, Vec<u8>, Vec<u8>)) {
+        static P: OnceLock<(Vec<(RoutingKey, Vec<u8>)>, (RoutingKey, Vec<u8>, Vec<u8>))> =
+            OnceLock::new();
+        P.get_or_init(|| {
+            let mut r = rand::rngs::StdRng::seed_from_u64(99);
+            ((0..12).map(|_| chk(&mut r)).collect(), ssk_pair("model"))
+        })
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Put(usize, usize),
+        PutSsk(usize, bool),
+        Get(usize, usize),
+        Remove(usize, usize),
+        Flush,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0..3usize, 0..12usize).prop_map(|(s, i)| Op::Put(s, i)),
+            1 => (0..3usize, any::<bool>()).prop_map(|(s, b)| Op::PutSsk(s, b)),
+            3 => (0..3usize, 0..12usize).prop_map(|(s, i)| Op::Get(s, i)),
+            1 => (0..3usize, 0..12usize).prop_map(|(s, i)| Op::Remove(s, i)),
+            1 => Just(Op::Flush),
+        ]
+    }
+
+    /// Model of one space: items in eviction order (front goes first).
+    /// Item: CHK index 0..12, or 100 + SSK variant.
+    #[derive(Default, Clone)]
+    struct MSpace {
+        items: Vec<usize>,
+    }
+
+    fn len_of(item: usize) -> u64 {
+        if item >= 100 {
+            SSK as u64
+        } else {
+            CHK as u64
+        }
+    }
+
+    fn key_of(item: usize) -> RoutingKey {
+        if item >= 100 {
+            pool().1 .0
+        } else {
+            pool().0[item].0
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(96))]
+        #[test]
+        fn store_matches_model(
+            budgets in proptest::array::uniform3(0u64..5),
+            location: u64,
+            ops in proptest::collection::vec(op(), 1..60),
+        ) {
+            let b = |n: u64| n * CHK as u64 + 2 * SSK as u64 * u64::from(n > 0);
+            let cfg = StoreConfig::new(
+                Budgets { store: b(budgets[0]), cache: b(budgets[1]), client: b(budgets[2]) },
+                location,
+                StoreSecret::from_bytes([1; 32]),
+            );
+            let s = MemoryStore::new(&cfg);
+            let mut m: [MSpace; 3] = Default::default();
+            let bytes = |ms: &MSpace| ms.items.iter().map(|&i| len_of(i)).sum::<u64>();
+            // Eviction rank for the long-term store: farthest first.
+            let dist = |i: usize| circular_distance(location, key_of(i).location());
+            for op in ops {
+                match op {
+                    Op::Put(si, i) => {
+                        let space = Space::ALL[si];
+                        let (k, blk) = &pool().0[i];
+                        let got = s.put(space, BlockKind::Chk, k, blk).unwrap();
+                        let want = model_put(&mut m[si], space, i, cfg.budgets.of(space), &dist);
+                        prop_assert_eq!(got, want);
+                    }
+                    Op::PutSsk(si, second) => {
+                        let space = Space::ALL[si];
+                        let (k, a, bb) = &pool().1;
+                        let item = 100 + usize::from(second);
+                        let other = 100 + usize::from(!second);
+                        let visible: &[Space] = if space == Space::Client {
+                            Origin::Local.spaces()
+                        } else {
+                            Origin::Remote.spaces()
+                        };
+                        let got = s
+                            .put(space, BlockKind::Ssk, k, if second { bb } else { a })
+                            .unwrap();
+                        let want = if SSK as u64 > cfg.budgets.of(space) {
+                            PutOutcome::NoRoom
+                        } else if visible.iter().any(|v| m[v.index()].items.contains(&other)) {
+                            PutOutcome::Collision
+                        } else {
+                            model_put(&mut m[si], space, item, cfg.budgets.of(space), &dist)
+                        };
+                        prop_assert_eq!(got, want);
+                    }
+                    Op::Get(si, i) => {
+                        let space = Space::ALL[si];
+                        let (k, blk) = &pool().0[i];
+                        let got = s.get_in(space, BlockKind::Chk, k).unwrap();
+                        let ms = &mut m[si];
+                        if let Some(p) = ms.items.iter().position(|&x| x == i) {
+                            prop_assert_eq!(got.as_ref(), Some(blk));
+                            if space.is_lru() {
+                                let x = ms.items.remove(p);
+                                ms.items.push(x);
+                            }
+                        } else {
+                            prop_assert_eq!(got, None);
+                        }
+                    }
+                    Op::Remove(si, i) => {
+                        let space = Space::ALL[si];
+                        let got = s.remove(space, BlockKind::Chk, &pool().0[i].0).unwrap();
+                        let ms = &mut m[si];
+                        let had = ms.items.iter().position(|&x| x == i).map(|p| ms.items.remove(p));
+                        prop_assert_eq!(got, had.is_some());
+                    }
+                    Op::Flush => s.flush().unwrap(),
+                }
+                let st = s.stats();
+                for space in Space::ALL {
+                    let sp = st.space(space);
+                    prop_assert!(sp.bytes <= sp.budget);
+                    prop_assert_eq!(sp.bytes, bytes(&m[space.index()]));
+                    prop_assert_eq!(sp.blocks, m[space.index()].items.len() as u64);
+                }
+            }
+            prop_assert_eq!(s.check().unwrap().deleted, 0);
+        }
+    }
+
+    fn model_put(
+        ms: &mut MSpace,
+        space: Space,
+        item: usize,
+        budget: u64,
+        dist: &dyn Fn(usize) -> u64,
+    ) -> PutOutcome {
+        let len = len_of(item);
+        if len > budget {
+            return PutOutcome::NoRoom;
+        }
+        if let Some(p) = ms.items.iter().position(|&x| x == item) {
+            if space.is_lru() {
+                let x = ms.items.remove(p);
+                ms.items.push(x);
+            }
+            return PutOutcome::AlreadyPresent;
+        }
+        let mut used: u64 = ms.items.iter().map(|&i| len_of(i)).sum();
+        if space.is_lru() {
+            while used + len > budget {
+                used -= len_of(ms.items.remove(0));
+            }
+        } else {
+            // Farthest first; refuse if the new key is at least as far as
+            // every key that would have to go.
+            let mut order = ms.items.clone();
+            order.sort_by_key(|&i| std::cmp::Reverse((dist(i), key_of(i))));
+            let mut victims = Vec::new();
+            let mut u = used;
+            for &v in &order {
+                if u + len <= budget {
+                    break;
+                }
+                if dist(v) <= dist(item) {
+                    return PutOutcome::NoRoom;
+                }
+                u -= len_of(v);
+                victims.push(v);
+            }
+            ms.items.retain(|x| !victims.contains(x));
+        }
+        ms.items.push(item);
+        PutOutcome::Stored
+    }
+}
