@@ -341,20 +341,13 @@ impl<B: Backend> Engine<B> {
             } else {
                 crate::Origin::Remote.spaces()
             };
+            let mut here = false;
             for &s in visible {
-                if self.state.lock().entry(s, &ik).is_none() {
-                    continue;
-                }
                 let Some(e) = self.state.lock().entry(s, &ik) else {
                     continue;
                 };
                 match self.load(s, e.seq, kind, key, &ik)? {
-                    Loaded::Good(existing) if existing == block => {
-                        if s == space {
-                            self.state.lock().touch(space, &ik);
-                            return Ok(PutOutcome::AlreadyPresent);
-                        }
-                    }
+                    Loaded::Good(existing) if existing == block => here |= s == space,
                     Loaded::Good(_) => return Ok(PutOutcome::Collision),
                     Loaded::Missing => self.delete_locked(&w, s, &ik, e.seq, false)?,
                     Loaded::Bad => {
@@ -362,6 +355,10 @@ impl<B: Backend> Engine<B> {
                         self.delete_locked(&w, s, &ik, e.seq, true)?;
                     }
                 }
+            }
+            if here {
+                self.state.lock().touch(space, &ik);
+                return Ok(PutOutcome::AlreadyPresent);
             }
         } else if self.state.lock().entry(space, &ik).is_some() {
             return Ok(PutOutcome::AlreadyPresent);

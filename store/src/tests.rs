@@ -611,9 +611,10 @@ mod model {
     use std::sync::OnceLock;
 
     /// 12 CHK blocks and one SSK key with two different blocks.
-    fn pool() -> &'static (Vec<(RoutingKey, Vec<u8>)>, (RoutingKey, Vec<u8>, Vec<u8>)) {
-        static P: OnceLock<(Vec<(RoutingKey, Vec<u8>)>, (RoutingKey, Vec<u8>, Vec<u8>))> =
-            OnceLock::new();
+    type Pool = (Vec<(RoutingKey, Vec<u8>)>, (RoutingKey, Vec<u8>, Vec<u8>));
+
+    fn pool() -> &'static Pool {
+        static P: OnceLock<Pool> = OnceLock::new();
         P.get_or_init(|| {
             let mut r = rand::rngs::StdRng::seed_from_u64(99);
             ((0..12).map(|_| chk(&mut r)).collect(), ssk_pair("model"))
