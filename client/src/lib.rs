@@ -1,1 +1,16 @@
 #![doc = include_str!("../README.md")]
+
+mod error;
+mod fetch;
+mod insert;
+pub mod io;
+pub mod metadata;
+mod site;
+pub mod usk;
+
+pub use error::{FetchError, InsertError};
+pub use fetch::{fetch, fetch_metadata, FetchOptions, FetchResult, Progress};
+pub use insert::{insert, InsertOptions, InsertResult, COMPRESSION_SAMPLE, SEGMENT_BYTES};
+pub use io::{BlockSink, BlockSource, MemoryBlocks, NullSink, SinkError, SourceError};
+pub use metadata::{Manifest, Metadata, MetadataError};
+pub use site::{insert_site, SiteData, SiteFile, SiteOptions, SiteResult};

@@ -1,0 +1,655 @@
+//! Fetch: follow redirects, metadata levels and manifest paths from a URI
+//! to a document, and stream it to a writer.
+//!
+//! ```text
+//! key ──fetch+verify+decrypt──► data?  ──► write (one block)
+//!                              metadata ─► Redirect   → next key (meta-strings appended)
+//!                                          Inline     → write
+//!                                          Manifest   → entry for the next meta-string
+//!                                                       (or the default document)
+//!                                          Splitfile  → metadata=true: fetch, parse, loop
+//!                                                       else: segments → writer
+//! ```
+//!
+//! Every step counts against [`FetchOptions::max_depth`], so cycles and
+//! hostile chains end with [`FetchError::TooMuchRecursion`].
+//!
+//! Splitfile: up to [`FetchOptions::segments_ahead`] segments are fetched
+//! at once; within a segment at most [`FetchOptions::block_concurrency`]
+//! blocks are in flight and no more are requested than still needed
+//! (data blocks first, check blocks only to replace missing ones).
+//! Segments are written in order as they complete.
+
+use crate::error::FetchError;
+use crate::io::{BlockSource, SourceError};
+use crate::metadata::{codec_of, Metadata, Segment, Splitfile, MAX_METADATA_LEN};
+use crate::usk;
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
+use lichen_crypto::chk;
+use lichen_crypto::{BlockError, BlockKind, Codec, DataFlags, FreenetUri, KeyUri};
+use rayon::prelude::*;
+use sha2::{Digest, Sha256};
+use std::collections::VecDeque;
+use std::io::{Read, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+/// Limits and knobs of a fetch.
+#[derive(Debug, Clone)]
+pub struct FetchOptions {
+    /// Largest document accepted (FCP `MaxSize`); checked against the
+    /// metadata before any data block is fetched.
+    pub max_size: u64,
+    /// Blocks of one segment in flight at once.
+    pub block_concurrency: usize,
+    /// Segments fetched concurrently (each holds up to 4 MiB until
+    /// written).
+    pub segments_ahead: usize,
+    /// Most metadata steps (redirects, levels, manifest lookups).
+    pub max_depth: usize,
+    /// For USK URIs: probes spent looking for a newer edition (0: fetch
+    /// the edition asked for as is). A newer edition found gives
+    /// [`FetchError::PermanentRedirect`].
+    pub usk_probes: u32,
+}
+
+impl Default for FetchOptions {
+    fn default() -> Self {
+        FetchOptions {
+            max_size: u64::MAX,
+            block_concurrency: 32,
+            segments_ahead: 3,
+            max_depth: 32,
+            usk_probes: 0,
+        }
+    }
+}
+
+/// What a fetch produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchResult {
+    /// MIME type from the metadata, else guessed from a file name.
+    pub mime: Option<String>,
+    /// Bytes written.
+    pub size: u64,
+}
+
+/// Progress of a splitfile fetch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// Blocks fetched and verified.
+    pub done: u64,
+    /// Blocks needed to rebuild the document (its data block count).
+    pub needed: u64,
+    /// Blocks in the splitfile (data + check).
+    pub total: u64,
+}
+
+/// Fetch the document `uri` names and write it to `writer`.
+///
+/// `progress` is called as blocks of the (final) splitfile arrive.
+///
+/// # Errors
+/// [`FetchError`]; see [`FetchError::fcp_code`] for FCP codes. On error
+/// part of the document may already have been written.
+pub async fn fetch<S, W, P>(
+    source: &S,
+    uri: &FreenetUri,
+    mut writer: W,
+    opts: &FetchOptions,
+    mut progress: P,
+) -> Result<FetchResult, FetchError>
+where
+    S: BlockSource,
+    W: Write + Send,
+    P: FnMut(Progress) + Send,
+{
+    let mut meta: VecDeque<String> = uri.meta.iter().cloned().collect();
+    let mut mime: Option<String> = None;
+    let mut item = Item::Key(check_usk(source, uri, opts).await?);
+    let mut steps = 0;
+    loop {
+        steps += 1;
+        if steps > opts.max_depth {
+            return Err(FetchError::TooMuchRecursion {
+                limit: opts.max_depth,
+            });
+        }
+        item = match item {
+            Item::Key(key) => {
+                let (flags, data) = fetch_single(source, &key).await?;
+                if flags.metadata {
+                    let bytes = decompress(flags.codec, data, MAX_METADATA_LEN as u64, true)?;
+                    Item::Meta(Metadata::from_bytes(&bytes)?)
+                } else {
+                    let name = file_name(&mut meta)?;
+                    let data = decompress(flags.codec, data, opts.max_size, false)?;
+                    writer.write_all(&data)?;
+                    writer.flush()?;
+                    return Ok(FetchResult {
+                        mime: mime.or_else(|| guess(name.as_deref())),
+                        size: data.len() as u64,
+                    });
+                }
+            }
+            Item::Meta(m) => {
+                if mime.is_none() {
+                    mime = m.mime().map(str::to_owned);
+                }
+                match m {
+                    Metadata::Redirect(r) => {
+                        check_size(r.size, opts.max_size)?;
+                        let target = FreenetUri::parse(&r.target).map_err(|e| {
+                            FetchError::InvalidMetadata(crate::MetadataError::Invalid(format!(
+                                "redirect target: {e}"
+                            )))
+                        })?;
+                        for m in target.meta.into_iter().rev() {
+                            meta.push_front(m);
+                        }
+                        Item::Key(target.key)
+                    }
+                    Metadata::Inline(i) => {
+                        let name = file_name(&mut meta)?;
+                        check_size(Some(i.size), opts.max_size)?;
+                        let data = decompress(codec_of(i.codec)?, i.data, i.size, false)?;
+                        if data.len() as u64 != i.size {
+                            return Err(FetchError::SplitfileDecode(
+                                "inline data has the wrong size".into(),
+                            ));
+                        }
+                        if let Some(h) = i.sha256 {
+                            if lichen_crypto::sha256(&data) != h.0 {
+                                return Err(FetchError::HashMismatch);
+                            }
+                        }
+                        writer.write_all(&data)?;
+                        writer.flush()?;
+                        return Ok(FetchResult {
+                            mime: mime.or_else(|| guess(name.as_deref())),
+                            size: data.len() as u64,
+                        });
+                    }
+                    Metadata::Splitfile(sf) if sf.metadata => {
+                        if sf.size > MAX_METADATA_LEN as u64 {
+                            return Err(FetchError::TooBigMetadata {
+                                size: sf.size,
+                                max: MAX_METADATA_LEN as u64,
+                            });
+                        }
+                        let mut buf = Vec::new();
+                        fetch_splitfile(source, &sf, &mut buf, opts, &mut |_| {}).await?;
+                        Item::Meta(Metadata::from_bytes(&buf)?)
+                    }
+                    Metadata::Splitfile(sf) => {
+                        let name = file_name(&mut meta)?;
+                        check_size(Some(sf.size), opts.max_size)?;
+                        fetch_splitfile(source, &sf, &mut writer, opts, &mut progress).await?;
+                        writer.flush()?;
+                        return Ok(FetchResult {
+                            mime: mime.or_else(|| guess(name.as_deref())),
+                            size: sf.size,
+                        });
+                    }
+                    Metadata::Manifest(mut man) => {
+                        let name = match meta.pop_front() {
+                            Some(n) => n,
+                            None => man
+                                .default
+                                .clone()
+                                .ok_or(FetchError::NotEnoughPathComponents)?,
+                        };
+                        let entry = man
+                            .entries
+                            .remove(&name)
+                            .ok_or(FetchError::NotInManifest(name))?;
+                        // The directory's type does not apply to its entries.
+                        mime = None;
+                        Item::Meta(entry)
+                    }
+                }
+            }
+        };
+    }
+}
+
+enum Item {
+    Key(KeyUri),
+    Meta(Metadata),
+}
+
+/// Follow the URI's redirects down to the first metadata document that is
+/// not a redirect (e.g. a site's manifest, to pass to
+/// [`crate::insert_site`] as the previous edition). Returns `None` if the
+/// URI holds plain data.
+///
+/// # Errors
+/// As [`fetch`].
+pub async fn fetch_metadata<S: BlockSource>(
+    source: &S,
+    uri: &FreenetUri,
+    opts: &FetchOptions,
+) -> Result<Option<Metadata>, FetchError> {
+    let mut key = uri.key.clone();
+    for _ in 0..opts.max_depth {
+        let (flags, data) = fetch_single(source, &key).await?;
+        if !flags.metadata {
+            return Ok(None);
+        }
+        let bytes = decompress(flags.codec, data, MAX_METADATA_LEN as u64, true)?;
+        let mut m = Metadata::from_bytes(&bytes)?;
+        for _ in 0..opts.max_depth {
+            match m {
+                Metadata::Splitfile(sf) if sf.metadata => {
+                    let mut buf = Vec::new();
+                    fetch_splitfile(source, &sf, &mut buf, opts, &mut |_| {}).await?;
+                    m = Metadata::from_bytes(&buf)?;
+                }
+                other => {
+                    m = other;
+                    break;
+                }
+            }
+        }
+        match m {
+            Metadata::Redirect(r) => key = FreenetUri::parse(&r.target)?.key,
+            other => return Ok(Some(other)),
+        }
+    }
+    Err(FetchError::TooMuchRecursion {
+        limit: opts.max_depth,
+    })
+}
+
+async fn check_usk<S: BlockSource>(
+    source: &S,
+    uri: &FreenetUri,
+    opts: &FetchOptions,
+) -> Result<KeyUri, FetchError> {
+    let KeyUri::Usk { key, site, edition } = &uri.key else {
+        return Ok(uri.key.clone());
+    };
+    if opts.usk_probes == 0 && *edition >= 0 {
+        return Ok(uri.key.clone());
+    }
+    let from = edition.unsigned_abs();
+    let probes = opts.usk_probes.max(1);
+    let latest = usk::find_latest_edition(source, &key.public(), site, from, probes).await?;
+    match latest {
+        Some(l) if *edition < 0 || l > from => Err(FetchError::PermanentRedirect {
+            new_uri: Box::new(
+                uri.to_request()
+                    .with_edition(i64::try_from(l).unwrap_or(i64::MAX)),
+            ),
+        }),
+        Some(_) => Ok(uri.key.clone()),
+        None if *edition < 0 => Err(FetchError::DataNotFound),
+        None => Ok(uri.key.clone()),
+    }
+}
+
+/// Fetch, verify and decrypt the one block a key names.
+pub(crate) async fn fetch_single<S: BlockSource>(
+    source: &S,
+    key: &KeyUri,
+) -> Result<(DataFlags, Vec<u8>), FetchError> {
+    let decode_err = |e: BlockError| match e {
+        BlockError::WrongLength { .. }
+        | BlockError::HashMismatch
+        | BlockError::WrongPublicKey
+        | BlockError::BadSignature => FetchError::DataNotFound,
+        e => FetchError::BlockDecode(e),
+    };
+    match key {
+        KeyUri::Chk { .. } => {
+            let k = key
+                .chk_key()
+                .map_err(|e| FetchError::InvalidUri(e.to_string()))?;
+            let block = source.fetch(BlockKind::Chk, k.routing_key).await?;
+            let data = chk::decode(&k, &block).map_err(decode_err)?;
+            Ok((k.flags, data))
+        }
+        KeyUri::Ssk { .. } | KeyUri::Ksk { .. } | KeyUri::Usk { .. } => {
+            let (pk, docname) = key
+                .ssk_target()
+                .ok_or_else(|| FetchError::InvalidUri("not a fetchable key".into()))?;
+            let block = source
+                .fetch(BlockKind::Ssk, pk.routing_key(&docname))
+                .await?;
+            pk.decode(&docname, &block).map_err(decode_err)
+        }
+        KeyUri::ChkInsert | KeyUri::SskInsertNew => Err(FetchError::InvalidUri(
+            "an insert-only URI (CHK@ or SSK@) cannot be fetched".into(),
+        )),
+    }
+}
+
+fn check_size(size: Option<u64>, max: u64) -> Result<(), FetchError> {
+    match size {
+        Some(s) if s > max => Err(FetchError::TooBig { size: s, max }),
+        _ => Ok(()),
+    }
+}
+
+/// A file reached: at most one meta-string may remain (a file name).
+fn file_name(meta: &mut VecDeque<String>) -> Result<Option<String>, FetchError> {
+    match meta.len() {
+        0 => Ok(None),
+        1 => Ok(meta.pop_front()),
+        _ => Err(FetchError::TooManyPathComponents(meta.drain(..).collect())),
+    }
+}
+
+fn guess(name: Option<&str>) -> Option<String> {
+    name.and_then(|n| mime_guess::from_path(n).first_raw())
+        .map(str::to_owned)
+}
+
+/// Decompress at most `limit` bytes.
+fn decompress(
+    codec: Codec,
+    data: Vec<u8>,
+    limit: u64,
+    metadata: bool,
+) -> Result<Vec<u8>, FetchError> {
+    let too_big = |size: u64| {
+        if metadata {
+            FetchError::TooBigMetadata { size, max: limit }
+        } else {
+            FetchError::TooBig { size, max: limit }
+        }
+    };
+    match codec {
+        Codec::None => {
+            if data.len() as u64 > limit {
+                return Err(too_big(data.len() as u64));
+            }
+            Ok(data)
+        }
+        Codec::Zstd => {
+            let mut out = Vec::new();
+            zstd::stream::read::Decoder::new(&data[..])
+                .and_then(|d| d.take(limit.saturating_add(1)).read_to_end(&mut out))
+                .map_err(|e| FetchError::SplitfileDecode(format!("zstd: {e}")))?;
+            if out.len() as u64 > limit {
+                return Err(too_big(out.len() as u64));
+            }
+            Ok(out)
+        }
+    }
+}
+
+/// Progress shared by the concurrently fetched segments.
+struct Shared<'p, P> {
+    cb: Mutex<&'p mut P>,
+    done: AtomicU64,
+    needed: u64,
+    total: u64,
+}
+
+impl<P: FnMut(Progress)> Shared<'_, P> {
+    fn report(&self, done: u64) {
+        if let Ok(mut cb) = self.cb.lock() {
+            (cb)(Progress {
+                done,
+                needed: self.needed,
+                total: self.total,
+            });
+        }
+    }
+    fn block_done(&self) {
+        let d = self.done.fetch_add(1, Ordering::Relaxed) + 1;
+        self.report(d);
+    }
+}
+
+/// Where reassembled bytes go: decompress, bound, hash, write.
+struct Out<W: Write> {
+    inner: W,
+    hasher: Sha256,
+    written: u64,
+    limit: u64,
+    over: bool,
+    inner_err: Option<std::io::Error>,
+}
+
+impl<W: Write> Write for Out<W> {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        if self.written + b.len() as u64 > self.limit {
+            self.over = true;
+            return Err(std::io::Error::other("longer than declared"));
+        }
+        if let Err(e) = self.inner.write_all(b) {
+            let ret = std::io::Error::new(e.kind(), e.to_string());
+            self.inner_err = Some(e);
+            return Err(ret);
+        }
+        self.hasher.update(b);
+        self.written += b.len() as u64;
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+enum Stream<W: Write> {
+    Plain(Out<W>),
+    Zstd(Box<zstd::stream::write::Decoder<'static, Out<W>>>),
+}
+
+impl<W: Write> Stream<W> {
+    fn out(&mut self) -> &mut Out<W> {
+        match self {
+            Stream::Plain(o) => o,
+            Stream::Zstd(d) => d.get_mut(),
+        }
+    }
+
+    fn map_err(&mut self, e: std::io::Error) -> FetchError {
+        let out = self.out();
+        if let Some(e) = out.inner_err.take() {
+            FetchError::Write(e)
+        } else if out.over {
+            FetchError::SplitfileDecode("document is longer than its declared size".into())
+        } else {
+            FetchError::SplitfileDecode(format!("decompression failed: {e}"))
+        }
+    }
+
+    fn write(&mut self, b: &[u8]) -> Result<(), FetchError> {
+        let r = match self {
+            Stream::Plain(o) => o.write_all(b),
+            Stream::Zstd(d) => d.write_all(b),
+        };
+        r.map_err(|e| self.map_err(e))
+    }
+
+    fn finish(mut self) -> Result<(u64, [u8; 32]), FetchError> {
+        if let Stream::Zstd(d) = &mut self {
+            if let Err(e) = d.flush() {
+                return Err(self.map_err(e));
+            }
+        }
+        let out = match self {
+            Stream::Plain(o) => o,
+            Stream::Zstd(d) => d.into_inner(),
+        };
+        Ok((out.written, out.hasher.finalize().into()))
+    }
+}
+
+/// Fetch a splitfile's segments and write the document to `writer`.
+pub(crate) async fn fetch_splitfile<S, W, P>(
+    source: &S,
+    sf: &Splitfile,
+    writer: W,
+    opts: &FetchOptions,
+    progress: &mut P,
+) -> Result<(), FetchError>
+where
+    S: BlockSource,
+    W: Write + Send,
+    P: FnMut(Progress) + Send,
+{
+    sf.validate()?;
+    let (needed, total) = sf.block_counts();
+    let shared = Shared {
+        cb: Mutex::new(progress),
+        done: AtomicU64::new(0),
+        needed,
+        total,
+    };
+    shared.report(0);
+    let out = Out {
+        inner: writer,
+        hasher: Sha256::new(),
+        written: 0,
+        limit: sf.size,
+        over: false,
+        inner_err: None,
+    };
+    let mut stream = match codec_of(sf.codec)? {
+        Codec::None => Stream::Plain(out),
+        Codec::Zstd => Stream::Zstd(Box::new(
+            zstd::stream::write::Decoder::new(out)
+                .map_err(|e| FetchError::Internal(e.to_string()))?,
+        )),
+    };
+    let mut remaining = sf.compressed_size;
+    let shared = &shared;
+    // The futures are lazy; building them up front (rather than in a
+    // `Stream::map` closure) keeps the whole future `Send` for generic
+    // callers.
+    let jobs: Vec<_> = sf
+        .segments
+        .iter()
+        .enumerate()
+        .map(|(i, seg)| fetch_segment(source, i, seg, opts, shared))
+        .collect();
+    let mut segments = futures::stream::iter(jobs).buffered(opts.segments_ahead.max(1));
+    while let Some(blocks) = segments.next().await {
+        for b in blocks? {
+            let take = remaining.min(b.len() as u64);
+            // take ≤ b.len(), so the cast is lossless.
+            stream.write(&b[..take as usize])?;
+            remaining -= take;
+        }
+    }
+    let (written, hash) = stream.finish()?;
+    if written != sf.size {
+        return Err(FetchError::SplitfileDecode(format!(
+            "reassembled {written} bytes, metadata says {}",
+            sf.size
+        )));
+    }
+    if hash != sf.sha256.0 {
+        return Err(FetchError::HashMismatch);
+    }
+    Ok(())
+}
+
+/// Fetch enough blocks of one segment, decrypt them in parallel and
+/// rebuild its data blocks (Reed-Solomon if any is missing).
+async fn fetch_segment<S: BlockSource, P: FnMut(Progress) + Send>(
+    source: &S,
+    index: usize,
+    seg: &Segment,
+    opts: &FetchOptions,
+    shared: &Shared<'_, P>,
+) -> Result<Vec<Vec<u8>>, FetchError> {
+    let k = usize::from(seg.data);
+    let n = seg.total();
+    let keys: Vec<chk::ChkKey> = (0..n).filter_map(|i| seg.key(i)).collect();
+    if keys.len() != n {
+        return Err(FetchError::InvalidMetadata(crate::MetadataError::Invalid(
+            "segment key list too short".into(),
+        )));
+    }
+    let mut raw: Vec<Option<Vec<u8>>> = (0..n).map(|_| None).collect();
+    let mut plain: Vec<Option<Vec<u8>>> = (0..n).map(|_| None).collect();
+    let mut have = 0usize;
+    let mut next = 0usize;
+    let mut inflight = FuturesUnordered::new();
+    let limit = opts.block_concurrency.max(1);
+    loop {
+        while have + inflight.len() < k && next < n && inflight.len() < limit {
+            let i = next;
+            let rk = keys[i].routing_key;
+            inflight.push(async move { (i, source.fetch(BlockKind::Chk, rk).await) });
+            next += 1;
+        }
+        if let Some((i, res)) = inflight.next().await {
+            match res {
+                Ok(block) if chk::verify(&keys[i].routing_key, &block).is_ok() => {
+                    raw[i] = Some(block);
+                    have += 1;
+                    shared.block_done();
+                }
+                // A block that does not verify is a missing block.
+                Ok(_) => {}
+                Err(SourceError::Cancelled) => return Err(FetchError::Cancelled),
+                Err(_) => {}
+            }
+            continue;
+        }
+        if have < k {
+            return Err(FetchError::NotEnoughBlocks {
+                segment: index,
+                have,
+                needed: k,
+                total: n,
+            });
+        }
+        // Decrypt what arrived, in parallel.
+        let todo: Vec<usize> = (0..n).filter(|&i| raw[i].is_some()).collect();
+        let decoded: Vec<(usize, Option<Vec<u8>>)> = todo
+            .par_iter()
+            .map(|&i| {
+                let d = raw[i]
+                    .as_ref()
+                    .and_then(|b| chk::decrypt(&keys[i].crypto_key, b).ok())
+                    .filter(|d| d.len() == chk::PAYLOAD_LEN);
+                (i, d)
+            })
+            .collect();
+        for (i, d) in decoded {
+            raw[i] = None;
+            match d {
+                Some(d) => plain[i] = Some(d),
+                // Verifies but does not decrypt: wrong key in the metadata
+                // or a forged insert. Try other blocks.
+                None => have -= 1,
+            }
+        }
+        if have >= k {
+            break;
+        }
+    }
+    if plain[..k].iter().all(Option::is_some) {
+        return Ok(plain.into_iter().take(k).flatten().collect());
+    }
+    let originals = plain[..k]
+        .iter()
+        .enumerate()
+        .filter_map(|(i, d)| d.as_deref().map(|d| (i, d)));
+    let recovery = plain[k..]
+        .iter()
+        .enumerate()
+        .filter_map(|(i, d)| d.as_deref().map(|d| (i, d)));
+    let mut restored = reed_solomon_simd::decode(k, n - k, originals, recovery)
+        .map_err(|e| FetchError::SplitfileDecode(format!("segment {index}: {e}")))?;
+    let mut out = Vec::with_capacity(k);
+    for (i, p) in plain.into_iter().take(k).enumerate() {
+        match p.or_else(|| restored.remove(&i)) {
+            Some(d) => out.push(d),
+            None => {
+                return Err(FetchError::SplitfileDecode(format!(
+                    "segment {index}: block {i} not restored"
+                )))
+            }
+        }
+    }
+    Ok(out)
+}

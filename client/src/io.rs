@@ -1,0 +1,198 @@
+//! The two traits through which this crate reaches blocks, and two small
+//! implementations (an in-memory map and a sink that stores nothing).
+//!
+//! The client never opens a socket or a file: the node plugs its store or
+//! the network in behind [`BlockSource`] / [`BlockSink`]; tests and
+//! benchmarks plug in [`MemoryBlocks`]. Both traits return `Send` futures,
+//! so generic callers can run on a multi-threaded tokio runtime.
+
+use lichen_crypto::{verify_block, BlockKind, RoutingKey};
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+/// Why a block could not be fetched. Maps onto FCP fetch codes through
+/// [`crate::FetchError`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SourceError {
+    /// The network (or store) does not have the block.
+    #[error("data not found")]
+    NotFound,
+    /// The request could not be routed.
+    #[error("route not found")]
+    RouteNotFound,
+    /// The key failed recently and the request was not sent again.
+    #[error("recently failed")]
+    RecentlyFailed,
+    /// Downstream overload.
+    #[error("rejected: overload")]
+    Overload,
+    /// The request was cancelled by the caller.
+    #[error("cancelled")]
+    Cancelled,
+    /// Anything else (I/O error of a local store, ...).
+    #[error("block source failed: {0}")]
+    Other(String),
+}
+
+/// Why a block could not be stored / inserted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SinkError {
+    /// A different SSK block already exists under this routing key
+    /// (write-once; the first one stays).
+    #[error("collision: a different block exists under this key")]
+    Collision,
+    /// The insert could not be routed.
+    #[error("route not found")]
+    RouteNotFound,
+    /// Downstream overload.
+    #[error("rejected: overload")]
+    Overload,
+    /// The insert was cancelled by the caller.
+    #[error("cancelled")]
+    Cancelled,
+    /// Anything else (disk full, ...).
+    #[error("block sink failed: {0}")]
+    Other(String),
+}
+
+/// Where fetches get blocks from: the node's store and the network.
+///
+/// Implementations need not verify blocks: the client verifies every block
+/// against its routing key and treats a bad one as missing.
+pub trait BlockSource: Sync {
+    /// Fetch the block of `kind` stored under `key`.
+    fn fetch(
+        &self,
+        kind: BlockKind,
+        key: RoutingKey,
+    ) -> impl Future<Output = Result<Vec<u8>, SourceError>> + Send;
+}
+
+/// Where inserts put blocks: the node's store and the network.
+pub trait BlockSink: Sync {
+    /// Store / insert `block` of `kind` under `key`. The client only hands
+    /// over blocks it has just encoded, so they always verify.
+    fn put(
+        &self,
+        kind: BlockKind,
+        key: RoutingKey,
+        block: Vec<u8>,
+    ) -> impl Future<Output = Result<(), SinkError>> + Send;
+}
+
+impl<T: BlockSource + Send + ?Sized> BlockSource for Arc<T> {
+    fn fetch(
+        &self,
+        kind: BlockKind,
+        key: RoutingKey,
+    ) -> impl Future<Output = Result<Vec<u8>, SourceError>> + Send {
+        (**self).fetch(kind, key)
+    }
+}
+
+impl<T: BlockSink + Send + ?Sized> BlockSink for Arc<T> {
+    fn put(
+        &self,
+        kind: BlockKind,
+        key: RoutingKey,
+        block: Vec<u8>,
+    ) -> impl Future<Output = Result<(), SinkError>> + Send {
+        (**self).put(kind, key, block)
+    }
+}
+
+/// A sink that stores nothing: inserting into it only computes the URI
+/// (FCP `GetCHKOnly`).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NullSink;
+
+impl BlockSink for NullSink {
+    async fn put(&self, _: BlockKind, _: RoutingKey, _: Vec<u8>) -> Result<(), SinkError> {
+        Ok(())
+    }
+}
+
+type BlockMap = HashMap<(BlockKind, RoutingKey), Arc<[u8]>>;
+
+/// An in-memory block map that is both a source and a sink: for tests,
+/// benchmarks and `GetCHKOnly`-style dry runs that must be fetched back.
+///
+/// SSK blocks are write-once: a different block under an existing SSK key
+/// is a [`SinkError::Collision`]. Blocks are verified on `put`.
+#[derive(Debug, Default)]
+pub struct MemoryBlocks {
+    map: Mutex<BlockMap>,
+}
+
+impl MemoryBlocks {
+    /// An empty map.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of blocks held.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// True if no block is held.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Remove a block (tests: simulate a block lost by the network).
+    pub fn remove(&self, kind: BlockKind, key: &RoutingKey) -> bool {
+        self.lock().remove(&(kind, *key)).is_some()
+    }
+
+    /// Replace a block's bytes without any check (tests: a node serving
+    /// garbage).
+    pub fn corrupt(&self, kind: BlockKind, key: &RoutingKey, bytes: Vec<u8>) {
+        self.lock().insert((kind, *key), bytes.into());
+    }
+
+    /// All keys held.
+    #[must_use]
+    pub fn keys(&self) -> Vec<(BlockKind, RoutingKey)> {
+        let mut v: Vec<_> = self.lock().keys().copied().collect();
+        v.sort();
+        v
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BlockMap> {
+        // A poisoned map still holds valid blocks.
+        self.map
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl BlockSource for MemoryBlocks {
+    async fn fetch(&self, kind: BlockKind, key: RoutingKey) -> Result<Vec<u8>, SourceError> {
+        self.lock()
+            .get(&(kind, key))
+            .map(|b| b.to_vec())
+            .ok_or(SourceError::NotFound)
+    }
+}
+
+impl BlockSink for MemoryBlocks {
+    async fn put(&self, kind: BlockKind, key: RoutingKey, block: Vec<u8>) -> Result<(), SinkError> {
+        verify_block(kind, &key, &block).map_err(|e| SinkError::Other(e.to_string()))?;
+        let mut map = self.lock();
+        match map.get(&(kind, key)) {
+            Some(old) if kind == BlockKind::Ssk && **old != *block => Err(SinkError::Collision),
+            Some(_) => Ok(()),
+            None => {
+                map.insert((kind, key), block.into());
+                Ok(())
+            }
+        }
+    }
+}
