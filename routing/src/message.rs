@@ -13,8 +13,9 @@
 //! insert:   Insert{id,key,htl,block} routed like a request until the HTL runs out;
 //!           InsertReply{id} retraces the path; Collision{id,block} for an SSK
 //!           that already holds a different block.
-//! opennet:  Announce{id,htl,noderef} routed toward the newcomer's location;
-//!           nodes that want peers connect to it.
+//! opennet:  Announce{id,htl,noderef} routed like an insert toward the
+//!           newcomer's location (AnnounceReply at the end); nodes on the way
+//!           that want peers connect to it.
 //! darknet:  SwapRequest (random walk of swap_htl hops) -> SwapReply / SwapRejected
 //!           retracing the walk; LocationChanged to every peer after a swap.
 //! ```
@@ -147,6 +148,11 @@ pub enum Message {
         /// The newcomer.
         noderef: NodeRef,
     },
+    /// The announcement ran its course (retraces the path).
+    AnnounceReply {
+        /// Announcement id.
+        id: u64,
+    },
     /// Darknet location swap, a random walk of a few hops.
     SwapRequest {
         /// Random id.
@@ -198,6 +204,7 @@ impl Message {
             | Collision { id, .. }
             | FoldOffer { id, .. }
             | Announce { id, .. }
+            | AnnounceReply { id }
             | SwapRequest { id, .. }
             | SwapReply { id, .. }
             | SwapRejected { id } => Some(*id),
@@ -221,6 +228,7 @@ impl Message {
             Collision { .. } => "Collision",
             FoldOffer { .. } => "FoldOffer",
             Announce { .. } => "Announce",
+            AnnounceReply { .. } => "AnnounceReply",
             SwapRequest { .. } => "SwapRequest",
             SwapReply { .. } => "SwapReply",
             SwapRejected { .. } => "SwapRejected",

@@ -20,6 +20,9 @@ use serde::{Deserialize, Serialize};
 use crate::location::{Key, Location};
 use crate::message::{Block, KeyKind, Message, NodeRef};
 
+/// Announcements one peer may pass us per second.
+const ANNOUNCE_BURST: u32 = 20;
+
 /// The embedder's handle for a connected peer. Opaque to this crate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct PeerId(pub u64);
@@ -240,6 +243,9 @@ pub struct Config {
     pub fold_min_interval: Millis,
     /// Coalesced requests per in-flight request.
     pub max_waiters: usize,
+    /// Opennet: with fewer than `max_peers / 2` peers, announce again this
+    /// often.
+    pub announce_interval: Millis,
     /// Darknet: start a swap about this often.
     pub swap_interval: Millis,
     /// Darknet: length of the swap random walk.
@@ -286,6 +292,7 @@ impl Default for Config {
             peer_grace: 120_000,
             fold_min_interval: 30_000,
             max_waiters: 32,
+            announce_interval: 60_000,
             swap_interval: 10_000,
             swap_htl: 10,
             swap_timeout: 30_000,
@@ -350,6 +357,7 @@ struct Peer {
     last_success: Millis,
     offences: u32,
     last_announce: Millis,
+    announce_count: u32,
     swap_window_start: Millis,
     swap_count: u32,
 }
@@ -369,6 +377,8 @@ struct Pending {
     htl: u8,
     upstream: Upstream,
     insert: Option<Block>,
+    /// An announcement being routed (target: the noderef's location).
+    announce: Option<NodeRef>,
     tried: Vec<PeerId>,
     downstream: Option<PeerId>,
     accepted: bool,
@@ -435,6 +445,8 @@ pub struct Node<V> {
     swaps: BTreeMap<u64, SwapState>,
     timers: BinaryHeap<Reverse<(Millis, TimerKind, u64)>>,
     next_swap: Option<Millis>,
+    next_announce: Option<Millis>,
+    announce_backoff: u32,
     actions: VecDeque<Action>,
     local_queue: VecDeque<(u64, LocalRequest)>,
     window: f64,
@@ -474,6 +486,8 @@ impl<V: Verifier> Node<V> {
             swaps: BTreeMap::new(),
             timers: BinaryHeap::new(),
             next_swap: None,
+            next_announce: None,
+            announce_backoff: 0,
             actions: VecDeque::new(),
             local_queue: VecDeque::new(),
             window,
@@ -546,11 +560,14 @@ impl<V: Verifier> Node<V> {
 
     /// When [`Node::handle_timeout`] should next be called.
     pub fn poll_timeout(&self) -> Option<Millis> {
-        let t = self.timers.peek().map(|Reverse((t, _, _))| *t);
-        match (t, self.next_swap) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.timers.peek().map(|Reverse((t, _, _))| *t),
+            self.next_swap,
+            self.next_announce,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     // ---------------------------------------------------------------- peers
@@ -593,6 +610,7 @@ impl<V: Verifier> Node<V> {
             last_success: now,
             offences: 0,
             last_announce: 0,
+            announce_count: 0,
             swap_window_start: 0,
             swap_count: 0,
         });
@@ -637,6 +655,7 @@ impl<V: Verifier> Node<V> {
         };
         self.peers.swap_remove(i);
         self.last_location_change.remove(&peer);
+        self.maybe_schedule_announce(now);
         let ids: Vec<u64> = self.pending.keys().copied().collect();
         for id in ids {
             let Some(p) = self.pending.get_mut(&id) else {
@@ -650,6 +669,19 @@ impl<V: Verifier> Node<V> {
                 p.downstream = None;
                 self.route(now, id, rng);
             }
+        }
+    }
+
+    /// Under-connected opennet nodes announce again, backing off
+    /// exponentially (up to 32 intervals) while that does not help.
+    fn maybe_schedule_announce(&mut self, now: Millis) {
+        if self.peers.len() >= self.cfg.max_peers / 2 {
+            self.announce_backoff = 0;
+            return;
+        }
+        if self.cfg.opennet && self.noderef.is_some() && self.next_announce.is_none() {
+            let mult = 1u64 << self.announce_backoff.min(5);
+            self.next_announce = Some(now + self.cfg.announce_interval * mult);
         }
     }
 
@@ -886,7 +918,20 @@ impl<V: Verifier> Node<V> {
             }
             Message::RejectedLoop { id } => {
                 if self.check_downstream(now, from, id, rng) {
-                    self.route(now, id, rng);
+                    // Announcements pay one hop per loop, so their
+                    // exploration near the target stays bounded.
+                    let mut out_of_htl = false;
+                    if let Some(p) = self.pending.get_mut(&id) {
+                        if p.announce.is_some() {
+                            p.htl = p.htl.saturating_sub(1);
+                            out_of_htl = p.htl == 0;
+                        }
+                    }
+                    if out_of_htl {
+                        self.announce_done(id);
+                    } else {
+                        self.route(now, id, rng);
+                    }
                 }
             }
             Message::RejectedOverload { id } => {
@@ -930,7 +975,11 @@ impl<V: Verifier> Node<V> {
             }
             Message::DataNotFound { id } => {
                 if self.check_downstream(now, from, id, rng) {
-                    if self.pending.get(&id).is_some_and(|p| p.insert.is_some()) {
+                    if self
+                        .pending
+                        .get(&id)
+                        .is_some_and(|p| p.insert.is_some() || p.announce.is_some())
+                    {
                         self.offence(now, from, rng);
                         self.retry(now, id, from, rng);
                     } else {
@@ -944,7 +993,10 @@ impl<V: Verifier> Node<V> {
                     let Some(p) = self.pending.get(&id) else {
                         return;
                     };
-                    if p.insert.is_some() || !self.verifier.verify(&p.key, p.kind, &block) {
+                    if p.insert.is_some()
+                        || p.announce.is_some()
+                        || !self.verifier.verify(&p.key, p.kind, &block)
+                    {
                         self.stats.bad_blocks += 1;
                         self.backoff(now, from, rng);
                         self.offence(now, from, rng);
@@ -959,6 +1011,15 @@ impl<V: Verifier> Node<V> {
                     if self.pending.get(&id).is_some_and(|p| p.insert.is_some()) {
                         self.peer_success(now, from);
                         self.insert_done(id, None);
+                    } else {
+                        self.offence(now, from, rng);
+                    }
+                }
+            }
+            Message::AnnounceReply { id } => {
+                if self.check_downstream(now, from, id, rng) {
+                    if self.pending.get(&id).is_some_and(|p| p.announce.is_some()) {
+                        self.announce_done(id);
                     } else {
                         self.offence(now, from, rng);
                     }
@@ -1143,6 +1204,7 @@ impl<V: Verifier> Node<V> {
                 htl,
                 upstream: Upstream::Peer(from),
                 insert: None,
+                announce: None,
                 tried: vec![from],
                 downstream: None,
                 accepted: false,
@@ -1164,7 +1226,7 @@ impl<V: Verifier> Node<V> {
         let Some(p) = self.pending.get_mut(&other) else {
             return false;
         };
-        if p.insert.is_some() || p.waiters.len() >= max {
+        if p.insert.is_some() || p.announce.is_some() || p.waiters.len() >= max {
             return false;
         }
         if let Upstream::Peer(f) = upstream {
@@ -1256,6 +1318,7 @@ impl<V: Verifier> Node<V> {
                 htl,
                 upstream: Upstream::Peer(from),
                 insert: Some(block),
+                announce: None,
                 tried: vec![from],
                 downstream: None,
                 accepted: false,
@@ -1293,7 +1356,7 @@ impl<V: Verifier> Node<V> {
         let Some(p) = self.pending.get(&id) else {
             return;
         };
-        let target = p.key.location();
+        let target = p.announce.as_ref().map_or(p.key.location(), |n| n.location);
         let next = self
             .peers
             .iter()
@@ -1312,15 +1375,20 @@ impl<V: Verifier> Node<V> {
         p.downstream = Some(next);
         p.accepted = false;
         p.deadline = deadline;
-        let msg = match &p.insert {
-            Some(block) => Message::Insert {
+        let msg = match (&p.insert, &p.announce) {
+            (_, Some(noderef)) => Message::Announce {
+                id,
+                htl: p.htl,
+                noderef: noderef.clone(),
+            },
+            (Some(block), None) => Message::Insert {
                 id,
                 key: p.key,
                 htl: p.htl,
                 kind: p.kind,
                 block: block.clone(),
             },
-            None => Message::Request {
+            (None, None) => Message::Request {
                 id,
                 key: p.key,
                 htl: p.htl,
@@ -1365,14 +1433,28 @@ impl<V: Verifier> Node<V> {
             r.downstream = Some(from);
             r.fold_expected = self.cfg.opennet;
         }
-        self.answer_found(id, p.upstream, &block, true);
+        self.answer_found(id, p.upstream, &block, true, now);
         for (wid, w) in p.waiters {
-            self.answer_found(wid, w, &block, false);
+            self.answer_found(wid, w, &block, false, now);
         }
     }
 
-    fn answer_found(&mut self, id: u64, upstream: Upstream, block: &Block, primary: bool) {
+    fn answer_found(
+        &mut self,
+        id: u64,
+        upstream: Upstream,
+        block: &Block,
+        primary: bool,
+        now: Millis,
+    ) {
         self.release(upstream);
+        if let Upstream::Peer(u) = upstream {
+            // A success crossing the link makes it useful to both ends,
+            // whichever way the request went.
+            if let Some(p) = self.peer_mut(u) {
+                p.last_success = now;
+            }
+        }
         match upstream {
             Upstream::Peer(u) => self.send(
                 u,
@@ -1398,6 +1480,13 @@ impl<V: Verifier> Node<V> {
         let Some(p) = self.take_pending(id) else {
             return;
         };
+        if p.announce.is_some() {
+            self.release(p.upstream);
+            if let Upstream::Peer(u) = p.upstream {
+                self.send(u, Message::RouteNotFound { id, htl: p.htl });
+            }
+            return;
+        }
         if p.insert.is_some() {
             self.release(p.upstream);
             match p.upstream {
@@ -1462,6 +1551,16 @@ impl<V: Verifier> Node<V> {
         }
     }
 
+    fn announce_done(&mut self, id: u64) {
+        let Some(p) = self.take_pending(id) else {
+            return;
+        };
+        self.release(p.upstream);
+        if let Upstream::Peer(u) = p.upstream {
+            self.send(u, Message::AnnounceReply { id });
+        }
+    }
+
     fn insert_done(&mut self, id: u64, collision: Option<Block>) {
         let Some(p) = self.take_pending(id) else {
             return;
@@ -1505,7 +1604,7 @@ impl<V: Verifier> Node<V> {
         }
         match req {
             LocalRequest::Announce => {
-                self.announce(now, id);
+                self.announce(now, id, rng);
             }
             LocalRequest::Fetch { key, kind } => {
                 self.remember(now, id, Upstream::Local);
@@ -1578,6 +1677,7 @@ impl<V: Verifier> Node<V> {
                     htl: self.cfg.max_htl,
                     upstream: Upstream::Local,
                     insert,
+                    announce: None,
                     tried: Vec::new(),
                     downstream: None,
                     accepted: false,
@@ -1651,6 +1751,18 @@ impl<V: Verifier> Node<V> {
                 }
             }
         }
+        if self.next_announce.is_some_and(|t| t <= now) {
+            self.next_announce = None;
+            if self.cfg.opennet && self.peers.len() < self.cfg.max_peers / 2 {
+                let mut id = rng.next_u64();
+                while self.id_in_use(id) {
+                    id = rng.next_u64();
+                }
+                self.announce(now, id, rng);
+                self.announce_backoff += 1;
+                self.maybe_schedule_announce(now);
+            }
+        }
         self.start_queued(now, rng);
     }
 
@@ -1662,30 +1774,36 @@ impl<V: Verifier> Node<V> {
 
     // ---------------------------------------------------------- opennet
 
-    fn announce(&mut self, now: Millis, id: u64) {
+    fn announce(&mut self, now: Millis, id: u64, rng: &mut impl RngCore) {
         let Some(me) = self.noderef.clone() else {
             return;
         };
-        self.remember(now, id, Upstream::Local);
-        let target = self.location;
-        let next = self
-            .peers
-            .iter()
-            .filter(|q| q.backoff_until <= now)
-            .min_by_key(|q| (q.location.distance(target), q.id))
-            .map(|q| q.id);
-        if let Some(next) = next {
-            self.send(
-                next,
-                Message::Announce {
-                    id,
-                    htl: self.cfg.max_htl,
-                    noderef: me,
-                },
-            );
+        if self.pending.len() >= self.cfg.max_pending {
+            return;
         }
+        self.remember(now, id, Upstream::Local);
+        self.pending.insert(
+            id,
+            Pending {
+                key: Key([0; 32]),
+                kind: KeyKind::Chk,
+                htl: self.cfg.max_htl,
+                upstream: Upstream::Local,
+                insert: None,
+                announce: Some(me),
+                tried: Vec::new(),
+                downstream: None,
+                accepted: false,
+                deadline: 0,
+                waiters: Vec::new(),
+            },
+        );
+        self.route(now, id, rng);
     }
 
+    /// An announcement is routed like an insert (greedy, backtracking,
+    /// until the HTL runs out); every node on the way that wants a peer
+    /// connects to the newcomer.
     fn on_announce(
         &mut self,
         now: Millis,
@@ -1696,17 +1814,37 @@ impl<V: Verifier> Node<V> {
         rng: &mut impl RngCore,
     ) {
         let htl = self.clamp_htl(now, htl, from, rng);
-        let min_gap = self.cfg.accept_timeout / 10;
-        match self.peer_mut(from) {
-            Some(p) if now >= p.last_announce.saturating_add(min_gap) || p.last_announce == 0 => {
-                p.last_announce = now;
+        // At most ANNOUNCE_BURST announcements per second per peer; more
+        // are refused as overload (relays legitimately pass many).
+        let burst = match self.peer_mut(from) {
+            Some(p) => {
+                if now.saturating_sub(p.last_announce) >= 1000 {
+                    p.last_announce = now;
+                    p.announce_count = 0;
+                }
+                p.announce_count += 1;
+                p.announce_count > ANNOUNCE_BURST
             }
-            _ => {
-                self.offence(now, from, rng);
-                return;
-            }
+            None => return,
+        };
+        if !self.cfg.opennet {
+            self.send(from, Message::RouteNotFound { id, htl: 0 });
+            return;
         }
-        if !self.cfg.opennet || self.id_in_use(id) {
+        if self.id_in_use(id) {
+            self.stats.loops_rejected += 1;
+            self.send(from, Message::RejectedLoop { id });
+            return;
+        }
+        let limit = self.cfg.max_incoming_per_peer;
+        let busy = self
+            .peers
+            .iter()
+            .find(|p| p.id == from)
+            .is_none_or(|p| p.incoming >= limit);
+        if burst || busy || self.pending.len() >= self.cfg.max_pending {
+            self.stats.overload_rejected += 1;
+            self.send(from, Message::RejectedOverload { id });
             return;
         }
         self.remember(now, id, Upstream::Peer(from));
@@ -1714,26 +1852,39 @@ impl<V: Verifier> Node<V> {
             .noderef
             .as_ref()
             .is_some_and(|m| m.address == noderef.address);
-        if !own && self.wants_peer(now) {
+        let connected = self.peers.iter().any(|p| p.location == noderef.location);
+        if !own && !connected && self.wants_peer(now) {
             self.last_fold_accept = Some(now);
             self.actions.push_back(Action::Connect {
                 noderef: noderef.clone(),
             });
         }
         let htl = self.decrement(htl, Some(from));
+        self.send(from, Message::Accepted { id });
         if htl == 0 {
+            self.send(from, Message::AnnounceReply { id });
             return;
         }
-        let target = noderef.location;
-        let next = self
-            .peers
-            .iter()
-            .filter(|q| q.id != from && q.backoff_until <= now)
-            .min_by_key(|q| (q.location.distance(target), q.id))
-            .map(|q| q.id);
-        if let Some(next) = next {
-            self.send(next, Message::Announce { id, htl, noderef });
+        if let Some(p) = self.peer_mut(from) {
+            p.incoming += 1;
         }
+        self.pending.insert(
+            id,
+            Pending {
+                key: Key([0; 32]),
+                kind: KeyKind::Chk,
+                htl,
+                upstream: Upstream::Peer(from),
+                insert: None,
+                announce: Some(noderef),
+                tried: vec![from],
+                downstream: None,
+                accepted: false,
+                deadline: 0,
+                waiters: Vec::new(),
+            },
+        );
+        self.route(now, id, rng);
     }
 
     fn on_fold_offer(

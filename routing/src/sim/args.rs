@@ -1,0 +1,145 @@
+//! Command-line flags for the simulator, defined once here so the `sim`
+//! example and the `lichen sim` subcommand share them.
+
+use super::{Adversary, SimConfig, Topology};
+
+/// Parsed command line.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Cli {
+    /// The simulation to run.
+    pub config: SimConfig,
+    /// Print the report as JSON instead of a table.
+    pub json: bool,
+}
+
+/// The flag reference.
+pub fn usage() -> &'static str {
+    "usage: sim [flags]
+  --nodes N            number of nodes (1000)
+  --degree D           peers per node; opennet peer limit (12)
+  --topology T         small-world | opennet | darknet (small-world)
+  --inserts N          blocks inserted before measuring (500)
+  --requests N         requests for inserted keys (2000)
+  --churn F            fraction of nodes offline at any time, rotating (0)
+  --adversary F        fraction of nodes run by the adversary (0)
+  --adversary-kind K   observe | drop | corrupt | lie-htl (observe)
+  --seed S             RNG seed; same seed, same output (1)
+  --htl H              maximum hops to live (18)
+  --loss F             message loss probability (0)
+  --latency MIN-MAX    per-link latency range in ms (10-100)
+  --warmup N           opennet: warm-up requests for path folding (3 x nodes)
+  --swap-seconds S     darknet: virtual seconds of swapping first (300)
+  --interval MS        gap between requests in ms (10)
+  --json               print the report as JSON
+  --help               this text"
+}
+
+fn num<T: std::str::FromStr>(flag: &str, v: Option<String>) -> Result<T, String> {
+    let v = v.ok_or_else(|| format!("{flag} needs a value"))?;
+    v.parse().map_err(|_| format!("{flag}: cannot parse {v:?}"))
+}
+
+fn fraction(flag: &str, v: Option<String>) -> Result<f64, String> {
+    let f: f64 = num(flag, v)?;
+    if (0.0..=1.0).contains(&f) {
+        Ok(f)
+    } else {
+        Err(format!("{flag} must be between 0 and 1"))
+    }
+}
+
+/// Parse flags (without the program name). `Ok(None)` means `--help`.
+pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Option<Cli>, String> {
+    let mut c = SimConfig::default();
+    let mut json = false;
+    let mut it = args.into_iter();
+    while let Some(flag) = it.next() {
+        let (flag, inline) = match flag.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
+            _ => (flag, None),
+        };
+        let mut val = || inline.clone().or_else(|| it.next());
+        match flag.as_str() {
+            "--nodes" => c.nodes = num(&flag, val())?,
+            "--degree" => c.degree = num(&flag, val())?,
+            "--topology" => {
+                c.topology = match val().as_deref() {
+                    Some("small-world") => Topology::SmallWorld,
+                    Some("opennet") => Topology::Opennet,
+                    Some("darknet") => Topology::Darknet,
+                    other => return Err(format!("--topology: unknown {other:?}")),
+                }
+            }
+            "--inserts" => c.inserts = num(&flag, val())?,
+            "--requests" => c.requests = num(&flag, val())?,
+            "--churn" => c.churn = fraction(&flag, val())?,
+            "--adversary" => c.adversary = fraction(&flag, val())?,
+            "--adversary-kind" => {
+                c.adversary_kind = match val().as_deref() {
+                    Some("observe") => Adversary::Observe,
+                    Some("drop") => Adversary::Drop,
+                    Some("corrupt") => Adversary::Corrupt,
+                    Some("lie-htl") => Adversary::LieHtl,
+                    other => return Err(format!("--adversary-kind: unknown {other:?}")),
+                }
+            }
+            "--seed" => c.seed = num(&flag, val())?,
+            "--htl" => c.htl = num(&flag, val())?,
+            "--loss" => c.loss = fraction(&flag, val())?,
+            "--latency" => {
+                let v = val().ok_or("--latency needs MIN-MAX")?;
+                let (a, b) = v.split_once('-').ok_or("--latency needs MIN-MAX")?;
+                let (a, b): (u64, u64) = (
+                    a.parse().map_err(|_| "--latency: bad MIN")?,
+                    b.parse().map_err(|_| "--latency: bad MAX")?,
+                );
+                if a > b || b == 0 {
+                    return Err("--latency: need 0 <= MIN <= MAX, MAX > 0".into());
+                }
+                c.latency_ms = (a, b);
+            }
+            "--warmup" => c.warmup_requests = Some(num(&flag, val())?),
+            "--swap-seconds" => c.swap_ms = Some(num::<u64>(&flag, val())?.saturating_mul(1000)),
+            "--interval" => c.request_interval_ms = num(&flag, val())?,
+            "--json" => json = true,
+            "--help" | "-h" => return Ok(None),
+            other => return Err(format!("unknown flag {other:?}\n{}", usage())),
+        }
+    }
+    if c.nodes < 2 {
+        return Err("--nodes must be at least 2".into());
+    }
+    if c.htl < 2 {
+        return Err("--htl must be at least 2".into());
+    }
+    if c.degree < 2 {
+        return Err("--degree must be at least 2".into());
+    }
+    Ok(Some(Cli { config: c, json }))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> Result<Option<Cli>, String> {
+        parse_args(s.split_whitespace().map(String::from))
+    }
+
+    #[test]
+    fn flags() {
+        let c = p("--nodes 50 --topology=darknet --churn 0.2 --adversary 0.05 --adversary-kind lie-htl --seed 9 --json --latency 5-20")
+            .unwrap()
+            .unwrap();
+        assert!(c.json);
+        assert_eq!(c.config.nodes, 50);
+        assert_eq!(c.config.topology, Topology::Darknet);
+        assert_eq!(c.config.adversary_kind, Adversary::LieHtl);
+        assert_eq!(c.config.latency_ms, (5, 20));
+        assert_eq!(p("--help").unwrap(), None);
+        assert!(p("--churn 2").is_err());
+        assert!(p("--bogus").is_err());
+        assert!(p("--nodes").is_err());
+    }
+}

@@ -1,0 +1,85 @@
+//! Small simulations: determinism and success rates.
+#![allow(clippy::unwrap_used)]
+
+use lichen_routing::sim::{run, Adversary, SimConfig, Topology};
+
+fn small(topology: Topology) -> SimConfig {
+    SimConfig {
+        nodes: 300,
+        degree: 12,
+        topology,
+        inserts: 100,
+        requests: 400,
+        seed: 11,
+        ..SimConfig::default()
+    }
+}
+
+#[test]
+fn same_seed_same_report_byte_for_byte() {
+    let mut c = small(Topology::Opennet);
+    c.churn = 0.1;
+    c.adversary = 0.05;
+    c.loss = 0.001;
+    let a = serde_json::to_string(&run(&c)).unwrap();
+    let b = serde_json::to_string(&run(&c)).unwrap();
+    assert_eq!(a, b);
+    c.seed += 1;
+    assert_ne!(a, serde_json::to_string(&run(&c)).unwrap());
+}
+
+#[test]
+fn small_world_finds_inserted_keys() {
+    let r = run(&small(Topology::SmallWorld));
+    assert!(r.success_rate >= 0.99, "{}", r.to_table());
+    assert!(r.hops_median <= 6.0, "{}", r.to_table());
+    assert!(r.inserts_stored_nowhere == 0);
+}
+
+#[test]
+fn opennet_grown_by_path_folding_finds_inserted_keys() {
+    let r = run(&small(Topology::Opennet));
+    assert!(r.success_rate >= 0.97, "{}", r.to_table());
+    assert!((r.largest_component - 1.0).abs() < 1e-9, "{}", r.to_table());
+}
+
+#[test]
+fn darknet_swapping_makes_routing_work() {
+    let mut c = small(Topology::Darknet);
+    c.swap_ms = Some(200_000);
+    let r = run(&c);
+    assert!(r.swaps > 0);
+    assert!(r.success_rate >= 0.9, "{}", r.to_table());
+}
+
+#[test]
+fn churn_and_bad_nodes_are_survived() {
+    let mut c = small(Topology::SmallWorld);
+    c.churn = 0.2;
+    let r = run(&c);
+    assert!(r.success_rate >= 0.9, "churn: {}", r.to_table());
+    for kind in [Adversary::Drop, Adversary::Corrupt, Adversary::LieHtl] {
+        let mut c = small(Topology::SmallWorld);
+        c.adversary = 0.1;
+        c.adversary_kind = kind;
+        let r = run(&c);
+        assert!(r.success_rate >= 0.85, "{kind:?}: {}", r.to_table());
+        if kind == Adversary::Corrupt {
+            assert!(r.bad_blocks_caught > 0);
+        }
+    }
+}
+
+#[test]
+fn anonymity_is_reported_against_baselines() {
+    let mut c = small(Topology::SmallWorld);
+    c.adversary = 0.1;
+    let r = run(&c);
+    let a = r.anonymity.clone().unwrap();
+    assert!(a.observations > 50);
+    assert!(
+        a.precision <= a.htl_model_baseline + 0.15,
+        "{}",
+        r.to_table()
+    );
+}
