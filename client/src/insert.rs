@@ -45,6 +45,7 @@ const SAMPLE_LEVEL: i32 = 1;
 /// Compress only if the sample shrinks to this fraction (in 1/100).
 const WORTH_COMPRESSING_PERCENT: usize = 95;
 const RANDOM_KEY_DOMAIN: &[u8] = b"lichen/client/random-key/v1";
+const CONVERGENT_BLOCK_DOMAIN: &[u8] = b"lichen/client/convergent-block/v1";
 
 /// How to insert a document.
 #[derive(Debug, Clone)]
@@ -68,6 +69,9 @@ pub struct InsertOptions {
     pub seed: Option<[u8; 32]>,
     /// Blocks handed to the sink concurrently.
     pub concurrency: usize,
+    /// Data blocks per segment, 1..=128 (default 128). Smaller segments
+    /// only make sense for tests.
+    pub segment_blocks: usize,
 }
 
 impl Default for InsertOptions {
@@ -80,6 +84,7 @@ impl Default for InsertOptions {
             randomise_keys: None,
             seed: None,
             concurrency: 16,
+            segment_blocks: SEGMENT_DATA_BLOCKS,
         }
     }
 }
@@ -193,6 +198,8 @@ pub(crate) struct Ctx<'a, S> {
     pub(crate) seed: Option<[u8; 32]>,
     pub(crate) next_block: u64,
     pub(crate) blocks: u64,
+    /// Bytes of a full segment.
+    pub(crate) segment_bytes: usize,
 }
 
 impl<'a, S: BlockSink> Ctx<'a, S> {
@@ -203,6 +210,7 @@ impl<'a, S: BlockSink> Ctx<'a, S> {
             seed,
             next_block: 0,
             blocks: 0,
+            segment_bytes: SEGMENT_BYTES,
         }
     }
 
@@ -212,7 +220,12 @@ impl<'a, S: BlockSink> Ctx<'a, S> {
         data: &[u8],
         flags: DataFlags,
     ) -> Result<ChkKey, InsertError> {
-        let (key, block) = encode_block(data, flags, self.seed, self.next_block)?;
+        // A document's top block is a plain convergent CHK (same data, same
+        // key as `chk::encode`) unless keys are randomised.
+        let (key, block) = match self.seed {
+            Some(_) => encode_block(data, flags, self.seed, self.next_block)?,
+            None => chk::encode(data, flags)?,
+        };
         self.next_block += 1;
         self.blocks += 1;
         self.sink
@@ -239,16 +252,29 @@ fn derive_key(seed: &[u8; 32], index: u64) -> [u8; 32] {
     sha256_parts(&[RANDOM_KEY_DOMAIN, seed, &index.to_be_bytes()])
 }
 
+/// Encode splitfile block number `index` of this insert.
+///
+/// Convergent keys also cover the block's position: identical blocks at
+/// different positions (zero-filled regions; a one-block segment whose
+/// Reed-Solomon check block equals its data block) get distinct keys, so
+/// they are distinct blocks in the network and the redundancy is real.
+/// The key stays a function of the content, so the URI is still
+/// reproducible (`GetCHKOnly`).
 fn encode_block(
     data: &[u8],
     flags: DataFlags,
     seed: Option<[u8; 32]>,
     index: u64,
 ) -> Result<(ChkKey, Vec<u8>), InsertError> {
-    Ok(match seed {
-        Some(seed) => chk::encode_with_key(data, flags, derive_key(&seed, index))?,
-        None => chk::encode(data, flags)?,
-    })
+    let key = match seed {
+        Some(seed) => derive_key(&seed, index),
+        None => sha256_parts(&[
+            CONVERGENT_BLOCK_DOMAIN,
+            &chk::convergent_key(data),
+            &index.to_be_bytes(),
+        ]),
+    };
+    Ok(chk::encode_with_key(data, flags, key)?)
 }
 
 /// A segment's metadata and its encoded blocks.
@@ -347,11 +373,12 @@ impl SplitWriter {
 
     /// Submit every full segment in `pending`.
     async fn drain_full<S: BlockSink>(&mut self, ctx: &mut Ctx<'_, S>) -> Result<(), InsertError> {
-        while self.pending.len() >= SEGMENT_BYTES {
-            let mut rest = Vec::with_capacity(SEGMENT_BYTES + READ_CHUNK);
-            rest.extend_from_slice(&self.pending[SEGMENT_BYTES..]);
+        let full = ctx.segment_bytes;
+        while self.pending.len() >= full {
+            let mut rest = Vec::with_capacity(full + READ_CHUNK);
+            rest.extend_from_slice(&self.pending[full..]);
             let mut seg = std::mem::replace(&mut self.pending, rest);
-            seg.truncate(SEGMENT_BYTES);
+            seg.truncate(full);
             self.submit(seg, ctx).await?;
         }
         Ok(())
@@ -447,6 +474,7 @@ pub async fn insert<S: BlockSink, R: Read + Send>(
         .unwrap_or(!matches!(target, Target::Chk));
     let seed = randomise.then(|| rng.gen::<[u8; 32]>());
     let mut ctx = Ctx::new(sink, opts.concurrency, seed);
+    ctx.segment_bytes = opts.segment_blocks.clamp(1, SEGMENT_DATA_BLOCKS) * chk::PAYLOAD_LEN;
     let mime = opts.mime.clone().or_else(|| {
         filename
             .as_deref()
