@@ -217,59 +217,60 @@ enum Mode {
 struct Progress {
     bar: ProgressBar,
     mode: Mode,
+    visible: bool,
 }
 
 impl Progress {
     fn new(visible: bool) -> Self {
-        let target = if visible {
+        Progress {
+            bar: ProgressBar::hidden(),
+            mode: Mode::None,
+            visible,
+        }
+    }
+
+    /// Replaces the bar by a fresh one for a new phase (a new bar never
+    /// draws a frame mixing the old phase's numbers with the new style).
+    fn phase(&mut self, mode: Mode, template: &str, message: &'static str, len: u64) {
+        self.bar.finish_and_clear();
+        let target = if self.visible {
             ProgressDrawTarget::stderr()
         } else {
             ProgressDrawTarget::hidden()
         };
-        let bar = ProgressBar::with_draw_target(None, target);
-        Progress {
-            bar,
-            mode: Mode::None,
-        }
-    }
-
-    fn style(template: &str) -> ProgressStyle {
-        ProgressStyle::with_template(template)
+        let style = ProgressStyle::with_template(template)
             .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> ")
+            .progress_chars("=> ");
+        self.bar = ProgressBar::with_draw_target(Some(len), target)
+            .with_style(style)
+            .with_message(message);
+        self.bar.enable_steady_tick(Duration::from_millis(200));
+        self.mode = mode;
     }
 
     /// A byte counter (upload to or download from the node).
     fn bytes(&mut self, message: &'static str, len: u64) {
-        // New values first, then the style, so no frame mixes two phases.
-        self.bar.reset();
-        self.bar.set_length(len);
-        self.bar.set_message(message);
-        if self.mode != Mode::Bytes {
-            self.mode = Mode::Bytes;
-            self.bar.set_style(Self::style(
-                "{msg:12} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-            ));
-            self.bar.enable_steady_tick(Duration::from_millis(200));
-        }
+        self.phase(
+            Mode::Bytes,
+            "{msg:12} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            message,
+            len,
+        );
     }
 
     /// Block progress from a `SimpleProgress` message.
     fn blocks(&mut self, message: &'static str, m: &Message) {
         let (done, of) = block_counts(m);
         if self.mode != Mode::Blocks {
-            self.bar.reset();
+            self.phase(
+                Mode::Blocks,
+                "{msg:12} [{bar:30}] {pos}/{len} blocks {elapsed}",
+                message,
+                of,
+            );
         }
         self.bar.set_length(of);
         self.bar.set_position(done.min(of));
-        self.bar.set_message(message);
-        if self.mode != Mode::Blocks {
-            self.mode = Mode::Blocks;
-            self.bar.set_style(Self::style(
-                "{msg:12} [{bar:30}] {pos}/{len} blocks {elapsed}",
-            ));
-            self.bar.enable_steady_tick(Duration::from_millis(200));
-        }
     }
 
     fn inc(&self, n: u64) {
