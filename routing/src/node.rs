@@ -379,6 +379,9 @@ struct Pending {
     insert: Option<Block>,
     /// An announcement being routed (target: the noderef's location).
     announce: Option<NodeRef>,
+    /// Insert only: cached on arrival, and goes to the long-term store at
+    /// the end if every peer it was routed to is farther from the key.
+    deep_candidate: bool,
     tried: Vec<PeerId>,
     downstream: Option<PeerId>,
     accepted: bool,
@@ -1205,6 +1208,7 @@ impl<V: Verifier> Node<V> {
                 upstream: Upstream::Peer(from),
                 insert: None,
                 announce: None,
+                deep_candidate: false,
                 tried: vec![from],
                 downstream: None,
                 accepted: false,
@@ -1290,12 +1294,10 @@ impl<V: Verifier> Node<V> {
         }
         let htl = self.decrement(htl, Some(from));
         self.send(from, Message::Accepted { id });
+        let sink = self.is_sink(key.location());
+        let deep_candidate = htl <= self.cfg.cache_max_htl && !sink;
         if htl <= self.cfg.cache_max_htl {
-            let space = if self.is_sink(key.location()) {
-                Space::Store
-            } else {
-                Space::Cache
-            };
+            let space = if sink { Space::Store } else { Space::Cache };
             self.actions.push_back(Action::StoreBlock {
                 space,
                 key,
@@ -1319,6 +1321,7 @@ impl<V: Verifier> Node<V> {
                 upstream: Upstream::Peer(from),
                 insert: Some(block),
                 announce: None,
+                deep_candidate,
                 tried: vec![from],
                 downstream: None,
                 accepted: false,
@@ -1488,6 +1491,7 @@ impl<V: Verifier> Node<V> {
             return;
         }
         if p.insert.is_some() {
+            self.store_deep(&p);
             self.release(p.upstream);
             match p.upstream {
                 Upstream::Peer(u) => {
@@ -1561,10 +1565,45 @@ impl<V: Verifier> Node<V> {
         }
     }
 
+    /// Freenet's "store deep" rule: an insert that had to move away from
+    /// the key here (no peer it went to was closer) is kept long-term.
+    fn store_deep(&mut self, p: &Pending) {
+        let (Some(block), true) = (&p.insert, p.deep_candidate) else {
+            return;
+        };
+        let target = p.key.location();
+        let mine = self.location.distance(target);
+        let mut routed = p
+            .tried
+            .iter()
+            .filter(|&&t| Upstream::Peer(t) != p.upstream)
+            .peekable();
+        if routed.peek().is_none() {
+            return;
+        }
+        let farther = routed.all(|t| {
+            self.peers
+                .iter()
+                .find(|q| q.id == *t)
+                .is_none_or(|q| q.location.distance(target) > mine)
+        });
+        if farther {
+            self.actions.push_back(Action::StoreBlock {
+                space: Space::Store,
+                key: p.key,
+                kind: p.kind,
+                block: block.clone(),
+            });
+        }
+    }
+
     fn insert_done(&mut self, id: u64, collision: Option<Block>) {
         let Some(p) = self.take_pending(id) else {
             return;
         };
+        if collision.is_none() {
+            self.store_deep(&p);
+        }
         self.release(p.upstream);
         match p.upstream {
             Upstream::Peer(u) => match collision {
@@ -1678,6 +1717,7 @@ impl<V: Verifier> Node<V> {
                     upstream: Upstream::Local,
                     insert,
                     announce: None,
+                    deep_candidate: false,
                     tried: Vec::new(),
                     downstream: None,
                     accepted: false,
@@ -1791,6 +1831,7 @@ impl<V: Verifier> Node<V> {
                 upstream: Upstream::Local,
                 insert: None,
                 announce: Some(me),
+                deep_candidate: false,
                 tried: Vec::new(),
                 downstream: None,
                 accepted: false,
@@ -1877,6 +1918,7 @@ impl<V: Verifier> Node<V> {
                 upstream: Upstream::Peer(from),
                 insert: None,
                 announce: Some(noderef),
+                deep_candidate: false,
                 tried: vec![from],
                 downstream: None,
                 accepted: false,

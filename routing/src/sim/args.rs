@@ -16,7 +16,7 @@ pub struct Cli {
 pub fn usage() -> &'static str {
     "usage: sim [flags]
   --nodes N            number of nodes (1000)
-  --degree D           peers per node; opennet peer limit (12)
+  --degree D           peers per node; opennet peer limit (20)
   --topology T         small-world | opennet | darknet (small-world)
   --inserts N          blocks inserted before measuring (500)
   --requests N         requests for inserted keys (2000)
@@ -27,7 +27,7 @@ pub fn usage() -> &'static str {
   --htl H              maximum hops to live (18)
   --loss F             message loss probability (0)
   --latency MIN-MAX    per-link latency range in ms (10-100)
-  --warmup N           opennet: warm-up requests for path folding (3 x nodes)
+  --warmup N           opennet: warm-up requests for path folding (5 x nodes)
   --swap-seconds S     darknet: virtual seconds of swapping first (300)
   --interval MS        gap between requests in ms (10)
   --json               print the report as JSON

@@ -103,7 +103,7 @@ pub struct SimConfig {
     /// Per-link latency range in ms (each link draws a fixed latency).
     pub latency_ms: (u64, u64),
     /// Opennet: warm-up requests (path folding) before measuring; `None`
-    /// means 3 × nodes.
+    /// means 5 × nodes.
     pub warmup_requests: Option<usize>,
     /// Darknet: virtual time spent swapping before measuring (ms); `None`
     /// means enough for about 300 swap attempts per node.
@@ -116,7 +116,7 @@ impl Default for SimConfig {
     fn default() -> Self {
         SimConfig {
             nodes: 1000,
-            degree: 12,
+            degree: 20,
             topology: Topology::SmallWorld,
             inserts: 500,
             requests: 2000,
@@ -205,6 +205,9 @@ pub struct Report {
     pub store_hits: u64,
     /// Failed requests by outcome.
     pub failures: BTreeMap<String, usize>,
+    /// Failed requests whose block was on some online node at the time
+    /// (routing failures rather than data loss).
+    pub failed_but_available: usize,
     /// Offences counted against peers by honest nodes.
     pub offences_counted: u64,
     /// Blocks that failed verification at honest nodes.
@@ -364,6 +367,9 @@ struct Req {
     data_found_msgs: u32,
     messages: u32,
     outcome: Option<Result<(), String>>,
+    /// When a measured fetch fails: was the block on some online node?
+    block: u32,
+    available: bool,
 }
 
 struct Sim {
@@ -377,6 +383,7 @@ struct Sim {
     blocks: Vec<(Key, Block)>,
     reqs: HashMap<u64, Req>,
     inserts_done: usize,
+    counting_inserts: bool,
     measuring: bool,
     messages: u64,
     dirty: Vec<u32>,
@@ -420,11 +427,6 @@ fn node_config(cfg: &SimConfig) -> Config {
         backoff_initial: 4 * rtt,
         backoff_max: 200 * rtt,
         failure_ttl: 30_000,
-        failure_table_cap: if std::env::var_os("NOFT").is_some() {
-            0
-        } else {
-            8192
-        },
         recent_ttl: 120_000,
         peer_grace: 20_000,
         fold_min_interval: 10_000,
@@ -479,6 +481,7 @@ impl Sim {
             blocks: Vec::new(),
             reqs: HashMap::new(),
             inserts_done: 0,
+            counting_inserts: false,
             measuring: false,
             messages: 0,
             dirty: Vec::new(),
@@ -666,7 +669,7 @@ impl Sim {
 
     fn grow_opennet(&mut self) {
         let n = self.nodes.len();
-        let seeds = (n / 500).clamp(3, 20).min(n);
+        let seeds = self.seeds() as usize;
         for a in 0..seeds as u32 {
             for b in (a + 1)..seeds as u32 {
                 self.link(a, b);
@@ -681,17 +684,8 @@ impl Sim {
         }
         let end = (n - seeds) as u64 * join_gap + 10_000;
         self.run_until(end);
-        if std::env::var_os("SIMDEBUG").is_some() {
-            eprintln!("after growth: component {:.4}", self.largest_component());
-            let degs: Vec<usize> = self.nodes.iter().map(|s| s.node.peer_count()).collect();
-            let mut h = BTreeMap::new();
-            for d in degs {
-                *h.entry(d).or_insert(0) += 1;
-            }
-            eprintln!("degree histogram {h:?}");
-        }
         // Warm-up: path folding on real traffic.
-        let warm = self.cfg.warmup_requests.unwrap_or(3 * n);
+        let warm = self.cfg.warmup_requests.unwrap_or(5 * n);
         let warm_inserts = (warm / 10).max(1);
         let base = self.blocks.len();
         for _ in 0..warm_inserts {
@@ -733,6 +727,26 @@ impl Sim {
         (self.blocks.len() - 1) as u32
     }
 
+    /// Nodes `0..seeds()` are the opennet seed nodes (kept online).
+    fn seeds(&self) -> u32 {
+        (self.nodes.len() / 500).clamp(3, 20).min(self.nodes.len()) as u32
+    }
+
+    /// A node that may leave: online, honest, and not an opennet seed.
+    fn random_leaver(&mut self) -> u32 {
+        let keep = if self.cfg.topology == Topology::Opennet {
+            self.seeds()
+        } else {
+            0
+        };
+        loop {
+            let i = self.random_online_honest();
+            if i >= keep {
+                return i;
+            }
+        }
+    }
+
     fn random_online_honest(&mut self) -> u32 {
         loop {
             let i = self.rng.gen_range(0..self.nodes.len());
@@ -761,7 +775,9 @@ impl Sim {
         }
         self.measured_inserts = base..base + self.cfg.inserts;
         let end = t0 + self.cfg.inserts as u64 * 20 + 60_000;
+        self.counting_inserts = true;
         self.run_until(end);
+        self.counting_inserts = false;
     }
 }
 
@@ -798,7 +814,7 @@ impl Sim {
         if self.cfg.churn > 0.0 {
             let off = ((self.cfg.churn.clamp(0.0, 0.9)) * n as f64).round() as usize;
             for _ in 0..off {
-                let i = self.random_online_honest();
+                let i = self.random_leaver();
                 self.go_offline(i);
             }
             self.flush();
@@ -885,6 +901,14 @@ impl Sim {
         }
         if self.cfg.topology == Topology::Opennet {
             let now = self.now;
+            // Old peers that filled up meanwhile refuse us: like a real
+            // node, fall back on a seed node, then announce.
+            if self.nodes[i as usize].node.peer_count() < 3 {
+                let seed = self.rng.gen_range(0..self.seeds());
+                self.link(i, seed);
+                self.dirty.push(seed);
+                self.push(now + 5_000, Ev::DropSeed { node: i, seed });
+            }
             self.nodes[i as usize].node.handle_local_request(
                 now,
                 LocalRequest::Announce,
@@ -973,6 +997,8 @@ impl Sim {
                         data_found_msgs: 0,
                         messages: 0,
                         outcome: None,
+                        block,
+                        available: true,
                     },
                 );
                 self.dirty.push(node);
@@ -983,6 +1009,12 @@ impl Sim {
                 measured,
             } => {
                 let (key, _) = self.blocks[block as usize];
+                // The requester chosen in advance may have left meanwhile.
+                let node = if self.nodes[node as usize].online {
+                    node
+                } else {
+                    self.random_online_honest()
+                };
                 let s = &mut self.nodes[node as usize];
                 if s.store.has(&key) {
                     // The embedder answers from its own store; no traffic.
@@ -995,6 +1027,8 @@ impl Sim {
                             data_found_msgs: 0,
                             messages: 0,
                             outcome: Some(Ok(())),
+                            block,
+                            available: true,
                         },
                     );
                     return;
@@ -1015,6 +1049,8 @@ impl Sim {
                         data_found_msgs: 0,
                         messages: 0,
                         outcome: None,
+                        block,
+                        available: true,
                     },
                 );
                 if self.cfg.adversary > 0.0 && measured {
@@ -1025,8 +1061,7 @@ impl Sim {
             Ev::Join { node } => {
                 let s = &mut self.nodes[node as usize];
                 s.online = true;
-                let seeds = (self.nodes.len() / 500).clamp(3, 20).min(self.nodes.len()) as u32;
-                let seed = self.rng.gen_range(0..seeds);
+                let seed = self.rng.gen_range(0..self.seeds());
                 self.link(node, seed);
                 let s = &mut self.nodes[node as usize];
                 s.node
@@ -1048,7 +1083,7 @@ impl Sim {
                 if !self.offline.is_empty() {
                     let k = self.rng.gen_range(0..self.offline.len());
                     let back = self.offline.swap_remove(k);
-                    let leave = self.random_online_honest();
+                    let leave = self.random_leaver();
                     self.go_offline(leave);
                     self.come_back(back);
                     let next = now + self.churn_interval;
@@ -1087,7 +1122,14 @@ impl Sim {
                 s.store.put(space, key, block, me);
             }
             Action::RequestDone { id, outcome } => {
+                let failed = !matches!(outcome, RequestOutcome::Found(_));
+                let available = failed
+                    && self.reqs.get(&id.0).is_some_and(|r| {
+                        let key = self.blocks[r.block as usize].0;
+                        r.measured && self.nodes.iter().any(|n| n.online && n.store.has(&key))
+                    });
                 if let Some(r) = self.reqs.get_mut(&id.0) {
+                    r.available = !failed || available;
                     r.outcome = Some(match outcome {
                         RequestOutcome::Found(_) => Ok(()),
                         RequestOutcome::NotFound => Err("not-found".into()),
@@ -1109,7 +1151,9 @@ impl Sim {
                     } else {
                         Err(format!("{outcome:?}"))
                     });
-                    self.inserts_done += usize::from(ok);
+                    if self.counting_inserts {
+                        self.inserts_done += usize::from(ok);
+                    }
                 }
             }
             Action::Connect { noderef } => {
@@ -1206,11 +1250,15 @@ impl Sim {
         let mut hops: Vec<u32> = Vec::new();
         let mut failures: BTreeMap<String, usize> = BTreeMap::new();
         let mut msgs = 0u64;
+        let mut failed_available = 0usize;
         for r in &measured {
             msgs += u64::from(r.messages);
             match &r.outcome {
                 Some(Ok(())) => hops.push(r.data_found_msgs),
-                Some(Err(e)) => *failures.entry(e.clone()).or_default() += 1,
+                Some(Err(e)) => {
+                    *failures.entry(e.clone()).or_default() += 1;
+                    failed_available += usize::from(r.available);
+                }
                 None => *failures.entry("unfinished".into()).or_default() += 1,
             }
         }
@@ -1270,6 +1318,7 @@ impl Sim {
             cache_hits: self.nodes.iter().map(|s| s.store.hits_cache).sum(),
             store_hits: self.nodes.iter().map(|s| s.store.hits_store).sum(),
             failures,
+            failed_but_available: failed_available,
             offences_counted: offences,
             bad_blocks_caught: bad,
             swaps,
@@ -1424,6 +1473,11 @@ impl Report {
                 .map(|(k, v)| format!("{k} {v}"))
                 .collect();
             row(&mut s, "failures", f.join(", "));
+            row(
+                &mut s,
+                "failed, data was online",
+                self.failed_but_available.to_string(),
+            );
         }
         row(
             &mut s,
