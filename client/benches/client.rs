@@ -168,15 +168,31 @@ fn stages(c: &mut Criterion) {
     g.bench_function("chk-encode-256-blocks-1-core", |b| {
         b.iter(|| {
             all.iter()
-                .map(|s| chk::encode(s, DataFlags::default()).unwrap().0)
-                .count()
+                .map(|s| {
+                    usize::from(
+                        chk::encode(s, DataFlags::default())
+                            .unwrap()
+                            .0
+                            .routing_key
+                            .0[0],
+                    )
+                })
+                .sum::<usize>()
         })
     });
     g.bench_function("chk-encode-256-blocks-rayon", |b| {
         b.iter(|| {
             all.par_iter()
-                .map(|s| chk::encode(s, DataFlags::default()).unwrap().0)
-                .count()
+                .map(|s| {
+                    usize::from(
+                        chk::encode(s, DataFlags::default())
+                            .unwrap()
+                            .0
+                            .routing_key
+                            .0[0],
+                    )
+                })
+                .sum::<usize>()
         })
     });
     let blocks: Vec<(chk::ChkKey, Vec<u8>)> = shards
