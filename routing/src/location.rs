@@ -45,7 +45,7 @@ impl Location {
 
 /// A 32-byte routing key (SHA-256 of a CHK block, or the SSK routing hash).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct Key(pub [u8; 32]);
+pub struct Key(#[serde(with = "serde_bytes")] pub [u8; 32]);
 
 impl Key {
     /// The key's location on the circle.
