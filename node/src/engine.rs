@@ -1,0 +1,653 @@
+//! Glue between FCP requests and the client layer: the node's block
+//! source/sink (the private client cache and the store; the network when
+//! the node has peers) and the put/get/site operations the FCP server runs.
+//!
+//! Local inserts and fetches touch only [`Space::Client`] when writing:
+//! nothing this node's user inserted or fetched lands in the shared store
+//! or cache (DESIGN.md §5), so a neighbour probing this node's store learns
+//! nothing about its user.
+
+use crate::node::Node;
+use crate::requests::Progress;
+use lichen_client::{BlockSink, BlockSource, SinkError, SourceError};
+use lichen_crypto::uri::KeyUri;
+use lichen_crypto::{BlockKind, FreenetUri, RoutingKey};
+use lichen_fcp::{FetchErrorCode, InsertErrorCode};
+use lichen_store::{Origin, PutOutcome, Space};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Blocks as this node's own user sees them: the private client cache,
+/// then the store and cache. Writes go to the client cache only.
+#[derive(Debug, Clone)]
+pub struct LocalBlocks {
+    node: Arc<Node>,
+    /// Don't read the local store (FCP `IgnoreDS`).
+    ignore_ds: bool,
+}
+
+impl LocalBlocks {
+    /// Blocks of `node`.
+    #[must_use]
+    pub fn new(node: Arc<Node>) -> Self {
+        LocalBlocks {
+            node,
+            ignore_ds: false,
+        }
+    }
+}
+
+impl BlockSource for LocalBlocks {
+    async fn fetch(&self, kind: BlockKind, key: RoutingKey) -> Result<Vec<u8>, SourceError> {
+        if self.ignore_ds {
+            // No network yet: with the store ignored there is nowhere to look.
+            return Err(SourceError::NotFound);
+        }
+        match self.node.store.get(Origin::Local, kind, &key) {
+            Ok(Some(found)) => Ok(found.block),
+            Ok(None) => Err(SourceError::NotFound),
+            Err(e) => Err(SourceError::Other(e.to_string())),
+        }
+    }
+}
+
+impl BlockSink for LocalBlocks {
+    async fn put(&self, kind: BlockKind, key: RoutingKey, block: Vec<u8>) -> Result<(), SinkError> {
+        match self.node.store.put(Space::Client, kind, &key, &block) {
+            Ok(PutOutcome::Collision) => Err(SinkError::Collision),
+            Ok(PutOutcome::NoRoom) => Err(SinkError::Other(
+                "the client cache is smaller than one block".into(),
+            )),
+            Ok(_) => Ok(()),
+            Err(e) => Err(SinkError::Other(e.to_string())),
+        }
+    }
+}
+
+/// Where a put's data comes from.
+#[derive(Debug, Clone)]
+pub enum PutData {
+    /// `len` bytes of a file from `offset`.
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Start offset.
+        offset: u64,
+        /// Length.
+        len: u64,
+    },
+    /// No data (an empty file).
+    Empty,
+    /// A redirect to another URI.
+    Redirect(String),
+}
+
+/// An FCP ClientPut, as the engine needs it.
+#[derive(Debug, Clone)]
+pub struct PutSpec {
+    /// Target URI (CHK@, SSK@…, KSK@…, USK@…).
+    pub uri: String,
+    /// The data.
+    pub data: PutData,
+    /// MIME type.
+    pub mime: Option<String>,
+    /// Don't compress.
+    pub dont_compress: bool,
+    /// Only compute the URI.
+    pub chk_only: bool,
+    /// File name appended to a CHK URI.
+    pub target_filename: Option<String>,
+}
+
+/// One file of a site insert.
+#[derive(Debug, Clone)]
+pub struct SiteFile {
+    /// Path inside the site.
+    pub name: String,
+    /// Content.
+    pub data: PutData,
+    /// MIME type (guessed from the name when absent).
+    pub mime: Option<String>,
+}
+
+/// An FCP ClientGet, as the engine needs it.
+#[derive(Debug, Clone)]
+pub struct GetSpec {
+    /// URI to fetch.
+    pub uri: String,
+    /// Largest document accepted.
+    pub max_size: Option<u64>,
+    /// Where to write the data (`None`: discard).
+    pub out: Option<PathBuf>,
+    /// Only the local store.
+    pub ds_only: bool,
+    /// Skip the local store.
+    pub ignore_ds: bool,
+    /// FCP MaxRetries (-1 forever).
+    pub retries: i32,
+}
+
+/// A completed fetch.
+#[derive(Debug, Clone)]
+pub struct GetDone {
+    /// MIME type.
+    pub mime: String,
+    /// Bytes written.
+    pub len: u64,
+}
+
+/// A failed request, in FCP terms.
+#[derive(Debug, Clone)]
+pub struct Failure<C> {
+    /// Freenet's code.
+    pub code: C,
+    /// Detail for the client.
+    pub extra: Option<String>,
+    /// For a permanent redirect: the new URI.
+    pub redirect: Option<String>,
+}
+
+impl<C> Failure<C> {
+    fn new(code: C, extra: impl Into<String>) -> Self {
+        Failure {
+            code,
+            extra: Some(extra.into()),
+            redirect: None,
+        }
+    }
+}
+
+/// Progress callback type.
+pub type ProgressFn<'a> = &'a (dyn Fn(Progress) + Send + Sync);
+/// URI callback type.
+pub type UriFn<'a> = &'a (dyn Fn(String) + Send + Sync);
+
+/// Walk a directory for ClientPutDiskDir: every regular file, with paths
+/// relative to `dir` joined by `/`.
+///
+/// # Errors
+/// A message naming the unreadable path.
+pub async fn scan_dir(dir: &Path, include_hidden: bool) -> Result<Vec<SiteFile>, String> {
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let mut out = Vec::new();
+        let mut stack = vec![(dir.clone(), String::new())];
+        while let Some((d, prefix)) = stack.pop() {
+            let rd =
+                std::fs::read_dir(&d).map_err(|e| format!("cannot read {}: {e}", d.display()))?;
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if !include_hidden && name.starts_with('.') {
+                    continue;
+                }
+                let rel = if prefix.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{prefix}/{name}")
+                };
+                let ft = e.file_type().map_err(|e| e.to_string())?;
+                if ft.is_dir() {
+                    stack.push((e.path(), rel));
+                } else if ft.is_file() {
+                    let len = e.metadata().map(|m| m.len()).unwrap_or(0);
+                    out.push(SiteFile {
+                        name: rel,
+                        data: PutData::File {
+                            path: e.path(),
+                            offset: 0,
+                            len,
+                        },
+                        mime: None,
+                    });
+                }
+                if out.len() > 100_000 {
+                    return Err("too many files in the directory".into());
+                }
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
+/// USK editions probed past the one asked for.
+const USK_PROBES: u32 = 12;
+
+fn runtime() -> tokio::runtime::Handle {
+    tokio::runtime::Handle::current()
+}
+
+fn open_range(path: &Path, offset: u64, len: u64) -> std::io::Result<impl std::io::Read + Send> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path)?;
+    f.seek(SeekFrom::Start(offset))?;
+    Ok(std::io::BufReader::with_capacity(1 << 20, f.take(len)))
+}
+
+fn insert_failure(e: &lichen_client::InsertError) -> Failure<InsertErrorCode> {
+    let code = InsertErrorCode::from_code(u32::from(e.fcp_code()))
+        .unwrap_or(InsertErrorCode::InternalError);
+    Failure::new(code, e.to_string())
+}
+
+fn fetch_failure(e: lichen_client::FetchError) -> Failure<FetchErrorCode> {
+    let code =
+        FetchErrorCode::from_code(u32::from(e.fcp_code())).unwrap_or(FetchErrorCode::InternalError);
+    let redirect = match &e {
+        lichen_client::FetchError::PermanentRedirect { new_uri } => Some(new_uri.to_string()),
+        _ => None,
+    };
+    Failure {
+        code,
+        extra: Some(e.to_string()),
+        redirect,
+    }
+}
+
+/// For a USK insert target: the edition to insert (the one asked for, or
+/// the one after the newest already there).
+async fn usk_target(source: &LocalBlocks, uri: FreenetUri) -> FreenetUri {
+    if let KeyUri::Usk { .. } = uri.key {
+        if let Ok(next) = lichen_client::usk::next_edition(source, &uri, USK_PROBES).await {
+            return uri.with_edition(i64::try_from(next).unwrap_or(i64::MAX));
+        }
+    }
+    uri
+}
+
+/// Run a ClientPut. Returns the request URI.
+///
+/// # Errors
+/// A [`Failure`] with Freenet's InsertException code.
+pub async fn put(
+    node: &Arc<Node>,
+    spec: PutSpec,
+    uri_generated: UriFn<'_>,
+    progress: ProgressFn<'_>,
+) -> Result<String, Failure<InsertErrorCode>> {
+    let target = FreenetUri::parse(&spec.uri)
+        .map_err(|e| Failure::new(InsertErrorCode::InvalidUri, e.to_string()))?;
+    let blocks = LocalBlocks::new(node.clone());
+    let target = {
+        let blocks = blocks.clone();
+        let handle = runtime();
+        tokio::task::spawn_blocking(move || handle.block_on(usk_target(&blocks, target)))
+            .await
+            .map_err(|e| Failure::new(InsertErrorCode::InternalError, e.to_string()))?
+    };
+    let filename = spec
+        .target_filename
+        .clone()
+        .filter(|f| !f.is_empty())
+        .or_else(|| target.meta.first().cloned());
+    let mut target = target;
+    if matches!(target.key, KeyUri::ChkInsert) {
+        target.meta.clear();
+    }
+    let opts = lichen_client::InsertOptions {
+        target,
+        mime: spec.mime.clone(),
+        compress: !spec.dont_compress,
+        filename: if matches!(spec.data, PutData::Redirect(_)) {
+            None
+        } else {
+            filename
+        },
+        ..lichen_client::InsertOptions::default()
+    };
+    let size = match &spec.data {
+        PutData::File { len, .. } => *len,
+        _ => 0,
+    };
+    let blocks_total = size.div_ceil(32 * 1024).max(1) * 2;
+    progress(Progress {
+        total: blocks_total,
+        required: blocks_total,
+        succeeded: 0,
+        failed: 0,
+        finalized: false,
+    });
+    let chk_only = spec.chk_only;
+    let data = spec.data.clone();
+    let handle = runtime();
+    let result = tokio::task::spawn_blocking(move || {
+        handle.block_on(async move {
+            match data {
+                PutData::File { path, offset, len } => {
+                    let reader = open_range(&path, offset, len).map_err(|e| {
+                        Failure::new(
+                            InsertErrorCode::BucketError,
+                            format!("cannot read the upload: {e}"),
+                        )
+                    })?;
+                    run_insert(&blocks, chk_only, reader, &opts).await
+                }
+                PutData::Empty => run_insert(&blocks, chk_only, std::io::empty(), &opts).await,
+                PutData::Redirect(target) => {
+                    FreenetUri::parse(&target).map_err(|e| {
+                        Failure::new(InsertErrorCode::InvalidUri, format!("TargetURI: {e}"))
+                    })?;
+                    let meta =
+                        lichen_client::Metadata::Redirect(lichen_client::metadata::Redirect {
+                            target,
+                            mime: opts.mime.clone(),
+                            size: None,
+                            sha256: None,
+                        });
+                    insert_metadata(&blocks, chk_only, &meta.to_bytes(), &opts.target)
+                        .await
+                        .map(|uri| lichen_client::InsertResult {
+                            uri,
+                            insert_uri: None,
+                            size: 0,
+                            compressed_size: 0,
+                            codec: lichen_crypto::Codec::None,
+                            sha256: [0; 32],
+                            mime: opts.mime.clone(),
+                            blocks: 1,
+                        })
+                }
+            }
+        })
+    })
+    .await
+    .map_err(|e| Failure::new(InsertErrorCode::InternalError, e.to_string()))??;
+    let uri = result.uri.to_string();
+    uri_generated(uri.clone());
+    if !chk_only {
+        let store = node.store.clone();
+        tokio::task::spawn_blocking(move || store.flush())
+            .await
+            .map_err(|e| Failure::new(InsertErrorCode::InternalError, e.to_string()))?
+            .map_err(|e| {
+                Failure::new(
+                    InsertErrorCode::BucketError,
+                    format!("the store could not be flushed: {e}"),
+                )
+            })?;
+    }
+    progress(Progress {
+        total: result.blocks,
+        required: result.blocks,
+        succeeded: result.blocks,
+        failed: 0,
+        finalized: true,
+    });
+    Ok(uri)
+}
+
+/// Insert a small metadata document (a redirect) as the single block of
+/// `target`.
+async fn insert_metadata(
+    blocks: &LocalBlocks,
+    chk_only: bool,
+    bytes: &[u8],
+    target: &FreenetUri,
+) -> Result<FreenetUri, Failure<InsertErrorCode>> {
+    use lichen_crypto::{chk, DataFlags};
+    let flags = DataFlags {
+        metadata: true,
+        codec: lichen_crypto::Codec::None,
+    };
+    let too_big =
+        |e: lichen_crypto::BlockError| Failure::new(InsertErrorCode::InternalError, e.to_string());
+    let (kind, key, block, uri) = if let Some((private, docname)) = target.key.ssk_insert_target() {
+        let (rk, block) = private.encode(&docname, bytes, flags).map_err(too_big)?;
+        (BlockKind::Ssk, rk, block, target.to_request())
+    } else if matches!(target.key, KeyUri::ChkInsert) {
+        let (k, block) = chk::encode(bytes, flags).map_err(too_big)?;
+        (BlockKind::Chk, k.routing_key, block, FreenetUri::from(&k))
+    } else {
+        return Err(Failure::new(
+            InsertErrorCode::InvalidUri,
+            "a redirect can be inserted under CHK@, an SSK/USK insert URI or a KSK",
+        ));
+    };
+    if !chk_only {
+        blocks.put(kind, key, block).await.map_err(|e| match e {
+            SinkError::Collision => Failure::new(
+                InsertErrorCode::Collision,
+                "a different document already exists under this key",
+            ),
+            other => Failure::new(InsertErrorCode::InternalError, other.to_string()),
+        })?;
+    }
+    Ok(uri)
+}
+
+async fn run_insert<R: std::io::Read + Send>(
+    blocks: &LocalBlocks,
+    chk_only: bool,
+    reader: R,
+    opts: &lichen_client::InsertOptions,
+) -> Result<lichen_client::InsertResult, Failure<InsertErrorCode>> {
+    let r = if chk_only {
+        lichen_client::insert(&lichen_client::NullSink, reader, opts).await
+    } else {
+        lichen_client::insert(blocks, reader, opts).await
+    };
+    r.map_err(|e| insert_failure(&e))
+}
+
+/// Run a ClientGet.
+///
+/// # Errors
+/// A [`Failure`] with Freenet's FetchException code (27 with the new URI
+/// when a newer USK edition is known).
+pub async fn get(
+    node: &Arc<Node>,
+    spec: GetSpec,
+    progress: ProgressFn<'_>,
+) -> Result<GetDone, Failure<FetchErrorCode>> {
+    let uri = FreenetUri::parse(&spec.uri)
+        .map_err(|e| Failure::new(FetchErrorCode::InvalidUri, e.to_string()))?;
+    let mut blocks = LocalBlocks::new(node.clone());
+    blocks.ignore_ds = spec.ignore_ds;
+    // A CHK written by other software (e.g. a Freenet CHK) has a routing key
+    // like any other: look for it, and only if a block is there say that
+    // Lichen cannot decode it.
+    if let KeyUri::Chk { routing_key, .. } = &uri.key {
+        if let Err(e) = uri.key.chk_key() {
+            return Err(match blocks.fetch(BlockKind::Chk, *routing_key).await {
+                Ok(_) => Failure::new(
+                    FetchErrorCode::InvalidUri,
+                    format!("a block exists under this key, but {e}"),
+                ),
+                Err(_) => Failure::new(FetchErrorCode::DataNotFound, "Data not found"),
+            });
+        }
+    }
+    let opts = lichen_client::FetchOptions {
+        max_size: spec.max_size.unwrap_or(u64::MAX),
+        usk_probes: if matches!(uri.key, KeyUri::Usk { .. }) {
+            USK_PROBES
+        } else {
+            0
+        },
+        ..lichen_client::FetchOptions::default()
+    };
+    let out = spec.out.clone();
+    let part = out.as_ref().map(|p| {
+        let mut s = p.clone().into_os_string();
+        s.push(".part");
+        PathBuf::from(s)
+    });
+    let handle = runtime();
+    let (ptx, mut prx) = tokio::sync::mpsc::unbounded_channel::<lichen_client::Progress>();
+    let part2 = part.clone();
+    let job = tokio::task::spawn_blocking(move || {
+        let progress_cb = move |p: lichen_client::Progress| {
+            let _ = ptx.send(p);
+        };
+        handle.block_on(async {
+            match &part2 {
+                Some(p) => {
+                    let f = std::fs::File::create(p).map_err(|e| {
+                        Failure::new(
+                            FetchErrorCode::BucketError,
+                            format!("cannot create the output file: {e}"),
+                        )
+                    })?;
+                    let w = std::io::BufWriter::with_capacity(1 << 20, f);
+                    lichen_client::fetch(&blocks, &uri, w, &opts, progress_cb)
+                        .await
+                        .map_err(fetch_failure)
+                }
+                None => lichen_client::fetch(&blocks, &uri, std::io::sink(), &opts, progress_cb)
+                    .await
+                    .map_err(fetch_failure),
+            }
+        })
+    });
+    while let Some(p) = prx.recv().await {
+        progress(Progress {
+            total: p.total,
+            required: p.needed,
+            succeeded: p.done,
+            failed: 0,
+            finalized: true,
+        });
+    }
+    let res = job
+        .await
+        .unwrap_or_else(|e| Err(Failure::new(FetchErrorCode::InternalError, e.to_string())));
+    match (res, part, out) {
+        (Ok(r), Some(part), Some(out)) => {
+            std::fs::rename(&part, &out).map_err(|e| {
+                Failure::new(
+                    FetchErrorCode::BucketError,
+                    format!("cannot write the output file: {e}"),
+                )
+            })?;
+            Ok(GetDone {
+                mime: r.mime.unwrap_or_else(|| "application/octet-stream".into()),
+                len: r.size,
+            })
+        }
+        (Ok(r), _, _) => Ok(GetDone {
+            mime: r.mime.unwrap_or_else(|| "application/octet-stream".into()),
+            len: r.size,
+        }),
+        (Err(f), part, _) => {
+            if let Some(p) = part {
+                let _ = std::fs::remove_file(p);
+            }
+            Err(f)
+        }
+    }
+}
+
+/// Insert a site (ClientPutComplexDir / ClientPutDiskDir). Under a USK the
+/// next edition is inserted and unchanged files of the previous edition
+/// are reused.
+///
+/// # Errors
+/// A [`Failure`] with Freenet's InsertException code.
+pub async fn put_site(
+    node: &Arc<Node>,
+    uri: &str,
+    files: Vec<SiteFile>,
+    default_name: Option<String>,
+    uri_generated: UriFn<'_>,
+    progress: ProgressFn<'_>,
+) -> Result<String, Failure<InsertErrorCode>> {
+    let target = FreenetUri::parse(uri)
+        .map_err(|e| Failure::new(InsertErrorCode::InvalidUri, e.to_string()))?;
+    let blocks = LocalBlocks::new(node.clone());
+    let (target, previous) = {
+        let blocks = blocks.clone();
+        let handle = runtime();
+        tokio::task::spawn_blocking(move || {
+            handle.block_on(async move {
+                let target = usk_target(&blocks, target).await;
+                let previous = match &target.key {
+                    KeyUri::Usk { edition, .. } if *edition > 0 => {
+                        let prev = target.to_request().with_edition(edition - 1);
+                        match lichen_client::fetch_metadata(
+                            &blocks,
+                            &prev,
+                            &lichen_client::FetchOptions::default(),
+                        )
+                        .await
+                        {
+                            Ok(Some(lichen_client::Metadata::Manifest(m))) => Some(m),
+                            _ => None,
+                        }
+                    }
+                    _ => None,
+                };
+                (target, previous)
+            })
+        })
+        .await
+        .map_err(|e| Failure::new(InsertErrorCode::InternalError, e.to_string()))?
+    };
+    let mut site_files = Vec::with_capacity(files.len());
+    for f in files {
+        let data = match f.data {
+            PutData::File { path, offset, len } => lichen_client::SiteData::Reader {
+                reader: Box::new(open_range(&path, offset, len).map_err(|e| {
+                    Failure::new(
+                        InsertErrorCode::BucketError,
+                        format!("cannot read {}: {e}", f.name),
+                    )
+                })?),
+                sha256: None,
+            },
+            PutData::Empty => lichen_client::SiteData::Bytes(Vec::new()),
+            PutData::Redirect(t) => {
+                lichen_client::SiteData::Redirect(Box::new(FreenetUri::parse(&t).map_err(|e| {
+                    Failure::new(InsertErrorCode::InvalidUri, format!("{}: {e}", f.name))
+                })?))
+            }
+        };
+        site_files.push(lichen_client::SiteFile {
+            path: f.name,
+            mime: f.mime,
+            data,
+        });
+    }
+    let n = u64::try_from(site_files.len()).unwrap_or(u64::MAX);
+    progress(Progress {
+        total: n,
+        required: n,
+        succeeded: 0,
+        failed: 0,
+        finalized: true,
+    });
+    let opts = lichen_client::SiteOptions {
+        target,
+        default_name,
+        previous,
+        ..lichen_client::SiteOptions::default()
+    };
+    let handle = runtime();
+    let r = tokio::task::spawn_blocking(move || {
+        handle.block_on(async move { lichen_client::insert_site(&blocks, site_files, &opts).await })
+    })
+    .await
+    .map_err(|e| Failure::new(InsertErrorCode::InternalError, e.to_string()))?
+    .map_err(|e| insert_failure(&e))?;
+    let store = node.store.clone();
+    tokio::task::spawn_blocking(move || store.flush())
+        .await
+        .map_err(|e| Failure::new(InsertErrorCode::InternalError, e.to_string()))?
+        .map_err(|e| {
+            Failure::new(
+                InsertErrorCode::BucketError,
+                format!("the store could not be flushed: {e}"),
+            )
+        })?;
+    let uri = r.uri.to_string();
+    uri_generated(uri.clone());
+    progress(Progress {
+        total: n,
+        required: n,
+        succeeded: n,
+        failed: 0,
+        finalized: true,
+    });
+    Ok(uri)
+}

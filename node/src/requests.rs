@@ -1,0 +1,449 @@
+//! The FCP request queue: every running or finished request a client can
+//! still ask about, and the on-disk records of `Persistence=forever` ones.
+//!
+//! A forever request is written to `<data dir>/requests/<hash>.json` when
+//! it starts and rewritten when it finishes (atomically); its direct upload
+//! and a direct download's result stay in `<data dir>/requests/` too. On
+//! restart each record is read back, finished ones are listed again and
+//! unfinished ones run again from the start. A damaged record is kept
+//! aside (`.bad`), never deleted.
+
+use crate::identity::write_atomic;
+use lichen_fcp::client::Persistence;
+use lichen_fcp::codec::Message;
+use lichen_fcp::{Decoder, Event, FetchErrorCode, InsertErrorCode, Limits};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use tokio_util::sync::CancellationToken;
+
+/// Whose request it is: decides who may see it and who gets its messages.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Scope {
+    /// The global queue (`Global=true`): every connection watching it.
+    Global,
+    /// A client's own queue, by its ClientHello `Name`.
+    Client(String),
+    /// A `Persistence=connection` request of one connection.
+    Connection(u64),
+}
+
+/// Progress of a running request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    /// Blocks in all.
+    pub total: u64,
+    /// Blocks needed to finish.
+    pub required: u64,
+    /// Blocks done.
+    pub succeeded: u64,
+    /// Blocks that failed (and may be retried).
+    pub failed: u64,
+    /// Whether `total` is final.
+    pub finalized: bool,
+}
+
+/// How a request ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// Insert done.
+    PutOk {
+        /// The request URI.
+        uri: String,
+    },
+    /// Insert failed.
+    PutErr {
+        /// Freenet InsertException code.
+        code: u32,
+        /// Detail.
+        extra: Option<String>,
+    },
+    /// Fetch done.
+    GetOk {
+        /// MIME type.
+        mime: String,
+        /// Bytes.
+        len: u64,
+        /// For ReturnType=direct persistent requests: where the data waits.
+        data: Option<PathBuf>,
+    },
+    /// Fetch failed.
+    GetErr {
+        /// Freenet FetchException code.
+        code: u32,
+        /// Detail.
+        extra: Option<String>,
+        /// For code 27: the new URI.
+        redirect: Option<String>,
+    },
+}
+
+impl Outcome {
+    /// A failed fetch.
+    #[must_use]
+    pub fn get_err(code: FetchErrorCode, extra: impl Into<Option<String>>) -> Self {
+        Outcome::GetErr {
+            code: code.code(),
+            extra: extra.into(),
+            redirect: None,
+        }
+    }
+
+    /// A failed insert.
+    #[must_use]
+    pub fn put_err(code: InsertErrorCode, extra: impl Into<Option<String>>) -> Self {
+        Outcome::PutErr {
+            code: code.code(),
+            extra: extra.into(),
+        }
+    }
+}
+
+/// Mutable state of a request.
+#[derive(Debug, Clone, Default)]
+pub struct State {
+    /// Latest progress.
+    pub progress: Progress,
+    /// URI known so far (URIGenerated).
+    pub uri: Option<String>,
+    /// Set once finished.
+    pub outcome: Option<Outcome>,
+    /// When it finished (ms).
+    pub completed_ms: Option<u64>,
+}
+
+/// One request.
+#[derive(Debug)]
+pub struct Request {
+    /// Whose.
+    pub scope: Scope,
+    /// The client's `Identifier`.
+    pub identifier: String,
+    /// The original message header (re-parsed after a restart).
+    pub header: Message,
+    /// Persistence.
+    pub persistence: Persistence,
+    /// Spooled direct upload data.
+    pub upload: Option<PathBuf>,
+    /// When it started (ms).
+    pub started_ms: u64,
+    /// Cancelled on RemovePersistentRequest or when its connection closes.
+    pub cancel: CancellationToken,
+    /// Progress and outcome.
+    pub state: Mutex<State>,
+}
+
+impl Request {
+    /// Whether the request's `Global` flag is set.
+    #[must_use]
+    pub fn global(&self) -> bool {
+        self.scope == Scope::Global
+    }
+
+    /// A copy of the current state.
+    #[must_use]
+    pub fn snapshot(&self) -> State {
+        self.state.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Record {
+    version: u32,
+    scope: Scope,
+    identifier: String,
+    /// The message header in FCP wire format.
+    header: String,
+    upload: Option<PathBuf>,
+    started_ms: u64,
+    completed_ms: Option<u64>,
+    outcome: Option<Outcome>,
+}
+
+type Key = (Scope, String);
+
+/// All requests.
+#[derive(Debug)]
+pub struct Requests {
+    dir: PathBuf,
+    map: Mutex<HashMap<Key, Arc<Request>>>,
+}
+
+/// Most requests kept at once (running or finished, all clients): a bound
+/// on memory against a client that starts requests forever.
+pub const MAX_REQUESTS: usize = 100_000;
+
+impl Requests {
+    /// Open the queue in `data_dir`, reading forever-persistent records.
+    ///
+    /// # Errors
+    /// I/O errors creating the directory.
+    pub fn open(data_dir: &Path) -> std::io::Result<Self> {
+        let dir = data_dir.join("requests");
+        std::fs::create_dir_all(&dir)?;
+        let r = Requests {
+            dir,
+            map: Mutex::new(HashMap::new()),
+        };
+        r.load();
+        Ok(r)
+    }
+
+    /// Directory for forever-persistent data files.
+    #[must_use]
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn load(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            if path.extension().and_then(|x| x.to_str()) != Some("json") {
+                continue;
+            }
+            match std::fs::read(&path)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Record>(&b).ok())
+                .and_then(|r| parse_header(&r.header).map(|h| (r, h)))
+            {
+                Some((rec, header)) => {
+                    let req = Arc::new(Request {
+                        scope: rec.scope.clone(),
+                        identifier: rec.identifier.clone(),
+                        header,
+                        persistence: Persistence::Forever,
+                        upload: rec.upload,
+                        started_ms: rec.started_ms,
+                        cancel: CancellationToken::new(),
+                        state: Mutex::new(State {
+                            outcome: rec.outcome,
+                            completed_ms: rec.completed_ms,
+                            ..State::default()
+                        }),
+                    });
+                    if let Ok(mut m) = self.map.lock() {
+                        m.insert((rec.scope, rec.identifier), req);
+                    }
+                }
+                None => {
+                    tracing::warn!("a persistent request record is damaged; kept aside as .bad");
+                    let _ = std::fs::rename(&path, path.with_extension("bad"));
+                }
+            }
+        }
+    }
+
+    /// Add a request; `false` (and nothing added) if the identifier is
+    /// taken in that scope or the queue is full.
+    pub fn insert(&self, req: Arc<Request>) -> bool {
+        let Ok(mut m) = self.map.lock() else {
+            return false;
+        };
+        let key = (req.scope.clone(), req.identifier.clone());
+        if m.contains_key(&key) || m.len() >= MAX_REQUESTS {
+            return false;
+        }
+        m.insert(key, req.clone());
+        drop(m);
+        self.save(&req);
+        true
+    }
+
+    /// Whether `identifier` is taken in `scope`.
+    #[must_use]
+    pub fn contains(&self, scope: &Scope, identifier: &str) -> bool {
+        self.map
+            .lock()
+            .map(|m| m.contains_key(&(scope.clone(), identifier.to_string())))
+            .unwrap_or(false)
+    }
+
+    /// Look a request up.
+    #[must_use]
+    pub fn get(&self, scope: &Scope, identifier: &str) -> Option<Arc<Request>> {
+        self.map
+            .lock()
+            .ok()?
+            .get(&(scope.clone(), identifier.to_string()))
+            .cloned()
+    }
+
+    /// Remove a request (cancelling it) and its files.
+    pub fn remove(&self, scope: &Scope, identifier: &str) -> Option<Arc<Request>> {
+        let req = self
+            .map
+            .lock()
+            .ok()?
+            .remove(&(scope.clone(), identifier.to_string()))?;
+        req.cancel.cancel();
+        if req.persistence == Persistence::Forever {
+            let _ = std::fs::remove_file(self.record_path(&req));
+        }
+        if let Some(u) = &req.upload {
+            let _ = std::fs::remove_file(u);
+        }
+        if let Some(Outcome::GetOk {
+            data: Some(path), ..
+        }) = req.snapshot().outcome
+        {
+            let _ = std::fs::remove_file(path);
+        }
+        Some(req)
+    }
+
+    /// Every request in the given scopes, oldest first.
+    #[must_use]
+    pub fn list(&self, scopes: &[Scope]) -> Vec<Arc<Request>> {
+        let mut v: Vec<Arc<Request>> = self
+            .map
+            .lock()
+            .map(|m| {
+                m.values()
+                    .filter(|r| scopes.contains(&r.scope))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort_by(|a, b| {
+            a.started_ms
+                .cmp(&b.started_ms)
+                .then(a.identifier.cmp(&b.identifier))
+        });
+        v
+    }
+
+    /// Every forever request that has not finished (to restart at boot).
+    #[must_use]
+    pub fn unfinished(&self) -> Vec<Arc<Request>> {
+        self.map
+            .lock()
+            .map(|m| {
+                m.values()
+                    .filter(|r| r.snapshot().outcome.is_none())
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Record an outcome (and persist it for forever requests).
+    pub fn finish(&self, req: &Arc<Request>, outcome: Outcome, now_ms: u64) {
+        if let Ok(mut s) = req.state.lock() {
+            s.outcome = Some(outcome);
+            s.completed_ms = Some(now_ms);
+        }
+        // A request removed meanwhile must not come back from disk.
+        if self.contains(&req.scope, &req.identifier) {
+            self.save(req);
+        }
+    }
+
+    fn record_path(&self, req: &Request) -> PathBuf {
+        let scope = match &req.scope {
+            Scope::Global => "g".to_string(),
+            Scope::Client(c) => format!("c:{c}"),
+            Scope::Connection(n) => format!("x:{n}"),
+        };
+        let h = lichen_crypto::sha256_parts(&[scope.as_bytes(), b"\0", req.identifier.as_bytes()]);
+        self.dir
+            .join(format!("{}.json", lichen_crypto::b64::encode(&h[..12])))
+    }
+
+    fn save(&self, req: &Request) {
+        if req.persistence != Persistence::Forever {
+            return;
+        }
+        let s = req.snapshot();
+        let rec = Record {
+            version: 1,
+            scope: req.scope.clone(),
+            identifier: req.identifier.clone(),
+            header: String::from_utf8_lossy(&req.header.encode_header(None)).into_owned(),
+            upload: req.upload.clone(),
+            started_ms: req.started_ms,
+            completed_ms: s.completed_ms,
+            outcome: s.outcome,
+        };
+        let Ok(bytes) = serde_json::to_vec_pretty(&rec) else {
+            return;
+        };
+        if let Err(e) = write_atomic(&self.record_path(req), &bytes, true) {
+            tracing::error!("cannot save a persistent request: {e}");
+        }
+    }
+}
+
+fn parse_header(text: &str) -> Option<Message> {
+    let mut d = Decoder::new(Limits {
+        inline_data_limit: 0,
+        ..Limits::default()
+    });
+    d.feed(text.as_bytes());
+    match d.next_event() {
+        Ok(Some(Event::Message(m))) => Some(m),
+        Ok(Some(Event::Header { message, .. })) => Some(message),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn req(scope: Scope, id: &str, persistence: Persistence) -> Arc<Request> {
+        Arc::new(Request {
+            scope,
+            identifier: id.into(),
+            header: Message::new("ClientGet")
+                .field("URI", "KSK@x")
+                .field("Identifier", id),
+            persistence,
+            upload: None,
+            started_ms: 1,
+            cancel: CancellationToken::new(),
+            state: Mutex::new(State::default()),
+        })
+    }
+
+    #[test]
+    fn forever_requests_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = Requests::open(dir.path()).unwrap();
+        let a = req(Scope::Global, "a", Persistence::Forever);
+        assert!(r.insert(a.clone()));
+        assert!(!r.insert(req(Scope::Global, "a", Persistence::Forever)));
+        assert!(r.insert(req(Scope::Client("c".into()), "a", Persistence::Reboot)));
+        r.finish(&a, Outcome::get_err(FetchErrorCode::DataNotFound, None), 5);
+        drop(r);
+        let r = Requests::open(dir.path()).unwrap();
+        let back = r.list(&[Scope::Global, Scope::Client("c".into())]);
+        assert_eq!(back.len(), 1, "only the forever request survives");
+        assert_eq!(back[0].identifier, "a");
+        assert_eq!(back[0].header.get("URI"), Some("KSK@x"));
+        assert!(matches!(
+            back[0].snapshot().outcome,
+            Some(Outcome::GetErr { code: 13, .. })
+        ));
+        assert!(r.remove(&Scope::Global, "a").is_some());
+        drop(r);
+        assert!(Requests::open(dir.path())
+            .unwrap()
+            .list(&[Scope::Global])
+            .is_empty());
+    }
+
+    #[test]
+    fn damaged_record_is_kept_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("requests")).unwrap();
+        std::fs::write(dir.path().join("requests/x.json"), "{not json").unwrap();
+        let r = Requests::open(dir.path()).unwrap();
+        assert!(r.list(&[Scope::Global]).is_empty());
+        assert!(dir.path().join("requests/x.bad").exists());
+    }
+}
