@@ -1,0 +1,162 @@
+//! The `lichen` command line: run a node, talk to one over FCP, run the
+//! simulator. `main.rs` only calls [`main`], so the whole-system tests can
+//! build the same program under another name.
+
+use crate::cli;
+use crate::config::Config;
+use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Lichen: an anonymous, censorship-resistant storage network.
+#[derive(Parser, Debug)]
+#[command(name = "lichen", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a node in the foreground (Ctrl-C or SIGTERM stops it cleanly).
+    Node(NodeArgs),
+    /// Insert a file (or stdin with `-`); prints its URI.
+    Put {
+        #[command(flatten)]
+        fcp: cli::FcpOpts,
+        #[command(flatten)]
+        args: cli::PutArgs,
+    },
+    /// Fetch a URI to a file or stdout.
+    Get {
+        #[command(flatten)]
+        fcp: cli::FcpOpts,
+        #[command(flatten)]
+        args: cli::GetArgs,
+    },
+    /// Generate an SSK keypair (insert URI, request URI).
+    Genkey {
+        #[command(flatten)]
+        fcp: cli::FcpOpts,
+    },
+    /// Insert a directory as a freesite under an SSK or USK insert URI.
+    Putsite {
+        #[command(flatten)]
+        fcp: cli::FcpOpts,
+        #[command(flatten)]
+        args: cli::PutsiteArgs,
+    },
+    /// Show the node's status and its request queue.
+    Status {
+        #[command(flatten)]
+        fcp: cli::FcpOpts,
+    },
+    /// Run the deterministic routing simulator (the node's routing code, N
+    /// nodes in one process, virtual clock). `lichen sim --help` lists flags.
+    #[command(disable_help_flag = true)]
+    Sim {
+        /// Simulator flags (--nodes, --degree, --topology, --inserts,
+        /// --requests, --churn, --adversary, --seed, --json, …).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct NodeArgs {
+    /// Data directory (default: $XDG_DATA_HOME/lichen).
+    #[arg(long, env = "LICHEN_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// TOML configuration file (optional; defaults are built in).
+    #[arg(long, env = "LICHEN_CONFIG")]
+    config: Option<PathBuf>,
+    /// FCP port on the FCP listen address (default 9481).
+    #[arg(long)]
+    fcp_port: Option<u16>,
+    /// Gateway port (default 8888).
+    #[arg(long)]
+    gateway_port: Option<u16>,
+    /// Address peers connect to (default 0.0.0.0:9489).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+}
+
+/// Parse the command line and run it.
+#[must_use]
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Node(a) => run_node(a),
+        Command::Put { fcp, args } => cli::put(&fcp, &args),
+        Command::Get { fcp, args } => cli::get(&fcp, &args),
+        Command::Genkey { fcp } => cli::genkey(&fcp),
+        Command::Putsite { fcp, args } => cli::putsite(&fcp, &args),
+        Command::Status { fcp } => cli::status(&fcp),
+        Command::Sim { args } => run_sim(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lichen: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_sim(args: Vec<String>) -> anyhow::Result<()> {
+    use lichen_routing::sim;
+    let Some(cli) = sim::parse_args(args).map_err(|e| anyhow::anyhow!(e))? else {
+        return print_stdout(&sim::usage().replacen("usage: sim", "usage: lichen sim", 1));
+    };
+    let start = std::time::Instant::now();
+    let report = sim::run(&cli.config);
+    if cli.json {
+        print_stdout(&serde_json::to_string_pretty(&report)?)?;
+    } else {
+        print_stdout(report.to_table().trim_end())?;
+    }
+    // Wall time on stderr keeps stdout identical for a given seed.
+    eprintln!("wall time: {:.1} s", start.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Print a line to stdout; a closed pipe (`| head`) is not an error.
+fn print_stdout(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    match writeln!(std::io::stdout().lock(), "{text}") {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => Ok(r?),
+    }
+}
+
+fn run_node(a: NodeArgs) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let mut config = match &a.config {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    };
+    if let Some(d) = a.data_dir {
+        config.data_dir = Some(d);
+    }
+    if let Some(p) = a.fcp_port {
+        config.fcp.listen.set_port(p);
+    }
+    if let Some(p) = a.gateway_port {
+        config.gateway.listen.set_port(p);
+    }
+    if let Some(l) = a.listen {
+        config.network.listen = l;
+    }
+    config.validate()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("lichen")
+        .build()?;
+    rt.block_on(crate::run(config))
+}

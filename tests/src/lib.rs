@@ -1,0 +1,247 @@
+//! Helpers for Lichen's whole-system tests: start real `lichen` node
+//! processes on free loopback ports, talk FCP to them, stop them.
+//!
+//! Every wait is bounded; a node that does not come up within
+//! [`START_TIMEOUT`] fails the test instead of hanging it.
+
+use lichen_fcp::codec::Message;
+use lichen_fcp::{Decoder, Event, Limits};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a node may take to open its FCP port.
+pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long one FCP reply may take.
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A free loopback TCP port (bound then released).
+///
+/// # Panics
+/// If no port can be bound.
+#[must_use]
+pub fn free_port() -> u16 {
+    #[allow(clippy::unwrap_used)]
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A `lichen node` process.
+#[derive(Debug)]
+pub struct NodeProc {
+    child: Option<Child>,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// FCP address.
+    pub fcp: SocketAddr,
+    /// Path of the log file.
+    pub log: PathBuf,
+}
+
+impl NodeProc {
+    /// Start a node with `data_dir` on a free FCP port and wait until FCP
+    /// answers.
+    ///
+    /// # Panics
+    /// If the node does not start in time.
+    #[must_use]
+    pub fn start(bin: &Path, data_dir: &Path) -> Self {
+        Self::start_on(bin, data_dir, free_port())
+    }
+
+    /// As [`NodeProc::start`] with a chosen FCP port.
+    ///
+    /// # Panics
+    /// If the node does not start in time.
+    #[must_use]
+    #[allow(clippy::unwrap_used, clippy::expect_used)]
+    pub fn start_on(bin: &Path, data_dir: &Path, port: u16) -> Self {
+        std::fs::create_dir_all(data_dir).unwrap();
+        let log = data_dir.with_extension("log");
+        let logf = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let child = Command::new(bin)
+            .args(["node", "--data-dir"])
+            .arg(data_dir)
+            .args(["--fcp-port", &port.to_string()])
+            .args(["--gateway-port", &free_port().to_string()])
+            .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(logf.try_clone().unwrap())
+            .stderr(logf)
+            .spawn()
+            .expect("start lichen node");
+        let fcp: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let mut n = NodeProc {
+            child: Some(child),
+            data_dir: data_dir.to_path_buf(),
+            fcp,
+            log,
+        };
+        let start = Instant::now();
+        loop {
+            if let Ok(s) = TcpStream::connect_timeout(&fcp, Duration::from_millis(200)) {
+                drop(s);
+                return n;
+            }
+            if let Some(status) = n.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("node exited early ({status}); log:\n{}", n.log_text());
+            }
+            assert!(start.elapsed() < START_TIMEOUT, "node did not open FCP; log:\n{}", n.log_text());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The node's log so far.
+    #[must_use]
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Process id.
+    #[must_use]
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Kill with SIGKILL and wait.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Stop with SIGTERM and wait (bounded); returns whether it exited by itself.
+    pub fn terminate(&mut self) -> bool {
+        let Some(mut c) = self.child.take() else {
+            return true;
+        };
+        let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(15) {
+            if let Ok(Some(_)) = c.try_wait() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        false
+    }
+
+    /// Resident memory of the node process in KiB (Linux).
+    #[must_use]
+    pub fn rss_kib(&self) -> Option<u64> {
+        let s = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        s.lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+    }
+}
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A minimal blocking FCP client for tests (the real CLI lives in the node).
+#[derive(Debug)]
+pub struct Fcp {
+    stream: TcpStream,
+    dec: Decoder,
+}
+
+impl Fcp {
+    /// Connect without saying hello.
+    ///
+    /// # Errors
+    /// Connection errors.
+    pub fn connect_raw(addr: SocketAddr) -> std::io::Result<Self> {
+        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+        stream.set_read_timeout(Some(REPLY_TIMEOUT))?;
+        Ok(Fcp {
+            stream,
+            dec: Decoder::new(Limits {
+                inline_data_limit: 1 << 30,
+                ..Limits::default()
+            }),
+        })
+    }
+
+    /// Connect and exchange ClientHello/NodeHello.
+    ///
+    /// # Panics
+    /// If the node does not answer NodeHello.
+    #[must_use]
+    #[allow(clippy::unwrap_used)]
+    pub fn connect(addr: SocketAddr, name: &str) -> Self {
+        let mut c = Self::connect_raw(addr).unwrap();
+        c.send(&Message::new("ClientHello").field("Name", name).field("ExpectedVersion", "2.0"));
+        let m = c.recv().unwrap();
+        assert_eq!(m.name, "NodeHello", "{m:?}");
+        c
+    }
+
+    /// Send a message.
+    ///
+    /// # Panics
+    /// On a write error.
+    #[allow(clippy::unwrap_used)]
+    pub fn send(&mut self, m: &Message) {
+        self.stream.write_all(&m.encode()).unwrap();
+    }
+
+    /// Send raw bytes.
+    ///
+    /// # Errors
+    /// Write errors.
+    pub fn send_raw(&mut self, b: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(b)
+    }
+
+    /// The next message, or `None` when the node closed the connection.
+    ///
+    /// # Panics
+    /// On a decode error or timeout.
+    #[allow(clippy::unwrap_used)]
+    pub fn recv(&mut self) -> Option<Message> {
+        let mut buf = [0u8; 65536];
+        loop {
+            match self.dec.next_event().unwrap() {
+                Some(Event::Message(m)) => return Some(m),
+                Some(other) => panic!("unexpected streamed event {other:?}"),
+                None => {}
+            }
+            match self.stream.read(&mut buf) {
+                Ok(0) => return None,
+                Ok(n) => self.dec.feed(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
+                Err(e) => panic!("FCP read failed: {e}"),
+            }
+        }
+    }
+
+    /// Read messages until one named in `names` arrives (others are
+    /// returned in the second element).
+    ///
+    /// # Panics
+    /// If the connection closes first.
+    pub fn until(&mut self, names: &[&str]) -> (Message, Vec<Message>) {
+        let mut seen = Vec::new();
+        loop {
+            let m = self.recv().unwrap_or_else(|| panic!("connection closed waiting for {names:?}; saw {seen:?}"));
+            if names.contains(&m.name.as_str()) {
+                return (m, seen);
+            }
+            seen.push(m);
+        }
+    }
+}
