@@ -31,31 +31,70 @@ fn hostile_clients_get_errors_and_others_are_served() {
 
     // 1. Anything but ClientHello first: ProtocolError 1, connection closed.
     let mut c = Fcp::connect_raw(node.fcp).unwrap();
-    c.send(&Message::new("ClientGet").field("URI", "KSK@x").field("Identifier", "a"));
+    c.send(
+        &Message::new("ClientGet")
+            .field("URI", "KSK@x")
+            .field("Identifier", "a"),
+    );
     let m = c.recv().unwrap();
-    assert_eq!((m.name.as_str(), code(&m)), ("ProtocolError", Some(1)), "{m:?}");
-    assert!(c.recv().is_none(), "connection must close after ProtocolError 1");
+    assert_eq!(
+        (m.name.as_str(), code(&m)),
+        ("ProtocolError", Some(1)),
+        "{m:?}"
+    );
+    assert!(
+        c.recv().is_none(),
+        "connection must close after ProtocolError 1"
+    );
 
     // 2. A second ClientHello: ProtocolError 2, connection stays.
     let mut c = Fcp::connect(node.fcp, "twice");
-    c.send(&Message::new("ClientHello").field("Name", "again").field("ExpectedVersion", "2.0"));
+    c.send(
+        &Message::new("ClientHello")
+            .field("Name", "again")
+            .field("ExpectedVersion", "2.0"),
+    );
     let m = c.recv().unwrap();
     assert_eq!((m.name.as_str(), code(&m)), ("ProtocolError", Some(2)));
     // 3. Unknown message: ProtocolError 7 (connection stays).
     c.send(&Message::new("MakeCoffee").field("Identifier", "x"));
     let m = c.recv().unwrap();
-    assert_eq!((m.name.as_str(), code(&m)), ("ProtocolError", Some(7)), "{m:?}");
-    // 4. Missing field: ProtocolError 5.
-    c.send(&Message::new("ClientGet").field("Identifier", "no-uri"));
+    assert_eq!(
+        (m.name.as_str(), code(&m)),
+        ("ProtocolError", Some(7)),
+        "{m:?}"
+    );
+    // 4. Missing field: ProtocolError 5 (a ClientGet without Identifier).
+    c.send(&Message::new("ClientGet").field("URI", "KSK@no-identifier"));
     let m = c.recv().unwrap();
-    assert_eq!((m.name.as_str(), code(&m)), ("ProtocolError", Some(5)), "{m:?}");
+    assert_eq!(
+        (m.name.as_str(), code(&m)),
+        ("ProtocolError", Some(5)),
+        "{m:?}"
+    );
     // 5. Invalid URI: ProtocolError 4.
-    c.send(&Message::new("ClientGet").field("URI", "CHK@nonsense").field("Identifier", "bad-uri"));
+    c.send(
+        &Message::new("ClientGet")
+            .field("URI", "CHK@nonsense")
+            .field("Identifier", "bad-uri"),
+    );
     let m = c.recv().unwrap();
-    assert_eq!((m.name.as_str(), code(&m)), ("ProtocolError", Some(4)), "{m:?}");
+    assert_eq!(
+        (m.name.as_str(), code(&m)),
+        ("ProtocolError", Some(4)),
+        "{m:?}"
+    );
     // 6. Identifier collision on the same connection.
-    c.send(&Message::new("ClientGet").field("URI", "KSK@collide-test").field("Identifier", "dup").field("MaxRetries", "0"));
-    c.send(&Message::new("ClientGet").field("URI", "KSK@collide-test").field("Identifier", "dup").field("MaxRetries", "0"));
+    // (Persistent, so it is still registered however fast it fails.)
+    for _ in 0..2 {
+        c.send(
+            &Message::new("ClientGet")
+                .field("URI", "KSK@collide-test")
+                .field("Identifier", "dup")
+                .field("Persistence", "reboot")
+                .field("MaxRetries", "0"),
+        );
+    }
     let (m, _) = c.until(&["IdentifierCollision"]);
     assert_eq!(m.get("Identifier"), Some("dup"));
     // 7. Disk upload without TestDDA: ProtocolError 25.
@@ -94,9 +133,14 @@ fn hostile_clients_get_errors_and_others_are_served() {
 
     // 10. Non-numeric DataLength: ProtocolError 6 and the connection closes.
     let mut c = Fcp::connect(node.fcp, "badlen");
-    c.send_raw(b"ClientPut\nURI=CHK@\nIdentifier=x\nUploadFrom=direct\nDataLength=lots\nData\nxx").unwrap();
+    c.send_raw(b"ClientPut\nURI=CHK@\nIdentifier=x\nUploadFrom=direct\nDataLength=lots\nData\nxx")
+        .unwrap();
     let m = c.recv().unwrap();
-    assert_eq!((m.name.as_str(), code(&m)), ("ProtocolError", Some(6)), "{m:?}");
+    assert_eq!(
+        (m.name.as_str(), code(&m)),
+        ("ProtocolError", Some(6)),
+        "{m:?}"
+    );
     assert!(c.recv().is_none());
 
     // 11. An enormous DataLength is refused before any byte is read.
@@ -110,7 +154,8 @@ fn hostile_clients_get_errors_and_others_are_served() {
     let mut stalled = Fcp::connect(node.fcp, "stalled");
     stalled.send_raw(b"ClientPut\nURI=CHK@\nIdentifier=s\nUploadFrom=direct\nDataLength=100000000\nData\nonly a little").unwrap();
     let mut half = Fcp::connect_raw(node.fcp).unwrap();
-    half.send_raw(b"ClientHello\nName=half\nExpectedVer").unwrap();
+    half.send_raw(b"ClientHello\nName=half\nExpectedVer")
+        .unwrap();
     still_serving(&node);
 
     // 13. A client that never reads its replies is cut off, alone.
@@ -129,7 +174,9 @@ fn hostile_clients_get_errors_and_others_are_served() {
 
     // 14. Binary garbage.
     let mut g = Fcp::connect_raw(node.fcp).unwrap();
-    let junk: Vec<u8> = (0..100_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let junk: Vec<u8> = (0..100_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
     let _ = g.send_raw(&junk);
     still_serving(&node);
 
@@ -142,7 +189,9 @@ fn hostile_clients_get_errors_and_others_are_served() {
 fn two_hundred_simultaneous_connections() {
     let dir = tempfile::tempdir().unwrap();
     let node = NodeProc::start(bin(), &dir.path().join("n"));
-    let mut conns: Vec<Fcp> = (0..200).map(|i| Fcp::connect(node.fcp, &format!("c{i}"))).collect();
+    let mut conns: Vec<Fcp> = (0..200)
+        .map(|i| Fcp::connect(node.fcp, &format!("c{i}")))
+        .collect();
     for (i, c) in conns.iter_mut().enumerate() {
         c.send(&Message::new("GenerateSSK").field("Identifier", format!("k{i}")));
     }
@@ -164,7 +213,8 @@ fn two_hundred_simultaneous_connections() {
     }
     std::thread::sleep(Duration::from_millis(300));
     let mut last = extra.pop().unwrap();
-    last.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    last.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let mut b = [0u8; 64];
     let n = last.read(&mut b).unwrap_or(0);
     assert!(n == 0 || b.starts_with(b"ProtocolError"), "{:?}", &b[..n]);
