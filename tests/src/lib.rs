@@ -24,7 +24,11 @@ pub const REPLY_TIMEOUT: Duration = Duration::from_secs(120);
 #[must_use]
 pub fn free_port() -> u16 {
     #[allow(clippy::unwrap_used)]
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A `lichen node` process.
@@ -92,7 +96,11 @@ impl NodeProc {
             if let Some(status) = n.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                 panic!("node exited early ({status}); log:\n{}", n.log_text());
             }
-            assert!(start.elapsed() < START_TIMEOUT, "node did not open FCP; log:\n{}", n.log_text());
+            assert!(
+                start.elapsed() < START_TIMEOUT,
+                "node did not open FCP; log:\n{}",
+                n.log_text()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -122,7 +130,9 @@ impl NodeProc {
         let Some(mut c) = self.child.take() else {
             return true;
         };
-        let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(15) {
             if let Ok(Some(_)) = c.try_wait() {
@@ -184,7 +194,11 @@ impl Fcp {
     #[allow(clippy::unwrap_used)]
     pub fn connect(addr: SocketAddr, name: &str) -> Self {
         let mut c = Self::connect_raw(addr).unwrap();
-        c.send(&Message::new("ClientHello").field("Name", name).field("ExpectedVersion", "2.0"));
+        c.send(
+            &Message::new("ClientHello")
+                .field("Name", name)
+                .field("ExpectedVersion", "2.0"),
+        );
         let m = c.recv().unwrap();
         assert_eq!(m.name, "NodeHello", "{m:?}");
         c
@@ -237,7 +251,9 @@ impl Fcp {
     pub fn until(&mut self, names: &[&str]) -> (Message, Vec<Message>) {
         let mut seen = Vec::new();
         loop {
-            let m = self.recv().unwrap_or_else(|| panic!("connection closed waiting for {names:?}; saw {seen:?}"));
+            let m = self
+                .recv()
+                .unwrap_or_else(|| panic!("connection closed waiting for {names:?}; saw {seen:?}"));
             if names.contains(&m.name.as_str()) {
                 return (m, seen);
             }

@@ -51,15 +51,16 @@ fn forever_requests_are_listed_after_kill_and_restart() {
         .iter()
         .map(|m| (m.name.clone(), m.get("Identifier").map(str::to_string)))
         .collect();
-    let has = |name: &str, id: &str| names.iter().any(|(n, i)| n == name && i.as_deref() == Some(id));
+    let has = |name: &str, id: &str| {
+        names
+            .iter()
+            .any(|(n, i)| n == name && i.as_deref() == Some(id))
+    };
     assert!(has("PersistentPut", "put-forever"), "{names:?}");
     assert!(has("PutSuccessful", "put-forever"), "{names:?}");
     assert!(has("PersistentGet", "get-forever"), "{names:?}");
     assert!(has("DataFound", "get-forever"), "{names:?}");
-    let put_done = listed
-        .iter()
-        .find(|m| m.name == "PutSuccessful")
-        .unwrap();
+    let put_done = listed.iter().find(|m| m.name == "PutSuccessful").unwrap();
     assert_eq!(put_done.get("URI"), Some(uri.as_str()));
 
     // The direct get's data is still there.
