@@ -1,3 +1,5 @@
+#![doc = include_str!("../README.md")]
+
 //! Helpers for Lichen's whole-system tests: start real `lichen` node
 //! processes on free loopback ports, talk FCP to them, stop them.
 //!
