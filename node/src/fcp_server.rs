@@ -1197,7 +1197,11 @@ fn terminal(req: &Request, o: &Outcome, st: &State) -> Message {
             startup_time: req.started_ms,
             completion_time: completion,
         }
-        .to_message(),
+        .to_message()
+        // The node has no peer links yet: the insert lives in this node's
+        // client cache only. Clients that know the field tell their user;
+        // others ignore unknown fields.
+        .field("Lichen.InNetwork", "false"),
         Outcome::PutErr { code, extra } => rep::PutFailed {
             identifier,
             global,
