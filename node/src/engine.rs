@@ -357,7 +357,9 @@ pub async fn put(
     let uri = result.uri.to_string();
     uri_generated(uri.clone());
     if !chk_only {
-        tracing::info!("insert stored in the local client cache; not yet in the network (no peers)");
+        tracing::info!(
+            "insert stored in the local client cache; not yet in the network (no peers)"
+        );
         let store = node.store.clone();
         tokio::task::spawn_blocking(move || store.flush())
             .await
