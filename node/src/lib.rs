@@ -6,6 +6,7 @@ pub mod config;
 pub mod engine;
 pub mod fcp_server;
 pub mod identity;
+pub mod net;
 pub mod node;
 pub mod requests;
 pub mod status;

@@ -1,0 +1,99 @@
+//! Errors of the link layer, split by who is at fault (rustls style):
+//! the peer ([`LinkError::is_peer_fault`]) or our side / the network.
+
+/// Why a noderef could not be parsed or verified.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NoderefError {
+    /// The text does not start with `lichen-noderef-v1:`.
+    #[error("not a Lichen noderef (expected the prefix `lichen-noderef-v1:`)")]
+    MissingPrefix,
+    /// The text or the encoded bytes exceed the size limit.
+    #[error("noderef too large ({0} bytes)")]
+    TooLarge(usize),
+    /// The part after the prefix is not valid base64.
+    #[error("noderef is not valid base64 (was it cut when pasted?)")]
+    BadBase64,
+    /// The bytes are not the expected CBOR structure.
+    #[error("noderef is malformed: {0}")]
+    Malformed(String),
+    /// A version this node does not speak.
+    #[error("noderef version {0} is not supported")]
+    UnsupportedVersion(u32),
+    /// The noderef lists no address.
+    #[error("noderef has no address")]
+    NoAddress,
+    /// An address is not `ip:port`.
+    #[error("noderef address {0:?} is not ip:port")]
+    BadAddress(String),
+    /// The identity key is not a valid Ed25519 point.
+    #[error("noderef identity key is invalid")]
+    BadIdentityKey,
+    /// The signature does not verify under the identity key.
+    #[error("noderef signature does not verify (edited or damaged)")]
+    BadSignature,
+}
+
+/// Why a link failed. Every variant ends the link.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LinkError {
+    /// Socket error.
+    #[error("link I/O: {0}")]
+    Io(#[from] std::io::Error),
+    /// The connection closed in the middle of a handshake message or frame.
+    #[error("connection closed mid-message")]
+    Truncated,
+    /// The handshake failed: wrong responder key, garbage, or a replay.
+    #[error("link handshake failed: {0}")]
+    Handshake(String),
+    /// A length prefix that no honest peer sends.
+    #[error("bad frame length {0}")]
+    BadFrameLength(usize),
+    /// A frame failed authentication (garbage, a replayed or reordered
+    /// frame: the Noise nonce no longer matches).
+    #[error("frame failed to decrypt")]
+    Decrypt,
+    /// The decrypted frame's inner length is inconsistent.
+    #[error("bad padding in frame")]
+    BadPadding,
+    /// The frame's CBOR could not be decoded.
+    #[error("undecodable message: {0}")]
+    Decode(String),
+    /// The envelope carries a version this node does not speak.
+    #[error("unsupported message version {0}")]
+    UnsupportedVersion(u64),
+    /// A message to send does not fit in the largest frame.
+    #[error("message of {0} bytes does not fit in one frame")]
+    MessageTooLarge(usize),
+    /// The peer was silent for longer than the idle timeout, or the
+    /// handshake took too long.
+    #[error("link timed out")]
+    Timeout,
+    /// The send queue is full (backpressure).
+    #[error("link send queue full")]
+    QueueFull,
+    /// The link is closed (locally, or the peer closed cleanly).
+    #[error("link closed")]
+    Closed,
+    /// Our own Noise setup failed (a bug or a bad local key).
+    #[error("noise setup: {0}")]
+    Setup(String),
+}
+
+impl LinkError {
+    /// Whether the peer misbehaved (sent something no honest node sends):
+    /// the caller should disconnect and back the peer off.
+    #[must_use]
+    pub fn is_peer_fault(&self) -> bool {
+        matches!(
+            self,
+            LinkError::Handshake(_)
+                | LinkError::BadFrameLength(_)
+                | LinkError::Decrypt
+                | LinkError::BadPadding
+                | LinkError::Decode(_)
+                | LinkError::UnsupportedVersion(_)
+        )
+    }
+}

@@ -1,0 +1,434 @@
+//! The thin tokio driver of a link: the handshake loop, then a reader task
+//! and a writer task sharing the [`Transport`] behind a mutex that is held
+//! only while sealing or opening one frame (never across an `.await`).
+//!
+//! - Backpressure: the send queue is bounded ([`LinkConfig::send_queue`]);
+//!   [`LinkSender::send`] waits when it is full, [`LinkSender::try_send`]
+//!   fails with [`LinkError::QueueFull`]. Incoming messages go into a
+//!   bounded channel too; while it is full the reader stops reading, and
+//!   TCP pushes back on the peer.
+//! - Bandwidth: every byte written takes upload tokens, every byte read
+//!   takes download tokens, from node-wide [`Bandwidth`] buckets.
+//! - Keepalive: the writer sends `Ping` after [`LinkConfig::keepalive`]
+//!   without traffic; the reader gives up after
+//!   [`LinkConfig::idle_timeout`] without a frame.
+//! - Any peer error (see [`LinkError::is_peer_fault`]) ends the link; the
+//!   last event is always [`LinkEvent::Closed`].
+
+use super::bandwidth::Bandwidth;
+use super::error::LinkError;
+use super::frame::LinkMessage;
+use super::handshake::{Handshake, HsAction};
+use super::keys::NodeKeys;
+use super::noderef::NodeRef;
+use super::transport::{RekeyPolicy, Transport};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Link settings.
+#[derive(Clone, Debug)]
+pub struct LinkConfig {
+    /// Messages queued for sending before senders wait.
+    pub send_queue: usize,
+    /// Messages received and not yet taken before the reader stops reading.
+    pub recv_queue: usize,
+    /// Send a `Ping` after this long without sending.
+    pub keepalive: Duration,
+    /// Close the link after this long without receiving a frame.
+    pub idle_timeout: Duration,
+    /// Time allowed for TCP connect plus the handshake.
+    pub handshake_timeout: Duration,
+    /// When to rekey.
+    pub rekey: RekeyPolicy,
+}
+
+impl Default for LinkConfig {
+    fn default() -> Self {
+        LinkConfig {
+            send_queue: 64,
+            recv_queue: 256,
+            keepalive: Duration::from_secs(15),
+            idle_timeout: Duration::from_secs(60),
+            handshake_timeout: Duration::from_secs(10),
+            rekey: RekeyPolicy::default(),
+        }
+    }
+}
+
+/// What a link delivers.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum LinkEvent {
+    /// A routing message from the peer.
+    Message(lichen_routing::Message),
+    /// The link ended; [`LinkError::Closed`] for a clean close. Always the
+    /// last event.
+    Closed(LinkError),
+}
+
+/// A cloneable handle to send on a link.
+#[derive(Clone, Debug)]
+pub struct LinkSender {
+    tx: mpsc::Sender<LinkMessage>,
+    cancel: CancellationToken,
+}
+
+impl LinkSender {
+    /// Queue a routing message, waiting while the queue is full.
+    ///
+    /// # Errors
+    /// [`LinkError::Closed`] if the link has ended.
+    pub async fn send(&self, msg: lichen_routing::Message) -> Result<(), LinkError> {
+        self.tx
+            .send(LinkMessage::Routing(msg))
+            .await
+            .map_err(|_| LinkError::Closed)
+    }
+
+    /// Queue a routing message without waiting.
+    ///
+    /// # Errors
+    /// [`LinkError::QueueFull`] (backpressure: the peer or the upload limit
+    /// is slower than the sender) or [`LinkError::Closed`].
+    pub fn try_send(&self, msg: lichen_routing::Message) -> Result<(), LinkError> {
+        self.tx
+            .try_send(LinkMessage::Routing(msg))
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => LinkError::QueueFull,
+                mpsc::error::TrySendError::Closed(_) => LinkError::Closed,
+            })
+    }
+
+    /// Close the link (a `Close` frame is sent if possible).
+    pub fn close(&self) {
+        self.cancel.cancel();
+    }
+
+    /// Whether the link has ended or is closing.
+    #[must_use]
+    pub fn is_closed(&self) -> bool {
+        self.cancel.is_cancelled() || self.tx.is_closed()
+    }
+}
+
+/// An established link.
+#[derive(Debug)]
+pub struct Link {
+    remote_static: [u8; 32],
+    sender: LinkSender,
+    events: mpsc::Receiver<LinkEvent>,
+}
+
+/// Run the handshake over `stream`. Returns the transport, the peer's
+/// static key and any bytes read past the handshake.
+async fn run_handshake<S>(
+    stream: &mut S,
+    mut hs: Handshake,
+    cfg: &LinkConfig,
+) -> Result<(Transport, [u8; 32], Vec<u8>), LinkError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    loop {
+        let (n, act) = hs.step(&buf)?;
+        buf.drain(..n);
+        match act {
+            HsAction::Send(b) => stream.write_all(&b).await?,
+            HsAction::NeedMore => {
+                let k = stream.read(&mut chunk).await?;
+                if k == 0 {
+                    return Err(LinkError::Truncated);
+                }
+                buf.extend_from_slice(&chunk[..k]);
+            }
+            HsAction::Finished => break,
+        }
+    }
+    stream.flush().await?;
+    let (t, remote) = hs.finish(cfg.rekey)?;
+    Ok((t, remote, buf))
+}
+
+impl Link {
+    /// Connect to `addr` and handshake as initiator, expecting the
+    /// responder's static key `remote_static`.
+    ///
+    /// # Errors
+    /// I/O, [`LinkError::Timeout`], [`LinkError::Handshake`] (wrong key).
+    pub async fn connect(
+        addr: SocketAddr,
+        keys: &NodeKeys,
+        remote_static: &[u8; 32],
+        cfg: &LinkConfig,
+        bandwidth: Arc<Bandwidth>,
+    ) -> Result<Link, LinkError> {
+        let hs = Handshake::initiator(keys, remote_static)?;
+        let fut = async {
+            let mut stream = TcpStream::connect(addr).await?;
+            let _ = stream.set_nodelay(true);
+            let (t, remote, rest) = run_handshake(&mut stream, hs, cfg).await?;
+            Ok::<_, LinkError>(Link::spawn(stream, t, remote, rest, cfg, bandwidth))
+        };
+        tokio::time::timeout(cfg.handshake_timeout, fut)
+            .await
+            .map_err(|_| LinkError::Timeout)?
+    }
+
+    /// Connect to the node a noderef names, trying its addresses in order.
+    ///
+    /// # Errors
+    /// The last address's error.
+    pub async fn connect_noderef(
+        noderef: &NodeRef,
+        keys: &NodeKeys,
+        cfg: &LinkConfig,
+        bandwidth: Arc<Bandwidth>,
+    ) -> Result<Link, LinkError> {
+        let mut last = LinkError::Closed;
+        for addr in &noderef.addresses {
+            match Link::connect(*addr, keys, &noderef.static_key, cfg, bandwidth.clone()).await {
+                Ok(l) => return Ok(l),
+                Err(e) => {
+                    tracing::debug!(%addr, error = %e, "link connect failed");
+                    last = e;
+                }
+            }
+        }
+        Err(last)
+    }
+
+    /// Handshake as responder on an accepted connection.
+    ///
+    /// # Errors
+    /// I/O, [`LinkError::Timeout`], [`LinkError::Handshake`] (garbage).
+    pub async fn accept(
+        mut stream: TcpStream,
+        keys: &NodeKeys,
+        cfg: &LinkConfig,
+        bandwidth: Arc<Bandwidth>,
+    ) -> Result<Link, LinkError> {
+        let _ = stream.set_nodelay(true);
+        let hs = Handshake::responder(keys)?;
+        let (t, remote, rest) =
+            tokio::time::timeout(cfg.handshake_timeout, run_handshake(&mut stream, hs, cfg))
+                .await
+                .map_err(|_| LinkError::Timeout)??;
+        Ok(Link::spawn(stream, t, remote, rest, cfg, bandwidth))
+    }
+
+    /// Start the reader and writer tasks over an established transport.
+    pub fn spawn<S>(
+        stream: S,
+        transport: Transport,
+        remote_static: [u8; 32],
+        leftover: Vec<u8>,
+        cfg: &LinkConfig,
+        bandwidth: Arc<Bandwidth>,
+    ) -> Link
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let (r, w) = tokio::io::split(stream);
+        let transport = Arc::new(Mutex::new(transport));
+        let (tx, rx) = mpsc::channel(cfg.send_queue.max(1));
+        let (ev_tx, ev_rx) = mpsc::channel(cfg.recv_queue.max(1));
+        let cancel = CancellationToken::new();
+        let writer_error = Arc::new(Mutex::new(None));
+        tokio::spawn(writer(
+            w,
+            rx,
+            transport.clone(),
+            cfg.keepalive,
+            bandwidth.clone(),
+            cancel.clone(),
+            writer_error.clone(),
+        ));
+        tokio::spawn(reader(
+            r,
+            leftover,
+            ReaderCtx {
+                transport,
+                events: ev_tx,
+                pong: tx.clone(),
+                idle: cfg.idle_timeout,
+                bandwidth,
+                cancel: cancel.clone(),
+                writer_error,
+            },
+        ));
+        Link {
+            remote_static,
+            sender: LinkSender { tx, cancel },
+            events: ev_rx,
+        }
+    }
+
+    /// The peer's authenticated X25519 static key.
+    #[must_use]
+    pub fn remote_static(&self) -> [u8; 32] {
+        self.remote_static
+    }
+
+    /// A handle for sending.
+    #[must_use]
+    pub fn sender(&self) -> LinkSender {
+        self.sender.clone()
+    }
+
+    /// The next event; `None` after [`LinkEvent::Closed`] was delivered.
+    pub async fn recv(&mut self) -> Option<LinkEvent> {
+        self.events.recv().await
+    }
+
+    /// Split into the sending handle and the event stream.
+    #[must_use]
+    pub fn into_parts(self) -> (LinkSender, mpsc::Receiver<LinkEvent>) {
+        (self.sender, self.events)
+    }
+
+    /// Close the link.
+    pub fn close(&self) {
+        self.sender.close();
+    }
+}
+
+fn lock(t: &Mutex<Transport>) -> std::sync::MutexGuard<'_, Transport> {
+    t.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+async fn writer<W: AsyncWrite + Unpin>(
+    mut w: W,
+    mut rx: mpsc::Receiver<LinkMessage>,
+    transport: Arc<Mutex<Transport>>,
+    keepalive: Duration,
+    bandwidth: Arc<Bandwidth>,
+    cancel: CancellationToken,
+    error: Arc<Mutex<Option<LinkError>>>,
+) {
+    let mut nonce: u64 = rand::random();
+    let result: Result<(), LinkError> = async {
+        loop {
+            let deadline = Instant::now() + keepalive;
+            let msg = tokio::select! {
+                biased;
+                () = cancel.cancelled() => {
+                    // Best effort: tell the peer.
+                    let wire = lock(&transport).seal(&LinkMessage::Close)?;
+                    let _ = tokio::time::timeout(Duration::from_secs(1), w.write_all(&wire)).await;
+                    return Ok(());
+                }
+                m = rx.recv() => match m {
+                    Some(m) => m,
+                    None => return Ok(()),
+                },
+                () = tokio::time::sleep_until(deadline) => {
+                    nonce = nonce.wrapping_add(1);
+                    LinkMessage::Ping { nonce }
+                }
+            };
+            let wire = lock(&transport).seal(&msg)?;
+            bandwidth.upload.take(wire.len()).await;
+            tokio::select! {
+                r = w.write_all(&wire) => r?,
+                () = cancel.cancelled() => return Ok(()),
+            }
+        }
+    }
+    .await;
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "link writer ended");
+        *error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(e);
+    }
+    let _ = w.shutdown().await;
+    cancel.cancel();
+}
+
+struct ReaderCtx {
+    transport: Arc<Mutex<Transport>>,
+    events: mpsc::Sender<LinkEvent>,
+    pong: mpsc::Sender<LinkMessage>,
+    idle: Duration,
+    bandwidth: Arc<Bandwidth>,
+    cancel: CancellationToken,
+    writer_error: Arc<Mutex<Option<LinkError>>>,
+}
+
+async fn reader<R: AsyncRead + Unpin>(mut r: R, mut buf: Vec<u8>, ctx: ReaderCtx) {
+    let result = read_loop(&mut r, &mut buf, &ctx).await;
+    let err = match result {
+        Ok(()) => ctx
+            .writer_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+            .unwrap_or(LinkError::Closed),
+        Err(e) => e,
+    };
+    if !matches!(err, LinkError::Closed) {
+        tracing::debug!(error = %err, "link ended");
+    }
+    ctx.cancel.cancel();
+    let _ = ctx.events.send(LinkEvent::Closed(err)).await;
+}
+
+async fn read_loop<R: AsyncRead + Unpin>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+    ctx: &ReaderCtx,
+) -> Result<(), LinkError> {
+    let mut chunk = vec![0u8; 64 * 1024];
+    let mut last_frame = Instant::now();
+    loop {
+        // Deliver every complete frame in the buffer.
+        loop {
+            let opened = lock(&ctx.transport).open(buf)?;
+            let Some((n, msg)) = opened else { break };
+            buf.drain(..n);
+            last_frame = Instant::now();
+            match msg {
+                LinkMessage::Routing(m) => {
+                    tokio::select! {
+                        r = ctx.events.send(LinkEvent::Message(m)) => {
+                            if r.is_err() {
+                                // Nobody listens any more: close.
+                                return Ok(());
+                            }
+                        }
+                        () = ctx.cancel.cancelled() => return Ok(()),
+                    }
+                }
+                LinkMessage::Ping { nonce } => {
+                    // A full queue already carries traffic: drop the pong.
+                    let _ = ctx.pong.try_send(LinkMessage::Pong { nonce });
+                }
+                LinkMessage::Close => return Ok(()),
+                LinkMessage::Pong { .. } | LinkMessage::Rekey => {}
+            }
+        }
+        let n = tokio::select! {
+            biased;
+            () = ctx.cancel.cancelled() => return Ok(()),
+            n = r.read(&mut chunk) => n?,
+            () = tokio::time::sleep_until(last_frame + ctx.idle) => return Err(LinkError::Timeout),
+        };
+        if n == 0 {
+            return Err(if buf.is_empty() {
+                LinkError::Closed
+            } else {
+                LinkError::Truncated
+            });
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        ctx.bandwidth.download.take(n).await;
+    }
+}

@@ -1,0 +1,305 @@
+//! Node references: what a user pastes to a friend, what a seed list holds,
+//! and what opennet announcements and path-folding offers carry (as bytes,
+//! in `lichen_routing::NodeRef::address`).
+//!
+//! Text form: `lichen-noderef-v1:` followed by Freenet base64 (URL-safe,
+//! no padding) of the binary form. Binary form: CBOR
+//! `{"body": bytes, "sig": bytes(64)}` where `body` is the CBOR of
+//! `{"version", "addresses", "static_key", "identity_key", "location"?}`
+//! and `sig` is Ed25519 by `identity_key` over
+//! `"lichen-noderef-v1" || body`. Signing the exact body bytes avoids any
+//! canonical-encoding question. See `docs/wire.md`.
+
+use super::error::NoderefError;
+use super::keys::NodeKeys;
+use ed25519_dalek::{Signature, Signer, Verifier, VerifyingKey};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+
+/// Prefix of the text form.
+pub const PREFIX: &str = "lichen-noderef-v1:";
+/// Domain tag of the signature.
+const SIG_TAG: &[u8] = b"lichen-noderef-v1";
+/// Noderef format version this node writes and accepts.
+pub const VERSION: u32 = 1;
+/// Largest binary noderef accepted (the routing layer caps opaque
+/// noderef bytes at 2 KiB).
+pub const MAX_BYTES: usize = 2048;
+/// Most addresses in one noderef.
+pub const MAX_ADDRESSES: usize = 8;
+
+/// A verified node reference.
+#[derive(Clone, PartialEq, Eq)]
+pub struct NodeRef {
+    /// Format version.
+    pub version: u32,
+    /// Where the node listens for links.
+    pub addresses: Vec<SocketAddr>,
+    /// X25519 static key: the responder key of the Noise XK handshake.
+    pub static_key: [u8; 32],
+    /// Ed25519 key that signed this noderef.
+    pub identity_key: [u8; 32],
+    /// The node's location when the noderef was made (darknet nodes swap
+    /// locations, so this is a hint).
+    pub location: Option<u64>,
+}
+
+impl std::fmt::Debug for NodeRef {
+    // Addresses and keys identify a node: keep them out of logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NodeRef([scrubbed])")
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Body {
+    version: u32,
+    addresses: Vec<String>,
+    #[serde(with = "serde_bytes")]
+    static_key: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    identity_key: Vec<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    location: Option<u64>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Outer {
+    #[serde(with = "serde_bytes")]
+    body: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    sig: Vec<u8>,
+}
+
+fn cbor<T: Serialize>(v: &T) -> Vec<u8> {
+    let mut out = Vec::new();
+    // Writing plain structs into a Vec cannot fail.
+    let _ = ciborium::into_writer(v, &mut out);
+    out
+}
+
+fn key32(v: &[u8]) -> Result<[u8; 32], NoderefError> {
+    <[u8; 32]>::try_from(v).map_err(|_| NoderefError::Malformed("key is not 32 bytes".into()))
+}
+
+impl NodeRef {
+    /// This node's noderef.
+    #[must_use]
+    pub fn new(keys: &NodeKeys, addresses: Vec<SocketAddr>, location: Option<u64>) -> Self {
+        NodeRef {
+            version: VERSION,
+            addresses,
+            static_key: keys.static_public(),
+            identity_key: keys.signing().verifying_key().to_bytes(),
+            location,
+        }
+    }
+
+    /// The signed binary form, signed with `keys` (which must be the keys
+    /// this noderef names, or it will not verify).
+    #[must_use]
+    pub fn to_bytes(&self, keys: &NodeKeys) -> Vec<u8> {
+        let body = cbor(&Body {
+            version: self.version,
+            addresses: self.addresses.iter().map(ToString::to_string).collect(),
+            static_key: self.static_key.to_vec(),
+            identity_key: self.identity_key.to_vec(),
+            location: self.location,
+        });
+        let mut signed = SIG_TAG.to_vec();
+        signed.extend_from_slice(&body);
+        let sig = keys.signing().sign(&signed).to_bytes().to_vec();
+        cbor(&Outer { body, sig })
+    }
+
+    /// The text form a user pastes.
+    #[must_use]
+    pub fn to_text(&self, keys: &NodeKeys) -> String {
+        format!(
+            "{PREFIX}{}",
+            lichen_crypto::b64::encode(&self.to_bytes(keys))
+        )
+    }
+
+    /// Parse and verify the binary form.
+    ///
+    /// # Errors
+    /// [`NoderefError`]; never panics, whatever the bytes.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, NoderefError> {
+        if bytes.len() > MAX_BYTES {
+            return Err(NoderefError::TooLarge(bytes.len()));
+        }
+        let outer: Outer =
+            ciborium::from_reader(bytes).map_err(|e| NoderefError::Malformed(e.to_string()))?;
+        // One encoding only: no trailing bytes, no alternative key forms.
+        if cbor(&outer) != bytes {
+            return Err(NoderefError::Malformed("not in canonical form".into()));
+        }
+        let body: Body = ciborium::from_reader(outer.body.as_slice())
+            .map_err(|e| NoderefError::Malformed(e.to_string()))?;
+        if body.version != VERSION {
+            return Err(NoderefError::UnsupportedVersion(body.version));
+        }
+        let identity_key = key32(&body.identity_key)?;
+        let static_key = key32(&body.static_key)?;
+        let vk =
+            VerifyingKey::from_bytes(&identity_key).map_err(|_| NoderefError::BadIdentityKey)?;
+        let sig = Signature::from_slice(&outer.sig).map_err(|_| NoderefError::BadSignature)?;
+        let mut signed = SIG_TAG.to_vec();
+        signed.extend_from_slice(&outer.body);
+        vk.verify(&signed, &sig)
+            .map_err(|_| NoderefError::BadSignature)?;
+        if body.addresses.is_empty() {
+            return Err(NoderefError::NoAddress);
+        }
+        if body.addresses.len() > MAX_ADDRESSES {
+            return Err(NoderefError::Malformed("too many addresses".into()));
+        }
+        let addresses = body
+            .addresses
+            .iter()
+            .map(|a| {
+                a.parse::<SocketAddr>()
+                    .map_err(|_| NoderefError::BadAddress(a.chars().take(64).collect()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(NodeRef {
+            version: body.version,
+            addresses,
+            static_key,
+            identity_key,
+            location: body.location,
+        })
+    }
+
+    /// Parse and verify the text form. Whitespace (line breaks from mail
+    /// or chat) anywhere in the text is ignored.
+    ///
+    /// # Errors
+    /// [`NoderefError`]; never panics, whatever the text.
+    pub fn parse(text: &str) -> Result<Self, NoderefError> {
+        // Base64 of MAX_BYTES plus prefix, with generous room for whitespace.
+        if text.len() > 4 * MAX_BYTES {
+            return Err(NoderefError::TooLarge(text.len()));
+        }
+        let compact: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+        let rest = compact
+            .strip_prefix(PREFIX)
+            .ok_or(NoderefError::MissingPrefix)?;
+        let bytes = lichen_crypto::b64::decode(rest).ok_or(NoderefError::BadBase64)?;
+        Self::from_bytes(&bytes)
+    }
+}
+
+impl std::str::FromStr for NodeRef {
+    type Err = NoderefError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        NodeRef::parse(s)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn sample() -> (NodeKeys, NodeRef) {
+        let keys = NodeKeys::from_static_secret([42; 32]);
+        let r = NodeRef::new(
+            &keys,
+            vec![
+                "127.0.0.1:19002".parse().unwrap(),
+                "[::1]:19002".parse().unwrap(),
+            ],
+            Some(0x1234_5678_9abc_def0),
+        );
+        (keys, r)
+    }
+
+    #[test]
+    fn text_round_trip() {
+        let (keys, r) = sample();
+        let text = r.to_text(&keys);
+        assert!(text.starts_with(PREFIX));
+        assert!(text.is_ascii() && !text.contains(char::is_whitespace));
+        let back = NodeRef::parse(&text).unwrap();
+        assert_eq!(back, r);
+        // Pasted with line breaks.
+        let wrapped: String = text
+            .chars()
+            .enumerate()
+            .flat_map(|(i, c)| (i % 60 == 59).then_some('\n').into_iter().chain([c]))
+            .collect();
+        assert_eq!(NodeRef::parse(&wrapped).unwrap(), r);
+        assert_eq!(format!("{back:?}"), "NodeRef([scrubbed])");
+    }
+
+    #[test]
+    fn typed_errors() {
+        let (keys, r) = sample();
+        assert_eq!(NodeRef::parse("hello"), Err(NoderefError::MissingPrefix));
+        assert_eq!(
+            NodeRef::parse("lichen-noderef-v1:!!!"),
+            Err(NoderefError::BadBase64)
+        );
+        assert!(matches!(
+            NodeRef::parse("lichen-noderef-v1:AAAA"),
+            Err(NoderefError::Malformed(_))
+        ));
+        // Signed by someone else.
+        let other = NodeKeys::from_static_secret([1; 32]);
+        let forged = NodeRef::parse(&r.to_text(&other));
+        assert_eq!(forged, Err(NoderefError::BadSignature));
+        // No address.
+        let empty = NodeRef {
+            addresses: vec![],
+            ..r.clone()
+        };
+        assert_eq!(
+            NodeRef::parse(&empty.to_text(&keys)),
+            Err(NoderefError::NoAddress)
+        );
+        let v2 = NodeRef { version: 2, ..r };
+        assert_eq!(
+            NodeRef::parse(&v2.to_text(&keys)),
+            Err(NoderefError::UnsupportedVersion(2))
+        );
+    }
+
+    #[test]
+    fn every_bit_flip_is_rejected() {
+        let (keys, r) = sample();
+        let bytes = r.to_bytes(&keys);
+        for i in 0..bytes.len() {
+            for bit in 0..8 {
+                let mut b = bytes.clone();
+                b[i] ^= 1 << bit;
+                assert!(NodeRef::from_bytes(&b).is_err(), "flip {i}/{bit} accepted");
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let _ = NodeRef::from_bytes(&bytes);
+            let text = format!("{PREFIX}{}", lichen_crypto::b64::encode(&bytes));
+            let _ = NodeRef::parse(&text);
+        }
+
+        #[test]
+        fn garbage_text_never_panics(s in ".{0,300}") {
+            let _ = NodeRef::parse(&s);
+            let _ = NodeRef::parse(&format!("{PREFIX}{s}"));
+        }
+
+        #[test]
+        fn truncation_is_rejected(cut in 0usize..400) {
+            let (keys, r) = sample();
+            let bytes = r.to_bytes(&keys);
+            let cut = cut.min(bytes.len() - 1);
+            prop_assert!(NodeRef::from_bytes(&bytes[..cut]).is_err());
+        }
+    }
+}

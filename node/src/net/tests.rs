@@ -1,0 +1,491 @@
+//! Loopback tests of whole links: real TCP on 127.0.0.1, bounded in time.
+
+#![allow(clippy::unwrap_used)]
+
+use super::*;
+use lichen_routing::{Key, KeyKind, Message};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+fn keys(b: u8) -> NodeKeys {
+    NodeKeys::from_static_secret([b; 32])
+}
+
+fn fast_cfg() -> LinkConfig {
+    LinkConfig {
+        handshake_timeout: Duration::from_secs(5),
+        ..LinkConfig::default()
+    }
+}
+
+/// A listener on 127.0.0.1 that accepts one link with `keys`.
+async fn listen_one(
+    k: NodeKeys,
+    cfg: LinkConfig,
+) -> (SocketAddr, tokio::task::JoinHandle<Result<Link, LinkError>>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let h = tokio::spawn(async move {
+        let (s, _) = l.accept().await?;
+        Link::accept(s, &k, &cfg, Arc::new(Bandwidth::unlimited())).await
+    });
+    (addr, h)
+}
+
+async fn next_msg(l: &mut Link) -> Message {
+    match tokio::time::timeout(LIMIT, l.recv()).await.unwrap() {
+        Some(LinkEvent::Message(m)) => m,
+        other => panic!("expected a message, got {other:?}"),
+    }
+}
+
+fn request(id: u64) -> Message {
+    Message::Request {
+        id,
+        key: Key([id as u8; 32]),
+        htl: 18,
+        kind: KeyKind::Chk,
+    }
+}
+
+#[tokio::test]
+async fn two_links_exchange_messages_both_ways() {
+    let (a, b) = (keys(1), keys(2));
+    let (addr, server) = listen_one(b.clone(), fast_cfg()).await;
+    let mut la = Link::connect(
+        addr,
+        &a,
+        &b.static_public(),
+        &fast_cfg(),
+        Arc::new(Bandwidth::unlimited()),
+    )
+    .await
+    .unwrap();
+    let mut lb = tokio::time::timeout(LIMIT, server)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(la.remote_static(), b.static_public());
+    assert_eq!(lb.remote_static(), a.static_public());
+    let (sa, sb) = (la.sender(), lb.sender());
+    let block = vec![0x5a; 32786];
+    let sender = tokio::spawn(async move {
+        for id in 0..200u64 {
+            sa.send(request(id)).await.unwrap();
+        }
+        sa.send(Message::DataFound {
+            id: 7,
+            block: vec![0x5a; 32786],
+        })
+        .await
+        .unwrap();
+        sa
+    });
+    for id in 0..200u64 {
+        assert_eq!(next_msg(&mut lb).await, request(id));
+    }
+    assert_eq!(next_msg(&mut lb).await, Message::DataFound { id: 7, block });
+    for id in 0..50u64 {
+        sb.send(Message::Accepted { id }).await.unwrap();
+    }
+    for id in 0..50u64 {
+        assert_eq!(next_msg(&mut la).await, Message::Accepted { id });
+    }
+    let _sa = sender.await.unwrap();
+    // A clean close reaches the other side as `Closed`.
+    la.close();
+    match tokio::time::timeout(LIMIT, lb.recv()).await.unwrap() {
+        Some(LinkEvent::Closed(LinkError::Closed)) => {}
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn wrong_responder_key_fails_the_handshake() {
+    let (a, b, c) = (keys(1), keys(2), keys(3));
+    let (addr, server) = listen_one(b, fast_cfg()).await;
+    let e = Link::connect(
+        addr,
+        &a,
+        &c.static_public(),
+        &fast_cfg(),
+        Arc::new(Bandwidth::unlimited()),
+    )
+    .await
+    .unwrap_err();
+    let se = tokio::time::timeout(LIMIT, server)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
+    assert!(se.is_peer_fault(), "responder: {se}");
+    // The initiator sees the responder hang up (or a failed handshake).
+    assert!(
+        matches!(
+            e,
+            LinkError::Truncated | LinkError::Io(_) | LinkError::Handshake(_)
+        ),
+        "initiator: {e}"
+    );
+}
+
+#[tokio::test]
+async fn garbage_and_truncation_end_the_handshake_with_errors() {
+    for garbage in [
+        vec![0u8; 0],
+        vec![0, 48, 1, 2, 3],
+        vec![0xff; 300],
+        vec![0, 48].into_iter().chain([7u8; 48]).collect(),
+    ] {
+        let (addr, server) = listen_one(keys(2), fast_cfg()).await;
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(&garbage).await.unwrap();
+        s.shutdown().await.unwrap();
+        let e = tokio::time::timeout(LIMIT, server)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                LinkError::Truncated
+                    | LinkError::Handshake(_)
+                    | LinkError::BadFrameLength(_)
+                    | LinkError::Io(_)
+            ),
+            "{e}"
+        );
+    }
+}
+
+/// A TCP relay that records what passes in each direction.
+async fn recording_relay(target: SocketAddr) -> (SocketAddr, Arc<Mutex<[Vec<u8>; 2]>>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let rec = Arc::new(Mutex::new([Vec::new(), Vec::new()]));
+    let rec2 = rec.clone();
+    tokio::spawn(async move {
+        let (inbound, _) = l.accept().await.unwrap();
+        let outbound = TcpStream::connect(target).await.unwrap();
+        let (ir, iw) = inbound.into_split();
+        let (or, ow) = outbound.into_split();
+        let pump = |mut r: tokio::net::tcp::OwnedReadHalf,
+                    mut w: tokio::net::tcp::OwnedWriteHalf,
+                    dir: usize,
+                    rec: Arc<Mutex<[Vec<u8>; 2]>>| async move {
+            let mut buf = vec![0u8; 65536];
+            loop {
+                let n = match r.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                rec.lock().unwrap()[dir].extend_from_slice(&buf[..n]);
+                if w.write_all(&buf[..n]).await.is_err() {
+                    break;
+                }
+            }
+            let _ = w.shutdown().await;
+        };
+        tokio::join!(pump(ir, ow, 0, rec2.clone()), pump(or, iw, 1, rec2));
+    });
+    (addr, rec)
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Split a recorded stream into its length-prefixed records.
+fn records(mut s: &[u8]) -> Vec<usize> {
+    let mut out = Vec::new();
+    while s.len() >= 2 {
+        let len = usize::from(u16::from_be_bytes([s[0], s[1]]));
+        assert!(s.len() >= 2 + len, "torn record");
+        out.push(len);
+        s = &s[2 + len..];
+    }
+    assert!(s.is_empty());
+    out
+}
+
+#[tokio::test]
+async fn a_passive_relay_sees_no_plaintext_keys_or_odd_sizes() {
+    let (a, b) = (keys(1), keys(2));
+    let (server_addr, server) = listen_one(b.clone(), fast_cfg()).await;
+    let (relay_addr, rec) = recording_relay(server_addr).await;
+    let cfg = LinkConfig {
+        rekey: RekeyPolicy {
+            after_frames: 5,
+            after_bytes: u64::MAX,
+        },
+        ..fast_cfg()
+    };
+    let mut la = Link::connect(
+        relay_addr,
+        &a,
+        &b.static_public(),
+        &cfg,
+        Arc::new(Bandwidth::unlimited()),
+    )
+    .await
+    .unwrap();
+    let mut lb = tokio::time::timeout(LIMIT, server)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+
+    // A test document, encoded as a real CHK block.
+    let document: Vec<u8> = b"Lichen wire test: the quick brown fox jumps over the lazy dog. "
+        .iter()
+        .copied()
+        .cycle()
+        .take(20_000)
+        .collect();
+    let (chk, block) =
+        lichen_crypto::chk::encode(&document, lichen_crypto::DataFlags::default()).unwrap();
+    let key = Key(chk.routing_key.0);
+    la.sender()
+        .send(Message::Request {
+            id: 42,
+            key,
+            htl: 18,
+            kind: KeyKind::Chk,
+        })
+        .await
+        .unwrap();
+    assert!(matches!(
+        next_msg(&mut lb).await,
+        Message::Request { id: 42, .. }
+    ));
+    lb.sender()
+        .send(Message::DataFound {
+            id: 42,
+            block: block.clone(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        next_msg(&mut la).await,
+        Message::DataFound {
+            id: 42,
+            block: block.clone()
+        }
+    );
+    // The plaintext itself too (as if a block were sent unencrypted).
+    la.sender()
+        .send(Message::Insert {
+            id: 43,
+            key,
+            htl: 18,
+            kind: KeyKind::Chk,
+            block: document.clone(),
+        })
+        .await
+        .unwrap();
+    assert!(matches!(
+        next_msg(&mut lb).await,
+        Message::Insert { id: 43, .. }
+    ));
+    for id in 0..20 {
+        la.sender().send(request(id)).await.unwrap();
+        next_msg(&mut lb).await;
+    }
+    la.close();
+    let _ = tokio::time::timeout(LIMIT, lb.recv()).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let rec = rec.lock().unwrap().clone();
+    let all: Vec<u8> = rec.concat();
+    assert!(all.len() > 2 * 32 * 1024, "relay saw {} bytes", all.len());
+    for secret in [
+        &document[..64],
+        &document[5000..5064],
+        &chk.routing_key.0[..],
+        &chk.crypto_key[..],
+        &block[..64],
+        &block[20_000..20_064],
+    ] {
+        assert!(!contains(&all, secret), "a secret appears on the wire");
+    }
+    // Static keys are never sent in clear either (XK encrypts them).
+    assert!(!contains(&all, &a.static_public()));
+    assert!(!contains(&all, &b.static_public()));
+
+    // Sizes: after the three handshake messages, only padded frames.
+    let init = records(&rec[0]);
+    let resp = records(&rec[1]);
+    assert_eq!(init[0], 48, "XK message 1");
+    assert_eq!(resp[0], 48, "XK message 2");
+    assert_eq!(init[1], 64, "XK message 3");
+    let padded: Vec<usize> = frame::PADDED_SIZES
+        .iter()
+        .map(|s| s + frame::TAG_LEN)
+        .collect();
+    for len in init[2..].iter().chain(&resp[1..]) {
+        assert!(padded.contains(len), "frame of {len} bytes on the wire");
+    }
+    assert!(init.len() > 20);
+}
+
+#[tokio::test]
+async fn backpressure_bounds_the_send_queue() {
+    let (a, b) = (keys(1), keys(2));
+    let (addr, server) = listen_one(b.clone(), fast_cfg()).await;
+    let cfg = LinkConfig {
+        send_queue: 4,
+        ..fast_cfg()
+    };
+    let la = Link::connect(
+        addr,
+        &a,
+        &b.static_public(),
+        &cfg,
+        Arc::new(Bandwidth::new(50_000, 0)),
+    )
+    .await
+    .unwrap();
+    let _lb = server.await.unwrap().unwrap();
+    let s = la.sender();
+    let mut full = false;
+    for id in 0..100 {
+        match s.try_send(Message::DataFound {
+            id,
+            block: vec![1; 30_000],
+        }) {
+            Ok(()) => {}
+            Err(LinkError::QueueFull) => {
+                full = true;
+                break;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(full, "a slow link must push back");
+}
+
+#[tokio::test]
+async fn upload_limit_is_respected() {
+    let (a, b) = (keys(1), keys(2));
+    let (addr, server) = listen_one(b.clone(), fast_cfg()).await;
+    // 200 kB/s with a burst of one second: 600 kB take at least ~2 s.
+    let rate = 200_000u64;
+    let la = Link::connect(
+        addr,
+        &a,
+        &b.static_public(),
+        &fast_cfg(),
+        Arc::new(Bandwidth::new(rate, 0)),
+    )
+    .await
+    .unwrap();
+    let mut lb = server.await.unwrap().unwrap();
+    let start = tokio::time::Instant::now();
+    let s = la.sender();
+    tokio::spawn(async move {
+        for id in 0..18 {
+            s.send(Message::DataFound {
+                id,
+                block: vec![1; 32786],
+            })
+            .await
+            .unwrap();
+        }
+    });
+    for _ in 0..18 {
+        next_msg(&mut lb).await;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let bytes = 18.0 * (33.0 * 1024.0 + 18.0);
+    let min = (bytes - rate as f64) / rate as f64;
+    assert!(secs >= min * 0.9, "{secs} s < {min} s");
+}
+
+#[tokio::test]
+async fn keepalive_holds_an_idle_link_and_silence_times_out() {
+    let (a, b) = (keys(1), keys(2));
+    let cfg = LinkConfig {
+        keepalive: Duration::from_millis(50),
+        idle_timeout: Duration::from_millis(300),
+        ..fast_cfg()
+    };
+    let (addr, server) = listen_one(b.clone(), cfg.clone()).await;
+    let mut la = Link::connect(
+        addr,
+        &a,
+        &b.static_public(),
+        &cfg,
+        Arc::new(Bandwidth::unlimited()),
+    )
+    .await
+    .unwrap();
+    let lb = server.await.unwrap().unwrap();
+    // Idle for 1 s: pings keep both sides up.
+    assert!(tokio::time::timeout(Duration::from_secs(1), la.recv())
+        .await
+        .is_err());
+    lb.sender().send(request(1)).await.unwrap();
+    assert_eq!(next_msg(&mut la).await, request(1));
+
+    // A peer that handshakes and then says nothing is dropped.
+    let (addr, server) = listen_one(b.clone(), cfg.clone()).await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let mut hs = Handshake::initiator(&a, &b.static_public()).unwrap();
+    let mut buf = Vec::new();
+    loop {
+        let (n, act) = hs.step(&buf).unwrap();
+        buf.drain(..n);
+        match act {
+            HsAction::Send(x) => stream.write_all(&x).await.unwrap(),
+            HsAction::NeedMore => {
+                let mut c = [0u8; 256];
+                let k = stream.read(&mut c).await.unwrap();
+                buf.extend_from_slice(&c[..k]);
+            }
+            HsAction::Finished => break,
+        }
+    }
+    let mut silent = server.await.unwrap().unwrap();
+    match tokio::time::timeout(LIMIT, silent.recv()).await.unwrap() {
+        Some(LinkEvent::Closed(LinkError::Timeout)) => {}
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn garbage_after_the_handshake_closes_the_link() {
+    let (a, b) = (keys(1), keys(2));
+    let (addr, server) = listen_one(b.clone(), fast_cfg()).await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let mut hs = Handshake::initiator(&a, &b.static_public()).unwrap();
+    let mut buf = Vec::new();
+    loop {
+        let (n, act) = hs.step(&buf).unwrap();
+        buf.drain(..n);
+        match act {
+            HsAction::Send(x) => stream.write_all(&x).await.unwrap(),
+            HsAction::NeedMore => {
+                let mut c = [0u8; 256];
+                let k = stream.read(&mut c).await.unwrap();
+                buf.extend_from_slice(&c[..k]);
+            }
+            HsAction::Finished => break,
+        }
+    }
+    let mut lb = server.await.unwrap().unwrap();
+    // A frame of a legal size whose contents are not authentic.
+    let mut junk = vec![0x01, 0x10];
+    junk.extend(std::iter::repeat_n(0xab, 0x110));
+    stream.write_all(&junk).await.unwrap();
+    match tokio::time::timeout(LIMIT, lb.recv()).await.unwrap() {
+        Some(LinkEvent::Closed(e)) => assert!(matches!(e, LinkError::Decrypt), "{e}"),
+        other => panic!("{other:?}"),
+    }
+}
