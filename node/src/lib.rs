@@ -5,6 +5,7 @@ pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod fcp_server;
+pub mod gateway;
 pub mod identity;
 pub mod net;
 pub mod node;
@@ -37,6 +38,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     );
     let fcp = tokio::spawn(fcp_server::serve(node.clone(), listener));
     fcp_server::resume(&node);
+    gateway::start(&node).await?;
     wait_for_signal(&node).await;
     tracing::info!("shutting down");
     node.shutdown.cancel();

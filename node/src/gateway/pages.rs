@@ -1,0 +1,215 @@
+//! The gateway's own pages: plain server-rendered HTML, no scripts.
+
+use std::fmt::Write as _;
+
+/// Escape text for HTML content and attribute values.
+#[must_use]
+pub fn esc(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => o.push_str("&amp;"),
+            '<' => o.push_str("&lt;"),
+            '>' => o.push_str("&gt;"),
+            '"' => o.push_str("&quot;"),
+            '\'' => o.push_str("&#39;"),
+            c => o.push(c),
+        }
+    }
+    o
+}
+
+const STYLE: &str = "body{font-family:sans-serif;max-width:60em;margin:1em auto;padding:0 1em;color:#222}\
+h1{font-size:1.4em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2em .5em;text-align:left}\
+.warn{background:#fff3cd;border:1px solid #e0c060;padding:.5em 1em}.err{background:#fde;border:1px solid #c99;padding:.5em 1em}\
+code{word-break:break-all}input[type=text]{width:100%;box-sizing:border-box}";
+
+/// A complete page around `body`.
+#[must_use]
+pub fn page(title: &str, body: &str) -> String {
+    page_with_head(title, "", body)
+}
+
+/// A complete page with extra `<head>` content.
+#[must_use]
+pub fn page_with_head(title: &str, head: &str, body: &str) -> String {
+    format!(
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{t} - Lichen</title>{head}<style>{STYLE}</style></head>\n<body><p><a href=\"/\">Lichen</a></p>\n<h1>{t}</h1>\n{body}\n</body></html>\n",
+        t = esc(title)
+    )
+}
+
+/// An error page.
+#[must_use]
+pub fn error(title: &str, detail: &str) -> String {
+    page(
+        title,
+        &format!("<div class=\"err\"><p>{}</p></div>", esc(detail)),
+    )
+}
+
+/// The page shown while a fetch runs; it reloads itself.
+#[must_use]
+pub fn progress(path: &str, done: u64, needed: u64) -> String {
+    let pct = (done.min(needed) * 100).checked_div(needed).unwrap_or(0);
+    page_with_head(
+        "Fetching",
+        "<meta http-equiv=\"refresh\" content=\"1\">",
+        &format!(
+            "<p>Fetching <code>{}</code>.</p><p>{done} of {needed} blocks ({pct}%). This page reloads itself until the document is ready.</p>",
+            esc(path)
+        ),
+    )
+}
+
+/// The warning before an outside link.
+#[must_use]
+pub fn external_link(url: &str) -> String {
+    page(
+        "Leaving Lichen",
+        &format!(
+            "<div class=\"warn\"><p>This link leads to the ordinary web, outside Lichen. \
+             Following it connects your browser directly to that server: it will see your IP address \
+             and can tell that you read the page that linked to it. Lichen cannot protect you there.</p></div>\
+             <p><code>{u}</code></p><p><a href=\"{u}\" rel=\"noopener noreferrer\">Continue to the outside web</a> \
+             &middot; <a href=\"/\">no, back to Lichen</a></p>",
+            u = esc(url)
+        ),
+    )
+}
+
+/// The warning before a download of a type the filter cannot check.
+#[must_use]
+pub fn download_warning(path: &str, mime: &str, size: u64, reason: &str) -> String {
+    page(
+        "Download this file?",
+        &format!(
+            "<div class=\"warn\"><p>{}</p><p>Opening it in another program may make that program contact \
+             the outside web and reveal that you read it. Open it only if you trust the program with it \
+             (or while offline).</p></div>\
+             <p>Type <code>{}</code>, {size} bytes.</p>\
+             <p><a href=\"{}?forcedownload\">Save it to disk</a></p>",
+            esc(reason),
+            esc(mime),
+            esc(path)
+        ),
+    )
+}
+
+/// Status figures for the home page.
+#[derive(Debug, Default)]
+pub struct Status {
+    /// Connected peers.
+    pub peers: usize,
+    /// Location in [0, 1).
+    pub location: f64,
+    /// (name, bytes used, budget, blocks) per store space.
+    pub spaces: Vec<(&'static str, u64, u64, u64)>,
+    /// Uptime in seconds.
+    pub uptime_s: u64,
+    /// Fetches the gateway is running or holds.
+    pub gateway_jobs: usize,
+}
+
+/// A row of the request queue.
+#[derive(Debug)]
+pub struct QueueRow {
+    /// Identifier.
+    pub identifier: String,
+    /// What (ClientGet, ClientPut, …).
+    pub kind: String,
+    /// URI if known.
+    pub uri: Option<String>,
+    /// Progress in blocks (done, total).
+    pub progress: (u64, u64),
+    /// State as text.
+    pub state: String,
+}
+
+fn mib(b: u64) -> String {
+    #[allow(clippy::cast_precision_loss)]
+    let m = b as f64 / 1_048_576.0;
+    format!("{m:.1} MiB")
+}
+
+/// The home page.
+#[must_use]
+pub fn home(
+    status: &Status,
+    csrf: &str,
+    queue: &[QueueRow],
+    uploads: &[(String, String)],
+) -> String {
+    let mut b = String::new();
+    b.push_str(
+        "<form method=\"get\" action=\"/\"><p><label>Open a key:<br>\
+         <input type=\"text\" name=\"key\" placeholder=\"USK@…/site/1/ or CHK@… or KSK@…\"></label> \
+         <button type=\"submit\">Open</button></p></form>",
+    );
+    let _ = write!(
+        b,
+        "<h2>Node</h2><table><tr><th>Peers</th><td>{}</td></tr><tr><th>Location</th><td>{:.6}</td></tr>\
+         <tr><th>Uptime</th><td>{} s</td></tr><tr><th>Bandwidth</th><td>no peer traffic yet</td></tr>\
+         <tr><th>Gateway fetches held</th><td>{}</td></tr>",
+        status.peers, status.location, status.uptime_s, status.gateway_jobs
+    );
+    for (name, used, budget, blocks) in &status.spaces {
+        let _ = write!(
+            b,
+            "<tr><th>Store: {name}</th><td>{} of {} ({blocks} blocks)</td></tr>",
+            mib(*used),
+            mib(*budget)
+        );
+    }
+    b.push_str("</table>");
+    let _ = write!(
+        b,
+        "<h2>Insert a file</h2><form method=\"post\" action=\"/upload\" enctype=\"multipart/form-data\">\
+         <input type=\"hidden\" name=\"csrf\" value=\"{}\"><p><input type=\"file\" name=\"file\"> \
+         <button type=\"submit\">Insert as CHK</button></p></form>",
+        esc(csrf)
+    );
+    if !uploads.is_empty() {
+        b.push_str("<h3>Inserted from this page</h3><ul>");
+        for (name, uri) in uploads.iter().rev() {
+            let _ = write!(
+                b,
+                "<li>{}: <a href=\"/{}\"><code>{}</code></a></li>",
+                esc(name),
+                esc(uri),
+                esc(uri)
+            );
+        }
+        b.push_str("</ul>");
+    }
+    b.push_str("<h2>Requests (global queue)</h2>");
+    if queue.is_empty() {
+        b.push_str("<p>No persistent requests.</p>");
+    } else {
+        b.push_str("<table><tr><th>Identifier</th><th>Type</th><th>Key</th><th>Progress</th><th>State</th></tr>");
+        for r in queue {
+            let uri = r.uri.as_deref().map_or_else(String::new, |u| {
+                if u.starts_with("CHK@")
+                    || u.starts_with("SSK@")
+                    || u.starts_with("USK@")
+                    || u.starts_with("KSK@")
+                {
+                    format!("<a href=\"/{}\"><code>{}</code></a>", esc(u), esc(u))
+                } else {
+                    format!("<code>{}</code>", esc(u))
+                }
+            });
+            let _ = write!(
+                b,
+                "<tr><td>{}</td><td>{}</td><td>{uri}</td><td>{} / {}</td><td>{}</td></tr>",
+                esc(&r.identifier),
+                esc(&r.kind),
+                r.progress.0,
+                r.progress.1,
+                esc(&r.state)
+            );
+        }
+        b.push_str("</table>");
+    }
+    page("Lichen gateway", &b)
+}

@@ -1,0 +1,597 @@
+//! The HTTP gateway against a real node in-process: a site inserted with
+//! `engine::put_site`, read back over plain HTTP/1.1 (a tiny raw client),
+//! with the filter, the headers, bad input and USK redirects checked.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use lichen_crypto::ssk::SskPrivate;
+use lichen_crypto::{FreenetUri, KeyUri};
+use lichen_node::config::Config;
+use lichen_node::engine::{self, PutData, PutSpec, SiteFile};
+use lichen_node::gateway;
+use lichen_node::node::Node;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A 2x2 red PNG.
+pub const PNG: &[u8] = &[
+    0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44, 0x52,
+    0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x02, 0x08, 0x02, 0x00, 0x00, 0x00, 0xfd, 0xd4, 0x9a,
+    0x73, 0x00, 0x00, 0x00, 0x14, 0x49, 0x44, 0x41, 0x54, 0x78, 0x9c, 0x63, 0xf8, 0xcf, 0xc0, 0xc0,
+    0xf0, 0x9f, 0x81, 0x81, 0x81, 0x01, 0x00, 0x12, 0x06, 0x02, 0xfe, 0xa5, 0x60, 0x6d, 0x04, 0x00,
+    0x00, 0x00, 0x00, 0x49, 0x45, 0x4e, 0x44, 0xae, 0x42, 0x60, 0x82,
+];
+
+struct Resp {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Resp {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(nl) = b.windows(2).position(|w| w == b"\r\n") else {
+            return out;
+        };
+        let line = std::str::from_utf8(&b[..nl]).unwrap();
+        let n = usize::from_str_radix(line.split(';').next().unwrap().trim(), 16).unwrap();
+        if n == 0 {
+            return out;
+        }
+        out.extend_from_slice(&b[nl + 2..nl + 2 + n]);
+        b = &b[nl + 2 + n + 2..];
+    }
+}
+
+async fn raw(addr: SocketAddr, request: &[u8]) -> Resp {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(request).await.unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(60), s.read_to_end(&mut buf))
+        .await
+        .expect("response in time")
+        .unwrap();
+    let end = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a header");
+    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status: u16 = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    let mut body = buf[end + 4..].to_vec();
+    if headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"))
+    {
+        body = dechunk(&body);
+    }
+    Resp {
+        status,
+        headers,
+        body,
+    }
+}
+
+async fn get_with(addr: SocketAddr, path: &str, extra: &str) -> Resp {
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n{extra}\r\n",
+        addr.port()
+    );
+    raw(addr, req.as_bytes()).await
+}
+
+async fn get(addr: SocketAddr, path: &str) -> Resp {
+    get_with(addr, path, "").await
+}
+
+/// A node with its gateway on loopback port 0.
+async fn start(dir: &Path, opts: gateway::Options) -> (Arc<Node>, SocketAddr) {
+    let mut config = Config {
+        data_dir: Some(dir.to_path_buf()),
+        ..Config::default()
+    };
+    config.fcp.listen = "127.0.0.1:0".parse().unwrap();
+    config.gateway.listen = "127.0.0.1:0".parse().unwrap();
+    config.store.store_bytes = 64 << 20;
+    config.store.cache_bytes = 64 << 20;
+    config.store.client_cache_bytes = 256 << 20;
+    let node = Node::open(config).unwrap();
+    let addr = gateway::start_with(&node, opts).await.unwrap().unwrap();
+    (node, addr)
+}
+
+fn usk_insert_uri() -> String {
+    let k = SskPrivate::generate(&mut rand::rngs::OsRng);
+    let ins = FreenetUri::new(KeyUri::Ssk {
+        key: lichen_crypto::uri::SskKey::Private(k),
+        docname: String::new(),
+    })
+    .to_string();
+    // "SSK@…/" → "USK@…/site/0"
+    format!("USK@{}site/0", &ins["SSK@".len()..])
+}
+
+fn file(dir: &Path, name: &str, data: &[u8]) -> SiteFile {
+    let p = dir.join(name.replace('/', "_"));
+    std::fs::write(&p, data).unwrap();
+    SiteFile {
+        name: name.into(),
+        data: PutData::File {
+            path: p,
+            offset: 0,
+            len: data.len() as u64,
+        },
+        mime: None,
+    }
+}
+
+const INDEX: &str = r#"<!DOCTYPE html><html><head><title>Test site</title>
+<link rel="stylesheet" href="style.css">
+<link rel="stylesheet" href="http://evil.example/outside.css">
+<meta http-equiv="refresh" content="0;url=http://evil.example/">
+<base href="http://evil.example/">
+<script>fetch('http://evil.example/x')</script>
+</head><body onload="alert(1)">
+<h1>Hello Lichen</h1>
+<p style="background:url(http://evil.example/bg.png)">A paragraph.</p>
+<img src="logo.png" alt="logo" width="64" height="64">
+<img src="http://evil.example/track.png">
+<a href="sub/page.html">Sub page</a>
+<a href="https://www.example.org/">Outside</a>
+<a href="javascript:alert(1)">js</a>
+<iframe src="http://evil.example/frame"></iframe>
+</body></html>"#;
+
+async fn insert_site(node: &Arc<Node>, dir: &Path, uri: &str, version: &str) -> String {
+    let files = vec![
+        file(dir, "index.html", INDEX.replace("Hello Lichen", version).as_bytes()),
+        file(
+            dir,
+            "style.css",
+            b"h1 { color: #0a0 } body { background: url(http://evil.example/a.png) } p { background: url(logo.png) }",
+        ),
+        file(dir, "logo.png", PNG),
+        file(dir, "sub/page.html", b"<html><body><p>The sub page</p><a href=\"../index.html\">back</a></body></html>"),
+        file(dir, "evil.svg", b"<svg xmlns=\"http://www.w3.org/2000/svg\" onload=\"alert(1)\"><script>alert(1)</script></svg>"),
+        file(dir, "fake.png", b"<html><script>alert(1)</script></html>"),
+        file(dir, "app.js", b"alert(1)"),
+        file(dir, "notes.txt", b"plain text <script>alert(1)</script>"),
+    ];
+    engine::put_site(
+        node,
+        uri,
+        files,
+        Some("index.html".into()),
+        &|_| {},
+        &|_| {},
+    )
+    .await
+    .unwrap()
+}
+
+fn assert_security_headers(r: &Resp) {
+    let csp = r.header("content-security-policy").expect("CSP");
+    assert!(csp.contains("script-src 'none'"), "{csp}");
+    assert!(csp.contains("default-src 'self'"), "{csp}");
+    assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
+    assert_eq!(r.header("referrer-policy"), Some("no-referrer"));
+    assert_eq!(r.header("x-frame-options"), Some("DENY"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn site_through_the_gateway() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (node, addr) = start(&tmp.path().join("node"), gateway::Options::default()).await;
+    let files = tmp.path().join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    let uri = insert_site(&node, &files, &usk_insert_uri(), "Hello Lichen").await;
+    assert!(uri.starts_with("USK@"), "{uri}");
+
+    // Without the trailing slash: redirected to the directory.
+    let r = get(addr, &format!("/{uri}")).await;
+    assert_eq!(r.status, 301);
+    let loc = r.header("location").unwrap().to_owned();
+    assert!(loc.ends_with('/'), "{loc}");
+    assert_security_headers(&r);
+
+    // The default document, filtered.
+    let r = get(addr, &loc).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_security_headers(&r);
+    assert!(r.header("content-type").unwrap().starts_with("text/html"));
+    let page = r.text();
+    assert!(page.contains("Hello Lichen"), "{page}");
+    assert!(page.contains("href=\"style.css\""), "{page}");
+    assert!(page.contains("src=\"logo.png\""), "{page}");
+    assert!(page.contains("href=\"sub/page.html\""), "{page}");
+    assert!(
+        page.contains("/external-link?url=https%3A%2F%2Fwww%2Eexample%2Eorg%2F"),
+        "{page}"
+    );
+    for bad in [
+        "<script",
+        "onload",
+        "javascript:",
+        "http://evil",
+        "<iframe",
+        "<base",
+        "<meta http-equiv",
+        "refresh",
+    ] {
+        assert!(!page.to_ascii_lowercase().contains(bad), "{bad} in {page}");
+    }
+
+    // CSS, filtered.
+    let r = get(addr, &format!("{loc}style.css")).await;
+    assert_eq!(r.status, 200);
+    assert!(r.header("content-type").unwrap().starts_with("text/css"));
+    let css = r.text();
+    assert!(
+        css.contains("color: #0a0") && css.contains("url(\"logo.png\")"),
+        "{css}"
+    );
+    assert!(!css.contains("evil"), "{css}");
+
+    // The image, byte for byte, and a range of it.
+    let r = get(addr, &format!("{loc}logo.png")).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("image/png"));
+    assert_eq!(r.body, PNG);
+    assert_security_headers(&r);
+    let r = get_with(addr, &format!("{loc}logo.png"), "Range: bytes=1-3\r\n").await;
+    assert_eq!(r.status, 206);
+    assert_eq!(r.body, &PNG[1..4]);
+    assert_eq!(
+        r.header("content-range"),
+        Some(format!("bytes 1-3/{}", PNG.len()).as_str())
+    );
+    let r = get_with(addr, &format!("{loc}logo.png"), "Range: bytes=5000-\r\n").await;
+    assert_eq!(r.status, 416);
+
+    // The subpage.
+    let r = get(addr, &format!("{loc}sub/page.html")).await;
+    assert_eq!(r.status, 200);
+    assert!(r.text().contains("The sub page"));
+
+    // Types the filter cannot check: a warning, then a download.
+    for name in ["evil.svg", "fake.png", "app.js"] {
+        let r = get(addr, &format!("{loc}{name}")).await;
+        assert_eq!(r.status, 200, "{name}");
+        assert!(
+            r.header("content-type").unwrap().starts_with("text/html"),
+            "{name}"
+        );
+        let t = r.text();
+        assert!(t.contains("?forcedownload"), "{name}: {t}");
+        assert!(!t.contains("alert(1)"), "{name}: {t}");
+    }
+    let r = get(addr, &format!("{loc}evil.svg?forcedownload")).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("application/octet-stream"));
+    assert!(r
+        .header("content-disposition")
+        .unwrap()
+        .starts_with("attachment"));
+    assert_security_headers(&r);
+
+    // Plain text stays plain text.
+    let r = get(addr, &format!("{loc}notes.txt")).await;
+    assert_eq!(r.header("content-type"), Some("text/plain; charset=utf-8"));
+
+    // max-size.
+    let r = get(addr, &format!("{loc}logo.png?max-size=10")).await;
+    assert_eq!(r.status, 413);
+    let r = get(addr, &format!("{loc}logo.png?max-size=abc")).await;
+    assert_eq!(r.status, 400);
+
+    // Not in the manifest.
+    let r = get(addr, &format!("{loc}missing.html")).await;
+    assert_eq!(r.status, 404);
+    assert!(r.header("content-type").unwrap().starts_with("text/html"));
+
+    // /?key= redirects to the key.
+    let r = get(addr, &format!("/?key={}", uri.replace('@', "%40"))).await;
+    assert_eq!(r.status, 303);
+    assert!(r.header("location").unwrap().starts_with("/USK@"));
+    let r = get(addr, "/?key=http%3A%2F%2F127.0.0.1%3A8888%2FKSK%40hello").await;
+    assert_eq!(r.header("location"), Some("/KSK@hello/"));
+
+    // The warning page for outside links.
+    let r = get(addr, "/external-link?url=https%3A%2F%2Fwww.example.org%2F").await;
+    assert_eq!(r.status, 200);
+    assert!(r.text().contains("outside"));
+    let r = get(addr, "/external-link?url=javascript%3Aalert(1)").await;
+    assert_eq!(r.status, 400);
+
+    node.shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_short_4xx_pages() {
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = gateway::Options {
+        header_timeout: Duration::from_secs(1),
+        ..gateway::Options::default()
+    };
+    let (node, addr) = start(tmp.path(), opts).await;
+    let chk = "CHK@AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA,AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA,AAMC--8";
+    for (path, want) in [
+        ("/nothing-here", 404),
+        ("/XYZ@abc/def", 404),
+        ("/CHK@garbage/x", 400),
+        ("/CHK@/", 400),
+        ("/SSK@/", 400),
+        ("/USK@abc/site/notanumber/", 400),
+        (&format!("/{chk}/a/../b") as &str, 400),
+        (&format!("/{chk}/a%2fb"), 400),
+        (&format!("/{chk}/a%5Cb"), 400),
+        (&format!("/{chk}/%2e%2e/x"), 400),
+        (&format!("/{chk}/a%00b"), 400),
+        (&format!("/{chk}/file"), 404),
+        (&format!("/CHK@{}/x", "A".repeat(3000)), 400),
+        (&format!("/CHK@{}/x", "A".repeat(5000)), 414),
+        ("/?key=not-a-key", 400),
+        ("/?key=%FF%FE", 400),
+    ] {
+        let r = get(addr, path).await;
+        assert_eq!(r.status, want, "{path}: {}", r.text());
+        if r.status != 414 {
+            assert!(
+                r.header("content-type")
+                    .unwrap_or("")
+                    .starts_with("text/html"),
+                "{path}"
+            );
+            assert!(r.body.len() < 4096, "{path}");
+        }
+        assert_security_headers(&r);
+    }
+
+    // Wrong Host (DNS rebinding): refused.
+    let r = raw(
+        addr,
+        b"GET / HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 403);
+    // No Host at all.
+    let r = raw(addr, b"GET / HTTP/1.0\r\n\r\n").await;
+    assert_eq!(r.status, 403);
+    // Methods other than GET on keys.
+    let r = raw(
+        addr,
+        format!("DELETE /{chk}/file HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .await;
+    assert_eq!(r.status, 405);
+
+    // A header flood: refused, the server lives on.
+    let mut req = String::from("GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n");
+    for i in 0..500 {
+        req.push_str(&format!("X-Flood-{i}: {}\r\n", "a".repeat(100)));
+    }
+    req.push_str("Connection: close\r\n\r\n");
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let _ = s.write_all(req.as_bytes()).await;
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await;
+    let head = String::from_utf8_lossy(&buf);
+    assert!(buf.is_empty() || head.starts_with("HTTP/1.1 431"), "{head}");
+
+    // A slow client that never finishes its headers is cut off.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let r = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await;
+    assert!(r.is_ok(), "the slow connection was not closed");
+
+    // Still serving.
+    let r = get(addr, "/").await;
+    assert_eq!(r.status, 200);
+    node.shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn home_page_and_upload() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (node, addr) = start(tmp.path(), gateway::Options::default()).await;
+    let r = get(addr, "/").await;
+    assert_eq!(r.status, 200);
+    assert_security_headers(&r);
+    let home = r.text();
+    assert!(
+        home.contains("Open a key") && home.contains("Location") && home.contains("client cache"),
+        "{home}"
+    );
+    assert!(!home.contains("<script"));
+    let token = home
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_owned();
+
+    let upload = |token: String, extra: &'static str| {
+        let boundary = "XyZ0123";
+        let body = format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\n{token}\r\n\
+             --{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"../hello.txt\"\r\nContent-Type: text/plain\r\n\r\nhello from the form\r\n\
+             --{boundary}--\r\n"
+        );
+        format!(
+            "POST /upload HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n{extra}Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {}\r\n\r\n{body}",
+            addr.port(),
+            body.len()
+        )
+    };
+    // Wrong token, cross-site origin, cross-site fetch metadata: refused.
+    let r = raw(addr, upload("0".repeat(64), "").as_bytes()).await;
+    assert_eq!(r.status, 403);
+    let r = raw(
+        addr,
+        upload(token.clone(), "Origin: http://evil.example\r\n").as_bytes(),
+    )
+    .await;
+    assert_eq!(r.status, 403);
+    let r = raw(
+        addr,
+        upload(token.clone(), "Sec-Fetch-Site: cross-site\r\n").as_bytes(),
+    )
+    .await;
+    assert_eq!(r.status, 403);
+    // The real thing.
+    let origin: &'static str = Box::leak(
+        format!(
+            "Origin: http://127.0.0.1:{}\r\nSec-Fetch-Site: same-origin\r\n",
+            addr.port()
+        )
+        .into_boxed_str(),
+    );
+    let r = raw(addr, upload(token, origin).as_bytes()).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let page = r.text();
+    let chk = page
+        .split("href=\"/")
+        .nth(2)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert!(
+        chk.starts_with("CHK@") && chk.ends_with("/hello.txt"),
+        "{chk}"
+    );
+    let r = get(addr, &format!("/{chk}")).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "hello from the form");
+    // Listed on the home page.
+    assert!(get(addr, "/").await.text().contains(&chk));
+    node.shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usk_old_edition_redirects_to_the_new_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (node, addr) = start(&tmp.path().join("node"), gateway::Options::default()).await;
+    let files = tmp.path().join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    let ins = usk_insert_uri();
+    let e0 = insert_site(&node, &files, &ins, "Edition zero").await;
+    assert!(e0.ends_with("/site/0"), "{e0}");
+    // Seen once at edition 0 (the gateway remembers it).
+    let r = get(addr, &format!("/{e0}/")).await;
+    assert_eq!(r.status, 200);
+    assert!(r.text().contains("Edition zero"));
+    let e1 = insert_site(&node, &files, &ins, "Edition one").await;
+    assert!(e1.ends_with("/site/1"), "{e1}");
+    let r = get(addr, &format!("/{e0}/sub/page.html?x=1")).await;
+    assert_eq!(r.status, 301, "{}", r.text());
+    let loc = r.header("location").unwrap().to_owned();
+    assert!(loc.contains("/site/1/sub/page.html?x=1"), "{loc}");
+    let r = get(addr, &format!("/{e1}/")).await;
+    assert_eq!(r.status, 200);
+    assert!(r.text().contains("Edition one"));
+    // Edition 0 of the top-level page also redirects, now from memory.
+    let r = get(addr, &format!("/{e0}/")).await;
+    assert_eq!(r.status, 301);
+    assert!(r.header("location").unwrap().ends_with("/site/1/"));
+    node.shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_page_then_large_file_with_ranges() {
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = gateway::Options {
+        progress_after: Duration::ZERO,
+        ..gateway::Options::default()
+    };
+    let (node, addr) = start(&tmp.path().join("node"), opts).await;
+    let data: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let p = tmp.path().join("big.bin");
+    std::fs::write(&p, &data).unwrap();
+    let spec = PutSpec {
+        uri: "CHK@".into(),
+        data: PutData::File {
+            path: p,
+            offset: 0,
+            len: data.len() as u64,
+        },
+        mime: None,
+        dont_compress: false,
+        chk_only: false,
+        target_filename: Some("big.bin".into()),
+    };
+    let uri = engine::put(&node, spec, &|_| {}, &|_| {}).await.unwrap();
+    // With no wait at all, a page request gets the progress page first.
+    let r = get_with(addr, &format!("/{uri}"), "Sec-Fetch-Dest: document\r\n").await;
+    assert_eq!(r.status, 200);
+    let t = r.text();
+    assert!(t.contains("http-equiv=\"refresh\""), "{t}");
+    // Reloading ends on the document (an unknown type: the warning page).
+    let mut done = false;
+    for _ in 0..100 {
+        let r = get_with(addr, &format!("/{uri}"), "Sec-Fetch-Dest: document\r\n").await;
+        if r.text().contains("forcedownload") {
+            done = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(done, "the fetch never finished");
+    let r = get(addr, &format!("/{uri}?forcedownload")).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body.len(), data.len());
+    assert!(r.body == data);
+    assert_eq!(r.header("accept-ranges"), Some("bytes"));
+    let r = get_with(
+        addr,
+        &format!("/{uri}?forcedownload"),
+        "Range: bytes=1000000-1000099\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 206);
+    assert_eq!(r.body, &data[1_000_000..1_000_100]);
+    let r = get_with(
+        addr,
+        &format!("/{uri}?forcedownload"),
+        "Range: bytes=-10\r\n",
+    )
+    .await;
+    assert_eq!(r.body, &data[data.len() - 10..]);
+    node.shutdown.cancel();
+}
