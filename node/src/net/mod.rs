@@ -34,6 +34,7 @@ pub mod handshake;
 pub mod keys;
 pub mod link;
 pub mod noderef;
+pub mod peers;
 pub mod transport;
 
 #[cfg(test)]

@@ -1,0 +1,29 @@
+#![no_main]
+//! Frames after an honest handshake: envelope decoding, padding and
+//! `Transport::open` over arbitrary bytes never panic.
+use libfuzzer_sys::fuzz_target;
+use lichen_node::net::handshake::run_in_memory;
+use lichen_node::net::{frame, Handshake, NodeKeys, RekeyPolicy};
+
+fuzz_target!(|data: &[u8]| {
+    let _ = frame::decode(data);
+    let _ = frame::unpad(data);
+    let a = NodeKeys::from_static_secret([1; 32]);
+    let b = NodeKeys::from_static_secret([2; 32]);
+    let (Ok(mut i), Ok(mut r)) = (
+        Handshake::initiator(&a, &b.static_public()),
+        Handshake::responder(&b),
+    ) else {
+        return;
+    };
+    if run_in_memory(&mut i, &mut r).is_err() {
+        return;
+    }
+    let Ok((mut t, _)) = r.finish(RekeyPolicy::default()) else {
+        return;
+    };
+    let mut input = data;
+    while let Ok(Some((n, _))) = t.open(input) {
+        input = &input[n..];
+    }
+});

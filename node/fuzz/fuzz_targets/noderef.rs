@@ -1,0 +1,11 @@
+#![no_main]
+//! Noderef parsing (text and binary) never panics.
+use libfuzzer_sys::fuzz_target;
+use lichen_node::net::NodeRef;
+
+fuzz_target!(|data: &[u8]| {
+    let _ = NodeRef::from_bytes(data);
+    if let Ok(s) = std::str::from_utf8(data) {
+        let _ = NodeRef::parse(s);
+    }
+});
