@@ -52,6 +52,8 @@ enum Command {
         #[command(flatten)]
         fcp: cli::FcpOpts,
     },
+    /// Print this node's noderef (give it to a friend, or list it as a seed).
+    Noderef(NodeArgs),
     /// Run the deterministic routing simulator (the node's routing code, N
     /// nodes in one process, virtual clock). `lichen sim --help` lists flags.
     #[command(disable_help_flag = true)]
@@ -94,6 +96,7 @@ pub fn main() -> ExitCode {
         Command::Putsite { fcp, args } => cli::putsite(&fcp, &args),
         Command::Status { fcp } => cli::status(&fcp),
         Command::Sim { args } => run_sim(args),
+        Command::Noderef(a) => print_noderef(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -128,6 +131,22 @@ fn print_stdout(text: &str) -> anyhow::Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         r => Ok(r?),
     }
+}
+
+fn print_noderef(a: NodeArgs) -> anyhow::Result<()> {
+    let mut config = match &a.config {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    };
+    config.data_dir = a.data_dir.or(config.data_dir);
+    if let Some(l) = a.listen {
+        config.network.listen = l;
+    }
+    let (text, loopback) = crate::net::noderef::local_text(&config)?;
+    if loopback {
+        eprintln!("lichen: the peer listen address is unspecified; the noderef says 127.0.0.1 (set [network] listen or --listen to the address peers reach)");
+    }
+    print_stdout(&text)
 }
 
 fn run_node(a: NodeArgs) -> anyhow::Result<()> {
