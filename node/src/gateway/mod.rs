@@ -800,11 +800,13 @@ async fn key_request(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
         Ok(rx) => rx,
         Err(resp) => return *resp,
     };
+    // Only browser navigations get the progress page; sub-resources and
+    // non-browser clients (no Sec-Fetch-Dest) wait for the document.
     let is_document = req
         .headers()
         .get("sec-fetch-dest")
         .and_then(|v| v.to_str().ok())
-        .is_none_or(|d| d == "document" || d == "iframe");
+        .is_some_and(|d| d == "document" || d == "iframe");
     let wait = if is_document {
         gw.opts.progress_after
     } else {
