@@ -111,7 +111,7 @@ load_site("cold (from the store)")
 load_site("warm (gateway cache)")
 for label in ["cold (fetch from the store + stream)", "warm (stream the fetched file)"]:
     conn = http.client.HTTPConnection("127.0.0.1", port)
-    ttfb, el, n = get(conn, f"/{big}?forcedownload")
+    ttfb, el, n = get(conn, f"/{big.rstrip('/')}/?forcedownload")
     assert n == 100 << 20, n
     print(f"100 MiB {label}: TTFB {ttfb*1000:.0f} ms, {el:.2f} s, {n / el / (1 << 20):.0f} MiB/s")
 EOF
