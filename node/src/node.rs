@@ -128,11 +128,14 @@ fn open_store(
         cache: config.store.cache_bytes,
         client: config.store.client_cache_bytes,
     };
-    let sc = StoreConfig::new(
+    let mut sc = StoreConfig::new(
         budgets,
         identity.location,
         StoreSecret::from_bytes(identity.store_secret),
     );
+    // Blocks are read once per request and verified anyway; the OS page
+    // cache serves repeats. A small sled cache keeps the node's RSS low.
+    sc.sled_cache_bytes = 16 << 20;
     let (store, report) = SledStore::open(&data_dir.join("store"), &sc)?;
     if let OpenOutcome::Recreated { .. } = report.outcome {
         tracing::warn!("the datastore was corrupt: moved it aside and started an empty one (it is a cache; identity and requests are kept)");
