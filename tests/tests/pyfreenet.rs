@@ -1,6 +1,7 @@
 //! Interop with pyFreenet3 (from PyPI, installed by the script into a
 //! temporary venv): key generation, CHK/KSK/SSK round trips up to 20 MB,
-//! GetCHKOnly, and a clean failure for a missing key.
+//! GetCHKOnly, a clean failure for a missing key, and freesitemgr creating
+//! and updating a USK site.
 #![allow(clippy::unwrap_used)]
 
 use lichen_tests::NodeProc;
@@ -27,4 +28,8 @@ fn pyfreenet3_against_a_lichen_node() {
         node.log_text()
     );
     assert!(text.contains("ok    CHK 20 MB"), "{text}");
+    assert!(
+        text.contains("ok    freesitemgr updates the site"),
+        "{text}"
+    );
 }
