@@ -13,6 +13,7 @@ use lichen_client::{BlockSink, BlockSource, SinkError, SourceError};
 use lichen_crypto::uri::KeyUri;
 use lichen_crypto::{BlockKind, FreenetUri, RoutingKey};
 use lichen_fcp::{FetchErrorCode, InsertErrorCode};
+use lichen_routing::{InsertOutcome, Key, KeyKind, RequestOutcome};
 use lichen_store::{Origin, PutOutcome, Space};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -39,27 +40,79 @@ impl LocalBlocks {
 
 impl BlockSource for LocalBlocks {
     async fn fetch(&self, kind: BlockKind, key: RoutingKey) -> Result<Vec<u8>, SourceError> {
-        if self.ignore_ds {
-            // No network yet: with the store ignored there is nowhere to look.
-            return Err(SourceError::NotFound);
+        if !self.ignore_ds {
+            match self.node.store.get(Origin::Local, kind, &key) {
+                Ok(Some(found)) => return Ok(found.block),
+                Ok(None) => {}
+                Err(e) => return Err(SourceError::Other(e.to_string())),
+            }
         }
-        match self.node.store.get(Origin::Local, kind, &key) {
-            Ok(Some(found)) => Ok(found.block),
-            Ok(None) => Err(SourceError::NotFound),
-            Err(e) => Err(SourceError::Other(e.to_string())),
+        let Some(net) = self.node.network() else {
+            return Err(SourceError::NotFound);
+        };
+        // The peer manager puts a found block in the private client cache
+        // only: nothing fetched for this node's user enters the shared
+        // store or cache.
+        match net.fetch(Key(key.0), key_kind(kind)).await {
+            Ok(RequestOutcome::Found(block)) => Ok(block),
+            Ok(RequestOutcome::NotFound | RequestOutcome::TimedOut) => Err(SourceError::NotFound),
+            Ok(RequestOutcome::RouteNotFound) => Err(SourceError::RouteNotFound),
+            Ok(RequestOutcome::RecentlyFailed) => Err(SourceError::RecentlyFailed),
+            Ok(RequestOutcome::Overloaded) => Err(SourceError::Overload),
+            Err(_) => Err(SourceError::NotFound),
         }
     }
 }
 
+fn key_kind(kind: BlockKind) -> KeyKind {
+    match kind {
+        BlockKind::Chk => KeyKind::Chk,
+        BlockKind::Ssk => KeyKind::Ssk,
+    }
+}
+
+/// Tries of a network insert the routing node refused as overloaded.
+const INSERT_TRIES: u32 = 4;
+
 impl BlockSink for LocalBlocks {
     async fn put(&self, kind: BlockKind, key: RoutingKey, block: Vec<u8>) -> Result<(), SinkError> {
+        // The local copy first: a failed network insert never loses it.
         match self.node.store.put(Space::Client, kind, &key, &block) {
-            Ok(PutOutcome::Collision) => Err(SinkError::Collision),
-            Ok(PutOutcome::NoRoom) => Err(SinkError::Other(
-                "the client cache is smaller than one block".into(),
-            )),
-            Ok(_) => Ok(()),
-            Err(e) => Err(SinkError::Other(e.to_string())),
+            Ok(PutOutcome::Collision) => return Err(SinkError::Collision),
+            Ok(PutOutcome::NoRoom) => {
+                return Err(SinkError::Other(
+                    "the client cache is smaller than one block".into(),
+                ))
+            }
+            Ok(_) => {}
+            Err(e) => return Err(SinkError::Other(e.to_string())),
+        }
+        let Some(net) = self.node.network() else {
+            return Ok(());
+        };
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let outcome = net.insert(Key(key.0), key_kind(kind), block.clone()).await;
+            return match outcome {
+                // An insert that ran out of peers is stored on every node it
+                // reached: in a small network that is the normal end.
+                Ok(InsertOutcome::Success | InsertOutcome::RouteNotFound { .. }) => Ok(()),
+                Ok(InsertOutcome::Collision(_)) => Err(SinkError::Collision),
+                Ok(InsertOutcome::Overloaded) if tries < INSERT_TRIES => {
+                    tokio::time::sleep(std::time::Duration::from_millis(100 << tries)).await;
+                    continue;
+                }
+                Ok(InsertOutcome::Overloaded) => Err(SinkError::Overload),
+                Ok(InsertOutcome::TimedOut) => {
+                    Err(SinkError::Other("the network insert timed out".into()))
+                }
+                Ok(InsertOutcome::InvalidBlock) => {
+                    Err(SinkError::Other("the block does not verify".into()))
+                }
+                // The manager stopped (shutdown): the local copy stays.
+                Err(_) => Ok(()),
+            };
         }
     }
 }
@@ -357,9 +410,11 @@ pub async fn put(
     let uri = result.uri.to_string();
     uri_generated(uri.clone());
     if !chk_only {
-        tracing::info!(
-            "insert stored in the local client cache; not yet in the network (no peers)"
-        );
+        if node.peer_count() == 0 {
+            tracing::info!(
+                "insert stored in the local client cache; not yet in the network (no peers)"
+            );
+        }
         let store = node.store.clone();
         tokio::task::spawn_blocking(move || store.flush())
             .await

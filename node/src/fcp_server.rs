@@ -654,7 +654,7 @@ impl Conn {
                     let st = node.store.stats();
                     f.push("volatile.startupTime", node.started_ms.to_string());
                     f.push("volatile.storeBytes", st.total_bytes().to_string());
-                    f.push("volatile.numberOfConnected", "0");
+                    f.push("volatile.numberOfConnected", node.peer_count().to_string());
                 }
                 self.send(
                     &rep::NodeData {
@@ -1190,7 +1190,7 @@ fn terminal(req: &Request, o: &Outcome, st: &State) -> Message {
     let global = req.global();
     let completion = st.completed_ms.unwrap_or_else(now_ms);
     match o {
-        Outcome::PutOk { uri } => rep::PutSuccessful {
+        Outcome::PutOk { uri, in_network } => rep::PutSuccessful {
             identifier,
             global,
             uri: uri.clone(),
@@ -1198,10 +1198,12 @@ fn terminal(req: &Request, o: &Outcome, st: &State) -> Message {
             completion_time: completion,
         }
         .to_message()
-        // The node has no peer links yet: the insert lives in this node's
-        // client cache only. Clients that know the field tell their user;
-        // others ignore unknown fields.
-        .field("Lichen.InNetwork", "false"),
+        // Without peers the insert lives in this node's client cache only.
+        // Clients that know the field tell their user; others ignore it.
+        .field(
+            "Lichen.InNetwork",
+            lichen_fcp::fields::bool_str(*in_network),
+        ),
         Outcome::PutErr { code, extra } => rep::PutFailed {
             identifier,
             global,
@@ -1435,7 +1437,10 @@ async fn run_request(
             }
             Some((
                 match out {
-                    Ok(uri) => Outcome::PutOk { uri },
+                    Ok(uri) => Outcome::PutOk {
+                        uri,
+                        in_network: !p.get_chk_only && node.peer_count() > 0,
+                    },
                     Err(f) => Outcome::PutErr {
                         code: f.code.code(),
                         extra: f.extra,
@@ -1556,7 +1561,10 @@ async fn run_request(
             }
             Some((
                 match out {
-                    Ok(uri) => Outcome::PutOk { uri },
+                    Ok(uri) => Outcome::PutOk {
+                        uri,
+                        in_network: node.peer_count() > 0,
+                    },
                     Err(f) => Outcome::PutErr {
                         code: f.code.code(),
                         extra: f.extra,
@@ -1587,7 +1595,10 @@ async fn run_request(
             .await;
             Some((
                 match out {
-                    Ok(uri) => Outcome::PutOk { uri },
+                    Ok(uri) => Outcome::PutOk {
+                        uri,
+                        in_network: node.peer_count() > 0,
+                    },
                     Err(f) => Outcome::PutErr {
                         code: f.code.code(),
                         extra: f.extra,

@@ -36,6 +36,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         listener.local_addr().map_or(fcp_addr, |a| a),
         node.data_dir.display()
     );
+    start_network(&node).await?;
     let fcp = tokio::spawn(fcp_server::serve(node.clone(), listener));
     fcp_server::resume(&node);
     gateway::start(&node).await?;
@@ -49,6 +50,95 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tracing::warn!("the store could not be flushed at shutdown");
     }
     Ok(())
+}
+
+/// Bind the peer port, start the peer manager (kept in `node.peers`) and
+/// connect to the seeds listed in `[network] seeds`. Until the node has a
+/// peer it keeps trying the seeds every [`SEED_RETRY`].
+async fn start_network(node: &Arc<node::Node>) -> anyhow::Result<()> {
+    let net = &node.config.network;
+    let listener = tokio::net::TcpListener::bind(net.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen for peers on {} (is another node running? use --listen)",
+                net.listen
+            )
+        })?;
+    let mut addr = listener.local_addr().unwrap_or(net.listen);
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+    }
+    let keys = net::NodeKeys::from_identity(&node.identity);
+    let noderef = net::NodeRef::new(&keys, vec![addr], Some(node.identity.location));
+    let setup = net::peers::PeerSetup {
+        noderef: Some(noderef.to_bytes(&keys)),
+        keys,
+        location: lichen_routing::Location(node.identity.location),
+        store: node.store.clone(),
+        link: net::LinkConfig::default(),
+        bandwidth: Arc::new(net::Bandwidth::new(net.upload_limit, net.download_limit)),
+        routing: lichen_routing::Config {
+            max_peers: net.max_peers,
+            opennet: net.opennet,
+            swapping: !net.opennet,
+            ..lichen_routing::Config::default()
+        },
+        opennet: net.opennet,
+    };
+    let manager = net::peers::PeerManager::start(setup, listener, node.shutdown.clone());
+    let _ = node.peers.set(manager.clone());
+    let seeds = read_seeds(&net.seeds);
+    tracing::info!("peer port {}; {} seed noderef(s)", addr.port(), seeds.len());
+    if !seeds.is_empty() {
+        let shutdown = node.shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                if manager.connected() == 0 {
+                    for s in &seeds {
+                        if manager.connect(s.clone()).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(SEED_RETRY) => {}
+                }
+            }
+        });
+    }
+    Ok(())
+}
+
+/// How often a node without peers tries its seeds again.
+const SEED_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The noderefs in the seed files (one per line; blank lines and `#`
+/// comments skipped). Unreadable files and bad lines are warned about and
+/// skipped.
+fn read_seeds(files: &[std::path::PathBuf]) -> Vec<net::NodeRef> {
+    let mut out = Vec::new();
+    for f in files {
+        let text = match std::fs::read_to_string(f) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!("cannot read the seed file {}: {e}", f.display());
+                continue;
+            }
+        };
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            match net::NodeRef::parse(line) {
+                Ok(r) => out.push(r),
+                Err(e) => tracing::warn!("{} line {}: not a noderef: {e}", f.display(), i + 1),
+            }
+        }
+    }
+    out
 }
 
 async fn wait_for_signal(node: &Arc<node::Node>) {

@@ -3,10 +3,11 @@
 
 use crate::config::Config;
 use crate::identity::Identity;
+use crate::net::peers::PeerManager;
 use crate::requests::Requests;
 use lichen_store::{BlockStore, Budgets, OpenOutcome, SledStore, StoreConfig, StoreSecret};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio_util::sync::CancellationToken;
 
@@ -38,6 +39,9 @@ pub struct Node {
     pub started_ms: u64,
     /// Cancelled when the node shuts down.
     pub shutdown: CancellationToken,
+    /// The peer manager, once the network is started (`run`); unset for a
+    /// node without a network (tests that open a node directly).
+    pub peers: OnceLock<PeerManager>,
 }
 
 /// Why the node could not start.
@@ -101,7 +105,20 @@ impl Node {
             hub: crate::fcp_server::Hub::default(),
             started_ms: now_ms(),
             shutdown: CancellationToken::new(),
+            peers: OnceLock::new(),
         }))
+    }
+
+    /// Peers connected now (0 without a network).
+    #[must_use]
+    pub fn peer_count(&self) -> usize {
+        self.peers.get().map_or(0, PeerManager::connected)
+    }
+
+    /// The peer manager, when the network is started and has peers.
+    #[must_use]
+    pub fn network(&self) -> Option<&PeerManager> {
+        self.peers.get().filter(|p| p.connected() > 0)
     }
 
     /// Directory for temporary spool files (emptied at start).

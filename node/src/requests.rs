@@ -51,6 +51,9 @@ pub enum Outcome {
     PutOk {
         /// The request URI.
         uri: String,
+        /// The blocks went to peers too (not only the client cache).
+        #[serde(default)]
+        in_network: bool,
     },
     /// Insert failed.
     PutErr {

@@ -32,6 +32,7 @@ use lichen_store::{BlockStore, Origin, Space};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::net::TcpListener;
@@ -79,6 +80,8 @@ enum Cmd {
 #[derive(Clone, Debug)]
 pub struct PeerManager {
     cmd: mpsc::Sender<Cmd>,
+    /// The routing node's peer count, updated by the driving task.
+    connected: Arc<AtomicUsize>,
 }
 
 fn kind_of(k: KeyKind) -> BlockKind {
@@ -117,8 +120,30 @@ impl PeerManager {
             link_tx.clone(),
             shutdown.clone(),
         ));
-        tokio::spawn(drive(setup, cmd_rx, link_tx, link_rx, shutdown));
-        PeerManager { cmd: cmd_tx }
+        let connected = Arc::new(AtomicUsize::new(0));
+        tokio::spawn(drive(
+            setup,
+            cmd_rx,
+            link_tx,
+            link_rx,
+            shutdown,
+            connected.clone(),
+        ));
+        PeerManager {
+            cmd: cmd_tx,
+            connected,
+        }
+    }
+
+    /// Peers the routing node had after its last step (no round trip to
+    /// the driving task; 0 once it has stopped).
+    #[must_use]
+    pub fn connected(&self) -> usize {
+        if self.cmd.is_closed() {
+            0
+        } else {
+            self.connected.load(Ordering::Relaxed)
+        }
     }
 
     /// Fetch a block through the network (the store is looked at first).
@@ -240,6 +265,7 @@ async fn drive(
     link_tx: mpsc::Sender<Link>,
     mut links: mpsc::Receiver<Link>,
     shutdown: CancellationToken,
+    connected: Arc<AtomicUsize>,
 ) {
     let start = Instant::now();
     let now = || u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -408,7 +434,9 @@ async fn drive(
                 }
             }
         }
+        connected.store(node.peer_count(), Ordering::Relaxed);
     }
+    connected.store(0, Ordering::Relaxed);
     for p in peers.values() {
         p.sender.close();
     }
