@@ -54,6 +54,10 @@ enum Command {
     },
     /// Print this node's noderef (give it to a friend, or list it as a seed).
     Noderef(NodeArgs),
+    /// Start N nodes on loopback wired as one opennet through node 0 (the
+    /// seed). Node i has FCP port P+3i, gateway port P+3i+1 and peer port
+    /// P+3i+2. Ctrl-C stops them all.
+    Testnet(TestnetArgs),
     /// Run the deterministic routing simulator (the node's routing code, N
     /// nodes in one process, virtual clock). `lichen sim --help` lists flags.
     #[command(disable_help_flag = true)]
@@ -84,6 +88,20 @@ struct NodeArgs {
     listen: Option<SocketAddr>,
 }
 
+#[derive(clap::Args, Debug)]
+struct TestnetArgs {
+    /// Number of nodes.
+    #[arg(long, default_value_t = 5)]
+    nodes: u16,
+    /// Directory for the nodes' data (node-0, node-1, …) and logs (default:
+    /// a new temporary directory, removed afterwards).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Base port P: node i uses P+3i (FCP), P+3i+1 (gateway), P+3i+2 (peers).
+    #[arg(long, default_value_t = 19000)]
+    base_port: u16,
+}
+
 /// Parse the command line and run it.
 #[must_use]
 pub fn main() -> ExitCode {
@@ -97,6 +115,7 @@ pub fn main() -> ExitCode {
         Command::Status { fcp } => cli::status(&fcp),
         Command::Sim { args } => run_sim(args),
         Command::Noderef(a) => print_noderef(a),
+        Command::Testnet(a) => crate::testnet::run(a.nodes, a.data_dir, a.base_port),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -11,6 +11,7 @@ pub mod net;
 pub mod node;
 pub mod requests;
 pub mod status;
+pub mod testnet;
 pub mod usk;
 
 use anyhow::Context;
