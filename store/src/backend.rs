@@ -4,8 +4,10 @@
 //! atomically (all or nothing, also across a crash) and in order.
 
 use crate::StoreError;
-use parking_lot::RwLock;
-use std::collections::BTreeMap;
+use parking_lot::{Mutex, RwLock};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// One write: `Some(value)` inserts, `None` removes.
@@ -99,42 +101,294 @@ impl Backend for MemBackend {
     }
 }
 
-/// sled backend: tree `blocks` (block and index records) and tree `meta`.
+/// One slot file: fixed-size slots, each `len: u32 BE || value || zero
+/// padding`. Which slots are in use is known from the pointer records in
+/// sled (rebuilt at open); freed slots are reused, so the file is bounded
+/// by the most blocks ever held at once.
+#[derive(Debug)]
+struct SlotFile {
+    file: std::fs::File,
+    slot_size: u64,
+    state: Mutex<SlotState>,
+}
+
+#[derive(Debug, Default)]
+struct SlotState {
+    /// Slots ever allocated (the file holds this many).
+    next: u64,
+    /// Reusable slots.
+    free: Vec<u64>,
+    /// Slots whose record removal is not durable yet: reused only after the
+    /// next flush, so that a crash can never leave an old record pointing
+    /// at a slot that now holds another block.
+    pending: Vec<u64>,
+    /// Which data key owns each slot in use: a stale pointer (after a crash)
+    /// can never free a slot that another record now uses.
+    owner: HashMap<u64, Vec<u8>>,
+}
+
+impl SlotFile {
+    fn open(path: &Path, slot_size: u64) -> Result<Self, StoreError> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|source| StoreError::Io {
+                context: "open a slot file",
+                path: path.to_path_buf(),
+                source,
+            })?;
+        Ok(SlotFile {
+            file,
+            slot_size,
+            state: Mutex::new(SlotState::default()),
+        })
+    }
+
+    fn io(&self, context: &'static str) -> impl FnOnce(std::io::Error) -> StoreError {
+        move |source| StoreError::Io {
+            context,
+            path: PathBuf::from("slots"),
+            source,
+        }
+    }
+
+    fn alloc(&self, key: &[u8]) -> u64 {
+        let mut st = self.state.lock();
+        let slot = st.free.pop().unwrap_or_else(|| {
+            st.next += 1;
+            st.next - 1
+        });
+        st.owner.insert(slot, key.to_vec());
+        slot
+    }
+
+    fn release(&self, slot: u64, key: &[u8]) {
+        let mut st = self.state.lock();
+        if st.owner.get(&slot).is_some_and(|k| k.as_slice() == key) {
+            st.owner.remove(&slot);
+            st.pending.push(slot);
+        }
+    }
+
+    /// The removals are durable: their slots may be reused.
+    fn settle(&self) {
+        let mut st = self.state.lock();
+        let pending = std::mem::take(&mut st.pending);
+        st.free.extend(pending);
+    }
+
+    fn write(&self, slot: u64, value: &[u8]) -> Result<(), StoreError> {
+        let len = u32::try_from(value.len()).unwrap_or(u32::MAX);
+        let mut buf = Vec::with_capacity(4 + value.len());
+        buf.extend_from_slice(&len.to_be_bytes());
+        buf.extend_from_slice(value);
+        self.file
+            .write_all_at(&buf, slot * self.slot_size)
+            .map_err(self.io("write a block to its slot"))
+    }
+
+    fn read(&self, slot: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut len = [0u8; 4];
+        match self.file.read_exact_at(&mut len, slot * self.slot_size) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) => return Err(self.io("read a block from its slot")(e)),
+        }
+        let len = u64::from(u32::from_be_bytes(len));
+        if len + 4 > self.slot_size {
+            // Torn or foreign slot: the engine treats it as a bad block.
+            return Ok(Some(Vec::new()));
+        }
+        let mut v = vec![0u8; usize::try_from(len).unwrap_or(0)];
+        match self.file.read_exact_at(&mut v, slot * self.slot_size + 4) {
+            Ok(()) => Ok(Some(v)),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(None),
+            Err(e) => Err(self.io("read a block from its slot")(e)),
+        }
+    }
+}
+
+/// Slot size classes: SSK-sized and CHK-sized sealed blocks (block + nonce
+/// + length prefix, rounded up).
+const SLOT_SIZES: [u64; 2] = [2048, 33 * 1024];
+/// Freed slots waiting for a flush before the backend flushes by itself
+/// (1024 CHK slots = 33 MiB of file growth at most).
+const MAX_PENDING_SLOTS: usize = 1024;
+/// A data record in sled: `P` class slot(u64) — the body is in a slot file.
+const PTR_TAG: u8 = b'P';
+/// A data record in sled: `I` value — too big for any slot class, inline.
+const INLINE_TAG: u8 = b'I';
+
+/// sled backend: tree `blocks` (index records and, for every data record, a
+/// pointer into a slot file), tree `meta`, and the slot files
+/// `slots-2048.dat` / `slots-33792.dat` holding the block bodies.
+///
+/// sled keeps only small records: with 32 KiB values in sled its memory
+/// and write amplification grow with everything written (see
+/// docs/benchmarks.md); in slot files a block costs one `pwrite`.
 #[derive(Debug)]
 pub(crate) struct SledBackend {
     pub(crate) db: sled::Db,
     blocks: sled::Tree,
     meta: sled::Tree,
+    slots: [SlotFile; 2],
+}
+
+fn is_data(key: &[u8]) -> bool {
+    key.first() == Some(&crate::engine::DATA_TAG)
+}
+
+fn parse_ptr(v: &[u8]) -> Option<(usize, u64)> {
+    if v.len() == 10 && v[0] == PTR_TAG && usize::from(v[1]) < SLOT_SIZES.len() {
+        let mut s = [0u8; 8];
+        s.copy_from_slice(&v[2..]);
+        Some((usize::from(v[1]), u64::from_be_bytes(s)))
+    } else {
+        None
+    }
 }
 
 impl SledBackend {
-    pub(crate) fn new(db: sled::Db) -> Result<Self, sled::Error> {
-        let blocks = db.open_tree("blocks")?;
-        let meta = db.open_tree("meta")?;
-        Ok(SledBackend { db, blocks, meta })
+    pub(crate) fn new(db: sled::Db, dir: &Path) -> Result<Self, StoreError> {
+        let blocks = db
+            .open_tree("blocks")
+            .map_err(StoreError::sled("open the store trees"))?;
+        let meta = db
+            .open_tree("meta")
+            .map_err(StoreError::sled("open the store trees"))?;
+        let slots = [
+            SlotFile::open(
+                &dir.join(format!("slots-{}.dat", SLOT_SIZES[0])),
+                SLOT_SIZES[0],
+            )?,
+            SlotFile::open(
+                &dir.join(format!("slots-{}.dat", SLOT_SIZES[1])),
+                SLOT_SIZES[1],
+            )?,
+        ];
+        // Rebuild slot ownership from the pointer records. A pointer past
+        // the end of its file (damage) owns nothing: reading it finds no
+        // block and the engine drops the record.
+        let capacity: Vec<u64> = slots
+            .iter()
+            .map(|s| {
+                let len = s.file.metadata().map(|m| m.len()).unwrap_or(0);
+                len.div_ceil(s.slot_size)
+            })
+            .collect();
+        for kv in blocks.scan_prefix([crate::engine::DATA_TAG]) {
+            let (k, v) = kv.map_err(StoreError::sled("scan the data records"))?;
+            if let Some((class, slot)) = parse_ptr(&v) {
+                if slot >= capacity[class] {
+                    continue;
+                }
+                let mut st = slots[class].state.lock();
+                st.next = st.next.max(slot + 1);
+                st.owner.entry(slot).or_insert_with(|| k.to_vec());
+            }
+        }
+        for sf in &slots {
+            let mut st = sf.state.lock();
+            let used: HashSet<u64> = st.owner.keys().copied().collect();
+            st.free = (0..st.next).rev().filter(|s| !used.contains(s)).collect();
+        }
+        Ok(SledBackend {
+            db,
+            blocks,
+            meta,
+            slots,
+        })
+    }
+
+    fn resolve(&self, v: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        if let Some((class, slot)) = parse_ptr(v) {
+            return self.slots[class].read(slot);
+        }
+        match v.split_first() {
+            Some((&INLINE_TAG, rest)) => Ok(Some(rest.to_vec())),
+            _ => Ok(Some(Vec::new())),
+        }
     }
 }
 
 impl Backend for SledBackend {
-    type Value = sled::IVec;
+    type Value = Vec<u8>;
 
-    fn get(&self, key: &[u8]) -> Result<Option<sled::IVec>, StoreError> {
-        self.blocks
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let v = self
+            .blocks
             .get(key)
-            .map_err(StoreError::sled("read a block"))
+            .map_err(StoreError::sled("read a block"))?;
+        match v {
+            None => Ok(None),
+            Some(v) if is_data(key) => self.resolve(&v),
+            Some(v) => Ok(Some(v.to_vec())),
+        }
     }
 
     fn apply(&self, ops: Vec<Op>) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
+        let mut released: Vec<(usize, u64, Vec<u8>)> = Vec::new();
         for (k, v) in ops {
+            if !is_data(&k) {
+                match v {
+                    Some(v) => batch.insert(k, v),
+                    None => batch.remove(k),
+                }
+                continue;
+            }
+            if let Some(old) = self
+                .blocks
+                .get(&k)
+                .map_err(StoreError::sled("read a data record"))?
+            {
+                if let Some((class, slot)) = parse_ptr(&old) {
+                    released.push((class, slot, k.clone()));
+                }
+            }
             match v {
-                Some(v) => batch.insert(k, v),
+                Some(v) => {
+                    let need = v.len() as u64 + 4;
+                    match SLOT_SIZES.iter().position(|&s| need <= s) {
+                        Some(class) => {
+                            let slot = self.slots[class].alloc(&k);
+                            self.slots[class].write(slot, &v)?;
+                            let mut rec = Vec::with_capacity(10);
+                            rec.push(PTR_TAG);
+                            rec.push(u8::try_from(class).unwrap_or(0));
+                            rec.extend_from_slice(&slot.to_be_bytes());
+                            batch.insert(k, rec);
+                        }
+                        None => {
+                            let mut rec = Vec::with_capacity(1 + v.len());
+                            rec.push(INLINE_TAG);
+                            rec.extend_from_slice(&v);
+                            batch.insert(k, rec);
+                        }
+                    }
+                }
                 None => batch.remove(k),
             }
         }
         self.blocks
             .apply_batch(batch)
-            .map_err(StoreError::sled("write a batch"))
+            .map_err(StoreError::sled("write a batch"))?;
+        for (class, slot, key) in released {
+            self.slots[class].release(slot, &key);
+        }
+        // Freed slots wait for a flush before reuse; don't let the files
+        // grow far past the budget while nobody flushes.
+        if self
+            .slots
+            .iter()
+            .any(|s| s.state.lock().pending.len() >= MAX_PENDING_SLOTS)
+        {
+            self.flush()?;
+        }
+        Ok(())
     }
 
     fn scan_prefix(
@@ -144,7 +398,12 @@ impl Backend for SledBackend {
     ) -> Result<(), StoreError> {
         for kv in self.blocks.scan_prefix(prefix) {
             let (k, v) = kv.map_err(StoreError::sled("scan the index"))?;
-            f(&k, &v);
+            if is_data(&k) {
+                let body = self.resolve(&v)?.unwrap_or_default();
+                f(&k, &body);
+            } else {
+                f(&k, &v);
+            }
         }
         Ok(())
     }
@@ -166,13 +425,25 @@ impl Backend for SledBackend {
     }
 
     fn flush(&self) -> Result<(), StoreError> {
-        self.db
-            .flush()
-            .map(|_| ())
-            .map_err(StoreError::sled("flush to disk"))
+        // Bodies first, then the records that point at them.
+        for sf in &self.slots {
+            sf.file
+                .sync_data()
+                .map_err(sf.io("flush a slot file to disk"))?;
+        }
+        self.db.flush().map_err(StoreError::sled("flush to disk"))?;
+        for sf in &self.slots {
+            sf.settle();
+        }
+        Ok(())
     }
 
     fn disk_bytes(&self) -> Option<u64> {
-        self.db.size_on_disk().ok()
+        let slots: u64 = self
+            .slots
+            .iter()
+            .map(|s| s.file.metadata().map(|m| m.len()).unwrap_or(0))
+            .sum();
+        Some(self.db.size_on_disk().ok()? + slots)
     }
 }

@@ -24,7 +24,8 @@ use std::path::PathBuf;
 use tracing::warn;
 
 /// Version byte of the format; stored in the metadata tree.
-const FORMAT_VERSION: u8 = 1;
+/// 2: block bodies live in slot files beside sled (see `backend.rs`).
+const FORMAT_VERSION: u8 = 2;
 const META_FORMAT: &[u8] = b"\0lichen-store/format";
 const META_CHECK: &[u8] = b"\0lichen-store/check";
 const USER_PREFIX: &[u8] = b"u/";
@@ -34,7 +35,7 @@ const MAX_META_VALUE: usize = 64 * 1024;
 /// (and always at flush): a read never writes to disk itself.
 const TOUCH_BATCH: usize = 1024;
 
-const DATA_TAG: u8 = b'D';
+pub(crate) const DATA_TAG: u8 = b'D';
 const INDEX_TAG: u8 = b'M';
 const INDEX_VALUE_LEN: usize = 50;
 

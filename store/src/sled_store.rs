@@ -144,7 +144,7 @@ fn try_open(
             .mode(sled::Mode::HighThroughput)
             .open()
             .map_err(StoreError::sled("open the store"))?;
-        let backend = SledBackend::new(db).map_err(StoreError::sled("open the store trees"))?;
+        let backend = SledBackend::new(db, dir)?;
         Engine::open(backend, config, dir.to_path_buf())
     };
     // sled can panic on some kinds of damage instead of returning an error;

@@ -357,19 +357,29 @@ fn corrupt_block_is_deleted_on_read_sled() {
         s.flush().unwrap();
     }
     {
-        let db = sled::open(&path).unwrap();
-        let t = db.open_tree("blocks").unwrap();
+        // Block bodies live in the slot files: flip a byte inside each
+        // stored body.
+        use std::os::unix::fs::FileExt;
         let mut n = 0;
-        for kv in t.scan_prefix(b"D") {
-            let (key, val) = kv.unwrap();
-            let mut val = val.to_vec();
-            let i = val.len() / 2;
-            val[i] ^= 0xff;
-            t.insert(key, val).unwrap();
-            n += 1;
+        for (name, size, at) in [
+            ("slots-2048.dat", 2048u64, 600u64),
+            ("slots-33792.dat", 33792, 16000),
+        ] {
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(path.join(name))
+                .unwrap();
+            let slots = f.metadata().unwrap().len().div_ceil(size);
+            for slot in 0..slots {
+                let mut b = [0u8; 1];
+                f.read_exact_at(&mut b, slot * size + at).unwrap();
+                b[0] ^= 0xff;
+                f.write_all_at(&b, slot * size + at).unwrap();
+                n += 1;
+            }
         }
         assert_eq!(n, 3);
-        db.flush().unwrap();
     }
     let (s, _) = SledStore::open(&path, &cfg).unwrap();
     assert_eq!(s.get_in(Space::Store, BlockKind::Chk, &k).unwrap(), None);
