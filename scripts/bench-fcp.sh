@@ -12,7 +12,10 @@ BIN=target/release/lichen
 W=$(mktemp -d); trap 'kill $NODE 2>/dev/null; rm -rf "$W"' EXIT
 PORT=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
 GW=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
-$BIN node --data-dir "$W/node" --fcp-port "$PORT" --gateway-port "$GW" --listen 127.0.0.1:0 2>"$W/log" &
+# The client cache must hold the whole document twice over (data + check
+# blocks) while the node has no peers.
+printf '[store]\nclient_cache_bytes = %d\n' $((MIB * 1048576 * 3 + (64 << 20))) >"$W/config.toml"
+$BIN node --config "$W/config.toml" --data-dir "$W/node" --fcp-port "$PORT" --gateway-port "$GW" --listen 127.0.0.1:0 2>"$W/log" &
 NODE=$!
 for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$PORT) 2>/dev/null && break; sleep 0.1; done
 sleep 1
