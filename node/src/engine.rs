@@ -310,6 +310,20 @@ async fn usk_target(source: &LocalBlocks, uri: FreenetUri) -> FreenetUri {
     uri
 }
 
+/// Make the store durable before an insert is acknowledged.
+async fn flush_store(node: &Arc<Node>) -> Result<(), Failure<InsertErrorCode>> {
+    let store = node.store.clone();
+    tokio::task::spawn_blocking(move || store.flush())
+        .await
+        .map_err(|e| Failure::new(InsertErrorCode::InternalError, e.to_string()))?
+        .map_err(|e| {
+            Failure::new(
+                InsertErrorCode::BucketError,
+                format!("the store could not be flushed: {e}"),
+            )
+        })
+}
+
 /// Run a ClientPut. Returns the request URI.
 ///
 /// # Errors
@@ -415,16 +429,7 @@ pub async fn put(
                 "insert stored in the local client cache; not yet in the network (no peers)"
             );
         }
-        let store = node.store.clone();
-        tokio::task::spawn_blocking(move || store.flush())
-            .await
-            .map_err(|e| Failure::new(InsertErrorCode::InternalError, e.to_string()))?
-            .map_err(|e| {
-                Failure::new(
-                    InsertErrorCode::BucketError,
-                    format!("the store could not be flushed: {e}"),
-                )
-            })?;
+        flush_store(node).await?;
     }
     progress(Progress {
         total: result.blocks,
@@ -688,16 +693,7 @@ pub async fn put_site(
     .await
     .map_err(|e| Failure::new(InsertErrorCode::InternalError, e.to_string()))?
     .map_err(|e| insert_failure(&e))?;
-    let store = node.store.clone();
-    tokio::task::spawn_blocking(move || store.flush())
-        .await
-        .map_err(|e| Failure::new(InsertErrorCode::InternalError, e.to_string()))?
-        .map_err(|e| {
-            Failure::new(
-                InsertErrorCode::BucketError,
-                format!("the store could not be flushed: {e}"),
-            )
-        })?;
+    flush_store(node).await?;
     let uri = r.uri.to_string();
     uri_generated(uri.clone());
     progress(Progress {

@@ -1319,6 +1319,57 @@ fn start_request(
     });
 }
 
+/// Where a put's (or a site file's) data comes from. A direct upload is
+/// `offset`.. of the spooled payload; an empty direct file needs none.
+async fn put_data(
+    from: &UploadFrom,
+    upload: Option<&Path>,
+    offset: u64,
+) -> Result<PutData, Outcome> {
+    Ok(match from {
+        UploadFrom::Direct { data_length } => match upload {
+            Some(path) => PutData::File {
+                path: path.to_path_buf(),
+                offset,
+                len: *data_length,
+            },
+            None if *data_length == 0 => PutData::Empty,
+            None => {
+                return Err(Outcome::put_err(
+                    InsertErrorCode::BucketError,
+                    Some("upload data lost".to_string()),
+                ))
+            }
+        },
+        UploadFrom::Disk { filename, .. } => {
+            let len = tokio::fs::metadata(filename)
+                .await
+                .map(|m| m.len())
+                .unwrap_or(0);
+            PutData::File {
+                path: PathBuf::from(filename),
+                offset: 0,
+                len,
+            }
+        }
+        UploadFrom::Redirect { target_uri } => PutData::Redirect(target_uri.clone()),
+    })
+}
+
+/// The outcome of a finished put, site or file.
+fn put_outcome(node: &Node, out: Result<String, engine::Failure<InsertErrorCode>>) -> Outcome {
+    match out {
+        Ok(uri) => Outcome::PutOk {
+            uri,
+            in_network: node.peer_count() > 0,
+        },
+        Err(f) => Outcome::PutErr {
+            code: f.code.code(),
+            extra: f.extra,
+        },
+    }
+}
+
 /// Run one request; returns its outcome and, for direct gets, the file
 /// holding the data.
 async fn run_request(
@@ -1391,35 +1442,9 @@ async fn run_request(
     };
     match msg {
         ClientMessage::ClientPut(p) => {
-            let data = match &p.upload_from {
-                UploadFrom::Direct { data_length } => match &req.upload {
-                    Some(path) => PutData::File {
-                        path: path.clone(),
-                        offset: 0,
-                        len: *data_length,
-                    },
-                    None => {
-                        return Some((
-                            Outcome::put_err(
-                                InsertErrorCode::BucketError,
-                                Some("upload data lost".to_string()),
-                            ),
-                            None,
-                        ))
-                    }
-                },
-                UploadFrom::Disk { filename, .. } => {
-                    let len = tokio::fs::metadata(filename)
-                        .await
-                        .map(|m| m.len())
-                        .unwrap_or(0);
-                    PutData::File {
-                        path: PathBuf::from(filename),
-                        offset: 0,
-                        len,
-                    }
-                }
-                UploadFrom::Redirect { target_uri } => PutData::Redirect(target_uri.clone()),
+            let data = match put_data(&p.upload_from, req.upload.as_deref(), 0).await {
+                Ok(d) => d,
+                Err(o) => return Some((o, None)),
             };
             let spec = PutSpec {
                 uri: p.uri.clone(),
@@ -1508,37 +1533,11 @@ async fn run_request(
         ClientMessage::ClientPutComplexDir(d) => {
             let mut files = Vec::new();
             for f in &d.files {
-                let data = match &f.upload_from {
-                    UploadFrom::Direct { data_length } => match &req.upload {
-                        Some(path) => PutData::File {
-                            path: path.clone(),
-                            offset: f.data_offset,
-                            len: *data_length,
-                        },
-                        None if *data_length == 0 => PutData::Empty,
-                        None => {
-                            return Some((
-                                Outcome::put_err(
-                                    InsertErrorCode::BucketError,
-                                    Some("upload data lost".to_string()),
-                                ),
-                                None,
-                            ))
-                        }
-                    },
-                    UploadFrom::Disk { filename, .. } => {
-                        let len = tokio::fs::metadata(filename)
-                            .await
-                            .map(|m| m.len())
-                            .unwrap_or(0);
-                        PutData::File {
-                            path: PathBuf::from(filename),
-                            offset: 0,
-                            len,
-                        }
-                    }
-                    UploadFrom::Redirect { target_uri } => PutData::Redirect(target_uri.clone()),
-                };
+                let data =
+                    match put_data(&f.upload_from, req.upload.as_deref(), f.data_offset).await {
+                        Ok(d) => d,
+                        Err(o) => return Some((o, None)),
+                    };
                 files.push(SiteFile {
                     name: f.name.clone(),
                     data,
@@ -1559,19 +1558,7 @@ async fn run_request(
                     let _ = tokio::fs::remove_file(u).await;
                 }
             }
-            Some((
-                match out {
-                    Ok(uri) => Outcome::PutOk {
-                        uri,
-                        in_network: node.peer_count() > 0,
-                    },
-                    Err(f) => Outcome::PutErr {
-                        code: f.code.code(),
-                        extra: f.extra,
-                    },
-                },
-                None,
-            ))
+            Some((put_outcome(&node, out), None))
         }
         ClientMessage::ClientPutDiskDir(d) => {
             let files = match engine::scan_dir(Path::new(&d.filename), d.include_hidden_files).await
@@ -1593,19 +1580,7 @@ async fn run_request(
                 &progress,
             )
             .await;
-            Some((
-                match out {
-                    Ok(uri) => Outcome::PutOk {
-                        uri,
-                        in_network: node.peer_count() > 0,
-                    },
-                    Err(f) => Outcome::PutErr {
-                        code: f.code.code(),
-                        extra: f.extra,
-                    },
-                },
-                None,
-            ))
+            Some((put_outcome(&node, out), None))
         }
         _ => None,
     }
