@@ -63,6 +63,23 @@ impl NodeProc {
     #[must_use]
     #[allow(clippy::unwrap_used, clippy::expect_used)]
     pub fn start_on(bin: &Path, data_dir: &Path, port: u16) -> Self {
+        Self::start_with_config(bin, data_dir, port, free_port(), None)
+    }
+
+    /// As [`NodeProc::start_on`] with a chosen peer port (on 127.0.0.1) and
+    /// an optional configuration file (`--config`).
+    ///
+    /// # Panics
+    /// If the node does not start in time.
+    #[must_use]
+    #[allow(clippy::unwrap_used, clippy::expect_used)]
+    pub fn start_with_config(
+        bin: &Path,
+        data_dir: &Path,
+        port: u16,
+        peer_port: u16,
+        config: Option<&Path>,
+    ) -> Self {
         std::fs::create_dir_all(data_dir).unwrap();
         let log = data_dir.with_extension("log");
         let logf = std::fs::OpenOptions::new()
@@ -70,12 +87,17 @@ impl NodeProc {
             .append(true)
             .open(&log)
             .unwrap();
-        let child = Command::new(bin)
-            .args(["node", "--data-dir"])
+        let mut cmd = Command::new(bin);
+        if let Some(c) = config {
+            cmd.arg("node").arg("--config").arg(c).arg("--data-dir");
+        } else {
+            cmd.args(["node", "--data-dir"]);
+        }
+        let child = cmd
             .arg(data_dir)
             .args(["--fcp-port", &port.to_string()])
             .args(["--gateway-port", &free_port().to_string()])
-            .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+            .args(["--listen", &format!("127.0.0.1:{peer_port}")])
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(logf.try_clone().unwrap())

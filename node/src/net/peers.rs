@@ -351,13 +351,18 @@ async fn drive(
                                     node.add_peer(now(), pid, l, &mut rng);
                                     true
                                 };
+                                tracing::debug!(peer = pid.0, accepted = ok, "hello");
                                 if !ok {
                                     p.sender.close();
                                 }
+                            } else {
+                                tracing::debug!(peer = pid.0, "message before the hello dropped");
                             }
-                            continue;
+                        } else {
+                            node.handle_message(now(), pid, m, &mut StoreSource(store.as_ref()), &mut rng);
                         }
-                        node.handle_message(now(), pid, m, &mut StoreSource(store.as_ref()), &mut rng);
+                        // No `continue` here: the actions below (and the
+                        // peer count) must follow the hello at once.
                     }
                     LinkEvent::Closed(err) => {
                         tracing::debug!(peer = pid.0, error = %err, "link down");
