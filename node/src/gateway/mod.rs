@@ -390,8 +390,20 @@ async fn home(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
             (space_name(*s), st.bytes, st.budget, st.blocks)
         })
         .collect();
+    let limit = |n: u64| {
+        if n == 0 {
+            "unlimited".to_owned()
+        } else {
+            format!("{} KiB/s", n / 1024)
+        }
+    };
     let status = pages::Status {
-        peers: 0,
+        peers: node.peer_count(),
+        bandwidth: format!(
+            "limits: upload {}, download {}",
+            limit(node.config.network.upload_limit),
+            limit(node.config.network.download_limit)
+        ),
         location: crate::status::location_fraction(node.identity.location),
         spaces,
         uptime_s: crate::node::now_ms().saturating_sub(node.started_ms) / 1000,

@@ -101,6 +101,8 @@ pub fn download_warning(path: &str, mime: &str, size: u64, reason: &str) -> Stri
 pub struct Status {
     /// Connected peers.
     pub peers: usize,
+    /// Bandwidth settings, as shown.
+    pub bandwidth: String,
     /// Location in [0, 1).
     pub location: f64,
     /// (name, bytes used, budget, blocks) per store space.
@@ -149,9 +151,9 @@ pub fn home(
     let _ = write!(
         b,
         "<h2>Node</h2><table><tr><th>Peers</th><td>{}</td></tr><tr><th>Location</th><td>{:.6}</td></tr>\
-         <tr><th>Uptime</th><td>{} s</td></tr><tr><th>Bandwidth</th><td>no peer traffic yet</td></tr>\
+         <tr><th>Uptime</th><td>{} s</td></tr><tr><th>Bandwidth</th><td>{}</td></tr>\
          <tr><th>Gateway fetches held</th><td>{}</td></tr>",
-        status.peers, status.location, status.uptime_s, status.gateway_jobs
+        status.peers, status.location, status.uptime_s, esc(&status.bandwidth), status.gateway_jobs
     );
     for (name, used, budget, blocks) in &status.spaces {
         let _ = write!(
