@@ -532,6 +532,35 @@ async fn usk_old_edition_redirects_to_the_new_one() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usk_look_ahead_finds_a_newer_edition_in_the_background() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (node, addr) = start(&tmp.path().join("node"), gateway::Options::default()).await;
+    let files = tmp.path().join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    let ins = usk_insert_uri();
+    let e0 = insert_site(&node, &files, &ins, "Edition zero").await;
+    let r = get(addr, &format!("/{e0}/")).await;
+    assert_eq!(r.status, 200);
+    let e1 = insert_site(&node, &files, &ins, "Edition one").await;
+    assert!(e1.ends_with("/site/1"), "{e1}");
+    // Edition 0's page is still held by the gateway, so it is served as
+    // is; serving it starts a background look-ahead that finds edition 1.
+    let mut redirected = false;
+    for _ in 0..50 {
+        let r = get(addr, &format!("/{e0}/")).await;
+        if r.status == 301 {
+            assert!(r.header("location").unwrap().ends_with("/site/1/"));
+            redirected = true;
+            break;
+        }
+        assert_eq!(r.status, 200);
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(redirected, "the look-ahead never found edition 1");
+    node.shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn progress_page_then_large_file_with_ranges() {
     let tmp = tempfile::tempdir().unwrap();
     let opts = gateway::Options {

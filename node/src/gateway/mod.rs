@@ -129,6 +129,8 @@ pub struct Gateway {
     running: Arc<Semaphore>,
     /// Newest edition seen per USK (`key/site`).
     usk_latest: Mutex<HashMap<String, i64>>,
+    /// USKs whose next editions are being probed in the background.
+    usk_probing: Mutex<std::collections::HashSet<String>>,
     /// (file name, URI) of uploads made through the form.
     uploads: Mutex<VecDeque<(String, String)>>,
 }
@@ -153,6 +155,7 @@ impl Gateway {
             jobs: Mutex::new(HashMap::new()),
             running: Arc::new(Semaphore::new(MAX_RUNNING)),
             usk_latest: Mutex::new(HashMap::new()),
+            usk_probing: Mutex::new(std::collections::HashSet::new()),
             uploads: Mutex::new(VecDeque::new()),
         })
     }
@@ -712,6 +715,50 @@ fn constant_eq(a: &[u8], b: &[u8]) -> bool {
 // ----------------------------------------------------------------------
 // Keys
 
+/// USK editions probed past a served one, in the background.
+const LOOK_AHEAD_PROBES: u32 = 8;
+
+/// After serving edition `ed` of a USK, look for newer editions in the
+/// background (one probe task per USK at a time); a newer one found makes
+/// the next request for an old edition redirect at once.
+fn look_ahead(gw: &Arc<Gateway>, uri: &FreenetUri, id: String, ed: i64) {
+    let KeyUri::Usk { key, site, .. } = &uri.key else {
+        return;
+    };
+    let Ok(from) = u64::try_from(ed) else { return };
+    if !gw
+        .usk_probing
+        .lock()
+        .is_ok_and(|mut p| p.insert(id.clone()))
+    {
+        return;
+    }
+    let (gw, public, site) = (gw.clone(), key.public(), site.clone());
+    tokio::spawn(async move {
+        let blocks = engine::LocalBlocks::new(gw.node.clone());
+        let handle = tokio::runtime::Handle::current();
+        let found = tokio::task::spawn_blocking(move || {
+            handle.block_on(lichen_client::usk::find_latest_edition(
+                &blocks,
+                &public,
+                &site,
+                from + 1,
+                LOOK_AHEAD_PROBES,
+            ))
+        })
+        .await;
+        if let Ok(Ok(Some(latest))) = found {
+            if let (Ok(latest), Ok(mut m)) = (i64::try_from(latest), gw.usk_latest.lock()) {
+                let v = m.entry(id.clone()).or_insert(latest);
+                *v = (*v).max(latest);
+            }
+        }
+        if let Ok(mut p) = gw.usk_probing.lock() {
+            p.remove(&id);
+        }
+    });
+}
+
 fn usk_id(u: &FreenetUri) -> Option<(String, i64)> {
     match &u.key {
         KeyUri::Usk { edition, .. } => {
@@ -862,9 +909,10 @@ async fn key_request(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
         JobState::Done(file) => {
             if let Some((id, ed)) = usk_id(&uri) {
                 if let Ok(mut m) = gw.usk_latest.lock() {
-                    let v = m.entry(id).or_insert(ed);
+                    let v = m.entry(id.clone()).or_insert(ed);
                     *v = (*v).max(ed);
                 }
+                look_ahead(&gw, &uri, id, ed);
             }
             let range = req
                 .headers()
