@@ -582,6 +582,25 @@ impl Conn {
         }
     }
 
+    /// The queue a `Global=true` message names, else every queue this
+    /// connection sees.
+    fn scopes_for(&self, global: bool) -> Vec<Scope> {
+        if global {
+            vec![Scope::Global]
+        } else {
+            self.visible_scopes()
+        }
+    }
+
+    fn no_such_identifier(&self, identifier: &str, global: bool) {
+        self.protocol_error(
+            ProtocolErrorCode::NoSuchIdentifier,
+            "No such identifier",
+            Some(identifier),
+            global,
+        );
+    }
+
     fn visible_scopes(&self) -> Vec<Scope> {
         let s = lock(&self.session);
         let mut v = vec![
@@ -722,11 +741,7 @@ impl Conn {
                 );
             }
             ClientMessage::GetRequestStatus(g) => {
-                let scope_list = if g.global {
-                    vec![Scope::Global]
-                } else {
-                    self.visible_scopes()
-                };
+                let scope_list = self.scopes_for(g.global);
                 let found = scope_list
                     .iter()
                     .find_map(|s| node.requests.get(s, &g.identifier));
@@ -745,20 +760,11 @@ impl Conn {
                             self.send_all_data(&req, &path, len, &mime, false);
                         }
                     }
-                    None => self.protocol_error(
-                        ProtocolErrorCode::NoSuchIdentifier,
-                        "No such identifier",
-                        Some(&g.identifier),
-                        g.global,
-                    ),
+                    None => self.no_such_identifier(&g.identifier, g.global),
                 }
             }
             ClientMessage::RemovePersistentRequest(r) => {
-                let scopes = if r.global {
-                    vec![Scope::Global]
-                } else {
-                    self.visible_scopes()
-                };
+                let scopes = self.scopes_for(r.global);
                 let removed = scopes
                     .iter()
                     .find_map(|s| node.requests.remove(s, &r.identifier));
@@ -770,20 +776,11 @@ impl Conn {
                         }
                         .to_message(),
                     ),
-                    None => self.protocol_error(
-                        ProtocolErrorCode::NoSuchIdentifier,
-                        "No such identifier",
-                        Some(&r.identifier),
-                        r.global,
-                    ),
+                    None => self.no_such_identifier(&r.identifier, r.global),
                 }
             }
             ClientMessage::ModifyPersistentRequest(m) => {
-                let scopes = if m.global {
-                    vec![Scope::Global]
-                } else {
-                    self.visible_scopes()
-                };
+                let scopes = self.scopes_for(m.global);
                 if scopes
                     .iter()
                     .any(|s| node.requests.contains(s, &m.identifier))
@@ -798,12 +795,7 @@ impl Conn {
                         .to_message(),
                     );
                 } else {
-                    self.protocol_error(
-                        ProtocolErrorCode::NoSuchIdentifier,
-                        "No such identifier",
-                        Some(&m.identifier),
-                        m.global,
-                    );
+                    self.no_such_identifier(&m.identifier, m.global);
                 }
             }
             ClientMessage::SubscribeUsk(s) => {
