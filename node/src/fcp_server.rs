@@ -1229,25 +1229,29 @@ fn terminal(req: &Request, o: &Outcome, st: &State) -> Message {
 
 impl Conn {
     fn send_all_data(&self, req: &Request, path: &Path, len: u64, mime: &str, remove: bool) {
-        let st = req.snapshot();
-        let a = rep::AllData {
-            identifier: req.identifier.clone(),
-            global: req.global(),
-            data_length: len,
-            startup_time: req.started_ms,
-            completion_time: st.completed_ms.unwrap_or_else(now_ms),
-            content_type: Some(mime.to_string()),
-        };
         self.node.hub.send_to(
             self.id,
             Out::File {
-                header: a.header(),
+                header: all_data_header(req, len, mime),
                 path: path.to_path_buf(),
                 len,
                 remove,
             },
         );
     }
+}
+
+/// The `AllData` header of a finished direct get (the data follows from a file).
+fn all_data_header(req: &Request, len: u64, mime: &str) -> Vec<u8> {
+    rep::AllData {
+        identifier: req.identifier.clone(),
+        global: req.global(),
+        data_length: len,
+        startup_time: req.started_ms,
+        completion_time: req.snapshot().completed_ms.unwrap_or_else(now_ms),
+        content_type: Some(mime.to_string()),
+    }
+    .header()
 }
 
 /// Spawn the task that runs a request and reports to its audience.
@@ -1280,15 +1284,7 @@ fn start_request(
             if ids.is_empty() && !keep {
                 let _ = tokio::fs::remove_file(&path).await;
             }
-            let header = rep::AllData {
-                identifier: req.identifier.clone(),
-                global: req.global(),
-                data_length: *len,
-                startup_time: req.started_ms,
-                completion_time: st.completed_ms.unwrap_or_else(now_ms),
-                content_type: Some(mime.clone()),
-            }
-            .header();
+            let header = all_data_header(&req, *len, mime);
             let n = ids.len();
             for (i, id) in ids.into_iter().enumerate() {
                 node.hub.send_to(
