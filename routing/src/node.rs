@@ -673,6 +673,7 @@ impl<V: Verifier> Node<V> {
                 self.route(now, id, rng);
             }
         }
+        self.start_queued(now, rng);
     }
 
     /// Under-connected opennet nodes announce again, backing off
@@ -893,6 +894,18 @@ impl<V: Verifier> Node<V> {
             self.offence(now, from, rng);
             return;
         }
+        self.dispatch(now, from, msg, store, rng);
+        self.start_queued(now, rng);
+    }
+
+    fn dispatch(
+        &mut self,
+        now: Millis,
+        from: PeerId,
+        msg: Message,
+        store: &mut impl BlockSource,
+        rng: &mut impl RngCore,
+    ) {
         match msg {
             Message::Request { id, key, htl, kind } => {
                 self.on_request(now, from, id, key, htl, kind, store, rng)
@@ -1727,7 +1740,11 @@ impl<V: Verifier> Node<V> {
     }
 
     /// Bookkeeping when a local request (the one holding a window slot)
-    /// finishes; the queue is restarted on the next event.
+    /// finishes. Every public entry point (`handle_message`,
+    /// `handle_timeout`, `handle_local_request`, `remove_peer`) ends by
+    /// starting what the window now allows, so a freed slot is refilled at
+    /// once rather than at the next timer (which was up to `accept_timeout`
+    /// away: a 10 s stall per transfer).
     fn local_finished(&mut self, success: bool, congestion: bool) {
         self.local_in_flight = self.local_in_flight.saturating_sub(1);
         if success {

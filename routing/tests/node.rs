@@ -939,3 +939,105 @@ fn darknet_swap_between_two_nodes() {
         location: Location(1 << 63)
     }));
 }
+
+/// A local request queued behind the AIMD window starts the moment a slot
+/// frees (here: the reply to the first request), not at the next timer.
+/// Before this, the queue restarted only in `handle_timeout`, whose next
+/// deadline was `accept_timeout` (10 s) away: every transfer larger than
+/// the window stalled for that long.
+#[test]
+fn queued_local_request_starts_when_a_slot_frees() {
+    let cfg = Config {
+        aimd_initial: 1.0,
+        ..Config::default()
+    };
+    let (mut n, mut r) = node(4, cfg);
+    let (k1, b1) = block(1);
+    let (k2, _) = block(2);
+    let RequestId(first) = n.handle_local_request(
+        0,
+        LocalRequest::Fetch {
+            key: k1,
+            kind: KeyKind::Chk,
+        },
+        &mut r,
+    );
+    let RequestId(second) = n.handle_local_request(
+        0,
+        LocalRequest::Fetch {
+            key: k2,
+            kind: KeyKind::Chk,
+        },
+        &mut r,
+    );
+    let a = drain(&mut n);
+    let (to, _) = forwarded_to(&a, first).unwrap();
+    assert!(forwarded_to(&a, second).is_none(), "window is one request");
+    n.handle_message(
+        1,
+        to,
+        Message::Accepted { id: first },
+        &mut EmptyStore,
+        &mut r,
+    );
+    n.handle_message(
+        2,
+        to,
+        Message::DataFound {
+            id: first,
+            block: b1,
+        },
+        &mut EmptyStore,
+        &mut r,
+    );
+    let a = drain(&mut n);
+    assert!(
+        forwarded_to(&a, second).is_some(),
+        "the queued request left with the reply that freed its slot: {a:?}"
+    );
+}
+
+/// The same when the slot is freed by a peer going away.
+#[test]
+fn queued_local_request_starts_when_a_peer_drop_ends_one() {
+    let cfg = Config {
+        aimd_initial: 1.0,
+        ..Config::default()
+    };
+    let (mut n, mut r) = node(1, cfg);
+    let (k1, _) = block(1);
+    let (k2, _) = block(2);
+    let RequestId(first) = n.handle_local_request(
+        0,
+        LocalRequest::Fetch {
+            key: k1,
+            kind: KeyKind::Chk,
+        },
+        &mut r,
+    );
+    let RequestId(second) = n.handle_local_request(
+        0,
+        LocalRequest::Fetch {
+            key: k2,
+            kind: KeyKind::Chk,
+        },
+        &mut r,
+    );
+    let a = drain(&mut n);
+    assert!(forwarded_to(&a, first).is_some());
+    assert!(forwarded_to(&a, second).is_none());
+    n.remove_peer(1, PeerId(1), &mut r);
+    let a = drain(&mut n);
+    assert!(a.contains(&Action::RequestDone {
+        id: RequestId(first),
+        outcome: RequestOutcome::RouteNotFound
+    }));
+    // No peer left: the second one ends at once too, instead of waiting.
+    assert!(
+        a.contains(&Action::RequestDone {
+            id: RequestId(second),
+            outcome: RequestOutcome::RouteNotFound
+        }),
+        "{a:?}"
+    );
+}

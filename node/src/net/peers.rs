@@ -354,11 +354,20 @@ async fn drive(
                                 tracing::debug!(peer = pid.0, accepted = ok, "hello");
                                 if !ok {
                                     p.sender.close();
+                                } else if setup.opennet && node.peer_count() == 1 {
+                                    // The first peer (a seed, or the first
+                                    // node back after losing them all):
+                                    // announce at once so nodes near our
+                                    // location connect to us. Later
+                                    // announcements are the routing core's
+                                    // (while under-connected, backing off).
+                                    node.handle_local_request(now(), LocalRequest::Announce, &mut rng);
                                 }
                             } else {
                                 tracing::debug!(peer = pid.0, "message before the hello dropped");
                             }
                         } else {
+                            tracing::trace!(peer = pid.0, msg = m.name(), id = ?m.id(), "recv");
                             node.handle_message(now(), pid, m, &mut StoreSource(store.as_ref()), &mut rng);
                         }
                         // No `continue` here: the actions below (and the
@@ -385,6 +394,7 @@ async fn drive(
         while let Some(a) = node.poll_action() {
             match a {
                 Action::Send { to, msg } => {
+                    tracing::trace!(peer = to.0, msg = msg.name(), id = ?msg.id(), "send");
                     if let Some(p) = peers.get(&to) {
                         if let Err(e) = p.sender.try_send(msg) {
                             tracing::debug!(peer = to.0, error = %e, "message dropped");
