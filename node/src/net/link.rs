@@ -2,9 +2,12 @@
 //! and a writer task sharing the [`Transport`] behind a mutex that is held
 //! only while sealing or opening one frame (never across an `.await`).
 //!
-//! - Backpressure: the send queue is bounded ([`LinkConfig::send_queue`]);
-//!   [`LinkSender::send`] waits when it is full, [`LinkSender::try_send`]
-//!   fails with [`LinkError::QueueFull`]. Incoming messages go into a
+//! - Backpressure: the send queue is bounded in bytes
+//!   ([`LinkConfig::send_queue_bytes`], counting each block's length), not
+//!   in messages: a queue of 64 messages overflowed under a few dozen
+//!   routed fetches, and every dropped reply cost a request its accept
+//!   timeout. [`LinkSender::send`] waits when it is full,
+//!   [`LinkSender::try_send`] fails with [`LinkError::QueueFull`]. Incoming messages go into a
 //!   bounded channel too; while it is full the reader stops reading, and
 //!   TCP pushes back on the peer.
 //! - Bandwidth: every byte written takes upload tokens, every byte read
@@ -23,19 +26,22 @@ use super::keys::NodeKeys;
 use super::noderef::NodeRef;
 use super::transport::{RekeyPolicy, Transport};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// Link settings.
 #[derive(Clone, Debug)]
 pub struct LinkConfig {
-    /// Messages queued for sending before senders wait.
-    pub send_queue: usize,
+    /// Bytes (block lengths plus a fixed cost per message) queued for
+    /// sending before senders wait. One message is always accepted into an
+    /// empty queue, whatever its size.
+    pub send_queue_bytes: usize,
     /// Messages received and not yet taken before the reader stops reading.
     pub recv_queue: usize,
     /// Send a `Ping` after this long without sending.
@@ -51,7 +57,7 @@ pub struct LinkConfig {
 impl Default for LinkConfig {
     fn default() -> Self {
         LinkConfig {
-            send_queue: 64,
+            send_queue_bytes: 8 << 20,
             recv_queue: 256,
             keepalive: Duration::from_secs(15),
             idle_timeout: Duration::from_secs(60),
@@ -72,10 +78,69 @@ pub enum LinkEvent {
     Closed(LinkError),
 }
 
+/// Fixed cost of one queued message, beside any block it carries.
+const MESSAGE_COST: usize = 256;
+
+/// What a queued message counts against [`LinkConfig::send_queue_bytes`].
+fn queue_cost(msg: &LinkMessage) -> usize {
+    use lichen_routing::Message as M;
+    match msg {
+        LinkMessage::Routing(
+            M::DataFound { block, .. } | M::Insert { block, .. } | M::Collision { block, .. },
+        ) => MESSAGE_COST + block.len(),
+        _ => MESSAGE_COST,
+    }
+}
+
+/// The send queue: a channel bounded by the bytes it holds.
+#[derive(Debug)]
+struct SendQueue {
+    tx: mpsc::UnboundedSender<(LinkMessage, usize)>,
+    bytes: AtomicUsize,
+    limit: usize,
+    space: Notify,
+}
+
+impl SendQueue {
+    fn try_push(&self, msg: LinkMessage) -> Result<(), LinkError> {
+        let cost = queue_cost(&msg);
+        let limit = self.limit;
+        self.bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| {
+                (b == 0 || b.saturating_add(cost) <= limit).then_some(b + cost)
+            })
+            .map_err(|_| LinkError::QueueFull)?;
+        self.tx.send((msg, cost)).map_err(|_| {
+            self.bytes.fetch_sub(cost, Ordering::AcqRel);
+            LinkError::Closed
+        })
+    }
+
+    /// The writer took a message off the queue.
+    fn taken(&self, cost: usize) {
+        self.bytes.fetch_sub(cost, Ordering::AcqRel);
+        self.space.notify_waiters();
+    }
+}
+
+/// The writer's end of the send queue.
+struct QueueReader {
+    rx: mpsc::UnboundedReceiver<(LinkMessage, usize)>,
+    queue: Arc<SendQueue>,
+}
+
+impl QueueReader {
+    async fn next(&mut self) -> Option<LinkMessage> {
+        let (m, cost) = self.rx.recv().await?;
+        self.queue.taken(cost);
+        Some(m)
+    }
+}
+
 /// A cloneable handle to send on a link.
 #[derive(Clone, Debug)]
 pub struct LinkSender {
-    tx: mpsc::Sender<LinkMessage>,
+    queue: Arc<SendQueue>,
     cancel: CancellationToken,
 }
 
@@ -85,10 +150,22 @@ impl LinkSender {
     /// # Errors
     /// [`LinkError::Closed`] if the link has ended.
     pub async fn send(&self, msg: lichen_routing::Message) -> Result<(), LinkError> {
-        self.tx
-            .send(LinkMessage::Routing(msg))
-            .await
-            .map_err(|_| LinkError::Closed)
+        let msg = LinkMessage::Routing(msg);
+        loop {
+            let space = self.queue.space.notified();
+            tokio::pin!(space);
+            // Registered before the check, so a wake-up between the two is
+            // not lost.
+            space.as_mut().enable();
+            match self.queue.try_push(msg.clone()) {
+                Err(LinkError::QueueFull) => {}
+                other => return other,
+            }
+            tokio::select! {
+                () = space => {}
+                () = self.cancel.cancelled() => return Err(LinkError::Closed),
+            }
+        }
     }
 
     /// Queue a routing message without waiting.
@@ -97,12 +174,10 @@ impl LinkSender {
     /// [`LinkError::QueueFull`] (backpressure: the peer or the upload limit
     /// is slower than the sender) or [`LinkError::Closed`].
     pub fn try_send(&self, msg: lichen_routing::Message) -> Result<(), LinkError> {
-        self.tx
-            .try_send(LinkMessage::Routing(msg))
-            .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => LinkError::QueueFull,
-                mpsc::error::TrySendError::Closed(_) => LinkError::Closed,
-            })
+        if self.cancel.is_cancelled() {
+            return Err(LinkError::Closed);
+        }
+        self.queue.try_push(LinkMessage::Routing(msg))
     }
 
     /// Close the link (a `Close` frame is sent if possible).
@@ -113,7 +188,7 @@ impl LinkSender {
     /// Whether the link has ended or is closing.
     #[must_use]
     pub fn is_closed(&self) -> bool {
-        self.cancel.is_cancelled() || self.tx.is_closed()
+        self.cancel.is_cancelled() || self.queue.tx.is_closed()
     }
 }
 
@@ -238,13 +313,22 @@ impl Link {
     {
         let (r, w) = tokio::io::split(stream);
         let transport = Arc::new(Mutex::new(transport));
-        let (tx, rx) = mpsc::channel(cfg.send_queue.max(1));
+        let (tx, rx) = mpsc::unbounded_channel();
+        let queue = Arc::new(SendQueue {
+            tx,
+            bytes: AtomicUsize::new(0),
+            limit: cfg.send_queue_bytes,
+            space: Notify::new(),
+        });
         let (ev_tx, ev_rx) = mpsc::channel(cfg.recv_queue.max(1));
         let cancel = CancellationToken::new();
         let writer_error = Arc::new(Mutex::new(None));
         tokio::spawn(writer(
             w,
-            rx,
+            QueueReader {
+                rx,
+                queue: queue.clone(),
+            },
             transport.clone(),
             cfg.keepalive,
             bandwidth.clone(),
@@ -257,7 +341,7 @@ impl Link {
             ReaderCtx {
                 transport,
                 events: ev_tx,
-                pong: tx.clone(),
+                pong: queue.clone(),
                 idle: cfg.idle_timeout,
                 bandwidth,
                 cancel: cancel.clone(),
@@ -266,7 +350,7 @@ impl Link {
         ));
         Link {
             remote_static,
-            sender: LinkSender { tx, cancel },
+            sender: LinkSender { queue, cancel },
             events: ev_rx,
         }
     }
@@ -306,7 +390,7 @@ fn lock(t: &Mutex<Transport>) -> std::sync::MutexGuard<'_, Transport> {
 
 async fn writer<W: AsyncWrite + Unpin>(
     mut w: W,
-    mut rx: mpsc::Receiver<LinkMessage>,
+    mut rx: QueueReader,
     transport: Arc<Mutex<Transport>>,
     keepalive: Duration,
     bandwidth: Arc<Bandwidth>,
@@ -325,7 +409,7 @@ async fn writer<W: AsyncWrite + Unpin>(
                     let _ = tokio::time::timeout(Duration::from_secs(1), w.write_all(&wire)).await;
                     return Ok(());
                 }
-                m = rx.recv() => match m {
+                m = rx.next() => match m {
                     Some(m) => m,
                     None => return Ok(()),
                 },
@@ -356,7 +440,7 @@ async fn writer<W: AsyncWrite + Unpin>(
 struct ReaderCtx {
     transport: Arc<Mutex<Transport>>,
     events: mpsc::Sender<LinkEvent>,
-    pong: mpsc::Sender<LinkMessage>,
+    pong: Arc<SendQueue>,
     idle: Duration,
     bandwidth: Arc<Bandwidth>,
     cancel: CancellationToken,
@@ -409,7 +493,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 }
                 LinkMessage::Ping { nonce } => {
                     // A full queue already carries traffic: drop the pong.
-                    let _ = ctx.pong.try_send(LinkMessage::Pong { nonce });
+                    let _ = ctx.pong.try_push(LinkMessage::Pong { nonce });
                 }
                 LinkMessage::Close => return Ok(()),
                 LinkMessage::Pong { .. } | LinkMessage::Rekey => {}

@@ -340,7 +340,7 @@ async fn backpressure_bounds_the_send_queue() {
     let (a, b) = (keys(1), keys(2));
     let (addr, server) = listen_one(b.clone(), fast_cfg()).await;
     let cfg = LinkConfig {
-        send_queue: 4,
+        send_queue_bytes: 4 * 30_000,
         ..fast_cfg()
     };
     let la = Link::connect(
@@ -354,13 +354,14 @@ async fn backpressure_bounds_the_send_queue() {
     .unwrap();
     let _lb = server.await.unwrap().unwrap();
     let s = la.sender();
+    let mut accepted = 0;
     let mut full = false;
     for id in 0..100 {
         match s.try_send(Message::DataFound {
             id,
             block: vec![1; 30_000],
         }) {
-            Ok(()) => {}
+            Ok(()) => accepted += 1,
             Err(LinkError::QueueFull) => {
                 full = true;
                 break;
@@ -369,6 +370,54 @@ async fn backpressure_bounds_the_send_queue() {
         }
     }
     assert!(full, "a slow link must push back");
+    // Four blocks fit the byte budget; the writer may hold one or two more.
+    assert!(accepted <= 6, "{accepted} blocks queued for 120 kB");
+}
+
+/// `send` waits for room and loses nothing: a queue that holds one block
+/// carries many, in order.
+#[tokio::test]
+async fn send_waits_for_room_and_delivers_everything_in_order() {
+    let (a, b) = (keys(1), keys(2));
+    let (addr, server) = listen_one(b.clone(), fast_cfg()).await;
+    let cfg = LinkConfig {
+        send_queue_bytes: 40_000,
+        ..fast_cfg()
+    };
+    let la = Link::connect(
+        addr,
+        &a,
+        &b.static_public(),
+        &cfg,
+        Arc::new(Bandwidth::unlimited()),
+    )
+    .await
+    .unwrap();
+    let mut lb = server.await.unwrap().unwrap();
+    let s = la.sender();
+    let sender = tokio::spawn(async move {
+        for id in 0..40u64 {
+            s.send(Message::DataFound {
+                id,
+                block: vec![u8::try_from(id).unwrap(); 30_000],
+            })
+            .await
+            .unwrap();
+        }
+    });
+    for want in 0..40u64 {
+        let ev = tokio::time::timeout(Duration::from_secs(10), lb.recv())
+            .await
+            .expect("a message was lost or a waiting sender never woke");
+        match ev {
+            Some(LinkEvent::Message(Message::DataFound { id, block })) => {
+                assert_eq!(id, want);
+                assert_eq!(block[0], u8::try_from(id).unwrap());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    sender.await.unwrap();
 }
 
 #[tokio::test]
