@@ -20,6 +20,10 @@ use serde::{Deserialize, Serialize};
 use crate::location::{Key, Location};
 use crate::message::{Block, KeyKind, Message, NodeRef};
 
+/// Longest a local request waits for a backed-off peer before it fails
+/// with RouteNotFound (ms).
+const LOCAL_BACKOFF_WAIT: Millis = 10_000;
+
 /// Announcements one peer may pass us per second.
 const ANNOUNCE_BURST: u32 = 20;
 
@@ -339,6 +343,9 @@ pub struct Stats {
     pub location_resets: u64,
     /// Swap requests refused as implausible or rate-limited.
     pub swaps_refused: u64,
+    /// Local requests that waited for a backed-off peer instead of failing.
+    #[serde(default)]
+    pub backoff_waits: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -953,11 +960,16 @@ impl<V: Verifier> Node<V> {
             Message::RejectedOverload { id } => {
                 if self.check_downstream(now, from, id, rng) {
                     self.backoff(now, from, rng);
-                    if self
+                    if let Some(p) = self
                         .pending
-                        .get(&id)
-                        .is_some_and(|p| p.upstream == Upstream::Local)
+                        .get_mut(&id)
+                        .filter(|p| p.upstream == Upstream::Local)
                     {
+                        // Overload is not a verdict on the key: our own
+                        // request may go back to this peer once its backoff
+                        // is over (route() waits for it if nothing else is
+                        // left). Backoffs double, so this ends.
+                        p.tried.retain(|&t| t != from);
                         self.aimd_decrease();
                     }
                     self.route(now, id, rng);
@@ -1377,7 +1389,31 @@ impl<V: Verifier> Node<V> {
             .min_by_key(|q| (q.location.distance(target), q.id))
             .map(|q| q.id);
         let Some(next) = next else {
-            self.fail(now, id, Fail::RouteNotFound);
+            // Our own request, and the only peers left are backed off
+            // (overloaded a moment ago): wait for the first to come back
+            // rather than fail a fetch or insert the client would have to
+            // repeat. Forwarded requests fail at once; the upstream node
+            // has other peers to try.
+            let wake = if p.upstream == Upstream::Local {
+                self.peers
+                    .iter()
+                    .filter(|q| !p.tried.contains(&q.id) && q.backoff_until > now)
+                    .map(|q| q.backoff_until)
+                    .min()
+                    .filter(|&at| at - now <= LOCAL_BACKOFF_WAIT)
+            } else {
+                None
+            };
+            match (wake, self.pending.get_mut(&id)) {
+                (Some(at), Some(p)) => {
+                    p.downstream = None;
+                    p.accepted = false;
+                    p.deadline = at;
+                    self.stats.backoff_waits += 1;
+                    self.set_timer(at, TimerKind::Request, id);
+                }
+                _ => self.fail(now, id, Fail::RouteNotFound),
+            }
             return;
         };
         let deadline = now + self.cfg.accept_timeout;
@@ -1748,7 +1784,13 @@ impl<V: Verifier> Node<V> {
     fn local_finished(&mut self, success: bool, congestion: bool) {
         self.local_in_flight = self.local_in_flight.saturating_sub(1);
         if success {
-            self.window = (self.window + 1.0 / self.window).min(self.cfg.aimd_max);
+            // Never more in flight than our peers take from one peer each
+            // (nodes share the per-peer limit): past that, growth only
+            // buys RejectedOverload and backoffs.
+            let cap = f64::from(self.cfg.max_incoming_per_peer) * self.peers.len().max(1) as f64;
+            self.window = (self.window + 1.0 / self.window)
+                .min(self.cfg.aimd_max)
+                .min(cap.max(1.0));
         } else if congestion {
             self.aimd_decrease();
         }

@@ -1041,3 +1041,82 @@ fn queued_local_request_starts_when_a_peer_drop_ends_one() {
         "{a:?}"
     );
 }
+
+/// Our own request whose only peer is overloaded waits out the backoff and
+/// goes to that peer again, instead of failing with RouteNotFound (a client
+/// would have to repeat it; a line of nodes lost most blocks of a burst).
+#[test]
+fn local_request_waits_for_an_overloaded_only_peer() {
+    let (mut n, mut r) = node(1, Config::default());
+    let (key, _) = block(1);
+    let RequestId(id) = n.handle_local_request(
+        0,
+        LocalRequest::Fetch {
+            key,
+            kind: KeyKind::Chk,
+        },
+        &mut r,
+    );
+    let a = drain(&mut n);
+    assert_eq!(forwarded_to(&a, id).map(|(p, _)| p), Some(PeerId(1)));
+    n.handle_message(
+        1,
+        PeerId(1),
+        Message::RejectedOverload { id },
+        &mut EmptyStore,
+        &mut r,
+    );
+    let a = drain(&mut n);
+    assert!(
+        !a.iter().any(|x| matches!(x, Action::RequestDone { .. })),
+        "the request must wait, not fail: {a:?}"
+    );
+    assert!(forwarded_to(&a, id).is_none(), "not while backed off");
+    // The backoff (at most backoff_initial) is over: the request goes again.
+    let wake = n.poll_timeout().unwrap();
+    assert!(wake <= 1 + Config::default().backoff_initial, "{wake}");
+    n.handle_timeout(wake, &mut r);
+    let a = drain(&mut n);
+    assert_eq!(
+        forwarded_to(&a, id).map(|(p, _)| p),
+        Some(PeerId(1)),
+        "{a:?}"
+    );
+    assert_eq!(n.stats().backoff_waits, 1);
+}
+
+/// A forwarded request in the same place fails back at once: the upstream
+/// node has its own peers to try.
+#[test]
+fn forwarded_request_does_not_wait_for_a_backed_off_peer() {
+    let (mut n, mut r) = node(2, Config::default());
+    let key = key_at(2 << 60);
+    n.handle_message(
+        0,
+        PeerId(1),
+        Message::Request {
+            id: 77,
+            key,
+            htl: 10,
+            kind: KeyKind::Chk,
+        },
+        &mut EmptyStore,
+        &mut r,
+    );
+    let a = drain(&mut n);
+    assert_eq!(forwarded_to(&a, 77).map(|(p, _)| p), Some(PeerId(2)));
+    n.handle_message(
+        1,
+        PeerId(2),
+        Message::RejectedOverload { id: 77 },
+        &mut EmptyStore,
+        &mut r,
+    );
+    let a = drain(&mut n);
+    assert!(
+        sends(&a)
+            .iter()
+            .any(|(to, m)| *to == PeerId(1) && matches!(m, Message::RouteNotFound { id: 77, .. })),
+        "{a:?}"
+    );
+}
