@@ -411,8 +411,9 @@ async fn drive(
                         lichen_routing::Space::Store => Space::Store,
                         lichen_routing::Space::Cache => Space::Cache,
                     };
-                    if let Err(e) = store.put(space, kind_of(kind), &RoutingKey(key.0), &block) {
-                        tracing::warn!(error = %e, "could not store a block");
+                    match store.put(space, kind_of(kind), &RoutingKey(key.0), &block) {
+                        Err(e) => tracing::warn!(error = %e, "could not store a block"),
+                        Ok(o) => tracing::trace!(?space, outcome = ?o, "stored a block"),
                     }
                 }
                 Action::RequestDone { id, outcome } => {
