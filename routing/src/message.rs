@@ -10,7 +10,10 @@
 //!           A <--FoldOffer{id,ref}---- B <--FoldOffer-- C   (opennet path folding)
 //!   failure: DataNotFound{id} (HTL ran out: terminal) or RouteNotFound{id,htl}
 //!            (no more peers to try: the receiver tries its next peer with that HTL)
-//! insert:   Insert{id,key,htl,block} routed like a request until the HTL runs out;
+//! insert:   A --Insert{id,key,htl}--> B        (a header: loops and overload
+//!           A <--Accepted{id}--------- B         are refused before any data)
+//!           A --InsertData{id,block}-> B         (B verifies, may cache/store,
+//!           ... routed like a request until the HTL runs out ...   then routes on)
 //!           InsertReply{id} retraces the path; Collision{id,block} for an SSK
 //!           that already holds a different block.
 //! opennet:  Announce{id,htl,noderef} routed like an insert toward the
@@ -67,7 +70,9 @@ pub enum Message {
         /// Key kind.
         kind: KeyKind,
     },
-    /// Store `block` under `key` along the route.
+    /// Store a block under `key` along the route: the header. The block
+    /// follows in [`Message::InsertData`] once the receiver has answered
+    /// `Accepted`, so a loop or an overloaded peer costs a few bytes.
     Insert {
         /// Random request id.
         id: u64,
@@ -77,7 +82,13 @@ pub enum Message {
         htl: u8,
         /// Key kind.
         kind: KeyKind,
-        /// The block (verified by every hop).
+    },
+    /// The block of insert `id`, sent after its `Accepted` (verified by
+    /// every hop).
+    InsertData {
+        /// Request id.
+        id: u64,
+        /// The block.
         #[serde(with = "serde_bytes")]
         block: Block,
     },
@@ -194,6 +205,7 @@ impl Message {
         match self {
             Request { id, .. }
             | Insert { id, .. }
+            | InsertData { id, .. }
             | Accepted { id }
             | RejectedLoop { id }
             | RejectedOverload { id }
@@ -218,6 +230,7 @@ impl Message {
         match self {
             Request { .. } => "Request",
             Insert { .. } => "Insert",
+            InsertData { .. } => "InsertData",
             Accepted { .. } => "Accepted",
             RejectedLoop { .. } => "RejectedLoop",
             RejectedOverload { .. } => "RejectedOverload",
@@ -249,7 +262,6 @@ mod tests {
             key: Key([3; 32]),
             htl: 18,
             kind: KeyKind::Ssk,
-            block: vec![1, 2, 3],
         };
         let s = serde_json::to_string(&m).unwrap();
         assert_eq!(serde_json::from_str::<Message>(&s).unwrap(), m);

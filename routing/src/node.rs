@@ -394,6 +394,8 @@ struct Pending {
     accepted: bool,
     deadline: Millis,
     waiters: Vec<(u64, Upstream)>,
+    /// Insert accepted from a peer, its `InsertData` not here yet.
+    data_pending: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -917,13 +919,12 @@ impl<V: Verifier> Node<V> {
             Message::Request { id, key, htl, kind } => {
                 self.on_request(now, from, id, key, htl, kind, store, rng)
             }
-            Message::Insert {
-                id,
-                key,
-                htl,
-                kind,
-                block,
-            } => self.on_insert(now, from, id, key, htl, kind, block, store, rng),
+            Message::Insert { id, key, htl, kind } => {
+                self.on_insert(now, from, id, key, htl, kind, rng);
+            }
+            Message::InsertData { id, block } => {
+                self.on_insert_data(now, from, id, block, store, rng)
+            }
             Message::Accepted { id } => {
                 if self.check_downstream(now, from, id, rng) {
                     let fetch = self.cfg.fetch_timeout;
@@ -934,7 +935,13 @@ impl<V: Verifier> Node<V> {
                             let scaled = fetch * (u64::from(p.htl) + 1) / max;
                             p.deadline = now + scaled.max(self.cfg.accept_timeout);
                             let d = p.deadline;
+                            // An insert's block follows its acceptance, so a
+                            // loop or overload costs a header, not 32 KiB.
+                            let data = p.insert.clone();
                             self.set_timer(d, TimerKind::Request, id);
+                            if let Some(block) = data {
+                                self.send(from, Message::InsertData { id, block });
+                            }
                         }
                     }
                 }
@@ -1115,7 +1122,7 @@ impl<V: Verifier> Node<V> {
 
     fn within_limits(&self, msg: &Message) -> bool {
         match msg {
-            Message::Insert { block, .. }
+            Message::InsertData { block, .. }
             | Message::DataFound { block, .. }
             | Message::Collision { block, .. } => block.len() <= self.cfg.max_block_len,
             Message::FoldOffer { noderef, .. } | Message::Announce { noderef, .. } => {
@@ -1236,6 +1243,7 @@ impl<V: Verifier> Node<V> {
                 accepted: false,
                 deadline: 0,
                 waiters: Vec::new(),
+                data_pending: false,
             },
         );
         self.by_key.entry(key).or_insert(id);
@@ -1265,6 +1273,8 @@ impl<V: Verifier> Node<V> {
     }
 
     #[allow(clippy::too_many_arguments)]
+    /// An insert's header: accept it (or reject it as a loop or overload)
+    /// before its block is sent.
     fn on_insert(
         &mut self,
         now: Millis,
@@ -1273,16 +1283,9 @@ impl<V: Verifier> Node<V> {
         key: Key,
         htl: u8,
         kind: KeyKind,
-        block: Block,
-        store: &mut impl BlockSource,
         rng: &mut impl RngCore,
     ) {
         let htl = self.clamp_htl(now, htl, from, rng);
-        if !self.verifier.verify(&key, kind, &block) {
-            self.stats.bad_blocks += 1;
-            self.offence(now, from, rng);
-            return;
-        }
         if self.id_in_use(id) {
             self.stats.loops_rejected += 1;
             self.send(from, Message::RejectedLoop { id });
@@ -1300,9 +1303,65 @@ impl<V: Verifier> Node<V> {
             return;
         }
         self.remember(now, id, Upstream::Peer(from));
+        if let Some(p) = self.peer_mut(from) {
+            p.incoming += 1;
+        }
+        self.send(from, Message::Accepted { id });
+        let deadline = now + self.cfg.accept_timeout;
+        self.pending.insert(
+            id,
+            Pending {
+                key,
+                kind,
+                htl,
+                upstream: Upstream::Peer(from),
+                insert: None,
+                announce: None,
+                deep_candidate: false,
+                tried: vec![from],
+                downstream: None,
+                accepted: false,
+                deadline,
+                waiters: Vec::new(),
+                data_pending: true,
+            },
+        );
+        self.set_timer(deadline, TimerKind::Request, id);
+    }
+
+    /// The block of an insert we accepted: verify, cache or store it, then
+    /// route the insert on.
+    fn on_insert_data(
+        &mut self,
+        now: Millis,
+        from: PeerId,
+        id: u64,
+        block: Block,
+        store: &mut impl BlockSource,
+        rng: &mut impl RngCore,
+    ) {
+        let Some((key, kind, htl)) = self
+            .pending
+            .get(&id)
+            .filter(|p| p.data_pending && p.upstream == Upstream::Peer(from))
+            .map(|p| (p.key, p.kind, p.htl))
+        else {
+            self.stats.unexpected_replies += 1;
+            self.offence(now, from, rng);
+            return;
+        };
+        if !self.verifier.verify(&key, kind, &block) {
+            self.stats.bad_blocks += 1;
+            self.take_pending(id);
+            self.release(Upstream::Peer(from));
+            self.offence(now, from, rng);
+            return;
+        }
         if kind == KeyKind::Ssk {
             if let Some(existing) = store.get(&key, kind) {
                 if existing != block && self.verifier.verify(&key, kind, &existing) {
+                    self.take_pending(id);
+                    self.release(Upstream::Peer(from));
                     self.send(
                         from,
                         Message::Collision {
@@ -1315,7 +1374,6 @@ impl<V: Verifier> Node<V> {
             }
         }
         let htl = self.decrement(htl, Some(from));
-        self.send(from, Message::Accepted { id });
         let sink = self.is_sink(key.location());
         let deep_candidate = htl <= self.cfg.cache_max_htl && !sink;
         if htl <= self.cfg.cache_max_htl {
@@ -1328,29 +1386,17 @@ impl<V: Verifier> Node<V> {
             });
         }
         if htl == 0 {
+            self.take_pending(id);
+            self.release(Upstream::Peer(from));
             self.send(from, Message::InsertReply { id });
             return;
         }
-        if let Some(p) = self.peer_mut(from) {
-            p.incoming += 1;
+        if let Some(p) = self.pending.get_mut(&id) {
+            p.htl = htl;
+            p.insert = Some(block);
+            p.deep_candidate = deep_candidate;
+            p.data_pending = false;
         }
-        self.pending.insert(
-            id,
-            Pending {
-                key,
-                kind,
-                htl,
-                upstream: Upstream::Peer(from),
-                insert: Some(block),
-                announce: None,
-                deep_candidate,
-                tried: vec![from],
-                downstream: None,
-                accepted: false,
-                deadline: 0,
-                waiters: Vec::new(),
-            },
-        );
         self.route(now, id, rng);
     }
 
@@ -1430,12 +1476,11 @@ impl<V: Verifier> Node<V> {
                 htl: p.htl,
                 noderef: noderef.clone(),
             },
-            (Some(block), None) => Message::Insert {
+            (Some(_), None) => Message::Insert {
                 id,
                 key: p.key,
                 htl: p.htl,
                 kind: p.kind,
-                block: block.clone(),
             },
             (None, None) => Message::Request {
                 id,
@@ -1769,6 +1814,7 @@ impl<V: Verifier> Node<V> {
                     accepted: false,
                     deadline: 0,
                     waiters: Vec::new(),
+                    data_pending: false,
                 },
             );
             self.route(now, id, rng);
@@ -1817,6 +1863,13 @@ impl<V: Verifier> Node<V> {
                         continue;
                     };
                     if p.deadline != t {
+                        continue;
+                    }
+                    if p.data_pending {
+                        // Accepted an insert whose block never came.
+                        if let Some(p) = self.take_pending(id) {
+                            self.release(p.upstream);
+                        }
                         continue;
                     }
                     if p.accepted {
@@ -1893,6 +1946,7 @@ impl<V: Verifier> Node<V> {
                 accepted: false,
                 deadline: 0,
                 waiters: Vec::new(),
+                data_pending: false,
             },
         );
         self.route(now, id, rng);
@@ -1980,6 +2034,7 @@ impl<V: Verifier> Node<V> {
                 accepted: false,
                 deadline: 0,
                 waiters: Vec::new(),
+                data_pending: false,
             },
         );
         self.route(now, id, rng);

@@ -47,15 +47,15 @@ fn arb_msg() -> impl Strategy<Value = Message> {
                 kind,
             }
         }),
-        (id.clone(), k, htl, kind, block.clone()).prop_map(|(id, k, htl, kind, block)| {
+        (id.clone(), k, htl, kind.clone()).prop_map(|(id, k, htl, kind)| {
             Message::Insert {
                 id,
                 key: key(k),
                 htl,
                 kind,
-                block,
             }
         }),
+        (id.clone(), block.clone()).prop_map(|(id, block)| Message::InsertData { id, block }),
         id.clone().prop_map(|id| Message::Accepted { id }),
         id.clone().prop_map(|id| Message::RejectedLoop { id }),
         id.clone().prop_map(|id| Message::RejectedOverload { id }),

@@ -53,6 +53,21 @@ fn key_at(loc: u64) -> Key {
     Key(k)
 }
 
+/// An insert from a peer as the wire carries it: the header, then (after
+/// our `Accepted`) the block.
+fn send_insert(
+    n: &mut Node<V>,
+    now: u64,
+    from: PeerId,
+    (id, key, htl, kind): (u64, Key, u8, KeyKind),
+    block: Vec<u8>,
+    store: &mut impl BlockSource,
+    r: &mut ChaCha8Rng,
+) {
+    n.handle_message(now, from, Message::Insert { id, key, htl, kind }, store, r);
+    n.handle_message(now, from, Message::InsertData { id, block }, store, r);
+}
+
 fn forwarded_to(actions: &[Action], id: u64) -> Option<(PeerId, u8)> {
     sends(actions).into_iter().find_map(|(to, m)| match m {
         Message::Request { id: i, htl, .. } | Message::Insert { id: i, htl, .. } if i == id => {
@@ -489,16 +504,12 @@ fn insert_sink_stores_long_term_and_end_replies() {
         Location(key.location().0.wrapping_add(1 << 61)),
         &mut r,
     );
-    n.handle_message(
+    send_insert(
+        &mut n,
         0,
         PeerId(1),
-        Message::Insert {
-            id: 5,
-            key,
-            htl: 5,
-            kind: KeyKind::Chk,
-            block: b.clone(),
-        },
+        (5, key, 5, KeyKind::Chk),
+        b.clone(),
         &mut EmptyStore,
         &mut r,
     );
@@ -521,20 +532,22 @@ fn insert_sink_stores_long_term_and_end_replies() {
     );
     assert!(sends(&drain(&mut n)).contains(&(PeerId(1), Message::InsertReply { id: 5 })));
     // An invalid insert block is dropped and counted.
-    n.handle_message(
+    send_insert(
+        &mut n,
         2,
         PeerId(1),
-        Message::Insert {
-            id: 6,
-            key,
-            htl: 5,
-            kind: KeyKind::Chk,
-            block: vec![1],
-        },
+        (6, key, 5, KeyKind::Chk),
+        vec![1],
         &mut EmptyStore,
         &mut r,
     );
-    assert!(drain(&mut n).is_empty());
+    // Accepted for the header, then nothing: not forwarded, not stored.
+    let a = drain(&mut n);
+    assert_eq!(
+        sends(&a),
+        vec![(PeerId(1), Message::Accepted { id: 6 })],
+        "{a:?}"
+    );
     assert_eq!(n.stats().bad_blocks, 1);
 }
 
@@ -583,16 +596,12 @@ fn local_insert_is_not_stored_and_ssk_collision_is_reported() {
         outcome: InsertOutcome::Collision(vec![0x40, 2])
     }));
     // A forwarded SSK insert meeting a different stored block answers Collision.
-    n.handle_message(
+    send_insert(
+        &mut n,
         2,
         PeerId(2),
-        Message::Insert {
-            id: 99,
-            key,
-            htl: 10,
-            kind: KeyKind::Ssk,
-            block: vec![0x40, 3],
-        },
+        (99, key, 10, KeyKind::Ssk),
+        vec![0x40, 3],
         &mut One(vec![0x40, 4]),
         &mut r,
     );
@@ -1119,4 +1128,105 @@ fn forwarded_request_does_not_wait_for_a_backed_off_peer() {
             .any(|(to, m)| *to == PeerId(1) && matches!(m, Message::RouteNotFound { id: 77, .. })),
         "{a:?}"
     );
+}
+
+/// An insert's block crosses a link only after the receiver accepted the
+/// header: a peer that rejects it as a loop never gets the 32 KiB.
+#[test]
+fn insert_data_follows_accepted_and_never_goes_to_a_rejecting_peer() {
+    let (mut n, mut r) = node(3, Config::default());
+    let (key, b) = block(9);
+    let RequestId(id) = n.handle_local_request(
+        0,
+        LocalRequest::Insert {
+            key,
+            kind: KeyKind::Chk,
+            block: b.clone(),
+        },
+        &mut r,
+    );
+    let a = sends(&drain(&mut n));
+    assert_eq!(a.len(), 1, "{a:?}");
+    let (first, header) = &a[0];
+    assert!(matches!(header, Message::Insert { id: i, .. } if *i == id));
+    n.handle_message(
+        1,
+        *first,
+        Message::RejectedLoop { id },
+        &mut EmptyStore,
+        &mut r,
+    );
+    let a = sends(&drain(&mut n));
+    assert!(
+        a.iter()
+            .all(|(_, m)| !matches!(m, Message::InsertData { .. })),
+        "{a:?}"
+    );
+    let (second, _) = a
+        .iter()
+        .find(|(_, m)| matches!(m, Message::Insert { .. }))
+        .unwrap();
+    assert_ne!(second, first);
+    n.handle_message(
+        2,
+        *second,
+        Message::Accepted { id },
+        &mut EmptyStore,
+        &mut r,
+    );
+    assert_eq!(
+        sends(&drain(&mut n)),
+        vec![(*second, Message::InsertData { id, block: b })]
+    );
+}
+
+/// Data for an insert we never accepted, or from the wrong peer, is an
+/// offence and goes nowhere; an accepted header whose data never comes is
+/// forgotten at the accept timeout (its slot freed).
+#[test]
+fn stray_insert_data_is_refused_and_missing_data_times_out() {
+    let (mut n, mut r) = node(3, Config::default());
+    let (key, b) = block(3);
+    n.handle_message(
+        0,
+        PeerId(1),
+        Message::InsertData {
+            id: 1,
+            block: b.clone(),
+        },
+        &mut EmptyStore,
+        &mut r,
+    );
+    assert!(sends(&drain(&mut n)).is_empty());
+    assert_eq!(n.stats().unexpected_replies, 1);
+    n.handle_message(
+        0,
+        PeerId(1),
+        Message::Insert {
+            id: 2,
+            key,
+            htl: 10,
+            kind: KeyKind::Chk,
+        },
+        &mut EmptyStore,
+        &mut r,
+    );
+    assert_eq!(
+        sends(&drain(&mut n)),
+        vec![(PeerId(1), Message::Accepted { id: 2 })]
+    );
+    n.handle_message(
+        0,
+        PeerId(2),
+        Message::InsertData { id: 2, block: b },
+        &mut EmptyStore,
+        &mut r,
+    );
+    assert!(sends(&drain(&mut n)).is_empty());
+    assert_eq!(n.stats().unexpected_replies, 2);
+    assert_eq!(n.pending_count(), 1);
+    let t = Config::default().accept_timeout;
+    n.handle_timeout(t, &mut r);
+    assert_eq!(n.pending_count(), 0);
+    assert!(sends(&drain(&mut n)).is_empty());
 }

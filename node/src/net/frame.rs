@@ -150,11 +150,8 @@ mod tests {
 
     #[test]
     fn chk_block_fits_the_33k_frame() {
-        let m = LinkMessage::Routing(Message::Insert {
+        let m = LinkMessage::Routing(Message::InsertData {
             id: u64::MAX,
-            key: Key([0xff; 32]),
-            htl: 18,
-            kind: KeyKind::Chk,
             block: vec![0xaa; 32786],
         });
         let e = encode(&m);

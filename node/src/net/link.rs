@@ -86,7 +86,7 @@ fn queue_cost(msg: &LinkMessage) -> usize {
     use lichen_routing::Message as M;
     match msg {
         LinkMessage::Routing(
-            M::DataFound { block, .. } | M::Insert { block, .. } | M::Collision { block, .. },
+            M::DataFound { block, .. } | M::InsertData { block, .. } | M::Collision { block, .. },
         ) => MESSAGE_COST + block.len(),
         _ => MESSAGE_COST,
     }

@@ -281,18 +281,15 @@ async fn a_passive_relay_sees_no_plaintext_keys_or_odd_sizes() {
     );
     // The plaintext itself too (as if a block were sent unencrypted).
     la.sender()
-        .send(Message::Insert {
+        .send(Message::InsertData {
             id: 43,
-            key,
-            htl: 18,
-            kind: KeyKind::Chk,
             block: document.clone(),
         })
         .await
         .unwrap();
     assert!(matches!(
         next_msg(&mut lb).await,
-        Message::Insert { id: 43, .. }
+        Message::InsertData { id: 43, .. }
     ));
     for id in 0..20 {
         la.sender().send(request(id)).await.unwrap();

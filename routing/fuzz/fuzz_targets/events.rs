@@ -38,7 +38,13 @@ fn message(u: &mut Unstructured<'_>) -> arbitrary::Result<Message> {
     let peer_locations = locs.into_iter().map(Location).collect();
     Ok(match u.int_in_range(0..=16)? {
         0 => Message::Request { id, key: key(u)?, htl, kind },
-        1 => Message::Insert { id, key: key(u)?, htl, kind, block },
+        1 => {
+            if u.arbitrary()? {
+                Message::Insert { id, key: key(u)?, htl, kind }
+            } else {
+                Message::InsertData { id, block }
+            }
+        }
         2 => Message::Accepted { id },
         3 => Message::RejectedLoop { id },
         4 => Message::RejectedOverload { id },
