@@ -166,6 +166,14 @@ fn no_message_names_the_originator() {
             }
             Message::Announce { noderef, .. } => {
                 assert_eq!(noderef.location.0, who.location, "{}: announce", who.name);
+                // The search finds what the announcement names: it would
+                // find it in any other message too.
+                let enc = cbor(&r.msg);
+                for (what, needle) in who.needles() {
+                    if what != "noderef text" && what != "location (LE)" {
+                        assert!(contains(&enc, &needle), "{}: {what} not found", who.name);
+                    }
+                }
                 continue;
             }
             Message::Request { id, htl, .. } => {
