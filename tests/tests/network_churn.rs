@@ -1,7 +1,8 @@
 //! A third of the network dies during a fetch; the fetch still completes.
 //!
 //! Eleven node processes form an opennet through a seed; a 50 MiB random
-//! document is inserted through FCP on node A (node 1). Then node B joins
+//! document is inserted through FCP on node A (node 1, limited to 3 peers,
+//! all taken before B joins, so B is not one of them). Then node B joins
 //! with an empty store (in a network this small an HTL-18 insert stores
 //! blocks on nearly every node, so a node up during the insert would find
 //! them locally) and a download limit of 4 MiB/s, so its fetch takes long
@@ -24,6 +25,8 @@ const NODES: usize = 12;
 const SIZE: usize = 50 << 20;
 /// B's download limit (bytes per second).
 const B_DOWNLOAD: u64 = 4 << 20;
+/// A's peer limit.
+const A_PEERS: u64 = 3;
 /// Never A (1) or B (11); the seed (0) is one of them.
 const VICTIMS: [usize; 4] = [0, 3, 6, 9];
 
@@ -32,7 +35,14 @@ fn a_fetch_survives_a_third_of_the_nodes_dying() {
     let t0 = Instant::now();
     let bin = Path::new(env!("CARGO_BIN_EXE_lichen-it"));
     let dir = tempfile::tempdir().unwrap();
-    let mut net = Testnet::start(bin, dir.path(), NODES - 1);
+    // A (node 1) takes at most 3 peers: it is full long before B joins,
+    // and an opennet node drops a peer for a newcomer only after the
+    // peer's grace period (120 s), so B does not become A's peer.
+    let mut net = Testnet::start(bin, dir.path(), 1);
+    assert_eq!(net.add(&format!("max_peers = {A_PEERS}"), &[]), 1);
+    for _ in 2..NODES - 1 {
+        net.add("", &[]);
+    }
     net.wait_all_connected();
 
     let body = random_bytes(SIZE, 0xc4_0a11);
@@ -40,6 +50,8 @@ fn a_fetch_survives_a_third_of_the_nodes_dying() {
     let uri = put(net.nodes[1].fcp, "CHK@", &body, &[]);
     let put_s = t.elapsed().as_secs_f64();
 
+    let a_peers = connected(net.nodes[1].fcp);
+    assert!(a_peers <= A_PEERS, "A has {a_peers} peers");
     let b = net.add(&format!("download_limit = {B_DOWNLOAD}"), &[]);
     assert_eq!(b, NODES - 1);
     // B needs more peers than the victims could take from it.
@@ -89,13 +101,15 @@ fn a_fetch_survives_a_third_of_the_nodes_dying() {
         );
     };
     let get_s = t.elapsed().as_secs_f64();
+    let a_peers_after = connected(net.nodes[1].fcp);
     let (kill_s, ok, req) =
         killed_at.expect("the fetch ended before the nodes were killed: nothing was tested");
     assert_eq!(done.name, "AllData", "the fetch failed: {done:?}");
     assert!(done.data.as_deref() == Some(&body[..]), "the bytes differ");
     eprintln!(
         "50 MiB insert {put_s:.1} s; fetch {get_s:.1} s; killed {VICTIMS:?} at {kill_s:.1} s \
-         ({ok}/{req} blocks); B's peers {peers_min} at the start, {} -> {} at the kill",
+         ({ok}/{req} blocks); B's peers {peers_min} at the start, {} -> {} at the kill; \
+         A's peers {a_peers} before B joined, {a_peers_after} at the end",
         peers.0, peers.1
     );
     assert!(
