@@ -674,6 +674,16 @@ impl Conn {
                     f.push("volatile.startupTime", node.started_ms.to_string());
                     f.push("volatile.storeBytes", st.total_bytes().to_string());
                     f.push("volatile.numberOfConnected", node.peer_count().to_string());
+                    if let Some(net) = node.peers.get() {
+                        // Real counters of the routing core (lichen_routing::Stats).
+                        let s = net.stats();
+                        f.push("volatile.lichen.badBlocks", s.bad_blocks.to_string());
+                        f.push("volatile.lichen.misbehaviour", s.misbehaviour.to_string());
+                        f.push(
+                            "volatile.lichen.disconnectedMisbehaving",
+                            s.disconnected_misbehaving.to_string(),
+                        );
+                    }
                 }
                 self.send(
                     &rep::NodeData {

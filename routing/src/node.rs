@@ -1581,6 +1581,27 @@ impl<V: Verifier> Node<V> {
             }
             return;
         }
+        if let (Some(block), Fail::RouteNotFound) = (&p.insert, &why) {
+            // The route ended while the HTL (the minimum that came back)
+            // was still above the caching level: no node on it was allowed
+            // to keep the block, so the insert would be nowhere but in the
+            // inserter's private cache, yet reported as routed. A forwarder
+            // (never the inserter) keeps it. Only networks too small to
+            // take an insert past the first hops get here.
+            if p.upstream != Upstream::Local && p.htl > self.cfg.cache_max_htl {
+                let space = if self.is_sink(p.key.location()) {
+                    Space::Store
+                } else {
+                    Space::Cache
+                };
+                self.actions.push_back(Action::StoreBlock {
+                    space,
+                    key: p.key,
+                    kind: p.kind,
+                    block: block.clone(),
+                });
+            }
+        }
         if p.insert.is_some() {
             self.store_deep(&p);
             self.release(p.upstream);

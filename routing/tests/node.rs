@@ -1230,3 +1230,44 @@ fn stray_insert_data_is_refused_and_missing_data_times_out() {
     assert_eq!(n.pending_count(), 0);
     assert!(sends(&drain(&mut n)).is_empty());
 }
+
+#[test]
+fn insert_whose_route_ends_at_high_htl_is_kept_by_a_forwarder() {
+    // One peer (the upstream): an insert arriving at the maximum HTL has
+    // nowhere to go. Nobody on its path was allowed to cache it (HTL above
+    // cache_max_htl), so this forwarder keeps it instead of losing it.
+    let (key, b) = block(9);
+    let (mut n, mut r) = node(1, Config::default());
+    send_insert(
+        &mut n,
+        0,
+        PeerId(1),
+        (77, key, 18, KeyKind::Chk),
+        b.clone(),
+        &mut EmptyStore,
+        &mut r,
+    );
+    let a = drain(&mut n);
+    assert!(
+        a.iter()
+            .any(|x| matches!(x, Action::StoreBlock { block, .. } if *block == b)),
+        "{a:?}"
+    );
+    assert!(sends(&a)
+        .iter()
+        .any(|(to, m)| *to == PeerId(1) && matches!(m, Message::RouteNotFound { id: 77, .. })));
+    // The inserter itself still keeps nothing in the shared spaces.
+    let (mut n, mut r) = node(0, Config::default());
+    let _ = n.handle_local_request(
+        0,
+        LocalRequest::Insert {
+            key,
+            kind: KeyKind::Chk,
+            block: b,
+        },
+        &mut r,
+    );
+    assert!(!drain(&mut n)
+        .iter()
+        .any(|x| matches!(x, Action::StoreBlock { .. })));
+}

@@ -6,6 +6,12 @@
 //! Every wait is bounded; a node that does not come up within
 //! [`START_TIMEOUT`] fails the test instead of hanging it.
 
+pub mod fake_peer;
+pub mod network;
+pub mod relay;
+
+pub use network::{random_bytes, Testnet};
+
 use lichen_fcp::codec::Message;
 use lichen_fcp::{Decoder, Event, Limits};
 use std::io::{Read, Write};
@@ -98,7 +104,11 @@ impl NodeProc {
             .args(["--fcp-port", &port.to_string()])
             .args(["--gateway-port", &free_port().to_string()])
             .args(["--listen", &format!("127.0.0.1:{peer_port}")])
-            .env("RUST_LOG", "info")
+            // `LICHEN_IT_LOG=lichen=debug` when debugging a test.
+            .env(
+                "RUST_LOG",
+                std::env::var("LICHEN_IT_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(logf.try_clone().unwrap())
             .stderr(logf)

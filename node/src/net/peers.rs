@@ -33,7 +33,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
@@ -82,6 +82,9 @@ pub struct PeerManager {
     cmd: mpsc::Sender<Cmd>,
     /// The routing node's peer count, updated by the driving task.
     connected: Arc<AtomicUsize>,
+    /// The routing node's counters, copied by the driving task after
+    /// every step.
+    stats: Arc<Mutex<lichen_routing::Stats>>,
 }
 
 fn kind_of(k: KeyKind) -> BlockKind {
@@ -121,18 +124,30 @@ impl PeerManager {
             shutdown.clone(),
         ));
         let connected = Arc::new(AtomicUsize::new(0));
+        let stats = Arc::new(Mutex::new(lichen_routing::Stats::default()));
         tokio::spawn(drive(
             setup,
             cmd_rx,
             link_tx,
             link_rx,
             shutdown,
-            connected.clone(),
+            (connected.clone(), stats.clone()),
         ));
         PeerManager {
             cmd: cmd_tx,
             connected,
+            stats,
         }
+    }
+
+    /// The routing node's counters after its last step (invalid blocks,
+    /// offences, ...: `lichen_routing::Stats`).
+    #[must_use]
+    pub fn stats(&self) -> lichen_routing::Stats {
+        self.stats
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Peers the routing node had after its last step (no round trip to
@@ -265,7 +280,7 @@ async fn drive(
     link_tx: mpsc::Sender<Link>,
     mut links: mpsc::Receiver<Link>,
     shutdown: CancellationToken,
-    connected: Arc<AtomicUsize>,
+    (connected, stats): (Arc<AtomicUsize>, Arc<Mutex<lichen_routing::Stats>>),
 ) {
     let start = Instant::now();
     let now = || u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -451,6 +466,10 @@ async fn drive(
             }
         }
         connected.store(node.peer_count(), Ordering::Relaxed);
+        stats
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone_from(node.stats());
     }
     connected.store(0, Ordering::Relaxed);
     for p in peers.values() {

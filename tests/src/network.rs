@@ -1,0 +1,265 @@
+//! Helpers for the network tests: a loopback network of node processes
+//! wired as one opennet through a seed (node 0), FCP shortcuts, random
+//! documents.
+//!
+//! Every wait is bounded and panics with the node's log when it runs out.
+
+use crate::{free_port, Fcp, NodeProc};
+use lichen_fcp::codec::Message;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// How long a new node may take to find a peer.
+pub const PEER_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// `len` pseudo-random bytes (xorshift64*, deterministic per `seed`):
+/// incompressible enough for a test document.
+#[must_use]
+pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut s = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        s ^= s >> 12;
+        s ^= s << 25;
+        s ^= s >> 27;
+        out.extend_from_slice(&s.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// The noderef text of the node whose data directory is `data_dir`, as
+/// `lichen noderef` prints it, naming `listen` as its address (the node
+/// need not listen there: a test relay can stand in between). Creates the
+/// identity if the directory has none.
+///
+/// # Panics
+/// If the command fails.
+#[must_use]
+#[allow(clippy::unwrap_used)]
+pub fn noderef_text(bin: &Path, data_dir: &Path, listen: SocketAddr) -> String {
+    let out = Command::new(bin)
+        .arg("noderef")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--listen", &listen.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "lichen noderef failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `GetNode WithVolatile=true`.
+#[must_use]
+pub fn node_data(fcp: SocketAddr) -> Message {
+    let mut c = Fcp::connect(fcp, "it-getnode");
+    c.send(&Message::new("GetNode").field("WithVolatile", "true"));
+    c.until(&["NodeData"]).0
+}
+
+/// A numeric field of `GetNode WithVolatile=true` (0 when absent).
+#[must_use]
+pub fn volatile(fcp: SocketAddr, field: &str) -> u64 {
+    node_data(fcp)
+        .get(field)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Peers the node has (`volatile.numberOfConnected`).
+#[must_use]
+pub fn connected(fcp: SocketAddr) -> u64 {
+    volatile(fcp, "volatile.numberOfConnected")
+}
+
+/// Wait (bounded by `timeout`) until `node` has at least `min` peers.
+///
+/// # Panics
+/// When the time runs out (with the node's log).
+pub fn wait_connected(node: &NodeProc, min: u64, timeout: Duration) -> u64 {
+    let start = Instant::now();
+    loop {
+        let n = connected(node.fcp);
+        if n >= min {
+            return n;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "node has {n} peers, wanted {min}; log:\n{}",
+            node.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Insert `data` under `uri` (`CHK@`, `KSK@name`, ...) with extra ClientPut
+/// fields; returns the final URI.
+///
+/// # Panics
+/// If the insert fails or is not reported as in the network.
+#[must_use]
+#[allow(clippy::unwrap_used)]
+pub fn put(fcp: SocketAddr, uri: &str, data: &[u8], extra: &[(&str, &str)]) -> String {
+    let mut c = Fcp::connect(fcp, "it-put");
+    let mut m = Message::new("ClientPut")
+        .field("URI", uri)
+        .field("Identifier", "put")
+        .field("UploadFrom", "direct");
+    for (k, v) in extra {
+        m.fields.set(*k, (*v).to_string());
+    }
+    m.fields.set("DataLength", data.len().to_string());
+    m.data = Some(data.to_vec());
+    c.send(&m);
+    let (done, _) = c.until(&["PutSuccessful", "PutFailed"]);
+    assert_eq!(done.name, "PutSuccessful", "{done:?}");
+    assert_eq!(done.get("Lichen.InNetwork"), Some("true"), "{done:?}");
+    done.get("URI").unwrap().to_string()
+}
+
+/// Fetch `uri` (ReturnType direct): the data, or the failure message.
+pub fn get(fcp: SocketAddr, uri: &str) -> Result<Vec<u8>, Box<Message>> {
+    let mut c = Fcp::connect(fcp, "it-get");
+    c.send(
+        &Message::new("ClientGet")
+            .field("URI", uri)
+            .field("Identifier", "get")
+            .field("ReturnType", "direct"),
+    );
+    let (m, _) = c.until(&["AllData", "GetFailed"]);
+    if m.name == "AllData" {
+        Ok(m.data.unwrap_or_default())
+    } else {
+        Err(Box::new(m))
+    }
+}
+
+/// A network of node processes on loopback: node 0 is the seed, every
+/// other node lists it in `seeds` (`DIR/seeded.toml`, or its own config
+/// with extra lines).
+#[derive(Debug)]
+pub struct Testnet {
+    /// The program under test.
+    pub bin: PathBuf,
+    /// Where the nodes' directories and logs go.
+    pub dir: PathBuf,
+    /// The seed's noderef file.
+    pub seed_file: PathBuf,
+    /// The seed's real peer address (its noderef may name another).
+    pub seed_listen: SocketAddr,
+    /// The nodes, in start order.
+    pub nodes: Vec<NodeProc>,
+}
+
+impl Testnet {
+    /// Start `n` nodes (the seed and `n - 1` seeded nodes) in `dir`.
+    ///
+    /// # Panics
+    /// If a node does not start.
+    #[must_use]
+    #[allow(clippy::unwrap_used)]
+    pub fn start(bin: &Path, dir: &Path, n: usize) -> Self {
+        let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        Self::start_advertising(bin, dir, n, listen, listen)
+    }
+
+    /// As [`Testnet::start`], with the seed listening on `seed_listen`
+    /// while its noderef names `advertise` (a relay there forwards to it).
+    ///
+    /// # Panics
+    /// If a node does not start.
+    #[must_use]
+    #[allow(clippy::unwrap_used)]
+    pub fn start_advertising(
+        bin: &Path,
+        dir: &Path,
+        n: usize,
+        seed_listen: SocketAddr,
+        advertise: SocketAddr,
+    ) -> Self {
+        let seed_dir = dir.join("node-0");
+        let text = noderef_text(bin, &seed_dir, advertise);
+        let seed_file = dir.join("seed.noderef");
+        std::fs::write(&seed_file, text).unwrap();
+        std::fs::write(
+            dir.join("seeded.toml"),
+            format!("[network]\nseeds = [{:?}]\n", seed_file.to_str().unwrap()),
+        )
+        .unwrap();
+        let seed =
+            NodeProc::start_with_config(bin, &seed_dir, free_port(), seed_listen.port(), None);
+        let mut net = Testnet {
+            bin: bin.to_path_buf(),
+            dir: dir.to_path_buf(),
+            seed_file,
+            seed_listen,
+            nodes: vec![seed],
+        };
+        for _ in 1..n {
+            net.add("", &[]);
+        }
+        net
+    }
+
+    /// Start one more node seeded by node 0 (and by `more_seeds`), with
+    /// `network_extra` appended to its `[network]` table (e.g.
+    /// `download_limit = 4194304`). Returns its index.
+    ///
+    /// # Panics
+    /// If the node does not start.
+    #[allow(clippy::unwrap_used)]
+    pub fn add(&mut self, network_extra: &str, more_seeds: &[&Path]) -> usize {
+        let i = self.nodes.len();
+        let config = if network_extra.is_empty() && more_seeds.is_empty() {
+            self.dir.join("seeded.toml")
+        } else {
+            let mut seeds = vec![format!("{:?}", self.seed_file.to_str().unwrap())];
+            seeds.extend(
+                more_seeds
+                    .iter()
+                    .map(|p| format!("{:?}", p.to_str().unwrap())),
+            );
+            let c = self.dir.join(format!("node-{i}.toml"));
+            std::fs::write(
+                &c,
+                format!(
+                    "[network]\nseeds = [{}]\n{network_extra}\n",
+                    seeds.join(", ")
+                ),
+            )
+            .unwrap();
+            c
+        };
+        self.nodes.push(NodeProc::start_with_config(
+            &self.bin,
+            &self.dir.join(format!("node-{i}")),
+            free_port(),
+            free_port(),
+            Some(&config),
+        ));
+        i
+    }
+
+    /// Wait until every running node has a peer.
+    ///
+    /// # Panics
+    /// When [`PEER_TIMEOUT`] runs out.
+    pub fn wait_all_connected(&self) {
+        for n in &self.nodes {
+            wait_connected(n, 1, PEER_TIMEOUT);
+        }
+    }
+
+    /// Stop every node (SIGTERM, bounded).
+    pub fn stop(&mut self) {
+        for n in &mut self.nodes {
+            n.terminate();
+        }
+    }
+}
