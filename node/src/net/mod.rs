@@ -31,6 +31,7 @@
 
 pub mod bandwidth;
 pub mod error;
+pub mod fcp_peers;
 pub mod frame;
 pub mod handshake;
 pub mod keys;
