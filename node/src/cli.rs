@@ -2329,4 +2329,46 @@ get-2 (global)  get   failed: Data not found (code 13)  -
         let m = msg("PutFailed", &[]);
         assert_eq!(insert_error(&m).to_string(), "insert failed: unknown error");
     }
+
+    #[test]
+    fn peers_table_hides_addresses_unless_asked() {
+        let p = Message::new("Peer")
+            .field("identity", "IDENT")
+            .field("opennet", "false")
+            .field("location", "0.250000")
+            .field("physical.tcp", "10.1.2.3:9489")
+            .field("volatile.status", "CONNECTED");
+        let t = render_peers(std::slice::from_ref(&p), false);
+        assert_eq!(t.lines().count(), 2, "{t}");
+        assert!(t.contains("IDENT") && t.contains("friend") && t.contains("connected"));
+        assert!(!t.contains("10.1.2.3"), "{t}");
+        let t = render_peers(&[p], true);
+        assert!(t.contains("ADDRESS") && t.contains("10.1.2.3:9489"), "{t}");
+        assert_eq!(render_peers(&[], false), "No peers.\n");
+    }
+
+    #[test]
+    fn noderef_files_are_checked_before_sending() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = crate::net::NodeKeys::from_static_secret([7; 32]);
+        let r = crate::net::NodeRef::new(&keys, vec!["127.0.0.1:9".parse().unwrap()], None);
+        let text = r.to_text(&keys);
+        let good = dir.path().join("good");
+        fs::write(&good, format!("# my friend\n{text}\n")).unwrap();
+        assert_eq!(
+            read_noderef(good.to_str().unwrap(), &mut io::empty()).unwrap(),
+            text
+        );
+        let mut stdin = Cursor::new(text.clone().into_bytes());
+        assert_eq!(read_noderef("-", &mut stdin).unwrap(), text);
+        let bad = dir.path().join("bad");
+        fs::write(&bad, "lichen-noderef-v1:AAAA").unwrap();
+        let e = read_noderef(bad.to_str().unwrap(), &mut io::empty()).unwrap_err();
+        assert!(e.to_string().contains("not a usable noderef"), "{e}");
+        fs::write(&bad, [0xff, 0xfe]).unwrap();
+        assert!(read_noderef(bad.to_str().unwrap(), &mut io::empty()).is_err());
+        let missing = dir.path().join("missing");
+        let e = read_noderef(missing.to_str().unwrap(), &mut io::empty()).unwrap_err();
+        assert!(e.to_string().contains("cannot read"), "{e}");
+    }
 }

@@ -23,7 +23,7 @@
 //! and moved aside (`peers.toml.damaged`), a bad entry is skipped. Friends
 //! are kept however often they fail; opennet entries are bounded
 //! (most recently seen first) and forgotten after [`FORGET_AFTER`]
-//! failed attempts in a row.
+//! failed attempts in a row once not seen for a day.
 
 use super::noderef::NodeRef;
 use serde::{Deserialize, Serialize};
@@ -36,8 +36,11 @@ pub const DAMAGED_NAME: &str = "peers.toml.damaged";
 /// Format version this node writes and reads.
 pub const VERSION: u32 = 1;
 /// Failed connection attempts in a row after which an opennet entry is
-/// forgotten.
+/// forgotten (if it was also not seen for [`FORGET_MIN_AGE_MS`]).
 pub const FORGET_AFTER: u32 = 8;
+/// An opennet entry seen this recently is kept however often it fails (an
+/// hour offline must not wipe the list).
+pub const FORGET_MIN_AGE_MS: u64 = 24 * 3600 * 1000;
 /// Largest peer file read (a friend list of thousands fits easily).
 pub const MAX_FILE_BYTES: u64 = 4 << 20;
 /// Most friends kept (an input bound, not a policy: Fred has no limit).
@@ -276,15 +279,19 @@ impl PeerList {
         self.get(key).is_some()
     }
 
-    /// A connection attempt failed. Returns true if the entry was forgotten
-    /// (opennet, [`FORGET_AFTER`] failures in a row).
-    pub fn failed(&mut self, key: &[u8; 32]) -> bool {
+    /// A connection attempt failed at `now_ms`. Returns true if the entry
+    /// was forgotten (opennet, [`FORGET_AFTER`] failures in a row and not
+    /// seen for [`FORGET_MIN_AGE_MS`]).
+    pub fn failed(&mut self, key: &[u8; 32], now_ms: u64) -> bool {
         let Some(i) = self.entries.iter().position(|e| e.key() == *key) else {
             return false;
         };
         let e = &mut self.entries[i];
         e.failures = e.failures.saturating_add(1);
-        if e.kind == PeerKind::Opennet && e.failures >= FORGET_AFTER {
+        if e.kind == PeerKind::Opennet
+            && e.failures >= FORGET_AFTER
+            && now_ms.saturating_sub(e.last_seen) >= FORGET_MIN_AGE_MS
+        {
             self.entries.remove(i);
             return true;
         }
@@ -504,7 +511,7 @@ mod tests {
         assert_eq!(l.add_friend(f.clone(), fb.clone()).unwrap(), Added::New);
         let (o, ob) = noderef(2);
         assert!(l.seen(Some((&o, &ob)), &o.static_key, 1234));
-        assert!(!l.failed(&o.static_key));
+        assert!(!l.failed(&o.static_key, 2000));
         l.save(dir.path()).unwrap();
         #[cfg(unix)]
         {
@@ -628,18 +635,22 @@ mod tests {
         let (o, ob) = noderef(2);
         l.add_friend(f.clone(), fb).unwrap();
         l.seen(Some((&o, &ob)), &o.static_key, 5);
+        let later = 5 + FORGET_MIN_AGE_MS;
         for _ in 1..FORGET_AFTER {
-            assert!(!l.failed(&o.static_key));
+            assert!(!l.failed(&o.static_key, later));
         }
         // Seeing it again resets the count.
         l.seen(None, &o.static_key, 6);
         for _ in 1..FORGET_AFTER {
-            assert!(!l.failed(&o.static_key));
+            assert!(!l.failed(&o.static_key, later));
         }
-        assert!(l.failed(&o.static_key));
+        // Failing often but seen recently: kept.
+        assert!(!l.failed(&o.static_key, 7));
+        assert!(!l.failed(&o.static_key, 6 + FORGET_MIN_AGE_MS - 1));
+        assert!(l.failed(&o.static_key, later + 1));
         assert!(l.get(&o.static_key).is_none());
         for _ in 0..FORGET_AFTER * 3 {
-            assert!(!l.failed(&f.static_key));
+            assert!(!l.failed(&f.static_key, u64::MAX));
         }
         assert!(l.is_friend(&f.static_key));
         // Adding an opennet peer as a friend promotes it; twice is a duplicate.

@@ -561,7 +561,7 @@ impl Peers {
 
     /// A dial failed, or a dialed link closed before its hello.
     fn failed(&mut self, key: &[u8; 32]) {
-        if self.list.failed(key) {
+        if self.list.failed(key, crate::node::now_ms()) {
             tracing::debug!("forgot an opennet peer that failed repeatedly");
             self.retry_at.remove(key);
             self.save_now();
