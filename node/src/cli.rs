@@ -1322,7 +1322,7 @@ fn peers_add(fcp: &FcpOpts, file: &str, stdin: &mut dyn Read, t: &mut Term<'_>) 
         peer.get("identity").unwrap_or("?"),
         match peer.get("volatile.status") {
             Some("CONNECTED") => "connected",
-            _ => "connecting; it must add this node's noderef too",
+            _ => "connecting; a darknet friend must add this node's noderef too",
         }
     );
     write_out(t.out, line.as_bytes())

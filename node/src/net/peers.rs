@@ -60,6 +60,8 @@ const FRIEND_RETRY_MAX: Duration = Duration::from_secs(120);
 const OPENNET_RETRY_MAX: Duration = Duration::from_secs(600);
 /// A friend the routing core dropped is not redialed for this long.
 const DROPPED_RETRY: Duration = Duration::from_secs(30);
+/// A link that lived less than this was probably closed by a full node.
+const SHORT_LINK: Duration = Duration::from_secs(60);
 /// `last_seen` changes are written at most this often.
 pub const SAVE_EVERY: Duration = Duration::from_secs(60);
 /// Two links to the same node that came up within this window are a
@@ -897,6 +899,17 @@ async fn drive(
                             ps.by_key.remove(&p.remote);
                             if p.routed {
                                 node.remove_peer(now(), pid, &mut rng);
+                                // Not redialed at once: a full node closes
+                                // right after the hello, and would be
+                                // dialed every tick.
+                                let delay = if ps.list.is_friend(&p.remote) {
+                                    RETRY_BASE
+                                } else if p.since.elapsed() < SHORT_LINK {
+                                    OPENNET_RETRY_MAX / 2
+                                } else {
+                                    DROPPED_RETRY
+                                };
+                                ps.retry_at.insert(p.remote, Instant::now() + delay);
                             } else if p.dialed.is_some() {
                                 // Closed before its hello: refused (a
                                 // darknet node that does not know us).
