@@ -962,6 +962,47 @@ impl Reply for EndListPeers {
     }
 }
 
+/// `PeerRemoved`: the answer to `RemovePeer`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerRemoved {
+    /// The removed peer's identity.
+    pub identity: String,
+    /// The `NodeIdentifier` the client gave.
+    pub node_identifier: String,
+    /// `Identifier` of the RemovePeer.
+    pub identifier: Option<String>,
+}
+
+impl Reply for PeerRemoved {
+    const NAME: &'static str = "PeerRemoved";
+    fn fields(&self) -> Fields {
+        let mut f = Fields::new();
+        f.push("Identity", self.identity.clone());
+        f.push("NodeIdentifier", self.node_identifier.clone());
+        f.push_opt("Identifier", self.identifier.clone());
+        f
+    }
+}
+
+/// `UnknownNodeIdentifier`: no peer matches a `NodeIdentifier`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownNodeIdentifier {
+    /// The `NodeIdentifier` the client gave.
+    pub node_identifier: String,
+    /// `Identifier` of the request.
+    pub identifier: Option<String>,
+}
+
+impl Reply for UnknownNodeIdentifier {
+    const NAME: &'static str = "UnknownNodeIdentifier";
+    fn fields(&self) -> Fields {
+        let mut f = Fields::new();
+        f.push("NodeIdentifier", self.node_identifier.clone());
+        f.push_opt("Identifier", self.identifier.clone());
+        f
+    }
+}
+
 /// Adds `ListRequestIdentifier` to a message sent in answer to a
 /// ListPersistentRequests that had an `Identifier` (fred does the same).
 pub fn with_list_request_identifier(

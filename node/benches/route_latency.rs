@@ -63,6 +63,8 @@ async fn start(i: usize, hops: usize, stop: &CancellationToken) -> Hop {
             ..lichen_routing::Config::default()
         },
         opennet: false,
+        peer_dir: None,
+        max_remembered: 0,
     };
     Hop {
         manager: PeerManager::start(setup, listener, stop.clone()),

@@ -54,6 +54,14 @@ enum Command {
     },
     /// Print this node's noderef (give it to a friend, or list it as a seed).
     Noderef(NodeArgs),
+    /// List the node's peers; `peers add NODEREF_FILE` adds a friend,
+    /// `peers remove IDENTITY` forgets a peer.
+    Peers {
+        #[command(flatten)]
+        fcp: cli::FcpOpts,
+        #[command(flatten)]
+        args: cli::PeersArgs,
+    },
     /// Start N nodes on loopback wired as one opennet through node 0 (the
     /// seed). Node i has FCP port P+3i, gateway port P+3i+1 and peer port
     /// P+3i+2. Ctrl-C stops them all.
@@ -115,6 +123,7 @@ pub fn main() -> ExitCode {
         Command::Status { fcp } => cli::status(&fcp),
         Command::Sim { args } => run_sim(args),
         Command::Noderef(a) => print_noderef(a),
+        Command::Peers { fcp, args } => cli::peers(&fcp, &args),
         Command::Testnet(a) => crate::testnet::run(a.nodes, a.data_dir, a.base_port),
     };
     match result {

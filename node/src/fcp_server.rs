@@ -450,6 +450,15 @@ impl Conn {
     async fn on_event(&self, ev: Event, upload: &mut Upload) -> bool {
         match ev {
             Event::Message(m) => {
+                // Peer management is answered here (the typed parser in
+                // lichen-fcp does not know these messages).
+                if m.data.is_none()
+                    && matches!(m.name.as_str(), "AddPeer" | "RemovePeer")
+                    && lock(&self.session).hello_received()
+                {
+                    self.peer_message(&m).await;
+                    return true;
+                }
                 let action = lock(&self.session).handle(&m);
                 match (action, m.data) {
                     (Action::Execute(msg), Some(data)) => {
@@ -694,12 +703,16 @@ impl Conn {
                 );
             }
             ClientMessage::ListPeers(l) => {
-                self.send(
-                    &rep::EndListPeers {
-                        identifier: l.identifier,
-                    }
-                    .to_message(),
-                );
+                for m in crate::net::fcp_peers::list_peers(
+                    node,
+                    l.identifier,
+                    l.with_metadata,
+                    l.with_volatile,
+                )
+                .await
+                {
+                    self.send(&m);
+                }
             }
             ClientMessage::TestDdaRequest(r) => {
                 self.test_dda_request(&r.directory, r.want_read, r.want_write)
@@ -861,6 +874,18 @@ impl Conn {
             read,
             write,
         });
+        self.send(&reply);
+    }
+
+    /// `AddPeer` / `RemovePeer` (see `net::fcp_peers`).
+    async fn peer_message(&self, m: &Message) {
+        use crate::net::fcp_peers;
+        let reply = if m.name == "AddPeer" {
+            let allowed = |p: &Path| self.disk_allowed(p, false);
+            fcp_peers::add_peer(&self.node, &m.fields, &allowed).await
+        } else {
+            fcp_peers::remove_peer(&self.node, &m.fields).await
+        };
         self.send(&reply);
     }
 

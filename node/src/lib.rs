@@ -45,6 +45,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     node.shutdown.cancel();
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), fcp).await;
+    if let Some(p) = node.peers.get() {
+        // The peer list's last `last_seen` times.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), p.stopped()).await;
+    }
     let store = node.store.clone();
     let flushed = tokio::task::spawn_blocking(move || store.flush()).await;
     if !matches!(flushed, Ok(Ok(()))) {
@@ -53,9 +57,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Bind the peer port, start the peer manager (kept in `node.peers`) and
+/// Bind the peer port, start the peer manager (kept in `node.peers`; it
+/// reconnects to the peers remembered in `peers.toml`) and, on opennet,
 /// connect to the seeds listed in `[network] seeds`. Until the node has a
-/// peer it keeps trying the seeds every [`SEED_RETRY`].
+/// peer it keeps trying the seeds every [`SEED_RETRY`]. A darknet node
+/// ignores seeds: it connects only to friends.
 async fn start_network(node: &Arc<node::Node>) -> anyhow::Result<()> {
     let net = &node.config.network;
     let listener = tokio::net::TcpListener::bind(net.listen)
@@ -83,21 +89,36 @@ async fn start_network(node: &Arc<node::Node>) -> anyhow::Result<()> {
             max_peers: net.max_peers,
             opennet: net.opennet,
             swapping: !net.opennet,
+            cache_max_htl: net.cache_max_htl,
             ..lichen_routing::Config::default()
         },
         opennet: net.opennet,
+        peer_dir: Some(node.data_dir.clone()),
+        max_remembered: net.max_peers.saturating_mul(2),
     };
     let manager = net::peers::PeerManager::start(setup, listener, node.shutdown.clone());
     let _ = node.peers.set(manager.clone());
-    let seeds = read_seeds(&net.seeds);
-    tracing::info!("peer port {}; {} seed noderef(s)", addr.port(), seeds.len());
+    let mut seeds = read_seeds(&net.seeds);
+    if net.opennet {
+        tracing::info!("peer port {}; {} seed noderef(s)", addr.port(), seeds.len());
+    } else {
+        tracing::info!("peer port {}; darknet: friends only", addr.port());
+        if !seeds.is_empty() {
+            tracing::warn!("[network] seeds are not used on a darknet node (opennet = false); add friends with `lichen peers add`");
+            seeds.clear();
+        }
+    }
     if !seeds.is_empty() {
         let shutdown = node.shutdown.clone();
         tokio::spawn(async move {
             loop {
                 if manager.connected() == 0 {
-                    for s in &seeds {
-                        if manager.connect(s.clone()).await.is_err() {
+                    for (s, bytes) in &seeds {
+                        if manager
+                            .connect_remembered(s.clone(), bytes.clone())
+                            .await
+                            .is_err()
+                        {
                             return;
                         }
                     }
@@ -118,7 +139,7 @@ const SEED_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
 /// The noderefs in the seed files (one per line; blank lines and `#`
 /// comments skipped). Unreadable files and bad lines are warned about and
 /// skipped.
-fn read_seeds(files: &[std::path::PathBuf]) -> Vec<net::NodeRef> {
+fn read_seeds(files: &[std::path::PathBuf]) -> Vec<(net::NodeRef, Vec<u8>)> {
     let mut out = Vec::new();
     for f in files {
         let text = match std::fs::read_to_string(f) {
@@ -133,7 +154,7 @@ fn read_seeds(files: &[std::path::PathBuf]) -> Vec<net::NodeRef> {
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            match net::NodeRef::parse(line) {
+            match net::peerlist::parse_noderef(line) {
                 Ok(r) => out.push(r),
                 Err(e) => tracing::warn!("{} line {}: not a noderef: {e}", f.display(), i + 1),
             }

@@ -11,6 +11,8 @@
 //! transport sealing/opening frames, in-band rekeying             (no I/O)
 //! bandwidth token buckets for the per-node upload/download limits
 //! link      the thin tokio driver: TCP, a reader and a writer task per link
+//! peerlist  the remembered peers (`peers.toml`)                  (file I/O)
+//! peers     the peer manager: links, friends, the routing core's driver
 //! ```
 //!
 //! # Protocol flow
@@ -29,11 +31,13 @@
 
 pub mod bandwidth;
 pub mod error;
+pub mod fcp_peers;
 pub mod frame;
 pub mod handshake;
 pub mod keys;
 pub mod link;
 pub mod noderef;
+pub mod peerlist;
 pub mod peers;
 pub mod transport;
 

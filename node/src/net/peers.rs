@@ -10,19 +10,28 @@
 //! link task, `Disconnect` to a link close.
 //!
 //! ```text
-//! link up ──► both sides send LocationChanged{own location} as a hello
-//! hello  ──► add_peer / accept_opennet_peer, then messages go to routing
+//! link up ──► darknet: a link from a node that is not a friend is closed
+//!             both sides send LocationChanged{own location} as a hello
+//! hello  ──► add_peer (friends, darknet) / accept_opennet_peer, then
+//!             messages go to routing; a dialed peer is remembered
+//! tick   ──► redial remembered peers that are not connected (backing off)
 //! ```
 //!
-//! Not yet: darknet friend lists (every handshaking node is accepted),
-//! peer persistence, backoff of misbehaving addresses, location swaps
-//! persisted to the identity.
+//! Remembered peers live in `peers.toml` ([`super::peerlist`]): friends and
+//! the opennet peers this node dialed. One saver task writes it (atomic
+//! rename), at once when an entry is added or removed, otherwise every
+//! [`SAVE_EVERY`] when only `last_seen` changed, and at shutdown.
+//!
+//! Not yet: backoff of misbehaving addresses, location swaps persisted to
+//! the identity, noderef exchange over links (so opennet peers that dialed
+//! us are not remembered).
 
 use super::bandwidth::Bandwidth;
 use super::error::LinkError;
 use super::keys::NodeKeys;
 use super::link::{Link, LinkConfig, LinkEvent, LinkSender};
 use super::noderef::NodeRef;
+use super::peerlist::{Added, PeerKind, PeerList};
 use lichen_crypto::{BlockKind, RoutingKey};
 use lichen_routing::{
     Action, BlockSource, InsertOutcome, Key, KeyKind, LocalRequest, Location, Message, PeerId,
@@ -31,13 +40,35 @@ use lichen_routing::{
 use lichen_store::{BlockStore, Origin, Space};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
+
+/// How often remembered peers that are not connected are looked at.
+const RECONNECT_TICK: Duration = Duration::from_secs(1);
+/// First retry delay after a failed connection; doubles per failure.
+const RETRY_BASE: Duration = Duration::from_secs(5);
+/// Longest retry delay for a friend.
+const FRIEND_RETRY_MAX: Duration = Duration::from_secs(120);
+/// Longest retry delay for a remembered opennet peer.
+const OPENNET_RETRY_MAX: Duration = Duration::from_secs(600);
+/// A friend the routing core dropped is not redialed for this long.
+const DROPPED_RETRY: Duration = Duration::from_secs(30);
+/// A link that lived less than this was probably closed by a full node.
+const SHORT_LINK: Duration = Duration::from_secs(60);
+/// `last_seen` changes are written at most this often.
+pub const SAVE_EVERY: Duration = Duration::from_secs(60);
+/// Two links to the same node that came up within this window are a
+/// simultaneous dial: both sides keep the one dialed by the node with the
+/// smaller static key. A second link after it replaces the first (the
+/// other side restarted, or saw the old one die).
+const RACE_WINDOW: Duration = Duration::from_secs(5);
 
 /// What the peer manager needs.
 #[derive(Clone)]
@@ -55,10 +86,14 @@ pub struct PeerSetup {
     pub bandwidth: Arc<Bandwidth>,
     /// Routing settings.
     pub routing: lichen_routing::Config,
-    /// Accept strangers (opennet).
+    /// Accept strangers (opennet). Off: only friends' links are accepted.
     pub opennet: bool,
     /// This node's noderef bytes (for opennet announcements and folding).
     pub noderef: Option<Vec<u8>>,
+    /// Directory of `peers.toml` (None: peers are not remembered).
+    pub peer_dir: Option<PathBuf>,
+    /// Most opennet peers remembered.
+    pub max_remembered: usize,
 }
 
 impl std::fmt::Debug for PeerSetup {
@@ -69,11 +104,71 @@ impl std::fmt::Debug for PeerSetup {
     }
 }
 
+/// One peer, for `ListPeers` and `lichen peers`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// Short public name: Freenet base64 of the first 16 bytes of
+    /// SHA-256(static key).
+    pub identity: String,
+    /// Friend or opennet.
+    pub kind: PeerKind,
+    /// A link is up and the routing core has the peer.
+    pub connected: bool,
+    /// Location (last announced by the peer, or the noderef's hint).
+    pub location: Option<u64>,
+    /// Noderef text, when known (remembered peers).
+    pub noderef: Option<String>,
+    /// Addresses from the noderef (empty when unknown).
+    pub addresses: Vec<SocketAddr>,
+    /// When a link last came up (ms since the epoch; 0: never or unknown).
+    pub last_seen: u64,
+}
+
+impl std::fmt::Debug for PeerInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerInfo")
+            .field("kind", &self.kind)
+            .field("connected", &self.connected)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The public short name of a node's static key.
+#[must_use]
+pub fn identity_of(static_key: &[u8; 32]) -> String {
+    lichen_crypto::b64::encode(&lichen_crypto::sha256(static_key)[..16])
+}
+
+/// Why a friend could not be added.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AddFriendError {
+    /// The noderef is this node's own.
+    #[error("that is this node's own noderef")]
+    Myself,
+    /// Already a friend.
+    #[error("that node is already a friend")]
+    Duplicate,
+    /// The friend list is full.
+    #[error("cannot add a friend: {0}")]
+    Full(String),
+    /// The manager has stopped.
+    #[error("the network is not running")]
+    Stopped,
+}
+
 enum Cmd {
     Fetch(Key, KeyKind, oneshot::Sender<RequestOutcome>),
     Insert(Key, KeyKind, Vec<u8>, oneshot::Sender<InsertOutcome>),
-    Connect(NodeRef),
+    Connect(NodeRef, Option<Vec<u8>>),
     PeerCount(oneshot::Sender<usize>),
+    AddFriend(
+        NodeRef,
+        Vec<u8>,
+        oneshot::Sender<Result<PeerInfo, AddFriendError>>,
+    ),
+    Remove(String, oneshot::Sender<Option<PeerInfo>>),
+    List(oneshot::Sender<Vec<PeerInfo>>),
 }
 
 /// A handle on a running peer manager.
@@ -85,6 +180,8 @@ pub struct PeerManager {
     /// The routing node's counters, copied by the driving task after
     /// every step.
     stats: Arc<Mutex<lichen_routing::Stats>>,
+    /// Cancelled once the manager has stopped and the peer file is written.
+    stopped: CancellationToken,
 }
 
 fn kind_of(k: KeyKind) -> BlockKind {
@@ -113,10 +210,27 @@ impl BlockSource for StoreSource<'_> {
 
 impl PeerManager {
     /// Start the manager: accept links on `listener` until `shutdown`.
+    /// Remembered peers are loaded from `setup.peer_dir` (problems are
+    /// logged, never fatal) and dialed.
     #[must_use]
     pub fn start(setup: PeerSetup, listener: TcpListener, shutdown: CancellationToken) -> Self {
         let (cmd_tx, cmd_rx) = mpsc::channel(256);
         let (link_tx, link_rx) = mpsc::channel(64);
+        let list = match &setup.peer_dir {
+            Some(dir) => {
+                let loaded = PeerList::load(dir, setup.max_remembered);
+                for w in &loaded.warnings {
+                    tracing::warn!("{w}");
+                }
+                let friends = loaded.list.friend_count();
+                tracing::info!(
+                    "{} remembered peer(s), {friends} of them friends",
+                    loaded.list.entries().len()
+                );
+                loaded.list
+            }
+            None => PeerList::new(setup.max_remembered),
+        };
         tokio::spawn(accept_loop(
             listener,
             setup.clone(),
@@ -125,18 +239,30 @@ impl PeerManager {
         ));
         let connected = Arc::new(AtomicUsize::new(0));
         let stats = Arc::new(Mutex::new(lichen_routing::Stats::default()));
-        tokio::spawn(drive(
+        let stopped = CancellationToken::new();
+        let (save_tx, save_rx) = mpsc::unbounded_channel();
+        let saver = tokio::spawn(saver(setup.peer_dir.clone(), save_rx));
+        let done = stopped.clone();
+        let drive_task = tokio::spawn(drive(
             setup,
+            list,
             cmd_rx,
             link_tx,
             link_rx,
             shutdown,
             (connected.clone(), stats.clone()),
+            save_tx,
         ));
+        tokio::spawn(async move {
+            let _ = drive_task.await;
+            let _ = saver.await;
+            done.cancel();
+        });
         PeerManager {
             cmd: cmd_tx,
             connected,
             stats,
+            stopped,
         }
     }
 
@@ -148,6 +274,12 @@ impl PeerManager {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
+    }
+
+    /// Wait until the manager has stopped (after shutdown) and the peer
+    /// file has been written.
+    pub async fn stopped(&self) {
+        self.stopped.cancelled().await;
     }
 
     /// Peers the routing node had after its last step (no round trip to
@@ -192,15 +324,76 @@ impl PeerManager {
         rx.await.map_err(|_| LinkError::Closed)
     }
 
-    /// Connect to a node (a friend, or a seed).
+    /// Connect to a node once (not remembered).
     ///
     /// # Errors
     /// [`LinkError::Closed`] if the manager has stopped.
     pub async fn connect(&self, noderef: NodeRef) -> Result<(), LinkError> {
         self.cmd
-            .send(Cmd::Connect(noderef))
+            .send(Cmd::Connect(noderef, None))
             .await
             .map_err(|_| LinkError::Closed)
+    }
+
+    /// Connect to a node whose signed noderef bytes are known (a seed): on
+    /// opennet it is remembered once the link is up.
+    ///
+    /// # Errors
+    /// [`LinkError::Closed`] if the manager has stopped.
+    pub async fn connect_remembered(
+        &self,
+        noderef: NodeRef,
+        bytes: Vec<u8>,
+    ) -> Result<(), LinkError> {
+        self.cmd
+            .send(Cmd::Connect(noderef, Some(bytes)))
+            .await
+            .map_err(|_| LinkError::Closed)
+    }
+
+    /// Add a friend (darknet peer): remembered, dialed now and whenever
+    /// the link is down, and accepted on a darknet node.
+    ///
+    /// # Errors
+    /// [`AddFriendError`].
+    pub async fn add_friend(
+        &self,
+        noderef: NodeRef,
+        bytes: Vec<u8>,
+    ) -> Result<PeerInfo, AddFriendError> {
+        let (tx, rx) = oneshot::channel();
+        self.cmd
+            .send(Cmd::AddFriend(noderef, bytes, tx))
+            .await
+            .map_err(|_| AddFriendError::Stopped)?;
+        rx.await.map_err(|_| AddFriendError::Stopped)?
+    }
+
+    /// Forget a peer (by identity, or by an address of its noderef) and
+    /// close its link. `None`: no such peer.
+    ///
+    /// # Errors
+    /// [`LinkError::Closed`] if the manager has stopped.
+    pub async fn remove(&self, which: &str) -> Result<Option<PeerInfo>, LinkError> {
+        let (tx, rx) = oneshot::channel();
+        self.cmd
+            .send(Cmd::Remove(which.to_string(), tx))
+            .await
+            .map_err(|_| LinkError::Closed)?;
+        rx.await.map_err(|_| LinkError::Closed)
+    }
+
+    /// Remembered and connected peers: friends first.
+    ///
+    /// # Errors
+    /// [`LinkError::Closed`] if the manager has stopped.
+    pub async fn list(&self) -> Result<Vec<PeerInfo>, LinkError> {
+        let (tx, rx) = oneshot::channel();
+        self.cmd
+            .send(Cmd::List(tx))
+            .await
+            .map_err(|_| LinkError::Closed)?;
+        rx.await.map_err(|_| LinkError::Closed)
     }
 
     /// Number of peers the routing node has.
@@ -217,10 +410,38 @@ impl PeerManager {
     }
 }
 
+/// Writes peer-file snapshots in order, the latest of a burst only.
+async fn saver(dir: Option<PathBuf>, mut rx: mpsc::UnboundedReceiver<PeerList>) {
+    while let Some(mut list) = rx.recv().await {
+        while let Ok(newer) = rx.try_recv() {
+            list = newer;
+        }
+        let Some(dir) = dir.clone() else { continue };
+        let r = tokio::task::spawn_blocking(move || list.save(&dir)).await;
+        match r {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!("cannot save the peer list: {e}"),
+            Err(e) => tracing::warn!("cannot save the peer list: {e}"),
+        }
+    }
+}
+
+/// A link that came up, or a dial that failed.
+enum NewLink {
+    Up(Link, Option<Dialed>),
+    Failed([u8; 32]),
+}
+
+/// What we dialed: the noderef, and its signed bytes when known.
+struct Dialed {
+    noderef: NodeRef,
+    bytes: Option<Vec<u8>>,
+}
+
 async fn accept_loop(
     listener: TcpListener,
     setup: PeerSetup,
-    links: mpsc::Sender<Link>,
+    links: mpsc::Sender<NewLink>,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -239,7 +460,7 @@ async fn accept_loop(
         tokio::spawn(async move {
             match Link::accept(stream, &setup.keys, &setup.link, setup.bandwidth.clone()).await {
                 Ok(l) => {
-                    let _ = links.send(l).await;
+                    let _ = links.send(NewLink::Up(l, None)).await;
                 }
                 Err(e) => tracing::debug!(error = %e, "inbound handshake failed"),
             }
@@ -247,16 +468,26 @@ async fn accept_loop(
     }
 }
 
-fn spawn_connect(setup: &PeerSetup, noderef: NodeRef, links: mpsc::Sender<Link>) {
+fn spawn_connect(
+    setup: &PeerSetup,
+    noderef: NodeRef,
+    bytes: Option<Vec<u8>>,
+    links: mpsc::Sender<NewLink>,
+) {
     let setup = setup.clone();
     tokio::spawn(async move {
         match Link::connect_noderef(&noderef, &setup.keys, &setup.link, setup.bandwidth.clone())
             .await
         {
             Ok(l) => {
-                let _ = links.send(l).await;
+                let _ = links
+                    .send(NewLink::Up(l, Some(Dialed { noderef, bytes })))
+                    .await;
             }
-            Err(e) => tracing::debug!(error = %e, "outbound link failed"),
+            Err(e) => {
+                tracing::debug!(error = %e, "outbound link failed");
+                let _ = links.send(NewLink::Failed(noderef.static_key)).await;
+            }
         }
     });
 }
@@ -266,6 +497,12 @@ struct PeerState {
     remote: [u8; 32],
     /// Added to the routing node (after the hello).
     routed: bool,
+    /// We dialed it (with this noderef); None: it dialed us.
+    dialed: Option<Dialed>,
+    /// When the link came up.
+    since: Instant,
+    /// Last location the peer announced.
+    location: Option<u64>,
 }
 
 enum Waiter {
@@ -273,14 +510,177 @@ enum Waiter {
     Insert(oneshot::Sender<InsertOutcome>),
 }
 
-#[allow(clippy::too_many_lines)]
+/// Whether a second link to the same node replaces the first (see
+/// [`RACE_WINDOW`]).
+fn keep_new_link(
+    existing_age: Duration,
+    existing_dialed: bool,
+    new_dialed: bool,
+    ours: &[u8; 32],
+    theirs: &[u8; 32],
+) -> bool {
+    if existing_age > RACE_WINDOW {
+        return true;
+    }
+    if existing_dialed == new_dialed {
+        return false;
+    }
+    // Keep the link dialed by the node with the smaller key.
+    let we_dial = ours < theirs;
+    new_dialed == we_dial
+}
+
+/// Retry delay after `failures` failed attempts in a row.
+fn retry_delay(failures: u32, kind: PeerKind) -> Duration {
+    let max = match kind {
+        PeerKind::Friend => FRIEND_RETRY_MAX,
+        PeerKind::Opennet => OPENNET_RETRY_MAX,
+    };
+    RETRY_BASE
+        .saturating_mul(1u32 << failures.saturating_sub(1).min(16))
+        .min(max)
+}
+
+/// The driving task's peer bookkeeping (links, remembered peers, dials).
+struct Peers {
+    setup: PeerSetup,
+    links: BTreeMap<PeerId, PeerState>,
+    by_key: HashMap<[u8; 32], PeerId>,
+    list: PeerList,
+    /// Dials under way.
+    dialing: HashSet<[u8; 32]>,
+    /// Not before this instant (after a failure or a drop).
+    retry_at: HashMap<[u8; 32], Instant>,
+    /// `last_seen` changed since the last save.
+    dirty: bool,
+    save: mpsc::UnboundedSender<PeerList>,
+    link_tx: mpsc::Sender<NewLink>,
+}
+
+impl Peers {
+    fn save_now(&mut self) {
+        self.dirty = false;
+        if self.setup.peer_dir.is_some() {
+            let _ = self.save.send(self.list.clone());
+        }
+    }
+
+    fn dial(&mut self, noderef: NodeRef, bytes: Option<Vec<u8>>) {
+        let key = noderef.static_key;
+        if key == self.setup.keys.static_public()
+            || self.by_key.contains_key(&key)
+            || !self.dialing.insert(key)
+        {
+            return;
+        }
+        spawn_connect(&self.setup, noderef, bytes, self.link_tx.clone());
+    }
+
+    /// A dial failed, or a dialed link closed before its hello.
+    fn failed(&mut self, key: &[u8; 32]) {
+        if self.list.failed(key, crate::node::now_ms()) {
+            tracing::debug!("forgot an opennet peer that failed repeatedly");
+            self.retry_at.remove(key);
+            self.save_now();
+        } else if let Some(e) = self.list.get(key) {
+            self.retry_at
+                .insert(*key, Instant::now() + retry_delay(e.failures, e.kind));
+            self.dirty = true;
+        }
+    }
+
+    /// Dial remembered peers that are down and due: friends always,
+    /// opennet entries while the node wants peers.
+    fn redial(&mut self, routed: usize) {
+        let now = Instant::now();
+        let mut want = self
+            .setup
+            .routing
+            .max_peers
+            .saturating_sub(routed + self.dialing.len());
+        let mut due = Vec::new();
+        for e in self.list.entries() {
+            let key = e.key();
+            if self.by_key.contains_key(&key)
+                || self.dialing.contains(&key)
+                || self.retry_at.get(&key).is_some_and(|t| *t > now)
+            {
+                continue;
+            }
+            if e.kind == PeerKind::Opennet {
+                if !self.setup.opennet || want == 0 {
+                    continue;
+                }
+                want -= 1;
+            }
+            due.push((e.noderef.clone(), e.bytes.clone()));
+        }
+        for (r, b) in due {
+            self.dial(r, Some(b));
+        }
+    }
+
+    fn info(&self, key: &[u8; 32]) -> PeerInfo {
+        let entry = self.list.get(key);
+        let link = self.by_key.get(key).and_then(|p| self.links.get(p));
+        PeerInfo {
+            identity: identity_of(key),
+            kind: entry.map_or(PeerKind::Opennet, |e| e.kind),
+            connected: link.is_some_and(|l| l.routed),
+            location: link
+                .and_then(|l| l.location)
+                .or_else(|| entry.and_then(|e| e.noderef.location)),
+            noderef: entry.map(super::peerlist::Entry::text),
+            addresses: entry
+                .map(|e| e.noderef.addresses.clone())
+                .unwrap_or_default(),
+            last_seen: entry.map_or(0, |e| e.last_seen),
+        }
+    }
+
+    fn list_all(&self) -> Vec<PeerInfo> {
+        let mut out: Vec<PeerInfo> = self
+            .list
+            .entries()
+            .iter()
+            .map(|e| self.info(&e.key()))
+            .collect();
+        for l in self.links.values() {
+            if l.routed && self.list.get(&l.remote).is_none() {
+                out.push(self.info(&l.remote));
+            }
+        }
+        out
+    }
+
+    /// The peer named by an identity or by one of its noderef's addresses.
+    fn find(&self, which: &str) -> Option<[u8; 32]> {
+        let which = which.trim();
+        self.list
+            .entries()
+            .iter()
+            .map(super::peerlist::Entry::key)
+            .chain(self.links.values().map(|l| l.remote))
+            .find(|k| {
+                identity_of(k) == which
+                    || self
+                        .list
+                        .get(k)
+                        .is_some_and(|e| e.noderef.addresses.iter().any(|a| a.to_string() == which))
+            })
+    }
+}
+
+#[allow(clippy::too_many_lines, clippy::too_many_arguments)]
 async fn drive(
     setup: PeerSetup,
+    list: PeerList,
     mut cmds: mpsc::Receiver<Cmd>,
-    link_tx: mpsc::Sender<Link>,
-    mut links: mpsc::Receiver<Link>,
+    link_tx: mpsc::Sender<NewLink>,
+    mut new_links: mpsc::Receiver<NewLink>,
     shutdown: CancellationToken,
     (connected, stats): (Arc<AtomicUsize>, Arc<Mutex<lichen_routing::Stats>>),
+    save: mpsc::UnboundedSender<PeerList>,
 ) {
     let start = Instant::now();
     let now = || u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -294,11 +694,24 @@ async fn drive(
     }
     let mut location = setup.location;
     let (ev_tx, mut events) = mpsc::channel::<(PeerId, LinkEvent)>(1024);
-    let mut peers: BTreeMap<PeerId, PeerState> = BTreeMap::new();
-    let mut by_key: HashMap<[u8; 32], PeerId> = HashMap::new();
     let mut waiters: HashMap<RequestId, Waiter> = HashMap::new();
     let mut next_peer = 1u64;
     let store = setup.store.clone();
+    let own_key = setup.keys.static_public();
+    let mut ps = Peers {
+        setup: setup.clone(),
+        links: BTreeMap::new(),
+        by_key: HashMap::new(),
+        list,
+        dialing: HashSet::new(),
+        retry_at: HashMap::new(),
+        dirty: false,
+        save,
+        link_tx,
+    };
+    let mut tick = tokio::time::interval(RECONNECT_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_save = Instant::now();
 
     loop {
         let timer = node
@@ -306,6 +719,13 @@ async fn drive(
             .map(|t| tokio::time::Instant::from_std(start + std::time::Duration::from_millis(t)));
         tokio::select! {
             () = shutdown.cancelled() => break,
+            _ = tick.tick() => {
+                ps.redial(node.peer_count());
+                if ps.dirty && last_save.elapsed() >= SAVE_EVERY {
+                    last_save = Instant::now();
+                    ps.save_now();
+                }
+            }
             c = cmds.recv() => {
                 let Some(c) = c else { break };
                 match c {
@@ -324,16 +744,90 @@ async fn drive(
                         let id = node.handle_local_request(now(), LocalRequest::Insert { key, kind, block }, &mut rng);
                         waiters.insert(id, Waiter::Insert(reply));
                     }
-                    Cmd::Connect(r) => spawn_connect(&setup, r, link_tx.clone()),
+                    Cmd::Connect(r, bytes) => ps.dial(r, bytes),
                     Cmd::PeerCount(reply) => { let _ = reply.send(node.peer_count()); }
+                    Cmd::AddFriend(r, bytes, reply) => {
+                        let key = r.static_key;
+                        let result = if key == own_key {
+                            Err(AddFriendError::Myself)
+                        } else {
+                            match ps.list.add_friend(r.clone(), bytes.clone()) {
+                                Ok(Added::AlreadyFriend) => Err(AddFriendError::Duplicate),
+                                Ok(_) => {
+                                    tracing::info!("added a friend");
+                                    ps.save_now();
+                                    ps.retry_at.remove(&key);
+                                    ps.dial(r, Some(bytes));
+                                    Ok(ps.info(&key))
+                                }
+                                Err(e) => Err(AddFriendError::Full(e)),
+                            }
+                        };
+                        let _ = reply.send(result);
+                    }
+                    Cmd::Remove(which, reply) => {
+                        let found = ps.find(&which).map(|key| {
+                            let info = ps.info(&key);
+                            if ps.list.remove(&key).is_some() {
+                                ps.save_now();
+                            }
+                            ps.retry_at.remove(&key);
+                            if let Some(pid) = ps.by_key.remove(&key) {
+                                if let Some(p) = ps.links.remove(&pid) {
+                                    if p.routed {
+                                        node.remove_peer(now(), pid, &mut rng);
+                                    }
+                                    p.sender.close();
+                                }
+                            }
+                            tracing::info!("removed a peer");
+                            info
+                        });
+                        let _ = reply.send(found);
+                    }
+                    Cmd::List(reply) => { let _ = reply.send(ps.list_all()); }
                 }
             }
-            l = links.recv() => {
-                let Some(link) = l else { break };
+            l = new_links.recv() => {
+                let Some(l) = l else { break };
+                let (link, dialed) = match l {
+                    NewLink::Up(link, dialed) => (link, dialed),
+                    NewLink::Failed(key) => {
+                        ps.dialing.remove(&key);
+                        ps.failed(&key);
+                        continue;
+                    }
+                };
                 let remote = link.remote_static();
-                if by_key.contains_key(&remote) || remote == setup.keys.static_public() {
+                if dialed.is_some() {
+                    ps.dialing.remove(&remote);
+                }
+                if remote == own_key {
                     link.close();
                     continue;
+                }
+                if !setup.opennet && !ps.list.is_friend(&remote) {
+                    tracing::debug!("refused a link from a node that is not a friend");
+                    link.close();
+                    continue;
+                }
+                if let Some(&old) = ps.by_key.get(&remote) {
+                    let replace = ps.links.get(&old).is_none_or(|p| {
+                        keep_new_link(p.since.elapsed(), p.dialed.is_some(), dialed.is_some(), &own_key, &remote)
+                    });
+                    if !replace {
+                        tracing::debug!(peer = old.0, "second link to a peer closed");
+                        link.close();
+                        continue;
+                    }
+                    tracing::debug!(peer = old.0, "link replaced by a newer one");
+                    ps.by_key.remove(&remote);
+                    if let Some(p) = ps.links.remove(&old) {
+                        if p.routed {
+                            node.remove_peer(now(), old, &mut rng);
+                        }
+                        p.sender.close();
+                    }
                 }
                 let pid = PeerId(next_peer);
                 next_peer += 1;
@@ -348,19 +842,31 @@ async fn drive(
                         }
                     }
                 });
-                by_key.insert(remote, pid);
-                peers.insert(pid, PeerState { sender, remote, routed: false });
+                ps.by_key.insert(remote, pid);
+                ps.links.insert(pid, PeerState {
+                    sender,
+                    remote,
+                    routed: false,
+                    dialed,
+                    since: Instant::now(),
+                    location: None,
+                });
                 tracing::debug!(peer = pid.0, "link up");
             }
             e = events.recv() => {
                 let Some((pid, e)) = e else { break };
                 match e {
                     LinkEvent::Message(m) => {
-                        let Some(p) = peers.get_mut(&pid) else { continue };
+                        let Some(p) = ps.links.get_mut(&pid) else { continue };
+                        if let Message::LocationChanged { location: l } = &m {
+                            p.location = Some(l.0);
+                        }
                         if !p.routed {
                             if let Message::LocationChanged { location: l } = m {
                                 p.routed = true;
-                                let ok = if setup.opennet {
+                                let remote = p.remote;
+                                let friend = ps.list.is_friend(&remote);
+                                let ok = if setup.opennet && !friend {
                                     node.accept_opennet_peer(now(), pid, l, &mut rng)
                                 } else {
                                     node.add_peer(now(), pid, l, &mut rng);
@@ -369,14 +875,28 @@ async fn drive(
                                 tracing::debug!(peer = pid.0, accepted = ok, "hello");
                                 if !ok {
                                     p.sender.close();
-                                } else if setup.opennet && node.peer_count() == 1 {
-                                    // The first peer (a seed, or the first
-                                    // node back after losing them all):
-                                    // announce at once so nodes near our
-                                    // location connect to us. Later
-                                    // announcements are the routing core's
-                                    // (while under-connected, backing off).
-                                    node.handle_local_request(now(), LocalRequest::Announce, &mut rng);
+                                } else {
+                                    // Remember it (opennet: only nodes we
+                                    // dialed, whose noderef we hold).
+                                    let known = p.dialed.as_ref().and_then(|d| {
+                                        d.bytes.as_ref().map(|b| (d.noderef.clone(), b.clone()))
+                                    });
+                                    let remember = if setup.opennet { known.as_ref() } else { None };
+                                    if ps.list.seen(remember.map(|(r, b)| (r, b.as_slice())), &remote, crate::node::now_ms()) {
+                                        ps.save_now();
+                                    } else if ps.list.get(&remote).is_some() {
+                                        ps.dirty = true;
+                                    }
+                                    ps.retry_at.remove(&remote);
+                                    if setup.opennet && node.peer_count() == 1 {
+                                        // The first peer (a seed, or the first
+                                        // node back after losing them all):
+                                        // announce at once so nodes near our
+                                        // location connect to us. Later
+                                        // announcements are the routing core's
+                                        // (while under-connected, backing off).
+                                        node.handle_local_request(now(), LocalRequest::Announce, &mut rng);
+                                    }
                                 }
                             } else {
                                 tracing::debug!(peer = pid.0, "message before the hello dropped");
@@ -390,9 +910,26 @@ async fn drive(
                     }
                     LinkEvent::Closed(err) => {
                         tracing::debug!(peer = pid.0, error = %err, "link down");
-                        if let Some(p) = peers.remove(&pid) {
-                            by_key.remove(&p.remote);
-                            node.remove_peer(now(), pid, &mut rng);
+                        if let Some(p) = ps.links.remove(&pid) {
+                            ps.by_key.remove(&p.remote);
+                            if p.routed {
+                                node.remove_peer(now(), pid, &mut rng);
+                                // Not redialed at once: a full node closes
+                                // right after the hello, and would be
+                                // dialed every tick.
+                                let delay = if ps.list.is_friend(&p.remote) {
+                                    RETRY_BASE
+                                } else if p.since.elapsed() < SHORT_LINK {
+                                    OPENNET_RETRY_MAX / 2
+                                } else {
+                                    DROPPED_RETRY
+                                };
+                                ps.retry_at.insert(p.remote, Instant::now() + delay);
+                            } else if p.dialed.is_some() {
+                                // Closed before its hello: refused (a
+                                // darknet node that does not know us).
+                                ps.failed(&p.remote);
+                            }
                         }
                     }
                 }
@@ -410,7 +947,7 @@ async fn drive(
             match a {
                 Action::Send { to, msg } => {
                     tracing::trace!(peer = to.0, msg = msg.name(), id = ?msg.id(), "send");
-                    if let Some(p) = peers.get(&to) {
+                    if let Some(p) = ps.links.get(&to) {
                         if let Err(e) = p.sender.try_send(msg) {
                             tracing::debug!(peer = to.0, error = %e, "message dropped");
                         }
@@ -445,21 +982,20 @@ async fn drive(
                     }
                 }
                 Action::Connect { noderef } => match NodeRef::from_bytes(&noderef.address) {
-                    Ok(r) if !by_key.contains_key(&r.static_key) => {
-                        spawn_connect(&setup, r, link_tx.clone());
-                    }
-                    Ok(_) => {}
+                    Ok(r) => ps.dial(r, Some(noderef.address)),
                     Err(e) => tracing::debug!(error = %e, "bad noderef in a connect offer"),
                 },
                 Action::Disconnect { peer } => {
-                    if let Some(p) = peers.remove(&peer) {
-                        by_key.remove(&p.remote);
+                    if let Some(p) = ps.links.remove(&peer) {
+                        ps.by_key.remove(&p.remote);
+                        // Not redialed at once (a friend is, later).
+                        ps.retry_at.insert(p.remote, Instant::now() + DROPPED_RETRY);
                         p.sender.close();
                     }
                 }
                 Action::LocationChanged { location: l } => {
                     location = l;
-                    for p in peers.values() {
+                    for p in ps.links.values() {
                         let _ = p.sender.try_send(Message::LocationChanged { location: l });
                     }
                 }
@@ -472,8 +1008,11 @@ async fn drive(
             .clone_from(node.stats());
     }
     connected.store(0, Ordering::Relaxed);
-    for p in peers.values() {
+    for p in ps.links.values() {
         p.sender.close();
+    }
+    if ps.dirty {
+        ps.save_now();
     }
 }
 
@@ -483,7 +1022,18 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    async fn node(secret: u8, location: u64) -> (PeerManager, NodeRef, CancellationToken) {
+    struct TestNode {
+        m: PeerManager,
+        r: NodeRef,
+        bytes: Vec<u8>,
+        stop: CancellationToken,
+    }
+
+    async fn node(secret: u8, location: u64) -> TestNode {
+        node_in(secret, location, None).await
+    }
+
+    async fn node_in(secret: u8, location: u64, dir: Option<PathBuf>) -> TestNode {
         let keys = NodeKeys::from_static_secret([secret; 32]);
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let r = NodeRef::new(&keys, vec![l.local_addr().unwrap()], Some(location));
@@ -513,9 +1063,27 @@ mod tests {
                 ..lichen_routing::Config::default()
             },
             opennet: false,
+            peer_dir: dir,
+            max_remembered: 8,
         };
         let stop = CancellationToken::new();
-        (PeerManager::start(setup, l, stop.clone()), r, stop)
+        let bytes = r.to_bytes(&keys_of(secret));
+        TestNode {
+            m: PeerManager::start(setup, l, stop.clone()),
+            r,
+            bytes,
+            stop,
+        }
+    }
+
+    fn keys_of(secret: u8) -> NodeKeys {
+        NodeKeys::from_static_secret([secret; 32])
+    }
+
+    /// Make `a` and `b` friends of each other.
+    async fn befriend(a: &TestNode, b: &TestNode) {
+        a.m.add_friend(b.r.clone(), b.bytes.clone()).await.unwrap();
+        b.m.add_friend(a.r.clone(), a.bytes.clone()).await.unwrap();
     }
 
     async fn wait_peers(m: &PeerManager, n: usize) {
@@ -530,14 +1098,17 @@ mod tests {
 
     #[tokio::test]
     async fn a_block_inserted_on_a_is_fetched_on_c_through_b() {
-        let (a, _ra, sa) = node(1, 1 << 62).await;
-        let (b, rb, sb) = node(2, 2 << 62).await;
-        let (c, _rc, sc) = node(3, 3 << 62).await;
-        a.connect(rb.clone()).await.unwrap();
-        c.connect(rb).await.unwrap();
-        wait_peers(&a, 1).await;
-        wait_peers(&b, 2).await;
-        wait_peers(&c, 1).await;
+        let (na, nb, nc) = (
+            node(1, 1 << 62).await,
+            node(2, 2 << 62).await,
+            node(3, 3 << 62).await,
+        );
+        befriend(&na, &nb).await;
+        befriend(&nc, &nb).await;
+        let (a, b, c) = (&na.m, &nb.m, &nc.m);
+        wait_peers(a, 1).await;
+        wait_peers(b, 2).await;
+        wait_peers(c, 1).await;
         let data = b"hello over real links".repeat(100);
         let (chk, block) =
             lichen_crypto::chk::encode(&data, lichen_crypto::DataFlags::default()).unwrap();
@@ -561,8 +1132,93 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(got, RequestOutcome::Found(block));
-        sa.cancel();
-        sb.cancel();
-        sc.cancel();
+        for n in [&na, &nb, &nc] {
+            n.stop.cancel();
+        }
+    }
+
+    #[tokio::test]
+    async fn darknet_refuses_strangers_and_keeps_one_link_per_friend() {
+        let a = node(11, 1 << 62).await;
+        let b = node(12, 2 << 62).await;
+        let stranger = node(13, 3 << 62).await;
+        // Both add each other at once: simultaneous dials end in one link.
+        befriend(&a, &b).await;
+        wait_peers(&a.m, 1).await;
+        wait_peers(&b.m, 1).await;
+        // The stranger knows a, but a does not know it.
+        stranger
+            .m
+            .add_friend(a.r.clone(), a.bytes.clone())
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(a.m.peer_count().await.unwrap(), 1);
+        assert_eq!(b.m.peer_count().await.unwrap(), 1);
+        assert_eq!(stranger.m.peer_count().await.unwrap(), 0);
+        let listed = a.m.list().await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert!(listed[0].connected && listed[0].kind == PeerKind::Friend);
+        assert_eq!(listed[0].identity, identity_of(&b.r.static_key));
+        // Duplicates and self are refused with typed errors.
+        assert_eq!(
+            a.m.add_friend(b.r.clone(), b.bytes.clone()).await,
+            Err(AddFriendError::Duplicate)
+        );
+        assert_eq!(
+            a.m.add_friend(a.r.clone(), a.bytes.clone()).await,
+            Err(AddFriendError::Myself)
+        );
+        // Removing b closes the link; b is then refused too.
+        let gone = a.m.remove(&identity_of(&b.r.static_key)).await.unwrap();
+        assert!(gone.is_some());
+        assert!(a.m.remove("nobody").await.unwrap().is_none());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(a.m.peer_count().await.unwrap(), 0);
+        for n in [&a, &b, &stranger] {
+            n.stop.cancel();
+        }
+    }
+
+    #[tokio::test]
+    async fn friends_are_written_to_the_peer_file_and_reloaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = node_in(21, 1 << 62, Some(dir.path().to_owned())).await;
+        let b = node(22, 2 << 62).await;
+        a.m.add_friend(b.r.clone(), b.bytes.clone()).await.unwrap();
+        a.stop.cancel();
+        tokio::time::timeout(Duration::from_secs(10), a.m.stopped())
+            .await
+            .unwrap();
+        let loaded = PeerList::load(dir.path(), 8);
+        assert!(loaded.list.is_friend(&b.r.static_key));
+        // A new manager on the same directory lists it.
+        let a2 = node_in(21, 1 << 62, Some(dir.path().to_owned())).await;
+        let listed = a2.m.list().await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].kind, PeerKind::Friend);
+        a2.stop.cancel();
+        b.stop.cancel();
+    }
+
+    #[test]
+    fn simultaneous_links_resolve_the_same_way_on_both_sides() {
+        let lo = [1u8; 32];
+        let hi = [2u8; 32];
+        let young = Duration::from_millis(10);
+        // lo's view: existing = the link it dialed, new = hi's dial.
+        let lo_replaces = keep_new_link(young, true, false, &lo, &hi);
+        // hi's view: existing = the link it dialed, new = lo's dial.
+        let hi_replaces = keep_new_link(young, true, false, &hi, &lo);
+        // Both keep lo's dial: lo keeps its own, hi switches to it.
+        assert!(!lo_replaces && hi_replaces);
+        // Other arrival order gives the same choice.
+        assert!(keep_new_link(young, false, true, &lo, &hi));
+        assert!(!keep_new_link(young, false, true, &hi, &lo));
+        // An old link is replaced by a new one (the peer restarted).
+        assert!(keep_new_link(RACE_WINDOW * 2, true, false, &lo, &hi));
+        assert_eq!(retry_delay(1, PeerKind::Friend), RETRY_BASE);
+        assert_eq!(retry_delay(40, PeerKind::Friend), FRIEND_RETRY_MAX);
+        assert_eq!(retry_delay(40, PeerKind::Opennet), OPENNET_RETRY_MAX);
     }
 }

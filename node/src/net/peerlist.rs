@@ -1,0 +1,669 @@
+//! The remembered peers: `peers.toml` in the data directory.
+//!
+//! The node keeps the noderefs of its friends (darknet peers the user
+//! added) and of the opennet peers it connected to, so that after a restart
+//! it can reconnect without seeds. Only noderefs this node dialed are known
+//! (a link carries no noderef), so opennet peers that connected to us are
+//! not remembered here; they remember us.
+//!
+//! File format (TOML, written atomically with mode 0600; see
+//! `docs/running.md`):
+//!
+//! ```toml
+//! version = 1
+//!
+//! [[peer]]
+//! kind = "friend"            # or "opennet"
+//! noderef = "lichen-noderef-v1:…"
+//! last_seen = 1700000000000  # ms since the Unix epoch, 0: never connected
+//! failures = 0               # connection attempts failed in a row
+//! ```
+//!
+//! Loading never fails the node: an unreadable or damaged file is reported
+//! and moved aside (`peers.toml.damaged`), a bad entry is skipped. Friends
+//! are kept however often they fail; opennet entries are bounded
+//! (most recently seen first) and forgotten after [`FORGET_AFTER`]
+//! failed attempts in a row once not seen for a day.
+
+use super::noderef::NodeRef;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// File name inside the data directory.
+pub const FILE_NAME: &str = "peers.toml";
+/// Where a damaged file is moved.
+pub const DAMAGED_NAME: &str = "peers.toml.damaged";
+/// Format version this node writes and reads.
+pub const VERSION: u32 = 1;
+/// Failed connection attempts in a row after which an opennet entry is
+/// forgotten (if it was also not seen for [`FORGET_MIN_AGE_MS`]).
+pub const FORGET_AFTER: u32 = 8;
+/// An opennet entry seen this recently is kept however often it fails (an
+/// hour offline must not wipe the list).
+pub const FORGET_MIN_AGE_MS: u64 = 24 * 3600 * 1000;
+/// Largest peer file read (a friend list of thousands fits easily).
+pub const MAX_FILE_BYTES: u64 = 4 << 20;
+/// Most friends kept (an input bound, not a policy: Fred has no limit).
+pub const MAX_FRIENDS: usize = 1000;
+
+/// How a peer came to be known.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PeerKind {
+    /// Added by the user (darknet friend): always reconnected, never
+    /// forgotten, accepted on a darknet node.
+    Friend,
+    /// An opennet peer this node connected to (seed, announcement, path
+    /// folding).
+    Opennet,
+}
+
+/// One remembered peer.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Friend or opennet.
+    pub kind: PeerKind,
+    /// The verified noderef.
+    pub noderef: NodeRef,
+    /// Its signed binary form (kept as received: only its owner can sign).
+    pub bytes: Vec<u8>,
+    /// When a link to it last came up (ms since the epoch; 0: never).
+    pub last_seen: u64,
+    /// Failed connection attempts since it was last seen.
+    pub failures: u32,
+}
+
+impl std::fmt::Debug for Entry {
+    // Noderefs identify nodes: keep them out of logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Entry")
+            .field("kind", &self.kind)
+            .field("last_seen", &self.last_seen)
+            .field("failures", &self.failures)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Entry {
+    /// The noderef's text form.
+    #[must_use]
+    pub fn text(&self) -> String {
+        format!(
+            "{}{}",
+            super::noderef::PREFIX,
+            lichen_crypto::b64::encode(&self.bytes)
+        )
+    }
+
+    /// The peer's static key.
+    #[must_use]
+    pub fn key(&self) -> [u8; 32] {
+        self.noderef.static_key
+    }
+}
+
+/// What [`PeerList::add_friend`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Added {
+    /// A new friend.
+    New,
+    /// It was an opennet peer; now it is a friend.
+    Promoted,
+    /// It already was a friend (its noderef was refreshed).
+    AlreadyFriend,
+}
+
+/// The remembered peers, friends first, then opennet entries most
+/// recently seen first.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PeerList {
+    entries: Vec<Entry>,
+    max_opennet: usize,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OnDisk {
+    version: u32,
+    #[serde(default)]
+    peer: Vec<OnDiskEntry>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OnDiskEntry {
+    kind: PeerKind,
+    noderef: String,
+    #[serde(default)]
+    last_seen: u64,
+    #[serde(default)]
+    failures: u32,
+}
+
+/// Why a peer file could not be read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PeerFileError {
+    /// I/O error.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The file is not a peer list.
+    #[error("{path} is damaged: {why}")]
+    Damaged {
+        /// File.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
+}
+
+/// The result of loading: the list, and what to warn about.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The peers (empty if the file was missing or damaged).
+    pub list: PeerList,
+    /// Problems to report (no noderef or address in them).
+    pub warnings: Vec<String>,
+}
+
+impl PeerList {
+    /// An empty list keeping at most `max_opennet` opennet entries.
+    #[must_use]
+    pub fn new(max_opennet: usize) -> Self {
+        PeerList {
+            entries: Vec::new(),
+            max_opennet,
+        }
+    }
+
+    /// All entries, friends first.
+    #[must_use]
+    pub fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+
+    /// The entry for a static key.
+    #[must_use]
+    pub fn get(&self, key: &[u8; 32]) -> Option<&Entry> {
+        self.entries.iter().find(|e| e.key() == *key)
+    }
+
+    /// Whether `key` is a friend.
+    #[must_use]
+    pub fn is_friend(&self, key: &[u8; 32]) -> bool {
+        self.get(key).is_some_and(|e| e.kind == PeerKind::Friend)
+    }
+
+    /// Number of friends.
+    #[must_use]
+    pub fn friend_count(&self) -> usize {
+        self.entries
+            .iter()
+            .filter(|e| e.kind == PeerKind::Friend)
+            .count()
+    }
+
+    /// Add (or promote to) a friend. `bytes` is the signed noderef.
+    ///
+    /// # Errors
+    /// The friend list is full ([`MAX_FRIENDS`]).
+    pub fn add_friend(&mut self, noderef: NodeRef, bytes: Vec<u8>) -> Result<Added, String> {
+        let key = noderef.static_key;
+        if let Some(e) = self.entries.iter_mut().find(|e| e.key() == key) {
+            let was = e.kind;
+            e.kind = PeerKind::Friend;
+            e.noderef = noderef;
+            e.bytes = bytes;
+            e.failures = 0;
+            self.sort();
+            return Ok(if was == PeerKind::Friend {
+                Added::AlreadyFriend
+            } else {
+                Added::Promoted
+            });
+        }
+        if self.friend_count() >= MAX_FRIENDS {
+            return Err(format!("at most {MAX_FRIENDS} friends"));
+        }
+        self.entries.push(Entry {
+            kind: PeerKind::Friend,
+            noderef,
+            bytes,
+            last_seen: 0,
+            failures: 0,
+        });
+        self.sort();
+        Ok(Added::New)
+    }
+
+    /// A link to the node came up at `now_ms`. A node not in the list is
+    /// remembered as an opennet peer (when `remember` is true: we dialed it
+    /// and hold its noderef). Returns whether the list gained an entry.
+    pub fn seen(
+        &mut self,
+        noderef: Option<(&NodeRef, &[u8])>,
+        key: &[u8; 32],
+        now_ms: u64,
+    ) -> bool {
+        if let Some(e) = self.entries.iter_mut().find(|e| e.key() == *key) {
+            e.last_seen = now_ms;
+            e.failures = 0;
+            if let Some((r, b)) = noderef {
+                // A newer noderef of the same node (new address).
+                e.noderef = r.clone();
+                e.bytes = b.to_vec();
+            }
+            self.sort();
+            return false;
+        }
+        let Some((r, b)) = noderef else {
+            return false;
+        };
+        if self.max_opennet == 0 {
+            return false;
+        }
+        self.entries.push(Entry {
+            kind: PeerKind::Opennet,
+            noderef: r.clone(),
+            bytes: b.to_vec(),
+            last_seen: now_ms,
+            failures: 0,
+        });
+        self.sort();
+        self.trim();
+        self.get(key).is_some()
+    }
+
+    /// A connection attempt failed at `now_ms`. Returns true if the entry
+    /// was forgotten (opennet, [`FORGET_AFTER`] failures in a row and not
+    /// seen for [`FORGET_MIN_AGE_MS`]).
+    pub fn failed(&mut self, key: &[u8; 32], now_ms: u64) -> bool {
+        let Some(i) = self.entries.iter().position(|e| e.key() == *key) else {
+            return false;
+        };
+        let e = &mut self.entries[i];
+        e.failures = e.failures.saturating_add(1);
+        if e.kind == PeerKind::Opennet
+            && e.failures >= FORGET_AFTER
+            && now_ms.saturating_sub(e.last_seen) >= FORGET_MIN_AGE_MS
+        {
+            self.entries.remove(i);
+            return true;
+        }
+        false
+    }
+
+    /// Forget a peer.
+    pub fn remove(&mut self, key: &[u8; 32]) -> Option<Entry> {
+        let i = self.entries.iter().position(|e| e.key() == *key)?;
+        Some(self.entries.remove(i))
+    }
+
+    /// Friends first, then opennet entries most recently seen first.
+    fn sort(&mut self) {
+        self.entries.sort_by(|a, b| {
+            let rank = |e: &Entry| u8::from(e.kind != PeerKind::Friend);
+            rank(a)
+                .cmp(&rank(b))
+                .then_with(|| b.last_seen.cmp(&a.last_seen))
+        });
+    }
+
+    /// Keep at most `max_opennet` opennet entries (the most recent).
+    fn trim(&mut self) {
+        let mut opennet = 0;
+        let max = self.max_opennet;
+        self.entries.retain(|e| {
+            if e.kind == PeerKind::Friend {
+                return true;
+            }
+            opennet += 1;
+            opennet <= max
+        });
+    }
+
+    /// The file's text.
+    #[must_use]
+    pub fn to_toml(&self) -> String {
+        let d = OnDisk {
+            version: VERSION,
+            peer: self
+                .entries
+                .iter()
+                .map(|e| OnDiskEntry {
+                    kind: e.kind,
+                    noderef: e.text(),
+                    last_seen: e.last_seen,
+                    failures: e.failures,
+                })
+                .collect(),
+        };
+        let body = toml::to_string(&d).unwrap_or_default();
+        format!("# Lichen's remembered peers (docs/running.md). Written by the node.\n{body}")
+    }
+
+    /// Parse a file's text. Entries whose noderef does not verify are
+    /// skipped and reported in the second value (by position only).
+    ///
+    /// # Errors
+    /// A message if the text is not a peer list at all.
+    pub fn from_toml(text: &str, max_opennet: usize) -> Result<(Self, Vec<String>), String> {
+        let d: OnDisk = toml::from_str(text).map_err(|e| e.to_string())?;
+        if d.version != VERSION {
+            return Err(format!("unknown version {}", d.version));
+        }
+        let mut list = PeerList::new(max_opennet);
+        let mut warnings = Vec::new();
+        for (i, p) in d.peer.into_iter().enumerate() {
+            let (noderef, bytes) = match parse_noderef(&p.noderef) {
+                Ok(x) => x,
+                Err(e) => {
+                    warnings.push(format!("peer entry {} skipped: {e}", i + 1));
+                    continue;
+                }
+            };
+            if list.get(&noderef.static_key).is_some() {
+                warnings.push(format!("peer entry {} skipped: a duplicate", i + 1));
+                continue;
+            }
+            if p.kind == PeerKind::Friend && list.friend_count() >= MAX_FRIENDS {
+                warnings.push(format!("peer entry {} skipped: too many friends", i + 1));
+                continue;
+            }
+            list.entries.push(Entry {
+                kind: p.kind,
+                noderef,
+                bytes,
+                last_seen: p.last_seen,
+                failures: p.failures,
+            });
+        }
+        list.sort();
+        list.trim();
+        Ok((list, warnings))
+    }
+
+    /// Load `dir/peers.toml`. A missing file is an empty list; an
+    /// unreadable or damaged one is reported in `warnings`, moved aside to
+    /// `peers.toml.damaged` (so a friend list can be recovered by hand)
+    /// and replaced by an empty list. Never fails.
+    #[must_use]
+    pub fn load(dir: &Path, max_opennet: usize) -> Loaded {
+        let path = dir.join(FILE_NAME);
+        let mut warnings = Vec::new();
+        match read_limited(&path) {
+            Ok(None) => {}
+            Ok(Some(text)) => match Self::from_toml(&text, max_opennet) {
+                Ok((list, w)) => {
+                    warnings.extend(w);
+                    return Loaded { list, warnings };
+                }
+                Err(why) => {
+                    let e = PeerFileError::Damaged {
+                        path: path.clone(),
+                        why,
+                    };
+                    warnings.push(format!("{e}; starting without remembered peers"));
+                    move_aside(dir, &path, &mut warnings);
+                }
+            },
+            Err(e) => {
+                warnings.push(format!("{e}; starting without remembered peers"));
+                move_aside(dir, &path, &mut warnings);
+            }
+        }
+        Loaded {
+            list: PeerList::new(max_opennet),
+            warnings,
+        }
+    }
+
+    /// Write `dir/peers.toml` atomically (mode 0600: it names friends).
+    ///
+    /// # Errors
+    /// I/O errors, naming the file.
+    pub fn save(&self, dir: &Path) -> Result<(), crate::identity::IdentityError> {
+        crate::identity::write_atomic(&dir.join(FILE_NAME), self.to_toml().as_bytes(), true)
+    }
+}
+
+/// Parse and verify a noderef's text form, keeping its signed bytes.
+///
+/// # Errors
+/// [`NoderefError`](super::NoderefError); never panics.
+pub fn parse_noderef(text: &str) -> Result<(NodeRef, Vec<u8>), super::NoderefError> {
+    let r = NodeRef::parse(text)?;
+    let compact: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+    let bytes = compact
+        .strip_prefix(super::noderef::PREFIX)
+        .and_then(lichen_crypto::b64::decode)
+        .ok_or(super::NoderefError::BadBase64)?;
+    Ok((r, bytes))
+}
+
+fn read_limited(path: &Path) -> Result<Option<String>, PeerFileError> {
+    use std::io::Read;
+    let io = |source| PeerFileError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let f = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io(e)),
+    };
+    let mut buf = Vec::new();
+    f.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut buf)
+        .map_err(io)?;
+    if buf.len() as u64 > MAX_FILE_BYTES {
+        return Err(PeerFileError::Damaged {
+            path: path.to_owned(),
+            why: format!("larger than {MAX_FILE_BYTES} bytes"),
+        });
+    }
+    String::from_utf8(buf)
+        .map(Some)
+        .map_err(|_| PeerFileError::Damaged {
+            path: path.to_owned(),
+            why: "not UTF-8 text".into(),
+        })
+}
+
+fn move_aside(dir: &Path, path: &Path, warnings: &mut Vec<String>) {
+    let to = dir.join(DAMAGED_NAME);
+    match std::fs::rename(path, &to) {
+        Ok(()) => warnings.push(format!("moved the damaged peer file to {}", to.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => warnings.push(format!("cannot move {} aside: {e}", path.display())),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::net::NodeKeys;
+
+    fn noderef(i: u8) -> (NodeRef, Vec<u8>) {
+        let keys = NodeKeys::from_static_secret([i; 32]);
+        let r = NodeRef::new(
+            &keys,
+            vec![format!("127.0.0.1:{}", 20000 + u16::from(i))
+                .parse()
+                .unwrap()],
+            Some(u64::from(i) << 56),
+        );
+        let b = r.to_bytes(&keys);
+        (r, b)
+    }
+
+    #[test]
+    fn round_trip_through_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut l = PeerList::new(4);
+        let (f, fb) = noderef(1);
+        assert_eq!(l.add_friend(f.clone(), fb.clone()).unwrap(), Added::New);
+        let (o, ob) = noderef(2);
+        assert!(l.seen(Some((&o, &ob)), &o.static_key, 1234));
+        assert!(!l.failed(&o.static_key, 2000));
+        l.save(dir.path()).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join(FILE_NAME))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let loaded = PeerList::load(dir.path(), 4);
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+        assert_eq!(loaded.list, l);
+        let e = loaded.list.get(&o.static_key).unwrap();
+        assert_eq!(
+            (e.kind, e.last_seen, e.failures),
+            (PeerKind::Opennet, 1234, 1)
+        );
+        assert_eq!(e.noderef, o);
+        assert!(loaded.list.is_friend(&f.static_key));
+        assert!(!loaded.list.is_friend(&o.static_key));
+        // A missing file is an empty list, quietly.
+        let empty = tempfile::tempdir().unwrap();
+        let l2 = PeerList::load(empty.path(), 4);
+        assert!(l2.list.entries().is_empty() && l2.warnings.is_empty());
+    }
+
+    #[test]
+    fn damaged_file_is_moved_aside_not_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        for garbage in [
+            &b"version = 1\n[[peer]]\nkind = \"friend\"\n"[..],
+            b"not toml [",
+            b"version = 7\n",
+            b"\xff\xfe\x00garbage",
+        ] {
+            std::fs::write(dir.path().join(FILE_NAME), garbage).unwrap();
+            let loaded = PeerList::load(dir.path(), 4);
+            assert!(loaded.list.entries().is_empty());
+            assert!(!loaded.warnings.is_empty());
+            assert!(!dir.path().join(FILE_NAME).exists());
+            assert_eq!(
+                std::fs::read(dir.path().join(DAMAGED_NAME)).unwrap(),
+                garbage
+            );
+        }
+        // A file too large is not read into memory.
+        let big = vec![b'#'; usize::try_from(MAX_FILE_BYTES).unwrap() + 10];
+        std::fs::write(dir.path().join(FILE_NAME), big).unwrap();
+        let loaded = PeerList::load(dir.path(), 4);
+        assert!(loaded.list.entries().is_empty());
+        assert!(
+            loaded.warnings[0].contains("larger"),
+            "{:?}",
+            loaded.warnings
+        );
+    }
+
+    #[test]
+    fn a_bad_entry_is_skipped_and_the_rest_kept() {
+        let mut l = PeerList::new(4);
+        let (f, fb) = noderef(1);
+        l.add_friend(f.clone(), fb).unwrap();
+        let text = l.to_toml();
+        // A second entry whose noderef was edited (signature fails).
+        let (o, ob) = noderef(2);
+        let mut tampered = ob.clone();
+        let last = tampered.len() - 1;
+        tampered[last] ^= 1;
+        let bad = format!(
+            "{text}\n[[peer]]\nkind = \"opennet\"\nnoderef = \"{}{}\"\n",
+            super::super::noderef::PREFIX,
+            lichen_crypto::b64::encode(&tampered)
+        );
+        let (back, warnings) = PeerList::from_toml(&bad, 4).unwrap();
+        assert_eq!(back.entries().len(), 1);
+        assert!(back.is_friend(&f.static_key));
+        assert_eq!(warnings.len(), 1);
+        assert!(warnings[0].contains("entry 2"), "{warnings:?}");
+        // Warnings never carry the noderef or the address.
+        assert!(!warnings[0].contains("127.0.0.1"));
+        let _ = o;
+    }
+
+    #[test]
+    fn opennet_entries_are_bounded_most_recent_first_friends_kept() {
+        let mut l = PeerList::new(3);
+        for i in 1..=3u8 {
+            let (f, fb) = noderef(100 + i);
+            l.add_friend(f, fb).unwrap();
+        }
+        for i in 1..=10u8 {
+            let (o, ob) = noderef(i);
+            l.seen(Some((&o, &ob)), &o.static_key, u64::from(i) * 1000);
+        }
+        assert_eq!(l.friend_count(), 3);
+        let opennet: Vec<u64> = l
+            .entries()
+            .iter()
+            .filter(|e| e.kind == PeerKind::Opennet)
+            .map(|e| e.last_seen)
+            .collect();
+        assert_eq!(opennet, vec![10_000, 9_000, 8_000]);
+        // Friends first.
+        assert!(l.entries()[..3].iter().all(|e| e.kind == PeerKind::Friend));
+        // Reloading a file with more entries than the bound trims it too.
+        let mut big = PeerList::new(10);
+        for i in 1..=10u8 {
+            let (o, ob) = noderef(i);
+            big.seen(Some((&o, &ob)), &o.static_key, u64::from(i));
+        }
+        let (small, _) = PeerList::from_toml(&big.to_toml(), 2).unwrap();
+        assert_eq!(small.entries().len(), 2);
+        assert_eq!(small.entries()[0].last_seen, 10);
+    }
+
+    #[test]
+    fn repeated_failures_forget_opennet_but_never_friends() {
+        let mut l = PeerList::new(4);
+        let (f, fb) = noderef(1);
+        let (o, ob) = noderef(2);
+        l.add_friend(f.clone(), fb).unwrap();
+        l.seen(Some((&o, &ob)), &o.static_key, 5);
+        let later = 5 + FORGET_MIN_AGE_MS;
+        for _ in 1..FORGET_AFTER {
+            assert!(!l.failed(&o.static_key, later));
+        }
+        // Seeing it again resets the count.
+        l.seen(None, &o.static_key, 6);
+        for _ in 1..FORGET_AFTER {
+            assert!(!l.failed(&o.static_key, later));
+        }
+        // Failing often but seen recently: kept.
+        assert!(!l.failed(&o.static_key, 7));
+        assert!(!l.failed(&o.static_key, 6 + FORGET_MIN_AGE_MS - 1));
+        assert!(l.failed(&o.static_key, later + 1));
+        assert!(l.get(&o.static_key).is_none());
+        for _ in 0..FORGET_AFTER * 3 {
+            assert!(!l.failed(&f.static_key, u64::MAX));
+        }
+        assert!(l.is_friend(&f.static_key));
+        // Adding an opennet peer as a friend promotes it; twice is a duplicate.
+        let (p, pb) = noderef(3);
+        l.seen(Some((&p, &pb)), &p.static_key, 7);
+        assert_eq!(
+            l.add_friend(p.clone(), pb.clone()).unwrap(),
+            Added::Promoted
+        );
+        assert_eq!(l.add_friend(p, pb).unwrap(), Added::AlreadyFriend);
+        // Not remembering unknown inbound peers (no noderef).
+        let before = l.entries().len();
+        assert!(!l.seen(None, &[9; 32], 8));
+        assert_eq!(l.entries().len(), before);
+    }
+}
