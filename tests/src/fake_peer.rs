@@ -79,7 +79,7 @@ pub struct FakePeer {
     /// Where it accepts links.
     pub addr: SocketAddr,
     shared: Arc<Mutex<Shared>>,
-    ctx_behaviour: Behaviour,
+    behaviour: Behaviour,
     started: Instant,
 }
 
@@ -238,6 +238,7 @@ impl FakePeer {
             let cfg = LinkConfig::default();
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;
                 };
                 let (k, bw, cfg, ctx) = (k.clone(), bw.clone(), cfg.clone(), ctx.clone());
@@ -254,7 +255,7 @@ impl FakePeer {
             location,
             addr,
             shared,
-            ctx_behaviour: behaviour,
+            behaviour,
             started,
         }
     }
@@ -304,7 +305,7 @@ impl FakePeer {
             ))
             .expect("fake peer link");
         let ctx = Ctx {
-            behaviour: self.ctx_behaviour,
+            behaviour: self.behaviour,
             location: Location(self.location),
             shared: self.shared.clone(),
             started: self.started,
