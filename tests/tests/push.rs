@@ -137,7 +137,7 @@ fn an_insert_made_alone_is_pushed_once_peers_come_and_fetched_elsewhere() {
     let a_dir = dir.path().join("a");
     let (a_fcp, a_peer) = (free_port(), free_port());
     let mut a = NodeProc::start_with_config(bin(), &a_dir, a_fcp, a_peer, Some(&config));
-    let body = random_bytes(3 << 20, 0x5eed_0f_a11c);
+    let body = random_bytes(3 << 20, 0x5eed_0fa1);
     let mut c = Fcp::connect(a.fcp, "push-put");
     let done = put(&mut c, "pushed", &body, true);
     assert_eq!(done.name, "PutSuccessful", "{done:?}");
