@@ -981,3 +981,132 @@ pub async fn put_site_with(
     });
     Ok(PutDone { uri, in_network })
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::net::{self, peers::PeerManager};
+    use std::time::Duration;
+
+    /// A node opened in `dir` and, when `with_peer`, a bare peer (empty
+    /// memory store) linked to it.
+    async fn node_with_peer(dir: &Path) -> (Arc<Node>, tokio_util::sync::CancellationToken) {
+        let config = crate::config::Config {
+            data_dir: Some(dir.to_path_buf()),
+            ..crate::config::Config::default()
+        };
+        let node = Node::open(config).unwrap();
+        let stop = node.shutdown.clone();
+        let routing = lichen_routing::Config {
+            opennet: false,
+            swapping: false,
+            ..lichen_routing::Config::default()
+        };
+        let setup =
+            |keys: net::NodeKeys, location: u64, store: Arc<dyn lichen_store::BlockStore>| {
+                net::peers::PeerSetup {
+                    noderef: None,
+                    keys,
+                    location: lichen_routing::Location(location),
+                    store,
+                    link: net::LinkConfig::default(),
+                    bandwidth: Arc::new(net::Bandwidth::unlimited()),
+                    routing: routing.clone(),
+                    opennet: false,
+                }
+            };
+        // The bare peer.
+        let pkeys = net::NodeKeys::from_static_secret([7; 32]);
+        let pl = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let pref = net::NodeRef::new(&pkeys, vec![pl.local_addr().unwrap()], Some(1 << 63));
+        let pstore: Arc<dyn lichen_store::BlockStore> = Arc::new(lichen_store::MemoryStore::new(
+            &lichen_store::StoreConfig::new(
+                lichen_store::Budgets {
+                    store: 1 << 24,
+                    cache: 1 << 24,
+                    client: 1 << 24,
+                },
+                1 << 63,
+                lichen_store::StoreSecret::from_bytes([7; 32]),
+            ),
+        ));
+        let _peer = PeerManager::start(setup(pkeys, 1 << 63, pstore), pl, stop.clone());
+        // The node's own manager.
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let m = PeerManager::start(
+            setup(
+                net::NodeKeys::from_identity(&node.identity),
+                node.identity.location,
+                node.store.clone(),
+            ),
+            l,
+            stop.clone(),
+        );
+        m.connect(pref).await.unwrap();
+        node.peers.set(m).unwrap();
+        for _ in 0..250 {
+            if node.network().is_some() {
+                return (node, stop);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the peer did not connect");
+    }
+
+    #[tokio::test]
+    async fn ignore_ds_skips_the_local_copy_and_asks_the_network() {
+        let dir = tempfile::tempdir().unwrap();
+        let (node, stop) = node_with_peer(dir.path()).await;
+        // A block only this node has (in its client cache).
+        let (chk, block) =
+            lichen_crypto::chk::encode(b"only here", lichen_crypto::DataFlags::default()).unwrap();
+        let key = chk.routing_key;
+        node.store
+            .put(Space::Client, BlockKind::Chk, &key, &block)
+            .unwrap();
+        let local = LocalBlocks::new(node.clone());
+        assert_eq!(local.fetch(BlockKind::Chk, key).await.unwrap(), block);
+        let mut ignore = LocalBlocks::new(node.clone());
+        ignore.ignore_ds = true;
+        let r = tokio::time::timeout(Duration::from_secs(30), ignore.fetch(BlockKind::Chk, key))
+            .await
+            .unwrap();
+        assert!(r.is_err(), "IgnoreDS answered from the local store");
+        let mut ds_only = LocalBlocks::new(node.clone());
+        ds_only.ds_only = true;
+        assert!(ds_only.fetch(BlockKind::Chk, key).await.is_ok());
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn without_peers_ignore_ds_is_route_not_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = crate::config::Config {
+            data_dir: Some(dir.path().to_path_buf()),
+            ..crate::config::Config::default()
+        };
+        let node = Node::open(config).unwrap();
+        let mut ignore = LocalBlocks::new(node.clone());
+        ignore.ignore_ds = true;
+        assert!(matches!(
+            ignore.fetch(BlockKind::Chk, RoutingKey([1; 32])).await,
+            Err(SourceError::RouteNotFound)
+        ));
+        assert!(matches!(
+            LocalBlocks::new(node)
+                .fetch(BlockKind::Chk, RoutingKey([1; 32]))
+                .await,
+            Err(SourceError::NotFound)
+        ));
+    }
+
+    #[test]
+    fn estimate_covers_data_and_check_blocks() {
+        assert_eq!(estimate_blocks(0), 2);
+        assert_eq!(estimate_blocks(100), 2);
+        // 1 MiB: 32 data + 32 check + metadata.
+        let e = estimate_blocks(1 << 20);
+        assert!((64..80).contains(&e), "{e}");
+    }
+}

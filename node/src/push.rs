@@ -641,6 +641,7 @@ async fn push_block(node: &Arc<Node>, kind: BlockKind, key: RoutingKey) -> Block
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use lichen_store::Space;
 
     fn rec(n: usize) -> PushRecord {
         PushRecord {
@@ -698,6 +699,94 @@ mod tests {
             &s
         )
         .is_err());
+    }
+
+    #[tokio::test]
+    async fn a_block_gone_from_the_client_cache_fails_the_push_clearly() {
+        use crate::requests::{Outcome, Request, State};
+        let dir = tempfile::tempdir().unwrap();
+        let node = Node::open(crate::config::Config {
+            data_dir: Some(dir.path().to_path_buf()),
+            ..crate::config::Config::default()
+        })
+        .unwrap();
+        let req = Arc::new(Request {
+            scope: Scope::Global,
+            identifier: "p".into(),
+            header: lichen_fcp::codec::Message::new("ClientPut")
+                .field("URI", "CHK@")
+                .field("Identifier", "p"),
+            persistence: lichen_fcp::client::Persistence::Forever,
+            upload: None,
+            started_ms: 3,
+            cancel: tokio_util::sync::CancellationToken::new(),
+            state: Mutex::new(State::default()),
+        });
+        assert!(node.requests.insert(req.clone()));
+        node.requests.finish(
+            &req,
+            Outcome::PutOk {
+                uri: "CHK@x".into(),
+                in_network: false,
+                push_error: None,
+            },
+            4,
+        );
+        // One block that is there, one that is not.
+        let (chk, block) =
+            lichen_crypto::chk::encode(b"kept", lichen_crypto::DataFlags::default()).unwrap();
+        node.store
+            .put(Space::Client, BlockKind::Chk, &chk.routing_key, &block)
+            .unwrap();
+        let r = RequestRef {
+            scope: Scope::Global,
+            identifier: "p".into(),
+            started_ms: 3,
+        };
+        node.pushes
+            .add(
+                Some(r),
+                vec![
+                    (BlockKind::Chk, RoutingKey([5; 32])),
+                    (BlockKind::Chk, chk.routing_key),
+                ],
+            )
+            .unwrap();
+        let (id, rec) = node.pushes.first().unwrap();
+        // The present block waits for peers; the missing one is found at
+        // once. Without peers the push does not end: stop it after a while.
+        let n2 = node.clone();
+        let task = tokio::spawn(async move { push_record(&n2, id, rec).await });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        node.shutdown.cancel();
+        assert!(!tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .unwrap()
+            .unwrap());
+        // Stopped: the record keeps the block still to push, and counts the
+        // missing one.
+        let (_, left) = node.pushes.first().unwrap();
+        assert_eq!(left.blocks, vec![(BlockKind::Chk, chk.routing_key)]);
+        assert_eq!(left.missing, 1);
+        // Finishing with a missing block marks the request.
+        finish(
+            &node,
+            id,
+            &left,
+            &[true],
+            0,
+            false,
+            std::time::Instant::now(),
+        );
+        assert!(node.pushes.is_empty());
+        assert!(matches!(
+            req.snapshot().outcome,
+            Some(Outcome::PutOk {
+                in_network: false,
+                push_error: Some(_),
+                ..
+            })
+        ));
     }
 
     #[test]
