@@ -137,7 +137,12 @@ fn an_insert_made_alone_is_pushed_once_peers_come_and_fetched_elsewhere() {
     let a_dir = dir.path().join("a");
     let (a_fcp, a_peer) = (free_port(), free_port());
     let mut a = NodeProc::start_with_config(bin(), &a_dir, a_fcp, a_peer, Some(&config));
-    let body = random_bytes(3 << 20, 0x5eed_0fa1);
+    // LICHEN_PUSH_MIB=20 for a measurement with a larger document.
+    let mib: usize = std::env::var("LICHEN_PUSH_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let body = random_bytes(mib << 20, 0x5eed_0fa1);
     let mut c = Fcp::connect(a.fcp, "push-put");
     let done = put(&mut c, "pushed", &body, true);
     assert_eq!(done.name, "PutSuccessful", "{done:?}");
@@ -222,10 +227,13 @@ fn an_insert_made_alone_is_pushed_once_peers_come_and_fetched_elsewhere() {
     });
     assert!(got.data.as_deref() == Some(&body[..]), "the bytes differ");
     eprintln!(
-        "3 MiB pushed {push_s:.1} s after the network started; fetched on the late node in {:.1} s; test {:.1} s",
+        "{mib} MiB pushed {push_s:.1} s after the network started; fetched on the late node in {:.1} s; test {:.1} s",
         t.elapsed().as_secs_f64(),
         t0.elapsed().as_secs_f64()
     );
+    for l in a.log_text().lines().filter(|l| l.contains("push")) {
+        eprintln!("A: {l}");
+    }
     drop(late);
     for n in &mut nodes {
         n.terminate();
