@@ -1208,14 +1208,24 @@ fn terminal(req: &Request, o: &Outcome, st: &State) -> Message {
                 None => m,
             }
         }
-        Outcome::PutErr { code, extra } => rep::PutFailed {
-            identifier,
-            global,
-            code: InsertErrorCode::from_code(*code).unwrap_or(InsertErrorCode::InternalError),
-            extra: extra.clone(),
-            expected_uri: st.uri.clone(),
+        Outcome::PutErr { code, extra } => {
+            let code = InsertErrorCode::from_code(*code).unwrap_or(InsertErrorCode::InternalError);
+            let mut m = rep::PutFailed {
+                identifier,
+                global,
+                code,
+                extra: extra.clone(),
+                expected_uri: st.uri.clone(),
+            }
+            .to_message();
+            // fred's text for 14 speaks of 64 TB files; Lichen's reason
+            // (e.g. the client cache size without peers) is what a client
+            // showing CodeDescription should show.
+            if let (InsertErrorCode::TooBig, Some(e)) = (code, extra) {
+                m.fields.set("CodeDescription", e.clone());
+            }
+            m
         }
-        .to_message(),
         Outcome::GetOk { mime, len, .. } => rep::DataFound {
             identifier,
             global,
