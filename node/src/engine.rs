@@ -16,6 +16,7 @@ use lichen_fcp::{FetchErrorCode, InsertErrorCode};
 use lichen_routing::{InsertOutcome, Key, KeyKind, RequestOutcome};
 use lichen_store::{Origin, PutOutcome, Space};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 /// Blocks as this node's own user sees them: the private client cache,
@@ -34,12 +35,10 @@ pub struct LocalBlocks {
 }
 
 /// The blocks of one insert that did not reach the network.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Deferred {
+    node: Arc<Node>,
     inner: std::sync::Mutex<DeferredInner>,
-    /// Most client cache bytes they may take (what the cache has left
-    /// besides earlier inserts waiting to be pushed).
-    limit: u64,
 }
 
 #[derive(Debug, Default)]
@@ -51,15 +50,16 @@ struct DeferredInner {
 }
 
 impl Deferred {
-    fn new(limit: u64) -> Self {
+    fn new(node: Arc<Node>) -> Self {
         Deferred {
+            node,
             inner: std::sync::Mutex::default(),
-            limit,
         }
     }
 
-    /// Add a block; `false` if the deferred blocks no longer fit the
-    /// client cache (they would evict each other before being pushed).
+    /// Add a block; `false` if the blocks waiting to be pushed (earlier
+    /// inserts', running inserts', this one's) no longer fit the client
+    /// cache: they would evict each other before being pushed.
     fn add(&self, kind: BlockKind, key: RoutingKey) -> bool {
         let Ok(mut d) = self.inner.lock() else {
             return false;
@@ -67,9 +67,12 @@ impl Deferred {
         if !d.seen.insert(key.0) {
             return true;
         }
-        d.bytes += kind.block_len() as u64;
+        let len = kind.block_len() as u64;
+        d.bytes += len;
         d.blocks.push((kind, key));
-        if d.bytes > self.limit {
+        let pushes = &self.node.pushes;
+        let in_flight = pushes.in_flight.fetch_add(len, Ordering::Relaxed) + len;
+        if pushes.pending_bytes() + in_flight > self.node.config.store.client_cache_bytes {
             d.overflow = true;
         }
         !d.overflow
@@ -84,6 +87,16 @@ impl Deferred {
             .lock()
             .map(|mut d| std::mem::take(&mut d.blocks))
             .unwrap_or_default()
+    }
+}
+
+impl Drop for Deferred {
+    fn drop(&mut self) {
+        let bytes = self.inner.lock().map(|d| d.bytes).unwrap_or(0);
+        self.node
+            .pushes
+            .in_flight
+            .fetch_sub(bytes, Ordering::Relaxed);
     }
 }
 
@@ -452,7 +465,7 @@ fn push_room(node: &Node) -> u64 {
     node.config
         .store
         .client_cache_bytes
-        .saturating_sub(node.pushes.pending_bytes())
+        .saturating_sub(node.pushes.pending_bytes() + node.pushes.in_flight.load(Ordering::Relaxed))
 }
 
 fn mib(b: u64) -> String {
@@ -560,7 +573,7 @@ pub async fn put_with(
             check_room(node, *len, 0)?;
         }
     }
-    let deferred = Arc::new(Deferred::new(push_room(node)));
+    let deferred = Arc::new(Deferred::new(node.clone()));
     let blocks = LocalBlocks::tracking(node.clone(), deferred.clone());
     let target = {
         let blocks = blocks.clone();
@@ -885,7 +898,7 @@ pub async fn put_site_with(
         })
         .sum();
     check_room(node, total, 2 * files.len() as u64)?;
-    let deferred = Arc::new(Deferred::new(push_room(node)));
+    let deferred = Arc::new(Deferred::new(node.clone()));
     let blocks = LocalBlocks::tracking(node.clone(), deferred.clone());
     let (target, previous) = {
         let blocks = blocks.clone();

@@ -40,6 +40,7 @@ use lichen_store::Origin;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -224,6 +225,16 @@ pub struct Pushes {
     secret: [u8; 32],
     records: Mutex<BTreeMap<u64, PushRecord>>,
     wake: tokio::sync::Notify,
+    /// Client cache bytes the records' blocks take.
+    pending: AtomicU64,
+    /// Client cache bytes of running inserts' blocks that will need pushing
+    /// (`crate::engine`): counted so that two inserts at once cannot
+    /// together overflow the cache.
+    pub in_flight: AtomicU64,
+}
+
+fn bytes_of(blocks: &[(BlockKind, RoutingKey)]) -> u64 {
+    blocks.iter().map(|(k, _)| k.block_len() as u64).sum()
 }
 
 impl Pushes {
@@ -274,11 +285,14 @@ impl Pushes {
                 records.len()
             );
         }
+        let pending = records.values().map(|r| bytes_of(&r.blocks)).sum();
         Ok(Pushes {
             dir,
             secret,
             records: Mutex::new(records),
             wake: tokio::sync::Notify::new(),
+            pending: AtomicU64::new(pending),
+            in_flight: AtomicU64::new(0),
         })
     }
 
@@ -323,6 +337,8 @@ impl Pushes {
             }
         };
         self.write(id, &rec)?;
+        self.pending
+            .fetch_add(bytes_of(&rec.blocks), Ordering::Relaxed);
         if let Ok(mut m) = self.records.lock() {
             m.insert(id, rec);
         }
@@ -342,15 +358,7 @@ impl Pushes {
     /// Bytes of client cache the waiting blocks occupy.
     #[must_use]
     pub fn pending_bytes(&self) -> u64 {
-        self.records
-            .lock()
-            .map(|m| {
-                m.values()
-                    .flat_map(|r| r.blocks.iter())
-                    .map(|(k, _)| k.block_len() as u64)
-                    .sum()
-            })
-            .unwrap_or(0)
+        self.pending.load(Ordering::Relaxed)
     }
 
     /// Records waiting.
@@ -379,14 +387,21 @@ impl Pushes {
         if let Err(e) = self.write(id, &rec) {
             tracing::warn!("cannot save the progress of a push: {e}");
         }
+        let new = bytes_of(&rec.blocks);
         if let Ok(mut m) = self.records.lock() {
-            m.insert(id, rec);
+            if let Some(old) = m.insert(id, rec) {
+                self.pending
+                    .fetch_sub(bytes_of(&old.blocks).saturating_sub(new), Ordering::Relaxed);
+            }
         }
     }
 
     fn remove(&self, id: u64) {
         if let Ok(mut m) = self.records.lock() {
-            m.remove(&id);
+            if let Some(old) = m.remove(&id) {
+                self.pending
+                    .fetch_sub(bytes_of(&old.blocks), Ordering::Relaxed);
+            }
         }
         if let Err(e) = std::fs::remove_file(self.path(id)) {
             if e.kind() != std::io::ErrorKind::NotFound {
@@ -800,6 +815,7 @@ mod tests {
         p.add(None, Vec::new()).unwrap();
         assert_eq!(p.len(), 1);
         assert_eq!(p.pending_blocks(), 5);
+        assert_eq!(p.pending_bytes(), bytes_of(&r.blocks));
         drop(p);
         std::fs::write(dir.path().join("push/00000000000000aa.push"), b"junk").unwrap();
         let p = Pushes::open(dir.path(), s).unwrap();
@@ -808,7 +824,17 @@ mod tests {
         assert_eq!(back.blocks, r.blocks);
         assert_eq!(back.request, r.request);
         assert!(dir.path().join("push/00000000000000aa.bad").exists());
+        assert_eq!(p.pending_bytes(), bytes_of(&r.blocks));
+        p.update(
+            id,
+            PushRecord {
+                blocks: r.blocks[2..].to_vec(),
+                ..back
+            },
+        );
+        assert_eq!(p.pending_bytes(), bytes_of(&r.blocks[2..]));
         p.remove(id);
+        assert_eq!(p.pending_bytes(), 0);
         drop(p);
         assert!(Pushes::open(dir.path(), s).unwrap().is_empty());
     }
