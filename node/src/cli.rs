@@ -1108,6 +1108,13 @@ impl Queue {
         }
         match m.name.as_str() {
             "SimpleProgress" => row.progress = Some(block_counts(m)),
+            // An insert made without peers: pushed when peers come.
+            "PutSuccessful" if m.get("Lichen.PushFailed").is_some() => {
+                row.state = "stored locally; pushing it failed: insert it again".into();
+            }
+            "PutSuccessful" if m.get("Lichen.InNetwork") == Some("false") => {
+                row.state = "stored locally; not yet in the network".into();
+            }
             "DataFound" | "AllData" | "PutSuccessful" => row.state = "done".into(),
             "PutFetchable" if row.state == "running" => row.state = "fetchable".into(),
             "GetFailed" => row.state = format!("failed: {}", describe(m, fetch_words)),

@@ -16,6 +16,7 @@ use lichen_fcp::{FetchErrorCode, InsertErrorCode};
 use lichen_routing::{InsertOutcome, Key, KeyKind, RequestOutcome};
 use lichen_store::{Origin, PutOutcome, Space};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 /// Blocks as this node's own user sees them: the private client cache,
@@ -23,8 +24,80 @@ use std::sync::Arc;
 #[derive(Debug, Clone)]
 pub struct LocalBlocks {
     node: Arc<Node>,
-    /// Don't read the local store (FCP `IgnoreDS`).
+    /// Don't read the local client cache and stores (FCP `IgnoreDS`).
     ignore_ds: bool,
+    /// Only the local client cache and stores, not the network (FCP
+    /// `DSOnly`).
+    ds_only: bool,
+    /// Blocks of this insert that are only in the client cache (no peers,
+    /// or the network refused them): pushed later (`crate::push`).
+    deferred: Option<Arc<Deferred>>,
+}
+
+/// The blocks of one insert that did not reach the network.
+#[derive(Debug)]
+pub struct Deferred {
+    node: Arc<Node>,
+    inner: std::sync::Mutex<DeferredInner>,
+}
+
+#[derive(Debug, Default)]
+struct DeferredInner {
+    blocks: Vec<(BlockKind, RoutingKey)>,
+    seen: std::collections::HashSet<[u8; 32]>,
+    bytes: u64,
+    overflow: bool,
+}
+
+impl Deferred {
+    fn new(node: Arc<Node>) -> Self {
+        Deferred {
+            node,
+            inner: std::sync::Mutex::default(),
+        }
+    }
+
+    /// Add a block; `false` if the blocks waiting to be pushed (earlier
+    /// inserts', running inserts', this one's) no longer fit the client
+    /// cache: they would evict each other before being pushed.
+    fn add(&self, kind: BlockKind, key: RoutingKey) -> bool {
+        let Ok(mut d) = self.inner.lock() else {
+            return false;
+        };
+        if !d.seen.insert(key.0) {
+            return true;
+        }
+        let len = kind.block_len() as u64;
+        d.bytes += len;
+        d.blocks.push((kind, key));
+        let pushes = &self.node.pushes;
+        let in_flight = pushes.in_flight.fetch_add(len, Ordering::Relaxed) + len;
+        if pushes.pending_bytes() + in_flight > self.node.config.store.client_cache_bytes {
+            d.overflow = true;
+        }
+        !d.overflow
+    }
+
+    fn overflowed(&self) -> bool {
+        self.inner.lock().map(|d| d.overflow).unwrap_or(false)
+    }
+
+    fn take(&self) -> Vec<(BlockKind, RoutingKey)> {
+        self.inner
+            .lock()
+            .map(|mut d| std::mem::take(&mut d.blocks))
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Deferred {
+    fn drop(&mut self) {
+        let bytes = self.inner.lock().map(|d| d.bytes).unwrap_or(0);
+        self.node
+            .pushes
+            .in_flight
+            .fetch_sub(bytes, Ordering::Relaxed);
+    }
 }
 
 impl LocalBlocks {
@@ -34,6 +107,27 @@ impl LocalBlocks {
         LocalBlocks {
             node,
             ignore_ds: false,
+            ds_only: false,
+            deferred: None,
+        }
+    }
+
+    /// The same blocks, recording in `deferred` what an insert leaves only
+    /// in the client cache.
+    fn tracking(node: Arc<Node>, deferred: Arc<Deferred>) -> Self {
+        LocalBlocks {
+            deferred: Some(deferred),
+            ..LocalBlocks::new(node)
+        }
+    }
+
+    /// Keep a block that did not reach the network for the push task.
+    fn defer(&self, kind: BlockKind, key: RoutingKey) -> Result<(), SinkError> {
+        match &self.deferred {
+            Some(d) if !d.add(kind, key) => Err(SinkError::Other(
+                "the insert does not fit in the client cache".into(),
+            )),
+            _ => Ok(()),
         }
     }
 }
@@ -47,13 +141,27 @@ impl BlockSource for LocalBlocks {
                 Err(e) => return Err(SourceError::Other(e.to_string())),
             }
         }
-        let Some(net) = self.node.network() else {
+        if self.ds_only {
             return Err(SourceError::NotFound);
+        }
+        let Some(net) = self.node.network() else {
+            // Without peers the network cannot be asked: with IgnoreDS
+            // nothing was looked at, so "not found" would claim too much.
+            return Err(if self.ignore_ds {
+                SourceError::RouteNotFound
+            } else {
+                SourceError::NotFound
+            });
         };
         // The peer manager puts a found block in the private client cache
         // only: nothing fetched for this node's user enters the shared
         // store or cache.
-        match net.fetch(Key(key.0), key_kind(kind)).await {
+        let outcome = if self.ignore_ds {
+            net.fetch_from_network(Key(key.0), key_kind(kind)).await
+        } else {
+            net.fetch(Key(key.0), key_kind(kind)).await
+        };
+        match outcome {
             Ok(RequestOutcome::Found(block)) => Ok(block),
             Ok(RequestOutcome::NotFound | RequestOutcome::TimedOut) => Err(SourceError::NotFound),
             Ok(RequestOutcome::RouteNotFound) => Err(SourceError::RouteNotFound),
@@ -88,7 +196,7 @@ impl BlockSink for LocalBlocks {
             Err(e) => return Err(SinkError::Other(e.to_string())),
         }
         let Some(net) = self.node.network() else {
-            return Ok(());
+            return self.defer(kind, key);
         };
         let mut tries = 0;
         loop {
@@ -103,7 +211,11 @@ impl BlockSink for LocalBlocks {
                     tokio::time::sleep(std::time::Duration::from_millis(100 << tries)).await;
                     continue;
                 }
+                // The local copy stays; when the insert is tracked, the
+                // push task sends it later.
+                Ok(InsertOutcome::Overloaded) if self.deferred.is_some() => self.defer(kind, key),
                 Ok(InsertOutcome::Overloaded) => Err(SinkError::Overload),
+                Ok(InsertOutcome::TimedOut) if self.deferred.is_some() => self.defer(kind, key),
                 Ok(InsertOutcome::TimedOut) => {
                     Err(SinkError::Other("the network insert timed out".into()))
                 }
@@ -111,7 +223,7 @@ impl BlockSink for LocalBlocks {
                     Err(SinkError::Other("the block does not verify".into()))
                 }
                 // The manager stopped (shutdown): the local copy stays.
-                Err(_) => Ok(()),
+                Err(_) => self.defer(kind, key),
             };
         }
     }
@@ -324,6 +436,106 @@ async fn flush_store(node: &Arc<Node>) -> Result<(), Failure<InsertErrorCode>> {
         })
 }
 
+/// A finished insert.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PutDone {
+    /// The request URI.
+    pub uri: String,
+    /// Every block reached the network. `false`: some are only in the
+    /// client cache and the push task sends them once the node has peers.
+    pub in_network: bool,
+}
+
+/// Blocks an insert of `len` bytes makes at most: data blocks, as many FEC
+/// check blocks, and the metadata listing them (before compression, so an
+/// upper bound).
+#[must_use]
+pub fn estimate_blocks(len: u64) -> u64 {
+    let data = len.div_ceil(32 * 1024).max(1);
+    if data == 1 {
+        2
+    } else {
+        2 * data + (2 * data).div_ceil(256) + 4
+    }
+}
+
+/// Client cache bytes an insert may leave unpushed: the budget less what
+/// earlier inserts waiting to be pushed hold.
+fn push_room(node: &Node) -> u64 {
+    node.config
+        .store
+        .client_cache_bytes
+        .saturating_sub(node.pushes.pending_bytes() + node.pushes.in_flight.load(Ordering::Relaxed))
+}
+
+fn mib(b: u64) -> String {
+    format!("{:.0} MiB", b as f64 / f64::from(1u32 << 20))
+}
+
+/// The PutFailed of an insert that cannot be kept in the client cache
+/// until it is pushed.
+fn too_big_for_cache(node: &Node, need: u64) -> Failure<InsertErrorCode> {
+    let budget = node.config.store.client_cache_bytes;
+    let pending = node.pushes.pending_bytes();
+    let held = if pending > 0 {
+        format!(
+            " ({} of it hold earlier inserts waiting to be pushed)",
+            mib(pending)
+        )
+    } else {
+        String::new()
+    };
+    Failure::new(
+        InsertErrorCode::TooBig,
+        format!(
+            "this node has no peers, so an insert is kept only in its client cache until it can be pushed into the network, \
+             and this one does not fit: it needs about {} (data and redundancy blocks), the client cache is {}{held}. \
+             Raise client_cache_bytes in the [store] section of the node's config file (e.g. client_cache_bytes = \"8GiB\"), \
+             or insert it once the node has peers",
+            mib(need),
+            mib(budget)
+        ),
+    )
+}
+
+/// Without peers every block of an insert must fit the client cache until
+/// it is pushed: refuse one that cannot, before doing the work.
+fn check_room(node: &Node, len: u64, extra_blocks: u64) -> Result<(), Failure<InsertErrorCode>> {
+    if node.network().is_some() {
+        return Ok(());
+    }
+    let need = (estimate_blocks(len) + extra_blocks) * BlockKind::Chk.block_len() as u64;
+    if need > push_room(node) {
+        return Err(too_big_for_cache(node, need));
+    }
+    Ok(())
+}
+
+/// After an insert: make it durable and record what must still be pushed.
+/// Returns whether everything reached the network.
+async fn finish_insert(
+    node: &Arc<Node>,
+    deferred: &Deferred,
+    request: Option<crate::push::RequestRef>,
+) -> Result<bool, Failure<InsertErrorCode>> {
+    flush_store(node).await?;
+    let blocks = deferred.take();
+    if blocks.is_empty() {
+        return Ok(true);
+    }
+    tracing::info!(
+        "insert stored in the local client cache; not yet in the network ({} block(s) to push once the node has peers)",
+        blocks.len()
+    );
+    node.pushes.add(request, blocks).map_err(|e| {
+        Failure::new(
+            InsertErrorCode::BucketError,
+            format!("cannot record the insert for pushing into the network: {e}"),
+        )
+    })?;
+    Ok(false)
+}
+
 /// Run a ClientPut. Returns the request URI.
 ///
 /// # Errors
@@ -334,9 +546,35 @@ pub async fn put(
     uri_generated: UriFn<'_>,
     progress: ProgressFn<'_>,
 ) -> Result<String, Failure<InsertErrorCode>> {
+    put_with(node, spec, None, uri_generated, progress)
+        .await
+        .map(|d| d.uri)
+}
+
+/// Run a ClientPut for `request`. An insert that did not fully reach the
+/// network is recorded for the push task (which marks `request` in the
+/// network when done).
+///
+/// # Errors
+/// A [`Failure`] with Freenet's InsertException code; code 14 (too big)
+/// when the node has no peers and the insert does not fit its client
+/// cache.
+pub async fn put_with(
+    node: &Arc<Node>,
+    spec: PutSpec,
+    request: Option<crate::push::RequestRef>,
+    uri_generated: UriFn<'_>,
+    progress: ProgressFn<'_>,
+) -> Result<PutDone, Failure<InsertErrorCode>> {
     let target = FreenetUri::parse(&spec.uri)
         .map_err(|e| Failure::new(InsertErrorCode::InvalidUri, e.to_string()))?;
-    let blocks = LocalBlocks::new(node.clone());
+    if !spec.chk_only {
+        if let PutData::File { len, .. } = &spec.data {
+            check_room(node, *len, 0)?;
+        }
+    }
+    let deferred = Arc::new(Deferred::new(node.clone()));
+    let blocks = LocalBlocks::tracking(node.clone(), deferred.clone());
     let target = {
         let blocks = blocks.clone();
         let handle = runtime();
@@ -420,17 +658,23 @@ pub async fn put(
         })
     })
     .await
-    .map_err(|e| Failure::new(InsertErrorCode::InternalError, e.to_string()))??;
+    .map_err(|e| Failure::new(InsertErrorCode::InternalError, e.to_string()))?;
+    let result = match result {
+        Err(_) if deferred.overflowed() => {
+            return Err(too_big_for_cache(
+                node,
+                deferred.inner.lock().map(|d| d.bytes).unwrap_or(0),
+            ))
+        }
+        r => r?,
+    };
     let uri = result.uri.to_string();
     uri_generated(uri.clone());
-    if !chk_only {
-        if node.peer_count() == 0 {
-            tracing::info!(
-                "insert stored in the local client cache; not yet in the network (no peers)"
-            );
-        }
-        flush_store(node).await?;
-    }
+    let in_network = if chk_only {
+        false
+    } else {
+        finish_insert(node, &deferred, request).await?
+    };
     progress(Progress {
         total: result.blocks,
         required: result.blocks,
@@ -438,7 +682,7 @@ pub async fn put(
         failed: 0,
         finalized: true,
     });
-    Ok(uri)
+    Ok(PutDone { uri, in_network })
 }
 
 /// Insert a small metadata document (a redirect) as the single block of
@@ -508,6 +752,7 @@ pub async fn get(
         .map_err(|e| Failure::new(FetchErrorCode::InvalidUri, e.to_string()))?;
     let mut blocks = LocalBlocks::new(node.clone());
     blocks.ignore_ds = spec.ignore_ds;
+    blocks.ds_only = spec.ds_only && !spec.ignore_ds;
     // A CHK written by other software (e.g. a Freenet CHK) has a routing key
     // like any other: look for it, and only if a block is there say that
     // Lichen cannot decode it.
@@ -616,9 +861,45 @@ pub async fn put_site(
     uri_generated: UriFn<'_>,
     progress: ProgressFn<'_>,
 ) -> Result<String, Failure<InsertErrorCode>> {
+    put_site_with(
+        node,
+        uri,
+        files,
+        default_name,
+        None,
+        uri_generated,
+        progress,
+    )
+    .await
+    .map(|d| d.uri)
+}
+
+/// [`put_site`] for `request`, recording what did not reach the network
+/// for the push task (as [`put_with`]).
+///
+/// # Errors
+/// A [`Failure`] with Freenet's InsertException code.
+pub async fn put_site_with(
+    node: &Arc<Node>,
+    uri: &str,
+    files: Vec<SiteFile>,
+    default_name: Option<String>,
+    request: Option<crate::push::RequestRef>,
+    uri_generated: UriFn<'_>,
+    progress: ProgressFn<'_>,
+) -> Result<PutDone, Failure<InsertErrorCode>> {
     let target = FreenetUri::parse(uri)
         .map_err(|e| Failure::new(InsertErrorCode::InvalidUri, e.to_string()))?;
-    let blocks = LocalBlocks::new(node.clone());
+    let total: u64 = files
+        .iter()
+        .map(|f| match &f.data {
+            PutData::File { len, .. } => *len,
+            _ => 0,
+        })
+        .sum();
+    check_room(node, total, 2 * files.len() as u64)?;
+    let deferred = Arc::new(Deferred::new(node.clone()));
+    let blocks = LocalBlocks::tracking(node.clone(), deferred.clone());
     let (target, previous) = {
         let blocks = blocks.clone();
         let handle = runtime();
@@ -691,9 +972,17 @@ pub async fn put_site(
         handle.block_on(async move { lichen_client::insert_site(&blocks, site_files, &opts).await })
     })
     .await
-    .map_err(|e| Failure::new(InsertErrorCode::InternalError, e.to_string()))?
-    .map_err(|e| insert_failure(&e))?;
-    flush_store(node).await?;
+    .map_err(|e| Failure::new(InsertErrorCode::InternalError, e.to_string()))?;
+    let r = match r {
+        Err(_) if deferred.overflowed() => {
+            return Err(too_big_for_cache(
+                node,
+                deferred.inner.lock().map(|d| d.bytes).unwrap_or(0),
+            ))
+        }
+        r => r.map_err(|e| insert_failure(&e))?,
+    };
+    let in_network = finish_insert(node, &deferred, request).await?;
     let uri = r.uri.to_string();
     uri_generated(uri.clone());
     progress(Progress {
@@ -703,5 +992,134 @@ pub async fn put_site(
         failed: 0,
         finalized: true,
     });
-    Ok(uri)
+    Ok(PutDone { uri, in_network })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::net::{self, peers::PeerManager};
+    use std::time::Duration;
+
+    /// A node opened in `dir` and, when `with_peer`, a bare peer (empty
+    /// memory store) linked to it.
+    async fn node_with_peer(dir: &Path) -> (Arc<Node>, tokio_util::sync::CancellationToken) {
+        let config = crate::config::Config {
+            data_dir: Some(dir.to_path_buf()),
+            ..crate::config::Config::default()
+        };
+        let node = Node::open(config).unwrap();
+        let stop = node.shutdown.clone();
+        let routing = lichen_routing::Config {
+            opennet: false,
+            swapping: false,
+            ..lichen_routing::Config::default()
+        };
+        let setup =
+            |keys: net::NodeKeys, location: u64, store: Arc<dyn lichen_store::BlockStore>| {
+                net::peers::PeerSetup {
+                    noderef: None,
+                    keys,
+                    location: lichen_routing::Location(location),
+                    store,
+                    link: net::LinkConfig::default(),
+                    bandwidth: Arc::new(net::Bandwidth::unlimited()),
+                    routing: routing.clone(),
+                    opennet: false,
+                }
+            };
+        // The bare peer.
+        let pkeys = net::NodeKeys::from_static_secret([7; 32]);
+        let pl = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let pref = net::NodeRef::new(&pkeys, vec![pl.local_addr().unwrap()], Some(1 << 63));
+        let pstore: Arc<dyn lichen_store::BlockStore> = Arc::new(lichen_store::MemoryStore::new(
+            &lichen_store::StoreConfig::new(
+                lichen_store::Budgets {
+                    store: 1 << 24,
+                    cache: 1 << 24,
+                    client: 1 << 24,
+                },
+                1 << 63,
+                lichen_store::StoreSecret::from_bytes([7; 32]),
+            ),
+        ));
+        let _peer = PeerManager::start(setup(pkeys, 1 << 63, pstore), pl, stop.clone());
+        // The node's own manager.
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let m = PeerManager::start(
+            setup(
+                net::NodeKeys::from_identity(&node.identity),
+                node.identity.location,
+                node.store.clone(),
+            ),
+            l,
+            stop.clone(),
+        );
+        m.connect(pref).await.unwrap();
+        node.peers.set(m).unwrap();
+        for _ in 0..250 {
+            if node.network().is_some() {
+                return (node, stop);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the peer did not connect");
+    }
+
+    #[tokio::test]
+    async fn ignore_ds_skips_the_local_copy_and_asks_the_network() {
+        let dir = tempfile::tempdir().unwrap();
+        let (node, stop) = node_with_peer(dir.path()).await;
+        // A block only this node has (in its client cache).
+        let (chk, block) =
+            lichen_crypto::chk::encode(b"only here", lichen_crypto::DataFlags::default()).unwrap();
+        let key = chk.routing_key;
+        node.store
+            .put(Space::Client, BlockKind::Chk, &key, &block)
+            .unwrap();
+        let local = LocalBlocks::new(node.clone());
+        assert_eq!(local.fetch(BlockKind::Chk, key).await.unwrap(), block);
+        let mut ignore = LocalBlocks::new(node.clone());
+        ignore.ignore_ds = true;
+        let r = tokio::time::timeout(Duration::from_secs(30), ignore.fetch(BlockKind::Chk, key))
+            .await
+            .unwrap();
+        assert!(r.is_err(), "IgnoreDS answered from the local store");
+        let mut ds_only = LocalBlocks::new(node.clone());
+        ds_only.ds_only = true;
+        assert!(ds_only.fetch(BlockKind::Chk, key).await.is_ok());
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn without_peers_ignore_ds_is_route_not_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = crate::config::Config {
+            data_dir: Some(dir.path().to_path_buf()),
+            ..crate::config::Config::default()
+        };
+        let node = Node::open(config).unwrap();
+        let mut ignore = LocalBlocks::new(node.clone());
+        ignore.ignore_ds = true;
+        assert!(matches!(
+            ignore.fetch(BlockKind::Chk, RoutingKey([1; 32])).await,
+            Err(SourceError::RouteNotFound)
+        ));
+        assert!(matches!(
+            LocalBlocks::new(node)
+                .fetch(BlockKind::Chk, RoutingKey([1; 32]))
+                .await,
+            Err(SourceError::NotFound)
+        ));
+    }
+
+    #[test]
+    fn estimate_covers_data_and_check_blocks() {
+        assert_eq!(estimate_blocks(0), 2);
+        assert_eq!(estimate_blocks(100), 2);
+        // 1 MiB: 32 data + 32 check + metadata.
+        let e = estimate_blocks(1 << 20);
+        assert!((64..80).contains(&e), "{e}");
+    }
 }

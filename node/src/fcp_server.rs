@@ -1217,28 +1217,50 @@ fn terminal(req: &Request, o: &Outcome, st: &State) -> Message {
     let global = req.global();
     let completion = st.completed_ms.unwrap_or_else(now_ms);
     match o {
-        Outcome::PutOk { uri, in_network } => rep::PutSuccessful {
-            identifier,
-            global,
-            uri: uri.clone(),
-            startup_time: req.started_ms,
-            completion_time: completion,
+        Outcome::PutOk {
+            uri,
+            in_network,
+            push_error,
+        } => {
+            let m = rep::PutSuccessful {
+                identifier,
+                global,
+                uri: uri.clone(),
+                startup_time: req.started_ms,
+                completion_time: completion,
+            }
+            .to_message()
+            // Without peers the insert lives in this node's client cache
+            // only until it is pushed. Clients that know the field tell
+            // their user; others ignore it.
+            .field(
+                "Lichen.InNetwork",
+                lichen_fcp::fields::bool_str(*in_network),
+            );
+            match push_error {
+                // Pushing it once peers came failed: insert it again.
+                Some(e) => m.field("Lichen.PushFailed", e.clone()),
+                None => m,
+            }
         }
-        .to_message()
-        // Without peers the insert lives in this node's client cache only.
-        // Clients that know the field tell their user; others ignore it.
-        .field(
-            "Lichen.InNetwork",
-            lichen_fcp::fields::bool_str(*in_network),
-        ),
-        Outcome::PutErr { code, extra } => rep::PutFailed {
-            identifier,
-            global,
-            code: InsertErrorCode::from_code(*code).unwrap_or(InsertErrorCode::InternalError),
-            extra: extra.clone(),
-            expected_uri: st.uri.clone(),
+        Outcome::PutErr { code, extra } => {
+            let code = InsertErrorCode::from_code(*code).unwrap_or(InsertErrorCode::InternalError);
+            let mut m = rep::PutFailed {
+                identifier,
+                global,
+                code,
+                extra: extra.clone(),
+                expected_uri: st.uri.clone(),
+            }
+            .to_message();
+            // fred's text for 14 speaks of 64 TB files; Lichen's reason
+            // (e.g. the client cache size without peers) is what a client
+            // showing CodeDescription should show.
+            if let (InsertErrorCode::TooBig, Some(e)) = (code, extra) {
+                m.fields.set("CodeDescription", e.clone());
+            }
+            m
         }
-        .to_message(),
         Outcome::GetOk { mime, len, .. } => rep::DataFound {
             identifier,
             global,
@@ -1380,16 +1402,26 @@ async fn put_data(
 }
 
 /// The outcome of a finished put, site or file.
-fn put_outcome(node: &Node, out: Result<String, engine::Failure<InsertErrorCode>>) -> Outcome {
+fn put_outcome(out: Result<engine::PutDone, engine::Failure<InsertErrorCode>>) -> Outcome {
     match out {
-        Ok(uri) => Outcome::PutOk {
-            uri,
-            in_network: node.peer_count() > 0,
+        Ok(d) => Outcome::PutOk {
+            uri: d.uri,
+            in_network: d.in_network,
+            push_error: None,
         },
         Err(f) => Outcome::PutErr {
             code: f.code.code(),
             extra: f.extra,
         },
+    }
+}
+
+/// The request a background push reports to.
+fn push_ref(req: &Request) -> crate::push::RequestRef {
+    crate::push::RequestRef {
+        scope: req.scope.clone(),
+        identifier: req.identifier.clone(),
+        started_ms: req.started_ms,
     }
 }
 
@@ -1477,25 +1509,15 @@ async fn run_request(
                 chk_only: p.get_chk_only,
                 target_filename: p.target_filename.clone(),
             };
-            let out = engine::put(&node, spec, &uri_generated, &progress).await;
+            let out =
+                engine::put_with(&node, spec, Some(push_ref(&req)), &uri_generated, &progress)
+                    .await;
             if p.persistence == Persistence::Connection {
                 if let Some(u) = &req.upload {
                     let _ = tokio::fs::remove_file(u).await;
                 }
             }
-            Some((
-                match out {
-                    Ok(uri) => Outcome::PutOk {
-                        uri,
-                        in_network: !p.get_chk_only && node.peer_count() > 0,
-                    },
-                    Err(f) => Outcome::PutErr {
-                        code: f.code.code(),
-                        extra: f.extra,
-                    },
-                },
-                None,
-            ))
+            Some((put_outcome(out), None))
         }
         ClientMessage::ClientGet(g) => {
             let direct = g.return_type == ReturnType::Direct;
@@ -1567,11 +1589,12 @@ async fn run_request(
                     mime: f.content_type.clone(),
                 });
             }
-            let out = engine::put_site(
+            let out = engine::put_site_with(
                 &node,
                 &d.options.uri,
                 files,
                 d.options.default_name.clone(),
+                Some(push_ref(&req)),
                 &uri_generated,
                 &progress,
             )
@@ -1581,7 +1604,7 @@ async fn run_request(
                     let _ = tokio::fs::remove_file(u).await;
                 }
             }
-            Some((put_outcome(&node, out), None))
+            Some((put_outcome(out), None))
         }
         ClientMessage::ClientPutDiskDir(d) => {
             let files = match engine::scan_dir(Path::new(&d.filename), d.include_hidden_files).await
@@ -1594,16 +1617,17 @@ async fn run_request(
                     ))
                 }
             };
-            let out = engine::put_site(
+            let out = engine::put_site_with(
                 &node,
                 &d.options.uri,
                 files,
                 d.options.default_name.clone(),
+                Some(push_ref(&req)),
                 &uri_generated,
                 &progress,
             )
             .await;
-            Some((put_outcome(&node, out), None))
+            Some((put_outcome(out), None))
         }
         _ => None,
     }

@@ -9,6 +9,7 @@ pub mod gateway;
 pub mod identity;
 pub mod net;
 pub mod node;
+pub mod push;
 pub mod requests;
 pub mod status;
 pub mod testnet;
@@ -40,6 +41,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     start_network(&node).await?;
     let fcp = tokio::spawn(fcp_server::serve(node.clone(), listener));
     fcp_server::resume(&node);
+    push::start(&node);
     gateway::start(&node).await?;
     wait_for_signal(&node).await;
     tracing::info!("shutting down");

@@ -33,6 +33,8 @@ pub struct Node {
     pub store: Arc<dyn BlockStore>,
     /// FCP requests (connection, reboot and forever persistence).
     pub requests: Requests,
+    /// Inserts made without peers, waiting to be pushed into the network.
+    pub pushes: crate::push::Pushes,
     /// Live FCP connections.
     pub hub: crate::fcp_server::Hub,
     /// When the node started (ms since epoch).
@@ -96,12 +98,20 @@ impl Node {
             what: "cannot open the persistent request queue".into(),
             source,
         })?;
+        let pushes =
+            crate::push::Pushes::open(&data_dir, identity.store_secret).map_err(|source| {
+                StartError::Io {
+                    what: "cannot open the list of inserts waiting to be pushed".into(),
+                    source,
+                }
+            })?;
         Ok(Arc::new(Node {
             config,
             data_dir,
             identity,
             store,
             requests,
+            pushes,
             hub: crate::fcp_server::Hub::default(),
             started_ms: now_ms(),
             shutdown: CancellationToken::new(),

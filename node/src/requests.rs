@@ -51,9 +51,16 @@ pub enum Outcome {
     PutOk {
         /// The request URI.
         uri: String,
-        /// The blocks went to peers too (not only the client cache).
+        /// The blocks went to peers too (not only the client cache). An
+        /// insert made without peers turns `true` once it has been pushed
+        /// (`crate::push`).
         #[serde(default)]
         in_network: bool,
+        /// Pushing an insert made without peers failed (blocks evicted from
+        /// the client cache first): why, for the user. It must be inserted
+        /// again.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        push_error: Option<String>,
     },
     /// Insert failed.
     PutErr {
@@ -345,6 +352,36 @@ impl Requests {
         }
     }
 
+    /// A background push of an insert made without peers ended: mark its
+    /// request as in the network (`error` `None`) or as failed to push.
+    /// Nothing happens if the request is gone or is not a finished put.
+    pub fn pushed(&self, r: &crate::push::RequestRef, error: Option<String>) {
+        let Some(req) = self.get(&r.scope, &r.identifier) else {
+            return;
+        };
+        if req.started_ms != r.started_ms {
+            return;
+        }
+        let changed = match req.state.lock() {
+            Ok(mut s) => match &mut s.outcome {
+                Some(Outcome::PutOk {
+                    in_network,
+                    push_error,
+                    ..
+                }) => {
+                    *in_network = error.is_none();
+                    *push_error = error;
+                    true
+                }
+                _ => false,
+            },
+            Err(_) => false,
+        };
+        if changed {
+            self.save(&req);
+        }
+    }
+
     fn record_path(&self, req: &Request) -> PathBuf {
         let scope = match &req.scope {
             Scope::Global => "g".to_string(),
@@ -438,6 +475,58 @@ mod tests {
             .unwrap()
             .list(&[Scope::Global])
             .is_empty());
+    }
+
+    #[test]
+    fn a_push_marks_the_put_in_network_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = Requests::open(dir.path()).unwrap();
+        let a = req(Scope::Global, "p", Persistence::Forever);
+        assert!(r.insert(a.clone()));
+        r.finish(
+            &a,
+            Outcome::PutOk {
+                uri: "CHK@x".into(),
+                in_network: false,
+                push_error: None,
+            },
+            5,
+        );
+        let rf = |started_ms| crate::push::RequestRef {
+            scope: Scope::Global,
+            identifier: "p".into(),
+            started_ms,
+        };
+        // Another request that had the same name: untouched.
+        r.pushed(&rf(2), None);
+        assert!(matches!(
+            a.snapshot().outcome,
+            Some(Outcome::PutOk {
+                in_network: false,
+                ..
+            })
+        ));
+        r.pushed(&rf(1), None);
+        drop(r);
+        let r = Requests::open(dir.path()).unwrap();
+        let back = r.get(&Scope::Global, "p").unwrap();
+        assert!(matches!(
+            back.snapshot().outcome,
+            Some(Outcome::PutOk {
+                in_network: true,
+                push_error: None,
+                ..
+            })
+        ));
+        r.pushed(&rf(1), Some("lost".into()));
+        assert!(matches!(
+            back.snapshot().outcome,
+            Some(Outcome::PutOk {
+                in_network: false,
+                push_error: Some(_),
+                ..
+            })
+        ));
     }
 
     #[test]

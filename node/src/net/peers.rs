@@ -158,7 +158,8 @@ pub enum AddFriendError {
 }
 
 enum Cmd {
-    Fetch(Key, KeyKind, oneshot::Sender<RequestOutcome>),
+    /// The bool: look at the local store first (false: FCP `IgnoreDS`).
+    Fetch(Key, KeyKind, bool, oneshot::Sender<RequestOutcome>),
     Insert(Key, KeyKind, Vec<u8>, oneshot::Sender<InsertOutcome>),
     Connect(NodeRef, Option<Vec<u8>>),
     PeerCount(oneshot::Sender<usize>),
@@ -298,9 +299,31 @@ impl PeerManager {
     /// # Errors
     /// [`LinkError::Closed`] if the manager has stopped.
     pub async fn fetch(&self, key: Key, kind: KeyKind) -> Result<RequestOutcome, LinkError> {
+        self.fetch_with(key, kind, true).await
+    }
+
+    /// Fetch a block through the network without looking at the local
+    /// store (FCP `IgnoreDS`).
+    ///
+    /// # Errors
+    /// [`LinkError::Closed`] if the manager has stopped.
+    pub async fn fetch_from_network(
+        &self,
+        key: Key,
+        kind: KeyKind,
+    ) -> Result<RequestOutcome, LinkError> {
+        self.fetch_with(key, kind, false).await
+    }
+
+    async fn fetch_with(
+        &self,
+        key: Key,
+        kind: KeyKind,
+        local_first: bool,
+    ) -> Result<RequestOutcome, LinkError> {
         let (tx, rx) = oneshot::channel();
         self.cmd
-            .send(Cmd::Fetch(key, kind, tx))
+            .send(Cmd::Fetch(key, kind, local_first, tx))
             .await
             .map_err(|_| LinkError::Closed)?;
         rx.await.map_err(|_| LinkError::Closed)
@@ -729,8 +752,12 @@ async fn drive(
             c = cmds.recv() => {
                 let Some(c) = c else { break };
                 match c {
-                    Cmd::Fetch(key, kind, reply) => {
-                        let local = store.get(Origin::Local, kind_of(kind), &RoutingKey(key.0)).ok().flatten();
+                    Cmd::Fetch(key, kind, local_first, reply) => {
+                        let local = if local_first {
+                            store.get(Origin::Local, kind_of(kind), &RoutingKey(key.0)).ok().flatten()
+                        } else {
+                            None
+                        };
                         if let Some(f) = local {
                             let _ = reply.send(RequestOutcome::Found(f.block));
                         } else {
