@@ -439,7 +439,7 @@ enum Stream<W: Write> {
     Zstd(Box<zstd::stream::write::Decoder<'static, Out<W>>>),
 }
 
-impl<W: Write> Stream<W> {
+impl<W: Write + Send> Stream<W> {
     fn out(&mut self) -> &mut Out<W> {
         match self {
             Stream::Plain(o) => o,
@@ -466,6 +466,33 @@ impl<W: Write> Stream<W> {
         r.map_err(|e| self.map_err(e))
     }
 
+    /// Write a segment's blocks. Plain documents hash and write at once
+    /// (two rayon tasks: the SHA-256 need not wait for the writer).
+    fn write_all_parts(&mut self, parts: &[&[u8]]) -> Result<(), FetchError> {
+        let Stream::Plain(out) = self else {
+            for p in parts {
+                self.write(p)?;
+            }
+            return Ok(());
+        };
+        let len: u64 = parts.iter().map(|p| p.len() as u64).sum();
+        if out.written + len > out.limit {
+            out.over = true;
+            return Err(self.map_err(std::io::Error::other("longer than declared")));
+        }
+        let Out { inner, hasher, .. } = out;
+        let (written, ()) = rayon::join(
+            || write_all_vectored(inner, parts),
+            || parts.iter().for_each(|p| hasher.update(p)),
+        );
+        if let Err(e) = written {
+            out.inner_err = Some(e);
+            return Err(self.map_err(std::io::Error::other("write failed")));
+        }
+        out.written += len;
+        Ok(())
+    }
+
     fn finish(mut self) -> Result<(u64, [u8; 32]), FetchError> {
         if let Stream::Zstd(d) = &mut self {
             if let Err(e) = d.flush() {
@@ -478,6 +505,24 @@ impl<W: Write> Stream<W> {
         };
         Ok((out.written, out.hasher.finalize().into()))
     }
+}
+
+/// Write every part, in as few calls as the writer allows (a `BufWriter`
+/// hands a segment to the file in one `writev` instead of copying it).
+fn write_all_vectored<W: Write>(w: &mut W, parts: &[&[u8]]) -> std::io::Result<()> {
+    let mut slices: Vec<std::io::IoSlice<'_>> =
+        parts.iter().map(|p| std::io::IoSlice::new(p)).collect();
+    let mut bufs = &mut slices[..];
+    std::io::IoSlice::advance_slices(&mut bufs, 0);
+    while !bufs.is_empty() {
+        match w.write_vectored(bufs) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => std::io::IoSlice::advance_slices(&mut bufs, n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Fetch a splitfile's segments and write the document to `writer`.
@@ -530,12 +575,15 @@ where
         .collect();
     let mut segments = futures::stream::iter(jobs).buffered(opts.segments_ahead.max(1));
     while let Some(blocks) = segments.next().await {
-        for b in blocks? {
+        let blocks = blocks?;
+        let mut parts: Vec<&[u8]> = Vec::with_capacity(blocks.len());
+        for b in &blocks {
             let take = remaining.min(b.len() as u64);
             // take ≤ b.len(), so the cast is lossless.
-            stream.write(&b[..take as usize])?;
+            parts.push(&b[..take as usize]);
             remaining -= take;
         }
+        stream.write_all_parts(&parts)?;
     }
     let (written, hash) = stream.finish()?;
     if written != sf.size {
@@ -568,17 +616,37 @@ async fn fetch_segment<S: BlockSource, P: FnMut(Progress) + Send>(
         )));
     }
     let mut raw: Vec<Option<Vec<u8>>> = (0..n).map(|_| None).collect();
-    let mut plain: Vec<Option<Vec<u8>>> = (0..n).map(|_| None).collect();
-    let mut have = 0usize;
+    // Blocks the source holds locally (already verified): read and
+    // decrypt the data blocks on the rayon pool, every core at once.
+    let mut plain: Vec<Option<Vec<u8>>> = keys[..k]
+        .par_iter()
+        .map(|key| {
+            let block = source.fetch_local(BlockKind::Chk, &key.routing_key)?;
+            chk::decrypt_owned(&key.crypto_key, block)
+                .ok()
+                .filter(|d| d.len() == chk::PAYLOAD_LEN)
+        })
+        .collect();
+    plain.resize_with(n, || None);
+    let mut have = plain.iter().filter(|p| p.is_some()).count();
+    for _ in 0..have {
+        shared.block_done();
+    }
+    if have == k {
+        return Ok(plain.into_iter().take(k).flatten().collect());
+    }
     let mut next = 0usize;
     let mut inflight = FuturesUnordered::new();
     let limit = opts.block_concurrency.max(1);
     loop {
         while have + inflight.len() < k && next < n && inflight.len() < limit {
             let i = next;
+            next += 1;
+            if plain[i].is_some() {
+                continue;
+            }
             let rk = keys[i].routing_key;
             inflight.push(async move { (i, source.fetch(BlockKind::Chk, rk).await) });
-            next += 1;
         }
         if let Some((i, res)) = inflight.next().await {
             match res {
@@ -603,19 +671,17 @@ async fn fetch_segment<S: BlockSource, P: FnMut(Progress) + Send>(
             });
         }
         // Decrypt what arrived, in parallel.
-        let todo: Vec<usize> = (0..n).filter(|&i| raw[i].is_some()).collect();
-        let decoded: Vec<(usize, Option<Vec<u8>>)> = todo
-            .par_iter()
-            .map(|&i| {
-                let d = raw[i]
-                    .as_ref()
-                    .and_then(|b| chk::decrypt(&keys[i].crypto_key, b).ok())
+        let decoded: Vec<(usize, Option<Vec<u8>>)> = raw
+            .par_iter_mut()
+            .enumerate()
+            .filter_map(|(i, r)| {
+                let d = chk::decrypt_owned(&keys[i].crypto_key, r.take()?)
+                    .ok()
                     .filter(|d| d.len() == chk::PAYLOAD_LEN);
-                (i, d)
+                Some((i, d))
             })
             .collect();
         for (i, d) in decoded {
-            raw[i] = None;
             match d {
                 Some(d) => plain[i] = Some(d),
                 // Verifies but does not decrypt: wrong key in the metadata

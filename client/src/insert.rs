@@ -331,9 +331,23 @@ async fn put_blocks<S: BlockSink>(
     blocks: Vec<(RoutingKey, Vec<u8>)>,
     concurrency: usize,
 ) -> Result<(), InsertError> {
+    // What the sink can store without waiting is stored from the rayon
+    // pool, on every core; the rest goes through the async put.
+    let rest: Vec<(RoutingKey, Vec<u8>)> = blocks
+        .into_par_iter()
+        .filter_map(
+            |(key, block)| match sink.put_local(BlockKind::Chk, &key, &block) {
+                Some(Ok(())) => None,
+                Some(Err(e)) => Some(Err(e)),
+                None => Some(Ok((key, block))),
+            },
+        )
+        .collect::<Result<_, _>>()?;
+    if rest.is_empty() {
+        return Ok(());
+    }
     let mut puts = futures::stream::iter(
-        blocks
-            .into_iter()
+        rest.into_iter()
             .map(|(key, block)| sink.put(BlockKind::Chk, key, block)),
     )
     .buffer_unordered(concurrency);

@@ -69,6 +69,23 @@ pub trait BlockSource: Sync {
         kind: BlockKind,
         key: RoutingKey,
     ) -> impl Future<Output = Result<Vec<u8>, SourceError>> + Send;
+
+    /// The block under `key` if this source holds it locally, already
+    /// verified against `key` (e.g. read from a store that verifies every
+    /// block it reads), without waiting on the network. `None`: not held
+    /// locally (or this source cannot tell without waiting); the client
+    /// then calls [`BlockSource::fetch`].
+    ///
+    /// The client calls this from its worker threads (rayon), several at
+    /// once, to read and decrypt a segment's blocks in parallel; it may wait
+    /// on local disk I/O but never on the network. The client does not
+    /// re-hash what it returns (decryption still authenticates it under the
+    /// crypto key), so return only blocks verified against `key`. The
+    /// default holds nothing.
+    fn fetch_local(&self, kind: BlockKind, key: &RoutingKey) -> Option<Vec<u8>> {
+        let _ = (kind, key);
+        None
+    }
 }
 
 /// Where inserts put blocks: the node's store and the network.
@@ -81,6 +98,26 @@ pub trait BlockSink: Sync {
         key: RoutingKey,
         block: Vec<u8>,
     ) -> impl Future<Output = Result<(), SinkError>> + Send;
+
+    /// Store `block` (just encoded by the client, so it verifies) without
+    /// waiting on the network, if that completes the put for this sink:
+    /// e.g. a node with no peers stores it in its local cache and is done.
+    /// `Some(result)`: the put is done (or failed); `None`: nothing was
+    /// done and the client calls [`BlockSink::put`] with the block.
+    ///
+    /// The client calls this from its worker threads (rayon), several at
+    /// once, so that storing (and a store's sealing at rest) runs on every
+    /// core; it may wait on local disk I/O but never on the network. The
+    /// default does nothing.
+    fn put_local(
+        &self,
+        kind: BlockKind,
+        key: &RoutingKey,
+        block: &[u8],
+    ) -> Option<Result<(), SinkError>> {
+        let _ = (kind, key, block);
+        None
+    }
 }
 
 impl<T: BlockSource + Send + ?Sized> BlockSource for Arc<T> {
@@ -90,6 +127,10 @@ impl<T: BlockSource + Send + ?Sized> BlockSource for Arc<T> {
         key: RoutingKey,
     ) -> impl Future<Output = Result<Vec<u8>, SourceError>> + Send {
         (**self).fetch(kind, key)
+    }
+
+    fn fetch_local(&self, kind: BlockKind, key: &RoutingKey) -> Option<Vec<u8>> {
+        (**self).fetch_local(kind, key)
     }
 }
 
@@ -102,6 +143,15 @@ impl<T: BlockSink + Send + ?Sized> BlockSink for Arc<T> {
     ) -> impl Future<Output = Result<(), SinkError>> + Send {
         (**self).put(kind, key, block)
     }
+
+    fn put_local(
+        &self,
+        kind: BlockKind,
+        key: &RoutingKey,
+        block: &[u8],
+    ) -> Option<Result<(), SinkError>> {
+        (**self).put_local(kind, key, block)
+    }
 }
 
 /// A sink that stores nothing: inserting into it only computes the URI
@@ -112,6 +162,10 @@ pub struct NullSink;
 impl BlockSink for NullSink {
     async fn put(&self, _: BlockKind, _: RoutingKey, _: Vec<u8>) -> Result<(), SinkError> {
         Ok(())
+    }
+
+    fn put_local(&self, _: BlockKind, _: &RoutingKey, _: &[u8]) -> Option<Result<(), SinkError>> {
+        Some(Ok(()))
     }
 }
 
@@ -180,11 +234,18 @@ impl BlockSource for MemoryBlocks {
             .map(|b| b.to_vec())
             .ok_or(SourceError::NotFound)
     }
+
+    /// Verified on read (a test may have [`MemoryBlocks::corrupt`]ed it).
+    fn fetch_local(&self, kind: BlockKind, key: &RoutingKey) -> Option<Vec<u8>> {
+        let block = self.lock().get(&(kind, *key))?.to_vec();
+        verify_block(kind, key, &block).ok()?;
+        Some(block)
+    }
 }
 
-impl BlockSink for MemoryBlocks {
-    async fn put(&self, kind: BlockKind, key: RoutingKey, block: Vec<u8>) -> Result<(), SinkError> {
-        verify_block(kind, &key, &block).map_err(|e| SinkError::Other(e.to_string()))?;
+impl MemoryBlocks {
+    fn store(&self, kind: BlockKind, key: RoutingKey, block: &[u8]) -> Result<(), SinkError> {
+        verify_block(kind, &key, block).map_err(|e| SinkError::Other(e.to_string()))?;
         let mut map = self.lock();
         match map.get(&(kind, key)) {
             Some(old) if kind == BlockKind::Ssk && **old != *block => Err(SinkError::Collision),
@@ -194,5 +255,20 @@ impl BlockSink for MemoryBlocks {
                 Ok(())
             }
         }
+    }
+}
+
+impl BlockSink for MemoryBlocks {
+    async fn put(&self, kind: BlockKind, key: RoutingKey, block: Vec<u8>) -> Result<(), SinkError> {
+        self.store(kind, key, &block)
+    }
+
+    fn put_local(
+        &self,
+        kind: BlockKind,
+        key: &RoutingKey,
+        block: &[u8],
+    ) -> Option<Result<(), SinkError>> {
+        Some(self.store(kind, *key, block))
     }
 }

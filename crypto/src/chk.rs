@@ -205,15 +205,32 @@ pub fn decrypt(crypto_key: &[u8; 32], block: &[u8]) -> Result<Vec<u8>, BlockErro
             want: BLOCK_LEN,
         });
     }
-    let (body, tag) = block.split_at(PLAIN_LEN);
-    let mut buf = body.to_vec();
+    decrypt_owned(crypto_key, block.to_vec())
+}
+
+/// [`decrypt`] in place: the block's buffer becomes the data (no copy).
+///
+/// # Errors
+/// As [`decrypt`].
+pub fn decrypt_owned(crypto_key: &[u8; 32], block: Vec<u8>) -> Result<Vec<u8>, BlockError> {
+    if block.len() != BLOCK_LEN {
+        return Err(BlockError::WrongLength {
+            kind: "CHK",
+            got: block.len(),
+            want: BLOCK_LEN,
+        });
+    }
+    let mut buf = block;
+    let mut tag = [0u8; TAG_LEN];
+    tag.copy_from_slice(&buf[PLAIN_LEN..]);
+    buf.truncate(PLAIN_LEN);
     let cipher = ChaCha20Poly1305::new(Key::from_slice(crypto_key));
     cipher
         .decrypt_in_place_detached(
             Nonce::from_slice(&[0u8; 12]),
             &[],
             &mut buf,
-            Tag::from_slice(tag),
+            Tag::from_slice(&tag),
         )
         .map_err(|_| BlockError::Decrypt)?;
     let len = usize::from(u16::from_be_bytes([buf[PAYLOAD_LEN], buf[PAYLOAD_LEN + 1]]));
@@ -267,6 +284,27 @@ mod tests {
         let (mut k, b) = encode(b"hello", DataFlags::default()).unwrap();
         k.crypto_key[0] ^= 1;
         assert_eq!(decode(&k, &b), Err(BlockError::Decrypt));
+        assert_eq!(decrypt_owned(&k.crypto_key, b), Err(BlockError::Decrypt));
+    }
+
+    #[test]
+    fn decrypt_owned_matches_decrypt() {
+        for len in [0, 5, PAYLOAD_LEN] {
+            let data = vec![0x5a; len];
+            let (k, b) = encode(&data, DataFlags::default()).unwrap();
+            assert_eq!(decrypt_owned(&k.crypto_key, b.clone()).unwrap(), data);
+            assert_eq!(decrypt(&k.crypto_key, &b).unwrap(), data);
+            let mut tampered = b.clone();
+            tampered[3] ^= 1;
+            assert_eq!(
+                decrypt_owned(&k.crypto_key, tampered),
+                Err(BlockError::Decrypt)
+            );
+            assert!(matches!(
+                decrypt_owned(&k.crypto_key, b[..100].to_vec()),
+                Err(BlockError::WrongLength { .. })
+            ));
+        }
     }
 
     #[test]

@@ -170,6 +170,16 @@ impl BlockSource for LocalBlocks {
             Err(_) => Err(SourceError::NotFound),
         }
     }
+
+    /// The store verifies every block it reads.
+    fn fetch_local(&self, kind: BlockKind, key: &RoutingKey) -> Option<Vec<u8>> {
+        if self.ignore_ds {
+            return None;
+        }
+        // An error is reported by the `fetch` the client falls back to.
+        let found = self.node.store.get(Origin::Local, kind, key).ok()??;
+        Some(found.block)
+    }
 }
 
 fn key_kind(kind: BlockKind) -> KeyKind {
@@ -182,19 +192,43 @@ fn key_kind(kind: BlockKind) -> KeyKind {
 /// Tries of a network insert the routing node refused as overloaded.
 const INSERT_TRIES: u32 = 4;
 
+impl LocalBlocks {
+    /// Keep a block the client library has just encoded in the private
+    /// client cache (trusted: its routing key was computed from it).
+    fn store_local(
+        &self,
+        kind: BlockKind,
+        key: &RoutingKey,
+        block: &[u8],
+    ) -> Result<(), SinkError> {
+        match self.node.store.put_trusted(Space::Client, kind, key, block) {
+            Ok(PutOutcome::Collision) => Err(SinkError::Collision),
+            Ok(PutOutcome::NoRoom) => Err(SinkError::Other(
+                "the client cache is smaller than one block".into(),
+            )),
+            Ok(_) => Ok(()),
+            Err(e) => Err(SinkError::Other(e.to_string())),
+        }
+    }
+}
+
 impl BlockSink for LocalBlocks {
+    /// With no peers, the local copy is the whole put.
+    fn put_local(
+        &self,
+        kind: BlockKind,
+        key: &RoutingKey,
+        block: &[u8],
+    ) -> Option<Result<(), SinkError>> {
+        if self.node.network().is_some() {
+            return None;
+        }
+        Some(self.store_local(kind, key, block))
+    }
+
     async fn put(&self, kind: BlockKind, key: RoutingKey, block: Vec<u8>) -> Result<(), SinkError> {
         // The local copy first: a failed network insert never loses it.
-        match self.node.store.put(Space::Client, kind, &key, &block) {
-            Ok(PutOutcome::Collision) => return Err(SinkError::Collision),
-            Ok(PutOutcome::NoRoom) => {
-                return Err(SinkError::Other(
-                    "the client cache is smaller than one block".into(),
-                ))
-            }
-            Ok(_) => {}
-            Err(e) => return Err(SinkError::Other(e.to_string())),
-        }
+        self.store_local(kind, &key, &block)?;
         let Some(net) = self.node.network() else {
             return self.defer(kind, key);
         };

@@ -320,6 +320,45 @@ impl<B: Backend> Engine<B> {
         block: &[u8],
     ) -> Result<PutOutcome, StoreError> {
         verify_block(kind, key, block)?;
+        self.put_verified(space, kind, key, block)
+    }
+
+    /// [`crate::BlockStore::put_trusted`]: a CHK block this process has just
+    /// encoded (its routing key was computed from these very bytes) is
+    /// stored without hashing it again. SSK blocks are always verified (a
+    /// signature check, cheap next to a 1 KiB block's I/O).
+    pub(crate) fn put_trusted(
+        &self,
+        space: Space,
+        kind: BlockKind,
+        key: &RoutingKey,
+        block: &[u8],
+    ) -> Result<PutOutcome, StoreError> {
+        if kind == BlockKind::Chk {
+            // Cheap checks stay: a block of the wrong length is never stored.
+            if block.len() != kind.block_len() {
+                return Err(StoreError::InvalidBlock(
+                    lichen_crypto::BlockError::WrongLength {
+                        kind: "CHK",
+                        got: block.len(),
+                        want: kind.block_len(),
+                    },
+                ));
+            }
+            debug_assert!(verify_block(kind, key, block).is_ok());
+        } else {
+            verify_block(kind, key, block)?;
+        }
+        self.put_verified(space, kind, key, block)
+    }
+
+    fn put_verified(
+        &self,
+        space: Space,
+        kind: BlockKind,
+        key: &RoutingKey,
+        block: &[u8],
+    ) -> Result<PutOutcome, StoreError> {
         let len = block.len() as u64;
         let budget = self.budgets.of(space);
         if len > budget {
@@ -714,6 +753,15 @@ macro_rules! delegate_block_store {
                 block: &[u8],
             ) -> Result<$crate::PutOutcome, $crate::StoreError> {
                 self.engine.put(space, kind, key, block)
+            }
+            fn put_trusted(
+                &self,
+                space: $crate::Space,
+                kind: lichen_crypto::BlockKind,
+                key: &lichen_crypto::RoutingKey,
+                block: &[u8],
+            ) -> Result<$crate::PutOutcome, $crate::StoreError> {
+                self.engine.put_trusted(space, kind, key, block)
             }
             fn get_in(
                 &self,

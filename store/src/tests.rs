@@ -805,3 +805,65 @@ mod model {
         PutOutcome::Stored
     }
 }
+
+#[test]
+fn put_trusted_stores_and_serves_like_put() {
+    both(&config(blocks(8), blocks(8), blocks(8)), |s| {
+        let mut r = rng();
+        let (k, b) = chk(&mut r);
+        assert_eq!(
+            s.put_trusted(Space::Client, BlockKind::Chk, &k, &b)
+                .unwrap(),
+            PutOutcome::Stored
+        );
+        assert_eq!(
+            s.put_trusted(Space::Client, BlockKind::Chk, &k, &b)
+                .unwrap(),
+            PutOutcome::AlreadyPresent
+        );
+        assert_eq!(
+            s.get_in(Space::Client, BlockKind::Chk, &k).unwrap(),
+            Some(b.clone())
+        );
+        assert_eq!(s.stats().space(Space::Client).blocks, 1);
+        // Lengths are still checked.
+        assert!(matches!(
+            s.put_trusted(Space::Client, BlockKind::Chk, &k, &b[..100]),
+            Err(StoreError::InvalidBlock(_))
+        ));
+        // SSK blocks are still verified.
+        let (rk, a, _) = ssk_pair("trusted");
+        let mut bad = a.clone();
+        bad[40] ^= 1;
+        assert!(matches!(
+            s.put_trusted(Space::Client, BlockKind::Ssk, &rk, &bad),
+            Err(StoreError::InvalidBlock(_))
+        ));
+        assert_eq!(
+            s.put_trusted(Space::Client, BlockKind::Ssk, &rk, &a)
+                .unwrap(),
+            PutOutcome::Stored
+        );
+        assert_eq!(
+            s.get_in(Space::Client, BlockKind::Ssk, &rk).unwrap(),
+            Some(a)
+        );
+    });
+}
+
+/// A caller that breaks the contract stores a bad block, but it is never
+/// served: the read verifies and deletes it. (Debug builds assert instead.)
+#[cfg(not(debug_assertions))]
+#[test]
+fn put_trusted_bad_block_is_never_served() {
+    both(&config(blocks(8), blocks(8), blocks(8)), |s| {
+        let mut r = rng();
+        let (k, mut b) = chk(&mut r);
+        b[0] ^= 1;
+        s.put_trusted(Space::Client, BlockKind::Chk, &k, &b)
+            .unwrap();
+        assert_eq!(s.get_in(Space::Client, BlockKind::Chk, &k).unwrap(), None);
+        assert_eq!(s.stats().space(Space::Client).blocks, 0);
+        assert_eq!(s.stats().corrupt_deleted, 1);
+    });
+}

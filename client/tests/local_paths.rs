@@ -1,0 +1,146 @@
+//! The synchronous fast paths (`BlockSink::put_local`,
+//! `BlockSource::fetch_local`) and their fallbacks to the async calls.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{get, random_bytes};
+use lichen_client::{
+    insert, BlockSink, BlockSource, FetchOptions, InsertOptions, MemoryBlocks, SinkError,
+    SourceError,
+};
+use lichen_crypto::{BlockKind, RoutingKey};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Answers `fetch_local` only for keys whose first byte is even, and
+/// counts both kinds of call.
+#[derive(Debug, Default)]
+struct HalfLocal {
+    inner: MemoryBlocks,
+    local: AtomicU64,
+    remote: AtomicU64,
+}
+
+impl BlockSource for HalfLocal {
+    async fn fetch(&self, kind: BlockKind, key: RoutingKey) -> Result<Vec<u8>, SourceError> {
+        self.remote.fetch_add(1, Ordering::Relaxed);
+        self.inner.fetch(kind, key).await
+    }
+
+    fn fetch_local(&self, kind: BlockKind, key: &RoutingKey) -> Option<Vec<u8>> {
+        if key.0[0] % 2 == 1 {
+            return None;
+        }
+        self.local.fetch_add(1, Ordering::Relaxed);
+        self.inner.fetch_local(kind, key)
+    }
+}
+
+/// `put_local` stores keys with an even first byte and declines the
+/// others (which then arrive through `put`); `fail` makes it fail instead.
+#[derive(Debug, Default)]
+struct HalfSink {
+    inner: MemoryBlocks,
+    local: AtomicU64,
+    remote: AtomicU64,
+    fail: bool,
+}
+
+impl BlockSink for HalfSink {
+    async fn put(&self, kind: BlockKind, key: RoutingKey, block: Vec<u8>) -> Result<(), SinkError> {
+        self.remote.fetch_add(1, Ordering::Relaxed);
+        self.inner.put(kind, key, block).await
+    }
+
+    fn put_local(
+        &self,
+        kind: BlockKind,
+        key: &RoutingKey,
+        block: &[u8],
+    ) -> Option<Result<(), SinkError>> {
+        if self.fail {
+            return Some(Err(SinkError::Other("disk full".into())));
+        }
+        if key.0[0] % 2 == 1 {
+            return None;
+        }
+        self.local.fetch_add(1, Ordering::Relaxed);
+        self.inner.put_local(kind, key, block)
+    }
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn mixed_local_and_async_puts_and_fetches_round_trip() {
+    rt().block_on(async {
+        let data = random_bytes(3 * 1024 * 1024 + 12345, 9);
+        let sink = HalfSink::default();
+        let opts = InsertOptions {
+            compress: false,
+            segment_blocks: 32,
+            ..InsertOptions::default()
+        };
+        let r = insert(&sink, &data[..], &opts).await.unwrap();
+        let (local, remote) = (
+            sink.local.load(Ordering::Relaxed),
+            sink.remote.load(Ordering::Relaxed),
+        );
+        assert!(local > 0 && remote > 0, "local {local}, remote {remote}");
+        assert_eq!(sink.inner.len() as u64, r.blocks);
+
+        // Every block, whichever way it was stored, is fetched back.
+        let src = HalfLocal {
+            inner: sink.inner,
+            ..HalfLocal::default()
+        };
+        let (out, _) = get(&src, &r.uri, &FetchOptions::default()).await.unwrap();
+        assert_eq!(out, data);
+        assert!(src.local.load(Ordering::Relaxed) > 0);
+        assert!(src.remote.load(Ordering::Relaxed) > 0);
+    });
+}
+
+#[test]
+fn a_corrupt_local_block_falls_back_and_is_rebuilt() {
+    rt().block_on(async {
+        let data = random_bytes(2 * 1024 * 1024, 10);
+        let store = MemoryBlocks::new();
+        let opts = InsertOptions {
+            compress: false,
+            ..InsertOptions::default()
+        };
+        let r = insert(&store, &data[..], &opts).await.unwrap();
+        // Corrupt a third of the blocks: `fetch_local` refuses them, the
+        // async fetch returns them, the client's verification rejects
+        // them, and check blocks rebuild the data.
+        let top = r.uri.key.chk_key().unwrap().routing_key;
+        for (i, (kind, key)) in store.keys().into_iter().enumerate() {
+            if i % 3 == 0 && key != top {
+                store.corrupt(kind, &key, vec![0u8; 32786]);
+            }
+        }
+        let (out, _) = get(&store, &r.uri, &FetchOptions::default()).await.unwrap();
+        assert_eq!(out, data);
+    });
+}
+
+#[test]
+fn a_failing_local_put_fails_the_insert() {
+    rt().block_on(async {
+        let sink = HalfSink {
+            fail: true,
+            ..HalfSink::default()
+        };
+        let data = random_bytes(1024 * 1024, 11);
+        let err = insert(&sink, &data[..], &InsertOptions::default())
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("disk full"), "{err}");
+    });
+}
