@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 struct Hop {
     manager: PeerManager,
     noderef: NodeRef,
+    bytes: Vec<u8>,
     store: Arc<dyn BlockStore>,
 }
 
@@ -49,8 +50,9 @@ async fn start(i: usize, hops: usize, stop: &CancellationToken) -> Hop {
         location,
         StoreSecret::from_bytes([secret; 32]),
     )));
+    let bytes = noderef.to_bytes(&keys);
     let setup = PeerSetup {
-        noderef: Some(noderef.to_bytes(&keys)),
+        noderef: Some(bytes.clone()),
         keys,
         location: Location(location),
         store: store.clone(),
@@ -69,6 +71,7 @@ async fn start(i: usize, hops: usize, stop: &CancellationToken) -> Hop {
     Hop {
         manager: PeerManager::start(setup, listener, stop.clone()),
         noderef,
+        bytes,
         store,
     }
 }
@@ -127,8 +130,16 @@ async fn run(hops: usize, samples: usize, concurrency: usize) {
     for i in 0..=hops {
         line.push(start(i, hops, &stop).await);
     }
+    // Darknet links: each pair are friends both ways.
     for w in line.windows(2) {
-        w[0].manager.connect(w[1].noderef.clone()).await.unwrap();
+        w[0].manager
+            .add_friend(w[1].noderef.clone(), w[1].bytes.clone())
+            .await
+            .unwrap();
+        w[1].manager
+            .add_friend(w[0].noderef.clone(), w[0].bytes.clone())
+            .await
+            .unwrap();
     }
     let deadline = Instant::now() + Duration::from_secs(30);
     for (i, h) in line.iter().enumerate() {

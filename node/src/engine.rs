@@ -1061,6 +1061,8 @@ mod tests {
                     bandwidth: Arc::new(net::Bandwidth::unlimited()),
                     routing: routing.clone(),
                     opennet: false,
+                    peer_dir: None,
+                    max_remembered: 0,
                 }
             };
         // The bare peer.
@@ -1078,19 +1080,21 @@ mod tests {
                 lichen_store::StoreSecret::from_bytes([7; 32]),
             ),
         ));
-        let _peer = PeerManager::start(setup(pkeys, 1 << 63, pstore), pl, stop.clone());
+        let pbytes = pref.to_bytes(&pkeys);
+        let peer = PeerManager::start(setup(pkeys, 1 << 63, pstore), pl, stop.clone());
         // The node's own manager.
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let keys = net::NodeKeys::from_identity(&node.identity);
+        let mref = net::NodeRef::new(&keys, vec![l.local_addr().unwrap()], Some(1 << 62));
+        let mbytes = mref.to_bytes(&keys);
         let m = PeerManager::start(
-            setup(
-                net::NodeKeys::from_identity(&node.identity),
-                node.identity.location,
-                node.store.clone(),
-            ),
+            setup(keys, node.identity.location, node.store.clone()),
             l,
             stop.clone(),
         );
-        m.connect(pref).await.unwrap();
+        // Darknet: friends only, both ways.
+        peer.add_friend(mref, mbytes).await.unwrap();
+        m.add_friend(pref, pbytes).await.unwrap();
         node.peers.set(m).unwrap();
         for _ in 0..250 {
             if node.network().is_some() {
