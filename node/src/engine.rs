@@ -223,7 +223,13 @@ impl BlockSink for LocalBlocks {
         if self.node.network().is_some() {
             return None;
         }
-        Some(self.store_local(kind, key, block))
+        // Kept locally and recorded for the push task, exactly as `put`
+        // does without peers (the record is what makes it reach the
+        // network later).
+        Some(
+            self.store_local(kind, key, block)
+                .and_then(|()| self.defer(kind, *key)),
+        )
     }
 
     async fn put(&self, kind: BlockKind, key: RoutingKey, block: Vec<u8>) -> Result<(), SinkError> {
