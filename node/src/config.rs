@@ -127,13 +127,6 @@ pub struct NetworkConfig {
     /// Download limit in bytes per second (0: unlimited).
     #[serde(deserialize_with = "de_bytes")]
     pub download_limit: u64,
-    /// Blocks passing through are cached only once a request's hops-to-live
-    /// is at most this (default 16 of 18): a node does not cache what its
-    /// neighbours have just asked for, which defeats probing a seized
-    /// store for what they fetched. 18 caches at every hop; only for test
-    /// networks of two or three nodes, where otherwise nothing inserted on
-    /// one node is ever cached on another.
-    pub cache_max_htl: u8,
 }
 
 impl Default for NetworkConfig {
@@ -145,7 +138,6 @@ impl Default for NetworkConfig {
             max_peers: 30,
             upload_limit: 0,
             download_limit: 0,
-            cache_max_htl: lichen_routing::Config::default().cache_max_htl,
         }
     }
 }
@@ -260,13 +252,6 @@ impl Config {
                     "{name} must be at least 1MiB (got {v} bytes)"
                 )));
             }
-        }
-        let max_htl = lichen_routing::Config::default().max_htl;
-        if self.network.cache_max_htl > max_htl {
-            return Err(ConfigError::Invalid(format!(
-                "network.cache_max_htl must be at most {max_htl} (got {})",
-                self.network.cache_max_htl
-            )));
         }
         if self.fcp.max_connections == 0 {
             return Err(ConfigError::Invalid(

@@ -91,7 +91,6 @@ async fn start_network(node: &Arc<node::Node>) -> anyhow::Result<()> {
             max_peers: net.max_peers,
             opennet: net.opennet,
             swapping: !net.opennet,
-            cache_max_htl: net.cache_max_htl,
             ..lichen_routing::Config::default()
         },
         opennet: net.opennet,

@@ -171,14 +171,14 @@ fn darknet_friends_connect_share_a_document_and_refuse_strangers() {
     let refs = dir.path().join("refs");
     std::fs::create_dir_all(&refs).unwrap();
     let outside = tempfile::tempdir().unwrap();
-    // Darknet; noderef files readable over FCP from `refs` only; every hop
-    // caches (two nodes: otherwise an insert is never cached on the other,
-    // see `cache_max_htl` in docs/running.md).
+    // Darknet; noderef files readable over FCP from `refs` only. Default
+    // caching: the insert's route ends at d2 with a high HTL, and d2 (the
+    // forwarder, never the inserter) keeps it.
     let config = dir.path().join("dark.toml");
     std::fs::write(
         &config,
         format!(
-            "[network]\nopennet = false\ncache_max_htl = 18\n[fcp]\nallowed_dirs = [{:?}]\n",
+            "[network]\nopennet = false\n[fcp]\nallowed_dirs = [{:?}]\n",
             refs.to_str().unwrap()
         ),
     )
