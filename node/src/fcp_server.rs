@@ -665,8 +665,10 @@ impl Conn {
                 let mut f = Fields::new();
                 f.push(
                     "identity",
-                    lichen_crypto::b64::encode(
-                        &lichen_crypto::sha256(&node.identity.static_secret)[..16],
+                    // The identity peers see in ListPeers (a hash of the
+                    // public static key; was a hash of the secret key).
+                    crate::net::peers::identity_of(
+                        &crate::net::NodeKeys::from_identity(&node.identity).static_public(),
                     ),
                 );
                 f.push(
