@@ -19,6 +19,7 @@ use crate::{
 };
 use lichen_crypto::{verify_block, BlockKind, RoutingKey};
 use parking_lot::{Mutex, MutexGuard};
+use rayon::prelude::*;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 use tracing::warn;
@@ -401,20 +402,11 @@ impl<B: Backend> Engine<B> {
                 }
             }
         }
-        // Seal outside the write lock, on two threads for a big batch.
-        let seal = |i: &usize| self.keys.seal(&iks[*i], &blocks[*i].1);
-        let mut sealed: Vec<Option<Vec<u8>>> = if todo.len() >= 32 {
-            let (a, b) = todo.split_at(todo.len() / 2);
-            std::thread::scope(|sc| {
-                let h = sc.spawn(|| a.iter().map(seal).collect::<Vec<_>>());
-                let mut second: Vec<Vec<u8>> = b.iter().map(seal).collect();
-                let mut first = h.join().unwrap_or_else(|_| a.iter().map(seal).collect());
-                first.append(&mut second);
-                first.into_iter().map(Some).collect()
-            })
-        } else {
-            todo.iter().map(|i| Some(seal(i))).collect()
-        };
+        // Seal outside the write lock, on the rayon pool (every core).
+        let mut sealed: Vec<Option<Vec<u8>>> = todo
+            .par_iter()
+            .map(|&i| Some(self.keys.seal(&iks[i], &blocks[i].1)))
+            .collect();
 
         let w = self.write.lock();
         // One plan = the blocks of one backend batch.

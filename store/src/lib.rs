@@ -261,7 +261,7 @@ pub trait BlockStore: Send + Sync + std::fmt::Debug {
     /// has just encoded. Returns one outcome per block, in order. Each block
     /// is still atomic with its evictions, but the blocks share backend
     /// batches (sled: two log writes per batch, not per block) and are
-    /// sealed on two threads.
+    /// sealed on the rayon pool.
     ///
     /// # Errors
     /// [`StoreError::InvalidBlock`] for a block of the wrong length (nothing
