@@ -331,6 +331,9 @@ async fn put_blocks<S: BlockSink>(
     blocks: Vec<(RoutingKey, Vec<u8>)>,
     concurrency: usize,
 ) -> Result<(), InsertError> {
+    if let Some(r) = sink.put_local_batch(BlockKind::Chk, &blocks) {
+        return Ok(r?);
+    }
     // What the sink can store without waiting is stored from the rayon
     // pool, on every core; the rest goes through the async put.
     let rest: Vec<(RoutingKey, Vec<u8>)> = blocks

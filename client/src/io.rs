@@ -118,6 +118,20 @@ pub trait BlockSink: Sync {
         let _ = (kind, key, block);
         None
     }
+
+    /// [`BlockSink::put_local`] for a whole segment's blocks at once (a
+    /// store can write them in one batch). `Some(result)`: every block is
+    /// done (or the batch failed); `None`: nothing was done and the client
+    /// falls back to `put_local` / `put` per block. The default does
+    /// nothing.
+    fn put_local_batch(
+        &self,
+        kind: BlockKind,
+        blocks: &[(RoutingKey, Vec<u8>)],
+    ) -> Option<Result<(), SinkError>> {
+        let _ = (kind, blocks);
+        None
+    }
 }
 
 impl<T: BlockSource + Send + ?Sized> BlockSource for Arc<T> {
@@ -151,6 +165,14 @@ impl<T: BlockSink + Send + ?Sized> BlockSink for Arc<T> {
         block: &[u8],
     ) -> Option<Result<(), SinkError>> {
         (**self).put_local(kind, key, block)
+    }
+
+    fn put_local_batch(
+        &self,
+        kind: BlockKind,
+        blocks: &[(RoutingKey, Vec<u8>)],
+    ) -> Option<Result<(), SinkError>> {
+        (**self).put_local_batch(kind, blocks)
     }
 }
 

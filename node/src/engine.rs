@@ -232,6 +232,25 @@ impl BlockSink for LocalBlocks {
         )
     }
 
+    /// With no peers, a segment is one store batch.
+    fn put_local_batch(
+        &self,
+        kind: BlockKind,
+        blocks: &[(RoutingKey, Vec<u8>)],
+    ) -> Option<Result<(), SinkError>> {
+        if kind != BlockKind::Chk || self.node.network().is_some() {
+            return None;
+        }
+        let r = match self.node.store.put_trusted_chk_batch(Space::Client, blocks) {
+            Ok(outcomes) if outcomes.contains(&PutOutcome::NoRoom) => Err(SinkError::Other(
+                "the client cache is smaller than one block".into(),
+            )),
+            Ok(_) => Ok(()),
+            Err(e) => Err(SinkError::Other(e.to_string())),
+        };
+        Some(r)
+    }
+
     async fn put(&self, kind: BlockKind, key: RoutingKey, block: Vec<u8>) -> Result<(), SinkError> {
         // The local copy first: a failed network insert never loses it.
         self.store_local(kind, &key, &block)?;

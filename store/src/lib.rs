@@ -256,6 +256,27 @@ pub trait BlockStore: Send + Sync + std::fmt::Debug {
         self.put(space, kind, key, block)
     }
 
+    /// [`BlockStore::put_trusted`] for many CHK blocks at once (e.g. a
+    /// splitfile segment), with the same contract: only blocks this process
+    /// has just encoded. Returns one outcome per block, in order. Each block
+    /// is still atomic with its evictions, but the blocks share backend
+    /// batches (sled: two log writes per batch, not per block) and are
+    /// sealed on the rayon pool.
+    ///
+    /// # Errors
+    /// [`StoreError::InvalidBlock`] for a block of the wrong length (nothing
+    /// is stored); backend errors (blocks of earlier batches may be stored).
+    fn put_trusted_chk_batch(
+        &self,
+        space: Space,
+        blocks: &[(RoutingKey, Vec<u8>)],
+    ) -> Result<Vec<PutOutcome>, StoreError> {
+        blocks
+            .iter()
+            .map(|(k, b)| self.put_trusted(space, BlockKind::Chk, k, b))
+            .collect()
+    }
+
     /// Find a block in the spaces `origin` may see; verified, or `None`.
     ///
     /// # Errors

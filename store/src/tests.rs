@@ -867,3 +867,80 @@ fn put_trusted_bad_block_is_never_served() {
         assert_eq!(s.stats().corrupt_deleted, 1);
     });
 }
+
+#[test]
+fn put_trusted_chk_batch_matches_one_put_per_block() {
+    // Budget of 8 blocks, 5 already there, a batch of 20 (with a
+    // duplicate): the batch must evict the old blocks, then its own first
+    // blocks, exactly as 20 single puts would.
+    both(&config(blocks(8), blocks(8), blocks(8)), |s| {
+        let mut r = rng();
+        let old: Vec<_> = (0..5).map(|_| chk(&mut r)).collect();
+        for (k, b) in &old {
+            s.put(Space::Client, BlockKind::Chk, k, b).unwrap();
+        }
+        let mut batch: Vec<(RoutingKey, Vec<u8>)> = (0..20).map(|_| chk(&mut r)).collect();
+        batch.insert(3, batch[1].clone());
+        let out = s.put_trusted_chk_batch(Space::Client, &batch).unwrap();
+        assert_eq!(out.len(), 21);
+        assert_eq!(out[3], PutOutcome::AlreadyPresent);
+        assert_eq!(out.iter().filter(|o| **o == PutOutcome::Stored).count(), 20);
+        let st = s.stats();
+        let c = st.space(Space::Client);
+        assert_eq!(c.blocks, 8);
+        assert_eq!(c.bytes, blocks(8));
+        assert_eq!(c.evicted, 17);
+        // The 8 most recent survive and read back.
+        for (k, b) in &batch[13..] {
+            assert_eq!(
+                s.get_in(Space::Client, BlockKind::Chk, k).unwrap(),
+                Some(b.clone())
+            );
+        }
+        for (k, _) in old.iter().chain(&batch[..13]) {
+            assert!(!s.contains_in(Space::Client, BlockKind::Chk, k));
+        }
+        // Again: all present now.
+        let again = s
+            .put_trusted_chk_batch(Space::Client, &batch[13..])
+            .unwrap();
+        assert!(again.iter().all(|o| *o == PutOutcome::AlreadyPresent));
+        s.flush().unwrap();
+        assert_eq!(s.check().unwrap().deleted, 0);
+    });
+}
+
+#[test]
+fn put_trusted_chk_batch_big_and_bad_input() {
+    both(&config(blocks(100), blocks(100), blocks(100)), |s| {
+        let mut r = rng();
+        let batch: Vec<(RoutingKey, Vec<u8>)> = (0..64).map(|_| chk(&mut r)).collect();
+        let out = s.put_trusted_chk_batch(Space::Cache, &batch).unwrap();
+        assert!(out.iter().all(|o| *o == PutOutcome::Stored));
+        for (k, b) in &batch {
+            assert_eq!(
+                s.get_in(Space::Cache, BlockKind::Chk, k).unwrap(),
+                Some(b.clone())
+            );
+        }
+        let mut bad = vec![chk(&mut r)];
+        bad.push((RoutingKey([1; 32]), vec![0u8; 10]));
+        assert!(matches!(
+            s.put_trusted_chk_batch(Space::Cache, &bad),
+            Err(StoreError::InvalidBlock(_))
+        ));
+        assert!(!s.contains_in(Space::Cache, BlockKind::Chk, &bad[0].0));
+        assert_eq!(s.stats().space(Space::Cache).blocks, 64);
+        // Too small a budget for one block: NoRoom for all.
+        let none = s.put_trusted_chk_batch(Space::Store, &batch[..2]);
+        assert!(none.is_ok());
+    });
+    let tiny = config(100, 100, 100);
+    both(&tiny, |s| {
+        let mut r = rng();
+        let out = s
+            .put_trusted_chk_batch(Space::Client, &[chk(&mut r)])
+            .unwrap();
+        assert_eq!(out, vec![PutOutcome::NoRoom]);
+    });
+}
