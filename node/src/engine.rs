@@ -248,7 +248,12 @@ impl BlockSink for LocalBlocks {
             Ok(_) => Ok(()),
             Err(e) => Err(SinkError::Other(e.to_string())),
         };
-        Some(r)
+        // Recorded for the push task, as every block stored without peers.
+        Some(r.and_then(|()| {
+            blocks
+                .iter()
+                .try_for_each(|(key, _)| self.defer(kind, *key))
+        }))
     }
 
     async fn put(&self, kind: BlockKind, key: RoutingKey, block: Vec<u8>) -> Result<(), SinkError> {
