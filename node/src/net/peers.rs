@@ -4,8 +4,9 @@
 //!
 //! One task owns the routing node. Links feed it `(PeerId, LinkEvent)`;
 //! local fetches and inserts come in as commands with a reply channel; the
-//! routing node's actions go out: `Send` to the link's bounded queue
-//! (dropped when full: the routing layer's timeouts treat it as loss),
+//! routing node's actions go out: `Send` to the link's queue (bounded in
+//! bytes, 8 MiB; dropped only when that is full, and the routing layer's
+//! timeouts treat it as loss),
 //! `StoreBlock` into the store's Store/Cache spaces, `Connect` to a new
 //! link task, `Disconnect` to a link close.
 //!
