@@ -1164,6 +1164,32 @@ impl<V: Verifier> Node<V> {
         }
     }
 
+    /// Admission of a new request, insert or announcement from `from`: an
+    /// id already in use is a loop (`RejectedLoop`); a peer at its limit of
+    /// concurrent incoming requests, a full pending table or `overloaded`
+    /// is overload (`RejectedOverload`). Otherwise the id is remembered as
+    /// coming from `from`. Returns whether it was admitted.
+    fn admit(&mut self, now: Millis, from: PeerId, id: u64, overloaded: bool) -> bool {
+        if self.id_in_use(id) {
+            self.stats.loops_rejected += 1;
+            self.send(from, Message::RejectedLoop { id });
+            return false;
+        }
+        let limit = self.cfg.max_incoming_per_peer;
+        let busy = self
+            .peers
+            .iter()
+            .find(|p| p.id == from)
+            .is_none_or(|p| p.incoming >= limit);
+        if overloaded || busy || self.pending.len() >= self.cfg.max_pending {
+            self.stats.overload_rejected += 1;
+            self.send(from, Message::RejectedOverload { id });
+            return false;
+        }
+        self.remember(now, id, Upstream::Peer(from));
+        true
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn on_request(
         &mut self,
@@ -1177,23 +1203,9 @@ impl<V: Verifier> Node<V> {
         rng: &mut impl RngCore,
     ) {
         let htl = self.clamp_htl(now, htl, from, rng);
-        if self.id_in_use(id) {
-            self.stats.loops_rejected += 1;
-            self.send(from, Message::RejectedLoop { id });
+        if !self.admit(now, from, id, false) {
             return;
         }
-        let limit = self.cfg.max_incoming_per_peer;
-        let busy = self
-            .peers
-            .iter()
-            .find(|p| p.id == from)
-            .is_none_or(|p| p.incoming >= limit);
-        if busy || self.pending.len() >= self.cfg.max_pending {
-            self.stats.overload_rejected += 1;
-            self.send(from, Message::RejectedOverload { id });
-            return;
-        }
-        self.remember(now, id, Upstream::Peer(from));
         if let Some(block) = store.get(&key, kind) {
             if self.verifier.verify(&key, kind, &block) {
                 self.stats.served_from_store += 1;
@@ -1286,23 +1298,9 @@ impl<V: Verifier> Node<V> {
         rng: &mut impl RngCore,
     ) {
         let htl = self.clamp_htl(now, htl, from, rng);
-        if self.id_in_use(id) {
-            self.stats.loops_rejected += 1;
-            self.send(from, Message::RejectedLoop { id });
+        if !self.admit(now, from, id, false) {
             return;
         }
-        let limit = self.cfg.max_incoming_per_peer;
-        let busy = self
-            .peers
-            .iter()
-            .find(|p| p.id == from)
-            .is_none_or(|p| p.incoming >= limit);
-        if busy || self.pending.len() >= self.cfg.max_pending {
-            self.stats.overload_rejected += 1;
-            self.send(from, Message::RejectedOverload { id });
-            return;
-        }
-        self.remember(now, id, Upstream::Peer(from));
         if let Some(p) = self.peer_mut(from) {
             p.incoming += 1;
         }
@@ -1352,16 +1350,14 @@ impl<V: Verifier> Node<V> {
         };
         if !self.verifier.verify(&key, kind, &block) {
             self.stats.bad_blocks += 1;
-            self.take_pending(id);
-            self.release(Upstream::Peer(from));
+            self.end_insert(id);
             self.offence(now, from, rng);
             return;
         }
         if kind == KeyKind::Ssk {
             if let Some(existing) = store.get(&key, kind) {
                 if existing != block && self.verifier.verify(&key, kind, &existing) {
-                    self.take_pending(id);
-                    self.release(Upstream::Peer(from));
+                    self.end_insert(id);
                     self.send(
                         from,
                         Message::Collision {
@@ -1386,8 +1382,7 @@ impl<V: Verifier> Node<V> {
             });
         }
         if htl == 0 {
-            self.take_pending(id);
-            self.release(Upstream::Peer(from));
+            self.end_insert(id);
             self.send(from, Message::InsertReply { id });
             return;
         }
@@ -1398,6 +1393,13 @@ impl<V: Verifier> Node<V> {
             p.data_pending = false;
         }
         self.route(now, id, rng);
+    }
+
+    /// Forget insert `id` here and free its upstream's incoming slot.
+    fn end_insert(&mut self, id: u64) {
+        if let Some(p) = self.take_pending(id) {
+            self.release(p.upstream);
+        }
     }
 
     /// Closer to `target` than every peer: an insert sink.
@@ -1888,9 +1890,7 @@ impl<V: Verifier> Node<V> {
                     }
                     if p.data_pending {
                         // Accepted an insert whose block never came.
-                        if let Some(p) = self.take_pending(id) {
-                            self.release(p.upstream);
-                        }
+                        self.end_insert(id);
                         continue;
                     }
                     if p.accepted {
@@ -2003,23 +2003,9 @@ impl<V: Verifier> Node<V> {
             self.send(from, Message::RouteNotFound { id, htl: 0 });
             return;
         }
-        if self.id_in_use(id) {
-            self.stats.loops_rejected += 1;
-            self.send(from, Message::RejectedLoop { id });
+        if !self.admit(now, from, id, burst) {
             return;
         }
-        let limit = self.cfg.max_incoming_per_peer;
-        let busy = self
-            .peers
-            .iter()
-            .find(|p| p.id == from)
-            .is_none_or(|p| p.incoming >= limit);
-        if burst || busy || self.pending.len() >= self.cfg.max_pending {
-            self.stats.overload_rejected += 1;
-            self.send(from, Message::RejectedOverload { id });
-            return;
-        }
-        self.remember(now, id, Upstream::Peer(from));
         let own = self
             .noderef
             .as_ref()
