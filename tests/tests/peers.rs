@@ -12,6 +12,7 @@
 #![allow(clippy::unwrap_used)]
 
 use lichen_fcp::codec::Message;
+use lichen_tests::network::{self, connected, random_bytes};
 use lichen_tests::{free_port, Fcp, NodeProc};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -23,25 +24,9 @@ fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_lichen-it"))
 }
 
-fn connected(fcp: SocketAddr) -> u64 {
-    let mut c = Fcp::connect(fcp, "peers-test");
-    c.send(&Message::new("GetNode").field("WithVolatile", "true"));
-    let (m, _) = c.until(&["NodeData"]);
-    m.get("volatile.numberOfConnected")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 fn wait_connected(n: &NodeProc, want: u64, what: &str) {
     let start = Instant::now();
-    while connected(n.fcp) < want {
-        assert!(
-            start.elapsed() < CONNECT_WAIT,
-            "{what}: no peer after {CONNECT_WAIT:?}; log:\n{}",
-            n.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    network::wait_connected(n, want, CONNECT_WAIT);
     eprintln!(
         "{what}: connected after {:.1} s",
         start.elapsed().as_secs_f64()
@@ -69,18 +54,6 @@ fn lichen(args: &[&str], fcp: SocketAddr) -> std::process::Output {
         .args(["--fcp", &fcp.to_string()])
         .output()
         .unwrap()
-}
-
-fn random_bytes(len: usize, mut seed: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        seed ^= seed >> 12;
-        seed ^= seed << 25;
-        seed ^= seed >> 27;
-        out.extend_from_slice(&seed.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
-    }
-    out.truncate(len);
-    out
 }
 
 #[test]

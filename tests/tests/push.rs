@@ -15,46 +15,17 @@
 #![allow(clippy::unwrap_used)]
 
 use lichen_fcp::codec::Message;
+use lichen_tests::network::{random_bytes, wait_connected};
 use lichen_tests::{free_port, Fcp, NodeProc};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-fn random_bytes(len: usize, mut seed: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        seed ^= seed >> 12;
-        seed ^= seed << 25;
-        seed ^= seed >> 27;
-        out.extend_from_slice(&seed.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
+/// Longest wait for a node's first peer.
+const CONNECT_WAIT: Duration = Duration::from_secs(60);
 
 fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_lichen-it"))
-}
-
-fn connected(fcp: SocketAddr) -> u64 {
-    let mut c = Fcp::connect(fcp, "push-peers");
-    c.send(&Message::new("GetNode").field("WithVolatile", "true"));
-    let (m, _) = c.until(&["NodeData"]);
-    m.get("volatile.numberOfConnected")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-fn wait_connected(n: &NodeProc, what: &str) {
-    let start = Instant::now();
-    while connected(n.fcp) == 0 {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "{what} found no peer; log:\n{}",
-            n.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 fn put(c: &mut Fcp, id: &str, body: &[u8], persistent: bool) -> Message {
@@ -204,7 +175,7 @@ fn an_insert_made_alone_is_pushed_once_peers_come_and_fetched_elsewhere() {
         free_port(),
         Some(&config),
     );
-    wait_connected(&late, "the late node");
+    wait_connected(&late, 1, CONNECT_WAIT);
     std::thread::sleep(Duration::from_secs(2));
     let t = Instant::now();
     // Retries, as in testnet.rs: a fetch right after a node's first link

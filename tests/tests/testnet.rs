@@ -10,34 +10,13 @@
 #![allow(clippy::unwrap_used)]
 
 use lichen_fcp::codec::Message;
+use lichen_tests::network::{connected, random_bytes};
 use lichen_tests::{free_port, Fcp, NodeProc};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 const NODES: usize = 12;
 const SIZE: usize = 20 << 20;
-
-fn random_bytes(len: usize, mut seed: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        // xorshift64*: incompressible enough for a test document.
-        seed ^= seed >> 12;
-        seed ^= seed << 25;
-        seed ^= seed >> 27;
-        out.extend_from_slice(&seed.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
-fn connected(fcp: std::net::SocketAddr) -> u64 {
-    let mut c = Fcp::connect(fcp, "testnet-peers");
-    c.send(&Message::new("GetNode").field("WithVolatile", "true"));
-    let (m, _) = c.until(&["NodeData"]);
-    m.get("volatile.numberOfConnected")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
 
 #[test]
 fn a_document_inserted_on_one_node_is_fetched_on_another() {
