@@ -1265,7 +1265,9 @@ pub enum PeersAction {
     /// Forget a peer: its identity as `lichen peers` shows it, or one of
     /// its addresses.
     Remove {
-        /// Identity or address
+        /// Identity or address (an identity may begin with `-`: base64
+        /// with `~` and `-`)
+        #[arg(allow_hyphen_values = true)]
         peer: String,
     },
 }
@@ -2272,6 +2274,10 @@ get-2 (global)  get   failed: Data not found (code 13)  -
                 #[command(flatten)]
                 fcp: FcpOpts,
             },
+            Peers {
+                #[command(flatten)]
+                args: PeersArgs,
+            },
         }
         let cli = Cli::try_parse_from([
             "lichen",
@@ -2309,6 +2315,13 @@ get-2 (global)  get   failed: Data not found (code 13)  -
         assert_eq!(args.default, "index.html");
         let cli = Cli::try_parse_from(["lichen", "status"]).unwrap();
         assert!(matches!(cli.command, Cmd::Status { .. }));
+        // Identities are base64 with `-`: one may begin with it (a CI run
+        // failed on `peers remove -dX…` read as an option).
+        let cli = Cli::try_parse_from(["lichen", "peers", "remove", "-dXyz"]).unwrap();
+        let Cmd::Peers { args } = cli.command else {
+            panic!()
+        };
+        assert!(matches!(args.action, Some(PeersAction::Remove { ref peer }) if peer == "-dXyz"));
     }
 
     #[test]
