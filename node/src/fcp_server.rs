@@ -697,6 +697,7 @@ impl Conn {
                             "volatile.lichen.disconnectedMisbehaving",
                             s.disconnected_misbehaving.to_string(),
                         );
+                        f.push("volatile.lichen.seedClients", s.seed_clients.to_string());
                     }
                 }
                 self.send(

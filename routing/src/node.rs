@@ -27,6 +27,10 @@ const LOCAL_BACKOFF_WAIT: Millis = 10_000;
 /// Announcements one peer may pass us per second.
 const ANNOUNCE_BURST: u32 = 20;
 
+/// A seed client is disconnected this long after its announcement is
+/// answered (time for the reply to leave).
+const SEED_CLIENT_LINGER: Millis = 2_000;
+
 /// The embedder's handle for a connected peer. Opaque to this crate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct PeerId(pub u64);
@@ -269,6 +273,11 @@ pub struct Config {
     pub max_block_len: usize,
     /// Largest accepted peer-location list in swaps.
     pub max_swap_peers: usize,
+    /// Opennet, full: newcomers kept at once only to route their one
+    /// announcement ("seed clients", as Freenet's seed nodes keep them).
+    pub max_seed_clients: usize,
+    /// Longest a seed client is kept.
+    pub seed_client_ttl: Millis,
 }
 
 impl Default for Config {
@@ -306,6 +315,8 @@ impl Default for Config {
             max_noderef_len: 2048,
             max_block_len: 64 * 1024,
             max_swap_peers: 128,
+            max_seed_clients: 64,
+            seed_client_ttl: 30_000,
         }
     }
 }
@@ -346,6 +357,21 @@ pub struct Stats {
     /// Local requests that waited for a backed-off peer instead of failing.
     #[serde(default)]
     pub backoff_waits: u64,
+    /// Newcomers kept as seed clients (full, they could not be peers).
+    #[serde(default)]
+    pub seed_clients: u64,
+    /// Newcomers refused because the seed-client table was full too.
+    #[serde(default)]
+    pub seed_clients_refused: u64,
+}
+
+/// A newcomer kept only to route its announcement: never a route for
+/// requests, refused anything but one `Announce`.
+#[derive(Clone, Copy, Debug)]
+struct SeedClient {
+    /// Disconnected at this time.
+    until: Millis,
+    announced: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -448,6 +474,7 @@ pub struct Node<V> {
     location: Location,
     noderef: Option<NodeRef>,
     peers: Vec<Peer>,
+    seed_clients: BTreeMap<PeerId, SeedClient>,
     pending: BTreeMap<u64, Pending>,
     by_key: BTreeMap<Key, u64>,
     recent: BTreeMap<u64, Recent>,
@@ -489,6 +516,7 @@ impl<V: Verifier> Node<V> {
             location,
             noderef: None,
             peers: Vec::new(),
+            seed_clients: BTreeMap::new(),
             pending: BTreeMap::new(),
             by_key: BTreeMap::new(),
             recent: BTreeMap::new(),
@@ -537,9 +565,14 @@ impl<V: Verifier> Node<V> {
         self.peers.iter().map(|p| (p.id, p.location))
     }
 
-    /// Number of connected peers.
+    /// Number of connected peers (seed clients are not peers).
     pub fn peer_count(&self) -> usize {
         self.peers.len()
+    }
+
+    /// Seed clients kept now.
+    pub fn seed_client_count(&self) -> usize {
+        self.seed_clients.len()
     }
 
     /// Requests in flight here (for memory bounds checks).
@@ -576,6 +609,7 @@ impl<V: Verifier> Node<V> {
             self.timers.peek().map(|Reverse((t, _, _))| *t),
             self.next_swap,
             self.next_announce,
+            self.seed_clients.values().map(|c| c.until).min(),
         ]
         .into_iter()
         .flatten()
@@ -659,15 +693,47 @@ impl<V: Verifier> Node<V> {
         true
     }
 
+    /// Opennet, when [`Node::accept_opennet_peer`] said no to a node that
+    /// connected to us: keep it as a seed client instead, so a full node
+    /// (a seed) still lets newcomers in. A seed client may send one
+    /// `Announce`, which is routed as any other; its requests are refused
+    /// as overload; it is disconnected ([`Action::Disconnect`]) soon after
+    /// its announcement is answered, or after `seed_client_ttl`. It is not
+    /// a peer: it is never routed to and not counted. Returns whether it is
+    /// kept (false: not opennet, already a peer, or the table is full).
+    pub fn accept_seed_client(&mut self, now: Millis, peer: PeerId) -> bool {
+        if !self.cfg.opennet || self.peers.iter().any(|p| p.id == peer) {
+            return false;
+        }
+        if self.seed_clients.contains_key(&peer) {
+            return true;
+        }
+        if self.seed_clients.len() >= self.cfg.max_seed_clients {
+            self.stats.seed_clients_refused += 1;
+            return false;
+        }
+        self.stats.seed_clients += 1;
+        self.seed_clients.insert(
+            peer,
+            SeedClient {
+                until: now + self.cfg.seed_client_ttl,
+                announced: false,
+            },
+        );
+        true
+    }
+
     /// A peer went away. Requests forwarded to it move on to the next peer;
     /// requests it gave us finish without a reply.
     pub fn remove_peer(&mut self, now: Millis, peer: PeerId, rng: &mut impl RngCore) {
-        let Some(i) = self.peers.iter().position(|p| p.id == peer) else {
-            return;
-        };
-        self.peers.swap_remove(i);
-        self.last_location_change.remove(&peer);
-        self.maybe_schedule_announce(now);
+        if self.seed_clients.remove(&peer).is_none() {
+            let Some(i) = self.peers.iter().position(|p| p.id == peer) else {
+                return;
+            };
+            self.peers.swap_remove(i);
+            self.last_location_change.remove(&peer);
+            self.maybe_schedule_announce(now);
+        }
         let ids: Vec<u64> = self.pending.keys().copied().collect();
         for id in ids {
             let Some(p) = self.pending.get_mut(&id) else {
@@ -895,6 +961,10 @@ impl<V: Verifier> Node<V> {
         rng: &mut impl RngCore,
     ) {
         self.expire(now);
+        if self.seed_clients.contains_key(&from) {
+            self.on_seed_client_message(now, from, msg, rng);
+            return;
+        }
         if !self.peers.iter().any(|p| p.id == from) {
             self.stats.unknown_peer += 1;
             return;
@@ -958,7 +1028,7 @@ impl<V: Verifier> Node<V> {
                         }
                     }
                     if out_of_htl {
-                        self.announce_done(id);
+                        self.announce_done(now, id);
                     } else {
                         self.route(now, id, rng);
                     }
@@ -1054,7 +1124,7 @@ impl<V: Verifier> Node<V> {
             Message::AnnounceReply { id } => {
                 if self.check_downstream(now, from, id, rng) {
                     if self.pending.get(&id).is_some_and(|p| p.announce.is_some()) {
-                        self.announce_done(id);
+                        self.announce_done(now, id);
                     } else {
                         self.offence(now, from, rng);
                     }
@@ -1176,11 +1246,10 @@ impl<V: Verifier> Node<V> {
             return false;
         }
         let limit = self.cfg.max_incoming_per_peer;
-        let busy = self
-            .peers
-            .iter()
-            .find(|p| p.id == from)
-            .is_none_or(|p| p.incoming >= limit);
+        let busy = match self.peers.iter().find(|p| p.id == from) {
+            Some(p) => p.incoming >= limit,
+            None => !self.seed_clients.contains_key(&from),
+        };
         if overloaded || busy || self.pending.len() >= self.cfg.max_pending {
             self.stats.overload_rejected += 1;
             self.send(from, Message::RejectedOverload { id });
@@ -1669,13 +1738,64 @@ impl<V: Verifier> Node<V> {
         }
     }
 
-    fn announce_done(&mut self, id: u64) {
+    fn announce_done(&mut self, now: Millis, id: u64) {
         let Some(p) = self.take_pending(id) else {
             return;
         };
         self.release(p.upstream);
         if let Upstream::Peer(u) = p.upstream {
-            self.send(u, Message::AnnounceReply { id });
+            self.announce_replied(now, u, id);
+        }
+    }
+
+    /// Send `AnnounceReply`; a seed client has had what it came for and
+    /// goes shortly after.
+    fn announce_replied(&mut self, now: Millis, to: PeerId, id: u64) {
+        self.send(to, Message::AnnounceReply { id });
+        if let Some(c) = self.seed_clients.get_mut(&to) {
+            c.until = c.until.min(now + SEED_CLIENT_LINGER);
+        }
+    }
+
+    /// A message from a seed client: its first `Announce` is routed,
+    /// anything else it asks for is refused as overload, the rest ignored.
+    fn on_seed_client_message(
+        &mut self,
+        now: Millis,
+        from: PeerId,
+        msg: Message,
+        rng: &mut impl RngCore,
+    ) {
+        let ok = self.within_limits(&msg);
+        match msg {
+            Message::Announce { id, htl, noderef } => {
+                let first = self
+                    .seed_clients
+                    .get_mut(&from)
+                    .is_some_and(|c| !std::mem::replace(&mut c.announced, true));
+                let htl = self.clamp_htl(now, htl, from, rng);
+                if self.admit(now, from, id, !(first && ok)) {
+                    self.forward_announce(now, from, id, htl, noderef, rng);
+                }
+            }
+            Message::Request { id, .. } | Message::Insert { id, .. } => {
+                self.stats.overload_rejected += 1;
+                self.send(from, Message::RejectedOverload { id });
+            }
+            _ => self.stats.unknown_peer += 1,
+        }
+    }
+
+    /// Disconnect seed clients whose time is up.
+    fn expire_seed_clients(&mut self, now: Millis, rng: &mut impl RngCore) {
+        let due: Vec<PeerId> = self
+            .seed_clients
+            .iter()
+            .filter(|(_, c)| c.until <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for peer in due {
+            self.disconnect(now, peer, rng);
         }
     }
 
@@ -1933,6 +2053,7 @@ impl<V: Verifier> Node<V> {
                 self.maybe_schedule_announce(now);
             }
         }
+        self.expire_seed_clients(now, rng);
         self.start_queued(now, rng);
     }
 
@@ -2006,6 +2127,20 @@ impl<V: Verifier> Node<V> {
         if !self.admit(now, from, id, burst) {
             return;
         }
+        self.forward_announce(now, from, id, htl, noderef, rng);
+    }
+
+    /// An admitted announcement: connect to the newcomer if we want a
+    /// peer, accept it, and route it on while HTL is left.
+    fn forward_announce(
+        &mut self,
+        now: Millis,
+        from: PeerId,
+        id: u64,
+        htl: u8,
+        noderef: NodeRef,
+        rng: &mut impl RngCore,
+    ) {
         let own = self
             .noderef
             .as_ref()
@@ -2020,7 +2155,7 @@ impl<V: Verifier> Node<V> {
         let htl = self.decrement(htl, Some(from));
         self.send(from, Message::Accepted { id });
         if htl == 0 {
-            self.send(from, Message::AnnounceReply { id });
+            self.announce_replied(now, from, id);
             return;
         }
         if let Some(p) = self.peer_mut(from) {

@@ -165,7 +165,11 @@ fn run(events: Vec<Ev>, swapping: bool) {
             }
             Ev::Drop(p) => n.remove_peer(now, PeerId(p.into()), &mut r),
             Ev::Add(p, l) => {
-                n.accept_opennet_peer(now, PeerId(p.into()), Location(l), &mut r);
+                // As the node does: full, a newcomer may be a seed client.
+                let p = PeerId(p.into());
+                if !n.accept_opennet_peer(now, p, Location(l), &mut r) {
+                    n.accept_seed_client(now, p);
+                }
             }
         }
         let mut actions = 0;
@@ -185,6 +189,7 @@ fn run(events: Vec<Ev>, swapping: bool) {
         assert!(queue <= cfg.local_queue_cap);
         assert!(orders <= 2 * (cfg.recent_cap + cfg.failure_table_cap) + 40);
         assert!(n.peer_count() <= 6);
+        assert!(n.seed_client_count() <= cfg.max_seed_clients);
     }
 }
 

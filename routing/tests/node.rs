@@ -1271,3 +1271,125 @@ fn insert_whose_route_ends_at_high_htl_is_kept_by_a_forwarder() {
         .iter()
         .any(|x| matches!(x, Action::StoreBlock { .. })));
 }
+
+#[test]
+fn a_full_node_keeps_a_newcomer_as_a_seed_client_for_its_announcement() {
+    let cfg = Config {
+        max_peers: 3,
+        max_seed_clients: 2,
+        ..Config::default()
+    };
+    let (mut n, mut r) = node(3, cfg);
+    n.set_noderef(NodeRef {
+        location: Location(0),
+        address: b"seed".to_vec(),
+    });
+    let newcomer = PeerId(9);
+    // Full, young peers: not a peer, but a seed client.
+    assert!(!n.accept_opennet_peer(10, newcomer, Location(3 << 60), &mut r));
+    assert!(n.accept_seed_client(10, newcomer));
+    assert_eq!(n.peer_count(), 3, "a seed client is not a peer");
+    assert_eq!(n.seed_client_count(), 1);
+    assert_eq!(n.stats().seed_clients, 1);
+
+    // Its requests are refused, never routed.
+    let (key, _) = block(1);
+    n.handle_message(
+        20,
+        newcomer,
+        Message::Request {
+            id: 77,
+            key,
+            htl: 18,
+            kind: KeyKind::Chk,
+        },
+        &mut EmptyStore,
+        &mut r,
+    );
+    assert_eq!(
+        sends(&drain(&mut n)),
+        vec![(newcomer, Message::RejectedOverload { id: 77 })]
+    );
+
+    // Its announcement is routed toward its location (peer 3 is nearest).
+    let me = NodeRef {
+        location: Location(3 << 60),
+        address: b"newcomer".to_vec(),
+    };
+    let announce = |id| Message::Announce {
+        id,
+        htl: 18,
+        noderef: me.clone(),
+    };
+    n.handle_message(30, newcomer, announce(5), &mut EmptyStore, &mut r);
+    let s = sends(&drain(&mut n));
+    assert!(
+        s.contains(&(newcomer, Message::Accepted { id: 5 })),
+        "{s:?}"
+    );
+    let (to, fwd) = s.iter().find(|(to, _)| *to != newcomer).unwrap().clone();
+    assert_eq!(to, PeerId(3));
+    assert!(
+        matches!(fwd, Message::Announce { id: 5, ref noderef, .. } if noderef.address == b"newcomer")
+    );
+
+    // A second announcement is refused.
+    n.handle_message(40, newcomer, announce(6), &mut EmptyStore, &mut r);
+    assert_eq!(
+        sends(&drain(&mut n)),
+        vec![(newcomer, Message::RejectedOverload { id: 6 })]
+    );
+
+    // The reply goes back to it; it is disconnected soon after.
+    n.handle_message(50, to, Message::Accepted { id: 5 }, &mut EmptyStore, &mut r);
+    n.handle_message(
+        60,
+        to,
+        Message::AnnounceReply { id: 5 },
+        &mut EmptyStore,
+        &mut r,
+    );
+    assert!(sends(&drain(&mut n)).contains(&(newcomer, Message::AnnounceReply { id: 5 })));
+    let due = n.poll_timeout().unwrap();
+    assert!(due <= 60 + 2_000, "{due}");
+    n.handle_timeout(due, &mut r);
+    assert!(drain(&mut n).contains(&Action::Disconnect { peer: newcomer }));
+    assert_eq!(n.seed_client_count(), 0);
+    assert_eq!(n.peer_count(), 3);
+}
+
+#[test]
+fn seed_clients_are_bounded_and_expire() {
+    let cfg = Config {
+        max_peers: 1,
+        max_seed_clients: 2,
+        seed_client_ttl: 5_000,
+        ..Config::default()
+    };
+    let (mut n, mut r) = node(1, cfg);
+    assert!(n.accept_seed_client(0, PeerId(10)));
+    assert!(n.accept_seed_client(100, PeerId(11)));
+    assert!(!n.accept_seed_client(200, PeerId(12)), "table full");
+    assert!(!n.accept_seed_client(200, PeerId(1)), "already a peer");
+    assert_eq!(n.stats().seed_clients_refused, 1);
+    // One leaves by itself: room again.
+    n.remove_peer(300, PeerId(11), &mut r);
+    assert!(n.accept_seed_client(300, PeerId(12)));
+    // Silent clients go after the ttl.
+    assert_eq!(n.poll_timeout(), Some(5_000));
+    n.handle_timeout(5_000, &mut r);
+    assert_eq!(drain(&mut n), vec![Action::Disconnect { peer: PeerId(10) }]);
+    n.handle_timeout(5_300, &mut r);
+    assert_eq!(drain(&mut n), vec![Action::Disconnect { peer: PeerId(12) }]);
+    assert_eq!(n.seed_client_count(), 0);
+    // A darknet node keeps none.
+    let (mut d, _) = node(
+        1,
+        Config {
+            opennet: false,
+            swapping: true,
+            ..Config::default()
+        },
+    );
+    assert!(!d.accept_seed_client(0, PeerId(10)));
+}

@@ -165,12 +165,29 @@ impl Testnet {
     #[must_use]
     #[allow(clippy::unwrap_used)]
     pub fn start(bin: &Path, dir: &Path, n: usize) -> Self {
-        let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        Self::start_advertising(bin, dir, n, listen, listen)
+        Self::start_with_seed_config(bin, dir, n, "")
     }
 
-    /// As [`Testnet::start`], with the seed listening on `seed_listen`
-    /// while its noderef names `advertise` (a relay there forwards to it).
+    /// As [`Testnet::start`], with `seed_network_extra` in the seed's
+    /// `[network]` table (e.g. `max_peers = 3`).
+    ///
+    /// # Panics
+    /// If a node does not start.
+    #[must_use]
+    #[allow(clippy::unwrap_used)]
+    pub fn start_with_seed_config(
+        bin: &Path,
+        dir: &Path,
+        n: usize,
+        seed_network_extra: &str,
+    ) -> Self {
+        let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        Self::start_advertising(bin, dir, n, listen, listen, seed_network_extra)
+    }
+
+    /// As [`Testnet::start_with_seed_config`], with the seed listening on
+    /// `seed_listen` while its noderef names `advertise` (a relay there
+    /// forwards to it).
     ///
     /// # Panics
     /// If a node does not start.
@@ -182,6 +199,7 @@ impl Testnet {
         n: usize,
         seed_listen: SocketAddr,
         advertise: SocketAddr,
+        seed_network_extra: &str,
     ) -> Self {
         let seed_dir = dir.join("node-0");
         let text = noderef_text(bin, &seed_dir, advertise);
@@ -192,8 +210,18 @@ impl Testnet {
             format!("[network]\nseeds = [{:?}]\n", seed_file.to_str().unwrap()),
         )
         .unwrap();
-        let seed =
-            NodeProc::start_with_config(bin, &seed_dir, free_port(), seed_listen.port(), None);
+        let seed_config = (!seed_network_extra.is_empty()).then(|| {
+            let c = dir.join("seed.toml");
+            std::fs::write(&c, format!("[network]\n{seed_network_extra}\n")).unwrap();
+            c
+        });
+        let seed = NodeProc::start_with_config(
+            bin,
+            &seed_dir,
+            free_port(),
+            seed_listen.port(),
+            seed_config.as_deref(),
+        );
         let mut net = Testnet {
             bin: bin.to_path_buf(),
             dir: dir.to_path_buf(),

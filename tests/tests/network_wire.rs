@@ -154,7 +154,7 @@ fn the_wire_carries_no_plaintext() {
 
     let seed_listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let relay = Relay::start(seed_listen);
-    let mut net = Testnet::start_advertising(bin, dir.path(), 2, seed_listen, relay.addr);
+    let mut net = Testnet::start_advertising(bin, dir.path(), 2, seed_listen, relay.addr, "");
     net.wait_all_connected();
 
     let i_fcp = net.nodes[1].fcp;

@@ -14,7 +14,9 @@
 //! link up ──► darknet: a link from a node that is not a friend is closed
 //!             both sides send LocationChanged{own location} as a hello
 //! hello  ──► add_peer (friends, darknet) / accept_opennet_peer, then
-//!             messages go to routing; a dialed peer is remembered
+//!             messages go to routing; a dialed peer is remembered.
+//!             Full, a node that dialed us is kept as a seed client
+//!             (accept_seed_client: one announcement routed, then closed)
 //! tick   ──► redial remembered peers that are not connected (backing off)
 //! ```
 //!
@@ -527,6 +529,8 @@ struct PeerState {
     since: Instant,
     /// Last location the peer announced.
     location: Option<u64>,
+    /// Kept only to route its announcement (we are full); not a peer.
+    seed_client: bool,
 }
 
 enum Waiter {
@@ -650,7 +654,7 @@ impl Peers {
         PeerInfo {
             identity: identity_of(key),
             kind: entry.map_or(PeerKind::Opennet, |e| e.kind),
-            connected: link.is_some_and(|l| l.routed),
+            connected: link.is_some_and(|l| l.routed && !l.seed_client),
             location: link
                 .and_then(|l| l.location)
                 .or_else(|| entry.and_then(|e| e.noderef.location)),
@@ -670,7 +674,7 @@ impl Peers {
             .map(|e| self.info(&e.key()))
             .collect();
         for l in self.links.values() {
-            if l.routed && self.list.get(&l.remote).is_none() {
+            if l.routed && !l.seed_client && self.list.get(&l.remote).is_none() {
                 out.push(self.info(&l.remote));
             }
         }
@@ -878,6 +882,7 @@ async fn drive(
                     dialed,
                     since: Instant::now(),
                     location: None,
+                    seed_client: false,
                 });
                 tracing::debug!(peer = pid.0, "link up");
             }
@@ -900,8 +905,16 @@ async fn drive(
                                     node.add_peer(now(), pid, l, &mut rng);
                                     true
                                 };
-                                tracing::debug!(peer = pid.0, accepted = ok, "hello");
-                                if !ok {
+                                // Full: a newcomer that dialed us may still
+                                // announce through us (we may be its seed).
+                                p.seed_client = !ok
+                                    && setup.opennet
+                                    && p.dialed.is_none()
+                                    && node.accept_seed_client(now(), pid);
+                                tracing::debug!(peer = pid.0, accepted = ok, seed_client = p.seed_client, "hello");
+                                if p.seed_client {
+                                    // Not remembered, not counted.
+                                } else if !ok {
                                     p.sender.close();
                                 } else {
                                     // Remember it (opennet: only nodes we

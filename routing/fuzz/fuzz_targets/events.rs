@@ -105,7 +105,9 @@ fn run(data: &[u8]) -> arbitrary::Result<()> {
             8 => node.remove_peer(now, PeerId(u.int_in_range(0..=5)?), &mut rng),
             _ => {
                 let p = PeerId(u.int_in_range(0..=5)?);
-                node.accept_opennet_peer(now, p, Location(u.arbitrary()?), &mut rng);
+                if !node.accept_opennet_peer(now, p, Location(u.arbitrary()?), &mut rng) {
+                    node.accept_seed_client(now, p);
+                }
             }
         }
         while node.poll_action().is_some() {}
