@@ -86,6 +86,21 @@ pub struct Progress {
     pub total: u64,
 }
 
+/// The document a fetch has reached, told to [`fetch_to`]'s `open` before
+/// its first byte is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    /// Its size in bytes (as the metadata says; checked at the end).
+    pub size: u64,
+    /// MIME type from the metadata, else guessed from a file name.
+    pub mime: Option<String>,
+    /// Every block still needed is held locally ([`BlockSource::has_local`])
+    /// or already in memory: the rest of the fetch waits on no network, so
+    /// it will most likely succeed (a caller may start sending the data
+    /// before the fetch ends).
+    pub local: bool,
+}
+
 /// Fetch the document `uri` names and write it to `writer`.
 ///
 /// `progress` is called as blocks of the (final) splitfile arrive.
@@ -96,15 +111,45 @@ pub struct Progress {
 pub async fn fetch<S, W, P>(
     source: &S,
     uri: &FreenetUri,
-    mut writer: W,
+    writer: W,
     opts: &FetchOptions,
-    mut progress: P,
+    progress: P,
 ) -> Result<FetchResult, FetchError>
 where
     S: BlockSource,
     W: Write + Send,
     P: FnMut(Progress) + Send,
 {
+    fetch_to(source, uri, move |_| Ok(writer), opts, progress).await
+}
+
+/// As [`fetch`], with the writer made by `open` once the document is found
+/// (its size, type and whether the rest is local are known) and before any
+/// byte of it is written. `open` is called at most once; an error from it
+/// ends the fetch as [`FetchError::Write`].
+///
+/// # Errors
+/// As [`fetch`].
+pub async fn fetch_to<S, W, F, P>(
+    source: &S,
+    uri: &FreenetUri,
+    open: F,
+    opts: &FetchOptions,
+    mut progress: P,
+) -> Result<FetchResult, FetchError>
+where
+    S: BlockSource,
+    W: Write + Send,
+    F: FnOnce(&Found) -> std::io::Result<W> + Send,
+    P: FnMut(Progress) + Send,
+{
+    let mut open = Some(open);
+    let mut open_writer = |found: Found| -> Result<(W, Found), FetchError> {
+        let f = open
+            .take()
+            .ok_or_else(|| FetchError::Internal("writer opened twice".into()))?;
+        Ok((f(&found)?, found))
+    };
     let mut meta: VecDeque<String> = uri.meta.iter().cloned().collect();
     let mut mime: Option<String> = None;
     let mut item = Item::Key(check_usk(source, uri, opts).await?);
@@ -125,11 +170,16 @@ where
                 } else {
                     let name = file_name(&mut meta)?;
                     let data = decompress(flags.codec, data, opts.max_size, false)?;
+                    let (mut writer, found) = open_writer(Found {
+                        size: data.len() as u64,
+                        mime: mime.or_else(|| guess(name.as_deref())),
+                        local: true,
+                    })?;
                     writer.write_all(&data)?;
                     writer.flush()?;
                     return Ok(FetchResult {
-                        mime: mime.or_else(|| guess(name.as_deref())),
-                        size: data.len() as u64,
+                        mime: found.mime,
+                        size: found.size,
                     });
                 }
             }
@@ -164,11 +214,16 @@ where
                                 return Err(FetchError::HashMismatch);
                             }
                         }
+                        let (mut writer, found) = open_writer(Found {
+                            size: data.len() as u64,
+                            mime: mime.or_else(|| guess(name.as_deref())),
+                            local: true,
+                        })?;
                         writer.write_all(&data)?;
                         writer.flush()?;
                         return Ok(FetchResult {
-                            mime: mime.or_else(|| guess(name.as_deref())),
-                            size: data.len() as u64,
+                            mime: found.mime,
+                            size: found.size,
                         });
                     }
                     Metadata::Splitfile(sf) if sf.metadata => {
@@ -185,11 +240,23 @@ where
                     Metadata::Splitfile(sf) => {
                         let name = file_name(&mut meta)?;
                         check_size(Some(sf.size), opts.max_size)?;
+                        let local = sf.segments.iter().all(|seg| {
+                            (0..usize::from(seg.data)).all(|i| {
+                                seg.key(i).is_some_and(|k| {
+                                    source.has_local(BlockKind::Chk, &k.routing_key)
+                                })
+                            })
+                        });
+                        let (mut writer, found) = open_writer(Found {
+                            size: sf.size,
+                            mime: mime.or_else(|| guess(name.as_deref())),
+                            local,
+                        })?;
                         fetch_splitfile(source, &sf, &mut writer, opts, &mut progress).await?;
                         writer.flush()?;
                         return Ok(FetchResult {
-                            mime: mime.or_else(|| guess(name.as_deref())),
-                            size: sf.size,
+                            mime: found.mime,
+                            size: found.size,
                         });
                     }
                     Metadata::Manifest(mut man) => {

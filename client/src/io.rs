@@ -70,21 +70,31 @@ pub trait BlockSource: Sync {
         key: RoutingKey,
     ) -> impl Future<Output = Result<Vec<u8>, SourceError>> + Send;
 
-    /// The block under `key` if this source holds it locally, already
-    /// verified against `key` (e.g. read from a store that verifies every
-    /// block it reads), without waiting on the network. `None`: not held
-    /// locally (or this source cannot tell without waiting); the client
-    /// then calls [`BlockSource::fetch`].
+    /// The CHK block under `key` if this source holds it locally, without
+    /// waiting on the network. `None`: not held locally (or this source
+    /// cannot tell without waiting); the client then calls
+    /// [`BlockSource::fetch`].
     ///
     /// The client calls this from its worker threads (rayon), several at
     /// once, to read and decrypt a segment's blocks in parallel; it may wait
     /// on local disk I/O but never on the network. The client does not
-    /// re-hash what it returns (decryption still authenticates it under the
-    /// crypto key), so return only blocks verified against `key`. The
+    /// re-hash what it returns: it opens the block with its AEAD crypto
+    /// key, which fails on any changed byte, and a block that does not
+    /// open counts as missing (then [`BlockSource::fetch`], which must
+    /// verify, is asked). So a source may skip re-hashing here. The
     /// default holds nothing.
     fn fetch_local(&self, kind: BlockKind, key: &RoutingKey) -> Option<Vec<u8>> {
         let _ = (kind, key);
         None
+    }
+
+    /// Whether [`BlockSource::fetch_local`] would likely find the block
+    /// (a cheap index lookup: no read, no verification). Only a hint: the
+    /// fetch still copes with a block that has gone. The default holds
+    /// nothing.
+    fn has_local(&self, kind: BlockKind, key: &RoutingKey) -> bool {
+        let _ = (kind, key);
+        false
     }
 }
 
@@ -262,6 +272,10 @@ impl BlockSource for MemoryBlocks {
         let block = self.lock().get(&(kind, *key))?.to_vec();
         verify_block(kind, key, &block).ok()?;
         Some(block)
+    }
+
+    fn has_local(&self, kind: BlockKind, key: &RoutingKey) -> bool {
+        self.lock().contains_key(&(kind, *key))
     }
 }
 

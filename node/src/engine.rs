@@ -15,6 +15,7 @@ use lichen_crypto::{BlockKind, FreenetUri, RoutingKey};
 use lichen_fcp::{FetchErrorCode, InsertErrorCode};
 use lichen_routing::{InsertOutcome, Key, KeyKind, RequestOutcome};
 use lichen_store::{Origin, PutOutcome, Space};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -172,13 +173,23 @@ impl BlockSource for LocalBlocks {
     }
 
     /// The store verifies every block it reads.
+    fn has_local(&self, kind: BlockKind, key: &RoutingKey) -> bool {
+        !self.ignore_ds && self.node.store.contains(Origin::Local, kind, key)
+    }
+
     fn fetch_local(&self, kind: BlockKind, key: &RoutingKey) -> Option<Vec<u8>> {
         if self.ignore_ds {
             return None;
         }
         // An error is reported by the `fetch` the client falls back to.
-        let found = self.node.store.get(Origin::Local, kind, key).ok()??;
-        Some(found.block)
+        // CHKs are not re-hashed: the client opens them with their AEAD
+        // key (see `BlockSource::fetch_local`), and a block that does not
+        // open sends it to `fetch`, which verifies (and deletes a bad one).
+        let found = match kind {
+            BlockKind::Chk => self.node.store.read(Origin::Local, kind, key),
+            BlockKind::Ssk => self.node.store.get(Origin::Local, kind, key),
+        };
+        Some(found.ok()??.block)
     }
 }
 
@@ -363,7 +374,15 @@ pub struct GetDone {
     pub mime: String,
     /// Bytes written.
     pub len: u64,
+    /// The data went to the [`StreamOpen`] writer, not to `GetSpec::out`.
+    pub streamed: bool,
 }
+
+/// Offered the document's size and MIME type once it is found and every
+/// block still needed is local: returns a writer to stream the data to
+/// while it is decoded (`None`: write to `GetSpec::out` as usual). A fetch
+/// that fails after this has written part of the document to it.
+pub type StreamOpen = Box<dyn FnOnce(u64, &str) -> Option<Box<dyn Write + Send>> + Send>;
 
 /// A failed request, in FCP terms.
 #[derive(Debug, Clone)]
@@ -812,6 +831,20 @@ pub async fn get(
     spec: GetSpec,
     progress: ProgressFn<'_>,
 ) -> Result<GetDone, Failure<FetchErrorCode>> {
+    get_streaming(node, spec, None, progress).await
+}
+
+/// [`get`], streaming the data to the writer `stream` gives when the
+/// document turns out to be local (see [`StreamOpen`]).
+///
+/// # Errors
+/// As [`get`].
+pub async fn get_streaming(
+    node: &Arc<Node>,
+    spec: GetSpec,
+    stream: Option<StreamOpen>,
+    progress: ProgressFn<'_>,
+) -> Result<GetDone, Failure<FetchErrorCode>> {
     let uri = FreenetUri::parse(&spec.uri)
         .map_err(|e| Failure::new(FetchErrorCode::InvalidUri, e.to_string()))?;
     let mut blocks = LocalBlocks::new(node.clone());
@@ -849,28 +882,36 @@ pub async fn get(
     let handle = runtime();
     let (ptx, mut prx) = tokio::sync::mpsc::unbounded_channel::<lichen_client::Progress>();
     let part2 = part.clone();
+    let streamed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let streamed2 = streamed.clone();
     let job = tokio::task::spawn_blocking(move || {
         let progress_cb = move |p: lichen_client::Progress| {
             let _ = ptx.send(p);
         };
-        handle.block_on(async {
+        // The output: the caller's stream when everything is local, else
+        // the `.part` file (renamed at the end), else nowhere.
+        let open = move |found: &lichen_client::Found| -> std::io::Result<Box<dyn Write + Send>> {
+            if found.local {
+                let mime = found.mime.as_deref().unwrap_or("application/octet-stream");
+                if let Some(w) = stream.and_then(|s| s(found.size, mime)) {
+                    streamed2.store(true, Ordering::Relaxed);
+                    return Ok(w);
+                }
+            }
             match &part2 {
                 Some(p) => {
                     let f = std::fs::File::create(p).map_err(|e| {
-                        Failure::new(
-                            FetchErrorCode::BucketError,
-                            format!("cannot create the output file: {e}"),
-                        )
+                        std::io::Error::new(e.kind(), format!("cannot create the output file: {e}"))
                     })?;
-                    let w = std::io::BufWriter::with_capacity(1 << 20, f);
-                    lichen_client::fetch(&blocks, &uri, w, &opts, progress_cb)
-                        .await
-                        .map_err(fetch_failure)
+                    Ok(Box::new(std::io::BufWriter::with_capacity(1 << 20, f)))
                 }
-                None => lichen_client::fetch(&blocks, &uri, std::io::sink(), &opts, progress_cb)
-                    .await
-                    .map_err(fetch_failure),
+                None => Ok(Box::new(std::io::sink())),
             }
+        };
+        handle.block_on(async {
+            lichen_client::fetch_to(&blocks, &uri, open, &opts, progress_cb)
+                .await
+                .map_err(fetch_failure)
         })
     });
     while let Some(p) = prx.recv().await {
@@ -885,6 +926,14 @@ pub async fn get(
     let res = job
         .await
         .unwrap_or_else(|e| Err(Failure::new(FetchErrorCode::InternalError, e.to_string())));
+    let streamed = streamed.load(Ordering::Relaxed);
+    if streamed {
+        return res.map(|r| GetDone {
+            mime: r.mime.unwrap_or_else(|| "application/octet-stream".into()),
+            len: r.size,
+            streamed,
+        });
+    }
     match (res, part, out) {
         (Ok(r), Some(part), Some(out)) => {
             std::fs::rename(&part, &out).map_err(|e| {
@@ -896,11 +945,13 @@ pub async fn get(
             Ok(GetDone {
                 mime: r.mime.unwrap_or_else(|| "application/octet-stream".into()),
                 len: r.size,
+                streamed,
             })
         }
         (Ok(r), _, _) => Ok(GetDone {
             mime: r.mime.unwrap_or_else(|| "application/octet-stream".into()),
             len: r.size,
+            streamed,
         }),
         (Err(f), part, _) => {
             if let Some(p) = part {

@@ -34,7 +34,7 @@ use lichen_fcp::{
 };
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
@@ -50,6 +50,9 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 const MID_MESSAGE_TIMEOUT: Duration = Duration::from_secs(300);
 /// Payloads up to this size are buffered in memory; larger ones stream to disk.
 const INLINE_LIMIT: u64 = 256 * 1024;
+/// Chunks (about a segment, 4 MiB, each) of a streamed `AllData` queued
+/// between the fetch and the connection's writer.
+const STREAM_CHUNKS: usize = 4;
 
 /// Something to send on a connection.
 #[derive(Debug)]
@@ -66,6 +69,17 @@ pub enum Out {
         len: u64,
         /// Delete the file afterwards.
         remove: bool,
+    },
+    /// A message header followed by `len` bytes that arrive on `data` as a
+    /// fetch decodes them. If `data` closes early the connection is
+    /// closed: the message cannot be finished.
+    Stream {
+        /// Header bytes (ending in `Data\n`).
+        header: Vec<u8>,
+        /// Bytes announced in the header.
+        len: u64,
+        /// The bytes, in order.
+        data: mpsc::Receiver<Vec<u8>>,
     },
 }
 
@@ -363,8 +377,16 @@ async fn writer(
                 match rx.try_recv() { Ok(o) => o, Err(_) => break }
             }
         };
-        let res = tokio::time::timeout(WRITE_TIMEOUT, write_out(&mut wr, out, &rx)).await;
-        if !matches!(res, Ok(Ok(()))) {
+        let res = match out {
+            Out::Stream { header, len, data } => {
+                stream_out(&mut wr, &header, len, data, &close).await
+            }
+            out => tokio::time::timeout(WRITE_TIMEOUT, write_out(&mut wr, out, &rx))
+                .await
+                .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into())),
+        };
+        if let Err(e) = res {
+            tracing::debug!("FCP connection closed while writing: {e}");
             close.cancel();
             break;
         }
@@ -399,11 +421,123 @@ async fn write_out(
                 return Err(std::io::Error::other("result file shrank"));
             }
         }
+        Out::Stream { .. } => return Err(std::io::Error::other("a stream is not a message")),
     }
     if rx.is_empty() {
         wr.flush().await?;
     }
     Ok(())
+}
+
+/// Write a streamed message: the header, then the chunks as they come.
+/// Each write may stall at most [`WRITE_TIMEOUT`] (the client is not
+/// reading), each chunk at most [`MID_MESSAGE_TIMEOUT`]; a stream that ends
+/// short (the fetch failed) is an error, and the connection closes.
+async fn stream_out(
+    wr: &mut BufWriter<tokio::net::tcp::OwnedWriteHalf>,
+    header: &[u8],
+    len: u64,
+    mut data: mpsc::Receiver<Vec<u8>>,
+    close: &CancellationToken,
+) -> std::io::Result<()> {
+    let stalled = |_| std::io::Error::from(std::io::ErrorKind::TimedOut);
+    tokio::time::timeout(WRITE_TIMEOUT, wr.write_all(header))
+        .await
+        .map_err(stalled)??;
+    let mut sent = 0u64;
+    loop {
+        let chunk = tokio::select! {
+            c = tokio::time::timeout(MID_MESSAGE_TIMEOUT, data.recv()) => c.map_err(stalled)?,
+            () = close.cancelled() => return Err(std::io::Error::other("connection closing")),
+        };
+        let Some(chunk) = chunk else { break };
+        sent += chunk.len() as u64;
+        if sent > len {
+            return Err(std::io::Error::other("stream longer than announced"));
+        }
+        tokio::time::timeout(WRITE_TIMEOUT, wr.write_all(&chunk))
+            .await
+            .map_err(stalled)??;
+    }
+    if sent != len {
+        return Err(std::io::Error::other(
+            "the fetch failed after its data began",
+        ));
+    }
+    tokio::time::timeout(WRITE_TIMEOUT, wr.flush())
+        .await
+        .map_err(stalled)?
+}
+
+/// The fetch's end of an [`Out::Stream`]: each write becomes one chunk,
+/// handed over with backpressure (the fetch runs on a blocking thread).
+struct StreamWriter {
+    tx: mpsc::Sender<Vec<u8>>,
+}
+
+impl StreamWriter {
+    fn send(&self, chunk: Vec<u8>) -> std::io::Result<()> {
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        futures::executor::block_on(self.tx.send(chunk)).map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the FCP connection closed")
+        })
+    }
+}
+
+impl std::io::Write for StreamWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.send(b.to_vec())?;
+        Ok(b.len())
+    }
+
+    fn write_vectored(&mut self, bufs: &[std::io::IoSlice<'_>]) -> std::io::Result<usize> {
+        let mut chunk = Vec::with_capacity(bufs.iter().map(|b| b.len()).sum());
+        for b in bufs {
+            chunk.extend_from_slice(b);
+        }
+        let n = chunk.len();
+        self.send(chunk)?;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// For a direct get seen by its own connection only: once the document is
+/// found and local, `DataFound` and the `AllData` header go out at once
+/// and the data follows as it is decoded (no spool file, no wait for the
+/// whole document). Sets `told` (the terminal messages are sent).
+fn stream_open(node: &Arc<Node>, req: &Arc<Request>, told: Arc<AtomicBool>) -> engine::StreamOpen {
+    let node = node.clone();
+    let req = req.clone();
+    Box::new(move |len, mime| {
+        let Scope::Connection(owner) = req.scope else {
+            return None;
+        };
+        let (tx, data) = mpsc::channel(STREAM_CHUNKS);
+        told.store(true, Ordering::Relaxed);
+        let found = Outcome::GetOk {
+            mime: mime.to_string(),
+            len,
+            data: None,
+        };
+        let st = req.snapshot();
+        node.hub
+            .send_to(owner, Out::Msg(terminal(&req, &found, &st).encode()));
+        node.hub.send_to(
+            owner,
+            Out::Stream {
+                header: all_data_header(&req, len, mime),
+                len,
+                data,
+            },
+        );
+        Some(Box::new(StreamWriter { tx }))
+    })
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -1327,7 +1461,8 @@ fn start_request(
     let node = node.clone();
     tokio::spawn(async move {
         let cancel = req.cancel.clone();
-        let run = run_request(node.clone(), req.clone(), msg);
+        let told = Arc::new(AtomicBool::new(false));
+        let run = run_request(node.clone(), req.clone(), msg, told.clone());
         let outcome = tokio::select! {
             o = run => o,
             () = cancel.cancelled() => None,
@@ -1338,7 +1473,9 @@ fn start_request(
         };
         node.requests.finish(&req, outcome.clone(), now_ms());
         let st = req.snapshot();
-        node.hub.deliver(&req, &terminal(&req, &outcome, &st));
+        if !told.load(Ordering::Relaxed) {
+            node.hub.deliver(&req, &terminal(&req, &outcome, &st));
+        }
         if let (Outcome::GetOk { len, mime, .. }, Some(path)) = (&outcome, direct) {
             // Direct data goes straight to the audience; persistent
             // requests keep a copy for GetRequestStatus.
@@ -1437,6 +1574,7 @@ async fn run_request(
     node: Arc<Node>,
     req: Arc<Request>,
     msg: ClientMessage,
+    told: Arc<AtomicBool>,
 ) -> Option<(Outcome, Option<PathBuf>)> {
     let verbosity = match &msg {
         ClientMessage::ClientPut(p) => p.verbosity,
@@ -1449,11 +1587,13 @@ async fn run_request(
         let node = node.clone();
         let req = req.clone();
         let last = Mutex::new(0u64);
+        let told = told.clone();
         move |p: Progress| {
             if let Ok(mut s) = req.state.lock() {
                 s.progress = p;
             }
-            if !verbosity.simple_progress() {
+            // Nothing may follow a streamed AllData's DataFound.
+            if !verbosity.simple_progress() || told.load(Ordering::Relaxed) {
                 return;
             }
             let now = now_ms();
@@ -1548,7 +1688,9 @@ async fn run_request(
                 ignore_ds: g.ignore_ds,
                 retries: g.max_retries,
             };
-            match engine::get(&node, spec, &progress).await {
+            let stream = (direct && matches!(req.scope, Scope::Connection(_)))
+                .then(|| stream_open(&node, &req, told.clone()));
+            match engine::get_streaming(&node, spec, stream, &progress).await {
                 Ok(done) => {
                     let data = if direct && req.persistence != Persistence::Connection {
                         out_path.clone()
@@ -1561,7 +1703,11 @@ async fn run_request(
                             len: done.len,
                             data,
                         },
-                        if direct { out_path } else { None },
+                        if direct && !done.streamed {
+                            out_path
+                        } else {
+                            None
+                        },
                     ))
                 }
                 Err(f) => {
@@ -1636,5 +1782,77 @@ async fn run_request(
             Some((put_outcome(out), None))
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// A connected pair: our write half (buffered, as the writer task
+    /// has it) and the far end.
+    async fn pair() -> (BufWriter<tokio::net::tcp::OwnedWriteHalf>, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let far = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (near, _) = l.accept().await.unwrap();
+        let (_, wr) = near.into_split();
+        (BufWriter::new(wr), far)
+    }
+
+    #[tokio::test]
+    async fn a_stream_is_written_whole_and_a_short_one_is_an_error() {
+        let (mut wr, mut far) = pair().await;
+        let close = CancellationToken::new();
+        let (tx, rx) = mpsc::channel(STREAM_CHUNKS);
+        let feed = tokio::spawn(async move {
+            for i in 0..10u8 {
+                tx.send(vec![i; 1000]).await.unwrap();
+            }
+        });
+        stream_out(&mut wr, b"AllData\nData\n", 10_000, rx, &close)
+            .await
+            .unwrap();
+        feed.await.unwrap();
+        drop(wr);
+        let mut got = Vec::new();
+        far.read_to_end(&mut got).await.unwrap();
+        assert_eq!(&got[..13], b"AllData\nData\n");
+        assert_eq!(got.len(), 13 + 10_000);
+        assert_eq!(got[13 + 9_999], 9);
+
+        // The fetch fails half-way: its writer goes, the stream ends short.
+        let (mut wr, _far) = pair().await;
+        let (tx, rx) = mpsc::channel(STREAM_CHUNKS);
+        let mut w = StreamWriter { tx };
+        let fetch = tokio::task::spawn_blocking(move || {
+            use std::io::Write;
+            w.write_all(&[1; 500]).unwrap();
+        });
+        let e = stream_out(&mut wr, b"AllData\nData\n", 10_000, rx, &close)
+            .await
+            .unwrap_err();
+        fetch.await.unwrap();
+        assert!(e.to_string().contains("failed after its data began"), "{e}");
+
+        // More than announced is refused too.
+        let (mut wr, _far) = pair().await;
+        let (tx, rx) = mpsc::channel(STREAM_CHUNKS);
+        tx.send(vec![0; 20]).await.unwrap();
+        drop(tx);
+        assert!(stream_out(&mut wr, b"H\n", 10, rx, &close).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_stream_writer_fails_once_the_connection_is_gone() {
+        let (tx, rx) = mpsc::channel(STREAM_CHUNKS);
+        drop(rx);
+        let e = tokio::task::spawn_blocking(move || {
+            use std::io::Write;
+            StreamWriter { tx }.write_all(&[0; 10]).unwrap_err()
+        })
+        .await
+        .unwrap();
+        assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe);
     }
 }

@@ -549,7 +549,7 @@ impl<B: Backend> Engine<B> {
                 let Some(e) = self.state.lock().entry(s, &ik) else {
                     continue;
                 };
-                match self.load(s, e.seq, kind, key, &ik)? {
+                match self.load(s, e.seq, (kind, key, true), &ik)? {
                     Loaded::Good(existing) if existing == block => here |= s == space,
                     Loaded::Good(_) => return Ok(PutOutcome::Collision),
                     Loaded::Missing => self.delete_locked(&w, s, &ik, e.seq, false)?,
@@ -626,20 +626,22 @@ impl<B: Backend> Engine<B> {
         Ok(PutOutcome::Stored)
     }
 
-    /// Read and verify without touching the LRU order or deleting anything.
+    /// Read and (with `verify`) verify without touching the LRU order or
+    /// deleting anything.
     fn load(
         &self,
         space: Space,
         seq: u64,
-        kind: BlockKind,
-        key: &RoutingKey,
+        (kind, key, verify): (BlockKind, &RoutingKey, bool),
         ik: &IndexKey,
     ) -> Result<Loaded, StoreError> {
         let Some(stored) = self.backend.get(&data_key(space, seq))? else {
             return Ok(Loaded::Missing);
         };
         match self.keys.open(ik, stored.as_ref()) {
-            Some(block) if verify_block(kind, key, &block).is_ok() => Ok(Loaded::Good(block)),
+            Some(block) if !verify || verify_block(kind, key, &block).is_ok() => {
+                Ok(Loaded::Good(block))
+            }
             _ => Ok(Loaded::Bad),
         }
     }
@@ -675,11 +677,14 @@ impl<B: Backend> Engine<B> {
         Ok(())
     }
 
+    /// Read a block; with `verify`, one that fails verification is
+    /// deleted and reported as missing.
     pub(crate) fn get_in(
         &self,
         space: Space,
         kind: BlockKind,
         key: &RoutingKey,
+        verify: bool,
     ) -> Result<Option<Vec<u8>>, StoreError> {
         let ik = self.keys.index_key(kind, key);
         let seq = {
@@ -690,7 +695,7 @@ impl<B: Backend> Engine<B> {
             st.touch(space, &ik);
             e.seq
         };
-        match self.load(space, seq, kind, key, &ik)? {
+        match self.load(space, seq, (kind, key, verify), &ik)? {
             Loaded::Good(b) => Ok(Some(b)),
             Loaded::Missing => {
                 // Either a put evicted it meanwhile (then the index entry is
@@ -790,7 +795,7 @@ impl<B: Backend> Engine<B> {
                 .collect()
         };
         for (space, ik, e) in all {
-            match self.load(space, e.seq, e.kind, &e.key, &ik)? {
+            match self.load(space, e.seq, (e.kind, &e.key, true), &ik)? {
                 Loaded::Good(_) => report.checked += 1,
                 Loaded::Missing => {
                     let w = self.write.lock();
@@ -939,7 +944,15 @@ macro_rules! delegate_block_store {
                 kind: lichen_crypto::BlockKind,
                 key: &lichen_crypto::RoutingKey,
             ) -> Result<Option<Vec<u8>>, $crate::StoreError> {
-                self.engine.get_in(space, kind, key)
+                self.engine.get_in(space, kind, key, true)
+            }
+            fn read_in(
+                &self,
+                space: $crate::Space,
+                kind: lichen_crypto::BlockKind,
+                key: &lichen_crypto::RoutingKey,
+            ) -> Result<Option<Vec<u8>>, $crate::StoreError> {
+                self.engine.get_in(space, kind, key, false)
             }
             fn contains_in(
                 &self,

@@ -307,6 +307,39 @@ pub trait BlockStore: Send + Sync + std::fmt::Debug {
         key: &RoutingKey,
     ) -> Result<Option<Vec<u8>>, StoreError>;
 
+    /// As [`BlockStore::get`], without re-hashing the block against its key:
+    /// for a caller that authenticates it another way (a CHK opened with
+    /// its AEAD crypto key, which fails on any changed byte). The block is
+    /// the one stored under the salted index (encrypted at rest under a
+    /// key only this node has), unless the disk changed it.
+    ///
+    /// # Errors
+    /// Backend errors only.
+    fn read(
+        &self,
+        origin: Origin,
+        kind: BlockKind,
+        key: &RoutingKey,
+    ) -> Result<Option<Found>, StoreError> {
+        for &space in origin.spaces() {
+            if let Some(block) = self.read_in(space, kind, key)? {
+                return Ok(Some(Found { space, block }));
+            }
+        }
+        Ok(None)
+    }
+
+    /// [`BlockStore::get_in`] without re-hashing (see [`BlockStore::read`]).
+    ///
+    /// # Errors
+    /// Backend errors only.
+    fn read_in(
+        &self,
+        space: Space,
+        kind: BlockKind,
+        key: &RoutingKey,
+    ) -> Result<Option<Vec<u8>>, StoreError>;
+
     /// Whether one of `origin`'s spaces holds the key (index only: the block
     /// is not read or verified, and the LRU order is not changed).
     fn contains(&self, origin: Origin, kind: BlockKind, key: &RoutingKey) -> bool {

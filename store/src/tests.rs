@@ -944,3 +944,21 @@ fn put_trusted_chk_batch_big_and_bad_input() {
         assert_eq!(out, vec![PutOutcome::NoRoom]);
     });
 }
+
+#[test]
+fn read_returns_what_get_does_without_reverifying_and_respects_origin() {
+    both(&config(blocks(4), blocks(4), blocks(4)), |s| {
+        let mut r = rng();
+        let (k, b) = chk(&mut r);
+        let (k2, b2) = chk(&mut r);
+        s.put(Space::Client, BlockKind::Chk, &k, &b).unwrap();
+        s.put(Space::Cache, BlockKind::Chk, &k2, &b2).unwrap();
+        let found = s.read(Origin::Local, BlockKind::Chk, &k).unwrap().unwrap();
+        assert_eq!((found.space, found.block), (Space::Client, b));
+        assert_eq!(s.read(Origin::Local, BlockKind::Chk, &k2).unwrap().unwrap().block, b2);
+        // A peer never sees the client cache, read or get.
+        assert!(s.read(Origin::Remote, BlockKind::Chk, &k).unwrap().is_none());
+        let (missing, _) = chk(&mut r);
+        assert!(s.read(Origin::Local, BlockKind::Chk, &missing).unwrap().is_none());
+    });
+}
