@@ -8,7 +8,14 @@ use parking_lot::{Mutex, RwLock};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+
+/// After this many bytes written to a slot file, its writeback is started
+/// in the background (an `fdatasync` on a helper thread), so the flush at
+/// the end of a large insert waits for the last few megabytes, not for
+/// everything at once.
+const WRITEBACK_EVERY: u64 = 16 << 20;
 
 /// One write: `Some(value)` inserts, `None` removes.
 pub(crate) type Op = (Vec<u8>, Option<Vec<u8>>);
@@ -110,6 +117,10 @@ struct SlotFile {
     file: std::fs::File,
     slot_size: u64,
     state: Mutex<SlotState>,
+    /// Bytes written since writeback was last started.
+    unsynced: AtomicU64,
+    /// A background writeback is running.
+    syncing: Arc<AtomicBool>,
 }
 
 #[derive(Debug, Default)]
@@ -144,6 +155,8 @@ impl SlotFile {
             file,
             slot_size,
             state: Mutex::new(SlotState::default()),
+            unsynced: AtomicU64::new(0),
+            syncing: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -187,7 +200,36 @@ impl SlotFile {
         buf.extend_from_slice(value);
         self.file
             .write_all_at(&buf, slot * self.slot_size)
-            .map_err(self.io("write a block to its slot"))
+            .map_err(self.io("write a block to its slot"))?;
+        let unsynced = self.unsynced.fetch_add(buf.len() as u64, Ordering::Relaxed);
+        if unsynced + buf.len() as u64 >= WRITEBACK_EVERY {
+            self.start_writeback();
+        }
+        Ok(())
+    }
+
+    /// Start writing dirty pages back on a helper thread (at most one at a
+    /// time). Durability still comes from [`Backend::flush`]; this only
+    /// spreads the disk work over the insert.
+    fn start_writeback(&self) {
+        if self.syncing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.unsynced.store(0, Ordering::Relaxed);
+        let syncing = self.syncing.clone();
+        let started = self.file.try_clone().is_ok_and(|f| {
+            let flag = syncing.clone();
+            std::thread::Builder::new()
+                .name("slot-writeback".into())
+                .spawn(move || {
+                    let _ = f.sync_data();
+                    flag.store(false, Ordering::Release);
+                })
+                .is_ok()
+        });
+        if !started {
+            syncing.store(false, Ordering::Release);
+        }
     }
 
     fn read(&self, slot: u64) -> Result<Option<Vec<u8>>, StoreError> {
