@@ -499,7 +499,7 @@ pub async fn insert<S: BlockSink, R: Read + Send>(
             .map(str::to_owned)
     });
 
-    let mut hasher = Sha256::new();
+    let mut hasher = DocHasher::new();
     let mut sample = Vec::new();
     let eof = read_up_to(&mut reader, &mut sample, COMPRESSION_SAMPLE)?;
     hasher.update(&sample);
@@ -568,7 +568,7 @@ pub async fn insert<S: BlockSink, R: Read + Send>(
             }
         }
     }
-    let sha256: [u8; 32] = hasher.finalize().into();
+    let sha256: [u8; 32] = hasher.finalize()?;
     let compressed_size;
     let doc = if sw.is_single_block() {
         let data = std::mem::take(&mut sw.pending);
@@ -616,6 +616,75 @@ pub async fn insert<S: BlockSink, R: Read + Send>(
         mime,
         blocks: ctx.blocks,
     })
+}
+
+/// The document's SHA-256, off the reading thread once the document is
+/// big: the reader hands over copies of what it read (a copy costs a
+/// fraction of the hash) and a helper thread hashes them in order, while
+/// the reader goes on and the rayon pool encodes.
+enum DocHasher {
+    Inline(Sha256, u64),
+    Thread {
+        tx: std::sync::mpsc::SyncSender<Vec<u8>>,
+        done: std::thread::JoinHandle<Sha256>,
+    },
+    /// The helper could not be started or has stopped: hash here.
+    Failed(Sha256),
+}
+
+/// Bytes hashed inline before the hashing moves to a helper thread.
+const INLINE_HASH_BYTES: u64 = 4 << 20;
+
+impl DocHasher {
+    fn new() -> Self {
+        DocHasher::Inline(Sha256::new(), 0)
+    }
+
+    fn update(&mut self, b: &[u8]) {
+        match self {
+            DocHasher::Inline(h, n) => {
+                h.update(b);
+                *n += b.len() as u64;
+                if *n >= INLINE_HASH_BYTES {
+                    let h = std::mem::take(h);
+                    *self = Self::spawn(h);
+                }
+            }
+            // Only a panic stops the helper; finalize() reports it.
+            DocHasher::Thread { tx, .. } => drop(tx.send(b.to_vec())),
+            DocHasher::Failed(h) => h.update(b),
+        }
+    }
+
+    fn spawn(h: Sha256) -> Self {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
+        let keep = h.clone();
+        match std::thread::Builder::new()
+            .name("insert-hash".into())
+            .spawn(move || {
+                let mut h = h;
+                for chunk in rx {
+                    h.update(&chunk);
+                }
+                h
+            }) {
+            Ok(done) => DocHasher::Thread { tx, done },
+            Err(_) => DocHasher::Failed(keep),
+        }
+    }
+
+    /// The digest.
+    fn finalize(self) -> Result<[u8; 32], InsertError> {
+        match self {
+            DocHasher::Inline(h, _) | DocHasher::Failed(h) => Ok(h.finalize().into()),
+            DocHasher::Thread { tx, done } => {
+                drop(tx);
+                done.join()
+                    .map(|h| h.finalize().into())
+                    .map_err(|_| InsertError::Internal("the hashing thread stopped".into()))
+            }
+        }
+    }
 }
 
 fn move_out(enc: &mut zstd::stream::write::Encoder<'static, Vec<u8>>, sw: &mut SplitWriter) {

@@ -320,6 +320,86 @@ pub enum PutData {
     Empty,
     /// A redirect to another URI.
     Redirect(String),
+    /// A direct upload still arriving on its FCP connection: the insert
+    /// reads it as it comes (no spool file).
+    Stream(UploadStream),
+}
+
+/// The receiving end of a direct upload: `len` bytes in chunks, in order.
+/// Taken once (the insert reads it); clones share it.
+#[derive(Debug, Clone)]
+pub struct UploadStream {
+    rx: Arc<std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<tokio_util::bytes::Bytes>>>>,
+    /// Bytes announced (`DataLength`).
+    pub len: u64,
+}
+
+impl UploadStream {
+    /// A stream of `len` bytes fed through `rx`.
+    #[must_use]
+    pub fn new(rx: tokio::sync::mpsc::Receiver<tokio_util::bytes::Bytes>, len: u64) -> Self {
+        UploadStream {
+            rx: Arc::new(std::sync::Mutex::new(Some(rx))),
+            len,
+        }
+    }
+
+    /// A blocking reader of the bytes (`None` if already taken). It reads
+    /// an error if the stream ends short (the connection went away).
+    fn reader(&self) -> Option<UploadReader> {
+        let rx = self.rx.lock().ok()?.take()?;
+        Some(UploadReader {
+            rx,
+            chunk: tokio_util::bytes::Bytes::new(),
+            pos: 0,
+            left: self.len,
+        })
+    }
+}
+
+/// [`UploadStream`] as a `Read` (for a blocking thread: it waits for the
+/// next chunk).
+struct UploadReader {
+    rx: tokio::sync::mpsc::Receiver<tokio_util::bytes::Bytes>,
+    chunk: tokio_util::bytes::Bytes,
+    pos: usize,
+    left: u64,
+}
+
+impl std::io::Read for UploadReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos == self.chunk.len() {
+            if self.left == 0 {
+                return Ok(0);
+            }
+            // `unconstrained`: this thread is inside the runtime's `block_on`,
+            // whose cooperative budget would never be refilled here, so a
+            // budgeted channel would report Pending forever (a busy loop).
+            match futures::executor::block_on(tokio::task::unconstrained(self.rx.recv())) {
+                Some(c) if c.len() as u64 <= self.left => {
+                    self.left -= c.len() as u64;
+                    self.chunk = c;
+                    self.pos = 0;
+                }
+                Some(_) => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        "the upload is longer than its DataLength",
+                    ))
+                }
+                None => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "the upload ended before its DataLength (connection closed?)",
+                    ))
+                }
+            }
+        }
+        let n = buf.len().min(self.chunk.len() - self.pos);
+        buf[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
 }
 
 /// An FCP ClientPut, as the engine needs it.
@@ -652,7 +732,7 @@ pub async fn put_with(
     let target = FreenetUri::parse(&spec.uri)
         .map_err(|e| Failure::new(InsertErrorCode::InvalidUri, e.to_string()))?;
     if !spec.chk_only {
-        if let PutData::File { len, .. } = &spec.data {
+        if let PutData::File { len, .. } | PutData::Stream(UploadStream { len, .. }) = &spec.data {
             check_room(node, *len, 0)?;
         }
     }
@@ -686,7 +766,7 @@ pub async fn put_with(
         ..lichen_client::InsertOptions::default()
     };
     let size = match &spec.data {
-        PutData::File { len, .. } => *len,
+        PutData::File { len, .. } | PutData::Stream(UploadStream { len, .. }) => *len,
         _ => 0,
     };
     let blocks_total = size.div_ceil(32 * 1024).max(1) * 2;
@@ -709,6 +789,12 @@ pub async fn put_with(
                             InsertErrorCode::BucketError,
                             format!("cannot read the upload: {e}"),
                         )
+                    })?;
+                    run_insert(&blocks, chk_only, reader, &opts).await
+                }
+                PutData::Stream(s) => {
+                    let reader = s.reader().ok_or_else(|| {
+                        Failure::new(InsertErrorCode::BucketError, "the upload was already read")
                     })?;
                     run_insert(&blocks, chk_only, reader, &opts).await
                 }
@@ -1055,6 +1141,15 @@ pub async fn put_site_with(
                 })?),
                 sha256: None,
             },
+            PutData::Stream(s) => lichen_client::SiteData::Reader {
+                reader: Box::new(s.reader().ok_or_else(|| {
+                    Failure::new(
+                        InsertErrorCode::BucketError,
+                        format!("the upload of {} was already read", f.name),
+                    )
+                })?),
+                sha256: None,
+            },
             PutData::Empty => lichen_client::SiteData::Bytes(Vec::new()),
             PutData::Redirect(t) => {
                 lichen_client::SiteData::Redirect(Box::new(FreenetUri::parse(&t).map_err(|e| {
@@ -1115,7 +1210,33 @@ pub async fn put_site_with(
 mod tests {
     use super::*;
     use crate::net::{self, peers::PeerManager};
+    use std::io::Read;
     use std::time::Duration;
+
+    #[test]
+    fn an_upload_stream_reads_whole_and_refuses_short_or_long_ones() {
+        use tokio_util::bytes::Bytes;
+        let read_all = |chunks: Vec<&'static [u8]>, len: u64| {
+            let (tx, rx) = tokio::sync::mpsc::channel(16);
+            for c in chunks {
+                tx.try_send(Bytes::from_static(c)).unwrap();
+            }
+            drop(tx);
+            let s = UploadStream::new(rx, len);
+            let mut out = Vec::new();
+            let r = s.reader().unwrap().read_to_end(&mut out).map(|_| out);
+            assert!(s.reader().is_none(), "read once only");
+            r
+        };
+        assert_eq!(read_all(vec![b"abc", b"", b"defg"], 7).unwrap(), b"abcdefg");
+        assert_eq!(read_all(vec![], 0).unwrap(), b"");
+        // The connection went away half-way.
+        let e = read_all(vec![b"abc"], 7).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof);
+        // More than DataLength.
+        let e = read_all(vec![b"abc", b"defgh"], 7).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
+    }
 
     /// A node opened in `dir` and, when `with_peer`, a bare peer (empty
     /// memory store) linked to it.

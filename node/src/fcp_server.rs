@@ -284,8 +284,20 @@ enum Upload {
         path: PathBuf,
         file: BufWriter<tokio::fs::File>,
     },
+    /// A direct ClientPut whose insert already runs, reading the payload
+    /// from this channel as it arrives.
+    Stream(mpsc::Sender<tokio_util::bytes::Bytes>),
     Discard,
 }
+
+/// A request's payload: spooled to a file, or streamed to the request.
+enum Payload {
+    Spooled(PathBuf),
+    Streaming(engine::UploadStream),
+}
+
+/// Chunks of a streamed upload queued for the insert.
+const UPLOAD_CHUNKS: usize = 16;
 
 async fn connection(node: Arc<Node>, stream: TcpStream) {
     let (mut rd, wr) = stream.into_split();
@@ -480,7 +492,10 @@ impl StreamWriter {
         if chunk.is_empty() {
             return Ok(());
         }
-        futures::executor::block_on(self.tx.send(chunk)).map_err(|_| {
+        // `unconstrained`: this thread is inside the runtime's `block_on`,
+        // whose cooperative budget would never be refilled here, so a
+        // budgeted channel would report Pending forever (a busy loop).
+        futures::executor::block_on(tokio::task::unconstrained(self.tx.send(chunk))).map_err(|_| {
             std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the FCP connection closed")
         })
     }
@@ -616,7 +631,8 @@ impl Conn {
                             fields: m.fields,
                             data: None,
                         };
-                        self.execute(msg, Some(header), Some(path)).await
+                        self.execute(msg, Some(header), Some(Payload::Spooled(path)))
+                            .await
                     }
                     (Action::Execute(msg), None) => {
                         let header = Message {
@@ -635,6 +651,21 @@ impl Conn {
             } => {
                 let action = lock(&self.session).handle_header(&message, data_length);
                 match action {
+                    // A direct put that lives only as long as this
+                    // connection: insert while the data arrives.
+                    Action::Execute(
+                        msg @ ClientMessage::ClientPut(ClientPut {
+                            upload_from: UploadFrom::Direct { .. },
+                            persistence: Persistence::Connection,
+                            ..
+                        }),
+                    ) => {
+                        let (tx, rx) = mpsc::channel(UPLOAD_CHUNKS);
+                        *upload = Upload::Stream(tx);
+                        let stream = engine::UploadStream::new(rx, data_length);
+                        self.execute(msg, Some(message), Some(Payload::Streaming(stream)))
+                            .await
+                    }
                     Action::Execute(msg) => {
                         let path = self.node.tmp_path("upload");
                         match tokio::fs::File::create(&path).await {
@@ -667,6 +698,14 @@ impl Conn {
                 }
             }
             Event::Data(chunk) => {
+                if let Upload::Stream(tx) = upload {
+                    // The insert gone (failed, or refused at start): the
+                    // rest of the payload is read and dropped.
+                    if tx.send(chunk).await.is_err() {
+                        *upload = Upload::Discard;
+                    }
+                    return true;
+                }
                 if let Upload::Spool { file, .. } = upload {
                     if let Err(e) = file.write_all(&chunk).await {
                         tracing::warn!("cannot spool an upload: {e}");
@@ -705,7 +744,8 @@ impl Conn {
                         return true;
                     }
                     drop(file);
-                    self.execute(*msg, Some(header), Some(path)).await
+                    self.execute(*msg, Some(header), Some(Payload::Spooled(path)))
+                        .await
                 }
                 _ => true,
             },
@@ -764,7 +804,7 @@ impl Conn {
         &self,
         msg: ClientMessage,
         header: Option<Message>,
-        upload: Option<PathBuf>,
+        upload: Option<Payload>,
     ) -> bool {
         let node = &self.node;
         match msg {
@@ -1036,7 +1076,12 @@ impl Conn {
         }) || lock(&self.session).dda_allows(path, write)
     }
 
-    async fn start(&self, msg: ClientMessage, header: Option<Message>, upload: Option<PathBuf>) {
+    async fn start(&self, msg: ClientMessage, header: Option<Message>, payload: Option<Payload>) {
+        let (upload, stream) = match payload {
+            Some(Payload::Spooled(p)) => (Some(p), None),
+            Some(Payload::Streaming(s)) => (None, Some(s)),
+            None => (None, None),
+        };
         let Some((ident, global)) = msg.request_key().map(|(i, g)| (i.to_string(), g)) else {
             return;
         };
@@ -1185,6 +1230,7 @@ impl Conn {
             header,
             persistence,
             upload,
+            stream,
             started_ms: now_ms(),
             cancel: CancellationToken::new(),
             state: Mutex::new(State::default()),
@@ -1643,9 +1689,12 @@ async fn run_request(
     };
     match msg {
         ClientMessage::ClientPut(p) => {
-            let data = match put_data(&p.upload_from, req.upload.as_deref(), 0).await {
-                Ok(d) => d,
-                Err(o) => return Some((o, None)),
+            let data = match &req.stream {
+                Some(s) => PutData::Stream(s.clone()),
+                None => match put_data(&p.upload_from, req.upload.as_deref(), 0).await {
+                    Ok(d) => d,
+                    Err(o) => return Some((o, None)),
+                },
             };
             let spec = PutSpec {
                 uri: p.uri.clone(),

@@ -733,6 +733,7 @@ mod tests {
                 .field("Identifier", "p"),
             persistence: lichen_fcp::client::Persistence::Forever,
             upload: None,
+            stream: None,
             started_ms: 3,
             cancel: tokio_util::sync::CancellationToken::new(),
             state: Mutex::new(State::default()),

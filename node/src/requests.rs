@@ -136,6 +136,9 @@ pub struct Request {
     pub persistence: Persistence,
     /// Spooled direct upload data.
     pub upload: Option<PathBuf>,
+    /// A direct upload the request reads as it arrives (connection
+    /// persistence only; never saved).
+    pub stream: Option<crate::engine::UploadStream>,
     /// When it started (ms).
     pub started_ms: u64,
     /// Cancelled on RemovePersistentRequest or when its connection closes.
@@ -227,6 +230,7 @@ impl Requests {
                         header,
                         persistence: Persistence::Forever,
                         upload: rec.upload,
+                        stream: None,
                         started_ms: rec.started_ms,
                         cancel: CancellationToken::new(),
                         state: Mutex::new(State {
@@ -444,6 +448,7 @@ mod tests {
                 .field("Identifier", id),
             persistence,
             upload: None,
+            stream: None,
             started_ms: 1,
             cancel: CancellationToken::new(),
             state: Mutex::new(State::default()),

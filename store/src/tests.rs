@@ -955,10 +955,22 @@ fn read_returns_what_get_does_without_reverifying_and_respects_origin() {
         s.put(Space::Cache, BlockKind::Chk, &k2, &b2).unwrap();
         let found = s.read(Origin::Local, BlockKind::Chk, &k).unwrap().unwrap();
         assert_eq!((found.space, found.block), (Space::Client, b));
-        assert_eq!(s.read(Origin::Local, BlockKind::Chk, &k2).unwrap().unwrap().block, b2);
+        assert_eq!(
+            s.read(Origin::Local, BlockKind::Chk, &k2)
+                .unwrap()
+                .unwrap()
+                .block,
+            b2
+        );
         // A peer never sees the client cache, read or get.
-        assert!(s.read(Origin::Remote, BlockKind::Chk, &k).unwrap().is_none());
+        assert!(s
+            .read(Origin::Remote, BlockKind::Chk, &k)
+            .unwrap()
+            .is_none());
         let (missing, _) = chk(&mut r);
-        assert!(s.read(Origin::Local, BlockKind::Chk, &missing).unwrap().is_none());
+        assert!(s
+            .read(Origin::Local, BlockKind::Chk, &missing)
+            .unwrap()
+            .is_none());
     });
 }

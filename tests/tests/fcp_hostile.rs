@@ -157,6 +157,16 @@ fn hostile_clients_get_errors_and_others_are_served() {
     half.send_raw(b"ClientHello\nName=half\nExpectedVer")
         .unwrap();
     still_serving(&node);
+    // A direct upload is inserted while it arrives: a client that goes
+    // away half-way ends that insert, and the node goes on.
+    let mut gone = Fcp::connect(node.fcp, "gone");
+    gone.send_raw(
+        b"ClientPut\nURI=CHK@\nIdentifier=g\nUploadFrom=direct\nDataLength=50000000\nData\n",
+    )
+    .unwrap();
+    gone.send_raw(&vec![7u8; 3 << 20]).unwrap();
+    drop(gone);
+    still_serving(&node);
 
     // 13. A client that never reads its replies is cut off, alone.
     let mut deaf = Fcp::connect(node.fcp, "deaf");
