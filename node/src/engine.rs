@@ -439,6 +439,9 @@ pub struct GetSpec {
     pub max_size: Option<u64>,
     /// Where to write the data (`None`: discard).
     pub out: Option<PathBuf>,
+    /// Write `out` sealed under this key (a temporary file: see
+    /// [`crate::sealed`]).
+    pub seal: Option<crate::sealed::SealKey>,
     /// Only the local store.
     pub ds_only: bool,
     /// Skip the local store.
@@ -968,6 +971,7 @@ pub async fn get_streaming(
     let handle = runtime();
     let (ptx, mut prx) = tokio::sync::mpsc::unbounded_channel::<lichen_client::Progress>();
     let part2 = part.clone();
+    let seal = spec.seal.clone();
     let streamed = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let streamed2 = streamed.clone();
     let job = tokio::task::spawn_blocking(move || {
@@ -989,7 +993,11 @@ pub async fn get_streaming(
                     let f = std::fs::File::create(p).map_err(|e| {
                         std::io::Error::new(e.kind(), format!("cannot create the output file: {e}"))
                     })?;
-                    Ok(Box::new(std::io::BufWriter::with_capacity(1 << 20, f)))
+                    let f = std::io::BufWriter::with_capacity(1 << 20, f);
+                    Ok(match &seal {
+                        Some(k) => Box::new(crate::sealed::SealedWriter::new(f, k)),
+                        None => Box::new(f),
+                    })
                 }
                 None => Ok(Box::new(std::io::sink())),
             }

@@ -19,6 +19,7 @@ use crate::config::client_allowed;
 use crate::engine::{self, GetSpec, PutData, PutSpec, SiteFile};
 use crate::node::{now_ms, Node};
 use crate::requests::{Outcome, Progress, Request, Scope, State};
+use crate::sealed::SealKey;
 use lichen_crypto::ssk::SskPrivate;
 use lichen_crypto::uri::{KeyUri, SskKey};
 use lichen_crypto::FreenetUri;
@@ -69,6 +70,8 @@ pub enum Out {
         len: u64,
         /// Delete the file afterwards.
         remove: bool,
+        /// The file is sealed under this key ([`crate::sealed`]).
+        seal: Option<SealKey>,
     },
     /// A message header followed by `len` bytes that arrive on `data` as a
     /// fetch decodes them. If `data` closes early the connection is
@@ -419,13 +422,23 @@ async fn write_out(
             path,
             len,
             remove,
+            seal,
         } => {
             wr.write_all(&header).await?;
             let f = tokio::fs::File::open(&path).await?;
             // 1 MiB reads: `tokio::io::copy` alone reads a file 8 KiB per
             // blocking-pool round trip.
-            let mut rd = tokio::io::BufReader::with_capacity(1 << 20, f.take(len));
-            let copied = tokio::io::copy_buf(&mut rd, wr).await?;
+            let copied = match seal {
+                Some(key) => {
+                    let f = crate::sealed::SealedReader::new(f, key, 0);
+                    let mut rd = tokio::io::BufReader::with_capacity(1 << 20, f.take(len));
+                    tokio::io::copy_buf(&mut rd, wr).await?
+                }
+                None => {
+                    let mut rd = tokio::io::BufReader::with_capacity(1 << 20, f.take(len));
+                    tokio::io::copy_buf(&mut rd, wr).await?
+                }
+            };
             if remove {
                 let _ = tokio::fs::remove_file(&path).await;
             }
@@ -1479,6 +1492,7 @@ impl Conn {
                 path: path.to_path_buf(),
                 len,
                 remove,
+                seal: None,
             },
         );
     }
@@ -1522,7 +1536,7 @@ fn start_request(
         if !told.load(Ordering::Relaxed) {
             node.hub.deliver(&req, &terminal(&req, &outcome, &st));
         }
-        if let (Outcome::GetOk { len, mime, .. }, Some(path)) = (&outcome, direct) {
+        if let (Outcome::GetOk { len, mime, .. }, Some((path, seal))) = (&outcome, direct) {
             // Direct data goes straight to the audience; persistent
             // requests keep a copy for GetRequestStatus.
             let keep = req.persistence != Persistence::Connection;
@@ -1540,6 +1554,7 @@ fn start_request(
                         path: path.clone(),
                         len: *len,
                         remove: !keep && i + 1 == n,
+                        seal: seal.clone(),
                     },
                 );
             }
@@ -1621,7 +1636,7 @@ async fn run_request(
     req: Arc<Request>,
     msg: ClientMessage,
     told: Arc<AtomicBool>,
-) -> Option<(Outcome, Option<PathBuf>)> {
+) -> Option<(Outcome, Option<(PathBuf, Option<SealKey>)>)> {
     let verbosity = match &msg {
         ClientMessage::ClientPut(p) => p.verbosity,
         ClientMessage::ClientGet(g) => g.verbosity,
@@ -1729,10 +1744,15 @@ async fn run_request(
                 ReturnType::Disk => g.filename.as_ref().map(PathBuf::from),
                 ReturnType::None => None,
             };
+            // A result that only waits to be sent on this connection is
+            // sealed; persistent ones must survive a restart (their files
+            // are in the request directory, under the data directory).
+            let seal = (direct && req.persistence == Persistence::Connection).then(SealKey::random);
             let spec = GetSpec {
                 uri: g.uri.clone(),
                 max_size: g.max_size,
                 out: out_path.clone(),
+                seal: seal.clone(),
                 ds_only: g.ds_only,
                 ignore_ds: g.ignore_ds,
                 retries: g.max_retries,
@@ -1753,7 +1773,7 @@ async fn run_request(
                             data,
                         },
                         if direct && !done.streamed {
-                            out_path
+                            out_path.map(|p| (p, seal))
                         } else {
                             None
                         },

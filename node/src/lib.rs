@@ -11,6 +11,7 @@ pub mod net;
 pub mod node;
 pub mod push;
 pub mod requests;
+pub mod sealed;
 pub mod status;
 pub mod testnet;
 pub mod usk;

@@ -622,5 +622,17 @@ async fn progress_page_then_large_file_with_ranges() {
     )
     .await;
     assert_eq!(r.body, &data[data.len() - 10..]);
+    // The fetched document waits in tmp/ sealed: no 64-byte piece of it
+    // is on the disk in the clear.
+    let mut waiting = 0;
+    for e in std::fs::read_dir(node.tmp_dir()).unwrap() {
+        let b = std::fs::read(e.unwrap().path()).unwrap();
+        waiting += 1;
+        assert!(
+            b.chunks(64).zip(data.chunks(64)).all(|(a, d)| a != d),
+            "plaintext in a gateway temporary file"
+        );
+    }
+    assert!(waiting >= 1, "the result file is kept for a while");
     node.shutdown.cancel();
 }

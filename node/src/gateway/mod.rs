@@ -20,6 +20,7 @@ use crate::config::client_allowed;
 use crate::engine::{self, GetSpec, PutData, PutSpec};
 use crate::node::Node;
 use crate::requests::Scope;
+use crate::sealed::{SealKey, SealedReader};
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Multipart, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
@@ -87,9 +88,20 @@ impl Default for Options {
 
 #[derive(Debug)]
 struct DoneFile {
+    /// Sealed under `key` (see [`crate::sealed`]).
     path: PathBuf,
+    key: SealKey,
     mime: String,
     size: u64,
+}
+
+impl DoneFile {
+    /// The whole document, decrypted.
+    async fn read_all(&self) -> std::io::Result<Vec<u8>> {
+        let mut b = tokio::fs::read(&self.path).await?;
+        self.key.open_in_place(0, &mut b);
+        Ok(b)
+    }
 }
 
 impl Drop for DoneFile {
@@ -984,10 +996,12 @@ fn job_for(
             return;
         };
         let out = node.tmp_path("gw");
+        let key = SealKey::random();
         let spec = GetSpec {
             uri: uri_s,
             max_size: Some(MAX_DOCUMENT),
             out: Some(out.clone()),
+            seal: Some(key.clone()),
             ds_only: false,
             ignore_ds: false,
             retries: 0,
@@ -1012,6 +1026,7 @@ fn job_for(
             })),
             Some(Ok(done)) => JobState::Done(Arc::new(DoneFile {
                 path: out,
+                key,
                 mime: done.mime,
                 size: done.len,
             })),
@@ -1086,8 +1101,8 @@ fn parse_range(range: Option<&str>, size: u64) -> Result<Option<(u64, u64)>, ()>
     Ok(Some((start, end)))
 }
 
-async fn read_head(path: &PathBuf, n: usize) -> std::io::Result<Vec<u8>> {
-    let mut f = tokio::fs::File::open(path).await?;
+async fn read_head(file: &DoneFile, n: usize) -> std::io::Result<Vec<u8>> {
+    let mut f = tokio::fs::File::open(&file.path).await?;
     let mut buf = vec![0u8; n];
     let mut got = 0;
     while got < n {
@@ -1098,6 +1113,7 @@ async fn read_head(path: &PathBuf, n: usize) -> std::io::Result<Vec<u8>> {
         got += k;
     }
     buf.truncate(got);
+    file.key.open_in_place(0, &mut buf);
     Ok(buf)
 }
 
@@ -1150,7 +1166,7 @@ async fn serve_document(
                     pages::download_warning(path, &mime, file.size, "This page is too large for the content filter."),
                 );
             }
-            let Ok(bytes) = tokio::fs::read(&file.path).await else {
+            let Ok(bytes) = file.read_all().await else {
                 return error_page(StatusCode::INTERNAL_SERVER_ERROR, "Read error", "The fetched document could not be read back.");
             };
             let text = String::from_utf8_lossy(&bytes).into_owned();
@@ -1172,7 +1188,7 @@ async fn serve_document(
         }
         "text/plain" => serve_file(file, "text/plain; charset=utf-8", None, range, head).await,
         m if filter::is_passable_image(m) => {
-            let headb = read_head(&file.path, 16).await.unwrap_or_default();
+            let headb = read_head(file, 16).await.unwrap_or_default();
             if filter::image_magic_ok(m, &headb) {
                 serve_file(file, m, None, range, head).await
             } else {
@@ -1237,7 +1253,7 @@ async fn serve_file(
         Body::empty()
     } else {
         Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
-            f.take(len),
+            SealedReader::new(f, file.key.clone(), start).take(len),
             256 * 1024,
         ))
     };
