@@ -177,6 +177,12 @@ fn run(events: Vec<Ev>, swapping: bool) {
             actions += 1;
             if let Action::Send { to, .. } = a {
                 assert!(n.peers().any(|(p, _)| p == to) || to.0 < 6);
+            } else if let Action::StoreBlock {
+                key, kind, block, ..
+            } = &a
+            {
+                // The embedder stores these without hashing them again.
+                assert!(sha_verify(key, *kind, block), "unverified StoreBlock");
             }
         }
         assert!(actions < 200, "one event produced {actions} actions");

@@ -238,8 +238,10 @@ pub trait BlockStore: Send + Sync + std::fmt::Debug {
     /// block is stored without hashing it again (SSK blocks are still
     /// verified). Saves one SHA-256 pass per block on local inserts.
     ///
-    /// Never pass a block that came from a peer, a client or the disk: use
-    /// [`BlockStore::put`]. A wrong block stored this way is still never
+    /// Also for a block this process has just verified against its key
+    /// (the routing core verifies every block a peer sends before it asks
+    /// for it to be stored). Never pass a block straight from a peer, a
+    /// client or the disk: use [`BlockStore::put`]. A wrong block stored this way is still never
     /// served (every read re-verifies and deletes a bad block), but it
     /// takes the space of a good one until then.
     ///
