@@ -8,6 +8,6 @@ pub mod sim;
 pub use location::{Key, Location};
 pub use message::{Block, KeyKind, Message, NodeRef};
 pub use node::{
-    Action, BlockSource, Config, EmptyStore, InsertOutcome, LocalRequest, Millis, Node, PeerId,
-    RequestId, RequestOutcome, Space, Stats, Verifier,
+    Action, BlockSource, Config, Disconnect, EmptyStore, InsertOutcome, LocalRequest, Millis, Node,
+    PeerId, RequestId, RequestOutcome, Space, Stats, Verifier,
 };

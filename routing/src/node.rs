@@ -121,6 +121,17 @@ pub enum InsertOutcome {
     InvalidBlock,
 }
 
+/// Why [`Action::Disconnect`] closes a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Disconnect {
+    /// Opennet, full: dropped to make room (it may come back later).
+    LeastUseful,
+    /// A seed client whose announcement is done (or whose time is up).
+    SeedClientDone,
+    /// Over [`Config::misbehaviour_limit`] offences: keep it out for a while.
+    Misbehaving,
+}
+
 /// What the embedder should do.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
@@ -162,11 +173,13 @@ pub enum Action {
         /// The node to connect to.
         noderef: NodeRef,
     },
-    /// Close the connection to this peer (least useful, or misbehaving).
-    /// The node has already forgotten it.
+    /// Close the connection to this peer. The node has already forgotten
+    /// it.
     Disconnect {
         /// The peer.
         peer: PeerId,
+        /// Why: a misbehaving peer should not be let back in soon.
+        why: Disconnect,
     },
     /// This node's location changed (darknet swap or reset): persist it.
     LocationChanged {
@@ -685,7 +698,7 @@ impl<V: Verifier> Node<V> {
             }
             if let Some(victim) = self.least_useful(now) {
                 self.stats.dropped_least_useful += 1;
-                self.disconnect(now, victim, rng);
+                self.disconnect(now, victim, Disconnect::LeastUseful, rng);
             }
         }
         self.last_fold_accept = Some(now);
@@ -764,9 +777,9 @@ impl<V: Verifier> Node<V> {
         }
     }
 
-    fn disconnect(&mut self, now: Millis, peer: PeerId, rng: &mut impl RngCore) {
+    fn disconnect(&mut self, now: Millis, peer: PeerId, why: Disconnect, rng: &mut impl RngCore) {
         self.remove_peer(now, peer, rng);
-        self.actions.push_back(Action::Disconnect { peer });
+        self.actions.push_back(Action::Disconnect { peer, why });
     }
 
     /// The peer that has gone longest without a success, among those past
@@ -795,7 +808,7 @@ impl<V: Verifier> Node<V> {
         };
         if over {
             self.stats.disconnected_misbehaving += 1;
-            self.disconnect(now, peer, rng);
+            self.disconnect(now, peer, Disconnect::Misbehaving, rng);
         }
     }
 
@@ -1795,7 +1808,7 @@ impl<V: Verifier> Node<V> {
             .map(|(id, _)| *id)
             .collect();
         for peer in due {
-            self.disconnect(now, peer, rng);
+            self.disconnect(now, peer, Disconnect::SeedClientDone, rng);
         }
     }
 

@@ -831,7 +831,7 @@ fn opennet_peer_limit_drops_least_useful_after_grace() {
     let dropped: Vec<_> = a
         .iter()
         .filter_map(|x| match x {
-            Action::Disconnect { peer } => Some(*peer),
+            Action::Disconnect { peer, .. } => Some(*peer),
             _ => None,
         })
         .collect();
@@ -856,7 +856,10 @@ fn misbehaving_peer_is_disconnected() {
             &mut r,
         );
     }
-    assert!(drain(&mut n).contains(&Action::Disconnect { peer: PeerId(2) }));
+    assert!(drain(&mut n).contains(&Action::Disconnect {
+        peer: PeerId(2),
+        why: Disconnect::Misbehaving
+    }));
     assert_eq!(n.peer_count(), 2);
     // Messages from a peer we do not know are dropped.
     n.handle_message(
@@ -1353,7 +1356,10 @@ fn a_full_node_keeps_a_newcomer_as_a_seed_client_for_its_announcement() {
     let due = n.poll_timeout().unwrap();
     assert!(due <= 60 + 2_000, "{due}");
     n.handle_timeout(due, &mut r);
-    assert!(drain(&mut n).contains(&Action::Disconnect { peer: newcomer }));
+    assert!(drain(&mut n).contains(&Action::Disconnect {
+        peer: newcomer,
+        why: Disconnect::SeedClientDone
+    }));
     assert_eq!(n.seed_client_count(), 0);
     assert_eq!(n.peer_count(), 3);
 }
@@ -1378,9 +1384,21 @@ fn seed_clients_are_bounded_and_expire() {
     // Silent clients go after the ttl.
     assert_eq!(n.poll_timeout(), Some(5_000));
     n.handle_timeout(5_000, &mut r);
-    assert_eq!(drain(&mut n), vec![Action::Disconnect { peer: PeerId(10) }]);
+    assert_eq!(
+        drain(&mut n),
+        vec![Action::Disconnect {
+            peer: PeerId(10),
+            why: Disconnect::SeedClientDone
+        }]
+    );
     n.handle_timeout(5_300, &mut r);
-    assert_eq!(drain(&mut n), vec![Action::Disconnect { peer: PeerId(12) }]);
+    assert_eq!(
+        drain(&mut n),
+        vec![Action::Disconnect {
+            peer: PeerId(12),
+            why: Disconnect::SeedClientDone
+        }]
+    );
     assert_eq!(n.seed_client_count(), 0);
     // A darknet node keeps none.
     let (mut d, _) = node(

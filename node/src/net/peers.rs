@@ -25,9 +25,13 @@
 //! rename), at once when an entry is added or removed, otherwise every
 //! [`SAVE_EVERY`] when only `last_seen` changed, and at shutdown.
 //!
-//! Not yet: backoff of misbehaving addresses, location swaps persisted to
-//! the identity, noderef exchange over links (so opennet peers that dialed
-//! us are not remembered).
+//! A peer the routing core disconnects for misbehaviour (over
+//! `misbehaviour_limit` offences) is banned by its static key for [`BAN`]:
+//! its links are closed before the hello, it is not dialed, and an opennet
+//! entry for it is forgotten. Bans live in memory only.
+//!
+//! Not yet: location swaps persisted to the identity, noderef exchange
+//! over links (so opennet peers that dialed us are not remembered).
 
 use super::bandwidth::Bandwidth;
 use super::error::LinkError;
@@ -65,6 +69,11 @@ const OPENNET_RETRY_MAX: Duration = Duration::from_secs(600);
 const DROPPED_RETRY: Duration = Duration::from_secs(30);
 /// A link that lived less than this was probably closed by a full node.
 const SHORT_LINK: Duration = Duration::from_secs(60);
+/// A peer disconnected for misbehaviour is refused (and not dialed) this
+/// long, friend or not.
+const BAN: Duration = Duration::from_secs(30 * 60);
+/// Most banned keys remembered (the oldest ban goes first).
+const MAX_BANNED: usize = 4096;
 /// `last_seen` changes are written at most this often.
 pub const SAVE_EVERY: Duration = Duration::from_secs(60);
 /// Two links to the same node that came up within this window are a
@@ -579,6 +588,8 @@ struct Peers {
     dialing: HashSet<[u8; 32]>,
     /// Not before this instant (after a failure or a drop).
     retry_at: HashMap<[u8; 32], Instant>,
+    /// Keys refused until the instant (misbehaviour). In memory only.
+    banned: HashMap<[u8; 32], Instant>,
     /// `last_seen` changed since the last save.
     dirty: bool,
     save: mpsc::UnboundedSender<PeerList>,
@@ -597,11 +608,33 @@ impl Peers {
         let key = noderef.static_key;
         if key == self.setup.keys.static_public()
             || self.by_key.contains_key(&key)
+            || self.is_banned(&key)
             || !self.dialing.insert(key)
         {
             return;
         }
         spawn_connect(&self.setup, noderef, bytes, self.link_tx.clone());
+    }
+
+    fn is_banned(&self, key: &[u8; 32]) -> bool {
+        self.banned.get(key).is_some_and(|t| *t > Instant::now())
+    }
+
+    /// Keep `key` out for [`BAN`]: refused when it connects, not dialed,
+    /// and forgotten if it was only an opennet peer.
+    fn ban(&mut self, key: [u8; 32]) {
+        let now = Instant::now();
+        self.banned.retain(|_, t| *t > now);
+        if self.banned.len() >= MAX_BANNED {
+            if let Some(oldest) = self.banned.iter().min_by_key(|(_, t)| **t).map(|(k, _)| *k) {
+                self.banned.remove(&oldest);
+            }
+        }
+        self.banned.insert(key, now + BAN);
+        self.retry_at.insert(key, now + BAN);
+        if !self.list.is_friend(&key) && self.list.remove(&key).is_some() {
+            self.save_now();
+        }
     }
 
     /// A dial failed, or a dialed link closed before its hello.
@@ -733,6 +766,7 @@ async fn drive(
         list,
         dialing: HashSet::new(),
         retry_at: HashMap::new(),
+        banned: HashMap::new(),
         dirty: false,
         save,
         link_tx,
@@ -835,6 +869,11 @@ async fn drive(
                     ps.dialing.remove(&remote);
                 }
                 if remote == own_key {
+                    link.close();
+                    continue;
+                }
+                if ps.is_banned(&remote) {
+                    tracing::debug!("refused a link from a peer banned for misbehaviour");
                     link.close();
                     continue;
                 }
@@ -1014,7 +1053,12 @@ async fn drive(
                 Action::RequestDone { id, outcome } => {
                     if let Some(Waiter::Fetch(key, kind, reply)) = waiters.remove(&id) {
                         if let RequestOutcome::Found(b) = &outcome {
-                            let _ = store.put_trusted(Space::Client, kind_of(kind), &RoutingKey(key.0), b);
+                            let _ = store.put_trusted(
+                                Space::Client,
+                                kind_of(kind),
+                                &RoutingKey(key.0),
+                                b,
+                            );
                         }
                         let _ = reply.send(outcome);
                     }
@@ -1028,11 +1072,19 @@ async fn drive(
                     Ok(r) => ps.dial(r, Some(noderef.address)),
                     Err(e) => tracing::debug!(error = %e, "bad noderef in a connect offer"),
                 },
-                Action::Disconnect { peer } => {
+                Action::Disconnect { peer, why } => {
                     if let Some(p) = ps.links.remove(&peer) {
                         ps.by_key.remove(&p.remote);
-                        // Not redialed at once (a friend is, later).
-                        ps.retry_at.insert(p.remote, Instant::now() + DROPPED_RETRY);
+                        if why == lichen_routing::Disconnect::Misbehaving {
+                            tracing::info!(
+                                "disconnected a misbehaving peer; it is refused for {} minutes",
+                                BAN.as_secs() / 60
+                            );
+                            ps.ban(p.remote);
+                        } else {
+                            // Not redialed at once (a friend is, later).
+                            ps.retry_at.insert(p.remote, Instant::now() + DROPPED_RETRY);
+                        }
                         p.sender.close();
                     }
                 }
@@ -1242,6 +1294,62 @@ mod tests {
         assert_eq!(listed[0].kind, PeerKind::Friend);
         a2.stop.cancel();
         b.stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_misbehaving_peer_is_disconnected_and_refused_afterwards() {
+        let a = node(41, 1 << 62).await;
+        // A friend of a's that turns hostile: it speaks the protocol
+        // (real Noise link, hello) and then sends replies to requests it
+        // was never given, each an offence.
+        let keys = keys_of(42);
+        let r = NodeRef::new(&keys, vec!["127.0.0.1:9".parse().unwrap()], Some(2 << 62));
+        a.m.add_friend(r.clone(), r.to_bytes(&keys)).await.unwrap();
+        let bw = Arc::new(Bandwidth::unlimited());
+        let cfg = LinkConfig::default();
+        let link = Link::connect_noderef(&a.r, &keys, &cfg, bw.clone())
+            .await
+            .unwrap();
+        let (tx, mut rx) = link.into_parts();
+        tx.try_send(Message::LocationChanged {
+            location: Location(2 << 62),
+        })
+        .unwrap();
+        wait_peers(&a.m, 1).await;
+        let limit = lichen_routing::Config::default().misbehaviour_limit;
+        for id in 0..u64::from(limit) + 10 {
+            if tx.try_send(Message::Accepted { id }).is_err() {
+                break;
+            }
+        }
+        let closed = tokio::time::timeout(Duration::from_secs(10), async {
+            while let Some(e) = rx.recv().await {
+                if matches!(e, LinkEvent::Closed(_)) {
+                    return true;
+                }
+            }
+            true
+        })
+        .await
+        .unwrap();
+        assert!(closed);
+        assert_eq!(a.m.peer_count().await.unwrap(), 0);
+        // Back at once with the same key: closed before any hello.
+        let again = Link::connect_noderef(&a.r, &keys, &cfg, bw).await.unwrap();
+        let (_tx2, mut rx2) = again.into_parts();
+        let first = tokio::time::timeout(Duration::from_secs(10), rx2.recv())
+            .await
+            .unwrap();
+        assert!(
+            matches!(first, None | Some(LinkEvent::Closed(_))),
+            "a banned peer got {first:?}"
+        );
+        // Still a friend (the ban ends by itself), but not connected.
+        let listed = a.m.list().await.unwrap();
+        assert!(listed
+            .iter()
+            .any(|p| p.kind == PeerKind::Friend && !p.connected));
+        a.stop.cancel();
     }
 
     #[test]

@@ -1166,7 +1166,7 @@ impl Sim {
                     }
                 }
             }
-            Action::Disconnect { peer } => {
+            Action::Disconnect { peer, .. } => {
                 let p = peer.0 as u32;
                 if (p as usize) < self.nodes.len() {
                     let now = self.now;
