@@ -209,6 +209,85 @@ fn verify(key: &Key, kind: KeyKind, block: &[u8]) -> bool {
     lichen_crypto::verify_block(kind_of(kind), &RoutingKey(key.0), block).is_ok()
 }
 
+/// Blocks waiting for the store writer (32 KiB each: at most 16 MiB).
+const STORE_QUEUE: usize = 512;
+/// Most blocks the store writer puts in one batch.
+const STORE_BATCH: usize = 128;
+
+/// A verified block for the store writer.
+struct ToStore {
+    space: Space,
+    kind: BlockKind,
+    key: RoutingKey,
+    block: Vec<u8>,
+}
+
+/// The store writer: a thread that puts the blocks the routing core asks
+/// to keep, in batches (one sled batch per space and round, where a put per
+/// block cost two log writes each), so the routing task never waits for
+/// the disk. A full queue drops the block: caching is best effort.
+fn spawn_store_writer(store: Arc<dyn BlockStore>) -> Option<std::sync::mpsc::SyncSender<ToStore>> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<ToStore>(STORE_QUEUE);
+    std::thread::Builder::new()
+        .name("store-writer".into())
+        .spawn(move || {
+            while let Ok(first) = rx.recv() {
+                let mut batch = vec![first];
+                while batch.len() < STORE_BATCH {
+                    match rx.try_recv() {
+                        Ok(b) => batch.push(b),
+                        Err(_) => break,
+                    }
+                }
+                write_batch(store.as_ref(), batch);
+            }
+        })
+        .ok()
+        .map(|_| tx)
+}
+
+fn write_batch(store: &dyn BlockStore, batch: Vec<ToStore>) {
+    let mut chk: HashMap<Space, Vec<(RoutingKey, Vec<u8>)>> = HashMap::new();
+    for b in batch {
+        if b.kind == BlockKind::Chk {
+            chk.entry(b.space).or_default().push((b.key, b.block));
+        } else if let Err(e) = store.put_trusted(b.space, b.kind, &b.key, &b.block) {
+            tracing::warn!(error = %e, "could not store a block");
+        }
+    }
+    for (space, blocks) in chk {
+        match store.put_trusted_chk_batch(space, &blocks) {
+            Err(e) => tracing::warn!(error = %e, "could not store {} blocks", blocks.len()),
+            Ok(o) => tracing::trace!(?space, stored = o.len(), "stored blocks"),
+        }
+    }
+}
+
+/// Where the peer manager keeps blocks: the store writer, or (if its
+/// thread could not start) the store directly.
+struct Keeper {
+    store: Arc<dyn BlockStore>,
+    writer: Option<std::sync::mpsc::SyncSender<ToStore>>,
+}
+
+impl Keeper {
+    /// Keep a block the routing core verified (never blocks).
+    fn keep(&self, space: Space, kind: BlockKind, key: RoutingKey, block: Vec<u8>) {
+        let Some(w) = &self.writer else {
+            let _ = self.store.put_trusted(space, kind, &key, &block);
+            return;
+        };
+        if let Err(std::sync::mpsc::TrySendError::Full(_)) = w.try_send(ToStore {
+            space,
+            kind,
+            key,
+            block,
+        }) {
+            tracing::debug!("store writer busy: a block was not cached");
+        }
+    }
+}
+
 struct StoreSource<'a>(&'a dyn BlockStore);
 
 impl BlockSource for StoreSource<'_> {
@@ -758,6 +837,10 @@ async fn drive(
     let mut waiters: HashMap<RequestId, Waiter> = HashMap::new();
     let mut next_peer = 1u64;
     let store = setup.store.clone();
+    let keeper = Keeper {
+        store: store.clone(),
+        writer: spawn_store_writer(store.clone()),
+    };
     let own_key = setup.keys.static_public();
     let mut ps = Peers {
         setup: setup.clone(),
@@ -1045,20 +1128,12 @@ async fn drive(
                     };
                     // Verified by the routing core (its contract), so a
                     // CHK is not hashed a second time on every hop.
-                    match store.put_trusted(space, kind_of(kind), &RoutingKey(key.0), &block) {
-                        Err(e) => tracing::warn!(error = %e, "could not store a block"),
-                        Ok(o) => tracing::trace!(?space, outcome = ?o, "stored a block"),
-                    }
+                    keeper.keep(space, kind_of(kind), RoutingKey(key.0), block);
                 }
                 Action::RequestDone { id, outcome } => {
                     if let Some(Waiter::Fetch(key, kind, reply)) = waiters.remove(&id) {
                         if let RequestOutcome::Found(b) = &outcome {
-                            let _ = store.put_trusted(
-                                Space::Client,
-                                kind_of(kind),
-                                &RoutingKey(key.0),
-                                b,
-                            );
+                            keeper.keep(Space::Client, kind_of(kind), RoutingKey(key.0), b.clone());
                         }
                         let _ = reply.send(outcome);
                     }
@@ -1350,6 +1425,56 @@ mod tests {
             .iter()
             .any(|p| p.kind == PeerKind::Friend && !p.connected));
         a.stop.cancel();
+    }
+
+    #[test]
+    fn the_store_writer_keeps_blocks_of_every_space_and_kind() {
+        let store: Arc<dyn BlockStore> = Arc::new(lichen_store::MemoryStore::new(
+            &lichen_store::StoreConfig::new(
+                lichen_store::Budgets {
+                    store: 1 << 24,
+                    cache: 1 << 24,
+                    client: 1 << 24,
+                },
+                0,
+                lichen_store::StoreSecret::from_bytes([5; 32]),
+            ),
+        ));
+        let chk = |n: u8| {
+            let (k, b) =
+                lichen_crypto::chk::encode(&[n; 100], lichen_crypto::DataFlags::default()).unwrap();
+            (k.routing_key, b)
+        };
+        let ssk = lichen_crypto::ssk::SskPrivate::from_keyword("writer");
+        let (sk, sb) = ssk
+            .encode("doc", b"x", lichen_crypto::DataFlags::default())
+            .unwrap();
+        let keeper = Keeper {
+            store: store.clone(),
+            writer: spawn_store_writer(store.clone()),
+        };
+        let blocks: Vec<(Space, BlockKind, RoutingKey, Vec<u8>)> = vec![
+            (Space::Cache, BlockKind::Chk, chk(1).0, chk(1).1),
+            (Space::Store, BlockKind::Chk, chk(2).0, chk(2).1),
+            (Space::Client, BlockKind::Chk, chk(3).0, chk(3).1),
+            (Space::Cache, BlockKind::Ssk, sk, sb),
+        ];
+        for (space, kind, key, block) in blocks.clone() {
+            keeper.keep(space, kind, key, block);
+        }
+        drop(keeper); // the writer drains its queue, then stops
+        for _ in 0..200 {
+            if blocks
+                .iter()
+                .all(|(s, k, key, _)| store.contains_in(*s, *k, key))
+            {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        for (space, kind, key, block) in blocks {
+            assert_eq!(store.get_in(space, kind, &key).unwrap(), Some(block));
+        }
     }
 
     #[test]
