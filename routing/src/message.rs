@@ -196,6 +196,15 @@ pub enum Message {
         /// New location.
         location: Location,
     },
+    /// Link level, opennet: the sender's own signed noderef, sent once by
+    /// the node that dialed, right after its hello, so the node it dialed
+    /// can remember it and dial it after a restart. Never routed; the
+    /// embedder handles it (the routing core ignores it).
+    Noderef {
+        /// The embedder's signed noderef bytes.
+        #[serde(with = "serde_bytes")]
+        noderef: Vec<u8>,
+    },
 }
 
 impl Message {
@@ -220,7 +229,7 @@ impl Message {
             | SwapRequest { id, .. }
             | SwapReply { id, .. }
             | SwapRejected { id } => Some(*id),
-            LocationChanged { .. } => None,
+            LocationChanged { .. } | Noderef { .. } => None,
         }
     }
 
@@ -246,6 +255,7 @@ impl Message {
             SwapReply { .. } => "SwapReply",
             SwapRejected { .. } => "SwapRejected",
             LocationChanged { .. } => "LocationChanged",
+            Noderef { .. } => "Noderef",
         }
     }
 }

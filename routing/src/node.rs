@@ -1188,6 +1188,8 @@ impl<V: Verifier> Node<V> {
                     self.stats.unexpected_replies += 1;
                 }
             },
+            // The embedder's (a link-level introduction): nothing to route.
+            Message::Noderef { .. } => {}
             Message::LocationChanged { location } => {
                 // Only darknet peers change location; record it (at most a
                 // few entries per peer, removed with the peer).
@@ -1211,6 +1213,7 @@ impl<V: Verifier> Node<V> {
             Message::FoldOffer { noderef, .. } | Message::Announce { noderef, .. } => {
                 noderef.address.len() <= self.cfg.max_noderef_len
             }
+            Message::Noderef { noderef } => noderef.len() <= self.cfg.max_noderef_len,
             Message::SwapRequest { peer_locations, .. }
             | Message::SwapReply { peer_locations, .. } => {
                 peer_locations.len() <= self.cfg.max_swap_peers

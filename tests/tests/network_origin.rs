@@ -13,12 +13,14 @@
 //! # The rule asserted
 //!
 //! For each node R in {M, N} and every message F received from R:
-//! - Only `LocationChanged` (the link hello: the neighbour knows R anyway)
-//!   and `Announce` (opennet's announcement of R itself, by design not
-//!   anonymous and tied to no request) may carry R's location or noderef.
+//! - Only `LocationChanged` (the link hello: the neighbour knows R anyway),
+//!   `Noderef` (R introducing itself, once, to the node it dialed: its own
+//!   noderef and nothing else, tied to no request) and `Announce`
+//!   (opennet's announcement of R itself, by design not anonymous and tied
+//!   to no request) may carry R's location or noderef.
 //!   Darknet swap messages would be the other such messages; this is an
 //!   opennet, and F asks nothing, so R has no reason to send F anything
-//!   but `LocationChanged`, `Announce`, `Request` and `Insert` (a
+//!   but `LocationChanged`, `Noderef`, `Announce`, `Request` and `Insert` (a
 //!   `FoldOffer` travels only toward a requester): the test asserts that.
 //! - No other message contains, anywhere in its CBOR encoding, R's X25519
 //!   static key, its Ed25519 identity key, its noderef (binary or text),
@@ -163,6 +165,21 @@ fn no_message_names_the_originator() {
             // (and noderef) by design.
             Message::LocationChanged { location } => {
                 assert_eq!(location.0, who.location, "{}: hello", who.name);
+                continue;
+            }
+            Message::Noderef { noderef } => {
+                let r = NodeRef::from_bytes(noderef).unwrap();
+                assert_eq!(
+                    r.static_key, who.noderef.static_key,
+                    "{}: introduces only itself",
+                    who.name
+                );
+                assert_eq!(
+                    by_kind[&(who.name, "Noderef")],
+                    1,
+                    "{}: one introduction per link",
+                    who.name
+                );
                 continue;
             }
             Message::Announce { noderef, .. } => {

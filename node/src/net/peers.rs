@@ -30,8 +30,11 @@
 //! its links are closed before the hello, it is not dialed, and an opennet
 //! entry for it is forgotten. Bans live in memory only.
 //!
-//! Not yet: location swaps persisted to the identity, noderef exchange
-//! over links (so opennet peers that dialed us are not remembered).
+//! On opennet the dialing side sends its signed noderef (`Noderef`) right
+//! after its hello; the dialed side checks that it names the link's static
+//! key and remembers the peer as if it had dialed it.
+//!
+//! Not yet: location swaps persisted to the identity.
 
 use super::bandwidth::Bandwidth;
 use super::error::LinkError;
@@ -222,11 +225,19 @@ struct ToStore {
     block: Vec<u8>,
 }
 
+/// Blocks of the shared spaces (store, cache) handed to the store writer
+/// and not written yet: served to peers from here meanwhile, so a request
+/// right behind an insert finds what the insert left.
+type Unwritten = Arc<Mutex<HashMap<(BlockKind, RoutingKey), Vec<u8>>>>;
+
 /// The store writer: a thread that puts the blocks the routing core asks
 /// to keep, in batches (one sled batch per space and round, where a put per
 /// block cost two log writes each), so the routing task never waits for
 /// the disk. A full queue drops the block: caching is best effort.
-fn spawn_store_writer(store: Arc<dyn BlockStore>) -> Option<std::sync::mpsc::SyncSender<ToStore>> {
+fn spawn_store_writer(
+    store: Arc<dyn BlockStore>,
+    unwritten: Unwritten,
+) -> Option<std::sync::mpsc::SyncSender<ToStore>> {
     let (tx, rx) = std::sync::mpsc::sync_channel::<ToStore>(STORE_QUEUE);
     std::thread::Builder::new()
         .name("store-writer".into())
@@ -239,7 +250,18 @@ fn spawn_store_writer(store: Arc<dyn BlockStore>) -> Option<std::sync::mpsc::Syn
                         Err(_) => break,
                     }
                 }
+                let done: Vec<(BlockKind, RoutingKey)> = batch
+                    .iter()
+                    .filter(|b| b.space != Space::Client)
+                    .map(|b| (b.kind, b.key))
+                    .collect();
                 write_batch(store.as_ref(), batch);
+                let mut u = unwritten
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                for k in &done {
+                    u.remove(k);
+                }
             }
         })
         .ok()
@@ -268,15 +290,36 @@ fn write_batch(store: &dyn BlockStore, batch: Vec<ToStore>) {
 struct Keeper {
     store: Arc<dyn BlockStore>,
     writer: Option<std::sync::mpsc::SyncSender<ToStore>>,
+    unwritten: Unwritten,
 }
 
 impl Keeper {
+    fn new(store: Arc<dyn BlockStore>) -> Self {
+        let unwritten = Unwritten::default();
+        Keeper {
+            writer: spawn_store_writer(store.clone(), unwritten.clone()),
+            store,
+            unwritten,
+        }
+    }
+
+    fn unwritten(&self) -> std::sync::MutexGuard<'_, HashMap<(BlockKind, RoutingKey), Vec<u8>>> {
+        self.unwritten
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Keep a block the routing core verified (never blocks).
     fn keep(&self, space: Space, kind: BlockKind, key: RoutingKey, block: Vec<u8>) {
         let Some(w) = &self.writer else {
             let _ = self.store.put_trusted(space, kind, &key, &block);
             return;
         };
+        // Never the client cache: peers must not see what we fetched.
+        let shared = space != Space::Client;
+        if shared {
+            self.unwritten().insert((kind, key), block.clone());
+        }
         if let Err(std::sync::mpsc::TrySendError::Full(_)) = w.try_send(ToStore {
             space,
             kind,
@@ -284,16 +327,25 @@ impl Keeper {
             block,
         }) {
             tracing::debug!("store writer busy: a block was not cached");
+            if shared {
+                self.unwritten().remove(&(kind, key));
+            }
         }
     }
 }
 
-struct StoreSource<'a>(&'a dyn BlockStore);
+/// What peers may be served: the shared spaces of the store, and shared
+/// blocks still on their way to it.
+struct StoreSource<'a>(&'a dyn BlockStore, &'a Keeper);
 
 impl BlockSource for StoreSource<'_> {
     fn get(&mut self, key: &Key, kind: KeyKind) -> Option<Vec<u8>> {
+        let (kind, key) = (kind_of(kind), RoutingKey(key.0));
+        if let Some(b) = self.1.unwritten().get(&(kind, key)) {
+            return Some(b.clone());
+        }
         self.0
-            .get(Origin::Remote, kind_of(kind), &RoutingKey(key.0))
+            .get(Origin::Remote, kind, &key)
             .ok()
             .flatten()
             .map(|f| f.block)
@@ -695,6 +747,32 @@ impl Peers {
         spawn_connect(&self.setup, noderef, bytes, self.link_tx.clone());
     }
 
+    /// An opennet peer that dialed us sent its noderef: remember it (as
+    /// if we had dialed it), if it is really that peer's and the peer was
+    /// kept (not a seed client). Anything else is ignored.
+    fn introduced(&mut self, pid: PeerId, bytes: &[u8]) {
+        let Some(p) = self.links.get(&pid) else {
+            return;
+        };
+        if !self.setup.opennet || p.dialed.is_some() || p.seed_client || !p.routed {
+            return;
+        }
+        let remote = p.remote;
+        match NodeRef::from_bytes(bytes) {
+            Ok(r) if r.static_key == remote => {
+                if self
+                    .list
+                    .seen(Some((&r, bytes)), &remote, crate::node::now_ms())
+                {
+                    tracing::debug!(peer = pid.0, "remembered a peer that connected to us");
+                    self.save_now();
+                }
+            }
+            Ok(_) => tracing::debug!(peer = pid.0, "a peer sent someone else's noderef"),
+            Err(e) => tracing::debug!(peer = pid.0, error = %e, "a peer sent a bad noderef"),
+        }
+    }
+
     fn is_banned(&self, key: &[u8; 32]) -> bool {
         self.banned.get(key).is_some_and(|t| *t > Instant::now())
     }
@@ -837,10 +915,7 @@ async fn drive(
     let mut waiters: HashMap<RequestId, Waiter> = HashMap::new();
     let mut next_peer = 1u64;
     let store = setup.store.clone();
-    let keeper = Keeper {
-        store: store.clone(),
-        writer: spawn_store_writer(store.clone()),
-    };
+    let keeper = Keeper::new(store.clone());
     let own_key = setup.keys.static_public();
     let mut ps = Peers {
         setup: setup.clone(),
@@ -986,8 +1061,12 @@ async fn drive(
                 let pid = PeerId(next_peer);
                 next_peer += 1;
                 let (sender, mut rx) = link.into_parts();
-                // Hello: our location.
+                // Hello: our location. Opennet, when we dialed: then our
+                // noderef, so the node we dialed can remember us too.
                 let _ = sender.try_send(Message::LocationChanged { location });
+                if let (true, Some(_), Some(own)) = (setup.opennet, &dialed, &setup.noderef) {
+                    let _ = sender.try_send(Message::Noderef { noderef: own.clone() });
+                }
                 let ev = ev_tx.clone();
                 tokio::spawn(async move {
                     while let Some(e) = rx.recv().await {
@@ -1064,9 +1143,11 @@ async fn drive(
                             } else {
                                 tracing::debug!(peer = pid.0, "message before the hello dropped");
                             }
+                        } else if let Message::Noderef { noderef } = m {
+                            ps.introduced(pid, &noderef);
                         } else {
                             tracing::trace!(peer = pid.0, msg = m.name(), id = ?m.id(), "recv");
-                            node.handle_message(now(), pid, m, &mut StoreSource(store.as_ref()), &mut rng);
+                            node.handle_message(now(), pid, m, &mut StoreSource(store.as_ref(), &keeper), &mut rng);
                         }
                         // No `continue` here: the actions below (and the
                         // peer count) must follow the hello at once.
@@ -1204,6 +1285,10 @@ mod tests {
     }
 
     async fn node_in(secret: u8, location: u64, dir: Option<PathBuf>) -> TestNode {
+        node_with(secret, location, dir, false).await
+    }
+
+    async fn node_with(secret: u8, location: u64, dir: Option<PathBuf>, opennet: bool) -> TestNode {
         let keys = NodeKeys::from_static_secret([secret; 32]);
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let r = NodeRef::new(&keys, vec![l.local_addr().unwrap()], Some(location));
@@ -1232,7 +1317,7 @@ mod tests {
                 cache_max_htl: 18,
                 ..lichen_routing::Config::default()
             },
-            opennet: false,
+            opennet,
             peer_dir: dir,
             max_remembered: 8,
         };
@@ -1427,6 +1512,36 @@ mod tests {
         a.stop.cancel();
     }
 
+    #[tokio::test]
+    async fn an_opennet_node_remembers_a_peer_that_dialed_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = node_with(51, 1 << 62, Some(dir.path().to_owned()), true).await;
+        let b = node_with(52, 2 << 62, None, true).await;
+        b.m.connect(a.r.clone()).await.unwrap();
+        wait_peers(&a.m, 1).await;
+        let mut remembered = false;
+        for _ in 0..100 {
+            let listed = a.m.list().await.unwrap();
+            if listed
+                .iter()
+                .any(|p| p.identity == identity_of(&b.r.static_key) && p.noderef.is_some())
+            {
+                remembered = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(remembered, "a did not remember b");
+        // It is in a's peer file: a restarted a can dial b without seeds.
+        a.stop.cancel();
+        tokio::time::timeout(Duration::from_secs(10), a.m.stopped())
+            .await
+            .unwrap();
+        let loaded = PeerList::load(dir.path(), 8);
+        assert!(loaded.list.get(&b.r.static_key).is_some());
+        b.stop.cancel();
+    }
+
     #[test]
     fn the_store_writer_keeps_blocks_of_every_space_and_kind() {
         let store: Arc<dyn BlockStore> = Arc::new(lichen_store::MemoryStore::new(
@@ -1449,10 +1564,7 @@ mod tests {
         let (sk, sb) = ssk
             .encode("doc", b"x", lichen_crypto::DataFlags::default())
             .unwrap();
-        let keeper = Keeper {
-            store: store.clone(),
-            writer: spawn_store_writer(store.clone()),
-        };
+        let keeper = Keeper::new(store.clone());
         let blocks: Vec<(Space, BlockKind, RoutingKey, Vec<u8>)> = vec![
             (Space::Cache, BlockKind::Chk, chk(1).0, chk(1).1),
             (Space::Store, BlockKind::Chk, chk(2).0, chk(2).1),
@@ -1462,6 +1574,14 @@ mod tests {
         for (space, kind, key, block) in blocks.clone() {
             keeper.keep(space, kind, key, block);
         }
+        // Peers are served the shared blocks at once (written or not), and
+        // never the client cache's.
+        let mut src = StoreSource(store.as_ref(), &keeper);
+        assert_eq!(
+            src.get(&Key(blocks[0].2 .0), KeyKind::Chk),
+            Some(blocks[0].3.clone())
+        );
+        assert_eq!(src.get(&Key(blocks[2].2 .0), KeyKind::Chk), None);
         drop(keeper); // the writer drains its queue, then stops
         for _ in 0..200 {
             if blocks
