@@ -437,6 +437,32 @@ struct Pending {
     data_pending: bool,
 }
 
+impl Pending {
+    /// A request, insert or announcement for `key` just accepted from
+    /// `upstream` (a peer counts as tried: never routed back to it); the
+    /// rest starts empty.
+    fn new(key: Key, kind: KeyKind, htl: u8, upstream: Upstream) -> Self {
+        Pending {
+            key,
+            kind,
+            htl,
+            upstream,
+            insert: None,
+            announce: None,
+            deep_candidate: false,
+            tried: match upstream {
+                Upstream::Peer(p) => vec![p],
+                _ => Vec::new(),
+            },
+            downstream: None,
+            accepted: false,
+            deadline: 0,
+            waiters: Vec::new(),
+            data_pending: false,
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 struct Recent {
     expires: Millis,
@@ -1325,24 +1351,8 @@ impl<V: Verifier> Node<V> {
             p.incoming += 1;
         }
         self.send(from, Message::Accepted { id });
-        self.pending.insert(
-            id,
-            Pending {
-                key,
-                kind,
-                htl,
-                upstream: Upstream::Peer(from),
-                insert: None,
-                announce: None,
-                deep_candidate: false,
-                tried: vec![from],
-                downstream: None,
-                accepted: false,
-                deadline: 0,
-                waiters: Vec::new(),
-                data_pending: false,
-            },
-        );
+        self.pending
+            .insert(id, Pending::new(key, kind, htl, Upstream::Peer(from)));
         self.by_key.entry(key).or_insert(id);
         self.route(now, id, rng);
     }
@@ -1394,19 +1404,9 @@ impl<V: Verifier> Node<V> {
         self.pending.insert(
             id,
             Pending {
-                key,
-                kind,
-                htl,
-                upstream: Upstream::Peer(from),
-                insert: None,
-                announce: None,
-                deep_candidate: false,
-                tried: vec![from],
-                downstream: None,
-                accepted: false,
                 deadline,
-                waiters: Vec::new(),
                 data_pending: true,
+                ..Pending::new(key, kind, htl, Upstream::Peer(from))
             },
         );
         self.set_timer(deadline, TimerKind::Request, id);
@@ -1961,19 +1961,8 @@ impl<V: Verifier> Node<V> {
             self.pending.insert(
                 id,
                 Pending {
-                    key,
-                    kind,
-                    htl: self.cfg.max_htl,
-                    upstream: Upstream::Local,
                     insert,
-                    announce: None,
-                    deep_candidate: false,
-                    tried: Vec::new(),
-                    downstream: None,
-                    accepted: false,
-                    deadline: 0,
-                    waiters: Vec::new(),
-                    data_pending: false,
+                    ..Pending::new(key, kind, self.cfg.max_htl, Upstream::Local)
                 },
             );
             self.route(now, id, rng);
@@ -2092,19 +2081,13 @@ impl<V: Verifier> Node<V> {
         self.pending.insert(
             id,
             Pending {
-                key: Key([0; 32]),
-                kind: KeyKind::Chk,
-                htl: self.cfg.max_htl,
-                upstream: Upstream::Local,
-                insert: None,
                 announce: Some(me),
-                deep_candidate: false,
-                tried: Vec::new(),
-                downstream: None,
-                accepted: false,
-                deadline: 0,
-                waiters: Vec::new(),
-                data_pending: false,
+                ..Pending::new(
+                    Key([0; 32]),
+                    KeyKind::Chk,
+                    self.cfg.max_htl,
+                    Upstream::Local,
+                )
             },
         );
         self.route(now, id, rng);
@@ -2180,19 +2163,8 @@ impl<V: Verifier> Node<V> {
         self.pending.insert(
             id,
             Pending {
-                key: Key([0; 32]),
-                kind: KeyKind::Chk,
-                htl,
-                upstream: Upstream::Peer(from),
-                insert: None,
                 announce: Some(noderef),
-                deep_candidate: false,
-                tried: vec![from],
-                downstream: None,
-                accepted: false,
-                deadline: 0,
-                waiters: Vec::new(),
-                data_pending: false,
+                ..Pending::new(Key([0; 32]), KeyKind::Chk, htl, Upstream::Peer(from))
             },
         );
         self.route(now, id, rng);
