@@ -25,18 +25,31 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long one FCP reply may take.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// A free loopback TCP port (bound then released).
+/// A free loopback TCP port (bound then released), never one this
+/// process has handed out before: tests run in parallel threads, and the
+/// kernel may give a released port to the next caller before the node
+/// that was meant to bind it has done so.
 ///
 /// # Panics
 /// If no port can be bound.
 #[must_use]
 pub fn free_port() -> u16 {
-    #[allow(clippy::unwrap_used)]
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        #[allow(clippy::unwrap_used)]
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut given = GIVEN
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// A `lichen node` process.
@@ -86,6 +99,27 @@ impl NodeProc {
         peer_port: u16,
         config: Option<&Path>,
     ) -> Self {
+        // The gateway port is ours to choose: if something took it between
+        // free_port() and the node's bind, try another.
+        for _ in 0..3 {
+            match Self::try_start(bin, data_dir, port, peer_port, config) {
+                Ok(n) => return n,
+                Err(log) if log.contains("cannot listen for the HTTP gateway") => {}
+                Err(log) => panic!("node exited early; log:\n{log}"),
+            }
+        }
+        panic!("node could not get a gateway port in 3 tries");
+    }
+
+    /// One start; `Err(log)` if the node exited before opening FCP.
+    #[allow(clippy::unwrap_used, clippy::expect_used)]
+    fn try_start(
+        bin: &Path,
+        data_dir: &Path,
+        port: u16,
+        peer_port: u16,
+        config: Option<&Path>,
+    ) -> Result<Self, String> {
         std::fs::create_dir_all(data_dir).unwrap();
         let log = data_dir.with_extension("log");
         let logf = std::fs::OpenOptions::new()
@@ -125,10 +159,11 @@ impl NodeProc {
         loop {
             if let Ok(s) = TcpStream::connect_timeout(&fcp, Duration::from_millis(200)) {
                 drop(s);
-                return n;
+                return Ok(n);
             }
             if let Some(status) = n.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!("node exited early ({status}); log:\n{}", n.log_text());
+                n.child = None;
+                return Err(format!("({status})\n{}", n.log_text()));
             }
             assert!(
                 start.elapsed() < START_TIMEOUT,
