@@ -289,12 +289,7 @@ pub trait BlockStore: Send + Sync + std::fmt::Debug {
         kind: BlockKind,
         key: &RoutingKey,
     ) -> Result<Option<Found>, StoreError> {
-        for &space in origin.spaces() {
-            if let Some(block) = self.get_in(space, kind, key)? {
-                return Ok(Some(Found { space, block }));
-            }
-        }
-        Ok(None)
+        first_found(origin, |space| self.get_in(space, kind, key))
     }
 
     /// Read a block from one space; verified, or `None` (a block that fails
@@ -323,12 +318,7 @@ pub trait BlockStore: Send + Sync + std::fmt::Debug {
         kind: BlockKind,
         key: &RoutingKey,
     ) -> Result<Option<Found>, StoreError> {
-        for &space in origin.spaces() {
-            if let Some(block) = self.read_in(space, kind, key)? {
-                return Ok(Some(Found { space, block }));
-            }
-        }
-        Ok(None)
+        first_found(origin, |space| self.read_in(space, kind, key))
     }
 
     /// [`BlockStore::get_in`] without re-hashing (see [`BlockStore::read`]).
@@ -399,6 +389,19 @@ pub trait BlockStore: Send + Sync + std::fmt::Debug {
     /// # Errors
     /// [`StoreError::InvalidMetadata`] for an empty name; backend errors.
     fn meta_remove(&self, name: &str) -> Result<bool, StoreError>;
+}
+
+/// The block `read` finds in the first of `origin`'s spaces that has it.
+fn first_found(
+    origin: Origin,
+    mut read: impl FnMut(Space) -> Result<Option<Vec<u8>>, StoreError>,
+) -> Result<Option<Found>, StoreError> {
+    for &space in origin.spaces() {
+        if let Some(block) = read(space)? {
+            return Ok(Some(Found { space, block }));
+        }
+    }
+    Ok(None)
 }
 
 #[cfg(test)]
