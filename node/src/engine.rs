@@ -1021,39 +1021,29 @@ pub async fn get_streaming(
         .await
         .unwrap_or_else(|e| Err(Failure::new(FetchErrorCode::InternalError, e.to_string())));
     let streamed = streamed.load(Ordering::Relaxed);
-    if streamed {
-        return res.map(|r| GetDone {
-            mime: r.mime.unwrap_or_else(|| "application/octet-stream".into()),
-            len: r.size,
-            streamed,
-        });
-    }
-    match (res, part, out) {
-        (Ok(r), Some(part), Some(out)) => {
-            std::fs::rename(&part, &out).map_err(|e| {
-                Failure::new(
-                    FetchErrorCode::BucketError,
-                    format!("cannot write the output file: {e}"),
-                )
-            })?;
-            Ok(GetDone {
-                mime: r.mime.unwrap_or_else(|| "application/octet-stream".into()),
-                len: r.size,
-                streamed,
-            })
-        }
-        (Ok(r), _, _) => Ok(GetDone {
-            mime: r.mime.unwrap_or_else(|| "application/octet-stream".into()),
-            len: r.size,
-            streamed,
-        }),
-        (Err(f), part, _) => {
+    let r = match res {
+        Ok(r) => r,
+        Err(f) => {
             if let Some(p) = part {
                 let _ = std::fs::remove_file(p);
             }
-            Err(f)
+            return Err(f);
         }
+    };
+    // A streamed document never touched the `.part` file.
+    if let (false, Some(part), Some(out)) = (streamed, part, out) {
+        std::fs::rename(&part, &out).map_err(|e| {
+            Failure::new(
+                FetchErrorCode::BucketError,
+                format!("cannot write the output file: {e}"),
+            )
+        })?;
     }
+    Ok(GetDone {
+        mime: r.mime.unwrap_or_else(|| "application/octet-stream".into()),
+        len: r.size,
+        streamed,
+    })
 }
 
 /// Insert a site (ClientPutComplexDir / ClientPutDiskDir). Under a USK the

@@ -428,17 +428,12 @@ async fn write_out(
             let f = tokio::fs::File::open(&path).await?;
             // 1 MiB reads: `tokio::io::copy` alone reads a file 8 KiB per
             // blocking-pool round trip.
-            let copied = match seal {
-                Some(key) => {
-                    let f = crate::sealed::SealedReader::new(f, key, 0);
-                    let mut rd = tokio::io::BufReader::with_capacity(1 << 20, f.take(len));
-                    tokio::io::copy_buf(&mut rd, wr).await?
-                }
-                None => {
-                    let mut rd = tokio::io::BufReader::with_capacity(1 << 20, f.take(len));
-                    tokio::io::copy_buf(&mut rd, wr).await?
-                }
+            let f: Box<dyn tokio::io::AsyncRead + Unpin + Send> = match seal {
+                Some(key) => Box::new(crate::sealed::SealedReader::new(f, key, 0)),
+                None => Box::new(f),
             };
+            let mut rd = tokio::io::BufReader::with_capacity(1 << 20, f.take(len));
+            let copied = tokio::io::copy_buf(&mut rd, wr).await?;
             if remove {
                 let _ = tokio::fs::remove_file(&path).await;
             }

@@ -73,15 +73,11 @@ impl<W: Write> SealedWriter<W> {
 
 impl<W: Write> Write for SealedWriter<W> {
     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        // All or nothing: the keystream has moved on once applied.
-        self.buf.clear();
-        self.buf.extend_from_slice(b);
-        self.cipher.apply_keystream(&mut self.buf);
-        self.inner.write_all(&self.buf)?;
-        Ok(b.len())
+        self.write_vectored(&[std::io::IoSlice::new(b)])
     }
 
     fn write_vectored(&mut self, bufs: &[std::io::IoSlice<'_>]) -> std::io::Result<usize> {
+        // All or nothing: the keystream has moved on once applied.
         self.buf.clear();
         for b in bufs {
             self.buf.extend_from_slice(b);
