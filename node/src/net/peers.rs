@@ -1284,15 +1284,9 @@ mod tests {
         node_in(secret, location, None).await
     }
 
-    async fn node_in(secret: u8, location: u64, dir: Option<PathBuf>) -> TestNode {
-        node_with(secret, location, dir, false).await
-    }
-
-    async fn node_with(secret: u8, location: u64, dir: Option<PathBuf>, opennet: bool) -> TestNode {
-        let keys = NodeKeys::from_static_secret([secret; 32]);
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let r = NodeRef::new(&keys, vec![l.local_addr().unwrap()], Some(location));
-        let store: Arc<dyn BlockStore> = Arc::new(lichen_store::MemoryStore::new(
+    /// A 16 MiB-per-space memory store.
+    fn memory_store(secret: u8, location: u64) -> Arc<dyn BlockStore> {
+        Arc::new(lichen_store::MemoryStore::new(
             &lichen_store::StoreConfig::new(
                 lichen_store::Budgets {
                     store: 1 << 24,
@@ -1302,7 +1296,18 @@ mod tests {
                 location,
                 lichen_store::StoreSecret::from_bytes([secret; 32]),
             ),
-        ));
+        ))
+    }
+
+    async fn node_in(secret: u8, location: u64, dir: Option<PathBuf>) -> TestNode {
+        node_with(secret, location, dir, false).await
+    }
+
+    async fn node_with(secret: u8, location: u64, dir: Option<PathBuf>, opennet: bool) -> TestNode {
+        let keys = NodeKeys::from_static_secret([secret; 32]);
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let r = NodeRef::new(&keys, vec![l.local_addr().unwrap()], Some(location));
+        let store = memory_store(secret, location);
         let setup = PeerSetup {
             noderef: Some(r.to_bytes(&keys)),
             keys,
@@ -1544,17 +1549,7 @@ mod tests {
 
     #[test]
     fn the_store_writer_keeps_blocks_of_every_space_and_kind() {
-        let store: Arc<dyn BlockStore> = Arc::new(lichen_store::MemoryStore::new(
-            &lichen_store::StoreConfig::new(
-                lichen_store::Budgets {
-                    store: 1 << 24,
-                    cache: 1 << 24,
-                    client: 1 << 24,
-                },
-                0,
-                lichen_store::StoreSecret::from_bytes([5; 32]),
-            ),
-        ));
+        let store = memory_store(5, 0);
         let chk = |n: u8| {
             let (k, b) =
                 lichen_crypto::chk::encode(&[n; 100], lichen_crypto::DataFlags::default()).unwrap();
