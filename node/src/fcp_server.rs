@@ -880,6 +880,18 @@ impl Conn {
                             s.disconnected_misbehaving.to_string(),
                         );
                         f.push("volatile.lichen.seedClients", s.seed_clients.to_string());
+                        for (name, v) in [
+                            ("loopsRejected", s.loops_rejected),
+                            ("overloadRejected", s.overload_rejected),
+                            ("recentlyFailed", s.recently_failed),
+                            ("coalesced", s.coalesced),
+                            ("servedFromStore", s.served_from_store),
+                            ("unexpectedReplies", s.unexpected_replies),
+                            ("backoffWaits", s.backoff_waits),
+                            ("droppedLeastUseful", s.dropped_least_useful),
+                        ] {
+                            f.push(format!("volatile.lichen.{name}"), v.to_string());
+                        }
                     }
                 }
                 self.send(

@@ -24,6 +24,11 @@ use crate::message::{Block, KeyKind, Message, NodeRef};
 /// with RouteNotFound (ms).
 const LOCAL_BACKOFF_WAIT: Millis = 10_000;
 
+/// Failed attempts (loops, "route not found") an insert may have while
+/// its HTL is above the caching level, where they cost no HTL (Freenet
+/// allows 5 too).
+const MAX_HIGH_HTL_FAILURES: u8 = 5;
+
 /// Announcements one peer may pass us per second.
 const ANNOUNCE_BURST: u32 = 20;
 
@@ -435,6 +440,9 @@ struct Pending {
     waiters: Vec<(u64, Upstream)>,
     /// Insert accepted from a peer, its `InsertData` not here yet.
     data_pending: bool,
+    /// Failed attempts while the HTL was above the caching level (where a
+    /// failure does not cost HTL); see [`Node::charge_failure`].
+    high_htl_failures: u8,
 }
 
 impl Pending {
@@ -459,6 +467,7 @@ impl Pending {
             deadline: 0,
             waiters: Vec::new(),
             data_pending: false,
+            high_htl_failures: 0,
         }
     }
 }
@@ -1060,15 +1069,17 @@ impl<V: Verifier> Node<V> {
                     // Announcements pay one hop per loop, so their
                     // exploration near the target stays bounded.
                     let mut out_of_htl = false;
+                    let mut announce = false;
                     if let Some(p) = self.pending.get_mut(&id) {
                         if p.announce.is_some() {
+                            announce = true;
                             p.htl = p.htl.saturating_sub(1);
                             out_of_htl = p.htl == 0;
                         }
                     }
                     if out_of_htl {
                         self.announce_done(now, id);
-                    } else {
+                    } else if announce || self.charge_failure(now, id) {
                         self.route(now, id, rng);
                     }
                 }
@@ -1107,12 +1118,14 @@ impl<V: Verifier> Node<V> {
                         }
                     }
                     let new = htl.min(cur);
+                    let mut announce = false;
                     if let Some(p) = self.pending.get_mut(&id) {
                         p.htl = new;
+                        announce = p.announce.is_some();
                     }
                     if new == 0 {
                         self.fail(now, id, Fail::NotFound);
-                    } else {
+                    } else if announce || self.charge_failure(now, id) {
                         self.route(now, id, rng);
                     }
                 }
@@ -1493,6 +1506,50 @@ impl<V: Verifier> Node<V> {
         self.peers
             .iter()
             .all(|p| p.location.distance(target) > mine)
+    }
+
+    /// An insert whose last attempt ended in a loop or "route not found"
+    /// pays a hop before it tries another peer (Freenet's rule; always one,
+    /// also at HTL 1). Otherwise, in a small network, one insert walks
+    /// every link: a 20-node testnet saw ~220 rejected loops per block.
+    /// Above the caching level the HTL is kept (spending it there would
+    /// let nodes next to the inserter cache), and at most
+    /// [`MAX_HIGH_HTL_FAILURES`] such failures are allowed before the
+    /// route ends. Requests are not charged: a failed attempt costs them
+    /// only headers, and finding the data is the point.
+    ///
+    /// Returns whether `id` is still to be routed; if not, it has been
+    /// answered (HTL spent: the insert ran its course) or failed with
+    /// "route not found".
+    fn charge_failure(&mut self, now: Millis, id: u64) -> bool {
+        let Some(p) = self.pending.get(&id) else {
+            return false;
+        };
+        if p.insert.is_none() {
+            return true;
+        }
+        let htl = p.htl;
+        if htl > self.cfg.cache_max_htl {
+            let Some(p) = self.pending.get_mut(&id) else {
+                return false;
+            };
+            p.high_htl_failures += 1;
+            if p.high_htl_failures > MAX_HIGH_HTL_FAILURES {
+                self.fail(now, id, Fail::RouteNotFound);
+                return false;
+            }
+            return true;
+        }
+        let new = htl.saturating_sub(1);
+        if new > 0 {
+            if let Some(p) = self.pending.get_mut(&id) {
+                p.htl = new;
+            }
+            return true;
+        }
+        // The insert ran its course here.
+        self.insert_done(id, None);
+        false
     }
 
     /// Route `id` onward, unless `from` is no longer its downstream (an

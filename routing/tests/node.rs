@@ -120,6 +120,78 @@ fn greedy_to_closest_and_backtrack_with_returned_htl() {
     assert!(n.stats().bad_htl >= 1);
 }
 
+/// Every peer of a node with 12 answers `RejectedLoop` to request or
+/// insert 77 arriving from peer 1 at `htl`: how many peers it is sent to
+/// before it ends, and how it is answered.
+fn attempts_until_answered(htl: u8, insert: bool) -> (usize, Vec<(PeerId, Message)>) {
+    let (mut n, mut r) = node(12, Config::default());
+    let (key, b) = block(77);
+    if insert {
+        send_insert(
+            &mut n,
+            0,
+            PeerId(1),
+            (77, key, htl, KeyKind::Chk),
+            b,
+            &mut EmptyStore,
+            &mut r,
+        );
+    } else {
+        let req = Message::Request {
+            id: 77,
+            key,
+            htl,
+            kind: KeyKind::Chk,
+        };
+        n.handle_message(0, PeerId(1), req, &mut EmptyStore, &mut r);
+    }
+    let mut attempts = 0;
+    let mut a = drain(&mut n);
+    while let Some((to, _)) = forwarded_to(&a, 77) {
+        attempts += 1;
+        n.handle_message(
+            u64::try_from(attempts).unwrap(),
+            to,
+            Message::RejectedLoop { id: 77 },
+            &mut EmptyStore,
+            &mut r,
+        );
+        a = drain(&mut n);
+    }
+    let answers = sends(&a)
+        .into_iter()
+        .filter(|(to, _)| *to == PeerId(1))
+        .collect();
+    (attempts, answers)
+}
+
+#[test]
+fn failed_insert_attempts_cost_htl() {
+    // HTL 4 arrives, 3 after this hop: each loop costs one more, so 3
+    // peers of 11 are tried, then the insert has run its course.
+    let (attempts, answer) = attempts_until_answered(4, true);
+    assert_eq!(attempts, 3);
+    assert_eq!(answer, vec![(PeerId(1), Message::InsertReply { id: 77 })]);
+    // Above the caching level a loop costs no HTL, so only 5 of them are
+    // allowed, then the route ends ("route not found", HTL kept).
+    let (attempts, answer) = attempts_until_answered(18, true);
+    assert_eq!(attempts, 6);
+    assert!(
+        matches!(answer[..], [(PeerId(1), Message::RouteNotFound { id: 77, htl })] if htl >= 17),
+        "{answer:?}"
+    );
+    // A request is not charged: it tries every other peer.
+    let (attempts, answer) = attempts_until_answered(4, false);
+    assert_eq!(attempts, 11);
+    assert!(
+        matches!(
+            answer[..],
+            [(PeerId(1), Message::RouteNotFound { id: 77, htl: 3 })]
+        ),
+        "{answer:?}"
+    );
+}
+
 #[test]
 fn loops_are_rejected_by_id() {
     let (mut n, mut r) = node(3, Config::default());

@@ -10,7 +10,7 @@
 #![allow(clippy::unwrap_used)]
 
 use lichen_fcp::codec::Message;
-use lichen_tests::network::{connected, random_bytes};
+use lichen_tests::network::{connected, random_bytes, volatile};
 use lichen_tests::{free_port, Fcp, NodeProc};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -94,6 +94,22 @@ fn a_document_inserted_on_one_node_is_fetched_on_another() {
     assert_eq!(done.get("Lichen.InNetwork"), Some("true"), "{done:?}");
     let put_s = t.elapsed().as_secs_f64();
     let uri = done.get("URI").unwrap().to_string();
+    // An insert pays a hop for each failed attempt (loop, route not
+    // found), so it does not walk every link of a small network: that
+    // drew ~220 rejected loops per block in a 20-node testnet before.
+    let loops: u64 = nodes
+        .iter()
+        .map(|n| volatile(n.fcp, "volatile.lichen.loopsRejected"))
+        .sum();
+    let data_blocks = u64::try_from(SIZE.div_ceil(32 << 10)).unwrap();
+    eprintln!(
+        "rejected loops during the insert: {loops} ({:.1} per data block)",
+        loops as f64 / data_blocks as f64
+    );
+    assert!(
+        loops < 40 * data_blocks,
+        "{loops} rejected loops for {data_blocks} data blocks"
+    );
 
     // Node B joins now, through the seed.
     nodes.push(NodeProc::start_with_config(
