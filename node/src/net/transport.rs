@@ -66,14 +66,19 @@ impl Transport {
 
     fn seal_one(&mut self, msg: &LinkMessage, out: &mut Vec<u8>) -> Result<(), LinkError> {
         let plain = frame::pad(&frame::encode(msg))?;
-        let mut ct = vec![0u8; plain.len() + frame::TAG_LEN];
-        let n = self
-            .noise
-            .write_message(&plain, &mut ct)
-            .map_err(|e| LinkError::Setup(e.to_string()))?;
+        // The ciphertext goes straight after its length prefix in `out`.
+        let at = out.len();
+        out.resize(at + 2 + plain.len() + frame::TAG_LEN, 0);
+        let n = match self.noise.write_message(&plain, &mut out[at + 2..]) {
+            Ok(n) => n,
+            Err(e) => {
+                out.truncate(at);
+                return Err(LinkError::Setup(e.to_string()));
+            }
+        };
         let len = u16::try_from(n).map_err(|_| LinkError::MessageTooLarge(n))?;
-        out.extend_from_slice(&len.to_be_bytes());
-        out.extend_from_slice(&ct[..n]);
+        out[at..at + 2].copy_from_slice(&len.to_be_bytes());
+        out.truncate(at + 2 + n);
         self.frames_since_rekey += 1;
         self.bytes_since_rekey += n as u64 + 2;
         Ok(())
@@ -86,17 +91,27 @@ impl Transport {
     /// [`LinkError::MessageTooLarge`].
     pub fn seal(&mut self, msg: &LinkMessage) -> Result<Vec<u8>, LinkError> {
         let mut out = Vec::new();
-        self.seal_one(msg, &mut out)?;
+        self.seal_into(msg, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`Transport::seal`], appending the frame(s) to `out` (several
+    /// messages go out in one write).
+    ///
+    /// # Errors
+    /// As [`Transport::seal`]; `out` may then hold part of a frame.
+    pub fn seal_into(&mut self, msg: &LinkMessage, out: &mut Vec<u8>) -> Result<(), LinkError> {
+        self.seal_one(msg, out)?;
         if self.frames_since_rekey >= self.policy.after_frames
             || self.bytes_since_rekey >= self.policy.after_bytes
         {
-            self.seal_one(&LinkMessage::Rekey, &mut out)?;
+            self.seal_one(&LinkMessage::Rekey, out)?;
             self.noise.rekey_outgoing();
             self.frames_since_rekey = 0;
             self.bytes_since_rekey = 0;
             self.rekeys_sent += 1;
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Open the first frame in `input`. `Ok(None)`: need more bytes.
