@@ -24,7 +24,7 @@ use super::frame::LinkMessage;
 use super::handshake::{Handshake, HsAction};
 use super::keys::NodeKeys;
 use super::noderef::NodeRef;
-use super::transport::{RekeyPolicy, Transport};
+use super::transport::{Opened, RekeyPolicy, Transport};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -504,9 +504,16 @@ async fn read_loop<R: AsyncRead + Unpin>(
         let mut start = 0;
         loop {
             let opened = lock(&ctx.transport).open(&buf[start..])?;
-            let Some((n, msg)) = opened else { break };
+            let Some((n, opened)) = opened else { break };
             start += n;
             last_frame = Instant::now();
+            let msg = match opened {
+                Opened::Message(m) => m,
+                Opened::Unknown(e) => {
+                    tracing::debug!(error = %e, "skipped a frame this version cannot decode");
+                    continue;
+                }
+            };
             match msg {
                 LinkMessage::Routing(m) => {
                     tokio::select! {

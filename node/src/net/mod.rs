@@ -51,7 +51,7 @@ pub use handshake::{Handshake, HsAction};
 pub use keys::NodeKeys;
 pub use link::{Link, LinkConfig, LinkEvent, LinkSender};
 pub use noderef::NodeRef;
-pub use transport::{RekeyPolicy, Transport};
+pub use transport::{Opened, RekeyPolicy, Transport};
 
 /// Noise protocol name used by every link.
 pub const NOISE_PARAMS: &str = "Noise_XK_25519_ChaChaPoly_SHA256";

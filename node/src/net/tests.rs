@@ -559,6 +559,49 @@ async fn keepalive_holds_an_idle_link_and_silence_times_out() {
     }
 }
 
+/// A newer node may send message types this version does not know: the
+/// authentic frame is skipped and the link goes on (it used to end the
+/// link, cutting newer nodes off from older ones).
+#[tokio::test]
+async fn an_unknown_message_type_is_skipped_and_the_link_stays_up() {
+    let (a, b) = (keys(1), keys(2));
+    let (addr, server) = listen_one(b.clone(), fast_cfg()).await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let mut hs = Handshake::initiator(&a, &b.static_public()).unwrap();
+    let mut buf = Vec::new();
+    loop {
+        let (n, act) = hs.step(&buf).unwrap();
+        buf.drain(..n);
+        match act {
+            HsAction::Send(x) => stream.write_all(&x).await.unwrap(),
+            HsAction::NeedMore => {
+                let mut c = [0u8; 256];
+                let k = stream.read(&mut c).await.unwrap();
+                buf.extend_from_slice(&c[..k]);
+            }
+            HsAction::Finished => break,
+        }
+    }
+    let mut t = hs.finish(RekeyPolicy::default()).unwrap().0;
+    let mut lb = server.await.unwrap().unwrap();
+    // `{"v": 1, "m": {"Routing": {"FromTheFuture": {"id": 7}}}}`, then a
+    // message this version knows.
+    use ciborium::cbor;
+    let future = cbor!({"v" => 1, "m" => {"Routing" => {"FromTheFuture" => {"id" => 7}}}}).unwrap();
+    let mut cbor = Vec::new();
+    ciborium::into_writer(&future, &mut cbor).unwrap();
+    let mut wire = Vec::new();
+    t.seal_cbor(&cbor, &mut wire).unwrap();
+    let known = Message::DataNotFound { id: 8 };
+    t.seal_into(&LinkMessage::Routing(known.clone()), &mut wire)
+        .unwrap();
+    stream.write_all(&wire).await.unwrap();
+    match tokio::time::timeout(LIMIT, lb.recv()).await.unwrap() {
+        Some(LinkEvent::Message(m)) => assert_eq!(m, known),
+        other => panic!("{other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn garbage_after_the_handshake_closes_the_link() {
     let (a, b) = (keys(1), keys(2));
