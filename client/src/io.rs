@@ -63,7 +63,9 @@ pub enum SinkError {
 /// Implementations need not verify blocks: the client verifies every block
 /// against its routing key and treats a bad one as missing.
 pub trait BlockSource: Sync {
-    /// Fetch the block of `kind` stored under `key`.
+    /// Fetch the block of `kind` stored under `key`, verified against
+    /// `key` (the node's store and routing core both verify; the client
+    /// does not hash it again).
     fn fetch(
         &self,
         kind: BlockKind,
@@ -260,11 +262,17 @@ impl MemoryBlocks {
 }
 
 impl BlockSource for MemoryBlocks {
+    /// Verified on read, as every source's `fetch` must be (a test may
+    /// have [`MemoryBlocks::corrupt`]ed it): a block that does not verify
+    /// is not found.
     async fn fetch(&self, kind: BlockKind, key: RoutingKey) -> Result<Vec<u8>, SourceError> {
-        self.lock()
+        let block = self
+            .lock()
             .get(&(kind, key))
             .map(|b| b.to_vec())
-            .ok_or(SourceError::NotFound)
+            .ok_or(SourceError::NotFound)?;
+        verify_block(kind, &key, &block).map_err(|_| SourceError::NotFound)?;
+        Ok(block)
     }
 
     /// Verified on read (a test may have [`MemoryBlocks::corrupt`]ed it).
