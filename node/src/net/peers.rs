@@ -604,12 +604,20 @@ struct Dialed {
     bytes: Option<Vec<u8>>,
 }
 
+/// Inbound handshakes under way at once. Each holds a socket and a task
+/// for up to the handshake timeout and costs Diffie-Hellman work; beyond
+/// this, new connections are closed at once, so a flood of half-open
+/// connections cannot grow without bound (legitimate peers dial again).
+pub(crate) const MAX_INBOUND_HANDSHAKES: usize = 64;
+
 async fn accept_loop(
     listener: TcpListener,
     setup: PeerSetup,
     links: mpsc::Sender<NewLink>,
     shutdown: CancellationToken,
 ) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_INBOUND_HANDSHAKES));
+    let mut refused: u64 = 0;
     loop {
         let stream = tokio::select! {
             () = shutdown.cancelled() => return,
@@ -621,10 +629,24 @@ async fn accept_loop(
                 }
             },
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            refused += 1;
+            if refused.is_power_of_two() {
+                tracing::info!(
+                    refused,
+                    "inbound handshakes at their limit ({MAX_INBOUND_HANDSHAKES}): connections closed"
+                );
+            }
+            drop(stream);
+            continue;
+        };
         let setup = setup.clone();
         let links = links.clone();
         tokio::spawn(async move {
-            match Link::accept(stream, &setup.keys, &setup.link, setup.bandwidth.clone()).await {
+            let link =
+                Link::accept(stream, &setup.keys, &setup.link, setup.bandwidth.clone()).await;
+            drop(slot);
+            match link {
                 Ok(l) => {
                     let _ = links.send(NewLink::Up(l, None)).await;
                 }
@@ -1354,6 +1376,36 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         panic!("peers did not connect");
+    }
+
+    /// Connections that never finish their handshake hold at most
+    /// `MAX_INBOUND_HANDSHAKES` slots: the next one is closed at once, and
+    /// a real peer gets in as soon as they are gone.
+    #[tokio::test]
+    async fn half_open_connections_are_bounded() {
+        use tokio::io::AsyncReadExt;
+        let (na, nb) = (node(1, 1 << 62).await, node(2, 2 << 62).await);
+        let addr = nb.r.addresses[0];
+        let mut idle = Vec::new();
+        for _ in 0..MAX_INBOUND_HANDSHAKES {
+            idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+        }
+        // Let the accept loop take them all.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut extra = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut byte = [0u8; 1];
+        let n = tokio::time::timeout(Duration::from_secs(5), extra.read(&mut byte))
+            .await
+            .expect("the connection over the limit was left open")
+            .unwrap_or(0);
+        assert_eq!(n, 0, "closed without a byte");
+        drop(idle);
+        befriend(&na, &nb).await;
+        wait_peers(&na.m, 1).await;
+        wait_peers(&nb.m, 1).await;
+        for n in [&na, &nb] {
+            n.stop.cancel();
+        }
     }
 
     #[tokio::test]
