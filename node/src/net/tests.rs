@@ -536,8 +536,19 @@ async fn keepalive_holds_an_idle_link_and_silence_times_out() {
 
     // A peer that handshakes and then says nothing is dropped.
     let (addr, server) = listen_one(b.clone(), cfg.clone()).await;
+    let (_stream, _transport) = raw_initiator(addr, &a, &b).await;
+    let mut silent = server.await.unwrap().unwrap();
+    match tokio::time::timeout(LIMIT, silent.recv()).await.unwrap() {
+        Some(LinkEvent::Closed(LinkError::Timeout)) => {}
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A handshake by hand as initiator from `a` to `b` at `addr`: the raw
+/// stream and our transport, to send what a `Link` would not.
+async fn raw_initiator(addr: SocketAddr, a: &NodeKeys, b: &NodeKeys) -> (TcpStream, Transport) {
     let mut stream = TcpStream::connect(addr).await.unwrap();
-    let mut hs = Handshake::initiator(&a, &b.static_public()).unwrap();
+    let mut hs = Handshake::initiator(a, &b.static_public()).unwrap();
     let mut buf = Vec::new();
     loop {
         let (n, act) = hs.step(&buf).unwrap();
@@ -552,11 +563,7 @@ async fn keepalive_holds_an_idle_link_and_silence_times_out() {
             HsAction::Finished => break,
         }
     }
-    let mut silent = server.await.unwrap().unwrap();
-    match tokio::time::timeout(LIMIT, silent.recv()).await.unwrap() {
-        Some(LinkEvent::Closed(LinkError::Timeout)) => {}
-        other => panic!("{other:?}"),
-    }
+    (stream, hs.finish(RekeyPolicy::default()).unwrap().0)
 }
 
 /// A newer node may send message types this version does not know: the
@@ -566,23 +573,7 @@ async fn keepalive_holds_an_idle_link_and_silence_times_out() {
 async fn an_unknown_message_type_is_skipped_and_the_link_stays_up() {
     let (a, b) = (keys(1), keys(2));
     let (addr, server) = listen_one(b.clone(), fast_cfg()).await;
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    let mut hs = Handshake::initiator(&a, &b.static_public()).unwrap();
-    let mut buf = Vec::new();
-    loop {
-        let (n, act) = hs.step(&buf).unwrap();
-        buf.drain(..n);
-        match act {
-            HsAction::Send(x) => stream.write_all(&x).await.unwrap(),
-            HsAction::NeedMore => {
-                let mut c = [0u8; 256];
-                let k = stream.read(&mut c).await.unwrap();
-                buf.extend_from_slice(&c[..k]);
-            }
-            HsAction::Finished => break,
-        }
-    }
-    let mut t = hs.finish(RekeyPolicy::default()).unwrap().0;
+    let (mut stream, mut t) = raw_initiator(addr, &a, &b).await;
     let mut lb = server.await.unwrap().unwrap();
     // `{"v": 1, "m": {"Routing": {"FromTheFuture": {"id": 7}}}}`, then a
     // message this version knows.
@@ -606,22 +597,7 @@ async fn an_unknown_message_type_is_skipped_and_the_link_stays_up() {
 async fn garbage_after_the_handshake_closes_the_link() {
     let (a, b) = (keys(1), keys(2));
     let (addr, server) = listen_one(b.clone(), fast_cfg()).await;
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    let mut hs = Handshake::initiator(&a, &b.static_public()).unwrap();
-    let mut buf = Vec::new();
-    loop {
-        let (n, act) = hs.step(&buf).unwrap();
-        buf.drain(..n);
-        match act {
-            HsAction::Send(x) => stream.write_all(&x).await.unwrap(),
-            HsAction::NeedMore => {
-                let mut c = [0u8; 256];
-                let k = stream.read(&mut c).await.unwrap();
-                buf.extend_from_slice(&c[..k]);
-            }
-            HsAction::Finished => break,
-        }
-    }
+    let (mut stream, _) = raw_initiator(addr, &a, &b).await;
     let mut lb = server.await.unwrap().unwrap();
     // A frame of a legal size whose contents are not authentic.
     let mut junk = vec![0x01, 0x10];
