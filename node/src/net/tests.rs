@@ -57,20 +57,7 @@ fn request(id: u64) -> Message {
 async fn two_links_exchange_messages_both_ways() {
     let (a, b) = (keys(1), keys(2));
     let (addr, server) = listen_one(b.clone(), fast_cfg()).await;
-    let mut la = Link::connect(
-        addr,
-        &a,
-        &b.static_public(),
-        &fast_cfg(),
-        Arc::new(Bandwidth::unlimited()),
-    )
-    .await
-    .unwrap();
-    let mut lb = tokio::time::timeout(LIMIT, server)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let (mut la, mut lb) = connect_pair(addr, server, &fast_cfg(), Bandwidth::unlimited()).await;
     assert_eq!(la.remote_static(), b.static_public());
     assert_eq!(lb.remote_static(), a.static_public());
     let (sa, sb) = (la.sender(), lb.sender());
@@ -334,22 +321,13 @@ async fn a_passive_relay_sees_no_plaintext_keys_or_odd_sizes() {
 
 #[tokio::test]
 async fn backpressure_bounds_the_send_queue() {
-    let (a, b) = (keys(1), keys(2));
+    let b = keys(2);
     let (addr, server) = listen_one(b.clone(), fast_cfg()).await;
     let cfg = LinkConfig {
         send_queue_bytes: 4 * 30_000,
         ..fast_cfg()
     };
-    let la = Link::connect(
-        addr,
-        &a,
-        &b.static_public(),
-        &cfg,
-        Arc::new(Bandwidth::new(50_000, 0)),
-    )
-    .await
-    .unwrap();
-    let _lb = server.await.unwrap().unwrap();
+    let (la, _lb) = connect_pair(addr, server, &cfg, Bandwidth::new(50_000, 0)).await;
     let s = la.sender();
     let mut accepted = 0;
     let mut full = false;
@@ -375,22 +353,13 @@ async fn backpressure_bounds_the_send_queue() {
 /// carries many, in order.
 #[tokio::test]
 async fn send_waits_for_room_and_delivers_everything_in_order() {
-    let (a, b) = (keys(1), keys(2));
+    let b = keys(2);
     let (addr, server) = listen_one(b.clone(), fast_cfg()).await;
     let cfg = LinkConfig {
         send_queue_bytes: 40_000,
         ..fast_cfg()
     };
-    let la = Link::connect(
-        addr,
-        &a,
-        &b.static_public(),
-        &cfg,
-        Arc::new(Bandwidth::unlimited()),
-    )
-    .await
-    .unwrap();
-    let mut lb = server.await.unwrap().unwrap();
+    let (la, mut lb) = connect_pair(addr, server, &cfg, Bandwidth::unlimited()).await;
     let s = la.sender();
     let sender = tokio::spawn(async move {
         for id in 0..40u64 {
@@ -422,7 +391,7 @@ async fn send_waits_for_room_and_delivers_everything_in_order() {
 /// order at both ends.
 #[tokio::test]
 async fn a_queued_burst_goes_out_in_batches_intact() {
-    let (a, b) = (keys(1), keys(2));
+    let b = keys(2);
     let cfg = LinkConfig {
         send_queue_bytes: 64 << 20,
         recv_queue: 1024,
@@ -433,16 +402,7 @@ async fn a_queued_burst_goes_out_in_batches_intact() {
         ..fast_cfg()
     };
     let (addr, server) = listen_one(b.clone(), cfg.clone()).await;
-    let la = Link::connect(
-        addr,
-        &a,
-        &b.static_public(),
-        &cfg,
-        Arc::new(Bandwidth::unlimited()),
-    )
-    .await
-    .unwrap();
-    let mut lb = server.await.unwrap().unwrap();
+    let (la, mut lb) = connect_pair(addr, server, &cfg, Bandwidth::unlimited()).await;
     let msg = |i: u64| {
         if i % 3 == 0 {
             Message::DataFound {
@@ -473,20 +433,11 @@ async fn a_queued_burst_goes_out_in_batches_intact() {
 
 #[tokio::test]
 async fn upload_limit_is_respected() {
-    let (a, b) = (keys(1), keys(2));
+    let b = keys(2);
     let (addr, server) = listen_one(b.clone(), fast_cfg()).await;
     // 200 kB/s with a burst of one second: 600 kB take at least ~2 s.
     let rate = 200_000u64;
-    let la = Link::connect(
-        addr,
-        &a,
-        &b.static_public(),
-        &fast_cfg(),
-        Arc::new(Bandwidth::new(rate, 0)),
-    )
-    .await
-    .unwrap();
-    let mut lb = server.await.unwrap().unwrap();
+    let (la, mut lb) = connect_pair(addr, server, &fast_cfg(), Bandwidth::new(rate, 0)).await;
     let start = tokio::time::Instant::now();
     let s = la.sender();
     tokio::spawn(async move {
@@ -517,16 +468,7 @@ async fn keepalive_holds_an_idle_link_and_silence_times_out() {
         ..fast_cfg()
     };
     let (addr, server) = listen_one(b.clone(), cfg.clone()).await;
-    let mut la = Link::connect(
-        addr,
-        &a,
-        &b.static_public(),
-        &cfg,
-        Arc::new(Bandwidth::unlimited()),
-    )
-    .await
-    .unwrap();
-    let lb = server.await.unwrap().unwrap();
+    let (mut la, lb) = connect_pair(addr, server, &cfg, Bandwidth::unlimited()).await;
     // Idle for 1 s: pings keep both sides up.
     assert!(tokio::time::timeout(Duration::from_secs(1), la.recv())
         .await
@@ -542,6 +484,31 @@ async fn keepalive_holds_an_idle_link_and_silence_times_out() {
         Some(LinkEvent::Closed(LinkError::Timeout)) => {}
         other => panic!("{other:?}"),
     }
+}
+
+/// `keys(1)` links to the listener at `addr` (`keys(2)`, from
+/// [`listen_one`]): the initiator's end and the responder's.
+async fn connect_pair(
+    addr: SocketAddr,
+    server: tokio::task::JoinHandle<Result<Link, LinkError>>,
+    cfg: &LinkConfig,
+    bandwidth: Bandwidth,
+) -> (Link, Link) {
+    let la = Link::connect(
+        addr,
+        &keys(1),
+        &keys(2).static_public(),
+        cfg,
+        Arc::new(bandwidth),
+    )
+    .await
+    .unwrap();
+    let lb = tokio::time::timeout(LIMIT, server)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    (la, lb)
 }
 
 /// A handshake by hand as initiator from `a` to `b` at `addr`: the raw
