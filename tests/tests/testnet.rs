@@ -106,8 +106,10 @@ fn a_document_inserted_on_one_node_is_fetched_on_another() {
         "rejected loops during the insert: {loops} ({:.1} per data block)",
         loops as f64 / data_blocks as f64
     );
+    // Measured on 12 nodes: 24-37 per data block with the charge, 157
+    // without (the count includes the network's announcements).
     assert!(
-        loops < 40 * data_blocks,
+        loops < 80 * data_blocks,
         "{loops} rejected loops for {data_blocks} data blocks"
     );
 
