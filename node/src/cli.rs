@@ -1188,6 +1188,19 @@ fn render_status(node: &Message, queue: &Queue) -> String {
     s.push_str(&format!("Location:  {}\n", or_dash("location")));
     s.push_str(&format!("Store:     {store}\n"));
     s.push_str(&format!("Peers:     {peers}\n"));
+    // The routing core's counters since start (a node with a network).
+    let count = |k: &str| field_u64(node, &format!("volatile.lichen.{k}"));
+    if let (Some(served), Some(overload), Some(loops), Some(bad)) = (
+        count("servedFromStore"),
+        count("overloadRejected"),
+        count("loopsRejected"),
+        count("badBlocks"),
+    ) {
+        s.push_str(&format!(
+            "Routing:   {served} served from the store, {overload} refused as overload, \
+             {loops} refused as loops, {bad} bad blocks from peers\n"
+        ));
+    }
     s.push('\n');
     if queue.rows.is_empty() {
         s.push_str("No persistent requests.\n");
@@ -2237,7 +2250,39 @@ get-2 (global)  get   failed: Data not found (code 13)  -
         c.result.unwrap();
         let out = String::from_utf8(c.out).unwrap();
         assert!(out.contains("Location:  -\n"), "{out}");
+        assert!(!out.contains("Routing:"), "{out}");
         assert!(out.ends_with("No persistent requests.\n"), "{out}");
+    }
+
+    #[test]
+    fn status_shows_the_routing_counters() {
+        let (fcp, h) = fake_node(|c| {
+            c.expect("GetNode");
+            c.send(&msg(
+                "NodeData",
+                &[
+                    ("version", "Lichen,0.1.0"),
+                    ("volatile.lichen.servedFromStore", "120"),
+                    ("volatile.lichen.overloadRejected", "3"),
+                    ("volatile.lichen.loopsRejected", "45"),
+                    ("volatile.lichen.badBlocks", "0"),
+                ],
+            ));
+            c.expect("WatchGlobal");
+            c.expect("ListPersistentRequests");
+            c.send(&msg("EndListPersistentRequests", &[]));
+        });
+        let c = run(false, |t| status_with(&fcp, t));
+        h.join().unwrap();
+        c.result.unwrap();
+        let out = String::from_utf8(c.out).unwrap();
+        assert!(
+            out.contains(
+                "Routing:   120 served from the store, 3 refused as overload, \
+                 45 refused as loops, 0 bad blocks from peers\n"
+            ),
+            "{out}"
+        );
     }
 
     /// The argument structs as main.rs uses them (clap checks its
