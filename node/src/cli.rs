@@ -2236,11 +2236,12 @@ get-2 (global)  get   failed: Data not found (code 13)  -
         assert_eq!(out, expected);
     }
 
-    #[test]
-    fn status_with_an_empty_queue() {
-        let (fcp, h) = fake_node(|c| {
+    /// What `lichen status` prints for a node answering `GetNode` with
+    /// `fields` and holding no persistent requests.
+    fn status_of(fields: &'static [(&'static str, &'static str)]) -> String {
+        let (fcp, h) = fake_node(move |c| {
             c.expect("GetNode");
-            c.send(&msg("NodeData", &[("version", "Lichen,0.1.0")]));
+            c.send(&msg("NodeData", fields));
             c.expect("WatchGlobal");
             c.expect("ListPersistentRequests");
             c.send(&msg("EndListPersistentRequests", &[]));
@@ -2248,7 +2249,12 @@ get-2 (global)  get   failed: Data not found (code 13)  -
         let c = run(false, |t| status_with(&fcp, t));
         h.join().unwrap();
         c.result.unwrap();
-        let out = String::from_utf8(c.out).unwrap();
+        String::from_utf8(c.out).unwrap()
+    }
+
+    #[test]
+    fn status_with_an_empty_queue() {
+        let out = status_of(&[("version", "Lichen,0.1.0")]);
         assert!(out.contains("Location:  -\n"), "{out}");
         assert!(!out.contains("Routing:"), "{out}");
         assert!(out.ends_with("No persistent requests.\n"), "{out}");
@@ -2256,26 +2262,13 @@ get-2 (global)  get   failed: Data not found (code 13)  -
 
     #[test]
     fn status_shows_the_routing_counters() {
-        let (fcp, h) = fake_node(|c| {
-            c.expect("GetNode");
-            c.send(&msg(
-                "NodeData",
-                &[
-                    ("version", "Lichen,0.1.0"),
-                    ("volatile.lichen.servedFromStore", "120"),
-                    ("volatile.lichen.overloadRejected", "3"),
-                    ("volatile.lichen.loopsRejected", "45"),
-                    ("volatile.lichen.badBlocks", "0"),
-                ],
-            ));
-            c.expect("WatchGlobal");
-            c.expect("ListPersistentRequests");
-            c.send(&msg("EndListPersistentRequests", &[]));
-        });
-        let c = run(false, |t| status_with(&fcp, t));
-        h.join().unwrap();
-        c.result.unwrap();
-        let out = String::from_utf8(c.out).unwrap();
+        let out = status_of(&[
+            ("version", "Lichen,0.1.0"),
+            ("volatile.lichen.servedFromStore", "120"),
+            ("volatile.lichen.overloadRejected", "3"),
+            ("volatile.lichen.loopsRejected", "45"),
+            ("volatile.lichen.badBlocks", "0"),
+        ]);
         assert!(
             out.contains(
                 "Routing:   120 served from the store, 3 refused as overload, \
