@@ -1069,17 +1069,15 @@ impl<V: Verifier> Node<V> {
                     // Announcements pay one hop per loop, so their
                     // exploration near the target stays bounded.
                     let mut out_of_htl = false;
-                    let mut announce = false;
                     if let Some(p) = self.pending.get_mut(&id) {
                         if p.announce.is_some() {
-                            announce = true;
                             p.htl = p.htl.saturating_sub(1);
                             out_of_htl = p.htl == 0;
                         }
                     }
                     if out_of_htl {
                         self.announce_done(now, id);
-                    } else if announce || self.charge_failure(now, id) {
+                    } else if self.charge_failure(now, id) {
                         self.route(now, id, rng);
                     }
                 }
@@ -1118,14 +1116,12 @@ impl<V: Verifier> Node<V> {
                         }
                     }
                     let new = htl.min(cur);
-                    let mut announce = false;
                     if let Some(p) = self.pending.get_mut(&id) {
                         p.htl = new;
-                        announce = p.announce.is_some();
                     }
                     if new == 0 {
                         self.fail(now, id, Fail::NotFound);
-                    } else if announce || self.charge_failure(now, id) {
+                    } else if self.charge_failure(now, id) {
                         self.route(now, id, rng);
                     }
                 }
@@ -1518,33 +1514,27 @@ impl<V: Verifier> Node<V> {
     /// route ends. Requests are not charged: a failed attempt costs them
     /// only headers, and finding the data is the point.
     ///
-    /// Returns whether `id` is still to be routed; if not, it has been
-    /// answered (HTL spent: the insert ran its course) or failed with
-    /// "route not found".
+    /// Returns whether `id` is still to be routed (always, for requests
+    /// and announcements); if not, it has been answered (HTL spent: the
+    /// insert ran its course) or failed with "route not found".
     fn charge_failure(&mut self, now: Millis, id: u64) -> bool {
-        let Some(p) = self.pending.get(&id) else {
+        let cache_max_htl = self.cfg.cache_max_htl;
+        let Some(p) = self.pending.get_mut(&id) else {
             return false;
         };
         if p.insert.is_none() {
             return true;
         }
-        let htl = p.htl;
-        if htl > self.cfg.cache_max_htl {
-            let Some(p) = self.pending.get_mut(&id) else {
-                return false;
-            };
+        if p.htl > cache_max_htl {
             p.high_htl_failures += 1;
-            if p.high_htl_failures > MAX_HIGH_HTL_FAILURES {
-                self.fail(now, id, Fail::RouteNotFound);
-                return false;
+            if p.high_htl_failures <= MAX_HIGH_HTL_FAILURES {
+                return true;
             }
-            return true;
+            self.fail(now, id, Fail::RouteNotFound);
+            return false;
         }
-        let new = htl.saturating_sub(1);
-        if new > 0 {
-            if let Some(p) = self.pending.get_mut(&id) {
-                p.htl = new;
-            }
+        p.htl = p.htl.saturating_sub(1);
+        if p.htl > 0 {
             return true;
         }
         // The insert ran its course here.
