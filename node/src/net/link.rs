@@ -148,8 +148,9 @@ impl QueueReader {
 const READ_CHUNK: usize = 64 << 10;
 
 /// The writer seals what is queued into one buffer up to about this many
-/// bytes and writes it at once: fewer system calls and wake-ups at both
-/// ends when a link is busy.
+/// bytes (plus the last frame) and writes it at once: fewer system calls
+/// and wake-ups at both ends when a link is busy. The buffer is kept, so
+/// its size stays bounded by this.
 const WRITE_BATCH: usize = 256 << 10;
 
 /// A cloneable handle to send on a link.
@@ -447,9 +448,6 @@ async fn writer<W: AsyncWrite + Unpin>(
             tokio::select! {
                 r = w.write_all(&wire) => r?,
                 () = cancel.cancelled() => return Ok(()),
-            }
-            if wire.capacity() > 2 * WRITE_BATCH {
-                wire = Vec::new();
             }
         }
     }

@@ -33,7 +33,6 @@ impl Default for RekeyPolicy {
     }
 }
 
-/// The encrypted state of an established link.
 /// What an authentic frame held.
 #[derive(Debug)]
 pub enum Opened {
@@ -48,6 +47,7 @@ pub enum Opened {
     Unknown(LinkError),
 }
 
+/// The encrypted state of an established link.
 pub struct Transport {
     noise: snow::TransportState,
     policy: RekeyPolicy,
