@@ -60,8 +60,8 @@ pub enum SinkError {
 
 /// Where fetches get blocks from: the node's store and the network.
 ///
-/// Implementations need not verify blocks: the client verifies every block
-/// against its routing key and treats a bad one as missing.
+/// [`BlockSource::fetch`] returns verified blocks; [`BlockSource::fetch_local`]
+/// may skip re-hashing (the client's AEAD open catches a changed byte).
 pub trait BlockSource: Sync {
     /// Fetch the block of `kind` stored under `key`, verified against
     /// `key` (the node's store and routing core both verify; the client
