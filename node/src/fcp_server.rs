@@ -873,14 +873,11 @@ impl Conn {
                     if let Some(net) = node.peers.get() {
                         // Real counters of the routing core (lichen_routing::Stats).
                         let s = net.stats();
-                        f.push("volatile.lichen.badBlocks", s.bad_blocks.to_string());
-                        f.push("volatile.lichen.misbehaviour", s.misbehaviour.to_string());
-                        f.push(
-                            "volatile.lichen.disconnectedMisbehaving",
-                            s.disconnected_misbehaving.to_string(),
-                        );
-                        f.push("volatile.lichen.seedClients", s.seed_clients.to_string());
                         for (name, v) in [
+                            ("badBlocks", s.bad_blocks),
+                            ("misbehaviour", s.misbehaviour),
+                            ("disconnectedMisbehaving", s.disconnected_misbehaving),
+                            ("seedClients", s.seed_clients),
                             ("loopsRejected", s.loops_rejected),
                             ("overloadRejected", s.overload_rejected),
                             ("recentlyFailed", s.recently_failed),
