@@ -10,7 +10,7 @@
 #![allow(clippy::unwrap_used)]
 
 use lichen_fcp::codec::Message;
-use lichen_tests::network::{connected, random_bytes, volatile};
+use lichen_tests::network::{connected, put, random_bytes, volatile};
 use lichen_tests::{free_port, Fcp, NodeProc};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -80,20 +80,10 @@ fn a_document_inserted_on_one_node_is_fetched_on_another() {
 
     let a = &nodes[1];
     let body = random_bytes(SIZE, 0x1234_5678_9abc_def1);
-    let mut c = Fcp::connect(a.fcp, "testnet-put");
-    let mut put = Message::new("ClientPut")
-        .field("URI", "CHK@")
-        .field("Identifier", "put")
-        .field("UploadFrom", "direct");
-    put.fields.set("DataLength", body.len().to_string());
-    put.data = Some(body.clone());
     let t = Instant::now();
-    c.send(&put);
-    let (done, _) = c.until(&["PutSuccessful", "PutFailed"]);
-    assert_eq!(done.name, "PutSuccessful", "{done:?}");
-    assert_eq!(done.get("Lichen.InNetwork"), Some("true"), "{done:?}");
+    // PutSuccessful with Lichen.InNetwork=true (asserted by `put`).
+    let uri = put(a.fcp, "CHK@", &body, &[]);
     let put_s = t.elapsed().as_secs_f64();
-    let uri = done.get("URI").unwrap().to_string();
     // An insert pays a hop for each failed attempt (loop, route not
     // found), so it does not walk every link of a small network: that
     // drew ~220 rejected loops per block in a 20-node testnet before.
