@@ -329,4 +329,30 @@ impl Fcp {
             seen.push(m);
         }
     }
+
+    /// `ClientPut` of `data` under `uri` with `UploadFrom=direct`, the
+    /// identifier `id` and the `extra` fields; returns `PutSuccessful` or
+    /// `PutFailed`, and the messages before it.
+    ///
+    /// # Panics
+    /// If the connection closes first.
+    pub fn put_direct(
+        &mut self,
+        uri: &str,
+        id: &str,
+        data: &[u8],
+        extra: &[(&str, &str)],
+    ) -> (Message, Vec<Message>) {
+        let mut m = Message::new("ClientPut")
+            .field("URI", uri)
+            .field("Identifier", id)
+            .field("UploadFrom", "direct");
+        for (k, v) in extra {
+            m.fields.set(*k, (*v).to_string());
+        }
+        m.fields.set("DataLength", data.len().to_string());
+        m.data = Some(data.to_vec());
+        self.send(&m);
+        self.until(&["PutSuccessful", "PutFailed"])
+    }
 }

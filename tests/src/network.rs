@@ -106,18 +106,7 @@ pub fn wait_connected(node: &NodeProc, min: u64, timeout: Duration) -> u64 {
 #[must_use]
 #[allow(clippy::unwrap_used)]
 pub fn put(fcp: SocketAddr, uri: &str, data: &[u8], extra: &[(&str, &str)]) -> String {
-    let mut c = Fcp::connect(fcp, "it-put");
-    let mut m = Message::new("ClientPut")
-        .field("URI", uri)
-        .field("Identifier", "put")
-        .field("UploadFrom", "direct");
-    for (k, v) in extra {
-        m.fields.set(*k, (*v).to_string());
-    }
-    m.fields.set("DataLength", data.len().to_string());
-    m.data = Some(data.to_vec());
-    c.send(&m);
-    let (done, _) = c.until(&["PutSuccessful", "PutFailed"]);
+    let (done, _) = Fcp::connect(fcp, "it-put").put_direct(uri, "put", data, extra);
     assert_eq!(done.name, "PutSuccessful", "{done:?}");
     assert_eq!(done.get("Lichen.InNetwork"), Some("true"), "{done:?}");
     done.get("URI").unwrap().to_string()

@@ -21,15 +21,7 @@ fn streamed_put_and_get_keep_freenets_message_order() {
     let data = random_bytes(5 << 20, 77);
 
     let mut c = Fcp::connect(node.fcp, "stream");
-    let mut put = Message::new("ClientPut")
-        .field("URI", "CHK@")
-        .field("Identifier", "p")
-        .field("UploadFrom", "direct")
-        .field("Verbosity", "1");
-    put.fields.set("DataLength", data.len().to_string());
-    put.data = Some(data.clone());
-    c.send(&put);
-    let (done, _) = c.until(&["PutSuccessful", "PutFailed"]);
+    let (done, _) = c.put_direct("CHK@", "p", &data, &[("Verbosity", "1")]);
     assert_eq!(done.name, "PutSuccessful", "{done:?}");
     let uri = done.get("URI").unwrap().to_string();
 

@@ -239,18 +239,8 @@ fn darknet_friends_connect_share_a_document_and_refuse_strangers() {
 
     // A document inserted on d1 is fetched on d2.
     let body = random_bytes(300 * 1024, 0x5eed);
-    let mut c = Fcp::connect(d1.fcp, "dark-put");
-    let mut put = Message::new("ClientPut")
-        .field("URI", "CHK@")
-        .field("Identifier", "put")
-        .field("UploadFrom", "direct");
-    put.fields.set("DataLength", body.len().to_string());
-    put.data = Some(body.clone());
-    c.send(&put);
-    let (done, _) = c.until(&["PutSuccessful", "PutFailed"]);
-    assert_eq!(done.name, "PutSuccessful", "{done:?}");
-    assert_eq!(done.get("Lichen.InNetwork"), Some("true"), "{done:?}");
-    let uri = done.get("URI").unwrap().to_string();
+    // PutSuccessful with Lichen.InNetwork=true (asserted by `network::put`).
+    let uri = network::put(d1.fcp, "CHK@", &body, &[]);
     let mut c = Fcp::connect(d2.fcp, "dark-get");
     c.send(
         &Message::new("ClientGet")

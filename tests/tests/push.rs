@@ -29,17 +29,12 @@ fn bin() -> &'static Path {
 }
 
 fn put(c: &mut Fcp, id: &str, body: &[u8], persistent: bool) -> Message {
-    let mut put = Message::new("ClientPut")
-        .field("URI", "CHK@")
-        .field("Identifier", id)
-        .field("UploadFrom", "direct");
-    if persistent {
-        put = put.field("Persistence", "forever").field("Global", "true");
-    }
-    put.fields.set("DataLength", body.len().to_string());
-    put.data = Some(body.to_vec());
-    c.send(&put);
-    c.until(&["PutSuccessful", "PutFailed"]).0
+    let extra: &[(&str, &str)] = if persistent {
+        &[("Persistence", "forever"), ("Global", "true")]
+    } else {
+        &[]
+    };
+    c.put_direct("CHK@", id, body, extra).0
 }
 
 /// The terminal message A lists for the global request `id`.

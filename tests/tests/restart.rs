@@ -16,16 +16,12 @@ fn forever_requests_are_listed_after_kill_and_restart() {
     let mut c = Fcp::connect(node.fcp, "restart-test");
     c.send(&Message::new("WatchGlobal").field("Enabled", "true"));
     let body = b"persistent data that must outlive a crash\n".repeat(2000);
-    let mut put = Message::new("ClientPut")
-        .field("URI", "CHK@")
-        .field("Identifier", "put-forever")
-        .field("Persistence", "forever")
-        .field("Global", "true")
-        .field("UploadFrom", "direct");
-    put.fields.set("DataLength", body.len().to_string());
-    put.data = Some(body.clone());
-    c.send(&put);
-    let (done, _) = c.until(&["PutSuccessful", "PutFailed"]);
+    let (done, _) = c.put_direct(
+        "CHK@",
+        "put-forever",
+        &body,
+        &[("Persistence", "forever"), ("Global", "true")],
+    );
     assert_eq!(done.name, "PutSuccessful", "{done:?}");
     let uri = done.get("URI").unwrap().to_string();
 

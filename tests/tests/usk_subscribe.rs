@@ -7,14 +7,7 @@ use lichen_fcp::codec::Message;
 use lichen_tests::{Fcp, NodeProc};
 
 fn put_usk(c: &mut Fcp, uri: &str, id: &str, body: &[u8]) -> String {
-    let mut put = Message::new("ClientPut")
-        .field("URI", uri)
-        .field("Identifier", id)
-        .field("UploadFrom", "direct");
-    put.fields.set("DataLength", body.len().to_string());
-    put.data = Some(body.to_vec());
-    c.send(&put);
-    let (m, _) = c.until(&["PutSuccessful", "PutFailed"]);
+    let (m, _) = c.put_direct(uri, id, body, &[]);
     assert_eq!(m.name, "PutSuccessful", "{m:?}");
     m.get("URI").unwrap().to_string()
 }
