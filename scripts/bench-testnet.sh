@@ -92,6 +92,6 @@ echo "document: $MIB MiB of /dev/urandom; insert with 'lichen put' on node 1, fe
 awk -v m="$MIB" -v a="$t0" -v b="$t1" -v c="$t2" -v d="$t3" -v g="$GWT" 'BEGIN {
   split(g, x, " ");
   printf "insert on node 1:        %.1f MiB/s (%.2f s)\n", m/(b-a), b-a;
-  printf "fetch on B (FCP):        %.1f MiB/s (%.2f s; FCP delivers AllData at the end, so first byte = %.2f s)\n", m/(d-c), d-c, d-c;
+  printf "fetch on B (FCP):        %.1f MiB/s (%.2f s; lichen get: ReturnType=chunked, data written as it is decoded)\n", m/(d-c), d-c;
   printf "fetch on C (gateway):    %.1f MiB/s (%.2f s), time to first byte %.3f s\n", m/x[2], x[2], x[1] }'
 echo "peak RSS (VmHWM) over the run: $(rss_of VmHWM | summary)"

@@ -92,7 +92,9 @@ pub enum ReturnType {
     None,
     /// Data is written to `Filename` (needs TestDDA write access).
     Disk,
-    /// fred's chunked mode; parsed so the node can answer NotSupported.
+    /// The data goes to this connection as it is decoded, in `DataChunk`
+    /// messages ended by `DataFound` or `GetFailed` (fred reserved the name
+    /// for this and never built it). Needs `Persistence=connection`.
     Chunked,
 }
 
@@ -1044,6 +1046,13 @@ fn parse_get(f: &Fields) -> Result<ClientGet, MessageInvalid> {
     }
     let persistence = persistence_field(f, id, global)?;
     global_needs_persistence(persistence, &identifier, global)?;
+    if return_type == ReturnType::Chunked && persistence != Persistence::Connection {
+        return Err(MessageInvalid::new(
+            ProtocolErrorCode::InvalidField,
+            "ReturnType=chunked needs Persistence=connection: its data goes to this connection only, as it is decoded",
+        )
+        .at(id, global));
+    }
     if size_field(f, "InitialMetadata.DataLength", id, global)?.unwrap_or(0) > 0 {
         return Err(MessageInvalid::new(
             ProtocolErrorCode::NotSupported,

@@ -345,6 +345,48 @@ impl Reply for DataFound {
     }
 }
 
+/// `DataChunk` (Lichen): one piece of the data of a `ReturnType=chunked`
+/// get, sent as the fetch decodes it. Pieces come in order (`Offset` is
+/// the bytes sent before this one); the first also names the document's
+/// `TotalLength` and type. `DataFound` ends a complete document, `GetFailed`
+/// one that failed after some pieces (the client discards them). Build the
+/// header with [`DataChunk::header`] and send `data_length` bytes after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataChunk {
+    /// `Identifier`.
+    pub identifier: String,
+    /// `Offset`: bytes of the document sent before this piece.
+    pub offset: u64,
+    /// `DataLength`: bytes in this piece.
+    pub data_length: u64,
+    /// `TotalLength` (first piece only).
+    pub total_length: Option<u64>,
+    /// `Metadata.ContentType` (first piece only).
+    pub content_type: Option<String>,
+}
+
+impl DataChunk {
+    /// The encoded header, ending in `Data`; exactly `data_length` payload
+    /// bytes must follow.
+    pub fn header(&self) -> Vec<u8> {
+        self.to_message().encode_header(Some(self.data_length))
+    }
+}
+
+impl Reply for DataChunk {
+    const NAME: &'static str = "DataChunk";
+    fn fields(&self) -> Fields {
+        let mut f = fields_with(&[
+            ("Identifier", self.identifier.clone()),
+            ("Offset", self.offset.to_string()),
+            ("DataLength", self.data_length.to_string()),
+        ]);
+        f.push_opt("TotalLength", self.total_length.map(|n| n.to_string()));
+        f.push_opt("Metadata.ContentType", self.content_type.clone());
+        f
+    }
+}
+
 /// `AllData`: the data of a ReturnType=direct get. Build the header with
 /// [`AllData::header`] and stream `data_length` bytes after it, or attach a
 /// small payload with [`AllData::with_data`].

@@ -243,6 +243,15 @@ fn errors_carry_fred_codes() {
         code(b"ClientGet\nURI=CHK@\nIdentifier=a\nReturnType=disk\nEndMessage\n"),
         ProtocolErrorCode::MissingField
     );
+    // Chunked data goes to the asking connection only.
+    assert_eq!(
+        code(b"ClientGet\nURI=CHK@\nIdentifier=a\nReturnType=chunked\nPersistence=forever\nEndMessage\n"),
+        ProtocolErrorCode::InvalidField
+    );
+    assert!(ClientMessage::parse(&decode_one(
+        b"ClientGet\nURI=CHK@\nIdentifier=a\nReturnType=chunked\nEndMessage\n"
+    ))
+    .is_ok());
     assert_eq!(
         code(b"TestDDARequest\nDirectory=/x\nEndMessage\n"),
         ProtocolErrorCode::InvalidMessage

@@ -918,7 +918,7 @@ fn get_with(fcp: &FcpOpts, a: &GetArgs, t: &mut Term<'_>) -> Result<()> {
         let mut msg = Message::new("ClientGet")
             .field("URI", &uri)
             .field("Identifier", &id)
-            .field("ReturnType", "direct")
+            .field("ReturnType", "chunked")
             .field("Verbosity", "1")
             .field("MaxRetries", "0");
         if let Some(max) = a.max_size {
@@ -952,13 +952,17 @@ fn get_with(fcp: &FcpOpts, a: &GetArgs, t: &mut Term<'_>) -> Result<()> {
     result
 }
 
-/// Reads the replies to one ClientGet, writing the data to `sink`.
+/// Reads the replies to one `ReturnType=chunked` ClientGet, writing the
+/// data to `sink`: it comes in `DataChunk`s as the node decodes it, and
+/// `DataFound` ends it.
 fn receive_get(
     c: &mut Client,
     id: &str,
     bar: &mut Progress,
     sink: &mut Sink<'_>,
 ) -> Result<GetOutcome> {
+    // Bytes of `DataChunk`s written so far.
+    let mut received: u64 = 0;
     loop {
         let (m, streamed) = match c.next_event()? {
             Event::Message(m) => (m, None),
@@ -977,26 +981,30 @@ fn receive_get(
         }
         match m.name.as_str() {
             "SimpleProgress" => bar.blocks("fetching", &m),
-            "DataFound" => bar.bytes("downloading", field_u64(&m, "DataLength").unwrap_or(0)),
-            "AllData" => {
-                sink.begin()?;
-                match streamed {
-                    Some(len) => {
-                        bar.bytes("downloading", len);
-                        loop {
-                            match c.next_event()? {
-                                Event::Data(chunk) => {
-                                    sink.write(&chunk)?;
-                                    bar.inc(chunk.len() as u64);
-                                }
-                                Event::DataEnd => break,
-                                Event::Message(_) | Event::Header { .. } => {
-                                    bail!("garbled reply from the node: a message inside AllData")
-                                }
-                            }
-                        }
+            "DataChunk" => {
+                if field_u64(&m, "Offset") != Some(received) {
+                    bail!(
+                        "garbled reply from the node: a DataChunk at offset {} after {received} bytes",
+                        m.get("Offset").unwrap_or("(none)")
+                    );
+                }
+                if received == 0 {
+                    sink.begin()?;
+                    if let Some(total) = field_u64(&m, "TotalLength") {
+                        bar.bytes("downloading", total);
                     }
-                    None => sink.write(m.data.as_deref().unwrap_or_default())?,
+                }
+                received += receive_data(c, &m, streamed, bar, sink)?;
+            }
+            "DataFound" => {
+                if field_u64(&m, "DataLength") != Some(received) {
+                    bail!(
+                        "the node found {} bytes but sent {received} (is it older than ReturnType=chunked?)",
+                        m.get("DataLength").unwrap_or("(none)")
+                    );
+                }
+                if received == 0 {
+                    sink.begin()?;
                 }
                 sink.finish()?;
                 return Ok(GetOutcome::Done);
@@ -1016,6 +1024,35 @@ fn receive_get(
                 if streamed.is_some() {
                     c.skip_payload()?;
                 }
+            }
+        }
+    }
+}
+
+/// Writes the data of the `DataChunk` `m` to `sink`: streamed after its
+/// header, or already attached. Returns the bytes written.
+fn receive_data(
+    c: &mut Client,
+    m: &Message,
+    streamed: Option<u64>,
+    bar: &mut Progress,
+    sink: &mut Sink<'_>,
+) -> Result<u64> {
+    let Some(len) = streamed else {
+        let data = m.data.as_deref().unwrap_or_default();
+        sink.write(data)?;
+        bar.inc(data.len() as u64);
+        return Ok(data.len() as u64);
+    };
+    loop {
+        match c.next_event()? {
+            Event::Data(chunk) => {
+                sink.write(&chunk)?;
+                bar.inc(chunk.len() as u64);
+            }
+            Event::DataEnd => return Ok(len),
+            Event::Message(_) | Event::Header { .. } => {
+                bail!("garbled reply from the node: a message inside a DataChunk")
             }
         }
     }
@@ -1610,12 +1647,31 @@ mod tests {
             .collect()
     }
 
-    fn all_data(id: &str, data: &[u8]) -> Message {
-        let mut f = lichen_fcp::Fields::new();
-        f.push("Identifier", id);
-        f.push("Global", "false");
-        f.push("Metadata.ContentType", "application/octet-stream");
-        Message::with_data("AllData", f, data.to_vec())
+    /// `data` as the `DataChunk`s of `piece` bytes a chunked get gets.
+    fn chunks(id: &str, data: &[u8], piece: usize) -> Vec<Message> {
+        let mut out = Vec::new();
+        for (i, p) in data.chunks(piece).enumerate() {
+            let mut f = lichen_fcp::Fields::new();
+            f.push("Identifier", id);
+            f.push("Offset", (i * piece).to_string());
+            if i == 0 {
+                f.push("TotalLength", data.len().to_string());
+                f.push("Metadata.ContentType", "application/octet-stream");
+            }
+            out.push(Message::with_data("DataChunk", f, p.to_vec()));
+        }
+        out
+    }
+
+    fn data_found(id: &str, len: usize) -> Message {
+        msg(
+            "DataFound",
+            &[
+                ("Identifier", id),
+                ("DataLength", &len.to_string()),
+                ("Metadata.ContentType", "text/plain"),
+            ],
+        )
     }
 
     #[test]
@@ -1901,7 +1957,7 @@ mod tests {
         let (fcp, h) = fake_node(|c| {
             let g = c.expect("ClientGet");
             assert_eq!(g.get("URI"), Some("KSK@hello"));
-            assert_eq!(g.get("ReturnType"), Some("direct"));
+            assert_eq!(g.get("ReturnType"), Some("chunked"));
             assert_eq!(g.get("Verbosity"), Some("1"));
             assert_eq!(g.get("MaxRetries"), Some("0"));
             assert_eq!(g.get("MaxSize"), Some("1000"));
@@ -1915,17 +1971,14 @@ mod tests {
                     ("Succeeded", "1"),
                 ],
             ));
-            c.send(&msg(
-                "DataFound",
-                &[
-                    ("Identifier", &id),
-                    ("DataLength", "5"),
-                    ("Metadata.ContentType", "text/plain"),
-                ],
-            ));
-            // A streamed AllData of another request is skipped.
-            c.send(&all_data("other", &pseudo_random(2 << 20, 3)));
-            c.send(&all_data(&id, b"hello"));
+            let mut pieces = chunks(&id, b"hello", 3).into_iter();
+            c.send(&pieces.next().unwrap());
+            // Data of another request is skipped.
+            for m in chunks("other", &pseudo_random(2 << 20, 3), 1 << 20) {
+                c.send(&m);
+            }
+            c.send(&pieces.next().unwrap());
+            c.send(&data_found(&id, 5));
         });
         let args = GetArgs {
             uri: "KSK@hello".into(),
@@ -1946,11 +1999,10 @@ mod tests {
         let (fcp, h) = fake_node(move |c| {
             let g = c.expect("ClientGet");
             let id = g.get("Identifier").unwrap().to_string();
-            c.send(&msg(
-                "DataFound",
-                &[("Identifier", &id), ("DataLength", &sent.len().to_string())],
-            ));
-            c.send(&all_data(&id, &sent));
+            for m in chunks(&id, &sent, 1 << 20) {
+                c.send(&m);
+            }
+            c.send(&data_found(&id, sent.len()));
         });
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("big.bin");
@@ -1985,10 +2037,11 @@ mod tests {
             ));
             let g2 = c.expect("ClientGet");
             assert_eq!(g2.get("URI"), Some("USK@k/site/4"));
-            assert_eq!(g2.get("ReturnType"), Some("direct"));
+            assert_eq!(g2.get("ReturnType"), Some("chunked"));
             let id2 = g2.get("Identifier").unwrap().to_string();
             assert_ne!(id, id2);
-            c.send(&all_data(&id2, b"edition 4"));
+            c.send(&chunks(&id2, b"edition 4", 100)[0]);
+            c.send(&data_found(&id2, 9));
         });
         let args = GetArgs {
             uri: "USK@k/site/1".into(),
@@ -2029,6 +2082,86 @@ mod tests {
         let e = c.result.unwrap_err().to_string();
         h.join().unwrap();
         assert!(e.starts_with("fetch failed: more than 5 redirects"), "{e}");
+    }
+
+    /// A fetch that fails after some of its data came: the error, and the
+    /// partial file is gone.
+    #[test]
+    fn get_failure_after_chunks_leaves_no_file() {
+        let (fcp, h) = fake_node(|c| {
+            let g = c.expect("ClientGet");
+            let id = g.get("Identifier").unwrap().to_string();
+            for m in chunks(&id, &pseudo_random(3 << 20, 5), 1 << 20)
+                .into_iter()
+                .take(2)
+            {
+                c.send(&m);
+            }
+            c.send(&msg(
+                "GetFailed",
+                &[
+                    ("Code", "28"),
+                    ("CodeDescription", "All data not found"),
+                    ("Identifier", &id),
+                ],
+            ));
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("half.bin");
+        let args = GetArgs {
+            uri: "CHK@half".into(),
+            output: Some(out.clone()),
+            max_size: None,
+        };
+        let c = run(false, |t| get_with(&fcp, &args, t));
+        h.join().unwrap();
+        let e = c.result.unwrap_err().to_string();
+        assert!(
+            e.starts_with("fetch failed: Not enough data found (code 28)"),
+            "{e}"
+        );
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    /// Chunks out of order, or a `DataFound` whose length is not what came
+    /// (a node that does not know `ReturnType=chunked`), are errors, not
+    /// a wrong file.
+    #[test]
+    fn get_refuses_gaps_and_short_data() {
+        type Replies = fn(&str) -> Vec<Message>;
+        let cases: [(&str, Replies); 3] = [
+            (
+                "garbled reply from the node: a DataChunk at offset 4 after 0 bytes",
+                |id| vec![chunks(id, b"abcdefgh", 4).remove(1)],
+            ),
+            ("the node found 8 bytes but sent 4", |id| {
+                vec![chunks(id, b"abcdefgh", 4).remove(0), data_found(id, 8)]
+            }),
+            ("the node found 5 bytes but sent 0", |id| {
+                vec![data_found(id, 5)]
+            }),
+        ];
+        for (want, replies) in cases {
+            let (fcp, h) = fake_node(move |c| {
+                let g = c.expect("ClientGet");
+                let id = g.get("Identifier").unwrap().to_string();
+                for m in replies(&id) {
+                    c.send(&m);
+                }
+                c.wait_close();
+            });
+            let dir = tempfile::tempdir().unwrap();
+            let args = GetArgs {
+                uri: "CHK@x".into(),
+                output: Some(dir.path().join("x.bin")),
+                max_size: None,
+            };
+            let c = run(false, |t| get_with(&fcp, &args, t));
+            let e = c.result.unwrap_err().to_string();
+            h.join().unwrap();
+            assert!(e.starts_with(want), "{e}");
+            assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+        }
     }
 
     #[test]
@@ -2080,7 +2213,9 @@ mod tests {
             let g = c.expect("ClientGet");
             let id = g.get("Identifier").unwrap().to_string();
             // The client stops reading; ignore write errors.
-            let _ = all_data(&id, &pseudo_random(2 << 20, 5)).write_to(&mut c.stream);
+            for m in chunks(&id, &pseudo_random(2 << 20, 5), 1 << 20) {
+                let _ = m.write_to(&mut c.stream);
+            }
         });
         let args = GetArgs {
             uri: "CHK@x".into(),

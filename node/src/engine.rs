@@ -461,11 +461,11 @@ pub struct GetDone {
     pub streamed: bool,
 }
 
-/// Offered the document's size and MIME type once it is found and every
-/// block still needed is local: returns a writer to stream the data to
-/// while it is decoded (`None`: write to `GetSpec::out` as usual). A fetch
-/// that fails after this has written part of the document to it.
-pub type StreamOpen = Box<dyn FnOnce(u64, &str) -> Option<Box<dyn Write + Send>> + Send>;
+/// Offered the document's size and MIME type once it is found, and whether
+/// every block still needed is local: returns a writer to stream the data
+/// to while it is decoded (`None`: write to `GetSpec::out` as usual). A
+/// fetch that fails after this has written part of the document to it.
+pub type StreamOpen = Box<dyn FnOnce(u64, &str, bool) -> Option<Box<dyn Write + Send>> + Send>;
 
 /// A failed request, in FCP terms.
 #[derive(Debug, Clone)]
@@ -923,8 +923,8 @@ pub async fn get(
     get_streaming(node, spec, None, progress).await
 }
 
-/// [`get`], streaming the data to the writer `stream` gives when the
-/// document turns out to be local (see [`StreamOpen`]).
+/// [`get`], streaming the data to the writer `stream` gives (see
+/// [`StreamOpen`]).
 ///
 /// # Errors
 /// As [`get`].
@@ -978,15 +978,13 @@ pub async fn get_streaming(
         let progress_cb = move |p: lichen_client::Progress| {
             let _ = ptx.send(p);
         };
-        // The output: the caller's stream when everything is local, else
+        // The output: the caller's stream if it takes this document, else
         // the `.part` file (renamed at the end), else nowhere.
         let open = move |found: &lichen_client::Found| -> std::io::Result<Box<dyn Write + Send>> {
-            if found.local {
-                let mime = found.mime.as_deref().unwrap_or("application/octet-stream");
-                if let Some(w) = stream.and_then(|s| s(found.size, mime)) {
-                    streamed2.store(true, Ordering::Relaxed);
-                    return Ok(w);
-                }
+            let mime = found.mime.as_deref().unwrap_or("application/octet-stream");
+            if let Some(w) = stream.and_then(|s| s(found.size, mime, found.local)) {
+                streamed2.store(true, Ordering::Relaxed);
+                return Ok(w);
             }
             match &part2 {
                 Some(p) => {

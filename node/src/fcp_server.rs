@@ -54,6 +54,11 @@ const INLINE_LIMIT: u64 = 256 * 1024;
 /// Chunks (about a segment, 4 MiB, each) of a streamed `AllData` queued
 /// between the fetch and the connection's writer.
 const STREAM_CHUNKS: usize = 4;
+/// Largest `DataChunk` of a `ReturnType=chunked` get.
+const DATA_CHUNK_MAX: usize = 1 << 20;
+/// `DataChunk`s of one get queued for its connection and not yet written:
+/// a client that reads slowly slows the fetch, with at most 4 MiB waiting.
+const DATA_CHUNKS_QUEUED: usize = 4;
 
 /// Something to send on a connection.
 #[derive(Debug)]
@@ -72,6 +77,14 @@ pub enum Out {
         remove: bool,
         /// The file is sealed under this key ([`crate::sealed`]).
         seal: Option<SealKey>,
+    },
+    /// A `DataChunk` message; `_room` is the get's queue place, given back
+    /// once the chunk is written (or dropped with the connection).
+    Chunk {
+        /// The whole message, header and data.
+        bytes: Vec<u8>,
+        /// Held until written.
+        _room: tokio::sync::OwnedSemaphorePermit,
     },
     /// A message header followed by `len` bytes that arrive on `data` as a
     /// fetch decodes them. If `data` closes early the connection is
@@ -150,16 +163,20 @@ impl Hub {
         self.send_to(id, out);
     }
 
-    /// Send to one connection. A full queue means the client stopped
-    /// reading: it is disconnected rather than buffered without bound.
-    fn send_to(&self, id: u64, out: Out) {
-        let Ok(m) = self.conns.lock() else { return };
-        if let Some(c) = m.get(&id) {
-            if c.tx.try_send(out).is_err() {
-                tracing::debug!("FCP connection {id} is not reading its replies; closing it");
-                c.close.cancel();
-            }
+    /// Send to one connection; false if it is gone. A full queue means
+    /// the client stopped reading: it is disconnected rather than buffered
+    /// without bound.
+    fn send_to(&self, id: u64, out: Out) -> bool {
+        let Ok(m) = self.conns.lock() else {
+            return false;
+        };
+        let Some(c) = m.get(&id) else { return false };
+        if c.tx.try_send(out).is_err() {
+            tracing::debug!("FCP connection {id} is not reading its replies; closing it");
+            c.close.cancel();
+            return false;
         }
+        true
     }
 
     /// Send a progress message: dropped for a connection whose queue is
@@ -416,7 +433,7 @@ async fn write_out(
     rx: &mpsc::Receiver<Out>,
 ) -> std::io::Result<()> {
     match out {
-        Out::Msg(b) => wr.write_all(&b).await?,
+        Out::Msg(bytes) | Out::Chunk { bytes, .. } => wr.write_all(&bytes).await?,
         Out::File {
             header,
             path,
@@ -530,6 +547,104 @@ impl std::io::Write for StreamWriter {
     }
 }
 
+/// The fetch's end of a `ReturnType=chunked` get: what it writes goes to
+/// the asking connection as `DataChunk` messages of at most
+/// [`DATA_CHUNK_MAX`] bytes, at most [`DATA_CHUNKS_QUEUED`] of them waiting
+/// (the fetch runs on a blocking thread and waits for room). A chunk that
+/// cannot be queued (the connection is gone) fails the write, so the fetch
+/// stops.
+struct ChunkWriter {
+    node: Arc<Node>,
+    owner: u64,
+    identifier: String,
+    offset: u64,
+    /// Size and type, told with the first chunk.
+    first: Option<(u64, String)>,
+    room: Arc<Semaphore>,
+}
+
+impl ChunkWriter {
+    fn send(&mut self, data: &[u8]) -> std::io::Result<()> {
+        let gone =
+            || std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the FCP connection closed");
+        // `unconstrained`: as for `StreamWriter::send`. Room comes back as
+        // the connection's writer writes chunks, or drops them when the
+        // connection ends.
+        let room = futures::executor::block_on(tokio::task::unconstrained(
+            self.room.clone().acquire_owned(),
+        ))
+        .map_err(|_| gone())?;
+        let (total_length, content_type) = self.first.take().unzip();
+        let header = rep::DataChunk {
+            identifier: self.identifier.clone(),
+            offset: self.offset,
+            data_length: data.len() as u64,
+            total_length,
+            content_type,
+        }
+        .header();
+        let mut bytes = Vec::with_capacity(header.len() + data.len());
+        bytes.extend_from_slice(&header);
+        bytes.extend_from_slice(data);
+        if !self
+            .node
+            .hub
+            .send_to(self.owner, Out::Chunk { bytes, _room: room })
+        {
+            return Err(gone());
+        }
+        self.offset += data.len() as u64;
+        Ok(())
+    }
+}
+
+impl std::io::Write for ChunkWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.write_vectored(&[std::io::IoSlice::new(b)])
+    }
+
+    /// One chunk of up to [`DATA_CHUNK_MAX`] bytes from the front of `bufs`.
+    fn write_vectored(&mut self, bufs: &[std::io::IoSlice<'_>]) -> std::io::Result<usize> {
+        let mut chunk = Vec::new();
+        for b in bufs {
+            let take = b.len().min(DATA_CHUNK_MAX - chunk.len());
+            chunk.extend_from_slice(&b[..take]);
+            if chunk.len() == DATA_CHUNK_MAX {
+                break;
+            }
+        }
+        if !chunk.is_empty() {
+            self.send(&chunk)?;
+        }
+        Ok(chunk.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// For a `ReturnType=chunked` get (always its own connection's): the data
+/// goes out in `DataChunk`s as it is decoded, whether the blocks are local
+/// or come from the network; `DataFound` or `GetFailed` ends it as usual.
+fn chunked_open(node: &Arc<Node>, req: &Arc<Request>) -> engine::StreamOpen {
+    let node = node.clone();
+    let req = req.clone();
+    Box::new(move |len, mime, _local| {
+        let Scope::Connection(owner) = req.scope else {
+            return None;
+        };
+        Some(Box::new(ChunkWriter {
+            node,
+            owner,
+            identifier: req.identifier.clone(),
+            offset: 0,
+            first: Some((len, mime.to_string())),
+            room: Arc::new(Semaphore::new(DATA_CHUNKS_QUEUED)),
+        }))
+    })
+}
+
 /// For a direct get seen by its own connection only: once the document is
 /// found and local, `DataFound` and the `AllData` header go out at once
 /// and the data follows as it is decoded (no spool file, no wait for the
@@ -537,10 +652,13 @@ impl std::io::Write for StreamWriter {
 fn stream_open(node: &Arc<Node>, req: &Arc<Request>, told: Arc<AtomicBool>) -> engine::StreamOpen {
     let node = node.clone();
     let req = req.clone();
-    Box::new(move |len, mime| {
+    Box::new(move |len, mime, local| {
         let Scope::Connection(owner) = req.scope else {
             return None;
         };
+        if !local {
+            return None;
+        }
         let (tx, data) = mpsc::channel(STREAM_CHUNKS);
         told.store(true, Ordering::Relaxed);
         let found = Outcome::GetOk {
@@ -1736,17 +1854,16 @@ async fn run_request(
         ClientMessage::ClientGet(g) => {
             let direct = g.return_type == ReturnType::Direct;
             let out_path = match g.return_type {
-                ReturnType::Direct | ReturnType::Chunked => {
-                    Some(if req.persistence == Persistence::Forever {
-                        node.requests
-                            .dir()
-                            .join(format!("data-{:016x}", rand::random::<u64>()))
-                    } else {
-                        node.tmp_path("get")
-                    })
-                }
+                ReturnType::Direct => Some(if req.persistence == Persistence::Forever {
+                    node.requests
+                        .dir()
+                        .join(format!("data-{:016x}", rand::random::<u64>()))
+                } else {
+                    node.tmp_path("get")
+                }),
                 ReturnType::Disk => g.filename.as_ref().map(PathBuf::from),
-                ReturnType::None => None,
+                // Chunked data goes to the connection as it is decoded.
+                ReturnType::None | ReturnType::Chunked => None,
             };
             // A result that only waits to be sent on this connection is
             // sealed; persistent ones must survive a restart (their files
@@ -1761,8 +1878,12 @@ async fn run_request(
                 ignore_ds: g.ignore_ds,
                 retries: g.max_retries,
             };
-            let stream = (direct && matches!(req.scope, Scope::Connection(_)))
-                .then(|| stream_open(&node, &req, told.clone()));
+            let stream = if g.return_type == ReturnType::Chunked {
+                Some(chunked_open(&node, &req))
+            } else {
+                (direct && matches!(req.scope, Scope::Connection(_)))
+                    .then(|| stream_open(&node, &req, told.clone()))
+            };
             match engine::get_streaming(&node, spec, stream, &progress).await {
                 Ok(done) => {
                     let data = if direct && req.persistence != Persistence::Connection {

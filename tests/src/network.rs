@@ -129,6 +129,54 @@ pub fn get(fcp: SocketAddr, uri: &str) -> Result<Vec<u8>, Box<Message>> {
     }
 }
 
+/// Fetch `uri` with `ReturnType=chunked` and extra ClientGet fields: the
+/// data, or the failure message.
+///
+/// # Panics
+/// If the `DataChunk`s are out of order, the first does not give the total
+/// length, or `DataFound` does not count the bytes that came.
+#[allow(clippy::unwrap_used)]
+pub fn get_chunked(
+    fcp: SocketAddr,
+    uri: &str,
+    extra: &[(&str, &str)],
+) -> Result<Vec<u8>, Box<Message>> {
+    let mut c = Fcp::connect(fcp, "it-get-chunked");
+    let mut m = Message::new("ClientGet")
+        .field("URI", uri)
+        .field("Identifier", "get")
+        .field("ReturnType", "chunked");
+    for (k, v) in extra {
+        m = m.field(*k, *v);
+    }
+    c.send(&m);
+    let mut data = Vec::new();
+    let mut total = None;
+    loop {
+        let (m, _) = c.until(&["DataChunk", "DataFound", "GetFailed"]);
+        match m.name.as_str() {
+            "DataChunk" => {
+                assert_eq!(m.get("Offset"), Some(data.len().to_string().as_str()));
+                if data.is_empty() {
+                    total = m.get("TotalLength").map(str::to_string);
+                    assert!(
+                        total.is_some(),
+                        "the first DataChunk has no TotalLength: {m:?}"
+                    );
+                }
+                data.extend_from_slice(m.data.as_deref().unwrap_or_default());
+            }
+            "DataFound" => {
+                let len = data.len().to_string();
+                assert_eq!(m.get("DataLength"), Some(len.as_str()), "{m:?}");
+                assert!(total.is_none() || total.as_deref() == Some(len.as_str()));
+                return Ok(data);
+            }
+            _ => return Err(Box::new(m)),
+        }
+    }
+}
+
 /// A network of node processes on loopback: node 0 is the seed, every
 /// other node lists it in `seeds` (`DIR/seeded.toml`, or its own config
 /// with extra lines).

@@ -10,7 +10,7 @@
 #![allow(clippy::unwrap_used)]
 
 use lichen_fcp::codec::Message;
-use lichen_tests::network::{connected, put, random_bytes, volatile};
+use lichen_tests::network::{connected, get_chunked, put, random_bytes, volatile};
 use lichen_tests::{free_port, Fcp, NodeProc};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -152,6 +152,17 @@ fn a_document_inserted_on_one_node_is_fetched_on_another() {
         20.0 / put_s,
         NODES - 1,
         20.0 / get_s
+    );
+    // Again as `lichen get` fetches, the data coming as it is decoded,
+    // every block from the network (IgnoreDS).
+    let t = Instant::now();
+    let again = get_chunked(b.fcp, &uri, &[("IgnoreDS", "true")])
+        .unwrap_or_else(|m| panic!("chunked fetch failed: {m:?}"));
+    assert!(again == body, "the chunked fetch returned other bytes");
+    eprintln!(
+        "chunked fetch with IgnoreDS on node {}: {:.1} s",
+        NODES - 1,
+        t.elapsed().as_secs_f64()
     );
     for n in &mut nodes {
         n.terminate();
