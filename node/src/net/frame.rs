@@ -60,14 +60,15 @@ struct EnvelopeRef<'a> {
     m: &'a LinkMessage,
 }
 
+/// Just the version of an envelope (what its message is does not matter).
 #[derive(Deserialize)]
 struct Envelope {
     v: u64,
-    m: serde::de::IgnoredAny,
 }
 
 #[derive(Deserialize)]
 struct EnvelopeV1 {
+    v: u64,
     m: LinkMessage,
 }
 
@@ -80,20 +81,59 @@ pub fn encode(msg: &LinkMessage) -> Vec<u8> {
     out
 }
 
+/// Encode and pad a message into `buf` (cleared first): the padded
+/// plaintext of one frame, as [`pad`] of [`encode`] but in place, so a
+/// reused buffer costs no allocation and no copy.
+///
+/// # Errors
+/// [`LinkError::MessageTooLarge`].
+pub fn encode_padded_into(msg: &LinkMessage, buf: &mut Vec<u8>) -> Result<(), LinkError> {
+    buf.clear();
+    buf.extend_from_slice(&[0; LEN_PREFIX]);
+    // Serializing into a Vec cannot fail.
+    let _ = ciborium::into_writer(&EnvelopeRef { v: VERSION, m: msg }, &mut *buf);
+    finish_padding(buf)
+}
+
+/// `buf` holds a length prefix's room and then the payload: write the
+/// prefix and pad.
+fn finish_padding(buf: &mut Vec<u8>) -> Result<(), LinkError> {
+    let n = buf.len() - LEN_PREFIX;
+    let size = padded_size(n).ok_or(LinkError::MessageTooLarge(n))?;
+    let len = u16::try_from(n).map_err(|_| LinkError::MessageTooLarge(n))?;
+    buf[..LEN_PREFIX].copy_from_slice(&len.to_be_bytes());
+    buf.resize(size, 0);
+    Ok(())
+}
+
 /// Decode a CBOR envelope.
 ///
 /// # Errors
 /// [`LinkError::UnsupportedVersion`] or [`LinkError::Decode`]; never panics.
 pub fn decode(bytes: &[u8]) -> Result<LinkMessage, LinkError> {
-    let env: Envelope =
-        ciborium::from_reader(bytes).map_err(|e| LinkError::Decode(e.to_string()))?;
-    let _ = env.m;
-    if env.v != VERSION {
-        return Err(LinkError::UnsupportedVersion(env.v));
+    decode_with(bytes, &mut vec![0; SCRATCH])
+}
+
+/// Scratch the CBOR decoder needs to take a CHK block (32786 bytes) in one
+/// piece: a byte string longer than the scratch is copied into its `Vec`
+/// 4 KiB at a time, the `Vec` growing (and copying) as it goes.
+pub const SCRATCH: usize = 33 * 1024;
+
+/// [`decode`] with the decoder's scratch space given (reused across frames).
+///
+/// # Errors
+/// As [`decode`].
+pub fn decode_with(bytes: &[u8], scratch: &mut [u8]) -> Result<LinkMessage, LinkError> {
+    // One pass for the usual case; only a failure looks again, to tell a
+    // newer envelope version from a broken message.
+    match ciborium::de::from_reader_with_buffer::<EnvelopeV1, _>(bytes, scratch) {
+        Ok(env) if env.v == VERSION => Ok(env.m),
+        Ok(env) => Err(LinkError::UnsupportedVersion(env.v)),
+        Err(e) => match ciborium::de::from_reader_with_buffer::<Envelope, _>(bytes, scratch) {
+            Ok(env) if env.v != VERSION => Err(LinkError::UnsupportedVersion(env.v)),
+            _ => Err(LinkError::Decode(e.to_string())),
+        },
     }
-    let v1: EnvelopeV1 =
-        ciborium::from_reader(bytes).map_err(|e| LinkError::Decode(e.to_string()))?;
-    Ok(v1.m)
 }
 
 /// The padded plaintext size for a message of `len` CBOR bytes.
@@ -181,6 +221,23 @@ mod tests {
         let mut v2 = Vec::new();
         ciborium::into_writer(&EnvelopeRef { v: 2, m: &m }, &mut v2).unwrap();
         assert!(matches!(decode(&v2), Err(LinkError::UnsupportedVersion(2))));
+        // A newer version whose message this one cannot even parse is
+        // still told by its version.
+        use ciborium::cbor;
+        let mut v3 = Vec::new();
+        ciborium::into_writer(
+            &cbor!({"v" => 3, "m" => {"Teleport" => [1, 2]}}).unwrap(),
+            &mut v3,
+        )
+        .unwrap();
+        assert!(matches!(decode(&v3), Err(LinkError::UnsupportedVersion(3))));
+        let mut bad = Vec::new();
+        ciborium::into_writer(
+            &cbor!({"v" => 1, "m" => {"Teleport" => [1, 2]}}).unwrap(),
+            &mut bad,
+        )
+        .unwrap();
+        assert!(matches!(decode(&bad), Err(LinkError::Decode(_))));
         assert!(matches!(
             pad(&vec![0; MAX_MESSAGE + 1]),
             Err(LinkError::MessageTooLarge(_))
@@ -196,6 +253,31 @@ mod tests {
         fn decode_garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
             let _ = decode(&bytes);
             let _ = unpad(&bytes);
+        }
+
+        /// In place (a reused buffer, a small scratch or a big one) is the
+        /// same as `pad(encode())` and `decode`.
+        #[test]
+        fn in_place_codec_agrees(
+            id in any::<u64>(),
+            block in proptest::collection::vec(any::<u8>(), 0..40_000),
+            junk in proptest::collection::vec(any::<u8>(), 0..300),
+            small in any::<bool>(),
+        ) {
+            let m = LinkMessage::Routing(Message::DataFound { id, block });
+            let mut buf = junk;
+            match pad(&encode(&m)) {
+                Ok(want) => {
+                    encode_padded_into(&m, &mut buf).unwrap();
+                    prop_assert_eq!(&buf, &want);
+                    let mut scratch = vec![0; if small { 16 } else { SCRATCH }];
+                    prop_assert_eq!(decode_with(unpad(&buf).unwrap(), &mut scratch).unwrap(), m);
+                }
+                Err(_) => prop_assert!(matches!(
+                    encode_padded_into(&m, &mut buf),
+                    Err(LinkError::MessageTooLarge(_))
+                )),
+            }
         }
 
         #[test]

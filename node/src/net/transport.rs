@@ -12,6 +12,25 @@
 
 use super::error::LinkError;
 use super::frame::{self, LinkMessage};
+use std::cell::RefCell;
+
+thread_local! {
+    /// Buffers for sealing and opening frames, reused by every link on
+    /// this thread (a frame is sealed or opened without awaiting): a
+    /// block crossing a link then costs no allocation for its padded
+    /// plaintext, its decrypted plaintext or the CBOR decoder's scratch.
+    static BUFS: RefCell<Bufs> = RefCell::new(Bufs::default());
+}
+
+#[derive(Default)]
+struct Bufs {
+    /// Padded plaintext being sealed.
+    seal: Vec<u8>,
+    /// Decrypted plaintext being opened.
+    open: Vec<u8>,
+    /// The CBOR decoder's scratch ([`frame::SCRATCH`] bytes once used).
+    scratch: Vec<u8>,
+}
 
 /// When to rekey the sending direction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,17 +98,25 @@ impl Transport {
     }
 
     fn seal_one(&mut self, msg: &LinkMessage, out: &mut Vec<u8>) -> Result<(), LinkError> {
-        self.seal_cbor(&frame::encode(msg), out)
+        BUFS.with_borrow_mut(|b| {
+            frame::encode_padded_into(msg, &mut b.seal)?;
+            self.seal_plain(&b.seal, out)
+        })
     }
 
     /// Seal an already encoded envelope (tests use it to send what this
     /// version would never write).
+    #[cfg(test)]
     pub(crate) fn seal_cbor(&mut self, cbor: &[u8], out: &mut Vec<u8>) -> Result<(), LinkError> {
-        let plain = frame::pad(cbor)?;
+        self.seal_plain(&frame::pad(cbor)?, out)
+    }
+
+    /// Seal a padded plaintext onto `out`.
+    fn seal_plain(&mut self, plain: &[u8], out: &mut Vec<u8>) -> Result<(), LinkError> {
         // The ciphertext goes straight after its length prefix in `out`.
         let at = out.len();
         out.resize(at + 2 + plain.len() + frame::TAG_LEN, 0);
-        let n = match self.noise.write_message(&plain, &mut out[at + 2..]) {
+        let n = match self.noise.write_message(plain, &mut out[at + 2..]) {
             Ok(n) => n,
             Err(e) => {
                 out.truncate(at);
@@ -154,12 +181,19 @@ impl Transport {
         let Some(ct) = input.get(2..2 + len) else {
             return Ok(None);
         };
-        let mut plain = vec![0u8; len];
-        let n = self
-            .noise
-            .read_message(ct, &mut plain)
-            .map_err(|_| LinkError::Decrypt)?;
-        let msg = match frame::decode(frame::unpad(&plain[..n])?) {
+        let decoded = BUFS.with_borrow_mut(|b| {
+            let Bufs { open, scratch, .. } = b;
+            open.resize(len, 0);
+            let n = self
+                .noise
+                .read_message(ct, open)
+                .map_err(|_| LinkError::Decrypt)?;
+            if scratch.len() < frame::SCRATCH {
+                scratch.resize(frame::SCRATCH, 0);
+            }
+            Ok::<_, LinkError>(frame::decode_with(frame::unpad(&open[..n])?, scratch))
+        })?;
+        let msg = match decoded {
             Ok(m) => m,
             Err(e) => return Ok(Some((2 + len, Opened::Unknown(e)))),
         };
