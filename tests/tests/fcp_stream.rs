@@ -141,4 +141,24 @@ fn chunked_get_sends_pieces_in_order_then_data_found() {
     assert_eq!(e.name, "ProtocolError", "{e:?}");
     assert_eq!(e.get("Identifier"), Some("c2"));
     assert_eq!(get_chunked(node.fcp, &uri, &[]).unwrap(), data);
+
+    // A client that goes away in the middle: the node goes on serving.
+    for i in 0..3 {
+        let mut gone = Fcp::connect(node.fcp, "leaves");
+        gone.send(
+            &Message::new("ClientGet")
+                .field("URI", &uri)
+                .field("Identifier", format!("gone-{i}"))
+                .field("ReturnType", "chunked"),
+        );
+        let (first, _) = gone.until(&["DataChunk", "GetFailed"]);
+        assert_eq!(first.name, "DataChunk", "{first:?}");
+    }
+    assert_eq!(get_chunked(node.fcp, &uri, &[]).unwrap(), data);
+
+    // An empty document: no piece, DataFound with DataLength=0.
+    let (done, _) = c.put_direct("CHK@", "empty", b"", &[]);
+    assert_eq!(done.name, "PutSuccessful", "{done:?}");
+    let empty = done.get("URI").unwrap().to_string();
+    assert_eq!(get_chunked(node.fcp, &empty, &[]).unwrap(), b"");
 }
