@@ -63,6 +63,10 @@ pub struct GetArgs {
     /// Fail if the data is bigger than this many bytes
     #[arg(long)]
     pub max_size: Option<u64>,
+    /// Don't keep the fetched blocks in the node's client cache (a second
+    /// fetch, or a retry after a failure, then starts over)
+    #[arg(long)]
+    pub no_cache: bool,
 }
 
 /// `lichen putsite`.
@@ -923,6 +927,9 @@ fn get_with(fcp: &FcpOpts, a: &GetArgs, t: &mut Term<'_>) -> Result<()> {
             .field("MaxRetries", "0");
         if let Some(max) = a.max_size {
             msg = msg.field("MaxSize", max.to_string());
+        }
+        if a.no_cache {
+            msg = msg.field("WriteToClientCache", "false");
         }
         if let Err(e) = c.send(&msg) {
             break Err(e);
@@ -1961,6 +1968,7 @@ mod tests {
             assert_eq!(g.get("Verbosity"), Some("1"));
             assert_eq!(g.get("MaxRetries"), Some("0"));
             assert_eq!(g.get("MaxSize"), Some("1000"));
+            assert_eq!(g.get("WriteToClientCache"), None);
             let id = g.get("Identifier").unwrap().to_string();
             c.send(&msg(
                 "SimpleProgress",
@@ -1984,6 +1992,7 @@ mod tests {
             uri: "KSK@hello".into(),
             output: None,
             max_size: Some(1000),
+            no_cache: false,
         };
         let c = run(false, |t| get_with(&fcp, &args, t));
         h.join().unwrap();
@@ -1998,6 +2007,8 @@ mod tests {
         let sent = data.clone();
         let (fcp, h) = fake_node(move |c| {
             let g = c.expect("ClientGet");
+            // --no-cache
+            assert_eq!(g.get("WriteToClientCache"), Some("false"));
             let id = g.get("Identifier").unwrap().to_string();
             for m in chunks(&id, &sent, 1 << 20) {
                 c.send(&m);
@@ -2010,6 +2021,7 @@ mod tests {
             uri: "CHK@big".into(),
             output: Some(out.clone()),
             max_size: None,
+            no_cache: true,
         };
         let c = run(false, |t| get_with(&fcp, &args, t));
         h.join().unwrap();
@@ -2047,6 +2059,7 @@ mod tests {
             uri: "USK@k/site/1".into(),
             output: None,
             max_size: None,
+            no_cache: false,
         };
         let c = run(false, |t| get_with(&fcp, &args, t));
         h.join().unwrap();
@@ -2077,6 +2090,7 @@ mod tests {
             uri: "USK@k/site/1".into(),
             output: None,
             max_size: None,
+            no_cache: false,
         };
         let c = run(false, |t| get_with(&fcp, &args, t));
         let e = c.result.unwrap_err().to_string();
@@ -2112,6 +2126,7 @@ mod tests {
             uri: "CHK@half".into(),
             output: Some(out.clone()),
             max_size: None,
+            no_cache: false,
         };
         let c = run(false, |t| get_with(&fcp, &args, t));
         h.join().unwrap();
@@ -2155,6 +2170,7 @@ mod tests {
                 uri: "CHK@x".into(),
                 output: Some(dir.path().join("x.bin")),
                 max_size: None,
+                no_cache: false,
             };
             let c = run(false, |t| get_with(&fcp, &args, t));
             let e = c.result.unwrap_err().to_string();
@@ -2187,6 +2203,7 @@ mod tests {
             uri: "CHK@nothing".into(),
             output: Some(out.clone()),
             max_size: None,
+            no_cache: false,
         };
         let c = run(false, |t| get_with(&fcp, &args, t));
         h.join().unwrap();
@@ -2221,6 +2238,7 @@ mod tests {
             uri: "CHK@x".into(),
             output: None,
             max_size: None,
+            no_cache: false,
         };
         let mut out = ClosedPipe;
         let mut err = Vec::new();

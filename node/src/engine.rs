@@ -30,6 +30,9 @@ pub struct LocalBlocks {
     /// Only the local client cache and stores, not the network (FCP
     /// `DSOnly`).
     ds_only: bool,
+    /// Keep blocks fetched from the network in the client cache (FCP
+    /// `WriteToClientCache`).
+    keep: bool,
     /// Blocks of this insert that are only in the client cache (no peers,
     /// or the network refused them): pushed later (`crate::push`).
     deferred: Option<Arc<Deferred>>,
@@ -109,6 +112,7 @@ impl LocalBlocks {
             node,
             ignore_ds: false,
             ds_only: false,
+            keep: true,
             deferred: None,
         }
     }
@@ -157,11 +161,11 @@ impl BlockSource for LocalBlocks {
         // The peer manager puts a found block in the private client cache
         // only: nothing fetched for this node's user enters the shared
         // store or cache.
-        let outcome = if self.ignore_ds {
-            net.fetch_from_network(Key(key.0), key_kind(kind)).await
-        } else {
-            net.fetch(Key(key.0), key_kind(kind)).await
+        let opts = crate::net::FetchOpts {
+            local_first: !self.ignore_ds,
+            keep: self.keep,
         };
+        let outcome = net.fetch_with(Key(key.0), key_kind(kind), opts).await;
         match outcome {
             Ok(RequestOutcome::Found(block)) => Ok(block),
             Ok(RequestOutcome::NotFound | RequestOutcome::TimedOut) => Err(SourceError::NotFound),
@@ -448,6 +452,10 @@ pub struct GetSpec {
     pub ignore_ds: bool,
     /// FCP MaxRetries (-1 forever).
     pub retries: i32,
+    /// Keep the blocks fetched from the network in the client cache (FCP
+    /// `WriteToClientCache`): a later fetch of the same document, or a
+    /// retry of a failed one, finds them there.
+    pub write_client_cache: bool,
 }
 
 /// A completed fetch.
@@ -939,6 +947,7 @@ pub async fn get_streaming(
     let mut blocks = LocalBlocks::new(node.clone());
     blocks.ignore_ds = spec.ignore_ds;
     blocks.ds_only = spec.ds_only && !spec.ignore_ds;
+    blocks.keep = spec.write_client_cache;
     // A CHK written by other software (e.g. a Freenet CHK) has a routing key
     // like any other: look for it, and only if a block is there say that
     // Lichen cannot decode it.

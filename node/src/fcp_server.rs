@@ -1877,6 +1877,7 @@ async fn run_request(
                 ds_only: g.ds_only,
                 ignore_ds: g.ignore_ds,
                 retries: g.max_retries,
+                write_client_cache: g.write_to_client_cache,
             };
             let stream = if g.return_type == ReturnType::Chunked {
                 Some(chunked_open(&node, &req))

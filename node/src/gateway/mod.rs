@@ -1005,6 +1005,8 @@ fn job_for(
             ds_only: false,
             ignore_ds: false,
             retries: 0,
+            // A page's files and a reload find what was fetched.
+            write_client_cache: true,
         };
         let tx2 = tx.clone();
         let progress = move |p: crate::requests::Progress| {

@@ -51,6 +51,7 @@ pub use handshake::{Handshake, HsAction};
 pub use keys::NodeKeys;
 pub use link::{Link, LinkConfig, LinkEvent, LinkSender};
 pub use noderef::NodeRef;
+pub use peers::FetchOpts;
 pub use transport::{Opened, RekeyPolicy, Transport};
 
 /// Noise protocol name used by every link.

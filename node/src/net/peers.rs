@@ -174,7 +174,7 @@ pub enum AddFriendError {
 
 enum Cmd {
     /// The bool: look at the local store first (false: FCP `IgnoreDS`).
-    Fetch(Key, KeyKind, bool, oneshot::Sender<RequestOutcome>),
+    Fetch(Key, KeyKind, FetchOpts, oneshot::Sender<RequestOutcome>),
     Insert(Key, KeyKind, Vec<u8>, oneshot::Sender<InsertOutcome>),
     Connect(NodeRef, Option<Vec<u8>>),
     PeerCount(oneshot::Sender<usize>),
@@ -437,36 +437,28 @@ impl PeerManager {
         }
     }
 
-    /// Fetch a block through the network (the store is looked at first).
+    /// Fetch a block through the network (the store is looked at first,
+    /// and a block found is kept in the client cache).
     ///
     /// # Errors
     /// [`LinkError::Closed`] if the manager has stopped.
     pub async fn fetch(&self, key: Key, kind: KeyKind) -> Result<RequestOutcome, LinkError> {
-        self.fetch_with(key, kind, true).await
+        self.fetch_with(key, kind, FetchOpts::default()).await
     }
 
-    /// Fetch a block through the network without looking at the local
-    /// store (FCP `IgnoreDS`).
+    /// Fetch a block for this node's user, as `opts` says.
     ///
     /// # Errors
     /// [`LinkError::Closed`] if the manager has stopped.
-    pub async fn fetch_from_network(
+    pub async fn fetch_with(
         &self,
         key: Key,
         kind: KeyKind,
-    ) -> Result<RequestOutcome, LinkError> {
-        self.fetch_with(key, kind, false).await
-    }
-
-    async fn fetch_with(
-        &self,
-        key: Key,
-        kind: KeyKind,
-        local_first: bool,
+        opts: FetchOpts,
     ) -> Result<RequestOutcome, LinkError> {
         let (tx, rx) = oneshot::channel();
         self.cmd
-            .send(Cmd::Fetch(key, kind, local_first, tx))
+            .send(Cmd::Fetch(key, kind, opts, tx))
             .await
             .map_err(|_| LinkError::Closed)?;
         rx.await.map_err(|_| LinkError::Closed)
@@ -750,8 +742,28 @@ struct PeerState {
     seed_client: bool,
 }
 
+/// How a fetch for this node's user uses the node's own storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FetchOpts {
+    /// Look in the stores and caches first (false: FCP `IgnoreDS`).
+    pub local_first: bool,
+    /// Keep a block found in the network in the private client cache
+    /// (FCP `WriteToClientCache`; never the shared spaces either way).
+    pub keep: bool,
+}
+
+impl Default for FetchOpts {
+    fn default() -> Self {
+        FetchOpts {
+            local_first: true,
+            keep: true,
+        }
+    }
+}
+
 enum Waiter {
-    Fetch(Key, KeyKind, oneshot::Sender<RequestOutcome>),
+    /// A fetch; keep the block in the client cache.
+    Fetch(Key, KeyKind, bool, oneshot::Sender<RequestOutcome>),
     Insert(oneshot::Sender<InsertOutcome>),
 }
 
@@ -1026,8 +1038,8 @@ async fn drive(
             c = cmds.recv() => {
                 let Some(c) = c else { break };
                 match c {
-                    Cmd::Fetch(key, kind, local_first, reply) => {
-                        let local = if local_first {
+                    Cmd::Fetch(key, kind, opts, reply) => {
+                        let local = if opts.local_first {
                             store.get(Origin::Local, kind_of(kind), &RoutingKey(key.0)).ok().flatten()
                         } else {
                             None
@@ -1036,7 +1048,7 @@ async fn drive(
                             let _ = reply.send(RequestOutcome::Found(f.block));
                         } else {
                             let id = node.handle_local_request(now(), LocalRequest::Fetch { key, kind }, &mut rng);
-                            waiters.insert(id, Waiter::Fetch(key, kind, reply));
+                            waiters.insert(id, Waiter::Fetch(key, kind, opts.keep, reply));
                         }
                     }
                     Cmd::Insert(key, kind, block, reply) => {
@@ -1289,8 +1301,8 @@ async fn drive(
                     keeper.keep(space, kind_of(kind), RoutingKey(key.0), block);
                 }
                 Action::RequestDone { id, outcome } => {
-                    if let Some(Waiter::Fetch(key, kind, reply)) = waiters.remove(&id) {
-                        if let RequestOutcome::Found(b) = &outcome {
+                    if let Some(Waiter::Fetch(key, kind, keep, reply)) = waiters.remove(&id) {
+                        if let (true, RequestOutcome::Found(b)) = (keep, &outcome) {
                             keeper.keep(Space::Client, kind_of(kind), RoutingKey(key.0), b.clone());
                         }
                         let _ = reply.send(outcome);
@@ -1352,6 +1364,7 @@ mod tests {
 
     struct TestNode {
         m: PeerManager,
+        store: Arc<dyn BlockStore>,
         r: NodeRef,
         bytes: Vec<u8>,
         stop: CancellationToken,
@@ -1389,7 +1402,7 @@ mod tests {
             noderef: Some(r.to_bytes(&keys)),
             keys,
             location: Location(location),
-            store,
+            store: store.clone(),
             link: LinkConfig::default(),
             bandwidth: Arc::new(Bandwidth::unlimited()),
             // Three nodes: every hop caches, so the result does not depend
@@ -1407,6 +1420,7 @@ mod tests {
         let bytes = r.to_bytes(&keys_of(secret));
         TestNode {
             m: PeerManager::start(setup, l, stop.clone()),
+            store,
             r,
             bytes,
             stop,
@@ -1488,6 +1502,56 @@ mod tests {
         befriend(&na, &nb).await;
         wait_peers(&na.m, 1).await;
         wait_peers(&nb.m, 1).await;
+        for n in [&na, &nb] {
+            n.stop.cancel();
+        }
+    }
+
+    /// FCP `WriteToClientCache=false`: a block fetched from the network is
+    /// not kept in the client cache; by default it is.
+    #[tokio::test]
+    async fn a_fetch_keeps_its_block_in_the_client_cache_only_if_asked() {
+        let (na, nb) = (node(4, 1 << 62).await, node(5, 3 << 62).await);
+        befriend(&na, &nb).await;
+        wait_peers(&na.m, 1).await;
+        wait_peers(&nb.m, 1).await;
+        let mut keys = Vec::new();
+        for text in [&b"not kept"[..], b"kept"] {
+            let (chk, block) =
+                lichen_crypto::chk::encode(text, lichen_crypto::DataFlags::default()).unwrap();
+            na.store
+                .put(Space::Store, BlockKind::Chk, &chk.routing_key, &block)
+                .unwrap();
+            keys.push((Key(chk.routing_key.0), block));
+        }
+        for ((key, block), keep) in keys.iter().zip([false, true]) {
+            let opts = FetchOpts {
+                local_first: true,
+                keep,
+            };
+            let got = tokio::time::timeout(
+                Duration::from_secs(30),
+                nb.m.fetch_with(*key, KeyKind::Chk, opts),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+            assert_eq!(got, RequestOutcome::Found(block.clone()));
+        }
+        let in_client = |k: &Key| {
+            nb.store
+                .contains_in(Space::Client, BlockKind::Chk, &RoutingKey(k.0))
+        };
+        // The store writer keeps blocks in order: once the second is in,
+        // the first would be too.
+        for _ in 0..250 {
+            if in_client(&keys[1].0) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(in_client(&keys[1].0), "the default fetch kept nothing");
+        assert!(!in_client(&keys[0].0), "keep: false kept the block");
         for n in [&na, &nb] {
             n.stop.cancel();
         }
