@@ -156,6 +156,13 @@ fn chunked_get_sends_pieces_in_order_then_data_found() {
     }
     assert_eq!(get_chunked(node.fcp, &uri, &[]).unwrap(), data);
 
+    // A compressed document comes out decompressed, its length as announced.
+    let text = b"lichen grows slowly on stone. ".repeat(100_000);
+    let (done, _) = c.put_direct("CHK@", "text", &text, &[]);
+    assert_eq!(done.name, "PutSuccessful", "{done:?}");
+    let text_uri = done.get("URI").unwrap().to_string();
+    assert!(get_chunked(node.fcp, &text_uri, &[]).unwrap() == text);
+
     // An empty document: no piece, DataFound with DataLength=0.
     let (done, _) = c.put_direct("CHK@", "empty", b"", &[]);
     assert_eq!(done.name, "PutSuccessful", "{done:?}");
