@@ -317,7 +317,10 @@ pub struct ClientGet {
     pub charset: Option<String>,
     /// `IgnoreUSKDatehints`.
     pub ignore_usk_datehints: bool,
-    /// `WriteToClientCache` (default: true for connection persistence).
+    /// `WriteToClientCache` (default true). fred defaults it to false for
+    /// persistent gets, which keep their progress in fred's own temporary
+    /// storage; Lichen's persistent gets resume after a restart from the
+    /// blocks in the client cache, so it is on for them too.
     pub write_to_client_cache: bool,
 }
 
@@ -1079,8 +1082,7 @@ fn parse_get(f: &Fields) -> Result<ClientGet, MessageInvalid> {
             .map(|s| s.split(';').map(str::to_string).collect()),
         charset: opt(f, "Charset"),
         ignore_usk_datehints: f.get_bool("IgnoreUSKDatehints", false),
-        write_to_client_cache: f
-            .get_bool("WriteToClientCache", persistence == Persistence::Connection),
+        write_to_client_cache: f.get_bool("WriteToClientCache", true),
         return_type,
         filename,
         uri,

@@ -136,6 +136,19 @@ fn client_get_direct_and_disk() {
         panic!()
     };
     assert_eq!(g.priority_class, PriorityClass::PREFETCH);
+
+    // WriteToClientCache: on by default, persistent gets too (they resume
+    // from the client cache); off when asked.
+    let msg = b"ClientGet\nPersistence=forever\nIdentifier=p\nURI=KSK@x\nEndMessage\n";
+    let ClientMessage::ClientGet(g) = parse(msg) else {
+        panic!()
+    };
+    assert!(g.write_to_client_cache);
+    let msg = b"ClientGet\nWriteToClientCache=false\nIdentifier=q\nURI=KSK@x\nEndMessage\n";
+    let ClientMessage::ClientGet(g) = parse(msg) else {
+        panic!()
+    };
+    assert!(!g.write_to_client_cache);
 }
 
 #[test]
