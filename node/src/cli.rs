@@ -987,7 +987,9 @@ fn receive_get(
             continue;
         }
         match m.name.as_str() {
-            "SimpleProgress" => bar.blocks("fetching", &m),
+            // Once data comes the bar counts bytes: it arrives as the fetch
+            // decodes it, so it shows the fetch's progress too.
+            "SimpleProgress" if received == 0 => bar.blocks("fetching", &m),
             "DataChunk" => {
                 if field_u64(&m, "Offset") != Some(received) {
                     bail!(
@@ -2136,6 +2138,51 @@ mod tests {
             "{e}"
         );
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    /// Block progress until the first data, then bytes: a `SimpleProgress`
+    /// between two pieces does not turn the bar back into a block count.
+    #[test]
+    fn get_progress_counts_bytes_once_data_comes() {
+        let (fcp, h) = fake_node(|c| {
+            let g = c.expect("ClientGet");
+            let id = g.get("Identifier").unwrap().to_string();
+            let progress = msg(
+                "SimpleProgress",
+                &[
+                    ("Identifier", &id),
+                    ("Total", "9"),
+                    ("Required", "6"),
+                    ("Succeeded", "2"),
+                ],
+            );
+            c.send(&progress);
+            let mut pieces = chunks(&id, &[7; 3000], 1000).into_iter();
+            c.send(&pieces.next().unwrap());
+            c.send(&progress);
+            for p in pieces {
+                c.send(&p);
+            }
+            c.send(&data_found(&id, 3000));
+        });
+        let mut c = Client::connect(&fcp.fcp).unwrap();
+        c.send(
+            &Message::new("ClientGet")
+                .field("Identifier", "g")
+                .field("URI", "CHK@x"),
+        )
+        .unwrap();
+        // The fake node answers the identifier it was sent.
+        let mut bar = Progress::new(false);
+        let mut out = Vec::new();
+        let mut sink = Sink::new(None, &mut out);
+        let done = receive_get(&mut c, "g", &mut bar, &mut sink).unwrap();
+        h.join().unwrap();
+        assert!(matches!(done, GetOutcome::Done));
+        assert_eq!(bar.mode, Mode::Bytes);
+        assert_eq!(bar.bar.position(), 3000);
+        assert_eq!(bar.bar.length(), Some(3000));
+        assert_eq!(out, vec![7; 3000]);
     }
 
     /// Chunks out of order, or a `DataFound` whose length is not what came
