@@ -75,9 +75,14 @@ sleep 3
 B=$((BASE + 3 * NODES))
 C=$((BASE + 3 * (NODES + 1)))
 echo "late node B has $(peers $B) peers, late node C has $(peers $C)"
+# Bytes over loopback during the fetch (/proc/net/dev counts each byte
+# once): minus the document the FCP client reads, what the links carried.
+lo_bytes() { awk '/^ *lo:/ {sub(/^ *lo:/, ""); print $1}' /proc/net/dev; }
+lo1=$(lo_bytes)
 t2=$(now)
 $BIN get "$URI" -o "$W/out" --fcp "127.0.0.1:$B"
 t3=$(now)
+lo2=$(lo_bytes)
 cmp "$W/in" "$W/out"
 # No Sec-Fetch-Dest header: the gateway holds the answer until the document
 # is complete (at most 60 s), then streams it.
@@ -94,4 +99,6 @@ awk -v m="$MIB" -v a="$t0" -v b="$t1" -v c="$t2" -v d="$t3" -v g="$GWT" 'BEGIN {
   printf "insert on node 1:        %.1f MiB/s (%.2f s)\n", m/(b-a), b-a;
   printf "fetch on B (FCP):        %.1f MiB/s (%.2f s; lichen get: ReturnType=chunked, data written as it is decoded)\n", m/(d-c), d-c;
   printf "fetch on C (gateway):    %.1f MiB/s (%.2f s), time to first byte %.3f s\n", m/x[2], x[2], x[1] }'
+awk -v m="$MIB" -v a="$lo1" -v b="$lo2" 'BEGIN {
+  printf "links during B'"'"'s fetch: %.0f MiB over loopback, %.1f crossings per byte of the document (the hops decide the fetch figure)\n", (b-a)/1048576 - m, ((b-a)/1048576 - m)/m }'
 echo "peak RSS (VmHWM) over the run: $(rss_of VmHWM | summary)"
