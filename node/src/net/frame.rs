@@ -151,12 +151,10 @@ pub fn padded_size(len: usize) -> Option<usize> {
 /// [`LinkError::MessageTooLarge`].
 pub fn pad(payload: &[u8]) -> Result<Vec<u8>, LinkError> {
     let size = padded_size(payload.len()).ok_or(LinkError::MessageTooLarge(payload.len()))?;
-    let len =
-        u16::try_from(payload.len()).map_err(|_| LinkError::MessageTooLarge(payload.len()))?;
     let mut out = Vec::with_capacity(size);
-    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(&[0; LEN_PREFIX]);
     out.extend_from_slice(payload);
-    out.resize(size, 0);
+    finish_padding(&mut out)?;
     Ok(out)
 }
 
