@@ -563,8 +563,22 @@ struct ChunkWriter {
     room: Arc<Semaphore>,
 }
 
-impl ChunkWriter {
-    fn send(&mut self, data: &[u8]) -> std::io::Result<()> {
+impl std::io::Write for ChunkWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.write_vectored(&[std::io::IoSlice::new(b)])
+    }
+
+    /// One `DataChunk` of up to [`DATA_CHUNK_MAX`] bytes from the front of
+    /// `bufs`, copied once, straight behind its header.
+    fn write_vectored(&mut self, bufs: &[std::io::IoSlice<'_>]) -> std::io::Result<usize> {
+        let n = bufs
+            .iter()
+            .map(|b| b.len())
+            .sum::<usize>()
+            .min(DATA_CHUNK_MAX);
+        if n == 0 {
+            return Ok(0);
+        }
         let gone =
             || std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the FCP connection closed");
         // `unconstrained`: as for `StreamWriter::send`. Room comes back as
@@ -578,14 +592,17 @@ impl ChunkWriter {
         let header = rep::DataChunk {
             identifier: self.identifier.clone(),
             offset: self.offset,
-            data_length: data.len() as u64,
+            data_length: n as u64,
             total_length,
             content_type,
         }
         .header();
-        let mut bytes = Vec::with_capacity(header.len() + data.len());
+        let mut bytes = Vec::with_capacity(header.len() + n);
         bytes.extend_from_slice(&header);
-        bytes.extend_from_slice(data);
+        for b in bufs {
+            let take = b.len().min(n + header.len() - bytes.len());
+            bytes.extend_from_slice(&b[..take]);
+        }
         if !self
             .node
             .hub
@@ -593,30 +610,8 @@ impl ChunkWriter {
         {
             return Err(gone());
         }
-        self.offset += data.len() as u64;
-        Ok(())
-    }
-}
-
-impl std::io::Write for ChunkWriter {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.write_vectored(&[std::io::IoSlice::new(b)])
-    }
-
-    /// One chunk of up to [`DATA_CHUNK_MAX`] bytes from the front of `bufs`.
-    fn write_vectored(&mut self, bufs: &[std::io::IoSlice<'_>]) -> std::io::Result<usize> {
-        let mut chunk = Vec::new();
-        for b in bufs {
-            let take = b.len().min(DATA_CHUNK_MAX - chunk.len());
-            chunk.extend_from_slice(&b[..take]);
-            if chunk.len() == DATA_CHUNK_MAX {
-                break;
-            }
-        }
-        if !chunk.is_empty() {
-            self.send(&chunk)?;
-        }
-        Ok(chunk.len())
+        self.offset += n as u64;
+        Ok(n)
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
