@@ -999,6 +999,7 @@ impl Conn {
                             ("unexpectedReplies", s.unexpected_replies),
                             ("backoffWaits", s.backoff_waits),
                             ("droppedLeastUseful", s.dropped_least_useful),
+                            ("insertsForked", s.inserts_forked),
                         ] {
                             f.push(format!("volatile.lichen.{name}"), v.to_string());
                         }

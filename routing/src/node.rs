@@ -381,6 +381,10 @@ pub struct Stats {
     /// Newcomers refused because the seed-client table was full too.
     #[serde(default)]
     pub seed_clients_refused: u64,
+    /// Inserts that reached the caching level here and went on under a
+    /// fresh id ([`Node::fork_on_cacheable`]).
+    #[serde(default)]
+    pub inserts_forked: u64,
 }
 
 /// A newcomer kept only to route its announcement: never a route for
@@ -443,6 +447,10 @@ struct Pending {
     /// Failed attempts while the HTL was above the caching level (where a
     /// failure does not cost HTL); see [`Node::charge_failure`].
     high_htl_failures: u8,
+    /// The id the upstream knows this by: the map key, except for an
+    /// insert forked here (see [`Node::fork_on_cacheable`]), which is
+    /// routed on under a fresh id.
+    reply_id: Option<u64>,
 }
 
 impl Pending {
@@ -468,6 +476,7 @@ impl Pending {
             waiters: Vec::new(),
             data_pending: false,
             high_htl_failures: 0,
+            reply_id: None,
         }
     }
 }
@@ -1463,10 +1472,19 @@ impl<V: Verifier> Node<V> {
                 }
             }
         }
+        let arrived = htl;
         let htl = self.decrement(htl, Some(from));
+        let cacheable = htl <= self.cfg.cache_max_htl;
+        // Our own insert, back by another path after a fork downstream:
+        // relayed like any other, but nothing inserted here goes into the
+        // shared store or cache.
+        let own = self
+            .pending
+            .values()
+            .any(|p| p.upstream == Upstream::Local && p.insert.is_some() && p.key == key);
         let sink = self.is_sink(key.location());
-        let deep_candidate = htl <= self.cfg.cache_max_htl && !sink;
-        if htl <= self.cfg.cache_max_htl {
+        let deep_candidate = cacheable && !sink && !own;
+        if cacheable && !own {
             let space = if sink { Space::Store } else { Space::Cache };
             self.actions.push_back(Action::StoreBlock {
                 space,
@@ -1486,7 +1504,36 @@ impl<V: Verifier> Node<V> {
             p.deep_candidate = deep_candidate;
             p.data_pending = false;
         }
+        let id = if arrived > self.cfg.cache_max_htl && cacheable {
+            self.fork_on_cacheable(now, id, rng)
+        } else {
+            id
+        };
         self.route(now, id, rng);
+    }
+
+    /// Freenet's "fork on cacheable": the insert has just reached the
+    /// caching level, so the nodes it passed so far (the inserter's
+    /// neighbourhood) kept nothing, and in a small network the nodes
+    /// closest to the key are often among them. From here it goes on under
+    /// a fresh id with nothing tried, so those nodes, the one it came from
+    /// included, may take it again, now allowed to store. Its result still
+    /// goes upstream under the old id. Returns the new id.
+    fn fork_on_cacheable(&mut self, now: Millis, id: u64, rng: &mut impl RngCore) -> u64 {
+        let Some(mut p) = self.pending.remove(&id) else {
+            return id;
+        };
+        let mut fresh = rng.next_u64();
+        while fresh == id || self.id_in_use(fresh) {
+            fresh = rng.next_u64();
+        }
+        p.reply_id = Some(id);
+        p.tried.clear();
+        let upstream = p.upstream;
+        self.pending.insert(fresh, p);
+        self.remember(now, fresh, upstream);
+        self.stats.inserts_forked += 1;
+        fresh
     }
 
     /// Forget insert `id` here and free its upstream's incoming slot.
@@ -1746,6 +1793,7 @@ impl<V: Verifier> Node<V> {
                     } else {
                         p.htl
                     };
+                    let id = p.reply_id.unwrap_or(id);
                     self.send(u, Message::RouteNotFound { id, htl });
                 }
                 Upstream::Local => {
@@ -1903,10 +1951,13 @@ impl<V: Verifier> Node<V> {
         }
         self.release(p.upstream);
         match p.upstream {
-            Upstream::Peer(u) => match collision {
-                Some(block) => self.send(u, Message::Collision { id, block }),
-                None => self.send(u, Message::InsertReply { id }),
-            },
+            Upstream::Peer(u) => {
+                let id = p.reply_id.unwrap_or(id);
+                match collision {
+                    Some(block) => self.send(u, Message::Collision { id, block }),
+                    None => self.send(u, Message::InsertReply { id }),
+                }
+            }
             Upstream::Local => {
                 self.local_finished(collision.is_none(), false);
                 let outcome = match collision {

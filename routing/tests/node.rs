@@ -1306,6 +1306,194 @@ fn stray_insert_data_is_refused_and_missing_data_times_out() {
     assert!(sends(&drain(&mut n)).is_empty());
 }
 
+/// A node at location 0 with peers 1..=3 at i * 2^60 that takes any block
+/// as valid, and a key at peer 1's location.
+fn permissive_node() -> (Node<V>, ChaCha8Rng, Key) {
+    fn any(_: &Key, _: KeyKind, _: &[u8]) -> bool {
+        true
+    }
+    let mut r = rng();
+    let mut n = Node::new(Config::default(), Location(0), any as V);
+    for i in 1..=3 {
+        n.add_peer(0, PeerId(i), Location(i << 60), &mut r);
+    }
+    (n, r, key_at(1 << 60))
+}
+
+#[test]
+fn insert_reaching_the_caching_level_forks_under_a_fresh_id() {
+    let (mut n, mut r, key) = permissive_node();
+    // Arrives at 17 from peer 1, the peer closest to the key: 16 here, the
+    // caching level. Kept in the cache (peer 1 is closer: not a sink).
+    send_insert(
+        &mut n,
+        0,
+        PeerId(1),
+        (40, key, 17, KeyKind::Chk),
+        vec![7; 32],
+        &mut EmptyStore,
+        &mut r,
+    );
+    let a = drain(&mut n);
+    assert!(a.iter().any(|x| matches!(
+        x,
+        Action::StoreBlock {
+            space: Space::Cache,
+            ..
+        }
+    )));
+    // Forked: a fresh id, nothing tried, so the closest peer gets it back
+    // although it sent it, now at a level where it may store it.
+    let (to, fresh, htl) = sends(&a)
+        .into_iter()
+        .find_map(|(to, m)| match m {
+            Message::Insert { id, htl, .. } => Some((to, id, htl)),
+            _ => None,
+        })
+        .unwrap();
+    assert_ne!(fresh, 40);
+    assert_eq!((to, htl), (PeerId(1), 16));
+    assert_eq!(n.stats().inserts_forked, 1);
+    // Its block follows acceptance under the fresh id; the old id is
+    // still a loop.
+    n.handle_message(
+        1,
+        to,
+        Message::Accepted { id: fresh },
+        &mut EmptyStore,
+        &mut r,
+    );
+    assert!(sends(&drain(&mut n)).iter().any(
+        |(t, m)| *t == PeerId(1) && matches!(m, Message::InsertData { id, .. } if *id == fresh)
+    ));
+    n.handle_message(
+        1,
+        PeerId(2),
+        Message::Insert {
+            id: 40,
+            key,
+            htl: 10,
+            kind: KeyKind::Chk,
+        },
+        &mut EmptyStore,
+        &mut r,
+    );
+    assert!(sends(&drain(&mut n)).contains(&(PeerId(2), Message::RejectedLoop { id: 40 })));
+    // The result goes upstream under the id upstream knows.
+    n.handle_message(
+        2,
+        PeerId(1),
+        Message::InsertReply { id: fresh },
+        &mut EmptyStore,
+        &mut r,
+    );
+    assert_eq!(
+        sends(&drain(&mut n)),
+        vec![(PeerId(1), Message::InsertReply { id: 40 })]
+    );
+
+    // Already below the caching level on arrival: no fork, same id, and
+    // never back to the peer it came from.
+    send_insert(
+        &mut n,
+        3,
+        PeerId(1),
+        (41, key, 12, KeyKind::Chk),
+        vec![7; 32],
+        &mut EmptyStore,
+        &mut r,
+    );
+    let a = drain(&mut n);
+    assert_eq!(forwarded_to(&a, 41), Some((PeerId(2), 11)));
+    assert_eq!(n.stats().inserts_forked, 1);
+    // A forked insert whose route ends reports it under the old id.
+    send_insert(
+        &mut n,
+        4,
+        PeerId(2),
+        (42, key, 17, KeyKind::Chk),
+        vec![7; 32],
+        &mut EmptyStore,
+        &mut r,
+    );
+    let (to, fresh) = sends(&drain(&mut n))
+        .into_iter()
+        .find_map(|(to, m)| match m {
+            Message::Insert { id, .. } => Some((to, id)),
+            _ => None,
+        })
+        .unwrap();
+    assert_ne!(fresh, 42);
+    n.handle_message(
+        5,
+        to,
+        Message::RouteNotFound { id: fresh, htl: 0 },
+        &mut EmptyStore,
+        &mut r,
+    );
+    assert!(sends(&drain(&mut n)).contains(&(PeerId(2), Message::RouteNotFound { id: 42, htl: 0 })));
+}
+
+#[test]
+fn own_insert_coming_back_after_a_fork_is_relayed_not_stored() {
+    let (mut n, mut r, key) = permissive_node();
+    let RequestId(mine) = n.handle_local_request(
+        0,
+        LocalRequest::Insert {
+            key,
+            kind: KeyKind::Chk,
+            block: vec![7; 32],
+        },
+        &mut r,
+    );
+    let a = drain(&mut n);
+    assert_eq!(forwarded_to(&a, mine).map(|(to, _)| to), Some(PeerId(1)));
+    // A fork downstream sends it back under another id, at a caching
+    // level: relayed like any insert, but not kept here.
+    send_insert(
+        &mut n,
+        1,
+        PeerId(1),
+        (60, key, 12, KeyKind::Chk),
+        vec![7; 32],
+        &mut EmptyStore,
+        &mut r,
+    );
+    let a = drain(&mut n);
+    assert!(
+        !a.iter().any(|x| matches!(x, Action::StoreBlock { .. })),
+        "{a:?}"
+    );
+    assert_eq!(forwarded_to(&a, 60), Some((PeerId(2), 11)));
+    // Once our insert is over, the same key from a peer is kept as usual.
+    n.handle_message(
+        2,
+        PeerId(1),
+        Message::Accepted { id: mine },
+        &mut EmptyStore,
+        &mut r,
+    );
+    n.handle_message(
+        2,
+        PeerId(1),
+        Message::InsertReply { id: mine },
+        &mut EmptyStore,
+        &mut r,
+    );
+    send_insert(
+        &mut n,
+        3,
+        PeerId(3),
+        (61, key, 12, KeyKind::Chk),
+        vec![7; 32],
+        &mut EmptyStore,
+        &mut r,
+    );
+    assert!(drain(&mut n)
+        .iter()
+        .any(|x| matches!(x, Action::StoreBlock { .. })));
+}
+
 #[test]
 fn insert_whose_route_ends_at_high_htl_is_kept_by_a_forwarder() {
     // One peer (the upstream): an insert arriving at the maximum HTL has
