@@ -149,13 +149,36 @@ fn try_open(
     };
     // sled can panic on some kinds of damage instead of returning an error;
     // everything built here is discarded if it does.
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(open)) {
+    let attempt = || match std::panic::catch_unwind(std::panic::AssertUnwindSafe(open)) {
         Ok(r) => r,
         Err(_) => Err(StoreError::Sled {
             context: "open the store (sled panicked)",
             source: sled::Error::ReportableBug("panic while opening".into()),
         }),
+    };
+    // A store just closed in this process can keep its lock for a moment:
+    // sled's background threads drop their handles after the `Db` is gone.
+    // Wait for it, briefly; another process holding the store still gets
+    // the error.
+    let give_up = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match attempt() {
+            Err(e) if is_lock_held(&e) && std::time::Instant::now() < give_up => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            r => return r,
+        }
     }
+}
+
+/// How long [`try_open`] waits for a store lock to be released.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// sled's "could not acquire lock" (another handle holds the store).
+fn is_lock_held(e: &StoreError) -> bool {
+    matches!(e, StoreError::Sled { source: sled::Error::Io(io), .. }
+        if io.kind() == std::io::ErrorKind::Other
+            && io.to_string().starts_with("could not acquire lock"))
 }
 
 /// Errors that mean "the files are damaged", as opposed to "cannot access
