@@ -3,7 +3,9 @@
 //! `GET /CHK@…/file`, `/SSK@…/site-3/page.html`, `/USK@…/site/3/…`,
 //! `/KSK@name` fetch a document through the client layer (manifests,
 //! default documents, USK editions) into a temporary file, then serve it
-//! through the content filter ([`filter`]). A fetch that takes longer than
+//! through the content filter ([`filter`]); types sent unfiltered (images,
+//! plain text, downloads) are sent while the fetch writes them. A fetch
+//! that takes longer than
 //! a moment gets a self-refreshing progress page while it goes on in the
 //! background. `/` is the home page (status, open a key, upload a file,
 //! request queue).
@@ -20,7 +22,7 @@ use crate::config::client_allowed;
 use crate::engine::{self, GetSpec, PutData, PutSpec};
 use crate::node::Node;
 use crate::requests::Scope;
-use crate::sealed::{SealKey, SealedReader};
+use crate::sealed::SealKey;
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Multipart, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
@@ -86,8 +88,11 @@ impl Default for Options {
     }
 }
 
+/// A fetched document in a sealed temporary file, written from its first
+/// byte on while the fetch runs, and deleted when the last handle goes
+/// (the job's, or that of a response still sending it).
 #[derive(Debug)]
-struct DoneFile {
+struct DocFile {
     /// Sealed under `key` (see [`crate::sealed`]).
     path: PathBuf,
     key: SealKey,
@@ -95,8 +100,8 @@ struct DoneFile {
     size: u64,
 }
 
-impl DoneFile {
-    /// The whole document, decrypted.
+impl DocFile {
+    /// The whole document, decrypted (a finished job's).
     async fn read_all(&self) -> std::io::Result<Vec<u8>> {
         let mut b = tokio::fs::read(&self.path).await?;
         self.key.open_in_place(0, &mut b);
@@ -104,9 +109,50 @@ impl DoneFile {
     }
 }
 
-impl Drop for DoneFile {
+impl Drop for DocFile {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// The part of a running job's document already on disk.
+#[derive(Debug, Clone)]
+struct Streamed {
+    file: Arc<DocFile>,
+    /// Bytes written so far, in order from the first.
+    written: u64,
+}
+
+/// Seals what the fetch decodes into the job's file and tells the job's
+/// watchers how far it has got.
+struct PublishingWriter {
+    inner: crate::sealed::SealedWriter<std::fs::File>,
+    tx: watch::Sender<JobState>,
+    written: u64,
+}
+
+impl std::io::Write for PublishingWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.write_vectored(&[std::io::IoSlice::new(b)])
+    }
+
+    fn write_vectored(&mut self, bufs: &[std::io::IoSlice<'_>]) -> std::io::Result<usize> {
+        let n = self.inner.write_vectored(bufs)?;
+        self.written += n as u64;
+        let w = self.written;
+        self.tx.send_modify(|s| {
+            if let JobState::Running {
+                streamed: Some(st), ..
+            } = s
+            {
+                st.written = w;
+            }
+        });
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
     }
 }
 
@@ -120,8 +166,14 @@ struct JobError {
 
 #[derive(Debug, Clone)]
 enum JobState {
-    Running { done: u64, needed: u64 },
-    Done(Arc<DoneFile>),
+    /// Blocks done and needed; once the document is found, its file as it
+    /// is written.
+    Running {
+        done: u64,
+        needed: u64,
+        streamed: Option<Streamed>,
+    },
+    Done(Arc<DocFile>),
     Failed(Arc<JobError>),
 }
 
@@ -888,8 +940,15 @@ async fn key_request(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
         tokio::pin!(deadline);
         loop {
             let st = rx.borrow_and_update().clone();
-            if !matches!(st, JobState::Running { .. }) {
-                break st;
+            match &st {
+                JobState::Running {
+                    streamed: Some(s), ..
+                } if sent_unfiltered(&s.file.mime, force_download) => {
+                    // Sent as it arrives: no need to wait for the end.
+                    break JobState::Done(s.file.clone());
+                }
+                JobState::Running { .. } => {}
+                _ => break st,
             }
             tokio::select! {
                 r = rx.changed() => if r.is_err() { break rx.borrow().clone(); },
@@ -898,7 +957,7 @@ async fn key_request(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
         }
     };
     match state {
-        JobState::Running { done, needed } => {
+        JobState::Running { done, needed, .. } => {
             html(StatusCode::OK, pages::progress(path, done, needed))
         }
         JobState::Failed(e) => {
@@ -931,7 +990,8 @@ async fn key_request(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
                 .get(header::RANGE)
                 .and_then(|v| v.to_str().ok());
             let head = req.method() == Method::HEAD;
-            serve_document(&uri, path, &file, force_download, max_size, range, head).await
+            let doc = Doc { file, job: rx };
+            serve_document(&uri, path, doc, force_download, max_size, range, head).await
         }
     }
 }
@@ -979,7 +1039,11 @@ fn job_for(
             }
         }
     }
-    let (tx, rx) = watch::channel(JobState::Running { done: 0, needed: 0 });
+    let (tx, rx) = watch::channel(JobState::Running {
+        done: 0,
+        needed: 0,
+        streamed: None,
+    });
     jobs.insert(
         key.to_owned(),
         Job {
@@ -1010,14 +1074,42 @@ fn job_for(
         };
         let tx2 = tx.clone();
         let progress = move |p: crate::requests::Progress| {
-            tx2.send_replace(JobState::Running {
-                done: p.succeeded,
-                needed: p.required,
+            tx2.send_modify(|s| {
+                if let JobState::Running { done, needed, .. } = s {
+                    *done = p.succeeded;
+                    *needed = p.required;
+                }
             });
         };
+        // The document goes to its file as it is decoded, and requests
+        // that serve it unfiltered send it from there meanwhile.
+        let (tx3, out2, key2) = (tx.clone(), out.clone(), key.clone());
+        let open: engine::StreamOpen = Box::new(move |size, mime, _local| {
+            let f = std::fs::File::create(&out2).ok()?;
+            let file = Arc::new(DocFile {
+                path: out2,
+                key: key2.clone(),
+                mime: mime.to_owned(),
+                size,
+            });
+            tx3.send_modify(|s| {
+                if let JobState::Running { streamed, .. } = s {
+                    *streamed = Some(Streamed { file, written: 0 });
+                }
+            });
+            Some(Box::new(PublishingWriter {
+                inner: crate::sealed::SealedWriter::new(f, &key2),
+                tx: tx3,
+                written: 0,
+            }))
+        });
         let result = tokio::select! {
-            r = engine::get(&node, spec, &progress) => Some(r),
+            r = engine::get_streaming(&node, spec, Some(open), &progress) => Some(r),
             () = node.shutdown.cancelled() => None,
+        };
+        let streamed = match &*tx.borrow() {
+            JobState::Running { streamed, .. } => streamed.as_ref().map(|s| s.file.clone()),
+            _ => None,
         };
         let state = match result {
             None => JobState::Failed(Arc::new(JobError {
@@ -1026,12 +1118,15 @@ fn job_for(
                 detail: "The node is shutting down.".into(),
                 redirect: None,
             })),
-            Some(Ok(done)) => JobState::Done(Arc::new(DoneFile {
-                path: out,
-                key,
-                mime: done.mime,
-                size: done.len,
-            })),
+            Some(Ok(done)) => JobState::Done(match streamed {
+                Some(file) if done.streamed => file,
+                _ => Arc::new(DocFile {
+                    path: out,
+                    key,
+                    mime: done.mime,
+                    size: done.len,
+                }),
+            }),
             Some(Err(f)) => JobState::Failed(Arc::new(job_error(&f))),
         };
         tx.send_replace(state);
@@ -1103,32 +1198,116 @@ fn parse_range(range: Option<&str>, size: u64) -> Result<Option<(u64, u64)>, ()>
     Ok(Some((start, end)))
 }
 
-async fn read_head(file: &DoneFile, n: usize) -> std::io::Result<Vec<u8>> {
-    let mut f = tokio::fs::File::open(&file.path).await?;
-    let mut buf = vec![0u8; n];
-    let mut got = 0;
-    while got < n {
-        let k = f.read(&mut buf[got..]).await?;
-        if k == 0 {
-            break;
+/// Whether a document of this type is sent as it is (no filter reads it
+/// whole first), so a request may send it while it is fetched.
+fn sent_unfiltered(mime: &str, force_download: bool) -> bool {
+    let m = mime.to_ascii_lowercase();
+    let m = m.split(';').next().unwrap_or("").trim();
+    force_download || m == "text/plain" || filter::is_passable_image(m)
+}
+
+/// A document to serve: its file, finished or still being written, and
+/// the job that writes it.
+struct Doc {
+    file: Arc<DocFile>,
+    job: watch::Receiver<JobState>,
+}
+
+impl Doc {
+    /// Wait until more than `pos` bytes may be read (while the fetch runs,
+    /// all but the last byte written: a response never ends before the
+    /// fetch has succeeded). Returns how many may be read.
+    async fn readable_past(&mut self, pos: u64) -> std::io::Result<u64> {
+        loop {
+            let n = match &*self.job.borrow_and_update() {
+                JobState::Running {
+                    streamed: Some(s), ..
+                } => s.written.min(self.file.size.saturating_sub(1)),
+                JobState::Running { .. } => 0,
+                JobState::Done(_) => self.file.size,
+                JobState::Failed(e) => {
+                    return Err(std::io::Error::other(format!(
+                        "the fetch failed: {}",
+                        e.title
+                    )))
+                }
+            };
+            if n > pos || n == self.file.size {
+                return Ok(n);
+            }
+            if self.job.changed().await.is_err() {
+                return Err(std::io::Error::other("the fetch ended"));
+            }
         }
-        got += k;
     }
-    buf.truncate(got);
-    file.key.open_in_place(0, &mut buf);
-    Ok(buf)
+
+    /// Bytes `start..start + len` as a body sent as they become readable.
+    fn body(self, start: u64, len: u64) -> Body {
+        let end = start + len;
+        let state = (self, None::<tokio::fs::File>, start);
+        let stream = futures::stream::try_unfold(state, move |(mut doc, f, pos)| async move {
+            if pos >= end {
+                return Ok(None);
+            }
+            let upto = doc.readable_past(pos).await?.min(end);
+            if upto <= pos {
+                return Err(std::io::Error::other(
+                    "the document is shorter than announced",
+                ));
+            }
+            let mut f = match f {
+                Some(f) => f,
+                None => {
+                    let mut f = tokio::fs::File::open(&doc.file.path).await?;
+                    f.seek(std::io::SeekFrom::Start(pos)).await?;
+                    f
+                }
+            };
+            let want = usize::try_from(upto - pos)
+                .unwrap_or(usize::MAX)
+                .min(256 * 1024);
+            let mut buf = vec![0u8; want];
+            let n = f.read(&mut buf).await?;
+            if n == 0 {
+                return Err(std::io::Error::other("the document file ended early"));
+            }
+            buf.truncate(n);
+            doc.file.key.open_in_place(pos, &mut buf);
+            Ok(Some((
+                axum::body::Bytes::from(buf),
+                (doc, Some(f), pos + n as u64),
+            )))
+        });
+        Body::from_stream(stream)
+    }
+
+    /// The first `n` bytes (fewer if the document is shorter).
+    async fn head(&mut self, n: usize) -> std::io::Result<Vec<u8>> {
+        let want = (n as u64).min(self.file.size);
+        while self.readable_past(0).await? < want {
+            if self.job.changed().await.is_err() {
+                return Err(std::io::Error::other("the fetch ended"));
+            }
+        }
+        let mut f = tokio::fs::File::open(&self.file.path).await?;
+        let mut buf = vec![0u8; usize::try_from(want).unwrap_or(n)];
+        f.read_exact(&mut buf).await?;
+        self.file.key.open_in_place(0, &mut buf);
+        Ok(buf)
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
 async fn serve_document(
     uri: &FreenetUri,
     path: &str,
-    file: &Arc<DoneFile>,
+    mut doc: Doc,
     force_download: bool,
     max_size: Option<u64>,
     range: Option<&str>,
     head: bool,
 ) -> Response {
+    let file = doc.file.clone();
     if let Some(max) = max_size {
         if file.size > max && !force_download {
             return html(
@@ -1152,7 +1331,7 @@ async fn serve_document(
             .last()
             .map_or_else(|| "download".to_owned(), |n| safe_file_name(n));
         return serve_file(
-            file,
+            doc,
             "application/octet-stream",
             Some(&format!("attachment; filename=\"{name}\"")),
             range,
@@ -1188,11 +1367,11 @@ async fn serve_document(
                 .insert(header::CACHE_CONTROL, HeaderValue::from_static("private, max-age=600"));
             r
         }
-        "text/plain" => serve_file(file, "text/plain; charset=utf-8", None, range, head).await,
+        "text/plain" => serve_file(doc, "text/plain; charset=utf-8", None, range, head).await,
         m if filter::is_passable_image(m) => {
-            let headb = read_head(file, 16).await.unwrap_or_default();
+            let headb = doc.head(16).await.unwrap_or_default();
             if filter::image_magic_ok(m, &headb) {
-                serve_file(file, m, None, range, head).await
+                serve_file(doc, m, None, range, head).await
             } else {
                 html(
                     StatusCode::OK,
@@ -1212,13 +1391,13 @@ async fn serve_document(
 }
 
 async fn serve_file(
-    file: &Arc<DoneFile>,
+    doc: Doc,
     content_type: &str,
     disposition: Option<&str>,
     range: Option<&str>,
     head: bool,
 ) -> Response {
-    let size = file.size;
+    let size = doc.file.size;
     let (status, start, len) = match parse_range(range, size) {
         Ok(None) => (StatusCode::OK, 0, size),
         Ok(Some((s, e))) => (StatusCode::PARTIAL_CONTENT, s, e - s + 1),
@@ -1234,30 +1413,10 @@ async fn serve_file(
             return r;
         }
     };
-    let mut f = match tokio::fs::File::open(&file.path).await {
-        Ok(f) => f,
-        Err(_) => {
-            return error_page(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "Read error",
-                "The fetched document could not be read back.",
-            )
-        }
-    };
-    if start > 0 && f.seek(std::io::SeekFrom::Start(start)).await.is_err() {
-        return error_page(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "Read error",
-            "Seek failed.",
-        );
-    }
     let body = if head {
         Body::empty()
     } else {
-        Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
-            SealedReader::new(f, file.key.clone(), start).take(len),
-            256 * 1024,
-        ))
+        doc.body(start, len)
     };
     let mut b = Response::builder()
         .status(status)
@@ -1287,6 +1446,126 @@ async fn serve_file(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    /// A job whose document is `data` (text/plain), its file created and
+    /// nothing written yet; the writer the fetch would use.
+    fn running_job(
+        dir: &std::path::Path,
+        data: &[u8],
+    ) -> (Arc<DocFile>, watch::Sender<JobState>, PublishingWriter) {
+        let key = SealKey::random();
+        let path = dir.join("doc");
+        let f = std::fs::File::create(&path).unwrap();
+        let file = Arc::new(DocFile {
+            path,
+            key: key.clone(),
+            mime: "text/plain".into(),
+            size: data.len() as u64,
+        });
+        let (tx, _) = watch::channel(JobState::Running {
+            done: 0,
+            needed: 0,
+            streamed: Some(Streamed {
+                file: file.clone(),
+                written: 0,
+            }),
+        });
+        let w = PublishingWriter {
+            inner: crate::sealed::SealedWriter::new(f, &key),
+            tx: tx.clone(),
+            written: 0,
+        };
+        (file, tx, w)
+    }
+
+    /// Read `body` until it holds at least `n` bytes.
+    async fn read_to(
+        body: &mut (impl futures::Stream<Item = Result<axum::body::Bytes, axum::Error>> + Unpin),
+        got: &mut Vec<u8>,
+        n: usize,
+    ) {
+        use futures::StreamExt;
+        while got.len() < n {
+            let b = tokio::time::timeout(Duration::from_secs(10), body.next())
+                .await
+                .expect("data in time")
+                .expect("not the end")
+                .unwrap();
+            got.extend_from_slice(&b);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_document_is_sent_while_its_fetch_writes_it() {
+        use futures::StreamExt;
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let (file, tx, mut w) = running_job(dir.path(), &data);
+        let doc = Doc {
+            file: file.clone(),
+            job: tx.subscribe(),
+        };
+        let mut body = doc.body(0, data.len() as u64).into_data_stream();
+        w.write_all(&data[..100_000]).unwrap();
+        let mut got = Vec::new();
+        read_to(&mut body, &mut got, 100_000).await;
+        assert_eq!(got, data[..100_000]);
+        // Nothing more is sent until more is written.
+        let wait = Duration::from_millis(100);
+        assert!(tokio::time::timeout(wait, body.next()).await.is_err());
+        // A range that starts further on waits for its bytes too.
+        let ranged = Doc {
+            file: file.clone(),
+            job: tx.subscribe(),
+        };
+        let mut ranged = ranged.body(250_000, 10).into_data_stream();
+        assert!(tokio::time::timeout(wait, ranged.next()).await.is_err());
+        w.write_all(&data[100_000..]).unwrap();
+        let mut r = Vec::new();
+        read_to(&mut ranged, &mut r, 10).await;
+        assert_eq!(r, data[250_000..250_010]);
+        // All but the last byte while the fetch runs: the response cannot
+        // end before the fetch has succeeded.
+        read_to(&mut body, &mut got, data.len() - 1).await;
+        assert_eq!(got.len(), data.len() - 1);
+        assert!(tokio::time::timeout(wait, body.next()).await.is_err());
+        tx.send_replace(JobState::Done(file));
+        read_to(&mut body, &mut got, data.len()).await;
+        assert_eq!(got, data);
+        assert!(body.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_fetch_failing_mid_document_breaks_the_response() {
+        use futures::StreamExt;
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let data = vec![7u8; 50_000];
+        let (file, tx, mut w) = running_job(dir.path(), &data);
+        let path = file.path.clone();
+        let doc = Doc {
+            file,
+            job: tx.subscribe(),
+        };
+        let mut body = doc.body(0, data.len() as u64).into_data_stream();
+        w.write_all(&data[..20_000]).unwrap();
+        let mut got = Vec::new();
+        read_to(&mut body, &mut got, 20_000).await;
+        tx.send_replace(JobState::Failed(Arc::new(JobError {
+            status: StatusCode::NOT_FOUND,
+            title: "Not found",
+            detail: String::new(),
+            redirect: None,
+        })));
+        let end = tokio::time::timeout(Duration::from_secs(10), body.next())
+            .await
+            .unwrap();
+        assert!(matches!(end, Some(Err(_))), "{end:?}");
+        // The file goes with the last handle on it.
+        drop(body);
+        assert!(!path.exists());
+    }
 
     #[test]
     fn ranges() {
