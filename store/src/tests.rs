@@ -482,17 +482,23 @@ fn blocks_survive_reopen_and_verify() {
     );
 }
 
+/// A sled store at `path` holding one flushed CHK block: the store, its
+/// config and the block's key.
+fn store_with_one_block(path: &std::path::Path) -> (SledStore, StoreConfig, RoutingKey) {
+    let cfg = config(blocks(2), 0, 0);
+    let (k, b) = chk(&mut rng());
+    let (s, _) = SledStore::open(path, &cfg).unwrap();
+    s.put(Space::Store, BlockKind::Chk, &k, &b).unwrap();
+    s.flush().unwrap();
+    (s, cfg, k)
+}
+
 #[test]
 fn wrong_secret_is_refused_without_damage() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s");
-    let cfg = config(blocks(2), 0, 0);
-    let (k, b) = chk(&mut rng());
-    {
-        let (s, _) = SledStore::open(&path, &cfg).unwrap();
-        s.put(Space::Store, BlockKind::Chk, &k, &b).unwrap();
-        s.flush().unwrap();
-    }
+    let (s, cfg, k) = store_with_one_block(&path);
+    drop(s);
     let mut other = cfg.clone();
     other.secret = StoreSecret::from_bytes([1; 32]);
     assert!(matches!(
@@ -510,11 +516,7 @@ fn wrong_secret_is_refused_without_damage() {
 fn a_store_held_open_is_refused_not_moved_and_reopens_once_closed() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s");
-    let cfg = config(blocks(2), 0, 0);
-    let (k, b) = chk(&mut rng());
-    let (s, _) = SledStore::open(&path, &cfg).unwrap();
-    s.put(Space::Store, BlockKind::Chk, &k, &b).unwrap();
-    s.flush().unwrap();
+    let (s, cfg, k) = store_with_one_block(&path);
     // Held (as by another node on the same directory): an error after the
     // short wait, and nothing is moved aside as if it were corrupt.
     let err = SledStore::open(&path, &cfg).map(|_| ()).unwrap_err();
