@@ -534,6 +534,8 @@ pub struct Node<V> {
     seed_clients: BTreeMap<PeerId, SeedClient>,
     pending: BTreeMap<u64, Pending>,
     by_key: BTreeMap<Key, u64>,
+    /// Keys of this node's own inserts in flight (how many of each).
+    local_inserts: BTreeMap<Key, u32>,
     recent: BTreeMap<u64, Recent>,
     recent_order: VecDeque<(Millis, u64)>,
     failures: BTreeMap<Key, (u8, Millis)>,
@@ -576,6 +578,7 @@ impl<V: Verifier> Node<V> {
             seed_clients: BTreeMap::new(),
             pending: BTreeMap::new(),
             by_key: BTreeMap::new(),
+            local_inserts: BTreeMap::new(),
             recent: BTreeMap::new(),
             recent_order: VecDeque::new(),
             failures: BTreeMap::new(),
@@ -1478,10 +1481,7 @@ impl<V: Verifier> Node<V> {
         // Our own insert, back by another path after a fork downstream:
         // relayed like any other, but nothing inserted here goes into the
         // shared store or cache.
-        let own = self
-            .pending
-            .values()
-            .any(|p| p.upstream == Upstream::Local && p.insert.is_some() && p.key == key);
+        let own = self.local_inserts.contains_key(&key);
         let sink = self.is_sink(key.location());
         let deep_candidate = cacheable && !sink && !own;
         if cacheable && !own {
@@ -1686,6 +1686,14 @@ impl<V: Verifier> Node<V> {
         let p = self.pending.remove(&id)?;
         if self.by_key.get(&p.key) == Some(&id) {
             self.by_key.remove(&p.key);
+        }
+        if p.upstream == Upstream::Local && p.insert.is_some() {
+            if let Some(n) = self.local_inserts.get_mut(&p.key) {
+                *n -= 1;
+                if *n == 0 {
+                    self.local_inserts.remove(&p.key);
+                }
+            }
         }
         Some(p)
     }
@@ -2055,6 +2063,8 @@ impl<V: Verifier> Node<V> {
             self.local_in_flight += 1;
             if insert.is_none() {
                 self.by_key.entry(key).or_insert(id);
+            } else {
+                *self.local_inserts.entry(key).or_insert(0) += 1;
             }
             self.pending.insert(
                 id,
