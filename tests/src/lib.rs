@@ -60,6 +60,8 @@ pub struct NodeProc {
     pub data_dir: PathBuf,
     /// FCP address.
     pub fcp: SocketAddr,
+    /// HTTP gateway address.
+    pub gateway: SocketAddr,
     /// Path of the log file.
     pub log: PathBuf,
 }
@@ -127,6 +129,7 @@ impl NodeProc {
             .append(true)
             .open(&log)
             .unwrap();
+        let gateway_port = free_port();
         let mut cmd = Command::new(bin);
         if let Some(c) = config {
             cmd.arg("node").arg("--config").arg(c).arg("--data-dir");
@@ -136,7 +139,7 @@ impl NodeProc {
         let child = cmd
             .arg(data_dir)
             .args(["--fcp-port", &port.to_string()])
-            .args(["--gateway-port", &free_port().to_string()])
+            .args(["--gateway-port", &gateway_port.to_string()])
             .args(["--listen", &format!("127.0.0.1:{peer_port}")])
             // `LICHEN_IT_LOG=lichen=debug` when debugging a test.
             .env(
@@ -153,6 +156,7 @@ impl NodeProc {
             child: Some(child),
             data_dir: data_dir.to_path_buf(),
             fcp,
+            gateway: format!("127.0.0.1:{gateway_port}").parse().unwrap(),
             log,
         };
         let start = Instant::now();
