@@ -1201,9 +1201,15 @@ fn parse_range(range: Option<&str>, size: u64) -> Result<Option<(u64, u64)>, ()>
 /// Whether a document of this type is sent as it is (no filter reads it
 /// whole first), so a request may send it while it is fetched.
 fn sent_unfiltered(mime: &str, force_download: bool) -> bool {
+    let m = base_mime(mime);
+    force_download || m == "text/plain" || filter::is_passable_image(&m)
+}
+
+/// A media type without its parameters, lower-cased (`Text/HTML;
+/// charset=x` → `text/html`): what [`serve_document`] dispatches on.
+fn base_mime(mime: &str) -> String {
     let m = mime.to_ascii_lowercase();
-    let m = m.split(';').next().unwrap_or("").trim();
-    force_download || m == "text/plain" || filter::is_passable_image(m)
+    m.split(';').next().unwrap_or("").trim().to_owned()
 }
 
 /// A document to serve: its file, finished or still being written, and
@@ -1284,10 +1290,8 @@ impl Doc {
     /// The first `n` bytes (fewer if the document is shorter).
     async fn head(&mut self, n: usize) -> std::io::Result<Vec<u8>> {
         let want = (n as u64).min(self.file.size);
-        while self.readable_past(0).await? < want {
-            if self.job.changed().await.is_err() {
-                return Err(std::io::Error::other("the fetch ended"));
-            }
+        if want > 0 {
+            self.readable_past(want - 1).await?;
         }
         let mut f = tokio::fs::File::open(&self.file.path).await?;
         let mut buf = vec![0u8; usize::try_from(want).unwrap_or(n)];
@@ -1323,8 +1327,7 @@ async fn serve_document(
             );
         }
     }
-    let mime_full = file.mime.to_ascii_lowercase();
-    let mime = mime_full.split(';').next().unwrap_or("").trim().to_owned();
+    let mime = base_mime(&file.mime);
     if force_download {
         let name = uri
             .meta
