@@ -173,7 +173,7 @@ pub enum AddFriendError {
 }
 
 enum Cmd {
-    /// The bool: look at the local store first (false: FCP `IgnoreDS`).
+    /// A fetch for this node's user ([`FetchOpts`]: store first, keep).
     Fetch(Key, KeyKind, FetchOpts, oneshot::Sender<RequestOutcome>),
     Insert(Key, KeyKind, Vec<u8>, oneshot::Sender<InsertOutcome>),
     Connect(NodeRef, Option<Vec<u8>>),
