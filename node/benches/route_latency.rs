@@ -17,8 +17,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
-use lichen_node::net::peers::{PeerManager, PeerSetup};
-use lichen_node::net::{Bandwidth, LinkConfig, NodeKeys, NodeRef};
+use lichen_link::{Bandwidth, LinkConfig, NodeKeys, NodeRef};
+use lichen_node::peers::{PeerManager, PeerSetup};
 use lichen_routing::{Key, KeyKind, Location, RequestOutcome};
 use lichen_store::{BlockStore, Budgets, MemoryStore, Space, StoreConfig, StoreSecret};
 use std::sync::Arc;

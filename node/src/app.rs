@@ -170,7 +170,7 @@ fn print_noderef(a: NodeArgs) -> anyhow::Result<()> {
     if let Some(l) = a.listen {
         config.network.listen = l;
     }
-    let (text, loopback) = crate::net::noderef::local_text(&config)?;
+    let (text, loopback) = crate::identity::local_noderef(&config)?;
     if loopback {
         eprintln!("lichen: the peer listen address is unspecified; the noderef says 127.0.0.1 (set [network] listen or --listen to the address peers reach)");
     }

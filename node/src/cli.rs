@@ -1359,8 +1359,8 @@ fn read_noderef(file: &str, stdin: &mut dyn Read) -> Result<String> {
         bail!("{file} is larger than {MAX_NODEREF_FILE} bytes: not a noderef");
     }
     let text = String::from_utf8(buf).map_err(|_| anyhow!("{file} is not a noderef (not text)"))?;
-    let text = crate::net::fcp_peers::strip_comments(&text);
-    if let Err(e) = crate::net::NodeRef::parse(&text) {
+    let text = crate::peers::fcp::strip_comments(&text);
+    if let Err(e) = lichen_link::NodeRef::parse(&text) {
         bail!("{file} is not a usable noderef: {e}");
     }
     Ok(text)
@@ -1375,7 +1375,7 @@ fn peers_add(fcp: &FcpOpts, file: &str, stdin: &mut dyn Read, t: &mut Term<'_>) 
             .field("Identifier", &id)
             .field("Trust", "NORMAL")
             .field("Visibility", "NO")
-            .field(crate::net::fcp_peers::NODEREF_FIELD, text),
+            .field(crate::peers::fcp::NODEREF_FIELD, text),
     )?;
     let peer = loop {
         let m = c.next_message()?;
@@ -2608,8 +2608,8 @@ get-2 (global)  get   failed: Data not found (code 13)  -
     #[test]
     fn noderef_files_are_checked_before_sending() {
         let dir = tempfile::tempdir().unwrap();
-        let keys = crate::net::NodeKeys::from_static_secret([7; 32]);
-        let r = crate::net::NodeRef::new(&keys, vec!["127.0.0.1:9".parse().unwrap()], None);
+        let keys = lichen_link::NodeKeys::from_static_secret([7; 32]);
+        let r = lichen_link::NodeRef::new(&keys, vec!["127.0.0.1:9".parse().unwrap()], None);
         let text = r.to_text(&keys);
         let good = dir.path().join("good");
         fs::write(&good, format!("# my friend\n{text}\n")).unwrap();

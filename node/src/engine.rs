@@ -161,7 +161,7 @@ impl BlockSource for LocalBlocks {
         // The peer manager puts a found block in the private client cache
         // only: nothing fetched for this node's user enters the shared
         // store or cache.
-        let opts = crate::net::FetchOpts {
+        let opts = crate::peers::FetchOpts {
             local_first: !self.ignore_ds,
             keep: self.keep,
         };
@@ -1214,7 +1214,8 @@ pub async fn put_site_with(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::net::{self, peers::PeerManager};
+    use crate::peers::{self, PeerManager};
+    use lichen_link as net;
     use std::io::Read;
     use std::time::Duration;
 
@@ -1259,7 +1260,7 @@ mod tests {
         };
         let setup =
             |keys: net::NodeKeys, location: u64, store: Arc<dyn lichen_store::BlockStore>| {
-                net::peers::PeerSetup {
+                peers::PeerSetup {
                     noderef: None,
                     keys,
                     location: lichen_routing::Location(location),
@@ -1291,7 +1292,7 @@ mod tests {
         let peer = PeerManager::start(setup(pkeys, 1 << 63, pstore), pl, stop.clone());
         // The node's own manager.
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let keys = net::NodeKeys::from_identity(&node.identity);
+        let keys = node.identity.link_keys();
         let mref = net::NodeRef::new(&keys, vec![l.local_addr().unwrap()], Some(1 << 62));
         let mbytes = mref.to_bytes(&keys);
         let m = PeerManager::start(

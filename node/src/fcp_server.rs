@@ -962,9 +962,7 @@ impl Conn {
                     "identity",
                     // The identity peers see in ListPeers (a hash of the
                     // public static key; was a hash of the secret key).
-                    crate::net::peers::identity_of(
-                        &crate::net::NodeKeys::from_identity(&node.identity).static_public(),
-                    ),
+                    crate::peers::identity_of(&node.identity.link_keys().static_public()),
                 );
                 f.push(
                     "location",
@@ -1014,7 +1012,7 @@ impl Conn {
                 );
             }
             ClientMessage::ListPeers(l) => {
-                for m in crate::net::fcp_peers::list_peers(
+                for m in crate::peers::fcp::list_peers(
                     node,
                     l.identifier,
                     l.with_metadata,
@@ -1188,9 +1186,9 @@ impl Conn {
         self.send(&reply);
     }
 
-    /// `AddPeer` / `RemovePeer` (see `net::fcp_peers`).
+    /// `AddPeer` / `RemovePeer` (see `peers::fcp`).
     async fn peer_message(&self, m: &Message) {
-        use crate::net::fcp_peers;
+        use crate::peers::fcp as fcp_peers;
         let reply = if m.name == "AddPeer" {
             let allowed = |p: &Path| self.disk_allowed(p, false);
             fcp_peers::add_peer(&self.node, &m.fields, &allowed).await

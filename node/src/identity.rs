@@ -7,10 +7,10 @@
 //! because losing it loses the node's place in the network and makes its
 //! store unreadable.
 
+use crate::files::write_atomic;
 use lichen_crypto::b64;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// File name inside the data directory.
@@ -65,6 +65,13 @@ pub enum IdentityError {
 }
 
 impl Identity {
+    /// The node's link keys (the X25519 static key is `static_secret`;
+    /// see [`lichen_link::keys`]).
+    #[must_use]
+    pub fn link_keys(&self) -> lichen_link::NodeKeys {
+        lichen_link::NodeKeys::from_static_secret(self.static_secret)
+    }
+
     /// A new random identity.
     pub fn generate<R: RngCore>(rng: &mut R) -> Self {
         let mut static_secret = [0u8; 32];
@@ -129,44 +136,32 @@ impl Identity {
             store_secret: b64::encode(&self.store_secret),
         })
         .unwrap_or_default();
-        write_atomic(&dir.join(FILE_NAME), text.as_bytes(), true)
+        let path = dir.join(FILE_NAME);
+        write_atomic(&path, text.as_bytes(), true).map_err(|e| IdentityError::Io {
+            path,
+            source: e.source,
+        })
     }
 }
 
-/// Write `data` to `path` atomically: a crash leaves either the old or the
-/// new file, never a torn one. `private` sets mode 0600 on Unix.
+/// This node's noderef text, for `lichen noderef`: loads (or creates) the
+/// identity in the configured data directory. A listen address that is
+/// unspecified (`0.0.0.0`) is written as loopback; the second value says
+/// so, and the caller should tell the user to set `[network] listen`.
 ///
 /// # Errors
-/// [`IdentityError::Io`] naming the file.
-pub fn write_atomic(path: &Path, data: &[u8], private: bool) -> Result<(), IdentityError> {
-    let io = |source| IdentityError::Io {
-        path: path.to_owned(),
-        source,
-    };
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(io)?;
-    let tmp = path.with_extension("tmp");
-    {
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        if private {
-            use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(0o600);
-        }
-        #[cfg(not(unix))]
-        let _ = private;
-        let mut f = opts.open(&tmp).map_err(io)?;
-        f.write_all(data).map_err(io)?;
-        f.sync_all().map_err(io)?;
+/// The data directory or the identity cannot be read.
+pub fn local_noderef(config: &crate::config::Config) -> anyhow::Result<(String, bool)> {
+    let dir = config.data_dir()?;
+    let (id, _) = Identity::load_or_create(&dir)?;
+    let keys = id.link_keys();
+    let mut addr = config.network.listen;
+    let unspecified = addr.ip().is_unspecified();
+    if unspecified {
+        addr.set_ip(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
     }
-    std::fs::rename(&tmp, path).map_err(io)?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        // Directory fsync makes the rename durable; not all filesystems
-        // support it, and failing it loses nothing already written.
-        let _ = d.sync_all();
-    }
-    Ok(())
+    let r = lichen_link::NodeRef::new(&keys, vec![addr], Some(id.location));
+    Ok((r.to_text(&keys), unspecified))
 }
 
 #[cfg(test)]
@@ -203,5 +198,20 @@ mod tests {
             std::fs::read_to_string(dir.path().join(FILE_NAME)).unwrap(),
             "version = 1\ngarbage"
         );
+    }
+
+    #[test]
+    fn local_text_loads_the_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = crate::config::Config {
+            data_dir: Some(dir.path().to_owned()),
+            ..crate::config::Config::default()
+        };
+        let (t1, loopback) = local_noderef(&c).unwrap();
+        assert!(loopback);
+        let (t2, _) = local_noderef(&c).unwrap();
+        assert_eq!(t1, t2, "same identity, same noderef");
+        let r = lichen_link::NodeRef::parse(&t1).unwrap();
+        assert!(r.addresses[0].ip().is_loopback());
     }
 }

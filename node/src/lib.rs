@@ -5,10 +5,11 @@ pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod fcp_server;
+pub mod files;
 pub mod gateway;
 pub mod identity;
-pub mod net;
 pub mod node;
+pub mod peers;
 pub mod push;
 pub mod requests;
 pub mod sealed;
@@ -79,15 +80,18 @@ async fn start_network(node: &Arc<node::Node>) -> anyhow::Result<()> {
     if addr.ip().is_unspecified() {
         addr.set_ip(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
     }
-    let keys = net::NodeKeys::from_identity(&node.identity);
-    let noderef = net::NodeRef::new(&keys, vec![addr], Some(node.identity.location));
-    let setup = net::peers::PeerSetup {
+    let keys = node.identity.link_keys();
+    let noderef = lichen_link::NodeRef::new(&keys, vec![addr], Some(node.identity.location));
+    let setup = peers::PeerSetup {
         noderef: Some(noderef.to_bytes(&keys)),
         keys,
         location: lichen_routing::Location(node.identity.location),
         store: node.store.clone(),
-        link: net::LinkConfig::default(),
-        bandwidth: Arc::new(net::Bandwidth::new(net.upload_limit, net.download_limit)),
+        link: lichen_link::LinkConfig::default(),
+        bandwidth: Arc::new(lichen_link::Bandwidth::new(
+            net.upload_limit,
+            net.download_limit,
+        )),
         routing: lichen_routing::Config {
             max_peers: net.max_peers,
             opennet: net.opennet,
@@ -98,7 +102,7 @@ async fn start_network(node: &Arc<node::Node>) -> anyhow::Result<()> {
         peer_dir: Some(node.data_dir.clone()),
         max_remembered: net.max_peers.saturating_mul(2),
     };
-    let manager = net::peers::PeerManager::start(setup, listener, node.shutdown.clone());
+    let manager = peers::PeerManager::start(setup, listener, node.shutdown.clone());
     let _ = node.peers.set(manager.clone());
     let mut seeds = read_seeds(&net.seeds);
     if net.opennet {
@@ -141,7 +145,7 @@ const SEED_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
 /// The noderefs in the seed files (one per line; blank lines and `#`
 /// comments skipped). Unreadable files and bad lines are warned about and
 /// skipped.
-fn read_seeds(files: &[std::path::PathBuf]) -> Vec<(net::NodeRef, Vec<u8>)> {
+fn read_seeds(files: &[std::path::PathBuf]) -> Vec<(lichen_link::NodeRef, Vec<u8>)> {
     let mut out = Vec::new();
     for f in files {
         let text = match std::fs::read_to_string(f) {
@@ -156,7 +160,7 @@ fn read_seeds(files: &[std::path::PathBuf]) -> Vec<(net::NodeRef, Vec<u8>)> {
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            match net::peerlist::parse_noderef(line) {
+            match lichen_link::peerlist::parse_noderef(line) {
                 Ok(r) => out.push(r),
                 Err(e) => tracing::warn!("{} line {}: not a noderef: {e}", f.display(), i + 1),
             }

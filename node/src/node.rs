@@ -3,7 +3,7 @@
 
 use crate::config::Config;
 use crate::identity::Identity;
-use crate::net::peers::PeerManager;
+use crate::peers::PeerManager;
 use crate::requests::Requests;
 use lichen_store::{BlockStore, Budgets, OpenOutcome, SledStore, StoreConfig, StoreSecret};
 use std::path::{Path, PathBuf};

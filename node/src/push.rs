@@ -301,7 +301,7 @@ impl Pushes {
     }
 
     fn write(&self, id: u64, rec: &PushRecord) -> Result<(), String> {
-        crate::identity::write_atomic(&self.path(id), &rec.encode(&self.secret), true)
+        crate::files::write_atomic(&self.path(id), &rec.encode(&self.secret), true)
             .map_err(|e| e.to_string())
     }
 

@@ -8,7 +8,7 @@
 //! unfinished ones run again from the start. A damaged record is kept
 //! aside (`.bad`), never deleted.
 
-use crate::identity::write_atomic;
+use crate::files::write_atomic;
 use lichen_fcp::client::Persistence;
 use lichen_fcp::codec::Message;
 use lichen_fcp::{Decoder, Event, FetchErrorCode, InsertErrorCode, Limits};

@@ -8,7 +8,7 @@
 
 use crate::network::random_bytes;
 use lichen_crypto::{BlockKind, RoutingKey};
-use lichen_node::net::{Bandwidth, Link, LinkConfig, LinkEvent, NodeKeys, NodeRef};
+use lichen_link::{Bandwidth, Link, LinkConfig, LinkEvent, NodeKeys, NodeRef};
 use lichen_routing::{Key, KeyKind, Location, Message};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -195,7 +195,6 @@ async fn serve(link: Link, ctx: Ctx) {
                 why = e.to_string();
                 break;
             }
-            _ => {}
         }
     }
     let mut s = lock(&ctx.shared);

@@ -37,7 +37,7 @@
 #![allow(clippy::unwrap_used)]
 
 use lichen_fcp::codec::Message as Fcp;
-use lichen_node::net::NodeRef;
+use lichen_link::NodeRef;
 use lichen_routing::Message;
 use lichen_tests::fake_peer::{block_valid, Behaviour, FakePeer};
 use lichen_tests::network::{connected, get, noderef_text, put, wait_connected, PEER_TIMEOUT};
@@ -63,7 +63,7 @@ impl Ident {
         let bin = lichen_crypto::b64::decode(
             self.text
                 .trim()
-                .strip_prefix(lichen_node::net::noderef::PREFIX)
+                .strip_prefix(lichen_link::noderef::PREFIX)
                 .unwrap(),
         )
         .unwrap();
@@ -81,7 +81,7 @@ impl Ident {
 
 /// The message's bytes as the link encodes them (serde + CBOR).
 fn cbor(m: &Message) -> Vec<u8> {
-    lichen_node::net::frame::encode(&lichen_node::net::LinkMessage::Routing(m.clone()))
+    lichen_link::frame::encode(&lichen_link::LinkMessage::Routing(m.clone()))
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {

@@ -33,7 +33,7 @@
 
 use lichen_crypto::uri::KeyUri;
 use lichen_crypto::FreenetUri;
-use lichen_node::net::frame::is_frame_len;
+use lichen_link::frame::is_frame_len;
 use lichen_tests::network::{get, put, wait_connected, PEER_TIMEOUT};
 use lichen_tests::relay::Relay;
 use lichen_tests::{free_port, random_bytes, Testnet};

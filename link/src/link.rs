@@ -69,7 +69,6 @@ impl Default for LinkConfig {
 
 /// What a link delivers.
 #[derive(Debug)]
-#[non_exhaustive]
 pub enum LinkEvent {
     /// A routing message from the peer.
     Message(lichen_routing::Message),

@@ -1,7 +1,7 @@
 #![no_main]
 //! Noderef parsing (text and binary) never panics.
 use libfuzzer_sys::fuzz_target;
-use lichen_node::net::NodeRef;
+use lichen_link::NodeRef;
 
 fuzz_target!(|data: &[u8]| {
     let _ = NodeRef::from_bytes(data);

@@ -20,7 +20,7 @@
 //! tick   ──► redial remembered peers that are not connected (backing off)
 //! ```
 //!
-//! Remembered peers live in `peers.toml` ([`super::peerlist`]): friends and
+//! Remembered peers live in `peers.toml` ([`lichen_link::peerlist`], read and written by [`file`]): friends and
 //! the opennet peers this node dialed. One saver task writes it (atomic
 //! rename), at once when an entry is added or removed, otherwise every
 //! [`SAVE_EVERY`] when only `last_seen` changed, and at shutdown.
@@ -36,13 +36,14 @@
 //!
 //! Not yet: location swaps persisted to the identity.
 
-use super::bandwidth::Bandwidth;
-use super::error::LinkError;
-use super::keys::NodeKeys;
-use super::link::{Link, LinkConfig, LinkEvent, LinkSender};
-use super::noderef::NodeRef;
-use super::peerlist::{Added, PeerKind, PeerList};
+pub mod fcp;
+mod file;
+
 use lichen_crypto::{BlockKind, RoutingKey};
+use lichen_link::peerlist::{Added, PeerKind, PeerList};
+use lichen_link::{
+    Bandwidth, Link, LinkConfig, LinkError, LinkEvent, LinkSender, NodeKeys, NodeRef,
+};
 use lichen_routing::{
     Action, BlockSource, InsertOutcome, Key, KeyKind, LocalRequest, Location, Message, PeerId,
     RequestId, RequestOutcome,
@@ -362,7 +363,7 @@ impl PeerManager {
         let (link_tx, link_rx) = mpsc::channel(64);
         let list = match &setup.peer_dir {
             Some(dir) => {
-                let loaded = PeerList::load(dir, setup.max_remembered);
+                let loaded = file::load(dir, setup.max_remembered);
                 for w in &loaded.warnings {
                     tracing::warn!("{w}");
                 }
@@ -575,7 +576,7 @@ async fn saver(dir: Option<PathBuf>, mut rx: mpsc::UnboundedReceiver<PeerList>) 
             list = newer;
         }
         let Some(dir) = dir.clone() else { continue };
-        let r = tokio::task::spawn_blocking(move || list.save(&dir)).await;
+        let r = tokio::task::spawn_blocking(move || file::save(&list, &dir)).await;
         match r {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!("cannot save the peer list: {e}"),
@@ -937,7 +938,7 @@ impl Peers {
             location: link
                 .and_then(|l| l.location)
                 .or_else(|| entry.and_then(|e| e.noderef.location)),
-            noderef: entry.map(super::peerlist::Entry::text),
+            noderef: entry.map(lichen_link::peerlist::Entry::text),
             addresses: entry
                 .map(|e| e.noderef.addresses.clone())
                 .unwrap_or_default(),
@@ -966,7 +967,7 @@ impl Peers {
         self.list
             .entries()
             .iter()
-            .map(super::peerlist::Entry::key)
+            .map(lichen_link::peerlist::Entry::key)
             .chain(self.links.values().map(|l| l.remote))
             .find(|k| {
                 identity_of(k) == which
@@ -1651,7 +1652,7 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(10), a.m.stopped())
             .await
             .unwrap();
-        let loaded = PeerList::load(dir.path(), 8);
+        let loaded = file::load(dir.path(), 8);
         assert!(loaded.list.is_friend(&b.r.static_key));
         // A new manager on the same directory lists it.
         let a2 = node_in(21, 1 << 62, Some(dir.path().to_owned())).await;
@@ -1743,7 +1744,7 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(10), a.m.stopped())
             .await
             .unwrap();
-        let loaded = PeerList::load(dir.path(), 8);
+        let loaded = file::load(dir.path(), 8);
         assert!(loaded.list.get(&b.r.static_key).is_some());
         b.stop.cancel();
     }

@@ -15,12 +15,12 @@
 //! `WithMetadata` `metadata.timeLastConnected`; with `WithVolatile`
 //! `volatile.status` (`CONNECTED`, `DISCONNECTED`, `NEVER CONNECTED`).
 
-use super::peerlist::PeerKind;
-use super::peers::{AddFriendError, PeerInfo};
+use super::{AddFriendError, PeerInfo};
 use crate::node::Node;
 use lichen_fcp::codec::Message;
 use lichen_fcp::replies::{self as rep, Reply};
 use lichen_fcp::{Fields, ProtocolErrorCode};
+use lichen_link::peerlist::PeerKind;
 use std::path::Path;
 
 /// Largest noderef file read.
@@ -208,8 +208,8 @@ async fn add_peer_inner(
             ident,
         ));
     };
-    let (noderef, bytes) = super::peerlist::parse_noderef(&text).map_err(|e| {
-        let code = if e == super::NoderefError::BadSignature {
+    let (noderef, bytes) = lichen_link::peerlist::parse_noderef(&text).map_err(|e| {
+        let code = if e == lichen_link::NoderefError::BadSignature {
             ProtocolErrorCode::RefSignatureInvalid
         } else {
             ProtocolErrorCode::RefParseError

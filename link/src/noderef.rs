@@ -191,26 +191,6 @@ impl NodeRef {
     }
 }
 
-/// This node's noderef text, for `lichen noderef`: loads (or creates) the
-/// identity in the configured data directory. A listen address that is
-/// unspecified (`0.0.0.0`) is written as loopback; the second value says
-/// so, and the caller should tell the user to set `[network] listen`.
-///
-/// # Errors
-/// The data directory or the identity cannot be read.
-pub fn local_text(config: &crate::config::Config) -> anyhow::Result<(String, bool)> {
-    let dir = config.data_dir()?;
-    let (id, _) = crate::identity::Identity::load_or_create(&dir)?;
-    let keys = NodeKeys::from_identity(&id);
-    let mut addr = config.network.listen;
-    let unspecified = addr.ip().is_unspecified();
-    if unspecified {
-        addr.set_ip(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
-    }
-    let r = NodeRef::new(&keys, vec![addr], Some(id.location));
-    Ok((r.to_text(&keys), unspecified))
-}
-
 impl std::str::FromStr for NodeRef {
     type Err = NoderefError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -285,21 +265,6 @@ mod tests {
             NodeRef::parse(&v2.to_text(&keys)),
             Err(NoderefError::UnsupportedVersion(2))
         );
-    }
-
-    #[test]
-    fn local_text_loads_the_identity() {
-        let dir = tempfile::tempdir().unwrap();
-        let c = crate::config::Config {
-            data_dir: Some(dir.path().to_owned()),
-            ..crate::config::Config::default()
-        };
-        let (t1, loopback) = local_text(&c).unwrap();
-        assert!(loopback);
-        let (t2, _) = local_text(&c).unwrap();
-        assert_eq!(t1, t2, "same identity, same noderef");
-        let r = NodeRef::parse(&t1).unwrap();
-        assert!(r.addresses[0].ip().is_loopback());
     }
 
     #[test]

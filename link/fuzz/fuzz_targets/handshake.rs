@@ -1,7 +1,7 @@
 #![no_main]
 //! A responder fed arbitrary handshake bytes never panics.
 use libfuzzer_sys::fuzz_target;
-use lichen_node::net::{Handshake, HsAction, NodeKeys};
+use lichen_link::{Handshake, HsAction, NodeKeys};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(mut r) = Handshake::responder(&NodeKeys::from_static_secret([2; 32])) else {

@@ -2,8 +2,8 @@
 //! Frames after an honest handshake: envelope decoding, padding and
 //! `Transport::open` over arbitrary bytes never panic.
 use libfuzzer_sys::fuzz_target;
-use lichen_node::net::handshake::run_in_memory;
-use lichen_node::net::{frame, Handshake, NodeKeys, RekeyPolicy};
+use lichen_link::handshake::run_in_memory;
+use lichen_link::{frame, Handshake, NodeKeys, RekeyPolicy};
 
 fuzz_target!(|data: &[u8]| {
     let _ = frame::decode(data);

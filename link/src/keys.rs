@@ -3,7 +3,6 @@
 //! `static_secret`; the Ed25519 key that signs noderefs is derived from it
 //! as `SHA-256("lichen-noderef-signing-v1" || static_secret)`.
 
-use crate::identity::Identity;
 use ed25519_dalek::SigningKey;
 use sha2::{Digest, Sha256};
 use snow::params::DHChoice;
@@ -51,12 +50,6 @@ impl NodeKeys {
             static_secret,
             signing: SigningKey::from_bytes(&seed),
         }
-    }
-
-    /// The node's keys from its identity.
-    #[must_use]
-    pub fn from_identity(id: &Identity) -> Self {
-        Self::from_static_secret(id.static_secret)
     }
 
     /// The X25519 static public key (what initiators must know).

@@ -27,12 +27,7 @@
 
 use super::noderef::NodeRef;
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
 
-/// File name inside the data directory.
-pub const FILE_NAME: &str = "peers.toml";
-/// Where a damaged file is moved.
-pub const DAMAGED_NAME: &str = "peers.toml.damaged";
 /// Format version this node writes and reads.
 pub const VERSION: u32 = 1;
 /// Failed connection attempts in a row after which an opennet entry is
@@ -41,8 +36,6 @@ pub const FORGET_AFTER: u32 = 8;
 /// An opennet entry seen this recently is kept however often it fails (an
 /// hour offline must not wipe the list).
 pub const FORGET_MIN_AGE_MS: u64 = 24 * 3600 * 1000;
-/// Largest peer file read (a friend list of thousands fits easily).
-pub const MAX_FILE_BYTES: u64 = 4 << 20;
 /// Most friends kept (an input bound, not a policy: Fred has no limit).
 pub const MAX_FRIENDS: usize = 1000;
 
@@ -138,37 +131,6 @@ struct OnDiskEntry {
     last_seen: u64,
     #[serde(default)]
     failures: u32,
-}
-
-/// Why a peer file could not be read.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum PeerFileError {
-    /// I/O error.
-    #[error("cannot read {path}: {source}")]
-    Io {
-        /// File.
-        path: PathBuf,
-        /// Cause.
-        source: std::io::Error,
-    },
-    /// The file is not a peer list.
-    #[error("{path} is damaged: {why}")]
-    Damaged {
-        /// File.
-        path: PathBuf,
-        /// What is wrong.
-        why: String,
-    },
-}
-
-/// The result of loading: the list, and what to warn about.
-#[derive(Debug)]
-pub struct Loaded {
-    /// The peers (empty if the file was missing or damaged).
-    pub list: PeerList,
-    /// Problems to report (no noderef or address in them).
-    pub warnings: Vec<String>,
 }
 
 impl PeerList {
@@ -387,49 +349,6 @@ impl PeerList {
         list.trim();
         Ok((list, warnings))
     }
-
-    /// Load `dir/peers.toml`. A missing file is an empty list; an
-    /// unreadable or damaged one is reported in `warnings`, moved aside to
-    /// `peers.toml.damaged` (so a friend list can be recovered by hand)
-    /// and replaced by an empty list. Never fails.
-    #[must_use]
-    pub fn load(dir: &Path, max_opennet: usize) -> Loaded {
-        let path = dir.join(FILE_NAME);
-        let mut warnings = Vec::new();
-        match read_limited(&path) {
-            Ok(None) => {}
-            Ok(Some(text)) => match Self::from_toml(&text, max_opennet) {
-                Ok((list, w)) => {
-                    warnings.extend(w);
-                    return Loaded { list, warnings };
-                }
-                Err(why) => {
-                    let e = PeerFileError::Damaged {
-                        path: path.clone(),
-                        why,
-                    };
-                    warnings.push(format!("{e}; starting without remembered peers"));
-                    move_aside(dir, &path, &mut warnings);
-                }
-            },
-            Err(e) => {
-                warnings.push(format!("{e}; starting without remembered peers"));
-                move_aside(dir, &path, &mut warnings);
-            }
-        }
-        Loaded {
-            list: PeerList::new(max_opennet),
-            warnings,
-        }
-    }
-
-    /// Write `dir/peers.toml` atomically (mode 0600: it names friends).
-    ///
-    /// # Errors
-    /// I/O errors, naming the file.
-    pub fn save(&self, dir: &Path) -> Result<(), crate::identity::IdentityError> {
-        crate::identity::write_atomic(&dir.join(FILE_NAME), self.to_toml().as_bytes(), true)
-    }
 }
 
 /// Parse and verify a noderef's text form, keeping its signed bytes.
@@ -446,49 +365,11 @@ pub fn parse_noderef(text: &str) -> Result<(NodeRef, Vec<u8>), super::NoderefErr
     Ok((r, bytes))
 }
 
-fn read_limited(path: &Path) -> Result<Option<String>, PeerFileError> {
-    use std::io::Read;
-    let io = |source| PeerFileError::Io {
-        path: path.to_owned(),
-        source,
-    };
-    let f = match std::fs::File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io(e)),
-    };
-    let mut buf = Vec::new();
-    f.take(MAX_FILE_BYTES + 1)
-        .read_to_end(&mut buf)
-        .map_err(io)?;
-    if buf.len() as u64 > MAX_FILE_BYTES {
-        return Err(PeerFileError::Damaged {
-            path: path.to_owned(),
-            why: format!("larger than {MAX_FILE_BYTES} bytes"),
-        });
-    }
-    String::from_utf8(buf)
-        .map(Some)
-        .map_err(|_| PeerFileError::Damaged {
-            path: path.to_owned(),
-            why: "not UTF-8 text".into(),
-        })
-}
-
-fn move_aside(dir: &Path, path: &Path, warnings: &mut Vec<String>) {
-    let to = dir.join(DAMAGED_NAME);
-    match std::fs::rename(path, &to) {
-        Ok(()) => warnings.push(format!("moved the damaged peer file to {}", to.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => warnings.push(format!("cannot move {} aside: {e}", path.display())),
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::net::NodeKeys;
+    use crate::NodeKeys;
 
     fn noderef(i: u8) -> (NodeRef, Vec<u8>) {
         let keys = NodeKeys::from_static_secret([i; 32]);
@@ -501,73 +382,6 @@ mod tests {
         );
         let b = r.to_bytes(&keys);
         (r, b)
-    }
-
-    #[test]
-    fn round_trip_through_the_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut l = PeerList::new(4);
-        let (f, fb) = noderef(1);
-        assert_eq!(l.add_friend(f.clone(), fb.clone()).unwrap(), Added::New);
-        let (o, ob) = noderef(2);
-        assert!(l.seen(Some((&o, &ob)), &o.static_key, 1234));
-        assert!(!l.failed(&o.static_key, 2000));
-        l.save(dir.path()).unwrap();
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.path().join(FILE_NAME))
-                .unwrap()
-                .permissions()
-                .mode();
-            assert_eq!(mode & 0o777, 0o600);
-        }
-        let loaded = PeerList::load(dir.path(), 4);
-        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
-        assert_eq!(loaded.list, l);
-        let e = loaded.list.get(&o.static_key).unwrap();
-        assert_eq!(
-            (e.kind, e.last_seen, e.failures),
-            (PeerKind::Opennet, 1234, 1)
-        );
-        assert_eq!(e.noderef, o);
-        assert!(loaded.list.is_friend(&f.static_key));
-        assert!(!loaded.list.is_friend(&o.static_key));
-        // A missing file is an empty list, quietly.
-        let empty = tempfile::tempdir().unwrap();
-        let l2 = PeerList::load(empty.path(), 4);
-        assert!(l2.list.entries().is_empty() && l2.warnings.is_empty());
-    }
-
-    #[test]
-    fn damaged_file_is_moved_aside_not_fatal() {
-        let dir = tempfile::tempdir().unwrap();
-        for garbage in [
-            &b"version = 1\n[[peer]]\nkind = \"friend\"\n"[..],
-            b"not toml [",
-            b"version = 7\n",
-            b"\xff\xfe\x00garbage",
-        ] {
-            std::fs::write(dir.path().join(FILE_NAME), garbage).unwrap();
-            let loaded = PeerList::load(dir.path(), 4);
-            assert!(loaded.list.entries().is_empty());
-            assert!(!loaded.warnings.is_empty());
-            assert!(!dir.path().join(FILE_NAME).exists());
-            assert_eq!(
-                std::fs::read(dir.path().join(DAMAGED_NAME)).unwrap(),
-                garbage
-            );
-        }
-        // A file too large is not read into memory.
-        let big = vec![b'#'; usize::try_from(MAX_FILE_BYTES).unwrap() + 10];
-        std::fs::write(dir.path().join(FILE_NAME), big).unwrap();
-        let loaded = PeerList::load(dir.path(), 4);
-        assert!(loaded.list.entries().is_empty());
-        assert!(
-            loaded.warnings[0].contains("larger"),
-            "{:?}",
-            loaded.warnings
-        );
     }
 
     #[test]
