@@ -9,6 +9,7 @@ pub mod keys;
 pub mod link;
 pub mod noderef;
 pub mod peerlist;
+pub mod policy;
 pub mod transport;
 
 #[cfg(test)]

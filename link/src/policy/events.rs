@@ -1,0 +1,558 @@
+//! The policy's steps: every event the driver reports, and the commands of
+//! the node's user.
+
+use super::{
+    identity_of, keep_new_link, retry_delay, AddFriendError, Dialed, LinkState, Output, PeerInfo,
+    PeerPolicy, Refused, BAN, DROPPED_RETRY, MAX_BANNED, OPENNET_RETRY_MAX, RETRY_BASE, SAVE_EVERY,
+    SHORT_LINK,
+};
+use crate::noderef::NodeRef;
+use crate::peerlist::{Added, Entry, PeerKind};
+use lichen_routing::{
+    Action, BlockSource, LocalRequest, Location, Message, PeerId, RequestId, Verifier,
+};
+use rand::RngCore;
+use std::time::Instant;
+
+impl<V: Verifier> PeerPolicy<V> {
+    // ----------------------------------------------------------- links
+
+    /// Dial `noderef` (bytes: its signed form, to remember it) unless it
+    /// is this node, already linked, banned or being dialed.
+    pub fn dial(&mut self, now: Instant, noderef: NodeRef, bytes: Option<Vec<u8>>) {
+        let key = noderef.static_key;
+        if key == self.cfg.own_key
+            || self.by_key.contains_key(&key)
+            || self.is_banned(now, &key)
+            || !self.dialing.insert(key)
+        {
+            return;
+        }
+        self.out.push_back(Output::Dial { noderef, bytes });
+    }
+
+    /// A dial asked for by [`Output::Dial`] failed.
+    pub fn dial_failed(&mut self, now: Instant, key: &[u8; 32]) {
+        self.dialing.remove(key);
+        self.failed(now, key);
+    }
+
+    /// A link to the node with static key `remote` came up (`dialed`: we
+    /// dialed it, as [`Output::Dial`] asked). `Ok`: the link's id (the
+    /// hello is queued); `Err`: close it.
+    ///
+    /// # Errors
+    /// [`Refused`]: why the link is not kept.
+    pub fn link_up(
+        &mut self,
+        now: Instant,
+        remote: [u8; 32],
+        dialed: Option<Dialed>,
+        rng: &mut impl RngCore,
+    ) -> Result<PeerId, Refused> {
+        if dialed.is_some() {
+            self.dialing.remove(&remote);
+        }
+        self.admit(now, remote, dialed.is_some(), rng)?;
+        let pid = PeerId(self.next_peer);
+        self.next_peer += 1;
+        // Hello: our location. Opennet, when we dialed: then our noderef,
+        // so the node we dialed can remember us too.
+        self.out.push_back(Output::Send {
+            peer: pid,
+            msg: Message::LocationChanged {
+                location: self.location,
+            },
+        });
+        if let (true, Some(_), Some(own)) = (self.cfg.opennet, &dialed, &self.cfg.noderef) {
+            self.out.push_back(Output::Send {
+                peer: pid,
+                msg: Message::Noderef {
+                    noderef: own.clone(),
+                },
+            });
+        }
+        self.by_key.insert(remote, pid);
+        self.links.insert(
+            pid,
+            LinkState {
+                remote,
+                routed: false,
+                dialed,
+                since: now,
+                location: None,
+                seed_client: false,
+            },
+        );
+        tracing::debug!(peer = pid.0, "link up");
+        Ok(pid)
+    }
+
+    /// Whether a new link to `remote` may stay; closes the one it replaces.
+    fn admit(
+        &mut self,
+        now: Instant,
+        remote: [u8; 32],
+        new_dialed: bool,
+        rng: &mut impl RngCore,
+    ) -> Result<(), Refused> {
+        if remote == self.cfg.own_key {
+            return Err(Refused::Myself);
+        }
+        if self.is_banned(now, &remote) {
+            tracing::debug!("refused a link from a peer banned for misbehaviour");
+            return Err(Refused::Banned);
+        }
+        if !self.cfg.opennet && !self.list.is_friend(&remote) {
+            tracing::debug!("refused a link from a node that is not a friend");
+            return Err(Refused::NotAFriend);
+        }
+        let Some(&old) = self.by_key.get(&remote) else {
+            return Ok(());
+        };
+        let replace = self.links.get(&old).is_none_or(|p| {
+            keep_new_link(
+                now.saturating_duration_since(p.since),
+                p.dialed.is_some(),
+                new_dialed,
+                &self.cfg.own_key,
+                &remote,
+            )
+        });
+        if !replace {
+            tracing::debug!(peer = old.0, "second link to a peer closed");
+            return Err(Refused::Duplicate);
+        }
+        tracing::debug!(peer = old.0, "link replaced by a newer one");
+        self.by_key.remove(&remote);
+        if let Some(p) = self.links.remove(&old) {
+            if p.routed {
+                let ms = self.ms(now);
+                self.node.remove_peer(ms, old, rng);
+            }
+            self.out.push_back(Output::Close { peer: old });
+        }
+        Ok(())
+    }
+
+    /// A message arrived on link `peer`. `source`: the blocks peers may be
+    /// served (the shared spaces, never the client cache).
+    pub fn message(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        msg: Message,
+        source: &mut impl BlockSource,
+        rng: &mut impl RngCore,
+    ) {
+        let Some(p) = self.links.get_mut(&peer) else {
+            return;
+        };
+        if let Message::LocationChanged { location: l } = &msg {
+            p.location = Some(l.0);
+        }
+        if !p.routed {
+            if let Message::LocationChanged { location: l } = msg {
+                self.hello(now, peer, l, rng);
+            } else {
+                tracing::debug!(peer = peer.0, "message before the hello dropped");
+            }
+        } else if let Message::Noderef { noderef } = msg {
+            self.introduced(now, peer, &noderef);
+        } else {
+            tracing::trace!(peer = peer.0, msg = msg.name(), id = ?msg.id(), "recv");
+            let ms = self.ms(now);
+            self.node.handle_message(ms, peer, msg, source, rng);
+        }
+    }
+
+    /// The peer's hello: admit it to the routing core, or keep it as a
+    /// seed client, or close it.
+    fn hello(&mut self, now: Instant, pid: PeerId, l: Location, rng: &mut impl RngCore) {
+        let ms = self.ms(now);
+        let wall = self.wall_ms(now);
+        let Some(p) = self.links.get_mut(&pid) else {
+            return;
+        };
+        p.routed = true;
+        let remote = p.remote;
+        let friend = self.list.is_friend(&remote);
+        let ok = if self.cfg.opennet && !friend {
+            self.node.accept_opennet_peer(ms, pid, l, rng)
+        } else {
+            self.node.add_peer(ms, pid, l, rng);
+            true
+        };
+        // Full: a newcomer that dialed us may still announce through us
+        // (we may be its seed).
+        p.seed_client =
+            !ok && self.cfg.opennet && p.dialed.is_none() && self.node.accept_seed_client(ms, pid);
+        tracing::debug!(
+            peer = pid.0,
+            accepted = ok,
+            seed_client = p.seed_client,
+            "hello"
+        );
+        if p.seed_client {
+            // Not remembered, not counted.
+            return;
+        }
+        if !ok {
+            self.out.push_back(Output::Close { peer: pid });
+            return;
+        }
+        // Remember it (opennet: only nodes we dialed, whose noderef we hold).
+        let known = p
+            .dialed
+            .as_ref()
+            .and_then(|d| d.bytes.as_ref().map(|b| (d.noderef.clone(), b.clone())));
+        let remember = if self.cfg.opennet {
+            known.as_ref()
+        } else {
+            None
+        };
+        if self
+            .list
+            .seen(remember.map(|(r, b)| (r, b.as_slice())), &remote, wall)
+        {
+            self.save_now();
+        } else if self.list.get(&remote).is_some() {
+            self.dirty = true;
+        }
+        self.retry_at.remove(&remote);
+        if self.cfg.opennet && self.node.peer_count() == 1 {
+            // The first peer (a seed, or the first node back after losing
+            // them all): announce at once so nodes near our location
+            // connect to us. Later announcements are the routing core's
+            // (while under-connected, backing off).
+            self.node
+                .handle_local_request(ms, LocalRequest::Announce, rng);
+        }
+    }
+
+    /// An opennet peer that dialed us sent its noderef: remember it (as
+    /// if we had dialed it), if it is really that peer's and the peer was
+    /// kept (not a seed client). Anything else is ignored.
+    fn introduced(&mut self, now: Instant, pid: PeerId, bytes: &[u8]) {
+        let Some(p) = self.links.get(&pid) else {
+            return;
+        };
+        if !self.cfg.opennet || p.dialed.is_some() || p.seed_client || !p.routed {
+            return;
+        }
+        let remote = p.remote;
+        match NodeRef::from_bytes(bytes) {
+            Ok(r) if r.static_key == remote => {
+                let wall = self.wall_ms(now);
+                if self.list.seen(Some((&r, bytes)), &remote, wall) {
+                    tracing::debug!(peer = pid.0, "remembered a peer that connected to us");
+                    self.save_now();
+                }
+            }
+            Ok(_) => tracing::debug!(peer = pid.0, "a peer sent someone else's noderef"),
+            Err(e) => tracing::debug!(peer = pid.0, error = %e, "a peer sent a bad noderef"),
+        }
+    }
+
+    /// Link `peer` ended (not one the policy closed itself).
+    pub fn link_closed(&mut self, now: Instant, peer: PeerId, rng: &mut impl RngCore) {
+        let Some(p) = self.links.remove(&peer) else {
+            return;
+        };
+        self.by_key.remove(&p.remote);
+        if p.routed {
+            let ms = self.ms(now);
+            self.node.remove_peer(ms, peer, rng);
+            // Not redialed at once: a full node closes right after the
+            // hello, and would be dialed every tick.
+            let delay = if self.list.is_friend(&p.remote) {
+                RETRY_BASE
+            } else if now.saturating_duration_since(p.since) < SHORT_LINK {
+                OPENNET_RETRY_MAX / 2
+            } else {
+                DROPPED_RETRY
+            };
+            self.retry_at.insert(p.remote, now + delay);
+        } else if p.dialed.is_some() {
+            // Closed before its hello: refused (a darknet node that does
+            // not know us).
+            self.failed(now, &p.remote);
+        }
+    }
+
+    // ----------------------------------------------------------- timers
+
+    /// Every [`super::RECONNECT_TICK`]: redial remembered peers that are
+    /// down and due; write `last_seen` changes every [`SAVE_EVERY`].
+    pub fn tick(&mut self, now: Instant) {
+        self.redial(now);
+        if self.dirty && now.saturating_duration_since(self.last_save) >= SAVE_EVERY {
+            self.last_save = now;
+            self.save_now();
+        }
+    }
+
+    /// The routing core's timer ([`PeerPolicy::poll_timeout`]) is due.
+    pub fn timeout(&mut self, now: Instant, rng: &mut impl RngCore) {
+        let ms = self.ms(now);
+        self.node.handle_timeout(ms, rng);
+    }
+
+    // --------------------------------------------------------- commands
+
+    /// A fetch or insert of this node's user. Its result comes out as
+    /// [`Output::RequestDone`] / [`Output::InsertDone`] with this id.
+    pub fn local_request(
+        &mut self,
+        now: Instant,
+        req: LocalRequest,
+        rng: &mut impl RngCore,
+    ) -> RequestId {
+        let ms = self.ms(now);
+        self.node.handle_local_request(ms, req, rng)
+    }
+
+    /// Add a friend (darknet peer): remembered, dialed now and whenever
+    /// the link is down, and accepted on a darknet node.
+    ///
+    /// # Errors
+    /// [`AddFriendError`].
+    pub fn add_friend(
+        &mut self,
+        now: Instant,
+        noderef: NodeRef,
+        bytes: Vec<u8>,
+    ) -> Result<PeerInfo, AddFriendError> {
+        let key = noderef.static_key;
+        if key == self.cfg.own_key {
+            return Err(AddFriendError::Myself);
+        }
+        match self.list.add_friend(noderef.clone(), bytes.clone()) {
+            Ok(Added::AlreadyFriend) => Err(AddFriendError::Duplicate),
+            Ok(_) => {
+                tracing::info!("added a friend");
+                self.save_now();
+                self.retry_at.remove(&key);
+                self.dial(now, noderef, Some(bytes));
+                Ok(self.info(&key))
+            }
+            Err(e) => Err(AddFriendError::Full(e)),
+        }
+    }
+
+    /// Forget a peer (by identity, or by an address of its noderef) and
+    /// close its link. `None`: no such peer.
+    pub fn remove(
+        &mut self,
+        now: Instant,
+        which: &str,
+        rng: &mut impl RngCore,
+    ) -> Option<PeerInfo> {
+        let key = self.find(which)?;
+        let info = self.info(&key);
+        if self.list.remove(&key).is_some() {
+            self.save_now();
+        }
+        self.retry_at.remove(&key);
+        if let Some(pid) = self.by_key.remove(&key) {
+            if let Some(p) = self.links.remove(&pid) {
+                if p.routed {
+                    let ms = self.ms(now);
+                    self.node.remove_peer(ms, pid, rng);
+                }
+                self.out.push_back(Output::Close { peer: pid });
+            }
+        }
+        tracing::info!("removed a peer");
+        Some(info)
+    }
+
+    /// Stop: every link is closed and the peer list written if it
+    /// changed.
+    pub fn shutdown(&mut self) {
+        let pids: Vec<PeerId> = self.links.keys().copied().collect();
+        for peer in pids {
+            self.out.push_back(Output::Close { peer });
+        }
+        if self.dirty {
+            self.save_now();
+        }
+    }
+
+    // ----------------------------------------------------------- output
+
+    /// The next thing to do, if any. Call after every step until `None`.
+    pub fn poll_output(&mut self, now: Instant) -> Option<Output> {
+        loop {
+            if let Some(o) = self.out.pop_front() {
+                return Some(o);
+            }
+            let a = self.node.poll_action()?;
+            self.act(now, a);
+        }
+    }
+
+    /// Turn one routing action into outputs.
+    fn act(&mut self, now: Instant, a: Action) {
+        match a {
+            Action::Send { to, msg } => {
+                tracing::trace!(peer = to.0, msg = msg.name(), id = ?msg.id(), "send");
+                if self.links.contains_key(&to) {
+                    self.out.push_back(Output::Send { peer: to, msg });
+                }
+            }
+            Action::StoreBlock {
+                space,
+                key,
+                kind,
+                block,
+            } => self.out.push_back(Output::StoreBlock {
+                space,
+                key,
+                kind,
+                block,
+            }),
+            Action::RequestDone { id, outcome } => {
+                self.out.push_back(Output::RequestDone { id, outcome });
+            }
+            Action::InsertDone { id, outcome } => {
+                self.out.push_back(Output::InsertDone { id, outcome });
+            }
+            Action::Connect { noderef } => match NodeRef::from_bytes(&noderef.address) {
+                Ok(r) => self.dial(now, r, Some(noderef.address)),
+                Err(e) => tracing::debug!(error = %e, "bad noderef in a connect offer"),
+            },
+            Action::Disconnect { peer, why } => self.disconnect(now, peer, why),
+            Action::LocationChanged { location } => {
+                self.location = location;
+                for &peer in self.links.keys() {
+                    self.out.push_back(Output::Send {
+                        peer,
+                        msg: Message::LocationChanged { location },
+                    });
+                }
+            }
+        }
+    }
+
+    /// The routing core dropped a peer.
+    fn disconnect(&mut self, now: Instant, peer: PeerId, why: lichen_routing::Disconnect) {
+        let Some(p) = self.links.remove(&peer) else {
+            return;
+        };
+        self.by_key.remove(&p.remote);
+        if why == lichen_routing::Disconnect::Misbehaving {
+            tracing::info!(
+                "disconnected a misbehaving peer; it is refused for {} minutes",
+                BAN.as_secs() / 60
+            );
+            self.ban(now, p.remote);
+        } else {
+            // Not redialed at once (a friend is, later).
+            self.retry_at.insert(p.remote, now + DROPPED_RETRY);
+        }
+        self.out.push_back(Output::Close { peer });
+    }
+
+    // ---------------------------------------------------------- helpers
+
+    fn save_now(&mut self) {
+        self.dirty = false;
+        self.out.push_back(Output::SavePeers(self.list.clone()));
+    }
+
+    /// Keep `key` out for [`BAN`]: refused when it connects, not dialed,
+    /// and forgotten if it was only an opennet peer.
+    fn ban(&mut self, now: Instant, key: [u8; 32]) {
+        self.banned.retain(|_, t| *t > now);
+        if self.banned.len() >= MAX_BANNED {
+            if let Some(oldest) = self.banned.iter().min_by_key(|(_, t)| **t).map(|(k, _)| *k) {
+                self.banned.remove(&oldest);
+            }
+        }
+        self.banned.insert(key, now + BAN);
+        self.retry_at.insert(key, now + BAN);
+        if !self.list.is_friend(&key) && self.list.remove(&key).is_some() {
+            self.save_now();
+        }
+    }
+
+    /// A dial failed, or a dialed link closed before its hello.
+    fn failed(&mut self, now: Instant, key: &[u8; 32]) {
+        let wall = self.wall_ms(now);
+        if self.list.failed(key, wall) {
+            tracing::debug!("forgot an opennet peer that failed repeatedly");
+            self.retry_at.remove(key);
+            self.save_now();
+        } else if let Some(e) = self.list.get(key) {
+            self.retry_at
+                .insert(*key, now + retry_delay(e.failures, e.kind));
+            self.dirty = true;
+        }
+    }
+
+    /// Dial remembered peers that are down and due: friends always,
+    /// opennet entries while the node wants peers.
+    fn redial(&mut self, now: Instant) {
+        let mut want = self
+            .cfg
+            .routing
+            .max_peers
+            .saturating_sub(self.node.peer_count() + self.dialing.len());
+        let mut due = Vec::new();
+        for e in self.list.entries() {
+            let key = e.key();
+            if self.by_key.contains_key(&key)
+                || self.dialing.contains(&key)
+                || self.retry_at.get(&key).is_some_and(|t| *t > now)
+            {
+                continue;
+            }
+            if e.kind == PeerKind::Opennet {
+                if !self.cfg.opennet || want == 0 {
+                    continue;
+                }
+                want -= 1;
+            }
+            due.push((e.noderef.clone(), e.bytes.clone()));
+        }
+        for (r, b) in due {
+            self.dial(now, r, Some(b));
+        }
+    }
+
+    pub(super) fn info(&self, key: &[u8; 32]) -> PeerInfo {
+        let entry = self.list.get(key);
+        let link = self.by_key.get(key).and_then(|p| self.links.get(p));
+        PeerInfo {
+            identity: identity_of(key),
+            kind: entry.map_or(PeerKind::Opennet, |e| e.kind),
+            connected: link.is_some_and(|l| l.routed && !l.seed_client),
+            location: link
+                .and_then(|l| l.location)
+                .or_else(|| entry.and_then(|e| e.noderef.location)),
+            noderef: entry.map(Entry::text),
+            addresses: entry
+                .map(|e| e.noderef.addresses.clone())
+                .unwrap_or_default(),
+            last_seen: entry.map_or(0, |e| e.last_seen),
+        }
+    }
+
+    /// The peer named by an identity or by one of its noderef's addresses.
+    fn find(&self, which: &str) -> Option<[u8; 32]> {
+        let which = which.trim();
+        self.list
+            .entries()
+            .iter()
+            .map(Entry::key)
+            .chain(self.links.values().map(|l| l.remote))
+            .find(|k| {
+                identity_of(k) == which
+                    || self
+                        .list
+                        .get(k)
+                        .is_some_and(|e| e.noderef.addresses.iter().any(|a| a.to_string() == which))
+            })
+    }
+}

@@ -1,0 +1,434 @@
+//! The peer policy: which links a node keeps and what it says on them,
+//! as a state machine with no I/O and no clock (quinn-proto's model).
+//!
+//! It owns the routing core ([`lichen_routing::Node`]) and the remembered
+//! peers ([`PeerList`]), and decides:
+//!
+//! - **admission**: a darknet node keeps only friends' links; an opennet
+//!   node asks the routing core ([`Node::accept_opennet_peer`]); a full
+//!   opennet node keeps a newcomer that dialed it as a *seed client*
+//!   (one announcement routed, then closed);
+//! - **bans**: a peer the routing core disconnects for misbehaviour is
+//!   refused, and not dialed, for [`BAN`] (friend or not), and an opennet
+//!   entry for it is forgotten;
+//! - **backoff**: a failed dial is retried after [`retry_delay`]
+//!   (doubling, capped per kind); a dropped peer after a fixed delay;
+//! - **duplicate links**: of two links to one node, [`keep_new_link`]
+//!   decides the same way on both sides;
+//! - **the hello**: both sides send `LocationChanged` with their location;
+//!   on opennet the dialing side then sends its signed noderef, which the
+//!   dialed side checks and remembers;
+//! - **the first announcement**: when an opennet node gets its first peer
+//!   it announces at once.
+//!
+//! Time comes in as an argument ([`Instant`]; tests use a virtual clock),
+//! randomness as an `rng`. What the policy wants done comes out of
+//! [`PeerPolicy::poll_output`]: dial, send, close, save the peer list,
+//! store a block, a local request finished. The node's driver
+//! (`lichen-node`, `peers`) is a thin loop around it; [`mesh`] drives
+//! several policies in memory.
+//!
+//! ```text
+//! link up ──► link_up: own key, banned, darknet stranger → refused;
+//!             a second link to one node → keep_new_link;
+//!             accepted → hello sent (LocationChanged, opennet dialer: Noderef)
+//! hello  ──► message: add_peer (friends, darknet) / accept_opennet_peer;
+//!             full → seed client (a newcomer that dialed us) or closed;
+//!             kept → remembered (opennet: only nodes we dialed);
+//!             first opennet peer → announce
+//! tick   ──► redial remembered peers that are down and due (backing off)
+//! ```
+
+pub mod mesh;
+mod slots;
+#[cfg(test)]
+mod tests;
+
+pub use slots::{
+    HandshakeSlot, HandshakeSlots, MAX_HANDSHAKES_PER_ADDRESS, MAX_INBOUND_HANDSHAKES,
+};
+
+use crate::noderef::NodeRef;
+use crate::peerlist::{PeerKind, PeerList};
+use lichen_routing::{
+    InsertOutcome, Key, KeyKind, Location, Message, Node, PeerId, RequestId, RequestOutcome,
+    Verifier,
+};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// How often the driver should call [`PeerPolicy::tick`].
+pub const RECONNECT_TICK: Duration = Duration::from_secs(1);
+/// First retry delay after a failed connection; doubles per failure.
+pub const RETRY_BASE: Duration = Duration::from_secs(5);
+/// Longest retry delay for a friend.
+pub const FRIEND_RETRY_MAX: Duration = Duration::from_secs(120);
+/// Longest retry delay for a remembered opennet peer.
+pub const OPENNET_RETRY_MAX: Duration = Duration::from_secs(600);
+/// A friend the routing core dropped is not redialed for this long.
+pub const DROPPED_RETRY: Duration = Duration::from_secs(30);
+/// A link that lived less than this was probably closed by a full node.
+pub const SHORT_LINK: Duration = Duration::from_secs(60);
+/// A peer disconnected for misbehaviour is refused (and not dialed) this
+/// long, friend or not.
+pub const BAN: Duration = Duration::from_secs(30 * 60);
+/// Most banned keys remembered (the oldest ban goes first).
+pub const MAX_BANNED: usize = 4096;
+/// `last_seen` changes are written at most this often.
+pub const SAVE_EVERY: Duration = Duration::from_secs(60);
+/// A second link to a peer within this long of the first is a
+/// simultaneous dial; later, the new link replaces the old one (the
+/// other side restarted, or saw the old one die).
+pub const RACE_WINDOW: Duration = Duration::from_secs(5);
+
+/// What the policy needs to know about its node.
+#[derive(Clone, Debug)]
+pub struct PolicyConfig {
+    /// This node's static public key.
+    pub own_key: [u8; 32],
+    /// Accept strangers (opennet). Off: only friends' links are kept.
+    pub opennet: bool,
+    /// This node's signed noderef bytes (sent after the hello when we
+    /// dialed, on opennet; offered in announcements and folding).
+    pub noderef: Option<Vec<u8>>,
+    /// The routing core's settings (`max_peers` bounds redialing).
+    pub routing: lichen_routing::Config,
+    /// The node's location.
+    pub location: Location,
+}
+
+/// What we dialed: the noderef, and its signed bytes when known.
+#[derive(Clone, Debug)]
+pub struct Dialed {
+    /// The noderef dialed.
+    pub noderef: NodeRef,
+    /// Its signed bytes (None: a one-off connection, not remembered).
+    pub bytes: Option<Vec<u8>>,
+}
+
+/// What the policy wants done.
+#[derive(Debug)]
+pub enum Output {
+    /// Open a link to this node; report [`PeerPolicy::link_up`] with
+    /// `Some(Dialed { noderef, bytes })` or [`PeerPolicy::dial_failed`].
+    Dial {
+        /// Whom to dial.
+        noderef: NodeRef,
+        /// Its signed bytes, when known.
+        bytes: Option<Vec<u8>>,
+    },
+    /// Send a message on a link.
+    Send {
+        /// The link.
+        peer: PeerId,
+        /// The message.
+        msg: Message,
+    },
+    /// Close a link (no [`PeerPolicy::link_closed`] is expected for it).
+    Close {
+        /// The link.
+        peer: PeerId,
+    },
+    /// Write the remembered peers (a snapshot; the latest wins).
+    SavePeers(PeerList),
+    /// Keep a block the routing core verified in a shared space.
+    StoreBlock {
+        /// Store or cache.
+        space: lichen_routing::Space,
+        /// The routing key.
+        key: Key,
+        /// Its kind.
+        kind: KeyKind,
+        /// The verified block.
+        block: Vec<u8>,
+    },
+    /// A local fetch finished.
+    RequestDone {
+        /// From [`PeerPolicy::local_request`].
+        id: RequestId,
+        /// Found or not.
+        outcome: RequestOutcome,
+    },
+    /// A local insert finished.
+    InsertDone {
+        /// From [`PeerPolicy::local_request`].
+        id: RequestId,
+        /// How far it got.
+        outcome: InsertOutcome,
+    },
+}
+
+/// Why a link was refused before its hello.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// It is this node.
+    Myself,
+    /// Banned for misbehaviour.
+    Banned,
+    /// A darknet node keeps only friends.
+    NotAFriend,
+    /// A link to that node is already up and stays.
+    Duplicate,
+}
+
+/// One peer, for `ListPeers` and `lichen peers`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// Short public name: Freenet base64 of the first 16 bytes of
+    /// SHA-256(static key).
+    pub identity: String,
+    /// Friend or opennet.
+    pub kind: PeerKind,
+    /// A link is up and the routing core has the peer.
+    pub connected: bool,
+    /// Location (last announced by the peer, or the noderef's hint).
+    pub location: Option<u64>,
+    /// Noderef text, when known (remembered peers).
+    pub noderef: Option<String>,
+    /// Addresses from the noderef (empty when unknown).
+    pub addresses: Vec<SocketAddr>,
+    /// When a link last came up (ms since the epoch; 0: never or unknown).
+    pub last_seen: u64,
+}
+
+impl std::fmt::Debug for PeerInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerInfo")
+            .field("kind", &self.kind)
+            .field("connected", &self.connected)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The public short name of a node's static key.
+#[must_use]
+pub fn identity_of(static_key: &[u8; 32]) -> String {
+    lichen_crypto::b64::encode(&lichen_crypto::sha256(static_key)[..16])
+}
+
+/// Why a friend could not be added.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AddFriendError {
+    /// The noderef is this node's own.
+    #[error("that is this node's own noderef")]
+    Myself,
+    /// Already a friend.
+    #[error("that node is already a friend")]
+    Duplicate,
+    /// The friend list is full.
+    #[error("cannot add a friend: {0}")]
+    Full(String),
+    /// The manager has stopped.
+    #[error("the network is not running")]
+    Stopped,
+}
+
+/// Whether a second link to the same node replaces the first (see
+/// [`RACE_WINDOW`]): after the window, always; within it, a link dialed
+/// by the node with the smaller static key wins, so both sides keep the
+/// same one.
+#[must_use]
+pub fn keep_new_link(
+    existing_age: Duration,
+    existing_dialed: bool,
+    new_dialed: bool,
+    ours: &[u8; 32],
+    theirs: &[u8; 32],
+) -> bool {
+    if existing_age > RACE_WINDOW {
+        return true;
+    }
+    if existing_dialed == new_dialed {
+        return false;
+    }
+    // Keep the link dialed by the node with the smaller key.
+    let we_dial = ours < theirs;
+    new_dialed == we_dial
+}
+
+/// Retry delay after `failures` failed attempts in a row.
+#[must_use]
+pub fn retry_delay(failures: u32, kind: PeerKind) -> Duration {
+    let max = match kind {
+        PeerKind::Friend => FRIEND_RETRY_MAX,
+        PeerKind::Opennet => OPENNET_RETRY_MAX,
+    };
+    RETRY_BASE
+        .saturating_mul(1u32 << failures.saturating_sub(1).min(16))
+        .min(max)
+}
+
+/// One link, from its coming up to its end.
+#[derive(Debug)]
+struct LinkState {
+    remote: [u8; 32],
+    /// Added to the routing node (after the hello).
+    routed: bool,
+    /// We dialed it (with this noderef); None: it dialed us.
+    dialed: Option<Dialed>,
+    /// When the link came up.
+    since: Instant,
+    /// Last location the peer announced.
+    location: Option<u64>,
+    /// Kept only to route its announcement (we are full); not a peer.
+    seed_client: bool,
+}
+
+/// The peer policy of one node. See the [module docs](self).
+pub struct PeerPolicy<V: Verifier> {
+    cfg: PolicyConfig,
+    node: Node<V>,
+    /// The instant the routing core's clock counts from.
+    start: Instant,
+    /// Wall-clock ms since the Unix epoch at `start` (for `last_seen`).
+    wall_start_ms: u64,
+    location: Location,
+    links: BTreeMap<PeerId, LinkState>,
+    by_key: HashMap<[u8; 32], PeerId>,
+    list: PeerList,
+    /// Dials under way.
+    dialing: HashSet<[u8; 32]>,
+    /// Not before this instant (after a failure or a drop).
+    retry_at: HashMap<[u8; 32], Instant>,
+    /// Keys refused until the instant (misbehaviour). In memory only.
+    banned: HashMap<[u8; 32], Instant>,
+    /// `last_seen` changed since the last save.
+    dirty: bool,
+    last_save: Instant,
+    next_peer: u64,
+    out: VecDeque<Output>,
+}
+
+impl<V: Verifier> std::fmt::Debug for PeerPolicy<V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerPolicy")
+            .field("opennet", &self.cfg.opennet)
+            .field("links", &self.links.len())
+            .field("peers", &self.node.peer_count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<V: Verifier> PeerPolicy<V> {
+    /// A policy with the remembered peers `list`, starting at `now`
+    /// (`wall_ms`: the wall clock then, ms since the Unix epoch).
+    pub fn new(cfg: PolicyConfig, list: PeerList, verifier: V, now: Instant, wall_ms: u64) -> Self {
+        let mut node = Node::new(cfg.routing.clone(), cfg.location, verifier);
+        if let Some(r) = &cfg.noderef {
+            node.set_noderef(lichen_routing::NodeRef {
+                location: cfg.location,
+                address: r.clone(),
+            });
+        }
+        PeerPolicy {
+            location: cfg.location,
+            cfg,
+            node,
+            start: now,
+            wall_start_ms: wall_ms,
+            links: BTreeMap::new(),
+            by_key: HashMap::new(),
+            list,
+            dialing: HashSet::new(),
+            retry_at: HashMap::new(),
+            banned: HashMap::new(),
+            dirty: false,
+            last_save: now,
+            next_peer: 1,
+            out: VecDeque::new(),
+        }
+    }
+
+    // ---------------------------------------------------------- queries
+
+    /// The routing core (read only).
+    #[must_use]
+    pub fn routing(&self) -> &Node<V> {
+        &self.node
+    }
+
+    /// Peers the routing core has.
+    #[must_use]
+    pub fn peer_count(&self) -> usize {
+        self.node.peer_count()
+    }
+
+    /// The routing core's counters.
+    #[must_use]
+    pub fn stats(&self) -> &lichen_routing::Stats {
+        self.node.stats()
+    }
+
+    /// The remembered peers.
+    #[must_use]
+    pub fn peer_list(&self) -> &PeerList {
+        &self.list
+    }
+
+    /// Whether `key` is banned at `now`.
+    #[must_use]
+    pub fn is_banned(&self, now: Instant, key: &[u8; 32]) -> bool {
+        self.banned.get(key).is_some_and(|t| *t > now)
+    }
+
+    /// When `key` may be dialed again (None: no delay is set).
+    #[must_use]
+    pub fn retry_at(&self, key: &[u8; 32]) -> Option<Instant> {
+        self.retry_at.get(key).copied()
+    }
+
+    /// The static key of the node on link `peer`.
+    #[must_use]
+    pub fn remote_of(&self, peer: PeerId) -> Option<[u8; 32]> {
+        self.links.get(&peer).map(|l| l.remote)
+    }
+
+    /// The link to the node with static key `key`, if one is up.
+    #[must_use]
+    pub fn link_to(&self, key: &[u8; 32]) -> Option<PeerId> {
+        self.by_key.get(key).copied()
+    }
+
+    /// Whether link `peer` is kept only as a seed client.
+    #[must_use]
+    pub fn is_seed_client(&self, peer: PeerId) -> bool {
+        self.links.get(&peer).is_some_and(|l| l.seed_client)
+    }
+
+    /// Remembered and connected peers: friends first.
+    #[must_use]
+    pub fn list(&self) -> Vec<PeerInfo> {
+        let mut out: Vec<PeerInfo> = self
+            .list
+            .entries()
+            .iter()
+            .map(|e| self.info(&e.key()))
+            .collect();
+        for l in self.links.values() {
+            if l.routed && !l.seed_client && self.list.get(&l.remote).is_none() {
+                out.push(self.info(&l.remote));
+            }
+        }
+        out
+    }
+
+    /// When [`PeerPolicy::timeout`] is next due.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.node
+            .poll_timeout()
+            .map(|t| self.start + Duration::from_millis(t))
+    }
+
+    fn ms(&self, now: Instant) -> u64 {
+        u64::try_from(now.saturating_duration_since(self.start).as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn wall_ms(&self, now: Instant) -> u64 {
+        self.wall_start_ms.saturating_add(self.ms(now))
+    }
+}
+
+mod events;

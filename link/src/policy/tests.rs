@@ -1,0 +1,292 @@
+//! The peer policy under a virtual clock, with no sockets: every test
+//! drives [`Mesh`] (policies linked in memory).
+
+#![allow(clippy::unwrap_used)]
+
+use super::mesh::Mesh;
+use super::*;
+use crate::peerlist::PeerList;
+use lichen_routing::{KeyKind, Location};
+
+type Verify = fn(&Key, KeyKind, &[u8]) -> bool;
+
+fn accept_all(_: &Key, _: KeyKind, _: &[u8]) -> bool {
+    true
+}
+
+fn mesh() -> Mesh<Verify> {
+    Mesh::new(7)
+}
+
+/// A node with secret `[s; 32]` at location `s / 16` of the circle.
+fn add(m: &mut Mesh<Verify>, s: u8, configure: impl FnOnce(&mut PolicyConfig)) -> usize {
+    let location = u64::from(s) << 58;
+    m.add([s; 32], location, PeerList::new(16), accept_all, configure)
+}
+
+fn opennet(m: &mut Mesh<Verify>, s: u8) -> usize {
+    add(m, s, |_| {})
+}
+
+fn darknet(m: &mut Mesh<Verify>, s: u8) -> usize {
+    add(m, s, |c| {
+        c.opennet = false;
+        c.routing.opennet = false;
+    })
+}
+
+fn key(m: &Mesh<Verify>, i: usize) -> [u8; 32] {
+    m.nodes[i].keys.static_public()
+}
+
+#[test]
+fn a_hello_links_two_opennet_nodes_and_both_remember_each_other() {
+    let mut m = mesh();
+    let (a, b) = (opennet(&mut m, 1), opennet(&mut m, 2));
+    m.dial(a, b);
+    assert_eq!(m.link_count(), 1);
+    assert_eq!(m.nodes[a].policy.peer_count(), 1);
+    assert_eq!(m.nodes[b].policy.peer_count(), 1);
+    // The dialer remembers the node it dialed; the dialed node remembers
+    // the dialer from the noderef sent after its hello.
+    let kb = key(&m, b);
+    let ka = key(&m, a);
+    assert!(m.nodes[a].saved.as_ref().unwrap().get(&kb).is_some());
+    assert!(m.nodes[b].saved.as_ref().unwrap().get(&ka).is_some());
+    assert_eq!(m.nodes[a].sent.get("Noderef"), Some(&1));
+    assert_eq!(
+        m.nodes[b].sent.get("Noderef"),
+        None,
+        "only the dialer sends it"
+    );
+    // The first opennet peer is announced to at once.
+    assert!(m.nodes[a].sent.contains_key("Announce"));
+}
+
+#[test]
+fn a_darknet_node_refuses_strangers_and_keeps_friends() {
+    let mut m = mesh();
+    let (a, b) = (darknet(&mut m, 1), darknet(&mut m, 2));
+    m.dial(a, b);
+    assert_eq!(m.link_count(), 0, "b does not know a");
+    // Both befriend each other: the link stays.
+    let (ra, ba) = (m.nodes[a].noderef.clone(), m.nodes[a].bytes.clone());
+    let (rb, bb) = (m.nodes[b].noderef.clone(), m.nodes[b].bytes.clone());
+    let now = m.now;
+    m.nodes[b].policy.add_friend(now, ra, ba).unwrap();
+    m.nodes[a]
+        .policy
+        .add_friend(now, rb.clone(), bb.clone())
+        .unwrap();
+    m.run();
+    assert_eq!(m.link_count(), 1);
+    assert_eq!(m.nodes[a].policy.peer_count(), 1);
+    assert_eq!(m.nodes[b].policy.peer_count(), 1);
+    assert_eq!(
+        m.nodes[a].policy.add_friend(now, rb, bb),
+        Err(AddFriendError::Duplicate)
+    );
+    let own = (m.nodes[a].noderef.clone(), m.nodes[a].bytes.clone());
+    assert_eq!(
+        m.nodes[a].policy.add_friend(now, own.0, own.1),
+        Err(AddFriendError::Myself)
+    );
+}
+
+#[test]
+fn simultaneous_dials_leave_one_link_both_sides_agree_on() {
+    for (sa, sb) in [(1u8, 2u8), (2, 1)] {
+        let mut m = mesh();
+        let (a, b) = (opennet(&mut m, sa), opennet(&mut m, sb));
+        m.dial(a, b);
+        m.advance(Duration::from_millis(10));
+        m.dial(b, a);
+        assert_eq!(m.link_count(), 1, "one link left");
+        let (la, lb) = (m.link(a, b).unwrap(), m.link(b, a).unwrap());
+        assert_eq!(m.nodes[a].policy.remote_of(la), Some(key(&m, b)));
+        assert_eq!(m.nodes[b].policy.remote_of(lb), Some(key(&m, a)));
+        assert_eq!(m.nodes[a].policy.peer_count(), 1);
+        assert_eq!(m.nodes[b].policy.peer_count(), 1);
+    }
+    // After the race window a new link replaces the old one (the peer
+    // restarted, or saw the old link die): the old one is closed.
+    let mut m = mesh();
+    let (a, b) = (opennet(&mut m, 1), opennet(&mut m, 2));
+    m.dial(a, b);
+    let old = m.link(a, b).unwrap();
+    m.advance(RACE_WINDOW * 2);
+    let kb = key(&m, b);
+    let now = m.now;
+    let mut rng = rand::rngs::mock::StepRng::new(1, 1);
+    let p = &mut m.nodes[a].policy;
+    let new = p.link_up(now, kb, None, &mut rng).unwrap();
+    assert_ne!(new, old);
+    let mut closed = Vec::new();
+    while let Some(o) = p.poll_output(now) {
+        if let Output::Close { peer } = o {
+            closed.push(peer);
+        }
+    }
+    assert_eq!(closed, vec![old]);
+    assert_eq!(p.link_to(&kb), Some(new));
+    assert_eq!(p.peer_count(), 0, "the new link waits for its hello");
+}
+
+#[test]
+fn the_duplicate_rule_picks_the_smaller_keys_dial() {
+    let lo = [1u8; 32];
+    let hi = [2u8; 32];
+    let young = Duration::from_millis(10);
+    // lo's view: existing = the link it dialed, new = hi's dial.
+    let lo_replaces = keep_new_link(young, true, false, &lo, &hi);
+    // hi's view: existing = the link it dialed, new = lo's dial.
+    let hi_replaces = keep_new_link(young, true, false, &hi, &lo);
+    // Both keep lo's dial: lo keeps its own, hi switches to it.
+    assert!(!lo_replaces && hi_replaces);
+    // Other arrival order gives the same choice.
+    assert!(keep_new_link(young, false, true, &lo, &hi));
+    assert!(!keep_new_link(young, false, true, &hi, &lo));
+    // An old link is replaced by a new one (the peer restarted).
+    assert!(keep_new_link(RACE_WINDOW * 2, true, false, &lo, &hi));
+    assert_eq!(retry_delay(1, PeerKind::Friend), RETRY_BASE);
+    assert_eq!(retry_delay(40, PeerKind::Friend), FRIEND_RETRY_MAX);
+    assert_eq!(retry_delay(40, PeerKind::Opennet), OPENNET_RETRY_MAX);
+}
+
+#[test]
+fn backoff_grows_while_a_remembered_peer_is_down() {
+    let mut m = mesh();
+    let (a, b) = (opennet(&mut m, 1), opennet(&mut m, 2));
+    m.dial(a, b);
+    m.advance(SHORT_LINK * 2);
+    m.set_down(b, true);
+    assert_eq!(m.link_count(), 0);
+    // Dropped after a long link: not redialed before DROPPED_RETRY.
+    let kb = key(&m, b);
+    let t0 = m.now;
+    assert_eq!(m.nodes[a].policy.retry_at(&kb), Some(t0 + DROPPED_RETRY));
+    let dials0 = m.nodes[a].dials;
+    m.advance(DROPPED_RETRY - RECONNECT_TICK);
+    assert_eq!(m.nodes[a].dials, dials0, "no dial inside the delay");
+    // Then each failure doubles the delay.
+    let mut gaps = Vec::new();
+    let mut last = None;
+    for _ in 0..6 {
+        let before = m.nodes[a].dials;
+        for _ in 0..2000 {
+            if m.nodes[a].dials != before {
+                break;
+            }
+            m.advance(RECONNECT_TICK);
+        }
+        assert_ne!(m.nodes[a].dials, before, "redialed within 2000 s");
+        if let Some(l) = last {
+            gaps.push(m.now.saturating_duration_since(l));
+        }
+        last = Some(m.now);
+    }
+    for w in gaps.windows(2) {
+        assert!(w[1] >= w[0] * 2 - RECONNECT_TICK, "delays grow: {gaps:?}");
+    }
+    assert!(gaps[0] >= RETRY_BASE, "{gaps:?}");
+    // Back up: the next dial links again, and the failures are forgotten.
+    m.set_down(b, false);
+    m.advance(OPENNET_RETRY_MAX + RECONNECT_TICK);
+    assert_eq!(m.link_count(), 1);
+    assert_eq!(m.nodes[a].policy.peer_list().get(&kb).unwrap().failures, 0);
+}
+
+#[test]
+fn a_misbehaving_peer_is_banned_and_the_ban_expires() {
+    let mut m = mesh();
+    let a = opennet(&mut m, 1);
+    let b = add(&mut m, 2, |_| {});
+    m.dial(b, a);
+    assert_eq!(m.link_count(), 1);
+    let limit = lichen_routing::Config::default().misbehaviour_limit;
+    for id in 0..=u64::from(limit) {
+        // A reply to nothing a asked is an offence (and gets no answer).
+        m.inject(b, a, Message::Accepted { id: 1000 + id });
+        if m.link_count() == 0 {
+            break;
+        }
+    }
+    assert_eq!(m.link_count(), 0, "disconnected for misbehaviour");
+    let kb = key(&m, b);
+    assert!(m.nodes[a].policy.is_banned(m.now, &kb));
+    // b dials again: refused while banned.
+    m.advance(RECONNECT_TICK);
+    m.dial(b, a);
+    assert_eq!(m.link_count(), 0, "refused while banned");
+    assert_eq!(
+        m.nodes[a]
+            .policy
+            .link_up(m.now, kb, None, &mut rand::rngs::mock::StepRng::new(1, 1)),
+        Err(Refused::Banned)
+    );
+    // After the ban it gets in again.
+    m.advance(BAN);
+    assert!(!m.nodes[a].policy.is_banned(m.now, &kb));
+    m.dial(b, a);
+    assert_eq!(m.link_count(), 1);
+}
+
+#[test]
+fn a_full_seed_keeps_a_newcomer_as_a_seed_client() {
+    let mut m = mesh();
+    let full = |c: &mut PolicyConfig| c.routing.max_peers = 1;
+    let seed = add(&mut m, 1, full);
+    let old = opennet(&mut m, 2);
+    m.dial(old, seed);
+    assert_eq!(m.nodes[seed].policy.peer_count(), 1);
+    let newcomer = opennet(&mut m, 3);
+    m.dial(newcomer, seed);
+    let link = m.link(seed, newcomer).expect("the link stays open");
+    assert!(m.nodes[seed].policy.is_seed_client(link));
+    assert_eq!(
+        m.nodes[seed].policy.peer_count(),
+        1,
+        "not counted as a peer"
+    );
+    let kn = key(&m, newcomer);
+    assert!(
+        m.nodes[seed].policy.peer_list().get(&kn).is_none(),
+        "a seed client is not remembered"
+    );
+    assert!(
+        !m.nodes[seed]
+            .policy
+            .list()
+            .iter()
+            .any(|p| p.identity == identity_of(&kn)),
+        "nor listed"
+    );
+}
+
+#[test]
+fn removing_a_peer_closes_its_link_and_forgets_it() {
+    let mut m = mesh();
+    let (a, b) = (opennet(&mut m, 1), opennet(&mut m, 2));
+    m.dial(a, b);
+    let kb = key(&m, b);
+    let now = m.now;
+    let info = m.nodes[a]
+        .policy
+        .remove(
+            now,
+            &identity_of(&kb),
+            &mut rand::rngs::mock::StepRng::new(1, 1),
+        )
+        .unwrap();
+    assert!(info.connected);
+    m.run();
+    assert_eq!(m.link_count(), 0);
+    assert!(m.nodes[a].saved.as_ref().unwrap().get(&kb).is_none());
+    assert_eq!(
+        m.nodes[a]
+            .policy
+            .remove(now, "nobody", &mut rand::rngs::mock::StepRng::new(1, 1)),
+        None
+    );
+    let _ = Location(0);
+}

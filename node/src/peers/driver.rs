@@ -1,0 +1,397 @@
+//! The driving task: one loop whose every branch hands one event to the
+//! peer policy ([`PeerPolicy`]) and then carries out what the policy asks
+//! ([`Driver::carry_out`]). Sockets, tasks and the clock live here; every
+//! decision is the policy's.
+
+use super::store::{kind_of, verify, Keeper, StoreSource};
+use super::{file, Cmd, PeerSetup};
+use lichen_crypto::RoutingKey;
+use lichen_link::peerlist::PeerList;
+use lichen_link::policy::{
+    Dialed, HandshakeSlots, Output, PeerPolicy, PolicyConfig, MAX_HANDSHAKES_PER_ADDRESS,
+    MAX_INBOUND_HANDSHAKES, RECONNECT_TICK,
+};
+use lichen_link::{Link, LinkEvent, LinkSender, NodeRef};
+use lichen_routing::{
+    InsertOutcome, Key, KeyKind, LocalRequest, PeerId, RequestId, RequestOutcome,
+};
+use lichen_store::{Origin, Space};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+/// A link that came up, or a dial that failed.
+pub(super) enum NewLink {
+    Up(Link, Option<Dialed>),
+    Failed([u8; 32]),
+}
+
+/// Who waits for a local request.
+enum Waiter {
+    /// A fetch; keep the block in the client cache.
+    Fetch(Key, KeyKind, bool, oneshot::Sender<RequestOutcome>),
+    Insert(oneshot::Sender<InsertOutcome>),
+}
+
+type Verify = fn(&Key, KeyKind, &[u8]) -> bool;
+
+/// The channels the driving task reads and the handles it updates.
+pub(super) struct Channels {
+    pub(super) cmds: mpsc::Receiver<Cmd>,
+    pub(super) link_tx: mpsc::Sender<NewLink>,
+    pub(super) new_links: mpsc::Receiver<NewLink>,
+    pub(super) connected: Arc<AtomicUsize>,
+    pub(super) stats: Arc<Mutex<lichen_routing::Stats>>,
+    pub(super) save: mpsc::UnboundedSender<PeerList>,
+}
+
+/// The driving task's state: the policy and the I/O handles its outputs
+/// need.
+struct Driver {
+    policy: PeerPolicy<Verify>,
+    setup: PeerSetup,
+    senders: HashMap<PeerId, LinkSender>,
+    waiters: HashMap<RequestId, Waiter>,
+    keeper: Keeper,
+    rng: StdRng,
+    link_tx: mpsc::Sender<NewLink>,
+    ev_tx: mpsc::Sender<(PeerId, LinkEvent)>,
+    save: mpsc::UnboundedSender<PeerList>,
+}
+
+/// Run the peer manager until `shutdown` (or until its handle is gone).
+pub(super) async fn drive(
+    setup: PeerSetup,
+    list: PeerList,
+    ch: Channels,
+    shutdown: CancellationToken,
+) {
+    let Channels {
+        mut cmds,
+        link_tx,
+        mut new_links,
+        connected,
+        stats,
+        save,
+    } = ch;
+    let (ev_tx, mut events) = mpsc::channel::<(PeerId, LinkEvent)>(1024);
+    let mut d = Driver::new(setup, list, link_tx, ev_tx, save);
+    let mut tick = tokio::time::interval(RECONNECT_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let timer = d.policy.poll_timeout().map(tokio::time::Instant::from_std);
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            _ = tick.tick() => d.policy.tick(Instant::now()),
+            c = cmds.recv() => match c {
+                Some(c) => d.command(c),
+                None => break,
+            },
+            l = new_links.recv() => match l {
+                Some(l) => d.new_link(l),
+                None => break,
+            },
+            e = events.recv() => match e {
+                Some((pid, e)) => d.link_event(pid, e),
+                None => break,
+            },
+            () = async {
+                match timer {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            } => d.policy.timeout(Instant::now(), &mut d.rng),
+        }
+        d.carry_out();
+        connected.store(d.policy.peer_count(), Ordering::Relaxed);
+        stats
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone_from(d.policy.stats());
+    }
+    connected.store(0, Ordering::Relaxed);
+    d.policy.shutdown();
+    d.carry_out();
+}
+
+impl Driver {
+    fn new(
+        setup: PeerSetup,
+        list: PeerList,
+        link_tx: mpsc::Sender<NewLink>,
+        ev_tx: mpsc::Sender<(PeerId, LinkEvent)>,
+        save: mpsc::UnboundedSender<PeerList>,
+    ) -> Self {
+        let cfg = PolicyConfig {
+            own_key: setup.keys.static_public(),
+            opennet: setup.opennet,
+            noderef: setup.noderef.clone(),
+            routing: setup.routing.clone(),
+            location: setup.location,
+        };
+        let policy = PeerPolicy::new(
+            cfg,
+            list,
+            verify as Verify,
+            Instant::now(),
+            crate::node::now_ms(),
+        );
+        Driver {
+            policy,
+            keeper: Keeper::new(setup.store.clone()),
+            setup,
+            senders: HashMap::new(),
+            waiters: HashMap::new(),
+            rng: StdRng::from_entropy(),
+            link_tx,
+            ev_tx,
+            save,
+        }
+    }
+
+    /// A request of the node's user.
+    fn command(&mut self, c: Cmd) {
+        let now = Instant::now();
+        match c {
+            Cmd::Fetch(key, kind, opts, reply) => {
+                let local = if opts.local_first {
+                    self.setup
+                        .store
+                        .get(Origin::Local, kind_of(kind), &RoutingKey(key.0))
+                        .ok()
+                        .flatten()
+                } else {
+                    None
+                };
+                if let Some(f) = local {
+                    let _ = reply.send(RequestOutcome::Found(f.block));
+                } else {
+                    let req = LocalRequest::Fetch { key, kind };
+                    let id = self.policy.local_request(now, req, &mut self.rng);
+                    self.waiters
+                        .insert(id, Waiter::Fetch(key, kind, opts.keep, reply));
+                }
+            }
+            Cmd::Insert(key, kind, block, reply) => {
+                // The private client cache, never the shared spaces.
+                let _ =
+                    self.setup
+                        .store
+                        .put(Space::Client, kind_of(kind), &RoutingKey(key.0), &block);
+                let req = LocalRequest::Insert { key, kind, block };
+                let id = self.policy.local_request(now, req, &mut self.rng);
+                self.waiters.insert(id, Waiter::Insert(reply));
+            }
+            Cmd::Connect(r, bytes) => self.policy.dial(now, r, bytes),
+            Cmd::PeerCount(reply) => {
+                let _ = reply.send(self.policy.peer_count());
+            }
+            Cmd::AddFriend(r, bytes, reply) => {
+                let _ = reply.send(self.policy.add_friend(now, r, bytes));
+            }
+            Cmd::Remove(which, reply) => {
+                let _ = reply.send(self.policy.remove(now, &which, &mut self.rng));
+            }
+            Cmd::List(reply) => {
+                let _ = reply.send(self.policy.list());
+            }
+        }
+    }
+
+    /// A link came up (or a dial failed): the policy keeps it or not.
+    fn new_link(&mut self, l: NewLink) {
+        let now = Instant::now();
+        let (link, dialed) = match l {
+            NewLink::Up(link, dialed) => (link, dialed),
+            NewLink::Failed(key) => {
+                self.policy.dial_failed(now, &key);
+                return;
+            }
+        };
+        let remote = link.remote_static();
+        let Ok(pid) = self.policy.link_up(now, remote, dialed, &mut self.rng) else {
+            link.close();
+            return;
+        };
+        let (sender, mut rx) = link.into_parts();
+        let ev = self.ev_tx.clone();
+        tokio::spawn(async move {
+            while let Some(e) = rx.recv().await {
+                if ev.send((pid, e)).await.is_err() {
+                    break;
+                }
+            }
+        });
+        self.senders.insert(pid, sender);
+    }
+
+    /// A message on a link, or its end.
+    fn link_event(&mut self, pid: PeerId, e: LinkEvent) {
+        let now = Instant::now();
+        match e {
+            LinkEvent::Message(m) => {
+                let mut source = StoreSource(self.setup.store.as_ref(), &self.keeper);
+                self.policy.message(now, pid, m, &mut source, &mut self.rng);
+            }
+            LinkEvent::Closed(err) => {
+                tracing::debug!(peer = pid.0, error = %err, "link down");
+                self.senders.remove(&pid);
+                self.policy.link_closed(now, pid, &mut self.rng);
+            }
+        }
+    }
+
+    /// Do what the policy asks, until it asks nothing more.
+    fn carry_out(&mut self) {
+        let now = Instant::now();
+        while let Some(o) = self.policy.poll_output(now) {
+            match o {
+                Output::Dial { noderef, bytes } => self.dial(noderef, bytes),
+                Output::Send { peer, msg } => {
+                    if let Some(s) = self.senders.get(&peer) {
+                        if let Err(e) = s.try_send(msg) {
+                            tracing::debug!(peer = peer.0, error = %e, "message dropped");
+                        }
+                    }
+                }
+                Output::Close { peer } => {
+                    if let Some(s) = self.senders.remove(&peer) {
+                        s.close();
+                    }
+                }
+                Output::SavePeers(list) => {
+                    if self.setup.peer_dir.is_some() {
+                        let _ = self.save.send(list);
+                    }
+                }
+                Output::StoreBlock {
+                    space,
+                    key,
+                    kind,
+                    block,
+                } => {
+                    let space = match space {
+                        lichen_routing::Space::Store => Space::Store,
+                        lichen_routing::Space::Cache => Space::Cache,
+                    };
+                    // Verified by the routing core (its contract), so a
+                    // CHK is not hashed a second time on every hop.
+                    self.keeper
+                        .keep(space, kind_of(kind), RoutingKey(key.0), block);
+                }
+                Output::RequestDone { id, outcome } => {
+                    if let Some(Waiter::Fetch(key, kind, keep, reply)) = self.waiters.remove(&id) {
+                        if let (true, RequestOutcome::Found(b)) = (keep, &outcome) {
+                            self.keeper.keep(
+                                Space::Client,
+                                kind_of(kind),
+                                RoutingKey(key.0),
+                                b.clone(),
+                            );
+                        }
+                        let _ = reply.send(outcome);
+                    }
+                }
+                Output::InsertDone { id, outcome } => {
+                    if let Some(Waiter::Insert(reply)) = self.waiters.remove(&id) {
+                        let _ = reply.send(outcome);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Open a link in its own task; the result comes back as a
+    /// [`NewLink`].
+    fn dial(&self, noderef: NodeRef, bytes: Option<Vec<u8>>) {
+        let setup = self.setup.clone();
+        let links = self.link_tx.clone();
+        tokio::spawn(async move {
+            match Link::connect_noderef(&noderef, &setup.keys, &setup.link, setup.bandwidth.clone())
+                .await
+            {
+                Ok(l) => {
+                    let _ = links
+                        .send(NewLink::Up(l, Some(Dialed { noderef, bytes })))
+                        .await;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "outbound link failed");
+                    let _ = links.send(NewLink::Failed(noderef.static_key)).await;
+                }
+            }
+        });
+    }
+}
+
+/// Writes peer-file snapshots in order, the latest of a burst only.
+pub(super) async fn saver(dir: Option<PathBuf>, mut rx: mpsc::UnboundedReceiver<PeerList>) {
+    while let Some(mut list) = rx.recv().await {
+        while let Ok(newer) = rx.try_recv() {
+            list = newer;
+        }
+        let Some(dir) = dir.clone() else { continue };
+        let r = tokio::task::spawn_blocking(move || file::save(&list, &dir)).await;
+        match r {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!("cannot save the peer list: {e}"),
+            Err(e) => tracing::warn!("cannot save the peer list: {e}"),
+        }
+    }
+}
+
+/// Accept inbound links, each handshake in its own task, within the
+/// policy's handshake slots.
+pub(super) async fn accept_loop(
+    listener: TcpListener,
+    setup: PeerSetup,
+    links: mpsc::Sender<NewLink>,
+    shutdown: CancellationToken,
+) {
+    let slots = Arc::new(HandshakeSlots::default());
+    let mut refused: u64 = 0;
+    loop {
+        let (stream, from) = tokio::select! {
+            () = shutdown.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::debug!(error = %e, "accept failed");
+                    continue;
+                }
+            },
+        };
+        let Some(slot) = slots.take(from.ip()) else {
+            refused += 1;
+            if refused.is_power_of_two() {
+                tracing::info!(
+                    refused,
+                    "inbound handshakes at their limit ({MAX_INBOUND_HANDSHAKES}, \
+                     {MAX_HANDSHAKES_PER_ADDRESS} per address): connections closed"
+                );
+            }
+            drop(stream);
+            continue;
+        };
+        let setup = setup.clone();
+        let links = links.clone();
+        tokio::spawn(async move {
+            let link =
+                Link::accept(stream, &setup.keys, &setup.link, setup.bandwidth.clone()).await;
+            drop(slot);
+            match link {
+                Ok(l) => {
+                    let _ = links.send(NewLink::Up(l, None)).await;
+                }
+                Err(e) => tracing::debug!(error = %e, "inbound handshake failed"),
+            }
+        });
+    }
+}

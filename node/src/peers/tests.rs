@@ -1,0 +1,415 @@
+//! The peer manager over real loopback links (the policy's own rules
+//! are tested without sockets in `lichen_link::policy`).
+
+#![allow(clippy::unwrap_used)]
+
+use super::store::{Keeper, StoreSource};
+use super::*;
+use lichen_crypto::{BlockKind, RoutingKey};
+use lichen_link::peerlist::PeerKind;
+use lichen_link::policy::MAX_INBOUND_HANDSHAKES;
+use lichen_link::{Link, LinkEvent};
+use lichen_routing::{BlockSource, Message};
+use lichen_store::Space;
+use std::time::Duration;
+
+struct TestNode {
+    m: PeerManager,
+    store: Arc<dyn BlockStore>,
+    r: NodeRef,
+    bytes: Vec<u8>,
+    stop: CancellationToken,
+}
+
+async fn node(secret: u8, location: u64) -> TestNode {
+    node_in(secret, location, None).await
+}
+
+/// A 16 MiB-per-space memory store.
+fn memory_store(secret: u8, location: u64) -> Arc<dyn BlockStore> {
+    Arc::new(lichen_store::MemoryStore::new(
+        &lichen_store::StoreConfig::new(
+            lichen_store::Budgets {
+                store: 1 << 24,
+                cache: 1 << 24,
+                client: 1 << 24,
+            },
+            location,
+            lichen_store::StoreSecret::from_bytes([secret; 32]),
+        ),
+    ))
+}
+
+async fn node_in(secret: u8, location: u64, dir: Option<PathBuf>) -> TestNode {
+    node_with(secret, location, dir, false).await
+}
+
+async fn node_with(secret: u8, location: u64, dir: Option<PathBuf>, opennet: bool) -> TestNode {
+    let keys = NodeKeys::from_static_secret([secret; 32]);
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let r = NodeRef::new(&keys, vec![l.local_addr().unwrap()], Some(location));
+    let store = memory_store(secret, location);
+    let setup = PeerSetup {
+        noderef: Some(r.to_bytes(&keys)),
+        keys,
+        location: Location(location),
+        store: store.clone(),
+        link: LinkConfig::default(),
+        bandwidth: Arc::new(Bandwidth::unlimited()),
+        // Three nodes: every hop caches, so the result does not depend
+        // on the random HTL decisions (the anonymity rule is tested in
+        // the routing crate).
+        routing: lichen_routing::Config {
+            cache_max_htl: 18,
+            ..lichen_routing::Config::default()
+        },
+        opennet,
+        peer_dir: dir,
+        max_remembered: 8,
+    };
+    let stop = CancellationToken::new();
+    let bytes = r.to_bytes(&keys_of(secret));
+    TestNode {
+        m: PeerManager::start(setup, l, stop.clone()),
+        store,
+        r,
+        bytes,
+        stop,
+    }
+}
+
+fn keys_of(secret: u8) -> NodeKeys {
+    NodeKeys::from_static_secret([secret; 32])
+}
+
+/// Make `a` and `b` friends of each other.
+async fn befriend(a: &TestNode, b: &TestNode) {
+    a.m.add_friend(b.r.clone(), b.bytes.clone()).await.unwrap();
+    b.m.add_friend(a.r.clone(), a.bytes.clone()).await.unwrap();
+}
+
+async fn wait_peers(m: &PeerManager, n: usize) {
+    for _ in 0..200 {
+        if m.peer_count().await.unwrap() >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("peers did not connect");
+}
+
+/// Connections that never finish their handshake hold at most
+/// `MAX_INBOUND_HANDSHAKES` slots: the next one is closed at once, and
+/// a real peer gets in as soon as they are gone.
+#[tokio::test]
+async fn half_open_connections_are_bounded() {
+    use tokio::io::AsyncReadExt;
+    let (na, nb) = (node(1, 1 << 62).await, node(2, 2 << 62).await);
+    let addr = nb.r.addresses[0];
+    let mut idle = Vec::new();
+    for _ in 0..MAX_INBOUND_HANDSHAKES {
+        idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    // Let the accept loop take them all.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut extra = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut byte = [0u8; 1];
+    let n = tokio::time::timeout(Duration::from_secs(5), extra.read(&mut byte))
+        .await
+        .expect("the connection over the limit was left open")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "closed without a byte");
+    drop(idle);
+    befriend(&na, &nb).await;
+    wait_peers(&na.m, 1).await;
+    wait_peers(&nb.m, 1).await;
+    for n in [&na, &nb] {
+        n.stop.cancel();
+    }
+}
+
+/// FCP `WriteToClientCache=false`: a block fetched from the network is
+/// not kept in the client cache; by default it is.
+#[tokio::test]
+async fn a_fetch_keeps_its_block_in_the_client_cache_only_if_asked() {
+    let (na, nb) = (node(4, 1 << 62).await, node(5, 3 << 62).await);
+    befriend(&na, &nb).await;
+    wait_peers(&na.m, 1).await;
+    wait_peers(&nb.m, 1).await;
+    let mut keys = Vec::new();
+    for text in [&b"not kept"[..], b"kept"] {
+        let (chk, block) =
+            lichen_crypto::chk::encode(text, lichen_crypto::DataFlags::default()).unwrap();
+        na.store
+            .put(Space::Store, BlockKind::Chk, &chk.routing_key, &block)
+            .unwrap();
+        keys.push((Key(chk.routing_key.0), block));
+    }
+    for ((key, block), keep) in keys.iter().zip([false, true]) {
+        let opts = FetchOpts {
+            local_first: true,
+            keep,
+        };
+        let got = tokio::time::timeout(
+            Duration::from_secs(30),
+            nb.m.fetch_with(*key, KeyKind::Chk, opts),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        assert_eq!(got, RequestOutcome::Found(block.clone()));
+    }
+    let in_client = |k: &Key| {
+        nb.store
+            .contains_in(Space::Client, BlockKind::Chk, &RoutingKey(k.0))
+    };
+    // The store writer keeps blocks in order: once the second is in,
+    // the first would be too.
+    for _ in 0..250 {
+        if in_client(&keys[1].0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(in_client(&keys[1].0), "the default fetch kept nothing");
+    assert!(!in_client(&keys[0].0), "keep: false kept the block");
+    for n in [&na, &nb] {
+        n.stop.cancel();
+    }
+}
+
+#[tokio::test]
+async fn a_block_inserted_on_a_is_fetched_on_c_through_b() {
+    let (na, nb, nc) = (
+        node(1, 1 << 62).await,
+        node(2, 2 << 62).await,
+        node(3, 3 << 62).await,
+    );
+    befriend(&na, &nb).await;
+    befriend(&nc, &nb).await;
+    let (a, b, c) = (&na.m, &nb.m, &nc.m);
+    wait_peers(a, 1).await;
+    wait_peers(b, 2).await;
+    wait_peers(c, 1).await;
+    let data = b"hello over real links".repeat(100);
+    let (chk, block) =
+        lichen_crypto::chk::encode(&data, lichen_crypto::DataFlags::default()).unwrap();
+    let key = Key(chk.routing_key.0);
+    let ins = tokio::time::timeout(
+        Duration::from_secs(30),
+        a.insert(key, KeyKind::Chk, block.clone()),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(
+        matches!(
+            ins,
+            InsertOutcome::Success | InsertOutcome::RouteNotFound { .. }
+        ),
+        "{ins:?}"
+    );
+    let got = tokio::time::timeout(Duration::from_secs(30), c.fetch(key, KeyKind::Chk))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, RequestOutcome::Found(block));
+    for n in [&na, &nb, &nc] {
+        n.stop.cancel();
+    }
+}
+
+#[tokio::test]
+async fn darknet_refuses_strangers_and_keeps_one_link_per_friend() {
+    let a = node(11, 1 << 62).await;
+    let b = node(12, 2 << 62).await;
+    let stranger = node(13, 3 << 62).await;
+    // Both add each other at once: simultaneous dials end in one link.
+    befriend(&a, &b).await;
+    wait_peers(&a.m, 1).await;
+    wait_peers(&b.m, 1).await;
+    // The stranger knows a, but a does not know it.
+    stranger
+        .m
+        .add_friend(a.r.clone(), a.bytes.clone())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(a.m.peer_count().await.unwrap(), 1);
+    assert_eq!(b.m.peer_count().await.unwrap(), 1);
+    assert_eq!(stranger.m.peer_count().await.unwrap(), 0);
+    let listed = a.m.list().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert!(listed[0].connected && listed[0].kind == PeerKind::Friend);
+    assert_eq!(listed[0].identity, identity_of(&b.r.static_key));
+    // Duplicates and self are refused with typed errors.
+    assert_eq!(
+        a.m.add_friend(b.r.clone(), b.bytes.clone()).await,
+        Err(AddFriendError::Duplicate)
+    );
+    assert_eq!(
+        a.m.add_friend(a.r.clone(), a.bytes.clone()).await,
+        Err(AddFriendError::Myself)
+    );
+    // Removing b closes the link; b is then refused too.
+    let gone = a.m.remove(&identity_of(&b.r.static_key)).await.unwrap();
+    assert!(gone.is_some());
+    assert!(a.m.remove("nobody").await.unwrap().is_none());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(a.m.peer_count().await.unwrap(), 0);
+    for n in [&a, &b, &stranger] {
+        n.stop.cancel();
+    }
+}
+
+#[tokio::test]
+async fn friends_are_written_to_the_peer_file_and_reloaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = node_in(21, 1 << 62, Some(dir.path().to_owned())).await;
+    let b = node(22, 2 << 62).await;
+    a.m.add_friend(b.r.clone(), b.bytes.clone()).await.unwrap();
+    a.stop.cancel();
+    tokio::time::timeout(Duration::from_secs(10), a.m.stopped())
+        .await
+        .unwrap();
+    let loaded = file::load(dir.path(), 8);
+    assert!(loaded.list.is_friend(&b.r.static_key));
+    // A new manager on the same directory lists it.
+    let a2 = node_in(21, 1 << 62, Some(dir.path().to_owned())).await;
+    let listed = a2.m.list().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].kind, PeerKind::Friend);
+    a2.stop.cancel();
+    b.stop.cancel();
+}
+
+#[tokio::test]
+async fn a_misbehaving_peer_is_disconnected_and_refused_afterwards() {
+    let a = node(41, 1 << 62).await;
+    // A friend of a's that turns hostile: it speaks the protocol
+    // (real Noise link, hello) and then sends replies to requests it
+    // was never given, each an offence.
+    let keys = keys_of(42);
+    let r = NodeRef::new(&keys, vec!["127.0.0.1:9".parse().unwrap()], Some(2 << 62));
+    a.m.add_friend(r.clone(), r.to_bytes(&keys)).await.unwrap();
+    let bw = Arc::new(Bandwidth::unlimited());
+    let cfg = LinkConfig::default();
+    let link = Link::connect_noderef(&a.r, &keys, &cfg, bw.clone())
+        .await
+        .unwrap();
+    let (tx, mut rx) = link.into_parts();
+    tx.try_send(Message::LocationChanged {
+        location: Location(2 << 62),
+    })
+    .unwrap();
+    wait_peers(&a.m, 1).await;
+    let limit = lichen_routing::Config::default().misbehaviour_limit;
+    for id in 0..u64::from(limit) + 10 {
+        if tx.try_send(Message::Accepted { id }).is_err() {
+            break;
+        }
+    }
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(e) = rx.recv().await {
+            if matches!(e, LinkEvent::Closed(_)) {
+                return true;
+            }
+        }
+        true
+    })
+    .await
+    .unwrap();
+    assert!(closed);
+    assert_eq!(a.m.peer_count().await.unwrap(), 0);
+    // Back at once with the same key: closed before any hello.
+    let again = Link::connect_noderef(&a.r, &keys, &cfg, bw).await.unwrap();
+    let (_tx2, mut rx2) = again.into_parts();
+    let first = tokio::time::timeout(Duration::from_secs(10), rx2.recv())
+        .await
+        .unwrap();
+    assert!(
+        matches!(first, None | Some(LinkEvent::Closed(_))),
+        "a banned peer got {first:?}"
+    );
+    // Still a friend (the ban ends by itself), but not connected.
+    let listed = a.m.list().await.unwrap();
+    assert!(listed
+        .iter()
+        .any(|p| p.kind == PeerKind::Friend && !p.connected));
+    a.stop.cancel();
+}
+
+#[tokio::test]
+async fn an_opennet_node_remembers_a_peer_that_dialed_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = node_with(51, 1 << 62, Some(dir.path().to_owned()), true).await;
+    let b = node_with(52, 2 << 62, None, true).await;
+    b.m.connect(a.r.clone()).await.unwrap();
+    wait_peers(&a.m, 1).await;
+    let mut remembered = false;
+    for _ in 0..100 {
+        let listed = a.m.list().await.unwrap();
+        if listed
+            .iter()
+            .any(|p| p.identity == identity_of(&b.r.static_key) && p.noderef.is_some())
+        {
+            remembered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(remembered, "a did not remember b");
+    // It is in a's peer file: a restarted a can dial b without seeds.
+    a.stop.cancel();
+    tokio::time::timeout(Duration::from_secs(10), a.m.stopped())
+        .await
+        .unwrap();
+    let loaded = file::load(dir.path(), 8);
+    assert!(loaded.list.get(&b.r.static_key).is_some());
+    b.stop.cancel();
+}
+
+#[test]
+fn the_store_writer_keeps_blocks_of_every_space_and_kind() {
+    let store = memory_store(5, 0);
+    let chk = |n: u8| {
+        let (k, b) =
+            lichen_crypto::chk::encode(&[n; 100], lichen_crypto::DataFlags::default()).unwrap();
+        (k.routing_key, b)
+    };
+    let ssk = lichen_crypto::ssk::SskPrivate::from_keyword("writer");
+    let (sk, sb) = ssk
+        .encode("doc", b"x", lichen_crypto::DataFlags::default())
+        .unwrap();
+    let keeper = Keeper::new(store.clone());
+    let blocks: Vec<(Space, BlockKind, RoutingKey, Vec<u8>)> = vec![
+        (Space::Cache, BlockKind::Chk, chk(1).0, chk(1).1),
+        (Space::Store, BlockKind::Chk, chk(2).0, chk(2).1),
+        (Space::Client, BlockKind::Chk, chk(3).0, chk(3).1),
+        (Space::Cache, BlockKind::Ssk, sk, sb),
+    ];
+    for (space, kind, key, block) in blocks.clone() {
+        keeper.keep(space, kind, key, block);
+    }
+    // Peers are served the shared blocks at once (written or not), and
+    // never the client cache's.
+    let mut src = StoreSource(store.as_ref(), &keeper);
+    assert_eq!(
+        src.get(&Key(blocks[0].2 .0), KeyKind::Chk),
+        Some(blocks[0].3.clone())
+    );
+    assert_eq!(src.get(&Key(blocks[2].2 .0), KeyKind::Chk), None);
+    drop(keeper); // the writer drains its queue, then stops
+    for _ in 0..200 {
+        if blocks
+            .iter()
+            .all(|(s, k, key, _)| store.contains_in(*s, *k, key))
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for (space, kind, key, block) in blocks {
+        assert_eq!(store.get_in(space, kind, &key).unwrap(), Some(block));
+    }
+}
