@@ -3,7 +3,7 @@
 //! `GET /CHK@…/file`, `/SSK@…/site-3/page.html`, `/USK@…/site/3/…`,
 //! `/KSK@name` fetch a document through the client layer (manifests,
 //! default documents, USK editions) into a temporary file, then serve it
-//! through the content filter ([`filter`]); types sent unfiltered (images,
+//! through the content filter ([`lichen_filter`]); types sent unfiltered (images,
 //! plain text, downloads) are sent while the fetch writes them. A fetch
 //! that takes longer than
 //! a moment gets a self-refreshing progress page while it goes on in the
@@ -15,7 +15,6 @@
 //! defeats DNS rebinding); every response carries a strict
 //! `Content-Security-Policy`. See `docs/gateway.md`.
 
-pub mod filter;
 pub mod pages;
 
 use crate::config::client_allowed;
@@ -31,6 +30,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use lichen_crypto::{FreenetUri, KeyUri};
+use lichen_filter as filter;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -529,7 +529,7 @@ fn space_name(s: lichen_store::Space) -> &'static str {
 fn open_key(key: &str) -> Response {
     let mut k = key.trim();
     // A pasted gateway address: keep what follows the host.
-    if let Some(i) = ["CHK@", "SSK@", "USK@", "KSK@"]
+    if let Some(i) = filter::KEY_PREFIXES
         .iter()
         .filter_map(|p| k.to_ascii_uppercase().find(p))
         .min()
