@@ -1,8 +1,8 @@
-//! CSS: tokenised (CSS Syntax 3, escapes decoded, see [`lexer`]) and
-//! re-serialised with canonical escaping, so an escape cannot hide a
-//! `url(` from the filter; `url()`, `@import` and the string arguments of
-//! `image-set()`, `image()`, `src()` and `cross-fade()` are rewritten like
-//! HTML URLs (see [`crate::url`]).
+//! CSS: tokenised (CSS Syntax 3, escapes decoded; the private `lexer`
+//! module) and re-serialised with canonical escaping, so an escape cannot
+//! hide a `url(` from the filter; `url()`, `@import` and the string
+//! arguments of `image-set()`, `image()`, `src()` and `cross-fade()` are
+//! rewritten like HTML URLs (see [`crate::url`]).
 
 mod lexer;
 
