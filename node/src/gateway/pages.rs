@@ -3,21 +3,7 @@
 use std::fmt::Write as _;
 
 /// Escape text for HTML content and attribute values.
-#[must_use]
-pub fn esc(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => o.push_str("&amp;"),
-            '<' => o.push_str("&lt;"),
-            '>' => o.push_str("&gt;"),
-            '"' => o.push_str("&quot;"),
-            '\'' => o.push_str("&#39;"),
-            c => o.push(c),
-        }
-    }
-    o
-}
+pub use lichen_filter::escape_html as esc;
 
 const STYLE: &str = "body{font-family:sans-serif;max-width:60em;margin:1em auto;padding:0 1em;color:#222}\
 h1{font-size:1.4em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2em .5em;text-align:left}\
@@ -191,11 +177,7 @@ pub fn home(
         b.push_str("<table><tr><th>Identifier</th><th>Type</th><th>Key</th><th>Progress</th><th>State</th></tr>");
         for r in queue {
             let uri = r.uri.as_deref().map_or_else(String::new, |u| {
-                if u.starts_with("CHK@")
-                    || u.starts_with("SSK@")
-                    || u.starts_with("USK@")
-                    || u.starts_with("KSK@")
-                {
+                if lichen_filter::KEY_PREFIXES.iter().any(|p| u.starts_with(p)) {
                     format!("<a href=\"/{}\"><code>{}</code></a>", esc(u), esc(u))
                 } else {
                     format!("<code>{}</code>", esc(u))

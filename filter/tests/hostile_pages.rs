@@ -1,7 +1,7 @@
 //! Hostile pages through the gateway's content filter: nothing that runs a
 //! script or reaches the outside web survives.
 
-use lichen_node::gateway::filter::{filter_css, filter_html, image_magic_ok};
+use lichen_filter::{filter_css, filter_html, image_magic_ok};
 
 /// Nothing in `out` that can run code or load from outside.
 fn assert_safe(out: &str) {

@@ -1,0 +1,238 @@
+//! The gateway's fetches ("jobs"): one per key, shared by every request
+//! for it, bounded in number, kept a while after they end so reloads and
+//! ranges find them.
+
+use super::doc::{DocFile, JobError, JobState, PublishingWriter, Streamed};
+use super::respond::error_page;
+use crate::engine::{self, GetSpec};
+use crate::node::Node;
+use crate::sealed::SealKey;
+use axum::http::StatusCode;
+use axum::response::Response;
+use lichen_crypto::FreenetUri;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{watch, Semaphore};
+
+/// Largest document the gateway fetches.
+const MAX_DOCUMENT: u64 = 4 << 30;
+/// Fetches held (running or finished) at once.
+const MAX_JOBS: usize = 128;
+/// Fetches running at once.
+const MAX_RUNNING: usize = 8;
+/// How long a finished fetch is kept for further requests (ranges,
+/// reloads) after its last use.
+const DONE_TTL: Duration = Duration::from_secs(120);
+/// How long a failure is remembered (so a progress page sees it).
+const FAILED_TTL: Duration = Duration::from_secs(10);
+
+#[derive(Debug)]
+struct Job {
+    rx: watch::Receiver<JobState>,
+    last_used: Instant,
+}
+
+/// The fetches held, by key.
+#[derive(Debug)]
+pub(super) struct Jobs {
+    table: Mutex<HashMap<String, Job>>,
+    running: Arc<Semaphore>,
+}
+
+impl Jobs {
+    /// No fetches yet.
+    pub(super) fn new() -> Self {
+        Jobs {
+            table: Mutex::new(HashMap::new()),
+            running: Arc::new(Semaphore::new(MAX_RUNNING)),
+        }
+    }
+
+    /// How many fetches are held (running or finished).
+    pub(super) fn held(&self) -> usize {
+        self.table.lock().map(|j| j.len()).unwrap_or(0)
+    }
+
+    /// The job for `key`, started on `node` if needed.
+    pub(super) fn job_for(
+        &self,
+        node: &Arc<Node>,
+        key: &str,
+        uri: &FreenetUri,
+    ) -> Result<watch::Receiver<JobState>, Box<Response>> {
+        let mut jobs = self.table.lock().map_err(|_| {
+            Box::new(error_page(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Internal error",
+                "lock poisoned",
+            ))
+        })?;
+        let now = Instant::now();
+        if let Some(j) = jobs.get_mut(key) {
+            j.last_used = now;
+            return Ok(j.rx.clone());
+        }
+        make_room(&mut jobs, now)?;
+        let (tx, rx) = watch::channel(JobState::Running {
+            done: 0,
+            needed: 0,
+            streamed: None,
+        });
+        jobs.insert(
+            key.to_owned(),
+            Job {
+                rx: rx.clone(),
+                last_used: now,
+            },
+        );
+        drop(jobs);
+        tokio::spawn(fetch(
+            node.clone(),
+            self.running.clone(),
+            uri.to_string(),
+            tx,
+        ));
+        Ok(rx)
+    }
+}
+
+/// Forget old results, then the least recently used finished ones until
+/// a new job fits; an error page if every held job is still running.
+fn make_room(jobs: &mut HashMap<String, Job>, now: Instant) -> Result<(), Box<Response>> {
+    jobs.retain(|_, j| match &*j.rx.borrow() {
+        JobState::Running { .. } => true,
+        JobState::Done(_) => now.duration_since(j.last_used) < DONE_TTL,
+        JobState::Failed(_) => now.duration_since(j.last_used) < FAILED_TTL,
+    });
+    while jobs.len() >= MAX_JOBS {
+        let oldest = jobs
+            .iter()
+            .filter(|(_, j)| !matches!(&*j.rx.borrow(), JobState::Running { .. }))
+            .min_by_key(|(_, j)| j.last_used)
+            .map(|(k, _)| k.clone());
+        match oldest {
+            Some(k) => {
+                jobs.remove(&k);
+            }
+            None => {
+                return Err(Box::new(error_page(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Too many fetches",
+                    "The gateway is running as many fetches as it can. Try again in a moment.",
+                )))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The fetch of `uri` (once one of the `running` permits is free), told
+/// to the job's watchers through `tx`.
+async fn fetch(node: Arc<Node>, running: Arc<Semaphore>, uri: String, tx: watch::Sender<JobState>) {
+    let Ok(_permit) = running.acquire_owned().await else {
+        return;
+    };
+    let out = node.tmp_path("gw");
+    let key = SealKey::random();
+    let spec = GetSpec {
+        uri,
+        max_size: Some(MAX_DOCUMENT),
+        out: Some(out.clone()),
+        seal: Some(key.clone()),
+        ds_only: false,
+        ignore_ds: false,
+        retries: 0,
+        // A page's files and a reload find what was fetched.
+        write_client_cache: true,
+    };
+    let tx2 = tx.clone();
+    let progress = move |p: crate::requests::Progress| {
+        tx2.send_modify(|s| {
+            if let JobState::Running { done, needed, .. } = s {
+                *done = p.succeeded;
+                *needed = p.required;
+            }
+        });
+    };
+    // The document goes to its file as it is decoded, and requests
+    // that serve it unfiltered send it from there meanwhile.
+    let open = stream_open(tx.clone(), out.clone(), key.clone());
+    let result = tokio::select! {
+        r = engine::get_streaming(&node, spec, Some(open), &progress) => Some(r),
+        () = node.shutdown.cancelled() => None,
+    };
+    let streamed = match &*tx.borrow() {
+        JobState::Running { streamed, .. } => streamed.as_ref().map(|s| s.file.clone()),
+        _ => None,
+    };
+    let state = match result {
+        None => JobState::Failed(Arc::new(JobError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            title: "Shutting down",
+            detail: "The node is shutting down.".into(),
+            redirect: None,
+        })),
+        Some(Ok(done)) => JobState::Done(match streamed {
+            Some(file) if done.streamed => file,
+            _ => Arc::new(DocFile {
+                path: out,
+                key,
+                mime: done.mime,
+                size: done.len,
+            }),
+        }),
+        Some(Err(f)) => JobState::Failed(Arc::new(job_error(&f))),
+    };
+    tx.send_replace(state);
+}
+
+/// Opens the job's file at `out` once the fetch knows the document's size
+/// and type, and publishes it to the job's watchers.
+fn stream_open(tx: watch::Sender<JobState>, out: PathBuf, key: SealKey) -> engine::StreamOpen {
+    Box::new(move |size, mime, _local| {
+        let f = std::fs::File::create(&out).ok()?;
+        let file = Arc::new(DocFile {
+            path: out,
+            key: key.clone(),
+            mime: mime.to_owned(),
+            size,
+        });
+        tx.send_modify(|s| {
+            if let JobState::Running { streamed, .. } = s {
+                *streamed = Some(Streamed { file, written: 0 });
+            }
+        });
+        Some(Box::new(PublishingWriter::new(f, &key, tx)))
+    })
+}
+
+fn job_error(f: &engine::Failure<lichen_fcp::FetchErrorCode>) -> JobError {
+    let code = f.code.code();
+    let detail = f.extra.clone().unwrap_or_default();
+    let (status, title) = match code {
+        27 => (StatusCode::MOVED_PERMANENTLY, "Newer edition"),
+        13 | 28 | 14 | 30 => (StatusCode::NOT_FOUND, "Not found"),
+        10 => (StatusCode::NOT_FOUND, "Not in this site"),
+        24 => (StatusCode::NOT_FOUND, "No default document"),
+        11 | 20 => (StatusCode::BAD_REQUEST, "Bad key or path"),
+        21 | 22 => (StatusCode::PAYLOAD_TOO_LARGE, "Too large"),
+        4 | 6 | 9 | 34 | 35 => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Damaged or hostile document",
+        ),
+        15 => (StatusCode::SERVICE_UNAVAILABLE, "Overloaded"),
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, "Fetch failed"),
+    };
+    let detail = match code {
+        13 | 28 => "The document was not found (yet). It may not be in the network, or not reachable right now.".to_owned(),
+        _ => detail,
+    };
+    JobError {
+        status,
+        title,
+        detail,
+        redirect: f.redirect.clone(),
+    }
+}
