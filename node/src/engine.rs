@@ -4,8 +4,8 @@
 //!
 //! Local inserts and fetches touch only [`Space::Client`] when writing:
 //! nothing this node's user inserted or fetched lands in the shared store
-//! or cache (DESIGN.md §5), so a neighbour probing this node's store learns
-//! nothing about its user.
+//! or cache (`docs/design.md` §5), so a neighbour probing this node's store
+//! learns nothing about its user.
 
 use crate::node::Node;
 use crate::requests::Progress;
