@@ -91,7 +91,7 @@ pub struct ChkKey {
 
 impl std::fmt::Debug for ChkKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ChkKey([scrubbed])")
+        lichen_safelog::redacted_debug(f, "ChkKey")
     }
 }
 

@@ -55,7 +55,7 @@ impl RoutingKey {
 
 impl std::fmt::Debug for RoutingKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("RoutingKey([scrubbed])")
+        lichen_safelog::redacted_debug(f, "RoutingKey")
     }
 }
 

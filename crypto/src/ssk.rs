@@ -71,7 +71,7 @@ pub struct SskPublic {
 
 impl std::fmt::Debug for SskPublic {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SskPublic([scrubbed])")
+        lichen_safelog::redacted_debug(f, "SskPublic")
     }
 }
 
@@ -144,7 +144,7 @@ pub struct SskPrivate {
 
 impl std::fmt::Debug for SskPrivate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SskPrivate([scrubbed])")
+        lichen_safelog::redacted_debug(f, "SskPrivate")
     }
 }
 

@@ -21,7 +21,7 @@ pub struct NodeKeys {
 
 impl std::fmt::Debug for NodeKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("NodeKeys([scrubbed])")
+        lichen_safelog::redacted_debug(f, "NodeKeys")
     }
 }
 

@@ -47,7 +47,7 @@ pub struct NodeRef {
 impl std::fmt::Debug for NodeRef {
     // Addresses and keys identify a node: keep them out of logs.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("NodeRef([scrubbed])")
+        lichen_safelog::redacted_debug(f, "NodeRef")
     }
 }
 

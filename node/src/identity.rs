@@ -29,7 +29,7 @@ pub struct Identity {
 
 impl std::fmt::Debug for Identity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Identity([scrubbed])")
+        lichen_safelog::redacted_debug(f, "Identity")
     }
 }
 

@@ -19,6 +19,7 @@ pub mod usk;
 
 use anyhow::Context;
 use config::Config;
+use lichen_safelog::Sensitive;
 use std::sync::Arc;
 
 /// Run a node until SIGINT/SIGTERM (or an FCP `Shutdown`): open the data
@@ -151,7 +152,9 @@ fn read_seeds(files: &[std::path::PathBuf]) -> Vec<(lichen_link::NodeRef, Vec<u8
         let text = match std::fs::read_to_string(f) {
             Ok(t) => t,
             Err(e) => {
-                tracing::warn!("cannot read the seed file {}: {e}", f.display());
+                // File names stay out of logs above debug.
+                tracing::warn!("cannot read a seed file: {e}");
+                tracing::debug!("the seed file that cannot be read: {}", f.display());
                 continue;
             }
         };
@@ -162,7 +165,11 @@ fn read_seeds(files: &[std::path::PathBuf]) -> Vec<(lichen_link::NodeRef, Vec<u8
             }
             match lichen_link::peerlist::parse_noderef(line) {
                 Ok(r) => out.push(r),
-                Err(e) => tracing::warn!("{} line {}: not a noderef: {e}", f.display(), i + 1),
+                Err(e) => tracing::warn!(
+                    "{} line {}: not a noderef: {e}",
+                    Sensitive::new(f.display()),
+                    i + 1
+                ),
             }
         }
     }

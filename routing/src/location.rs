@@ -58,11 +58,8 @@ impl Key {
 /// debug logs do not carry full keys around.
 impl std::fmt::Debug for Key {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "Key({:02x}{:02x}{:02x}{:02x}…)",
-            self.0[0], self.0[1], self.0[2], self.0[3]
-        )
+        // A routing key names what someone fetches: never in a log.
+        lichen_safelog::redacted_debug(f, "Key")
     }
 }
 

@@ -59,7 +59,7 @@ impl StoreSecret {
 
 impl std::fmt::Debug for StoreSecret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("StoreSecret([scrubbed])")
+        lichen_safelog::redacted_debug(f, "StoreSecret")
     }
 }
 
@@ -74,7 +74,7 @@ pub(crate) struct Keys {
 
 impl std::fmt::Debug for Keys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Keys([scrubbed])")
+        lichen_safelog::redacted_debug(f, "Keys")
     }
 }
 
