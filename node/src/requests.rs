@@ -29,6 +29,17 @@ pub enum Scope {
     Connection(u64),
 }
 
+/// Which FCP request an insert belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestRef {
+    /// Its scope.
+    pub scope: Scope,
+    /// Its identifier.
+    pub identifier: String,
+    /// When it started (tells it from a later request with the same name).
+    pub started_ms: u64,
+}
+
 /// Progress of a running request.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Progress {
@@ -138,7 +149,7 @@ pub struct Request {
     pub upload: Option<PathBuf>,
     /// A direct upload the request reads as it arrives (connection
     /// persistence only; never saved).
-    pub stream: Option<crate::engine::UploadStream>,
+    pub stream: Option<crate::util::blocking::UploadStream>,
     /// When it started (ms).
     pub started_ms: u64,
     /// Cancelled on RemovePersistentRequest or when its connection closes.
@@ -359,7 +370,7 @@ impl Requests {
     /// A background push of an insert made without peers ended: mark its
     /// request as in the network (`error` `None`) or as failed to push.
     /// Nothing happens if the request is gone or is not a finished put.
-    pub fn pushed(&self, r: &crate::push::RequestRef, error: Option<String>) {
+    pub fn pushed(&self, r: &RequestRef, error: Option<String>) {
         let Some(req) = self.get(&r.scope, &r.identifier) else {
             return;
         };
@@ -497,7 +508,7 @@ mod tests {
             },
             5,
         );
-        let rf = |started_ms| crate::push::RequestRef {
+        let rf = |started_ms| RequestRef {
             scope: Scope::Global,
             identifier: "p".into(),
             started_ms,

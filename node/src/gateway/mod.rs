@@ -19,8 +19,8 @@ pub mod filter;
 pub mod pages;
 
 use crate::config::client_allowed;
-use crate::engine::{self, GetSpec, PutData, PutSpec};
 use crate::node::Node;
+use crate::ops::{self as engine, GetSpec, PutData, PutSpec};
 use crate::requests::Scope;
 use crate::sealed::SealKey;
 use axum::body::Body;
@@ -779,9 +779,6 @@ fn constant_eq(a: &[u8], b: &[u8]) -> bool {
 // ----------------------------------------------------------------------
 // Keys
 
-/// USK editions probed past a served one, in the background.
-const LOOK_AHEAD_PROBES: u32 = 8;
-
 /// After serving edition `ed` of a USK, look for newer editions in the
 /// background (one probe task per USK at a time); a newer one found makes
 /// the next request for an old edition redirect at once.
@@ -800,18 +797,8 @@ fn look_ahead(gw: &Arc<Gateway>, uri: &FreenetUri, id: String, ed: i64) {
     let (gw, public, site) = (gw.clone(), key.public(), site.clone());
     tokio::spawn(async move {
         let blocks = engine::LocalBlocks::new(gw.node.clone());
-        let handle = tokio::runtime::Handle::current();
-        let found = tokio::task::spawn_blocking(move || {
-            handle.block_on(lichen_client::usk::find_latest_edition(
-                &blocks,
-                &public,
-                &site,
-                from + 1,
-                LOOK_AHEAD_PROBES,
-            ))
-        })
-        .await;
-        if let Ok(Ok(Some(latest))) = found {
+        let found = engine::usk::latest_edition(blocks, public, site, from + 1).await;
+        if let Some(latest) = found {
             if let (Ok(latest), Ok(mut m)) = (i64::try_from(latest), gw.usk_latest.lock()) {
                 let v = m.entry(id.clone()).or_insert(latest);
                 *v = (*v).max(latest);
