@@ -13,7 +13,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub(crate) mod fcp;
-pub mod files;
+pub(crate) mod files;
 pub mod gateway;
 pub mod identity;
 pub(crate) mod jobs;
@@ -23,8 +23,8 @@ pub mod peers;
 pub(crate) mod pushes;
 pub mod requests;
 pub mod sealed;
-pub mod status;
-pub mod testnet;
+pub(crate) mod status;
+pub(crate) mod testnet;
 pub(crate) mod util;
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use tokio_util::sync::CancellationToken;
 
-pub use crate::util::clock::now_ms;
+pub(crate) use crate::util::clock::now_ms;
 
 /// The network as operations and jobs use it: fetch and insert one block.
 /// The peer manager implements it.
@@ -69,24 +69,24 @@ impl Network for PeerManager {
 #[derive(Debug)]
 pub struct Node {
     /// Effective configuration.
-    pub config: Config,
+    pub(crate) config: Config,
     /// Data directory.
-    pub data_dir: PathBuf,
+    pub(crate) data_dir: PathBuf,
     /// Node identity.
-    pub identity: Identity,
+    pub(crate) identity: Identity,
     /// The datastore.
-    pub store: Arc<dyn BlockStore>,
+    pub(crate) store: Arc<dyn BlockStore>,
     /// FCP requests (connection, reboot and forever persistence).
-    pub requests: Requests,
+    pub(crate) requests: Requests,
     /// Inserts made without peers, waiting to be pushed into the network.
-    pub pushes: Pushes,
+    pub(crate) pushes: Pushes,
     /// When the node started (ms since epoch).
-    pub started_ms: u64,
+    pub(crate) started_ms: u64,
     /// Cancelled when the node shuts down.
     pub shutdown: CancellationToken,
     /// The peer manager, once the network is started (`run`); unset for a
     /// node without a network (tests that open a node directly).
-    pub peers: OnceLock<PeerManager>,
+    pub(crate) peers: OnceLock<PeerManager>,
 }
 
 /// Why the node could not start.
@@ -161,7 +161,7 @@ impl Node {
 
     /// Peers connected now (0 without a network).
     #[must_use]
-    pub fn peer_count(&self) -> usize {
+    pub(crate) fn peer_count(&self) -> usize {
         self.peers.get().map_or(0, PeerManager::connected)
     }
 
@@ -179,7 +179,7 @@ impl Node {
 
     /// A fresh temporary file path.
     #[must_use]
-    pub fn tmp_path(&self, prefix: &str) -> PathBuf {
+    pub(crate) fn tmp_path(&self, prefix: &str) -> PathBuf {
         let n: u64 = rand::random();
         self.tmp_dir().join(format!("{prefix}-{n:016x}"))
     }

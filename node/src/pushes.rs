@@ -54,17 +54,17 @@ struct Header {
 
 /// One insert waiting to be pushed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PushRecord {
+pub(crate) struct PushRecord {
     /// When the insert finished (ms since epoch).
-    pub created_ms: u64,
+    pub(crate) created_ms: u64,
     /// The FCP request, if any (gateway uploads have none).
-    pub request: Option<RequestRef>,
+    pub(crate) request: Option<RequestRef>,
     /// Blocks in the insert's push list at the start.
-    pub total: u64,
+    pub(crate) total: u64,
     /// Blocks already found missing from the client cache.
-    pub missing: u64,
+    pub(crate) missing: u64,
     /// Blocks still to push.
-    pub blocks: Vec<(BlockKind, RoutingKey)>,
+    pub(crate) blocks: Vec<(BlockKind, RoutingKey)>,
 }
 
 const MAGIC: &[u8; 4] = b"LPSH";
@@ -72,7 +72,7 @@ const VERSION: u8 = 1;
 
 /// Why a record could not be read.
 #[derive(Debug, thiserror::Error)]
-pub enum RecordError {
+pub(crate) enum RecordError {
     /// Not a push record, or damaged.
     #[error("damaged push record: {0}")]
     Damaged(&'static str),
@@ -102,7 +102,7 @@ fn check(key: &[u8; 32], data: &[u8]) -> [u8; 32] {
 impl PushRecord {
     /// Encode, encrypted under a key derived from `secret`.
     #[must_use]
-    pub fn encode(&self, secret: &[u8; 32]) -> Vec<u8> {
+    pub(crate) fn encode(&self, secret: &[u8; 32]) -> Vec<u8> {
         let header = Header {
             created_ms: self.created_ms,
             request: self.request.clone(),
@@ -142,7 +142,7 @@ impl PushRecord {
     ///
     /// # Errors
     /// [`RecordError::Damaged`] for anything that is not an intact record.
-    pub fn decode(bytes: &[u8], secret: &[u8; 32]) -> Result<Self, RecordError> {
+    pub(crate) fn decode(bytes: &[u8], secret: &[u8; 32]) -> Result<Self, RecordError> {
         if bytes.len() < 4 + 1 + 16 + 8 + 32 || &bytes[..4] != MAGIC {
             return Err(RecordError::Damaged("not a push record"));
         }
@@ -207,7 +207,7 @@ impl<'a> Reader<'a> {
 /// The push records of a node: on disk in `<data dir>/push/`, mirrored in
 /// memory.
 #[derive(Debug)]
-pub struct Pushes {
+pub(crate) struct Pushes {
     dir: PathBuf,
     secret: [u8; 32],
     records: Mutex<BTreeMap<u64, PushRecord>>,
@@ -217,7 +217,7 @@ pub struct Pushes {
     /// Client cache bytes of running inserts' blocks that will need pushing
     /// (`crate::engine`): counted so that two inserts at once cannot
     /// together overflow the cache.
-    pub in_flight: AtomicU64,
+    pub(crate) in_flight: AtomicU64,
 }
 
 fn bytes_of(blocks: &[(BlockKind, RoutingKey)]) -> u64 {
@@ -230,7 +230,7 @@ impl Pushes {
     ///
     /// # Errors
     /// The directory cannot be created.
-    pub fn open(data_dir: &Path, secret: [u8; 32]) -> std::io::Result<Self> {
+    pub(crate) fn open(data_dir: &Path, secret: [u8; 32]) -> std::io::Result<Self> {
         let dir = data_dir.join("push");
         std::fs::create_dir_all(&dir)?;
         let mut records = BTreeMap::new();
@@ -296,7 +296,7 @@ impl Pushes {
     ///
     /// # Errors
     /// The record could not be written.
-    pub fn add(
+    pub(crate) fn add(
         &self,
         request: Option<RequestRef>,
         blocks: Vec<(BlockKind, RoutingKey)>,
@@ -335,7 +335,8 @@ impl Pushes {
 
     /// Blocks waiting to be pushed, over all records.
     #[must_use]
-    pub fn pending_blocks(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn pending_blocks(&self) -> u64 {
         self.records
             .lock()
             .map(|m| m.values().map(|r| r.blocks.len() as u64).sum())
@@ -344,19 +345,19 @@ impl Pushes {
 
     /// Bytes of client cache the waiting blocks occupy.
     #[must_use]
-    pub fn pending_bytes(&self) -> u64 {
+    pub(crate) fn pending_bytes(&self) -> u64 {
         self.pending.load(Ordering::Relaxed)
     }
 
     /// Records waiting.
     #[must_use]
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.records.lock().map(|m| m.len()).unwrap_or(0)
     }
 
     /// Whether nothing waits.
     #[must_use]
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 

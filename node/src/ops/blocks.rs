@@ -17,7 +17,7 @@ use std::sync::Arc;
 /// Blocks as this node's own user sees them: the private client cache,
 /// then the store and cache. Writes go to the client cache only.
 #[derive(Debug, Clone)]
-pub struct LocalBlocks {
+pub(crate) struct LocalBlocks {
     node: Arc<Node>,
     /// Don't read the local client cache and stores (FCP `IgnoreDS`).
     pub(super) ignore_ds: bool,
@@ -106,7 +106,7 @@ impl Drop for Deferred {
 impl LocalBlocks {
     /// Blocks of `node`.
     #[must_use]
-    pub fn new(node: Arc<Node>) -> Self {
+    pub(crate) fn new(node: Arc<Node>) -> Self {
         LocalBlocks {
             node,
             ignore_ds: false,

@@ -124,7 +124,7 @@ pub type ProgressFn<'a> = &'a (dyn Fn(Progress) + Send + Sync);
 pub type UriFn<'a> = &'a (dyn Fn(String) + Send + Sync);
 /// A finished insert.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PutDone {
+pub(crate) struct PutDone {
     /// The request URI.
     pub uri: String,
     /// Every block reached the network. `false`: some are only in the

@@ -19,10 +19,13 @@ mod site;
 pub(crate) mod usk;
 
 pub use crate::util::blocking::UploadStream;
-pub use blocks::LocalBlocks;
+pub(crate) use blocks::LocalBlocks;
+pub(crate) use common::PutDone;
 pub use common::{
-    Failure, GetDone, GetSpec, ProgressFn, PutData, PutDone, PutSpec, SiteFile, StreamOpen, UriFn,
+    Failure, GetDone, GetSpec, ProgressFn, PutData, PutSpec, SiteFile, StreamOpen, UriFn,
 };
 pub use get::{get, get_streaming};
-pub use put::{estimate_blocks, put, put_with};
-pub use site::{put_site, put_site_with, scan_dir};
+pub use put::put;
+pub(crate) use put::put_with;
+pub use site::put_site;
+pub(crate) use site::{put_site_with, scan_dir};

@@ -36,7 +36,7 @@ async fn flush_store(node: &Arc<Node>) -> Result<(), Failure<InsertErrorCode>> {
 /// check blocks, and the metadata listing them (before compression, so an
 /// upper bound).
 #[must_use]
-pub fn estimate_blocks(len: u64) -> u64 {
+pub(crate) fn estimate_blocks(len: u64) -> u64 {
     let data = len.div_ceil(32 * 1024).max(1);
     if data == 1 {
         2
@@ -149,7 +149,7 @@ pub async fn put(
 /// A [`Failure`] with Freenet's InsertException code; code 14 (too big)
 /// when the node has no peers and the insert does not fit its client
 /// cache.
-pub async fn put_with(
+pub(crate) async fn put_with(
     node: &Arc<Node>,
     spec: PutSpec,
     request: Option<RequestRef>,

@@ -23,7 +23,7 @@ use std::sync::Arc;
 ///
 /// # Errors
 /// A message naming the unreadable path.
-pub async fn scan_dir(dir: &Path, include_hidden: bool) -> Result<Vec<SiteFile>, String> {
+pub(crate) async fn scan_dir(dir: &Path, include_hidden: bool) -> Result<Vec<SiteFile>, String> {
     let dir = dir.to_path_buf();
     tokio::task::spawn_blocking(move || {
         let mut out = Vec::new();
@@ -100,7 +100,7 @@ pub async fn put_site(
 ///
 /// # Errors
 /// A [`Failure`] with Freenet's InsertException code.
-pub async fn put_site_with(
+pub(crate) async fn put_site_with(
     node: &Arc<Node>,
     uri: &str,
     files: Vec<SiteFile>,
