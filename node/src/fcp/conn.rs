@@ -196,13 +196,7 @@ impl Conn {
                 let path = self.node.tmp_path("upload");
                 if let Err(e) = tokio::fs::write(&path, &data).await {
                     tracing::warn!("cannot spool an upload: {e}");
-                    self.release_ident(&msg);
-                    self.protocol_error(
-                        ProtocolErrorCode::InternalError,
-                        "cannot spool upload",
-                        None,
-                        false,
-                    );
+                    self.spool_failed(&msg, "cannot spool upload");
                     return true;
                 }
                 let header = Message {
@@ -257,13 +251,7 @@ impl Conn {
                     }
                     Err(e) => {
                         tracing::warn!("cannot spool an upload: {e}");
-                        self.release_ident(&msg);
-                        self.protocol_error(
-                            ProtocolErrorCode::InternalError,
-                            "cannot spool upload",
-                            None,
-                            false,
-                        );
+                        self.spool_failed(&msg, "cannot spool upload");
                         *upload = Upload::Discard;
                     }
                 }
@@ -292,17 +280,18 @@ impl Conn {
                 if let Upload::Spool { msg, path, .. } = std::mem::replace(upload, Upload::Discard)
                 {
                     let _ = tokio::fs::remove_file(path).await;
-                    self.release_ident(&msg);
-                    self.protocol_error(
-                        ProtocolErrorCode::InternalError,
-                        "cannot spool upload (disk full?)",
-                        None,
-                        false,
-                    );
+                    self.spool_failed(&msg, "cannot spool upload (disk full?)");
                 }
             }
         }
         true
+    }
+
+    /// An upload could not be spooled: its identifier is free again, and
+    /// the client is told.
+    fn spool_failed(&self, msg: &ClientMessage, extra: &str) {
+        self.release_ident(msg);
+        self.protocol_error(ProtocolErrorCode::InternalError, extra, None, false);
     }
 
     /// The end of a payload: a spooled one's request starts.
@@ -316,13 +305,7 @@ impl Conn {
             } => {
                 if file.flush().await.is_err() {
                     let _ = tokio::fs::remove_file(&path).await;
-                    self.release_ident(&msg);
-                    self.protocol_error(
-                        ProtocolErrorCode::InternalError,
-                        "cannot spool upload",
-                        None,
-                        false,
-                    );
+                    self.spool_failed(&msg, "cannot spool upload");
                     return true;
                 }
                 drop(file);
