@@ -1,5 +1,6 @@
 //! The node's shared context: configuration, identity, store, request
-//! queue, the table of inserts waiting to be pushed, and the network.
+//! queue, the table of inserts waiting to be pushed, the network and the
+//! clock.
 //! The front ends (FCP server, gateway, peer driver), the jobs and the
 //! operations all take it; it owns none of their parts (the FCP server
 //! owns its connections' hub).
@@ -13,6 +14,7 @@ use crate::identity::Identity;
 use crate::peers::PeerManager;
 use crate::pushes::Pushes;
 use crate::requests::Requests;
+use crate::util::clock::{Clock, SystemClock};
 use lichen_routing::{InsertOutcome, Key, KeyKind, RequestOutcome};
 use lichen_store::{BlockStore, Budgets, OpenOutcome, SledStore, StoreConfig, StoreSecret};
 use std::future::Future;
@@ -80,6 +82,8 @@ pub struct Node {
     pub(crate) requests: Requests,
     /// Inserts made without peers, waiting to be pushed into the network.
     pub(crate) pushes: Pushes,
+    /// The node's wall clock.
+    pub(crate) clock: Arc<dyn Clock>,
     /// When the node started (ms since epoch).
     pub(crate) started_ms: u64,
     /// Cancelled when the node shuts down.
@@ -141,11 +145,13 @@ impl Node {
             what: "cannot open the persistent request queue".into(),
             source,
         })?;
-        let pushes =
-            Pushes::open(&data_dir, identity.store_secret).map_err(|source| StartError::Io {
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let pushes = Pushes::open_with(&data_dir, identity.store_secret, clock.clone()).map_err(
+            |source| StartError::Io {
                 what: "cannot open the list of inserts waiting to be pushed".into(),
                 source,
-            })?;
+            },
+        )?;
         Ok(Arc::new(Node {
             config,
             data_dir,
@@ -153,7 +159,8 @@ impl Node {
             store,
             requests,
             pushes,
-            started_ms: now_ms(),
+            started_ms: clock.now_ms(),
+            clock,
             shutdown: CancellationToken::new(),
             peers: OnceLock::new(),
         }))

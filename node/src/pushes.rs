@@ -34,12 +34,13 @@
 //! with a warning; it never stops the node.
 
 use crate::requests::RequestRef;
-use crate::util::clock::now_ms;
+use crate::util::clock::Clock;
 use lichen_crypto::{BlockKind, RoutingKey};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::sync::Mutex;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -215,9 +216,11 @@ pub(crate) struct Pushes {
     /// Client cache bytes the records' blocks take.
     pending: AtomicU64,
     /// Client cache bytes of running inserts' blocks that will need pushing
-    /// (`crate::engine`): counted so that two inserts at once cannot
+    /// (`crate::ops`): counted so that two inserts at once cannot
     /// together overflow the cache.
     pub(crate) in_flight: AtomicU64,
+    /// When records are made.
+    clock: Arc<dyn Clock>,
 }
 
 fn bytes_of(blocks: &[(BlockKind, RoutingKey)]) -> u64 {
@@ -230,7 +233,20 @@ impl Pushes {
     ///
     /// # Errors
     /// The directory cannot be created.
+    #[cfg(test)]
     pub(crate) fn open(data_dir: &Path, secret: [u8; 32]) -> std::io::Result<Self> {
+        Self::open_with(data_dir, secret, Arc::new(crate::util::clock::SystemClock))
+    }
+
+    /// [`Pushes::open`], dating records by `clock`.
+    ///
+    /// # Errors
+    /// The directory cannot be created.
+    pub(crate) fn open_with(
+        data_dir: &Path,
+        secret: [u8; 32],
+        clock: Arc<dyn Clock>,
+    ) -> std::io::Result<Self> {
         let dir = data_dir.join("push");
         std::fs::create_dir_all(&dir)?;
         let mut records = BTreeMap::new();
@@ -280,6 +296,7 @@ impl Pushes {
             wake: tokio::sync::Notify::new(),
             pending: AtomicU64::new(pending),
             in_flight: AtomicU64::new(0),
+            clock,
         })
     }
 
@@ -305,7 +322,7 @@ impl Pushes {
             return Ok(());
         }
         let rec = PushRecord {
-            created_ms: now_ms(),
+            created_ms: self.clock.now_ms(),
             request,
             total: u64::try_from(blocks.len()).unwrap_or(u64::MAX),
             missing: 0,
@@ -313,7 +330,7 @@ impl Pushes {
         };
         let id = loop {
             // Ordered by creation time, random below the millisecond.
-            let id = (now_ms() << 16) | u64::from(rand::random::<u16>());
+            let id = (self.clock.now_ms() << 16) | u64::from(rand::random::<u16>());
             let taken = self
                 .records
                 .lock()

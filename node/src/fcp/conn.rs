@@ -376,7 +376,7 @@ impl Conn {
         self.hub.send_to(
             self.id,
             Out::File {
-                header: all_data_header(req, len, mime),
+                header: all_data_header(req, len, mime, self.hub.now_ms()),
                 path: path.to_path_buf(),
                 len,
                 remove,

@@ -188,7 +188,7 @@ impl Conn {
             if req.persistence == Persistence::Connection {
                 continue;
             }
-            for m in describe(&req, false) {
+            for m in describe(&req, false, self.hub.now_ms()) {
                 self.send(&rep::with_list_request_identifier(
                     m,
                     l.identifier.as_deref(),
@@ -212,7 +212,7 @@ impl Conn {
             .find_map(|s| node.requests.get(s, &g.identifier));
         match found {
             Some(req) => {
-                let msgs = describe(&req, true);
+                let msgs = describe(&req, true, self.hub.now_ms());
                 for m in msgs {
                     self.send(&m);
                 }

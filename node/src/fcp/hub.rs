@@ -2,9 +2,11 @@
 
 use super::common::{Out, QUEUE};
 use crate::requests::{Request, Scope};
+use crate::util::clock::Clock;
 use lichen_fcp::codec::Message;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::sync::Mutex;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -18,13 +20,28 @@ struct ConnEntry {
 }
 
 /// The live connections, for delivering request messages.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Hub {
     next: AtomicU64,
     conns: Mutex<HashMap<u64, ConnEntry>>,
+    clock: Arc<dyn Clock>,
 }
 
 impl Hub {
+    /// No connection yet; messages are dated by `clock`.
+    pub(super) fn new(clock: Arc<dyn Clock>) -> Self {
+        Hub {
+            next: AtomicU64::new(0),
+            conns: Mutex::new(HashMap::new()),
+            clock,
+        }
+    }
+
+    /// Now, by the node's clock.
+    pub(super) fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
     pub(super) fn register(&self, tx: mpsc::Sender<Out>, close: CancellationToken) -> u64 {
         let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         if let Ok(mut m) = self.conns.lock() {

@@ -3,7 +3,6 @@
 
 use super::common::data_len;
 use crate::requests::{Outcome, Request, State};
-use crate::util::clock::now_ms;
 use lichen_fcp::client::{ClientMessage, Persistence, UploadFrom};
 use lichen_fcp::codec::Message;
 use lichen_fcp::replies::{self as rep, Reply};
@@ -11,7 +10,7 @@ use lichen_fcp::{FetchErrorCode, InsertErrorCode};
 
 /// The messages that describe a request: its Persistent* message (when
 /// `with_persistent` or it is persistent) and its terminal message if done.
-pub(super) fn describe(req: &Request, with_persistent: bool) -> Vec<Message> {
+pub(super) fn describe(req: &Request, with_persistent: bool, now_ms: u64) -> Vec<Message> {
     let mut out = Vec::new();
     let parsed = ClientMessage::parse_header(&req.header, data_len(&req.header));
     let st = req.snapshot();
@@ -73,7 +72,7 @@ pub(super) fn describe(req: &Request, with_persistent: bool) -> Vec<Message> {
         }
     }
     if let Some(o) = &st.outcome {
-        out.push(terminal(req, o, &st));
+        out.push(terminal(req, o, &st, now_ms));
     } else if let Some(uri) = &st.uri {
         out.push(
             rep::UriGenerated {
@@ -126,10 +125,12 @@ fn put_dir_message(
     .to_message()
 }
 
-pub(super) fn terminal(req: &Request, o: &Outcome, st: &State) -> Message {
+/// The terminal message of a finished request (`now_ms` dates one not
+/// yet marked completed).
+pub(super) fn terminal(req: &Request, o: &Outcome, st: &State, now_ms: u64) -> Message {
     let identifier = req.identifier.clone();
     let global = req.global();
-    let completion = st.completed_ms.unwrap_or_else(now_ms);
+    let completion = st.completed_ms.unwrap_or(now_ms);
     match o {
         Outcome::PutOk {
             uri,
@@ -199,13 +200,13 @@ pub(super) fn terminal(req: &Request, o: &Outcome, st: &State) -> Message {
 }
 
 /// The `AllData` header of a finished direct get (the data follows from a file).
-pub(super) fn all_data_header(req: &Request, len: u64, mime: &str) -> Vec<u8> {
+pub(super) fn all_data_header(req: &Request, len: u64, mime: &str, now_ms: u64) -> Vec<u8> {
     rep::AllData {
         identifier: req.identifier.clone(),
         global: req.global(),
         data_length: len,
         startup_time: req.started_ms,
-        completion_time: req.snapshot().completed_ms.unwrap_or_else(now_ms),
+        completion_time: req.snapshot().completed_ms.unwrap_or(now_ms),
         content_type: Some(mime.to_string()),
     }
     .header()

@@ -50,8 +50,8 @@ impl Server {
     /// The FCP front end of `node` (no connection yet).
     pub(crate) fn new(node: Arc<Node>) -> Self {
         Server {
+            hub: Arc::new(Hub::new(node.clock.clone())),
             node,
-            hub: Arc::new(Hub::default()),
         }
     }
 

@@ -279,11 +279,12 @@ pub(super) fn stream_open(hub: &Arc<Hub>, req: &Arc<Request>, told: Arc<AtomicBo
             data: None,
         };
         let st = req.snapshot();
-        hub.send_to(owner, Out::Msg(terminal(&req, &found, &st).encode()));
+        let now = hub.now_ms();
+        hub.send_to(owner, Out::Msg(terminal(&req, &found, &st, now).encode()));
         hub.send_to(
             owner,
             Out::Stream {
-                header: all_data_header(&req, len, mime),
+                header: all_data_header(&req, len, mime, now),
                 len,
                 data,
             },

@@ -9,7 +9,6 @@ use crate::jobs::request::{self, Report};
 use crate::node::Node;
 use crate::ops::StreamOpen;
 use crate::requests::{Outcome, Progress, Request};
-use crate::util::clock::now_ms;
 use lichen_fcp::client::{ClientMessage, Persistence};
 use lichen_fcp::replies::{self as rep, Reply};
 use lichen_fcp::Session;
@@ -41,10 +40,10 @@ pub(super) fn start_request(
         let Some((outcome, direct)) = outcome else {
             return; // removed, disconnected or shutting down: nobody to tell
         };
-        node.requests.finish(&req, outcome.clone(), now_ms());
+        node.requests.finish(&req, outcome.clone(), hub.now_ms());
         let st = req.snapshot();
         if !told.load(Ordering::Relaxed) {
-            hub.deliver(&req, &terminal(&req, &outcome, &st));
+            hub.deliver(&req, &terminal(&req, &outcome, &st, hub.now_ms()));
         }
         if let (Outcome::GetOk { len, mime, .. }, Some((path, seal))) = (&outcome, direct) {
             // Direct data goes straight to the audience; persistent
@@ -54,7 +53,7 @@ pub(super) fn start_request(
             if ids.is_empty() && !keep {
                 let _ = tokio::fs::remove_file(&path).await;
             }
-            let header = all_data_header(&req, *len, mime);
+            let header = all_data_header(&req, *len, mime, hub.now_ms());
             let n = ids.len();
             for (i, id) in ids.into_iter().enumerate() {
                 hub.send_to(

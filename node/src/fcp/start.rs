@@ -5,7 +5,6 @@ use super::common::lock;
 use super::conn::{Conn, Payload};
 use super::run::start_request;
 use crate::requests::{Request, Scope, State};
-use crate::util::clock::now_ms;
 use lichen_crypto::FreenetUri;
 use lichen_fcp::client::{
     ClientGet, ClientMessage, ClientPut, Persistence, ReturnType, UploadFrom,
@@ -93,7 +92,7 @@ impl Conn {
             persistence,
             upload,
             stream,
-            started_ms: now_ms(),
+            started_ms: self.hub.now_ms(),
             cancel: CancellationToken::new(),
             state: Mutex::new(State::default()),
         });

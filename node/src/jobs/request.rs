@@ -9,7 +9,7 @@ use crate::ops::{self, GetSpec, PutData, PutSpec, SiteFile, StreamOpen};
 use crate::requests::RequestRef;
 use crate::requests::{Outcome, Progress, Request, Scope};
 use crate::sealed::SealKey;
-use crate::util::clock::now_ms;
+use crate::util::clock::Clock;
 use lichen_fcp::client::{
     ClientGet, ClientMessage, ClientPut, Persistence, PutDirOptions, ReturnType, UploadFrom,
 };
@@ -56,6 +56,7 @@ pub(crate) async fn run(
     };
     let cb = Callbacks {
         report,
+        clock: node.clock.clone(),
         req: req.clone(),
         simple_progress: verbosity.simple_progress(),
         last: Mutex::new(0),
@@ -105,6 +106,7 @@ pub(crate) async fn run(
 /// The request's progress and URI callbacks.
 struct Callbacks {
     report: Arc<dyn Report>,
+    clock: Arc<dyn Clock>,
     req: Arc<Request>,
     /// The client asked for `SimpleProgress` messages.
     simple_progress: bool,
@@ -123,7 +125,7 @@ impl Callbacks {
         if !self.simple_progress || self.told.load(Ordering::Relaxed) {
             return;
         }
-        let now = now_ms();
+        let now = self.clock.now_ms();
         {
             let mut l = self
                 .last

@@ -1,8 +1,26 @@
 //! The node's wall clock: milliseconds since the Unix epoch, the one
-//! source of the timestamps FCP shows and the peer list and push records
-//! keep.
+//! source of the timestamps FCP shows and the push records keep. The node
+//! holds one [`Clock`] (`Node::clock`) and passes it to what needs the
+//! time; [`now_ms`] is the system clock behind it (the peer driver still
+//! reads it directly).
 
 use std::time::{SystemTime, UNIX_EPOCH};
+
+/// A wall clock in milliseconds since the Unix epoch.
+pub(crate) trait Clock: Send + Sync + std::fmt::Debug {
+    /// Now.
+    fn now_ms(&self) -> u64;
+}
+
+/// The system's clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> u64 {
+        now_ms()
+    }
+}
 
 /// Milliseconds since the Unix epoch (FCP timestamps).
 #[must_use]
