@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 /// A file could not be written.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot write {path}: {source}")]
-pub struct WriteError {
+pub(crate) struct WriteError {
     /// The file.
-    pub path: PathBuf,
+    pub(crate) path: PathBuf,
     /// The cause.
-    pub source: std::io::Error,
+    pub(crate) source: std::io::Error,
 }
 
 /// Write `data` to `path` atomically: a crash leaves either the old or the
@@ -21,7 +21,7 @@ pub struct WriteError {
 ///
 /// # Errors
 /// [`WriteError`] naming the file.
-pub fn write_atomic(path: &Path, data: &[u8], private: bool) -> Result<(), WriteError> {
+pub(crate) fn write_atomic(path: &Path, data: &[u8], private: bool) -> Result<(), WriteError> {
     let io = |source| WriteError {
         path: path.to_owned(),
         source,

@@ -14,17 +14,17 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// File name inside the data directory.
-pub const FILE_NAME: &str = "identity.toml";
+pub(crate) const FILE_NAME: &str = "identity.toml";
 
 /// What a node is.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Identity {
+pub(crate) struct Identity {
     /// X25519 static private key for the Noise link handshake.
-    pub static_secret: [u8; 32],
+    pub(crate) static_secret: [u8; 32],
     /// Location on the routing circle (fraction of 2^64).
-    pub location: u64,
+    pub(crate) location: u64,
     /// Secret salting the datastore's index keys.
-    pub store_secret: [u8; 32],
+    pub(crate) store_secret: [u8; 32],
 }
 
 impl std::fmt::Debug for Identity {
@@ -68,12 +68,12 @@ impl Identity {
     /// The node's link keys (the X25519 static key is `static_secret`;
     /// see [`lichen_link::keys`]).
     #[must_use]
-    pub fn link_keys(&self) -> lichen_link::NodeKeys {
+    pub(crate) fn link_keys(&self) -> lichen_link::NodeKeys {
         lichen_link::NodeKeys::from_static_secret(self.static_secret)
     }
 
     /// A new random identity.
-    pub fn generate<R: RngCore>(rng: &mut R) -> Self {
+    pub(crate) fn generate<R: RngCore>(rng: &mut R) -> Self {
         let mut static_secret = [0u8; 32];
         let mut store_secret = [0u8; 32];
         rng.fill_bytes(&mut static_secret);
@@ -90,7 +90,7 @@ impl Identity {
     ///
     /// # Errors
     /// [`IdentityError`]; a damaged file is reported, never replaced.
-    pub fn load_or_create(dir: &Path) -> Result<(Self, bool), IdentityError> {
+    pub(crate) fn load_or_create(dir: &Path) -> Result<(Self, bool), IdentityError> {
         let path = dir.join(FILE_NAME);
         match std::fs::read_to_string(&path) {
             Ok(text) => Ok((Self::parse(&text, &path)?, false)),
@@ -128,7 +128,7 @@ impl Identity {
     ///
     /// # Errors
     /// [`IdentityError::Io`].
-    pub fn save(&self, dir: &Path) -> Result<(), IdentityError> {
+    pub(crate) fn save(&self, dir: &Path) -> Result<(), IdentityError> {
         let text = toml::to_string(&OnDisk {
             version: 1,
             static_secret: b64::encode(&self.static_secret),
@@ -151,7 +151,7 @@ impl Identity {
 ///
 /// # Errors
 /// The data directory or the identity cannot be read.
-pub fn local_noderef(config: &crate::config::Config) -> anyhow::Result<(String, bool)> {
+pub(crate) fn local_noderef(config: &crate::config::Config) -> anyhow::Result<(String, bool)> {
     let dir = config.data_dir()?;
     let (id, _) = Identity::load_or_create(&dir)?;
     let keys = id.link_keys();

@@ -1,21 +1,34 @@
 #![doc = include_str!("../README.md")]
 
+// Layers, top to bottom; a module imports only from its own layer or
+// below (the test `layers` below checks it):
+// command line: app, cli, testnet
+// runtime: this file (`run`)
+// front ends: fcp, gateway, peers
+// jobs: jobs (request, push)
+// operations: ops (put, get, site, usk)
+// context: node, requests, pushes, config, identity, status
+// utilities: util (blocking, clock), files, sealed
 pub mod app;
 pub mod cli;
 pub mod config;
-pub mod engine;
-pub mod fcp_server;
-pub mod files;
+pub(crate) mod fcp;
+pub(crate) mod files;
 pub mod gateway;
 pub mod identity;
+pub(crate) mod jobs;
 pub mod node;
+pub mod ops;
 pub mod peers;
-pub mod push;
+pub(crate) mod pushes;
 pub mod requests;
 pub mod sealed;
-pub mod status;
-pub mod testnet;
-pub mod usk;
+pub(crate) mod status;
+pub(crate) mod testnet;
+pub(crate) mod util;
+
+#[cfg(test)]
+mod layers;
 
 use anyhow::Context;
 use config::Config;
@@ -42,9 +55,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         node.data_dir.display()
     );
     start_network(&node).await?;
-    let fcp = tokio::spawn(fcp_server::serve(node.clone(), listener));
-    fcp_server::resume(&node);
-    push::start(&node);
+    let fcp_front = fcp::Server::new(node.clone());
+    let fcp = tokio::spawn(fcp_front.clone().serve(listener));
+    fcp_front.resume();
+    jobs::push::start(&node);
     gateway::start(&node).await?;
     wait_for_signal(&node).await;
     tracing::info!("shutting down");

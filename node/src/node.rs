@@ -1,49 +1,96 @@
-//! The running node: configuration, identity, store, request queue and the
-//! services (FCP, gateway) that share them.
+//! The node's shared context: configuration, identity, store, request
+//! queue, the table of inserts waiting to be pushed, the network and the
+//! clock.
+//! The front ends (FCP server, gateway, peer driver), the jobs and the
+//! operations all take it; it owns none of their parts (the FCP server
+//! owns its connections' hub).
+//!
+//! The one import above this layer is the peer manager's type (the
+//! `peers` field, which the peer driver's FCP commands read): the
+//! operations and jobs reach the network only through [`Network`].
 
 use crate::config::Config;
 use crate::identity::Identity;
 use crate::peers::PeerManager;
+use crate::pushes::Pushes;
 use crate::requests::Requests;
+use crate::util::clock::{Clock, SystemClock};
+use lichen_routing::{InsertOutcome, Key, KeyKind, RequestOutcome};
 use lichen_store::{BlockStore, Budgets, OpenOutcome, SledStore, StoreConfig, StoreSecret};
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
-use std::time::{SystemTime, UNIX_EPOCH};
 use tokio_util::sync::CancellationToken;
 
-/// Milliseconds since the Unix epoch (FCP timestamps).
-#[must_use]
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
+pub(crate) use crate::util::clock::now_ms;
+
+/// The network as operations and jobs use it: fetch and insert one block.
+/// The peer manager implements it.
+pub(crate) trait Network: Sync {
+    /// Fetch a block for this node's user: `local_first` looks in the
+    /// stores first (false: FCP `IgnoreDS`), `keep` keeps a block found in
+    /// the network in the private client cache. `Err` when the network
+    /// has stopped.
+    fn fetch(
+        &self,
+        key: Key,
+        kind: KeyKind,
+        local_first: bool,
+        keep: bool,
+    ) -> impl Future<Output = Result<RequestOutcome, ()>> + Send;
+
+    /// Insert a block into the network. `Err` when the network has stopped.
+    fn insert(
+        &self,
+        key: Key,
+        kind: KeyKind,
+        block: Vec<u8>,
+    ) -> impl Future<Output = Result<InsertOutcome, ()>> + Send;
+}
+
+impl Network for PeerManager {
+    async fn fetch(
+        &self,
+        key: Key,
+        kind: KeyKind,
+        local_first: bool,
+        keep: bool,
+    ) -> Result<RequestOutcome, ()> {
+        let opts = crate::peers::FetchOpts { local_first, keep };
+        self.fetch_with(key, kind, opts).await.map_err(|_| ())
+    }
+
+    async fn insert(&self, key: Key, kind: KeyKind, block: Vec<u8>) -> Result<InsertOutcome, ()> {
+        PeerManager::insert(self, key, kind, block)
+            .await
+            .map_err(|_| ())
+    }
 }
 
 /// Everything the node's services share.
 #[derive(Debug)]
 pub struct Node {
     /// Effective configuration.
-    pub config: Config,
+    pub(crate) config: Config,
     /// Data directory.
-    pub data_dir: PathBuf,
+    pub(crate) data_dir: PathBuf,
     /// Node identity.
-    pub identity: Identity,
+    pub(crate) identity: Identity,
     /// The datastore.
-    pub store: Arc<dyn BlockStore>,
+    pub(crate) store: Arc<dyn BlockStore>,
     /// FCP requests (connection, reboot and forever persistence).
-    pub requests: Requests,
+    pub(crate) requests: Requests,
     /// Inserts made without peers, waiting to be pushed into the network.
-    pub pushes: crate::push::Pushes,
-    /// Live FCP connections.
-    pub hub: crate::fcp_server::Hub,
+    pub(crate) pushes: Pushes,
+    /// The node's wall clock.
+    pub(crate) clock: Arc<dyn Clock>,
     /// When the node started (ms since epoch).
-    pub started_ms: u64,
+    pub(crate) started_ms: u64,
     /// Cancelled when the node shuts down.
     pub shutdown: CancellationToken,
     /// The peer manager, once the network is started (`run`); unset for a
     /// node without a network (tests that open a node directly).
-    pub peers: OnceLock<PeerManager>,
+    pub(crate) peers: OnceLock<PeerManager>,
 }
 
 /// Why the node could not start.
@@ -98,13 +145,13 @@ impl Node {
             what: "cannot open the persistent request queue".into(),
             source,
         })?;
-        let pushes =
-            crate::push::Pushes::open(&data_dir, identity.store_secret).map_err(|source| {
-                StartError::Io {
-                    what: "cannot open the list of inserts waiting to be pushed".into(),
-                    source,
-                }
-            })?;
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let pushes = Pushes::open_with(&data_dir, identity.store_secret, clock.clone()).map_err(
+            |source| StartError::Io {
+                what: "cannot open the list of inserts waiting to be pushed".into(),
+                source,
+            },
+        )?;
         Ok(Arc::new(Node {
             config,
             data_dir,
@@ -112,8 +159,8 @@ impl Node {
             store,
             requests,
             pushes,
-            hub: crate::fcp_server::Hub::default(),
-            started_ms: now_ms(),
+            started_ms: clock.now_ms(),
+            clock,
             shutdown: CancellationToken::new(),
             peers: OnceLock::new(),
         }))
@@ -121,13 +168,13 @@ impl Node {
 
     /// Peers connected now (0 without a network).
     #[must_use]
-    pub fn peer_count(&self) -> usize {
+    pub(crate) fn peer_count(&self) -> usize {
         self.peers.get().map_or(0, PeerManager::connected)
     }
 
-    /// The peer manager, when the network is started and has peers.
+    /// The network, when it is started and has peers.
     #[must_use]
-    pub fn network(&self) -> Option<&PeerManager> {
+    pub(crate) fn network(&self) -> Option<&(impl Network + '_)> {
         self.peers.get().filter(|p| p.connected() > 0)
     }
 
@@ -139,7 +186,7 @@ impl Node {
 
     /// A fresh temporary file path.
     #[must_use]
-    pub fn tmp_path(&self, prefix: &str) -> PathBuf {
+    pub(crate) fn tmp_path(&self, prefix: &str) -> PathBuf {
         let n: u64 = rand::random();
         self.tmp_dir().join(format!("{prefix}-{n:016x}"))
     }

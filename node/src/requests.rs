@@ -11,7 +11,9 @@
 use crate::files::write_atomic;
 use lichen_fcp::client::Persistence;
 use lichen_fcp::codec::Message;
-use lichen_fcp::{Decoder, Event, FetchErrorCode, InsertErrorCode, Limits};
+#[cfg(test)]
+use lichen_fcp::FetchErrorCode;
+use lichen_fcp::{Decoder, Event, InsertErrorCode, Limits};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -20,13 +22,24 @@ use tokio_util::sync::CancellationToken;
 
 /// Whose request it is: decides who may see it and who gets its messages.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum Scope {
+pub(crate) enum Scope {
     /// The global queue (`Global=true`): every connection watching it.
     Global,
     /// A client's own queue, by its ClientHello `Name`.
     Client(String),
     /// A `Persistence=connection` request of one connection.
     Connection(u64),
+}
+
+/// Which FCP request an insert belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct RequestRef {
+    /// Its scope.
+    pub(crate) scope: Scope,
+    /// Its identifier.
+    pub(crate) identifier: String,
+    /// When it started (tells it from a later request with the same name).
+    pub(crate) started_ms: u64,
 }
 
 /// Progress of a running request.
@@ -46,7 +59,7 @@ pub struct Progress {
 
 /// How a request ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// Insert done.
     PutOk {
         /// The request URI.
@@ -91,8 +104,9 @@ pub enum Outcome {
 
 impl Outcome {
     /// A failed fetch.
+    #[cfg(test)]
     #[must_use]
-    pub fn get_err(code: FetchErrorCode, extra: impl Into<Option<String>>) -> Self {
+    pub(crate) fn get_err(code: FetchErrorCode, extra: impl Into<Option<String>>) -> Self {
         Outcome::GetErr {
             code: code.code(),
             extra: extra.into(),
@@ -102,7 +116,7 @@ impl Outcome {
 
     /// A failed insert.
     #[must_use]
-    pub fn put_err(code: InsertErrorCode, extra: impl Into<Option<String>>) -> Self {
+    pub(crate) fn put_err(code: InsertErrorCode, extra: impl Into<Option<String>>) -> Self {
         Outcome::PutErr {
             code: code.code(),
             extra: extra.into(),
@@ -112,51 +126,51 @@ impl Outcome {
 
 /// Mutable state of a request.
 #[derive(Debug, Clone, Default)]
-pub struct State {
+pub(crate) struct State {
     /// Latest progress.
-    pub progress: Progress,
+    pub(crate) progress: Progress,
     /// URI known so far (URIGenerated).
-    pub uri: Option<String>,
+    pub(crate) uri: Option<String>,
     /// Set once finished.
-    pub outcome: Option<Outcome>,
+    pub(crate) outcome: Option<Outcome>,
     /// When it finished (ms).
-    pub completed_ms: Option<u64>,
+    pub(crate) completed_ms: Option<u64>,
 }
 
 /// One request.
 #[derive(Debug)]
-pub struct Request {
+pub(crate) struct Request {
     /// Whose.
-    pub scope: Scope,
+    pub(crate) scope: Scope,
     /// The client's `Identifier`.
-    pub identifier: String,
+    pub(crate) identifier: String,
     /// The original message header (re-parsed after a restart).
-    pub header: Message,
+    pub(crate) header: Message,
     /// Persistence.
-    pub persistence: Persistence,
+    pub(crate) persistence: Persistence,
     /// Spooled direct upload data.
-    pub upload: Option<PathBuf>,
+    pub(crate) upload: Option<PathBuf>,
     /// A direct upload the request reads as it arrives (connection
     /// persistence only; never saved).
-    pub stream: Option<crate::engine::UploadStream>,
+    pub(crate) stream: Option<crate::util::blocking::UploadStream>,
     /// When it started (ms).
-    pub started_ms: u64,
+    pub(crate) started_ms: u64,
     /// Cancelled on RemovePersistentRequest or when its connection closes.
-    pub cancel: CancellationToken,
+    pub(crate) cancel: CancellationToken,
     /// Progress and outcome.
-    pub state: Mutex<State>,
+    pub(crate) state: Mutex<State>,
 }
 
 impl Request {
     /// Whether the request's `Global` flag is set.
     #[must_use]
-    pub fn global(&self) -> bool {
+    pub(crate) fn global(&self) -> bool {
         self.scope == Scope::Global
     }
 
     /// A copy of the current state.
     #[must_use]
-    pub fn snapshot(&self) -> State {
+    pub(crate) fn snapshot(&self) -> State {
         self.state.lock().map(|s| s.clone()).unwrap_or_default()
     }
 }
@@ -178,21 +192,21 @@ type Key = (Scope, String);
 
 /// All requests.
 #[derive(Debug)]
-pub struct Requests {
+pub(crate) struct Requests {
     dir: PathBuf,
     map: Mutex<HashMap<Key, Arc<Request>>>,
 }
 
 /// Most requests kept at once (running or finished, all clients): a bound
 /// on memory against a client that starts requests forever.
-pub const MAX_REQUESTS: usize = 100_000;
+pub(crate) const MAX_REQUESTS: usize = 100_000;
 
 impl Requests {
     /// Open the queue in `data_dir`, reading forever-persistent records.
     ///
     /// # Errors
     /// I/O errors creating the directory.
-    pub fn open(data_dir: &Path) -> std::io::Result<Self> {
+    pub(crate) fn open(data_dir: &Path) -> std::io::Result<Self> {
         let dir = data_dir.join("requests");
         std::fs::create_dir_all(&dir)?;
         let r = Requests {
@@ -205,7 +219,7 @@ impl Requests {
 
     /// Directory for forever-persistent data files.
     #[must_use]
-    pub fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         &self.dir
     }
 
@@ -253,7 +267,7 @@ impl Requests {
 
     /// Add a request; `false` (and nothing added) if the identifier is
     /// taken in that scope or the queue is full.
-    pub fn insert(&self, req: Arc<Request>) -> bool {
+    pub(crate) fn insert(&self, req: Arc<Request>) -> bool {
         let Ok(mut m) = self.map.lock() else {
             return false;
         };
@@ -269,7 +283,7 @@ impl Requests {
 
     /// Whether `identifier` is taken in `scope`.
     #[must_use]
-    pub fn contains(&self, scope: &Scope, identifier: &str) -> bool {
+    pub(crate) fn contains(&self, scope: &Scope, identifier: &str) -> bool {
         self.map
             .lock()
             .map(|m| m.contains_key(&(scope.clone(), identifier.to_string())))
@@ -278,7 +292,7 @@ impl Requests {
 
     /// Look a request up.
     #[must_use]
-    pub fn get(&self, scope: &Scope, identifier: &str) -> Option<Arc<Request>> {
+    pub(crate) fn get(&self, scope: &Scope, identifier: &str) -> Option<Arc<Request>> {
         self.map
             .lock()
             .ok()?
@@ -287,7 +301,7 @@ impl Requests {
     }
 
     /// Remove a request (cancelling it) and its files.
-    pub fn remove(&self, scope: &Scope, identifier: &str) -> Option<Arc<Request>> {
+    pub(crate) fn remove(&self, scope: &Scope, identifier: &str) -> Option<Arc<Request>> {
         let req = self
             .map
             .lock()
@@ -311,7 +325,7 @@ impl Requests {
 
     /// Every request in the given scopes, oldest first.
     #[must_use]
-    pub fn list(&self, scopes: &[Scope]) -> Vec<Arc<Request>> {
+    pub(crate) fn list(&self, scopes: &[Scope]) -> Vec<Arc<Request>> {
         let mut v: Vec<Arc<Request>> = self
             .map
             .lock()
@@ -332,7 +346,7 @@ impl Requests {
 
     /// Every forever request that has not finished (to restart at boot).
     #[must_use]
-    pub fn unfinished(&self) -> Vec<Arc<Request>> {
+    pub(crate) fn unfinished(&self) -> Vec<Arc<Request>> {
         self.map
             .lock()
             .map(|m| {
@@ -345,7 +359,7 @@ impl Requests {
     }
 
     /// Record an outcome (and persist it for forever requests).
-    pub fn finish(&self, req: &Arc<Request>, outcome: Outcome, now_ms: u64) {
+    pub(crate) fn finish(&self, req: &Arc<Request>, outcome: Outcome, now_ms: u64) {
         if let Ok(mut s) = req.state.lock() {
             s.outcome = Some(outcome);
             s.completed_ms = Some(now_ms);
@@ -359,7 +373,7 @@ impl Requests {
     /// A background push of an insert made without peers ended: mark its
     /// request as in the network (`error` `None`) or as failed to push.
     /// Nothing happens if the request is gone or is not a finished put.
-    pub fn pushed(&self, r: &crate::push::RequestRef, error: Option<String>) {
+    pub(crate) fn pushed(&self, r: &RequestRef, error: Option<String>) {
         let Some(req) = self.get(&r.scope, &r.identifier) else {
             return;
         };
@@ -497,7 +511,7 @@ mod tests {
             },
             5,
         );
-        let rf = |started_ms| crate::push::RequestRef {
+        let rf = |started_ms| RequestRef {
             scope: Scope::Global,
             identifier: "p".into(),
             started_ms,

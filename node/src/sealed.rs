@@ -30,7 +30,7 @@ impl std::fmt::Debug for SealKey {
 impl SealKey {
     /// A fresh random key.
     #[must_use]
-    pub fn random() -> Self {
+    pub(crate) fn random() -> Self {
         SealKey(rand::random())
     }
 
@@ -42,13 +42,13 @@ impl SealKey {
     }
 
     /// Decrypt bytes read from offset `offset` of the file, in place.
-    pub fn open_in_place(&self, offset: u64, buf: &mut [u8]) {
+    pub(crate) fn open_in_place(&self, offset: u64, buf: &mut [u8]) {
         self.cipher_at(offset).apply_keystream(buf);
     }
 }
 
 /// Encrypts everything written through it into `inner`, from offset 0.
-pub struct SealedWriter<W> {
+pub(crate) struct SealedWriter<W> {
     inner: W,
     cipher: ChaCha20,
     buf: Vec<u8>,
@@ -62,7 +62,7 @@ impl<W> std::fmt::Debug for SealedWriter<W> {
 
 impl<W: Write> SealedWriter<W> {
     /// Seal what is written to `inner` (a new, empty file) under `key`.
-    pub fn new(inner: W, key: &SealKey) -> Self {
+    pub(crate) fn new(inner: W, key: &SealKey) -> Self {
         SealedWriter {
             inner,
             cipher: key.cipher_at(0),
@@ -94,7 +94,7 @@ impl<W: Write> Write for SealedWriter<W> {
 
 /// Decrypts what `inner` (positioned at `offset` of a sealed file) reads.
 #[derive(Debug)]
-pub struct SealedReader<R> {
+pub(crate) struct SealedReader<R> {
     inner: R,
     key: SealKey,
     offset: u64,
@@ -102,7 +102,7 @@ pub struct SealedReader<R> {
 
 impl<R> SealedReader<R> {
     /// Read a sealed file from `offset` (where `inner` already is).
-    pub fn new(inner: R, key: SealKey, offset: u64) -> Self {
+    pub(crate) fn new(inner: R, key: SealKey, offset: u64) -> Self {
         SealedReader { inner, key, offset }
     }
 }

@@ -2,7 +2,7 @@
 
 /// A location (fraction of 2^64) as a number in [0, 1).
 #[must_use]
-pub fn location_fraction(location: u64) -> f64 {
+pub(crate) fn location_fraction(location: u64) -> f64 {
     // u64 -> f64 loses low bits, which is fine for display.
     #[allow(clippy::cast_precision_loss)]
     let f = location as f64 / 18_446_744_073_709_551_616.0;

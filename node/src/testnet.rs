@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 /// Ports of node `i` with base port `base`: (FCP, gateway, peers).
 #[must_use]
-pub fn ports(base: u16, i: u16) -> (u16, u16, u16) {
+pub(crate) fn ports(base: u16, i: u16) -> (u16, u16, u16) {
     let p = base + 3 * i;
     (p, p + 1, p + 2)
 }
@@ -34,7 +34,7 @@ struct Started {
 /// # Errors
 /// Bad arguments, a node that cannot be started, or the seed's noderef
 /// cannot be made.
-pub fn run(nodes: u16, data_dir: Option<PathBuf>, base: u16) -> anyhow::Result<()> {
+pub(crate) fn run(nodes: u16, data_dir: Option<PathBuf>, base: u16) -> anyhow::Result<()> {
     if nodes == 0 {
         bail!("--nodes must be at least 1");
     }

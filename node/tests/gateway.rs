@@ -6,9 +6,9 @@
 use lichen_crypto::ssk::SskPrivate;
 use lichen_crypto::{FreenetUri, KeyUri};
 use lichen_node::config::Config;
-use lichen_node::engine::{self, PutData, PutSpec, SiteFile};
 use lichen_node::gateway;
 use lichen_node::node::Node;
+use lichen_node::ops::{self as engine, PutData, PutSpec, SiteFile};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;

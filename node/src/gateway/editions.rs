@@ -2,14 +2,11 @@
 //! look-ahead that finds newer ones, so a request for an old edition
 //! redirects at once.
 
-use crate::engine;
+use crate::ops as engine;
 use crate::node::Node;
 use lichen_crypto::{FreenetUri, KeyUri};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-
-/// USK editions probed past a served one, in the background.
-const LOOK_AHEAD_PROBES: u32 = 8;
 
 /// Editions seen and probes running, per USK (`key/site`, see [`usk_id`]).
 #[derive(Debug, Default)]
@@ -60,18 +57,9 @@ pub(super) fn look_ahead(
     let (public, site) = (key.public(), site.clone());
     tokio::spawn(async move {
         let blocks = engine::LocalBlocks::new(node);
-        let handle = tokio::runtime::Handle::current();
-        let found = tokio::task::spawn_blocking(move || {
-            handle.block_on(lichen_client::usk::find_latest_edition(
-                &blocks,
-                &public,
-                &site,
-                from + 1,
-                LOOK_AHEAD_PROBES,
-            ))
-        })
-        .await;
-        if let Ok(Ok(Some(latest))) = found {
+        // The one USK search policy (`ops::usk::PROBES`).
+        let found = engine::usk::latest_edition(blocks, public, site, from + 1).await;
+        if let Some(latest) = found {
             if let Ok(latest) = i64::try_from(latest) {
                 editions.note(id.clone(), latest);
             }

@@ -4,7 +4,7 @@
 
 use super::doc::{DocFile, JobError, JobState, PublishingWriter, Streamed};
 use super::respond::error_page;
-use crate::engine::{self, GetSpec};
+use crate::ops::{self as engine, GetSpec};
 use crate::node::Node;
 use crate::sealed::SealKey;
 use axum::http::StatusCode;

@@ -4,7 +4,7 @@
 use super::pages;
 use super::respond::{error_page, html, safe_file_name};
 use super::state::Gateway;
-use crate::engine::{self, PutData, PutSpec};
+use crate::ops::{self as engine, PutData, PutSpec};
 use axum::extract::multipart::Field;
 use axum::extract::{Multipart, State};
 use axum::http::{header, HeaderMap, StatusCode};

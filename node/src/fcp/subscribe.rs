@@ -1,14 +1,16 @@
 //! FCP `SubscribeUSK`: watch a USK for new editions.
 //!
-//! Each subscription is a task that probes for editions after the newest
-//! known one, first at once and then every [`POLL_INTERVAL`], and sends
+//! Each subscription is a task that searches for editions after the newest
+//! known one (the node's one search policy, `ops::usk`), first at once and
+//! then every [`POLL_INTERVAL`], and sends
 //! `SubscribedUSKUpdate` to the subscribing connection when it finds one.
 //! `DontPoll=true` subscriptions report only what other requests find; with
 //! no network yet that is what the first probe finds.
 
-use crate::engine::LocalBlocks;
-use crate::fcp_server::Out;
+use super::common::Out;
+use super::hub::Hub;
 use crate::node::Node;
+use crate::ops::{usk, LocalBlocks};
 use lichen_crypto::uri::KeyUri;
 use lichen_crypto::FreenetUri;
 use lichen_fcp::client::SubscribeUsk;
@@ -19,10 +21,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// Time between probes of one subscription.
-pub const POLL_INTERVAL: Duration = Duration::from_secs(30);
-/// Most editions probed in one round.
-const PROBES: u32 = 16;
+/// Time between searches of one subscription.
+pub(crate) const POLL_INTERVAL: Duration = Duration::from_secs(30);
 /// Most subscriptions per connection.
 const MAX_PER_CONNECTION: usize = 256;
 
@@ -34,11 +34,8 @@ fn subs() -> &'static Subs {
 }
 
 /// Start a subscription for connection `conn`.
-pub fn subscribe(node: Arc<Node>, conn: u64, s: SubscribeUsk) {
-    let send = {
-        let node = node.clone();
-        move |m: lichen_fcp::codec::Message| node.hub.send_to_conn(conn, Out::Msg(m.encode()))
-    };
+pub(super) fn subscribe(node: Arc<Node>, hub: Arc<Hub>, conn: u64, s: SubscribeUsk) {
+    let send = move |m: lichen_fcp::codec::Message| hub.send_to_conn(conn, Out::Msg(m.encode()));
     let uri = match FreenetUri::parse(&s.uri) {
         Ok(u) if matches!(u.key, KeyUri::Usk { .. }) => u.to_request(),
         _ => {
@@ -82,21 +79,8 @@ pub fn subscribe(node: Arc<Node>, conn: u64, s: SubscribeUsk) {
         let mut reported: Option<u64> = None;
         let blocks = LocalBlocks::new(node.clone());
         loop {
-            let latest = {
-                let (blocks, site, handle) = (
-                    blocks.clone(),
-                    site.clone(),
-                    tokio::runtime::Handle::current(),
-                );
-                tokio::task::spawn_blocking(move || {
-                    handle.block_on(lichen_client::usk::find_latest_edition(
-                        &blocks, &public, &site, known, PROBES,
-                    ))
-                })
-                .await
-                .unwrap_or(Ok(None))
-            };
-            if let Ok(Some(latest)) = latest {
+            let latest = usk::latest_edition(blocks.clone(), public, site.clone(), known).await;
+            if let Some(latest) = latest {
                 if reported.is_none_or(|r| latest > r) {
                     reported = Some(latest);
                     known = latest;
@@ -124,7 +108,7 @@ pub fn subscribe(node: Arc<Node>, conn: u64, s: SubscribeUsk) {
 }
 
 /// Stop a subscription.
-pub fn unsubscribe(conn: u64, identifier: &str) {
+pub(super) fn unsubscribe(conn: u64, identifier: &str) {
     if let Ok(mut m) = subs().lock() {
         if let Some(t) = m.remove(&(conn, identifier.to_string())) {
             t.cancel();
@@ -133,7 +117,7 @@ pub fn unsubscribe(conn: u64, identifier: &str) {
 }
 
 /// Stop every subscription of a closed connection.
-pub fn connection_closed(conn: u64) {
+pub(super) fn connection_closed(conn: u64) {
     if let Ok(mut m) = subs().lock() {
         m.retain(|(c, _), t| {
             if *c == conn {

@@ -1,0 +1,75 @@
+//! What the FCP server's modules share: the connection queue's message
+//! type, the limits, and small helpers.
+
+use crate::sealed::SealKey;
+use lichen_fcp::codec::Message;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Messages queued for one connection before it counts as not reading.
+pub(super) const QUEUE: usize = 1024;
+/// A write that makes no progress for this long closes the connection.
+pub(super) const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+/// A message that stalls half-way for this long closes the connection.
+pub(super) const MID_MESSAGE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Payloads up to this size are buffered in memory; larger ones stream to disk.
+pub(super) const INLINE_LIMIT: u64 = 256 * 1024;
+/// Chunks (about a segment, 4 MiB, each) of a streamed `AllData` queued
+/// between the fetch and the connection's writer.
+pub(super) const STREAM_CHUNKS: usize = 4;
+/// Largest `DataChunk` of a `ReturnType=chunked` get.
+pub(super) const DATA_CHUNK_MAX: usize = 1 << 20;
+/// `DataChunk`s of one get queued for its connection and not yet written:
+/// a client that reads slowly slows the fetch, with at most 4 MiB waiting.
+pub(super) const DATA_CHUNKS_QUEUED: usize = 4;
+
+/// Something to send on a connection.
+#[derive(Debug)]
+pub(crate) enum Out {
+    /// Bytes of a complete message.
+    Msg(Vec<u8>),
+    /// A message header followed by the contents of a file.
+    File {
+        /// Header bytes (ending in `Data\n`).
+        header: Vec<u8>,
+        /// File whose bytes follow.
+        path: PathBuf,
+        /// Bytes to send.
+        len: u64,
+        /// Delete the file afterwards.
+        remove: bool,
+        /// The file is sealed under this key ([`crate::sealed`]).
+        seal: Option<SealKey>,
+    },
+    /// A `DataChunk` message; `_room` is the get's queue place, given back
+    /// once the chunk is written (or dropped with the connection).
+    Chunk {
+        /// The whole message, header and data.
+        bytes: Vec<u8>,
+        /// Held until written.
+        _room: tokio::sync::OwnedSemaphorePermit,
+    },
+    /// A message header followed by `len` bytes that arrive on `data` as a
+    /// fetch decodes them. If `data` closes early the connection is
+    /// closed: the message cannot be finished.
+    Stream {
+        /// Header bytes (ending in `Data\n`).
+        header: Vec<u8>,
+        /// Bytes announced in the header.
+        len: u64,
+        /// The bytes, in order.
+        data: mpsc::Receiver<Vec<u8>>,
+    },
+}
+
+/// The `DataLength` of a request's message header.
+pub(super) fn data_len(header: &Message) -> Option<u64> {
+    header.get("DataLength").and_then(|v| v.trim().parse().ok())
+}
+
+/// A mutex's guard, poisoned or not.
+pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

@@ -1,0 +1,330 @@
+//! What an FCP connection does with each message the session lets
+//! through (requests start in `start`).
+
+use super::common::lock;
+use super::conn::{Conn, Payload};
+use super::messages::describe;
+use super::subscribe;
+use crate::requests::Outcome;
+use lichen_crypto::ssk::SskPrivate;
+use lichen_crypto::uri::{KeyUri, SskKey};
+use lichen_crypto::FreenetUri;
+use lichen_fcp::client::{
+    ClientMessage, GetNode, GetRequestStatus, ListPersistentRequests, ModifyPersistentRequest,
+    Persistence, RemovePersistentRequest, TestDdaResponse,
+};
+use lichen_fcp::codec::Message;
+use lichen_fcp::dda::DdaChallenge;
+use lichen_fcp::replies::{self as rep, Reply};
+use lichen_fcp::{Fields, ProtocolErrorCode};
+use std::path::{Path, PathBuf};
+
+impl Conn {
+    pub(super) async fn execute(
+        &self,
+        msg: ClientMessage,
+        header: Option<Message>,
+        upload: Option<Payload>,
+    ) -> bool {
+        let node = &self.node;
+        match msg {
+            ClientMessage::GenerateSsk(g) => {
+                let k = SskPrivate::generate(&mut rand::rngs::OsRng);
+                let ins = FreenetUri::new(KeyUri::Ssk {
+                    key: SskKey::Private(k),
+                    docname: String::new(),
+                });
+                let reply = rep::SskKeypair {
+                    insert_uri: ins.to_string(),
+                    request_uri: ins.to_request().to_string(),
+                    identifier: g.identifier,
+                };
+                self.send(&reply.to_message());
+            }
+            ClientMessage::WatchGlobal(_) => {
+                let s = lock(&self.session);
+                self.hub.update(
+                    self.id,
+                    s.client_name().map(str::to_string),
+                    s.watching_global().is_some(),
+                );
+            }
+            ClientMessage::Disconnect => return false,
+            ClientMessage::Shutdown => {
+                tracing::info!("shutdown requested over FCP");
+                node.shutdown.cancel();
+                return false;
+            }
+            ClientMessage::GetNode(g) => self.get_node(g),
+            ClientMessage::ListPeers(l) => {
+                for m in crate::peers::fcp::list_peers(
+                    node,
+                    l.identifier,
+                    l.with_metadata,
+                    l.with_volatile,
+                )
+                .await
+                {
+                    self.send(&m);
+                }
+            }
+            ClientMessage::TestDdaRequest(r) => {
+                self.test_dda_request(&r.directory, r.want_read, r.want_write)
+                    .await
+            }
+            ClientMessage::TestDdaResponse(r) => self.test_dda_response(r).await,
+            ClientMessage::ListPersistentRequests(l) => self.list_persistent_requests(l),
+            ClientMessage::GetRequestStatus(g) => self.get_request_status(&g),
+            ClientMessage::RemovePersistentRequest(r) => self.remove_persistent_request(r),
+            ClientMessage::ModifyPersistentRequest(m) => self.modify_persistent_request(m),
+            ClientMessage::SubscribeUsk(s) => {
+                subscribe::subscribe(node.clone(), self.hub.clone(), self.id, s);
+            }
+            ClientMessage::UnsubscribeUsk(u) => {
+                subscribe::unsubscribe(self.id, &u.identifier);
+                lock(&self.session).release(&u.identifier, false);
+            }
+            m @ (ClientMessage::ClientPut(_)
+            | ClientMessage::ClientGet(_)
+            | ClientMessage::ClientPutComplexDir(_)
+            | ClientMessage::ClientPutDiskDir(_)) => {
+                self.start(m, header, upload).await;
+            }
+            _ => {}
+        }
+        true
+    }
+
+    /// `GetNode`: the node's identity, location, version and (with volatile) counters.
+    fn get_node(&self, g: GetNode) {
+        let node = &self.node;
+        let mut f = Fields::new();
+        f.push(
+            "identity",
+            // The identity peers see in ListPeers (a hash of the
+            // public static key; was a hash of the secret key).
+            crate::peers::identity_of(&node.identity.link_keys().static_public()),
+        );
+        f.push(
+            "location",
+            format!(
+                "{:.6}",
+                crate::status::location_fraction(node.identity.location)
+            ),
+        );
+        f.push("version", concat!("Lichen,", env!("CARGO_PKG_VERSION")));
+        f.push(
+            "opennet",
+            lichen_fcp::fields::bool_str(node.config.network.opennet),
+        );
+        if g.with_volatile {
+            let st = node.store.stats();
+            f.push("volatile.startupTime", node.started_ms.to_string());
+            f.push("volatile.storeBytes", st.total_bytes().to_string());
+            f.push("volatile.numberOfConnected", node.peer_count().to_string());
+            if let Some(net) = node.peers.get() {
+                // Real counters of the routing core (lichen_routing::Stats).
+                let s = net.stats();
+                for (name, v) in [
+                    ("badBlocks", s.bad_blocks),
+                    ("misbehaviour", s.misbehaviour),
+                    ("disconnectedMisbehaving", s.disconnected_misbehaving),
+                    ("seedClients", s.seed_clients),
+                    ("loopsRejected", s.loops_rejected),
+                    ("overloadRejected", s.overload_rejected),
+                    ("recentlyFailed", s.recently_failed),
+                    ("coalesced", s.coalesced),
+                    ("servedFromStore", s.served_from_store),
+                    ("unexpectedReplies", s.unexpected_replies),
+                    ("backoffWaits", s.backoff_waits),
+                    ("droppedLeastUseful", s.dropped_least_useful),
+                    ("insertsForked", s.inserts_forked),
+                ] {
+                    f.push(format!("volatile.lichen.{name}"), v.to_string());
+                }
+            }
+        }
+        self.send(
+            &rep::NodeData {
+                fields: f,
+                identifier: g.identifier,
+            }
+            .to_message(),
+        );
+    }
+
+    /// `TestDDAResponse`: check what the client read or wrote.
+    async fn test_dda_response(&self, r: TestDdaResponse) {
+        let pending = lock(&self.session).dda_pending(&r.directory).cloned();
+        let written = match pending.as_ref().and_then(|p| p.write.as_ref()) {
+            Some((f, _)) => {
+                let c = tokio::fs::read_to_string(f).await.ok();
+                let _ = tokio::fs::remove_file(f).await;
+                c
+            }
+            None => None,
+        };
+        if let Some((f, _)) = pending.as_ref().and_then(|p| p.read.as_ref()) {
+            let _ = tokio::fs::remove_file(f).await;
+        }
+        let canonical = tokio::fs::canonicalize(&r.directory)
+            .await
+            .unwrap_or_else(|_| PathBuf::from(&r.directory));
+        let reply = lock(&self.session).dda_complete(
+            &r.directory,
+            &canonical,
+            r.read_content.as_deref(),
+            written.as_deref(),
+        );
+        if let Some(m) = reply {
+            self.send(&m);
+        }
+    }
+
+    /// `ListPersistentRequests`: every persistent request this connection sees.
+    fn list_persistent_requests(&self, l: ListPersistentRequests) {
+        let node = &self.node;
+        for req in node.requests.list(&self.visible_scopes()) {
+            if req.persistence == Persistence::Connection {
+                continue;
+            }
+            for m in describe(&req, false, self.hub.now_ms()) {
+                self.send(&rep::with_list_request_identifier(
+                    m,
+                    l.identifier.as_deref(),
+                ));
+            }
+        }
+        self.send(
+            &rep::EndListPersistentRequests {
+                identifier: l.identifier,
+            }
+            .to_message(),
+        );
+    }
+
+    /// `GetRequestStatus`: a request's messages again, with its data if it has any.
+    fn get_request_status(&self, g: &GetRequestStatus) {
+        let node = &self.node;
+        let scope_list = self.scopes_for(g.global);
+        let found = scope_list
+            .iter()
+            .find_map(|s| node.requests.get(s, &g.identifier));
+        match found {
+            Some(req) => {
+                let msgs = describe(&req, true, self.hub.now_ms());
+                for m in msgs {
+                    self.send(&m);
+                }
+                if let Some(Outcome::GetOk {
+                    data: Some(path),
+                    len,
+                    mime,
+                }) = req.snapshot().outcome
+                {
+                    self.send_all_data(&req, &path, len, &mime, false);
+                }
+            }
+            None => self.no_such_identifier(&g.identifier, g.global),
+        }
+    }
+
+    /// `RemovePersistentRequest`.
+    fn remove_persistent_request(&self, r: RemovePersistentRequest) {
+        let node = &self.node;
+        let scopes = self.scopes_for(r.global);
+        let removed = scopes
+            .iter()
+            .find_map(|s| node.requests.remove(s, &r.identifier));
+        match removed {
+            Some(_) => self.send(
+                &rep::PersistentRequestRemoved {
+                    identifier: r.identifier,
+                    global: r.global,
+                }
+                .to_message(),
+            ),
+            None => self.no_such_identifier(&r.identifier, r.global),
+        }
+    }
+
+    /// `ModifyPersistentRequest` (only acknowledged: priorities are not kept).
+    fn modify_persistent_request(&self, m: ModifyPersistentRequest) {
+        let node = &self.node;
+        let scopes = self.scopes_for(m.global);
+        if scopes
+            .iter()
+            .any(|s| node.requests.contains(s, &m.identifier))
+        {
+            self.send(
+                &rep::PersistentRequestModified {
+                    identifier: m.identifier,
+                    global: m.global,
+                    client_token: m.client_token,
+                    priority_class: m.priority_class,
+                }
+                .to_message(),
+            );
+        } else {
+            self.no_such_identifier(&m.identifier, m.global);
+        }
+    }
+
+    /// `TestDDARequest`: the files the client must read or write.
+    async fn test_dda_request(&self, directory: &str, want_read: bool, want_write: bool) {
+        let dir = Path::new(directory);
+        let token = |n: usize| -> String {
+            let mut b = vec![0u8; n];
+            rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut b);
+            b.iter().map(|x| format!("{x:02x}")).collect()
+        };
+        let mut read = None;
+        if want_read {
+            let name = dir.join(format!("DDACheck-{}.tmp", token(8)));
+            let content = token(16);
+            if tokio::fs::write(&name, &content).await.is_err() {
+                self.protocol_error(
+                    ProtocolErrorCode::CouldNotCreateFile,
+                    "cannot write the read-test file",
+                    None,
+                    false,
+                );
+                return;
+            }
+            read = Some((name.to_string_lossy().into_owned(), content));
+        }
+        let write = want_write.then(|| {
+            (
+                dir.join(format!("DDACheck-{}.tmp", token(8)))
+                    .to_string_lossy()
+                    .into_owned(),
+                token(16),
+            )
+        });
+        let reply = lock(&self.session).dda_challenge(DdaChallenge {
+            directory: directory.to_string(),
+            read,
+            write,
+        });
+        self.send(&reply);
+    }
+
+    /// `AddPeer` / `RemovePeer` (see `peers::fcp`).
+    pub(super) async fn peer_message(&self, m: &Message) {
+        use crate::peers::fcp as fcp_peers;
+        let reply = if m.name == "AddPeer" {
+            let allowed = |p: &Path| self.disk_allowed(p, false);
+            fcp_peers::add_peer(&self.node, &m.fields, &allowed).await
+        } else {
+            fcp_peers::remove_peer(&self.node, &m.fields).await
+        };
+        self.send(&reply);
+    }
+
+    /// Whether this connection may read (`write == false`) or write `path`.
+    pub(super) fn disk_allowed(&self, path: &Path, write: bool) -> bool {
+        self.node.config.fcp.allowed_dirs.iter().any(|d| {
+            std::fs::canonicalize(d).is_ok_and(|d| lichen_fcp::dda::path_is_within(path, &d))
+        }) || lock(&self.session).dda_allows(path, write)
+    }
+}

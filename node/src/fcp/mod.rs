@@ -1,0 +1,120 @@
+//! The FCP 2.0 server, a front end: one task per connection reading with
+//! the `lichen-fcp` decoder, one writer task per connection, requests run
+//! as their own tasks (`jobs::request`) and report through the [`Hub`] of
+//! live connections, which this server owns.
+//!
+//! # Protocol flow
+//!
+//! ```text
+//! accept (loopback or allow-listed, at most fcp.max_connections at once)
+//!   reader: bytes -> Decoder -> Session (hello rule, collisions) -> dispatch
+//!           big payloads are spooled to <data>/tmp as they arrive
+//!   requests: spawned; progress and results go to every connection that
+//!           should see them (its own connection, the client's connections
+//!           for persistent requests, WatchGlobal connections for global ones)
+//!   writer: a bounded queue; a client that stops reading is disconnected
+//!           when the queue is full or a write stalls for WRITE_TIMEOUT
+//! ```
+
+mod common;
+mod conn;
+mod execute;
+mod hub;
+mod messages;
+mod output;
+mod run;
+mod start;
+mod subscribe;
+
+use crate::config::client_allowed;
+use crate::node::Node;
+use common::data_len;
+use hub::Hub;
+use lichen_fcp::client::ClientMessage;
+use lichen_fcp::replies::{self as rep, Reply};
+use lichen_fcp::ProtocolErrorCode;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+/// The FCP front end: the node and the live connections.
+#[derive(Debug, Clone)]
+pub(crate) struct Server {
+    node: Arc<Node>,
+    hub: Arc<Hub>,
+}
+
+impl Server {
+    /// The FCP front end of `node` (no connection yet).
+    pub(crate) fn new(node: Arc<Node>) -> Self {
+        Server {
+            hub: Arc::new(Hub::new(node.clock.clone())),
+            node,
+        }
+    }
+
+    /// Run the FCP server until the node shuts down.
+    ///
+    /// # Errors
+    /// The listener could not be bound.
+    pub(crate) async fn serve(self, listener: TcpListener) -> std::io::Result<()> {
+        serve(self.node, self.hub, listener).await
+    }
+
+    /// Restart the forever-persistent requests that had not finished.
+    pub(crate) fn resume(&self) {
+        for req in self.node.requests.unfinished() {
+            let parsed = ClientMessage::parse_header(&req.header, data_len(&req.header));
+            match parsed {
+                Ok(msg) => {
+                    tracing::info!("resuming a persistent request");
+                    run::start_request(&self.node, &self.hub, req, msg, None);
+                }
+                Err(e) => tracing::warn!("cannot resume a persistent request: {}", e.extra),
+            }
+        }
+    }
+}
+
+async fn serve(node: Arc<Node>, hub: Arc<Hub>, listener: TcpListener) -> std::io::Result<()> {
+    let slots = Arc::new(Semaphore::new(node.config.fcp.max_connections));
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = node.shutdown.cancelled() => return Ok(()),
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!("FCP accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        if !client_allowed(peer.ip(), &node.config.fcp.allowed_hosts) {
+            tracing::debug!("refused FCP client {peer}: not in fcp.allowed_hosts");
+            continue;
+        }
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            tracing::warn!("too many FCP connections; refusing one");
+            let mut s = stream;
+            let msg = rep::ProtocolError::new(
+                ProtocolErrorCode::InternalError,
+                Some("too many connections".into()),
+            )
+            .to_message()
+            .encode();
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(Duration::from_secs(2), s.write_all(&msg)).await;
+            });
+            continue;
+        };
+        let (node, hub) = (node.clone(), hub.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            let _ = stream.set_nodelay(true);
+            conn::connection(node, hub, stream).await;
+        });
+    }
+}

@@ -1,0 +1,10 @@
+//! Jobs: work that runs on its own on behalf of a client, above the
+//! operations and below the front ends.
+//!
+//! - `request`: one FCP request, from its message to its outcome, telling
+//!   its progress through a trait the FCP front end implements.
+//! - `push`: the background task that pushes inserts made without peers
+//!   into the network.
+
+pub(crate) mod push;
+pub(crate) mod request;

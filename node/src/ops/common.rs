@@ -1,0 +1,170 @@
+//! What the operations take and give: the put and get specs, the
+//! outcomes, the failures in FCP terms and the callbacks.
+
+use crate::requests::Progress;
+use crate::util::blocking::UploadStream;
+use lichen_fcp::{FetchErrorCode, InsertErrorCode};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Where a put's data comes from.
+#[derive(Debug, Clone)]
+pub enum PutData {
+    /// `len` bytes of a file from `offset`.
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Start offset.
+        offset: u64,
+        /// Length.
+        len: u64,
+    },
+    /// No data (an empty file).
+    Empty,
+    /// A redirect to another URI.
+    Redirect(String),
+    /// A direct upload still arriving on its FCP connection: the insert
+    /// reads it as it comes (no spool file).
+    Stream(UploadStream),
+}
+
+/// An FCP ClientPut, as the operations take it.
+#[derive(Debug, Clone)]
+pub struct PutSpec {
+    /// Target URI (CHK@, SSK@…, KSK@…, USK@…).
+    pub uri: String,
+    /// The data.
+    pub data: PutData,
+    /// MIME type.
+    pub mime: Option<String>,
+    /// Don't compress.
+    pub dont_compress: bool,
+    /// Only compute the URI.
+    pub chk_only: bool,
+    /// File name appended to a CHK URI.
+    pub target_filename: Option<String>,
+}
+
+/// One file of a site insert.
+#[derive(Debug, Clone)]
+pub struct SiteFile {
+    /// Path inside the site.
+    pub name: String,
+    /// Content.
+    pub data: PutData,
+    /// MIME type (guessed from the name when absent).
+    pub mime: Option<String>,
+}
+
+/// An FCP ClientGet, as the operations take it.
+#[derive(Debug, Clone)]
+pub struct GetSpec {
+    /// URI to fetch.
+    pub uri: String,
+    /// Largest document accepted.
+    pub max_size: Option<u64>,
+    /// Where to write the data (`None`: discard).
+    pub out: Option<PathBuf>,
+    /// Write `out` sealed under this key (a temporary file: see
+    /// [`crate::sealed`]).
+    pub seal: Option<crate::sealed::SealKey>,
+    /// Only the local store.
+    pub ds_only: bool,
+    /// Skip the local store.
+    pub ignore_ds: bool,
+    /// FCP MaxRetries (-1 forever).
+    pub retries: i32,
+    /// Keep the blocks fetched from the network in the client cache (FCP
+    /// `WriteToClientCache`): a later fetch of the same document, or a
+    /// retry of a failed one, finds them there.
+    pub write_client_cache: bool,
+}
+
+/// A completed fetch.
+#[derive(Debug, Clone)]
+pub struct GetDone {
+    /// MIME type.
+    pub mime: String,
+    /// Bytes written.
+    pub len: u64,
+    /// The data went to the [`StreamOpen`] writer, not to `GetSpec::out`.
+    pub streamed: bool,
+}
+
+/// Offered the document's size and MIME type once it is found, and whether
+/// every block still needed is local: returns a writer to stream the data
+/// to while it is decoded (`None`: write to `GetSpec::out` as usual). A
+/// fetch that fails after this has written part of the document to it.
+pub type StreamOpen = Box<dyn FnOnce(u64, &str, bool) -> Option<Box<dyn Write + Send>> + Send>;
+
+/// A failed request, in FCP terms.
+#[derive(Debug, Clone)]
+pub struct Failure<C> {
+    /// Freenet's code.
+    pub code: C,
+    /// Detail for the client.
+    pub extra: Option<String>,
+    /// For a permanent redirect: the new URI.
+    pub redirect: Option<String>,
+}
+
+impl<C> Failure<C> {
+    pub(crate) fn new(code: C, extra: impl Into<String>) -> Self {
+        Failure {
+            code,
+            extra: Some(extra.into()),
+            redirect: None,
+        }
+    }
+}
+
+/// Progress callback type.
+pub type ProgressFn<'a> = &'a (dyn Fn(Progress) + Send + Sync);
+/// URI callback type.
+pub type UriFn<'a> = &'a (dyn Fn(String) + Send + Sync);
+/// A finished insert.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PutDone {
+    /// The request URI.
+    pub uri: String,
+    /// Every block reached the network. `false`: some are only in the
+    /// client cache and the push task sends them once the node has peers.
+    pub in_network: bool,
+}
+
+pub(super) fn open_range(
+    path: &Path,
+    offset: u64,
+    len: u64,
+) -> std::io::Result<impl std::io::Read + Send> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path)?;
+    f.seek(SeekFrom::Start(offset))?;
+    Ok(std::io::BufReader::with_capacity(1 << 20, f.take(len)))
+}
+
+pub(super) fn insert_failure(e: &lichen_client::InsertError) -> Failure<InsertErrorCode> {
+    let code = InsertErrorCode::from_code(u32::from(e.fcp_code()))
+        .unwrap_or(InsertErrorCode::InternalError);
+    Failure::new(code, e.to_string())
+}
+
+pub(super) fn fetch_failure(e: lichen_client::FetchError) -> Failure<FetchErrorCode> {
+    let code =
+        FetchErrorCode::from_code(u32::from(e.fcp_code())).unwrap_or(FetchErrorCode::InternalError);
+    let redirect = match &e {
+        lichen_client::FetchError::PermanentRedirect { new_uri } => Some(new_uri.to_string()),
+        _ => None,
+    };
+    Failure {
+        code,
+        extra: Some(e.to_string()),
+        redirect,
+    }
+}
+
+/// A blocking task of an insert that did not finish (panicked, or the
+/// runtime is stopping).
+pub(super) fn insert_join_failure(e: &tokio::task::JoinError) -> Failure<InsertErrorCode> {
+    Failure::new(InsertErrorCode::InternalError, e.to_string())
+}

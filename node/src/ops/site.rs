@@ -1,0 +1,229 @@
+//! A site insert (FCP `ClientPutComplexDir` / `ClientPutDiskDir`) and the
+//! folder scan of `ClientPutDiskDir`.
+
+use super::blocks::{Deferred, LocalBlocks};
+use super::common::{
+    insert_failure, insert_join_failure, open_range, Failure, ProgressFn, PutData, PutDone,
+    SiteFile, UriFn,
+};
+use super::put::{check_room, finish_insert, too_big_for_cache};
+use super::usk;
+use crate::node::Node;
+use crate::requests::Progress;
+use crate::requests::RequestRef;
+use crate::util::blocking;
+use lichen_crypto::uri::KeyUri;
+use lichen_crypto::FreenetUri;
+use lichen_fcp::InsertErrorCode;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Walk a directory for ClientPutDiskDir: every regular file, with paths
+/// relative to `dir` joined by `/`.
+///
+/// # Errors
+/// A message naming the unreadable path.
+pub(crate) async fn scan_dir(dir: &Path, include_hidden: bool) -> Result<Vec<SiteFile>, String> {
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let mut out = Vec::new();
+        let mut stack = vec![(dir.clone(), String::new())];
+        while let Some((d, prefix)) = stack.pop() {
+            let rd =
+                std::fs::read_dir(&d).map_err(|e| format!("cannot read {}: {e}", d.display()))?;
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if !include_hidden && name.starts_with('.') {
+                    continue;
+                }
+                let rel = if prefix.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{prefix}/{name}")
+                };
+                let ft = e.file_type().map_err(|e| e.to_string())?;
+                if ft.is_dir() {
+                    stack.push((e.path(), rel));
+                } else if ft.is_file() {
+                    let len = e.metadata().map(|m| m.len()).unwrap_or(0);
+                    out.push(SiteFile {
+                        name: rel,
+                        data: PutData::File {
+                            path: e.path(),
+                            offset: 0,
+                            len,
+                        },
+                        mime: None,
+                    });
+                }
+                if out.len() > 100_000 {
+                    return Err("too many files in the directory".into());
+                }
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
+/// Insert a site (ClientPutComplexDir / ClientPutDiskDir). Under a USK the
+/// next edition is inserted and unchanged files of the previous edition
+/// are reused.
+///
+/// # Errors
+/// A [`Failure`] with Freenet's InsertException code.
+pub async fn put_site(
+    node: &Arc<Node>,
+    uri: &str,
+    files: Vec<SiteFile>,
+    default_name: Option<String>,
+    uri_generated: UriFn<'_>,
+    progress: ProgressFn<'_>,
+) -> Result<String, Failure<InsertErrorCode>> {
+    put_site_with(
+        node,
+        uri,
+        files,
+        default_name,
+        None,
+        uri_generated,
+        progress,
+    )
+    .await
+    .map(|d| d.uri)
+}
+
+/// [`put_site`] for `request`, recording what did not reach the network
+/// for the push task (as [`put_with`]).
+///
+/// # Errors
+/// A [`Failure`] with Freenet's InsertException code.
+pub(crate) async fn put_site_with(
+    node: &Arc<Node>,
+    uri: &str,
+    files: Vec<SiteFile>,
+    default_name: Option<String>,
+    request: Option<RequestRef>,
+    uri_generated: UriFn<'_>,
+    progress: ProgressFn<'_>,
+) -> Result<PutDone, Failure<InsertErrorCode>> {
+    let target = FreenetUri::parse(uri)
+        .map_err(|e| Failure::new(InsertErrorCode::InvalidUri, e.to_string()))?;
+    let total: u64 = files
+        .iter()
+        .map(|f| match &f.data {
+            PutData::File { len, .. } => *len,
+            _ => 0,
+        })
+        .sum();
+    check_room(node, total, 2 * files.len() as u64)?;
+    let deferred = Arc::new(Deferred::new(node.clone()));
+    let blocks = LocalBlocks::tracking(node.clone(), deferred.clone());
+    let (target, previous) = {
+        let blocks = blocks.clone();
+        blocking::run(move || async move { target_and_previous(&blocks, target).await })
+            .await
+            .map_err(|e| insert_join_failure(&e))?
+    };
+    let site_files = files
+        .into_iter()
+        .map(site_file)
+        .collect::<Result<Vec<_>, _>>()?;
+    let n = u64::try_from(site_files.len()).unwrap_or(u64::MAX);
+    progress(Progress {
+        total: n,
+        required: n,
+        succeeded: 0,
+        failed: 0,
+        finalized: true,
+    });
+    let opts = lichen_client::SiteOptions {
+        target,
+        default_name,
+        previous,
+        ..lichen_client::SiteOptions::default()
+    };
+    let r = blocking::run(move || async move {
+        lichen_client::insert_site(&blocks, site_files, &opts).await
+    })
+    .await
+    .map_err(|e| insert_join_failure(&e))?;
+    let r = match r {
+        Err(_) if deferred.overflowed() => return Err(too_big_for_cache(node, deferred.bytes())),
+        r => r.map_err(|e| insert_failure(&e))?,
+    };
+    let in_network = finish_insert(node, &deferred, request).await?;
+    let uri = r.uri.to_string();
+    uri_generated(uri.clone());
+    progress(Progress {
+        total: n,
+        required: n,
+        succeeded: n,
+        failed: 0,
+        finalized: true,
+    });
+    Ok(PutDone { uri, in_network })
+}
+
+/// The edition a site insert goes to, and under a USK the manifest of the
+/// edition before it (whose unchanged files are reused).
+async fn target_and_previous(
+    blocks: &LocalBlocks,
+    target: FreenetUri,
+) -> (FreenetUri, Option<lichen_client::Manifest>) {
+    let target = usk::insert_target(blocks, target).await;
+    let previous = match &target.key {
+        KeyUri::Usk { edition, .. } if *edition > 0 => {
+            let prev = target.to_request().with_edition(edition - 1);
+            match lichen_client::fetch_metadata(
+                blocks,
+                &prev,
+                &lichen_client::FetchOptions::default(),
+            )
+            .await
+            {
+                Ok(Some(lichen_client::Metadata::Manifest(m))) => Some(m),
+                _ => None,
+            }
+        }
+        _ => None,
+    };
+    (target, previous)
+}
+
+/// One file of a site as the client library takes it.
+fn site_file(f: SiteFile) -> Result<lichen_client::SiteFile, Failure<InsertErrorCode>> {
+    let data = match f.data {
+        PutData::File { path, offset, len } => lichen_client::SiteData::Reader {
+            reader: Box::new(open_range(&path, offset, len).map_err(|e| {
+                Failure::new(
+                    InsertErrorCode::BucketError,
+                    format!("cannot read {}: {e}", f.name),
+                )
+            })?),
+            sha256: None,
+        },
+        PutData::Stream(s) => lichen_client::SiteData::Reader {
+            reader: Box::new(s.reader().ok_or_else(|| {
+                Failure::new(
+                    InsertErrorCode::BucketError,
+                    format!("the upload of {} was already read", f.name),
+                )
+            })?),
+            sha256: None,
+        },
+        PutData::Empty => lichen_client::SiteData::Bytes(Vec::new()),
+        PutData::Redirect(t) => {
+            lichen_client::SiteData::Redirect(Box::new(FreenetUri::parse(&t).map_err(|e| {
+                Failure::new(InsertErrorCode::InvalidUri, format!("{}: {e}", f.name))
+            })?))
+        }
+    };
+    Ok(lichen_client::SiteFile {
+        path: f.name,
+        mime: f.mime,
+        data,
+    })
+}
