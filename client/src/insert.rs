@@ -31,7 +31,7 @@ use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
 
 /// Data blocks per full segment.
-pub const SEGMENT_DATA_BLOCKS: usize = 128;
+pub(crate) const SEGMENT_DATA_BLOCKS: usize = 128;
 /// Bytes of (compressed) data in a full segment.
 pub const SEGMENT_BYTES: usize = SEGMENT_DATA_BLOCKS * chk::PAYLOAD_LEN;
 /// How much of the document is compressed on trial to decide the codec.
