@@ -371,18 +371,7 @@ impl<B: Backend> Engine<B> {
             .iter()
             .map(|(k, _)| self.keys.index_key(kind, k))
             .collect();
-        let mut todo: Vec<usize> = Vec::with_capacity(blocks.len());
-        {
-            let mut seen = HashSet::with_capacity(blocks.len());
-            let mut st = self.state.lock();
-            for (i, ik) in iks.iter().enumerate() {
-                if st.entry(space, ik).is_some() {
-                    st.touch(space, ik);
-                } else if seen.insert(*ik) {
-                    todo.push(i);
-                }
-            }
-        }
+        let todo = self.batch_todo(space, &iks);
         // Seal outside the write lock, on the rayon pool (every core).
         let mut sealed: Vec<Option<Vec<u8>>> = todo
             .par_iter()
@@ -416,30 +405,12 @@ impl<B: Backend> Engine<B> {
                     .filter_map(|(v, _)| idx.map.get(v))
                     .map(|e| e.kind.block_len() as u64)
                     .sum::<u64>();
-            let mut free = budget.saturating_sub(used);
-            let mut mine = Vec::new();
-            let mut no_room = false;
-            for &(vrank, vik) in &idx.order {
-                if free >= len {
-                    break;
-                }
-                if chosen.contains(&vik) {
-                    continue;
-                }
-                if !space.is_lru() && vrank >= rank {
-                    no_room = true;
-                    break;
-                }
-                if let Some(v) = idx.map.get(&vik) {
-                    free += v.kind.block_len() as u64;
-                    mine.push((vik, v.seq));
-                }
-            }
-            if no_room {
+            let free = budget.saturating_sub(used);
+            let Some((mine, free)) = batch_victims(space, idx, free, len, rank, &chosen) else {
                 out[i] = PutOutcome::NoRoom;
                 t += 1;
                 continue;
-            }
+            };
             if free < len {
                 // Only this batch's own blocks could make room: write what
                 // is planned, then plan this block again.
@@ -486,6 +457,22 @@ impl<B: Backend> Engine<B> {
         }
         drop(w);
         Ok(out)
+    }
+
+    /// The indices of `iks` to write: not stored yet (the stored ones are
+    /// touched), first copy only.
+    fn batch_todo(&self, space: Space, iks: &[IndexKey]) -> Vec<usize> {
+        let mut todo: Vec<usize> = Vec::with_capacity(iks.len());
+        let mut seen = HashSet::with_capacity(iks.len());
+        let mut st = self.state.lock();
+        for (i, ik) in iks.iter().enumerate() {
+            if st.entry(space, ik).is_some() {
+                st.touch(space, ik);
+            } else if seen.insert(*ik) {
+                todo.push(i);
+            }
+        }
+        todo
     }
 
     /// Apply a planned batch, then mirror it in the index (caller holds
@@ -1012,4 +999,37 @@ fn check_trusted_chk(key: &RoutingKey, block: &[u8]) -> Result<(), StoreError> {
     }
     debug_assert!(verify_block(kind, key, block).is_ok());
     Ok(())
+}
+
+/// For [`Engine::put_trusted_chk_batch`]: the blocks to evict from `idx`
+/// (lowest rank first, skipping those already `chosen`) so that `free`
+/// bytes grow to at least `len`, with the space then free. `None` when a
+/// block ranked at or above `rank` would have to go in a space that keeps
+/// the best-ranked (not LRU). May return less than `len` free when `idx`
+/// runs out: only the batch's own planned blocks could make room then.
+fn batch_victims(
+    space: Space,
+    idx: &SpaceIdx,
+    mut free: u64,
+    len: u64,
+    rank: u64,
+    chosen: &HashSet<IndexKey>,
+) -> Option<(Vec<(IndexKey, u64)>, u64)> {
+    let mut mine = Vec::new();
+    for &(vrank, vik) in &idx.order {
+        if free >= len {
+            break;
+        }
+        if chosen.contains(&vik) {
+            continue;
+        }
+        if !space.is_lru() && vrank >= rank {
+            return None;
+        }
+        if let Some(v) = idx.map.get(&vik) {
+            free += v.kind.block_len() as u64;
+            mine.push((vik, v.seq));
+        }
+    }
+    Some((mine, free))
 }
