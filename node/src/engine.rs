@@ -165,7 +165,7 @@ impl BlockSource for LocalBlocks {
             local_first: !self.ignore_ds,
             keep: self.keep,
         };
-        let outcome = net.fetch_with(Key(key.0), key_kind(kind), opts).await;
+        let outcome = net.fetch_with(Key(key.0), KeyKind::from(kind), opts).await;
         match outcome {
             Ok(RequestOutcome::Found(block)) => Ok(block),
             Ok(RequestOutcome::NotFound | RequestOutcome::TimedOut) => Err(SourceError::NotFound),
@@ -194,13 +194,6 @@ impl BlockSource for LocalBlocks {
             BlockKind::Ssk => self.node.store.get(Origin::Local, kind, key),
         };
         Some(found.ok()??.block)
-    }
-}
-
-fn key_kind(kind: BlockKind) -> KeyKind {
-    match kind {
-        BlockKind::Chk => KeyKind::Chk,
-        BlockKind::Ssk => KeyKind::Ssk,
     }
 }
 
@@ -280,7 +273,9 @@ impl BlockSink for LocalBlocks {
         let mut tries = 0;
         loop {
             tries += 1;
-            let outcome = net.insert(Key(key.0), key_kind(kind), block.clone()).await;
+            let outcome = net
+                .insert(Key(key.0), KeyKind::from(kind), block.clone())
+                .await;
             return match outcome {
                 // An insert that ran out of peers is stored on every node it
                 // reached: in a small network that is the normal end.

@@ -200,16 +200,9 @@ pub struct PeerManager {
     stopped: CancellationToken,
 }
 
-fn kind_of(k: KeyKind) -> BlockKind {
-    match k {
-        KeyKind::Chk => BlockKind::Chk,
-        KeyKind::Ssk => BlockKind::Ssk,
-    }
-}
-
 /// Verifies blocks for the routing node with `lichen_crypto`.
 fn verify(key: &Key, kind: KeyKind, block: &[u8]) -> bool {
-    lichen_crypto::verify_block(kind_of(kind), &RoutingKey(key.0), block).is_ok()
+    lichen_crypto::verify_block(BlockKind::from(kind), &RoutingKey(key.0), block).is_ok()
 }
 
 /// Blocks waiting for the store writer (32 KiB each: at most 16 MiB).
@@ -340,7 +333,7 @@ struct StoreSource<'a>(&'a dyn BlockStore, &'a Keeper);
 
 impl BlockSource for StoreSource<'_> {
     fn get(&mut self, key: &Key, kind: KeyKind) -> Option<Vec<u8>> {
-        let (kind, key) = (kind_of(kind), RoutingKey(key.0));
+        let (kind, key) = (BlockKind::from(kind), RoutingKey(key.0));
         if let Some(b) = self.1.unwritten().get(&(kind, key)) {
             return Some(b.clone());
         }
@@ -1040,7 +1033,7 @@ async fn drive(
                 match c {
                     Cmd::Fetch(key, kind, opts, reply) => {
                         let local = if opts.local_first {
-                            store.get(Origin::Local, kind_of(kind), &RoutingKey(key.0)).ok().flatten()
+                            store.get(Origin::Local, BlockKind::from(kind), &RoutingKey(key.0)).ok().flatten()
                         } else {
                             None
                         };
@@ -1053,7 +1046,7 @@ async fn drive(
                     }
                     Cmd::Insert(key, kind, block, reply) => {
                         // The private client cache, never the shared spaces.
-                        let _ = store.put(Space::Client, kind_of(kind), &RoutingKey(key.0), &block);
+                        let _ = store.put(Space::Client, BlockKind::from(kind), &RoutingKey(key.0), &block);
                         let id = node.handle_local_request(now(), LocalRequest::Insert { key, kind, block }, &mut rng);
                         waiters.insert(id, Waiter::Insert(reply));
                     }
@@ -1298,12 +1291,17 @@ async fn drive(
                     };
                     // Verified by the routing core (its contract), so a
                     // CHK is not hashed a second time on every hop.
-                    keeper.keep(space, kind_of(kind), RoutingKey(key.0), block);
+                    keeper.keep(space, BlockKind::from(kind), RoutingKey(key.0), block);
                 }
                 Action::RequestDone { id, outcome } => {
                     if let Some(Waiter::Fetch(key, kind, keep, reply)) = waiters.remove(&id) {
                         if let (true, RequestOutcome::Found(b)) = (keep, &outcome) {
-                            keeper.keep(Space::Client, kind_of(kind), RoutingKey(key.0), b.clone());
+                            keeper.keep(
+                                Space::Client,
+                                BlockKind::from(kind),
+                                RoutingKey(key.0),
+                                b.clone(),
+                            );
                         }
                         let _ = reply.send(outcome);
                     }
