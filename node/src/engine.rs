@@ -190,7 +190,7 @@ impl BlockSource for LocalBlocks {
         // key (see `BlockSource::fetch_local`), and a block that does not
         // open sends it to `fetch`, which verifies (and deletes a bad one).
         let found = match kind {
-            BlockKind::Chk => self.node.store.read(Origin::Local, kind, key),
+            BlockKind::Chk => self.node.store.unchecked().read(Origin::Local, kind, key),
             BlockKind::Ssk => self.node.store.get(Origin::Local, kind, key),
         };
         Some(found.ok()??.block)
@@ -209,7 +209,12 @@ impl LocalBlocks {
         key: &RoutingKey,
         block: &[u8],
     ) -> Result<(), SinkError> {
-        match self.node.store.put_trusted(Space::Client, kind, key, block) {
+        match self
+            .node
+            .store
+            .unchecked()
+            .put_trusted(Space::Client, kind, key, block)
+        {
             Ok(PutOutcome::Collision) => Err(SinkError::Collision),
             Ok(PutOutcome::NoRoom) => Err(SinkError::Other(
                 "the client cache is smaller than one block".into(),
@@ -249,7 +254,12 @@ impl BlockSink for LocalBlocks {
         if kind != BlockKind::Chk || self.node.network().is_some() {
             return None;
         }
-        let r = match self.node.store.put_trusted_chk_batch(Space::Client, blocks) {
+        let r = match self
+            .node
+            .store
+            .unchecked()
+            .put_trusted_chk_batch(Space::Client, blocks)
+        {
             Ok(outcomes) if outcomes.contains(&PutOutcome::NoRoom) => Err(SinkError::Other(
                 "the client cache is smaller than one block".into(),
             )),

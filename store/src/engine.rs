@@ -324,7 +324,7 @@ impl<B: Backend> Engine<B> {
         self.put_verified(space, kind, key, block)
     }
 
-    /// [`crate::BlockStore::put_trusted`]: a CHK block this process has just
+    /// [`crate::unchecked::UncheckedStore::put_trusted`]: a CHK block this process has just
     /// encoded (its routing key was computed from these very bytes) is
     /// stored without hashing it again. SSK blocks are always verified (a
     /// signature check, cheap next to a 1 KiB block's I/O).
@@ -343,7 +343,7 @@ impl<B: Backend> Engine<B> {
         self.put_verified(space, kind, key, block)
     }
 
-    /// [`crate::BlockStore::put_trusted_chk_batch`]: many trusted CHK
+    /// [`crate::unchecked::UncheckedStore::put_trusted_chk_batch`]: many trusted CHK
     /// blocks in as few backend batches as the budget allows (one, unless
     /// the batch itself must evict its own first blocks). A sled batch
     /// costs two log writes whatever its size, so this is much cheaper than
@@ -896,7 +896,8 @@ fn parse_seq(k: &[u8], v: &[u8]) -> Option<DataRef> {
     Some((space, u64::from_be_bytes(b)))
 }
 
-/// Implement [`crate::BlockStore`] for a wrapper with an `engine` field.
+/// Implement [`crate::BlockStore`] and [`crate::unchecked::UncheckedStore`]
+/// for a wrapper with an `engine` field.
 macro_rules! delegate_block_store {
     ($t:ty) => {
         impl $crate::BlockStore for $t {
@@ -909,22 +910,6 @@ macro_rules! delegate_block_store {
             ) -> Result<$crate::PutOutcome, $crate::StoreError> {
                 self.engine.put(space, kind, key, block)
             }
-            fn put_trusted_chk_batch(
-                &self,
-                space: $crate::Space,
-                blocks: &[(lichen_crypto::RoutingKey, Vec<u8>)],
-            ) -> Result<Vec<$crate::PutOutcome>, $crate::StoreError> {
-                self.engine.put_trusted_chk_batch(space, blocks)
-            }
-            fn put_trusted(
-                &self,
-                space: $crate::Space,
-                kind: lichen_crypto::BlockKind,
-                key: &lichen_crypto::RoutingKey,
-                block: &[u8],
-            ) -> Result<$crate::PutOutcome, $crate::StoreError> {
-                self.engine.put_trusted(space, kind, key, block)
-            }
             fn get_in(
                 &self,
                 space: $crate::Space,
@@ -932,14 +917,6 @@ macro_rules! delegate_block_store {
                 key: &lichen_crypto::RoutingKey,
             ) -> Result<Option<Vec<u8>>, $crate::StoreError> {
                 self.engine.get_in(space, kind, key, true)
-            }
-            fn read_in(
-                &self,
-                space: $crate::Space,
-                kind: lichen_crypto::BlockKind,
-                key: &lichen_crypto::RoutingKey,
-            ) -> Result<Option<Vec<u8>>, $crate::StoreError> {
-                self.engine.get_in(space, kind, key, false)
             }
             fn contains_in(
                 &self,
@@ -977,6 +954,36 @@ macro_rules! delegate_block_store {
             }
             fn meta_remove(&self, name: &str) -> Result<bool, $crate::StoreError> {
                 self.engine.meta_remove(name)
+            }
+            fn unchecked(&self) -> &dyn $crate::unchecked::UncheckedStore {
+                self
+            }
+        }
+
+        impl $crate::unchecked::UncheckedStore for $t {
+            fn put_trusted_chk_batch(
+                &self,
+                space: $crate::Space,
+                blocks: &[(lichen_crypto::RoutingKey, Vec<u8>)],
+            ) -> Result<Vec<$crate::PutOutcome>, $crate::StoreError> {
+                self.engine.put_trusted_chk_batch(space, blocks)
+            }
+            fn put_trusted(
+                &self,
+                space: $crate::Space,
+                kind: lichen_crypto::BlockKind,
+                key: &lichen_crypto::RoutingKey,
+                block: &[u8],
+            ) -> Result<$crate::PutOutcome, $crate::StoreError> {
+                self.engine.put_trusted(space, kind, key, block)
+            }
+            fn read_in(
+                &self,
+                space: $crate::Space,
+                kind: lichen_crypto::BlockKind,
+                key: &lichen_crypto::RoutingKey,
+            ) -> Result<Option<Vec<u8>>, $crate::StoreError> {
+                self.engine.get_in(space, kind, key, false)
             }
         }
     };

@@ -266,12 +266,15 @@ fn write_batch(store: &dyn BlockStore, batch: Vec<ToStore>) {
     for b in batch {
         if b.kind == BlockKind::Chk {
             chk.entry(b.space).or_default().push((b.key, b.block));
-        } else if let Err(e) = store.put_trusted(b.space, b.kind, &b.key, &b.block) {
+        } else if let Err(e) = store
+            .unchecked()
+            .put_trusted(b.space, b.kind, &b.key, &b.block)
+        {
             tracing::warn!(error = %e, "could not store a block");
         }
     }
     for (space, blocks) in chk {
-        match store.put_trusted_chk_batch(space, &blocks) {
+        match store.unchecked().put_trusted_chk_batch(space, &blocks) {
             Err(e) => tracing::warn!(error = %e, "could not store {} blocks", blocks.len()),
             Ok(o) => tracing::trace!(?space, stored = o.len(), "stored blocks"),
         }
@@ -305,7 +308,10 @@ impl Keeper {
     /// Keep a block the routing core verified (never blocks).
     fn keep(&self, space: Space, kind: BlockKind, key: RoutingKey, block: Vec<u8>) {
         let Some(w) = &self.writer else {
-            let _ = self.store.put_trusted(space, kind, &key, &block);
+            let _ = self
+                .store
+                .unchecked()
+                .put_trusted(space, kind, &key, &block);
             return;
         };
         // Never the client cache: peers must not see what we fetched.
