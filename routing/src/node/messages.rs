@@ -51,51 +51,15 @@ impl<V: Verifier> Node<V> {
             Message::InsertData { id, block } => {
                 self.on_insert_data(now, from, id, block, store, rng)
             }
-            Message::Accepted { id } => {
-                if self.check_downstream(now, from, id, rng) {
-                    self.on_accepted(now, from, id);
-                }
-            }
-            Message::RejectedLoop { id } => {
-                if self.check_downstream(now, from, id, rng) {
-                    self.on_rejected_loop(now, id, rng);
-                }
-            }
-            Message::RejectedOverload { id } => {
-                if self.check_downstream(now, from, id, rng) {
-                    self.on_rejected_overload(now, from, id, rng);
-                }
-            }
-            Message::RouteNotFound { id, htl } => {
-                if self.check_downstream(now, from, id, rng) {
-                    self.on_route_not_found(now, from, id, htl, rng);
-                }
-            }
-            Message::DataNotFound { id } => {
-                if self.check_downstream(now, from, id, rng) {
-                    self.on_data_not_found(now, from, id, rng);
-                }
-            }
-            Message::DataFound { id, block } => {
-                if self.check_downstream(now, from, id, rng) {
-                    self.on_data_found(now, from, id, block, rng);
-                }
-            }
-            Message::InsertReply { id } => {
-                if self.check_downstream(now, from, id, rng) {
-                    self.on_insert_reply(now, from, id, rng);
-                }
-            }
-            Message::AnnounceReply { id } => {
-                if self.check_downstream(now, from, id, rng) {
-                    self.on_announce_reply(now, from, id, rng);
-                }
-            }
-            Message::Collision { id, block } => {
-                if self.check_downstream(now, from, id, rng) {
-                    self.on_collision(now, from, id, block, rng);
-                }
-            }
+            reply @ (Message::Accepted { .. }
+            | Message::RejectedLoop { .. }
+            | Message::RejectedOverload { .. }
+            | Message::RouteNotFound { .. }
+            | Message::DataNotFound { .. }
+            | Message::DataFound { .. }
+            | Message::InsertReply { .. }
+            | Message::AnnounceReply { .. }
+            | Message::Collision { .. }) => self.on_reply(now, from, reply, rng),
             Message::FoldOffer { id, noderef } => self.on_fold_offer(now, from, id, noderef, rng),
             Message::Announce { id, htl, noderef } => {
                 self.on_announce(now, from, id, htl, noderef, rng)
@@ -135,34 +99,6 @@ impl<V: Verifier> Node<V> {
                 peer_locations.len() <= self.cfg.max_swap_peers
             }
             _ => true,
-        }
-    }
-
-    /// A reply for `id` is legitimate only from the peer we forwarded it to.
-    fn check_downstream(
-        &mut self,
-        now: Millis,
-        from: PeerId,
-        id: u64,
-        rng: &mut impl RngCore,
-    ) -> bool {
-        match self.pending.get(&id) {
-            Some(p) if p.downstream == Some(from) => true,
-            Some(p) if p.tried.contains(&from) => {
-                // A late reply from a peer we gave up on (timeout): harmless.
-                self.stats.unexpected_replies += 1;
-                false
-            }
-            None if self.recent.contains_key(&id) => {
-                // Late reply for a finished request (e.g. after a timeout).
-                self.stats.unexpected_replies += 1;
-                false
-            }
-            _ => {
-                self.stats.unexpected_replies += 1;
-                self.offence(now, from, rng);
-                false
-            }
         }
     }
 

@@ -1,6 +1,5 @@
 //! Replies to what this node forwarded: each is taken only from the peer
-//! the request, insert or announcement went to (the dispatcher checks
-//! that first), then acted on here.
+//! the request, insert or announcement went to, then acted on by kind.
 
 use rand::RngCore;
 
@@ -8,9 +7,66 @@ use super::{Fail, Millis, Node, PeerId, TimerKind, Upstream, Verifier};
 use crate::message::{Block, KeyKind, Message};
 
 impl<V: Verifier> Node<V> {
+    /// A reply (the dispatcher sends only replies here): dropped unless
+    /// it comes from the peer its request went to, then handled by kind.
+    pub(super) fn on_reply(
+        &mut self,
+        now: Millis,
+        from: PeerId,
+        msg: Message,
+        rng: &mut impl RngCore,
+    ) {
+        let Some(id) = msg.id() else {
+            return;
+        };
+        if !self.check_downstream(now, from, id, rng) {
+            return;
+        }
+        match msg {
+            Message::Accepted { id } => self.on_accepted(now, from, id),
+            Message::RejectedLoop { id } => self.on_rejected_loop(now, id, rng),
+            Message::RejectedOverload { id } => self.on_rejected_overload(now, from, id, rng),
+            Message::RouteNotFound { id, htl } => self.on_route_not_found(now, from, id, htl, rng),
+            Message::DataNotFound { id } => self.on_data_not_found(now, from, id, rng),
+            Message::DataFound { id, block } => self.on_data_found(now, from, id, block, rng),
+            Message::InsertReply { id } => self.on_insert_reply(now, from, id, rng),
+            Message::AnnounceReply { id } => self.on_announce_reply(now, from, id, rng),
+            Message::Collision { id, block } => self.on_collision(now, from, id, block, rng),
+            _ => {}
+        }
+    }
+
+    /// A reply for `id` is legitimate only from the peer we forwarded it to.
+    fn check_downstream(
+        &mut self,
+        now: Millis,
+        from: PeerId,
+        id: u64,
+        rng: &mut impl RngCore,
+    ) -> bool {
+        match self.pending.get(&id) {
+            Some(p) if p.downstream == Some(from) => true,
+            Some(p) if p.tried.contains(&from) => {
+                // A late reply from a peer we gave up on (timeout): harmless.
+                self.stats.unexpected_replies += 1;
+                false
+            }
+            None if self.recent.contains_key(&id) => {
+                // Late reply for a finished request (e.g. after a timeout).
+                self.stats.unexpected_replies += 1;
+                false
+            }
+            _ => {
+                self.stats.unexpected_replies += 1;
+                self.offence(now, from, rng);
+                false
+            }
+        }
+    }
+
     /// The peer took `id`: wait for its answer, for a time scaled by the
     /// HTL; an insert's block goes now.
-    pub(super) fn on_accepted(&mut self, now: Millis, from: PeerId, id: u64) {
+    fn on_accepted(&mut self, now: Millis, from: PeerId, id: u64) {
         let fetch = self.cfg.fetch_timeout;
         let max = u64::from(self.cfg.max_htl) + 1;
         if let Some(p) = self.pending.get_mut(&id) {
@@ -31,7 +87,7 @@ impl<V: Verifier> Node<V> {
     }
 
     /// The peer has seen `id` already: try the next one.
-    pub(super) fn on_rejected_loop(&mut self, now: Millis, id: u64, rng: &mut impl RngCore) {
+    fn on_rejected_loop(&mut self, now: Millis, id: u64, rng: &mut impl RngCore) {
         // Announcements pay one hop per loop, so their
         // exploration near the target stays bounded.
         let mut out_of_htl = false;
@@ -49,13 +105,7 @@ impl<V: Verifier> Node<V> {
     }
 
     /// The peer is overloaded: back off from it and try the next one.
-    pub(super) fn on_rejected_overload(
-        &mut self,
-        now: Millis,
-        from: PeerId,
-        id: u64,
-        rng: &mut impl RngCore,
-    ) {
+    fn on_rejected_overload(&mut self, now: Millis, from: PeerId, id: u64, rng: &mut impl RngCore) {
         self.backoff(now, from, rng);
         if let Some(p) = self
             .pending
@@ -74,7 +124,7 @@ impl<V: Verifier> Node<V> {
 
     /// The peer ran out of routes with `htl` left: go on from here with
     /// that (never more than we had).
-    pub(super) fn on_route_not_found(
+    fn on_route_not_found(
         &mut self,
         now: Millis,
         from: PeerId,
@@ -108,13 +158,7 @@ impl<V: Verifier> Node<V> {
 
     /// The HTL ran out downstream: a request fails; an insert or an
     /// announcement cannot get this answer.
-    pub(super) fn on_data_not_found(
-        &mut self,
-        now: Millis,
-        from: PeerId,
-        id: u64,
-        rng: &mut impl RngCore,
-    ) {
+    fn on_data_not_found(&mut self, now: Millis, from: PeerId, id: u64, rng: &mut impl RngCore) {
         if self
             .pending
             .get(&id)
@@ -129,7 +173,7 @@ impl<V: Verifier> Node<V> {
     }
 
     /// The block for a request: verified, or the peer is at fault.
-    pub(super) fn on_data_found(
+    fn on_data_found(
         &mut self,
         now: Millis,
         from: PeerId,
@@ -154,13 +198,7 @@ impl<V: Verifier> Node<V> {
     }
 
     /// An insert ran its course downstream.
-    pub(super) fn on_insert_reply(
-        &mut self,
-        now: Millis,
-        from: PeerId,
-        id: u64,
-        rng: &mut impl RngCore,
-    ) {
+    fn on_insert_reply(&mut self, now: Millis, from: PeerId, id: u64, rng: &mut impl RngCore) {
         if self.pending.get(&id).is_some_and(|p| p.insert.is_some()) {
             self.peer_success(now, from);
             self.insert_done(id, None);
@@ -170,13 +208,7 @@ impl<V: Verifier> Node<V> {
     }
 
     /// An announcement ran its course downstream.
-    pub(super) fn on_announce_reply(
-        &mut self,
-        now: Millis,
-        from: PeerId,
-        id: u64,
-        rng: &mut impl RngCore,
-    ) {
+    fn on_announce_reply(&mut self, now: Millis, from: PeerId, id: u64, rng: &mut impl RngCore) {
         if self.pending.get(&id).is_some_and(|p| p.announce.is_some()) {
             self.announce_done(now, id);
         } else {
@@ -186,7 +218,7 @@ impl<V: Verifier> Node<V> {
 
     /// An SSK insert met a different block: verified, or the peer is at
     /// fault.
-    pub(super) fn on_collision(
+    fn on_collision(
         &mut self,
         now: Millis,
         from: PeerId,
