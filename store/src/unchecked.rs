@@ -1,20 +1,22 @@
 //! Store operations that skip verification, kept apart so that no caller
 //! reaches them by accident (rustls's `danger` module is the model): they
-//! are methods of [`UncheckedStore`], which a [`BlockStore`](crate::BlockStore) hands out only
-//! through [`BlockStore::unchecked`](crate::BlockStore::unchecked), so every call site reads
+//! are methods of [`UncheckedStore`], which a [`BlockStore`] hands out
+//! only through [`BlockStore::unchecked`], so every call site reads
 //! `store.unchecked().put_trusted(..)`.
 //!
 //! Never for blocks from a peer, a client or the disk: those go through
-//! [`BlockStore::put`](crate::BlockStore::put) and [`BlockStore::get`](crate::BlockStore::get), which verify.
+//! [`BlockStore::put`] and [`BlockStore::get`], which verify.
 
 use lichen_crypto::{BlockKind, RoutingKey};
 
+#[cfg(doc)]
+use crate::BlockStore;
 use crate::{first_found, Found, Origin, PutOutcome, Space, StoreError};
 
-/// The unverified operations of a [`BlockStore`](crate::BlockStore); see the [module
+/// The unverified operations of a [`BlockStore`]; see the [module
 /// docs](self).
 pub trait UncheckedStore {
-    /// [`BlockStore::put`](crate::BlockStore::put) for a block this process has just encoded
+    /// [`BlockStore::put`] for a block this process has just encoded
     /// itself, whose routing key it computed from these very bytes: a CHK
     /// block is stored without hashing it again (SSK blocks are still
     /// verified). Saves one SHA-256 pass per block on local inserts.
@@ -22,9 +24,9 @@ pub trait UncheckedStore {
     /// Also for a block this process has just verified against its key
     /// (the routing core verifies every block a peer sends before it asks
     /// for it to be stored). Never pass a block straight from a peer, a
-    /// client or the disk: use [`BlockStore::put`](crate::BlockStore::put). A wrong block stored this way is still never
-    /// served (every read re-verifies and deletes a bad block), but it
-    /// takes the space of a good one until then.
+    /// client or the disk: use [`BlockStore::put`]. A wrong block stored
+    /// this way is still never served (every read re-verifies and deletes
+    /// a bad block), but it takes the space of a good one until then.
     ///
     /// # Errors
     /// [`StoreError::InvalidBlock`] for a block of the wrong length (or an
@@ -58,8 +60,8 @@ pub trait UncheckedStore {
             .collect()
     }
 
-    /// As [`BlockStore::get`](crate::BlockStore::get), without re-hashing the block against its key:
-    /// for a caller that authenticates it another way (a CHK opened with
+    /// As [`BlockStore::get`], without re-hashing the block against its
+    /// key: for a caller that authenticates it another way (a CHK opened with
     /// its AEAD crypto key, which fails on any changed byte). The block is
     /// the one stored under the salted index (encrypted at rest under a
     /// key only this node has), unless the disk changed it.
@@ -75,7 +77,8 @@ pub trait UncheckedStore {
         first_found(origin, |space| self.read_in(space, kind, key))
     }
 
-    /// [`BlockStore::get_in`](crate::BlockStore::get_in) without re-hashing (see [`UncheckedStore::read`]).
+    /// [`BlockStore::get_in`] without re-hashing (see
+    /// [`UncheckedStore::read`]).
     ///
     /// # Errors
     /// Backend errors only.

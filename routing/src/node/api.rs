@@ -103,7 +103,8 @@ pub enum Disconnect {
     LeastUseful,
     /// A seed client whose announcement is done (or whose time is up).
     SeedClientDone,
-    /// Over [`Config::misbehaviour_limit`](super::Config::misbehaviour_limit) offences: keep it out for a while.
+    /// Over [`Config::misbehaviour_limit`](super::Config::misbehaviour_limit)
+    /// offences: keep it out for a while.
     Misbehaving,
 }
 

@@ -170,7 +170,7 @@ pub struct Stats {
     #[serde(default)]
     pub seed_clients_refused: u64,
     /// Inserts that reached the caching level here and went on under a
-    /// fresh id ([`Node::fork_on_cacheable`](super::Node::fork_on_cacheable)).
+    /// fresh id (`Node::fork_on_cacheable`).
     #[serde(default)]
     pub inserts_forked: u64,
 }

@@ -47,7 +47,8 @@ pub enum Adversary {
     LieHtl,
 }
 
-/// Simulation parameters. [`parse_args`] builds one from command-line flags.
+/// Simulation parameters. [`parse_args`](super::parse_args) builds one from
+/// command-line flags.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SimConfig {
     /// Number of nodes.
