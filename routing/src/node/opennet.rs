@@ -134,6 +134,25 @@ impl<V: Verifier> Node<V> {
         self.forward_announce(now, from, id, htl, noderef, rng);
     }
 
+    /// Ask for a connection to the node `noderef` names ([`Action::Connect`])
+    /// if it is neither us nor a peer already and we want a peer now.
+    /// Returns whether we asked.
+    fn connect_if_wanted(&mut self, now: Millis, noderef: &NodeRef) -> bool {
+        let own = self
+            .noderef
+            .as_ref()
+            .is_some_and(|m| m.address == noderef.address);
+        let connected = self.peers.iter().any(|p| p.location == noderef.location);
+        let take = !own && !connected && self.wants_peer(now);
+        if take {
+            self.last_fold_accept = Some(now);
+            self.actions.push_back(Action::Connect {
+                noderef: noderef.clone(),
+            });
+        }
+        take
+    }
+
     /// An admitted announcement: connect to the newcomer if we want a
     /// peer, accept it, and route it on while HTL is left.
     fn forward_announce(
@@ -145,17 +164,7 @@ impl<V: Verifier> Node<V> {
         noderef: NodeRef,
         rng: &mut impl RngCore,
     ) {
-        let own = self
-            .noderef
-            .as_ref()
-            .is_some_and(|m| m.address == noderef.address);
-        let connected = self.peers.iter().any(|p| p.location == noderef.location);
-        if !own && !connected && self.wants_peer(now) {
-            self.last_fold_accept = Some(now);
-            self.actions.push_back(Action::Connect {
-                noderef: noderef.clone(),
-            });
-        }
+        self.connect_if_wanted(now, &noderef);
         let htl = self.decrement(htl, Some(from));
         self.send(from, Message::Accepted { id });
         if htl == 0 {
@@ -198,18 +207,7 @@ impl<V: Verifier> Node<V> {
         if !self.cfg.opennet {
             return;
         }
-        let own = self
-            .noderef
-            .as_ref()
-            .is_some_and(|m| m.address == noderef.address);
-        let connected = self.peers.iter().any(|p| p.location == noderef.location);
-        let take = !own && !connected && self.wants_peer(now);
-        if take {
-            self.last_fold_accept = Some(now);
-            self.actions.push_back(Action::Connect {
-                noderef: noderef.clone(),
-            });
-        }
+        let take = self.connect_if_wanted(now, &noderef);
         if let Upstream::Peer(u) = upstream {
             let reset =
                 self.cfg.fold_reset_one_in > 0 && rng.gen_range(0..self.cfg.fold_reset_one_in) == 0;
