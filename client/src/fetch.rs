@@ -22,7 +22,9 @@
 
 use crate::error::FetchError;
 use crate::io::{BlockSource, SourceError};
-use crate::metadata::{codec_of, Metadata, Segment, Splitfile, MAX_METADATA_LEN};
+use crate::metadata::{
+    codec_of, Inline, Manifest, Metadata, Redirect, Segment, Splitfile, MAX_METADATA_LEN,
+};
 use crate::usk;
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
@@ -170,17 +172,8 @@ where
                 } else {
                     let name = file_name(&mut meta)?;
                     let data = decompress(flags.codec, data, opts.max_size, false)?;
-                    let (mut writer, found) = open_writer(Found {
-                        size: data.len() as u64,
-                        mime: mime.or_else(|| guess(name.as_deref())),
-                        local: true,
-                    })?;
-                    writer.write_all(&data)?;
-                    writer.flush()?;
-                    return Ok(FetchResult {
-                        mime: found.mime,
-                        size: found.size,
-                    });
+                    let mime = mime.or_else(|| guess(name.as_deref()));
+                    return write_whole(&mut open_writer, &data, mime);
                 }
             }
             Item::Meta(m) => {
@@ -189,42 +182,13 @@ where
                 }
                 match m {
                     Metadata::Redirect(r) => {
-                        check_size(r.size, opts.max_size)?;
-                        let target = FreenetUri::parse(&r.target).map_err(|e| {
-                            FetchError::InvalidMetadata(crate::MetadataError::Invalid(format!(
-                                "redirect target: {e}"
-                            )))
-                        })?;
-                        for m in target.meta.into_iter().rev() {
-                            meta.push_front(m);
-                        }
-                        Item::Key(target.key)
+                        Item::Key(follow_redirect(&r, &mut meta, opts.max_size)?)
                     }
                     Metadata::Inline(i) => {
                         let name = file_name(&mut meta)?;
-                        check_size(Some(i.size), opts.max_size)?;
-                        let data = decompress(codec_of(i.codec)?, i.data, i.size, false)?;
-                        if data.len() as u64 != i.size {
-                            return Err(FetchError::SplitfileDecode(
-                                "inline data has the wrong size".into(),
-                            ));
-                        }
-                        if let Some(h) = i.sha256 {
-                            if lichen_crypto::sha256(&data) != h.0 {
-                                return Err(FetchError::HashMismatch);
-                            }
-                        }
-                        let (mut writer, found) = open_writer(Found {
-                            size: data.len() as u64,
-                            mime: mime.or_else(|| guess(name.as_deref())),
-                            local: true,
-                        })?;
-                        writer.write_all(&data)?;
-                        writer.flush()?;
-                        return Ok(FetchResult {
-                            mime: found.mime,
-                            size: found.size,
-                        });
+                        let data = inline_data(i, opts.max_size)?;
+                        let mime = mime.or_else(|| guess(name.as_deref()));
+                        return write_whole(&mut open_writer, &data, mime);
                     }
                     Metadata::Splitfile(sf) if sf.metadata => {
                         if sf.size > MAX_METADATA_LEN as u64 {
@@ -240,13 +204,7 @@ where
                     Metadata::Splitfile(sf) => {
                         let name = file_name(&mut meta)?;
                         check_size(Some(sf.size), opts.max_size)?;
-                        let local = sf.segments.iter().all(|seg| {
-                            (0..usize::from(seg.data)).all(|i| {
-                                seg.key(i).is_some_and(|k| {
-                                    source.has_local(BlockKind::Chk, &k.routing_key)
-                                })
-                            })
-                        });
+                        let local = all_local(source, &sf);
                         let (mut writer, found) = open_writer(Found {
                             size: sf.size,
                             mime: mime.or_else(|| guess(name.as_deref())),
@@ -259,18 +217,8 @@ where
                             size: found.size,
                         });
                     }
-                    Metadata::Manifest(mut man) => {
-                        let name = match meta.pop_front() {
-                            Some(n) => n,
-                            None => man
-                                .default
-                                .clone()
-                                .ok_or(FetchError::NotEnoughPathComponents)?,
-                        };
-                        let entry = man
-                            .entries
-                            .remove(&name)
-                            .ok_or(FetchError::NotInManifest(name))?;
+                    Metadata::Manifest(man) => {
+                        let entry = manifest_entry(man, &mut meta)?;
                         // The directory's type does not apply to its entries.
                         mime = None;
                         Item::Meta(entry)
@@ -284,6 +232,87 @@ where
 enum Item {
     Key(KeyUri),
     Meta(Metadata),
+}
+
+/// The end of a fetch whose document is whole in memory: open the writer
+/// and write it all.
+fn write_whole<W: Write>(
+    open_writer: impl FnOnce(Found) -> Result<(W, Found), FetchError>,
+    data: &[u8],
+    mime: Option<String>,
+) -> Result<FetchResult, FetchError> {
+    let (mut writer, found) = open_writer(Found {
+        size: data.len() as u64,
+        mime,
+        local: true,
+    })?;
+    writer.write_all(data)?;
+    writer.flush()?;
+    Ok(FetchResult {
+        mime: found.mime,
+        size: found.size,
+    })
+}
+
+/// A redirect's target key; the target's own path components go before
+/// those still in `meta`.
+fn follow_redirect(
+    r: &Redirect,
+    meta: &mut VecDeque<String>,
+    max_size: u64,
+) -> Result<KeyUri, FetchError> {
+    check_size(r.size, max_size)?;
+    let target = FreenetUri::parse(&r.target).map_err(|e| {
+        FetchError::InvalidMetadata(crate::MetadataError::Invalid(format!(
+            "redirect target: {e}"
+        )))
+    })?;
+    for m in target.meta.into_iter().rev() {
+        meta.push_front(m);
+    }
+    Ok(target.key)
+}
+
+/// Inline data, decompressed and checked against its size and hash.
+fn inline_data(i: Inline, max_size: u64) -> Result<Vec<u8>, FetchError> {
+    check_size(Some(i.size), max_size)?;
+    let data = decompress(codec_of(i.codec)?, i.data, i.size, false)?;
+    if data.len() as u64 != i.size {
+        return Err(FetchError::SplitfileDecode(
+            "inline data has the wrong size".into(),
+        ));
+    }
+    if let Some(h) = i.sha256 {
+        if lichen_crypto::sha256(&data) != h.0 {
+            return Err(FetchError::HashMismatch);
+        }
+    }
+    Ok(data)
+}
+
+/// Whether every data block of `sf` is in the local store.
+fn all_local<S: BlockSource>(source: &S, sf: &Splitfile) -> bool {
+    sf.segments.iter().all(|seg| {
+        (0..usize::from(seg.data)).all(|i| {
+            seg.key(i)
+                .is_some_and(|k| source.has_local(BlockKind::Chk, &k.routing_key))
+        })
+    })
+}
+
+/// The entry of `man` the next path component names (the default entry
+/// when none is left).
+fn manifest_entry(mut man: Manifest, meta: &mut VecDeque<String>) -> Result<Metadata, FetchError> {
+    let name = match meta.pop_front() {
+        Some(n) => n,
+        None => man
+            .default
+            .clone()
+            .ok_or(FetchError::NotEnoughPathComponents)?,
+    };
+    man.entries
+        .remove(&name)
+        .ok_or(FetchError::NotInManifest(name))
 }
 
 /// Follow the URI's redirects down to the first metadata document that is

@@ -31,7 +31,7 @@ use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
 
 /// Data blocks per full segment.
-pub const SEGMENT_DATA_BLOCKS: usize = 128;
+pub(crate) const SEGMENT_DATA_BLOCKS: usize = 128;
 /// Bytes of (compressed) data in a full segment.
 pub const SEGMENT_BYTES: usize = SEGMENT_DATA_BLOCKS * chk::PAYLOAD_LEN;
 /// How much of the document is compressed on trial to decide the codec.
@@ -463,6 +463,82 @@ pub(crate) enum Doc {
     Meta(Metadata),
 }
 
+/// A document read whole (at most [`COMPRESSION_SAMPLE`] bytes): zstd if
+/// `compress` and that makes it smaller, else as it is.
+fn compress_whole(sample: Vec<u8>, compress: bool) -> Result<(Codec, Vec<u8>), InsertError> {
+    Ok(if compress && sample.len() > 64 {
+        let z = zstd::bulk::compress(&sample, ZSTD_LEVEL)?;
+        if z.len() < sample.len() {
+            (Codec::Zstd, z)
+        } else {
+            (Codec::None, sample)
+        }
+    } else {
+        (Codec::None, sample)
+    })
+}
+
+/// A document longer than its `sample`, compressed on the way to `sw`:
+/// the sample, then the rest of `reader`. Returns the bytes read from
+/// `reader`.
+async fn stream_zstd<S: BlockSink, R: Read>(
+    reader: &mut R,
+    sample: Vec<u8>,
+    hasher: &mut DocHasher,
+    sw: &mut SplitWriter,
+    ctx: &mut Ctx<'_, S>,
+) -> Result<u64, InsertError> {
+    let mut size = 0;
+    let mut enc = zstd::stream::write::Encoder::new(Vec::new(), ZSTD_LEVEL)?;
+    enc.write_all(&sample)?;
+    drop(sample);
+    move_out(&mut enc, sw);
+    sw.drain_full(ctx).await?;
+    let mut buf = vec![0u8; READ_CHUNK];
+    loop {
+        let n = read_full(reader, &mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        size += n as u64;
+        enc.write_all(&buf[..n])?;
+        move_out(&mut enc, sw);
+        sw.drain_full(ctx).await?;
+    }
+    let tail = enc.finish()?;
+    sw.extend(&tail);
+    Ok(size)
+}
+
+/// As [`stream_zstd`], uncompressed.
+async fn stream_plain<S: BlockSink, R: Read>(
+    reader: &mut R,
+    sample: Vec<u8>,
+    hasher: &mut DocHasher,
+    sw: &mut SplitWriter,
+    ctx: &mut Ctx<'_, S>,
+) -> Result<u64, InsertError> {
+    let mut size = 0;
+    sw.extend(&sample);
+    drop(sample);
+    loop {
+        // Read straight into the pending buffer: no copy.
+        let start = sw.pending.len();
+        sw.pending.resize(start + READ_CHUNK, 0);
+        let n = read_full(reader, &mut sw.pending[start..])?;
+        sw.pending.truncate(start + n);
+        if n == 0 {
+            break;
+        }
+        hasher.update(&sw.pending[start..]);
+        sw.stored += n as u64;
+        size += n as u64;
+        sw.drain_full(ctx).await?;
+    }
+    Ok(size)
+}
+
 /// Insert a document read from `reader`.
 ///
 /// Streams: memory use is bounded (≈ 30 MiB) whatever the document size.
@@ -507,17 +583,7 @@ pub async fn insert<S: BlockSink, R: Read + Send>(
     let mut sw = SplitWriter::new();
     let codec;
     if eof {
-        // The whole document is in memory: compress it all on trial.
-        let (c, stored) = if opts.compress && sample.len() > 64 {
-            let z = zstd::bulk::compress(&sample, ZSTD_LEVEL)?;
-            if z.len() < sample.len() {
-                (Codec::Zstd, z)
-            } else {
-                (Codec::None, sample)
-            }
-        } else {
-            (Codec::None, sample)
-        };
+        let (c, stored) = compress_whole(sample, opts.compress)?;
         codec = c;
         sw.extend(&stored);
     } else {
@@ -526,47 +592,12 @@ pub async fn insert<S: BlockSink, R: Read + Send>(
         } else {
             Codec::None
         };
-        match codec {
-            Codec::Zstd => {
-                let mut enc = zstd::stream::write::Encoder::new(Vec::new(), ZSTD_LEVEL)?;
-                enc.write_all(&sample)?;
-                drop(sample);
-                move_out(&mut enc, &mut sw);
-                sw.drain_full(&mut ctx).await?;
-                let mut buf = vec![0u8; READ_CHUNK];
-                loop {
-                    let n = read_full(&mut reader, &mut buf)?;
-                    if n == 0 {
-                        break;
-                    }
-                    hasher.update(&buf[..n]);
-                    size += n as u64;
-                    enc.write_all(&buf[..n])?;
-                    move_out(&mut enc, &mut sw);
-                    sw.drain_full(&mut ctx).await?;
-                }
-                let tail = enc.finish()?;
-                sw.extend(&tail);
-            }
+        size += match codec {
+            Codec::Zstd => stream_zstd(&mut reader, sample, &mut hasher, &mut sw, &mut ctx).await?,
             Codec::None => {
-                sw.extend(&sample);
-                drop(sample);
-                loop {
-                    // Read straight into the pending buffer: no copy.
-                    let start = sw.pending.len();
-                    sw.pending.resize(start + READ_CHUNK, 0);
-                    let n = read_full(&mut reader, &mut sw.pending[start..])?;
-                    sw.pending.truncate(start + n);
-                    if n == 0 {
-                        break;
-                    }
-                    hasher.update(&sw.pending[start..]);
-                    sw.stored += n as u64;
-                    size += n as u64;
-                    sw.drain_full(&mut ctx).await?;
-                }
+                stream_plain(&mut reader, sample, &mut hasher, &mut sw, &mut ctx).await?
             }
-        }
+        };
     }
     let sha256: [u8; 32] = hasher.finalize()?;
     let compressed_size;

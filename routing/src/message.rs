@@ -44,6 +44,28 @@ pub enum KeyKind {
     Ssk,
 }
 
+/// The one conversion between the routing and block (crypto) names of a
+/// key's kind.
+impl From<KeyKind> for lichen_crypto::BlockKind {
+    fn from(k: KeyKind) -> Self {
+        match k {
+            KeyKind::Chk => lichen_crypto::BlockKind::Chk,
+            KeyKind::Ssk => lichen_crypto::BlockKind::Ssk,
+        }
+    }
+}
+
+/// The one conversion between the block (crypto) and routing names of a
+/// key's kind.
+impl From<lichen_crypto::BlockKind> for KeyKind {
+    fn from(k: lichen_crypto::BlockKind) -> Self {
+        match k {
+            lichen_crypto::BlockKind::Chk => KeyKind::Chk,
+            lichen_crypto::BlockKind::Ssk => KeyKind::Ssk,
+        }
+    }
+}
+
 /// An opennet node reference as the routing layer sees it: the node's
 /// location plus opaque bytes (address, static key, version) that only the
 /// embedder interprets.

@@ -324,7 +324,7 @@ impl<B: Backend> Engine<B> {
         self.put_verified(space, kind, key, block)
     }
 
-    /// [`crate::BlockStore::put_trusted`]: a CHK block this process has just
+    /// [`crate::unchecked::UncheckedStore::put_trusted`]: a CHK block this process has just
     /// encoded (its routing key was computed from these very bytes) is
     /// stored without hashing it again. SSK blocks are always verified (a
     /// signature check, cheap next to a 1 KiB block's I/O).
@@ -343,7 +343,7 @@ impl<B: Backend> Engine<B> {
         self.put_verified(space, kind, key, block)
     }
 
-    /// [`crate::BlockStore::put_trusted_chk_batch`]: many trusted CHK
+    /// [`crate::unchecked::UncheckedStore::put_trusted_chk_batch`]: many trusted CHK
     /// blocks in as few backend batches as the budget allows (one, unless
     /// the batch itself must evict its own first blocks). A sled batch
     /// costs two log writes whatever its size, so this is much cheaper than
@@ -371,18 +371,7 @@ impl<B: Backend> Engine<B> {
             .iter()
             .map(|(k, _)| self.keys.index_key(kind, k))
             .collect();
-        let mut todo: Vec<usize> = Vec::with_capacity(blocks.len());
-        {
-            let mut seen = HashSet::with_capacity(blocks.len());
-            let mut st = self.state.lock();
-            for (i, ik) in iks.iter().enumerate() {
-                if st.entry(space, ik).is_some() {
-                    st.touch(space, ik);
-                } else if seen.insert(*ik) {
-                    todo.push(i);
-                }
-            }
-        }
+        let todo = self.batch_todo(space, &iks);
         // Seal outside the write lock, on the rayon pool (every core).
         let mut sealed: Vec<Option<Vec<u8>>> = todo
             .par_iter()
@@ -416,30 +405,12 @@ impl<B: Backend> Engine<B> {
                     .filter_map(|(v, _)| idx.map.get(v))
                     .map(|e| e.kind.block_len() as u64)
                     .sum::<u64>();
-            let mut free = budget.saturating_sub(used);
-            let mut mine = Vec::new();
-            let mut no_room = false;
-            for &(vrank, vik) in &idx.order {
-                if free >= len {
-                    break;
-                }
-                if chosen.contains(&vik) {
-                    continue;
-                }
-                if !space.is_lru() && vrank >= rank {
-                    no_room = true;
-                    break;
-                }
-                if let Some(v) = idx.map.get(&vik) {
-                    free += v.kind.block_len() as u64;
-                    mine.push((vik, v.seq));
-                }
-            }
-            if no_room {
+            let free = budget.saturating_sub(used);
+            let Some((mine, free)) = batch_victims(space, idx, free, len, rank, &chosen) else {
                 out[i] = PutOutcome::NoRoom;
                 t += 1;
                 continue;
-            }
+            };
             if free < len {
                 // Only this batch's own blocks could make room: write what
                 // is planned, then plan this block again.
@@ -486,6 +457,22 @@ impl<B: Backend> Engine<B> {
         }
         drop(w);
         Ok(out)
+    }
+
+    /// The indices of `iks` to write: not stored yet (the stored ones are
+    /// touched), first copy only.
+    fn batch_todo(&self, space: Space, iks: &[IndexKey]) -> Vec<usize> {
+        let mut todo: Vec<usize> = Vec::with_capacity(iks.len());
+        let mut seen = HashSet::with_capacity(iks.len());
+        let mut st = self.state.lock();
+        for (i, ik) in iks.iter().enumerate() {
+            if st.entry(space, ik).is_some() {
+                st.touch(space, ik);
+            } else if seen.insert(*ik) {
+                todo.push(i);
+            }
+        }
+        todo
     }
 
     /// Apply a planned batch, then mirror it in the index (caller holds
@@ -909,7 +896,8 @@ fn parse_seq(k: &[u8], v: &[u8]) -> Option<DataRef> {
     Some((space, u64::from_be_bytes(b)))
 }
 
-/// Implement [`crate::BlockStore`] for a wrapper with an `engine` field.
+/// Implement [`crate::BlockStore`] and [`crate::unchecked::UncheckedStore`]
+/// for a wrapper with an `engine` field.
 macro_rules! delegate_block_store {
     ($t:ty) => {
         impl $crate::BlockStore for $t {
@@ -922,22 +910,6 @@ macro_rules! delegate_block_store {
             ) -> Result<$crate::PutOutcome, $crate::StoreError> {
                 self.engine.put(space, kind, key, block)
             }
-            fn put_trusted_chk_batch(
-                &self,
-                space: $crate::Space,
-                blocks: &[(lichen_crypto::RoutingKey, Vec<u8>)],
-            ) -> Result<Vec<$crate::PutOutcome>, $crate::StoreError> {
-                self.engine.put_trusted_chk_batch(space, blocks)
-            }
-            fn put_trusted(
-                &self,
-                space: $crate::Space,
-                kind: lichen_crypto::BlockKind,
-                key: &lichen_crypto::RoutingKey,
-                block: &[u8],
-            ) -> Result<$crate::PutOutcome, $crate::StoreError> {
-                self.engine.put_trusted(space, kind, key, block)
-            }
             fn get_in(
                 &self,
                 space: $crate::Space,
@@ -945,14 +917,6 @@ macro_rules! delegate_block_store {
                 key: &lichen_crypto::RoutingKey,
             ) -> Result<Option<Vec<u8>>, $crate::StoreError> {
                 self.engine.get_in(space, kind, key, true)
-            }
-            fn read_in(
-                &self,
-                space: $crate::Space,
-                kind: lichen_crypto::BlockKind,
-                key: &lichen_crypto::RoutingKey,
-            ) -> Result<Option<Vec<u8>>, $crate::StoreError> {
-                self.engine.get_in(space, kind, key, false)
             }
             fn contains_in(
                 &self,
@@ -991,6 +955,36 @@ macro_rules! delegate_block_store {
             fn meta_remove(&self, name: &str) -> Result<bool, $crate::StoreError> {
                 self.engine.meta_remove(name)
             }
+            fn unchecked(&self) -> &dyn $crate::unchecked::UncheckedStore {
+                self
+            }
+        }
+
+        impl $crate::unchecked::UncheckedStore for $t {
+            fn put_trusted_chk_batch(
+                &self,
+                space: $crate::Space,
+                blocks: &[(lichen_crypto::RoutingKey, Vec<u8>)],
+            ) -> Result<Vec<$crate::PutOutcome>, $crate::StoreError> {
+                self.engine.put_trusted_chk_batch(space, blocks)
+            }
+            fn put_trusted(
+                &self,
+                space: $crate::Space,
+                kind: lichen_crypto::BlockKind,
+                key: &lichen_crypto::RoutingKey,
+                block: &[u8],
+            ) -> Result<$crate::PutOutcome, $crate::StoreError> {
+                self.engine.put_trusted(space, kind, key, block)
+            }
+            fn read_in(
+                &self,
+                space: $crate::Space,
+                kind: lichen_crypto::BlockKind,
+                key: &lichen_crypto::RoutingKey,
+            ) -> Result<Option<Vec<u8>>, $crate::StoreError> {
+                self.engine.get_in(space, kind, key, false)
+            }
         }
     };
 }
@@ -1012,4 +1006,37 @@ fn check_trusted_chk(key: &RoutingKey, block: &[u8]) -> Result<(), StoreError> {
     }
     debug_assert!(verify_block(kind, key, block).is_ok());
     Ok(())
+}
+
+/// For [`Engine::put_trusted_chk_batch`]: the blocks to evict from `idx`
+/// (lowest rank first, skipping those already `chosen`) so that `free`
+/// bytes grow to at least `len`, with the space then free. `None` when a
+/// block ranked at or above `rank` would have to go in a space that keeps
+/// the best-ranked (not LRU). May return less than `len` free when `idx`
+/// runs out: only the batch's own planned blocks could make room then.
+fn batch_victims(
+    space: Space,
+    idx: &SpaceIdx,
+    mut free: u64,
+    len: u64,
+    rank: u64,
+    chosen: &HashSet<IndexKey>,
+) -> Option<(Vec<(IndexKey, u64)>, u64)> {
+    let mut mine = Vec::new();
+    for &(vrank, vik) in &idx.order {
+        if free >= len {
+            break;
+        }
+        if chosen.contains(&vik) {
+            continue;
+        }
+        if !space.is_lru() && vrank >= rank {
+            return None;
+        }
+        if let Some(v) = idx.map.get(&vik) {
+            free += v.kind.block_len() as u64;
+            mine.push((vik, v.seq));
+        }
+    }
+    Some((mine, free))
 }

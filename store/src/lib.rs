@@ -1,4 +1,5 @@
 #![doc = include_str!("../README.md")]
+#![warn(missing_docs, unreachable_pub)]
 
 mod backend;
 mod engine;
@@ -6,12 +7,14 @@ mod error;
 mod keys;
 mod memory;
 mod sled_store;
+pub mod unchecked;
 
 pub use error::StoreError;
 pub use keys::{circular_distance, StoreSecret};
 
 pub use memory::MemoryStore;
 pub use sled_store::{OpenOutcome, OpenReport, SledStore};
+use unchecked::UncheckedStore;
 
 use lichen_crypto::{BlockKind, RoutingKey};
 
@@ -233,51 +236,10 @@ pub trait BlockStore: Send + Sync + std::fmt::Debug {
         block: &[u8],
     ) -> Result<PutOutcome, StoreError>;
 
-    /// [`BlockStore::put`] for a block this process has just encoded
-    /// itself, whose routing key it computed from these very bytes: a CHK
-    /// block is stored without hashing it again (SSK blocks are still
-    /// verified). Saves one SHA-256 pass per block on local inserts.
-    ///
-    /// Also for a block this process has just verified against its key
-    /// (the routing core verifies every block a peer sends before it asks
-    /// for it to be stored). Never pass a block straight from a peer, a
-    /// client or the disk: use [`BlockStore::put`]. A wrong block stored this way is still never
-    /// served (every read re-verifies and deletes a bad block), but it
-    /// takes the space of a good one until then.
-    ///
-    /// # Errors
-    /// [`StoreError::InvalidBlock`] for a block of the wrong length (or an
-    /// SSK block that does not verify); backend errors.
-    fn put_trusted(
-        &self,
-        space: Space,
-        kind: BlockKind,
-        key: &RoutingKey,
-        block: &[u8],
-    ) -> Result<PutOutcome, StoreError> {
-        self.put(space, kind, key, block)
-    }
-
-    /// [`BlockStore::put_trusted`] for many CHK blocks at once (e.g. a
-    /// splitfile segment), with the same contract: only blocks this process
-    /// has just encoded. Returns one outcome per block, in order. Each block
-    /// is still atomic with its evictions, but the blocks share backend
-    /// batches (sled: two log writes per batch, not per block) and are
-    /// sealed on the rayon pool.
-    ///
-    /// # Errors
-    /// [`StoreError::InvalidBlock`] for a block of the wrong length (nothing
-    /// is stored); backend errors (blocks of earlier batches may be stored).
-    fn put_trusted_chk_batch(
-        &self,
-        space: Space,
-        blocks: &[(RoutingKey, Vec<u8>)],
-    ) -> Result<Vec<PutOutcome>, StoreError> {
-        blocks
-            .iter()
-            .map(|(k, b)| self.put_trusted(space, BlockKind::Chk, k, b))
-            .collect()
-    }
+    /// The operations that skip verification, for blocks this process
+    /// has just encoded or verified itself (see [`unchecked`]). Named so
+    /// that every call site says it is unchecked.
+    fn unchecked(&self) -> &dyn UncheckedStore;
 
     /// Find a block in the spaces `origin` may see; verified, or `None`.
     ///
@@ -298,34 +260,6 @@ pub trait BlockStore: Send + Sync + std::fmt::Debug {
     /// # Errors
     /// Backend errors only.
     fn get_in(
-        &self,
-        space: Space,
-        kind: BlockKind,
-        key: &RoutingKey,
-    ) -> Result<Option<Vec<u8>>, StoreError>;
-
-    /// As [`BlockStore::get`], without re-hashing the block against its key:
-    /// for a caller that authenticates it another way (a CHK opened with
-    /// its AEAD crypto key, which fails on any changed byte). The block is
-    /// the one stored under the salted index (encrypted at rest under a
-    /// key only this node has), unless the disk changed it.
-    ///
-    /// # Errors
-    /// Backend errors only.
-    fn read(
-        &self,
-        origin: Origin,
-        kind: BlockKind,
-        key: &RoutingKey,
-    ) -> Result<Option<Found>, StoreError> {
-        first_found(origin, |space| self.read_in(space, kind, key))
-    }
-
-    /// [`BlockStore::get_in`] without re-hashing (see [`BlockStore::read`]).
-    ///
-    /// # Errors
-    /// Backend errors only.
-    fn read_in(
         &self,
         space: Space,
         kind: BlockKind,

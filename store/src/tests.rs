@@ -842,12 +842,14 @@ fn put_trusted_stores_and_serves_like_put() {
         let mut r = rng();
         let (k, b) = chk(&mut r);
         assert_eq!(
-            s.put_trusted(Space::Client, BlockKind::Chk, &k, &b)
+            s.unchecked()
+                .put_trusted(Space::Client, BlockKind::Chk, &k, &b)
                 .unwrap(),
             PutOutcome::Stored
         );
         assert_eq!(
-            s.put_trusted(Space::Client, BlockKind::Chk, &k, &b)
+            s.unchecked()
+                .put_trusted(Space::Client, BlockKind::Chk, &k, &b)
                 .unwrap(),
             PutOutcome::AlreadyPresent
         );
@@ -858,7 +860,8 @@ fn put_trusted_stores_and_serves_like_put() {
         assert_eq!(s.stats().space(Space::Client).blocks, 1);
         // Lengths are still checked.
         assert!(matches!(
-            s.put_trusted(Space::Client, BlockKind::Chk, &k, &b[..100]),
+            s.unchecked()
+                .put_trusted(Space::Client, BlockKind::Chk, &k, &b[..100]),
             Err(StoreError::InvalidBlock(_))
         ));
         // SSK blocks are still verified.
@@ -866,11 +869,13 @@ fn put_trusted_stores_and_serves_like_put() {
         let mut bad = a.clone();
         bad[40] ^= 1;
         assert!(matches!(
-            s.put_trusted(Space::Client, BlockKind::Ssk, &rk, &bad),
+            s.unchecked()
+                .put_trusted(Space::Client, BlockKind::Ssk, &rk, &bad),
             Err(StoreError::InvalidBlock(_))
         ));
         assert_eq!(
-            s.put_trusted(Space::Client, BlockKind::Ssk, &rk, &a)
+            s.unchecked()
+                .put_trusted(Space::Client, BlockKind::Ssk, &rk, &a)
                 .unwrap(),
             PutOutcome::Stored
         );
@@ -890,7 +895,8 @@ fn put_trusted_bad_block_is_never_served() {
         let mut r = rng();
         let (k, mut b) = chk(&mut r);
         b[0] ^= 1;
-        s.put_trusted(Space::Client, BlockKind::Chk, &k, &b)
+        s.unchecked()
+            .put_trusted(Space::Client, BlockKind::Chk, &k, &b)
             .unwrap();
         assert_eq!(s.get_in(Space::Client, BlockKind::Chk, &k).unwrap(), None);
         assert_eq!(s.stats().space(Space::Client).blocks, 0);
@@ -911,7 +917,10 @@ fn put_trusted_chk_batch_matches_one_put_per_block() {
         }
         let mut batch: Vec<(RoutingKey, Vec<u8>)> = (0..20).map(|_| chk(&mut r)).collect();
         batch.insert(3, batch[1].clone());
-        let out = s.put_trusted_chk_batch(Space::Client, &batch).unwrap();
+        let out = s
+            .unchecked()
+            .put_trusted_chk_batch(Space::Client, &batch)
+            .unwrap();
         assert_eq!(out.len(), 21);
         assert_eq!(out[3], PutOutcome::AlreadyPresent);
         assert_eq!(out.iter().filter(|o| **o == PutOutcome::Stored).count(), 20);
@@ -932,6 +941,7 @@ fn put_trusted_chk_batch_matches_one_put_per_block() {
         }
         // Again: all present now.
         let again = s
+            .unchecked()
             .put_trusted_chk_batch(Space::Client, &batch[13..])
             .unwrap();
         assert!(again.iter().all(|o| *o == PutOutcome::AlreadyPresent));
@@ -945,7 +955,10 @@ fn put_trusted_chk_batch_big_and_bad_input() {
     both(&config(blocks(100), blocks(100), blocks(100)), |s| {
         let mut r = rng();
         let batch: Vec<(RoutingKey, Vec<u8>)> = (0..64).map(|_| chk(&mut r)).collect();
-        let out = s.put_trusted_chk_batch(Space::Cache, &batch).unwrap();
+        let out = s
+            .unchecked()
+            .put_trusted_chk_batch(Space::Cache, &batch)
+            .unwrap();
         assert!(out.iter().all(|o| *o == PutOutcome::Stored));
         for (k, b) in &batch {
             assert_eq!(
@@ -956,19 +969,22 @@ fn put_trusted_chk_batch_big_and_bad_input() {
         let mut bad = vec![chk(&mut r)];
         bad.push((RoutingKey([1; 32]), vec![0u8; 10]));
         assert!(matches!(
-            s.put_trusted_chk_batch(Space::Cache, &bad),
+            s.unchecked().put_trusted_chk_batch(Space::Cache, &bad),
             Err(StoreError::InvalidBlock(_))
         ));
         assert!(!s.contains_in(Space::Cache, BlockKind::Chk, &bad[0].0));
         assert_eq!(s.stats().space(Space::Cache).blocks, 64);
         // Too small a budget for one block: NoRoom for all.
-        let none = s.put_trusted_chk_batch(Space::Store, &batch[..2]);
+        let none = s
+            .unchecked()
+            .put_trusted_chk_batch(Space::Store, &batch[..2]);
         assert!(none.is_ok());
     });
     let tiny = config(100, 100, 100);
     both(&tiny, |s| {
         let mut r = rng();
         let out = s
+            .unchecked()
             .put_trusted_chk_batch(Space::Client, &[chk(&mut r)])
             .unwrap();
         assert_eq!(out, vec![PutOutcome::NoRoom]);
@@ -983,10 +999,15 @@ fn read_returns_what_get_does_without_reverifying_and_respects_origin() {
         let (k2, b2) = chk(&mut r);
         s.put(Space::Client, BlockKind::Chk, &k, &b).unwrap();
         s.put(Space::Cache, BlockKind::Chk, &k2, &b2).unwrap();
-        let found = s.read(Origin::Local, BlockKind::Chk, &k).unwrap().unwrap();
+        let found = s
+            .unchecked()
+            .read(Origin::Local, BlockKind::Chk, &k)
+            .unwrap()
+            .unwrap();
         assert_eq!((found.space, found.block), (Space::Client, b));
         assert_eq!(
-            s.read(Origin::Local, BlockKind::Chk, &k2)
+            s.unchecked()
+                .read(Origin::Local, BlockKind::Chk, &k2)
                 .unwrap()
                 .unwrap()
                 .block,
@@ -994,11 +1015,13 @@ fn read_returns_what_get_does_without_reverifying_and_respects_origin() {
         );
         // A peer never sees the client cache, read or get.
         assert!(s
+            .unchecked()
             .read(Origin::Remote, BlockKind::Chk, &k)
             .unwrap()
             .is_none());
         let (missing, _) = chk(&mut r);
         assert!(s
+            .unchecked()
             .read(Origin::Local, BlockKind::Chk, &missing)
             .unwrap()
             .is_none());

@@ -83,17 +83,10 @@ pub struct FakePeer {
     started: Instant,
 }
 
-fn kind_of(k: KeyKind) -> BlockKind {
-    match k {
-        KeyKind::Chk => BlockKind::Chk,
-        KeyKind::Ssk => BlockKind::Ssk,
-    }
-}
-
 /// Whether `block` is the valid block for `key` (the check real nodes do).
 #[must_use]
 pub fn block_valid(key: &Key, kind: KeyKind, block: &[u8]) -> bool {
-    lichen_crypto::verify_block(kind_of(kind), &RoutingKey(key.0), block).is_ok()
+    lichen_crypto::verify_block(BlockKind::from(kind), &RoutingKey(key.0), block).is_ok()
 }
 
 fn answer(ctx: &Ctx, s: &mut Shared, msg: &Message) -> Vec<Message> {

@@ -2,8 +2,8 @@
 //! look-ahead that finds newer ones, so a request for an old edition
 //! redirects at once.
 
-use crate::ops as engine;
 use crate::node::Node;
+use crate::ops as engine;
 use lichen_crypto::{FreenetUri, KeyUri};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};

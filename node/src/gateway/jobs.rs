@@ -4,8 +4,8 @@
 
 use super::doc::{DocFile, JobError, JobState, PublishingWriter, Streamed};
 use super::respond::error_page;
-use crate::ops::{self as engine, GetSpec};
 use crate::node::Node;
+use crate::ops::{self as engine, GetSpec};
 use crate::sealed::SealKey;
 use axum::http::StatusCode;
 use axum::response::Response;

@@ -224,10 +224,7 @@ async fn push_block(node: &Arc<Node>, kind: BlockKind, key: RoutingKey) -> Block
                 () = tokio::time::sleep(Duration::from_secs(1)) => continue,
             }
         };
-        let kk = match kind {
-            BlockKind::Chk => KeyKind::Chk,
-            BlockKind::Ssk => KeyKind::Ssk,
-        };
+        let kk = KeyKind::from(kind);
         let outcome = tokio::select! {
             () = node.shutdown.cancelled() => return BlockResult::Stopped,
             o = net.insert(Key(key.0), kk, block.clone()) => o,

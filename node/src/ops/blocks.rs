@@ -3,8 +3,8 @@
 //!
 //! Local inserts and fetches touch only [`Space::Client`] when writing:
 //! nothing this node's user inserted or fetched lands in the shared store
-//! or cache (DESIGN.md §5), so a neighbour probing this node's store
-//! learns nothing about its user.
+//! or cache (`docs/design.md` §5), so a neighbour probing this node's
+//! store learns nothing about its user.
 
 use crate::node::{Network, Node};
 use lichen_client::{BlockSink, BlockSource, SinkError, SourceError};
@@ -161,7 +161,7 @@ impl BlockSource for LocalBlocks {
         // only: nothing fetched for this node's user enters the shared
         // store or cache.
         let outcome = net
-            .fetch(Key(key.0), key_kind(kind), !self.ignore_ds, self.keep)
+            .fetch(Key(key.0), KeyKind::from(kind), !self.ignore_ds, self.keep)
             .await;
         match outcome {
             Ok(RequestOutcome::Found(block)) => Ok(block),
@@ -187,17 +187,10 @@ impl BlockSource for LocalBlocks {
         // key (see `BlockSource::fetch_local`), and a block that does not
         // open sends it to `fetch`, which verifies (and deletes a bad one).
         let found = match kind {
-            BlockKind::Chk => self.node.store.read(Origin::Local, kind, key),
+            BlockKind::Chk => self.node.store.unchecked().read(Origin::Local, kind, key),
             BlockKind::Ssk => self.node.store.get(Origin::Local, kind, key),
         };
         Some(found.ok()??.block)
-    }
-}
-
-fn key_kind(kind: BlockKind) -> KeyKind {
-    match kind {
-        BlockKind::Chk => KeyKind::Chk,
-        BlockKind::Ssk => KeyKind::Ssk,
     }
 }
 
@@ -213,7 +206,12 @@ impl LocalBlocks {
         key: &RoutingKey,
         block: &[u8],
     ) -> Result<(), SinkError> {
-        match self.node.store.put_trusted(Space::Client, kind, key, block) {
+        match self
+            .node
+            .store
+            .unchecked()
+            .put_trusted(Space::Client, kind, key, block)
+        {
             Ok(PutOutcome::Collision) => Err(SinkError::Collision),
             Ok(PutOutcome::NoRoom) => Err(SinkError::Other(
                 "the client cache is smaller than one block".into(),
@@ -253,7 +251,12 @@ impl BlockSink for LocalBlocks {
         if kind != BlockKind::Chk || self.node.network().is_some() {
             return None;
         }
-        let r = match self.node.store.put_trusted_chk_batch(Space::Client, blocks) {
+        let r = match self
+            .node
+            .store
+            .unchecked()
+            .put_trusted_chk_batch(Space::Client, blocks)
+        {
             Ok(outcomes) if outcomes.contains(&PutOutcome::NoRoom) => Err(SinkError::Other(
                 "the client cache is smaller than one block".into(),
             )),
@@ -277,7 +280,9 @@ impl BlockSink for LocalBlocks {
         let mut tries = 0;
         loop {
             tries += 1;
-            let outcome = net.insert(Key(key.0), key_kind(kind), block.clone()).await;
+            let outcome = net
+                .insert(Key(key.0), KeyKind::from(kind), block.clone())
+                .await;
             return match outcome {
                 // An insert that ran out of peers is stored on every node it
                 // reached: in a small network that is the normal end.

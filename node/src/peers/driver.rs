@@ -3,8 +3,9 @@
 //! ([`Driver::carry_out`]). Sockets, tasks and the clock live here; every
 //! decision is the policy's.
 
-use super::store::{kind_of, verify, Keeper, StoreSource};
+use super::store::{verify, Keeper, StoreSource};
 use super::{file, Cmd, PeerSetup};
+use lichen_crypto::BlockKind;
 use lichen_crypto::RoutingKey;
 use lichen_link::peerlist::PeerList;
 use lichen_link::policy::{
@@ -164,7 +165,7 @@ impl Driver {
                 let local = if opts.local_first {
                     self.setup
                         .store
-                        .get(Origin::Local, kind_of(kind), &RoutingKey(key.0))
+                        .get(Origin::Local, BlockKind::from(kind), &RoutingKey(key.0))
                         .ok()
                         .flatten()
                 } else {
@@ -181,10 +182,12 @@ impl Driver {
             }
             Cmd::Insert(key, kind, block, reply) => {
                 // The private client cache, never the shared spaces.
-                let _ =
-                    self.setup
-                        .store
-                        .put(Space::Client, kind_of(kind), &RoutingKey(key.0), &block);
+                let _ = self.setup.store.put(
+                    Space::Client,
+                    BlockKind::from(kind),
+                    &RoutingKey(key.0),
+                    &block,
+                );
                 let req = LocalRequest::Insert { key, kind, block };
                 let id = self.policy.local_request(now, req, &mut self.rng);
                 self.waiters.insert(id, Waiter::Insert(reply));
@@ -284,14 +287,14 @@ impl Driver {
                     // Verified by the routing core (its contract), so a
                     // CHK is not hashed a second time on every hop.
                     self.keeper
-                        .keep(space, kind_of(kind), RoutingKey(key.0), block);
+                        .keep(space, BlockKind::from(kind), RoutingKey(key.0), block);
                 }
                 Output::RequestDone { id, outcome } => {
                     if let Some(Waiter::Fetch(key, kind, keep, reply)) = self.waiters.remove(&id) {
                         if let (true, RequestOutcome::Found(b)) = (keep, &outcome) {
                             self.keeper.keep(
                                 Space::Client,
-                                kind_of(kind),
+                                BlockKind::from(kind),
                                 RoutingKey(key.0),
                                 b.clone(),
                             );

@@ -8,16 +8,9 @@ use lichen_store::{BlockStore, Origin, Space};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-pub(super) fn kind_of(k: KeyKind) -> BlockKind {
-    match k {
-        KeyKind::Chk => BlockKind::Chk,
-        KeyKind::Ssk => BlockKind::Ssk,
-    }
-}
-
 /// Verifies blocks for the routing node with `lichen_crypto`.
 pub(super) fn verify(key: &Key, kind: KeyKind, block: &[u8]) -> bool {
-    lichen_crypto::verify_block(kind_of(kind), &RoutingKey(key.0), block).is_ok()
+    lichen_crypto::verify_block(BlockKind::from(kind), &RoutingKey(key.0), block).is_ok()
 }
 
 /// Blocks waiting for the store writer (32 KiB each: at most 16 MiB).
@@ -81,12 +74,15 @@ fn write_batch(store: &dyn BlockStore, batch: Vec<ToStore>) {
     for b in batch {
         if b.kind == BlockKind::Chk {
             chk.entry(b.space).or_default().push((b.key, b.block));
-        } else if let Err(e) = store.put_trusted(b.space, b.kind, &b.key, &b.block) {
+        } else if let Err(e) = store
+            .unchecked()
+            .put_trusted(b.space, b.kind, &b.key, &b.block)
+        {
             tracing::warn!(error = %e, "could not store a block");
         }
     }
     for (space, blocks) in chk {
-        match store.put_trusted_chk_batch(space, &blocks) {
+        match store.unchecked().put_trusted_chk_batch(space, &blocks) {
             Err(e) => tracing::warn!(error = %e, "could not store {} blocks", blocks.len()),
             Ok(o) => tracing::trace!(?space, stored = o.len(), "stored blocks"),
         }
@@ -120,7 +116,10 @@ impl Keeper {
     /// Keep a block the routing core verified (never blocks).
     pub(super) fn keep(&self, space: Space, kind: BlockKind, key: RoutingKey, block: Vec<u8>) {
         let Some(w) = &self.writer else {
-            let _ = self.store.put_trusted(space, kind, &key, &block);
+            let _ = self
+                .store
+                .unchecked()
+                .put_trusted(space, kind, &key, &block);
             return;
         };
         // Never the client cache: peers must not see what we fetched.
@@ -148,7 +147,7 @@ pub(super) struct StoreSource<'a>(pub(super) &'a dyn BlockStore, pub(super) &'a 
 
 impl BlockSource for StoreSource<'_> {
     fn get(&mut self, key: &Key, kind: KeyKind) -> Option<Vec<u8>> {
-        let (kind, key) = (kind_of(kind), RoutingKey(key.0));
+        let (kind, key) = (BlockKind::from(kind), RoutingKey(key.0));
         if let Some(b) = self.1.unwritten().get(&(kind, key)) {
             return Some(b.clone());
         }

@@ -1,7 +1,7 @@
 //! Command-line flags for the simulator, defined once here so the `sim`
 //! example and the `lichen sim` subcommand share them.
 
-use super::{Adversary, SimConfig, Topology};
+use super::config::{Adversary, SimConfig, Topology};
 
 /// Parsed command line.
 #[derive(Clone, Debug, PartialEq)]

@@ -1,0 +1,176 @@
+//! Tunables and counters.
+
+use serde::{Deserialize, Serialize};
+
+use super::Millis;
+
+/// Tunables. The defaults are for a real network; the simulator shortens the
+/// timers to its virtual latencies.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Config {
+    /// Maximum hops to live (18, as Freenet).
+    pub max_htl: u8,
+    /// Nodes put blocks in their shared store or cache only when the
+    /// request's HTL is at most this (default `max_htl - 2`): nodes next to
+    /// the requester must not cache, or probing their cache would reveal
+    /// what the requester fetched.
+    pub cache_max_htl: u8,
+    /// Peer limit (opennet); least useful peers are dropped beyond it.
+    pub max_peers: usize,
+    /// Opennet: path folding and announcements on.
+    pub opennet: bool,
+    /// Darknet: location swapping on.
+    pub swapping: bool,
+    /// Requests a single peer may have in flight at this node.
+    pub max_incoming_per_peer: u32,
+    /// Requests in flight at this node, all peers together.
+    pub max_pending: usize,
+    /// Wait this long for `Accepted` before trying the next peer.
+    pub accept_timeout: Millis,
+    /// After `Accepted`, wait at most this long (scaled by HTL) for the end.
+    pub fetch_timeout: Millis,
+    /// First backoff after an overload or timeout; doubles each time.
+    pub backoff_initial: Millis,
+    /// Backoff ceiling.
+    pub backoff_max: Millis,
+    /// How long a failed key is remembered.
+    pub failure_ttl: Millis,
+    /// Failure table size.
+    pub failure_table_cap: usize,
+    /// How long request ids are remembered (loop detection, fold relaying).
+    pub recent_ttl: Millis,
+    /// Remembered ids.
+    pub recent_cap: usize,
+    /// Local requests waiting for the AIMD window.
+    pub local_queue_cap: usize,
+    /// AIMD window at start.
+    pub aimd_initial: f64,
+    /// AIMD window ceiling.
+    pub aimd_max: f64,
+    /// Path folding: a hop replaces the offered noderef by its own with
+    /// probability 1/`fold_reset_one_in` (20), so the requester cannot tell
+    /// whether the offer comes from the data source.
+    pub fold_reset_one_in: u32,
+    /// Peers younger than this are never dropped as least useful.
+    pub peer_grace: Millis,
+    /// When full, take a new opennet peer at most this often.
+    pub fold_min_interval: Millis,
+    /// Coalesced requests per in-flight request.
+    pub max_waiters: usize,
+    /// Opennet: with fewer than `max_peers / 2` peers, announce again this
+    /// often.
+    pub announce_interval: Millis,
+    /// Darknet: start a swap about this often.
+    pub swap_interval: Millis,
+    /// Darknet: length of the swap random walk.
+    pub swap_htl: u8,
+    /// Darknet: forget swap state after this long.
+    pub swap_timeout: Millis,
+    /// Darknet: swap requests one peer may pass us per `swap_interval`.
+    pub swap_per_peer: u32,
+    /// Pitch Black mitigation: at each swap period reset the location to a
+    /// random one with probability 1/`location_reset_one_in` (0: never).
+    pub location_reset_one_in: u32,
+    /// Offences after which a peer is disconnected.
+    pub misbehaviour_limit: u32,
+    /// Largest accepted noderef `address`.
+    pub max_noderef_len: usize,
+    /// Largest accepted block.
+    pub max_block_len: usize,
+    /// Largest accepted peer-location list in swaps.
+    pub max_swap_peers: usize,
+    /// Opennet, full: newcomers kept at once only to route their one
+    /// announcement ("seed clients", as Freenet's seed nodes keep them).
+    pub max_seed_clients: usize,
+    /// Longest a seed client is kept.
+    pub seed_client_ttl: Millis,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_htl: 18,
+            cache_max_htl: 16,
+            max_peers: 20,
+            opennet: true,
+            swapping: false,
+            max_incoming_per_peer: 32,
+            max_pending: 4096,
+            accept_timeout: 10_000,
+            fetch_timeout: 120_000,
+            backoff_initial: 1_000,
+            backoff_max: 600_000,
+            failure_ttl: 180_000,
+            failure_table_cap: 8192,
+            recent_ttl: 600_000,
+            recent_cap: 32_768,
+            local_queue_cap: 1024,
+            aimd_initial: 8.0,
+            aimd_max: 128.0,
+            fold_reset_one_in: 20,
+            peer_grace: 120_000,
+            fold_min_interval: 30_000,
+            max_waiters: 32,
+            announce_interval: 60_000,
+            swap_interval: 10_000,
+            swap_htl: 10,
+            swap_timeout: 30_000,
+            swap_per_peer: 8,
+            location_reset_one_in: 10_000,
+            misbehaviour_limit: 100,
+            max_noderef_len: 2048,
+            max_block_len: 64 * 1024,
+            max_swap_peers: 128,
+            max_seed_clients: 64,
+            seed_client_ttl: 30_000,
+        }
+    }
+}
+
+/// Counters, for the simulator and the node's status page.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    /// Messages from peers we do not know.
+    pub unknown_peer: u64,
+    /// Offences counted against peers (all kinds).
+    pub misbehaviour: u64,
+    /// Replies for ids we never handled or from the wrong peer.
+    pub unexpected_replies: u64,
+    /// Blocks that failed verification.
+    pub bad_blocks: u64,
+    /// HTL values outside 1..=max.
+    pub bad_htl: u64,
+    /// Requests rejected as loops.
+    pub loops_rejected: u64,
+    /// Requests rejected for overload.
+    pub overload_rejected: u64,
+    /// Requests answered from the failure table.
+    pub recently_failed: u64,
+    /// Requests coalesced onto an identical one in flight.
+    pub coalesced: u64,
+    /// Requests answered from the store.
+    pub served_from_store: u64,
+    /// Peers disconnected for misbehaviour.
+    pub disconnected_misbehaving: u64,
+    /// Peers dropped as least useful.
+    pub dropped_least_useful: u64,
+    /// Swaps done.
+    pub swaps: u64,
+    /// Location resets (Pitch Black mitigation).
+    pub location_resets: u64,
+    /// Swap requests refused as implausible or rate-limited.
+    pub swaps_refused: u64,
+    /// Local requests that waited for a backed-off peer instead of failing.
+    #[serde(default)]
+    pub backoff_waits: u64,
+    /// Newcomers kept as seed clients (full, they could not be peers).
+    #[serde(default)]
+    pub seed_clients: u64,
+    /// Newcomers refused because the seed-client table was full too.
+    #[serde(default)]
+    pub seed_clients_refused: u64,
+    /// Inserts that reached the caching level here and went on under a
+    /// fresh id (`Node::fork_on_cacheable`).
+    #[serde(default)]
+    pub inserts_forked: u64,
+}

@@ -1,0 +1,467 @@
+//! The per-node routing state machine.
+//!
+//! [`Node`] performs no I/O and reads no clock. The embedder feeds it events
+//! ([`Node::handle_message`], [`Node::handle_local_request`],
+//! [`Node::handle_timeout`], peer changes) with the current time in
+//! milliseconds and an RNG, then drains [`Node::poll_action`] and arms a
+//! timer for [`Node::poll_timeout`]. This is the shape of `quinn-proto`.
+//!
+//! Every message from a peer is treated as hostile: replies are accepted only
+//! from the peer a request was forwarded to, sizes are checked, every table
+//! has a cap and entries expire, and offences are counted per peer (a peer
+//! over [`Config::misbehaviour_limit`] is disconnected).
+//!
+//! This module holds [`Node`]'s state and its table bookkeeping; the
+//! submodules add its behaviour, each an `impl` block on `Node`, and import
+//! only from here (and from `api` and `config`), never from each other:
+//!
+//! - `api`: ids, the embedder's traits, actions and outcomes.
+//! - `config`: [`Config`] and [`Stats`].
+//! - `messages`: [`Node::handle_message`]: who may send what, size limits,
+//!   dispatch.
+//! - `replies`: replies to what this node forwarded.
+//! - `requests`: requests, greedy routing with backtracking, answers.
+//! - `inserts`: inserts, sinks and store-deep, the fork on cacheable.
+//! - `local`: [`Node::handle_local_request`] and the AIMD window.
+//! - `peers`: the peer table, seed clients' admission, offences, backoff,
+//!   HTL decrements.
+//! - `opennet`: announcements and path folding.
+//! - `swapping`: darknet location swaps and the Pitch Black defences.
+//! - `timers`: [`Node::handle_timeout`].
+
+mod api;
+mod config;
+mod inserts;
+mod local;
+mod messages;
+mod opennet;
+mod peers;
+mod replies;
+mod requests;
+mod swapping;
+mod timers;
+
+pub use api::{
+    Action, BlockSource, Disconnect, EmptyStore, InsertOutcome, LocalRequest, Millis, PeerId,
+    RequestId, RequestOutcome, Space, Verifier,
+};
+pub use config::{Config, Stats};
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+
+use crate::location::{Key, Location};
+use crate::message::{Block, KeyKind, Message, NodeRef};
+
+/// A newcomer kept only to route its announcement: never a route for
+/// requests, refused anything but one `Announce`.
+#[derive(Clone, Copy, Debug)]
+struct SeedClient {
+    /// Disconnected at this time.
+    until: Millis,
+    announced: bool,
+}
+
+#[derive(Clone, Debug)]
+struct Peer {
+    id: PeerId,
+    location: Location,
+    /// Decrement an HTL at the maximum when it comes from this peer.
+    dec_at_max: bool,
+    /// Decrement an HTL of 1 when it comes from this peer.
+    dec_at_min: bool,
+    backoff_until: Millis,
+    backoff_len: Millis,
+    /// This peer's requests in flight here.
+    incoming: u32,
+    connected_at: Millis,
+    last_success: Millis,
+    offences: u32,
+    last_announce: Millis,
+    announce_count: u32,
+    swap_window_start: Millis,
+    swap_count: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Upstream {
+    Local,
+    Peer(PeerId),
+    /// The upstream peer disconnected; finish for the caches' sake only.
+    Gone,
+}
+
+#[derive(Clone, Debug)]
+struct Pending {
+    key: Key,
+    kind: KeyKind,
+    htl: u8,
+    upstream: Upstream,
+    insert: Option<Block>,
+    /// An announcement being routed (target: the noderef's location).
+    announce: Option<NodeRef>,
+    /// Insert only: cached on arrival, and goes to the long-term store at
+    /// the end if every peer it was routed to is farther from the key.
+    deep_candidate: bool,
+    tried: Vec<PeerId>,
+    downstream: Option<PeerId>,
+    accepted: bool,
+    deadline: Millis,
+    waiters: Vec<(u64, Upstream)>,
+    /// Insert accepted from a peer, its `InsertData` not here yet.
+    data_pending: bool,
+    /// Failed attempts while the HTL was above the caching level (where a
+    /// failure does not cost HTL); see [`Node::charge_failure`].
+    high_htl_failures: u8,
+    /// The id the upstream knows this by: the map key, except for an
+    /// insert forked here (see [`Node::fork_on_cacheable`]), which is
+    /// routed on under a fresh id.
+    reply_id: Option<u64>,
+}
+
+impl Pending {
+    /// A request, insert or announcement for `key` just accepted from
+    /// `upstream` (a peer counts as tried: never routed back to it); the
+    /// rest starts empty.
+    fn new(key: Key, kind: KeyKind, htl: u8, upstream: Upstream) -> Self {
+        Pending {
+            key,
+            kind,
+            htl,
+            upstream,
+            insert: None,
+            announce: None,
+            deep_candidate: false,
+            tried: match upstream {
+                Upstream::Peer(p) => vec![p],
+                _ => Vec::new(),
+            },
+            downstream: None,
+            accepted: false,
+            deadline: 0,
+            waiters: Vec::new(),
+            data_pending: false,
+            high_htl_failures: 0,
+            reply_id: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Recent {
+    expires: Millis,
+    upstream: Upstream,
+    downstream: Option<PeerId>,
+    fold_expected: bool,
+}
+
+#[derive(Clone, Debug)]
+enum SwapState {
+    Initiated {
+        peer: PeerId,
+        location: Location,
+        expires: Millis,
+    },
+    Relay {
+        from: PeerId,
+        to: PeerId,
+        expires: Millis,
+    },
+}
+
+impl SwapState {
+    fn expires(&self) -> Millis {
+        match self {
+            SwapState::Initiated { expires, .. } | SwapState::Relay { expires, .. } => *expires,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum TimerKind {
+    Request,
+    Swap,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Fail {
+    NotFound,
+    RouteNotFound,
+    TimedOut,
+}
+
+/// One node's routing state. See the [module docs](self).
+pub struct Node<V> {
+    cfg: Config,
+    verifier: V,
+    location: Location,
+    noderef: Option<NodeRef>,
+    peers: Vec<Peer>,
+    seed_clients: BTreeMap<PeerId, SeedClient>,
+    pending: BTreeMap<u64, Pending>,
+    by_key: BTreeMap<Key, u64>,
+    /// Keys of this node's own inserts in flight (how many of each).
+    local_inserts: BTreeMap<Key, u32>,
+    recent: BTreeMap<u64, Recent>,
+    recent_order: VecDeque<(Millis, u64)>,
+    failures: BTreeMap<Key, (u8, Millis)>,
+    failure_order: VecDeque<(Millis, Key)>,
+    swaps: BTreeMap<u64, SwapState>,
+    timers: BinaryHeap<Reverse<(Millis, TimerKind, u64)>>,
+    next_swap: Option<Millis>,
+    next_announce: Option<Millis>,
+    announce_backoff: u32,
+    actions: VecDeque<Action>,
+    local_queue: VecDeque<(u64, LocalRequest)>,
+    window: f64,
+    local_in_flight: usize,
+    last_fold_accept: Option<Millis>,
+    last_location_change: BTreeMap<PeerId, Millis>,
+    stats: Stats,
+}
+
+impl<V> std::fmt::Debug for Node<V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("location", &self.location)
+            .field("peers", &self.peers.len())
+            .field("pending", &self.pending.len())
+            .field("window", &self.window)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<V: Verifier> Node<V> {
+    /// A node at `location` with no peers.
+    pub fn new(cfg: Config, location: Location, verifier: V) -> Self {
+        let window = cfg.aimd_initial.max(1.0);
+        Node {
+            cfg,
+            verifier,
+            location,
+            noderef: None,
+            peers: Vec::new(),
+            seed_clients: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            by_key: BTreeMap::new(),
+            local_inserts: BTreeMap::new(),
+            recent: BTreeMap::new(),
+            recent_order: VecDeque::new(),
+            failures: BTreeMap::new(),
+            failure_order: VecDeque::new(),
+            swaps: BTreeMap::new(),
+            timers: BinaryHeap::new(),
+            next_swap: None,
+            next_announce: None,
+            announce_backoff: 0,
+            actions: VecDeque::new(),
+            local_queue: VecDeque::new(),
+            window,
+            local_in_flight: 0,
+            last_fold_accept: None,
+            last_location_change: BTreeMap::new(),
+            stats: Stats::default(),
+        }
+    }
+
+    /// This node's location.
+    pub fn location(&self) -> Location {
+        self.location
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Set this node's own opennet noderef (its `location` is overwritten
+    /// with the node's location). Needed for announcing and path folding.
+    pub fn set_noderef(&mut self, mut noderef: NodeRef) {
+        noderef.location = self.location;
+        self.noderef = Some(noderef);
+    }
+
+    /// Connected peers and their locations.
+    pub fn peers(&self) -> impl Iterator<Item = (PeerId, Location)> + '_ {
+        self.peers.iter().map(|p| (p.id, p.location))
+    }
+
+    /// Number of connected peers (seed clients are not peers).
+    pub fn peer_count(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// Seed clients kept now.
+    pub fn seed_client_count(&self) -> usize {
+        self.seed_clients.len()
+    }
+
+    /// Requests in flight here (for memory bounds checks).
+    pub fn pending_count(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Sizes of every internal table, for bounded-memory tests.
+    pub fn table_sizes(&self) -> [usize; 7] {
+        [
+            self.pending.len(),
+            self.recent.len(),
+            self.failures.len(),
+            self.swaps.len(),
+            self.timers.len(),
+            self.local_queue.len(),
+            self.recent_order.len() + self.failure_order.len(),
+        ]
+    }
+
+    /// The current AIMD window (local requests allowed in flight).
+    pub fn window(&self) -> f64 {
+        self.window
+    }
+
+    /// The next action for the embedder, if any.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// When [`Node::handle_timeout`] should next be called.
+    pub fn poll_timeout(&self) -> Option<Millis> {
+        [
+            self.timers.peek().map(|Reverse((t, _, _))| *t),
+            self.next_swap,
+            self.next_announce,
+            self.seed_clients.values().map(|c| c.until).min(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    fn peer_mut(&mut self, id: PeerId) -> Option<&mut Peer> {
+        self.peers.iter_mut().find(|p| p.id == id)
+    }
+
+    fn send(&mut self, to: PeerId, msg: Message) {
+        self.actions.push_back(Action::Send { to, msg });
+    }
+
+    fn id_in_use(&self, id: u64) -> bool {
+        self.pending.contains_key(&id)
+            || self.recent.contains_key(&id)
+            || self.swaps.contains_key(&id)
+    }
+
+    fn remember(&mut self, now: Millis, id: u64, upstream: Upstream) {
+        let expires = now + self.cfg.recent_ttl;
+        self.recent.insert(
+            id,
+            Recent {
+                expires,
+                upstream,
+                downstream: None,
+                fold_expected: false,
+            },
+        );
+        self.recent_order.push_back((expires, id));
+        while self.recent.len() > self.cfg.recent_cap
+            || self.recent_order.len() > 2 * self.cfg.recent_cap + 16
+        {
+            let Some((_, old)) = self.recent_order.pop_front() else {
+                break;
+            };
+            if !self.pending.contains_key(&old) {
+                self.recent.remove(&old);
+            }
+        }
+    }
+
+    fn record_failure(&mut self, now: Millis, key: Key, htl: u8) {
+        if self.cfg.failure_table_cap == 0 {
+            return;
+        }
+        let expires = now + self.cfg.failure_ttl;
+        let e = self.failures.entry(key).or_insert((0, 0));
+        e.0 = e.0.max(htl);
+        e.1 = expires;
+        self.failure_order.push_back((expires, key));
+        while self.failures.len() > self.cfg.failure_table_cap
+            || self.failure_order.len() > 2 * self.cfg.failure_table_cap + 16
+        {
+            let Some((_, k)) = self.failure_order.pop_front() else {
+                break;
+            };
+            self.failures.remove(&k);
+        }
+    }
+
+    fn recently_failed(&self, now: Millis, key: &Key, htl: u8) -> bool {
+        self.failures
+            .get(key)
+            .is_some_and(|&(h, exp)| exp > now && h >= htl)
+    }
+
+    fn expire(&mut self, now: Millis) {
+        while let Some(&(exp, id)) = self.recent_order.front() {
+            if exp > now {
+                break;
+            }
+            self.recent_order.pop_front();
+            if self.recent.get(&id).is_some_and(|r| r.expires <= now) {
+                self.recent.remove(&id);
+            }
+        }
+        while let Some(&(exp, key)) = self.failure_order.front() {
+            if exp > now {
+                break;
+            }
+            self.failure_order.pop_front();
+            if self.failures.get(&key).is_some_and(|f| f.1 <= now) {
+                self.failures.remove(&key);
+            }
+        }
+    }
+
+    fn set_timer(&mut self, at: Millis, kind: TimerKind, id: u64) {
+        self.timers.push(Reverse((at, kind, id)));
+        // Timers of finished requests stay in the heap until due; rebuild
+        // it when they dominate, so a flood cannot grow it without bound.
+        let live = self.pending.len() + self.swaps.len();
+        if self.timers.len() > 4 * live + 1024 {
+            let pending = &self.pending;
+            let swaps = &self.swaps;
+            self.timers.retain(|Reverse((t, k, id))| match k {
+                TimerKind::Request => pending.get(id).is_some_and(|p| p.deadline == *t),
+                TimerKind::Swap => swaps.contains_key(id),
+            });
+        }
+    }
+
+    fn release(&mut self, upstream: Upstream) {
+        if let Upstream::Peer(u) = upstream {
+            if let Some(p) = self.peer_mut(u) {
+                p.incoming = p.incoming.saturating_sub(1);
+            }
+        }
+    }
+
+    fn take_pending(&mut self, id: u64) -> Option<Pending> {
+        let p = self.pending.remove(&id)?;
+        if self.by_key.get(&p.key) == Some(&id) {
+            self.by_key.remove(&p.key);
+        }
+        if p.upstream == Upstream::Local && p.insert.is_some() {
+            if let Some(n) = self.local_inserts.get_mut(&p.key) {
+                *n -= 1;
+                if *n == 0 {
+                    self.local_inserts.remove(&p.key);
+                }
+            }
+        }
+        Some(p)
+    }
+}

@@ -1,0 +1,224 @@
+//! Opennet: announcements (including seed clients') and path folding.
+
+use rand::{Rng, RngCore};
+
+use super::{Action, Disconnect, Millis, Node, PeerId, Pending, Upstream, Verifier};
+use crate::location::Key;
+use crate::message::{KeyKind, Message, NodeRef};
+
+/// Announcements one peer may pass us per second.
+const ANNOUNCE_BURST: u32 = 20;
+
+/// A seed client is disconnected this long after its announcement is
+/// answered (time for the reply to leave).
+const SEED_CLIENT_LINGER: Millis = 2_000;
+
+impl<V: Verifier> Node<V> {
+    pub(super) fn announce_done(&mut self, now: Millis, id: u64) {
+        let Some(p) = self.take_pending(id) else {
+            return;
+        };
+        self.release(p.upstream);
+        if let Upstream::Peer(u) = p.upstream {
+            self.announce_replied(now, u, id);
+        }
+    }
+
+    /// Send `AnnounceReply`; a seed client has had what it came for and
+    /// goes shortly after.
+    fn announce_replied(&mut self, now: Millis, to: PeerId, id: u64) {
+        self.send(to, Message::AnnounceReply { id });
+        if let Some(c) = self.seed_clients.get_mut(&to) {
+            c.until = c.until.min(now + SEED_CLIENT_LINGER);
+        }
+    }
+
+    /// A message from a seed client: its first `Announce` is routed,
+    /// anything else it asks for is refused as overload, the rest ignored.
+    pub(super) fn on_seed_client_message(
+        &mut self,
+        now: Millis,
+        from: PeerId,
+        msg: Message,
+        rng: &mut impl RngCore,
+    ) {
+        let ok = self.within_limits(&msg);
+        match msg {
+            Message::Announce { id, htl, noderef } => {
+                let first = self
+                    .seed_clients
+                    .get_mut(&from)
+                    .is_some_and(|c| !std::mem::replace(&mut c.announced, true));
+                let htl = self.clamp_htl(now, htl, from, rng);
+                if self.admit(now, from, id, !(first && ok)) {
+                    self.forward_announce(now, from, id, htl, noderef, rng);
+                }
+            }
+            Message::Request { id, .. } | Message::Insert { id, .. } => {
+                self.stats.overload_rejected += 1;
+                self.send(from, Message::RejectedOverload { id });
+            }
+            _ => self.stats.unknown_peer += 1,
+        }
+    }
+
+    /// Disconnect seed clients whose time is up.
+    pub(super) fn expire_seed_clients(&mut self, now: Millis, rng: &mut impl RngCore) {
+        let due: Vec<PeerId> = self
+            .seed_clients
+            .iter()
+            .filter(|(_, c)| c.until <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for peer in due {
+            self.disconnect(now, peer, Disconnect::SeedClientDone, rng);
+        }
+    }
+
+    pub(super) fn announce(&mut self, now: Millis, id: u64, rng: &mut impl RngCore) {
+        let Some(me) = self.noderef.clone() else {
+            return;
+        };
+        if self.pending.len() >= self.cfg.max_pending {
+            return;
+        }
+        self.remember(now, id, Upstream::Local);
+        self.pending.insert(
+            id,
+            Pending {
+                announce: Some(me),
+                ..Pending::new(
+                    Key([0; 32]),
+                    KeyKind::Chk,
+                    self.cfg.max_htl,
+                    Upstream::Local,
+                )
+            },
+        );
+        self.route(now, id, rng);
+    }
+
+    /// An announcement is routed like an insert (greedy, backtracking,
+    /// until the HTL runs out); every node on the way that wants a peer
+    /// connects to the newcomer.
+    pub(super) fn on_announce(
+        &mut self,
+        now: Millis,
+        from: PeerId,
+        id: u64,
+        htl: u8,
+        noderef: NodeRef,
+        rng: &mut impl RngCore,
+    ) {
+        let htl = self.clamp_htl(now, htl, from, rng);
+        // At most ANNOUNCE_BURST announcements per second per peer; more
+        // are refused as overload (relays legitimately pass many).
+        let burst = match self.peer_mut(from) {
+            Some(p) => {
+                if now.saturating_sub(p.last_announce) >= 1000 {
+                    p.last_announce = now;
+                    p.announce_count = 0;
+                }
+                p.announce_count += 1;
+                p.announce_count > ANNOUNCE_BURST
+            }
+            None => return,
+        };
+        if !self.cfg.opennet {
+            self.send(from, Message::RouteNotFound { id, htl: 0 });
+            return;
+        }
+        if !self.admit(now, from, id, burst) {
+            return;
+        }
+        self.forward_announce(now, from, id, htl, noderef, rng);
+    }
+
+    /// Ask for a connection to the node `noderef` names ([`Action::Connect`])
+    /// if it is neither us nor a peer already and we want a peer now.
+    /// Returns whether we asked.
+    fn connect_if_wanted(&mut self, now: Millis, noderef: &NodeRef) -> bool {
+        let own = self
+            .noderef
+            .as_ref()
+            .is_some_and(|m| m.address == noderef.address);
+        let connected = self.peers.iter().any(|p| p.location == noderef.location);
+        let take = !own && !connected && self.wants_peer(now);
+        if take {
+            self.last_fold_accept = Some(now);
+            self.actions.push_back(Action::Connect {
+                noderef: noderef.clone(),
+            });
+        }
+        take
+    }
+
+    /// An admitted announcement: connect to the newcomer if we want a
+    /// peer, accept it, and route it on while HTL is left.
+    fn forward_announce(
+        &mut self,
+        now: Millis,
+        from: PeerId,
+        id: u64,
+        htl: u8,
+        noderef: NodeRef,
+        rng: &mut impl RngCore,
+    ) {
+        self.connect_if_wanted(now, &noderef);
+        let htl = self.decrement(htl, Some(from));
+        self.send(from, Message::Accepted { id });
+        if htl == 0 {
+            self.announce_replied(now, from, id);
+            return;
+        }
+        if let Some(p) = self.peer_mut(from) {
+            p.incoming += 1;
+        }
+        self.pending.insert(
+            id,
+            Pending {
+                announce: Some(noderef),
+                ..Pending::new(Key([0; 32]), KeyKind::Chk, htl, Upstream::Peer(from))
+            },
+        );
+        self.route(now, id, rng);
+    }
+
+    pub(super) fn on_fold_offer(
+        &mut self,
+        now: Millis,
+        from: PeerId,
+        id: u64,
+        noderef: NodeRef,
+        rng: &mut impl RngCore,
+    ) {
+        let Some(r) = self.recent.get_mut(&id) else {
+            self.stats.unexpected_replies += 1;
+            self.offence(now, from, rng);
+            return;
+        };
+        if r.downstream != Some(from) || !r.fold_expected {
+            self.stats.unexpected_replies += 1;
+            self.offence(now, from, rng);
+            return;
+        }
+        r.fold_expected = false;
+        let upstream = r.upstream;
+        if !self.cfg.opennet {
+            return;
+        }
+        let take = self.connect_if_wanted(now, &noderef);
+        if let Upstream::Peer(u) = upstream {
+            let reset =
+                self.cfg.fold_reset_one_in > 0 && rng.gen_range(0..self.cfg.fold_reset_one_in) == 0;
+            let offer = if take || reset {
+                self.noderef.clone()
+            } else {
+                Some(noderef)
+            };
+            if let Some(offer) = offer {
+                self.send(u, Message::FoldOffer { id, noderef: offer });
+            }
+        }
+    }
+}

@@ -1,0 +1,251 @@
+//! The peer table: adding and dropping peers, seed clients' admission,
+//! offences, backoff, and the per-connection HTL decisions.
+
+use rand::{Rng, RngCore};
+
+use super::{Action, Disconnect, Millis, Node, Peer, PeerId, SeedClient, Upstream, Verifier};
+use crate::location::Location;
+
+impl<V: Verifier> Node<V> {
+    /// Whether an opennet connection would be taken now (room, or a peer
+    /// old enough and unproductive enough to drop, at most once per
+    /// `fold_min_interval`).
+    pub fn wants_peer(&self, now: Millis) -> bool {
+        if self.peers.len() < self.cfg.max_peers {
+            return true;
+        }
+        let interval_ok = self
+            .last_fold_accept
+            .is_none_or(|t| now.saturating_sub(t) >= self.cfg.fold_min_interval);
+        interval_ok && self.least_useful(now).is_some()
+    }
+
+    /// Add a peer unconditionally (darknet friends, simulator wiring). The
+    /// per-connection HTL decrement decisions are drawn here, once.
+    pub fn add_peer(
+        &mut self,
+        now: Millis,
+        peer: PeerId,
+        location: Location,
+        rng: &mut impl RngCore,
+    ) {
+        if let Some(p) = self.peers.iter_mut().find(|p| p.id == peer) {
+            p.location = location;
+            return;
+        }
+        self.peers.push(Peer {
+            id: peer,
+            location,
+            dec_at_max: rng.gen_bool(0.5),
+            dec_at_min: rng.gen_bool(0.25),
+            backoff_until: 0,
+            backoff_len: 0,
+            incoming: 0,
+            connected_at: now,
+            last_success: now,
+            offences: 0,
+            last_announce: 0,
+            announce_count: 0,
+            swap_window_start: 0,
+            swap_count: 0,
+        });
+        if self.cfg.swapping && self.next_swap.is_none() {
+            self.next_swap = Some(now + rng.gen_range(0..self.cfg.swap_interval.max(1)));
+        }
+    }
+
+    /// Opennet: a new connection is up (we asked for it with
+    /// [`Action::Connect`], or the other side did). Returns whether it is
+    /// kept; when full, the least useful peer is dropped
+    /// ([`Action::Disconnect`]) to make room.
+    pub fn accept_opennet_peer(
+        &mut self,
+        now: Millis,
+        peer: PeerId,
+        location: Location,
+        rng: &mut impl RngCore,
+    ) -> bool {
+        if self.peers.iter().any(|p| p.id == peer) {
+            return true;
+        }
+        if self.peers.len() >= self.cfg.max_peers {
+            if !self.wants_peer(now) {
+                return false;
+            }
+            if let Some(victim) = self.least_useful(now) {
+                self.stats.dropped_least_useful += 1;
+                self.disconnect(now, victim, Disconnect::LeastUseful, rng);
+            }
+        }
+        self.last_fold_accept = Some(now);
+        self.add_peer(now, peer, location, rng);
+        true
+    }
+
+    /// Opennet, when [`Node::accept_opennet_peer`] said no to a node that
+    /// connected to us: keep it as a seed client instead, so a full node
+    /// (a seed) still lets newcomers in. A seed client may send one
+    /// `Announce`, which is routed as any other; its requests are refused
+    /// as overload; it is disconnected ([`Action::Disconnect`]) soon after
+    /// its announcement is answered, or after `seed_client_ttl`. It is not
+    /// a peer: it is never routed to and not counted. Returns whether it is
+    /// kept (false: not opennet, already a peer, or the table is full).
+    pub fn accept_seed_client(&mut self, now: Millis, peer: PeerId) -> bool {
+        if !self.cfg.opennet || self.peers.iter().any(|p| p.id == peer) {
+            return false;
+        }
+        if self.seed_clients.contains_key(&peer) {
+            return true;
+        }
+        if self.seed_clients.len() >= self.cfg.max_seed_clients {
+            self.stats.seed_clients_refused += 1;
+            return false;
+        }
+        self.stats.seed_clients += 1;
+        self.seed_clients.insert(
+            peer,
+            SeedClient {
+                until: now + self.cfg.seed_client_ttl,
+                announced: false,
+            },
+        );
+        true
+    }
+
+    /// A peer went away. Requests forwarded to it move on to the next peer;
+    /// requests it gave us finish without a reply.
+    pub fn remove_peer(&mut self, now: Millis, peer: PeerId, rng: &mut impl RngCore) {
+        if self.seed_clients.remove(&peer).is_none() {
+            let Some(i) = self.peers.iter().position(|p| p.id == peer) else {
+                return;
+            };
+            self.peers.swap_remove(i);
+            self.last_location_change.remove(&peer);
+            self.maybe_schedule_announce(now);
+        }
+        let ids: Vec<u64> = self.pending.keys().copied().collect();
+        for id in ids {
+            let Some(p) = self.pending.get_mut(&id) else {
+                continue;
+            };
+            p.waiters.retain(|(_, u)| *u != Upstream::Peer(peer));
+            if p.upstream == Upstream::Peer(peer) {
+                p.upstream = Upstream::Gone;
+            }
+            if p.downstream == Some(peer) {
+                p.downstream = None;
+                self.route(now, id, rng);
+            }
+        }
+        self.start_queued(now, rng);
+    }
+
+    /// Under-connected opennet nodes announce again, backing off
+    /// exponentially (up to 32 intervals) while that does not help.
+    pub(super) fn maybe_schedule_announce(&mut self, now: Millis) {
+        if self.peers.len() >= self.cfg.max_peers / 2 {
+            self.announce_backoff = 0;
+            return;
+        }
+        if self.cfg.opennet && self.noderef.is_some() && self.next_announce.is_none() {
+            let mult = 1u64 << self.announce_backoff.min(5);
+            self.next_announce = Some(now + self.cfg.announce_interval * mult);
+        }
+    }
+
+    pub(super) fn disconnect(
+        &mut self,
+        now: Millis,
+        peer: PeerId,
+        why: Disconnect,
+        rng: &mut impl RngCore,
+    ) {
+        self.remove_peer(now, peer, rng);
+        self.actions.push_back(Action::Disconnect { peer, why });
+    }
+
+    /// The peer that has gone longest without a success, among those past
+    /// their grace period.
+    fn least_useful(&self, now: Millis) -> Option<PeerId> {
+        self.peers
+            .iter()
+            .filter(|p| now.saturating_sub(p.connected_at) >= self.cfg.peer_grace)
+            .min_by_key(|p| (p.last_success, p.id))
+            .map(|p| p.id)
+    }
+
+    pub(super) fn offence(&mut self, now: Millis, peer: PeerId, rng: &mut impl RngCore) {
+        self.stats.misbehaviour += 1;
+        let limit = self.cfg.misbehaviour_limit;
+        let over = match self.peer_mut(peer) {
+            Some(p) => {
+                p.offences = p.offences.saturating_add(1);
+                p.offences >= limit
+            }
+            None => false,
+        };
+        if over {
+            self.stats.disconnected_misbehaving += 1;
+            self.disconnect(now, peer, Disconnect::Misbehaving, rng);
+        }
+    }
+
+    pub(super) fn backoff(&mut self, now: Millis, peer: PeerId, rng: &mut impl RngCore) {
+        let (init, max) = (self.cfg.backoff_initial.max(1), self.cfg.backoff_max.max(1));
+        if let Some(p) = self.peer_mut(peer) {
+            p.backoff_len = if p.backoff_len == 0 {
+                init
+            } else {
+                p.backoff_len.saturating_mul(2).min(max)
+            };
+            let half = (p.backoff_len / 2).max(1);
+            p.backoff_until = now + half + rng.gen_range(0..half);
+        }
+    }
+
+    pub(super) fn peer_success(&mut self, now: Millis, peer: PeerId) {
+        if let Some(p) = self.peer_mut(peer) {
+            p.last_success = now;
+            p.backoff_len = 0;
+        }
+    }
+
+    /// HTL after arriving from `from` (`None`: local, no decrement, so the
+    /// originator sends the maximum exactly like a forwarder that kept it).
+    pub(super) fn decrement(&self, htl: u8, from: Option<PeerId>) -> u8 {
+        let Some(p) = from.and_then(|f| self.peers.iter().find(|p| p.id == f)) else {
+            return htl;
+        };
+        if htl >= self.cfg.max_htl {
+            if p.dec_at_max {
+                self.cfg.max_htl - 1
+            } else {
+                self.cfg.max_htl
+            }
+        } else if htl == 1 {
+            if p.dec_at_min {
+                0
+            } else {
+                1
+            }
+        } else {
+            htl - 1
+        }
+    }
+
+    pub(super) fn clamp_htl(
+        &mut self,
+        now: Millis,
+        htl: u8,
+        from: PeerId,
+        rng: &mut impl RngCore,
+    ) -> u8 {
+        if htl == 0 || htl > self.cfg.max_htl {
+            self.stats.bad_htl += 1;
+            self.offence(now, from, rng);
+            htl.clamp(1, self.cfg.max_htl)
+        } else {
+            htl
+        }
+    }
+}

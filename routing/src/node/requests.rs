@@ -1,0 +1,339 @@
+//! Requests: admission, coalescing, greedy routing with backtracking, and
+//! the answers that travel back along the path.
+
+use rand::RngCore;
+
+use super::{
+    Action, BlockSource, Fail, InsertOutcome, Millis, Node, PeerId, Pending, RequestId,
+    RequestOutcome, Space, TimerKind, Upstream, Verifier,
+};
+use crate::location::Key;
+use crate::message::{Block, KeyKind, Message};
+
+/// Longest a local request waits for a backed-off peer before it fails
+/// with RouteNotFound (ms).
+const LOCAL_BACKOFF_WAIT: Millis = 10_000;
+
+impl<V: Verifier> Node<V> {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn on_request(
+        &mut self,
+        now: Millis,
+        from: PeerId,
+        id: u64,
+        key: Key,
+        htl: u8,
+        kind: KeyKind,
+        store: &mut impl BlockSource,
+        rng: &mut impl RngCore,
+    ) {
+        let htl = self.clamp_htl(now, htl, from, rng);
+        if !self.admit(now, from, id, false) {
+            return;
+        }
+        if let Some(block) = store.get(&key, kind) {
+            if self.verifier.verify(&key, kind, &block) {
+                self.stats.served_from_store += 1;
+                self.send(from, Message::DataFound { id, block });
+                if self.cfg.opennet {
+                    if let Some(me) = self.noderef.clone() {
+                        self.send(from, Message::FoldOffer { id, noderef: me });
+                    }
+                }
+                return;
+            }
+        }
+        let htl = self.decrement(htl, Some(from));
+        if htl == 0 {
+            self.send(from, Message::DataNotFound { id });
+            return;
+        }
+        if self.recently_failed(now, &key, htl) {
+            self.stats.recently_failed += 1;
+            self.send(from, Message::DataNotFound { id });
+            return;
+        }
+        if self.coalesce(key, id, Upstream::Peer(from)) {
+            self.stats.coalesced += 1;
+            if let Some(p) = self.peer_mut(from) {
+                p.incoming += 1;
+            }
+            self.send(from, Message::Accepted { id });
+            return;
+        }
+        if let Some(p) = self.peer_mut(from) {
+            p.incoming += 1;
+        }
+        self.send(from, Message::Accepted { id });
+        self.pending
+            .insert(id, Pending::new(key, kind, htl, Upstream::Peer(from)));
+        self.by_key.entry(key).or_insert(id);
+        self.route(now, id, rng);
+    }
+
+    /// Attach a request to an identical one in flight, unless that would
+    /// wait on the requester itself (the simplest deadlock).
+    pub(super) fn coalesce(&mut self, key: Key, id: u64, upstream: Upstream) -> bool {
+        let Some(&other) = self.by_key.get(&key) else {
+            return false;
+        };
+        let max = self.cfg.max_waiters;
+        let Some(p) = self.pending.get_mut(&other) else {
+            return false;
+        };
+        if p.insert.is_some() || p.announce.is_some() || p.waiters.len() >= max {
+            return false;
+        }
+        if let Upstream::Peer(f) = upstream {
+            if p.downstream == Some(f) || p.tried.contains(&f) {
+                return false;
+            }
+        }
+        p.waiters.push((id, upstream));
+        true
+    }
+
+    /// Route `id` onward, unless `from` is no longer its downstream (an
+    /// offence may have disconnected `from`, which already rerouted it).
+    pub(super) fn retry(&mut self, now: Millis, id: u64, from: PeerId, rng: &mut impl RngCore) {
+        if self
+            .pending
+            .get(&id)
+            .is_some_and(|p| p.downstream == Some(from))
+        {
+            self.route(now, id, rng);
+        }
+    }
+
+    /// Forward `id` to the closest untried, non-backed-off peer, or fail
+    /// with RouteNotFound.
+    pub(super) fn route(&mut self, now: Millis, id: u64, rng: &mut impl RngCore) {
+        let _ = rng;
+        let Some(p) = self.pending.get(&id) else {
+            return;
+        };
+        let target = p.announce.as_ref().map_or(p.key.location(), |n| n.location);
+        let next = self
+            .peers
+            .iter()
+            .filter(|q| !p.tried.contains(&q.id) && q.backoff_until <= now)
+            .min_by_key(|q| (q.location.distance(target), q.id))
+            .map(|q| q.id);
+        let Some(next) = next else {
+            // Our own request, and the only peers left are backed off
+            // (overloaded a moment ago): wait for the first to come back
+            // rather than fail a fetch or insert the client would have to
+            // repeat. Forwarded requests fail at once; the upstream node
+            // has other peers to try.
+            let wake = if p.upstream == Upstream::Local {
+                self.peers
+                    .iter()
+                    .filter(|q| !p.tried.contains(&q.id) && q.backoff_until > now)
+                    .map(|q| q.backoff_until)
+                    .min()
+                    .filter(|&at| at - now <= LOCAL_BACKOFF_WAIT)
+            } else {
+                None
+            };
+            match (wake, self.pending.get_mut(&id)) {
+                (Some(at), Some(p)) => {
+                    p.downstream = None;
+                    p.accepted = false;
+                    p.deadline = at;
+                    self.stats.backoff_waits += 1;
+                    self.set_timer(at, TimerKind::Request, id);
+                }
+                _ => self.fail(now, id, Fail::RouteNotFound),
+            }
+            return;
+        };
+        let deadline = now + self.cfg.accept_timeout;
+        let Some(p) = self.pending.get_mut(&id) else {
+            return;
+        };
+        p.tried.push(next);
+        p.downstream = Some(next);
+        p.accepted = false;
+        p.deadline = deadline;
+        let msg = match (&p.insert, &p.announce) {
+            (_, Some(noderef)) => Message::Announce {
+                id,
+                htl: p.htl,
+                noderef: noderef.clone(),
+            },
+            (Some(_), None) => Message::Insert {
+                id,
+                key: p.key,
+                htl: p.htl,
+                kind: p.kind,
+            },
+            (None, None) => Message::Request {
+                id,
+                key: p.key,
+                htl: p.htl,
+                kind: p.kind,
+            },
+        };
+        self.set_timer(deadline, TimerKind::Request, id);
+        self.send(next, msg);
+    }
+
+    pub(super) fn request_found(&mut self, now: Millis, id: u64, from: PeerId, block: Block) {
+        let Some(p) = self.take_pending(id) else {
+            return;
+        };
+        self.peer_success(now, from);
+        let remote = p.upstream != Upstream::Local;
+        if remote && p.htl <= self.cfg.cache_max_htl {
+            self.actions.push_back(Action::StoreBlock {
+                space: Space::Cache,
+                key: p.key,
+                kind: p.kind,
+                block: block.clone(),
+            });
+        }
+        if let Some(r) = self.recent.get_mut(&id) {
+            r.downstream = Some(from);
+            r.fold_expected = self.cfg.opennet;
+        }
+        self.answer_found(id, p.upstream, &block, true, now);
+        for (wid, w) in p.waiters {
+            self.answer_found(wid, w, &block, false, now);
+        }
+    }
+
+    fn answer_found(
+        &mut self,
+        id: u64,
+        upstream: Upstream,
+        block: &Block,
+        primary: bool,
+        now: Millis,
+    ) {
+        self.release(upstream);
+        if let Upstream::Peer(u) = upstream {
+            // A success crossing the link makes it useful to both ends,
+            // whichever way the request went.
+            if let Some(p) = self.peer_mut(u) {
+                p.last_success = now;
+            }
+        }
+        match upstream {
+            Upstream::Peer(u) => self.send(
+                u,
+                Message::DataFound {
+                    id,
+                    block: block.clone(),
+                },
+            ),
+            Upstream::Local => {
+                if primary {
+                    self.local_finished(true, false);
+                }
+                self.actions.push_back(Action::RequestDone {
+                    id: RequestId(id),
+                    outcome: RequestOutcome::Found(block.clone()),
+                });
+            }
+            Upstream::Gone => {}
+        }
+    }
+
+    pub(super) fn fail(&mut self, now: Millis, id: u64, why: Fail) {
+        let Some(p) = self.take_pending(id) else {
+            return;
+        };
+        if p.announce.is_some() {
+            self.release(p.upstream);
+            if let Upstream::Peer(u) = p.upstream {
+                self.send(u, Message::RouteNotFound { id, htl: p.htl });
+            }
+            return;
+        }
+        if let (Some(block), Fail::RouteNotFound) = (&p.insert, &why) {
+            // The route ended while the HTL (the minimum that came back)
+            // was still above the caching level: no node on it was allowed
+            // to keep the block, so the insert would be nowhere but in the
+            // inserter's private cache, yet reported as routed. A forwarder
+            // (never the inserter) keeps it. Only networks too small to
+            // take an insert past the first hops get here.
+            if p.upstream != Upstream::Local && p.htl > self.cfg.cache_max_htl {
+                let space = if self.is_sink(p.key.location()) {
+                    Space::Store
+                } else {
+                    Space::Cache
+                };
+                self.actions.push_back(Action::StoreBlock {
+                    space,
+                    key: p.key,
+                    kind: p.kind,
+                    block: block.clone(),
+                });
+            }
+        }
+        if p.insert.is_some() {
+            self.store_deep(&p);
+            self.release(p.upstream);
+            match p.upstream {
+                Upstream::Peer(u) => {
+                    let htl = if matches!(why, Fail::TimedOut) {
+                        0
+                    } else {
+                        p.htl
+                    };
+                    let id = p.reply_id.unwrap_or(id);
+                    self.send(u, Message::RouteNotFound { id, htl });
+                }
+                Upstream::Local => {
+                    let timed_out = matches!(why, Fail::TimedOut);
+                    self.local_finished(false, timed_out);
+                    let outcome = if timed_out {
+                        InsertOutcome::TimedOut
+                    } else {
+                        InsertOutcome::RouteNotFound { htl: p.htl }
+                    };
+                    self.actions.push_back(Action::InsertDone {
+                        id: RequestId(id),
+                        outcome,
+                    });
+                }
+                Upstream::Gone => {}
+            }
+            return;
+        }
+        self.record_failure(now, p.key, p.htl);
+        let mut all = vec![(id, p.upstream)];
+        all.extend(p.waiters);
+        for (i, (wid, up)) in all.into_iter().enumerate() {
+            self.release(up);
+            match up {
+                Upstream::Peer(u) => {
+                    let msg = match why {
+                        Fail::RouteNotFound if i == 0 => Message::RouteNotFound {
+                            id: wid,
+                            htl: p.htl,
+                        },
+                        _ => Message::DataNotFound { id: wid },
+                    };
+                    self.send(u, msg);
+                }
+                Upstream::Local => {
+                    let timed_out = matches!(why, Fail::TimedOut);
+                    if i == 0 {
+                        self.local_finished(false, timed_out);
+                    }
+                    let outcome = match why {
+                        Fail::NotFound => RequestOutcome::NotFound,
+                        Fail::RouteNotFound => RequestOutcome::RouteNotFound,
+                        Fail::TimedOut => RequestOutcome::TimedOut,
+                    };
+                    self.actions.push_back(Action::RequestDone {
+                        id: RequestId(wid),
+                        outcome,
+                    });
+                }
+                Upstream::Gone => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! What to simulate: topology, adversary, sizes and timings.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::location::Key;
+use crate::message::KeyKind;
+use crate::node::Verifier;
+
+/// The simulator's block verifier: SHA-256(block) == routing key (the CHK
+/// rule; the crypto crate supplies the real one to the node).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Sha256Verifier;
+
+impl Verifier for Sha256Verifier {
+    fn verify(&self, key: &Key, _kind: KeyKind, block: &[u8]) -> bool {
+        Sha256::digest(block).as_slice() == key.0
+    }
+}
+
+/// How the network is wired.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Topology {
+    /// Kleinberg small world: ring neighbours plus long links with
+    /// probability ∝ 1/distance. The ideal opennet converges to.
+    SmallWorld,
+    /// Grown: nodes join through seed nodes, announce, and the network is
+    /// shaped by path folding during a warm-up of requests.
+    Opennet,
+    /// A small-world friend graph whose nodes start at random locations;
+    /// location swapping must restore routability.
+    Darknet,
+}
+
+/// What the adversary's nodes do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Adversary {
+    /// Behave correctly, record everything (for the anonymity figure).
+    Observe,
+    /// Drop every message (black holes).
+    Drop,
+    /// Answer every request at once with a corrupt block.
+    Corrupt,
+    /// Forward with the maximum HTL and report RouteNotFound with it.
+    LieHtl,
+}
+
+/// Simulation parameters. [`parse_args`](super::parse_args) builds one from
+/// command-line flags.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SimConfig {
+    /// Number of nodes.
+    pub nodes: usize,
+    /// Target peers per node (small world / darknet: mean degree; opennet:
+    /// peer limit).
+    pub degree: usize,
+    /// Wiring.
+    pub topology: Topology,
+    /// Blocks inserted before the requests.
+    pub inserts: usize,
+    /// Requests for inserted keys.
+    pub requests: usize,
+    /// Fraction of nodes offline at any moment of the request phase; nodes
+    /// keep leaving and returning.
+    pub churn: f64,
+    /// Fraction of nodes run by the adversary.
+    pub adversary: f64,
+    /// What the adversary's nodes do.
+    pub adversary_kind: Adversary,
+    /// Seed of the one RNG.
+    pub seed: u64,
+    /// Maximum HTL.
+    pub htl: u8,
+    /// Probability that a message is lost.
+    pub loss: f64,
+    /// Per-link latency range in ms (each link draws a fixed latency).
+    pub latency_ms: (u64, u64),
+    /// Opennet: warm-up requests (path folding) before measuring; `None`
+    /// means 5 × nodes.
+    pub warmup_requests: Option<usize>,
+    /// Darknet: virtual time spent swapping before measuring (ms); `None`
+    /// means enough for about 300 swap attempts per node.
+    pub swap_ms: Option<u64>,
+    /// Gap between two requests (ms).
+    pub request_interval_ms: u64,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            nodes: 1000,
+            degree: 20,
+            topology: Topology::SmallWorld,
+            inserts: 500,
+            requests: 2000,
+            churn: 0.0,
+            adversary: 0.0,
+            adversary_kind: Adversary::Observe,
+            seed: 1,
+            htl: 18,
+            loss: 0.0,
+            latency_ms: (10, 100),
+            warmup_requests: None,
+            swap_ms: None,
+            request_interval_ms: 10,
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! The report: success, hops, storage, and what the adversary learned.
+
+use std::collections::BTreeMap;
+
+use super::report::{Anonymity, Report};
+use super::{Req, Sim};
+
+impl Sim {
+    pub(super) fn report(&self) -> Report {
+        let measured: Vec<&Req> = {
+            let mut v: Vec<(&u64, &Req)> = self.reqs.iter().filter(|(_, r)| r.measured).collect();
+            v.sort_by_key(|(id, _)| **id);
+            v.into_iter().map(|(_, r)| r).collect()
+        };
+        let requests = measured.len();
+        let mut hops: Vec<u32> = Vec::new();
+        let mut failures: BTreeMap<String, usize> = BTreeMap::new();
+        let mut msgs = 0u64;
+        let mut failed_available = 0usize;
+        for r in &measured {
+            msgs += u64::from(r.messages);
+            match &r.outcome {
+                Some(Ok(())) => hops.push(r.data_found_msgs),
+                Some(Err(e)) => {
+                    *failures.entry(e.clone()).or_default() += 1;
+                    failed_available += usize::from(r.available);
+                }
+                None => *failures.entry("unfinished".into()).or_default() += 1,
+            }
+        }
+        hops.sort_unstable();
+        let succeeded = hops.len();
+        let pct = |p: f64| -> f64 {
+            if hops.is_empty() {
+                0.0
+            } else {
+                hops[((hops.len() - 1) as f64 * p).round() as usize] as f64
+            }
+        };
+        let (mut stores, mut caches, mut nowhere) = (0usize, 0usize, 0usize);
+        for j in self.measured_inserts.clone() {
+            let key = self.blocks[j].0;
+            let s = self
+                .nodes
+                .iter()
+                .filter(|n| n.store.store.contains_key(&key))
+                .count();
+            let c = self
+                .nodes
+                .iter()
+                .filter(|n| n.store.cache.contains_key(&key))
+                .count();
+            stores += s;
+            caches += c;
+            nowhere += usize::from(s + c == 0);
+        }
+        let ni = self.measured_inserts.len().max(1) as f64;
+        let honest = self.nodes.iter().filter(|n| !n.adversary);
+        let (mut offences, mut bad) = (0, 0);
+        for n in honest {
+            offences += n.node.stats().misbehaviour;
+            bad += n.node.stats().bad_blocks;
+        }
+        let swaps: u64 = self.nodes.iter().map(|s| s.node.stats().swaps).sum();
+        Report {
+            config: self.cfg.clone(),
+            mean_degree: round4(self.mean_degree),
+            median_link_length: round6(self.median_link),
+            min_degree: self.min_degree,
+            largest_component: round4(self.largest_component),
+            inserts_completed: self.inserts_done,
+            stores_per_insert: round4(stores as f64 / ni),
+            caches_per_insert: round4(caches as f64 / ni),
+            inserts_stored_nowhere: nowhere,
+            requests,
+            succeeded,
+            success_rate: round4(succeeded as f64 / requests.max(1) as f64),
+            hops_mean: round4(
+                hops.iter().map(|&h| h as f64).sum::<f64>() / succeeded.max(1) as f64,
+            ),
+            hops_median: pct(0.5),
+            hops_p95: pct(0.95),
+            messages_per_request: round4(msgs as f64 / requests.max(1) as f64),
+            cache_hits: self.nodes.iter().map(|s| s.store.hits_cache).sum(),
+            store_hits: self.nodes.iter().map(|s| s.store.hits_store).sum(),
+            failures,
+            failed_but_available: failed_available,
+            offences_counted: offences,
+            bad_blocks_caught: bad,
+            swaps,
+            anonymity: self.anonymity(),
+            events: self.events,
+            messages: self.messages,
+            messages_by_kind: self
+                .by_kind
+                .iter()
+                .map(|(k, v)| (k.to_string(), *v))
+                .collect(),
+            virtual_time_ms: self.now,
+        }
+    }
+
+    fn anonymity(&self) -> Option<Anonymity> {
+        if self.cfg.adversary <= 0.0 {
+            return None;
+        }
+        let mut ids: Vec<&u64> = self.sightings.keys().collect();
+        ids.sort_unstable();
+        let (mut obs, mut truth, mut guesses, mut right) = (0usize, 0usize, 0usize, 0usize);
+        let mut by_depth: BTreeMap<u8, usize> = BTreeMap::new();
+        for id in ids {
+            let (from, htl, depth) = self.sightings[id];
+            if from == u32::MAX {
+                continue;
+            }
+            let Some(r) = self.reqs.get(id) else { continue };
+            obs += 1;
+            let is_origin = r.origin == from;
+            truth += usize::from(is_origin);
+            *by_depth.entry(depth).or_default() += 1;
+            if htl >= self.cfg.htl {
+                guesses += 1;
+                right += usize::from(is_origin);
+            }
+        }
+        let n1 = by_depth.get(&1).copied().unwrap_or(0) as f64;
+        let expected: f64 = by_depth
+            .iter()
+            .map(|(&k, &c)| c as f64 * 0.5f64.powi(i32::from(k.saturating_sub(1)).min(60)))
+            .sum();
+        Some(Anonymity {
+            fraction: self.cfg.adversary,
+            observations: obs,
+            random_baseline: round4(truth as f64 / obs.max(1) as f64),
+            htl_model_baseline: round4(if expected > 0.0 { n1 / expected } else { 0.0 }),
+            guesses,
+            precision: round4(right as f64 / guesses.max(1) as f64),
+            recall: round4(right as f64 / truth.max(1) as f64),
+        })
+    }
+}
+
+fn round4(x: f64) -> f64 {
+    (x * 1e4).round() / 1e4
+}
+
+fn round6(x: f64) -> f64 {
+    (x * 1e6).round() / 1e6
+}

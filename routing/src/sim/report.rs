@@ -1,0 +1,259 @@
+//! The report and its table.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use serde::{Deserialize, Serialize};
+
+use super::config::{SimConfig, Topology};
+
+/// What the adversary learned about requesters.
+///
+/// Each request id counts once: at the first adversary node it reaches, from
+/// an honest neighbour (later sightings are known to be forwarded, since
+/// the colluders share ids). The adversary guesses "this neighbour is the
+/// originator" when the HTL is the maximum.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Anonymity {
+    /// Fraction of nodes the adversary holds.
+    pub fraction: f64,
+    /// First sightings of request ids by the adversary.
+    pub observations: usize,
+    /// Random-guess baseline: the fraction of observations where the
+    /// neighbour really was the originator. Guessing at random (or always)
+    /// gives exactly this precision.
+    pub random_baseline: f64,
+    /// Precision the HTL rule allows by design: with the first sighting at
+    /// hop k, HTL is still the maximum with probability 2^-(k-1) (each link
+    /// keeps it with probability 1/2), so guessing on max HTL is right with
+    /// probability n₁ / Σₖ nₖ·2^-(k-1), computed over the observed depths.
+    pub htl_model_baseline: f64,
+    /// Guesses made (observations with max HTL).
+    pub guesses: usize,
+    /// Measured precision of the guesses (using HTL, ids and the colluders'
+    /// shared view).
+    pub precision: f64,
+    /// Fraction of the true originator sightings that were guessed.
+    pub recall: f64,
+}
+
+/// The simulator's output.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// The parameters.
+    pub config: SimConfig,
+    /// Mean peers per online node when measuring starts.
+    pub mean_degree: f64,
+    /// Median link length (fraction of the circle) when measuring starts.
+    pub median_link_length: f64,
+    /// Fewest peers of an online node when measuring starts.
+    pub min_degree: usize,
+    /// Fraction of online nodes in the largest connected component.
+    pub largest_component: f64,
+    /// Inserts that ended in success or ran out of route after storing.
+    pub inserts_completed: usize,
+    /// Mean nodes holding each insert in the long-term store.
+    pub stores_per_insert: f64,
+    /// Mean nodes holding each insert in the cache.
+    pub caches_per_insert: f64,
+    /// Inserts that no node stored or cached.
+    pub inserts_stored_nowhere: usize,
+    /// Requests issued.
+    pub requests: usize,
+    /// Requests that got the block.
+    pub succeeded: usize,
+    /// succeeded / requests.
+    pub success_rate: f64,
+    /// Hops from requester to the data (successful requests).
+    pub hops_mean: f64,
+    /// Median hops.
+    pub hops_median: f64,
+    /// 95th percentile hops.
+    pub hops_p95: f64,
+    /// Messages (all kinds, all hops) per request.
+    pub messages_per_request: f64,
+    /// Requests served by a node's cache (not the requester's).
+    pub cache_hits: u64,
+    /// Requests served by a node's long-term store.
+    pub store_hits: u64,
+    /// Failed requests by outcome.
+    pub failures: BTreeMap<String, usize>,
+    /// Failed requests whose block was on some online node at the time
+    /// (routing failures rather than data loss).
+    pub failed_but_available: usize,
+    /// Offences counted against peers by honest nodes.
+    pub offences_counted: u64,
+    /// Blocks that failed verification at honest nodes.
+    pub bad_blocks_caught: u64,
+    /// Location swaps (darknet).
+    pub swaps: u64,
+    /// Anonymity figure (when there is an adversary).
+    pub anonymity: Option<Anonymity>,
+    /// Events processed.
+    pub events: u64,
+    /// Messages sent in the measured phase (all kinds).
+    pub messages: u64,
+    /// Messages sent in the measured phase, by kind.
+    pub messages_by_kind: BTreeMap<String, u64>,
+    /// Virtual time at the end (ms).
+    pub virtual_time_ms: u64,
+}
+
+impl Report {
+    /// A human-readable table.
+    pub fn to_table(&self) -> String {
+        let mut s = String::new();
+        self.write_config(&mut s);
+        self.write_network(&mut s);
+        self.write_requests(&mut s);
+        if let Some(a) = &self.anonymity {
+            write_anonymity(&mut s, a);
+        }
+        row(
+            &mut s,
+            "events / messages",
+            format!("{} / {}", self.events, self.messages),
+        );
+        row(
+            &mut s,
+            "virtual time",
+            format!("{:.1} s", self.virtual_time_ms as f64 / 1000.0),
+        );
+        s
+    }
+
+    /// The two header lines: what was simulated.
+    fn write_config(&self, s: &mut String) {
+        let c = &self.config;
+        let _ = writeln!(
+            s,
+            "lichen routing simulation: {} nodes, degree {}, {:?}, htl {}, seed {}",
+            c.nodes, c.degree, c.topology, c.htl, c.seed
+        );
+        let _ = writeln!(
+            s,
+            "  churn {:.0}%  adversary {:.1}% ({:?})  loss {:.2}%  latency {}-{} ms",
+            c.churn * 100.0,
+            c.adversary * 100.0,
+            c.adversary_kind,
+            c.loss * 100.0,
+            c.latency_ms.0,
+            c.latency_ms.1
+        );
+    }
+
+    /// The topology and where inserts ended up.
+    fn write_network(&self, s: &mut String) {
+        let c = &self.config;
+        row(s, "mean degree", format!("{:.2}", self.mean_degree));
+        row(
+            s,
+            "median link length",
+            format!("{:.6}", self.median_link_length),
+        );
+        row(
+            s,
+            "min degree / largest component",
+            format!(
+                "{} / {:.2}%",
+                self.min_degree,
+                self.largest_component * 100.0
+            ),
+        );
+        if c.topology == Topology::Darknet {
+            row(s, "location swaps", self.swaps.to_string());
+        }
+        row(
+            s,
+            "inserts completed",
+            format!("{}/{}", self.inserts_completed, c.inserts),
+        );
+        row(
+            s,
+            "stores per insert",
+            format!(
+                "{:.2} (cache {:.2}, nowhere {})",
+                self.stores_per_insert, self.caches_per_insert, self.inserts_stored_nowhere
+            ),
+        );
+    }
+
+    /// Requests: success, hops, traffic, failures, offences.
+    fn write_requests(&self, s: &mut String) {
+        row(s, "requests", self.requests.to_string());
+        row(
+            s,
+            "success rate",
+            format!(
+                "{:.2}% ({}/{})",
+                self.success_rate * 100.0,
+                self.succeeded,
+                self.requests
+            ),
+        );
+        row(
+            s,
+            "hops mean / median / p95",
+            format!(
+                "{:.2} / {} / {}",
+                self.hops_mean, self.hops_median, self.hops_p95
+            ),
+        );
+        row(
+            s,
+            "messages per request",
+            format!("{:.2}", self.messages_per_request),
+        );
+        row(
+            s,
+            "served from cache / store",
+            format!("{} / {}", self.cache_hits, self.store_hits),
+        );
+        if !self.failures.is_empty() {
+            let f: Vec<String> = self
+                .failures
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect();
+            row(s, "failures", f.join(", "));
+            row(
+                s,
+                "failed, data was online",
+                self.failed_but_available.to_string(),
+            );
+        }
+        row(
+            s,
+            "offences / bad blocks caught",
+            format!("{} / {}", self.offences_counted, self.bad_blocks_caught),
+        );
+    }
+}
+
+/// What the adversary learned.
+fn write_anonymity(s: &mut String, a: &Anonymity) {
+    row(s, "adversary observations", a.observations.to_string());
+    row(
+        s,
+        "random-guess baseline",
+        format!("{:.4}", a.random_baseline),
+    );
+    row(
+        s,
+        "HTL model baseline",
+        format!("{:.4}", a.htl_model_baseline),
+    );
+    row(
+        s,
+        "adversary precision",
+        format!(
+            "{:.4} ({} guesses, recall {:.4})",
+            a.precision, a.guesses, a.recall
+        ),
+    );
+}
+
+/// One `name value` line of the table.
+fn row(s: &mut String, k: &str, v: String) {
+    let _ = writeln!(s, "  {k:<28} {v}");
+}

@@ -1,0 +1,180 @@
+//! The phases (inserts, then measured requests) and churn.
+
+use rand::{Rng, RngCore};
+use sha2::{Digest, Sha256};
+
+use super::config::Topology;
+use super::{Ev, Sim, SimNode};
+use crate::location::{Key, Location};
+use crate::node::LocalRequest;
+
+impl Sim {
+    pub(super) fn new_block(&mut self) -> u32 {
+        let mut b = vec![0u8; 32];
+        self.rng.fill_bytes(&mut b);
+        let key = Key(Sha256::digest(&b).into());
+        self.blocks.push((key, b));
+        (self.blocks.len() - 1) as u32
+    }
+
+    /// Nodes `0..seeds()` are the opennet seed nodes (kept online).
+    pub(super) fn seeds(&self) -> u32 {
+        (self.nodes.len() / 500).clamp(3, 20).min(self.nodes.len()) as u32
+    }
+
+    /// A node that may leave: online, honest, and not an opennet seed.
+    pub(super) fn random_leaver(&mut self) -> u32 {
+        let keep = if self.cfg.topology == Topology::Opennet {
+            self.seeds()
+        } else {
+            0
+        };
+        loop {
+            let i = self.random_online_honest();
+            if i >= keep {
+                return i;
+            }
+        }
+    }
+
+    pub(super) fn random_online_honest(&mut self) -> u32 {
+        loop {
+            let i = self.rng.gen_range(0..self.nodes.len());
+            let s = &self.nodes[i];
+            if s.online && !s.adversary {
+                return i as u32;
+            }
+        }
+    }
+
+    pub(super) fn insert_phase(&mut self) {
+        let base = self.blocks.len();
+        for _ in 0..self.cfg.inserts {
+            self.new_block();
+        }
+        let t0 = self.now;
+        for j in 0..self.cfg.inserts {
+            let node = self.random_online_honest();
+            self.push(
+                t0 + j as u64 * 20,
+                Ev::Insert {
+                    node,
+                    block: (base + j) as u32,
+                },
+            );
+        }
+        self.measured_inserts = base..base + self.cfg.inserts;
+        let end = t0 + self.cfg.inserts as u64 * 20 + 60_000;
+        self.counting_inserts = true;
+        self.run_until(end);
+        self.counting_inserts = false;
+    }
+
+    pub(super) fn request_phase(&mut self) {
+        // Topology figures as the measurement starts.
+        let online: Vec<&SimNode> = self.nodes.iter().filter(|s| s.online).collect();
+        self.mean_degree = online
+            .iter()
+            .map(|s| s.node.peer_count() as f64)
+            .sum::<f64>()
+            / online.len().max(1) as f64;
+        let mut lens: Vec<u64> = Vec::new();
+        for s in &online {
+            let me = s.node.location();
+            lens.extend(s.node.peers().map(|(_, l)| l.distance(me)));
+        }
+        lens.sort_unstable();
+        self.min_degree = online
+            .iter()
+            .map(|s| s.node.peer_count())
+            .min()
+            .unwrap_or(0);
+        self.largest_component = self.largest_component();
+        self.median_link = lens
+            .get(lens.len() / 2)
+            .map_or(0.0, |&d| Location::distance_f64(d));
+
+        self.measuring = true;
+        self.messages = 0;
+        let t0 = self.now;
+        let n = self.nodes.len();
+        let span = (self.cfg.requests as u64).max(1) * self.cfg.request_interval_ms;
+        if self.cfg.churn > 0.0 {
+            let off = ((self.cfg.churn.clamp(0.0, 0.9)) * n as f64).round() as usize;
+            for _ in 0..off {
+                let i = self.random_leaver();
+                self.go_offline(i);
+            }
+            self.flush();
+            // About `off` departures (and as many returns) over the phase.
+            self.churn_interval = (span / off.max(1) as u64).max(1);
+            self.push(t0 + self.churn_interval, Ev::Churn);
+        }
+        let measured = self.measured_inserts.clone();
+        for j in 0..self.cfg.requests {
+            let node = self.random_online_honest();
+            let block = if measured.is_empty() {
+                self.new_block()
+            } else {
+                self.rng.gen_range(measured.clone()) as u32
+            };
+            self.push(
+                t0 + j as u64 * self.cfg.request_interval_ms,
+                Ev::Fetch {
+                    node,
+                    block,
+                    measured: true,
+                },
+            );
+        }
+        let end = t0 + span + 300_000;
+        self.run_until(end);
+    }
+
+    pub(super) fn go_offline(&mut self, i: u32) {
+        let peers: Vec<u32> = self.nodes[i as usize]
+            .node
+            .peers()
+            .map(|(p, _)| p.0 as u32)
+            .collect();
+        for &p in &peers {
+            self.unlink(i, p);
+        }
+        let s = &mut self.nodes[i as usize];
+        s.old_peers = peers;
+        s.online = false;
+        self.offline.push(i);
+    }
+
+    pub(super) fn come_back(&mut self, i: u32) {
+        self.nodes[i as usize].online = true;
+        let old = std::mem::take(&mut self.nodes[i as usize].old_peers);
+        for p in old {
+            if !self.nodes[p as usize].online {
+                continue;
+            }
+            if self.cfg.topology == Topology::Opennet {
+                self.connect(i, p);
+            } else {
+                self.link(i, p);
+            }
+        }
+        if self.cfg.topology == Topology::Opennet {
+            let now = self.now;
+            // Old peers that filled up meanwhile refuse us: like a real
+            // node, fall back on a seed node, then announce.
+            if self.nodes[i as usize].node.peer_count() < 3 {
+                let seed = self.rng.gen_range(0..self.seeds());
+                self.link(i, seed);
+                self.dirty.push(seed);
+                self.push(now + 5_000, Ev::DropSeed { node: i, seed });
+            }
+            self.nodes[i as usize].node.handle_local_request(
+                now,
+                LocalRequest::Announce,
+                &mut self.rng,
+            );
+        }
+        self.dirty.push(i);
+    }
+}

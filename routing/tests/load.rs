@@ -1,0 +1,286 @@
+//! Unit tests of the routing state machine through its public API.
+//! Load: overload and backoff, the AIMD window and the local queue.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::*;
+use lichen_routing::*;
+
+#[test]
+fn overload_rejects_and_backs_off() {
+    let cfg = Config {
+        max_incoming_per_peer: 2,
+        ..Config::default()
+    };
+    let (mut n, mut r) = node(4, cfg);
+    for id in 0..3u64 {
+        n.handle_message(
+            0,
+            PeerId(1),
+            Message::Request {
+                id,
+                key: key_at(id << 40),
+                htl: 10,
+                kind: KeyKind::Chk,
+            },
+            &mut EmptyStore,
+            &mut r,
+        );
+    }
+    let a = drain(&mut n);
+    assert!(sends(&a).contains(&(PeerId(1), Message::RejectedOverload { id: 2 })));
+    // Downstream overload: back off that peer and try the next; the
+    // originator's window halves.
+    let w = n.window();
+    let RequestId(id) = n.handle_local_request(
+        0,
+        LocalRequest::Fetch {
+            key: key_at(3 << 60),
+            kind: KeyKind::Chk,
+        },
+        &mut r,
+    );
+    let (to, _) = forwarded_to(&drain(&mut n), id).unwrap();
+    n.handle_message(
+        1,
+        to,
+        Message::RejectedOverload { id },
+        &mut EmptyStore,
+        &mut r,
+    );
+    let (to2, _) = forwarded_to(&drain(&mut n), id).unwrap();
+    assert_ne!(to, to2);
+    assert!(n.window() < w);
+    // While backed off, `to` is not chosen for a new request to the same place.
+    let RequestId(id2) = n.handle_local_request(
+        2,
+        LocalRequest::Fetch {
+            key: key_at((3 << 60) + 1),
+            kind: KeyKind::Chk,
+        },
+        &mut r,
+    );
+    assert_ne!(forwarded_to(&drain(&mut n), id2).unwrap().0, to);
+}
+
+#[test]
+fn aimd_window_queues_local_requests() {
+    let cfg = Config {
+        aimd_initial: 2.0,
+        ..Config::default()
+    };
+    let (mut n, mut r) = node(3, cfg);
+    let ids: Vec<u64> = (0..4u64)
+        .map(|i| {
+            n.handle_local_request(
+                0,
+                LocalRequest::Fetch {
+                    key: key_at(i << 58),
+                    kind: KeyKind::Chk,
+                },
+                &mut r,
+            )
+            .0
+        })
+        .collect();
+    let a = drain(&mut n);
+    let started: Vec<_> = ids
+        .iter()
+        .filter(|&&id| forwarded_to(&a, id).is_some())
+        .collect();
+    assert_eq!(started.len(), 2);
+    // Finish one: the next starts.
+    let id = *started[0];
+    let (to, _) = forwarded_to(&a, id).unwrap();
+    n.handle_message(1, to, Message::DataNotFound { id }, &mut EmptyStore, &mut r);
+    n.pump(1, &mut r);
+    let a = drain(&mut n);
+    assert_eq!(
+        ids.iter()
+            .filter(|&&id| forwarded_to(&a, id).is_some())
+            .count(),
+        1
+    );
+}
+
+/// A local request queued behind the AIMD window starts the moment a slot
+/// frees (here: the reply to the first request), not at the next timer.
+/// Before this, the queue restarted only in `handle_timeout`, whose next
+/// deadline was `accept_timeout` (10 s) away: every transfer larger than
+/// the window stalled for that long.
+#[test]
+fn queued_local_request_starts_when_a_slot_frees() {
+    let cfg = Config {
+        aimd_initial: 1.0,
+        ..Config::default()
+    };
+    let (mut n, mut r) = node(4, cfg);
+    let (k1, b1) = block(1);
+    let (k2, _) = block(2);
+    let RequestId(first) = n.handle_local_request(
+        0,
+        LocalRequest::Fetch {
+            key: k1,
+            kind: KeyKind::Chk,
+        },
+        &mut r,
+    );
+    let RequestId(second) = n.handle_local_request(
+        0,
+        LocalRequest::Fetch {
+            key: k2,
+            kind: KeyKind::Chk,
+        },
+        &mut r,
+    );
+    let a = drain(&mut n);
+    let (to, _) = forwarded_to(&a, first).unwrap();
+    assert!(forwarded_to(&a, second).is_none(), "window is one request");
+    n.handle_message(
+        1,
+        to,
+        Message::Accepted { id: first },
+        &mut EmptyStore,
+        &mut r,
+    );
+    n.handle_message(
+        2,
+        to,
+        Message::DataFound {
+            id: first,
+            block: b1,
+        },
+        &mut EmptyStore,
+        &mut r,
+    );
+    let a = drain(&mut n);
+    assert!(
+        forwarded_to(&a, second).is_some(),
+        "the queued request left with the reply that freed its slot: {a:?}"
+    );
+}
+
+/// The same when the slot is freed by a peer going away.
+#[test]
+fn queued_local_request_starts_when_a_peer_drop_ends_one() {
+    let cfg = Config {
+        aimd_initial: 1.0,
+        ..Config::default()
+    };
+    let (mut n, mut r) = node(1, cfg);
+    let (k1, _) = block(1);
+    let (k2, _) = block(2);
+    let RequestId(first) = n.handle_local_request(
+        0,
+        LocalRequest::Fetch {
+            key: k1,
+            kind: KeyKind::Chk,
+        },
+        &mut r,
+    );
+    let RequestId(second) = n.handle_local_request(
+        0,
+        LocalRequest::Fetch {
+            key: k2,
+            kind: KeyKind::Chk,
+        },
+        &mut r,
+    );
+    let a = drain(&mut n);
+    assert!(forwarded_to(&a, first).is_some());
+    assert!(forwarded_to(&a, second).is_none());
+    n.remove_peer(1, PeerId(1), &mut r);
+    let a = drain(&mut n);
+    assert!(a.contains(&Action::RequestDone {
+        id: RequestId(first),
+        outcome: RequestOutcome::RouteNotFound
+    }));
+    // No peer left: the second one ends at once too, instead of waiting.
+    assert!(
+        a.contains(&Action::RequestDone {
+            id: RequestId(second),
+            outcome: RequestOutcome::RouteNotFound
+        }),
+        "{a:?}"
+    );
+}
+
+/// Our own request whose only peer is overloaded waits out the backoff and
+/// goes to that peer again, instead of failing with RouteNotFound (a client
+/// would have to repeat it; a line of nodes lost most blocks of a burst).
+#[test]
+fn local_request_waits_for_an_overloaded_only_peer() {
+    let (mut n, mut r) = node(1, Config::default());
+    let (key, _) = block(1);
+    let RequestId(id) = n.handle_local_request(
+        0,
+        LocalRequest::Fetch {
+            key,
+            kind: KeyKind::Chk,
+        },
+        &mut r,
+    );
+    let a = drain(&mut n);
+    assert_eq!(forwarded_to(&a, id).map(|(p, _)| p), Some(PeerId(1)));
+    n.handle_message(
+        1,
+        PeerId(1),
+        Message::RejectedOverload { id },
+        &mut EmptyStore,
+        &mut r,
+    );
+    let a = drain(&mut n);
+    assert!(
+        !a.iter().any(|x| matches!(x, Action::RequestDone { .. })),
+        "the request must wait, not fail: {a:?}"
+    );
+    assert!(forwarded_to(&a, id).is_none(), "not while backed off");
+    // The backoff (at most backoff_initial) is over: the request goes again.
+    let wake = n.poll_timeout().unwrap();
+    assert!(wake <= 1 + Config::default().backoff_initial, "{wake}");
+    n.handle_timeout(wake, &mut r);
+    let a = drain(&mut n);
+    assert_eq!(
+        forwarded_to(&a, id).map(|(p, _)| p),
+        Some(PeerId(1)),
+        "{a:?}"
+    );
+    assert_eq!(n.stats().backoff_waits, 1);
+}
+
+/// A forwarded request in the same place fails back at once: the upstream
+/// node has its own peers to try.
+#[test]
+fn forwarded_request_does_not_wait_for_a_backed_off_peer() {
+    let (mut n, mut r) = node(2, Config::default());
+    let key = key_at(2 << 60);
+    n.handle_message(
+        0,
+        PeerId(1),
+        Message::Request {
+            id: 77,
+            key,
+            htl: 10,
+            kind: KeyKind::Chk,
+        },
+        &mut EmptyStore,
+        &mut r,
+    );
+    let a = drain(&mut n);
+    assert_eq!(forwarded_to(&a, 77).map(|(p, _)| p), Some(PeerId(2)));
+    n.handle_message(
+        1,
+        PeerId(2),
+        Message::RejectedOverload { id: 77 },
+        &mut EmptyStore,
+        &mut r,
+    );
+    let a = drain(&mut n);
+    assert!(
+        sends(&a)
+            .iter()
+            .any(|(to, m)| *to == PeerId(1) && matches!(m, Message::RouteNotFound { id: 77, .. })),
+        "{a:?}"
+    );
+}

@@ -1,0 +1,402 @@
+//! Unit tests of the routing state machine through its public API.
+//! Peers: path folding, the opennet peer limit, seed clients, misbehaving
+//! peers and darknet swaps.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::*;
+use lichen_routing::*;
+
+#[test]
+fn path_folding_offer_and_reset() {
+    let (key, b) = block(8);
+    struct Has(Vec<u8>);
+    impl BlockSource for Has {
+        fn get(&mut self, _: &Key, _: KeyKind) -> Option<Block> {
+            Some(self.0.clone())
+        }
+    }
+    // The data source offers its noderef after DataFound.
+    let (mut src, mut r) = node(2, Config::default());
+    src.set_noderef(NodeRef {
+        location: Location(0),
+        address: b"src".to_vec(),
+    });
+    src.handle_message(
+        0,
+        PeerId(1),
+        Message::Request {
+            id: 3,
+            key,
+            htl: 5,
+            kind: KeyKind::Chk,
+        },
+        &mut Has(b.clone()),
+        &mut r,
+    );
+    let s = sends(&drain(&mut src));
+    assert!(matches!(&s[1].1, Message::FoldOffer { id: 3, noderef } if noderef.address == b"src"));
+    // The originator, wanting peers, connects to the offered node.
+    let (mut n, mut r) = node(2, Config::default());
+    let RequestId(id) = n.handle_local_request(
+        0,
+        LocalRequest::Fetch {
+            key,
+            kind: KeyKind::Chk,
+        },
+        &mut r,
+    );
+    let (to, _) = forwarded_to(&drain(&mut n), id).unwrap();
+    n.handle_message(
+        1,
+        to,
+        Message::DataFound {
+            id,
+            block: b.clone(),
+        },
+        &mut EmptyStore,
+        &mut r,
+    );
+    drain(&mut n);
+    let offer = NodeRef {
+        location: Location(123),
+        address: b"far".to_vec(),
+    };
+    n.handle_message(
+        2,
+        to,
+        Message::FoldOffer {
+            id,
+            noderef: offer.clone(),
+        },
+        &mut EmptyStore,
+        &mut r,
+    );
+    assert!(drain(&mut n).contains(&Action::Connect {
+        noderef: offer.clone()
+    }));
+    // A second (replayed) offer is an offence and does nothing.
+    n.handle_message(
+        3,
+        to,
+        Message::FoldOffer { id, noderef: offer },
+        &mut EmptyStore,
+        &mut r,
+    );
+    assert!(drain(&mut n).is_empty());
+    assert!(n.stats().misbehaviour >= 1);
+}
+
+#[test]
+fn forwarders_reset_fold_offers_about_one_in_twenty() {
+    let (key, b) = block(8);
+    let cfg = Config {
+        max_peers: 2,
+        ..Config::default()
+    }; // full: never takes offers
+    let (mut n, mut r) = node(2, cfg);
+    n.set_noderef(NodeRef {
+        location: Location(0),
+        address: b"me".to_vec(),
+    });
+    let mut resets = 0;
+    for id in 0..2000u64 {
+        n.handle_message(
+            id,
+            PeerId(1),
+            Message::Request {
+                id,
+                key,
+                htl: 10,
+                kind: KeyKind::Chk,
+            },
+            &mut EmptyStore,
+            &mut r,
+        );
+        drain(&mut n);
+        n.handle_message(
+            id,
+            PeerId(2),
+            Message::DataFound {
+                id,
+                block: b.clone(),
+            },
+            &mut EmptyStore,
+            &mut r,
+        );
+        let offer = NodeRef {
+            location: Location(5),
+            address: b"src".to_vec(),
+        };
+        n.handle_message(
+            id,
+            PeerId(2),
+            Message::FoldOffer { id, noderef: offer },
+            &mut EmptyStore,
+            &mut r,
+        );
+        for (to, m) in sends(&drain(&mut n)) {
+            if let Message::FoldOffer { noderef, .. } = m {
+                assert_eq!(to, PeerId(1));
+                if noderef.address == b"me" {
+                    resets += 1;
+                }
+            }
+        }
+    }
+    assert!((60..150).contains(&resets), "resets {resets}/2000");
+}
+
+#[test]
+fn opennet_peer_limit_drops_least_useful_after_grace() {
+    let cfg = Config {
+        max_peers: 3,
+        peer_grace: 1000,
+        fold_min_interval: 0,
+        ..Config::default()
+    };
+    let (mut n, mut r) = node(3, cfg);
+    assert!(!n.wants_peer(10), "young peers are protected");
+    assert!(!n.accept_opennet_peer(10, PeerId(9), Location(9), &mut r));
+    // Peer 2 produces a success; 1 and 3 do not.
+    let (key, b) = block(1);
+    let RequestId(id) = n.handle_local_request(
+        500,
+        LocalRequest::Fetch {
+            key,
+            kind: KeyKind::Chk,
+        },
+        &mut r,
+    );
+    let (to, _) = forwarded_to(&drain(&mut n), id).unwrap();
+    n.handle_message(
+        600,
+        to,
+        Message::DataFound { id, block: b },
+        &mut EmptyStore,
+        &mut r,
+    );
+    drain(&mut n);
+    assert!(n.accept_opennet_peer(2000, PeerId(9), Location(9), &mut r));
+    let a = drain(&mut n);
+    let dropped: Vec<_> = a
+        .iter()
+        .filter_map(|x| match x {
+            Action::Disconnect { peer, .. } => Some(*peer),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(dropped.len(), 1);
+    assert_ne!(dropped[0], to);
+    assert_eq!(n.peer_count(), 3);
+}
+
+#[test]
+fn misbehaving_peer_is_disconnected() {
+    let cfg = Config {
+        misbehaviour_limit: 5,
+        ..Config::default()
+    };
+    let (mut n, mut r) = node(3, cfg);
+    for id in 0..10 {
+        n.handle_message(
+            0,
+            PeerId(2),
+            Message::DataFound { id, block: vec![] },
+            &mut EmptyStore,
+            &mut r,
+        );
+    }
+    assert!(drain(&mut n).contains(&Action::Disconnect {
+        peer: PeerId(2),
+        why: Disconnect::Misbehaving
+    }));
+    assert_eq!(n.peer_count(), 2);
+    // Messages from a peer we do not know are dropped.
+    n.handle_message(
+        0,
+        PeerId(2),
+        Message::Accepted { id: 1 },
+        &mut EmptyStore,
+        &mut r,
+    );
+    assert!(drain(&mut n).is_empty());
+}
+
+#[test]
+fn a_full_node_keeps_a_newcomer_as_a_seed_client_for_its_announcement() {
+    let cfg = Config {
+        max_peers: 3,
+        max_seed_clients: 2,
+        ..Config::default()
+    };
+    let (mut n, mut r) = node(3, cfg);
+    n.set_noderef(NodeRef {
+        location: Location(0),
+        address: b"seed".to_vec(),
+    });
+    let newcomer = PeerId(9);
+    // Full, young peers: not a peer, but a seed client.
+    assert!(!n.accept_opennet_peer(10, newcomer, Location(3 << 60), &mut r));
+    assert!(n.accept_seed_client(10, newcomer));
+    assert_eq!(n.peer_count(), 3, "a seed client is not a peer");
+    assert_eq!(n.seed_client_count(), 1);
+    assert_eq!(n.stats().seed_clients, 1);
+
+    // Its requests are refused, never routed.
+    let (key, _) = block(1);
+    n.handle_message(
+        20,
+        newcomer,
+        Message::Request {
+            id: 77,
+            key,
+            htl: 18,
+            kind: KeyKind::Chk,
+        },
+        &mut EmptyStore,
+        &mut r,
+    );
+    assert_eq!(
+        sends(&drain(&mut n)),
+        vec![(newcomer, Message::RejectedOverload { id: 77 })]
+    );
+
+    // Its announcement is routed toward its location (peer 3 is nearest).
+    let me = NodeRef {
+        location: Location(3 << 60),
+        address: b"newcomer".to_vec(),
+    };
+    let announce = |id| Message::Announce {
+        id,
+        htl: 18,
+        noderef: me.clone(),
+    };
+    n.handle_message(30, newcomer, announce(5), &mut EmptyStore, &mut r);
+    let s = sends(&drain(&mut n));
+    assert!(
+        s.contains(&(newcomer, Message::Accepted { id: 5 })),
+        "{s:?}"
+    );
+    let (to, fwd) = s.iter().find(|(to, _)| *to != newcomer).unwrap().clone();
+    assert_eq!(to, PeerId(3));
+    assert!(
+        matches!(fwd, Message::Announce { id: 5, ref noderef, .. } if noderef.address == b"newcomer")
+    );
+
+    // A second announcement is refused.
+    n.handle_message(40, newcomer, announce(6), &mut EmptyStore, &mut r);
+    assert_eq!(
+        sends(&drain(&mut n)),
+        vec![(newcomer, Message::RejectedOverload { id: 6 })]
+    );
+
+    // The reply goes back to it; it is disconnected soon after.
+    n.handle_message(50, to, Message::Accepted { id: 5 }, &mut EmptyStore, &mut r);
+    n.handle_message(
+        60,
+        to,
+        Message::AnnounceReply { id: 5 },
+        &mut EmptyStore,
+        &mut r,
+    );
+    assert!(sends(&drain(&mut n)).contains(&(newcomer, Message::AnnounceReply { id: 5 })));
+    let due = n.poll_timeout().unwrap();
+    assert!(due <= 60 + 2_000, "{due}");
+    n.handle_timeout(due, &mut r);
+    assert!(drain(&mut n).contains(&Action::Disconnect {
+        peer: newcomer,
+        why: Disconnect::SeedClientDone
+    }));
+    assert_eq!(n.seed_client_count(), 0);
+    assert_eq!(n.peer_count(), 3);
+}
+
+#[test]
+fn seed_clients_are_bounded_and_expire() {
+    let cfg = Config {
+        max_peers: 1,
+        max_seed_clients: 2,
+        seed_client_ttl: 5_000,
+        ..Config::default()
+    };
+    let (mut n, mut r) = node(1, cfg);
+    assert!(n.accept_seed_client(0, PeerId(10)));
+    assert!(n.accept_seed_client(100, PeerId(11)));
+    assert!(!n.accept_seed_client(200, PeerId(12)), "table full");
+    assert!(!n.accept_seed_client(200, PeerId(1)), "already a peer");
+    assert_eq!(n.stats().seed_clients_refused, 1);
+    // One leaves by itself: room again.
+    n.remove_peer(300, PeerId(11), &mut r);
+    assert!(n.accept_seed_client(300, PeerId(12)));
+    // Silent clients go after the ttl.
+    assert_eq!(n.poll_timeout(), Some(5_000));
+    n.handle_timeout(5_000, &mut r);
+    assert_eq!(
+        drain(&mut n),
+        vec![Action::Disconnect {
+            peer: PeerId(10),
+            why: Disconnect::SeedClientDone
+        }]
+    );
+    n.handle_timeout(5_300, &mut r);
+    assert_eq!(
+        drain(&mut n),
+        vec![Action::Disconnect {
+            peer: PeerId(12),
+            why: Disconnect::SeedClientDone
+        }]
+    );
+    assert_eq!(n.seed_client_count(), 0);
+    // A darknet node keeps none.
+    let (mut d, _) = node(
+        1,
+        Config {
+            opennet: false,
+            swapping: true,
+            ..Config::default()
+        },
+    );
+    assert!(!d.accept_seed_client(0, PeerId(10)));
+}
+
+#[test]
+fn darknet_swap_between_two_nodes() {
+    let cfg = Config {
+        opennet: false,
+        swapping: true,
+        swap_htl: 1,
+        location_reset_one_in: 0,
+        ..Config::default()
+    };
+    let mut r = rng();
+    // A at 0.0 whose only friend is B at 0.5; B's other friend is near 0.0:
+    // swapping shortens every link, so it must happen.
+    let mut a = Node::new(cfg.clone(), Location(0), sha_verify as V);
+    let mut b = Node::new(cfg, Location(1 << 63), sha_verify as V);
+    a.add_peer(0, PeerId(2), Location(1 << 63), &mut r);
+    b.add_peer(0, PeerId(1), Location(0), &mut r);
+    b.add_peer(0, PeerId(11), Location(1 << 56), &mut r);
+    let t = a.poll_timeout().unwrap();
+    a.handle_timeout(t, &mut r);
+    let req = sends(&drain(&mut a))
+        .into_iter()
+        .find(|(to, _)| *to == PeerId(2))
+        .map(|(_, m)| m)
+        .unwrap();
+    assert!(matches!(req, Message::SwapRequest { .. }));
+    b.handle_message(t, PeerId(1), req, &mut EmptyStore, &mut r);
+    let reply = sends(&drain(&mut b))
+        .into_iter()
+        .find(|(to, m)| *to == PeerId(1) && matches!(m, Message::SwapReply { .. }))
+        .unwrap()
+        .1;
+    assert!(matches!(reply, Message::SwapReply { accepted: true, .. }));
+    assert_eq!(b.location(), Location(0));
+    a.handle_message(t + 1, PeerId(2), reply, &mut EmptyStore, &mut r);
+    assert_eq!(a.location(), Location(1 << 63));
+    assert!(drain(&mut a).contains(&Action::LocationChanged {
+        location: Location(1 << 63)
+    }));
+}

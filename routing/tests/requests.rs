@@ -1,0 +1,403 @@
+//! Unit tests of the routing state machine through its public API.
+//! Requests: greedy routing and backtracking, HTL, loops, caching, coalescing,
+//! the failure table and timeouts.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::*;
+use lichen_routing::*;
+
+#[test]
+fn greedy_to_closest_and_backtrack_with_returned_htl() {
+    let (mut n, mut r) = node(6, Config::default());
+    let key = key_at(5 << 60); // closest peer is 5, then 4 or 6
+    n.handle_message(
+        10,
+        PeerId(1),
+        Message::Request {
+            id: 42,
+            key,
+            htl: 10,
+            kind: KeyKind::Chk,
+        },
+        &mut EmptyStore,
+        &mut r,
+    );
+    let a = drain(&mut n);
+    assert!(sends(&a).contains(&(PeerId(1), Message::Accepted { id: 42 })));
+    assert_eq!(forwarded_to(&a, 42), Some((PeerId(5), 9)));
+    n.handle_message(
+        11,
+        PeerId(5),
+        Message::RouteNotFound { id: 42, htl: 6 },
+        &mut EmptyStore,
+        &mut r,
+    );
+    let a = drain(&mut n);
+    let (to, htl) = forwarded_to(&a, 42).unwrap();
+    assert!(to == PeerId(4) || to == PeerId(6));
+    assert_eq!(htl, 6);
+    // A lie about HTL (above what we sent) is clamped and counted.
+    n.handle_message(
+        12,
+        to,
+        Message::RouteNotFound { id: 42, htl: 18 },
+        &mut EmptyStore,
+        &mut r,
+    );
+    let a = drain(&mut n);
+    assert_eq!(forwarded_to(&a, 42).unwrap().1, 6);
+    assert!(n.stats().bad_htl >= 1);
+}
+
+#[test]
+fn loops_are_rejected_by_id() {
+    let (mut n, mut r) = node(3, Config::default());
+    let key = key_at(2 << 60);
+    let req = Message::Request {
+        id: 9,
+        key,
+        htl: 10,
+        kind: KeyKind::Chk,
+    };
+    n.handle_message(0, PeerId(1), req.clone(), &mut EmptyStore, &mut r);
+    drain(&mut n);
+    n.handle_message(1, PeerId(3), req, &mut EmptyStore, &mut r);
+    assert_eq!(
+        sends(&drain(&mut n)),
+        vec![(PeerId(3), Message::RejectedLoop { id: 9 })]
+    );
+}
+
+#[test]
+fn htl_decrement_at_max_is_fixed_per_connection_and_about_half() {
+    let mut r = rng();
+    let mut n = Node::new(Config::default(), Location(0), sha_verify as V);
+    for i in 1..=400 {
+        n.add_peer(0, PeerId(i), Location(i << 50), &mut r);
+    }
+    let mut kept = 0;
+    let mut at_min_kept = 0;
+    for i in 1..=400u64 {
+        let mut first = None;
+        for rep in 0..3u64 {
+            let id = i * 100 + rep;
+            let key = key_at(u64::MAX / 2 + id);
+            n.handle_message(
+                0,
+                PeerId(i),
+                Message::Request {
+                    id,
+                    key,
+                    htl: 18,
+                    kind: KeyKind::Chk,
+                },
+                &mut EmptyStore,
+                &mut r,
+            );
+            let (_, htl) = forwarded_to(&drain(&mut n), id).unwrap();
+            assert!(htl == 18 || htl == 17);
+            // The same connection always decides the same way.
+            assert!(first.is_none() || first == Some(htl));
+            first = Some(htl);
+        }
+        if first == Some(18) {
+            kept += 1;
+        }
+        let id = i * 100 + 50;
+        n.handle_message(
+            0,
+            PeerId(i),
+            Message::Request {
+                id,
+                key: key_at(id << 20),
+                htl: 1,
+                kind: KeyKind::Chk,
+            },
+            &mut EmptyStore,
+            &mut r,
+        );
+        let a = drain(&mut n);
+        if forwarded_to(&a, id).is_some() {
+            at_min_kept += 1;
+        } else {
+            assert!(sends(&a).contains(&(PeerId(i), Message::DataNotFound { id })));
+        }
+    }
+    assert!((150..250).contains(&kept), "kept at max: {kept}/400");
+    assert!(
+        (260..340).contains(&at_min_kept),
+        "kept at 1: {at_min_kept}/400 (expect 3/4)"
+    );
+}
+
+#[test]
+fn local_request_leaves_at_max_htl_and_is_not_cached() {
+    let (mut n, mut r) = node(4, Config::default());
+    let (key, b) = block(1);
+    let RequestId(id) = n.handle_local_request(
+        0,
+        LocalRequest::Fetch {
+            key,
+            kind: KeyKind::Chk,
+        },
+        &mut r,
+    );
+    let a = drain(&mut n);
+    let (to, htl) = forwarded_to(&a, id).unwrap();
+    assert_eq!(htl, 18);
+    n.handle_message(5, to, Message::Accepted { id }, &mut EmptyStore, &mut r);
+    n.handle_message(
+        9,
+        to,
+        Message::DataFound {
+            id,
+            block: b.clone(),
+        },
+        &mut EmptyStore,
+        &mut r,
+    );
+    let a = drain(&mut n);
+    assert!(a.iter().all(|x| !matches!(x, Action::StoreBlock { .. })));
+    assert!(a.contains(&Action::RequestDone {
+        id: RequestId(id),
+        outcome: RequestOutcome::Found(b)
+    }));
+}
+
+#[test]
+fn forwarded_data_is_verified_then_cached_only_below_high_htl() {
+    let (key, good) = block(3);
+    for (htl, expect_cache) in [(18u8, false), (12, true)] {
+        let (mut n, mut r) = node(4, Config::default());
+        let id = 77;
+        n.handle_message(
+            0,
+            PeerId(1),
+            Message::Request {
+                id,
+                key,
+                htl,
+                kind: KeyKind::Chk,
+            },
+            &mut EmptyStore,
+            &mut r,
+        );
+        let (to, _) = forwarded_to(&drain(&mut n), id).unwrap();
+        // Garbage: counted, and the request moves to the next peer.
+        n.handle_message(
+            1,
+            to,
+            Message::DataFound {
+                id,
+                block: vec![0; 32],
+            },
+            &mut EmptyStore,
+            &mut r,
+        );
+        let a = drain(&mut n);
+        assert_eq!(n.stats().bad_blocks, 1);
+        let (to2, _) = forwarded_to(&a, id).unwrap();
+        assert_ne!(to2, to);
+        // A reply from a peer we did not ask is ignored.
+        n.handle_message(
+            2,
+            to,
+            Message::DataFound {
+                id,
+                block: good.clone(),
+            },
+            &mut EmptyStore,
+            &mut r,
+        );
+        assert!(drain(&mut n).is_empty());
+        n.handle_message(
+            3,
+            to2,
+            Message::DataFound {
+                id,
+                block: good.clone(),
+            },
+            &mut EmptyStore,
+            &mut r,
+        );
+        let a = drain(&mut n);
+        assert!(sends(&a).contains(&(
+            PeerId(1),
+            Message::DataFound {
+                id,
+                block: good.clone()
+            }
+        )));
+        let cached = a.iter().any(|x| {
+            matches!(
+                x,
+                Action::StoreBlock {
+                    space: Space::Cache,
+                    ..
+                }
+            )
+        });
+        assert_eq!(cached, expect_cache, "htl {htl}");
+    }
+}
+
+#[test]
+fn identical_requests_are_coalesced() {
+    let (mut n, mut r) = node(5, Config::default());
+    let (key, b) = block(9);
+    n.handle_message(
+        0,
+        PeerId(1),
+        Message::Request {
+            id: 1,
+            key,
+            htl: 10,
+            kind: KeyKind::Chk,
+        },
+        &mut EmptyStore,
+        &mut r,
+    );
+    let (to, _) = forwarded_to(&drain(&mut n), 1).unwrap();
+    let other = if to == PeerId(2) {
+        PeerId(3)
+    } else {
+        PeerId(2)
+    };
+    n.handle_message(
+        1,
+        other,
+        Message::Request {
+            id: 2,
+            key,
+            htl: 10,
+            kind: KeyKind::Chk,
+        },
+        &mut EmptyStore,
+        &mut r,
+    );
+    let a = drain(&mut n);
+    assert_eq!(forwarded_to(&a, 2), None);
+    assert_eq!(n.stats().coalesced, 1);
+    n.handle_message(
+        2,
+        to,
+        Message::DataFound {
+            id: 1,
+            block: b.clone(),
+        },
+        &mut EmptyStore,
+        &mut r,
+    );
+    let s = sends(&drain(&mut n));
+    assert!(s.contains(&(
+        PeerId(1),
+        Message::DataFound {
+            id: 1,
+            block: b.clone()
+        }
+    )));
+    assert!(s.contains(&(other, Message::DataFound { id: 2, block: b })));
+}
+
+#[test]
+fn failure_table_answers_repeated_misses() {
+    let (mut n, mut r) = node(3, Config::default());
+    let key = key_at(1 << 61);
+    n.handle_message(
+        0,
+        PeerId(1),
+        Message::Request {
+            id: 1,
+            key,
+            htl: 10,
+            kind: KeyKind::Chk,
+        },
+        &mut EmptyStore,
+        &mut r,
+    );
+    let (to, _) = forwarded_to(&drain(&mut n), 1).unwrap();
+    n.handle_message(
+        1,
+        to,
+        Message::DataNotFound { id: 1 },
+        &mut EmptyStore,
+        &mut r,
+    );
+    assert!(sends(&drain(&mut n)).contains(&(PeerId(1), Message::DataNotFound { id: 1 })));
+    n.handle_message(
+        2,
+        PeerId(2),
+        Message::Request {
+            id: 2,
+            key,
+            htl: 8,
+            kind: KeyKind::Chk,
+        },
+        &mut EmptyStore,
+        &mut r,
+    );
+    assert_eq!(
+        sends(&drain(&mut n)),
+        vec![(PeerId(2), Message::DataNotFound { id: 2 })]
+    );
+    assert_eq!(n.stats().recently_failed, 1);
+    // After the TTL the key is routed again.
+    let later = 1 + n.config().failure_ttl + 1;
+    n.handle_message(
+        later,
+        PeerId(2),
+        Message::Request {
+            id: 3,
+            key,
+            htl: 8,
+            kind: KeyKind::Chk,
+        },
+        &mut EmptyStore,
+        &mut r,
+    );
+    assert!(forwarded_to(&drain(&mut n), 3).is_some());
+}
+
+#[test]
+fn silent_peer_times_out_and_request_moves_on() {
+    let (mut n, mut r) = node(4, Config::default());
+    let RequestId(id) = n.handle_local_request(
+        0,
+        LocalRequest::Fetch {
+            key: key_at(2 << 60),
+            kind: KeyKind::Chk,
+        },
+        &mut r,
+    );
+    let (to, _) = forwarded_to(&drain(&mut n), id).unwrap();
+    let t = n.poll_timeout().unwrap();
+    assert_eq!(t, n.config().accept_timeout);
+    n.handle_timeout(t, &mut r);
+    let (to2, _) = forwarded_to(&drain(&mut n), id).unwrap();
+    assert_ne!(to, to2);
+    // Accepted, then nothing: the whole request times out.
+    n.handle_message(
+        t + 1,
+        to2,
+        Message::Accepted { id },
+        &mut EmptyStore,
+        &mut r,
+    );
+    let mut now = t + 1;
+    let mut done = None;
+    while let Some(t) = n.poll_timeout() {
+        now = t.max(now);
+        n.handle_timeout(now, &mut r);
+        for a in drain(&mut n) {
+            if let Action::RequestDone { outcome, .. } = a {
+                done = Some(outcome);
+            }
+        }
+        if done.is_some() {
+            break;
+        }
+    }
+    assert_eq!(done, Some(RequestOutcome::TimedOut));
+}
