@@ -136,14 +136,30 @@ impl Connection {
     /// anything else; returns the `NodeHello`.
     ///
     /// # Errors
-    /// [`Error::Refused`] when the node answers `ProtocolError`; otherwise
-    /// as [`Connection::next_message`].
+    /// As [`Connection::send_hello`] and [`Connection::wait_node_hello`].
     pub fn hello(&mut self, name: &str) -> Result<Message, Error> {
+        self.send_hello(name)?;
+        self.wait_node_hello()
+    }
+
+    /// Sends `ClientHello` with `name`, expecting FCP 2.0.
+    ///
+    /// # Errors
+    /// The write fails.
+    pub fn send_hello(&mut self, name: &str) -> io::Result<()> {
         self.send(
             &Message::new("ClientHello")
                 .field("Name", name)
                 .field("ExpectedVersion", "2.0"),
-        )?;
+        )
+    }
+
+    /// Reads until `NodeHello`, skipping anything else; returns it.
+    ///
+    /// # Errors
+    /// [`Error::Refused`] when the node answers `ProtocolError`; otherwise
+    /// as [`Connection::next_message`].
+    pub fn wait_node_hello(&mut self) -> Result<Message, Error> {
         loop {
             let m = self.next_message()?;
             match m.name.as_str() {
