@@ -2,6 +2,7 @@
 
 mod error;
 mod fetch;
+pub mod folder;
 mod insert;
 pub mod io;
 pub mod metadata;

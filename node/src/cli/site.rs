@@ -6,14 +6,16 @@ use super::put::{wait_put, LOCAL_ONLY_NOTE};
 use super::reply::new_identifier;
 use super::term::{note, print_line, with_std_term, Term};
 use anyhow::{bail, Context, Result};
+use lichen_client::folder;
 use lichen_fcp::Message;
-use std::fs::{self, File};
-use std::path::{Path, PathBuf};
+use std::fs::File;
+use std::path::PathBuf;
 
 /// `lichen putsite`.
 #[derive(clap::Args, Debug)]
 pub struct PutsiteArgs {
-    /// Directory holding the site (hidden files are skipped)
+    /// Directory holding the site (hidden files and symbolic links are
+    /// skipped)
     pub dir: PathBuf,
     /// Insert URI of the site (SSK@…/name or USK@…/name/N)
     #[arg(long)]
@@ -32,83 +34,8 @@ pub fn putsite(fcp: &FcpOpts, a: &PutsiteArgs) -> Result<()> {
     with_std_term(|t| putsite_with(fcp, a, t))
 }
 
-/// One file of a site.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct SiteFile {
-    /// Path inside the site, with `/`.
-    name: String,
-    path: PathBuf,
-    len: u64,
-}
-
-/// The files under `dir`, hidden ones skipped, in name order.
-fn walk_site(dir: &Path) -> Result<Vec<SiteFile>> {
-    let mut files = Vec::new();
-    walk_into(dir, "", &mut files)?;
-    files.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(files)
-}
-
-fn walk_into(dir: &Path, prefix: &str, files: &mut Vec<SiteFile>) -> Result<()> {
-    let entries = fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?;
-    for entry in entries {
-        let entry = entry.with_context(|| format!("cannot read {}", dir.display()))?;
-        let path = entry.path();
-        let Some(name) = entry.file_name().to_str().map(str::to_string) else {
-            bail!("{}: file names must be UTF-8", path.display());
-        };
-        if name.starts_with('.') {
-            continue;
-        }
-        let kind = entry
-            .file_type()
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        let rel = format!("{prefix}{name}");
-        if kind.is_dir() {
-            walk_into(&path, &format!("{rel}/"), files)?;
-        } else {
-            // Follows a symlink to a file; a symlink to a directory is
-            // skipped (it could loop).
-            let meta =
-                fs::metadata(&path).with_context(|| format!("cannot read {}", path.display()))?;
-            if meta.is_file() {
-                files.push(SiteFile {
-                    name: rel,
-                    path,
-                    len: meta.len(),
-                });
-            }
-        }
-    }
-    Ok(())
-}
-
-/// The MIME type for a file name, by extension.
-fn guess_mime(name: &str) -> &'static str {
-    let ext = name
-        .rsplit_once('.')
-        .map(|(_, e)| e.to_ascii_lowercase())
-        .unwrap_or_default();
-    match ext.as_str() {
-        "html" | "htm" => "text/html",
-        "css" => "text/css",
-        "js" => "text/javascript",
-        "png" => "image/png",
-        "jpg" | "jpeg" => "image/jpeg",
-        "gif" => "image/gif",
-        "svg" => "image/svg+xml",
-        "txt" => "text/plain",
-        "json" => "application/json",
-        "ico" => "image/x-icon",
-        "webp" => "image/webp",
-        "woff2" => "font/woff2",
-        "pdf" => "application/pdf",
-        _ => "application/octet-stream",
-    }
-}
-
 fn putsite_with(fcp: &FcpOpts, a: &PutsiteArgs, t: &mut Term<'_>) -> Result<()> {
-    let files = walk_site(&a.dir)?;
+    let files = folder::scan(&a.dir, false)?;
     if files.is_empty() {
         bail!("{} holds no files to insert", a.dir.display());
     }
@@ -124,11 +51,10 @@ fn putsite_with(fcp: &FcpOpts, a: &PutsiteArgs, t: &mut Term<'_>) -> Result<()> 
         msg = msg
             .field(format!("Files.{i}.Name"), &f.name)
             .field(format!("Files.{i}.UploadFrom"), "direct")
-            .field(format!("Files.{i}.DataLength"), f.len.to_string())
-            .field(
-                format!("Files.{i}.Metadata.ContentType"),
-                guess_mime(&f.name),
-            );
+            .field(format!("Files.{i}.DataLength"), f.len.to_string());
+        if let Some(mime) = f.mime {
+            msg = msg.field(format!("Files.{i}.Metadata.ContentType"), mime);
+        }
         total = total.saturating_add(f.len);
     }
     let mut bar = Progress::new(t.progress);
@@ -164,6 +90,7 @@ fn putsite_with(fcp: &FcpOpts, a: &PutsiteArgs, t: &mut Term<'_>) -> Result<()> 
 mod tests {
     use super::*;
     use crate::cli::test_support::*;
+    use std::fs;
 
     #[test]
     fn putsite_sends_the_directory() {
@@ -241,17 +168,5 @@ mod tests {
         };
         let c = run(false, |t| putsite_with(&fcp, &args, t));
         assert!(c.result.unwrap_err().to_string().contains("holds no files"));
-    }
-
-    #[test]
-    fn mime_guesses() {
-        assert_eq!(guess_mime("a/b/index.HTML"), "text/html");
-        assert_eq!(guess_mime("x.htm"), "text/html");
-        assert_eq!(guess_mime("x.jpeg"), "image/jpeg");
-        assert_eq!(guess_mime("x.jpg"), "image/jpeg");
-        assert_eq!(guess_mime("f.woff2"), "font/woff2");
-        assert_eq!(guess_mime("f.svg"), "image/svg+xml");
-        assert_eq!(guess_mime("README"), "application/octet-stream");
-        assert_eq!(guess_mime("archive.tar.gz"), "application/octet-stream");
     }
 }
