@@ -38,6 +38,7 @@ fn genkey_with(fcp: &FcpOpts, t: &mut Term<'_>) -> Result<()> {
         return print_line(t, &text);
     }
 }
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {

@@ -283,6 +283,7 @@ fn receive_data(
         }
     }
 }
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {

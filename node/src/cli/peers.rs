@@ -199,6 +199,7 @@ fn render_peers(peers: &[Message], addresses: bool) -> String {
     }
     s
 }
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {

@@ -79,7 +79,7 @@ fn spool(stdin: &mut dyn Read) -> Result<(File, u64, TempFile)> {
 
 /// Reads the replies to a put until PutSuccessful; returns `(URI, in
 /// network)`.
-pub(super) fn wait_put(c: &mut Node, id: &str, bar: &mut Progress) -> Result<(String, bool)> {
+fn wait_put(c: &mut Node, id: &str, bar: &mut Progress) -> Result<(String, bool)> {
     let mut generated: Option<String> = None;
     loop {
         let m = c.next_message()?;
@@ -105,7 +105,7 @@ pub(super) fn wait_put(c: &mut Node, id: &str, bar: &mut Progress) -> Result<(St
     }
 }
 
-pub(super) const LOCAL_ONLY_NOTE: &str =
+const LOCAL_ONLY_NOTE: &str =
     "stored locally; the node has no peers yet, it will push the insert to the network when it has peers";
 
 fn put_with(fcp: &FcpOpts, a: &PutArgs, t: &mut Term<'_>, stdin: &mut dyn Read) -> Result<()> {
@@ -152,15 +152,29 @@ fn put_with(fcp: &FcpOpts, a: &PutArgs, t: &mut Term<'_>, stdin: &mut dyn Read) 
     bar.bytes("uploading", len);
     c.send_header(&msg, len)?;
     c.send_file(&mut file, len, &path, &bar)?;
-    let result = wait_put(&mut c, &id, &mut bar);
+    finish_put(&mut c, &id, bar, t, a.chk_only)
+}
+
+/// Waits for the put `id` to end and prints its URI, with a note when the
+/// node could only store it locally (never for `chk_only`, which stores
+/// nothing).
+pub(super) fn finish_put(
+    c: &mut Node,
+    id: &str,
+    mut bar: Progress,
+    t: &mut Term<'_>,
+    chk_only: bool,
+) -> Result<()> {
+    let result = wait_put(c, id, &mut bar);
     bar.clear();
     let (uri, in_network) = result?;
     print_line(t, &uri)?;
-    if !in_network && !a.chk_only {
+    if !in_network && !chk_only {
         note(t, &bar, LOCAL_ONLY_NOTE);
     }
     Ok(())
 }
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {

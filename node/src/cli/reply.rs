@@ -91,6 +91,7 @@ pub(super) fn new_identifier(kind: &str) -> String {
         .map_or(0, |d| d.as_nanos());
     format!("lichen-cli-{}-{kind}-{nanos:x}-{n}", std::process::id())
 }
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {

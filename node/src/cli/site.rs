@@ -2,9 +2,9 @@
 
 use super::conn::{FcpOpts, Node};
 use super::progress::Progress;
-use super::put::{wait_put, LOCAL_ONLY_NOTE};
+use super::put::finish_put;
 use super::reply::new_identifier;
-use super::term::{note, print_line, with_std_term, Term};
+use super::term::{note, with_std_term, Term};
 use anyhow::{bail, Context, Result};
 use lichen_client::folder;
 use lichen_fcp::Message;
@@ -76,15 +76,9 @@ fn putsite_with(fcp: &FcpOpts, a: &PutsiteArgs, t: &mut Term<'_>) -> Result<()> 
             File::open(&f.path).with_context(|| format!("cannot open {}", f.path.display()))?;
         c.send_file(&mut file, f.len, &f.path, &bar)?;
     }
-    let result = wait_put(&mut c, &id, &mut bar);
-    bar.clear();
-    let (uri, in_network) = result?;
-    print_line(t, &uri)?;
-    if !in_network {
-        note(t, &bar, LOCAL_ONLY_NOTE);
-    }
-    Ok(())
+    finish_put(&mut c, &id, bar, t, false)
 }
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {

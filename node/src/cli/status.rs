@@ -208,6 +208,7 @@ fn render_status(node: &Message, queue: &Queue) -> String {
     }
     s
 }
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
