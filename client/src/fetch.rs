@@ -438,8 +438,7 @@ fn file_name(meta: &mut VecDeque<String>) -> Result<Option<String>, FetchError> 
 }
 
 fn guess(name: Option<&str>) -> Option<String> {
-    name.and_then(|n| mime_guess::from_path(n).first_raw())
-        .map(str::to_owned)
+    name.and_then(crate::folder::guess_mime).map(str::to_owned)
 }
 
 /// Decompress at most `limit` bytes.

@@ -571,7 +571,7 @@ pub async fn insert<S: BlockSink, R: Read + Send>(
     let mime = opts.mime.clone().or_else(|| {
         filename
             .as_deref()
-            .and_then(|f| mime_guess::from_path(f).first_raw())
+            .and_then(crate::folder::guess_mime)
             .map(str::to_owned)
     });
 

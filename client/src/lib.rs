@@ -3,6 +3,7 @@
 
 mod error;
 mod fetch;
+pub mod folder;
 mod insert;
 pub mod io;
 pub mod metadata;

@@ -8,6 +8,7 @@
 //! reuses the entries of unchanged files without inserting them again.
 
 use crate::error::InsertError;
+use crate::folder::guess_mime;
 use crate::insert::{insert, place, resolve_target, Ctx, Doc, DocInfo, InsertOptions, Target};
 use crate::io::BlockSink;
 use crate::metadata::{Hash, Inline, Manifest, Metadata, Redirect};
@@ -121,11 +122,10 @@ pub async fn insert_site<S: BlockSink>(
     let (mut inserted, mut reused, mut blocks) = (0, 0, 0u64);
     for file in files {
         let comps = split_path(&file.path)?;
-        let mime = file.mime.clone().or_else(|| {
-            mime_guess::from_path(&file.path)
-                .first_raw()
-                .map(str::to_owned)
-        });
+        let mime = file
+            .mime
+            .clone()
+            .or_else(|| guess_mime(&file.path).map(str::to_owned));
         let previous = opts.previous.as_ref().and_then(|m| lookup(m, &comps));
         let known_hash = match &file.data {
             SiteData::Bytes(b) => Some(lichen_crypto::sha256(b)),

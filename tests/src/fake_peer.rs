@@ -1,5 +1,5 @@
 //! A fake peer built from the node's own link layer
-//! (`lichen_node::net`: Noise XK handshake, padded CBOR frames) with its
+//! (`lichen_link`: Noise XK handshake, padded CBOR frames) with its
 //! own static key and noderef. Real nodes see an ordinary peer; the test
 //! decides how it answers and sees every routing message it receives,
 //! decoded.

@@ -12,9 +12,9 @@ pub mod relay;
 
 pub use network::{random_bytes, Testnet};
 
+use lichen_fcp::blocking::{self, Connection};
 use lichen_fcp::codec::Message;
-use lichen_fcp::{Decoder, Event, Limits};
-use std::io::{Read, Write};
+use lichen_fcp::{Event, Limits};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -235,11 +235,12 @@ impl Drop for NodeProc {
     }
 }
 
-/// A minimal blocking FCP client for tests (the real CLI lives in the node).
+/// A blocking FCP client for tests: [`lichen_fcp::blocking::Connection`]
+/// with every payload kept inside its message, and panics instead of
+/// errors.
 #[derive(Debug)]
 pub struct Fcp {
-    stream: TcpStream,
-    dec: Decoder,
+    conn: Connection,
 }
 
 impl Fcp {
@@ -248,15 +249,12 @@ impl Fcp {
     /// # Errors
     /// Connection errors.
     pub fn connect_raw(addr: SocketAddr) -> std::io::Result<Self> {
-        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-        stream.set_read_timeout(Some(REPLY_TIMEOUT))?;
-        Ok(Fcp {
-            stream,
-            dec: Decoder::new(Limits {
-                inline_data_limit: 1 << 30,
-                ..Limits::default()
-            }),
-        })
+        let conn = Connection::connect(addr, Duration::from_secs(5))?.with_limits(Limits {
+            inline_data_limit: 1 << 30,
+            ..Limits::default()
+        });
+        conn.set_read_timeout(Some(REPLY_TIMEOUT))?;
+        Ok(Fcp { conn })
     }
 
     /// Connect and exchange ClientHello/NodeHello.
@@ -267,11 +265,7 @@ impl Fcp {
     #[allow(clippy::unwrap_used)]
     pub fn connect(addr: SocketAddr, name: &str) -> Self {
         let mut c = Self::connect_raw(addr).unwrap();
-        c.send(
-            &Message::new("ClientHello")
-                .field("Name", name)
-                .field("ExpectedVersion", "2.0"),
-        );
+        c.conn.send_hello(name).unwrap();
         let m = c.recv().unwrap();
         assert_eq!(m.name, "NodeHello", "{m:?}");
         c
@@ -283,7 +277,7 @@ impl Fcp {
     /// On a write error.
     #[allow(clippy::unwrap_used)]
     pub fn send(&mut self, m: &Message) {
-        self.stream.write_all(&m.encode()).unwrap();
+        self.conn.send(m).unwrap();
     }
 
     /// Send raw bytes.
@@ -291,28 +285,20 @@ impl Fcp {
     /// # Errors
     /// Write errors.
     pub fn send_raw(&mut self, b: &[u8]) -> std::io::Result<()> {
-        self.stream.write_all(b)
+        self.conn.send_raw(b)
     }
 
     /// The next message, or `None` when the node closed the connection.
     ///
     /// # Panics
     /// On a decode error or timeout.
-    #[allow(clippy::unwrap_used)]
     pub fn recv(&mut self) -> Option<Message> {
-        let mut buf = [0u8; 65536];
-        loop {
-            match self.dec.next_event().unwrap() {
-                Some(Event::Message(m)) => return Some(m),
-                Some(other) => panic!("unexpected streamed event {other:?}"),
-                None => {}
-            }
-            match self.stream.read(&mut buf) {
-                Ok(0) => return None,
-                Ok(n) => self.dec.feed(&buf[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
-                Err(e) => panic!("FCP read failed: {e}"),
-            }
+        match self.conn.next_event() {
+            Ok(Event::Message(m)) => Some(m),
+            Ok(other) => panic!("unexpected streamed event {other:?}"),
+            Err(blocking::Error::Closed) => None,
+            Err(blocking::Error::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => None,
+            Err(e) => panic!("FCP read failed: {e}"),
         }
     }
 

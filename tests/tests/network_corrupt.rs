@@ -3,7 +3,7 @@
 //! right bytes from the honest nodes.
 //!
 //! Five honest nodes (a seed and four more); a 2 MiB document is inserted
-//! on node 1. Then a fake peer built from `lichen_node::net` (its own
+//! on node 1. Then a fake peer built from `lichen_link` (its own
 //! static key and noderef, real Noise XK links) links to the seed, and a
 //! late node C joins with both the seed and the fake peer as its seeds. C
 //! fetches the document: C's requests reach the fake peer directly (C is

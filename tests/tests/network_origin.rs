@@ -1,7 +1,7 @@
 //! The requester's identity is in no message.
 //!
 //! Two real nodes, M and N, each with a fake peer F (built from
-//! `lichen_node::net`, real Noise XK links) as its only peer and seed. F
+//! `lichen_link`, real Noise XK links) as its only peer and seed. F
 //! is an honest but isolated store: it keeps every valid inserted block,
 //! serves it, and answers `RouteNotFound` otherwise; it logs every routing
 //! message it receives, decoded. Through FCP, M inserts a CHK document and

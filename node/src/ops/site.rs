@@ -18,54 +18,31 @@ use lichen_fcp::InsertErrorCode;
 use std::path::Path;
 use std::sync::Arc;
 
-/// Walk a directory for ClientPutDiskDir: every regular file, with paths
-/// relative to `dir` joined by `/`.
+/// Walk a directory for ClientPutDiskDir: [`lichen_client::folder::scan`],
+/// the scan `lichen putsite` uses too (regular files, hidden ones only if
+/// asked, no symbolic links), each file labelled by its guessed MIME type.
 ///
 /// # Errors
 /// A message naming the unreadable path.
 pub(crate) async fn scan_dir(dir: &Path, include_hidden: bool) -> Result<Vec<SiteFile>, String> {
     let dir = dir.to_path_buf();
-    tokio::task::spawn_blocking(move || {
-        let mut out = Vec::new();
-        let mut stack = vec![(dir.clone(), String::new())];
-        while let Some((d, prefix)) = stack.pop() {
-            let rd =
-                std::fs::read_dir(&d).map_err(|e| format!("cannot read {}: {e}", d.display()))?;
-            for e in rd.flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                if !include_hidden && name.starts_with('.') {
-                    continue;
-                }
-                let rel = if prefix.is_empty() {
-                    name.clone()
-                } else {
-                    format!("{prefix}/{name}")
-                };
-                let ft = e.file_type().map_err(|e| e.to_string())?;
-                if ft.is_dir() {
-                    stack.push((e.path(), rel));
-                } else if ft.is_file() {
-                    let len = e.metadata().map(|m| m.len()).unwrap_or(0);
-                    out.push(SiteFile {
-                        name: rel,
-                        data: PutData::File {
-                            path: e.path(),
-                            offset: 0,
-                            len,
-                        },
-                        mime: None,
-                    });
-                }
-                if out.len() > 100_000 {
-                    return Err("too many files in the directory".into());
-                }
-            }
-        }
-        out.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(out)
-    })
-    .await
-    .map_err(|e| e.to_string())?
+    let files =
+        tokio::task::spawn_blocking(move || lichen_client::folder::scan(&dir, include_hidden))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+    Ok(files
+        .into_iter()
+        .map(|f| SiteFile {
+            name: f.name,
+            data: PutData::File {
+                path: f.path,
+                offset: 0,
+                len: f.len,
+            },
+            mime: f.mime.map(str::to_owned),
+        })
+        .collect())
 }
 
 /// Insert a site (ClientPutComplexDir / ClientPutDiskDir). Under a USK the

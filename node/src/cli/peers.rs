@@ -1,0 +1,251 @@
+//! `lichen peers`: list, add and remove the node's peers.
+
+use super::conn::{FcpOpts, Node};
+use super::reply::{check_refusal, new_identifier};
+use super::term::{with_std_term, write_out, Term};
+use anyhow::{anyhow, bail, Context, Result};
+use lichen_fcp::{parse_bool, Message};
+use std::fs::File;
+use std::io::{self, Read};
+
+/// `lichen peers`.
+#[derive(clap::Args, Debug)]
+pub struct PeersArgs {
+    #[command(subcommand)]
+    pub action: Option<PeersAction>,
+    /// Also show each peer's addresses (they say who your friends are:
+    /// mind who can see your screen)
+    #[arg(long)]
+    pub addresses: bool,
+}
+
+/// `lichen peers add|remove`.
+#[derive(clap::Subcommand, Debug)]
+pub enum PeersAction {
+    /// Add a friend from a noderef file (what `lichen noderef` printed on
+    /// their node), or `-` for stdin. Friends are remembered and
+    /// reconnected; a darknet node talks only to friends.
+    Add {
+        /// Noderef file, or `-`
+        file: String,
+    },
+    /// Forget a peer: its identity as `lichen peers` shows it, or one of
+    /// its addresses.
+    Remove {
+        /// Identity or address (an identity may begin with `-`: base64
+        /// with `~` and `-`)
+        #[arg(allow_hyphen_values = true)]
+        peer: String,
+    },
+}
+
+/// `lichen peers` (list), `lichen peers add`, `lichen peers remove`.
+pub fn peers(fcp: &FcpOpts, a: &PeersArgs) -> Result<()> {
+    with_std_term(|t| match &a.action {
+        None => peers_list(fcp, a.addresses, t),
+        Some(PeersAction::Add { file }) => peers_add(fcp, file, &mut io::stdin().lock(), t),
+        Some(PeersAction::Remove { peer }) => peers_remove(fcp, peer, t),
+    })
+}
+
+/// Largest noderef file read.
+const MAX_NODEREF_FILE: u64 = 64 * 1024;
+
+fn read_noderef(file: &str, stdin: &mut dyn Read) -> Result<String> {
+    let mut buf = Vec::new();
+    if file == "-" {
+        stdin
+            .take(MAX_NODEREF_FILE + 1)
+            .read_to_end(&mut buf)
+            .context("cannot read the noderef from stdin")?;
+    } else {
+        File::open(file)
+            .and_then(|f| f.take(MAX_NODEREF_FILE + 1).read_to_end(&mut buf))
+            .with_context(|| format!("cannot read {file}"))?;
+    }
+    if buf.len() as u64 > MAX_NODEREF_FILE {
+        bail!("{file} is larger than {MAX_NODEREF_FILE} bytes: not a noderef");
+    }
+    let text = String::from_utf8(buf).map_err(|_| anyhow!("{file} is not a noderef (not text)"))?;
+    let text = crate::peers::fcp::strip_comments(&text);
+    if let Err(e) = lichen_link::NodeRef::parse(&text) {
+        bail!("{file} is not a usable noderef: {e}");
+    }
+    Ok(text)
+}
+
+fn peers_add(fcp: &FcpOpts, file: &str, stdin: &mut dyn Read, t: &mut Term<'_>) -> Result<()> {
+    let text = read_noderef(file, stdin)?;
+    let mut c = Node::connect(&fcp.fcp)?;
+    let id = new_identifier("addpeer");
+    c.send(
+        &Message::new("AddPeer")
+            .field("Identifier", &id)
+            .field("Trust", "NORMAL")
+            .field("Visibility", "NO")
+            .field(crate::peers::fcp::NODEREF_FIELD, text),
+    )?;
+    let peer = loop {
+        let m = c.next_message()?;
+        check_refusal(&m, &id)?;
+        if m.name == "Peer" {
+            break m;
+        }
+    };
+    let _ = c.send(&Message::new("Disconnect"));
+    let line = format!(
+        "added friend {} ({})\n",
+        peer.get("identity").unwrap_or("?"),
+        match peer.get("volatile.status") {
+            Some("CONNECTED") => "connected",
+            _ => "connecting; a darknet friend must add this node's noderef too",
+        }
+    );
+    write_out(t.out, line.as_bytes())
+}
+
+fn peers_remove(fcp: &FcpOpts, which: &str, t: &mut Term<'_>) -> Result<()> {
+    let mut c = Node::connect(&fcp.fcp)?;
+    let id = new_identifier("removepeer");
+    c.send(
+        &Message::new("RemovePeer")
+            .field("Identifier", &id)
+            .field("NodeIdentifier", which),
+    )?;
+    loop {
+        let m = c.next_message()?;
+        check_refusal(&m, &id)?;
+        match m.name.as_str() {
+            "PeerRemoved" => {
+                let _ = c.send(&Message::new("Disconnect"));
+                let line = format!("removed peer {}\n", m.get("Identity").unwrap_or(which));
+                return write_out(t.out, line.as_bytes());
+            }
+            "UnknownNodeIdentifier" => bail!("no peer {which} (see `lichen peers`)"),
+            _ => {}
+        }
+    }
+}
+
+fn peers_list(fcp: &FcpOpts, addresses: bool, t: &mut Term<'_>) -> Result<()> {
+    let mut c = Node::connect(&fcp.fcp)?;
+    let id = new_identifier("listpeers");
+    c.send(
+        &Message::new("ListPeers")
+            .field("Identifier", &id)
+            .field("WithMetadata", "true")
+            .field("WithVolatile", "true"),
+    )?;
+    let mut peers = Vec::new();
+    loop {
+        let m = c.next_message()?;
+        check_refusal(&m, &id)?;
+        match m.name.as_str() {
+            "Peer" => peers.push(m),
+            "EndListPeers" => break,
+            _ => {}
+        }
+    }
+    let _ = c.send(&Message::new("Disconnect"));
+    write_out(t.out, render_peers(&peers, addresses).as_bytes())
+}
+
+fn render_peers(peers: &[Message], addresses: bool) -> String {
+    if peers.is_empty() {
+        return "No peers.\n".to_string();
+    }
+    let mut rows: Vec<Vec<String>> = vec![["IDENTITY", "KIND", "STATUS", "LOCATION"]
+        .iter()
+        .map(ToString::to_string)
+        .collect()];
+    if addresses {
+        rows[0].push("ADDRESS".into());
+    }
+    for p in peers {
+        let get = |k: &str| {
+            p.get(k)
+                .filter(|v| !v.is_empty())
+                .unwrap_or("-")
+                .to_string()
+        };
+        let kind = if parse_bool(p.get("opennet"), false) {
+            "opennet"
+        } else {
+            "friend"
+        };
+        let mut row = vec![
+            get("identity"),
+            kind.to_string(),
+            get("volatile.status").to_lowercase(),
+            get("location"),
+        ];
+        if addresses {
+            row.push(get("physical.tcp"));
+        }
+        rows.push(row);
+    }
+    let cols = rows[0].len();
+    let widths: Vec<usize> = (0..cols)
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut s = String::new();
+    for r in &rows {
+        let mut l = String::new();
+        for (i, cell) in r.iter().enumerate() {
+            l.push_str(&format!("{cell:<w$}  ", w = widths[i]));
+        }
+        s.push_str(l.trim_end());
+        s.push('\n');
+    }
+    s
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use std::fs;
+    use std::io::Cursor;
+
+    #[test]
+    fn peers_table_hides_addresses_unless_asked() {
+        let p = Message::new("Peer")
+            .field("identity", "IDENT")
+            .field("opennet", "false")
+            .field("location", "0.250000")
+            .field("physical.tcp", "10.1.2.3:9489")
+            .field("volatile.status", "CONNECTED");
+        let t = render_peers(std::slice::from_ref(&p), false);
+        assert_eq!(t.lines().count(), 2, "{t}");
+        assert!(t.contains("IDENT") && t.contains("friend") && t.contains("connected"));
+        assert!(!t.contains("10.1.2.3"), "{t}");
+        let t = render_peers(&[p], true);
+        assert!(t.contains("ADDRESS") && t.contains("10.1.2.3:9489"), "{t}");
+        assert_eq!(render_peers(&[], false), "No peers.\n");
+    }
+
+    #[test]
+    fn noderef_files_are_checked_before_sending() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = lichen_link::NodeKeys::from_static_secret([7; 32]);
+        let r = lichen_link::NodeRef::new(&keys, vec!["127.0.0.1:9".parse().unwrap()], None);
+        let text = r.to_text(&keys);
+        let good = dir.path().join("good");
+        fs::write(&good, format!("# my friend\n{text}\n")).unwrap();
+        assert_eq!(
+            read_noderef(good.to_str().unwrap(), &mut io::empty()).unwrap(),
+            text
+        );
+        let mut stdin = Cursor::new(text.clone().into_bytes());
+        assert_eq!(read_noderef("-", &mut stdin).unwrap(), text);
+        let bad = dir.path().join("bad");
+        fs::write(&bad, "lichen-noderef-v1:AAAA").unwrap();
+        let e = read_noderef(bad.to_str().unwrap(), &mut io::empty()).unwrap_err();
+        assert!(e.to_string().contains("not a usable noderef"), "{e}");
+        fs::write(&bad, [0xff, 0xfe]).unwrap();
+        assert!(read_noderef(bad.to_str().unwrap(), &mut io::empty()).is_err());
+        let missing = dir.path().join("missing");
+        let e = read_noderef(missing.to_str().unwrap(), &mut io::empty()).unwrap_err();
+        assert!(e.to_string().contains("cannot read"), "{e}");
+    }
+}
