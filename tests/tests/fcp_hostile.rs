@@ -25,6 +25,7 @@ fn still_serving(node: &NodeProc) {
 }
 
 #[test]
+#[allow(clippy::too_many_lines)] // One scenario, step by step.
 fn hostile_clients_get_errors_and_others_are_served() {
     let dir = tempfile::tempdir().unwrap();
     let node = NodeProc::start(bin(), &dir.path().join("n"));

@@ -19,6 +19,7 @@ const NODES: usize = 12;
 const SIZE: usize = 20 << 20;
 
 #[test]
+#[allow(clippy::too_many_lines)] // One scenario, step by step.
 fn a_document_inserted_on_one_node_is_fetched_on_another() {
     let bin = Path::new(env!("CARGO_BIN_EXE_lichen-it"));
     let dir = tempfile::tempdir().unwrap();
