@@ -67,6 +67,7 @@ async fn start(i: usize, hops: usize, stop: &CancellationToken) -> Hop {
         opennet: false,
         peer_dir: None,
         max_remembered: 0,
+        seeds: Vec::new(),
     };
     Hop {
         manager: PeerManager::start(setup, listener, stop.clone()),

@@ -97,6 +97,16 @@ async fn start_network(node: &Arc<node::Node>) -> anyhow::Result<()> {
     }
     let keys = node.identity.link_keys();
     let noderef = lichen_link::NodeRef::new(&keys, vec![addr], Some(node.identity.location));
+    let mut seeds = read_seeds(&net.seeds);
+    if net.opennet {
+        tracing::info!("peer port {}; {} seed noderef(s)", addr.port(), seeds.len());
+    } else {
+        tracing::info!("peer port {}; darknet: friends only", addr.port());
+        if !seeds.is_empty() {
+            tracing::warn!("[network] seeds are not used on a darknet node (opennet = false); add friends with `lichen peers add`");
+            seeds.clear();
+        }
+    }
     let setup = peers::PeerSetup {
         noderef: Some(noderef.to_bytes(&keys)),
         keys,
@@ -116,46 +126,13 @@ async fn start_network(node: &Arc<node::Node>) -> anyhow::Result<()> {
         opennet: net.opennet,
         peer_dir: Some(node.data_dir.clone()),
         max_remembered: net.max_peers.saturating_mul(2),
+        // Dialed by the peer policy while the node has no peer.
+        seeds,
     };
     let manager = peers::PeerManager::start(setup, listener, node.shutdown.clone());
-    let _ = node.peers.set(manager.clone());
-    let mut seeds = read_seeds(&net.seeds);
-    if net.opennet {
-        tracing::info!("peer port {}; {} seed noderef(s)", addr.port(), seeds.len());
-    } else {
-        tracing::info!("peer port {}; darknet: friends only", addr.port());
-        if !seeds.is_empty() {
-            tracing::warn!("[network] seeds are not used on a darknet node (opennet = false); add friends with `lichen peers add`");
-            seeds.clear();
-        }
-    }
-    if !seeds.is_empty() {
-        let shutdown = node.shutdown.clone();
-        tokio::spawn(async move {
-            loop {
-                if manager.connected() == 0 {
-                    for (s, bytes) in &seeds {
-                        if manager
-                            .connect_remembered(s.clone(), bytes.clone())
-                            .await
-                            .is_err()
-                        {
-                            return;
-                        }
-                    }
-                }
-                tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    () = tokio::time::sleep(SEED_RETRY) => {}
-                }
-            }
-        });
-    }
+    let _ = node.peers.set(manager);
     Ok(())
 }
-
-/// How often a node without peers tries its seeds again.
-const SEED_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The noderefs in the seed files (one per line; blank lines and `#`
 /// comments skipped). Unreadable files and bad lines are warned about and

@@ -400,3 +400,53 @@ fn darknet_swap_between_two_nodes() {
         location: Location(1 << 63)
     }));
 }
+
+#[test]
+fn a_full_node_that_asks_for_a_connection_keeps_it_when_it_comes_up() {
+    // Full, peers past their grace: an announcement from a newcomer makes
+    // the node ask for a link to it (Connect), which spends its
+    // once-per-fold_min_interval replacement.
+    let cfg = Config {
+        max_peers: 3,
+        peer_grace: 1000,
+        fold_min_interval: 30_000,
+        ..Config::default()
+    };
+    let (mut n, mut r) = node(3, cfg);
+    let from = n.peers().next().map(|(p, _)| p).unwrap();
+    n.handle_message(
+        5_000,
+        from,
+        Message::Announce {
+            id: 5,
+            htl: 10,
+            noderef: NodeRef {
+                location: Location(7 << 58),
+                address: b"newcomer".to_vec(),
+            },
+        },
+        &mut EmptyStore,
+        &mut r,
+    );
+    let asked = drain(&mut n)
+        .iter()
+        .any(|a| matches!(a, Action::Connect { .. }));
+    assert!(
+        asked,
+        "a full node with a peer to spare asks for the newcomer"
+    );
+    // The link comes up 100 ms later. As a stranger's connection it would
+    // be refused (the replacement was spent on asking)...
+    let newcomer = PeerId(50);
+    assert!(!n.wants_peer(5_100));
+    // ...but it is the connection the node asked for: kept, and the least
+    // useful peer goes.
+    assert!(n.accept_requested_peer(5_100, newcomer, Location(7 << 58), &mut r));
+    assert_eq!(n.peer_count(), 3);
+    assert!(n.peers().any(|(p, _)| p == newcomer));
+    let dropped = drain(&mut n)
+        .iter()
+        .filter(|a| matches!(a, Action::Disconnect { .. }))
+        .count();
+    assert_eq!(dropped, 1);
+}

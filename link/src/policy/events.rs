@@ -4,7 +4,7 @@
 use super::{
     identity_of, keep_new_link, retry_delay, AddFriendError, Dialed, LinkState, Output, PeerInfo,
     PeerPolicy, Refused, BAN, DROPPED_RETRY, MAX_BANNED, OPENNET_RETRY_MAX, RETRY_BASE, SAVE_EVERY,
-    SHORT_LINK,
+    SEED_RETRY, SHORT_LINK,
 };
 use crate::noderef::NodeRef;
 use crate::peerlist::{Added, Entry, PeerKind};
@@ -178,7 +178,11 @@ impl<V: Verifier> PeerPolicy<V> {
         let remote = p.remote;
         let friend = self.list.is_friend(&remote);
         let ok = if self.cfg.opennet && !friend {
-            self.node.accept_opennet_peer(ms, pid, l, rng)
+            if p.dialed.is_some() {
+                self.node.accept_requested_peer(ms, pid, l, rng)
+            } else {
+                self.node.accept_opennet_peer(ms, pid, l, rng)
+            }
         } else {
             self.node.add_peer(ms, pid, l, rng);
             true
@@ -241,6 +245,11 @@ impl<V: Verifier> PeerPolicy<V> {
             return;
         }
         let remote = p.remote;
+        // Already remembered with these very bytes (verified when they
+        // were first kept; the hello marked it seen): nothing to do.
+        if self.list.get(&remote).is_some_and(|e| e.bytes == bytes) {
+            return;
+        }
         match NodeRef::from_bytes(bytes) {
             Ok(r) if r.static_key == remote => {
                 let wall = self.wall_ms(now);
@@ -283,9 +292,11 @@ impl<V: Verifier> PeerPolicy<V> {
     // ----------------------------------------------------------- timers
 
     /// Every [`super::RECONNECT_TICK`]: redial remembered peers that are
-    /// down and due; write `last_seen` changes every [`SAVE_EVERY`].
+    /// down and due; with no peer at all, dial the seeds (at most every
+    /// [`SEED_RETRY`]); write `last_seen` changes every [`SAVE_EVERY`].
     pub fn tick(&mut self, now: Instant) {
         self.redial(now);
+        self.dial_seeds(now);
         if self.dirty && now.saturating_duration_since(self.last_save) >= SAVE_EVERY {
             self.last_save = now;
             self.save_now();
@@ -488,6 +499,25 @@ impl<V: Verifier> PeerPolicy<V> {
             self.retry_at
                 .insert(*key, now + retry_delay(e.failures, e.kind));
             self.dirty = true;
+        }
+    }
+
+    /// An opennet node with no peer dials every seed (remembering it, so a
+    /// seed that takes it as a peer is redialed like any other).
+    fn dial_seeds(&mut self, now: Instant) {
+        if !self.cfg.opennet || self.cfg.seeds.is_empty() || self.node.peer_count() > 0 {
+            return;
+        }
+        if self
+            .last_seed_dial
+            .is_some_and(|t| now.saturating_duration_since(t) < SEED_RETRY)
+        {
+            return;
+        }
+        self.last_seed_dial = Some(now);
+        tracing::debug!(seeds = self.cfg.seeds.len(), "no peers: dialing the seeds");
+        for (r, b) in self.cfg.seeds.clone() {
+            self.dial(now, r, Some(b));
         }
     }
 

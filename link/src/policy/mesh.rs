@@ -128,6 +128,7 @@ impl<V: Verifier> Mesh<V> {
             noderef: Some(bytes.clone()),
             routing: lichen_routing::Config::default(),
             location: Location(location),
+            seeds: Vec::new(),
         };
         configure(&mut cfg);
         let policy = PeerPolicy::new(cfg, list, verifier, self.now, self.wall_ms);

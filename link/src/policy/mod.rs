@@ -19,7 +19,9 @@
 //!   on opennet the dialing side then sends its signed noderef, which the
 //!   dialed side checks and remembers;
 //! - **the first announcement**: when an opennet node gets its first peer
-//!   it announces at once.
+//!   it announces at once;
+//! - **seeds**: an opennet node with no peer at all dials its seed nodes,
+//!   every [`SEED_RETRY`] until one link is up.
 //!
 //! Time comes in as an argument ([`Instant`]; tests use a virtual clock),
 //! randomness as an `rng`. What the policy wants done comes out of
@@ -36,7 +38,8 @@
 //!             full → seed client (a newcomer that dialed us) or closed;
 //!             kept → remembered (opennet: only nodes we dialed);
 //!             first opennet peer → announce
-//! tick   ──► redial remembered peers that are down and due (backing off)
+//! tick   ──► redial remembered peers that are down and due (backing off);
+//!             no peer at all (opennet) → dial the seeds
 //! ```
 
 pub mod mesh;
@@ -77,6 +80,8 @@ pub const BAN: Duration = Duration::from_secs(30 * 60);
 pub const MAX_BANNED: usize = 4096;
 /// `last_seen` changes are written at most this often.
 pub const SAVE_EVERY: Duration = Duration::from_secs(60);
+/// An opennet node without a single peer dials its seeds this often.
+pub const SEED_RETRY: Duration = Duration::from_secs(5);
 /// A second link to a peer within this long of the first is a
 /// simultaneous dial; later, the new link replaces the old one (the
 /// other side restarted, or saw the old one die).
@@ -96,6 +101,9 @@ pub struct PolicyConfig {
     pub routing: lichen_routing::Config,
     /// The node's location.
     pub location: Location,
+    /// Opennet seed nodes (noderef, signed bytes): dialed, every
+    /// [`SEED_RETRY`], while the node has no peer at all.
+    pub seeds: Vec<(NodeRef, Vec<u8>)>,
 }
 
 /// What we dialed: the noderef, and its signed bytes when known.
@@ -297,6 +305,8 @@ pub struct PeerPolicy<V: Verifier> {
     /// `last_seen` changed since the last save.
     dirty: bool,
     last_save: Instant,
+    /// When the seeds were last dialed.
+    last_seed_dial: Option<Instant>,
     next_peer: u64,
     out: VecDeque<Output>,
 }
@@ -336,6 +346,7 @@ impl<V: Verifier> PeerPolicy<V> {
             banned: HashMap::new(),
             dirty: false,
             last_save: now,
+            last_seed_dial: None,
             next_peer: 1,
             out: VecDeque::new(),
         }

@@ -290,3 +290,77 @@ fn removing_a_peer_closes_its_link_and_forgets_it() {
     );
     let _ = Location(0);
 }
+
+#[test]
+fn a_node_without_peers_dials_its_seeds_until_one_link_is_up() {
+    let mut m = mesh();
+    let seed = opennet(&mut m, 1);
+    let (r, b) = (m.nodes[seed].noderef.clone(), m.nodes[seed].bytes.clone());
+    m.set_down(seed, true);
+    let n = add(&mut m, 2, |c| c.seeds = vec![(r, b)]);
+    // The seed is down: a dial per SEED_RETRY, not per tick.
+    m.advance(Duration::from_millis(1_500));
+    assert_eq!(m.nodes[n].dials, 1, "dialed at the first tick");
+    m.advance(SEED_RETRY - Duration::from_secs(2));
+    assert_eq!(m.nodes[n].dials, 1, "not again before SEED_RETRY");
+    m.advance(Duration::from_secs(2));
+    assert_eq!(m.nodes[n].dials, 2, "again after SEED_RETRY");
+    // The seed comes back: the next try links, and the dials stop.
+    m.set_down(seed, false);
+    m.advance(SEED_RETRY);
+    assert_eq!(m.nodes[n].policy.peer_count(), 1);
+    let dials = m.nodes[n].dials;
+    m.advance(SEED_RETRY * 4);
+    assert_eq!(
+        m.nodes[n].dials, dials,
+        "a node with a peer leaves its seeds alone"
+    );
+}
+
+#[test]
+fn a_darknet_node_never_dials_seeds() {
+    let mut m = mesh();
+    let seed = opennet(&mut m, 1);
+    let (r, b) = (m.nodes[seed].noderef.clone(), m.nodes[seed].bytes.clone());
+    let n = add(&mut m, 2, |c| {
+        c.opennet = false;
+        c.routing.opennet = false;
+        c.seeds = vec![(r, b)];
+    });
+    m.advance(SEED_RETRY * 3);
+    assert_eq!(m.nodes[n].dials, 0);
+}
+
+#[test]
+fn a_full_node_keeps_the_newcomer_it_asked_for() {
+    let mut m = mesh();
+    let full = |c: &mut PolicyConfig| {
+        c.routing.max_peers = 3;
+        c.routing.peer_grace = 1_000;
+        c.routing.fold_min_interval = 30_000;
+    };
+    let a = add(&mut m, 8, full);
+    let b = opennet(&mut m, 2);
+    let (c, d) = (opennet(&mut m, 3), opennet(&mut m, 4));
+    for p in [b, c, d] {
+        m.dial(a, p);
+    }
+    assert_eq!(m.nodes[a].policy.peer_count(), 3, "a is full");
+    m.advance(Duration::from_secs(5));
+    // A newcomer near a's location joins through b, whose only other peer
+    // is a: its announcement reaches a, which asks for a link to it.
+    let n = add(&mut m, 9, |_| {});
+    m.dial(n, b);
+    m.advance(Duration::from_secs(1));
+    let link = m.link(a, n).expect("a linked to the newcomer");
+    assert!(
+        !m.nodes[a].policy.is_seed_client(link)
+            && m.nodes[a].policy.routing().peers().any(|(p, _)| p == link),
+        "the full node kept the newcomer it asked for as a peer"
+    );
+    assert_eq!(
+        m.nodes[a].policy.peer_count(),
+        3,
+        "and dropped one peer for it"
+    );
+}

@@ -346,6 +346,7 @@ mod tests {
                     opennet: false,
                     peer_dir: None,
                     max_remembered: 0,
+                    seeds: Vec::new(),
                 }
             };
         // The bare peer.

@@ -136,6 +136,7 @@ impl Driver {
             noderef: setup.noderef.clone(),
             routing: setup.routing.clone(),
             location: setup.location,
+            seeds: setup.seeds.clone(),
         };
         let policy = PeerPolicy::new(
             cfg,

@@ -66,6 +66,8 @@ pub struct PeerSetup {
     pub peer_dir: Option<PathBuf>,
     /// Most opennet peers remembered.
     pub max_remembered: usize,
+    /// Opennet seed nodes, dialed while the node has no peer.
+    pub seeds: Vec<(NodeRef, Vec<u8>)>,
 }
 
 impl std::fmt::Debug for PeerSetup {
@@ -260,22 +262,6 @@ impl PeerManager {
     pub async fn connect(&self, noderef: NodeRef) -> Result<(), LinkError> {
         self.cmd
             .send(Cmd::Connect(noderef, None))
-            .await
-            .map_err(|_| LinkError::Closed)
-    }
-
-    /// Connect to a node whose signed noderef bytes are known (a seed): on
-    /// opennet it is remembered once the link is up.
-    ///
-    /// # Errors
-    /// [`LinkError::Closed`] if the manager has stopped.
-    pub async fn connect_remembered(
-        &self,
-        noderef: NodeRef,
-        bytes: Vec<u8>,
-    ) -> Result<(), LinkError> {
-        self.cmd
-            .send(Cmd::Connect(noderef, Some(bytes)))
             .await
             .map_err(|_| LinkError::Closed)
     }

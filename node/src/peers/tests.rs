@@ -66,6 +66,7 @@ async fn node_with(secret: u8, location: u64, dir: Option<PathBuf>, opennet: boo
         opennet,
         peer_dir: dir,
         max_remembered: 8,
+        seeds: Vec::new(),
     };
     let stop = CancellationToken::new();
     let bytes = r.to_bytes(&keys_of(secret));

@@ -82,6 +82,33 @@ impl<V: Verifier> Node<V> {
         true
     }
 
+    /// Opennet: a connection this node asked for is up (an
+    /// [`Action::Connect`] it emitted, or a remembered peer redialed while
+    /// under the limit). Kept as by [`Node::accept_opennet_peer`], except
+    /// that the once-per-`fold_min_interval` limit is not applied again:
+    /// it was applied when the node asked (and would otherwise refuse
+    /// every fold a full node decided to take).
+    pub fn accept_requested_peer(
+        &mut self,
+        now: Millis,
+        peer: PeerId,
+        location: Location,
+        rng: &mut impl RngCore,
+    ) -> bool {
+        if self.peers.iter().any(|p| p.id == peer) {
+            return true;
+        }
+        if self.peers.len() >= self.cfg.max_peers {
+            let Some(victim) = self.least_useful(now) else {
+                return false;
+            };
+            self.stats.dropped_least_useful += 1;
+            self.disconnect(now, victim, Disconnect::LeastUseful, rng);
+        }
+        self.add_peer(now, peer, location, rng);
+        true
+    }
+
     /// Opennet, when [`Node::accept_opennet_peer`] said no to a node that
     /// connected to us: keep it as a seed client instead, so a full node
     /// (a seed) still lets newcomers in. A seed client may send one
