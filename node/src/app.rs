@@ -66,8 +66,9 @@ enum Command {
     /// seed). Node i has FCP port P+3i, gateway port P+3i+1 and peer port
     /// P+3i+2. Ctrl-C stops them all.
     Testnet(TestnetArgs),
-    /// Run the deterministic routing simulator (the node's routing code, N
-    /// nodes in one process, virtual clock). `lichen sim --help` lists flags.
+    /// Run the deterministic network simulator (the node's routing core
+    /// and peer policy for N nodes in one process, virtual clock).
+    /// `lichen sim --help` lists flags.
     #[command(disable_help_flag = true)]
     Sim {
         /// Simulator flags (--nodes, --degree, --topology, --inserts,
@@ -136,7 +137,7 @@ pub fn main() -> ExitCode {
 }
 
 fn run_sim(args: Vec<String>) -> anyhow::Result<()> {
-    use lichen_routing::sim;
+    use lichen_sim as sim;
     let Some(cli) = sim::parse_args(args).map_err(|e| anyhow::anyhow!(e))? else {
         return print_stdout(&sim::usage().replacen("usage: sim", "usage: lichen sim", 1));
     };

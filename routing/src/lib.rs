@@ -4,7 +4,6 @@
 pub mod location;
 pub mod message;
 pub mod node;
-pub mod sim;
 
 pub use location::{Key, Location};
 pub use message::{Block, KeyKind, Message, NodeRef};

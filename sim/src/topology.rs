@@ -3,95 +3,46 @@
 
 use rand::Rng;
 
-use super::config::{Sha256Verifier, Topology};
-use super::{node_config, Ev, Sim};
-use crate::location::Location;
-use crate::node::{Node, PeerId};
+use super::config::Topology;
+use super::{Ev, Sim, TICK_MS};
+use lichen_routing::Location;
 
 /// Gap between warm-up requests (ms): spread in virtual time so that
 /// nodes can take several path-folding offers each.
 const WARM_GAP: u64 = 50;
 
 impl Sim {
-    pub(super) fn link(&mut self, a: u32, b: u32) {
+    /// Nodes `a` and `b` become friends (each remembers the other and
+    /// dials it; the policies sort out the two simultaneous links).
+    fn befriend(&mut self, a: u32, b: u32) {
         if a == b {
             return;
         }
-        let (la, lb) = (
-            self.nodes[a as usize].node.location(),
-            self.nodes[b as usize].node.location(),
-        );
-        let now = self.now;
-        self.nodes[a as usize]
-            .node
-            .add_peer(now, PeerId(b.into()), lb, &mut self.rng);
-        self.nodes[b as usize]
-            .node
-            .add_peer(now, PeerId(a.into()), la, &mut self.rng);
+        let now = self.now_i();
+        for (x, y) in [(a, b), (b, a)] {
+            let (r, bytes) = {
+                let s = &self.nodes[y as usize];
+                (s.noderef.clone(), s.bytes.clone())
+            };
+            // Duplicate edges of the random graph are refused; fine.
+            let _ = self.nodes[x as usize].policy.add_friend(now, r, bytes);
+            self.dirty.push(x);
+        }
     }
 
-    pub(super) fn unlink(&mut self, a: u32, b: u32) {
-        let now = self.now;
-        self.nodes[a as usize]
-            .node
-            .remove_peer(now, PeerId(b.into()), &mut self.rng);
-        self.nodes[b as usize]
-            .node
-            .remove_peer(now, PeerId(a.into()), &mut self.rng);
-        self.dirty.push(a);
-        self.dirty.push(b);
-    }
-
-    /// Opennet connection from `a` (who asked) to `b`.
-    pub(super) fn connect(&mut self, a: u32, b: u32) {
-        if a == b || !self.nodes[a as usize].online || !self.nodes[b as usize].online {
-            return;
-        }
-        if self.nodes[a as usize]
-            .node
-            .peers()
-            .any(|(p, _)| p.0 == u64::from(b))
-        {
-            return;
-        }
-        let now = self.now;
-        let (la, lb) = (
-            self.nodes[a as usize].node.location(),
-            self.nodes[b as usize].node.location(),
-        );
-        if !self.nodes[b as usize].node.accept_opennet_peer(
-            now,
-            PeerId(a.into()),
-            la,
-            &mut self.rng,
-        ) {
-            return;
-        }
-        self.dirty.push(b);
-        if !self.nodes[a as usize].node.accept_opennet_peer(
-            now,
-            PeerId(b.into()),
-            lb,
-            &mut self.rng,
-        ) {
-            self.nodes[b as usize]
-                .node
-                .remove_peer(now, PeerId(a.into()), &mut self.rng);
-        }
-        self.dirty.push(a);
-    }
-
+    /// A Kleinberg small world of friends. In the darknet the graph is
+    /// built on the nodes' first locations (a hidden "true" order) and
+    /// every node then restarts at a shuffled location.
     fn small_world(&mut self, scramble: bool) {
         let n = self.nodes.len();
-        // Order nodes by location; in the darknet the graph is built on a
-        // hidden "true" order and the locations are then shuffled.
         let mut order: Vec<u32> = (0..n as u32).collect();
-        order.sort_by_key(|&i| self.nodes[i as usize].node.location());
+        order.sort_by_key(|&i| self.nodes[i as usize].policy.routing().location());
         let long = (self.cfg.degree / 2).saturating_sub(1).max(1);
         let ln = ((n / 2).max(2) as f64).ln();
+        let mut edges = Vec::with_capacity(n * (long + 1));
         for r in 0..n {
             let a = order[r];
-            self.link(a, order[(r + 1) % n]);
+            edges.push((a, order[(r + 1) % n]));
             for _ in 0..long {
                 let d = (self.rng.gen::<f64>() * ln).exp().floor() as usize;
                 let d = d.clamp(1, n / 2);
@@ -100,33 +51,30 @@ impl Sim {
                 } else {
                     r + n - d
                 };
-                self.link(a, order[s % n]);
+                edges.push((a, order[s % n]));
             }
         }
         if scramble {
-            let mut locs: Vec<Location> = self.nodes.iter().map(|s| s.node.location()).collect();
+            let mut locs: Vec<Location> = self
+                .nodes
+                .iter()
+                .map(|s| s.policy.routing().location())
+                .collect();
             for i in (1..locs.len()).rev() {
                 let j = self.rng.gen_range(0..=i);
                 locs.swap(i, j);
             }
-            // Rebuild nodes at their new locations with the same links.
-            let ncfg = node_config(&self.cfg);
-            let links: Vec<Vec<u32>> = self
-                .nodes
-                .iter()
-                .map(|s| s.node.peers().map(|(p, _)| p.0 as u32).collect())
-                .collect();
             for (i, loc) in locs.into_iter().enumerate() {
-                self.nodes[i].node = Node::new(ncfg.clone(), loc, Sha256Verifier);
-            }
-            for (a, ps) in links.iter().enumerate() {
-                for &b in ps {
-                    if (a as u32) < b {
-                        self.link(a as u32, b);
-                    }
-                }
+                self.restart(i as u32, loc, None);
             }
         }
+        for (a, b) in edges {
+            self.befriend(a, b);
+        }
+        // The links come up at once; the hellos take a latency each.
+        self.flush();
+        let until = self.now + 4 * self.cfg.latency_ms.1.max(1);
+        self.run_until(until);
     }
 
     pub(super) fn build(&mut self) {
@@ -140,30 +88,29 @@ impl Sim {
         for &i in idx.iter().take(advs) {
             self.nodes[i as usize].adversary = true;
         }
+        self.push(self.now + TICK_MS, Ev::Tick);
         match self.cfg.topology {
             Topology::SmallWorld => self.small_world(false),
             Topology::Darknet => {
                 self.small_world(true);
-                for i in 0..n as u32 {
-                    self.dirty.push(i);
-                }
-                self.flush();
                 let swap_ms = self.cfg.swap_ms.unwrap_or(300 * 1_000);
                 let until = self.now + swap_ms;
                 self.run_until(until);
             }
             Topology::Opennet => self.grow_opennet(),
         }
-        self.swaps_at_measure = self.nodes.iter().map(|s| s.node.stats().swaps).sum();
+        self.swaps_at_measure = self.nodes.iter().map(|s| s.policy.stats().swaps).sum();
     }
 
     fn grow_opennet(&mut self) {
         let n = self.nodes.len();
         let seeds = self.seeds() as usize;
-        for a in 0..seeds as u32 {
-            for b in (a + 1)..seeds as u32 {
-                self.link(a, b);
-            }
+        // The seeds start first and find each other (each dials the
+        // seeds while it has no peer).
+        let now = self.now_i();
+        for a in 0..seeds {
+            self.nodes[a].policy.tick(now);
+            self.dirty.push(a as u32);
         }
         for i in seeds..n {
             self.nodes[i].online = false;
@@ -223,8 +170,8 @@ impl Sim {
             let mut size = 0;
             while let Some(i) = stack.pop() {
                 size += 1;
-                for (p, _) in self.nodes[i].node.peers() {
-                    let p = p.0 as usize;
+                for p in self.peer_nodes(i as u32) {
+                    let p = p as usize;
                     if p < n && self.nodes[p].online && comp[p] == u32::MAX {
                         comp[p] = start as u32;
                         stack.push(p);

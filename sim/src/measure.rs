@@ -58,10 +58,10 @@ impl Sim {
         let honest = self.nodes.iter().filter(|n| !n.adversary);
         let (mut offences, mut bad) = (0, 0);
         for n in honest {
-            offences += n.node.stats().misbehaviour;
-            bad += n.node.stats().bad_blocks;
+            offences += n.policy.stats().misbehaviour;
+            bad += n.policy.stats().bad_blocks;
         }
-        let swaps: u64 = self.nodes.iter().map(|s| s.node.stats().swaps).sum();
+        let swaps: u64 = self.nodes.iter().map(|s| s.policy.stats().swaps).sum();
         Report {
             config: self.cfg.clone(),
             mean_degree: round4(self.mean_degree),

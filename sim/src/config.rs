@@ -3,9 +3,7 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::location::Key;
-use crate::message::KeyKind;
-use crate::node::Verifier;
+use lichen_routing::{Key, KeyKind, Verifier};
 
 /// The simulator's block verifier: SHA-256(block) == routing key (the CHK
 /// rule; the crypto crate supplies the real one to the node).

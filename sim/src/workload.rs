@@ -5,8 +5,7 @@ use sha2::{Digest, Sha256};
 
 use super::config::Topology;
 use super::{Ev, Sim, SimNode};
-use crate::location::{Key, Location};
-use crate::node::LocalRequest;
+use lichen_routing::{Key, Location};
 
 impl Sim {
     pub(super) fn new_block(&mut self) -> u32 {
@@ -19,7 +18,7 @@ impl Sim {
 
     /// Nodes `0..seeds()` are the opennet seed nodes (kept online).
     pub(super) fn seeds(&self) -> u32 {
-        (self.nodes.len() / 500).clamp(3, 20).min(self.nodes.len()) as u32
+        self.seeds.len() as u32
     }
 
     /// A node that may leave: online, honest, and not an opennet seed.
@@ -75,18 +74,18 @@ impl Sim {
         let online: Vec<&SimNode> = self.nodes.iter().filter(|s| s.online).collect();
         self.mean_degree = online
             .iter()
-            .map(|s| s.node.peer_count() as f64)
+            .map(|s| s.policy.peer_count() as f64)
             .sum::<f64>()
             / online.len().max(1) as f64;
         let mut lens: Vec<u64> = Vec::new();
         for s in &online {
-            let me = s.node.location();
-            lens.extend(s.node.peers().map(|(_, l)| l.distance(me)));
+            let me = s.policy.routing().location();
+            lens.extend(s.policy.routing().peers().map(|(_, l)| l.distance(me)));
         }
         lens.sort_unstable();
         self.min_degree = online
             .iter()
-            .map(|s| s.node.peer_count())
+            .map(|s| s.policy.peer_count())
             .min()
             .unwrap_or(0);
         self.largest_component = self.largest_component();
@@ -131,50 +130,25 @@ impl Sim {
         self.run_until(end);
     }
 
+    /// Node `i` leaves: all its links break.
     pub(super) fn go_offline(&mut self, i: u32) {
-        let peers: Vec<u32> = self.nodes[i as usize]
-            .node
-            .peers()
-            .map(|(p, _)| p.0 as u32)
-            .collect();
-        for &p in &peers {
-            self.unlink(i, p);
+        let ends: Vec<_> = self.nodes[i as usize].ends.keys().copied().collect();
+        for pid in ends {
+            self.close(i, pid, true);
         }
-        let s = &mut self.nodes[i as usize];
-        s.old_peers = peers;
-        s.online = false;
+        self.nodes[i as usize].online = false;
         self.offline.push(i);
     }
 
+    /// Node `i` comes back: it restarts (at its location, with the peer
+    /// list it saved and its store) and redials whom it remembers (and,
+    /// on opennet, the seeds while it has no peer).
     pub(super) fn come_back(&mut self, i: u32) {
+        let loc = self.nodes[i as usize].policy.routing().location();
+        self.restart(i, loc, None);
         self.nodes[i as usize].online = true;
-        let old = std::mem::take(&mut self.nodes[i as usize].old_peers);
-        for p in old {
-            if !self.nodes[p as usize].online {
-                continue;
-            }
-            if self.cfg.topology == Topology::Opennet {
-                self.connect(i, p);
-            } else {
-                self.link(i, p);
-            }
-        }
-        if self.cfg.topology == Topology::Opennet {
-            let now = self.now;
-            // Old peers that filled up meanwhile refuse us: like a real
-            // node, fall back on a seed node, then announce.
-            if self.nodes[i as usize].node.peer_count() < 3 {
-                let seed = self.rng.gen_range(0..self.seeds());
-                self.link(i, seed);
-                self.dirty.push(seed);
-                self.push(now + 5_000, Ev::DropSeed { node: i, seed });
-            }
-            self.nodes[i as usize].node.handle_local_request(
-                now,
-                LocalRequest::Announce,
-                &mut self.rng,
-            );
-        }
+        let now = self.now_i();
+        self.nodes[i as usize].policy.tick(now);
         self.dirty.push(i);
     }
 }

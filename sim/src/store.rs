@@ -2,9 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::location::{Key, Location};
-use crate::message::{Block, KeyKind};
-use crate::node::{BlockSource, Space};
+use lichen_routing::{Block, BlockSource, Key, KeyKind, Location, Space};
 
 #[derive(Debug, Default)]
 pub(super) struct SimStore {

@@ -1,13 +1,13 @@
-//! `cargo run --release -p lichen-routing --example sim -- --nodes 1000 ...`
-//! Flags: see `lichen_routing::sim::usage()`.
+//! `cargo run --release -p lichen-sim --example sim -- --nodes 1000 ...`
+//! Flags: see `lichen_sim::usage()`.
 
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cli = match lichen_routing::sim::parse_args(std::env::args().skip(1)) {
+    let cli = match lichen_sim::parse_args(std::env::args().skip(1)) {
         Ok(Some(cli)) => cli,
         Ok(None) => {
-            println!("{}", lichen_routing::sim::usage());
+            println!("{}", lichen_sim::usage());
             return ExitCode::SUCCESS;
         }
         Err(e) => {
@@ -16,7 +16,7 @@ fn main() -> ExitCode {
         }
     };
     let start = std::time::Instant::now();
-    let report = lichen_routing::sim::run(&cli.config);
+    let report = lichen_sim::run(&cli.config);
     if cli.json {
         match serde_json::to_string_pretty(&report) {
             Ok(s) => println!("{s}"),

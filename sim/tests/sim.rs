@@ -1,7 +1,7 @@
 //! Small simulations: determinism and success rates.
 #![allow(clippy::unwrap_used)]
 
-use lichen_routing::sim::{run, Adversary, SimConfig, Topology};
+use lichen_sim::{run, Adversary, SimConfig, Topology};
 
 fn small(topology: Topology) -> SimConfig {
     SimConfig {
@@ -38,7 +38,13 @@ fn small_world_finds_inserted_keys() {
 
 #[test]
 fn opennet_grown_by_path_folding_finds_inserted_keys() {
-    let r = run(&small(Topology::Opennet));
+    // Under the real peer policy (full seeds keep newcomers only as seed
+    // clients; full nodes replace a peer at most once per fold interval)
+    // 300 nodes need 10 x N warm-up requests to fold into shape: with the
+    // default 5 x N, success is 94 % (docs/simulation.md).
+    let mut c = small(Topology::Opennet);
+    c.warmup_requests = Some(10 * c.nodes);
+    let r = run(&c);
     assert!(r.success_rate >= 0.97, "{}", r.to_table());
     assert!((r.largest_component - 1.0).abs() < 1e-9, "{}", r.to_table());
 }
@@ -48,7 +54,9 @@ fn in_a_small_network_inserts_are_kept_next_to_their_key() {
     // Twenty nodes: an insert meets the key's closest nodes within its
     // first two hops, where nothing may be kept. Forked at the caching
     // level, it comes back to them (before the fork: 0.84 stores per
-    // insert, 98.3 % success, hops 1.21 / 1 / 4).
+    // insert, 98.3 % success, hops 1.21 / 1 / 4). Under the real peer
+    // policy the twenty keep 6.3 peers of 8 on average, so a few requests
+    // take a third hop.
     let r = run(&SimConfig {
         nodes: 20,
         degree: 8,
@@ -60,7 +68,7 @@ fn in_a_small_network_inserts_are_kept_next_to_their_key() {
     });
     assert!(r.success_rate >= 0.999, "{}", r.to_table());
     assert!(r.stores_per_insert >= 1.5, "{}", r.to_table());
-    assert!(r.hops_p95 <= 2.0 && r.hops_mean < 1.0, "{}", r.to_table());
+    assert!(r.hops_p95 <= 3.0 && r.hops_mean < 1.0, "{}", r.to_table());
 }
 
 #[test]

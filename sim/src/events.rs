@@ -1,0 +1,388 @@
+//! The event loop: delivering messages, firing timers and ticks, starting
+//! local requests, and carrying out what the policies ask for.
+
+use rand::{Rng, RngCore};
+
+use super::config::Adversary;
+use super::{Ev, Req, Sim, TICK_MS};
+use lichen_link::noderef::NodeRef;
+use lichen_link::policy::{Dialed, Output};
+use lichen_routing::{InsertOutcome, KeyKind, LocalRequest, Message, PeerId, RequestOutcome};
+
+impl Sim {
+    pub(super) fn run_until(&mut self, end: u64) {
+        self.flush();
+        while let Some(top) = self.heap.peek() {
+            if top.at > end {
+                break;
+            }
+            let Some(e) = self.heap.pop() else { break };
+            self.now = self.now.max(e.at);
+            self.events += 1;
+            self.handle(e.ev);
+            self.flush();
+        }
+        self.now = self.now.max(end);
+    }
+
+    fn handle(&mut self, ev: Ev) {
+        match ev {
+            Ev::Deliver { to, pid, from, msg } => self.on_deliver(to, pid, from, msg),
+            Ev::Timer { node } => self.on_timer(node),
+            Ev::Tick => self.on_tick(),
+            Ev::Insert { node, block } => self.start_insert(node, block),
+            Ev::Fetch {
+                node,
+                block,
+                measured,
+            } => self.start_fetch(node, block, measured),
+            Ev::Join { node } => self.join(node),
+            Ev::Churn => self.churn(),
+        }
+    }
+
+    /// A message arrives on a link that may have closed meanwhile
+    /// (adversaries see it first, and may drop it or answer with junk).
+    fn on_deliver(&mut self, to: u32, pid: PeerId, from: u32, msg: Message) {
+        let t = to as usize;
+        if !self.nodes[t].online || !self.nodes[t].ends.contains_key(&pid) {
+            return;
+        }
+        if self.nodes[t].adversary {
+            self.observe(to, from, &msg);
+            // Misbehaving adversaries still say hello (or no link would
+            // ever carry their misdeeds); they spoil routed traffic.
+            let routed = msg.id().is_some();
+            match self.cfg.adversary_kind {
+                Adversary::Drop if routed => return,
+                Adversary::Corrupt => {
+                    if let Message::Request { id, .. } = msg {
+                        let mut junk = vec![0u8; 32];
+                        self.rng.fill_bytes(&mut junk);
+                        self.send(to, pid, Message::Accepted { id });
+                        self.send(to, pid, Message::DataFound { id, block: junk });
+                        return;
+                    }
+                }
+                _ => {}
+            }
+        } else if self.cfg.adversary > 0.0 {
+            self.track_depth(to, from, &msg);
+        }
+        let now = self.now_i();
+        let s = &mut self.nodes[t];
+        s.policy.message(now, pid, msg, &mut s.store, &mut self.rng);
+        self.dirty.push(to);
+    }
+
+    /// A node's routing timer is due.
+    fn on_timer(&mut self, node: u32) {
+        let now = self.now_i();
+        let s = &mut self.nodes[node as usize];
+        if s.timer_at == self.now {
+            s.timer_at = u64::MAX;
+        }
+        // Offline nodes run their timers too (they have no links, so
+        // this only expires their state).
+        s.policy.timeout(now, &mut self.rng);
+        self.dirty.push(node);
+    }
+
+    /// Every online node's policy ticks: remembered peers that are down
+    /// and due are redialed.
+    fn on_tick(&mut self) {
+        let now = self.now_i();
+        for i in 0..self.nodes.len() {
+            let s = &mut self.nodes[i];
+            if s.online {
+                s.policy.tick(now);
+                self.dirty.push(i as u32);
+            }
+        }
+        self.push(self.now + TICK_MS, Ev::Tick);
+    }
+
+    /// A node inserts block number `block`.
+    fn start_insert(&mut self, node: u32, block: u32) {
+        if !self.nodes[node as usize].online {
+            return;
+        }
+        let now = self.now_i();
+        let (key, b) = self.blocks[block as usize].clone();
+        let s = &mut self.nodes[node as usize];
+        let id = s.policy.local_request(
+            now,
+            LocalRequest::Insert {
+                key,
+                kind: KeyKind::Chk,
+                block: b,
+            },
+            &mut self.rng,
+        );
+        self.reqs.insert(id.0, Req::new(node, block, false, None));
+        self.dirty.push(node);
+    }
+
+    /// A node fetches block number `block` (another online node if it
+    /// has left meanwhile).
+    fn start_fetch(&mut self, node: u32, block: u32, measured: bool) {
+        let now = self.now_i();
+        let (key, _) = self.blocks[block as usize];
+        // The requester chosen in advance may have left meanwhile.
+        let node = if self.nodes[node as usize].online {
+            node
+        } else {
+            self.random_online_honest()
+        };
+        let s = &mut self.nodes[node as usize];
+        if s.store.has(&key) {
+            // The embedder answers from its own store; no traffic.
+            let id = self.rng.next_u64();
+            self.reqs
+                .insert(id, Req::new(node, block, measured, Some(Ok(()))));
+            return;
+        }
+        let id = s.policy.local_request(
+            now,
+            LocalRequest::Fetch {
+                key,
+                kind: KeyKind::Chk,
+            },
+            &mut self.rng,
+        );
+        self.reqs
+            .insert(id.0, Req::new(node, block, measured, None));
+        if self.cfg.adversary > 0.0 && measured {
+            self.depth.insert((id.0, node), 0);
+        }
+        self.dirty.push(node);
+    }
+
+    /// Opennet growth: a newcomer starts; with no peer, its policy dials
+    /// the seeds (which keep it as a peer, or, when full, as a seed client
+    /// for one announcement) and announces once the first peer is up.
+    fn join(&mut self, node: u32) {
+        self.nodes[node as usize].online = true;
+        let now = self.now_i();
+        self.nodes[node as usize].policy.tick(now);
+        self.dirty.push(node);
+    }
+
+    /// One offline node comes back and one online node leaves.
+    fn churn(&mut self) {
+        let now = self.now;
+        if !self.offline.is_empty() {
+            let k = self.rng.gen_range(0..self.offline.len());
+            let back = self.offline.swap_remove(k);
+            let leave = self.random_leaver();
+            self.go_offline(leave);
+            self.come_back(back);
+            let next = now + self.churn_interval;
+            self.push(next, Ev::Churn);
+        }
+    }
+
+    /// Carry out the outputs of every node touched, until quiet; then
+    /// re-arm their timers.
+    pub(super) fn flush(&mut self) {
+        let now = self.now_i();
+        while let Some(i) = self.dirty.pop() {
+            while let Some(o) = self.nodes[i as usize].policy.poll_output(now) {
+                self.apply(i, o);
+            }
+            let at = self.nodes[i as usize]
+                .policy
+                .poll_timeout()
+                .map(|t| self.ms(t).max(self.now));
+            let s = &mut self.nodes[i as usize];
+            if let Some(t) = at {
+                if t < s.timer_at {
+                    s.timer_at = t;
+                    self.push(t, Ev::Timer { node: i });
+                }
+            }
+        }
+    }
+
+    fn apply(&mut self, i: u32, o: Output) {
+        match o {
+            Output::Send { peer, msg } => self.send(i, peer, msg),
+            Output::Dial { noderef, bytes } => self.connect(i, noderef, bytes),
+            Output::Close { peer } => self.close(i, peer, false),
+            Output::SavePeers(list) => self.nodes[i as usize].saved = Some(list),
+            Output::StoreBlock {
+                space, key, block, ..
+            } => {
+                let s = &mut self.nodes[i as usize];
+                let me = s.policy.routing().location();
+                s.store.put(space, key, block, me);
+            }
+            Output::RequestDone { id, outcome } => self.request_done(id.0, &outcome),
+            Output::InsertDone { id, outcome } => self.insert_done(id.0, &outcome),
+        }
+    }
+
+    fn request_done(&mut self, id: u64, outcome: &RequestOutcome) {
+        let failed = !matches!(outcome, RequestOutcome::Found(_));
+        let available = failed
+            && self.reqs.get(&id).is_some_and(|r| {
+                let key = self.blocks[r.block as usize].0;
+                r.measured && self.nodes.iter().any(|n| n.online && n.store.has(&key))
+            });
+        if let Some(r) = self.reqs.get_mut(&id) {
+            r.available = !failed || available;
+            r.outcome = Some(match outcome {
+                RequestOutcome::Found(_) => Ok(()),
+                RequestOutcome::NotFound => Err("not-found".into()),
+                RequestOutcome::RouteNotFound => Err("route-not-found".into()),
+                RequestOutcome::RecentlyFailed => Err("recently-failed".into()),
+                RequestOutcome::Overloaded => Err("overloaded".into()),
+                RequestOutcome::TimedOut => Err("timed-out".into()),
+            });
+        }
+    }
+
+    fn insert_done(&mut self, id: u64, outcome: &InsertOutcome) {
+        if let Some(r) = self.reqs.get_mut(&id) {
+            let ok = matches!(
+                outcome,
+                InsertOutcome::Success | InsertOutcome::RouteNotFound { .. }
+            );
+            r.outcome = Some(if ok {
+                Ok(())
+            } else {
+                Err(format!("{outcome:?}"))
+            });
+            if self.counting_inserts {
+                self.inserts_done += usize::from(ok);
+            }
+        }
+    }
+
+    /// Node `i` dials: the handshake succeeds at once if the node named
+    /// exists and both are online; each side's policy then keeps or
+    /// refuses the link, and the hellos travel with the link's latency.
+    pub(super) fn connect(&mut self, i: u32, noderef: NodeRef, bytes: Option<Vec<u8>>) {
+        let now = self.now_i();
+        let key = noderef.static_key;
+        let target =
+            self.by_key.get(&key).copied().filter(|&j| {
+                j != i && self.nodes[j as usize].online && self.nodes[i as usize].online
+            });
+        let Some(j) = target else {
+            self.nodes[i as usize].policy.dial_failed(now, &key);
+            self.dirty.push(i);
+            return;
+        };
+        let mine = self.nodes[i as usize].key;
+        let a = self.nodes[i as usize].policy.link_up(
+            now,
+            key,
+            Some(Dialed { noderef, bytes }),
+            &mut self.rng,
+        );
+        let b = self.nodes[j as usize]
+            .policy
+            .link_up(now, mine, None, &mut self.rng);
+        match (a, b) {
+            (Ok(pa), Ok(pb)) => {
+                self.nodes[i as usize].ends.insert(pa, (j, pb));
+                self.nodes[j as usize].ends.insert(pb, (i, pa));
+            }
+            // One side refused: it closes, the other sees the close.
+            (Ok(pa), Err(_)) => self.nodes[i as usize]
+                .policy
+                .link_closed(now, pa, &mut self.rng),
+            (Err(_), Ok(pb)) => self.nodes[j as usize]
+                .policy
+                .link_closed(now, pb, &mut self.rng),
+            (Err(_), Err(_)) => {}
+        }
+        self.dirty.push(i);
+        self.dirty.push(j);
+    }
+
+    /// Link end `(i, peer)` closes: its other end sees the close. `both`:
+    /// the link broke (neither side closed it), so `i` hears of it too.
+    pub(super) fn close(&mut self, i: u32, peer: PeerId, both: bool) {
+        let now = self.now_i();
+        let Some((j, pj)) = self.nodes[i as usize].ends.remove(&peer) else {
+            return;
+        };
+        self.nodes[j as usize].ends.remove(&pj);
+        self.nodes[j as usize]
+            .policy
+            .link_closed(now, pj, &mut self.rng);
+        self.dirty.push(j);
+        if both {
+            self.nodes[i as usize]
+                .policy
+                .link_closed(now, peer, &mut self.rng);
+            self.dirty.push(i);
+        }
+    }
+
+    /// Node `from` sends `msg` on its link `peer`.
+    fn send(&mut self, from: u32, peer: PeerId, mut msg: Message) {
+        let Some(&(to, pid)) = self.nodes[from as usize].ends.get(&peer) else {
+            return;
+        };
+        if self.nodes[from as usize].adversary && self.cfg.adversary_kind == Adversary::LieHtl {
+            match &mut msg {
+                Message::Request { htl, .. }
+                | Message::Insert { htl, .. }
+                | Message::RouteNotFound { htl, .. } => {
+                    *htl = self.cfg.htl;
+                }
+                _ => {}
+            }
+        }
+        if self.measuring {
+            self.messages += 1;
+            *self.by_kind.entry(msg.name()).or_default() += 1;
+        }
+        if let Some(id) = msg.id() {
+            if let Some(r) = self.reqs.get_mut(&id) {
+                r.messages += 1;
+                if matches!(msg, Message::DataFound { .. }) {
+                    r.data_found_msgs += 1;
+                }
+            }
+        }
+        if self.cfg.loss > 0.0 && self.rng.gen_bool(self.cfg.loss.min(1.0)) {
+            return;
+        }
+        let at = self.now + self.latency(from, to);
+        self.push(at, Ev::Deliver { to, pid, from, msg });
+    }
+
+    fn track_depth(&mut self, to: u32, from: u32, msg: &Message) {
+        if let Message::Request { id, .. } = msg {
+            if let Some(&d) = self.depth.get(&(*id, from)) {
+                self.depth.entry((*id, to)).or_insert(d.saturating_add(1));
+            }
+        }
+    }
+
+    fn observe(&mut self, to: u32, from: u32, msg: &Message) {
+        let Message::Request { id, htl, .. } = msg else {
+            return;
+        };
+        if !self.reqs.get(id).is_some_and(|r| r.measured) {
+            return;
+        }
+        let depth = self
+            .depth
+            .get(&(*id, from))
+            .map_or(u8::MAX, |d| d.saturating_add(1));
+        if !self.nodes[from as usize].adversary {
+            self.sightings.entry(*id).or_insert((from, *htl, depth));
+        } else {
+            // Seen by a colluder first: not a candidate any more.
+            self.sightings.entry(*id).or_insert((u32::MAX, 0, depth));
+        }
+        if let Some(&d) = self.depth.get(&(*id, from)) {
+            self.depth.entry((*id, to)).or_insert(d.saturating_add(1));
+        }
+    }
+}

@@ -1,0 +1,401 @@
+#![doc = include_str!("../README.md")]
+#![warn(missing_docs, unreachable_pub)]
+
+mod args;
+mod config;
+mod events;
+mod measure;
+mod report;
+mod store;
+mod topology;
+mod workload;
+
+pub use args::{parse_args, usage, Cli};
+pub use config::{Adversary, Sha256Verifier, SimConfig, Topology};
+pub use report::{Anonymity, Report};
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use rand::{RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use lichen_link::keys::NodeKeys;
+use lichen_link::noderef::NodeRef;
+use lichen_link::peerlist::PeerList;
+use lichen_link::policy::{PeerPolicy, PolicyConfig};
+use lichen_routing::{Block, Config, Key, Location, Message, PeerId};
+use store::SimStore;
+
+#[derive(Debug)]
+enum Ev {
+    /// A message arrives at node `to` on its link `pid` (from node
+    /// `from`).
+    Deliver {
+        to: u32,
+        pid: PeerId,
+        from: u32,
+        msg: Message,
+    },
+    Timer {
+        node: u32,
+    },
+    /// Every online node's policy ticks (redials, saves).
+    Tick,
+    Insert {
+        node: u32,
+        block: u32,
+    },
+    Fetch {
+        node: u32,
+        block: u32,
+        measured: bool,
+    },
+    /// An opennet newcomer dials a seed.
+    Join {
+        node: u32,
+    },
+    Churn,
+}
+
+#[derive(Debug)]
+struct Entry {
+    at: u64,
+    seq: u64,
+    ev: Ev,
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, o: &Self) -> bool {
+        (self.at, self.seq) == (o.at, o.seq)
+    }
+}
+impl Eq for Entry {}
+impl PartialOrd for Entry {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Entry {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (Reverse(self.at), Reverse(self.seq)).cmp(&(Reverse(o.at), Reverse(o.seq)))
+    }
+}
+
+/// One simulated node: the real peer policy (which owns the real
+/// routing core), its store, and its link ends.
+struct SimNode {
+    policy: PeerPolicy<Sha256Verifier>,
+    /// Its static key (how dials find it).
+    key: [u8; 32],
+    /// Its noderef and the signed bytes of it.
+    noderef: NodeRef,
+    bytes: Vec<u8>,
+    /// The peer list it last asked to save (what it finds on restart).
+    saved: Option<PeerList>,
+    store: SimStore,
+    online: bool,
+    adversary: bool,
+    timer_at: u64,
+    /// Each of its link ends → (the other node, that node's end).
+    ends: BTreeMap<PeerId, (u32, PeerId)>,
+}
+
+impl std::fmt::Debug for SimNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimNode")
+            .field("online", &self.online)
+            .field("links", &self.ends.len())
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Req {
+    origin: u32,
+    measured: bool,
+    data_found_msgs: u32,
+    messages: u32,
+    outcome: Option<Result<(), String>>,
+    /// When a measured fetch fails: was the block on some online node?
+    block: u32,
+    available: bool,
+}
+
+impl Req {
+    /// A request or insert of block number `block` by `origin`, nothing
+    /// sent yet; `outcome` is set at once when no traffic is needed.
+    fn new(origin: u32, block: u32, measured: bool, outcome: Option<Result<(), String>>) -> Self {
+        Req {
+            origin,
+            measured,
+            data_found_msgs: 0,
+            messages: 0,
+            outcome,
+            block,
+            available: true,
+        }
+    }
+}
+
+struct Sim {
+    cfg: SimConfig,
+    rng: ChaCha8Rng,
+    nodes: Vec<SimNode>,
+    heap: BinaryHeap<Entry>,
+    seq: u64,
+    now: u64,
+    events: u64,
+    blocks: Vec<(Key, Block)>,
+    reqs: HashMap<u64, Req>,
+    inserts_done: usize,
+    counting_inserts: bool,
+    measuring: bool,
+    messages: u64,
+    dirty: Vec<u32>,
+    // Anonymity bookkeeping: first adversary sighting per id, and the hop
+    // depth of each (id, node) to compute the HTL model baseline.
+    sightings: HashMap<u64, (u32, u8, u8)>,
+    depth: HashMap<(u64, u32), u8>,
+    link_salt: u64,
+    /// The instant virtual time 0 stands for (the policies take
+    /// `Instant`s; only differences from it matter).
+    epoch: Instant,
+    /// Static key → node (how a dial finds its node).
+    by_key: HashMap<[u8; 32], u32>,
+    swaps_at_measure: u64,
+    offline: Vec<u32>,
+    churn_interval: u64,
+    measured_inserts: std::ops::Range<usize>,
+    mean_degree: f64,
+    median_link: f64,
+    min_degree: usize,
+    largest_component: f64,
+    by_kind: BTreeMap<&'static str, u64>,
+    /// Opennet: the seed nodes' noderefs (nodes `0..seeds.len()`).
+    seeds: Vec<(NodeRef, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for Sim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sim")
+            .field("now", &self.now)
+            .finish_non_exhaustive()
+    }
+}
+
+fn node_config(cfg: &SimConfig) -> Config {
+    let rtt = 2 * cfg.latency_ms.1.max(1);
+    Config {
+        max_htl: cfg.htl.max(2),
+        cache_max_htl: cfg.htl.max(2) - 2,
+        max_peers: match cfg.topology {
+            Topology::Opennet => cfg.degree.max(2),
+            _ => usize::MAX,
+        },
+        opennet: cfg.topology == Topology::Opennet,
+        swapping: cfg.topology == Topology::Darknet,
+        accept_timeout: 4 * rtt,
+        fetch_timeout: 60 * rtt,
+        backoff_initial: 4 * rtt,
+        backoff_max: 200 * rtt,
+        failure_ttl: 30_000,
+        recent_ttl: 120_000,
+        peer_grace: 20_000,
+        fold_min_interval: 10_000,
+        swap_interval: 1_000,
+        announce_interval: 5_000,
+        swap_timeout: 20 * rtt,
+        location_reset_one_in: 0,
+        ..Config::default()
+    }
+}
+
+/// Run a simulation.
+pub fn run(cfg: &SimConfig) -> Report {
+    let mut sim = Sim::new(cfg.clone());
+    sim.build();
+    sim.insert_phase();
+    sim.request_phase();
+    sim.report()
+}
+
+/// Wall-clock ms at virtual time 0 (only `last_seen` in peer lists).
+const WALL_START_MS: u64 = 1_700_000_000_000;
+
+/// How often every node's policy ticks (ms of virtual time). A real node
+/// ticks every second; its retry delays start at 5 s, so ticking every
+/// 5 s delays a redial by at most one tick, at a fifth of the cost.
+pub const TICK_MS: u64 = 5_000;
+
+/// A node's policy settings.
+fn policy_config(
+    cfg: &SimConfig,
+    key: [u8; 32],
+    bytes: &[u8],
+    location: Location,
+    seeds: &[(NodeRef, Vec<u8>)],
+) -> PolicyConfig {
+    PolicyConfig {
+        own_key: key,
+        opennet: cfg.topology == Topology::Opennet,
+        noderef: Some(bytes.to_vec()),
+        routing: node_config(cfg),
+        location,
+        seeds: seeds.to_vec(),
+    }
+}
+
+/// Node `i`: keys from the sim's RNG, a made-up address (10.x.y.z:1, never
+/// dialed; dials find nodes by static key), its noderef.
+fn new_node(cfg: &SimConfig, rng: &mut ChaCha8Rng, i: usize, epoch: Instant) -> SimNode {
+    let mut secret = [0u8; 32];
+    rng.fill_bytes(&mut secret);
+    let keys = NodeKeys::from_static_secret(secret);
+    let loc = Location::random(rng);
+    let b = u32::try_from(i).unwrap_or(u32::MAX).to_be_bytes();
+    let addr = SocketAddr::from(([10, b[1], b[2], b[3]], 1 + u16::from(b[0])));
+    let noderef = NodeRef::new(&keys, vec![addr], Some(loc.0));
+    let bytes = noderef.to_bytes(&keys);
+    let key = keys.static_public();
+    let pcfg = policy_config(cfg, key, &bytes, loc, &[]);
+    let list = PeerList::new(cfg.degree.saturating_mul(2));
+    SimNode {
+        policy: PeerPolicy::new(pcfg, list, Sha256Verifier, epoch, WALL_START_MS),
+        key,
+        noderef,
+        bytes,
+        saved: None,
+        store: SimStore::default(),
+        online: true,
+        adversary: false,
+        timer_at: u64::MAX,
+        ends: BTreeMap::new(),
+    }
+}
+
+impl Sim {
+    fn new(cfg: SimConfig) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+        let n = cfg.nodes.max(2);
+        let epoch = Instant::now();
+        let nodes: Vec<SimNode> = (0..n).map(|i| new_node(&cfg, &mut rng, i, epoch)).collect();
+        let by_key = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.key, i as u32))
+            .collect();
+        let link_salt = rng.next_u64();
+        let seeds = if cfg.topology == Topology::Opennet {
+            let k = (n / 500).clamp(3, 20).min(n);
+            nodes[..k]
+                .iter()
+                .map(|s| (s.noderef.clone(), s.bytes.clone()))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let mut sim = Sim {
+            cfg,
+            rng,
+            nodes,
+            heap: BinaryHeap::new(),
+            seq: 0,
+            now: 0,
+            events: 0,
+            blocks: Vec::new(),
+            reqs: HashMap::new(),
+            inserts_done: 0,
+            counting_inserts: false,
+            measuring: false,
+            messages: 0,
+            dirty: Vec::new(),
+            sightings: HashMap::new(),
+            depth: HashMap::new(),
+            link_salt,
+            epoch,
+            by_key,
+            swaps_at_measure: 0,
+            offline: Vec::new(),
+            churn_interval: 0,
+            measured_inserts: 0..0,
+            mean_degree: 0.0,
+            median_link: 0.0,
+            min_degree: 0,
+            largest_component: 0.0,
+            by_kind: BTreeMap::new(),
+            seeds,
+        };
+        // Every opennet node knows the seeds (a real node ships them).
+        if !sim.seeds.is_empty() {
+            for i in 0..n as u32 {
+                let loc = sim.nodes[i as usize].policy.routing().location();
+                sim.restart(i, loc, None);
+            }
+        }
+        sim
+    }
+
+    /// Virtual time `ms` as the policies' `Instant`.
+    fn instant(&self, ms: u64) -> Instant {
+        self.epoch + Duration::from_millis(ms)
+    }
+
+    /// Virtual now as an `Instant`.
+    fn now_i(&self) -> Instant {
+        self.instant(self.now)
+    }
+
+    /// An `Instant` from a policy as virtual ms.
+    fn ms(&self, t: Instant) -> u64 {
+        u64::try_from(t.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Node `i` restarts: a fresh policy and routing core at `location`
+    /// with the peer list it last saved (or `list`), as a real node comes
+    /// back with its `peers.toml`; its store stays. It must have no links.
+    fn restart(&mut self, i: u32, location: Location, list: Option<PeerList>) {
+        let now = self.now_i();
+        let s = &mut self.nodes[i as usize];
+        debug_assert!(s.ends.is_empty());
+        let list = list
+            .or_else(|| s.saved.clone())
+            .unwrap_or_else(|| PeerList::new(self.cfg.degree.saturating_mul(2)));
+        let pcfg = policy_config(&self.cfg, s.key, &s.bytes, location, &self.seeds);
+        s.policy = PeerPolicy::new(pcfg, list, Sha256Verifier, now, WALL_START_MS + self.now);
+        s.timer_at = u64::MAX;
+    }
+
+    /// The nodes node `i` has as routing peers.
+    fn peer_nodes(&self, i: u32) -> Vec<u32> {
+        let s = &self.nodes[i as usize];
+        s.policy
+            .routing()
+            .peers()
+            .filter_map(|(p, _)| s.ends.get(&p).map(|e| e.0))
+            .collect()
+    }
+
+    fn push(&mut self, at: u64, ev: Ev) {
+        self.seq += 1;
+        self.heap.push(Entry {
+            at,
+            seq: self.seq,
+            ev,
+        });
+    }
+
+    fn latency(&self, a: u32, b: u32) -> u64 {
+        let (lo, hi) = self.cfg.latency_ms;
+        let (x, y) = (a.min(b) as u64, a.max(b) as u64);
+        // splitmix64 of the link, salted by the seed.
+        let mut z = (x << 32 | y) ^ self.link_salt;
+        z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        lo + z % (hi.saturating_sub(lo) + 1)
+    }
+}
