@@ -1,7 +1,7 @@
 //! Command-line flags for the simulator, defined once here so the `sim`
 //! example and the `lichen sim` subcommand share them.
 
-use super::config::{Adversary, SimConfig, Topology};
+use super::config::{Adversary, Attack, SimConfig, Topology};
 
 /// Parsed command line.
 #[derive(Clone, Debug, PartialEq)]
@@ -30,6 +30,10 @@ pub fn usage() -> &'static str {
   --warmup N           opennet: warm-up requests for path folding (5 x nodes)
   --swap-seconds S     darknet: virtual seconds of swapping first (300)
   --interval MS        gap between requests in ms (10)
+  --attack NAME        run and measure an attack: downloader | uploader
+  --files N            attack workload: files inserted (10)
+  --file-blocks N      attack workload: blocks per file (256)
+  --downloaders N      attack workload: honest nodes each downloading a file (20)
   --json               print the report as JSON
   --help               this text"
 }
@@ -46,6 +50,23 @@ fn fraction(flag: &str, v: Option<String>) -> Result<f64, String> {
     } else {
         Err(format!("{flag} must be between 0 and 1"))
     }
+}
+
+/// The attack workload's flags.
+fn attack_flag(c: &mut SimConfig, flag: &str, v: Option<String>) -> Result<(), String> {
+    match flag {
+        "--attack" => {
+            c.attack = Some(match v.as_deref() {
+                Some("downloader") => Attack::Downloader,
+                Some("uploader") => Attack::Uploader,
+                other => return Err(format!("--attack: unknown {other:?}")),
+            });
+        }
+        "--files" => c.files = num(flag, v)?,
+        "--file-blocks" => c.file_blocks = num(flag, v)?,
+        _ => c.downloaders = num(flag, v)?,
+    }
+    Ok(())
 }
 
 /// Parse flags (without the program name). `Ok(None)` means `--help`.
@@ -101,6 +122,9 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Option<Cli>
             "--warmup" => c.warmup_requests = Some(num(&flag, val())?),
             "--swap-seconds" => c.swap_ms = Some(num::<u64>(&flag, val())?.saturating_mul(1000)),
             "--interval" => c.request_interval_ms = num(&flag, val())?,
+            "--attack" | "--files" | "--file-blocks" | "--downloaders" => {
+                attack_flag(&mut c, &flag, val())?;
+            }
             "--json" => json = true,
             "--help" | "-h" => return Ok(None),
             other => return Err(format!("unknown flag {other:?}\n{}", usage())),
@@ -114,6 +138,9 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Option<Cli>
     }
     if c.degree < 2 {
         return Err("--degree must be at least 2".into());
+    }
+    if c.attack.is_some() && (c.files == 0 || c.file_blocks == 0) {
+        return Err("--attack needs --files and --file-blocks of at least 1".into());
     }
     Ok(Some(Cli { config: c, json }))
 }

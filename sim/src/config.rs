@@ -45,6 +45,31 @@ pub enum Adversary {
     LieHtl,
 }
 
+/// A published attack on requesters' or publishers' anonymity, run on top
+/// of the workload (`docs/anonymity.md` has the method of each).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Attack {
+    /// Levine et al., "Statistical Detection of Downloaders in Freenet"
+    /// (CCS 2020): per neighbour and known file, count the requests for
+    /// the file's blocks arriving at the two highest HTLs and decide
+    /// "downloader" by a Bayesian rule against 1/degree.
+    Downloader,
+    /// The same test on inserts: "this neighbour inserted the file".
+    Uploader,
+}
+
+impl Attack {
+    /// The name on the command line and in reports.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Attack::Downloader => "downloader",
+            Attack::Uploader => "uploader",
+        }
+    }
+}
+
 /// Simulation parameters. [`parse_args`](super::parse_args) builds one from
 /// command-line flags.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -83,6 +108,17 @@ pub struct SimConfig {
     pub swap_ms: Option<u64>,
     /// Gap between two requests (ms).
     pub request_interval_ms: u64,
+    /// The attack to run and measure, if any.
+    pub attack: Option<Attack>,
+    /// Attack workload: files (splitfiles) inserted, each by one honest
+    /// node, before the requests.
+    pub files: usize,
+    /// Blocks per file.
+    pub file_blocks: usize,
+    /// Honest nodes that each download one of the files (chosen at
+    /// random: popular and unpopular files), while the background
+    /// requests run.
+    pub downloaders: usize,
 }
 
 impl Default for SimConfig {
@@ -103,6 +139,10 @@ impl Default for SimConfig {
             warmup_requests: None,
             swap_ms: None,
             request_interval_ms: 10,
+            attack: None,
+            files: 10,
+            file_blocks: 256,
+            downloaders: 20,
         }
     }
 }

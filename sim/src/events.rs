@@ -50,6 +50,7 @@ impl Sim {
         }
         if self.nodes[t].adversary {
             self.observe(to, from, &msg);
+            self.attack_observe(to, from, &msg);
             // Misbehaving adversaries still say hello (or no link would
             // ever carry their misdeeds); they spoil routed traffic.
             let routed = msg.id().is_some();
@@ -134,6 +135,7 @@ impl Sim {
         } else {
             self.random_online_honest()
         };
+        self.attack_fetch_started(node, block);
         let s = &mut self.nodes[node as usize];
         if s.store.has(&key) {
             // The embedder answers from its own store; no traffic.

@@ -2,6 +2,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 mod args;
+mod attack;
 mod config;
 mod events;
 mod measure;
@@ -11,8 +12,9 @@ mod topology;
 mod workload;
 
 pub use args::{parse_args, usage, Cli};
-pub use config::{Adversary, Sha256Verifier, SimConfig, Topology};
-pub use report::{Anonymity, Report};
+pub use attack::THRESHOLD;
+pub use config::{Adversary, Attack, Sha256Verifier, SimConfig, Topology};
+pub use report::{Anonymity, AttackReport, Report};
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
@@ -176,6 +178,8 @@ struct Sim {
     by_kind: BTreeMap<&'static str, u64>,
     /// Opennet: the seed nodes' noderefs (nodes `0..seeds.len()`).
     seeds: Vec<(NodeRef, Vec<u8>)>,
+    /// The attack workload and what the adversary recorded of it.
+    attack: attack::AttackState,
 }
 
 impl std::fmt::Debug for Sim {
@@ -218,6 +222,7 @@ pub fn run(cfg: &SimConfig) -> Report {
     let mut sim = Sim::new(cfg.clone());
     sim.build();
     sim.insert_phase();
+    sim.attack_insert_phase();
     sim.request_phase();
     sim.report()
 }
@@ -327,6 +332,7 @@ impl Sim {
             largest_component: 0.0,
             by_kind: BTreeMap::new(),
             seeds,
+            attack: attack::AttackState::default(),
         };
         // Every opennet node knows the seeds (a real node ships them).
         if !sim.seeds.is_empty() {

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use super::report::{Anonymity, Report};
+use super::report::{round4, Anonymity, Report};
 use super::{Req, Sim};
 
 impl Sim {
@@ -89,6 +89,7 @@ impl Sim {
             bad_blocks_caught: bad,
             swaps,
             anonymity: self.anonymity(),
+            attack: self.attack_report(),
             events: self.events,
             messages: self.messages,
             messages_by_kind: self
@@ -138,10 +139,6 @@ impl Sim {
             recall: round4(right as f64 / truth.max(1) as f64),
         })
     }
-}
-
-fn round4(x: f64) -> f64 {
-    (x * 1e4).round() / 1e4
 }
 
 fn round6(x: f64) -> f64 {

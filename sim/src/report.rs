@@ -37,6 +37,65 @@ pub struct Anonymity {
     pub recall: f64,
 }
 
+/// What an attack of the suite achieved (`--attack NAME`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AttackReport {
+    /// The attack.
+    pub name: String,
+    /// (Neighbour, file) pairs the adversary saw at least one message
+    /// for: the candidates it judges.
+    pub candidates: usize,
+    /// Candidates that really were the downloader (uploader) of the file.
+    pub true_candidates: usize,
+    /// True pairs whose node had an adversary neighbour (those the
+    /// attack could find at all).
+    pub reachable: usize,
+    /// Accusations made.
+    pub accusations: usize,
+    /// Right accusations / accusations.
+    pub precision: f64,
+    /// Right accusations / reachable true pairs.
+    pub recall: f64,
+    /// Wrong accusations / candidates that were not true pairs.
+    pub false_positive_rate: f64,
+    /// Precision of accusing a candidate at random: true candidates /
+    /// candidates.
+    pub base_rate: f64,
+    /// The posterior at which a neighbour is accused.
+    pub threshold: f64,
+}
+
+impl AttackReport {
+    /// From the counts: `(true, false)` accusations, `(true, false)`
+    /// candidates, and the reachable true pairs.
+    pub(super) fn new(
+        name: &str,
+        candidates: usize,
+        (tp, fp): (usize, usize),
+        (pos, neg): (usize, usize),
+        reachable: usize,
+        threshold: f64,
+    ) -> Self {
+        let ratio = |a: usize, b: usize| round4(a as f64 / b.max(1) as f64);
+        AttackReport {
+            name: name.to_string(),
+            candidates,
+            true_candidates: pos,
+            reachable,
+            accusations: tp + fp,
+            precision: ratio(tp, tp + fp),
+            recall: ratio(tp, reachable),
+            false_positive_rate: ratio(fp, neg),
+            base_rate: ratio(pos, candidates),
+            threshold,
+        }
+    }
+}
+
+pub(super) fn round4(x: f64) -> f64 {
+    (x * 1e4).round() / 1e4
+}
+
 /// The simulator's output.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Report {
@@ -89,6 +148,8 @@ pub struct Report {
     pub swaps: u64,
     /// Anonymity figure (when there is an adversary).
     pub anonymity: Option<Anonymity>,
+    /// What the attack achieved (`--attack`).
+    pub attack: Option<AttackReport>,
     /// Events processed.
     pub events: u64,
     /// Messages sent in the measured phase (all kinds).
@@ -108,6 +169,9 @@ impl Report {
         self.write_requests(&mut s);
         if let Some(a) = &self.anonymity {
             write_anonymity(&mut s, a);
+        }
+        if let Some(a) = &self.attack {
+            write_attack(&mut s, a);
         }
         row(
             &mut s,
@@ -231,6 +295,19 @@ impl Report {
 }
 
 /// What the adversary learned.
+fn write_attack(s: &mut String, a: &AttackReport) {
+    let _ = writeln!(
+        s,
+        "  attack {:<21} precision {:.4}, recall {:.4}, false positives {:.4}, base rate {:.4}",
+        a.name, a.precision, a.recall, a.false_positive_rate, a.base_rate
+    );
+    let _ = writeln!(
+        s,
+        "  attack candidates            {} ({} true, {} reachable), {} accused at posterior >= {}",
+        a.candidates, a.true_candidates, a.reachable, a.accusations, a.threshold
+    );
+}
+
 fn write_anonymity(s: &mut String, a: &Anonymity) {
     row(s, "adversary observations", a.observations.to_string());
     row(

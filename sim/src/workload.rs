@@ -126,6 +126,7 @@ impl Sim {
                 },
             );
         }
+        self.schedule_downloads(t0);
         let end = t0 + span + 300_000;
         self.run_until(end);
     }
