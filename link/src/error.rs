@@ -17,8 +17,9 @@ pub enum NoderefError {
     /// The bytes are not the expected CBOR structure.
     #[error("noderef is malformed: {0}")]
     Malformed(String),
-    /// A version this node does not speak.
-    #[error("noderef version {0} is not supported")]
+    /// A version this node does not speak (1: made by a Lichen from before
+    /// noderefs were bound to the static key; ask for a new one).
+    #[error("noderef version {0} is not supported (this node reads version 2; ask its owner for a new noderef)")]
     UnsupportedVersion(u32),
     /// The noderef lists no address.
     #[error("noderef has no address")]
@@ -29,6 +30,10 @@ pub enum NoderefError {
     /// The identity key is not a valid Ed25519 point.
     #[error("noderef identity key is invalid")]
     BadIdentityKey,
+    /// The identity key is not the static key's own (the same secret
+    /// scalar): someone else signed for that static key.
+    #[error("noderef identity key does not belong to its static key (forged)")]
+    KeyMismatch,
     /// The signature does not verify under the identity key.
     #[error("noderef signature does not verify (edited or damaged)")]
     BadSignature,
