@@ -17,8 +17,9 @@ pub enum NoderefError {
     /// The bytes are not the expected CBOR structure.
     #[error("noderef is malformed: {0}")]
     Malformed(String),
-    /// A version this node does not speak.
-    #[error("noderef version {0} is not supported")]
+    /// A version this node does not speak (1: made by a Lichen from before
+    /// noderefs were bound to the static key; ask for a new one).
+    #[error("noderef version {0} is not supported (this node reads version 2; ask its owner for a new noderef)")]
     UnsupportedVersion(u32),
     /// The noderef lists no address.
     #[error("noderef has no address")]
@@ -29,6 +30,10 @@ pub enum NoderefError {
     /// The identity key is not a valid Ed25519 point.
     #[error("noderef identity key is invalid")]
     BadIdentityKey,
+    /// The identity key is not the static key's own (the same secret
+    /// scalar): someone else signed for that static key.
+    #[error("noderef identity key does not belong to its static key (forged)")]
+    KeyMismatch,
     /// The signature does not verify under the identity key.
     #[error("noderef signature does not verify (edited or damaged)")]
     BadSignature,
@@ -44,18 +49,35 @@ pub enum LinkError {
     /// The connection closed in the middle of a handshake message or frame.
     #[error("connection closed mid-message")]
     Truncated,
+    /// The peer closed the connection during the handshake: the noderef
+    /// dialed named a wrong static key, or the peer is a node of link
+    /// version 1 (which closes on a handshake payload).
+    #[error("the peer closed the connection during the handshake (a wrong key in its noderef, or an older Lichen)")]
+    HandshakeClosed,
     /// The handshake failed: wrong responder key, garbage, or a replay.
     #[error("link handshake failed: {0}")]
     Handshake(String),
-    /// A length prefix that no honest peer sends.
-    #[error("bad frame length {0}")]
+    /// The peer speaks another link version (told in the handshake).
+    /// Not a fault: it is an older or newer node, and cannot link to this
+    /// one until one of them is upgraded.
+    #[error(
+        "the peer speaks link version {theirs}, this node {ours}: one of them must be upgraded"
+    )]
+    Version {
+        /// This node's link version.
+        ours: u8,
+        /// The peer's.
+        theirs: u8,
+    },
+    /// A record length (in its sealed header) that no honest peer sends.
+    #[error("bad record length {0}")]
     BadFrameLength(usize),
-    /// A frame failed authentication (garbage, a replayed or reordered
-    /// frame: the Noise nonce no longer matches).
-    #[error("frame failed to decrypt")]
+    /// A record failed authentication (garbage, a replayed or reordered
+    /// record: the Noise nonce no longer matches).
+    #[error("record failed to decrypt")]
     Decrypt,
-    /// The decrypted frame's inner length is inconsistent.
-    #[error("bad padding in frame")]
+    /// A decrypted header or body is not the size it must be.
+    #[error("bad padding in record")]
     BadPadding,
     /// The frame's CBOR could not be decoded.
     #[error("undecodable message: {0}")]

@@ -1,10 +1,13 @@
 //! Link messages and padding (no I/O).
 //!
 //! A link message is CBOR `{"v": 1, "m": <LinkMessage>}` (serde's externally
-//! tagged enums, as in `docs/routing.md`). Before encryption the CBOR is
-//! framed as `len: u16 BE || cbor || zero padding` up to the smallest size
-//! in [`PADDED_SIZES`] that holds it, so the wire shows only those sizes
-//! (plus the 16-byte AEAD tag).
+//! tagged enums, as in `docs/routing.md`). On the wire each message is a
+//! *record* of a whole number of [`CELL`]-byte cells: an encrypted length
+//! header (the CBOR length as `u16 BE`, sealed as its own AEAD message,
+//! [`HEADER_LEN`] bytes, as in Lightning's BOLT 8), then the sealed body:
+//! the CBOR followed by zeros up to the record's size. Record sizes come
+//! from [`CLASS_CELLS`], so a passive observer of the stream sees no
+//! plaintext at all, only whole cells: the volume and the timing.
 
 use super::error::LinkError;
 use serde::{Deserialize, Serialize};
@@ -18,18 +21,24 @@ pub const TAG_LEN: usize = 16;
 /// Noise's largest message (ciphertext including the tag).
 pub const MAX_NOISE_MSG: usize = 65535;
 
-/// Plaintext sizes of frames. Small control messages fit 256 B; requests
-/// and replies without blocks 1 KiB; SSK blocks (1 KiB payload plus
-/// headers) 4 KiB; 16 KiB for mid-sized messages; 33 KiB holds a CHK block
-/// (32786 bytes) with its CBOR envelope in one frame; the last size is
-/// the largest a Noise message can carry.
-pub const PADDED_SIZES: [usize; 6] = [256, 1024, 4096, 16384, 33 * 1024, MAX_NOISE_MSG - TAG_LEN];
-
-/// Bytes of the inner length prefix.
+/// Bytes of the plaintext length in the header.
 const LEN_PREFIX: usize = 2;
 
-/// Largest CBOR message that fits in one frame.
-pub const MAX_MESSAGE: usize = MAX_NOISE_MSG - TAG_LEN - LEN_PREFIX;
+/// The sealed length header that starts every record.
+pub const HEADER_LEN: usize = LEN_PREFIX + TAG_LEN;
+
+/// Every record on the wire is a whole number of cells of this size.
+pub const CELL: usize = 512;
+
+/// Record sizes, in cells. One cell holds control messages and requests
+/// (up to 478 bytes of CBOR); two hold replies and announcements without
+/// blocks; 8 an SSK block (1 KiB of payload with its headers); 32
+/// mid-sized messages; 66 (33 KiB) a CHK block (32786 bytes) with its
+/// envelope; 128 (64 KiB) is the largest a Noise message allows.
+pub const CLASS_CELLS: [usize; 6] = [1, 2, 8, 32, 66, 128];
+
+/// Largest CBOR message that fits in one record.
+pub const MAX_MESSAGE: usize = 128 * CELL - HEADER_LEN - TAG_LEN;
 
 /// What travels over a link.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,29 +90,27 @@ pub fn encode(msg: &LinkMessage) -> Vec<u8> {
     out
 }
 
-/// Encode and pad a message into `buf` (cleared first): the padded
-/// plaintext of one frame, as [`pad`] of [`encode`] but in place, so a
-/// reused buffer costs no allocation and no copy.
+/// Encode and pad a message into `buf` (cleared first): the padded body
+/// of one record, as [`pad`] of [`encode`] but in place, so a reused
+/// buffer costs no allocation and no copy. Returns the CBOR length (what
+/// the record's header carries).
 ///
 /// # Errors
 /// [`LinkError::MessageTooLarge`].
-pub fn encode_padded_into(msg: &LinkMessage, buf: &mut Vec<u8>) -> Result<(), LinkError> {
+pub fn encode_padded_into(msg: &LinkMessage, buf: &mut Vec<u8>) -> Result<u16, LinkError> {
     buf.clear();
-    buf.extend_from_slice(&[0; LEN_PREFIX]);
     // Serializing into a Vec cannot fail.
     let _ = ciborium::into_writer(&EnvelopeRef { v: VERSION, m: msg }, &mut *buf);
     finish_padding(buf)
 }
 
-/// `buf` holds a length prefix's room and then the payload: write the
-/// prefix and pad.
-fn finish_padding(buf: &mut Vec<u8>) -> Result<(), LinkError> {
-    let n = buf.len() - LEN_PREFIX;
-    let size = padded_size(n).ok_or(LinkError::MessageTooLarge(n))?;
+/// `buf` holds the payload: pad it to its body size, return its length.
+fn finish_padding(buf: &mut Vec<u8>) -> Result<u16, LinkError> {
+    let n = buf.len();
+    let size = body_size(n).ok_or(LinkError::MessageTooLarge(n))?;
     let len = u16::try_from(n).map_err(|_| LinkError::MessageTooLarge(n))?;
-    buf[..LEN_PREFIX].copy_from_slice(&len.to_be_bytes());
     buf.resize(size, 0);
-    Ok(())
+    Ok(len)
 }
 
 /// Decode a CBOR envelope.
@@ -136,47 +143,51 @@ pub fn decode_with(bytes: &[u8], scratch: &mut [u8]) -> Result<LinkMessage, Link
     }
 }
 
-/// The padded plaintext size for a message of `len` CBOR bytes.
+/// The record size on the wire (header and body, a whole number of
+/// cells) for a message of `len` CBOR bytes; `None` if it fits no record.
 #[must_use]
-pub fn padded_size(len: usize) -> Option<usize> {
-    PADDED_SIZES
+pub fn record_size(len: usize) -> Option<usize> {
+    CLASS_CELLS
         .iter()
-        .copied()
-        .find(|&s| s >= len + LEN_PREFIX)
+        .map(|&c| c * CELL)
+        .find(|&s| s >= len + HEADER_LEN + TAG_LEN)
 }
 
-/// Frame `payload` as `len || payload || zeros`, padded.
+/// The padded plaintext size of the body for a message of `len` CBOR
+/// bytes.
+#[must_use]
+pub fn body_size(len: usize) -> Option<usize> {
+    record_size(len).map(|s| s - HEADER_LEN - TAG_LEN)
+}
+
+/// Pad `payload` with zeros to its body size; returns the padded body and
+/// the length for the header.
 ///
 /// # Errors
 /// [`LinkError::MessageTooLarge`].
-pub fn pad(payload: &[u8]) -> Result<Vec<u8>, LinkError> {
-    let size = padded_size(payload.len()).ok_or(LinkError::MessageTooLarge(payload.len()))?;
+pub fn pad(payload: &[u8]) -> Result<(Vec<u8>, u16), LinkError> {
+    let size = body_size(payload.len()).ok_or(LinkError::MessageTooLarge(payload.len()))?;
     let mut out = Vec::with_capacity(size);
-    out.extend_from_slice(&[0; LEN_PREFIX]);
     out.extend_from_slice(payload);
-    finish_padding(&mut out)?;
-    Ok(out)
+    let len = finish_padding(&mut out)?;
+    Ok((out, len))
 }
 
-/// The payload of a padded plaintext.
+/// The payload of a padded body whose header said `len`.
 ///
 /// # Errors
-/// [`LinkError::BadPadding`] if the size or the inner length is wrong.
-pub fn unpad(plain: &[u8]) -> Result<&[u8], LinkError> {
-    if !PADDED_SIZES.contains(&plain.len()) {
+/// [`LinkError::BadPadding`] if the body is not the size `len` implies.
+pub fn unpad(body: &[u8], len: usize) -> Result<&[u8], LinkError> {
+    if body_size(len) != Some(body.len()) {
         return Err(LinkError::BadPadding);
     }
-    let len = usize::from(u16::from_be_bytes([plain[0], plain[1]]));
-    plain
-        .get(LEN_PREFIX..LEN_PREFIX + len)
-        .ok_or(LinkError::BadPadding)
+    body.get(..len).ok_or(LinkError::BadPadding)
 }
 
-/// Whether `len` (a wire length prefix) is the ciphertext length of a
-/// padded frame.
+/// Whether `len` is the size of a record on the wire.
 #[must_use]
-pub fn is_frame_len(len: usize) -> bool {
-    PADDED_SIZES.iter().any(|&s| s + TAG_LEN == len)
+pub fn is_record_size(len: usize) -> bool {
+    CLASS_CELLS.iter().any(|&c| c * CELL == len)
 }
 
 #[cfg(test)]
@@ -193,15 +204,15 @@ mod tests {
             block: vec![0xaa; 32786],
         });
         let e = encode(&m);
-        assert_eq!(padded_size(e.len()), Some(33 * 1024), "{}", e.len());
+        assert_eq!(record_size(e.len()), Some(33 * 1024), "{}", e.len());
         let d = LinkMessage::Routing(Message::DataFound {
             id: u64::MAX,
             block: vec![0xaa; 32786],
         });
-        assert_eq!(padded_size(encode(&d).len()), Some(33 * 1024));
+        assert_eq!(record_size(encode(&d).len()), Some(33 * 1024));
         assert_eq!(
-            padded_size(encode(&LinkMessage::Ping { nonce: u64::MAX }).len()),
-            Some(256)
+            record_size(encode(&LinkMessage::Ping { nonce: u64::MAX }).len()),
+            Some(CELL)
         );
     }
 
@@ -213,9 +224,12 @@ mod tests {
             htl: 17,
             kind: KeyKind::Ssk,
         });
-        let framed = pad(&encode(&m)).unwrap();
-        assert_eq!(framed.len(), 256);
-        assert_eq!(decode(unpad(&framed).unwrap()).unwrap(), m);
+        let (body, len) = pad(&encode(&m)).unwrap();
+        assert_eq!(body.len() + HEADER_LEN + TAG_LEN, CELL);
+        assert_eq!(decode(unpad(&body, len.into()).unwrap()).unwrap(), m);
+        // A body of another size than its header implies is refused.
+        assert!(unpad(&body[1..], len.into()).is_err());
+        assert!(unpad(&body, MAX_MESSAGE + 1).is_err());
         let mut v2 = Vec::new();
         ciborium::into_writer(&EnvelopeRef { v: 2, m: &m }, &mut v2).unwrap();
         assert!(matches!(decode(&v2), Err(LinkError::UnsupportedVersion(2))));
@@ -240,17 +254,16 @@ mod tests {
             pad(&vec![0; MAX_MESSAGE + 1]),
             Err(LinkError::MessageTooLarge(_))
         ));
-        assert_eq!(
-            pad(&vec![0; MAX_MESSAGE]).unwrap().len(),
-            MAX_NOISE_MSG - TAG_LEN
-        );
+        let (body, _) = pad(&vec![0; MAX_MESSAGE]).unwrap();
+        assert_eq!(body.len() + TAG_LEN, 128 * CELL - HEADER_LEN);
+        assert!(body.len() + TAG_LEN <= MAX_NOISE_MSG);
     }
 
     proptest! {
         #[test]
         fn decode_garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
             let _ = decode(&bytes);
-            let _ = unpad(&bytes);
+            let _ = unpad(&bytes, bytes.len() / 2);
         }
 
         /// In place (a reused buffer, a small scratch or a big one) is the
@@ -265,11 +278,12 @@ mod tests {
             let m = LinkMessage::Routing(Message::DataFound { id, block });
             let mut buf = junk;
             match pad(&encode(&m)) {
-                Ok(want) => {
-                    encode_padded_into(&m, &mut buf).unwrap();
+                Ok((want, len)) => {
+                    prop_assert_eq!(encode_padded_into(&m, &mut buf).unwrap(), len);
                     prop_assert_eq!(&buf, &want);
                     let mut scratch = vec![0; if small { 16 } else { SCRATCH }];
-                    prop_assert_eq!(decode_with(unpad(&buf).unwrap(), &mut scratch).unwrap(), m);
+                    let plain = unpad(&buf, len.into()).unwrap();
+                    prop_assert_eq!(decode_with(plain, &mut scratch).unwrap(), m);
                 }
                 Err(_) => prop_assert!(matches!(
                     encode_padded_into(&m, &mut buf),
@@ -280,9 +294,10 @@ mod tests {
 
         #[test]
         fn pad_round_trip(payload in proptest::collection::vec(any::<u8>(), 0..5000)) {
-            let p = pad(&payload).unwrap();
-            prop_assert!(PADDED_SIZES.contains(&p.len()));
-            prop_assert_eq!(unpad(&p).unwrap(), &payload[..]);
+            let (p, len) = pad(&payload).unwrap();
+            prop_assert!(is_record_size(p.len() + HEADER_LEN + TAG_LEN));
+            prop_assert_eq!(usize::from(len), payload.len());
+            prop_assert_eq!(unpad(&p, len.into()).unwrap(), &payload[..]);
         }
     }
 }

@@ -3,13 +3,19 @@
 //! does what it says: write bytes, read more, or stop.
 //!
 //! Each handshake message is framed `len: u16 BE || noise message`. The
-//! payloads are empty: the prologue (`lichen-link-v1`) pins the version,
-//! and the only thing the responder learns is the initiator's static key.
+//! prologue (`lichen-link-v1`) names the protocol; the link version is in
+//! the payloads of messages 1 and 2 (one byte, [`LINK_VERSION`], encrypted
+//! like everything after `es`), so two nodes of different versions tell
+//! each other so: the responder answers message 1 with its own version
+//! and then stops with [`LinkError::Version`], and the initiator stops
+//! with the same error on reading message 2. Nodes of version 1 sent
+//! empty payloads, read here as version 1. Message 3 has no payload; the
+//! responder learns the initiator's static key from it.
 //!
 //! ```text
 //! initiator                              responder
-//!   Send(msg1: e, es)      ----->        Recv → NeedMore … then
-//!   NeedMore               <-----        Send(msg2: e, ee)
+//!   Send(msg1: e, es, [v])  ----->        Recv → NeedMore … then
+//!   NeedMore                <-----        Send(msg2: e, ee, [v])
 //!   Send(msg3: s, se), Finished ----->   Finished
 //! ```
 
@@ -18,9 +24,14 @@ use super::keys::NodeKeys;
 use super::transport::{RekeyPolicy, Transport};
 use super::{NOISE_PARAMS, PROLOGUE};
 
-/// Largest handshake message accepted (XK messages are 48, 48 and 64
-/// bytes with empty payloads).
+/// Largest handshake message accepted (XK messages are 49, 49 and 64
+/// bytes).
 const MAX_HS_MSG: usize = 256;
+
+/// The link version this node speaks: 2 since lengths are sealed and
+/// records are whole cells (`docs/wire.md`). Version 1 had clear length
+/// prefixes and empty handshake payloads.
+pub const LINK_VERSION: u8 = 2;
 
 /// What the driver should do next.
 #[derive(Debug, PartialEq, Eq)]
@@ -37,6 +48,11 @@ pub enum HsAction {
 /// One side of a link handshake.
 pub struct Handshake {
     state: snow::HandshakeState,
+    /// The peer's link version, when it is not ours: the responder still
+    /// answers (so the initiator learns why), then stops.
+    mismatch: Option<u8>,
+    /// Messages written so far.
+    sent: u8,
 }
 
 impl std::fmt::Debug for Handshake {
@@ -72,7 +88,11 @@ impl Handshake {
             .remote_public_key(remote_static)
             .build_initiator()
             .map_err(setup)?;
-        Ok(Handshake { state })
+        Ok(Handshake {
+            state,
+            mismatch: None,
+            sent: 0,
+        })
     }
 
     /// The responder's side.
@@ -81,7 +101,11 @@ impl Handshake {
     /// [`LinkError::Setup`].
     pub fn responder(keys: &NodeKeys) -> Result<Self, LinkError> {
         let state = builder(keys)?.build_responder().map_err(setup)?;
-        Ok(Handshake { state })
+        Ok(Handshake {
+            state,
+            mismatch: None,
+            sent: 0,
+        })
     }
 
     /// Advance. `input` is everything read from the peer and not yet
@@ -96,15 +120,26 @@ impl Handshake {
             return Ok((0, HsAction::Finished));
         }
         if self.state.is_my_turn() {
+            // Messages 1 and 2 carry the version; message 3 nothing.
             let mut buf = [0u8; MAX_HS_MSG];
+            let version = [LINK_VERSION];
+            let payload: &[u8] = if self.sent == 0 { &version } else { &[] };
+            self.sent += 1;
             let n = self
                 .state
-                .write_message(&[], &mut buf)
+                .write_message(payload, &mut buf)
                 .map_err(|e| LinkError::Handshake(e.to_string()))?;
             let mut out = Vec::with_capacity(2 + n);
             out.extend_from_slice(&u16::try_from(n).unwrap_or(u16::MAX).to_be_bytes());
             out.extend_from_slice(&buf[..n]);
             return Ok((0, HsAction::Send(out)));
+        }
+        if let Some(theirs) = self.mismatch {
+            // Message 2 told the initiator our version: stop.
+            return Err(LinkError::Version {
+                ours: LINK_VERSION,
+                theirs,
+            });
         }
         let Some(head) = input.get(..2) else {
             return Ok((0, HsAction::NeedMore));
@@ -121,8 +156,22 @@ impl Handshake {
             .state
             .read_message(msg, &mut payload)
             .map_err(|e| LinkError::Handshake(e.to_string()))?;
-        if n != 0 {
-            return Err(LinkError::Handshake("unexpected handshake payload".into()));
+        // The responder read message 1, the initiator message 2: both
+        // carry the sender's version. Message 3 carries nothing.
+        let theirs = match (&payload[..n], self.state.is_handshake_finished()) {
+            ([], false) => Some(1),
+            ([v], false) => Some(*v),
+            ([], true) => None,
+            _ => return Err(LinkError::Handshake("unexpected handshake payload".into())),
+        };
+        if let Some(theirs) = theirs.filter(|&v| v != LINK_VERSION) {
+            if self.state.is_initiator() {
+                return Err(LinkError::Version {
+                    ours: LINK_VERSION,
+                    theirs,
+                });
+            }
+            self.mismatch = Some(theirs);
         }
         let next = if self.state.is_handshake_finished() {
             HsAction::Finished
@@ -244,6 +293,76 @@ mod tests {
         assert!(matches!(act, HsAction::Send(_)));
         // Replaying msg1 where msg3 is expected fails.
         assert!(r.step(&m1).is_err());
+    }
+
+    /// Message 1 as a node of link version 1 sends it (empty payload).
+    fn v1_message1(a: &NodeKeys, b: &NodeKeys) -> Vec<u8> {
+        let mut s = builder(a)
+            .unwrap()
+            .remote_public_key(&b.static_public())
+            .build_initiator()
+            .unwrap();
+        let mut buf = [0u8; MAX_HS_MSG];
+        let n = s.write_message(&[], &mut buf).unwrap();
+        let mut out = u16::try_from(n).unwrap().to_be_bytes().to_vec();
+        out.extend_from_slice(&buf[..n]);
+        out
+    }
+
+    #[test]
+    fn a_version_mismatch_is_told_to_both_sides() {
+        let (a, b) = (keys(1), keys(2));
+        // An old initiator: the responder answers message 1 (with its
+        // version, which the old node refuses as an unexpected payload),
+        // then stops with a clear error instead of waiting for message 3.
+        let m1 = v1_message1(&a, &b);
+        assert_eq!(m1.len(), 2 + 48);
+        let mut r = Handshake::responder(&b).unwrap();
+        let (n, act) = r.step(&m1).unwrap();
+        assert_eq!(n, m1.len());
+        assert!(matches!(act, HsAction::Send(_)));
+        let e = r.step(&[]).unwrap_err();
+        assert!(
+            matches!(e, LinkError::Version { ours: 2, theirs: 1 }),
+            "{e}"
+        );
+        assert!(!e.is_peer_fault());
+        assert!(e.to_string().contains("version 1"), "{e}");
+        // A newer responder: the initiator reads its version in message 2.
+        let mut i = Handshake::initiator(&a, &b.static_public()).unwrap();
+        let (_, HsAction::Send(m1)) = i.step(&[]).unwrap() else {
+            panic!()
+        };
+        let mut r = builder(&b).unwrap().build_responder().unwrap();
+        let mut buf = [0u8; MAX_HS_MSG];
+        r.read_message(&m1[2..], &mut buf).unwrap();
+        let n = r.write_message(&[LINK_VERSION + 1], &mut buf).unwrap();
+        let mut m2 = u16::try_from(n).unwrap().to_be_bytes().to_vec();
+        m2.extend_from_slice(&buf[..n]);
+        let e = i.step(&m2).unwrap_err();
+        assert!(
+            matches!(e, LinkError::Version { ours: 2, theirs: 3 }),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn handshake_message_sizes() {
+        let (a, b) = (keys(1), keys(2));
+        let mut i = Handshake::initiator(&a, &b.static_public()).unwrap();
+        let mut r = Handshake::responder(&b).unwrap();
+        let (_, HsAction::Send(m1)) = i.step(&[]).unwrap() else {
+            panic!()
+        };
+        let (_, HsAction::Send(m2)) = r.step(&m1).unwrap() else {
+            panic!()
+        };
+        let (_, HsAction::Send(m3)) = i.step(&m2).unwrap() else {
+            panic!()
+        };
+        assert_eq!((m1.len(), m2.len(), m3.len()), (2 + 49, 2 + 49, 2 + 64));
+        assert_eq!(&m1[..2], &[0, 49]);
+        assert_eq!(r.step(&m3).unwrap(), (m3.len(), HsAction::Finished));
     }
 
     proptest! {

@@ -235,7 +235,11 @@ where
             HsAction::NeedMore => {
                 let k = stream.read(&mut chunk).await?;
                 if k == 0 {
-                    return Err(LinkError::Truncated);
+                    return Err(if buf.is_empty() {
+                        LinkError::HandshakeClosed
+                    } else {
+                        LinkError::Truncated
+                    });
                 }
                 buf.extend_from_slice(&chunk[..k]);
             }

@@ -5,23 +5,29 @@
 //! Text form: `lichen-noderef-v1:` followed by Freenet base64 (URL-safe,
 //! no padding) of the binary form. Binary form: CBOR
 //! `{"body": bytes, "sig": bytes(64)}` where `body` is the CBOR of
-//! `{"version", "addresses", "static_key", "identity_key", "location"?}`
+//! `{"version": 2, "addresses", "static_key", "identity_key", "location"?}`
 //! and `sig` is Ed25519 by `identity_key` over
-//! `"lichen-noderef-v1" || body`. Signing the exact body bytes avoids any
-//! canonical-encoding question. See `docs/wire.md`.
+//! `"lichen-noderef-v2" || body`. Signing the exact body bytes avoids any
+//! canonical-encoding question, and covers every field a noderef claims.
+//! The identity key must be the static key's own ([`keys`](super::keys):
+//! the same secret scalar, checked with [`static_key_of`]), so only the
+//! holder of the static secret can say where it listens: nobody can
+//! re-sign another node's static key with other addresses or another
+//! location. See `docs/wire.md`.
 
 use super::error::NoderefError;
-use super::keys::NodeKeys;
-use ed25519_dalek::{Signature, Signer, Verifier, VerifyingKey};
+use super::keys::{static_key_of, NodeKeys};
+use ed25519_dalek::{Signature, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 
 /// Prefix of the text form.
 pub const PREFIX: &str = "lichen-noderef-v1:";
 /// Domain tag of the signature.
-const SIG_TAG: &[u8] = b"lichen-noderef-v1";
-/// Noderef format version this node writes and accepts.
-pub const VERSION: u32 = 1;
+const SIG_TAG: &[u8] = b"lichen-noderef-v2";
+/// Noderef format version this node writes and accepts (1: the identity
+/// key was not bound to the static key).
+pub const VERSION: u32 = 2;
 /// Largest binary noderef accepted (the routing layer caps opaque
 /// noderef bytes at 2 KiB).
 pub const MAX_BYTES: usize = 2048;
@@ -90,7 +96,7 @@ impl NodeRef {
             version: VERSION,
             addresses,
             static_key: keys.static_public(),
-            identity_key: keys.signing().verifying_key().to_bytes(),
+            identity_key: keys.identity().to_bytes(),
             location,
         }
     }
@@ -108,7 +114,7 @@ impl NodeRef {
         });
         let mut signed = SIG_TAG.to_vec();
         signed.extend_from_slice(&body);
-        let sig = keys.signing().sign(&signed).to_bytes().to_vec();
+        let sig = keys.sign(&signed).to_bytes().to_vec();
         cbor(&Outer { body, sig })
     }
 
@@ -144,10 +150,16 @@ impl NodeRef {
         let static_key = key32(&body.static_key)?;
         let vk =
             VerifyingKey::from_bytes(&identity_key).map_err(|_| NoderefError::BadIdentityKey)?;
+        if vk.is_weak() {
+            return Err(NoderefError::BadIdentityKey);
+        }
+        if static_key_of(&vk) != static_key {
+            return Err(NoderefError::KeyMismatch);
+        }
         let sig = Signature::from_slice(&outer.sig).map_err(|_| NoderefError::BadSignature)?;
         let mut signed = SIG_TAG.to_vec();
         signed.extend_from_slice(&outer.body);
-        vk.verify(&signed, &sig)
+        vk.verify_strict(&signed, &sig)
             .map_err(|_| NoderefError::BadSignature)?;
         if body.addresses.is_empty() {
             return Err(NoderefError::NoAddress);
@@ -260,11 +272,61 @@ mod tests {
             NodeRef::parse(&empty.to_text(&keys)),
             Err(NoderefError::NoAddress)
         );
-        let v2 = NodeRef { version: 2, ..r };
+        for v in [1, 3] {
+            let other = NodeRef {
+                version: v,
+                ..r.clone()
+            };
+            assert_eq!(
+                NodeRef::parse(&other.to_text(&keys)),
+                Err(NoderefError::UnsupportedVersion(v))
+            );
+        }
+    }
+
+    /// Someone who does not hold a node's static secret re-signs its
+    /// noderef with other addresses (or another location), or names
+    /// another static key, with an identity key of their own. The
+    /// signature is good, but the identity key is not the static key's.
+    #[test]
+    fn a_noderef_signed_for_someone_elses_static_key_is_refused() {
+        let (victim, r) = sample();
+        let forger = NodeKeys::from_static_secret([7; 32]);
+        let mine = forger.identity().to_bytes();
+        let swapped_address = NodeRef {
+            addresses: vec!["192.0.2.1:6666".parse().unwrap()],
+            identity_key: mine,
+            ..r.clone()
+        };
+        let swapped_location = NodeRef {
+            location: Some(7),
+            identity_key: mine,
+            ..r.clone()
+        };
+        let swapped_static = NodeRef {
+            static_key: NodeKeys::from_static_secret([8; 32]).static_public(),
+            identity_key: mine,
+            ..r.clone()
+        };
+        for forged in [swapped_address, swapped_location, swapped_static] {
+            assert_eq!(
+                NodeRef::from_bytes(&forged.to_bytes(&forger)),
+                Err(NoderefError::KeyMismatch)
+            );
+        }
+        // The victim's own identity key with the forger's signature.
+        let kept = NodeRef {
+            addresses: vec!["192.0.2.1:6666".parse().unwrap()],
+            ..r.clone()
+        };
         assert_eq!(
-            NodeRef::parse(&v2.to_text(&keys)),
-            Err(NoderefError::UnsupportedVersion(2))
+            NodeRef::from_bytes(&kept.to_bytes(&forger)),
+            Err(NoderefError::BadSignature)
         );
+        // The forger may claim its own key anywhere, and the victim its.
+        let own = NodeRef::new(&forger, r.addresses.clone(), None);
+        assert_eq!(NodeRef::from_bytes(&own.to_bytes(&forger)), Ok(own));
+        assert_eq!(NodeRef::from_bytes(&r.to_bytes(&victim)), Ok(r));
     }
 
     #[test]

@@ -1,14 +1,16 @@
-//! Sealing and opening frames after the handshake (no I/O).
+//! Sealing and opening records after the handshake (no I/O).
 //!
-//! Wire frame: `len: u16 BE || ChaChaPoly ciphertext` where `len` is a
-//! padded size plus the 16-byte tag. Noise transport nonces count frames
-//! in each direction, so a replayed, dropped, reordered or forged frame
-//! fails to decrypt and ends the link.
+//! Wire record (see [`frame`]): `ChaChaPoly(len: u16 BE)` (18 bytes, the
+//! BOLT 8 length header) `|| ChaChaPoly(cbor || zeros)`, a whole number of
+//! [`frame::CELL`]-byte cells in all. Nothing on the wire is plaintext.
+//! Each half is one Noise transport message, whose nonces count per
+//! direction, so a replayed, dropped, reordered or forged record fails to
+//! decrypt and ends the link.
 //!
-//! Rekeying: after [`RekeyPolicy::after_frames`] frames or
+//! Rekeying: after [`RekeyPolicy::after_frames`] records or
 //! [`RekeyPolicy::after_bytes`] bytes sent under one key, the sender
-//! appends a `Rekey` frame and switches its sending key (Noise `REKEY`);
-//! the receiver switches its receiving key when it opens that frame.
+//! appends a `Rekey` record and switches its sending key (Noise `REKEY`);
+//! the receiver switches its receiving key when it opens that record.
 
 use super::error::LinkError;
 use super::frame::{self, LinkMessage};
@@ -24,9 +26,9 @@ thread_local! {
 
 #[derive(Default)]
 struct Bufs {
-    /// Padded plaintext being sealed.
+    /// Padded body being sealed.
     seal: Vec<u8>,
-    /// Decrypted plaintext being opened.
+    /// Decrypted body being opened.
     open: Vec<u8>,
     /// The CBOR decoder's scratch ([`frame::SCRATCH`] bytes once used).
     scratch: Vec<u8>,
@@ -74,6 +76,9 @@ pub struct Transport {
     bytes_since_rekey: u64,
     rekeys_sent: u64,
     rekeys_received: u64,
+    /// The length from a header already opened, whose body has not
+    /// arrived in full yet (the header's nonce is spent).
+    pending: Option<usize>,
 }
 
 impl std::fmt::Debug for Transport {
@@ -94,13 +99,14 @@ impl Transport {
             bytes_since_rekey: 0,
             rekeys_sent: 0,
             rekeys_received: 0,
+            pending: None,
         }
     }
 
     fn seal_one(&mut self, msg: &LinkMessage, out: &mut Vec<u8>) -> Result<(), LinkError> {
         BUFS.with_borrow_mut(|b| {
-            frame::encode_padded_into(msg, &mut b.seal)?;
-            self.seal_plain(&b.seal, out)
+            let len = frame::encode_padded_into(msg, &mut b.seal)?;
+            self.seal_record(len, &b.seal, out)
         })
     }
 
@@ -108,26 +114,33 @@ impl Transport {
     /// version would never write).
     #[cfg(test)]
     pub(crate) fn seal_cbor(&mut self, cbor: &[u8], out: &mut Vec<u8>) -> Result<(), LinkError> {
-        self.seal_plain(&frame::pad(cbor)?, out)
+        let (body, len) = frame::pad(cbor)?;
+        self.seal_record(len, &body, out)
     }
 
-    /// Seal a padded plaintext onto `out`.
-    fn seal_plain(&mut self, plain: &[u8], out: &mut Vec<u8>) -> Result<(), LinkError> {
-        // The ciphertext goes straight after its length prefix in `out`.
+    /// Append one Noise transport message sealing `plain` to `out`.
+    fn seal_part(&mut self, plain: &[u8], out: &mut Vec<u8>) -> Result<(), LinkError> {
         let at = out.len();
-        out.resize(at + 2 + plain.len() + frame::TAG_LEN, 0);
-        let n = match self.noise.write_message(plain, &mut out[at + 2..]) {
-            Ok(n) => n,
+        out.resize(at + plain.len() + frame::TAG_LEN, 0);
+        match self.noise.write_message(plain, &mut out[at..]) {
+            Ok(n) => {
+                out.truncate(at + n);
+                Ok(())
+            }
             Err(e) => {
                 out.truncate(at);
-                return Err(LinkError::Setup(e.to_string()));
+                Err(LinkError::Setup(e.to_string()))
             }
-        };
-        let len = u16::try_from(n).map_err(|_| LinkError::MessageTooLarge(n))?;
-        out[at..at + 2].copy_from_slice(&len.to_be_bytes());
-        out.truncate(at + 2 + n);
+        }
+    }
+
+    /// Seal a record: the length header, then the padded body.
+    fn seal_record(&mut self, len: u16, body: &[u8], out: &mut Vec<u8>) -> Result<(), LinkError> {
+        let at = out.len();
+        self.seal_part(&len.to_be_bytes(), out)?;
+        self.seal_part(body, out)?;
         self.frames_since_rekey += 1;
-        self.bytes_since_rekey += n as u64 + 2;
+        self.bytes_since_rekey += (out.len() - at) as u64;
         Ok(())
     }
 
@@ -161,29 +174,47 @@ impl Transport {
         Ok(())
     }
 
-    /// Open the first frame in `input`. `Ok(None)`: need more bytes.
-    /// Otherwise the bytes consumed and what the frame held (`Rekey` has
-    /// already been acted on when it is returned).
+    /// Open the first record in `input`. `Ok(None)`: need more bytes
+    /// (call again with the same input and more appended). Otherwise the
+    /// bytes consumed and what the record held (`Rekey` has already been
+    /// acted on when it is returned).
     ///
     /// # Errors
     /// [`LinkError::BadFrameLength`], [`LinkError::Decrypt`],
     /// [`LinkError::BadPadding`]: the link cannot go on. An authentic
-    /// frame whose contents do not decode is not an error but
+    /// record whose contents do not decode is not an error but
     /// [`Opened::Unknown`]. Never panics.
     pub fn open(&mut self, input: &[u8]) -> Result<Option<(usize, Opened)>, LinkError> {
-        let Some(head) = input.get(..2) else {
+        let len = match self.pending {
+            Some(len) => len,
+            None => {
+                let Some(head) = input.get(..frame::HEADER_LEN) else {
+                    return Ok(None);
+                };
+                let mut plain = [0u8; frame::HEADER_LEN];
+                let n = self
+                    .noise
+                    .read_message(head, &mut plain)
+                    .map_err(|_| LinkError::Decrypt)?;
+                let len = match plain.get(..n) {
+                    Some(&[hi, lo]) => usize::from(u16::from_be_bytes([hi, lo])),
+                    _ => return Err(LinkError::BadPadding),
+                };
+                if frame::body_size(len).is_none() {
+                    return Err(LinkError::BadFrameLength(len));
+                }
+                self.pending = Some(len);
+                len
+            }
+        };
+        let record = frame::record_size(len).ok_or(LinkError::BadFrameLength(len))?;
+        let Some(ct) = input.get(frame::HEADER_LEN..record) else {
             return Ok(None);
         };
-        let len = usize::from(u16::from_be_bytes([head[0], head[1]]));
-        if !frame::is_frame_len(len) {
-            return Err(LinkError::BadFrameLength(len));
-        }
-        let Some(ct) = input.get(2..2 + len) else {
-            return Ok(None);
-        };
+        self.pending = None;
         let decoded = BUFS.with_borrow_mut(|b| {
             let Bufs { open, scratch, .. } = b;
-            open.resize(len, 0);
+            open.resize(ct.len(), 0);
             let n = self
                 .noise
                 .read_message(ct, open)
@@ -191,17 +222,17 @@ impl Transport {
             if scratch.len() < frame::SCRATCH {
                 scratch.resize(frame::SCRATCH, 0);
             }
-            Ok::<_, LinkError>(frame::decode_with(frame::unpad(&open[..n])?, scratch))
+            Ok::<_, LinkError>(frame::decode_with(frame::unpad(&open[..n], len)?, scratch))
         })?;
         let msg = match decoded {
             Ok(m) => m,
-            Err(e) => return Ok(Some((2 + len, Opened::Unknown(e)))),
+            Err(e) => return Ok(Some((record, Opened::Unknown(e)))),
         };
         if msg == LinkMessage::Rekey {
             self.noise.rekey_incoming();
             self.rekeys_received += 1;
         }
-        Ok(Some((2 + len, Opened::Message(msg))))
+        Ok(Some((record, Opened::Message(msg))))
     }
 
     /// Rekeys done in each direction: (sent, received).
@@ -286,11 +317,64 @@ mod tests {
         let f2b = a.seal(&LinkMessage::Ping { nonce: 2 }).unwrap();
         assert!(matches!(b.open(&f2b), Err(LinkError::Decrypt)));
         let _ = f2;
-        // Bad length prefix.
+        // Garbage where a header should be.
         assert!(matches!(
-            b.open(&[0, 5, 1, 2]),
-            Err(LinkError::BadFrameLength(5))
+            b.open(&[0; frame::HEADER_LEN]),
+            Err(LinkError::Decrypt)
         ));
+    }
+
+    /// A header whose body arrives in pieces is opened once: its nonce is
+    /// spent, and the body still opens when the rest comes.
+    #[test]
+    fn a_record_arriving_in_pieces_opens() {
+        let (mut a, mut b) = pair(RekeyPolicy::default());
+        let m = LinkMessage::Routing(lichen_routing::Message::DataFound {
+            id: 3,
+            block: vec![9; 32786],
+        });
+        let wire = a.seal(&m).unwrap();
+        for cut in [
+            0,
+            1,
+            frame::HEADER_LEN,
+            frame::HEADER_LEN + 1,
+            wire.len() - 1,
+        ] {
+            assert!(b.open(&wire[..cut]).unwrap().is_none(), "cut {cut}");
+        }
+        let (n, got) = b.open(&wire).unwrap().unwrap();
+        assert_eq!(n, wire.len());
+        assert!(matches!(got, Opened::Message(g) if g == m));
+    }
+
+    /// What a passive observer of the TCP stream gets: whole cells and
+    /// nothing else. A tiny message and a 32 KiB block each make records
+    /// of whole cells, and no bytes of either tell their sizes: the first
+    /// two bytes (where a clear length prefix used to be) are ciphertext,
+    /// different for every record, never the record's length.
+    #[test]
+    fn an_observer_sees_whole_cells_and_no_lengths() {
+        let (mut a, mut b) = pair(RekeyPolicy::default());
+        let tiny = LinkMessage::Ping { nonce: 1 };
+        let block = LinkMessage::Routing(lichen_routing::Message::DataFound {
+            id: 1,
+            block: vec![0x5a; 32 * 1024],
+        });
+        let mut heads = std::collections::BTreeSet::new();
+        for i in 0..64 {
+            let m = if i % 2 == 0 { &tiny } else { &block };
+            let wire = a.seal(m).unwrap();
+            assert_eq!(wire.len() % frame::CELL, 0, "{} bytes", wire.len());
+            assert!(frame::is_record_size(wire.len()));
+            let head = usize::from(u16::from_be_bytes([wire[0], wire[1]]));
+            assert_ne!(head + 2, wire.len(), "a clear length prefix");
+            assert_ne!(head, wire.len());
+            heads.insert(head);
+            assert!(matches!(b.open(&wire).unwrap().unwrap().1, Opened::Message(g) if &g == m));
+        }
+        // Random-looking, not one value per size class.
+        assert!(heads.len() > 48, "{} distinct headers", heads.len());
     }
 
     proptest! {
@@ -300,15 +384,32 @@ mod tests {
             let _ = b.open(&bytes);
         }
 
+        /// An authentic header with any length, then anything: a clear
+        /// error or a wait for more, never a panic.
+        #[test]
+        fn authentic_header_then_garbage(len in any::<u16>(), short in any::<bool>(),
+                                         body in proptest::collection::vec(any::<u8>(), 0..3000)) {
+            let (mut a, mut b) = pair(RekeyPolicy::default());
+            let mut wire = Vec::new();
+            let head = len.to_be_bytes();
+            a.seal_part(if short { &head[..1] } else { &head[..] }, &mut wire).unwrap();
+            wire.extend_from_slice(&body);
+            match b.open(&wire) {
+                Ok(None) => prop_assert!(!short && frame::body_size(len.into()).is_some()),
+                Ok(Some(_)) => prop_assert!(false, "garbage body opened"),
+                Err(LinkError::BadFrameLength(n)) => prop_assert!(n > frame::MAX_MESSAGE && !short),
+                Err(LinkError::BadPadding) => prop_assert!(short),
+                Err(e) => prop_assert!(matches!(e, LinkError::Decrypt), "{e}"),
+            }
+        }
+
         #[test]
         fn wire_sizes_are_padded(sizes in proptest::collection::vec(0usize..40_000, 1..6)) {
             let (mut a, mut b) = pair(RekeyPolicy::default());
             for s in sizes {
                 let m = LinkMessage::Routing(lichen_routing::Message::DataFound { id: 1, block: vec![7; s] });
                 let wire = a.seal(&m).unwrap();
-                let len = usize::from(u16::from_be_bytes([wire[0], wire[1]]));
-                prop_assert!(frame::is_frame_len(len));
-                prop_assert_eq!(wire.len(), len + 2);
+                prop_assert!(frame::is_record_size(wire.len()));
                 prop_assert!(matches!(b.open(&wire).unwrap().unwrap().1, Opened::Message(got) if got == m));
             }
         }

@@ -23,9 +23,9 @@
 //!   every Request and Insert: a missing link encryption would show), not
 //!   the CHK's or KSK's decryption key, not the URI texts, not the KSK's
 //!   name;
-//! - every stream is the Noise handshake (length-prefixed) followed by
-//!   frames whose lengths are all padded sizes (`frame::is_frame_len`):
-//!   message sizes do not leak.
+//! - every stream is the Noise handshake (length-prefixed, 49 and 64
+//!   bytes) followed by whole 512-byte cells (`frame::CELL`) with no
+//!   clear length: message sizes do not leak.
 //!
 //! The search itself is checked first on buffers that do contain a window
 //! of the document and a key, so a broken search cannot pass silently.
@@ -33,7 +33,7 @@
 
 use lichen_crypto::uri::KeyUri;
 use lichen_crypto::FreenetUri;
-use lichen_link::frame::is_frame_len;
+use lichen_link::frame::CELL;
 use lichen_tests::network::{get, put, wait_connected, PEER_TIMEOUT};
 use lichen_tests::relay::Relay;
 use lichen_tests::{free_port, random_bytes, Testnet};
@@ -100,25 +100,20 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 }
 
 /// Check a recorded stream's framing: `handshake` length-prefixed Noise
-/// messages, then frames of padded sizes only (a truncated last frame is
-/// allowed: the relay may be cut mid-frame). Returns the frame count.
+/// messages of the sizes XK gives (49 with the version byte, 64), then
+/// only cells (the last may be cut: the relay may close mid-record).
+/// Returns the count of whole cells.
 fn check_framing(stream: &[u8], handshake: usize, what: &str) -> usize {
     let mut at = 0;
-    let mut frames = 0;
-    let mut n = 0;
-    while at + 2 <= stream.len() {
+    for n in 0..handshake {
         let len = usize::from(u16::from_be_bytes([stream[at], stream[at + 1]]));
-        if n >= handshake {
-            assert!(
-                is_frame_len(len),
-                "{what}: frame {frames} at byte {at} has length {len}, not a padded size"
-            );
-            frames += 1;
-        }
-        n += 1;
+        assert!(
+            len == 49 || len == 64,
+            "{what}: handshake message {n} has length {len}"
+        );
         at += 2 + len;
     }
-    frames
+    (stream.len() - at) / CELL
 }
 
 #[test]
@@ -214,7 +209,7 @@ fn the_wire_carries_no_plaintext() {
         total > SIZE,
         "only {total} bytes crossed the relay: the document did not"
     );
-    let mut frames = 0;
+    let mut cells = 0;
     for (k, s) in streams.iter().enumerate() {
         let what = format!(
             "connection {} {}",
@@ -235,11 +230,11 @@ fn the_wire_carries_no_plaintext() {
             assert!(!contains(s, needle), "{what}: {name} is on the wire");
         }
         // Initiator to responder: XK messages 1 and 3; back: message 2.
-        frames += check_framing(s, if k % 2 == 0 { 2 } else { 1 }, &what);
+        cells += check_framing(s, if k % 2 == 0 { 2 } else { 1 }, &what);
     }
-    assert!(frames > SIZE / (64 << 10), "too few frames: {frames}");
+    assert!(cells > SIZE / CELL, "too few cells: {cells}");
     eprintln!(
-        "{frames} frames checked; wall time {:.1} s",
+        "{cells} cells checked; wall time {:.1} s",
         t0.elapsed().as_secs_f64()
     );
 }
