@@ -117,7 +117,12 @@ async fn start_network(node: &Arc<node::Node>) -> anyhow::Result<()> {
         peer_dir: Some(node.data_dir.clone()),
         max_remembered: net.max_peers.saturating_mul(2),
     };
-    let manager = peers::PeerManager::start(setup, listener, node.shutdown.clone());
+    let manager = peers::PeerManager::start_with_clock(
+        setup,
+        listener,
+        node.shutdown.clone(),
+        node.clock.clone(),
+    );
     let _ = node.peers.set(manager.clone());
     let mut seeds = read_seeds(&net.seeds);
     if net.opennet {
