@@ -77,10 +77,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 }
 
 /// Bind the peer port, start the peer manager (kept in `node.peers`; it
-/// reconnects to the peers remembered in `peers.toml`) and, on opennet,
-/// connect to the seeds listed in `[network] seeds`. Until the node has a
-/// peer it keeps trying the seeds every [`SEED_RETRY`]. A darknet node
-/// ignores seeds: it connects only to friends.
+/// reconnects to the peers remembered in `peers.toml`) and give it, on
+/// opennet, the seeds listed in `[network] seeds`: its policy dials them
+/// while the node has no peer. A darknet node ignores seeds: it connects
+/// only to friends.
 async fn start_network(node: &Arc<node::Node>) -> anyhow::Result<()> {
     let net = &node.config.network;
     let listener = tokio::net::TcpListener::bind(net.listen)
@@ -129,7 +129,12 @@ async fn start_network(node: &Arc<node::Node>) -> anyhow::Result<()> {
         // Dialed by the peer policy while the node has no peer.
         seeds,
     };
-    let manager = peers::PeerManager::start(setup, listener, node.shutdown.clone());
+    let manager = peers::PeerManager::start_with_clock(
+        setup,
+        listener,
+        node.shutdown.clone(),
+        node.clock.clone(),
+    );
     let _ = node.peers.set(manager);
     Ok(())
 }

@@ -5,65 +5,130 @@
 //! operations all take it; it owns none of their parts (the FCP server
 //! owns its connections' hub).
 //!
-//! The one import above this layer is the peer manager's type (the
-//! `peers` field, which the peer driver's FCP commands read): the
-//! operations and jobs reach the network only through [`Network`].
+//! The network is known here only through two traits: [`Network`] (fetch
+//! and insert one block: what operations and jobs use) and [`Peers`] (the
+//! peer commands of the FCP front end and the runtime). The peer driver
+//! (`peers`, a front end) implements both; the runtime puts it in
+//! [`Node::peers`]. This layer never names it.
 
 use crate::config::Config;
 use crate::identity::Identity;
-use crate::peers::PeerManager;
 use crate::pushes::Pushes;
 use crate::requests::Requests;
 use crate::util::clock::{Clock, SystemClock};
+use lichen_link::policy::PeerInfo;
+use lichen_link::NodeRef;
 use lichen_routing::{InsertOutcome, Key, KeyKind, RequestOutcome};
 use lichen_store::{BlockStore, Budgets, OpenOutcome, SledStore, StoreConfig, StoreSecret};
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use tokio_util::sync::CancellationToken;
 
 pub(crate) use crate::util::clock::now_ms;
 
-/// The network as operations and jobs use it: fetch and insert one block.
-/// The peer manager implements it.
-pub(crate) trait Network: Sync {
-    /// Fetch a block for this node's user: `local_first` looks in the
-    /// stores first (false: FCP `IgnoreDS`), `keep` keeps a block found in
-    /// the network in the private client cache. `Err` when the network
-    /// has stopped.
-    fn fetch(
-        &self,
-        key: Key,
-        kind: KeyKind,
-        local_first: bool,
-        keep: bool,
-    ) -> impl Future<Output = Result<RequestOutcome, ()>> + Send;
+/// A network call's future (boxed: [`Network`] and [`Peers`] are used as
+/// trait objects).
+pub(crate) type NetFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-    /// Insert a block into the network. `Err` when the network has stopped.
-    fn insert(
-        &self,
-        key: Key,
-        kind: KeyKind,
-        block: Vec<u8>,
-    ) -> impl Future<Output = Result<InsertOutcome, ()>> + Send;
+/// A fetch's outcome.
+pub(crate) type Fetched<'a> = NetFuture<'a, Result<RequestOutcome, Stopped>>;
+
+/// An insert's outcome.
+pub(crate) type Inserted<'a> = NetFuture<'a, Result<InsertOutcome, Stopped>>;
+
+/// The network has stopped (shutdown).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the network is not running")]
+pub struct Stopped;
+
+/// Why a friend could not be added.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AddFriendError {
+    /// The peer policy refused it (this node's own noderef, already a
+    /// friend, the list is full).
+    #[error(transparent)]
+    Refused(#[from] lichen_link::policy::AddFriendError),
+    /// The network has stopped.
+    #[error("the network is not running")]
+    Stopped,
 }
 
-impl Network for PeerManager {
-    async fn fetch(
+/// The network as operations and jobs use it: fetch and insert one block.
+/// The peer driver implements it.
+pub(crate) trait Network: Send + Sync {
+    /// Fetch a block for this node's user: `local_first` looks in the
+    /// stores first (false: FCP `IgnoreDS`), `keep` keeps a block found in
+    /// the network in the private client cache.
+    fn fetch(&self, key: Key, kind: KeyKind, local_first: bool, keep: bool) -> Fetched<'_>;
+
+    /// Insert a block into the network.
+    fn insert(&self, key: Key, kind: KeyKind, block: Vec<u8>) -> Inserted<'_>;
+}
+
+/// The peer commands the FCP front end (`AddPeer`, `RemovePeer`,
+/// `ListPeers`, `GetNode`) and the runtime (shutdown) need. The peer
+/// driver implements it.
+pub(crate) trait Peers: Network + std::fmt::Debug {
+    /// This, as the network operations use.
+    fn network(&self) -> &dyn Network;
+
+    /// Peers connected after the driver's last step (no round trip).
+    fn connected(&self) -> usize;
+
+    /// The routing core's counters after the driver's last step.
+    fn stats(&self) -> lichen_routing::Stats;
+
+    /// Add a friend: remembered, dialed, accepted on a darknet node.
+    fn add_friend(
         &self,
-        key: Key,
-        kind: KeyKind,
-        local_first: bool,
-        keep: bool,
-    ) -> Result<RequestOutcome, ()> {
-        let opts = crate::peers::FetchOpts { local_first, keep };
-        self.fetch_with(key, kind, opts).await.map_err(|_| ())
+        noderef: NodeRef,
+        bytes: Vec<u8>,
+    ) -> NetFuture<'_, Result<PeerInfo, AddFriendError>>;
+
+    /// Forget a peer (by identity, or by an address of its noderef) and
+    /// close its link. `None`: no such peer.
+    fn remove<'a>(&'a self, which: &'a str) -> NetFuture<'a, Result<Option<PeerInfo>, Stopped>>;
+
+    /// Remembered and connected peers: friends first.
+    fn list(&self) -> NetFuture<'_, Result<Vec<PeerInfo>, Stopped>>;
+
+    /// Done once the driver has stopped and the peer file is written.
+    fn stopped(&self) -> NetFuture<'_, ()>;
+}
+
+/// The network as [`Node::network`] hands it out: fetch and insert only.
+#[derive(Clone, Copy)]
+pub(crate) struct NetworkRef<'a>(&'a dyn Network);
+
+impl Network for NetworkRef<'_> {
+    fn fetch(&self, key: Key, kind: KeyKind, local_first: bool, keep: bool) -> Fetched<'_> {
+        self.0.fetch(key, kind, local_first, keep)
     }
 
-    async fn insert(&self, key: Key, kind: KeyKind, block: Vec<u8>) -> Result<InsertOutcome, ()> {
-        PeerManager::insert(self, key, kind, block)
-            .await
-            .map_err(|_| ())
+    fn insert(&self, key: Key, kind: KeyKind, block: Vec<u8>) -> Inserted<'_> {
+        self.0.insert(key, kind, block)
+    }
+}
+
+/// The running network, set once (by the runtime, or a test).
+#[derive(Debug, Default)]
+pub(crate) struct PeersSlot(OnceLock<Box<dyn Peers>>);
+
+impl PeersSlot {
+    /// Set the network.
+    ///
+    /// # Errors
+    /// The network given, when one was set already.
+    pub(crate) fn set(&self, peers: impl Peers + 'static) -> Result<(), Box<dyn Peers>> {
+        self.0.set(Box::new(peers))
+    }
+
+    /// The network, once set.
+    pub(crate) fn get(&self) -> Option<&dyn Peers> {
+        self.0.get().map(AsRef::as_ref)
     }
 }
 
@@ -88,9 +153,9 @@ pub struct Node {
     pub(crate) started_ms: u64,
     /// Cancelled when the node shuts down.
     pub shutdown: CancellationToken,
-    /// The peer manager, once the network is started (`run`); unset for a
-    /// node without a network (tests that open a node directly).
-    pub(crate) peers: OnceLock<PeerManager>,
+    /// The network, once it is started (`run`); unset for a node without
+    /// a network (tests that open a node directly).
+    pub(crate) peers: PeersSlot,
 }
 
 /// Why the node could not start.
@@ -162,20 +227,23 @@ impl Node {
             started_ms: clock.now_ms(),
             clock,
             shutdown: CancellationToken::new(),
-            peers: OnceLock::new(),
+            peers: PeersSlot::default(),
         }))
     }
 
     /// Peers connected now (0 without a network).
     #[must_use]
     pub(crate) fn peer_count(&self) -> usize {
-        self.peers.get().map_or(0, PeerManager::connected)
+        self.peers.get().map_or(0, Peers::connected)
     }
 
     /// The network, when it is started and has peers.
     #[must_use]
-    pub(crate) fn network(&self) -> Option<&(impl Network + '_)> {
-        self.peers.get().filter(|p| p.connected() > 0)
+    pub(crate) fn network(&self) -> Option<NetworkRef<'_>> {
+        self.peers
+            .get()
+            .filter(|p| p.connected() > 0)
+            .map(|p| NetworkRef(p.network()))
     }
 
     /// Directory for temporary spool files (emptied at start).

@@ -134,6 +134,26 @@ pub struct ClientPutDiskDir {
     pub include_hidden_files: bool,
 }
 
+/// The struct literal `$T { .. }` with the [`Common`] fields taken from
+/// `$c` (`ClientPut` and `PutDirOptions` keep them as their own fields).
+macro_rules! with_common {
+    ($c:ident, $T:ident { $($field:ident $(: $value:expr)?),* $(,)? }) => {
+        $T {
+            verbosity: $c.verbosity,
+            max_retries: $c.max_retries,
+            priority_class: $c.priority_class,
+            get_chk_only: $c.get_chk_only,
+            dont_compress: $c.dont_compress,
+            codecs: $c.codecs,
+            client_token: $c.client_token,
+            early_encode: $c.early_encode,
+            real_time: $c.real_time,
+            local_request_only: $c.local_request_only,
+            $($field $(: $value)?),*
+        }
+    };
+}
+
 pub(super) fn parse_put(f: &Fields, attached: u64) -> Result<ClientPut, MessageInvalid> {
     let global = f.get_bool("Global", false);
     let identifier = required(f, "Identifier", None, global)?;
@@ -144,31 +164,9 @@ pub(super) fn parse_put(f: &Fields, attached: u64) -> Result<ClientPut, MessageI
     } else {
         required(f, "URI", id, global)?
     };
-    let upload_from = match f.get("UploadFrom") {
-        None => direct_length(f, attached, id, global)?,
-        Some(u) if u.eq_ignore_ascii_case("direct") => direct_length(f, attached, id, global)?,
-        Some(u) if u.eq_ignore_ascii_case("disk") => UploadFrom::Disk {
-            filename: required(f, "Filename", id, global)?,
-            file_hash: opt(f, "FileHash"),
-        },
-        Some(u) if u.eq_ignore_ascii_case("redirect") => UploadFrom::Redirect {
-            target_uri: f.get("TargetURI").map(str::to_string).ok_or_else(|| {
-                MessageInvalid::new(
-                    ProtocolErrorCode::MissingField,
-                    "TargetURI missing but UploadFrom=redirect",
-                )
-                .at(id, global)
-            })?,
-        },
-        Some(u) => {
-            let shown: String = u.chars().take(64).collect();
-            return Err(MessageInvalid::new(
-                ProtocolErrorCode::InvalidField,
-                format!("UploadFrom invalid or unrecognized: {shown}"),
-            )
-            .at(id, global));
-        }
-    };
+    let upload_from = upload_from(f, &str::to_string, None, (id, global), || {
+        direct_length(f, attached, id, global)
+    })?;
     let target_filename = opt(f, "TargetFilename");
     if target_filename.as_deref().is_some_and(|t| t.contains('/')) {
         return Err(MessageInvalid::new(
@@ -179,38 +177,109 @@ pub(super) fn parse_put(f: &Fields, attached: u64) -> Result<ClientPut, MessageI
     }
     let persistence = persistence_field(f, id, global)?;
     global_needs_persistence(persistence, &identifier, global)?;
-    Ok(ClientPut {
-        verbosity: verbosity_field(f, id, global)?,
-        max_retries: parse_i32_field(f, "MaxRetries", 0, id, global)?,
-        priority_class: priority_field(f, PriorityClass::IMMEDIATE_SPLITFILE, id, global)?,
-        get_chk_only: f.get_bool("GetCHKOnly", false),
-        dont_compress: f.get_bool("DontCompress", false),
-        codecs: opt(f, "Codecs"),
-        client_token: opt(f, "ClientToken"),
-        persistence,
-        target_filename,
-        early_encode: f.get_bool("EarlyEncode", false),
-        upload_from,
-        binary_blob,
-        content_type: opt(f, "Metadata.ContentType"),
-        real_time: f.get_bool("RealTimeFlag", false),
-        local_request_only: f.get_bool("LocalRequestOnly", false),
-        extra_inserts_single_block: match f.get("ExtraInsertsSingleBlock") {
-            Some(_) => Some(parse_i32_field(
-                f,
-                "ExtraInsertsSingleBlock",
-                0,
-                id,
-                global,
-            )?),
-            None => None,
-        },
-        compatibility_mode: opt(f, "CompatibilityMode"),
-        ignore_usk_datehints: f.get_bool("IgnoreUSKDatehints", false),
-        uri,
-        identifier,
-        global,
-    })
+    let c = Common::parse(f, id, global)?;
+    Ok(with_common!(
+        c,
+        ClientPut {
+            persistence,
+            target_filename,
+            upload_from,
+            binary_blob,
+            content_type: opt(f, "Metadata.ContentType"),
+            extra_inserts_single_block: match f.get("ExtraInsertsSingleBlock") {
+                Some(_) => Some(parse_i32_field(
+                    f,
+                    "ExtraInsertsSingleBlock",
+                    0,
+                    id,
+                    global,
+                )?),
+                None => None,
+            },
+            compatibility_mode: opt(f, "CompatibilityMode"),
+            ignore_usk_datehints: f.get_bool("IgnoreUSKDatehints", false),
+            uri,
+            identifier,
+            global,
+        }
+    ))
+}
+
+/// The fields `ClientPut` shares with the put-dir messages (each message
+/// parses its `Identifier`, `URI` and `Persistence` first, then these, in
+/// this order).
+struct Common {
+    verbosity: Verbosity,
+    max_retries: i32,
+    priority_class: PriorityClass,
+    get_chk_only: bool,
+    dont_compress: bool,
+    codecs: Option<String>,
+    client_token: Option<String>,
+    early_encode: bool,
+    real_time: bool,
+    local_request_only: bool,
+}
+
+impl Common {
+    fn parse(f: &Fields, id: Option<&str>, global: bool) -> Result<Common, MessageInvalid> {
+        Ok(Common {
+            verbosity: verbosity_field(f, id, global)?,
+            max_retries: parse_i32_field(f, "MaxRetries", 0, id, global)?,
+            priority_class: priority_field(f, PriorityClass::IMMEDIATE_SPLITFILE, id, global)?,
+            get_chk_only: f.get_bool("GetCHKOnly", false),
+            dont_compress: f.get_bool("DontCompress", false),
+            codecs: opt(f, "Codecs"),
+            client_token: opt(f, "ClientToken"),
+            early_encode: f.get_bool("EarlyEncode", false),
+            real_time: f.get_bool("RealTimeFlag", false),
+            local_request_only: f.get_bool("LocalRequestOnly", false),
+        })
+    }
+}
+
+/// Where one upload's content comes from: `UploadFrom` and the fields it
+/// needs, named by `key` (a `ClientPut`'s own fields, or a complex dir's
+/// `Files.N.*`). `file`: the complex dir entry's name, for fred's wording
+/// of its errors; `direct` parses a direct upload's length.
+fn upload_from(
+    f: &Fields,
+    key: &dyn Fn(&str) -> String,
+    file: Option<&str>,
+    (id, global): (Option<&str>, bool),
+    direct: impl FnOnce() -> Result<UploadFrom, MessageInvalid>,
+) -> Result<UploadFrom, MessageInvalid> {
+    let missing = |text: String| MessageInvalid::new(ProtocolErrorCode::MissingField, text);
+    match f.get(&key("UploadFrom")) {
+        None => direct(),
+        Some(u) if u.eq_ignore_ascii_case("direct") => direct(),
+        Some(u) if u.eq_ignore_ascii_case("disk") => Ok(UploadFrom::Disk {
+            filename: f.get(&key("Filename")).map(str::to_string).ok_or_else(|| {
+                missing(match file {
+                    Some(name) => format!("Missing field: Filename on {name}"),
+                    None => "Missing field Filename".to_string(),
+                })
+                .at(id, global)
+            })?,
+            file_hash: opt(f, &key("FileHash")),
+        }),
+        Some(u) if u.eq_ignore_ascii_case("redirect") => Ok(UploadFrom::Redirect {
+            target_uri: f
+                .get(&key("TargetURI"))
+                .map(str::to_string)
+                .ok_or_else(|| {
+                    missing("TargetURI missing but UploadFrom=redirect".into()).at(id, global)
+                })?,
+        }),
+        Some(u) => {
+            let shown: String = u.chars().take(64).collect();
+            let text = match file {
+                Some(_) => format!("Unsupported or unknown UploadFrom: {shown}"),
+                None => format!("UploadFrom invalid or unrecognized: {shown}"),
+            };
+            Err(MessageInvalid::new(ProtocolErrorCode::InvalidField, text).at(id, global))
+        }
+    }
 }
 
 pub(super) fn direct_length(
@@ -247,24 +316,19 @@ fn parse_dir_options(f: &Fields) -> Result<PutDirOptions, MessageInvalid> {
     let id = Some(identifier.as_str());
     let persistence = persistence_field(f, id, global)?;
     global_needs_persistence(persistence, &identifier, global)?;
-    Ok(PutDirOptions {
-        uri: required(f, "URI", id, global)?,
-        verbosity: verbosity_field(f, id, global)?,
-        max_retries: parse_i32_field(f, "MaxRetries", 0, id, global)?,
-        priority_class: priority_field(f, PriorityClass::IMMEDIATE_SPLITFILE, id, global)?,
-        get_chk_only: f.get_bool("GetCHKOnly", false),
-        dont_compress: f.get_bool("DontCompress", false),
-        codecs: opt(f, "Codecs"),
-        client_token: opt(f, "ClientToken"),
-        persistence,
-        default_name: opt(f, "DefaultName"),
-        early_encode: f.get_bool("EarlyEncode", false),
-        real_time: f.get_bool("RealTimeFlag", false),
-        local_request_only: f.get_bool("LocalRequestOnly", false),
-        target_filename: opt(f, "TargetFilename"),
-        identifier,
-        global,
-    })
+    let uri = required(f, "URI", id, global)?;
+    let c = Common::parse(f, id, global)?;
+    Ok(with_common!(
+        c,
+        PutDirOptions {
+            uri,
+            persistence,
+            default_name: opt(f, "DefaultName"),
+            target_filename: opt(f, "TargetFilename"),
+            identifier,
+            global,
+        }
+    ))
 }
 
 pub(super) fn parse_complex_dir(
@@ -283,42 +347,9 @@ pub(super) fn parse_complex_dir(
             break;
         };
         let content_type = opt(f, &key("Metadata.ContentType"));
-        let upload_from = match f.get(&key("UploadFrom")) {
-            None => dir_direct(f, &key("DataLength"), name, id, global)?,
-            Some(u) if u.eq_ignore_ascii_case("direct") => {
-                dir_direct(f, &key("DataLength"), name, id, global)?
-            }
-            Some(u) if u.eq_ignore_ascii_case("disk") => UploadFrom::Disk {
-                filename: f.get(&key("Filename")).map(str::to_string).ok_or_else(|| {
-                    MessageInvalid::new(
-                        ProtocolErrorCode::MissingField,
-                        format!("Missing field: Filename on {name}"),
-                    )
-                    .at(id, global)
-                })?,
-                file_hash: opt(f, &key("FileHash")),
-            },
-            Some(u) if u.eq_ignore_ascii_case("redirect") => UploadFrom::Redirect {
-                target_uri: f
-                    .get(&key("TargetURI"))
-                    .map(str::to_string)
-                    .ok_or_else(|| {
-                        MessageInvalid::new(
-                            ProtocolErrorCode::MissingField,
-                            "TargetURI missing but UploadFrom=redirect",
-                        )
-                        .at(id, global)
-                    })?,
-            },
-            Some(u) => {
-                let shown: String = u.chars().take(64).collect();
-                return Err(MessageInvalid::new(
-                    ProtocolErrorCode::InvalidField,
-                    format!("Unsupported or unknown UploadFrom: {shown}"),
-                )
-                .at(id, global));
-            }
-        };
+        let upload_from = upload_from(f, &key, Some(name), (id, global), || {
+            dir_direct(f, &key("DataLength"), name, id, global)
+        })?;
         let data_offset = offset;
         if let UploadFrom::Direct { data_length } = upload_from {
             offset = offset.saturating_add(data_length);

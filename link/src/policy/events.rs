@@ -3,8 +3,8 @@
 
 use super::{
     identity_of, keep_new_link, retry_delay, AddFriendError, Dialed, LinkState, Output, PeerInfo,
-    PeerPolicy, Refused, BAN, DROPPED_RETRY, MAX_BANNED, OPENNET_RETRY_MAX, RETRY_BASE, SAVE_EVERY,
-    SEED_RETRY, SHORT_LINK,
+    PeerPolicy, Refused, BAN, DROPPED_RETRY, HELLO_DEADLINE, MAX_BANNED, OPENNET_RETRY_MAX,
+    RETRY_BASE, SAVE_EVERY, SEED_RETRY, SHORT_LINK,
 };
 use crate::noderef::NodeRef;
 use crate::peerlist::{Added, Entry, PeerKind};
@@ -291,15 +291,41 @@ impl<V: Verifier> PeerPolicy<V> {
 
     // ----------------------------------------------------------- timers
 
-    /// Every [`super::RECONNECT_TICK`]: redial remembered peers that are
-    /// down and due; with no peer at all, dial the seeds (at most every
+    /// Every [`super::RECONNECT_TICK`]: close links whose peer has not
+    /// said hello within [`HELLO_DEADLINE`]; redial remembered peers that
+    /// are down and due; with no peer at all, dial the seeds (at most every
     /// [`SEED_RETRY`]); write `last_seen` changes every [`SAVE_EVERY`].
     pub fn tick(&mut self, now: Instant) {
+        self.close_silent(now);
         self.redial(now);
         self.dial_seeds(now);
         if self.dirty && now.saturating_duration_since(self.last_save) >= SAVE_EVERY {
             self.last_save = now;
             self.save_now();
+        }
+    }
+
+    /// Close the links that have been up [`HELLO_DEADLINE`] without a
+    /// hello; one we dialed counts as a failed dial.
+    fn close_silent(&mut self, now: Instant) {
+        let late: Vec<PeerId> = self
+            .links
+            .iter()
+            .filter(|(_, l)| !l.routed && now.saturating_duration_since(l.since) >= HELLO_DEADLINE)
+            .map(|(pid, _)| *pid)
+            .collect();
+        for pid in late {
+            let Some(p) = self.links.remove(&pid) else {
+                continue;
+            };
+            if self.by_key.get(&p.remote) == Some(&pid) {
+                self.by_key.remove(&p.remote);
+            }
+            if p.dialed.is_some() {
+                self.failed(now, &p.remote);
+            }
+            tracing::debug!(peer = pid.0, "no hello in time: link closed");
+            self.out.push_back(Output::Close { peer: pid });
         }
     }
 

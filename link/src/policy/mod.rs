@@ -39,7 +39,8 @@
 //!             kept → remembered (opennet: only nodes we dialed);
 //!             first opennet peer → announce
 //! tick   ──► redial remembered peers that are down and due (backing off);
-//!             no peer at all (opennet) → dial the seeds
+//!             no peer at all (opennet) → dial the seeds;
+//!             close links with no hello after HELLO_DEADLINE
 //! ```
 
 pub mod mesh;
@@ -48,7 +49,8 @@ mod slots;
 mod tests;
 
 pub use slots::{
-    HandshakeSlot, HandshakeSlots, MAX_HANDSHAKES_PER_ADDRESS, MAX_INBOUND_HANDSHAKES,
+    HandshakeSlot, HandshakeSlots, HELLO_DEADLINE, MAX_HANDSHAKES_PER_ADDRESS,
+    MAX_INBOUND_HANDSHAKES,
 };
 
 use crate::noderef::NodeRef;
@@ -215,7 +217,8 @@ pub fn identity_of(static_key: &[u8; 32]) -> String {
     lichen_crypto::b64::encode(&lichen_crypto::sha256(static_key)[..16])
 }
 
-/// Why a friend could not be added.
+/// Why the policy refused to add a friend (a driver that can stop has
+/// its own error around this one).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum AddFriendError {
@@ -228,9 +231,6 @@ pub enum AddFriendError {
     /// The friend list is full.
     #[error("cannot add a friend: {0}")]
     Full(String),
-    /// The manager has stopped.
-    #[error("the network is not running")]
-    Stopped,
 }
 
 /// Whether a second link to the same node replaces the first (see
@@ -400,6 +400,13 @@ impl<V: Verifier> PeerPolicy<V> {
     #[must_use]
     pub fn link_to(&self, key: &[u8; 32]) -> Option<PeerId> {
         self.by_key.get(key).copied()
+    }
+
+    /// Whether the peer on link `peer` has said hello (false for a link
+    /// that is not up).
+    #[must_use]
+    pub fn greeted(&self, peer: PeerId) -> bool {
+        self.links.get(&peer).is_some_and(|l| l.routed)
     }
 
     /// Whether link `peer` is kept only as a seed client.

@@ -1,28 +1,40 @@
-//! Admission before the handshake: bounded slots for inbound handshakes,
-//! so a flood of half-open connections cannot grow without bound.
+//! Admission before the hello: bounded slots for inbound connections
+//! from their accept until their hello, so a flood of half-open
+//! connections, or of links that finish the handshake and then say
+//! nothing, cannot grow without bound; and the deadline for the hello.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-/// Inbound handshakes under way at once. Each holds a socket and a task
-/// for up to the handshake timeout and costs Diffie-Hellman work; beyond
-/// this, new connections are closed at once, so a flood of half-open
-/// connections cannot grow without bound (legitimate peers dial again).
+/// Inbound connections between their accept and their hello (the
+/// handshake, then the wait for the peer's first message). Each holds a
+/// socket and a task, and costs Diffie-Hellman work; beyond this, new
+/// connections are closed at once, so a flood of half-open connections or
+/// of silent links cannot grow without bound (legitimate peers dial
+/// again). The driver holds a [`HandshakeSlot`] until
+/// [`super::PeerPolicy::greeted`] says the hello came, or the link ends.
 pub const MAX_INBOUND_HANDSHAKES: usize = 64;
 
-/// Inbound handshakes under way at once from one address, so one host
+/// A link whose peer has not said hello this long after it came up is
+/// closed ([`super::PeerPolicy::tick`]); one we dialed counts as a failed
+/// dial.
+pub const HELLO_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Inbound connections before their hello from one address, so one host
 /// cannot take every slot. Loopback is exempt: a testnet's nodes all dial
 /// from 127.0.0.1.
 pub const MAX_HANDSHAKES_PER_ADDRESS: usize = 8;
 
-/// The slots for inbound handshakes: [`MAX_INBOUND_HANDSHAKES`] in all,
-/// [`MAX_HANDSHAKES_PER_ADDRESS`] per address.
+/// The slots for inbound connections until their hello:
+/// [`MAX_INBOUND_HANDSHAKES`] in all, [`MAX_HANDSHAKES_PER_ADDRESS`] per
+/// address.
 #[derive(Debug, Default)]
 pub struct HandshakeSlots {
     by_address: Mutex<HashMap<std::net::IpAddr, usize>>,
 }
 
-/// One handshake's slot, given back when dropped.
+/// One inbound connection's slot, given back when dropped.
 #[derive(Debug)]
 pub struct HandshakeSlot {
     slots: Arc<HandshakeSlots>,

@@ -434,3 +434,30 @@ fn a_forged_noderef_in_an_announcement_is_not_dialed() {
     assert_eq!(m.nodes[a].dials, dials + 1);
     assert!(m.link(a, c).is_some());
 }
+
+#[test]
+fn a_link_without_a_hello_is_closed_at_the_deadline() {
+    use rand::SeedableRng;
+    let mut m = mesh();
+    let a = opennet(&mut m, 1);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+    // A stranger finishes the handshake and then says nothing.
+    let silent = m.nodes[a]
+        .policy
+        .link_up(m.now, [99; 32], None, &mut rng)
+        .unwrap();
+    m.run();
+    assert!(!m.nodes[a].policy.greeted(silent));
+    m.advance(HELLO_DEADLINE - RECONNECT_TICK);
+    assert_eq!(m.nodes[a].policy.remote_of(silent), Some([99; 32]));
+    m.advance(RECONNECT_TICK * 2);
+    assert_eq!(m.nodes[a].policy.remote_of(silent), None, "closed");
+    assert_eq!(m.nodes[a].policy.link_to(&[99; 32]), None);
+    // A peer that says hello in time stays.
+    let b = opennet(&mut m, 2);
+    m.dial(b, a);
+    let pid = m.link(a, b).unwrap();
+    assert!(m.nodes[a].policy.greeted(pid));
+    m.advance(HELLO_DEADLINE * 2);
+    assert_eq!(m.link(a, b), Some(pid));
+}

@@ -69,7 +69,7 @@ impl Jobs {
                 "lock poisoned",
             ))
         })?;
-        let now = Instant::now();
+        let now = node.clock.now();
         if let Some(j) = jobs.get_mut(key) {
             j.last_used = now;
             return Ok(j.rx.clone());

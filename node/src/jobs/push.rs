@@ -47,7 +47,7 @@ const MIN_PEERS: usize = 3;
 const SETTLE: Duration = Duration::from_secs(20);
 
 async fn run(node: Arc<Node>) {
-    let mut first_peer: Option<tokio::time::Instant> = None;
+    let mut first_peer: Option<std::time::Instant> = None;
     loop {
         // Wait for work and peers.
         loop {
@@ -58,9 +58,11 @@ async fn run(node: Arc<Node>) {
             if peers == 0 {
                 first_peer = None;
             } else if first_peer.is_none() {
-                first_peer = Some(tokio::time::Instant::now());
+                first_peer = Some(node.clock.now());
             }
-            let settled = peers >= MIN_PEERS || first_peer.is_some_and(|t| t.elapsed() >= SETTLE);
+            let settled = peers >= MIN_PEERS
+                || first_peer
+                    .is_some_and(|t| node.clock.now().saturating_duration_since(t) >= SETTLE);
             if !node.pushes.is_empty() && node.network().is_some() && settled {
                 break;
             }

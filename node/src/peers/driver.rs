@@ -1,16 +1,24 @@
 //! The driving task: one loop whose every branch hands one event to the
 //! peer policy ([`PeerPolicy`]) and then carries out what the policy asks
-//! ([`Driver::carry_out`]). Sockets, tasks and the clock live here; every
-//! decision is the policy's.
+//! ([`Driver::carry_out`]). Sockets and tasks live here; the time comes
+//! from the node's clock (passed in); every decision is the policy's.
+//!
+//! An inbound connection holds one of the policy's [`HandshakeSlots`]
+//! from its accept until its peer's hello ([`PeerPolicy::greeted`]) or its
+//! end, so links that finish the handshake and then say nothing are
+//! bounded like half-open ones; the policy closes them after
+//! [`lichen_link::policy::HELLO_DEADLINE`]. The accept loop backs off on
+//! errors (no free descriptors, ...) instead of spinning ([`Backoff`]).
 
 use super::store::{verify, Keeper, StoreSource};
 use super::{file, Cmd, PeerSetup};
+use crate::util::clock::Clock;
 use lichen_crypto::BlockKind;
 use lichen_crypto::RoutingKey;
 use lichen_link::peerlist::PeerList;
 use lichen_link::policy::{
-    Dialed, HandshakeSlots, Output, PeerPolicy, PolicyConfig, MAX_HANDSHAKES_PER_ADDRESS,
-    MAX_INBOUND_HANDSHAKES, RECONNECT_TICK,
+    Dialed, HandshakeSlot, HandshakeSlots, Output, PeerPolicy, PolicyConfig,
+    MAX_HANDSHAKES_PER_ADDRESS, MAX_INBOUND_HANDSHAKES, RECONNECT_TICK,
 };
 use lichen_link::{Link, LinkEvent, LinkSender, NodeRef};
 use lichen_routing::{
@@ -20,17 +28,21 @@ use lichen_store::{Origin, Space};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
-use tokio::net::TcpListener;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 /// A link that came up, or a dial that failed.
 pub(super) enum NewLink {
-    Up(Link, Option<Dialed>),
+    /// We dialed it.
+    Dialed(Link, Dialed),
+    /// It dialed us; its slot is held until the hello.
+    Accepted(Link, HandshakeSlot),
     Failed([u8; 32]),
 }
 
@@ -60,6 +72,9 @@ struct Driver {
     setup: PeerSetup,
     senders: HashMap<PeerId, LinkSender>,
     waiters: HashMap<RequestId, Waiter>,
+    /// Inbound links before their hello, with their slots.
+    ungreeted: HashMap<PeerId, HandshakeSlot>,
+    clock: Arc<dyn Clock>,
     keeper: Keeper,
     rng: StdRng,
     link_tx: mpsc::Sender<NewLink>,
@@ -72,6 +87,7 @@ pub(super) async fn drive(
     setup: PeerSetup,
     list: PeerList,
     ch: Channels,
+    clock: Arc<dyn Clock>,
     shutdown: CancellationToken,
 ) {
     let Channels {
@@ -83,14 +99,18 @@ pub(super) async fn drive(
         save,
     } = ch;
     let (ev_tx, mut events) = mpsc::channel::<(PeerId, LinkEvent)>(1024);
-    let mut d = Driver::new(setup, list, link_tx, ev_tx, save);
+    let mut d = Driver::new(setup, list, clock, (link_tx, ev_tx), save);
     let mut tick = tokio::time::interval(RECONNECT_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let timer = d.policy.poll_timeout().map(tokio::time::Instant::from_std);
+        // The policy's timer, in the clock's time.
+        let timer = d
+            .policy
+            .poll_timeout()
+            .map(|t| t.saturating_duration_since(d.clock.now()));
         tokio::select! {
             () = shutdown.cancelled() => break,
-            _ = tick.tick() => d.policy.tick(Instant::now()),
+            _ = tick.tick() => d.policy.tick(d.clock.now()),
             c = cmds.recv() => match c {
                 Some(c) => d.command(c),
                 None => break,
@@ -105,10 +125,10 @@ pub(super) async fn drive(
             },
             () = async {
                 match timer {
-                    Some(t) => tokio::time::sleep_until(t).await,
+                    Some(t) => tokio::time::sleep(t).await,
                     None => std::future::pending().await,
                 }
-            } => d.policy.timeout(Instant::now(), &mut d.rng),
+            } => d.policy.timeout(d.clock.now(), &mut d.rng),
         }
         d.carry_out();
         connected.store(d.policy.peer_count(), Ordering::Relaxed);
@@ -126,8 +146,8 @@ impl Driver {
     fn new(
         setup: PeerSetup,
         list: PeerList,
-        link_tx: mpsc::Sender<NewLink>,
-        ev_tx: mpsc::Sender<(PeerId, LinkEvent)>,
+        clock: Arc<dyn Clock>,
+        (link_tx, ev_tx): (mpsc::Sender<NewLink>, mpsc::Sender<(PeerId, LinkEvent)>),
         save: mpsc::UnboundedSender<PeerList>,
     ) -> Self {
         let cfg = PolicyConfig {
@@ -138,19 +158,15 @@ impl Driver {
             location: setup.location,
             seeds: setup.seeds.clone(),
         };
-        let policy = PeerPolicy::new(
-            cfg,
-            list,
-            verify as Verify,
-            Instant::now(),
-            crate::node::now_ms(),
-        );
+        let policy = PeerPolicy::new(cfg, list, verify as Verify, clock.now(), clock.now_ms());
         Driver {
             policy,
             keeper: Keeper::new(setup.store.clone()),
             setup,
             senders: HashMap::new(),
             waiters: HashMap::new(),
+            ungreeted: HashMap::new(),
+            clock,
             rng: StdRng::from_entropy(),
             link_tx,
             ev_tx,
@@ -160,7 +176,7 @@ impl Driver {
 
     /// A request of the node's user.
     fn command(&mut self, c: Cmd) {
-        let now = Instant::now();
+        let now = self.clock.now();
         match c {
             Cmd::Fetch(key, kind, opts, reply) => {
                 let local = if opts.local_first {
@@ -211,9 +227,10 @@ impl Driver {
 
     /// A link came up (or a dial failed): the policy keeps it or not.
     fn new_link(&mut self, l: NewLink) {
-        let now = Instant::now();
-        let (link, dialed) = match l {
-            NewLink::Up(link, dialed) => (link, dialed),
+        let now = self.clock.now();
+        let (link, dialed, slot) = match l {
+            NewLink::Dialed(link, dialed) => (link, Some(dialed), None),
+            NewLink::Accepted(link, slot) => (link, None, Some(slot)),
             NewLink::Failed(key) => {
                 self.policy.dial_failed(now, &key);
                 return;
@@ -224,6 +241,9 @@ impl Driver {
             link.close();
             return;
         };
+        if let Some(slot) = slot {
+            self.ungreeted.insert(pid, slot);
+        }
         let (sender, mut rx) = link.into_parts();
         let ev = self.ev_tx.clone();
         tokio::spawn(async move {
@@ -238,15 +258,19 @@ impl Driver {
 
     /// A message on a link, or its end.
     fn link_event(&mut self, pid: PeerId, e: LinkEvent) {
-        let now = Instant::now();
+        let now = self.clock.now();
         match e {
             LinkEvent::Message(m) => {
                 let mut source = StoreSource(self.setup.store.as_ref(), &self.keeper);
                 self.policy.message(now, pid, m, &mut source, &mut self.rng);
+                if self.policy.greeted(pid) {
+                    self.ungreeted.remove(&pid);
+                }
             }
             LinkEvent::Closed(err) => {
                 tracing::debug!(peer = pid.0, error = %err, "link down");
                 self.senders.remove(&pid);
+                self.ungreeted.remove(&pid);
                 self.policy.link_closed(now, pid, &mut self.rng);
             }
         }
@@ -254,7 +278,7 @@ impl Driver {
 
     /// Do what the policy asks, until it asks nothing more.
     fn carry_out(&mut self) {
-        let now = Instant::now();
+        let now = self.clock.now();
         while let Some(o) = self.policy.poll_output(now) {
             match o {
                 Output::Dial { noderef, bytes } => self.dial(noderef, bytes),
@@ -266,6 +290,7 @@ impl Driver {
                     }
                 }
                 Output::Close { peer } => {
+                    self.ungreeted.remove(&peer);
                     if let Some(s) = self.senders.remove(&peer) {
                         s.close();
                     }
@@ -323,7 +348,7 @@ impl Driver {
             {
                 Ok(l) => {
                     let _ = links
-                        .send(NewLink::Up(l, Some(Dialed { noderef, bytes })))
+                        .send(NewLink::Dialed(l, Dialed { noderef, bytes }))
                         .await;
                 }
                 Err(e) => {
@@ -351,34 +376,94 @@ pub(super) async fn saver(dir: Option<PathBuf>, mut rx: mpsc::UnboundedReceiver<
     }
 }
 
+/// Where inbound connections come from: a TCP listener, or in tests one
+/// that fails as an exhausted system does.
+pub(super) trait Listener: Send + 'static {
+    /// The next connection.
+    fn accept(
+        &mut self,
+    ) -> impl std::future::Future<Output = std::io::Result<(TcpStream, SocketAddr)>> + Send;
+}
+
+impl Listener for TcpListener {
+    async fn accept(&mut self) -> std::io::Result<(TcpStream, SocketAddr)> {
+        TcpListener::accept(self).await
+    }
+}
+
+/// The accept loop's pause after an error: [`Backoff::FIRST`], doubling
+/// up to [`Backoff::MAX`], back to nothing after a success.
+#[derive(Debug, Default)]
+pub(super) struct Backoff {
+    /// The last pause (None: the last accept succeeded).
+    last: Option<Duration>,
+}
+
+impl Backoff {
+    /// The first pause after an error.
+    pub(super) const FIRST: Duration = Duration::from_millis(10);
+    /// The longest pause.
+    pub(super) const MAX: Duration = Duration::from_secs(1);
+
+    /// An accept failed: how long to pause, and whether this error starts
+    /// a run of them (the one to log).
+    pub(super) fn failed(&mut self) -> (Duration, bool) {
+        let next = self
+            .last
+            .map_or(Self::FIRST, |d| d.saturating_mul(2).min(Self::MAX));
+        let first = self.last.is_none();
+        self.last = Some(next);
+        (next, first)
+    }
+
+    /// An accept succeeded: the next error starts from [`Backoff::FIRST`].
+    /// True when it ends a run of errors.
+    pub(super) fn succeeded(&mut self) -> bool {
+        self.last.take().is_some()
+    }
+}
+
 /// Accept inbound links, each handshake in its own task, within the
-/// policy's handshake slots.
+/// policy's handshake slots (held until the hello: see the module docs).
+/// On errors the loop pauses ([`Backoff`]) and logs once per run of them,
+/// without addresses.
 pub(super) async fn accept_loop(
-    listener: TcpListener,
+    mut listener: impl Listener,
     setup: PeerSetup,
     links: mpsc::Sender<NewLink>,
     shutdown: CancellationToken,
 ) {
     let slots = Arc::new(HandshakeSlots::default());
     let mut refused: u64 = 0;
+    let mut backoff = Backoff::default();
     loop {
         let (stream, from) = tokio::select! {
             () = shutdown.cancelled() => return,
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
-                    tracing::debug!(error = %e, "accept failed");
-                    continue;
+                    let (pause, first) = backoff.failed();
+                    if first {
+                        tracing::warn!(error = %e, "cannot accept peer connections; pausing, up to {} s at a time", Backoff::MAX.as_secs());
+                    }
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        () = tokio::time::sleep(pause) => continue,
+                    }
                 }
             },
         };
+        if backoff.succeeded() {
+            tracing::info!("accepting peer connections again");
+        }
         let Some(slot) = slots.take(from.ip()) else {
             refused += 1;
             if refused.is_power_of_two() {
                 tracing::info!(
                     refused,
-                    "inbound handshakes at their limit ({MAX_INBOUND_HANDSHAKES}, \
-                     {MAX_HANDSHAKES_PER_ADDRESS} per address): connections closed"
+                    "inbound connections before their hello at their limit \
+                     ({MAX_INBOUND_HANDSHAKES}, {MAX_HANDSHAKES_PER_ADDRESS} per address): \
+                     connections closed"
                 );
             }
             drop(stream);
@@ -389,10 +474,10 @@ pub(super) async fn accept_loop(
         tokio::spawn(async move {
             let link =
                 Link::accept(stream, &setup.keys, &setup.link, setup.bandwidth.clone()).await;
-            drop(slot);
             match link {
+                // The slot goes with the link until its hello.
                 Ok(l) => {
-                    let _ = links.send(NewLink::Up(l, None)).await;
+                    let _ = links.send(NewLink::Accepted(l, slot)).await;
                 }
                 Err(e) => tracing::debug!(error = %e, "inbound handshake failed"),
             }

@@ -21,6 +21,7 @@ use lichen_fcp::codec::Message;
 use lichen_fcp::replies::{self as rep, Reply};
 use lichen_fcp::{Fields, ProtocolErrorCode};
 use lichen_link::peerlist::PeerKind;
+use lichen_link::policy::AddFriendError as Refusal;
 use std::path::Path;
 
 /// Largest noderef file read.
@@ -227,8 +228,8 @@ async fn add_peer_inner(
         Ok(info) => Ok(peer_message(&info, true, true, ident.map(str::to_string))),
         Err(e) => {
             let code = match e {
-                AddFriendError::Myself => ProtocolErrorCode::CannotPeerWithSelf,
-                AddFriendError::Duplicate => ProtocolErrorCode::DuplicatePeerRef,
+                AddFriendError::Refused(Refusal::Myself) => ProtocolErrorCode::CannotPeerWithSelf,
+                AddFriendError::Refused(Refusal::Duplicate) => ProtocolErrorCode::DuplicatePeerRef,
                 _ => ProtocolErrorCode::InternalError,
             };
             Err(error(code, e.to_string(), ident))

@@ -3,7 +3,13 @@
 //! (`lichen_routing::Node`, the code the simulator runs), with real
 //! sockets, real time and OS randomness.
 //!
-//! One task owns the policy ([`driver`]). Links feed it
+//! It implements the context layer's view of the network
+//! ([`crate::node::Network`], [`crate::node::Peers`]); the runtime puts it
+//! in `Node::peers`, so nothing below this layer names it.
+//!
+//! One task owns the policy ([`driver`]). It reads the time from the
+//! node's clock ([`crate::util::clock::Clock`], passed in), so a test can
+//! drive the policy's deadlines. Links feed it
 //! `(PeerId, LinkEvent)`; local fetches and inserts come in as commands
 //! with a reply channel; the policy's outputs go out: `Send` to the link's
 //! queue (bounded in bytes, 8 MiB; dropped only when that is full, and the
@@ -29,7 +35,11 @@ mod store;
 #[cfg(test)]
 mod tests;
 
-pub use lichen_link::policy::{identity_of, AddFriendError, PeerInfo, SAVE_EVERY};
+pub use crate::node::AddFriendError;
+pub use lichen_link::policy::{identity_of, PeerInfo, SAVE_EVERY};
+
+use crate::node::{Fetched, Inserted, NetFuture, Network, Peers, Stopped};
+use crate::util::clock::{Clock, SystemClock};
 
 use lichen_link::peerlist::PeerList;
 use lichen_link::{Bandwidth, LinkConfig, LinkError, NodeKeys, NodeRef};
@@ -88,7 +98,7 @@ enum Cmd {
     AddFriend(
         NodeRef,
         Vec<u8>,
-        oneshot::Sender<Result<PeerInfo, AddFriendError>>,
+        oneshot::Sender<Result<PeerInfo, lichen_link::policy::AddFriendError>>,
     ),
     Remove(String, oneshot::Sender<Option<PeerInfo>>),
     List(oneshot::Sender<Vec<PeerInfo>>),
@@ -127,11 +137,24 @@ impl Default for FetchOpts {
 }
 
 impl PeerManager {
-    /// Start the manager: accept links on `listener` until `shutdown`.
-    /// Remembered peers are loaded from `setup.peer_dir` (problems are
-    /// logged, never fatal) and dialed.
+    /// Start the manager on the system clock: see
+    /// [`PeerManager::start_with_clock`].
     #[must_use]
     pub fn start(setup: PeerSetup, listener: TcpListener, shutdown: CancellationToken) -> Self {
+        Self::start_with_clock(setup, listener, shutdown, Arc::new(SystemClock))
+    }
+
+    /// Start the manager: accept links on `listener` until `shutdown`,
+    /// reading the time from `clock` (the node's). Remembered peers are
+    /// loaded from `setup.peer_dir` (problems are logged, never fatal) and
+    /// dialed.
+    #[must_use]
+    pub(crate) fn start_with_clock(
+        setup: PeerSetup,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         let (cmd_tx, cmd_rx) = mpsc::channel(256);
         let (link_tx, link_rx) = mpsc::channel(64);
         let list = match &setup.peer_dir {
@@ -169,7 +192,7 @@ impl PeerManager {
             stats: stats.clone(),
             save: save_tx,
         };
-        let drive_task = tokio::spawn(driver::drive(setup, list, channels, shutdown));
+        let drive_task = tokio::spawn(driver::drive(setup, list, channels, clock, shutdown));
         tokio::spawn(async move {
             let _ = drive_task.await;
             let _ = saver.await;
@@ -281,7 +304,7 @@ impl PeerManager {
             .send(Cmd::AddFriend(noderef, bytes, tx))
             .await
             .map_err(|_| AddFriendError::Stopped)?;
-        rx.await.map_err(|_| AddFriendError::Stopped)?
+        Ok(rx.await.map_err(|_| AddFriendError::Stopped)??)
     }
 
     /// Forget a peer (by identity, or by an address of its noderef) and
@@ -322,5 +345,54 @@ impl PeerManager {
             .await
             .map_err(|_| LinkError::Closed)?;
         rx.await.map_err(|_| LinkError::Closed)
+    }
+}
+
+impl Network for PeerManager {
+    fn fetch(&self, key: Key, kind: KeyKind, local_first: bool, keep: bool) -> Fetched<'_> {
+        let opts = FetchOpts { local_first, keep };
+        Box::pin(async move { self.fetch_with(key, kind, opts).await.map_err(|_| Stopped) })
+    }
+
+    fn insert(&self, key: Key, kind: KeyKind, block: Vec<u8>) -> Inserted<'_> {
+        Box::pin(async move {
+            PeerManager::insert(self, key, kind, block)
+                .await
+                .map_err(|_| Stopped)
+        })
+    }
+}
+
+impl Peers for PeerManager {
+    fn network(&self) -> &dyn Network {
+        self
+    }
+
+    fn connected(&self) -> usize {
+        PeerManager::connected(self)
+    }
+
+    fn stats(&self) -> lichen_routing::Stats {
+        PeerManager::stats(self)
+    }
+
+    fn add_friend(
+        &self,
+        noderef: NodeRef,
+        bytes: Vec<u8>,
+    ) -> NetFuture<'_, Result<PeerInfo, AddFriendError>> {
+        Box::pin(PeerManager::add_friend(self, noderef, bytes))
+    }
+
+    fn remove<'a>(&'a self, which: &'a str) -> NetFuture<'a, Result<Option<PeerInfo>, Stopped>> {
+        Box::pin(async move { PeerManager::remove(self, which).await.map_err(|_| Stopped) })
+    }
+
+    fn list(&self) -> NetFuture<'_, Result<Vec<PeerInfo>, Stopped>> {
+        Box::pin(async move { PeerManager::list(self).await.map_err(|_| Stopped) })
+    }
+
+    fn stopped(&self) -> NetFuture<'_, ()> {
+        Box::pin(PeerManager::stopped(self))
     }
 }

@@ -5,9 +5,10 @@
 
 use super::store::{Keeper, StoreSource};
 use super::*;
+use crate::util::clock::ManualClock;
 use lichen_crypto::{BlockKind, RoutingKey};
 use lichen_link::peerlist::PeerKind;
-use lichen_link::policy::MAX_INBOUND_HANDSHAKES;
+use lichen_link::policy::{HELLO_DEADLINE, MAX_INBOUND_HANDSHAKES};
 use lichen_link::{Link, LinkEvent};
 use lichen_routing::{BlockSource, Message};
 use lichen_store::Space;
@@ -45,6 +46,36 @@ async fn node_in(secret: u8, location: u64, dir: Option<PathBuf>) -> TestNode {
 }
 
 async fn node_with(secret: u8, location: u64, dir: Option<PathBuf>, opennet: bool) -> TestNode {
+    node_clocked(secret, location, dir, opennet, Arc::new(SystemClock)).await
+}
+
+/// A node whose driver reads the time from `clock`.
+async fn node_clocked(
+    secret: u8,
+    location: u64,
+    dir: Option<PathBuf>,
+    opennet: bool,
+    clock: Arc<dyn Clock>,
+) -> TestNode {
+    let (setup, l, r) = setup(secret, location, dir, opennet).await;
+    let stop = CancellationToken::new();
+    let bytes = r.to_bytes(&keys_of(secret));
+    TestNode {
+        store: setup.store.clone(),
+        m: PeerManager::start_with_clock(setup, l, stop.clone(), clock),
+        r,
+        bytes,
+        stop,
+    }
+}
+
+/// A node's setup, its peer listener and its noderef.
+async fn setup(
+    secret: u8,
+    location: u64,
+    dir: Option<PathBuf>,
+    opennet: bool,
+) -> (PeerSetup, TcpListener, NodeRef) {
     let keys = NodeKeys::from_static_secret([secret; 32]);
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let r = NodeRef::new(&keys, vec![l.local_addr().unwrap()], Some(location));
@@ -68,15 +99,7 @@ async fn node_with(secret: u8, location: u64, dir: Option<PathBuf>, opennet: boo
         max_remembered: 8,
         seeds: Vec::new(),
     };
-    let stop = CancellationToken::new();
-    let bytes = r.to_bytes(&keys_of(secret));
-    TestNode {
-        m: PeerManager::start(setup, l, stop.clone()),
-        store,
-        r,
-        bytes,
-        stop,
-    }
+    (setup, l, r)
 }
 
 fn keys_of(secret: u8) -> NodeKeys {
@@ -99,12 +122,23 @@ async fn wait_peers(m: &PeerManager, n: usize) {
     panic!("peers did not connect");
 }
 
+/// A connection to `addr` is closed without a byte (the slots are full).
+async fn assert_refused_at_once(addr: std::net::SocketAddr) {
+    use tokio::io::AsyncReadExt;
+    let mut extra = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut byte = [0u8; 1];
+    let n = tokio::time::timeout(Duration::from_secs(5), extra.read(&mut byte))
+        .await
+        .expect("a connection over the limit was left open")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "closed without a byte");
+}
+
 /// Connections that never finish their handshake hold at most
 /// `MAX_INBOUND_HANDSHAKES` slots: the next one is closed at once, and
 /// a real peer gets in as soon as they are gone.
 #[tokio::test]
 async fn half_open_connections_are_bounded() {
-    use tokio::io::AsyncReadExt;
     let (na, nb) = (node(1, 1 << 62).await, node(2, 2 << 62).await);
     let addr = nb.r.addresses[0];
     let mut idle = Vec::new();
@@ -113,13 +147,7 @@ async fn half_open_connections_are_bounded() {
     }
     // Let the accept loop take them all.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut extra = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let mut byte = [0u8; 1];
-    let n = tokio::time::timeout(Duration::from_secs(5), extra.read(&mut byte))
-        .await
-        .expect("the connection over the limit was left open")
-        .unwrap_or(0);
-    assert_eq!(n, 0, "closed without a byte");
+    assert_refused_at_once(addr).await;
     drop(idle);
     befriend(&na, &nb).await;
     wait_peers(&na.m, 1).await;
@@ -127,6 +155,121 @@ async fn half_open_connections_are_bounded() {
     for n in [&na, &nb] {
         n.stop.cancel();
     }
+}
+
+/// Links that finish the handshake and then never say hello keep their
+/// inbound slot: at most `MAX_INBOUND_HANDSHAKES` of them, the next
+/// connection is closed at once; once the node's clock passes
+/// `HELLO_DEADLINE` they are closed and a real peer gets in.
+#[tokio::test]
+async fn silent_links_are_bounded_and_closed_at_the_hello_deadline() {
+    let clock = Arc::new(ManualClock::new());
+    let b = node_clocked(61, 2 << 62, None, true, clock.clone()).await;
+    let addr = b.r.addresses[0];
+    let bw = Arc::new(Bandwidth::unlimited());
+    let cfg = LinkConfig::default();
+    let mut silent = Vec::new();
+    for i in 0..MAX_INBOUND_HANDSHAKES {
+        let keys = keys_of(100 + u8::try_from(i).unwrap());
+        let link = Link::connect_noderef(&b.r, &keys, &cfg, bw.clone())
+            .await
+            .unwrap();
+        let (tx, mut rx) = link.into_parts();
+        // The node's hello: its driver has the link.
+        let first = rx.recv().await;
+        assert!(
+            matches!(
+                first,
+                Some(LinkEvent::Message(Message::LocationChanged { .. }))
+            ),
+            "link {i}: {first:?}"
+        );
+        silent.push((tx, rx));
+    }
+    assert_refused_at_once(addr).await;
+    // The deadline, on the node's clock.
+    clock.advance(HELLO_DEADLINE + Duration::from_secs(1));
+    for (i, (_tx, rx)) in silent.iter_mut().enumerate() {
+        let closed = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match rx.recv().await {
+                    None | Some(LinkEvent::Closed(_)) => return,
+                    Some(LinkEvent::Message(_)) => {}
+                }
+            }
+        })
+        .await;
+        assert!(
+            closed.is_ok(),
+            "silent link {i} still open after the deadline"
+        );
+    }
+    // A real peer gets in.
+    let a = node_with(62, 1 << 62, None, true).await;
+    a.m.connect(b.r.clone()).await.unwrap();
+    wait_peers(&b.m, 1).await;
+    for n in [&a, &b] {
+        n.stop.cancel();
+    }
+}
+
+/// A listener that fails as a system out of file descriptors does,
+/// counting the calls; it stops the loop after `limit` of them.
+struct Exhausted {
+    calls: Arc<AtomicUsize>,
+    limit: usize,
+    stop: CancellationToken,
+}
+
+impl driver::Listener for Exhausted {
+    async fn accept(&mut self) -> std::io::Result<(tokio::net::TcpStream, std::net::SocketAddr)> {
+        if self.calls.fetch_add(1, Ordering::SeqCst) + 1 >= self.limit {
+            self.stop.cancel();
+        }
+        // EMFILE.
+        Err(std::io::Error::from_raw_os_error(24))
+    }
+}
+
+/// The accept loop pauses after errors (EMFILE) instead of spinning: in
+/// 300 ms of errors it tries a handful of times, not thousands.
+#[tokio::test]
+async fn the_accept_loop_backs_off_on_errors() {
+    let (setup, _l, _r) = setup(63, 1 << 62, None, true).await;
+    let stop = CancellationToken::new();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let listener = Exhausted {
+        calls: calls.clone(),
+        limit: 1000,
+        stop: stop.clone(),
+    };
+    let (links, _rx) = mpsc::channel(1);
+    let task = tokio::spawn(driver::accept_loop(listener, setup, links, stop.clone()));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.cancel();
+    task.await.unwrap();
+    let n = calls.load(Ordering::SeqCst);
+    // 10 + 20 + 40 + 80 + 160 ms: at most 6 tries in 300 ms.
+    assert!(n <= 10, "{n} accepts in 300 ms");
+    assert!(n >= 1);
+}
+
+#[test]
+fn the_accept_backoff_doubles_to_its_cap_logs_once_and_resets() {
+    let mut b = driver::Backoff::default();
+    let (first, log) = b.failed();
+    assert_eq!((first, log), (driver::Backoff::FIRST, true));
+    let mut last = first;
+    for _ in 0..20 {
+        let (d, log) = b.failed();
+        assert!(!log, "one log per run of errors");
+        assert_eq!(d, (last * 2).min(driver::Backoff::MAX));
+        last = d;
+    }
+    assert_eq!(last, driver::Backoff::MAX);
+    assert!(b.succeeded());
+    assert!(!b.succeeded());
+    assert_eq!(b.failed(), (driver::Backoff::FIRST, true));
 }
 
 /// FCP `WriteToClientCache=false`: a block fetched from the network is
@@ -246,11 +389,15 @@ async fn darknet_refuses_strangers_and_keeps_one_link_per_friend() {
     // Duplicates and self are refused with typed errors.
     assert_eq!(
         a.m.add_friend(b.r.clone(), b.bytes.clone()).await,
-        Err(AddFriendError::Duplicate)
+        Err(AddFriendError::Refused(
+            lichen_link::policy::AddFriendError::Duplicate
+        ))
     );
     assert_eq!(
         a.m.add_friend(a.r.clone(), a.bytes.clone()).await,
-        Err(AddFriendError::Myself)
+        Err(AddFriendError::Refused(
+            lichen_link::policy::AddFriendError::Myself
+        ))
     );
     // Removing b closes the link; b is then refused too.
     let gone = a.m.remove(&identity_of(&b.r.static_key)).await.unwrap();
