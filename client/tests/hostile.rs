@@ -100,6 +100,19 @@ fn hostile_counts_and_lengths_are_rejected() {
             MetadataError::Invalid(_)
         ));
     }
+    // The refusal does not repeat the name (errors may be logged).
+    let mut man = Manifest::default();
+    man.entries.insert(
+        "secret-diary/2024.html".into(),
+        Metadata::Redirect(Redirect {
+            target: "KSK@a".into(),
+            mime: None,
+            size: None,
+            sha256: None,
+        }),
+    );
+    let e = invalid(&Metadata::Manifest(man));
+    assert!(!e.to_string().contains("secret-diary"), "{e}");
 }
 
 #[test]
