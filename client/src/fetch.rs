@@ -108,7 +108,7 @@ pub struct Found {
 /// `progress` is called as blocks of the (final) splitfile arrive.
 ///
 /// # Errors
-/// [`FetchError`]; see [`FetchError::fcp_code`] for FCP codes. On error
+/// [`FetchError`]; its [`crate::HasKind::kind`] says who is at fault. On error
 /// part of the document may already have been written.
 pub async fn fetch<S, W, P>(
     source: &S,
@@ -312,7 +312,7 @@ fn manifest_entry(mut man: Manifest, meta: &mut VecDeque<String>) -> Result<Meta
     };
     man.entries
         .remove(&name)
-        .ok_or(FetchError::NotInManifest(name))
+        .ok_or_else(|| FetchError::NotInManifest(name.into()))
 }
 
 /// Follow the URI's redirects down to the first metadata document that is
@@ -401,22 +401,22 @@ pub(crate) async fn fetch_single<S: BlockSource>(
         KeyUri::Chk { .. } => {
             let k = key
                 .chk_key()
-                .map_err(|e| FetchError::InvalidUri(e.to_string()))?;
+                .map_err(|e| FetchError::InvalidUri(e.to_string().into()))?;
             let block = source.fetch(BlockKind::Chk, k.routing_key).await?;
             let data = chk::decode(&k, &block).map_err(decode_err)?;
             Ok((k.flags, data))
         }
         KeyUri::Ssk { .. } | KeyUri::Ksk { .. } | KeyUri::Usk { .. } => {
-            let (pk, docname) = key
-                .ssk_target()
-                .ok_or_else(|| FetchError::InvalidUri("not a fetchable key".into()))?;
+            let (pk, docname) = key.ssk_target().ok_or_else(|| {
+                FetchError::InvalidUri(String::from("not a fetchable key").into())
+            })?;
             let block = source
                 .fetch(BlockKind::Ssk, pk.routing_key(&docname))
                 .await?;
             pk.decode(&docname, &block).map_err(decode_err)
         }
         KeyUri::ChkInsert | KeyUri::SskInsertNew => Err(FetchError::InvalidUri(
-            "an insert-only URI (CHK@ or SSK@) cannot be fetched".into(),
+            String::from("an insert-only URI (CHK@ or SSK@) cannot be fetched").into(),
         )),
     }
 }
@@ -433,7 +433,9 @@ fn file_name(meta: &mut VecDeque<String>) -> Result<Option<String>, FetchError> 
     match meta.len() {
         0 => Ok(None),
         1 => Ok(meta.pop_front()),
-        _ => Err(FetchError::TooManyPathComponents(meta.drain(..).collect())),
+        _ => Err(FetchError::TooManyPathComponents(
+            meta.drain(..).collect::<Vec<_>>().into(),
+        )),
     }
 }
 

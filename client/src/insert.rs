@@ -128,7 +128,7 @@ pub(crate) fn resolve_target<R: rand::RngCore + rand::CryptoRng>(
     filename: Option<&str>,
     rng: &mut R,
 ) -> Result<Target, InsertError> {
-    let wrong = |m: &str| Err(InsertError::InvalidUri(m.to_owned()));
+    let wrong = |m: &str| Err(InsertError::InvalidUri(m.to_owned().into()));
     match &uri.key {
         KeyUri::ChkInsert | KeyUri::Chk { .. } => Ok(Target::Chk),
         KeyUri::SskInsertNew => {

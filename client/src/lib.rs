@@ -10,7 +10,7 @@ pub mod metadata;
 mod site;
 pub mod usk;
 
-pub use error::{FetchError, InsertError};
+pub use error::{ErrorKind, Fault, FetchError, HasKind, InsertError};
 pub use fetch::{fetch, fetch_metadata, fetch_to, FetchOptions, FetchResult, Found, Progress};
 pub use insert::{insert, InsertOptions, InsertResult, COMPRESSION_SAMPLE, SEGMENT_BYTES};
 pub use io::{BlockSink, BlockSource, MemoryBlocks, NullSink, SinkError, SourceError};

@@ -368,10 +368,11 @@ fn check_name(n: &str) -> Result<(), MetadataError> {
         || n.contains('/')
         || n.chars().any(char::is_control)
     {
-        return invalid(format!(
-            "manifest entry name {:?} is not allowed",
-            n.chars().take(64).collect::<String>()
-        ));
+        // The name itself stays out of the message: it names what was
+        // fetched or inserted, and errors may be logged.
+        return invalid(
+            "a manifest entry name is empty, '.' or '..', too long, or has a '/' or control characters",
+        );
     }
     Ok(())
 }

@@ -187,7 +187,7 @@ pub async fn insert_site<S: BlockSink>(
     let manifest = Metadata::Manifest(root);
     manifest
         .validate()
-        .map_err(|e| InsertError::InvalidSite(e.to_string()))?;
+        .map_err(|e| InsertError::InvalidSite(e.to_string().into()))?;
     let seed = randomise.then(|| rng.gen::<[u8; 32]>());
     let mut ctx = Ctx::new(sink, opts.insert.concurrency, seed);
     let info = DocInfo {
@@ -235,9 +235,10 @@ fn split_path(path: &str) -> Result<Vec<String>, InsertError> {
         .collect();
     for c in &comps {
         if c.is_empty() || c == "." || c == ".." || c.chars().any(char::is_control) {
-            return Err(InsertError::InvalidSite(format!(
-                "path {path:?} has an empty, '.', '..' or control-character component"
-            )));
+            return Err(InsertError::InvalidSite(
+                format!("path {path:?} has an empty, '.', '..' or control-character component")
+                    .into(),
+            ));
         }
     }
     Ok(comps)
@@ -257,13 +258,13 @@ fn lookup<'m>(m: &'m Manifest, comps: &[String]) -> Option<&'m Metadata> {
 
 fn add(m: &mut Manifest, comps: &[String], entry: Metadata) -> Result<(), InsertError> {
     let Some((first, rest)) = comps.split_first() else {
-        return Err(InsertError::InvalidSite("empty path".into()));
+        return Err(InsertError::InvalidSite(String::from("empty path").into()));
     };
     if rest.is_empty() {
         if m.entries.contains_key(first) {
-            return Err(InsertError::InvalidSite(format!(
-                "{first:?} appears twice or is both a file and a directory"
-            )));
+            return Err(InsertError::InvalidSite(
+                format!("{first:?} appears twice or is both a file and a directory").into(),
+            ));
         }
         m.entries.insert(first.clone(), entry);
         return Ok(());
@@ -274,9 +275,9 @@ fn add(m: &mut Manifest, comps: &[String], entry: Metadata) -> Result<(), Insert
         .or_insert_with(|| Metadata::Manifest(Manifest::default()));
     match sub {
         Metadata::Manifest(sub) => add(sub, rest, entry),
-        _ => Err(InsertError::InvalidSite(format!(
-            "{first:?} is both a file and a directory"
-        ))),
+        _ => Err(InsertError::InvalidSite(
+            format!("{first:?} is both a file and a directory").into(),
+        )),
     }
 }
 

@@ -103,7 +103,7 @@ pub async fn next_edition<S: BlockSource>(
     max_probes: u32,
 ) -> Result<u64, FetchError> {
     let KeyUri::Usk { key, site, edition } = &uri.key else {
-        return Err(FetchError::InvalidUri("not a USK".into()));
+        return Err(FetchError::InvalidUri(String::from("not a USK").into()));
     };
     let from = edition.unsigned_abs();
     Ok(

@@ -7,7 +7,7 @@ use common::*;
 use lichen_client::metadata::{
     Hash, Inline, Manifest, Metadata, MetadataError, Redirect, Segment, Splitfile, MAX_METADATA_LEN,
 };
-use lichen_client::{BlockSink, FetchError, FetchOptions, MemoryBlocks};
+use lichen_client::{BlockSink, ErrorKind, FetchError, FetchOptions, HasKind, MemoryBlocks};
 use lichen_crypto::ssk::SskPrivate;
 use lichen_crypto::{chk, BlockKind, Codec, DataFlags, FreenetUri};
 
@@ -100,6 +100,19 @@ fn hostile_counts_and_lengths_are_rejected() {
             MetadataError::Invalid(_)
         ));
     }
+    // The refusal does not repeat the name (errors may be logged).
+    let mut man = Manifest::default();
+    man.entries.insert(
+        "secret-diary/2024.html".into(),
+        Metadata::Redirect(Redirect {
+            target: "KSK@a".into(),
+            mime: None,
+            size: None,
+            sha256: None,
+        }),
+    );
+    let e = invalid(&Metadata::Manifest(man));
+    assert!(!e.to_string().contains("secret-diary"), "{e}");
 }
 
 #[test]
@@ -193,7 +206,7 @@ fn redirect_cycles_end_in_too_much_recursion() {
         put_meta_ksk(&store, "b", &redirect("KSK@a")).await;
         let e = get(&store, &a, &FetchOptions::default()).await.unwrap_err();
         assert!(matches!(e, FetchError::TooMuchRecursion { .. }), "{e}");
-        assert_eq!(e.fcp_code(), 9);
+        assert_eq!(e.kind(), ErrorKind::BadContent);
         // A self-referencing manifest entry chain with meta-strings.
         let mut man = Manifest::default();
         man.entries.insert("x".into(), redirect("KSK@m/x"));
@@ -222,7 +235,8 @@ fn redirect_cycles_end_in_too_much_recursion() {
         )
         .await
         .unwrap_err();
-        assert_eq!(e.fcp_code(), 4, "{e}");
+        assert!(matches!(e, FetchError::InvalidMetadata(_)), "{e}");
+        assert_eq!(e.kind(), ErrorKind::BadContent);
         // A zstd bomb in a metadata block is bounded.
         let bomb = zstd::bulk::compress(&vec![0u8; 100 << 20], 19).unwrap();
         assert!(bomb.len() < chk::PAYLOAD_LEN);
@@ -242,7 +256,8 @@ fn redirect_cycles_end_in_too_much_recursion() {
         let e = get(&store, &bomb_uri, &FetchOptions::default())
             .await
             .unwrap_err();
-        assert_eq!(e.fcp_code(), 22, "{e}");
+        assert!(matches!(e, FetchError::TooBigMetadata { .. }), "{e}");
+        assert_eq!(e.kind(), ErrorKind::TooBig);
     });
 }
 
@@ -280,6 +295,6 @@ fn splitfile_with_missing_blocks_and_wrong_hash() {
         let u = put_meta_ksk(&store, "wronghash", &Metadata::Splitfile(sf)).await;
         let e = get(&store, &u, &FetchOptions::default()).await.unwrap_err();
         assert!(matches!(e, FetchError::HashMismatch), "{e}");
-        assert_eq!(e.fcp_code(), 34);
+        assert_eq!(e.kind(), ErrorKind::BadContent);
     });
 }

@@ -4,8 +4,8 @@ mod common;
 use common::*;
 use lichen_client::usk::{find_latest_edition, next_edition, usk_to_ssk};
 use lichen_client::{
-    fetch_metadata, insert, insert_site, FetchError, FetchOptions, InsertError, InsertOptions,
-    MemoryBlocks, Metadata, SiteData, SiteFile, SiteOptions,
+    fetch_metadata, insert, insert_site, ErrorKind, FetchError, FetchOptions, HasKind, InsertError,
+    InsertOptions, MemoryBlocks, Metadata, SiteData, SiteFile, SiteOptions,
 };
 use lichen_crypto::ssk::SskPrivate;
 use lichen_crypto::uri::SskKey;
@@ -124,7 +124,7 @@ fn new_ssk_ksk_and_collisions() {
         assert_eq!(r.uri, ksk);
         let e = insert(&store, &b"second"[..], &opts).await.unwrap_err();
         assert!(matches!(e, InsertError::Collision), "{e}");
-        assert_eq!(e.fcp_code(), 9);
+        assert_eq!(e.kind(), ErrorKind::Collision);
         assert_eq!(
             get(&store, &ksk, &FetchOptions::default()).await.unwrap().0,
             b"first"
@@ -141,7 +141,8 @@ fn new_ssk_ksk_and_collisions() {
             ..opts
         };
         let e = insert(&store, &b"x"[..], &opts2).await.unwrap_err();
-        assert_eq!(e.fcp_code(), 1, "{e}");
+        assert!(matches!(e, InsertError::InvalidUri(_)), "{e}");
+        assert_eq!(e.kind(), ErrorKind::BadUri);
     });
 }
 
@@ -201,7 +202,7 @@ fn usk_editions_probe_and_redirect() {
         };
         match get(&store, &old, &probing).await.unwrap_err() {
             e @ FetchError::PermanentRedirect { .. } => {
-                assert_eq!(e.fcp_code(), 27);
+                assert_eq!(e.kind(), ErrorKind::NewerEdition);
                 let FetchError::PermanentRedirect { new_uri } = e else {
                     panic!()
                 };
@@ -303,12 +304,12 @@ fn sites_resolve_paths_defaults_and_reuse_unchanged_files() {
             .await
             .unwrap_err();
         assert!(matches!(e, FetchError::NotInManifest(_)), "{e}");
-        assert_eq!(e.fcp_code(), 10);
+        assert_eq!(e.kind(), ErrorKind::NotInSite);
         let e = get(&store, &site.clone().with_meta("img"), &f)
             .await
             .unwrap_err();
         assert!(matches!(e, FetchError::NotEnoughPathComponents), "{e}");
-        assert_eq!(e.fcp_code(), 24);
+        assert_eq!(e.kind(), ErrorKind::NotInSite);
 
         // Next edition: only the changed page is inserted again.
         let prev = match fetch_metadata(&store, &site, &f).await.unwrap() {

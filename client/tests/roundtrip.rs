@@ -4,8 +4,8 @@ mod common;
 use common::*;
 use lichen_client::metadata::Metadata;
 use lichen_client::{
-    fetch, fetch_metadata, insert, FetchError, FetchOptions, InsertOptions, MemoryBlocks, NullSink,
-    Progress,
+    fetch, fetch_metadata, insert, ErrorKind, FetchError, FetchOptions, HasKind, InsertOptions,
+    MemoryBlocks, NullSink, Progress,
 };
 use lichen_crypto::{BlockKind, Codec, FreenetUri, KeyUri};
 use std::sync::atomic::Ordering;
@@ -127,7 +127,7 @@ fn mime_and_filename() {
             .await
             .unwrap_err();
         assert!(matches!(e, FetchError::TooManyPathComponents(_)), "{e}");
-        assert_eq!(e.fcp_code(), 11);
+        assert_eq!(e.kind(), ErrorKind::BadPath);
     });
 }
 
@@ -198,7 +198,8 @@ fn erasures_up_to_the_check_count_are_recovered_one_more_is_a_clear_error() {
             e => panic!("{e}"),
         }
         assert!(e.to_string().contains("have"), "{e}");
-        assert_eq!(e.fcp_code(), 28);
+        assert_eq!(e.kind(), ErrorKind::NotFound);
+        assert!(e.is_retryable());
     });
 }
 
@@ -269,7 +270,7 @@ fn max_size_is_enforced_before_data_is_fetched() {
             ),
             "{e}"
         );
-        assert_eq!(e.fcp_code(), 21);
+        assert_eq!(e.kind(), ErrorKind::TooBig);
         assert_eq!(
             counting.fetches.load(Ordering::Relaxed),
             1,
@@ -355,7 +356,8 @@ fn insert_only_uris_cannot_be_fetched() {
             )
             .await
             .unwrap_err();
-            assert_eq!(e.fcp_code(), 20, "{e}");
+            assert!(matches!(e, FetchError::InvalidUri(_)), "{e}");
+            assert_eq!(e.kind(), ErrorKind::BadUri);
         }
         let e = get(
             &store,

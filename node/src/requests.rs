@@ -13,7 +13,7 @@ use lichen_fcp::client::Persistence;
 use lichen_fcp::codec::Message;
 #[cfg(test)]
 use lichen_fcp::FetchErrorCode;
-use lichen_fcp::{Decoder, Event, InsertErrorCode, Limits};
+use lichen_fcp::{Decoder, Event, Limits};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -111,15 +111,6 @@ impl Outcome {
             code: code.code(),
             extra: extra.into(),
             redirect: None,
-        }
-    }
-
-    /// A failed insert.
-    #[must_use]
-    pub(crate) fn put_err(code: InsertErrorCode, extra: impl Into<Option<String>>) -> Self {
-        Outcome::PutErr {
-            code: code.code(),
-            extra: extra.into(),
         }
     }
 }

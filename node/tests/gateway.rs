@@ -316,6 +316,11 @@ async fn site_through_the_gateway() {
     assert_eq!(r.status, 404);
     assert!(r.header("content-type").unwrap().starts_with("text/html"));
 
+    // A path going on past a file: the requester's fault, a 400.
+    let r = get(addr, &format!("{loc}notes.txt/a/b")).await;
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("Bad key or path"), "{}", r.text());
+
     // /?key= redirects to the key.
     let r = get(addr, &format!("/?key={}", uri.replace('@', "%40"))).await;
     assert_eq!(r.status, 303);

@@ -6,8 +6,10 @@ use crate::codes::ProtocolErrorCode;
 use crate::fields::Fields;
 
 /// A client message that cannot be accepted, with the ProtocolError to send.
+/// `Display` shows the code only: `extra` may quote the client's URIs and
+/// file names, which are for the client's reply, never for a log.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{code}: {extra}")]
+#[error("{code}")]
 pub struct MessageInvalid {
     /// The ProtocolError code.
     pub code: ProtocolErrorCode,

@@ -30,7 +30,7 @@ use crate::config::client_allowed;
 use crate::node::Node;
 use common::data_len;
 use hub::Hub;
-use lichen_fcp::client::ClientMessage;
+use lichen_fcp::client::{ClientMessage, MessageInvalid};
 use lichen_fcp::replies::{self as rep, Reply};
 use lichen_fcp::ProtocolErrorCode;
 use std::sync::Arc;
@@ -72,10 +72,17 @@ impl Server {
                     tracing::info!("resuming a persistent request");
                     run::start_request(&self.node, &self.hub, req, msg, None);
                 }
-                Err(e) => tracing::warn!("cannot resume a persistent request: {}", e.extra),
+                Err(e) => unresumable(&e),
             }
         }
     }
+}
+
+/// Log a persistent request that cannot run again: its code above debug,
+/// the detail (which may quote its URI or file names) at debug only.
+fn unresumable(e: &MessageInvalid) {
+    tracing::warn!("cannot resume a persistent request: {e}");
+    tracing::debug!("cannot resume a persistent request: {}", e.extra);
 }
 
 async fn serve(node: Arc<Node>, hub: Arc<Hub>, listener: TcpListener) -> std::io::Result<()> {
@@ -116,5 +123,65 @@ async fn serve(node: Arc<Node>, hub: Arc<Hub>, listener: TcpListener) -> std::io
             let _ = stream.set_nodelay(true);
             conn::connection(node, hub, stream).await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// A log sink for one test.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// What `f` logs at `level` and above.
+    fn logged(level: tracing::Level, f: impl FnOnce()) -> String {
+        let sink = Captured::default();
+        let w = sink.clone();
+        let sub = tracing_subscriber::fmt()
+            .with_max_level(level)
+            .with_ansi(false)
+            .with_writer(move || w.clone())
+            .finish();
+        tracing::subscriber::with_default(sub, f);
+        let bytes = sink.0.lock().map(|b| b.clone()).unwrap_or_default();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    #[test]
+    fn an_unresumable_request_is_logged_without_its_uri_or_file_names() {
+        let header = lichen_fcp::Message::new("ClientPutComplexDir")
+            .field("Identifier", "site")
+            .field("URI", "CHK@")
+            .field("Files.0.Name", "secret-diary.html")
+            .field("Files.0.UploadFrom", "direct");
+        let e = match ClientMessage::parse_header(&header, Some(0)) {
+            Err(e) => e,
+            Ok(m) => panic!("parsed: {m:?}"),
+        };
+        assert!(e.extra.contains("secret-diary.html"), "{}", e.extra);
+        let info = logged(tracing::Level::INFO, || unresumable(&e));
+        assert!(
+            info.contains("cannot resume a persistent request"),
+            "{info}"
+        );
+        assert!(!info.contains("secret-diary"), "{info}");
+        // The detail is there for whoever turns debug on.
+        let debug = logged(tracing::Level::DEBUG, || unresumable(&e));
+        assert!(debug.contains("secret-diary.html"), "{debug}");
     }
 }

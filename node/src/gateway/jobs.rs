@@ -3,12 +3,13 @@
 //! ranges find them.
 
 use super::doc::{DocFile, JobError, JobState, PublishingWriter, Streamed};
-use super::respond::error_page;
+use super::respond::{error_page, http_status};
 use crate::node::Node;
 use crate::ops::{self as engine, GetSpec};
 use crate::sealed::SealKey;
 use axum::http::StatusCode;
 use axum::response::Response;
+use lichen_client::{ErrorKind, FetchError, HasKind};
 use lichen_crypto::FreenetUri;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -168,12 +169,11 @@ async fn fetch(node: Arc<Node>, running: Arc<Semaphore>, uri: String, tx: watch:
         _ => None,
     };
     let state = match result {
-        None => JobState::Failed(Arc::new(JobError {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            title: "Shutting down",
-            detail: "The node is shutting down.".into(),
-            redirect: None,
-        })),
+        None => JobState::Failed(Arc::new(job_error(
+            ErrorKind::ShuttingDown,
+            "The node is shutting down.".into(),
+            None,
+        ))),
         Some(Ok(done)) => JobState::Done(match streamed {
             Some(file) if done.streamed => file,
             _ => Arc::new(DocFile {
@@ -183,7 +183,7 @@ async fn fetch(node: Arc<Node>, running: Arc<Semaphore>, uri: String, tx: watch:
                 size: done.len,
             }),
         }),
-        Some(Err(f)) => JobState::Failed(Arc::new(job_error(&f))),
+        Some(Err(f)) => JobState::Failed(Arc::new(fetch_error(f))),
     };
     tx.send_replace(state);
 }
@@ -208,31 +208,23 @@ fn stream_open(tx: watch::Sender<JobState>, out: PathBuf, key: SealKey) -> engin
     })
 }
 
-fn job_error(f: &engine::Failure<lichen_fcp::FetchErrorCode>) -> JobError {
-    let code = f.code.code();
-    let detail = f.extra.clone().unwrap_or_default();
-    let (status, title) = match code {
-        27 => (StatusCode::MOVED_PERMANENTLY, "Newer edition"),
-        13 | 28 | 14 | 30 => (StatusCode::NOT_FOUND, "Not found"),
-        10 => (StatusCode::NOT_FOUND, "Not in this site"),
-        24 => (StatusCode::NOT_FOUND, "No default document"),
-        11 | 20 => (StatusCode::BAD_REQUEST, "Bad key or path"),
-        21 | 22 => (StatusCode::PAYLOAD_TOO_LARGE, "Too large"),
-        4 | 6 | 9 | 34 | 35 => (
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "Damaged or hostile document",
-        ),
-        15 => (StatusCode::SERVICE_UNAVAILABLE, "Overloaded"),
-        _ => (StatusCode::INTERNAL_SERVER_ERROR, "Fetch failed"),
+/// The page of a failed fetch: its status and title from the one mapping
+/// of kinds to HTTP.
+fn fetch_error(f: engine::Failure<FetchError>) -> JobError {
+    let kind = f.kind();
+    let detail = match kind {
+        ErrorKind::NotFound => "The document was not found (yet). It may not be in the network, or not reachable right now.".to_owned(),
+        _ => f.extra.clone(),
     };
-    let detail = match code {
-        13 | 28 => "The document was not found (yet). It may not be in the network, or not reachable right now.".to_owned(),
-        _ => detail,
-    };
+    job_error(kind, detail, f.redirect())
+}
+
+fn job_error(kind: ErrorKind, detail: String, redirect: Option<String>) -> JobError {
+    let (status, title) = http_status(kind);
     JobError {
         status,
         title,
         detail,
-        redirect: f.redirect.clone(),
+        redirect,
     }
 }

@@ -4,6 +4,29 @@
 use super::pages;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use lichen_client::ErrorKind;
+
+/// The one mapping of failures to HTTP: the status and page title of a
+/// failed fetch or insert, from its kind alone (FCP codes play no part).
+pub(super) fn http_status(kind: ErrorKind) -> (StatusCode, &'static str) {
+    match kind {
+        ErrorKind::NewerEdition => (StatusCode::MOVED_PERMANENTLY, "Newer edition"),
+        ErrorKind::NotFound | ErrorKind::RouteNotFound => (StatusCode::NOT_FOUND, "Not found"),
+        ErrorKind::NotInSite => (StatusCode::NOT_FOUND, "Not in this site"),
+        ErrorKind::BadUri | ErrorKind::BadPath => (StatusCode::BAD_REQUEST, "Bad key or path"),
+        ErrorKind::TooBig => (StatusCode::PAYLOAD_TOO_LARGE, "Too large"),
+        ErrorKind::Collision => (StatusCode::CONFLICT, "Key already used"),
+        ErrorKind::BadContent => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Damaged or hostile document",
+        ),
+        ErrorKind::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "Overloaded"),
+        ErrorKind::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "Shutting down"),
+        ErrorKind::Cancelled => (StatusCode::INTERNAL_SERVER_ERROR, "Cancelled"),
+        ErrorKind::LocalDisk => (StatusCode::INTERNAL_SERVER_ERROR, "Disk error"),
+        ErrorKind::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "Internal error"),
+    }
+}
 
 /// An HTML page.
 pub(super) fn html(status: StatusCode, body: String) -> Response {
@@ -76,6 +99,55 @@ pub(super) fn safe_file_name(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_kind_has_its_http_status() {
+        let table = [
+            (ErrorKind::BadUri, 400),
+            (ErrorKind::BadPath, 400),
+            (ErrorKind::NotInSite, 404),
+            (ErrorKind::TooBig, 413),
+            (ErrorKind::Collision, 409),
+            (ErrorKind::Cancelled, 500),
+            (ErrorKind::BadContent, 422),
+            (ErrorKind::NewerEdition, 301),
+            (ErrorKind::NotFound, 404),
+            (ErrorKind::RouteNotFound, 404),
+            (ErrorKind::Overloaded, 503),
+            (ErrorKind::LocalDisk, 500),
+            (ErrorKind::ShuttingDown, 503),
+            (ErrorKind::Internal, 500),
+        ];
+        assert_eq!(table.len(), ErrorKind::ALL.len());
+        for (k, (kind, status)) in ErrorKind::ALL.iter().zip(table) {
+            assert_eq!(*k, kind);
+            assert_eq!(http_status(kind).0.as_u16(), status, "{kind:?}");
+        }
+    }
+
+    /// The statuses the gateway gave when it read them off FCP codes.
+    fn status_from_fcp_code_before(code: u32) -> u16 {
+        match code {
+            27 => 301,
+            13 | 28 | 14 | 30 | 10 | 24 => 404,
+            11 | 20 => 400,
+            21 | 22 => 413,
+            4 | 6 | 9 | 34 | 35 => 422,
+            15 => 503,
+            _ => 500,
+        }
+    }
+
+    #[test]
+    fn every_fetch_failure_keeps_the_status_it_had() {
+        for (e, kind, code) in crate::jobs::codes::fetch_cases() {
+            assert_eq!(
+                http_status(kind).0.as_u16(),
+                status_from_fcp_code_before(code),
+                "{e:?}"
+            );
+        }
+    }
 
     #[test]
     fn file_names() {

@@ -2,13 +2,14 @@
 //! Same-origin and token checked; the file is spooled to disk first.
 
 use super::pages;
-use super::respond::{error_page, html, safe_file_name};
+use super::respond::{error_page, html, http_status, safe_file_name};
 use super::state::Gateway;
 use crate::ops::{self as engine, PutData, PutSpec};
 use axum::extract::multipart::Field;
 use axum::extract::{Multipart, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::Response;
+use lichen_client::HasKind;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -233,11 +234,7 @@ async fn insert(gw: &Gateway, saved: Saved) -> Response {
                 ),
             )
         }
-        Err(f) => error_page(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "Insert failed",
-            f.extra.as_deref().unwrap_or("unknown error"),
-        ),
+        Err(f) => error_page(http_status(f.kind()).0, "Insert failed", &f.extra),
     }
 }
 

@@ -5,6 +5,9 @@
 //!   its progress through a trait the FCP front end implements.
 //! - `push`: the background task that pushes inserts made without peers
 //!   into the network.
+//! - `codes`: the one mapping of failures to FCP `GetFailed` and
+//!   `PutFailed` codes.
 
+pub(crate) mod codes;
 pub(crate) mod push;
 pub(crate) mod request;

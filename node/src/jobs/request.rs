@@ -4,16 +4,17 @@
 //! [`Report`], which the FCP front end implements (it knows which
 //! connections see the request). Nothing here knows a connection.
 
+use super::codes;
 use crate::node::Node;
 use crate::ops::{self, GetSpec, PutData, PutSpec, SiteFile, StreamOpen};
 use crate::requests::RequestRef;
 use crate::requests::{Outcome, Progress, Request, Scope};
 use crate::sealed::SealKey;
 use crate::util::clock::Clock;
+use lichen_client::{FetchError, InsertError};
 use lichen_fcp::client::{
     ClientGet, ClientMessage, ClientPut, Persistence, PutDirOptions, ReturnType, UploadFrom,
 };
-use lichen_fcp::InsertErrorCode;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -91,10 +92,9 @@ pub(crate) async fn run(
             let files = match ops::scan_dir(Path::new(&d.filename), d.include_hidden_files).await {
                 Ok(f) => f,
                 Err(e) => {
-                    return Some((
-                        Outcome::put_err(InsertErrorCode::BucketError, Some(e)),
-                        None,
-                    ))
+                    let e =
+                        ops::Failure::new(InsertError::Local("cannot read the folder".into()), e);
+                    return Some((put_outcome(Err(e)), None));
                 }
             };
             Some((put_site(&node, &req, &d.options, files, &cb).await, None))
@@ -269,14 +269,7 @@ async fn get(
                     let _ = tokio::fs::remove_file(p).await;
                 }
             }
-            (
-                Outcome::GetErr {
-                    code: f.code.code(),
-                    extra: f.extra,
-                    redirect: f.redirect,
-                },
-                None,
-            )
+            (get_err_outcome(f), None)
         }
     }
 }
@@ -297,10 +290,9 @@ async fn put_data(
             },
             None if *data_length == 0 => PutData::Empty,
             None => {
-                return Err(Outcome::put_err(
-                    InsertErrorCode::BucketError,
-                    Some("upload data lost".to_string()),
-                ))
+                return Err(put_outcome(Err(ops::Failure::from(InsertError::Local(
+                    "upload data lost".into(),
+                )))))
             }
         },
         UploadFrom::Disk { filename, .. } => {
@@ -319,7 +311,7 @@ async fn put_data(
 }
 
 /// The outcome of a finished put, site or file.
-fn put_outcome(out: Result<ops::PutDone, ops::Failure<InsertErrorCode>>) -> Outcome {
+fn put_outcome(out: Result<ops::PutDone, ops::Failure<InsertError>>) -> Outcome {
     match out {
         Ok(d) => Outcome::PutOk {
             uri: d.uri,
@@ -327,9 +319,18 @@ fn put_outcome(out: Result<ops::PutDone, ops::Failure<InsertErrorCode>>) -> Outc
             push_error: None,
         },
         Err(f) => Outcome::PutErr {
-            code: f.code.code(),
-            extra: f.extra,
+            code: codes::put_failed(&f.error).code(),
+            extra: Some(f.extra),
         },
+    }
+}
+
+/// The outcome of a failed get.
+fn get_err_outcome(f: ops::Failure<FetchError>) -> Outcome {
+    Outcome::GetErr {
+        code: codes::get_failed(&f.error).code(),
+        redirect: f.redirect(),
+        extra: Some(f.extra),
     }
 }
 

@@ -1,9 +1,10 @@
 //! What the operations take and give: the put and get specs, the
-//! outcomes, the failures in FCP terms and the callbacks.
+//! outcomes, the failures (a client library error, whose kind says who is
+//! at fault, and the text for the requester) and the callbacks.
 
 use crate::requests::Progress;
 use crate::util::blocking::UploadStream;
-use lichen_fcp::{FetchErrorCode, InsertErrorCode};
+use lichen_client::{ErrorKind, FetchError, HasKind, InsertError};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -97,23 +98,61 @@ pub struct GetDone {
 /// fetch that fails after this has written part of the document to it.
 pub type StreamOpen = Box<dyn FnOnce(u64, &str, bool) -> Option<Box<dyn Write + Send>> + Send>;
 
-/// A failed request, in FCP terms.
-#[derive(Debug, Clone)]
-pub struct Failure<C> {
-    /// Freenet's code.
-    pub code: C,
-    /// Detail for the client.
-    pub extra: Option<String>,
-    /// For a permanent redirect: the new URI.
-    pub redirect: Option<String>,
+/// A failed operation: what failed (`E` is [`FetchError`] or
+/// [`InsertError`]; its [`HasKind::kind`] says who is at fault) and the
+/// text for the requester. The FCP code comes from the one mapping in
+/// `jobs::codes`, the gateway's HTTP status from the one in
+/// `gateway::respond`; neither is decided here.
+#[derive(Debug)]
+pub struct Failure<E> {
+    /// What failed.
+    pub error: E,
+    /// Detail for the requester, names included (an FCP
+    /// `ExtraDescription`, the gateway's page): never for a log.
+    pub extra: String,
 }
 
-impl<C> Failure<C> {
-    pub(crate) fn new(code: C, extra: impl Into<String>) -> Self {
+impl<E> Failure<E> {
+    /// `error`, told to the requester as `extra`.
+    pub(crate) fn new(error: E, extra: impl Into<String>) -> Self {
         Failure {
-            code,
-            extra: Some(extra.into()),
-            redirect: None,
+            error,
+            extra: extra.into(),
+        }
+    }
+}
+
+impl<E: HasKind> HasKind for Failure<E> {
+    fn kind(&self) -> ErrorKind {
+        self.error.kind()
+    }
+}
+
+impl Failure<FetchError> {
+    /// For a newer USK edition: the URI to fetch instead.
+    #[must_use]
+    pub fn redirect(&self) -> Option<String> {
+        match &self.error {
+            FetchError::PermanentRedirect { new_uri } => Some(new_uri.to_string()),
+            _ => None,
+        }
+    }
+}
+
+impl From<FetchError> for Failure<FetchError> {
+    fn from(e: FetchError) -> Self {
+        Failure {
+            extra: e.describe(),
+            error: e,
+        }
+    }
+}
+
+impl From<InsertError> for Failure<InsertError> {
+    fn from(e: InsertError) -> Self {
+        Failure {
+            extra: e.describe(),
+            error: e,
         }
     }
 }
@@ -143,28 +182,8 @@ pub(super) fn open_range(
     Ok(std::io::BufReader::with_capacity(1 << 20, f.take(len)))
 }
 
-pub(super) fn insert_failure(e: &lichen_client::InsertError) -> Failure<InsertErrorCode> {
-    let code = InsertErrorCode::from_code(u32::from(e.fcp_code()))
-        .unwrap_or(InsertErrorCode::InternalError);
-    Failure::new(code, e.to_string())
-}
-
-pub(super) fn fetch_failure(e: lichen_client::FetchError) -> Failure<FetchErrorCode> {
-    let code =
-        FetchErrorCode::from_code(u32::from(e.fcp_code())).unwrap_or(FetchErrorCode::InternalError);
-    let redirect = match &e {
-        lichen_client::FetchError::PermanentRedirect { new_uri } => Some(new_uri.to_string()),
-        _ => None,
-    };
-    Failure {
-        code,
-        extra: Some(e.to_string()),
-        redirect,
-    }
-}
-
 /// A blocking task of an insert that did not finish (panicked, or the
 /// runtime is stopping).
-pub(super) fn insert_join_failure(e: &tokio::task::JoinError) -> Failure<InsertErrorCode> {
-    Failure::new(InsertErrorCode::InternalError, e.to_string())
+pub(super) fn insert_join_failure(e: &tokio::task::JoinError) -> Failure<InsertError> {
+    Failure::new(InsertError::Internal(e.to_string()), e.to_string())
 }

@@ -1,16 +1,15 @@
 //! A fetch (FCP `ClientGet`, every gateway fetch).
 
 use super::blocks::LocalBlocks;
-use super::common::{fetch_failure, Failure, GetDone, GetSpec, ProgressFn, StreamOpen};
+use super::common::{Failure, GetDone, GetSpec, ProgressFn, StreamOpen};
 use super::usk;
 use crate::node::Node;
 use crate::requests::Progress;
 use crate::sealed::{SealKey, SealedWriter};
 use crate::util::blocking;
-use lichen_client::BlockSource;
+use lichen_client::{BlockSource, FetchError};
 use lichen_crypto::uri::KeyUri;
 use lichen_crypto::{BlockKind, FreenetUri};
-use lichen_fcp::FetchErrorCode;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,13 +18,13 @@ use std::sync::Arc;
 /// Run a ClientGet.
 ///
 /// # Errors
-/// A [`Failure`] with Freenet's FetchException code (27 with the new URI
-/// when a newer USK edition is known).
+/// A [`Failure`] ([`FetchError::PermanentRedirect`] with the new URI when a
+/// newer USK edition is known).
 pub async fn get(
     node: &Arc<Node>,
     spec: GetSpec,
     progress: ProgressFn<'_>,
-) -> Result<GetDone, Failure<FetchErrorCode>> {
+) -> Result<GetDone, Failure<FetchError>> {
     get_streaming(node, spec, None, progress).await
 }
 
@@ -39,9 +38,9 @@ pub async fn get_streaming(
     spec: GetSpec,
     stream: Option<StreamOpen>,
     progress: ProgressFn<'_>,
-) -> Result<GetDone, Failure<FetchErrorCode>> {
+) -> Result<GetDone, Failure<FetchError>> {
     let uri = FreenetUri::parse(&spec.uri)
-        .map_err(|e| Failure::new(FetchErrorCode::InvalidUri, e.to_string()))?;
+        .map_err(|e| Failure::new(FetchError::from(e.clone()), e.to_string()))?;
     let mut blocks = LocalBlocks::new(node.clone());
     blocks.ignore_ds = spec.ignore_ds;
     blocks.ds_only = spec.ds_only && !spec.ignore_ds;
@@ -53,10 +52,10 @@ pub async fn get_streaming(
         if let Err(e) = uri.key.chk_key() {
             return Err(match blocks.fetch(BlockKind::Chk, *routing_key).await {
                 Ok(_) => Failure::new(
-                    FetchErrorCode::InvalidUri,
+                    FetchError::InvalidUri(e.to_string().into()),
                     format!("a block exists under this key, but {e}"),
                 ),
-                Err(_) => Failure::new(FetchErrorCode::DataNotFound, "Data not found"),
+                Err(_) => Failure::new(FetchError::DataNotFound, "Data not found"),
             });
         }
     }
@@ -80,7 +79,7 @@ pub async fn get_streaming(
         };
         lichen_client::fetch_to(&blocks, &uri, open, &opts, progress_cb)
             .await
-            .map_err(fetch_failure)
+            .map_err(Failure::from)
     });
     while let Some(p) = prx.recv().await {
         progress(Progress {
@@ -91,9 +90,12 @@ pub async fn get_streaming(
             finalized: true,
         });
     }
-    let res = job
-        .await
-        .unwrap_or_else(|e| Err(Failure::new(FetchErrorCode::InternalError, e.to_string())));
+    let res = job.await.unwrap_or_else(|e| {
+        Err(Failure::new(
+            FetchError::Internal(e.to_string()),
+            e.to_string(),
+        ))
+    });
     let streamed = streamed.load(Ordering::Relaxed);
     let r = match res {
         Ok(r) => r,
@@ -107,10 +109,8 @@ pub async fn get_streaming(
     // A streamed document never touched the `.part` file.
     if let (false, Some(part), Some(out)) = (streamed, part, out) {
         std::fs::rename(&part, &out).map_err(|e| {
-            Failure::new(
-                FetchErrorCode::BucketError,
-                format!("cannot write the output file: {e}"),
-            )
+            let extra = format!("cannot write the output file: {e}");
+            Failure::new(FetchError::Write(e), extra)
         })?;
     }
     Ok(GetDone {

@@ -3,32 +3,29 @@
 
 use super::blocks::{Deferred, LocalBlocks};
 use super::common::{
-    insert_failure, insert_join_failure, open_range, Failure, ProgressFn, PutData, PutDone,
-    PutSpec, UriFn,
+    insert_join_failure, open_range, Failure, ProgressFn, PutData, PutDone, PutSpec, UriFn,
 };
 use super::usk;
 use crate::node::Node;
 use crate::requests::Progress;
 use crate::requests::RequestRef;
 use crate::util::blocking::{self, UploadStream};
-use lichen_client::{BlockSink, SinkError};
+use lichen_client::{BlockSink, InsertError, SinkError};
 use lichen_crypto::uri::KeyUri;
 use lichen_crypto::{BlockKind, FreenetUri};
-use lichen_fcp::InsertErrorCode;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 /// Make the store durable before an insert is acknowledged.
-async fn flush_store(node: &Arc<Node>) -> Result<(), Failure<InsertErrorCode>> {
+async fn flush_store(node: &Arc<Node>) -> Result<(), Failure<InsertError>> {
     let store = node.store.clone();
     tokio::task::spawn_blocking(move || store.flush())
         .await
-        .map_err(|e| Failure::new(InsertErrorCode::InternalError, e.to_string()))?
+        .map_err(|e| insert_join_failure(&e))?
         .map_err(|e| {
-            Failure::new(
-                InsertErrorCode::BucketError,
-                format!("the store could not be flushed: {e}"),
-            )
+            Failure::from(InsertError::Local(format!(
+                "the store could not be flushed: {e}"
+            )))
         })
 }
 
@@ -60,7 +57,7 @@ fn mib(b: u64) -> String {
 
 /// The PutFailed of an insert that cannot be kept in the client cache
 /// until it is pushed.
-pub(super) fn too_big_for_cache(node: &Node, need: u64) -> Failure<InsertErrorCode> {
+pub(super) fn too_big_for_cache(node: &Node, need: u64) -> Failure<InsertError> {
     let budget = node.config.store.client_cache_bytes;
     let pending = node.pushes.pending_bytes();
     let held = if pending > 0 {
@@ -71,17 +68,15 @@ pub(super) fn too_big_for_cache(node: &Node, need: u64) -> Failure<InsertErrorCo
     } else {
         String::new()
     };
-    Failure::new(
-        InsertErrorCode::TooBig,
-        format!(
+    let why = format!(
             "this node has no peers, so an insert is kept only in its client cache until it can be pushed into the network, \
              and this one does not fit: it needs about {} (data and redundancy blocks), the client cache is {}{held}. \
              Raise client_cache_bytes in the [store] section of the node's config file (e.g. client_cache_bytes = \"8GiB\"), \
              or insert it once the node has peers",
             mib(need),
             mib(budget)
-        ),
-    )
+        );
+    Failure::new(InsertError::TooBig(why.clone()), why)
 }
 
 /// Without peers every block of an insert must fit the client cache until
@@ -90,7 +85,7 @@ pub(super) fn check_room(
     node: &Node,
     len: u64,
     extra_blocks: u64,
-) -> Result<(), Failure<InsertErrorCode>> {
+) -> Result<(), Failure<InsertError>> {
     if node.network().is_some() {
         return Ok(());
     }
@@ -107,7 +102,7 @@ pub(super) async fn finish_insert(
     node: &Arc<Node>,
     deferred: &Deferred,
     request: Option<RequestRef>,
-) -> Result<bool, Failure<InsertErrorCode>> {
+) -> Result<bool, Failure<InsertError>> {
     flush_store(node).await?;
     let blocks = deferred.take();
     if blocks.is_empty() {
@@ -118,10 +113,9 @@ pub(super) async fn finish_insert(
         blocks.len()
     );
     node.pushes.add(request, blocks).map_err(|e| {
-        Failure::new(
-            InsertErrorCode::BucketError,
-            format!("cannot record the insert for pushing into the network: {e}"),
-        )
+        Failure::from(InsertError::Local(format!(
+            "cannot record the insert for pushing into the network: {e}"
+        )))
     })?;
     Ok(false)
 }
@@ -129,13 +123,13 @@ pub(super) async fn finish_insert(
 /// Run a ClientPut. Returns the request URI.
 ///
 /// # Errors
-/// A [`Failure`] with Freenet's InsertException code.
+/// A [`Failure`].
 pub async fn put(
     node: &Arc<Node>,
     spec: PutSpec,
     uri_generated: UriFn<'_>,
     progress: ProgressFn<'_>,
-) -> Result<String, Failure<InsertErrorCode>> {
+) -> Result<String, Failure<InsertError>> {
     put_with(node, spec, None, uri_generated, progress)
         .await
         .map(|d| d.uri)
@@ -146,18 +140,17 @@ pub async fn put(
 /// network when done).
 ///
 /// # Errors
-/// A [`Failure`] with Freenet's InsertException code; code 14 (too big)
-/// when the node has no peers and the insert does not fit its client
-/// cache.
+/// A [`Failure`]; [`InsertError::TooBig`] when the node has no peers and
+/// the insert does not fit its client cache.
 pub(crate) async fn put_with(
     node: &Arc<Node>,
     spec: PutSpec,
     request: Option<RequestRef>,
     uri_generated: UriFn<'_>,
     progress: ProgressFn<'_>,
-) -> Result<PutDone, Failure<InsertErrorCode>> {
+) -> Result<PutDone, Failure<InsertError>> {
     let target = FreenetUri::parse(&spec.uri)
-        .map_err(|e| Failure::new(InsertErrorCode::InvalidUri, e.to_string()))?;
+        .map_err(|e| Failure::new(InsertError::InvalidUri(e.to_string().into()), e.to_string()))?;
     if !spec.chk_only {
         if let PutData::File { len, .. } | PutData::Stream(UploadStream { len, .. }) = &spec.data {
             check_room(node, *len, 0)?;
@@ -242,20 +235,18 @@ async fn insert_data(
     chk_only: bool,
     data: PutData,
     opts: &lichen_client::InsertOptions,
-) -> Result<lichen_client::InsertResult, Failure<InsertErrorCode>> {
+) -> Result<lichen_client::InsertResult, Failure<InsertError>> {
     match data {
         PutData::File { path, offset, len } => {
             let reader = open_range(&path, offset, len).map_err(|e| {
-                Failure::new(
-                    InsertErrorCode::BucketError,
-                    format!("cannot read the upload: {e}"),
-                )
+                let extra = format!("cannot read the upload: {e}");
+                Failure::new(InsertError::Read(e), extra)
             })?;
             run_insert(blocks, chk_only, reader, opts).await
         }
         PutData::Stream(s) => {
             let reader = s.reader().ok_or_else(|| {
-                Failure::new(InsertErrorCode::BucketError, "the upload was already read")
+                Failure::from(InsertError::Local("the upload was already read".into()))
             })?;
             run_insert(blocks, chk_only, reader, opts).await
         }
@@ -270,9 +261,13 @@ async fn insert_redirect(
     chk_only: bool,
     target: String,
     opts: &lichen_client::InsertOptions,
-) -> Result<lichen_client::InsertResult, Failure<InsertErrorCode>> {
-    FreenetUri::parse(&target)
-        .map_err(|e| Failure::new(InsertErrorCode::InvalidUri, format!("TargetURI: {e}")))?;
+) -> Result<lichen_client::InsertResult, Failure<InsertError>> {
+    FreenetUri::parse(&target).map_err(|e| {
+        Failure::new(
+            InsertError::InvalidUri(e.to_string().into()),
+            format!("TargetURI: {e}"),
+        )
+    })?;
     let meta = lichen_client::Metadata::Redirect(lichen_client::metadata::Redirect {
         target,
         mime: opts.mime.clone(),
@@ -300,14 +295,15 @@ async fn insert_metadata(
     chk_only: bool,
     bytes: &[u8],
     target: &FreenetUri,
-) -> Result<FreenetUri, Failure<InsertErrorCode>> {
+) -> Result<FreenetUri, Failure<InsertError>> {
     use lichen_crypto::{chk, DataFlags};
     let flags = DataFlags {
         metadata: true,
         codec: lichen_crypto::Codec::None,
     };
-    let too_big =
-        |e: lichen_crypto::BlockError| Failure::new(InsertErrorCode::InternalError, e.to_string());
+    let too_big = |e: lichen_crypto::BlockError| {
+        Failure::new(InsertError::Internal(e.to_string()), e.to_string())
+    };
     let (kind, key, block, uri) = if let Some((private, docname)) = target.key.ssk_insert_target() {
         let (rk, block) = private.encode(&docname, bytes, flags).map_err(too_big)?;
         (BlockKind::Ssk, rk, block, target.to_request())
@@ -315,18 +311,19 @@ async fn insert_metadata(
         let (k, block) = chk::encode(bytes, flags).map_err(too_big)?;
         (BlockKind::Chk, k.routing_key, block, FreenetUri::from(&k))
     } else {
+        let why = "a redirect can be inserted under CHK@, an SSK/USK insert URI or a KSK";
         return Err(Failure::new(
-            InsertErrorCode::InvalidUri,
-            "a redirect can be inserted under CHK@, an SSK/USK insert URI or a KSK",
+            InsertError::InvalidUri(String::from(why).into()),
+            why,
         ));
     };
     if !chk_only {
         blocks.put(kind, key, block).await.map_err(|e| match e {
             SinkError::Collision => Failure::new(
-                InsertErrorCode::Collision,
+                InsertError::Collision,
                 "a different document already exists under this key",
             ),
-            other => Failure::new(InsertErrorCode::InternalError, other.to_string()),
+            other => Failure::new(InsertError::Internal(other.to_string()), other.to_string()),
         })?;
     }
     Ok(uri)
@@ -337,13 +334,13 @@ async fn run_insert<R: std::io::Read + Send>(
     chk_only: bool,
     reader: R,
     opts: &lichen_client::InsertOptions,
-) -> Result<lichen_client::InsertResult, Failure<InsertErrorCode>> {
+) -> Result<lichen_client::InsertResult, Failure<InsertError>> {
     let r = if chk_only {
         lichen_client::insert(&lichen_client::NullSink, reader, opts).await
     } else {
         lichen_client::insert(blocks, reader, opts).await
     };
-    r.map_err(|e| insert_failure(&e))
+    r.map_err(Failure::from)
 }
 #[cfg(test)]
 mod tests {

@@ -3,8 +3,7 @@
 
 use super::blocks::{Deferred, LocalBlocks};
 use super::common::{
-    insert_failure, insert_join_failure, open_range, Failure, ProgressFn, PutData, PutDone,
-    SiteFile, UriFn,
+    insert_join_failure, open_range, Failure, ProgressFn, PutData, PutDone, SiteFile, UriFn,
 };
 use super::put::{check_room, finish_insert, too_big_for_cache};
 use super::usk;
@@ -12,9 +11,9 @@ use crate::node::Node;
 use crate::requests::Progress;
 use crate::requests::RequestRef;
 use crate::util::blocking;
+use lichen_client::InsertError;
 use lichen_crypto::uri::KeyUri;
 use lichen_crypto::FreenetUri;
-use lichen_fcp::InsertErrorCode;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -50,7 +49,7 @@ pub(crate) async fn scan_dir(dir: &Path, include_hidden: bool) -> Result<Vec<Sit
 /// are reused.
 ///
 /// # Errors
-/// A [`Failure`] with Freenet's InsertException code.
+/// A [`Failure`].
 pub async fn put_site(
     node: &Arc<Node>,
     uri: &str,
@@ -58,7 +57,7 @@ pub async fn put_site(
     default_name: Option<String>,
     uri_generated: UriFn<'_>,
     progress: ProgressFn<'_>,
-) -> Result<String, Failure<InsertErrorCode>> {
+) -> Result<String, Failure<InsertError>> {
     put_site_with(
         node,
         uri,
@@ -76,7 +75,7 @@ pub async fn put_site(
 /// for the push task (as [`put_with`]).
 ///
 /// # Errors
-/// A [`Failure`] with Freenet's InsertException code.
+/// A [`Failure`].
 pub(crate) async fn put_site_with(
     node: &Arc<Node>,
     uri: &str,
@@ -85,9 +84,9 @@ pub(crate) async fn put_site_with(
     request: Option<RequestRef>,
     uri_generated: UriFn<'_>,
     progress: ProgressFn<'_>,
-) -> Result<PutDone, Failure<InsertErrorCode>> {
+) -> Result<PutDone, Failure<InsertError>> {
     let target = FreenetUri::parse(uri)
-        .map_err(|e| Failure::new(InsertErrorCode::InvalidUri, e.to_string()))?;
+        .map_err(|e| Failure::new(InsertError::InvalidUri(e.to_string().into()), e.to_string()))?;
     let total: u64 = files
         .iter()
         .map(|f| match &f.data {
@@ -129,7 +128,7 @@ pub(crate) async fn put_site_with(
     .map_err(|e| insert_join_failure(&e))?;
     let r = match r {
         Err(_) if deferred.overflowed() => return Err(too_big_for_cache(node, deferred.bytes())),
-        r => r.map_err(|e| insert_failure(&e))?,
+        r => r.map_err(Failure::from)?,
     };
     let in_network = finish_insert(node, &deferred, request).await?;
     let uri = r.uri.to_string();
@@ -171,21 +170,19 @@ async fn target_and_previous(
 }
 
 /// One file of a site as the client library takes it.
-fn site_file(f: SiteFile) -> Result<lichen_client::SiteFile, Failure<InsertErrorCode>> {
+fn site_file(f: SiteFile) -> Result<lichen_client::SiteFile, Failure<InsertError>> {
     let data = match f.data {
         PutData::File { path, offset, len } => lichen_client::SiteData::Reader {
             reader: Box::new(open_range(&path, offset, len).map_err(|e| {
-                Failure::new(
-                    InsertErrorCode::BucketError,
-                    format!("cannot read {}: {e}", f.name),
-                )
+                let extra = format!("cannot read {}: {e}", f.name);
+                Failure::new(InsertError::Read(e), extra)
             })?),
             sha256: None,
         },
         PutData::Stream(s) => lichen_client::SiteData::Reader {
             reader: Box::new(s.reader().ok_or_else(|| {
                 Failure::new(
-                    InsertErrorCode::BucketError,
+                    InsertError::Local("an upload was already read".into()),
                     format!("the upload of {} was already read", f.name),
                 )
             })?),
@@ -194,7 +191,10 @@ fn site_file(f: SiteFile) -> Result<lichen_client::SiteFile, Failure<InsertError
         PutData::Empty => lichen_client::SiteData::Bytes(Vec::new()),
         PutData::Redirect(t) => {
             lichen_client::SiteData::Redirect(Box::new(FreenetUri::parse(&t).map_err(|e| {
-                Failure::new(InsertErrorCode::InvalidUri, format!("{}: {e}", f.name))
+                Failure::new(
+                    InsertError::InvalidUri(e.to_string().into()),
+                    format!("{}: {e}", f.name),
+                )
             })?))
         }
     };
