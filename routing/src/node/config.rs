@@ -55,6 +55,11 @@ pub struct Config {
     pub peer_grace: Millis,
     /// When full, take a new opennet peer at most this often.
     pub fold_min_interval: Millis,
+    /// A fold offer taken is acted on (the connection asked for) after a
+    /// random delay below this, so the node that dials the data source is
+    /// not given away by dialing the moment the data has passed.
+    #[serde(default = "default_fold_delay_max")]
+    pub fold_delay_max: Millis,
     /// Coalesced requests per in-flight request.
     pub max_waiters: usize,
     /// Opennet: with fewer than `max_peers / 2` peers, announce again this
@@ -110,6 +115,7 @@ impl Default for Config {
             fold_reset_one_in: 20,
             peer_grace: 120_000,
             fold_min_interval: 30_000,
+            fold_delay_max: default_fold_delay_max(),
             max_waiters: 32,
             announce_interval: 60_000,
             swap_interval: 10_000,
@@ -125,6 +131,10 @@ impl Default for Config {
             seed_client_ttl: 30_000,
         }
     }
+}
+
+fn default_fold_delay_max() -> Millis {
+    20_000
 }
 
 /// Counters, for the simulator and the node's status page.

@@ -95,7 +95,13 @@ enum Upstream {
 struct Pending {
     key: Key,
     kind: KeyKind,
+    /// The HTL it goes on with: decremented on arrival, lowered by a
+    /// `RouteNotFound` or a failed insert attempt.
     htl: u8,
+    /// The HTL as it arrived (the maximum for our own): caching and path
+    /// folding are decided from this, never from `htl`, so backtracking
+    /// cannot make the requester's neighbour cache or fold.
+    htl_received: u8,
     upstream: Upstream,
     insert: Option<Block>,
     /// An announcement being routed (target: the noderef's location).
@@ -128,6 +134,7 @@ impl Pending {
             key,
             kind,
             htl,
+            htl_received: htl,
             upstream,
             insert: None,
             announce: None,
@@ -153,6 +160,10 @@ struct Recent {
     upstream: Upstream,
     downstream: Option<PeerId>,
     fold_expected: bool,
+    /// A fold offer for this request may be taken, and a hop may put its
+    /// own noderef in it: a forwarded request that arrived at the caching
+    /// level or below. Never for our own requests.
+    may_fold: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -181,6 +192,8 @@ impl SwapState {
 enum TimerKind {
     Request,
     Swap,
+    /// A fold offer taken: connect now (see `Node::fold_later`).
+    Fold,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -216,6 +229,8 @@ pub struct Node<V> {
     window: f64,
     local_in_flight: usize,
     last_fold_accept: Option<Millis>,
+    /// Fold offers taken, by request id: when to connect, and to whom.
+    folds: BTreeMap<u64, (Millis, NodeRef)>,
     last_location_change: BTreeMap<PeerId, Millis>,
     stats: Stats,
 }
@@ -259,6 +274,7 @@ impl<V: Verifier> Node<V> {
             window,
             local_in_flight: 0,
             last_fold_accept: None,
+            folds: BTreeMap::new(),
             last_location_change: BTreeMap::new(),
             stats: Stats::default(),
         }
@@ -307,7 +323,7 @@ impl<V: Verifier> Node<V> {
     }
 
     /// Sizes of every internal table, for bounded-memory tests.
-    pub fn table_sizes(&self) -> [usize; 7] {
+    pub fn table_sizes(&self) -> [usize; 8] {
         [
             self.pending.len(),
             self.recent.len(),
@@ -316,6 +332,7 @@ impl<V: Verifier> Node<V> {
             self.timers.len(),
             self.local_queue.len(),
             self.recent_order.len() + self.failure_order.len(),
+            self.folds.len(),
         ]
     }
 
@@ -365,6 +382,7 @@ impl<V: Verifier> Node<V> {
                 upstream,
                 downstream: None,
                 fold_expected: false,
+                may_fold: false,
             },
         );
         self.recent_order.push_back((expires, id));
@@ -430,13 +448,15 @@ impl<V: Verifier> Node<V> {
         self.timers.push(Reverse((at, kind, id)));
         // Timers of finished requests stay in the heap until due; rebuild
         // it when they dominate, so a flood cannot grow it without bound.
-        let live = self.pending.len() + self.swaps.len();
+        let live = self.pending.len() + self.swaps.len() + self.folds.len();
         if self.timers.len() > 4 * live + 1024 {
             let pending = &self.pending;
             let swaps = &self.swaps;
+            let folds = &self.folds;
             self.timers.retain(|Reverse((t, k, id))| match k {
                 TimerKind::Request => pending.get(id).is_some_and(|p| p.deadline == *t),
                 TimerKind::Swap => swaps.contains_key(id),
+                TimerKind::Fold => folds.get(id).is_some_and(|f| f.0 == *t),
             });
         }
     }

@@ -35,7 +35,10 @@ impl<V: Verifier> Node<V> {
             if self.verifier.verify(&key, kind, &block) {
                 self.stats.served_from_store += 1;
                 self.send(from, Message::DataFound { id, block });
-                if self.cfg.opennet {
+                // No fold offer on our own behalf for a request that
+                // arrived above the caching level: its sender may be the
+                // requester.
+                if self.cfg.opennet && htl <= self.cfg.cache_max_htl {
                     if let Some(me) = self.noderef.clone() {
                         self.send(from, Message::FoldOffer { id, noderef: me });
                     }
@@ -43,6 +46,7 @@ impl<V: Verifier> Node<V> {
                 return;
             }
         }
+        let received = htl;
         let htl = self.decrement(htl, Some(from));
         if htl == 0 {
             self.send(from, Message::DataNotFound { id });
@@ -65,8 +69,13 @@ impl<V: Verifier> Node<V> {
             p.incoming += 1;
         }
         self.send(from, Message::Accepted { id });
-        self.pending
-            .insert(id, Pending::new(key, kind, htl, Upstream::Peer(from)));
+        self.pending.insert(
+            id,
+            Pending {
+                htl_received: received,
+                ..Pending::new(key, kind, htl, Upstream::Peer(from))
+            },
+        );
         self.by_key.entry(key).or_insert(id);
         self.route(now, id, rng);
     }
@@ -192,9 +201,11 @@ impl<V: Verifier> Node<V> {
                 block: block.clone(),
             });
         }
+        let may_fold = remote && p.htl_received <= self.cfg.cache_max_htl;
         if let Some(r) = self.recent.get_mut(&id) {
             r.downstream = Some(from);
             r.fold_expected = self.cfg.opennet;
+            r.may_fold = may_fold;
         }
         self.answer_found(id, p.upstream, &block, true, now);
         for (wid, w) in p.waiters {
