@@ -401,3 +401,67 @@ fn silent_peer_times_out_and_request_moves_on() {
     }
     assert_eq!(done, Some(RequestOutcome::TimedOut));
 }
+
+/// Caching is decided from the HTL as the request arrived (at most 16),
+/// never from one lowered by backtracking: the requester's neighbour gets
+/// the request at 18, and must not cache what the request finds after a
+/// branch answered `RouteNotFound` with a low HTL. (Before, the decision
+/// used the HTL after the decrement, lowered by `RouteNotFound`, so both
+/// cases below cached.)
+#[test]
+fn caching_is_decided_from_the_htl_as_received_not_lowered_by_backtracking() {
+    let (key, b) = block(4);
+    for (htl, backtrack, cached) in [
+        (18u8, true, false),
+        (17, false, false),
+        (17, true, false),
+        (16, false, true),
+        (16, true, true),
+    ] {
+        let (mut n, mut r) = node(4, Config::default());
+        let id = 5;
+        let req = Message::Request {
+            id,
+            key,
+            htl,
+            kind: KeyKind::Chk,
+        };
+        n.handle_message(0, PeerId(1), req, &mut EmptyStore, &mut r);
+        let (mut to, _) = forwarded_to(&drain(&mut n), id).unwrap();
+        if backtrack {
+            n.handle_message(
+                1,
+                to,
+                Message::RouteNotFound { id, htl: 3 },
+                &mut EmptyStore,
+                &mut r,
+            );
+            let (next, left) = forwarded_to(&drain(&mut n), id).unwrap();
+            assert_eq!(left, 3);
+            to = next;
+        }
+        n.handle_message(
+            2,
+            to,
+            Message::DataFound {
+                id,
+                block: b.clone(),
+            },
+            &mut EmptyStore,
+            &mut r,
+        );
+        let a = drain(&mut n);
+        assert!(sends(&a).contains(&(
+            PeerId(1),
+            Message::DataFound {
+                id,
+                block: b.clone()
+            }
+        )));
+        assert_eq!(
+            a.iter().any(|x| matches!(x, Action::StoreBlock { .. })),
+            cached,
+            "htl {htl}, backtracked {backtrack}"
+        );
+    }
+}

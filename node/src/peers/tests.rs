@@ -60,7 +60,8 @@ async fn node_with(secret: u8, location: u64, dir: Option<PathBuf>, opennet: boo
         // on the random HTL decisions (the anonymity rule is tested in
         // the routing crate).
         routing: lichen_routing::Config {
-            cache_max_htl: 18,
+            request_cache_margin: 0,
+            insert_store_margin: 0,
             ..lichen_routing::Config::default()
         },
         opennet,

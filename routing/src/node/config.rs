@@ -10,11 +10,15 @@ use super::Millis;
 pub struct Config {
     /// Maximum hops to live (18, as Freenet).
     pub max_htl: u8,
-    /// Nodes put blocks in their shared store or cache only when the
-    /// request's HTL is at most this (default `max_htl - 2`): nodes next to
-    /// the requester must not cache, or probing their cache would reveal
-    /// what the requester fetched.
-    pub cache_max_htl: u8,
+    /// A node caches a block a request brought back only if it received
+    /// the request at an HTL of at most `max_htl - request_cache_margin`
+    /// (2: HTL 16, as Hyphanet): nodes next to the requester must not
+    /// cache, or probing their cache would reveal what it fetched. Also the
+    /// level at or below which requests path-fold.
+    pub request_cache_margin: u8,
+    /// A node stores or caches an insert only if it received it at an HTL
+    /// of at most `max_htl - insert_store_margin` (3: HTL 15, as Hyphanet).
+    pub insert_store_margin: u8,
     /// Peer limit (opennet); least useful peers are dropped beyond it.
     pub max_peers: usize,
     /// Opennet: path folding and announcements on.
@@ -95,7 +99,8 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             max_htl: 18,
-            cache_max_htl: 16,
+            request_cache_margin: 2,
+            insert_store_margin: 3,
             max_peers: 20,
             opennet: true,
             swapping: false,
@@ -130,6 +135,20 @@ impl Default for Config {
             max_seed_clients: 64,
             seed_client_ttl: 30_000,
         }
+    }
+}
+
+impl Config {
+    /// The highest HTL, as received, at which a request's block is cached
+    /// and a request path-folds (16 by default).
+    pub fn request_cache_htl(&self) -> u8 {
+        self.max_htl.saturating_sub(self.request_cache_margin)
+    }
+
+    /// The highest HTL, as received, at which an insert is stored or
+    /// cached (15 by default).
+    pub fn insert_store_htl(&self) -> u8 {
+        self.max_htl.saturating_sub(self.insert_store_margin)
     }
 }
 

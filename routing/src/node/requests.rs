@@ -38,7 +38,7 @@ impl<V: Verifier> Node<V> {
                 // No fold offer on our own behalf for a request that
                 // arrived above the caching level: its sender may be the
                 // requester.
-                if self.cfg.opennet && htl <= self.cfg.cache_max_htl {
+                if self.cfg.opennet && htl <= self.cfg.request_cache_htl() {
                     if let Some(me) = self.noderef.clone() {
                         self.send(from, Message::FoldOffer { id, noderef: me });
                     }
@@ -192,8 +192,12 @@ impl<V: Verifier> Node<V> {
             return;
         };
         self.peer_success(now, from);
+        // Decided from the HTL as received: a RouteNotFound lowers `p.htl`,
+        // and must not let the requester's neighbour cache what a
+        // backtracked request found.
         let remote = p.upstream != Upstream::Local;
-        if remote && p.htl <= self.cfg.cache_max_htl {
+        let low = p.htl_received <= self.cfg.request_cache_htl();
+        if remote && low {
             self.actions.push_back(Action::StoreBlock {
                 space: Space::Cache,
                 key: p.key,
@@ -201,7 +205,7 @@ impl<V: Verifier> Node<V> {
                 block: block.clone(),
             });
         }
-        let may_fold = remote && p.htl_received <= self.cfg.cache_max_htl;
+        let may_fold = remote && low;
         if let Some(r) = self.recent.get_mut(&id) {
             r.downstream = Some(from);
             r.fold_expected = self.cfg.opennet;
@@ -260,27 +264,6 @@ impl<V: Verifier> Node<V> {
                 self.send(u, Message::RouteNotFound { id, htl: p.htl });
             }
             return;
-        }
-        if let (Some(block), Fail::RouteNotFound) = (&p.insert, &why) {
-            // The route ended while the HTL (the minimum that came back)
-            // was still above the caching level: no node on it was allowed
-            // to keep the block, so the insert would be nowhere but in the
-            // inserter's private cache, yet reported as routed. A forwarder
-            // (never the inserter) keeps it. Only networks too small to
-            // take an insert past the first hops get here.
-            if p.upstream != Upstream::Local && p.htl > self.cfg.cache_max_htl {
-                let space = if self.is_sink(p.key.location()) {
-                    Space::Store
-                } else {
-                    Space::Cache
-                };
-                self.actions.push_back(Action::StoreBlock {
-                    space,
-                    key: p.key,
-                    kind: p.kind,
-                    block: block.clone(),
-                });
-            }
         }
         if p.insert.is_some() {
             self.store_deep(&p);
