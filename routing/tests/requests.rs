@@ -465,3 +465,58 @@ fn caching_is_decided_from_the_htl_as_received_not_lowered_by_backtracking() {
         );
     }
 }
+
+/// A neighbour cannot learn which keys this node's user failed to find:
+/// after the node's own request fails, a peer's request for the key is
+/// routed like one for any key, not answered at once from the failure
+/// table. (Before, it got a bare `DataNotFound` for `failure_ttl`.) A
+/// failure the node forwarded for a peer still answers peers.
+#[test]
+fn own_failures_do_not_answer_peers_from_the_failure_table() {
+    let (mut n, mut r) = node(3, Config::default());
+    let key = key_at(1 << 61);
+    let fetch = LocalRequest::Fetch {
+        key,
+        kind: KeyKind::Chk,
+    };
+    let RequestId(id) = n.handle_local_request(0, fetch.clone(), &mut r);
+    let (to, _) = forwarded_to(&drain(&mut n), id).unwrap();
+    n.handle_message(1, to, Message::Accepted { id }, &mut EmptyStore, &mut r);
+    n.handle_message(2, to, Message::DataNotFound { id }, &mut EmptyStore, &mut r);
+    assert!(drain(&mut n).contains(&Action::RequestDone {
+        id: RequestId(id),
+        outcome: RequestOutcome::NotFound
+    }));
+    let probe = |id| Message::Request {
+        id,
+        key,
+        htl: 10,
+        kind: KeyKind::Chk,
+    };
+    n.handle_message(3, PeerId(2), probe(100), &mut EmptyStore, &mut r);
+    let a = drain(&mut n);
+    assert!(
+        sends(&a).contains(&(PeerId(2), Message::Accepted { id: 100 })),
+        "{a:?}"
+    );
+    let (to, _) = forwarded_to(&a, 100).expect("the probe is routed");
+    assert_eq!(n.stats().recently_failed, 0);
+    // The probe fails downstream: a forwarded failure, remembered.
+    n.handle_message(
+        5,
+        to,
+        Message::DataNotFound { id: 100 },
+        &mut EmptyStore,
+        &mut r,
+    );
+    drain(&mut n);
+    n.handle_message(6, PeerId(3), probe(101), &mut EmptyStore, &mut r);
+    assert_eq!(
+        sends(&drain(&mut n)),
+        vec![(PeerId(3), Message::DataNotFound { id: 101 })]
+    );
+    // Remembered at the HTL it failed with (9), below the one our own
+    // requests leave with: the user's next fetch goes out again.
+    let RequestId(again) = n.handle_local_request(7, fetch, &mut r);
+    assert!(forwarded_to(&drain(&mut n), again).is_some());
+}

@@ -295,7 +295,13 @@ impl<V: Verifier> Node<V> {
             }
             return;
         }
-        self.record_failure(now, p.key, p.htl);
+        // The failure table answers peers: only failures of requests routed
+        // for a peer enter it. Our own would make this node answer a
+        // neighbour's probe for a key its user just failed to find with an
+        // instant DataNotFound for minutes (see `docs/routing.md`).
+        if p.upstream != Upstream::Local {
+            self.record_failure(now, p.key, p.htl);
+        }
         let mut all = vec![(id, p.upstream)];
         all.extend(p.waiters);
         for (i, (wid, up)) in all.into_iter().enumerate() {
