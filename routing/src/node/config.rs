@@ -189,7 +189,9 @@ pub struct Stats {
     pub location_resets: u64,
     /// Swap requests refused as implausible or rate-limited.
     pub swaps_refused: u64,
-    /// Local requests that waited for a backed-off peer instead of failing.
+    /// Our own requests and inserts started again under a fresh id after
+    /// overloaded or backed-off peers ended their route (the name is kept
+    /// for the status output; they used to wait and resend the same id).
     #[serde(default)]
     pub backoff_waits: u64,
     /// Newcomers kept as seed clients (full, they could not be peers).

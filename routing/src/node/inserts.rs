@@ -249,16 +249,15 @@ impl<V: Verifier> Node<V> {
             self.store_deep(&p);
         }
         self.release(p.upstream);
+        self.aimd_outcome(collision.is_none(), false);
+        let id = p.reply_id.unwrap_or(id);
         match p.upstream {
-            Upstream::Peer(u) => {
-                let id = p.reply_id.unwrap_or(id);
-                match collision {
-                    Some(block) => self.send(u, Message::Collision { id, block }),
-                    None => self.send(u, Message::InsertReply { id }),
-                }
-            }
+            Upstream::Peer(u) => match collision {
+                Some(block) => self.send(u, Message::Collision { id, block }),
+                None => self.send(u, Message::InsertReply { id }),
+            },
             Upstream::Local => {
-                self.local_finished(collision.is_none(), false);
+                self.local_finished();
                 let outcome = match collision {
                     Some(b) => InsertOutcome::Collision(b),
                     None => InsertOutcome::Success,

@@ -120,9 +120,14 @@ struct Pending {
     /// failure does not cost HTL); see [`Node::charge_failure`].
     high_htl_failures: u8,
     /// The id the upstream knows this by: the map key, except for an
-    /// insert forked here (see [`Node::fork_on_cacheable`]), which is
-    /// routed on under a fresh id.
+    /// insert forked here (see [`Node::fork_on_cacheable`]) or our own
+    /// request retried (see [`Node::retry_local`]), which go on under a
+    /// fresh id.
     reply_id: Option<u64>,
+    /// A peer refused it as overloaded.
+    overloaded: bool,
+    /// Our own: times it was retried under a fresh id.
+    retries: u8,
 }
 
 impl Pending {
@@ -150,6 +155,8 @@ impl Pending {
             data_pending: false,
             high_htl_failures: 0,
             reply_id: None,
+            overloaded: false,
+            retries: 0,
         }
     }
 }
