@@ -406,3 +406,55 @@ fn forwarded_request_does_not_wait_for_a_backed_off_peer() {
         "{a:?}"
     );
 }
+
+/// Answers served at once cost this node a read, a decryption, a hash and
+/// 33 KiB sent, and take no request slot: each is charged to the asking
+/// peer's budget (`answer_burst`, refilled at `answer_rate` per second).
+/// Past it the peer's requests are refused as overload before the store
+/// is read; other peers are not affected; the budget refills. (Before,
+/// one peer could have every tiny request answered with a block.)
+#[test]
+fn immediate_answers_are_charged_to_the_asking_peer() {
+    struct Counting(Vec<u8>, u32);
+    impl BlockSource for Counting {
+        fn get(&mut self, _: &Key, _: KeyKind) -> Option<Block> {
+            self.1 += 1;
+            Some(self.0.clone())
+        }
+    }
+    let cfg = Config {
+        answer_rate: 10,
+        answer_burst: 20,
+        ..Config::default()
+    };
+    let (mut n, mut r) = node(3, cfg);
+    let (key, b) = block(2);
+    let mut store = Counting(b, 0);
+    let req = |id| Message::Request {
+        id,
+        key,
+        htl: 10,
+        kind: KeyKind::Chk,
+    };
+    let mut ask = |n: &mut Node<V>, now, from, id, store: &mut Counting| {
+        n.handle_message(now, from, req(id), store, &mut r);
+        match &sends(&drain(n))[..] {
+            [(_, Message::DataFound { .. }), ..] => true,
+            [(_, Message::RejectedOverload { .. })] => false,
+            other => panic!("{other:?}"),
+        }
+    };
+    let served = (0..100u64)
+        .filter(|&id| ask(&mut n, 0, PeerId(1), id, &mut store))
+        .count();
+    assert_eq!(served, 20);
+    assert_eq!(store.1, 20, "refused requests read nothing");
+    assert_eq!(n.stats().answer_budget_refused, 80);
+    // Another peer has its own budget.
+    assert!(ask(&mut n, 0, PeerId(2), 1000, &mut store));
+    // Half a second refills five answers.
+    let served = (200..220u64)
+        .filter(|&id| ask(&mut n, 500, PeerId(1), id, &mut store))
+        .count();
+    assert_eq!(served, 5);
+}

@@ -29,6 +29,16 @@ pub struct Config {
     pub max_incoming_per_peer: u32,
     /// Requests in flight at this node, all peers together.
     pub max_pending: usize,
+    /// Answers a peer may get at once (from the store or the failure
+    /// table, or for a spent HTL) per second: each costs this node a read,
+    /// a decryption, a hash and up to 33 KiB sent, and takes no request
+    /// slot. Past the budget the peer's requests are refused as overload,
+    /// before the store is read.
+    #[serde(default = "default_answer_rate")]
+    pub answer_rate: u32,
+    /// Such answers a peer may get in a burst (the budget's size).
+    #[serde(default = "default_answer_burst")]
+    pub answer_burst: u32,
     /// Wait this long for `Accepted` before trying the next peer.
     pub accept_timeout: Millis,
     /// After `Accepted`, wait at most this long (scaled by HTL) for the end.
@@ -106,6 +116,8 @@ impl Default for Config {
             swapping: false,
             max_incoming_per_peer: 32,
             max_pending: 4096,
+            answer_rate: default_answer_rate(),
+            answer_burst: default_answer_burst(),
             accept_timeout: 10_000,
             fetch_timeout: 120_000,
             backoff_initial: 1_000,
@@ -152,6 +164,14 @@ impl Config {
     }
 }
 
+fn default_answer_rate() -> u32 {
+    64
+}
+
+fn default_answer_burst() -> u32 {
+    256
+}
+
 fn default_fold_delay_max() -> Millis {
     20_000
 }
@@ -179,6 +199,10 @@ pub struct Stats {
     pub coalesced: u64,
     /// Requests answered from the store.
     pub served_from_store: u64,
+    /// Requests refused because their peer had used up its budget of
+    /// immediate answers (also counted in `overload_rejected`).
+    #[serde(default)]
+    pub answer_budget_refused: u64,
     /// Peers disconnected for misbehaviour.
     pub disconnected_misbehaving: u64,
     /// Peers dropped as least useful.

@@ -74,6 +74,10 @@ struct Peer {
     backoff_len: Millis,
     /// This peer's requests in flight here.
     incoming: u32,
+    /// Its budget of immediate answers, in thousandths of an answer.
+    answer_budget: u64,
+    /// When `answer_budget` was last refilled.
+    answer_refill: Millis,
     connected_at: Millis,
     last_success: Millis,
     offences: u32,

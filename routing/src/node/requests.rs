@@ -32,10 +32,17 @@ impl<V: Verifier> Node<V> {
         rng: &mut impl RngCore,
     ) {
         let htl = self.clamp_htl(now, htl, from, rng);
-        if !self.admit(now, from, id, false) {
+        // A peer that has used up its budget of immediate answers is
+        // refused as overloaded before anything is read for it.
+        let broke = !self.answer_budget_left(now, from);
+        if broke {
+            self.stats.answer_budget_refused += 1;
+        }
+        if !self.admit(now, from, id, broke) {
             return;
         }
         if let Some(block) = store.get(&key, kind) {
+            self.spend_answer(from);
             if self.verifier.verify(&key, kind, &block) {
                 self.stats.served_from_store += 1;
                 self.send(from, Message::DataFound { id, block });
@@ -53,10 +60,12 @@ impl<V: Verifier> Node<V> {
         let received = htl;
         let htl = self.decrement(htl, Some(from));
         if htl == 0 {
+            self.spend_answer(from);
             self.send(from, Message::DataNotFound { id });
             return;
         }
         if self.recently_failed(now, &key, htl) {
+            self.spend_answer(from);
             self.stats.recently_failed += 1;
             self.send(from, Message::DataNotFound { id });
             return;
