@@ -127,6 +127,13 @@ pub struct NetworkConfig {
     /// Download limit in bytes per second (0: unlimited).
     #[serde(deserialize_with = "de_bytes")]
     pub download_limit: u64,
+    /// A local test network of a few nodes (`lichen testnet` sets it):
+    /// inserts are stored and requests cached at every HTL, so a network
+    /// too small for an insert to get below the caching level still keeps
+    /// what is inserted. Never on a real network: there it lets the
+    /// publisher's and the downloader's neighbours keep, and be seen to
+    /// keep, what they pass on at the highest HTLs (docs/routing.md).
+    pub test_network: bool,
 }
 
 impl Default for NetworkConfig {
@@ -138,6 +145,7 @@ impl Default for NetworkConfig {
             max_peers: 30,
             upload_limit: 0,
             download_limit: 0,
+            test_network: false,
         }
     }
 }

@@ -117,12 +117,7 @@ async fn start_network(node: &Arc<node::Node>) -> anyhow::Result<()> {
             net.upload_limit,
             net.download_limit,
         )),
-        routing: lichen_routing::Config {
-            max_peers: net.max_peers,
-            opennet: net.opennet,
-            swapping: !net.opennet,
-            ..lichen_routing::Config::default()
-        },
+        routing: routing_config(net),
         opennet: net.opennet,
         peer_dir: Some(node.data_dir.clone()),
         max_remembered: net.max_peers.saturating_mul(2),
@@ -137,6 +132,25 @@ async fn start_network(node: &Arc<node::Node>) -> anyhow::Result<()> {
     );
     let _ = node.peers.set(manager);
     Ok(())
+}
+
+/// The routing core's settings from `[network]`.
+fn routing_config(net: &config::NetworkConfig) -> lichen_routing::Config {
+    let mut c = lichen_routing::Config {
+        max_peers: net.max_peers,
+        opennet: net.opennet,
+        swapping: !net.opennet,
+        ..lichen_routing::Config::default()
+    };
+    if net.test_network {
+        tracing::warn!(
+            "[network] test_network is on: inserts and requests are kept at every HTL \
+             (for a local test network only; it weakens anonymity on a real one)"
+        );
+        c.request_cache_margin = 0;
+        c.insert_store_margin = 0;
+    }
+    c
 }
 
 /// The noderefs in the seed files (one per line; blank lines and `#`

@@ -5,6 +5,9 @@
 //! `P+3i`, gateway port `P+3i+1` and peer port `P+3i+2`; the default P is
 //! 19000. Node 0's noderef is written to `DIR/seed.noderef` and the other
 //! nodes get a config file (`DIR/seeded.toml`) listing it as their seed.
+//! Every node runs with `[network] test_network = true` (node 0 from
+//! `DIR/seed.toml`): a few nodes never take an insert below the caching
+//! level, so without it nothing inserted would be kept.
 
 use anyhow::{bail, Context};
 use std::net::{SocketAddr, TcpStream};
@@ -71,11 +74,16 @@ pub(crate) fn run(nodes: u16, data_dir: Option<PathBuf>, base: u16) -> anyhow::R
     std::fs::write(
         &config,
         format!(
-            "[network]\nseeds = [{}]\n",
+            "[network]\ntest_network = true\nseeds = [{}]\n",
             toml::Value::String(seed_path.to_string_lossy().into_owned())
         ),
     )
     .with_context(|| format!("cannot write {}", config.display()))?;
+
+    // The seed's own settings: a test network, no seeds.
+    let seed_config = dir.join("seed.toml");
+    std::fs::write(&seed_config, "[network]\ntest_network = true\n")
+        .with_context(|| format!("cannot write {}", seed_config.display()))?;
 
     let mut started: Vec<Started> = Vec::new();
     let result = start_all(&exe, &dir, &config, nodes, base, &mut started);
@@ -131,6 +139,8 @@ fn start_all(
             .args(["--listen", &format!("127.0.0.1:{peer}")]);
         if i > 0 {
             cmd.arg("--config").arg(config);
+        } else {
+            cmd.arg("--config").arg(dir.join("seed.toml"));
         }
         let child = cmd
             .stdin(Stdio::null())

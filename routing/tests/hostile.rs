@@ -186,12 +186,13 @@ fn run(events: Vec<Ev>, swapping: bool) {
             }
         }
         assert!(actions < 200, "one event produced {actions} actions");
-        let [pending, recent, failures, swaps, timers, queue, orders] = n.table_sizes();
+        let [pending, recent, failures, swaps, timers, queue, orders, folds] = n.table_sizes();
         assert!(pending <= cfg.max_pending + cfg.local_queue_cap + 8);
         assert!(recent <= cfg.recent_cap + pending + 1);
         assert!(failures <= cfg.failure_table_cap);
         assert!(swaps <= cfg.max_pending + 1);
-        assert!(timers <= 4 * (pending + swaps) + 1100);
+        assert!(folds <= 16);
+        assert!(timers <= 4 * (pending + swaps + folds) + 1100);
         assert!(queue <= cfg.local_queue_cap);
         assert!(orders <= 2 * (cfg.recent_cap + cfg.failure_table_cap) + 40);
         assert!(n.peer_count() <= 6);

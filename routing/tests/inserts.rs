@@ -327,25 +327,19 @@ fn permissive_node() -> (Node<V>, ChaCha8Rng, Key) {
 #[test]
 fn insert_reaching_the_caching_level_forks_under_a_fresh_id() {
     let (mut n, mut r, key) = permissive_node();
-    // Arrives at 17 from peer 1, the peer closest to the key: 16 here, the
-    // caching level. Kept in the cache (peer 1 is closer: not a sink).
+    // Arrives at 16 from peer 1, the peer closest to the key: not kept
+    // here, but it goes on at 15, the storing level.
     send_insert(
         &mut n,
         0,
         PeerId(1),
-        (40, key, 17, KeyKind::Chk),
+        (40, key, 16, KeyKind::Chk),
         vec![7; 32],
         &mut EmptyStore,
         &mut r,
     );
     let a = drain(&mut n);
-    assert!(a.iter().any(|x| matches!(
-        x,
-        Action::StoreBlock {
-            space: Space::Cache,
-            ..
-        }
-    )));
+    assert!(!a.iter().any(|x| matches!(x, Action::StoreBlock { .. })));
     // Forked: a fresh id, nothing tried, so the closest peer gets it back
     // although it sent it, now at a level where it may store it.
     let (to, fresh, htl) = sends(&a)
@@ -356,7 +350,7 @@ fn insert_reaching_the_caching_level_forks_under_a_fresh_id() {
         })
         .unwrap();
     assert_ne!(fresh, 40);
-    assert_eq!((to, htl), (PeerId(1), 16));
+    assert_eq!((to, htl), (PeerId(1), 15));
     assert_eq!(n.stats().inserts_forked, 1);
     // Its block follows acceptance under the fresh id; the old id is
     // still a loop.
@@ -396,7 +390,7 @@ fn insert_reaching_the_caching_level_forks_under_a_fresh_id() {
         vec![(PeerId(1), Message::InsertReply { id: 40 })]
     );
 
-    // Already below the caching level on arrival: no fork, same id, and
+    // Already at the storing level on arrival: no fork, same id, and
     // never back to the peer it came from.
     send_insert(
         &mut n,
@@ -415,7 +409,7 @@ fn insert_reaching_the_caching_level_forks_under_a_fresh_id() {
         &mut n,
         4,
         PeerId(2),
-        (42, key, 17, KeyKind::Chk),
+        (42, key, 16, KeyKind::Chk),
         vec![7; 32],
         &mut EmptyStore,
         &mut r,
@@ -498,32 +492,73 @@ fn own_insert_coming_back_after_a_fork_is_relayed_not_stored() {
         .any(|x| matches!(x, Action::StoreBlock { .. })));
 }
 
+/// Only a node that received an insert at HTL 15 or below (as Hyphanet)
+/// keeps it: at 16 it goes on at 15 and nothing is kept, however the HTL
+/// is decremented here. (Before, the decision came after the decrement,
+/// so a node receiving 16 cached it.)
 #[test]
-fn insert_whose_route_ends_at_high_htl_is_kept_by_a_forwarder() {
-    // One peer (the upstream): an insert arriving at the maximum HTL has
-    // nowhere to go. Nobody on its path was allowed to cache it (HTL above
-    // cache_max_htl), so this forwarder keeps it instead of losing it.
+fn inserts_are_stored_only_from_htl_15_as_received() {
+    for (htl, kept) in [
+        (18u8, false),
+        (17, false),
+        (16, false),
+        (15, true),
+        (9, true),
+    ] {
+        let (mut n, mut r, key) = permissive_node();
+        send_insert(
+            &mut n,
+            0,
+            PeerId(2),
+            (50, key, htl, KeyKind::Chk),
+            vec![7; 32],
+            &mut EmptyStore,
+            &mut r,
+        );
+        let a = drain(&mut n);
+        assert_eq!(
+            a.iter().any(|x| matches!(x, Action::StoreBlock { .. })),
+            kept,
+            "htl {htl}: {a:?}"
+        );
+        assert!(
+            sends(&a)
+                .iter()
+                .any(|(_, m)| matches!(m, Message::Insert { .. })),
+            "htl {htl}: routed on"
+        );
+    }
+}
+
+/// An insert whose route ends above the storing level is stored nowhere:
+/// not by a forwarder (before, one kept it, often the publisher's first
+/// hop, which then answered probes for what its neighbour inserted), not
+/// by the inserter.
+#[test]
+fn insert_whose_route_ends_above_the_storing_level_is_stored_nowhere() {
     let (key, b) = block(9);
-    let (mut n, mut r) = node(1, Config::default());
-    send_insert(
-        &mut n,
-        0,
-        PeerId(1),
-        (77, key, 18, KeyKind::Chk),
-        b.clone(),
-        &mut EmptyStore,
-        &mut r,
-    );
-    let a = drain(&mut n);
-    assert!(
-        a.iter()
-            .any(|x| matches!(x, Action::StoreBlock { block, .. } if *block == b)),
-        "{a:?}"
-    );
-    assert!(sends(&a)
-        .iter()
-        .any(|(to, m)| *to == PeerId(1) && matches!(m, Message::RouteNotFound { id: 77, .. })));
-    // The inserter itself still keeps nothing in the shared spaces.
+    // (At 16 it would go on at 15 under a fresh id, back to that peer.)
+    for htl in [18u8, 17] {
+        // One peer (the upstream): the insert has nowhere to go.
+        let (mut n, mut r) = node(1, Config::default());
+        send_insert(
+            &mut n,
+            0,
+            PeerId(1),
+            (77, key, htl, KeyKind::Chk),
+            b.clone(),
+            &mut EmptyStore,
+            &mut r,
+        );
+        let a = drain(&mut n);
+        assert!(
+            !a.iter().any(|x| matches!(x, Action::StoreBlock { .. })),
+            "htl {htl}: {a:?}"
+        );
+        assert!(sends(&a)
+            .iter()
+            .any(|(to, m)| *to == PeerId(1) && matches!(m, Message::RouteNotFound { id: 77, .. })));
+    }
     let (mut n, mut r) = node(0, Config::default());
     let _ = n.handle_local_request(
         0,

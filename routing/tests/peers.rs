@@ -37,8 +37,37 @@ fn path_folding_offer_and_reset() {
     );
     let s = sends(&drain(&mut src));
     assert!(matches!(&s[1].1, Message::FoldOffer { id: 3, noderef } if noderef.address == b"src"));
-    // The originator, wanting peers, connects to the offered node.
+    // Above the caching level the data source makes no offer: the node
+    // that asked it may be the requester.
+    src.handle_message(
+        1,
+        PeerId(1),
+        Message::Request {
+            id: 4,
+            key,
+            htl: 17,
+            kind: KeyKind::Chk,
+        },
+        &mut Has(b.clone()),
+        &mut r,
+    );
+    let s = sends(&drain(&mut src));
+    assert!(
+        matches!(&s[..], [(PeerId(1), Message::DataFound { id: 4, .. })]),
+        "{s:?}"
+    );
+}
+
+/// Fetch `key` for the local user through a node that wants peers, get the
+/// block and a fold offer from the peer that answered, then run every
+/// timer: all the actions after the offer.
+fn own_fetch_with_offer(key: Key, b: &[u8], offer: &NodeRef) -> Vec<Action> {
     let (mut n, mut r) = node(2, Config::default());
+    n.set_noderef(NodeRef {
+        location: Location(0),
+        address: b"me".to_vec(),
+    });
+    assert!(n.wants_peer(1));
     let RequestId(id) = n.handle_local_request(
         0,
         LocalRequest::Fetch {
@@ -53,16 +82,12 @@ fn path_folding_offer_and_reset() {
         to,
         Message::DataFound {
             id,
-            block: b.clone(),
+            block: b.to_vec(),
         },
         &mut EmptyStore,
         &mut r,
     );
     drain(&mut n);
-    let offer = NodeRef {
-        location: Location(123),
-        address: b"far".to_vec(),
-    };
     n.handle_message(
         2,
         to,
@@ -73,19 +98,151 @@ fn path_folding_offer_and_reset() {
         &mut EmptyStore,
         &mut r,
     );
-    assert!(drain(&mut n).contains(&Action::Connect {
-        noderef: offer.clone()
-    }));
-    // A second (replayed) offer is an offence and does nothing.
+    let mut all = drain(&mut n);
+    while let Some(t) = n.poll_timeout().filter(|&t| t < 1_000_000) {
+        n.handle_timeout(t, &mut r);
+        all.extend(drain(&mut n));
+    }
+    // A replayed offer is an offence and does nothing.
     n.handle_message(
         3,
         to,
-        Message::FoldOffer { id, noderef: offer },
+        Message::FoldOffer {
+            id,
+            noderef: offer.clone(),
+        },
         &mut EmptyStore,
         &mut r,
     );
     assert!(drain(&mut n).is_empty());
     assert!(n.stats().misbehaviour >= 1);
+    all
+}
+
+/// The requester never path-folds: a data source that answered its
+/// request gets no link to it, although the node wants peers. (Before,
+/// `on_fold_offer` connected whenever the node wanted a peer.)
+#[test]
+fn own_requests_never_fold() {
+    let (key, b) = block(8);
+    let offer = NodeRef {
+        location: Location(123),
+        address: b"far".to_vec(),
+    };
+    let a = own_fetch_with_offer(key, &b, &offer);
+    assert!(
+        !a.iter().any(|x| matches!(x, Action::Connect { .. })),
+        "{a:?}"
+    );
+    assert!(sends(&a).is_empty(), "{a:?}");
+}
+
+/// A forwarded request `id` arriving from peer 1 at `htl` at a node that
+/// wants peers is answered by its downstream with a block and a fold
+/// offer: the actions right after the offer, and the node.
+fn forwarded_with_offer(
+    n: &mut Node<V>,
+    r: &mut rand_chacha::ChaCha8Rng,
+    id: u64,
+    htl: u8,
+    offer: &NodeRef,
+) -> Vec<Action> {
+    let (key, b) = block(8);
+    n.handle_message(
+        id,
+        PeerId(1),
+        Message::Request {
+            id,
+            key,
+            htl,
+            kind: KeyKind::Chk,
+        },
+        &mut EmptyStore,
+        r,
+    );
+    let (to, _) = forwarded_to(&drain(n), id).unwrap();
+    n.handle_message(
+        id,
+        to,
+        Message::DataFound { id, block: b },
+        &mut EmptyStore,
+        r,
+    );
+    drain(n);
+    n.handle_message(
+        id,
+        to,
+        Message::FoldOffer {
+            id,
+            noderef: offer.clone(),
+        },
+        &mut EmptyStore,
+        r,
+    );
+    drain(n)
+}
+
+/// Forwarded traffic still folds, but only once it arrived at the caching
+/// level or below (Hyphanet's rule: the requester's neighbours never
+/// fold), and the connection is asked for after a random delay, not as
+/// the data passes.
+#[test]
+fn forwarded_requests_fold_after_a_random_delay_at_the_caching_level_only() {
+    let mut delays = std::collections::BTreeSet::new();
+    let (mut n, mut r) = node(3, Config::default());
+    n.set_noderef(NodeRef {
+        location: Location(0),
+        address: b"me".to_vec(),
+    });
+    let offer = NodeRef {
+        location: Location(7 << 56),
+        address: b"src".to_vec(),
+    };
+    for round in 0..8u64 {
+        let now = 1_000_000 * round;
+        n.handle_timeout(now, &mut r);
+        drain(&mut n);
+        // Above the caching level: relayed unchanged, never taken.
+        for (id, htl) in [(now + 1, 18), (now + 2, 17)] {
+            let a = forwarded_with_offer(&mut n, &mut r, id, htl, &offer);
+            assert_eq!(
+                sends(&a),
+                vec![(
+                    PeerId(1),
+                    Message::FoldOffer {
+                        id,
+                        noderef: offer.clone()
+                    }
+                )]
+            );
+            assert!(!a.iter().any(|x| matches!(x, Action::Connect { .. })));
+        }
+        // At the caching level: taken (our noderef goes upstream), the
+        // connection asked for later.
+        let id = now + 3;
+        let a = forwarded_with_offer(&mut n, &mut r, id, 16, &offer);
+        assert!(
+            sends(&a).iter().any(|(to, m)| *to == PeerId(1)
+                && matches!(m, Message::FoldOffer { noderef, .. } if noderef.address == b"me")),
+            "{a:?}"
+        );
+        assert!(!a.iter().any(|x| matches!(x, Action::Connect { .. })));
+        let connect = Action::Connect {
+            noderef: offer.clone(),
+        };
+        loop {
+            let due = n.poll_timeout().unwrap();
+            assert!(due >= id && due < id + n.config().fold_delay_max, "{due}");
+            n.handle_timeout(due, &mut r);
+            let a = drain(&mut n);
+            if !a.is_empty() {
+                assert_eq!(a, vec![connect]);
+                delays.insert(due - id);
+                break;
+            }
+        }
+    }
+    assert!(delays.len() >= 6, "the delay is random: {delays:?}");
 }
 
 #[test]

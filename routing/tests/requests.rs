@@ -401,3 +401,122 @@ fn silent_peer_times_out_and_request_moves_on() {
     }
     assert_eq!(done, Some(RequestOutcome::TimedOut));
 }
+
+/// Caching is decided from the HTL as the request arrived (at most 16),
+/// never from one lowered by backtracking: the requester's neighbour gets
+/// the request at 18, and must not cache what the request finds after a
+/// branch answered `RouteNotFound` with a low HTL. (Before, the decision
+/// used the HTL after the decrement, lowered by `RouteNotFound`, so both
+/// cases below cached.)
+#[test]
+fn caching_is_decided_from_the_htl_as_received_not_lowered_by_backtracking() {
+    let (key, b) = block(4);
+    for (htl, backtrack, cached) in [
+        (18u8, true, false),
+        (17, false, false),
+        (17, true, false),
+        (16, false, true),
+        (16, true, true),
+    ] {
+        let (mut n, mut r) = node(4, Config::default());
+        let id = 5;
+        let req = Message::Request {
+            id,
+            key,
+            htl,
+            kind: KeyKind::Chk,
+        };
+        n.handle_message(0, PeerId(1), req, &mut EmptyStore, &mut r);
+        let (mut to, _) = forwarded_to(&drain(&mut n), id).unwrap();
+        if backtrack {
+            n.handle_message(
+                1,
+                to,
+                Message::RouteNotFound { id, htl: 3 },
+                &mut EmptyStore,
+                &mut r,
+            );
+            let (next, left) = forwarded_to(&drain(&mut n), id).unwrap();
+            assert_eq!(left, 3);
+            to = next;
+        }
+        n.handle_message(
+            2,
+            to,
+            Message::DataFound {
+                id,
+                block: b.clone(),
+            },
+            &mut EmptyStore,
+            &mut r,
+        );
+        let a = drain(&mut n);
+        assert!(sends(&a).contains(&(
+            PeerId(1),
+            Message::DataFound {
+                id,
+                block: b.clone()
+            }
+        )));
+        assert_eq!(
+            a.iter().any(|x| matches!(x, Action::StoreBlock { .. })),
+            cached,
+            "htl {htl}, backtracked {backtrack}"
+        );
+    }
+}
+
+/// A neighbour cannot learn which keys this node's user failed to find:
+/// after the node's own request fails, a peer's request for the key is
+/// routed like one for any key, not answered at once from the failure
+/// table. (Before, it got a bare `DataNotFound` for `failure_ttl`.) A
+/// failure the node forwarded for a peer still answers peers.
+#[test]
+fn own_failures_do_not_answer_peers_from_the_failure_table() {
+    let (mut n, mut r) = node(3, Config::default());
+    let key = key_at(1 << 61);
+    let fetch = LocalRequest::Fetch {
+        key,
+        kind: KeyKind::Chk,
+    };
+    let RequestId(id) = n.handle_local_request(0, fetch.clone(), &mut r);
+    let (to, _) = forwarded_to(&drain(&mut n), id).unwrap();
+    n.handle_message(1, to, Message::Accepted { id }, &mut EmptyStore, &mut r);
+    n.handle_message(2, to, Message::DataNotFound { id }, &mut EmptyStore, &mut r);
+    assert!(drain(&mut n).contains(&Action::RequestDone {
+        id: RequestId(id),
+        outcome: RequestOutcome::NotFound
+    }));
+    let probe = |id| Message::Request {
+        id,
+        key,
+        htl: 10,
+        kind: KeyKind::Chk,
+    };
+    n.handle_message(3, PeerId(2), probe(100), &mut EmptyStore, &mut r);
+    let a = drain(&mut n);
+    assert!(
+        sends(&a).contains(&(PeerId(2), Message::Accepted { id: 100 })),
+        "{a:?}"
+    );
+    let (to, _) = forwarded_to(&a, 100).expect("the probe is routed");
+    assert_eq!(n.stats().recently_failed, 0);
+    // The probe fails downstream: a forwarded failure, remembered.
+    n.handle_message(
+        5,
+        to,
+        Message::DataNotFound { id: 100 },
+        &mut EmptyStore,
+        &mut r,
+    );
+    drain(&mut n);
+    n.handle_message(6, PeerId(3), probe(101), &mut EmptyStore, &mut r);
+    assert_eq!(
+        sends(&drain(&mut n)),
+        vec![(PeerId(3), Message::DataNotFound { id: 101 })]
+    );
+    // Remembered at the HTL it failed with (9), below the one our own
+    // requests leave with: the user's next fetch goes out again.
+    let RequestId(again) = n.handle_local_request(7, fetch, &mut r);
+    assert!(forwarded_to(&drain(&mut n), again).is_some());
+}

@@ -194,7 +194,6 @@ fn node_config(cfg: &SimConfig) -> Config {
     let rtt = 2 * cfg.latency_ms.1.max(1);
     Config {
         max_htl: cfg.htl.max(2),
-        cache_max_htl: cfg.htl.max(2) - 2,
         max_peers: match cfg.topology {
             Topology::Opennet => cfg.degree.max(2),
             _ => usize::MAX,

@@ -66,9 +66,12 @@ fn in_a_small_network_inserts_are_kept_next_to_their_key() {
         seed: 6,
         ..SimConfig::default()
     });
-    assert!(r.success_rate >= 0.999, "{}", r.to_table());
+    // Since issue 15 nothing folds or caches above HTL 16, and a small
+    // network pays for it: 99.0 % success, hops mean 1.02 (100 % and
+    // 0.82 before those rules, with the real peer policy).
+    assert!(r.success_rate >= 0.98, "{}", r.to_table());
     assert!(r.stores_per_insert >= 1.5, "{}", r.to_table());
-    assert!(r.hops_p95 <= 3.0 && r.hops_mean < 1.0, "{}", r.to_table());
+    assert!(r.hops_p95 <= 3.0 && r.hops_mean < 1.2, "{}", r.to_table());
 }
 
 #[test]

@@ -665,13 +665,14 @@ impl<B: Backend> Engine<B> {
     }
 
     /// Read a block; with `verify`, one that fails verification is
-    /// deleted and reported as missing.
+    /// deleted and reported as missing; with `touch`, the read counts as
+    /// a use in an LRU space.
     pub(crate) fn get_in(
         &self,
         space: Space,
         kind: BlockKind,
         key: &RoutingKey,
-        verify: bool,
+        (verify, touch): (bool, bool),
     ) -> Result<Option<Vec<u8>>, StoreError> {
         let ik = self.keys.index_key(kind, key);
         let seq = {
@@ -679,7 +680,9 @@ impl<B: Backend> Engine<B> {
             let Some(e) = st.entry(space, &ik) else {
                 return Ok(None);
             };
-            st.touch(space, &ik);
+            if touch {
+                st.touch(space, &ik);
+            }
             e.seq
         };
         match self.load(space, seq, (kind, key, verify), &ik)? {
@@ -916,7 +919,15 @@ macro_rules! delegate_block_store {
                 kind: lichen_crypto::BlockKind,
                 key: &lichen_crypto::RoutingKey,
             ) -> Result<Option<Vec<u8>>, $crate::StoreError> {
-                self.engine.get_in(space, kind, key, true)
+                self.engine.get_in(space, kind, key, (true, true))
+            }
+            fn peek_in(
+                &self,
+                space: $crate::Space,
+                kind: lichen_crypto::BlockKind,
+                key: &lichen_crypto::RoutingKey,
+            ) -> Result<Option<Vec<u8>>, $crate::StoreError> {
+                self.engine.get_in(space, kind, key, (true, false))
             }
             fn contains_in(
                 &self,
@@ -983,7 +994,15 @@ macro_rules! delegate_block_store {
                 kind: lichen_crypto::BlockKind,
                 key: &lichen_crypto::RoutingKey,
             ) -> Result<Option<Vec<u8>>, $crate::StoreError> {
-                self.engine.get_in(space, kind, key, false)
+                self.engine.get_in(space, kind, key, (false, true))
+            }
+            fn peek_read_in(
+                &self,
+                space: $crate::Space,
+                kind: lichen_crypto::BlockKind,
+                key: &lichen_crypto::RoutingKey,
+            ) -> Result<Option<Vec<u8>>, $crate::StoreError> {
+                self.engine.get_in(space, kind, key, (false, false))
             }
         }
     };

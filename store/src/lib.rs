@@ -85,6 +85,14 @@ impl Origin {
             Origin::Remote => &[Space::Store, Space::Cache],
         }
     }
+
+    /// Whether a read by this origin counts as a use of a block in `space`
+    /// (LRU order): a peer's reads do, the node's own only in its private
+    /// client cache.
+    #[must_use]
+    pub const fn touches(self, space: Space) -> bool {
+        matches!(self, Origin::Remote) || matches!(space, Space::Client)
+    }
 }
 
 /// What `put` did.
@@ -242,6 +250,9 @@ pub trait BlockStore: Send + Sync + std::fmt::Debug {
     fn unchecked(&self) -> &dyn UncheckedStore;
 
     /// Find a block in the spaces `origin` may see; verified, or `None`.
+    /// A [`Origin::Local`] read changes the LRU order of the client cache
+    /// only: the node's own reads must not keep blocks in the shared cache
+    /// (a peer could tell what its user reads by what survives eviction).
     ///
     /// # Errors
     /// Backend errors only.
@@ -251,7 +262,13 @@ pub trait BlockStore: Send + Sync + std::fmt::Debug {
         kind: BlockKind,
         key: &RoutingKey,
     ) -> Result<Option<Found>, StoreError> {
-        first_found(origin, |space| self.get_in(space, kind, key))
+        first_found(origin, |space| {
+            if origin.touches(space) {
+                self.get_in(space, kind, key)
+            } else {
+                self.peek_in(space, kind, key)
+            }
+        })
     }
 
     /// Read a block from one space; verified, or `None` (a block that fails
@@ -260,6 +277,18 @@ pub trait BlockStore: Send + Sync + std::fmt::Debug {
     /// # Errors
     /// Backend errors only.
     fn get_in(
+        &self,
+        space: Space,
+        kind: BlockKind,
+        key: &RoutingKey,
+    ) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// As [`BlockStore::get_in`], but the read does not count as a use:
+    /// the LRU order is unchanged.
+    ///
+    /// # Errors
+    /// Backend errors only.
+    fn peek_in(
         &self,
         space: Space,
         kind: BlockKind,

@@ -245,6 +245,40 @@ fn lru_evicts_least_recently_used() {
     });
 }
 
+/// The node's own reads (`Origin::Local`, checked or not) leave the shared
+/// cache's LRU order alone, so what survives eviction there says nothing
+/// about what its user read; a peer's read (`Origin::Remote`) is a use.
+/// (Before, every read promoted the block.)
+#[test]
+fn local_reads_do_not_promote_blocks_in_the_shared_cache() {
+    both(&config(0, blocks(3), blocks(3)), |s| {
+        let mut r = rng();
+        for (origin, unchecked, promoted) in [
+            (Origin::Local, false, false),
+            (Origin::Local, true, false),
+            (Origin::Remote, false, true),
+        ] {
+            let v: Vec<_> = (0..4).map(|_| chk(&mut r)).collect();
+            for (k, b) in &v[..3] {
+                s.put(Space::Cache, BlockKind::Chk, k, b).unwrap();
+            }
+            let found = if unchecked {
+                s.unchecked().read(origin, BlockKind::Chk, &v[0].0)
+            } else {
+                s.get(origin, BlockKind::Chk, &v[0].0)
+            };
+            assert_eq!(found.unwrap().unwrap().space, Space::Cache);
+            s.put(Space::Cache, BlockKind::Chk, &v[3].0, &v[3].1)
+                .unwrap();
+            let held = s.contains_in(Space::Cache, BlockKind::Chk, &v[0].0);
+            assert_eq!(held, promoted, "{origin:?}, unchecked {unchecked}");
+            for (k, _) in &v {
+                s.remove(Space::Cache, BlockKind::Chk, k).unwrap();
+            }
+        }
+    });
+}
+
 #[test]
 fn lru_order_survives_restart() {
     let dir = tempfile::tempdir().unwrap();

@@ -74,7 +74,13 @@ pub trait UncheckedStore {
         kind: BlockKind,
         key: &RoutingKey,
     ) -> Result<Option<Found>, StoreError> {
-        first_found(origin, |space| self.read_in(space, kind, key))
+        first_found(origin, |space| {
+            if origin.touches(space) {
+                self.read_in(space, kind, key)
+            } else {
+                self.peek_read_in(space, kind, key)
+            }
+        })
     }
 
     /// [`BlockStore::get_in`] without re-hashing (see
@@ -83,6 +89,18 @@ pub trait UncheckedStore {
     /// # Errors
     /// Backend errors only.
     fn read_in(
+        &self,
+        space: Space,
+        kind: BlockKind,
+        key: &RoutingKey,
+    ) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// [`UncheckedStore::read_in`] without changing the LRU order (see
+    /// [`BlockStore::get`]).
+    ///
+    /// # Errors
+    /// Backend errors only.
+    fn peek_read_in(
         &self,
         space: Space,
         kind: BlockKind,

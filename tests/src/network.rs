@@ -11,6 +11,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+/// The `[network]` line every node of a test network of a few nodes
+/// gets (as `lichen testnet` gives its nodes): keep inserts and requests
+/// at every HTL, since a few nodes never take an insert below the caching
+/// level.
+pub const TEST_NETWORK: &str = "test_network = true\n";
+
 /// How long a new node may take to find a peer.
 pub const PEER_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -242,16 +248,25 @@ impl Testnet {
         let text = noderef_text(bin, &seed_dir, advertise);
         let seed_file = dir.join("seed.noderef");
         std::fs::write(&seed_file, text).unwrap();
+        // A test network of a few nodes, as `lichen testnet` runs it: an
+        // insert never gets below the caching level, so every HTL keeps.
         std::fs::write(
             dir.join("seeded.toml"),
-            format!("[network]\nseeds = [{:?}]\n", seed_file.to_str().unwrap()),
+            format!(
+                "[network]\n{TEST_NETWORK}seeds = [{:?}]\n",
+                seed_file.to_str().unwrap()
+            ),
         )
         .unwrap();
-        let seed_config = (!seed_network_extra.is_empty()).then(|| {
+        let seed_config = {
             let c = dir.join("seed.toml");
-            std::fs::write(&c, format!("[network]\n{seed_network_extra}\n")).unwrap();
-            c
-        });
+            std::fs::write(
+                &c,
+                format!("[network]\n{TEST_NETWORK}{seed_network_extra}\n"),
+            )
+            .unwrap();
+            Some(c)
+        };
         let seed = NodeProc::start_with_config(
             bin,
             &seed_dir,
@@ -294,7 +309,7 @@ impl Testnet {
             std::fs::write(
                 &c,
                 format!(
-                    "[network]\nseeds = [{}]\n{network_extra}\n",
+                    "[network]\n{TEST_NETWORK}seeds = [{}]\n{network_extra}\n",
                     seeds.join(", ")
                 ),
             )

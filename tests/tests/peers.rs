@@ -151,7 +151,8 @@ fn darknet_friends_connect_share_a_document_and_refuse_strangers() {
     std::fs::write(
         &config,
         format!(
-            "[network]\nopennet = false\n[fcp]\nallowed_dirs = [{:?}]\n",
+            "[network]\nopennet = false\n{}[fcp]\nallowed_dirs = [{:?}]\n",
+            network::TEST_NETWORK,
             refs.to_str().unwrap()
         ),
     )

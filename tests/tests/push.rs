@@ -15,7 +15,7 @@
 #![allow(clippy::unwrap_used)]
 
 use lichen_fcp::codec::Message;
-use lichen_tests::network::{random_bytes, wait_connected};
+use lichen_tests::network::{random_bytes, wait_connected, TEST_NETWORK};
 use lichen_tests::{free_port, Fcp, NodeProc};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -70,10 +70,16 @@ fn seed_setup(dir: &Path, seed_dir: &Path, seed_peer: u16) -> PathBuf {
     assert!(out.status.success());
     let seed_file = dir.join("seed.noderef");
     std::fs::write(&seed_file, &out.stdout).unwrap();
+    // Six nodes: a test network, whose inserts never get below the
+    // caching level (see lichen_tests::network::TEST_NETWORK).
+    std::fs::write(dir.join("seed.toml"), format!("[network]\n{TEST_NETWORK}")).unwrap();
     let config = dir.join("seeded.toml");
     std::fs::write(
         &config,
-        format!("[network]\nseeds = [{:?}]\n", seed_file.to_str().unwrap()),
+        format!(
+            "[network]\n{TEST_NETWORK}seeds = [{:?}]\n",
+            seed_file.to_str().unwrap()
+        ),
     )
     .unwrap();
     config
@@ -126,12 +132,13 @@ fn an_insert_made_alone_is_pushed_once_peers_come_and_fetched_elsewhere() {
 
     // The network comes up around A's seed; A finds it (seeds are retried
     // every 5 s) and pushes.
+    let seed_config = dir.path().join("seed.toml");
     let mut nodes = vec![NodeProc::start_with_config(
         bin(),
         &seed_dir,
         free_port(),
         seed_peer,
-        None,
+        Some(&seed_config),
     )];
     for i in 1..5 {
         nodes.push(NodeProc::start_with_config(

@@ -25,10 +25,10 @@ pub(crate) const CONCURRENCY: usize = 4;
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// How often progress is written to disk while pushing.
 const SAVE_EVERY: Duration = Duration::from_secs(5);
-/// Tries of a block whose insert came back "route not found" without
-/// having gone anywhere (all peers backed off) before it is taken as done
-/// (in a two-node network an insert can come back that way after being
-/// stored, when the peer kept the maximum HTL).
+/// Tries of a block whose insert came back "route not found" above the
+/// level where nodes store inserts (so stored nowhere: all peers backed
+/// off, or a network too small to take it that far) before it is taken
+/// as done.
 const RNF_TRIES: u32 = 3;
 
 /// Start the background push task (needs a tokio runtime). It stops when
@@ -217,7 +217,9 @@ async fn push_block(node: &Arc<Node>, kind: BlockKind, key: RoutingKey) -> Block
     };
     let mut backoff = Duration::from_millis(500);
     let mut rnf = 0u32;
-    let max_htl = lichen_routing::Config::default().max_htl;
+    // Ended with more HTL left than this: stored nowhere (only nodes that
+    // received it at this HTL or below keep an insert).
+    let store_htl = lichen_routing::Config::default().insert_store_htl();
     loop {
         let Some(net) = node.network() else {
             // Peers gone: wait for them.
@@ -235,7 +237,7 @@ async fn push_block(node: &Arc<Node>, kind: BlockKind, key: RoutingKey) -> Block
             Ok(InsertOutcome::Success) => return BlockResult::Pushed,
             Ok(InsertOutcome::RouteNotFound { htl }) => {
                 rnf += 1;
-                if htl < max_htl || rnf >= RNF_TRIES {
+                if htl <= store_htl || rnf >= RNF_TRIES {
                     return BlockResult::Pushed;
                 }
                 true

@@ -91,7 +91,8 @@ async fn setup(
         // on the random HTL decisions (the anonymity rule is tested in
         // the routing crate).
         routing: lichen_routing::Config {
-            cache_max_htl: 18,
+            request_cache_margin: 0,
+            insert_store_margin: 0,
             ..lichen_routing::Config::default()
         },
         opennet,

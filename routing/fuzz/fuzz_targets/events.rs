@@ -111,11 +111,12 @@ fn run(data: &[u8]) -> arbitrary::Result<()> {
             }
         }
         while node.poll_action().is_some() {}
-        let [pending, recent, failures, _, _, queue, _] = node.table_sizes();
+        let [pending, recent, failures, _, _, queue, _, folds] = node.table_sizes();
         assert!(pending <= cfg.max_pending + cfg.local_queue_cap + 8);
         assert!(recent <= cfg.recent_cap + pending + 1);
         assert!(failures <= cfg.failure_table_cap);
         assert!(queue <= cfg.local_queue_cap);
+        assert!(folds <= 16);
     }
     Ok(())
 }

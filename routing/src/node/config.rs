@@ -10,11 +10,15 @@ use super::Millis;
 pub struct Config {
     /// Maximum hops to live (18, as Freenet).
     pub max_htl: u8,
-    /// Nodes put blocks in their shared store or cache only when the
-    /// request's HTL is at most this (default `max_htl - 2`): nodes next to
-    /// the requester must not cache, or probing their cache would reveal
-    /// what the requester fetched.
-    pub cache_max_htl: u8,
+    /// A node caches a block a request brought back only if it received
+    /// the request at an HTL of at most `max_htl - request_cache_margin`
+    /// (2: HTL 16, as Hyphanet): nodes next to the requester must not
+    /// cache, or probing their cache would reveal what it fetched. Also the
+    /// level at or below which requests path-fold.
+    pub request_cache_margin: u8,
+    /// A node stores or caches an insert only if it received it at an HTL
+    /// of at most `max_htl - insert_store_margin` (3: HTL 15, as Hyphanet).
+    pub insert_store_margin: u8,
     /// Peer limit (opennet); least useful peers are dropped beyond it.
     pub max_peers: usize,
     /// Opennet: path folding and announcements on.
@@ -25,6 +29,16 @@ pub struct Config {
     pub max_incoming_per_peer: u32,
     /// Requests in flight at this node, all peers together.
     pub max_pending: usize,
+    /// Answers a peer may get at once (from the store or the failure
+    /// table, or for a spent HTL) per second: each costs this node a read,
+    /// a decryption, a hash and up to 33 KiB sent, and takes no request
+    /// slot. Past the budget the peer's requests are refused as overload,
+    /// before the store is read.
+    #[serde(default = "default_answer_rate")]
+    pub answer_rate: u32,
+    /// Such answers a peer may get in a burst (the budget's size).
+    #[serde(default = "default_answer_burst")]
+    pub answer_burst: u32,
     /// Wait this long for `Accepted` before trying the next peer.
     pub accept_timeout: Millis,
     /// After `Accepted`, wait at most this long (scaled by HTL) for the end.
@@ -55,6 +69,11 @@ pub struct Config {
     pub peer_grace: Millis,
     /// When full, take a new opennet peer at most this often.
     pub fold_min_interval: Millis,
+    /// A fold offer taken is acted on (the connection asked for) after a
+    /// random delay below this, so the node that dials the data source is
+    /// not given away by dialing the moment the data has passed.
+    #[serde(default = "default_fold_delay_max")]
+    pub fold_delay_max: Millis,
     /// Coalesced requests per in-flight request.
     pub max_waiters: usize,
     /// Opennet: with fewer than `max_peers / 2` peers, announce again this
@@ -90,12 +109,15 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             max_htl: 18,
-            cache_max_htl: 16,
+            request_cache_margin: 2,
+            insert_store_margin: 3,
             max_peers: 20,
             opennet: true,
             swapping: false,
             max_incoming_per_peer: 32,
             max_pending: 4096,
+            answer_rate: default_answer_rate(),
+            answer_burst: default_answer_burst(),
             accept_timeout: 10_000,
             fetch_timeout: 120_000,
             backoff_initial: 1_000,
@@ -110,6 +132,7 @@ impl Default for Config {
             fold_reset_one_in: 20,
             peer_grace: 120_000,
             fold_min_interval: 30_000,
+            fold_delay_max: default_fold_delay_max(),
             max_waiters: 32,
             announce_interval: 60_000,
             swap_interval: 10_000,
@@ -125,6 +148,32 @@ impl Default for Config {
             seed_client_ttl: 30_000,
         }
     }
+}
+
+impl Config {
+    /// The highest HTL, as received, at which a request's block is cached
+    /// and a request path-folds (16 by default).
+    pub fn request_cache_htl(&self) -> u8 {
+        self.max_htl.saturating_sub(self.request_cache_margin)
+    }
+
+    /// The highest HTL, as received, at which an insert is stored or
+    /// cached (15 by default).
+    pub fn insert_store_htl(&self) -> u8 {
+        self.max_htl.saturating_sub(self.insert_store_margin)
+    }
+}
+
+fn default_answer_rate() -> u32 {
+    64
+}
+
+fn default_answer_burst() -> u32 {
+    256
+}
+
+fn default_fold_delay_max() -> Millis {
+    20_000
 }
 
 /// Counters, for the simulator and the node's status page.
@@ -150,6 +199,10 @@ pub struct Stats {
     pub coalesced: u64,
     /// Requests answered from the store.
     pub served_from_store: u64,
+    /// Requests refused because their peer had used up its budget of
+    /// immediate answers (also counted in `overload_rejected`).
+    #[serde(default)]
+    pub answer_budget_refused: u64,
     /// Peers disconnected for misbehaviour.
     pub disconnected_misbehaving: u64,
     /// Peers dropped as least useful.
@@ -160,7 +213,9 @@ pub struct Stats {
     pub location_resets: u64,
     /// Swap requests refused as implausible or rate-limited.
     pub swaps_refused: u64,
-    /// Local requests that waited for a backed-off peer instead of failing.
+    /// Our own requests and inserts started again under a fresh id after
+    /// overloaded or backed-off peers ended their route (the name is kept
+    /// for the status output; they used to wait and resend the same id).
     #[serde(default)]
     pub backoff_waits: u64,
     /// Newcomers kept as seed clients (full, they could not be peers).

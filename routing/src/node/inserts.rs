@@ -93,7 +93,8 @@ impl<V: Verifier> Node<V> {
         }
         let arrived = htl;
         let htl = self.decrement(htl, Some(from));
-        let cacheable = htl <= self.cfg.cache_max_htl;
+        // Decided from the HTL as received (Hyphanet: at most 15).
+        let cacheable = arrived <= self.cfg.insert_store_htl();
         // Our own insert, back by another path after a fork downstream:
         // relayed like any other, but nothing inserted here goes into the
         // shared store or cache.
@@ -120,7 +121,10 @@ impl<V: Verifier> Node<V> {
             p.deep_candidate = deep_candidate;
             p.data_pending = false;
         }
-        let id = if arrived > self.cfg.cache_max_htl && cacheable {
+        // It goes on at the storing level from here: every node it meets
+        // from now on may keep it, none before did.
+        let store_htl = self.cfg.insert_store_htl();
+        let id = if arrived > store_htl && htl <= store_htl {
             self.fork_on_cacheable(now, id, rng)
         } else {
             id
@@ -181,14 +185,14 @@ impl<V: Verifier> Node<V> {
     /// and announcements); if not, it has been answered (HTL spent: the
     /// insert ran its course) or failed with "route not found".
     pub(super) fn charge_failure(&mut self, now: Millis, id: u64) -> bool {
-        let cache_max_htl = self.cfg.cache_max_htl;
+        let store_htl = self.cfg.insert_store_htl();
         let Some(p) = self.pending.get_mut(&id) else {
             return false;
         };
         if p.insert.is_none() {
             return true;
         }
-        if p.htl > cache_max_htl {
+        if p.htl > store_htl {
             p.high_htl_failures += 1;
             if p.high_htl_failures <= MAX_HIGH_HTL_FAILURES {
                 return true;
@@ -245,16 +249,15 @@ impl<V: Verifier> Node<V> {
             self.store_deep(&p);
         }
         self.release(p.upstream);
+        self.aimd_outcome(collision.is_none(), false);
+        let id = p.reply_id.unwrap_or(id);
         match p.upstream {
-            Upstream::Peer(u) => {
-                let id = p.reply_id.unwrap_or(id);
-                match collision {
-                    Some(block) => self.send(u, Message::Collision { id, block }),
-                    None => self.send(u, Message::InsertReply { id }),
-                }
-            }
+            Upstream::Peer(u) => match collision {
+                Some(block) => self.send(u, Message::Collision { id, block }),
+                None => self.send(u, Message::InsertReply { id }),
+            },
             Upstream::Local => {
-                self.local_finished(collision.is_none(), false);
+                self.local_finished();
                 let outcome = match collision {
                     Some(b) => InsertOutcome::Collision(b),
                     None => InsertOutcome::Success,

@@ -108,8 +108,16 @@ impl<V: Verifier> Node<V> {
     /// starting what the window now allows, so a freed slot is refilled at
     /// once rather than at the next timer (which was up to `accept_timeout`
     /// away: a 10 s stall per transfer).
-    pub(super) fn local_finished(&mut self, success: bool, congestion: bool) {
+    pub(super) fn local_finished(&mut self) {
         self.local_in_flight = self.local_in_flight.saturating_sub(1);
+    }
+
+    /// The AIMD window after a request or insert ended, ours or one we
+    /// forwarded (a success: +1/w; a timeout: halved). Driven by all, so
+    /// the pace of our own requests reacts the same whichever request met
+    /// the congestion: a neighbour that overloads or stalls one request and
+    /// watches our requests slow down learns nothing about its origin.
+    pub(super) fn aimd_outcome(&mut self, success: bool, congestion: bool) {
         if success {
             // Never more in flight than our peers take from one peer each
             // (nodes share the per-peer limit): past that, growth only

@@ -74,6 +74,10 @@ struct Peer {
     backoff_len: Millis,
     /// This peer's requests in flight here.
     incoming: u32,
+    /// Its budget of immediate answers, in thousandths of an answer.
+    answer_budget: u64,
+    /// When `answer_budget` was last refilled.
+    answer_refill: Millis,
     connected_at: Millis,
     last_success: Millis,
     offences: u32,
@@ -95,7 +99,13 @@ enum Upstream {
 struct Pending {
     key: Key,
     kind: KeyKind,
+    /// The HTL it goes on with: decremented on arrival, lowered by a
+    /// `RouteNotFound` or a failed insert attempt.
     htl: u8,
+    /// The HTL as it arrived (the maximum for our own): caching and path
+    /// folding are decided from this, never from `htl`, so backtracking
+    /// cannot make the requester's neighbour cache or fold.
+    htl_received: u8,
     upstream: Upstream,
     insert: Option<Block>,
     /// An announcement being routed (target: the noderef's location).
@@ -114,9 +124,14 @@ struct Pending {
     /// failure does not cost HTL); see [`Node::charge_failure`].
     high_htl_failures: u8,
     /// The id the upstream knows this by: the map key, except for an
-    /// insert forked here (see [`Node::fork_on_cacheable`]), which is
-    /// routed on under a fresh id.
+    /// insert forked here (see [`Node::fork_on_cacheable`]) or our own
+    /// request retried (see [`Node::retry_local`]), which go on under a
+    /// fresh id.
     reply_id: Option<u64>,
+    /// A peer refused it as overloaded.
+    overloaded: bool,
+    /// Our own: times it was retried under a fresh id.
+    retries: u8,
 }
 
 impl Pending {
@@ -128,6 +143,7 @@ impl Pending {
             key,
             kind,
             htl,
+            htl_received: htl,
             upstream,
             insert: None,
             announce: None,
@@ -143,6 +159,8 @@ impl Pending {
             data_pending: false,
             high_htl_failures: 0,
             reply_id: None,
+            overloaded: false,
+            retries: 0,
         }
     }
 }
@@ -153,6 +171,10 @@ struct Recent {
     upstream: Upstream,
     downstream: Option<PeerId>,
     fold_expected: bool,
+    /// A fold offer for this request may be taken, and a hop may put its
+    /// own noderef in it: a forwarded request that arrived at the caching
+    /// level or below. Never for our own requests.
+    may_fold: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -181,6 +203,8 @@ impl SwapState {
 enum TimerKind {
     Request,
     Swap,
+    /// A fold offer taken: connect now (see `Node::fold_later`).
+    Fold,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -216,6 +240,8 @@ pub struct Node<V> {
     window: f64,
     local_in_flight: usize,
     last_fold_accept: Option<Millis>,
+    /// Fold offers taken, by request id: when to connect, and to whom.
+    folds: BTreeMap<u64, (Millis, NodeRef)>,
     last_location_change: BTreeMap<PeerId, Millis>,
     stats: Stats,
 }
@@ -259,6 +285,7 @@ impl<V: Verifier> Node<V> {
             window,
             local_in_flight: 0,
             last_fold_accept: None,
+            folds: BTreeMap::new(),
             last_location_change: BTreeMap::new(),
             stats: Stats::default(),
         }
@@ -307,7 +334,7 @@ impl<V: Verifier> Node<V> {
     }
 
     /// Sizes of every internal table, for bounded-memory tests.
-    pub fn table_sizes(&self) -> [usize; 7] {
+    pub fn table_sizes(&self) -> [usize; 8] {
         [
             self.pending.len(),
             self.recent.len(),
@@ -316,6 +343,7 @@ impl<V: Verifier> Node<V> {
             self.timers.len(),
             self.local_queue.len(),
             self.recent_order.len() + self.failure_order.len(),
+            self.folds.len(),
         ]
     }
 
@@ -365,6 +393,7 @@ impl<V: Verifier> Node<V> {
                 upstream,
                 downstream: None,
                 fold_expected: false,
+                may_fold: false,
             },
         );
         self.recent_order.push_back((expires, id));
@@ -430,13 +459,15 @@ impl<V: Verifier> Node<V> {
         self.timers.push(Reverse((at, kind, id)));
         // Timers of finished requests stay in the heap until due; rebuild
         // it when they dominate, so a flood cannot grow it without bound.
-        let live = self.pending.len() + self.swaps.len();
+        let live = self.pending.len() + self.swaps.len() + self.folds.len();
         if self.timers.len() > 4 * live + 1024 {
             let pending = &self.pending;
             let swaps = &self.swaps;
+            let folds = &self.folds;
             self.timers.retain(|Reverse((t, k, id))| match k {
                 TimerKind::Request => pending.get(id).is_some_and(|p| p.deadline == *t),
                 TimerKind::Swap => swaps.contains_key(id),
+                TimerKind::Fold => folds.get(id).is_some_and(|f| f.0 == *t),
             });
         }
     }

@@ -2,9 +2,12 @@
 
 use rand::{Rng, RngCore};
 
-use super::{Action, Disconnect, Millis, Node, PeerId, Pending, Upstream, Verifier};
+use super::{Action, Disconnect, Millis, Node, PeerId, Pending, TimerKind, Upstream, Verifier};
 use crate::location::Key;
 use crate::message::{KeyKind, Message, NodeRef};
+
+/// Fold offers taken and waiting for their delay, at most.
+const MAX_FOLDS: usize = 16;
 
 /// Announcements one peer may pass us per second.
 const ANNOUNCE_BURST: u32 = 20;
@@ -134,16 +137,21 @@ impl<V: Verifier> Node<V> {
         self.forward_announce(now, from, id, htl, noderef, rng);
     }
 
-    /// Ask for a connection to the node `noderef` names ([`Action::Connect`])
-    /// if it is neither us nor a peer already and we want a peer now.
-    /// Returns whether we asked.
-    fn connect_if_wanted(&mut self, now: Millis, noderef: &NodeRef) -> bool {
+    /// Whether a connection to the node `noderef` names would be taken
+    /// now: neither us nor a peer already, and we want a peer.
+    fn would_take(&self, now: Millis, noderef: &NodeRef) -> bool {
         let own = self
             .noderef
             .as_ref()
             .is_some_and(|m| m.address == noderef.address);
         let connected = self.peers.iter().any(|p| p.location == noderef.location);
-        let take = !own && !connected && self.wants_peer(now);
+        !own && !connected && self.wants_peer(now)
+    }
+
+    /// Ask for a connection to the node `noderef` names ([`Action::Connect`])
+    /// if [`Node::would_take`] it. Returns whether we asked.
+    fn connect_if_wanted(&mut self, now: Millis, noderef: &NodeRef) -> bool {
+        let take = self.would_take(now, noderef);
         if take {
             self.last_fold_accept = Some(now);
             self.actions.push_back(Action::Connect {
@@ -184,6 +192,12 @@ impl<V: Verifier> Node<V> {
         self.route(now, id, rng);
     }
 
+    /// A fold offer for request `id`, from the peer that answered it. Taken
+    /// (and our own noderef passed upstream instead) only for a forwarded
+    /// request that arrived at the caching level or below, as in Hyphanet:
+    /// never for our own requests, so no data source gets a link to the
+    /// requester, and never by the requester's neighbours. Otherwise the
+    /// offer is passed upstream as it came (our own requests: dropped).
     pub(super) fn on_fold_offer(
         &mut self,
         now: Millis,
@@ -203,14 +217,15 @@ impl<V: Verifier> Node<V> {
             return;
         }
         r.fold_expected = false;
-        let upstream = r.upstream;
+        let (upstream, may_fold) = (r.upstream, r.may_fold);
         if !self.cfg.opennet {
             return;
         }
-        let take = self.connect_if_wanted(now, &noderef);
+        let take = may_fold && self.fold_later(now, id, &noderef, rng);
         if let Upstream::Peer(u) = upstream {
-            let reset =
-                self.cfg.fold_reset_one_in > 0 && rng.gen_range(0..self.cfg.fold_reset_one_in) == 0;
+            let reset = may_fold
+                && self.cfg.fold_reset_one_in > 0
+                && rng.gen_range(0..self.cfg.fold_reset_one_in) == 0;
             let offer = if take || reset {
                 self.noderef.clone()
             } else {
@@ -219,6 +234,41 @@ impl<V: Verifier> Node<V> {
             if let Some(offer) = offer {
                 self.send(u, Message::FoldOffer { id, noderef: offer });
             }
+        }
+    }
+
+    /// Take a fold offer if [`Node::would_take`] it: the connection is
+    /// asked for after a random delay below `fold_delay_max` (a timer), so
+    /// the data source cannot tell which node on the path dialed it by
+    /// when. At most [`MAX_FOLDS`] wait at once. Returns whether taken.
+    fn fold_later(
+        &mut self,
+        now: Millis,
+        id: u64,
+        noderef: &NodeRef,
+        rng: &mut impl RngCore,
+    ) -> bool {
+        if self.folds.len() >= MAX_FOLDS || !self.would_take(now, noderef) {
+            return false;
+        }
+        self.last_fold_accept = Some(now);
+        let due = now + rng.gen_range(0..self.cfg.fold_delay_max.max(1));
+        self.folds.insert(id, (due, noderef.clone()));
+        self.set_timer(due, TimerKind::Fold, id);
+        true
+    }
+
+    /// The delay of fold offer `id` (taken at `due`) is over: connect,
+    /// unless that node became a peer meanwhile.
+    pub(super) fn fold_due(&mut self, id: u64, due: Millis) {
+        if self.folds.get(&id).is_none_or(|f| f.0 != due) {
+            return;
+        }
+        let Some((_, noderef)) = self.folds.remove(&id) else {
+            return;
+        };
+        if !self.peers.iter().any(|p| p.location == noderef.location) {
+            self.actions.push_back(Action::Connect { noderef });
         }
     }
 }

@@ -41,6 +41,8 @@ impl<V: Verifier> Node<V> {
             backoff_until: 0,
             backoff_len: 0,
             incoming: 0,
+            answer_budget: u64::from(self.cfg.answer_burst) * 1000,
+            answer_refill: now,
             connected_at: now,
             last_success: now,
             offences: 0,
@@ -227,6 +229,32 @@ impl<V: Verifier> Node<V> {
             };
             let half = (p.backoff_len / 2).max(1);
             p.backoff_until = now + half + rng.gen_range(0..half);
+        }
+    }
+
+    /// Whether `peer` has an immediate answer left in its budget (refilled
+    /// at `answer_rate` per second up to `answer_burst`).
+    pub(super) fn answer_budget_left(&mut self, now: Millis, peer: PeerId) -> bool {
+        let (rate, cap) = (
+            u64::from(self.cfg.answer_rate),
+            u64::from(self.cfg.answer_burst) * 1000,
+        );
+        let Some(p) = self.peer_mut(peer) else {
+            return true;
+        };
+        let elapsed = now.saturating_sub(p.answer_refill);
+        p.answer_refill = p.answer_refill.max(now);
+        p.answer_budget = p
+            .answer_budget
+            .saturating_add(elapsed.saturating_mul(rate))
+            .min(cap);
+        p.answer_budget >= 1000
+    }
+
+    /// Charge an immediate answer to `peer`'s budget.
+    pub(super) fn spend_answer(&mut self, peer: PeerId) {
+        if let Some(p) = self.peer_mut(peer) {
+            p.answer_budget = p.answer_budget.saturating_sub(1000);
         }
     }
 

@@ -3,7 +3,7 @@
 
 use rand::RngCore;
 
-use super::{Fail, Millis, Node, PeerId, TimerKind, Upstream, Verifier};
+use super::{Fail, Millis, Node, PeerId, TimerKind, Verifier};
 use crate::message::{Block, KeyKind, Message};
 
 impl<V: Verifier> Node<V> {
@@ -104,21 +104,16 @@ impl<V: Verifier> Node<V> {
         }
     }
 
-    /// The peer is overloaded: back off from it and try the next one.
+    /// The peer is overloaded: back off from it and try the next one. The
+    /// same for every request, ours included: the peer stays tried (never
+    /// asked twice under one id), and the AIMD window halves whichever
+    /// request it was.
     fn on_rejected_overload(&mut self, now: Millis, from: PeerId, id: u64, rng: &mut impl RngCore) {
         self.backoff(now, from, rng);
-        if let Some(p) = self
-            .pending
-            .get_mut(&id)
-            .filter(|p| p.upstream == Upstream::Local)
-        {
-            // Overload is not a verdict on the key: our own
-            // request may go back to this peer once its backoff
-            // is over (route() waits for it if nothing else is
-            // left). Backoffs double, so this ends.
-            p.tried.retain(|&t| t != from);
-            self.aimd_decrease();
+        if let Some(p) = self.pending.get_mut(&id) {
+            p.overloaded = true;
         }
+        self.aimd_decrease();
         self.route(now, id, rng);
     }
 

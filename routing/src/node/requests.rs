@@ -10,9 +10,13 @@ use super::{
 use crate::location::Key;
 use crate::message::{Block, KeyKind, Message};
 
-/// Longest a local request waits for a backed-off peer before it fails
-/// with RouteNotFound (ms).
-const LOCAL_BACKOFF_WAIT: Millis = 10_000;
+/// Longest our own request whose route ended on overloaded or backed-off
+/// peers waits to start again under a fresh id (ms); beyond it, it fails.
+const LOCAL_RETRY_WAIT: Millis = 10_000;
+
+/// Times our own request starts again under a fresh id after load ended
+/// its route.
+const LOCAL_RETRIES: u8 = 3;
 
 impl<V: Verifier> Node<V> {
     #[allow(clippy::too_many_arguments)]
@@ -28,14 +32,24 @@ impl<V: Verifier> Node<V> {
         rng: &mut impl RngCore,
     ) {
         let htl = self.clamp_htl(now, htl, from, rng);
-        if !self.admit(now, from, id, false) {
+        // A peer that has used up its budget of immediate answers is
+        // refused as overloaded before anything is read for it.
+        let broke = !self.answer_budget_left(now, from);
+        if broke {
+            self.stats.answer_budget_refused += 1;
+        }
+        if !self.admit(now, from, id, broke) {
             return;
         }
         if let Some(block) = store.get(&key, kind) {
+            self.spend_answer(from);
             if self.verifier.verify(&key, kind, &block) {
                 self.stats.served_from_store += 1;
                 self.send(from, Message::DataFound { id, block });
-                if self.cfg.opennet {
+                // No fold offer on our own behalf for a request that
+                // arrived above the caching level: its sender may be the
+                // requester.
+                if self.cfg.opennet && htl <= self.cfg.request_cache_htl() {
                     if let Some(me) = self.noderef.clone() {
                         self.send(from, Message::FoldOffer { id, noderef: me });
                     }
@@ -43,12 +57,15 @@ impl<V: Verifier> Node<V> {
                 return;
             }
         }
+        let received = htl;
         let htl = self.decrement(htl, Some(from));
         if htl == 0 {
+            self.spend_answer(from);
             self.send(from, Message::DataNotFound { id });
             return;
         }
         if self.recently_failed(now, &key, htl) {
+            self.spend_answer(from);
             self.stats.recently_failed += 1;
             self.send(from, Message::DataNotFound { id });
             return;
@@ -65,8 +82,13 @@ impl<V: Verifier> Node<V> {
             p.incoming += 1;
         }
         self.send(from, Message::Accepted { id });
-        self.pending
-            .insert(id, Pending::new(key, kind, htl, Upstream::Peer(from)));
+        self.pending.insert(
+            id,
+            Pending {
+                htl_received: received,
+                ..Pending::new(key, kind, htl, Upstream::Peer(from))
+            },
+        );
         self.by_key.entry(key).or_insert(id);
         self.route(now, id, rng);
     }
@@ -108,7 +130,6 @@ impl<V: Verifier> Node<V> {
     /// Forward `id` to the closest untried, non-backed-off peer, or fail
     /// with RouteNotFound.
     pub(super) fn route(&mut self, now: Millis, id: u64, rng: &mut impl RngCore) {
-        let _ = rng;
         let Some(p) = self.pending.get(&id) else {
             return;
         };
@@ -120,30 +141,11 @@ impl<V: Verifier> Node<V> {
             .min_by_key(|q| (q.location.distance(target), q.id))
             .map(|q| q.id);
         let Some(next) = next else {
-            // Our own request, and the only peers left are backed off
-            // (overloaded a moment ago): wait for the first to come back
-            // rather than fail a fetch or insert the client would have to
-            // repeat. Forwarded requests fail at once; the upstream node
-            // has other peers to try.
-            let wake = if p.upstream == Upstream::Local {
-                self.peers
-                    .iter()
-                    .filter(|q| !p.tried.contains(&q.id) && q.backoff_until > now)
-                    .map(|q| q.backoff_until)
-                    .min()
-                    .filter(|&at| at - now <= LOCAL_BACKOFF_WAIT)
-            } else {
-                None
-            };
-            match (wake, self.pending.get_mut(&id)) {
-                (Some(at), Some(p)) => {
-                    p.downstream = None;
-                    p.accepted = false;
-                    p.deadline = at;
-                    self.stats.backoff_waits += 1;
-                    self.set_timer(at, TimerKind::Request, id);
-                }
-                _ => self.fail(now, id, Fail::RouteNotFound),
+            // Out of peers: every request, ours too, fails here (a
+            // forwarder does not wait for a backed-off peer, and a request
+            // never goes to a peer twice under one id).
+            if !self.retry_local(now, id, rng) {
+                self.fail(now, id, Fail::RouteNotFound);
             }
             return;
         };
@@ -178,13 +180,77 @@ impl<V: Verifier> Node<V> {
         self.send(next, msg);
     }
 
+    /// Our own request or insert whose route ended because of load (a peer
+    /// refused it as overloaded, or one it did not get to is backed off)
+    /// starts again as a new request: a fresh id, nothing tried, the
+    /// maximum HTL, once the first backoff is over (at most
+    /// [`LOCAL_RETRY_WAIT`] away), at most [`LOCAL_RETRIES`] times. To its
+    /// peers that is a new request, not the same one sent twice. Its
+    /// outcome still reports the id the embedder was given. Returns
+    /// whether it was retried.
+    fn retry_local(&mut self, now: Millis, id: u64, rng: &mut impl RngCore) -> bool {
+        let Some(p) = self.pending.get(&id) else {
+            return false;
+        };
+        if p.upstream != Upstream::Local || p.announce.is_some() || p.retries >= LOCAL_RETRIES {
+            return false;
+        }
+        let skipped = self
+            .peers
+            .iter()
+            .any(|q| !p.tried.contains(&q.id) && q.backoff_until > now);
+        if !(p.overloaded || skipped) {
+            return false;
+        }
+        let wake = self
+            .peers
+            .iter()
+            .map(|q| q.backoff_until)
+            .filter(|&t| t > now)
+            .min()
+            .unwrap_or(now + self.cfg.backoff_initial);
+        if wake - now > LOCAL_RETRY_WAIT {
+            return false;
+        }
+        let Some(mut p) = self.take_pending(id) else {
+            return false;
+        };
+        let mut fresh = rng.next_u64();
+        while fresh == id || self.id_in_use(fresh) {
+            fresh = rng.next_u64();
+        }
+        p.reply_id = Some(p.reply_id.unwrap_or(id));
+        p.retries += 1;
+        p.overloaded = false;
+        p.tried.clear();
+        p.downstream = None;
+        p.accepted = false;
+        p.deadline = wake;
+        p.htl = self.cfg.max_htl;
+        p.high_htl_failures = 0;
+        if p.insert.is_none() {
+            self.by_key.entry(p.key).or_insert(fresh);
+        } else {
+            *self.local_inserts.entry(p.key).or_insert(0) += 1;
+        }
+        self.pending.insert(fresh, p);
+        self.remember(now, fresh, Upstream::Local);
+        self.stats.backoff_waits += 1;
+        self.set_timer(wake, TimerKind::Request, fresh);
+        true
+    }
+
     pub(super) fn request_found(&mut self, now: Millis, id: u64, from: PeerId, block: Block) {
         let Some(p) = self.take_pending(id) else {
             return;
         };
         self.peer_success(now, from);
+        // Decided from the HTL as received: a RouteNotFound lowers `p.htl`,
+        // and must not let the requester's neighbour cache what a
+        // backtracked request found.
         let remote = p.upstream != Upstream::Local;
-        if remote && p.htl <= self.cfg.cache_max_htl {
+        let low = p.htl_received <= self.cfg.request_cache_htl();
+        if remote && low {
             self.actions.push_back(Action::StoreBlock {
                 space: Space::Cache,
                 key: p.key,
@@ -192,11 +258,17 @@ impl<V: Verifier> Node<V> {
                 block: block.clone(),
             });
         }
+        let may_fold = remote && low;
         if let Some(r) = self.recent.get_mut(&id) {
             r.downstream = Some(from);
             r.fold_expected = self.cfg.opennet;
+            r.may_fold = may_fold;
         }
-        self.answer_found(id, p.upstream, &block, true, now);
+        // The window moves with every request's outcome, not only ours:
+        // so how our own requests are paced says nothing about which
+        // requests were ours.
+        self.aimd_outcome(true, false);
+        self.answer_found(p.reply_id.unwrap_or(id), p.upstream, &block, true, now);
         for (wid, w) in p.waiters {
             self.answer_found(wid, w, &block, false, now);
         }
@@ -228,7 +300,7 @@ impl<V: Verifier> Node<V> {
             ),
             Upstream::Local => {
                 if primary {
-                    self.local_finished(true, false);
+                    self.local_finished();
                 }
                 self.actions.push_back(Action::RequestDone {
                     id: RequestId(id),
@@ -250,27 +322,9 @@ impl<V: Verifier> Node<V> {
             }
             return;
         }
-        if let (Some(block), Fail::RouteNotFound) = (&p.insert, &why) {
-            // The route ended while the HTL (the minimum that came back)
-            // was still above the caching level: no node on it was allowed
-            // to keep the block, so the insert would be nowhere but in the
-            // inserter's private cache, yet reported as routed. A forwarder
-            // (never the inserter) keeps it. Only networks too small to
-            // take an insert past the first hops get here.
-            if p.upstream != Upstream::Local && p.htl > self.cfg.cache_max_htl {
-                let space = if self.is_sink(p.key.location()) {
-                    Space::Store
-                } else {
-                    Space::Cache
-                };
-                self.actions.push_back(Action::StoreBlock {
-                    space,
-                    key: p.key,
-                    kind: p.kind,
-                    block: block.clone(),
-                });
-            }
-        }
+        let timed_out = matches!(why, Fail::TimedOut);
+        self.aimd_outcome(false, timed_out);
+        let reply_id = p.reply_id.unwrap_or(id);
         if p.insert.is_some() {
             self.store_deep(&p);
             self.release(p.upstream);
@@ -281,19 +335,17 @@ impl<V: Verifier> Node<V> {
                     } else {
                         p.htl
                     };
-                    let id = p.reply_id.unwrap_or(id);
-                    self.send(u, Message::RouteNotFound { id, htl });
+                    self.send(u, Message::RouteNotFound { id: reply_id, htl });
                 }
                 Upstream::Local => {
-                    let timed_out = matches!(why, Fail::TimedOut);
-                    self.local_finished(false, timed_out);
+                    self.local_finished();
                     let outcome = if timed_out {
                         InsertOutcome::TimedOut
                     } else {
                         InsertOutcome::RouteNotFound { htl: p.htl }
                     };
                     self.actions.push_back(Action::InsertDone {
-                        id: RequestId(id),
+                        id: RequestId(reply_id),
                         outcome,
                     });
                 }
@@ -301,8 +353,14 @@ impl<V: Verifier> Node<V> {
             }
             return;
         }
-        self.record_failure(now, p.key, p.htl);
-        let mut all = vec![(id, p.upstream)];
+        // The failure table answers peers: only failures of requests routed
+        // for a peer enter it. Our own would make this node answer a
+        // neighbour's probe for a key its user just failed to find with an
+        // instant DataNotFound for minutes (see `docs/routing.md`).
+        if p.upstream != Upstream::Local {
+            self.record_failure(now, p.key, p.htl);
+        }
+        let mut all = vec![(reply_id, p.upstream)];
         all.extend(p.waiters);
         for (i, (wid, up)) in all.into_iter().enumerate() {
             self.release(up);
@@ -318,9 +376,8 @@ impl<V: Verifier> Node<V> {
                     self.send(u, msg);
                 }
                 Upstream::Local => {
-                    let timed_out = matches!(why, Fail::TimedOut);
                     if i == 0 {
-                        self.local_finished(false, timed_out);
+                        self.local_finished();
                     }
                     let outcome = match why {
                         Fail::NotFound => RequestOutcome::NotFound,

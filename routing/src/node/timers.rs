@@ -38,6 +38,7 @@ impl<V: Verifier> Node<V> {
                         self.route(now, id, rng);
                     }
                 }
+                TimerKind::Fold => self.fold_due(id, t),
                 TimerKind::Swap => {
                     if self.swaps.get(&id).is_some_and(|s| s.expires() <= now) {
                         self.swaps.remove(&id);
