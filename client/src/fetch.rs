@@ -54,6 +54,11 @@ pub struct FetchOptions {
     /// the edition asked for as is). A newer edition found gives
     /// [`FetchError::PermanentRedirect`].
     pub usk_probes: u32,
+    /// Seed of the order in which each segment's blocks are asked for: a
+    /// random permutation of its data blocks, then of its check blocks,
+    /// so that no neighbour receives its arc of the file in file order
+    /// (the default draws a fresh seed).
+    pub order_seed: u64,
 }
 
 impl Default for FetchOptions {
@@ -64,6 +69,7 @@ impl Default for FetchOptions {
             segments_ahead: 3,
             max_depth: 32,
             usk_probes: 0,
+            order_seed: rand::random(),
         }
     }
 }
@@ -695,6 +701,23 @@ where
     Ok(())
 }
 
+/// The order in which segment `index`'s `n` blocks (`k` data blocks
+/// first) are asked for: a permutation of the data blocks, then one of the
+/// check blocks, drawn from `seed` and the segment's index.
+fn request_order(k: usize, n: usize, seed: u64, index: usize) -> Vec<usize> {
+    use rand::seq::SliceRandom;
+    use rand::SeedableRng;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(
+        seed ^ (index as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+    );
+    let mut data: Vec<usize> = (0..k.min(n)).collect();
+    let mut check: Vec<usize> = (k.min(n)..n).collect();
+    data.shuffle(&mut rng);
+    check.shuffle(&mut rng);
+    data.extend(check);
+    data
+}
+
 /// Fetch enough blocks of one segment, decrypt them in parallel and
 /// rebuild its data blocks (Reed-Solomon if any is missing).
 async fn fetch_segment<S: BlockSource, P: FnMut(Progress) + Send>(
@@ -732,12 +755,13 @@ async fn fetch_segment<S: BlockSource, P: FnMut(Progress) + Send>(
     if have == k {
         return Ok(plain.into_iter().take(k).flatten().collect());
     }
+    let order = request_order(k, n, opts.order_seed, index);
     let mut next = 0usize;
     let mut inflight = FuturesUnordered::new();
     let limit = opts.block_concurrency.max(1);
     loop {
         while have + inflight.len() < k && next < n && inflight.len() < limit {
-            let i = next;
+            let i = order[next];
             next += 1;
             if plain[i].is_some() {
                 continue;

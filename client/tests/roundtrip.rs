@@ -4,8 +4,8 @@ mod common;
 use common::*;
 use lichen_client::metadata::Metadata;
 use lichen_client::{
-    fetch, fetch_metadata, insert, ErrorKind, FetchError, FetchOptions, HasKind, InsertOptions,
-    MemoryBlocks, NullSink, Progress,
+    fetch, fetch_metadata, insert, BlockSource, ErrorKind, FetchError, FetchOptions, HasKind,
+    InsertOptions, MemoryBlocks, NullSink, Progress,
 };
 use lichen_crypto::{BlockKind, Codec, FreenetUri, KeyUri};
 use std::sync::atomic::Ordering;
@@ -369,5 +369,79 @@ fn insert_only_uris_cannot_be_fetched() {
         .await
         .unwrap_err();
         assert!(matches!(e, FetchError::DataNotFound));
+    });
+}
+
+/// A source that records the order of the keys it is asked for.
+#[derive(Debug)]
+struct Recording<'a> {
+    inner: &'a MemoryBlocks,
+    asked: std::sync::Mutex<Vec<lichen_crypto::RoutingKey>>,
+}
+
+impl BlockSource for Recording<'_> {
+    async fn fetch(
+        &self,
+        kind: BlockKind,
+        key: lichen_crypto::RoutingKey,
+    ) -> Result<Vec<u8>, lichen_client::SourceError> {
+        self.asked.lock().unwrap().push(key);
+        self.inner.fetch(kind, key).await
+    }
+}
+
+#[test]
+fn a_download_asks_for_each_segments_blocks_in_a_random_order() {
+    // In file order, each neighbour would get its arc of the file in
+    // order (issue 15): the order is a permutation drawn per download.
+    rt().block_on(async {
+        let data = random_bytes(4 * 1024 * 1024 + 100_000, 9);
+        let store = MemoryBlocks::new();
+        let r = put(&store, &data, &InsertOptions::default()).await;
+        let Some(Metadata::Splitfile(sf)) =
+            fetch_metadata(&store, &r.uri, &FetchOptions::default())
+                .await
+                .unwrap()
+        else {
+            panic!("expected a splitfile")
+        };
+        let seg = &sf.segments[0];
+        let index_of = |k: &lichen_crypto::RoutingKey| {
+            (0..seg.total()).find(|&i| seg.key(i).unwrap().routing_key == *k)
+        };
+        let data = &data;
+        let order_with = |seed: u64| {
+            let store = &store;
+            let uri = r.uri.clone();
+            async move {
+                let rec = Recording {
+                    inner: store,
+                    asked: std::sync::Mutex::new(Vec::new()),
+                };
+                let opts = FetchOptions {
+                    block_concurrency: 1,
+                    segments_ahead: 1,
+                    order_seed: seed,
+                    ..FetchOptions::default()
+                };
+                let (out, _) = get(&rec, &uri, &opts).await.unwrap();
+                assert!(out == *data);
+                rec.asked.into_inner().unwrap()
+            }
+        };
+        let asked = order_with(7).await;
+        let first: Vec<usize> = asked.iter().filter_map(&index_of).collect();
+        let k = usize::from(seg.data);
+        // Every data block of segment 0 once, no check block (none was
+        // missing), and not in file order.
+        let mut sorted = first.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..k).collect::<Vec<_>>());
+        assert_ne!(first, sorted, "asked in file order");
+        // Another download draws another order; the same seed the same.
+        let other: Vec<usize> = order_with(8).await.iter().filter_map(&index_of).collect();
+        assert_ne!(first, other);
+        let again: Vec<usize> = order_with(7).await.iter().filter_map(&index_of).collect();
+        assert_eq!(first, again);
     });
 }
