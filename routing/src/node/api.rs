@@ -144,7 +144,7 @@ pub enum Action {
         outcome: InsertOutcome,
     },
     /// Opennet: open a connection to this node, then call
-    /// [`Node::accept_opennet_peer`](super::Node::accept_opennet_peer) when it is up.
+    /// [`Node::accept_requested_peer`](super::Node::accept_requested_peer) when it is up.
     Connect {
         /// The node to connect to.
         noderef: NodeRef,

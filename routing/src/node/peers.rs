@@ -14,10 +14,14 @@ impl<V: Verifier> Node<V> {
         if self.peers.len() < self.cfg.max_peers {
             return true;
         }
-        let interval_ok = self
-            .last_fold_accept
-            .is_none_or(|t| now.saturating_sub(t) >= self.cfg.fold_min_interval);
-        interval_ok && self.least_useful(now).is_some()
+        self.replacement_due(now) && self.least_useful(now).is_some()
+    }
+
+    /// Whether `fold_min_interval` has passed since a peer was last taken
+    /// on opennet (the rate at which a full node replaces peers).
+    fn replacement_due(&self, now: Millis) -> bool {
+        self.last_fold_accept
+            .is_none_or(|t| now.saturating_sub(t) >= self.cfg.fold_min_interval)
     }
 
     /// Add a peer unconditionally (darknet friends, simulator wiring). The
@@ -56,10 +60,10 @@ impl<V: Verifier> Node<V> {
         }
     }
 
-    /// Opennet: a new connection is up (we asked for it with
-    /// [`Action::Connect`], or the other side did). Returns whether it is
-    /// kept; when full, the least useful peer is dropped
-    /// ([`Action::Disconnect`]) to make room.
+    /// Opennet: a connection the other side asked for is up. Returns
+    /// whether it is kept: with room, yes; when full, only if a peer may be
+    /// replaced now ([`Node::wants_peer`]), and the least useful peer is
+    /// dropped ([`Action::Disconnect`]) to make room.
     pub fn accept_opennet_peer(
         &mut self,
         now: Millis,
@@ -70,26 +74,24 @@ impl<V: Verifier> Node<V> {
         if self.peers.iter().any(|p| p.id == peer) {
             return true;
         }
-        if self.peers.len() >= self.cfg.max_peers {
-            if !self.wants_peer(now) {
-                return false;
-            }
-            if let Some(victim) = self.least_useful(now) {
-                self.stats.dropped_least_useful += 1;
-                self.disconnect(now, victim, Disconnect::LeastUseful, rng);
-            }
+        if self.peers.len() >= self.cfg.max_peers && !self.replacement_due(now) {
+            return false;
         }
-        self.last_fold_accept = Some(now);
-        self.add_peer(now, peer, location, rng);
-        true
+        let kept = self.accept_requested_peer(now, peer, location, rng);
+        if kept {
+            self.last_fold_accept = Some(now);
+        }
+        kept
     }
 
     /// Opennet: a connection this node asked for is up (an
     /// [`Action::Connect`] it emitted, or a remembered peer redialed while
-    /// under the limit). Kept as by [`Node::accept_opennet_peer`], except
-    /// that the once-per-`fold_min_interval` limit is not applied again:
-    /// it was applied when the node asked (and would otherwise refuse
-    /// every fold a full node decided to take).
+    /// under the limit). With room it is kept; when full, the least useful
+    /// peer is dropped to make room, or, if none may go yet, it is refused.
+    /// The once-per-`fold_min_interval` limit of
+    /// [`Node::accept_opennet_peer`] is not applied again: it was applied
+    /// when the node asked (and would otherwise refuse every fold a full
+    /// node decided to take).
     pub fn accept_requested_peer(
         &mut self,
         now: Millis,
