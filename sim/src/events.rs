@@ -6,6 +6,7 @@ use rand::{Rng, RngCore};
 use super::config::Adversary;
 use super::{Ev, Req, Sim, TICK_MS};
 use lichen_link::noderef::NodeRef;
+use lichen_link::policy::mesh::{open_link, pair_mut};
 use lichen_link::policy::{Dialed, Output};
 use lichen_routing::{InsertOutcome, KeyKind, LocalRequest, Message, PeerId, RequestOutcome};
 
@@ -276,29 +277,14 @@ impl Sim {
             self.dirty.push(i);
             return;
         };
-        let mine = self.nodes[i as usize].key;
-        let a = self.nodes[i as usize].policy.link_up(
-            now,
-            key,
-            Some(Dialed { noderef, bytes }),
-            &mut self.rng,
-        );
-        let b = self.nodes[j as usize]
-            .policy
-            .link_up(now, mine, None, &mut self.rng);
-        match (a, b) {
-            (Ok(pa), Ok(pb)) => {
-                self.nodes[i as usize].ends.insert(pa, (j, pb));
-                self.nodes[j as usize].ends.insert(pb, (i, pa));
-            }
-            // One side refused: it closes, the other sees the close.
-            (Ok(pa), Err(_)) => self.nodes[i as usize]
-                .policy
-                .link_closed(now, pa, &mut self.rng),
-            (Err(_), Ok(pb)) => self.nodes[j as usize]
-                .policy
-                .link_closed(now, pb, &mut self.rng),
-            (Err(_), Err(_)) => {}
+        let Some((a, b)) = pair_mut(&mut self.nodes, i as usize, j as usize) else {
+            return;
+        };
+        let dialed = Dialed { noderef, bytes };
+        if let Some((pa, pb)) = open_link(now, &mut a.policy, &mut b.policy, dialed, &mut self.rng)
+        {
+            a.ends.insert(pa, (j, pb));
+            b.ends.insert(pb, (i, pa));
         }
         self.dirty.push(i);
         self.dirty.push(j);

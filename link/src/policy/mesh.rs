@@ -3,7 +3,8 @@
 //! nodes for a simulation. No sockets, no real time: links come up at
 //! once when dialed (unless the dialed node is down), messages are
 //! delivered in order, and [`Mesh::advance`] moves the clock and fires the
-//! ticks and timers that fall due.
+//! ticks and timers that fall due. [`open_link`] (both policies admit or
+//! refuse a new link) is also what the simulator (`lichen-sim`) uses.
 
 use super::{Dialed, Output, PeerPolicy, PolicyConfig, RECONNECT_TICK};
 use crate::keys::NodeKeys;
@@ -11,7 +12,7 @@ use crate::noderef::NodeRef;
 use crate::peerlist::PeerList;
 use lichen_routing::{Block, BlockSource, Key, KeyKind, Location, Message, PeerId, Verifier};
 use rand::rngs::StdRng;
-use rand::SeedableRng;
+use rand::{RngCore, SeedableRng};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -314,29 +315,57 @@ impl<V: Verifier> Mesh<V> {
             self.nodes[i].policy.dial_failed(self.now, &key);
             return;
         };
-        let mine = self.nodes[i].keys.static_public();
-        let a = self.nodes[i].policy.link_up(
+        let Some((a, b)) = pair_mut(&mut self.nodes, i, j) else {
+            return;
+        };
+        let dialed = Dialed { noderef, bytes };
+        if let Some((pa, pb)) = open_link(
             self.now,
-            key,
-            Some(Dialed { noderef, bytes }),
+            &mut a.policy,
+            &mut b.policy,
+            dialed,
             &mut self.rng,
-        );
-        let b = self.nodes[j]
-            .policy
-            .link_up(self.now, mine, None, &mut self.rng);
-        match (a, b) {
-            (Ok(pa), Ok(pb)) => {
-                self.ends.insert((i, pa), (j, pb));
-                self.ends.insert((j, pb), (i, pa));
-            }
-            // One side refused: it closes, the other sees the close.
-            (Ok(pa), Err(_)) => self.nodes[i]
-                .policy
-                .link_closed(self.now, pa, &mut self.rng),
-            (Err(_), Ok(pb)) => self.nodes[j]
-                .policy
-                .link_closed(self.now, pb, &mut self.rng),
-            (Err(_), Err(_)) => {}
+        ) {
+            self.ends.insert((i, pa), (j, pb));
+            self.ends.insert((j, pb), (i, pa));
         }
     }
+}
+
+/// Bring up the link policy `a` dialed (as `dialed`) to the node whose
+/// policy is `b`, once its handshake is done: each side admits or refuses
+/// it. `Some` with both ends' ids when both keep it; a side that refused
+/// closes its end, and the other side is told the link closed.
+pub fn open_link<V: Verifier>(
+    now: Instant,
+    a: &mut PeerPolicy<V>,
+    b: &mut PeerPolicy<V>,
+    dialed: Dialed,
+    rng: &mut impl RngCore,
+) -> Option<(PeerId, PeerId)> {
+    let (a_key, b_key) = (a.cfg.own_key, dialed.noderef.static_key);
+    let ra = a.link_up(now, b_key, Some(dialed), rng);
+    let rb = b.link_up(now, a_key, None, rng);
+    match (ra, rb) {
+        (Ok(pa), Ok(pb)) => Some((pa, pb)),
+        (Ok(pa), Err(_)) => {
+            a.link_closed(now, pa, rng);
+            None
+        }
+        (Err(_), Ok(pb)) => {
+            b.link_closed(now, pb, rng);
+            None
+        }
+        (Err(_), Err(_)) => None,
+    }
+}
+
+/// Elements `i` and `j` of `v`, both mutable (`None` when `i == j`).
+pub fn pair_mut<T>(v: &mut [T], i: usize, j: usize) -> Option<(&mut T, &mut T)> {
+    if i == j || i.max(j) >= v.len() {
+        return None;
+    }
+    let (lo, hi) = v.split_at_mut(i.max(j));
+    let (x, y) = (&mut lo[i.min(j)], &mut hi[0]);
+    Some(if i < j { (x, y) } else { (y, x) })
 }
