@@ -1,7 +1,7 @@
-//! The attack suite: a workload of whole files (splitfiles) inserted and
-//! downloaded by honest nodes among the background traffic, what the
-//! colluding adversary nodes record of it, and the classifier each
-//! attack runs on that record.
+//! The `downloader` and `uploader` attacks: a workload of whole files
+//! (splitfiles) inserted and downloaded by honest nodes among the
+//! background traffic, what the colluding adversary nodes record of it,
+//! and the classifier run on that record.
 //!
 //! `downloader` and `uploader` follow Levine, Liberatore, Lynn and Wright,
 //! "Statistical Detection of Downloaders in Freenet" (CCS 2020): an
@@ -20,9 +20,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use rand::Rng;
 
-use super::config::Attack;
-use super::report::AttackReport;
-use super::{Ev, Sim};
+use crate::config::Attack;
+use crate::report::AttackReport;
+use crate::{Ev, Sim};
 use lichen_routing::Message;
 
 /// Posterior probability of "downloader" (or "uploader") at which the
@@ -32,9 +32,9 @@ pub const THRESHOLD: f64 = 0.98;
 /// Gap between two block fetches (inserts) of one file by one node (ms).
 const BLOCK_GAP: u64 = 20;
 
-/// The attack workload's state.
+/// The file workload's state and what the adversary counted of it.
 #[derive(Debug, Default)]
-pub(super) struct AttackState {
+pub(crate) struct LevineState {
     /// Block number → file.
     file_of: BTreeMap<u32, u32>,
     /// Each file's block numbers, in file order.
@@ -54,7 +54,7 @@ pub(super) struct AttackState {
 impl Sim {
     /// Insert the files: each from one random honest node, its blocks in
     /// file order, all files at once.
-    pub(super) fn attack_insert_phase(&mut self) {
+    pub(crate) fn files_insert_phase(&mut self) {
         if self.cfg.attack.is_none() {
             return;
         }
@@ -66,8 +66,11 @@ impl Sim {
                 .collect();
             for (j, &b) in blocks.iter().enumerate() {
                 let f = f as u32;
-                self.attack.file_of.insert(b, f);
-                self.attack.by_key.insert(self.blocks[b as usize].0, b);
+                self.attack.files.file_of.insert(b, f);
+                self.attack
+                    .files
+                    .by_key
+                    .insert(self.blocks[b as usize].0, b);
                 self.push(
                     t0 + j as u64 * BLOCK_GAP,
                     Ev::Insert {
@@ -76,8 +79,8 @@ impl Sim {
                     },
                 );
             }
-            self.attack.files.push(blocks);
-            self.attack.uploaders.push(uploader);
+            self.attack.files.files.push(blocks);
+            self.attack.files.uploaders.push(uploader);
         }
         let end = t0 + self.cfg.file_blocks as u64 * BLOCK_GAP + 60_000;
         self.run_until(end);
@@ -85,15 +88,15 @@ impl Sim {
 
     /// Schedule the downloads from `t0`: each downloader fetches every
     /// block of one random file, in file order.
-    pub(super) fn schedule_downloads(&mut self, t0: u64) {
-        if self.cfg.attack.is_none() || self.attack.files.is_empty() {
+    pub(crate) fn files_schedule_downloads(&mut self, t0: u64) {
+        if self.cfg.attack.is_none() || self.attack.files.files.is_empty() {
             return;
         }
         for _ in 0..self.cfg.downloaders {
             let node = self.random_online_honest();
-            let f = self.rng.gen_range(0..self.attack.files.len());
+            let f = self.rng.gen_range(0..self.attack.files.files.len());
             let start = t0 + self.rng.gen_range(0..10_000);
-            for (j, &b) in self.attack.files[f].clone().iter().enumerate() {
+            for (j, &b) in self.attack.files.files[f].clone().iter().enumerate() {
                 self.push(
                     start + j as u64 * BLOCK_GAP,
                     Ev::Fetch {
@@ -107,19 +110,16 @@ impl Sim {
     }
 
     /// A fetch of block `block` started at `node`: ground truth.
-    pub(super) fn attack_fetch_started(&mut self, node: u32, block: u32) {
-        if let Some(&f) = self.attack.file_of.get(&block) {
-            self.attack.truth.insert((node, f));
+    pub(crate) fn files_fetch_started(&mut self, node: u32, block: u32) {
+        if let Some(&f) = self.attack.files.file_of.get(&block) {
+            self.attack.files.truth.insert((node, f));
         }
     }
 
     /// Adversary node `to` received `msg` from `from`: count it if it is
     /// a request (insert) for a known file's block at the two highest
     /// HTLs from an honest neighbour.
-    pub(super) fn attack_observe(&mut self, to: u32, from: u32, msg: &Message) {
-        let Some(attack) = self.cfg.attack else {
-            return;
-        };
+    pub(crate) fn levine_observe(&mut self, attack: Attack, to: u32, from: u32, msg: &Message) {
         if self.nodes[from as usize].adversary {
             return;
         }
@@ -131,30 +131,30 @@ impl Sim {
         if htl.saturating_add(1) < self.cfg.htl {
             return;
         }
-        let Some(&b) = self.attack.by_key.get(key) else {
+        let Some(&b) = self.attack.files.by_key.get(key) else {
             return;
         };
-        let f = self.attack.file_of[&b];
-        *self.attack.counts.entry((to, from, f)).or_default() += 1;
+        let f = self.attack.files.file_of[&b];
+        *self.attack.files.counts.entry((to, from, f)).or_default() += 1;
     }
 
     /// Run the attack's classifier on what the adversary recorded.
-    pub(super) fn attack_report(&self) -> Option<AttackReport> {
-        let attack = self.cfg.attack?;
-        let truth: BTreeSet<(u32, u32)> = match attack {
-            Attack::Downloader => self.attack.truth.clone(),
-            Attack::Uploader => self
-                .attack
+    pub(crate) fn levine_report(&self, attack: Attack) -> AttackReport {
+        let truth: BTreeSet<(u32, u32)> = if attack == Attack::Uploader {
+            self.attack
+                .files
                 .uploaders
                 .iter()
                 .enumerate()
                 .map(|(f, &u)| (u, f as u32))
-                .collect(),
+                .collect()
+        } else {
+            self.attack.files.truth.clone()
         };
         let t = self.cfg.file_blocks as f64;
         // (neighbour, file) → accused by some adversary node.
         let mut claims: BTreeMap<(u32, u32), bool> = BTreeMap::new();
-        for (&(_, v, f), &r) in &self.attack.counts {
+        for (&(_, v, f), &r) in &self.attack.files.counts {
             let g = self.nodes[v as usize].policy.peer_count().max(2) as f64;
             let accused = posterior(f64::from(r), t, 1.0 / g, 1.0 / (g * g)) >= THRESHOLD;
             *claims.entry((v, f)).or_default() |= accused;
@@ -173,17 +173,18 @@ impl Sim {
             tp += usize::from(real && accused);
             fp += usize::from(!real && accused);
         }
-        Some(AttackReport::new(
+        AttackReport::new(
             attack.name(),
             claims.len(),
             (tp, fp),
             (pos, neg),
             reachable,
             THRESHOLD,
-        ))
+        )
     }
 
-    fn has_adversary_peer(&self, v: u32) -> bool {
+    /// Whether honest node `v` has an adversary among its peers.
+    pub(crate) fn has_adversary_peer(&self, v: u32) -> bool {
         self.peer_nodes(v)
             .iter()
             .any(|&p| self.nodes[p as usize].adversary)
