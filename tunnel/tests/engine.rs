@@ -1,0 +1,423 @@
+//! The engine driven over a small in-memory network: tunnels of every
+//! length carry messages both ways, and every kind of bad input ends in
+//! a refusal or a torn-down tunnel, never a panic or unbounded state.
+
+use std::collections::BTreeSet;
+
+use lichen_tunnel::{
+    CircuitId, CloseReason, Dir, Event, ExitId, Limits, Links, TunnelError, TunnelMsg, Tunnels,
+    CELL, WIRE_LEN,
+};
+use proptest::prelude::*;
+use rand::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+use x25519_dalek::{PublicKey, StaticSecret};
+
+/// A little network: node i's static key, its engine, its peers.
+struct Net {
+    keys: Vec<[u8; 32]>,
+    nodes: Vec<Tunnels<u32>>,
+    peers: Vec<BTreeSet<u32>>,
+    events: Vec<Vec<Event>>,
+    /// Every message any node sent, with its encoded length.
+    wire: Vec<(u32, u32, usize)>,
+    rng: ChaCha20Rng,
+    now: u64,
+}
+
+struct View<'a> {
+    keys: &'a [[u8; 32]],
+    peers: &'a BTreeSet<u32>,
+}
+
+impl Links<u32> for View<'_> {
+    fn peer_by_static_key(&self, key: &[u8; 32]) -> Option<u32> {
+        self.peers
+            .iter()
+            .copied()
+            .find(|&p| self.keys[p as usize] == *key)
+    }
+}
+
+impl Net {
+    /// `n` nodes on a line 0 - 1 - 2 - ... plus the extra `links`.
+    fn new(n: u32, links: &[(u32, u32)], limits: Limits) -> Self {
+        let mut rng = ChaCha20Rng::seed_from_u64(7);
+        let mut keys = Vec::new();
+        let mut nodes = Vec::new();
+        for _ in 0..n {
+            let s = StaticSecret::random_from_rng(&mut rng);
+            keys.push(PublicKey::from(&s).to_bytes());
+            nodes.push(Tunnels::new(s.to_bytes(), limits));
+        }
+        let mut peers = vec![BTreeSet::new(); n as usize];
+        let line: Vec<(u32, u32)> = (1..n).map(|i| (i - 1, i)).collect();
+        for &(a, b) in line.iter().chain(links) {
+            peers[a as usize].insert(b);
+            peers[b as usize].insert(a);
+        }
+        Net {
+            keys,
+            nodes,
+            peers,
+            events: (0..n).map(|_| Vec::new()).collect(),
+            wire: Vec::new(),
+            rng,
+            now: 0,
+        }
+    }
+
+    /// Deliver every queued message until the network is quiet; a
+    /// message through `tamper` may be changed on the way.
+    fn run_with(&mut self, mut tamper: impl FnMut(u32, u32, &mut TunnelMsg)) {
+        for _ in 0..100_000 {
+            let mut moved = false;
+            for i in 0..self.nodes.len() {
+                while let Some((to, mut msg)) = self.nodes[i].poll_transmit() {
+                    moved = true;
+                    let from = i as u32;
+                    assert!(self.peers[i].contains(&to), "sent to a non-peer");
+                    let bytes = msg.encode();
+                    self.wire.push((from, to, bytes.len()));
+                    tamper(from, to, &mut msg);
+                    let view = View {
+                        keys: &self.keys,
+                        peers: &self.peers[to as usize],
+                    };
+                    let _ =
+                        self.nodes[to as usize].handle(self.now, &mut self.rng, &view, from, msg);
+                }
+                while let Some(e) = self.nodes[i].poll_event() {
+                    self.events[i].push(e);
+                }
+            }
+            if !moved {
+                return;
+            }
+        }
+        panic!("the network never went quiet");
+    }
+
+    fn run(&mut self) {
+        self.run_with(|_, _, _| {});
+    }
+
+    fn build(&mut self, origin: u32, path: &[u32]) -> CircuitId {
+        let keys = path.iter().map(|&p| self.keys[p as usize]).collect();
+        let id = self.nodes[origin as usize]
+            .build(self.now, &mut self.rng, path[0], keys)
+            .expect("build");
+        self.run();
+        id
+    }
+
+    fn take(&mut self, node: u32) -> Vec<Event> {
+        std::mem::take(&mut self.events[node as usize])
+    }
+}
+
+fn exit_data(events: &[Event]) -> Vec<(ExitId, Vec<u8>)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::ExitData(x, d) => Some((*x, d.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn tunnels_of_one_to_three_hops_carry_messages_both_ways() {
+    for hops in 1..=3u32 {
+        let mut net = Net::new(hops + 1, &[], Limits::default());
+        let path: Vec<u32> = (1..=hops).collect();
+        let id = net.build(0, &path);
+        assert_eq!(net.take(0), vec![Event::Opened(id)]);
+        let request: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
+        net.nodes[0].send(id, &request).expect("send");
+        net.run();
+        for middle in 1..hops {
+            assert!(
+                exit_data(&net.take(middle)).is_empty(),
+                "a middle hop read data"
+            );
+        }
+        let got = exit_data(&net.take(hops));
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].1, request);
+        // A block-sized answer comes back.
+        let answer: Vec<u8> = (0..33_000u32).map(|i| (i % 253) as u8).collect();
+        net.nodes[hops as usize]
+            .exit_send(got[0].0, &answer)
+            .expect("answer");
+        net.run();
+        assert_eq!(net.take(0), vec![Event::Data(id, answer)]);
+        assert!(net.wire.iter().all(|&(_, _, len)| len == WIRE_LEN));
+    }
+}
+
+#[test]
+fn extending_to_a_node_that_is_not_a_peer_fails_back_to_the_originator() {
+    let mut net = Net::new(4, &[], Limits::default());
+    // 1 is not a peer of 3's... path 1 then 3: 3 is not 1's peer.
+    let keys = vec![net.keys[1], net.keys[3]];
+    let id = net.nodes[0].build(0, &mut net.rng, 1, keys).expect("build");
+    net.run();
+    assert_eq!(
+        net.take(0),
+        vec![Event::Closed(id, CloseReason::ExtendFailed)]
+    );
+    assert_eq!(net.nodes[1].relayed_count(), 0, "the guard keeps nothing");
+}
+
+#[test]
+fn a_first_hop_that_is_not_the_named_node_cannot_answer() {
+    let mut net = Net::new(3, &[(0, 2)], Limits::default());
+    // Ask peer 1 while naming node 2's key: 1 cannot prove it is 2.
+    let id = net.nodes[0]
+        .build(0, &mut net.rng, 1, vec![net.keys[2]])
+        .expect("build");
+    net.run();
+    assert_eq!(net.take(0), vec![Event::Closed(id, CloseReason::Protocol)]);
+}
+
+#[test]
+fn a_cell_changed_by_a_relay_takes_the_tunnel_down_at_the_next_hop() {
+    let mut net = Net::new(4, &[], Limits::default());
+    let id = net.build(0, &[1, 2, 3]);
+    assert_eq!(net.take(0), vec![Event::Opened(id)]);
+    net.nodes[0].send(id, b"hello").expect("send");
+    // Relay 1 flips a bit in what it passes to 2 (a tagging attempt).
+    net.run_with(|from, _, msg| {
+        if let (1, TunnelMsg::Cell { body, .. }) = (from, msg) {
+            body[10] ^= 1;
+        }
+    });
+    assert!(exit_data(&net.take(3)).is_empty(), "the exit saw nothing");
+    assert_eq!(net.take(0), vec![Event::Closed(id, CloseReason::Destroyed)]);
+    for i in 1..4 {
+        assert_eq!(net.nodes[i].relayed_count(), 0, "node {i} kept state");
+    }
+}
+
+#[test]
+fn a_replayed_cell_takes_the_tunnel_down() {
+    let mut net = Net::new(3, &[], Limits::default());
+    let id = net.build(0, &[1, 2]);
+    net.take(0);
+    net.nodes[0].send(id, b"one").expect("send");
+    let (to, first) = net.nodes[0].poll_transmit().expect("a cell");
+    let view = View {
+        keys: &net.keys,
+        peers: &net.peers[1],
+    };
+    net.nodes[1]
+        .handle(0, &mut net.rng, &view, 0, first.clone())
+        .expect("first time");
+    let again = net.nodes[1].handle(0, &mut net.rng, &view, 0, first);
+    assert!(matches!(again, Err(TunnelError::BadCell(_))), "{again:?}");
+    assert_eq!(to, 1);
+    net.run();
+    assert_eq!(net.take(0), vec![Event::Closed(id, CloseReason::Destroyed)]);
+}
+
+#[test]
+fn a_create_flood_is_bounded_per_peer_and_in_all() {
+    let limits = Limits {
+        per_peer: 8,
+        create_burst: 100,
+        ..Limits::default()
+    };
+    let mut net = Net::new(2, &[], limits);
+    let mut refused = 0;
+    for circ in 1..=50u32 {
+        let msg = TunnelMsg::Create {
+            circ,
+            depth: 1,
+            x: PublicKey::from(&StaticSecret::random_from_rng(&mut net.rng)).to_bytes(),
+        };
+        let view = View {
+            keys: &net.keys,
+            peers: &net.peers[1],
+        };
+        if net.nodes[1].handle(0, &mut net.rng, &view, 0, msg).is_err() {
+            refused += 1;
+        }
+    }
+    assert_eq!(net.nodes[1].relayed_count(), 8);
+    assert_eq!(refused, 42);
+    // Each refusal was answered with a Destroy, not silence.
+    let mut destroys = 0;
+    while let Some((_, m)) = net.nodes[1].poll_transmit() {
+        destroys += usize::from(matches!(
+            m,
+            TunnelMsg::Destroy {
+                dir: Dir::Backward,
+                ..
+            }
+        ));
+    }
+    assert_eq!(destroys, 42);
+}
+
+#[test]
+fn creates_faster_than_the_rate_are_refused_until_tokens_return() {
+    let limits = Limits {
+        create_burst: 4,
+        creates_per_minute: 60,
+        ..Limits::default()
+    };
+    let mut net = Net::new(2, &[], limits);
+    let mut ok = 0;
+    for circ in 1..=10u32 {
+        let x = PublicKey::from(&StaticSecret::random_from_rng(&mut net.rng)).to_bytes();
+        let view = View {
+            keys: &net.keys,
+            peers: &net.peers[1],
+        };
+        ok += usize::from(
+            net.nodes[1]
+                .handle(
+                    0,
+                    &mut net.rng,
+                    &view,
+                    0,
+                    TunnelMsg::Create { circ, depth: 1, x },
+                )
+                .is_ok(),
+        );
+    }
+    assert_eq!(ok, 4, "the burst");
+    let x = PublicKey::from(&StaticSecret::random_from_rng(&mut net.rng)).to_bytes();
+    let view = View {
+        keys: &net.keys,
+        peers: &net.peers[1],
+    };
+    // One a second: after 2 s, one more (not two: the second is spent).
+    assert!(net.nodes[1]
+        .handle(
+            2_000,
+            &mut net.rng,
+            &view,
+            0,
+            TunnelMsg::Create {
+                circ: 99,
+                depth: 1,
+                x
+            }
+        )
+        .is_ok());
+}
+
+#[test]
+fn a_lost_link_closes_every_tunnel_through_it() {
+    let mut net = Net::new(4, &[], Limits::default());
+    let id = net.build(0, &[1, 2, 3]);
+    net.take(0);
+    // The link 1 - 2 goes.
+    net.nodes[1].peer_gone(2);
+    net.nodes[2].peer_gone(1);
+    net.run();
+    assert_eq!(net.take(0), vec![Event::Closed(id, CloseReason::Destroyed)]);
+    let exit = net.take(3);
+    assert_eq!(exit.len(), 1);
+    assert!(matches!(exit[0], Event::ExitClosed(_)), "{exit:?}");
+    assert!(
+        net.take(1).is_empty() && net.take(2).is_empty(),
+        "middles are not exits"
+    );
+    for i in 1..4 {
+        assert_eq!(net.nodes[i].relayed_count(), 0, "node {i} kept state");
+    }
+}
+
+#[test]
+fn an_exit_that_closes_tells_the_originator_and_nobody_else() {
+    let mut net = Net::new(3, &[], Limits::default());
+    let id = net.build(0, &[1, 2]);
+    net.take(0);
+    net.nodes[0].send(id, b"q").expect("send");
+    net.run();
+    let (exit, _) = exit_data(&net.take(2)).remove(0);
+    net.nodes[2].exit_close(exit);
+    net.run();
+    assert!(net.take(2).is_empty(), "no event for the exit's own close");
+    assert!(net.take(1).is_empty());
+    assert_eq!(net.take(0), vec![Event::Closed(id, CloseReason::Destroyed)]);
+    assert_eq!(net.nodes[0].send(id, b"again"), Err(TunnelError::NotOpen));
+}
+
+#[test]
+fn a_tunnel_not_built_in_time_is_given_up() {
+    let mut net = Net::new(2, &[], Limits::default());
+    let keys = vec![net.keys[1]];
+    let id = net.nodes[0].build(0, &mut net.rng, 1, keys).expect("build");
+    // The Create is lost.
+    while net.nodes[0].poll_transmit().is_some() {}
+    net.nodes[0].expire(10_000);
+    assert!(net.nodes[0].poll_event().is_none());
+    net.nodes[0].expire(31_000);
+    assert_eq!(
+        net.nodes[0].poll_event(),
+        Some(Event::Closed(id, CloseReason::Timeout))
+    );
+    assert_eq!(net.nodes[0].own_count(), 0);
+}
+
+#[test]
+fn cells_for_unknown_circuits_are_refused() {
+    let mut net = Net::new(2, &[], Limits::default());
+    let view = View {
+        keys: &net.keys,
+        peers: &net.peers[1],
+    };
+    for dir in [Dir::Forward, Dir::Backward] {
+        let r = net.nodes[1].handle(
+            0,
+            &mut net.rng,
+            &view,
+            0,
+            TunnelMsg::Cell {
+                circ: 5,
+                dir,
+                body: Box::new([0; CELL]),
+            },
+        );
+        assert_eq!(r, Err(TunnelError::UnknownCircuit));
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Whatever a hostile peer sends — valid kinds with random contents,
+    /// for circuits that exist and that do not — the engine never panics
+    /// and never holds more than its limits.
+    #[test]
+    fn hostile_messages_never_panic_or_grow_state(
+        msgs in proptest::collection::vec((0u8..6, 0u32..4, any::<u8>(), any::<[u8; 32]>()), 1..200)
+    ) {
+        let limits = Limits { per_peer: 4, ..Limits::default() };
+        let mut net = Net::new(3, &[], limits);
+        let id = net.build(0, &[1, 2]);
+        net.take(0);
+        net.nodes[0].send(id, b"x").expect("send");
+        net.run();
+        for (kind, circ, b, key) in msgs {
+            let mut body = Box::new([b; CELL]);
+            body[..32].copy_from_slice(&key);
+            let msg = match kind {
+                0 => TunnelMsg::Create { circ, depth: 1 + b % 3, x: key },
+                1 => TunnelMsg::Created { circ, reply: [b; 64] },
+                2 => TunnelMsg::Cell { circ, dir: Dir::Forward, body },
+                3 => TunnelMsg::Cell { circ, dir: Dir::Backward, body },
+                4 => TunnelMsg::Destroy { circ, dir: Dir::Forward },
+                _ => TunnelMsg::Destroy { circ, dir: Dir::Backward },
+            };
+            let view = View { keys: &net.keys, peers: &net.peers[1] };
+            let _ = net.nodes[1].handle(0, &mut net.rng, &view, 0, msg);
+            net.run();
+            prop_assert!(net.nodes[1].relayed_count() <= 4 + 1);
+        }
+    }
+}
