@@ -18,6 +18,9 @@
 //!   3 ExtendFailed [reason u8]
 //!   4 Data         fragment, more follow
 //!   5 DataEnd      last fragment of a message
+//!   6 Peers        [static key 32]*  the hop's peers, right after it
+//!                  answers a Create (the originator picks the next hop
+//!                  from them)
 //! ```
 
 use crate::handshake::REPLY_LEN;
@@ -217,6 +220,13 @@ pub enum Command {
         /// Why ([`ExtendFailure`] as a byte).
         reason: u8,
     },
+    /// A hop → originator, right after the hop's handshake: the static
+    /// keys of the hop's peers, sealed under the hop's own layer (so the
+    /// hops before it cannot change them).
+    Peers {
+        /// The peers' static keys.
+        keys: Vec<[u8; 32]>,
+    },
     /// A fragment of a message; `last` ends it.
     Data {
         /// Whether this is the message's last fragment.
@@ -248,6 +258,7 @@ impl Command {
             Command::Extend { hop, x } => (1, [hop.as_slice(), x.as_slice()].concat()),
             Command::Extended { reply } => (2, reply.to_vec()),
             Command::ExtendFailed { reason } => (3, vec![*reason]),
+            Command::Peers { keys } => (6, keys.concat()),
             Command::Data { last, bytes } => (if *last { 5 } else { 4 }, bytes.clone()),
         };
         if COMMAND_HEADER + body.len() > size {
@@ -305,6 +316,20 @@ impl Command {
             3 => {
                 exact(1)?;
                 Command::ExtendFailed { reason: body[0] }
+            }
+            6 => {
+                if len % 32 != 0 {
+                    return Err(TunnelError::Decode("a peer list of partial keys"));
+                }
+                let keys = body
+                    .chunks_exact(32)
+                    .map(|c| {
+                        let mut k = [0u8; 32];
+                        k.copy_from_slice(c);
+                        k
+                    })
+                    .collect();
+                Command::Peers { keys }
             }
             4 | 5 => Command::Data {
                 last: b[0] == 5,

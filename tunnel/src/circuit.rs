@@ -11,6 +11,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
+use rand::seq::SliceRandom;
 use rand::{CryptoRng, Rng, RngCore};
 use x25519_dalek::StaticSecret;
 
@@ -29,10 +30,15 @@ pub struct CircuitId(pub u64);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ExitId(pub u64);
 
-/// How the node finds the peer a tunnel is to be extended to.
+/// What the engine needs to know of the node's links.
 pub trait Links<P> {
-    /// The connected peer with this static key, if any.
+    /// The connected peer with this static key, if any: where an
+    /// `Extend` may go.
     fn peer_by_static_key(&self, key: &[u8; 32]) -> Option<P>;
+    /// The static keys of the peers a tunnel may be extended to (on a
+    /// darknet, friends only), told to an originator that built a hop
+    /// here so it can choose the next one.
+    fn extend_candidates(&self) -> Vec<[u8; 32]>;
 }
 
 /// Bounds on what peers may make this node hold.
@@ -84,6 +90,8 @@ pub enum CloseReason {
     Timeout,
     /// The other end sent something that does not fit the protocol.
     Protocol,
+    /// A hop named no peer the tunnel could be extended to.
+    NoPath,
 }
 
 /// What the caller hears from the engine.
@@ -103,9 +111,14 @@ pub enum Event {
 
 struct Own<P> {
     first: (P, u32),
+    /// The hops' static keys so far (the one being built included).
     path: Vec<[u8; 32]>,
+    /// The length it is built to.
+    hops: usize,
     layers: Vec<Layer>,
     pending: Option<ClientHandshake>,
+    /// Waiting for the newest hop's peer list to choose the next hop.
+    awaiting_peers: bool,
     started: u64,
     open: bool,
     reasm: Reassembly,
@@ -136,6 +149,7 @@ struct Bucket {
 /// One node's tunnels.
 pub struct Tunnels<P> {
     secret: StaticSecret,
+    public: [u8; 32],
     limits: Limits,
     own: BTreeMap<u64, Own<P>>,
     relays: BTreeMap<u64, Relay<P>>,
@@ -160,8 +174,10 @@ impl<P: Copy + Ord> Tunnels<P> {
     /// The engine of the node whose static (link) secret is `secret`.
     #[must_use]
     pub fn new(secret: [u8; 32], limits: Limits) -> Self {
+        let secret = StaticSecret::from(secret);
         Tunnels {
-            secret: StaticSecret::from(secret),
+            public: x25519_dalek::PublicKey::from(&secret).to_bytes(),
+            secret,
             limits,
             own: BTreeMap::new(),
             relays: BTreeMap::new(),
@@ -196,35 +212,41 @@ impl<P: Copy + Ord> Tunnels<P> {
         self.relays.len()
     }
 
-    /// Start building a tunnel through `path` (static keys, the first
-    /// hop's first), whose first hop is the connected peer `first`.
+    /// Start building a tunnel of `hops` hops whose first hop is the
+    /// connected peer `first`, with static key `first_key`. Each later
+    /// hop is drawn at random from the peers the hop before it names
+    /// (`docs/tunnels.md`, path selection): the first hop cannot choose
+    /// the exit, it can only name the peers it really has.
     ///
     /// # Errors
-    /// [`TunnelError::Refused`] for a path of 0 or more than
-    /// [`MAX_HOPS`] hops, or when [`Limits::own`] tunnels exist.
+    /// [`TunnelError::Refused`] for 0 or more than [`MAX_HOPS`] hops, or
+    /// when [`Limits::own`] tunnels exist.
     pub fn build<R: RngCore + CryptoRng>(
         &mut self,
         now: u64,
         rng: &mut R,
         first: P,
-        path: Vec<[u8; 32]>,
+        first_key: [u8; 32],
+        hops: usize,
     ) -> Result<CircuitId, TunnelError> {
-        if path.is_empty() || path.len() > MAX_HOPS {
+        if hops == 0 || hops > MAX_HOPS {
             return Err(TunnelError::Refused("a tunnel has 1 to 3 hops"));
         }
         if self.own.len() >= self.limits.own {
             return Err(TunnelError::Refused("too many tunnels of our own"));
         }
         let circ = self.fresh_circ(rng, first);
-        let (hs, x) = ClientHandshake::start(rng, path[0]);
+        let (hs, x) = ClientHandshake::start(rng, first_key);
         let id = self.alloc();
         self.own.insert(
             id,
             Own {
                 first: (first, circ),
-                path,
+                path: vec![first_key],
+                hops,
                 layers: Vec::new(),
                 pending: Some(hs),
+                awaiting_peers: false,
                 started: now,
                 open: false,
                 reasm: Reassembly::default(),
@@ -382,8 +404,10 @@ impl<P: Copy + Ord> Tunnels<P> {
         msg: TunnelMsg,
     ) -> Result<(), TunnelError> {
         match msg {
-            TunnelMsg::Create { circ, depth, x } => self.on_create(now, rng, from, circ, depth, &x),
-            TunnelMsg::Created { circ, reply } => self.on_created(rng, from, circ, &reply),
+            TunnelMsg::Create { circ, depth, x } => {
+                self.on_create(now, rng, links, from, (circ, depth), &x)
+            }
+            TunnelMsg::Created { circ, reply } => self.on_created(from, circ, &reply),
             TunnelMsg::Cell {
                 circ,
                 dir: Dir::Forward,
@@ -429,9 +453,9 @@ impl<P: Copy + Ord> Tunnels<P> {
         &mut self,
         now: u64,
         rng: &mut R,
+        links: &dyn Links<P>,
         from: P,
-        circ: u32,
-        depth: u8,
+        (circ, depth): (u32, u8),
         x: &[u8; 32],
     ) -> Result<(), TunnelError> {
         let refuse = |t: &mut Self, why: &'static str| {
@@ -477,16 +501,21 @@ impl<P: Copy + Ord> Tunnels<P> {
         self.inbound.insert((from, circ), id);
         self.transmit
             .push_back((from, TunnelMsg::Created { circ, reply }));
-        Ok(())
+        // Then, under this hop's own layer, the peers the originator may
+        // choose the next hop from: as many as fit one cell, at random.
+        let size = capacity(usize::from(depth));
+        let mut keys = links.extend_candidates();
+        keys.retain(|k| *k != self.public);
+        let room = (size - COMMAND_HEADER) / 32;
+        let (chosen, _) = keys.partial_shuffle(rng, room);
+        let plain = Command::Peers {
+            keys: chosen.to_vec(),
+        }
+        .encode(size)?;
+        self.send_backward(id, &plain)
     }
 
-    fn on_created<R: RngCore + CryptoRng>(
-        &mut self,
-        rng: &mut R,
-        from: P,
-        circ: u32,
-        reply: &[u8; 64],
-    ) -> Result<(), TunnelError> {
+    fn on_created(&mut self, from: P, circ: u32, reply: &[u8; 64]) -> Result<(), TunnelError> {
         match *self
             .outbound
             .get(&(from, circ))
@@ -498,7 +527,7 @@ impl<P: Copy + Ord> Tunnels<P> {
                     self.own_closed(id, CloseReason::Protocol);
                     return Err(TunnelError::BadCell("a second Created"));
                 }
-                self.hop_answered(rng, id, reply)
+                self.hop_answered(id, reply)
             }
             Out::Relay(r) => {
                 let relay = self.relays.get_mut(&r).ok_or(TunnelError::UnknownCircuit)?;
@@ -515,13 +544,8 @@ impl<P: Copy + Ord> Tunnels<P> {
     }
 
     /// The newest hop of own tunnel `id` answered: add its layer, then
-    /// extend further or report the tunnel open.
-    fn hop_answered<R: RngCore + CryptoRng>(
-        &mut self,
-        rng: &mut R,
-        id: u64,
-        reply: &[u8; 64],
-    ) -> Result<(), TunnelError> {
+    /// wait for its peer list or report the tunnel open.
+    fn hop_answered(&mut self, id: u64, reply: &[u8; 64]) -> Result<(), TunnelError> {
         let Some(own) = self.own.get_mut(&id) else {
             return Err(TunnelError::UnknownCircuit);
         };
@@ -536,12 +560,40 @@ impl<P: Copy + Ord> Tunnels<P> {
                 return Err(e);
             }
         }
-        if own.layers.len() == own.path.len() {
+        if own.layers.len() == own.hops {
             own.open = true;
             self.events.push_back(Event::Opened(CircuitId(id)));
-            return Ok(());
+        } else {
+            own.awaiting_peers = true;
         }
-        let hop = own.path[own.layers.len()];
+        Ok(())
+    }
+
+    /// The newest hop of own tunnel `id` named its peers: draw the next
+    /// hop from them and extend.
+    fn choose_next<R: RngCore + CryptoRng>(
+        &mut self,
+        rng: &mut R,
+        id: u64,
+        keys: &[[u8; 32]],
+    ) -> Result<(), TunnelError> {
+        let me = self.public;
+        let Some(own) = self.own.get_mut(&id) else {
+            return Err(TunnelError::UnknownCircuit);
+        };
+        own.awaiting_peers = false;
+        let eligible: Vec<[u8; 32]> = keys
+            .iter()
+            .filter(|k| **k != me && !own.path.contains(k))
+            .copied()
+            .collect();
+        let Some(&hop) = eligible.get(rng.gen_range(0..eligible.len().max(1))) else {
+            self.close(CircuitId(id));
+            self.events
+                .push_back(Event::Closed(CircuitId(id), CloseReason::NoPath));
+            return Err(TunnelError::Refused("no peer to extend the tunnel to"));
+        };
+        own.path.push(hop);
         let (hs, x) = ClientHandshake::start(rng, hop);
         own.pending = Some(hs);
         let size = capacity(own.layers.len());
@@ -688,7 +740,12 @@ impl<P: Copy + Ord> Tunnels<P> {
                 let command =
                     unwrap_backward(&mut own.layers, body).and_then(|p| Command::decode(&p));
                 match command {
-                    Ok(Command::Extended { reply }) => self.hop_answered(rng, id, &reply),
+                    Ok(Command::Extended { reply }) => self.hop_answered(id, &reply),
+                    Ok(Command::Peers { keys }) if own.awaiting_peers => {
+                        self.choose_next(rng, id, &keys)
+                    }
+                    // The exit's list, after the tunnel opened: not needed.
+                    Ok(Command::Peers { .. }) if own.open => Ok(()),
                     Ok(Command::ExtendFailed { .. }) => {
                         self.close(CircuitId(id));
                         self.events

@@ -19,6 +19,7 @@ struct Net {
     nodes: Vec<Tunnels<u32>>,
     peers: Vec<BTreeSet<u32>>,
     events: Vec<Vec<Event>>,
+    stale: Vec<Vec<u32>>,
     /// Every message any node sent, with its encoded length.
     wire: Vec<(u32, u32, usize)>,
     rng: ChaCha20Rng,
@@ -28,6 +29,8 @@ struct Net {
 struct View<'a> {
     keys: &'a [[u8; 32]],
     peers: &'a BTreeSet<u32>,
+    /// Nodes named as peers that are not (a list gone stale).
+    stale: &'a [u32],
 }
 
 impl Links<u32> for View<'_> {
@@ -36,6 +39,14 @@ impl Links<u32> for View<'_> {
             .iter()
             .copied()
             .find(|&p| self.keys[p as usize] == *key)
+    }
+
+    fn extend_candidates(&self) -> Vec<[u8; 32]> {
+        self.peers
+            .iter()
+            .chain(self.stale)
+            .map(|&p| self.keys[p as usize])
+            .collect()
     }
 }
 
@@ -61,6 +72,7 @@ impl Net {
             nodes,
             peers,
             events: (0..n).map(|_| Vec::new()).collect(),
+            stale: (0..n).map(|_| Vec::new()).collect(),
             wire: Vec::new(),
             rng,
             now: 0,
@@ -83,6 +95,7 @@ impl Net {
                     let view = View {
                         keys: &self.keys,
                         peers: &self.peers[to as usize],
+                        stale: &self.stale[to as usize],
                     };
                     let _ =
                         self.nodes[to as usize].handle(self.now, &mut self.rng, &view, from, msg);
@@ -102,13 +115,23 @@ impl Net {
         self.run_with(|_, _, _| {});
     }
 
-    fn build(&mut self, origin: u32, path: &[u32]) -> CircuitId {
-        let keys = path.iter().map(|&p| self.keys[p as usize]).collect();
+    fn build(&mut self, origin: u32, first: u32, hops: usize) -> CircuitId {
+        let key = self.keys[first as usize];
         let id = self.nodes[origin as usize]
-            .build(self.now, &mut self.rng, path[0], keys)
+            .build(self.now, &mut self.rng, first, key, hops)
             .expect("build");
         self.run();
         id
+    }
+
+    /// Hand `msg` from `from` to node `to` at time `now`.
+    fn deliver(&mut self, now: u64, to: u32, from: u32, msg: TunnelMsg) -> Result<(), TunnelError> {
+        let view = View {
+            keys: &self.keys,
+            peers: &self.peers[to as usize],
+            stale: &self.stale[to as usize],
+        };
+        self.nodes[to as usize].handle(now, &mut self.rng, &view, from, msg)
     }
 
     fn take(&mut self, node: u32) -> Vec<Event> {
@@ -130,8 +153,8 @@ fn exit_data(events: &[Event]) -> Vec<(ExitId, Vec<u8>)> {
 fn tunnels_of_one_to_three_hops_carry_messages_both_ways() {
     for hops in 1..=3u32 {
         let mut net = Net::new(hops + 1, &[], Limits::default());
-        let path: Vec<u32> = (1..=hops).collect();
-        let id = net.build(0, &path);
+        // On a line the path is 1, 2, 3: each hop's only other peer.
+        let id = net.build(0, 1, hops as usize);
         assert_eq!(net.take(0), vec![Event::Opened(id)]);
         let request: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
         net.nodes[0].send(id, &request).expect("send");
@@ -159,10 +182,11 @@ fn tunnels_of_one_to_three_hops_carry_messages_both_ways() {
 #[test]
 fn extending_to_a_node_that_is_not_a_peer_fails_back_to_the_originator() {
     let mut net = Net::new(4, &[], Limits::default());
-    // 1 is not a peer of 3's... path 1 then 3: 3 is not 1's peer.
-    let keys = vec![net.keys[1], net.keys[3]];
-    let id = net.nodes[0].build(0, &mut net.rng, 1, keys).expect("build");
-    net.run();
+    // Hop 1's list names node 3, which is not its peer (a stale list).
+    net.peers[1].remove(&2);
+    net.peers[2].remove(&1);
+    net.stale[1] = vec![3];
+    let id = net.build(0, 1, 2);
     assert_eq!(
         net.take(0),
         vec![Event::Closed(id, CloseReason::ExtendFailed)]
@@ -171,20 +195,61 @@ fn extending_to_a_node_that_is_not_a_peer_fails_back_to_the_originator() {
 }
 
 #[test]
+fn a_hop_with_no_other_peer_ends_the_build() {
+    // A triangle: 1's peers are 0 (the originator) and 2; 2's are 0 and
+    // 1, both excluded, so no third hop can be found.
+    let mut net = Net::new(3, &[(0, 2)], Limits::default());
+    let id = net.build(0, 1, 3);
+    assert_eq!(net.take(0), vec![Event::Closed(id, CloseReason::NoPath)]);
+    let id = net.build(0, 1, 2);
+    assert_eq!(net.take(0), vec![Event::Opened(id)], "two hops: 1 then 2");
+}
+
+#[test]
 fn a_first_hop_that_is_not_the_named_node_cannot_answer() {
     let mut net = Net::new(3, &[(0, 2)], Limits::default());
     // Ask peer 1 while naming node 2's key: 1 cannot prove it is 2.
+    let key = net.keys[2];
     let id = net.nodes[0]
-        .build(0, &mut net.rng, 1, vec![net.keys[2]])
+        .build(0, &mut net.rng, 1, key, 1)
         .expect("build");
     net.run();
     assert_eq!(net.take(0), vec![Event::Closed(id, CloseReason::Protocol)]);
 }
 
 #[test]
+fn the_originator_draws_the_exit_from_every_peer_the_guard_names() {
+    // Guard 1 has peers 0 (us) and 2..=11: each of 2..=11 is the exit
+    // of some tunnels; never the originator or the guard.
+    let links: Vec<(u32, u32)> = (3..12).map(|p| (1, p)).collect();
+    let mut net = Net::new(12, &links, Limits::default());
+    let mut exits = [0u32; 12];
+    for _ in 0..200 {
+        // Within the guard's Create rate (120 a minute).
+        net.now += 1_000;
+        let id = net.build(0, 1, 2);
+        assert_eq!(net.take(0), vec![Event::Opened(id)]);
+        net.nodes[0].send(id, b"which exit?").expect("send");
+        net.run();
+        for (n, count) in exits.iter_mut().enumerate() {
+            *count += exit_data(&net.take(n as u32)).len() as u32;
+        }
+        net.nodes[0].close(id);
+        net.run();
+    }
+    assert_eq!(exits[0] + exits[1], 0, "never the originator or the guard");
+    for (n, &c) in exits.iter().enumerate().skip(2) {
+        assert!(
+            (5..=45).contains(&c),
+            "node {n} was the exit {c} times of 200"
+        );
+    }
+}
+
+#[test]
 fn a_cell_changed_by_a_relay_takes_the_tunnel_down_at_the_next_hop() {
     let mut net = Net::new(4, &[], Limits::default());
-    let id = net.build(0, &[1, 2, 3]);
+    let id = net.build(0, 1, 3);
     assert_eq!(net.take(0), vec![Event::Opened(id)]);
     net.nodes[0].send(id, b"hello").expect("send");
     // Relay 1 flips a bit in what it passes to 2 (a tagging attempt).
@@ -203,22 +268,24 @@ fn a_cell_changed_by_a_relay_takes_the_tunnel_down_at_the_next_hop() {
 #[test]
 fn a_replayed_cell_takes_the_tunnel_down() {
     let mut net = Net::new(3, &[], Limits::default());
-    let id = net.build(0, &[1, 2]);
+    let id = net.build(0, 1, 2);
     net.take(0);
     net.nodes[0].send(id, b"one").expect("send");
     let (to, first) = net.nodes[0].poll_transmit().expect("a cell");
-    let view = View {
-        keys: &net.keys,
-        peers: &net.peers[1],
-    };
-    net.nodes[1]
-        .handle(0, &mut net.rng, &view, 0, first.clone())
-        .expect("first time");
-    let again = net.nodes[1].handle(0, &mut net.rng, &view, 0, first);
-    assert!(matches!(again, Err(TunnelError::BadCell(_))), "{again:?}");
     assert_eq!(to, 1);
+    net.deliver(0, 1, 0, first.clone()).expect("first time");
+    let again = net.deliver(0, 1, 0, first);
+    assert!(matches!(again, Err(TunnelError::BadCell(_))), "{again:?}");
     net.run();
     assert_eq!(net.take(0), vec![Event::Closed(id, CloseReason::Destroyed)]);
+}
+
+fn create(net: &mut Net, circ: u32) -> TunnelMsg {
+    TunnelMsg::Create {
+        circ,
+        depth: 1,
+        x: PublicKey::from(&StaticSecret::random_from_rng(&mut net.rng)).to_bytes(),
+    }
 }
 
 #[test]
@@ -231,18 +298,8 @@ fn a_create_flood_is_bounded_per_peer_and_in_all() {
     let mut net = Net::new(2, &[], limits);
     let mut refused = 0;
     for circ in 1..=50u32 {
-        let msg = TunnelMsg::Create {
-            circ,
-            depth: 1,
-            x: PublicKey::from(&StaticSecret::random_from_rng(&mut net.rng)).to_bytes(),
-        };
-        let view = View {
-            keys: &net.keys,
-            peers: &net.peers[1],
-        };
-        if net.nodes[1].handle(0, &mut net.rng, &view, 0, msg).is_err() {
-            refused += 1;
-        }
+        let msg = create(&mut net, circ);
+        refused += usize::from(net.deliver(0, 1, 0, msg).is_err());
     }
     assert_eq!(net.nodes[1].relayed_count(), 8);
     assert_eq!(refused, 42);
@@ -270,49 +327,22 @@ fn creates_faster_than_the_rate_are_refused_until_tokens_return() {
     let mut net = Net::new(2, &[], limits);
     let mut ok = 0;
     for circ in 1..=10u32 {
-        let x = PublicKey::from(&StaticSecret::random_from_rng(&mut net.rng)).to_bytes();
-        let view = View {
-            keys: &net.keys,
-            peers: &net.peers[1],
-        };
-        ok += usize::from(
-            net.nodes[1]
-                .handle(
-                    0,
-                    &mut net.rng,
-                    &view,
-                    0,
-                    TunnelMsg::Create { circ, depth: 1, x },
-                )
-                .is_ok(),
-        );
+        let msg = create(&mut net, circ);
+        ok += usize::from(net.deliver(0, 1, 0, msg).is_ok());
     }
     assert_eq!(ok, 4, "the burst");
-    let x = PublicKey::from(&StaticSecret::random_from_rng(&mut net.rng)).to_bytes();
-    let view = View {
-        keys: &net.keys,
-        peers: &net.peers[1],
-    };
-    // One a second: after 2 s, one more (not two: the second is spent).
-    assert!(net.nodes[1]
-        .handle(
-            2_000,
-            &mut net.rng,
-            &view,
-            0,
-            TunnelMsg::Create {
-                circ: 99,
-                depth: 1,
-                x
-            }
-        )
-        .is_ok());
+    // One a second: after 2 s, two more, then none.
+    for circ in 20..23u32 {
+        let msg = create(&mut net, circ);
+        let r = net.deliver(2_000, 1, 0, msg);
+        assert_eq!(r.is_ok(), circ < 22, "{circ}: {r:?}");
+    }
 }
 
 #[test]
 fn a_lost_link_closes_every_tunnel_through_it() {
     let mut net = Net::new(4, &[], Limits::default());
-    let id = net.build(0, &[1, 2, 3]);
+    let id = net.build(0, 1, 3);
     net.take(0);
     // The link 1 - 2 goes.
     net.nodes[1].peer_gone(2);
@@ -334,7 +364,7 @@ fn a_lost_link_closes_every_tunnel_through_it() {
 #[test]
 fn an_exit_that_closes_tells_the_originator_and_nobody_else() {
     let mut net = Net::new(3, &[], Limits::default());
-    let id = net.build(0, &[1, 2]);
+    let id = net.build(0, 1, 2);
     net.take(0);
     net.nodes[0].send(id, b"q").expect("send");
     net.run();
@@ -350,8 +380,10 @@ fn an_exit_that_closes_tells_the_originator_and_nobody_else() {
 #[test]
 fn a_tunnel_not_built_in_time_is_given_up() {
     let mut net = Net::new(2, &[], Limits::default());
-    let keys = vec![net.keys[1]];
-    let id = net.nodes[0].build(0, &mut net.rng, 1, keys).expect("build");
+    let key = net.keys[1];
+    let id = net.nodes[0]
+        .build(0, &mut net.rng, 1, key, 1)
+        .expect("build");
     // The Create is lost.
     while net.nodes[0].poll_transmit().is_some() {}
     net.nodes[0].expire(10_000);
@@ -367,15 +399,10 @@ fn a_tunnel_not_built_in_time_is_given_up() {
 #[test]
 fn cells_for_unknown_circuits_are_refused() {
     let mut net = Net::new(2, &[], Limits::default());
-    let view = View {
-        keys: &net.keys,
-        peers: &net.peers[1],
-    };
     for dir in [Dir::Forward, Dir::Backward] {
-        let r = net.nodes[1].handle(
+        let r = net.deliver(
             0,
-            &mut net.rng,
-            &view,
+            1,
             0,
             TunnelMsg::Cell {
                 circ: 5,
@@ -399,7 +426,7 @@ proptest! {
     ) {
         let limits = Limits { per_peer: 4, ..Limits::default() };
         let mut net = Net::new(3, &[], limits);
-        let id = net.build(0, &[1, 2]);
+        let id = net.build(0, 1, 2);
         net.take(0);
         net.nodes[0].send(id, b"x").expect("send");
         net.run();
@@ -414,8 +441,7 @@ proptest! {
                 4 => TunnelMsg::Destroy { circ, dir: Dir::Forward },
                 _ => TunnelMsg::Destroy { circ, dir: Dir::Backward },
             };
-            let view = View { keys: &net.keys, peers: &net.peers[1] };
-            let _ = net.nodes[1].handle(0, &mut net.rng, &view, 0, msg);
+            let _ = net.deliver(0, 1, 0, msg);
             net.run();
             prop_assert!(net.nodes[1].relayed_count() <= 4 + 1);
         }
