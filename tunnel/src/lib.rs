@@ -2,6 +2,7 @@
 
 pub mod cell;
 pub mod circuit;
+pub mod exit;
 pub mod guards;
 pub mod handshake;
 pub mod onion;

@@ -20,6 +20,8 @@ impl Links<u8> for NoPeers {
 
 fuzz_target!(|data: &[u8]| {
     let _ = Command::decode(data);
+    let _ = lichen_tunnel::exit::ExitRequest::decode(data);
+    let _ = lichen_tunnel::exit::ExitReply::decode(data);
     let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(1);
     let limits = Limits {
         per_peer: 4,
