@@ -4,6 +4,7 @@
 pub mod location;
 pub mod message;
 pub mod node;
+pub mod tunnelled;
 
 pub use location::{Key, Location};
 pub use message::{Block, KeyKind, Message, NodeRef};
@@ -11,3 +12,4 @@ pub use node::{
     Action, BlockSource, Config, Disconnect, EmptyStore, InsertOutcome, LocalRequest, Millis, Node,
     PeerId, RequestId, RequestOutcome, Space, Stats, Verifier,
 };
+pub use tunnelled::{TunnelConfig, Tunnelled};

@@ -227,6 +227,14 @@ pub enum Message {
         #[serde(with = "serde_bytes")]
         noderef: Vec<u8>,
     },
+    /// A premix tunnel message (`lichen_tunnel::TunnelMsg`, always
+    /// `lichen_tunnel::WIRE_LEN` bytes); handled by
+    /// [`Tunnelled`](crate::tunnelled::Tunnelled), not by the node.
+    Tunnel {
+        /// The encoded tunnel message.
+        #[serde(with = "serde_bytes")]
+        cell: Vec<u8>,
+    },
 }
 
 impl Message {
@@ -251,7 +259,7 @@ impl Message {
             | SwapRequest { id, .. }
             | SwapReply { id, .. }
             | SwapRejected { id } => Some(*id),
-            LocationChanged { .. } | Noderef { .. } => None,
+            LocationChanged { .. } | Noderef { .. } | Tunnel { .. } => None,
         }
     }
 
@@ -278,6 +286,7 @@ impl Message {
             SwapRejected { .. } => "SwapRejected",
             LocationChanged { .. } => "LocationChanged",
             Noderef { .. } => "Noderef",
+            Tunnel { .. } => "Tunnel",
         }
     }
 }

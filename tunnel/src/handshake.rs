@@ -29,6 +29,13 @@ const M_EXPAND: &[u8] = b"lichen-tunnel-ntor-x25519-sha256-1:key_expand";
 /// Length of the hop's answer: `Y` then `AUTH`.
 pub const REPLY_LEN: usize = 64;
 
+/// The static public key of a static (link) secret: what a hop is named
+/// by in `Extend` and in peer lists.
+#[must_use]
+pub fn public_key(secret: &[u8; 32]) -> [u8; 32] {
+    PublicKey::from(&StaticSecret::from(*secret)).to_bytes()
+}
+
 /// The two keys of one layer, one per direction.
 pub struct LayerSecrets {
     /// Originator → exit.

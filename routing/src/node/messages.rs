@@ -77,8 +77,9 @@ impl<V: Verifier> Node<V> {
                 peer_locations,
             } => self.on_swap_reply(now, from, id, accepted, location, peer_locations, rng),
             Message::SwapRejected { id } => self.on_swap_rejected(from, id),
-            // The embedder's (a link-level introduction): nothing to route.
-            Message::Noderef { .. } => {}
+            // The embedder's (a link-level introduction, a tunnel cell for
+            // `Tunnelled`): nothing to route.
+            Message::Noderef { .. } | Message::Tunnel { .. } => {}
             Message::LocationChanged { location } => {
                 self.on_location_changed(now, from, location, rng)
             }
@@ -94,6 +95,7 @@ impl<V: Verifier> Node<V> {
                 noderef.address.len() <= self.cfg.max_noderef_len
             }
             Message::Noderef { noderef } => noderef.len() <= self.cfg.max_noderef_len,
+            Message::Tunnel { cell } => cell.len() == lichen_tunnel::WIRE_LEN,
             Message::SwapRequest { peer_locations, .. }
             | Message::SwapReply { peer_locations, .. } => {
                 peer_locations.len() <= self.cfg.max_swap_peers

@@ -1,0 +1,683 @@
+//! Premix tunnels around the routing core (`docs/tunnels.md`, issue 16).
+//!
+//! [`Tunnelled`] sits between the embedder and [`Node`]: with tunnels on,
+//! the node's own fetches and inserts never enter routing here; they go
+//! through a tunnel of [`TunnelConfig::hops`] hops (built with
+//! `lichen_tunnel`) and the exit starts them as its own requests, under
+//! every rule the routing core applies to its own requests (no folding,
+//! nothing kept in the shared store, the same HTL and pacing). Forwarded
+//! traffic never uses tunnels. A request whose tunnel fails is sent again
+//! through another tunnel; a request is never sent without a tunnel.
+//!
+//! The embedder passes messages of the [`Message::Tunnel`] kind here,
+//! every other message to the node; it hands each of the node's actions
+//! through [`Tunnelled::filter`] (which keeps the completions of requests
+//! this node runs as an exit) and sends what [`Tunnelled::poll_action`]
+//! returns as well.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use lichen_tunnel::exit::{ExitReply, ExitRequest, Outcome};
+use lichen_tunnel::guards::Guards;
+use lichen_tunnel::{CircuitId, Event, ExitId, Limits, Links, TunnelError, TunnelMsg, Tunnels};
+use rand::{CryptoRng, Rng, RngCore};
+
+use crate::message::{KeyKind, Message};
+use crate::node::{
+    Action, InsertOutcome, LocalRequest, Millis, Node, PeerId, RequestId, RequestOutcome, Verifier,
+};
+use crate::Key;
+
+/// How tunnels are used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TunnelConfig {
+    /// Hops beyond this node (1–3); 0 sends own requests straight into
+    /// routing, as without tunnels.
+    pub hops: u8,
+    /// Tunnels kept open at once; a download's requests are spread over
+    /// them (different exits).
+    pub tunnels: usize,
+    /// A tunnel takes no new request after this long (ms).
+    pub lifetime_ms: u64,
+    /// A tunnel takes no new request after this many.
+    pub max_requests: u32,
+    /// A request not answered by then fails (ms).
+    pub request_timeout_ms: u64,
+    /// Tunnels a request is tried on before it fails.
+    pub tries: u8,
+    /// Requests one tunnel may have running at this node as its exit.
+    pub exit_in_flight: usize,
+}
+
+impl Default for TunnelConfig {
+    fn default() -> Self {
+        TunnelConfig {
+            hops: 2,
+            tunnels: 4,
+            lifetime_ms: 10 * 60_000,
+            max_requests: 256,
+            request_timeout_ms: 120_000,
+            tries: 3,
+            exit_in_flight: 32,
+        }
+    }
+}
+
+struct OwnTunnel {
+    guard: [u8; 32],
+    open: bool,
+    started: Millis,
+    used: u32,
+    in_flight: usize,
+}
+
+struct Waiting {
+    id: RequestId,
+    req: LocalRequest,
+    tries: u8,
+    since: Millis,
+}
+
+struct Sent {
+    id: RequestId,
+    circuit: CircuitId,
+    req: LocalRequest,
+    tries: u8,
+    since: Millis,
+}
+
+/// The tunnel layer of one node.
+pub struct Tunnelled<W> {
+    cfg: TunnelConfig,
+    verifier: W,
+    engine: Tunnels<PeerId>,
+    guards: Guards,
+    keys: BTreeMap<PeerId, [u8; 32]>,
+    tunnels: BTreeMap<CircuitId, OwnTunnel>,
+    waiting: VecDeque<Waiting>,
+    sent: BTreeMap<u32, Sent>,
+    next_req: u32,
+    /// Node requests started for tunnels ending here; `None` once the
+    /// tunnel is gone (the completion is then dropped).
+    exits: BTreeMap<RequestId, Option<(ExitId, u32)>>,
+    exit_load: BTreeMap<ExitId, usize>,
+    actions: VecDeque<Action>,
+}
+
+impl<W> std::fmt::Debug for Tunnelled<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tunnelled")
+            .field("hops", &self.cfg.hops)
+            .field("tunnels", &self.tunnels.len())
+            .field("waiting", &self.waiting.len())
+            .field("sent", &self.sent.len())
+            .field("exits", &self.exits.len())
+            .finish_non_exhaustive()
+    }
+}
+
+struct View<'a>(&'a BTreeMap<PeerId, [u8; 32]>);
+
+impl Links<PeerId> for View<'_> {
+    fn peer_by_static_key(&self, key: &[u8; 32]) -> Option<PeerId> {
+        self.0.iter().find(|(_, k)| *k == key).map(|(p, _)| *p)
+    }
+
+    fn extend_candidates(&self) -> Vec<[u8; 32]> {
+        self.0.values().copied().collect()
+    }
+}
+
+fn kind_code(kind: KeyKind) -> u8 {
+    match kind {
+        KeyKind::Chk => 0,
+        KeyKind::Ssk => 1,
+    }
+}
+
+fn kind_of(code: u8) -> Option<KeyKind> {
+    match code {
+        0 => Some(KeyKind::Chk),
+        1 => Some(KeyKind::Ssk),
+        _ => None,
+    }
+}
+
+impl<W: Verifier> Tunnelled<W> {
+    /// The layer of the node whose static link secret is `secret`;
+    /// `verifier` checks blocks an exit returns.
+    #[must_use]
+    pub fn new(secret: [u8; 32], cfg: TunnelConfig, verifier: W) -> Self {
+        Tunnelled {
+            cfg,
+            verifier,
+            engine: Tunnels::new(secret, Limits::default()),
+            guards: Guards::default(),
+            keys: BTreeMap::new(),
+            tunnels: BTreeMap::new(),
+            waiting: VecDeque::new(),
+            sent: BTreeMap::new(),
+            next_req: 0,
+            exits: BTreeMap::new(),
+            exit_load: BTreeMap::new(),
+            actions: VecDeque::new(),
+        }
+    }
+
+    /// Whether own requests go through tunnels.
+    #[must_use]
+    pub fn enabled(&self) -> bool {
+        self.cfg.hops > 0
+    }
+
+    /// The guards, for saving and status.
+    #[must_use]
+    pub fn guards(&self) -> &Guards {
+        &self.guards
+    }
+
+    /// Restore saved guards.
+    pub fn set_guards(&mut self, guards: Guards) {
+        self.guards = guards;
+    }
+
+    /// Own tunnels open or being built.
+    #[must_use]
+    pub fn tunnel_count(&self) -> usize {
+        self.tunnels.len()
+    }
+
+    /// A peer's link is up; `key` is its static key.
+    pub fn peer_added(&mut self, peer: PeerId, key: [u8; 32]) {
+        self.keys.insert(peer, key);
+    }
+
+    /// A peer's link is gone: every tunnel through it ends.
+    pub fn peer_removed<R: RngCore + CryptoRng, V: Verifier>(
+        &mut self,
+        now: Millis,
+        node: &mut Node<V>,
+        peer: PeerId,
+        rng: &mut R,
+    ) {
+        self.keys.remove(&peer);
+        self.engine.peer_gone(peer);
+        self.process(now, node, rng);
+    }
+
+    /// A request of the local client. With tunnels off, or for an
+    /// announcement, this is the node's own
+    /// [`Node::handle_local_request`]; otherwise it waits for a tunnel.
+    /// The result comes as [`Action::RequestDone`] / [`Action::InsertDone`]
+    /// from [`Tunnelled::poll_action`].
+    pub fn local<R: RngCore + CryptoRng, V: Verifier>(
+        &mut self,
+        now: Millis,
+        node: &mut Node<V>,
+        req: LocalRequest,
+        rng: &mut R,
+    ) -> RequestId {
+        if !self.enabled() || matches!(req, LocalRequest::Announce) {
+            return node.handle_local_request(now, req, rng);
+        }
+        if let LocalRequest::Insert { key, kind, block } = &req {
+            if !self.verifier.verify(key, *kind, block) {
+                let id = RequestId(rng.gen());
+                self.actions.push_back(Action::InsertDone {
+                    id,
+                    outcome: InsertOutcome::InvalidBlock,
+                });
+                return id;
+            }
+        }
+        let id = RequestId(rng.gen());
+        self.waiting.push_back(Waiting {
+            id,
+            req,
+            tries: 0,
+            since: now,
+        });
+        self.dispatch(now, rng);
+        self.process(now, node, rng);
+        id
+    }
+
+    /// A [`Message::Tunnel`] from `peer`.
+    ///
+    /// # Errors
+    /// The engine's refusal (the caller logs it at debug or counts it
+    /// against the peer); the engine has answered where the protocol says.
+    pub fn handle<R: RngCore + CryptoRng, V: Verifier>(
+        &mut self,
+        now: Millis,
+        node: &mut Node<V>,
+        from: PeerId,
+        cell: &[u8],
+        rng: &mut R,
+    ) -> Result<(), TunnelError> {
+        let result = TunnelMsg::decode(cell)
+            .and_then(|msg| self.engine.handle(now, rng, &View(&self.keys), from, msg));
+        self.process(now, node, rng);
+        result
+    }
+
+    /// One of the node's actions: the completion of a request this node
+    /// runs as a tunnel's exit goes back through the tunnel (`None`);
+    /// anything else is the embedder's.
+    pub fn filter(&mut self, action: Action) -> Option<Action> {
+        let (id, outcome) = match &action {
+            Action::RequestDone { id, outcome } => (*id, fetch_outcome(outcome)),
+            Action::InsertDone { id, outcome } => (*id, insert_outcome(outcome)),
+            _ => return Some(action),
+        };
+        let Some(entry) = self.exits.remove(&id) else {
+            return Some(action);
+        };
+        if let Some((exit, req)) = entry {
+            if let Some(load) = self.exit_load.get_mut(&exit) {
+                *load = load.saturating_sub(1);
+            }
+            let reply = ExitReply { req, outcome }.encode();
+            let _ = self.engine.exit_send(exit, &reply);
+            self.drain_transmit();
+        }
+        None
+    }
+
+    /// The next thing for the embedder to do: a message to send, or an
+    /// own request's completion.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// Periodic work (call every few seconds): expire tunnels and
+    /// requests, keep the guards and the pool of tunnels up.
+    pub fn tick<R: RngCore + CryptoRng, V: Verifier>(
+        &mut self,
+        now: Millis,
+        node: &mut Node<V>,
+        rng: &mut R,
+    ) {
+        self.engine.expire(now);
+        let connected: Vec<[u8; 32]> = self.keys.values().copied().collect();
+        if self.enabled() {
+            self.guards.refresh(now, rng, &connected);
+        }
+        // Retired tunnels close once their requests are answered.
+        let done: Vec<CircuitId> = self
+            .tunnels
+            .iter()
+            .filter(|(_, t)| t.in_flight == 0 && self.retired(now, t))
+            .map(|(c, _)| *c)
+            .collect();
+        for c in done {
+            self.tunnels.remove(&c);
+            self.engine.close(c);
+        }
+        self.expire_requests(now);
+        self.dispatch(now, rng);
+        self.process(now, node, rng);
+    }
+
+    fn retired(&self, now: Millis, t: &OwnTunnel) -> bool {
+        t.open
+            && (now.saturating_sub(t.started) > self.cfg.lifetime_ms
+                || t.used >= self.cfg.max_requests)
+    }
+
+    fn expire_requests(&mut self, now: Millis) {
+        let timeout = self.cfg.request_timeout_ms;
+        let late: Vec<u32> = self
+            .sent
+            .iter()
+            .filter(|(_, s)| now.saturating_sub(s.since) > timeout)
+            .map(|(r, _)| *r)
+            .collect();
+        for r in late {
+            if let Some(s) = self.sent.remove(&r) {
+                if let Some(t) = self.tunnels.get_mut(&s.circuit) {
+                    t.in_flight = t.in_flight.saturating_sub(1);
+                }
+                self.fail(s.id, &s.req);
+            }
+        }
+        while self
+            .waiting
+            .front()
+            .is_some_and(|w| now.saturating_sub(w.since) > timeout)
+        {
+            if let Some(w) = self.waiting.pop_front() {
+                self.fail(w.id, &w.req);
+            }
+        }
+    }
+
+    /// Build tunnels up to the pool size, then give waiting requests to
+    /// open tunnels at random.
+    fn dispatch<R: RngCore + CryptoRng>(&mut self, now: Millis, rng: &mut R) {
+        if !self.enabled() {
+            return;
+        }
+        let usable = self
+            .tunnels
+            .values()
+            .filter(|t| !self.retired(now, t))
+            .count();
+        if !self.waiting.is_empty() && usable < self.cfg.tunnels {
+            let connected: Vec<[u8; 32]> = self.keys.values().copied().collect();
+            self.guards.refresh(now, rng, &connected);
+            for _ in usable..self.cfg.tunnels {
+                self.build(now, rng, &connected);
+            }
+        }
+        let open: Vec<CircuitId> = self
+            .tunnels
+            .iter()
+            .filter(|(_, t)| t.open && !self.retired(now, t))
+            .map(|(c, _)| *c)
+            .collect();
+        if open.is_empty() {
+            return;
+        }
+        while let Some(w) = self.waiting.pop_front() {
+            let circuit = open[rng.gen_range(0..open.len())];
+            self.send(now, circuit, w);
+        }
+    }
+
+    fn build<R: RngCore + CryptoRng>(&mut self, now: Millis, rng: &mut R, connected: &[[u8; 32]]) {
+        let Some(guard) = self.guards.pick(rng, connected) else {
+            return;
+        };
+        let Some(peer) = self
+            .keys
+            .iter()
+            .find(|(_, k)| **k == guard)
+            .map(|(p, _)| *p)
+        else {
+            return;
+        };
+        if let Ok(c) = self
+            .engine
+            .build(now, rng, peer, guard, usize::from(self.cfg.hops))
+        {
+            self.guards.attempted(&guard);
+            self.tunnels.insert(
+                c,
+                OwnTunnel {
+                    guard,
+                    open: false,
+                    started: now,
+                    used: 0,
+                    in_flight: 0,
+                },
+            );
+        }
+    }
+
+    fn send(&mut self, now: Millis, circuit: CircuitId, w: Waiting) {
+        let mut req = self.next_req;
+        while self.sent.contains_key(&req) {
+            req = req.wrapping_add(1);
+        }
+        self.next_req = req.wrapping_add(1);
+        let msg = match &w.req {
+            LocalRequest::Fetch { key, kind } => ExitRequest::Fetch {
+                req,
+                kind: kind_code(*kind),
+                key: key.0,
+            },
+            LocalRequest::Insert { key, kind, block } => ExitRequest::Insert {
+                req,
+                kind: kind_code(*kind),
+                key: key.0,
+                block: block.clone(),
+            },
+            LocalRequest::Announce => return,
+        };
+        if self.engine.send(circuit, &msg.encode()).is_err() {
+            self.waiting.push_front(w);
+            return;
+        }
+        if let Some(t) = self.tunnels.get_mut(&circuit) {
+            t.used += 1;
+            t.in_flight += 1;
+        }
+        self.sent.insert(
+            req,
+            Sent {
+                id: w.id,
+                circuit,
+                req: w.req,
+                tries: w.tries + 1,
+                since: now,
+            },
+        );
+    }
+
+    /// Drain the engine: its messages become sends, its events move
+    /// requests along.
+    fn process<R: RngCore + CryptoRng, V: Verifier>(
+        &mut self,
+        now: Millis,
+        node: &mut Node<V>,
+        rng: &mut R,
+    ) {
+        for _ in 0..1_000 {
+            self.drain_transmit();
+            let Some(event) = self.engine.poll_event() else {
+                return;
+            };
+            match event {
+                Event::Opened(c) => {
+                    if let Some(t) = self.tunnels.get_mut(&c) {
+                        t.open = true;
+                        self.guards.built(&t.guard);
+                    }
+                    self.dispatch(now, rng);
+                }
+                Event::Data(c, bytes) => self.on_reply(now, c, &bytes, rng),
+                Event::Closed(c, _) => self.tunnel_lost(now, c, rng),
+                Event::ExitData(x, bytes) => self.on_exit_request(now, node, x, &bytes, rng),
+                Event::ExitClosed(x) => {
+                    self.exit_load.remove(&x);
+                    for v in self.exits.values_mut() {
+                        if v.is_some_and(|(e, _)| e == x) {
+                            *v = None;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn drain_transmit(&mut self) {
+        while let Some((to, msg)) = self.engine.poll_transmit() {
+            self.actions.push_back(Action::Send {
+                to,
+                msg: Message::Tunnel { cell: msg.encode() },
+            });
+        }
+    }
+
+    fn tunnel_lost<R: RngCore + CryptoRng>(&mut self, now: Millis, c: CircuitId, rng: &mut R) {
+        self.tunnels.remove(&c);
+        let lost: Vec<u32> = self
+            .sent
+            .iter()
+            .filter(|(_, s)| s.circuit == c)
+            .map(|(r, _)| *r)
+            .collect();
+        for r in lost {
+            if let Some(s) = self.sent.remove(&r) {
+                self.retry(s);
+            }
+        }
+        self.dispatch(now, rng);
+    }
+
+    /// Send a request again through another tunnel, or fail it after
+    /// [`TunnelConfig::tries`].
+    fn retry(&mut self, s: Sent) {
+        if s.tries >= self.cfg.tries {
+            self.fail(s.id, &s.req);
+        } else {
+            self.waiting.push_back(Waiting {
+                id: s.id,
+                req: s.req,
+                tries: s.tries,
+                since: s.since,
+            });
+        }
+    }
+
+    fn fail(&mut self, id: RequestId, req: &LocalRequest) {
+        let action = match req {
+            LocalRequest::Insert { .. } => Action::InsertDone {
+                id,
+                outcome: InsertOutcome::TimedOut,
+            },
+            _ => Action::RequestDone {
+                id,
+                outcome: RequestOutcome::TimedOut,
+            },
+        };
+        self.actions.push_back(action);
+    }
+
+    fn on_reply<R: RngCore + CryptoRng>(
+        &mut self,
+        now: Millis,
+        c: CircuitId,
+        bytes: &[u8],
+        rng: &mut R,
+    ) {
+        let reply = ExitReply::decode(bytes);
+        let Some(req) = reply.as_ref().ok().map(|r| r.req) else {
+            // An exit that speaks nonsense: give up the tunnel.
+            self.engine.close(c);
+            self.tunnel_lost(now, c, rng);
+            return;
+        };
+        let Some(s) = self.sent.remove(&req).filter(|s| s.circuit == c) else {
+            return;
+        };
+        if let Some(t) = self.tunnels.get_mut(&c) {
+            t.in_flight = t.in_flight.saturating_sub(1);
+        }
+        let outcome = reply.map(|r| r.outcome).unwrap_or(Outcome::Refused);
+        match self.completion(s.id, &s.req, outcome) {
+            Some(action) => self.actions.push_back(action),
+            None => {
+                // Busy, refused, or a block that does not verify: another
+                // tunnel, another exit.
+                self.retry(s);
+                self.dispatch(now, rng);
+            }
+        }
+    }
+
+    /// The local completion for an exit's outcome; `None` to try again.
+    fn completion(&self, id: RequestId, req: &LocalRequest, outcome: Outcome) -> Option<Action> {
+        match req {
+            LocalRequest::Fetch { key, kind } => {
+                let outcome = match outcome {
+                    Outcome::Found(block) if self.verifier.verify(key, *kind, &block) => {
+                        RequestOutcome::Found(block)
+                    }
+                    Outcome::NotFound => RequestOutcome::NotFound,
+                    Outcome::RouteNotFound(_) => RequestOutcome::RouteNotFound,
+                    Outcome::RecentlyFailed => RequestOutcome::RecentlyFailed,
+                    Outcome::TimedOut => RequestOutcome::TimedOut,
+                    _ => return None,
+                };
+                Some(Action::RequestDone { id, outcome })
+            }
+            LocalRequest::Insert { key, kind, .. } => {
+                let outcome = match outcome {
+                    Outcome::Inserted => InsertOutcome::Success,
+                    Outcome::RouteNotFound(htl) => InsertOutcome::RouteNotFound { htl },
+                    Outcome::Collision(block) if self.verifier.verify(key, *kind, &block) => {
+                        InsertOutcome::Collision(block)
+                    }
+                    Outcome::TimedOut => InsertOutcome::TimedOut,
+                    _ => return None,
+                };
+                Some(Action::InsertDone { id, outcome })
+            }
+            LocalRequest::Announce => None,
+        }
+    }
+
+    /// A request arrived through a tunnel that ends here: run it as our
+    /// own.
+    fn on_exit_request<R: RngCore + CryptoRng, V: Verifier>(
+        &mut self,
+        now: Millis,
+        node: &mut Node<V>,
+        x: ExitId,
+        bytes: &[u8],
+        rng: &mut R,
+    ) {
+        let Ok(request) = ExitRequest::decode(bytes) else {
+            self.engine.exit_close(x);
+            return;
+        };
+        let (req, local) = match request {
+            ExitRequest::Fetch { req, kind, key } => (
+                req,
+                kind_of(kind).map(|kind| LocalRequest::Fetch {
+                    key: Key(key),
+                    kind,
+                }),
+            ),
+            ExitRequest::Insert {
+                req,
+                kind,
+                key,
+                block,
+            } => (
+                req,
+                kind_of(kind).map(|kind| LocalRequest::Insert {
+                    key: Key(key),
+                    kind,
+                    block,
+                }),
+            ),
+        };
+        let load = self.exit_load.entry(x).or_insert(0);
+        let Some(local) = local.filter(|_| *load < self.cfg.exit_in_flight) else {
+            let reply = ExitReply {
+                req,
+                outcome: Outcome::Refused,
+            };
+            let _ = self.engine.exit_send(x, &reply.encode());
+            return;
+        };
+        *load += 1;
+        let id = node.handle_local_request(now, local, rng);
+        self.exits.insert(id, Some((x, req)));
+    }
+}
+
+fn fetch_outcome(o: &RequestOutcome) -> Outcome {
+    match o {
+        RequestOutcome::Found(b) => Outcome::Found(b.clone()),
+        RequestOutcome::NotFound => Outcome::NotFound,
+        RequestOutcome::RouteNotFound => Outcome::RouteNotFound(0),
+        RequestOutcome::RecentlyFailed => Outcome::RecentlyFailed,
+        RequestOutcome::Overloaded => Outcome::Overloaded,
+        RequestOutcome::TimedOut => Outcome::TimedOut,
+    }
+}
+
+fn insert_outcome(o: &InsertOutcome) -> Outcome {
+    match o {
+        InsertOutcome::Success => Outcome::Inserted,
+        InsertOutcome::RouteNotFound { htl } => Outcome::RouteNotFound(*htl),
+        InsertOutcome::Collision(b) => Outcome::Collision(b.clone()),
+        InsertOutcome::Overloaded => Outcome::Overloaded,
+        InsertOutcome::TimedOut => Outcome::TimedOut,
+        InsertOutcome::InvalidBlock => Outcome::InvalidBlock,
+    }
+}

@@ -1,0 +1,251 @@
+//! The node's own requests through premix tunnels (`Tunnelled` around
+//! `Node`): the originator's neighbours see only tunnel cells, the exit
+//! routes the request as its own, and nothing of it is kept anywhere.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::{block, sha_verify, V};
+use lichen_routing::*;
+use rand::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+
+struct Store(BTreeMap<Key, Vec<u8>>);
+
+impl BlockSource for Store {
+    fn get(&mut self, key: &Key, _: KeyKind) -> Option<Block> {
+        self.0.get(key).cloned()
+    }
+}
+
+struct Net {
+    nodes: Vec<Node<V>>,
+    layers: Vec<Tunnelled<V>>,
+    stores: Vec<Store>,
+    /// (from, to, message name, HTL if a request or insert)
+    log: Vec<(usize, usize, &'static str, Option<u8>)>,
+    done: Vec<Vec<Action>>,
+    stored: Vec<Vec<Key>>,
+    rng: ChaCha20Rng,
+    now: u64,
+}
+
+impl Net {
+    /// Nodes 0..n at evenly spread locations, linked as `links`.
+    fn new(n: usize, links: &[(usize, usize)], hops: u8) -> Self {
+        let mut rng = ChaCha20Rng::seed_from_u64(3);
+        let cfg = Config::default();
+        let mut nodes = Vec::new();
+        let mut layers = Vec::new();
+        for i in 0..n {
+            let loc = Location((i as u64) * (u64::MAX / n as u64));
+            nodes.push(Node::new(cfg.clone(), loc, sha_verify as V));
+            let tcfg = TunnelConfig {
+                hops,
+                ..TunnelConfig::default()
+            };
+            layers.push(Tunnelled::new([i as u8 + 1; 32], tcfg, sha_verify as V));
+        }
+        for &(a, b) in links {
+            let (la, lb) = (nodes[a].location(), nodes[b].location());
+            nodes[a].add_peer(0, PeerId(b as u64), lb, &mut rng);
+            nodes[b].add_peer(0, PeerId(a as u64), la, &mut rng);
+            let ka = lichen_tunnel::handshake::public_key(&[a as u8 + 1; 32]);
+            let kb = lichen_tunnel::handshake::public_key(&[b as u8 + 1; 32]);
+            layers[a].peer_added(PeerId(b as u64), kb);
+            layers[b].peer_added(PeerId(a as u64), ka);
+        }
+        Net {
+            nodes,
+            layers,
+            stores: (0..n).map(|_| Store(BTreeMap::new())).collect(),
+            log: Vec::new(),
+            done: vec![Vec::new(); n],
+            stored: vec![Vec::new(); n],
+            rng,
+            now: 1,
+        }
+    }
+
+    fn run(&mut self) {
+        for _ in 0..100_000 {
+            let mut moved = false;
+            for i in 0..self.nodes.len() {
+                let mut out = Vec::new();
+                while let Some(a) = self.nodes[i].poll_action() {
+                    if let Some(a) = self.layers[i].filter(a) {
+                        out.push(a);
+                    }
+                }
+                while let Some(a) = self.layers[i].poll_action() {
+                    out.push(a);
+                }
+                for a in out {
+                    moved = true;
+                    match a {
+                        Action::Send { to, msg } => self.deliver(i, to.0 as usize, msg),
+                        Action::StoreBlock { key, .. } => self.stored[i].push(key),
+                        other => self.done[i].push(other),
+                    }
+                }
+            }
+            if !moved {
+                return;
+            }
+        }
+        panic!("never quiet");
+    }
+
+    fn deliver(&mut self, from: usize, to: usize, msg: Message) {
+        let htl = match &msg {
+            Message::Request { htl, .. } | Message::Insert { htl, .. } => Some(*htl),
+            _ => None,
+        };
+        self.log.push((from, to, msg.name(), htl));
+        let (now, pid) = (self.now, PeerId(from as u64));
+        if let Message::Tunnel { cell } = msg {
+            let _ = self.layers[to].handle(now, &mut self.nodes[to], pid, &cell, &mut self.rng);
+        } else {
+            self.nodes[to].handle_message(now, pid, msg, &mut self.stores[to], &mut self.rng);
+        }
+    }
+
+    fn local(&mut self, i: usize, req: LocalRequest) -> RequestId {
+        let id = self.layers[i].local(self.now, &mut self.nodes[i], req, &mut self.rng);
+        self.run();
+        id
+    }
+}
+
+/// Node 0 sent tunnel cells, and no request or insert at the two highest
+/// HTLs (what the downloader attack counts): it may relay others'
+/// traffic, decremented, like any node.
+fn assert_no_own_request_left_node_0(net: &Net) {
+    let top = Config::default().max_htl - 1;
+    assert!(net.log.iter().any(|l| l.0 == 0 && l.2 == "Tunnel"));
+    let high: Vec<_> = net
+        .log
+        .iter()
+        .filter(|l| l.0 == 0 && l.3.is_some_and(|h| h >= top))
+        .collect();
+    assert!(high.is_empty(), "{high:?}");
+}
+
+/// A ring of 8 with chords, so tunnels of two hops have choices.
+fn ring() -> Vec<(usize, usize)> {
+    let mut l: Vec<(usize, usize)> = (0..8).map(|i| (i, (i + 1) % 8)).collect();
+    l.extend([(0, 4), (1, 5), (2, 6), (3, 7)]);
+    l
+}
+
+#[test]
+fn an_own_fetch_leaves_only_as_tunnel_cells_and_comes_back_verified() {
+    let mut net = Net::new(8, &ring(), 2);
+    let (key, data) = block(9);
+    for s in 1..8 {
+        net.stores[s].0.insert(key, data.clone());
+    }
+    let id = net.local(
+        0,
+        LocalRequest::Fetch {
+            key,
+            kind: KeyKind::Chk,
+        },
+    );
+    let found = net.done[0].iter().any(|a| {
+        matches!(a, Action::RequestDone { id: i, outcome: RequestOutcome::Found(b) } if *i == id && *b == data)
+    });
+    assert!(found, "{:?}", net.done[0]);
+    let from_origin: Vec<&str> = net.log.iter().filter(|l| l.0 == 0).map(|l| l.2).collect();
+    assert!(!from_origin.is_empty());
+    assert!(
+        from_origin.iter().all(|n| *n == "Tunnel"),
+        "{from_origin:?}"
+    );
+    // Somebody else (the exit) sent the request, at the highest HTL.
+    let requests: Vec<_> = net.log.iter().filter(|l| l.2 == "Request").collect();
+    assert!(!requests.is_empty());
+    assert!(requests.iter().all(|l| l.0 != 0));
+    assert_eq!(requests[0].3, Some(Config::default().max_htl));
+    // Nothing of it stored anywhere on the way.
+    assert!(
+        net.stored.iter().all(|s| !s.contains(&key)),
+        "{:?}",
+        net.stored
+    );
+}
+
+#[test]
+fn an_own_insert_goes_through_a_tunnel_too() {
+    let mut net = Net::new(8, &ring(), 2);
+    let (key, data) = block(4);
+    let id = net.local(
+        0,
+        LocalRequest::Insert {
+            key,
+            kind: KeyKind::Chk,
+            block: data,
+        },
+    );
+    assert!(net.done[0]
+        .iter()
+        .any(|a| matches!(a, Action::InsertDone { id: i, .. } if *i == id)));
+    assert_no_own_request_left_node_0(&net);
+    assert!(net.log.iter().any(|l| l.2 == "Insert" && l.0 != 0));
+}
+
+#[test]
+fn with_tunnels_off_the_node_routes_its_own_requests() {
+    let mut net = Net::new(8, &ring(), 0);
+    let (key, data) = block(9);
+    net.stores[4].0.insert(key, data);
+    net.local(
+        0,
+        LocalRequest::Fetch {
+            key,
+            kind: KeyKind::Chk,
+        },
+    );
+    assert!(net.log.iter().any(|l| l.0 == 0 && l.2 == "Request"));
+    assert!(!net.log.iter().any(|l| l.2 == "Tunnel"));
+}
+
+#[test]
+fn a_block_the_exit_forged_is_not_accepted() {
+    let mut net = Net::new(8, &ring(), 2);
+    let (key, _) = block(9);
+    // Every store holds garbage under the key: the exit's node verifies
+    // and never returns it, so the fetch ends without a block.
+    for s in 1..8 {
+        net.stores[s].0.insert(key, vec![0; 32]);
+    }
+    let id = net.local(
+        0,
+        LocalRequest::Fetch {
+            key,
+            kind: KeyKind::Chk,
+        },
+    );
+    assert!(!net.done[0].iter().any(|a| matches!(a, Action::RequestDone { id: i, outcome: RequestOutcome::Found(_) } if *i == id)));
+}
+
+#[test]
+fn without_peers_a_request_waits_and_then_fails_but_never_leaves_untunnelled() {
+    let mut net = Net::new(2, &[], 2);
+    let (key, _) = block(1);
+    let id = net.local(
+        0,
+        LocalRequest::Fetch {
+            key,
+            kind: KeyKind::Chk,
+        },
+    );
+    assert!(net.done[0].is_empty());
+    let t = TunnelConfig::default().request_timeout_ms + 10;
+    net.layers[0].tick(t, &mut net.nodes[0], &mut net.rng);
+    net.run();
+    assert!(net.done[0].iter().any(|a| matches!(a, Action::RequestDone { id: i, outcome: RequestOutcome::TimedOut } if *i == id)));
+    assert!(net.log.is_empty());
+}
