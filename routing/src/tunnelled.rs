@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, VecDeque};
 use lichen_tunnel::exit::{ExitReply, ExitRequest, Outcome};
 use lichen_tunnel::guards::Guards;
 use lichen_tunnel::{CircuitId, Event, ExitId, Limits, Links, TunnelError, TunnelMsg, Tunnels};
-use rand::{CryptoRng, Rng, RngCore};
+use rand::{Rng, RngCore};
 
 use crate::message::{KeyKind, Message};
 use crate::node::{
@@ -87,9 +87,8 @@ struct Sent {
 }
 
 /// The tunnel layer of one node.
-pub struct Tunnelled<W> {
+pub struct Tunnelled {
     cfg: TunnelConfig,
-    verifier: W,
     engine: Tunnels<PeerId>,
     guards: Guards,
     keys: BTreeMap<PeerId, [u8; 32]>,
@@ -104,7 +103,7 @@ pub struct Tunnelled<W> {
     actions: VecDeque<Action>,
 }
 
-impl<W> std::fmt::Debug for Tunnelled<W> {
+impl std::fmt::Debug for Tunnelled {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Tunnelled")
             .field("hops", &self.cfg.hops)
@@ -143,14 +142,12 @@ fn kind_of(code: u8) -> Option<KeyKind> {
     }
 }
 
-impl<W: Verifier> Tunnelled<W> {
-    /// The layer of the node whose static link secret is `secret`;
-    /// `verifier` checks blocks an exit returns.
+impl Tunnelled {
+    /// The layer of the node whose static link secret is `secret`.
     #[must_use]
-    pub fn new(secret: [u8; 32], cfg: TunnelConfig, verifier: W) -> Self {
+    pub fn new(secret: [u8; 32], cfg: TunnelConfig) -> Self {
         Tunnelled {
             cfg,
-            verifier,
             engine: Tunnels::new(secret, Limits::default()),
             guards: Guards::default(),
             keys: BTreeMap::new(),
@@ -193,7 +190,7 @@ impl<W: Verifier> Tunnelled<W> {
     }
 
     /// A peer's link is gone: every tunnel through it ends.
-    pub fn peer_removed<R: RngCore + CryptoRng, V: Verifier>(
+    pub fn peer_removed<R: RngCore, V: Verifier>(
         &mut self,
         now: Millis,
         node: &mut Node<V>,
@@ -210,7 +207,7 @@ impl<W: Verifier> Tunnelled<W> {
     /// [`Node::handle_local_request`]; otherwise it waits for a tunnel.
     /// The result comes as [`Action::RequestDone`] / [`Action::InsertDone`]
     /// from [`Tunnelled::poll_action`].
-    pub fn local<R: RngCore + CryptoRng, V: Verifier>(
+    pub fn local<R: RngCore, V: Verifier>(
         &mut self,
         now: Millis,
         node: &mut Node<V>,
@@ -221,7 +218,7 @@ impl<W: Verifier> Tunnelled<W> {
             return node.handle_local_request(now, req, rng);
         }
         if let LocalRequest::Insert { key, kind, block } = &req {
-            if !self.verifier.verify(key, *kind, block) {
+            if !node.verify_block(key, *kind, block) {
                 let id = RequestId(rng.gen());
                 self.actions.push_back(Action::InsertDone {
                     id,
@@ -247,7 +244,7 @@ impl<W: Verifier> Tunnelled<W> {
     /// # Errors
     /// The engine's refusal (the caller logs it at debug or counts it
     /// against the peer); the engine has answered where the protocol says.
-    pub fn handle<R: RngCore + CryptoRng, V: Verifier>(
+    pub fn handle<R: RngCore, V: Verifier>(
         &mut self,
         now: Millis,
         node: &mut Node<V>,
@@ -292,12 +289,7 @@ impl<W: Verifier> Tunnelled<W> {
 
     /// Periodic work (call every few seconds): expire tunnels and
     /// requests, keep the guards and the pool of tunnels up.
-    pub fn tick<R: RngCore + CryptoRng, V: Verifier>(
-        &mut self,
-        now: Millis,
-        node: &mut Node<V>,
-        rng: &mut R,
-    ) {
+    pub fn tick<R: RngCore, V: Verifier>(&mut self, now: Millis, node: &mut Node<V>, rng: &mut R) {
         self.engine.expire(now);
         let connected: Vec<[u8; 32]> = self.keys.values().copied().collect();
         if self.enabled() {
@@ -354,7 +346,7 @@ impl<W: Verifier> Tunnelled<W> {
 
     /// Build tunnels up to the pool size, then give waiting requests to
     /// open tunnels at random.
-    fn dispatch<R: RngCore + CryptoRng>(&mut self, now: Millis, rng: &mut R) {
+    fn dispatch<R: RngCore>(&mut self, now: Millis, rng: &mut R) {
         if !self.enabled() {
             return;
         }
@@ -385,7 +377,7 @@ impl<W: Verifier> Tunnelled<W> {
         }
     }
 
-    fn build<R: RngCore + CryptoRng>(&mut self, now: Millis, rng: &mut R, connected: &[[u8; 32]]) {
+    fn build<R: RngCore>(&mut self, now: Millis, rng: &mut R, connected: &[[u8; 32]]) {
         let Some(guard) = self.guards.pick(rng, connected) else {
             return;
         };
@@ -457,12 +449,7 @@ impl<W: Verifier> Tunnelled<W> {
 
     /// Drain the engine: its messages become sends, its events move
     /// requests along.
-    fn process<R: RngCore + CryptoRng, V: Verifier>(
-        &mut self,
-        now: Millis,
-        node: &mut Node<V>,
-        rng: &mut R,
-    ) {
+    fn process<R: RngCore, V: Verifier>(&mut self, now: Millis, node: &mut Node<V>, rng: &mut R) {
         for _ in 0..1_000 {
             self.drain_transmit();
             let Some(event) = self.engine.poll_event() else {
@@ -476,7 +463,7 @@ impl<W: Verifier> Tunnelled<W> {
                     }
                     self.dispatch(now, rng);
                 }
-                Event::Data(c, bytes) => self.on_reply(now, c, &bytes, rng),
+                Event::Data(c, bytes) => self.on_reply(now, node, c, &bytes, rng),
                 Event::Closed(c, _) => self.tunnel_lost(now, c, rng),
                 Event::ExitData(x, bytes) => self.on_exit_request(now, node, x, &bytes, rng),
                 Event::ExitClosed(x) => {
@@ -500,7 +487,7 @@ impl<W: Verifier> Tunnelled<W> {
         }
     }
 
-    fn tunnel_lost<R: RngCore + CryptoRng>(&mut self, now: Millis, c: CircuitId, rng: &mut R) {
+    fn tunnel_lost<R: RngCore>(&mut self, now: Millis, c: CircuitId, rng: &mut R) {
         self.tunnels.remove(&c);
         let lost: Vec<u32> = self
             .sent
@@ -545,9 +532,10 @@ impl<W: Verifier> Tunnelled<W> {
         self.actions.push_back(action);
     }
 
-    fn on_reply<R: RngCore + CryptoRng>(
+    fn on_reply<R: RngCore, V: Verifier>(
         &mut self,
         now: Millis,
+        node: &Node<V>,
         c: CircuitId,
         bytes: &[u8],
         rng: &mut R,
@@ -566,7 +554,7 @@ impl<W: Verifier> Tunnelled<W> {
             t.in_flight = t.in_flight.saturating_sub(1);
         }
         let outcome = reply.map(|r| r.outcome).unwrap_or(Outcome::Refused);
-        match self.completion(s.id, &s.req, outcome) {
+        match completion(node, s.id, &s.req, outcome) {
             Some(action) => self.actions.push_back(action),
             None => {
                 // Busy, refused, or a block that does not verify: another
@@ -577,41 +565,9 @@ impl<W: Verifier> Tunnelled<W> {
         }
     }
 
-    /// The local completion for an exit's outcome; `None` to try again.
-    fn completion(&self, id: RequestId, req: &LocalRequest, outcome: Outcome) -> Option<Action> {
-        match req {
-            LocalRequest::Fetch { key, kind } => {
-                let outcome = match outcome {
-                    Outcome::Found(block) if self.verifier.verify(key, *kind, &block) => {
-                        RequestOutcome::Found(block)
-                    }
-                    Outcome::NotFound => RequestOutcome::NotFound,
-                    Outcome::RouteNotFound(_) => RequestOutcome::RouteNotFound,
-                    Outcome::RecentlyFailed => RequestOutcome::RecentlyFailed,
-                    Outcome::TimedOut => RequestOutcome::TimedOut,
-                    _ => return None,
-                };
-                Some(Action::RequestDone { id, outcome })
-            }
-            LocalRequest::Insert { key, kind, .. } => {
-                let outcome = match outcome {
-                    Outcome::Inserted => InsertOutcome::Success,
-                    Outcome::RouteNotFound(htl) => InsertOutcome::RouteNotFound { htl },
-                    Outcome::Collision(block) if self.verifier.verify(key, *kind, &block) => {
-                        InsertOutcome::Collision(block)
-                    }
-                    Outcome::TimedOut => InsertOutcome::TimedOut,
-                    _ => return None,
-                };
-                Some(Action::InsertDone { id, outcome })
-            }
-            LocalRequest::Announce => None,
-        }
-    }
-
     /// A request arrived through a tunnel that ends here: run it as our
     /// own.
-    fn on_exit_request<R: RngCore + CryptoRng, V: Verifier>(
+    fn on_exit_request<R: RngCore, V: Verifier>(
         &mut self,
         now: Millis,
         node: &mut Node<V>,
@@ -679,5 +635,42 @@ fn insert_outcome(o: &InsertOutcome) -> Outcome {
         InsertOutcome::Overloaded => Outcome::Overloaded,
         InsertOutcome::TimedOut => Outcome::TimedOut,
         InsertOutcome::InvalidBlock => Outcome::InvalidBlock,
+    }
+}
+
+/// The local completion for an exit's outcome; `None` to try again.
+fn completion<V: Verifier>(
+    node: &Node<V>,
+    id: RequestId,
+    req: &LocalRequest,
+    outcome: Outcome,
+) -> Option<Action> {
+    match req {
+        LocalRequest::Fetch { key, kind } => {
+            let outcome = match outcome {
+                Outcome::Found(block) if node.verify_block(key, *kind, &block) => {
+                    RequestOutcome::Found(block)
+                }
+                Outcome::NotFound => RequestOutcome::NotFound,
+                Outcome::RouteNotFound(_) => RequestOutcome::RouteNotFound,
+                Outcome::RecentlyFailed => RequestOutcome::RecentlyFailed,
+                Outcome::TimedOut => RequestOutcome::TimedOut,
+                _ => return None,
+            };
+            Some(Action::RequestDone { id, outcome })
+        }
+        LocalRequest::Insert { key, kind, .. } => {
+            let outcome = match outcome {
+                Outcome::Inserted => InsertOutcome::Success,
+                Outcome::RouteNotFound(htl) => InsertOutcome::RouteNotFound { htl },
+                Outcome::Collision(block) if node.verify_block(key, *kind, &block) => {
+                    InsertOutcome::Collision(block)
+                }
+                Outcome::TimedOut => InsertOutcome::TimedOut,
+                _ => return None,
+            };
+            Some(Action::InsertDone { id, outcome })
+        }
+        LocalRequest::Announce => None,
     }
 }

@@ -22,7 +22,7 @@ impl BlockSource for Store {
 
 struct Net {
     nodes: Vec<Node<V>>,
-    layers: Vec<Tunnelled<V>>,
+    layers: Vec<Tunnelled>,
     stores: Vec<Store>,
     /// (from, to, message name, HTL if a request or insert)
     log: Vec<(usize, usize, &'static str, Option<u8>)>,
@@ -46,7 +46,7 @@ impl Net {
                 hops,
                 ..TunnelConfig::default()
             };
-            layers.push(Tunnelled::new([i as u8 + 1; 32], tcfg, sha_verify as V));
+            layers.push(Tunnelled::new([i as u8 + 1; 32], tcfg));
         }
         for &(a, b) in links {
             let (la, lb) = (nodes[a].location(), nodes[b].location());

@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use rand::seq::SliceRandom;
-use rand::{CryptoRng, Rng, RngCore};
+use rand::{Rng, RngCore};
 use x25519_dalek::StaticSecret;
 
 use crate::cell::{fragments, Command, Dir, ExtendFailure, Reassembly, TunnelMsg, COMMAND_HEADER};
@@ -221,7 +221,7 @@ impl<P: Copy + Ord> Tunnels<P> {
     /// # Errors
     /// [`TunnelError::Refused`] for 0 or more than [`MAX_HOPS`] hops, or
     /// when [`Limits::own`] tunnels exist.
-    pub fn build<R: RngCore + CryptoRng>(
+    pub fn build<R: RngCore>(
         &mut self,
         now: u64,
         rng: &mut R,
@@ -395,7 +395,7 @@ impl<P: Copy + Ord> Tunnels<P> {
     /// A refusal the caller may log (at debug) or count against the
     /// peer; the engine has already answered the peer where the protocol
     /// says so (a refused `Create` gets a `Destroy`).
-    pub fn handle<R: RngCore + CryptoRng>(
+    pub fn handle<R: RngCore>(
         &mut self,
         now: u64,
         rng: &mut R,
@@ -449,7 +449,7 @@ impl<P: Copy + Ord> Tunnels<P> {
         }
     }
 
-    fn on_create<R: RngCore + CryptoRng>(
+    fn on_create<R: RngCore>(
         &mut self,
         now: u64,
         rng: &mut R,
@@ -571,7 +571,7 @@ impl<P: Copy + Ord> Tunnels<P> {
 
     /// The newest hop of own tunnel `id` named its peers: draw the next
     /// hop from them and extend.
-    fn choose_next<R: RngCore + CryptoRng>(
+    fn choose_next<R: RngCore>(
         &mut self,
         rng: &mut R,
         id: u64,
@@ -610,7 +610,7 @@ impl<P: Copy + Ord> Tunnels<P> {
         Ok(())
     }
 
-    fn on_forward<R: RngCore + CryptoRng>(
+    fn on_forward<R: RngCore>(
         &mut self,
         rng: &mut R,
         links: &dyn Links<P>,
@@ -673,7 +673,7 @@ impl<P: Copy + Ord> Tunnels<P> {
         }
     }
 
-    fn extend<R: RngCore + CryptoRng>(
+    fn extend<R: RngCore>(
         &mut self,
         rng: &mut R,
         links: &dyn Links<P>,
@@ -713,7 +713,7 @@ impl<P: Copy + Ord> Tunnels<P> {
         }
     }
 
-    fn on_backward<R: RngCore + CryptoRng>(
+    fn on_backward<R: RngCore>(
         &mut self,
         rng: &mut R,
         from: P,

@@ -11,7 +11,7 @@
 
 use hkdf::Hkdf;
 use hmac::{Hmac, Mac};
-use rand::{CryptoRng, RngCore};
+use rand::RngCore;
 use sha2::Sha256;
 use x25519_dalek::{PublicKey, SharedSecret, StaticSecret};
 use zeroize::Zeroizing;
@@ -66,8 +66,8 @@ impl std::fmt::Debug for ClientHandshake {
 impl ClientHandshake {
     /// Start a handshake with the hop whose static public key is `hop`;
     /// returns the state and `X`, the message to send.
-    pub fn start<R: RngCore + CryptoRng>(rng: &mut R, hop: [u8; 32]) -> (Self, [u8; 32]) {
-        let x = StaticSecret::random_from_rng(rng);
+    pub fn start<R: RngCore>(rng: &mut R, hop: [u8; 32]) -> (Self, [u8; 32]) {
+        let x = ephemeral(rng);
         let x_pub = PublicKey::from(&x).to_bytes();
         (ClientHandshake { x, x_pub, hop }, x_pub)
     }
@@ -104,12 +104,12 @@ impl ClientHandshake {
 /// # Errors
 /// [`TunnelError::HandshakeAuth`] when a DH result is degenerate (a
 /// low-order `X`).
-pub fn server_handshake<R: RngCore + CryptoRng>(
+pub fn server_handshake<R: RngCore>(
     rng: &mut R,
     static_secret: &StaticSecret,
     x: &[u8; 32],
 ) -> Result<(LayerSecrets, [u8; REPLY_LEN]), TunnelError> {
-    let y = StaticSecret::random_from_rng(rng);
+    let y = ephemeral(rng);
     let y_pub = PublicKey::from(&y).to_bytes();
     let b_pub = PublicKey::from(static_secret).to_bytes();
     let x_pub = PublicKey::from(*x);
@@ -122,6 +122,14 @@ pub fn server_handshake<R: RngCore + CryptoRng>(
     reply[..32].copy_from_slice(&y_pub);
     reply[32..].copy_from_slice(&mac.finalize().into_bytes());
     Ok((expand(&seed)?, reply))
+}
+
+/// A fresh ephemeral secret. The caller's generator must be a
+/// cryptographic one (the node's is); the simulator's is seeded.
+fn ephemeral<R: RngCore>(rng: &mut R) -> StaticSecret {
+    let mut b = Zeroizing::new([0u8; 32]);
+    rng.fill_bytes(b.as_mut());
+    StaticSecret::from(*b)
 }
 
 /// `(KEY_SEED, auth_input)` from the two shared secrets, as ntor does.

@@ -291,6 +291,12 @@ impl<V: Verifier> Node<V> {
         }
     }
 
+    /// Whether `block` is the valid block for `key` (the node's
+    /// verifier).
+    pub fn verify_block(&self, key: &Key, kind: KeyKind, block: &[u8]) -> bool {
+        self.verifier.verify(key, kind, block)
+    }
+
     /// This node's location.
     pub fn location(&self) -> Location {
         self.location
