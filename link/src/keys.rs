@@ -88,8 +88,10 @@ impl NodeKeys {
         self.static_public
     }
 
-    /// The X25519 static secret (for the Noise builder only).
-    pub(crate) fn static_secret(&self) -> &[u8; 32] {
+    /// The X25519 static secret (for the Noise builder and the tunnel
+    /// handshakes this node answers).
+    #[must_use]
+    pub fn static_secret(&self) -> &[u8; 32] {
         &self.static_secret
     }
 

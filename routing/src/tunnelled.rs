@@ -189,17 +189,11 @@ impl Tunnelled {
         self.keys.insert(peer, key);
     }
 
-    /// A peer's link is gone: every tunnel through it ends.
-    pub fn peer_removed<R: RngCore, V: Verifier>(
-        &mut self,
-        now: Millis,
-        node: &mut Node<V>,
-        peer: PeerId,
-        rng: &mut R,
-    ) {
+    /// A peer's link is gone: every tunnel through it ends (what that
+    /// means for requests is settled at the next call that has the node).
+    pub fn peer_removed(&mut self, peer: PeerId) {
         self.keys.remove(&peer);
         self.engine.peer_gone(peer);
-        self.process(now, node, rng);
     }
 
     /// A request of the local client. With tunnels off, or for an
@@ -284,6 +278,7 @@ impl Tunnelled {
     /// The next thing for the embedder to do: a message to send, or an
     /// own request's completion.
     pub fn poll_action(&mut self) -> Option<Action> {
+        self.drain_transmit();
         self.actions.pop_front()
     }
 
@@ -362,18 +357,22 @@ impl Tunnelled {
                 self.build(now, rng, &connected);
             }
         }
-        let open: Vec<CircuitId> = self
+        let mut open: Vec<CircuitId> = self
             .tunnels
             .iter()
             .filter(|(_, t)| t.open && !self.retired(now, t))
             .map(|(c, _)| *c)
             .collect();
-        if open.is_empty() {
-            return;
-        }
-        while let Some(w) = self.waiting.pop_front() {
-            let circuit = open[rng.gen_range(0..open.len())];
-            self.send(now, circuit, w);
+        while !open.is_empty() {
+            let Some(w) = self.waiting.pop_front() else {
+                return;
+            };
+            let i = rng.gen_range(0..open.len());
+            if let Err(w) = self.send(now, open[i], w) {
+                // That tunnel is gone (its close not yet processed).
+                open.swap_remove(i);
+                self.waiting.push_front(w);
+            }
         }
     }
 
@@ -407,7 +406,9 @@ impl Tunnelled {
         }
     }
 
-    fn send(&mut self, now: Millis, circuit: CircuitId, w: Waiting) {
+    /// Send waiting request `w` through `circuit`; the request back if
+    /// the tunnel cannot take it.
+    fn send(&mut self, now: Millis, circuit: CircuitId, w: Waiting) -> Result<(), Waiting> {
         let mut req = self.next_req;
         while self.sent.contains_key(&req) {
             req = req.wrapping_add(1);
@@ -425,11 +426,10 @@ impl Tunnelled {
                 key: key.0,
                 block: block.clone(),
             },
-            LocalRequest::Announce => return,
+            LocalRequest::Announce => return Ok(()),
         };
         if self.engine.send(circuit, &msg.encode()).is_err() {
-            self.waiting.push_front(w);
-            return;
+            return Err(w);
         }
         if let Some(t) = self.tunnels.get_mut(&circuit) {
             t.used += 1;
@@ -445,6 +445,7 @@ impl Tunnelled {
                 since: now,
             },
         );
+        Ok(())
     }
 
     /// Drain the engine: its messages become sends, its events move

@@ -249,3 +249,39 @@ fn without_peers_a_request_waits_and_then_fails_but_never_leaves_untunnelled() {
     assert!(net.done[0].iter().any(|a| matches!(a, Action::RequestDone { id: i, outcome: RequestOutcome::TimedOut } if *i == id)));
     assert!(net.log.is_empty());
 }
+
+#[test]
+fn a_request_after_the_guard_link_went_waits_for_a_new_tunnel() {
+    let mut net = Net::new(8, &ring(), 2);
+    let (key, data) = block(9);
+    for s in 1..8 {
+        net.stores[s].0.insert(key, data.clone());
+    }
+    net.local(
+        0,
+        LocalRequest::Fetch {
+            key,
+            kind: KeyKind::Chk,
+        },
+    );
+    assert!(net.layers[0].tunnel_count() > 0);
+    // Every link of node 0 goes; the layer hears of it before the
+    // tunnels' ends are processed. (This looped forever once: requests
+    // kept being offered to tunnels already gone.)
+    for p in [1, 4, 7] {
+        net.layers[0].peer_removed(PeerId(p));
+    }
+    let before = net.done[0].len();
+    let id = net.local(
+        0,
+        LocalRequest::Fetch {
+            key,
+            kind: KeyKind::Chk,
+        },
+    );
+    assert_eq!(net.done[0].len(), before, "no answer without a tunnel");
+    let t = net.now + TunnelConfig::default().request_timeout_ms + 10;
+    net.layers[0].tick(t, &mut net.nodes[0], &mut net.rng);
+    net.run();
+    assert!(net.done[0].iter().any(|a| matches!(a, Action::RequestDone { id: i, outcome: RequestOutcome::TimedOut } if *i == id)));
+}

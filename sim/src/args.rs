@@ -34,6 +34,7 @@ pub fn usage() -> &'static str {
   --files N            attack workload: files inserted (10)
   --file-blocks N      attack workload: blocks per file (256)
   --downloaders N      attack workload: honest nodes each downloading a file (20)
+  --tunnel-hops N      own requests through premix tunnels of N hops, 0-3 (0)
   --json               print the report as JSON
   --help               this text"
 }
@@ -121,6 +122,12 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Option<Cli>
             }
             "--warmup" => c.warmup_requests = Some(num(&flag, val())?),
             "--swap-seconds" => c.swap_ms = Some(num::<u64>(&flag, val())?.saturating_mul(1000)),
+            "--tunnel-hops" => {
+                c.tunnel_hops = num::<u8>(&flag, val())?;
+                if c.tunnel_hops > 3 {
+                    return Err("--tunnel-hops: 0 to 3".into());
+                }
+            }
             "--interval" => c.request_interval_ms = num(&flag, val())?,
             "--attack" | "--files" | "--file-blocks" | "--downloaders" => {
                 attack_flag(&mut c, &flag, val())?;

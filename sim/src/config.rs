@@ -119,6 +119,10 @@ pub struct SimConfig {
     /// random: popular and unpopular files), while the background
     /// requests run.
     pub downloaders: usize,
+    /// Premix tunnels: hops beyond the requester for every node's own
+    /// requests and inserts (0: none; `docs/tunnels.md`).
+    #[serde(default)]
+    pub tunnel_hops: u8,
 }
 
 impl Default for SimConfig {
@@ -143,6 +147,7 @@ impl Default for SimConfig {
             files: 10,
             file_blocks: 256,
             downloaders: 20,
+            tunnel_hops: 0,
         }
     }
 }

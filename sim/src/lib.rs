@@ -90,6 +90,8 @@ impl Ord for Entry {
 /// routing core), its store, and its link ends.
 struct SimNode {
     policy: PeerPolicy<Sha256Verifier>,
+    /// Its static secret (tunnel handshakes; kept for restarts).
+    secret: [u8; 32],
     /// Its static key (how dials find it).
     key: [u8; 32],
     /// Its noderef and the signed bytes of it.
@@ -249,6 +251,10 @@ fn policy_config(
         routing: node_config(cfg),
         location,
         seeds: seeds.to_vec(),
+        tunnels: lichen_routing::TunnelConfig {
+            hops: cfg.tunnel_hops,
+            ..Default::default()
+        },
     }
 }
 
@@ -266,8 +272,13 @@ fn new_node(cfg: &SimConfig, rng: &mut ChaCha8Rng, i: usize, epoch: Instant) -> 
     let key = keys.static_public();
     let pcfg = policy_config(cfg, key, &bytes, loc, &[]);
     let list = PeerList::new(cfg.degree.saturating_mul(2));
+    let mut policy = PeerPolicy::new(pcfg, list, Sha256Verifier, epoch, WALL_START_MS);
+    if cfg.tunnel_hops > 0 {
+        policy.enable_tunnels(&secret);
+    }
     SimNode {
-        policy: PeerPolicy::new(pcfg, list, Sha256Verifier, epoch, WALL_START_MS),
+        policy,
+        secret,
         key,
         noderef,
         bytes,
@@ -370,6 +381,9 @@ impl Sim {
             .unwrap_or_else(|| PeerList::new(self.cfg.degree.saturating_mul(2)));
         let pcfg = policy_config(&self.cfg, s.key, &s.bytes, location, &self.seeds);
         s.policy = PeerPolicy::new(pcfg, list, Sha256Verifier, now, WALL_START_MS + self.now);
+        if self.cfg.tunnel_hops > 0 {
+            s.policy.enable_tunnels(&s.secret);
+        }
         s.timer_at = u64::MAX;
     }
 

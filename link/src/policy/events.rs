@@ -129,6 +129,7 @@ impl<V: Verifier> PeerPolicy<V> {
             if p.routed {
                 let ms = self.ms(now);
                 self.node.remove_peer(ms, old, rng);
+                self.tunnel_peer_gone(old);
             }
             self.out.push_back(Output::Close { peer: old });
         }
@@ -159,6 +160,13 @@ impl<V: Verifier> PeerPolicy<V> {
             }
         } else if let Message::Noderef { noderef } = msg {
             self.introduced(now, peer, &noderef);
+        } else if let Message::Tunnel { cell } = msg {
+            let ms = self.ms(now);
+            if let Some(t) = &mut self.tunnels {
+                if let Err(e) = t.handle(ms, &mut self.node, peer, &cell, rng) {
+                    tracing::debug!(peer = peer.0, error = %e, "tunnel message refused");
+                }
+            }
         } else {
             tracing::trace!(peer = peer.0, msg = msg.name(), id = ?msg.id(), "recv");
             let ms = self.ms(now);
@@ -204,6 +212,9 @@ impl<V: Verifier> PeerPolicy<V> {
         if !ok {
             self.out.push_back(Output::Close { peer: pid });
             return;
+        }
+        if let Some(t) = &mut self.tunnels {
+            t.peer_added(pid, remote);
         }
         // Remember it (opennet: only nodes we dialed, whose noderef we hold).
         let known = p
@@ -272,6 +283,7 @@ impl<V: Verifier> PeerPolicy<V> {
         if p.routed {
             let ms = self.ms(now);
             self.node.remove_peer(ms, peer, rng);
+            self.tunnel_peer_gone(peer);
             // Not redialed at once: a full node closes right after the
             // hello, and would be dialed every tick.
             let delay = if self.list.is_friend(&p.remote) {
@@ -333,6 +345,19 @@ impl<V: Verifier> PeerPolicy<V> {
     pub fn timeout(&mut self, now: Instant, rng: &mut impl RngCore) {
         let ms = self.ms(now);
         self.node.handle_timeout(ms, rng);
+        if now >= self.next_tunnel_tick {
+            self.next_tunnel_tick = now + super::TUNNEL_TICK;
+            if let Some(t) = &mut self.tunnels {
+                t.tick(ms, &mut self.node, rng);
+            }
+        }
+    }
+
+    /// A routed peer's link is gone: so is every tunnel through it.
+    fn tunnel_peer_gone(&mut self, peer: PeerId) {
+        if let Some(t) = &mut self.tunnels {
+            t.peer_removed(peer);
+        }
     }
 
     // --------------------------------------------------------- commands
@@ -346,7 +371,10 @@ impl<V: Verifier> PeerPolicy<V> {
         rng: &mut impl RngCore,
     ) -> RequestId {
         let ms = self.ms(now);
-        self.node.handle_local_request(ms, req, rng)
+        match &mut self.tunnels {
+            Some(t) => t.local(ms, &mut self.node, req, rng),
+            None => self.node.handle_local_request(ms, req, rng),
+        }
     }
 
     /// Add a friend (darknet peer): remembered, dialed now and whenever
@@ -396,6 +424,7 @@ impl<V: Verifier> PeerPolicy<V> {
                 if p.routed {
                     let ms = self.ms(now);
                     self.node.remove_peer(ms, pid, rng);
+                    self.tunnel_peer_gone(pid);
                 }
                 self.out.push_back(Output::Close { peer: pid });
             }
@@ -424,7 +453,18 @@ impl<V: Verifier> PeerPolicy<V> {
             if let Some(o) = self.out.pop_front() {
                 return Some(o);
             }
-            let a = self.node.poll_action()?;
+            // The node's actions first (a request run as a tunnel's exit
+            // answers through the tunnel), then the tunnels' own.
+            let a = match self.node.poll_action() {
+                Some(a) => match &mut self.tunnels {
+                    Some(t) => match t.filter(a) {
+                        Some(a) => a,
+                        None => continue,
+                    },
+                    None => a,
+                },
+                None => self.tunnels.as_mut()?.poll_action()?,
+            };
             self.act(now, a);
         }
     }
@@ -478,6 +518,7 @@ impl<V: Verifier> PeerPolicy<V> {
             return;
         };
         self.by_key.remove(&p.remote);
+        self.tunnel_peer_gone(peer);
         if why == lichen_routing::Disconnect::Misbehaving {
             tracing::info!(
                 "disconnected a misbehaving peer; it is refused for {} minutes",

@@ -130,6 +130,10 @@ impl<V: Verifier> Mesh<V> {
             routing: lichen_routing::Config::default(),
             location: Location(location),
             seeds: Vec::new(),
+            tunnels: lichen_routing::TunnelConfig {
+                hops: 0,
+                ..Default::default()
+            },
         };
         configure(&mut cfg);
         let policy = PeerPolicy::new(cfg, list, verifier, self.now, self.wall_ms);

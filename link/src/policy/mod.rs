@@ -106,7 +106,14 @@ pub struct PolicyConfig {
     /// Opennet seed nodes (noderef, signed bytes): dialed, every
     /// [`SEED_RETRY`], while the node has no peer at all.
     pub seeds: Vec<(NodeRef, Vec<u8>)>,
+    /// How this node's own requests use premix tunnels (`hops` 0: not at
+    /// all). Relaying and exiting for others needs
+    /// [`PeerPolicy::enable_tunnels`] whatever this says.
+    pub tunnels: lichen_routing::TunnelConfig,
 }
+
+/// Tunnel work (expiry, guards, the pool of tunnels) runs this often.
+pub const TUNNEL_TICK: Duration = Duration::from_secs(5);
 
 /// What we dialed: the noderef, and its signed bytes when known.
 #[derive(Clone, Debug)]
@@ -309,6 +316,9 @@ pub struct PeerPolicy<V: Verifier> {
     last_seed_dial: Option<Instant>,
     next_peer: u64,
     out: VecDeque<Output>,
+    /// Premix tunnels (None until [`PeerPolicy::enable_tunnels`]).
+    tunnels: Option<lichen_routing::Tunnelled>,
+    next_tunnel_tick: Instant,
 }
 
 impl<V: Verifier> std::fmt::Debug for PeerPolicy<V> {
@@ -349,7 +359,25 @@ impl<V: Verifier> PeerPolicy<V> {
             last_seed_dial: None,
             next_peer: 1,
             out: VecDeque::new(),
+            tunnels: None,
+            next_tunnel_tick: now,
         }
+    }
+
+    /// Relay, exit and (per [`PolicyConfig::tunnels`]) originate premix
+    /// tunnels, answering tunnel handshakes with the node's static link
+    /// secret. Without this, tunnel messages are dropped.
+    pub fn enable_tunnels(&mut self, static_secret: &[u8; 32]) {
+        self.tunnels = Some(lichen_routing::Tunnelled::new(
+            *static_secret,
+            self.cfg.tunnels,
+        ));
+    }
+
+    /// The tunnel layer, if enabled (read only).
+    #[must_use]
+    pub fn tunnels(&self) -> Option<&lichen_routing::Tunnelled> {
+        self.tunnels.as_ref()
     }
 
     // ---------------------------------------------------------- queries
@@ -435,9 +463,15 @@ impl<V: Verifier> PeerPolicy<V> {
     /// When [`PeerPolicy::timeout`] is next due.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.node
+        let node = self
+            .node
             .poll_timeout()
-            .map(|t| self.start + Duration::from_millis(t))
+            .map(|t| self.start + Duration::from_millis(t));
+        let tunnels = self.tunnels.as_ref().map(|_| self.next_tunnel_tick);
+        match (node, tunnels) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     fn ms(&self, now: Instant) -> u64 {

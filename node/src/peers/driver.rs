@@ -157,8 +157,15 @@ impl Driver {
             routing: setup.routing.clone(),
             location: setup.location,
             seeds: setup.seeds.clone(),
+            tunnels: lichen_routing::TunnelConfig {
+                hops: 0,
+                ..Default::default()
+            },
         };
-        let policy = PeerPolicy::new(cfg, list, verify as Verify, clock.now(), clock.now_ms());
+        let mut policy = PeerPolicy::new(cfg, list, verify as Verify, clock.now(), clock.now_ms());
+        // Relay and exit tunnels for others; own requests use them only
+        // when `tunnels.hops` says so (off until measured: docs/tunnels.md).
+        policy.enable_tunnels(setup.keys.static_secret());
         Driver {
             policy,
             keeper: Keeper::new(setup.store.clone()),
