@@ -49,6 +49,10 @@ impl Sim {
         if !self.nodes[t].online || !self.nodes[t].ends.contains_key(&pid) {
             return;
         }
+        if let Message::Request { id, key, .. } | Message::Insert { id, key, .. } = &msg {
+            let root = self.root(*id);
+            self.last_in.insert((to, *key), root);
+        }
         if self.nodes[t].adversary {
             self.observe(to, from, &msg);
             self.attack_observe(to, from, &msg);
@@ -329,7 +333,10 @@ impl Sim {
             self.messages += 1;
             *self.by_kind.entry(msg.name()).or_default() += 1;
         }
-        if let Some(id) = msg.id() {
+        if let Message::Request { id, key, .. } | Message::Insert { id, key, .. } = &msg {
+            self.follow_id(from, *id, *key);
+        }
+        if let Some(id) = msg.id().map(|i| self.root(i)) {
             if let Some(r) = self.reqs.get_mut(&id) {
                 r.messages += 1;
                 if matches!(msg, Message::DataFound { .. }) {
@@ -344,8 +351,29 @@ impl Sim {
         self.push(at, Ev::Deliver { to, pid, from, msg });
     }
 
+    /// The id its originator gave the request or insert `id` (the same
+    /// unless a hop forwarded it under a fresh one).
+    pub(super) fn root(&self, id: u64) -> u64 {
+        self.alias.get(&id).copied().unwrap_or(id)
+    }
+
+    /// Node `from` sends a request or insert for `key` under `id`: an id
+    /// nobody started and not seen before stands for the last one `from`
+    /// received for `key` (a hop forwarding under a fresh id).
+    fn follow_id(&mut self, from: u32, id: u64, key: lichen_routing::Key) {
+        if self.reqs.contains_key(&id) || self.alias.contains_key(&id) {
+            return;
+        }
+        if let Some(&root) = self.last_in.get(&(from, key)) {
+            if root != id {
+                self.alias.insert(id, root);
+            }
+        }
+    }
+
     fn track_depth(&mut self, to: u32, from: u32, msg: &Message) {
         if let Message::Request { id, .. } = msg {
+            let id = &self.root(*id);
             if let Some(&d) = self.depth.get(&(*id, from)) {
                 self.depth.entry((*id, to)).or_insert(d.saturating_add(1));
             }
@@ -356,6 +384,7 @@ impl Sim {
         let Message::Request { id, htl, .. } = msg else {
             return;
         };
+        let id = &self.root(*id);
         if !self.reqs.get(id).is_some_and(|r| r.measured) {
             return;
         }

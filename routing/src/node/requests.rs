@@ -90,6 +90,13 @@ impl<V: Verifier> Node<V> {
             },
         );
         self.by_key.entry(key).or_insert(id);
+        // Above the caching level it goes on under a fresh id, so no node
+        // downstream can ask the ones before about the id it saw.
+        let id = if received > self.cfg.request_cache_htl() {
+            self.translate_id(now, id, rng)
+        } else {
+            id
+        };
         self.route(now, id, rng);
     }
 
@@ -212,13 +219,10 @@ impl<V: Verifier> Node<V> {
         if wake - now > LOCAL_RETRY_WAIT {
             return false;
         }
+        let fresh = self.fresh_id(rng);
         let Some(mut p) = self.take_pending(id) else {
             return false;
         };
-        let mut fresh = rng.next_u64();
-        while fresh == id || self.id_in_use(fresh) {
-            fresh = rng.next_u64();
-        }
         p.reply_id = Some(p.reply_id.unwrap_or(id));
         p.retries += 1;
         p.overloaded = false;
