@@ -618,3 +618,127 @@ fn an_id_seen_past_the_first_hop_was_never_seen_by_the_originator() {
     hop.handle_message(5, PeerId(2), low, &mut EmptyStore, &mut r);
     assert!(forwarded_to(&drain(&mut hop), 77).is_some());
 }
+
+/// The `probe` attack found the failure-table oracle one hop out: the
+/// node's own failed request made its first hop (which got it at HTL 18)
+/// remember the miss, so a neighbour probing the node for that key was
+/// answered `DataNotFound` by that hop at once (about 0.2 s against 7 s
+/// for a key nobody asked for). A failure is remembered, like a block is
+/// cached, only for a request received at the caching level or below,
+/// which the originator's neighbours never get.
+#[test]
+fn failures_of_requests_received_above_the_caching_level_are_not_remembered() {
+    for (htl, remembered) in [(18u8, false), (17, false), (16, true)] {
+        let (mut n, mut r) = node(3, Config::default());
+        let key = key_at(1 << 61);
+        let req = |id, htl| Message::Request {
+            id,
+            key,
+            htl,
+            kind: KeyKind::Chk,
+        };
+        n.handle_message(0, PeerId(1), req(1, htl), &mut EmptyStore, &mut r);
+        let (to, down, _) = forwarded(&drain(&mut n)).unwrap();
+        n.handle_message(
+            1,
+            to,
+            Message::DataNotFound { id: down },
+            &mut EmptyStore,
+            &mut r,
+        );
+        assert!(sends(&drain(&mut n)).contains(&(PeerId(1), Message::DataNotFound { id: 1 })));
+        // Another neighbour asks for the key.
+        n.handle_message(2, PeerId(2), req(2, 8), &mut EmptyStore, &mut r);
+        let a = sends(&drain(&mut n));
+        assert_eq!(
+            a == vec![(PeerId(2), Message::DataNotFound { id: 2 })],
+            remembered,
+            "received at {htl}: {a:?}"
+        );
+    }
+}
+
+/// Ids change above the caching level, so a request (or insert) that
+/// loops back to a node in that zone comes under another id: it is caught
+/// by its key, for our own requests and forwarded ones alike, and never
+/// left to wait on itself. Below the caching level ids are kept and
+/// coalescing works as before.
+#[test]
+fn a_loop_above_the_caching_level_is_caught_by_its_key() {
+    let key = key_at(1 << 61);
+    let req = |id, htl| Message::Request {
+        id,
+        key,
+        htl,
+        kind: KeyKind::Chk,
+    };
+    for own in [true, false] {
+        let (mut n, mut r) = node(3, Config::default());
+        if own {
+            let fetch = LocalRequest::Fetch {
+                key,
+                kind: KeyKind::Chk,
+            };
+            n.handle_local_request(0, fetch, &mut r);
+        } else {
+            n.handle_message(0, PeerId(1), req(1, 18), &mut EmptyStore, &mut r);
+        }
+        let (to, _, _) = forwarded(&drain(&mut n)).unwrap();
+        // It comes back from another peer, under another id.
+        let back = if to == PeerId(3) {
+            PeerId(2)
+        } else {
+            PeerId(3)
+        };
+        n.handle_message(1, back, req(9, 15), &mut EmptyStore, &mut r);
+        assert_eq!(
+            sends(&drain(&mut n)),
+            vec![(back, Message::RejectedLoop { id: 9 })],
+            "own {own}"
+        );
+    }
+    // Below the caching level a second request for the key waits on the
+    // first (coalescing), as before.
+    let (mut n, mut r) = node(3, Config::default());
+    n.handle_message(0, PeerId(1), req(1, 12), &mut EmptyStore, &mut r);
+    let (to, _, _) = forwarded(&drain(&mut n)).unwrap();
+    let other = if to == PeerId(3) {
+        PeerId(2)
+    } else {
+        PeerId(3)
+    };
+    n.handle_message(1, other, req(2, 12), &mut EmptyStore, &mut r);
+    assert_eq!(
+        sends(&drain(&mut n)),
+        vec![(other, Message::Accepted { id: 2 })]
+    );
+    // An insert looping back above the storing level, likewise.
+    let (mut n, mut r) = node(3, Config::default());
+    let (k, b) = block(30);
+    send_insert(
+        &mut n,
+        0,
+        PeerId(1),
+        (1, k, 18, KeyKind::Chk),
+        b,
+        &mut EmptyStore,
+        &mut r,
+    );
+    let (to, _, _) = forwarded(&drain(&mut n)).unwrap();
+    let back = if to == PeerId(3) {
+        PeerId(2)
+    } else {
+        PeerId(3)
+    };
+    let again = Message::Insert {
+        id: 8,
+        key: k,
+        htl: 17,
+        kind: KeyKind::Chk,
+    };
+    n.handle_message(1, back, again, &mut EmptyStore, &mut r);
+    assert_eq!(
+        sends(&drain(&mut n)),
+        vec![(back, Message::RejectedLoop { id: 8 })]
+    );
+}

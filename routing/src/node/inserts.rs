@@ -33,6 +33,18 @@ impl<V: Verifier> Node<V> {
         if !self.admit(now, from, id, false) {
             return;
         }
+        // Above the storing level ids change at every hop, so an insert
+        // that loops back here comes under another id: caught by its key.
+        let high = self.cfg.insert_store_htl();
+        let looped = htl > high
+            && self.pending.values().any(|p| {
+                p.key == key && p.insert.is_some() && p.htl_received > high && !p.data_pending
+            });
+        if looped {
+            self.stats.loops_rejected += 1;
+            self.send(from, Message::RejectedLoop { id });
+            return;
+        }
         if let Some(p) = self.peer_mut(from) {
             p.incoming += 1;
         }
