@@ -39,6 +39,7 @@ impl Sim {
             } => self.start_fetch(node, block, measured),
             Ev::Join { node } => self.join(node),
             Ev::Churn => self.churn(),
+            Ev::Attack { tag } => self.attack_event(tag),
         }
     }
 
@@ -55,7 +56,10 @@ impl Sim {
         }
         if self.nodes[t].adversary {
             self.observe(to, from, &msg);
-            self.attack_observe(to, from, &msg);
+            if self.attack_observe(to, from, &msg) {
+                // An answer to the attack's own probe: not for the core.
+                return;
+            }
             // Misbehaving adversaries still say hello (or no link would
             // ever carry their misdeeds); they spoil routed traffic.
             let routed = msg.id().is_some();
@@ -281,6 +285,7 @@ impl Sim {
             self.dirty.push(i);
             return;
         };
+        self.attack_dialed(i, j);
         let Some((a, b)) = pair_mut(&mut self.nodes, i as usize, j as usize) else {
             return;
         };
@@ -315,10 +320,18 @@ impl Sim {
     }
 
     /// Node `from` sends `msg` on its link `peer`.
-    fn send(&mut self, from: u32, peer: PeerId, mut msg: Message) {
+    pub(crate) fn send(&mut self, from: u32, peer: PeerId, mut msg: Message) {
         let Some(&(to, pid)) = self.nodes[from as usize].ends.get(&peer) else {
             return;
         };
+        let mut extra = None;
+        if self.nodes[from as usize].adversary {
+            let (drop, follow) = self.attack_on_send(from, to, &msg);
+            if drop {
+                return;
+            }
+            extra = follow;
+        }
         if self.nodes[from as usize].adversary && self.cfg.adversary_kind == Adversary::LieHtl {
             match &mut msg {
                 Message::Request { htl, .. }
@@ -349,6 +362,9 @@ impl Sim {
         }
         let at = self.now + self.latency(from, to);
         self.push(at, Ev::Deliver { to, pid, from, msg });
+        if let Some(m) = extra {
+            self.send(from, peer, m);
+        }
     }
 
     /// The id its originator gave the request or insert `id` (the same

@@ -60,6 +60,10 @@ enum Ev {
         node: u32,
     },
     Churn,
+    /// A step of the attack being run (`tag` is the attack's own).
+    Attack {
+        tag: u64,
+    },
 }
 
 #[derive(Debug)]
