@@ -36,12 +36,19 @@ fn attempts_until_answered(htl: u8, insert: bool) -> (usize, Vec<(PeerId, Messag
     }
     let mut attempts = 0;
     let mut a = drain(&mut n);
-    while let Some((to, _)) = forwarded_to(&a, 77) {
+    // Above the caching level it goes on under a fresh id.
+    let forwarded = |a: &[Action]| {
+        sends(a).into_iter().find_map(|(to, m)| match m {
+            Message::Request { id, .. } | Message::Insert { id, .. } => Some((to, id)),
+            _ => None,
+        })
+    };
+    while let Some((to, id)) = forwarded(&a) {
         attempts += 1;
         n.handle_message(
             u64::try_from(attempts).unwrap(),
             to,
-            Message::RejectedLoop { id: 77 },
+            Message::RejectedLoop { id },
             &mut EmptyStore,
             &mut r,
         );

@@ -334,7 +334,11 @@ fn own_and_forwarded_requests_meet_overload_the_same_way() {
         };
         n.handle_message(0, PeerId(1), req, &mut EmptyStore, &mut r);
         let first = drain(&mut n);
-        if forwarded_to(&first, 77).map(|(_, h)| h) != Some(18) {
+        let out = sends(&first).into_iter().find_map(|(_, m)| match m {
+            Message::Request { htl, .. } => Some(htl),
+            _ => None,
+        });
+        if out != Some(18) {
             continue;
         }
         traces.push(downstream_trace(&mut n, &mut r, &first));

@@ -96,7 +96,7 @@ fn htl_decrement_at_max_is_fixed_per_connection_and_about_half() {
                 &mut EmptyStore,
                 &mut r,
             );
-            let (_, htl) = forwarded_to(&drain(&mut n), id).unwrap();
+            let (_, _, htl) = forwarded(&drain(&mut n)).unwrap();
             assert!(htl == 18 || htl == 17);
             // The same connection always decides the same way.
             assert!(first.is_none() || first == Some(htl));
@@ -184,13 +184,14 @@ fn forwarded_data_is_verified_then_cached_only_below_high_htl() {
             &mut EmptyStore,
             &mut r,
         );
-        let (to, _) = forwarded_to(&drain(&mut n), id).unwrap();
+        // Above the caching level it goes on under a fresh id `down`.
+        let (to, down, _) = forwarded(&drain(&mut n)).unwrap();
         // Garbage: counted, and the request moves to the next peer.
         n.handle_message(
             1,
             to,
             Message::DataFound {
-                id,
+                id: down,
                 block: vec![0; 32],
             },
             &mut EmptyStore,
@@ -198,14 +199,14 @@ fn forwarded_data_is_verified_then_cached_only_below_high_htl() {
         );
         let a = drain(&mut n);
         assert_eq!(n.stats().bad_blocks, 1);
-        let (to2, _) = forwarded_to(&a, id).unwrap();
+        let (to2, _) = forwarded_to(&a, down).unwrap();
         assert_ne!(to2, to);
         // A reply from a peer we did not ask is ignored.
         n.handle_message(
             2,
             to,
             Message::DataFound {
-                id,
+                id: down,
                 block: good.clone(),
             },
             &mut EmptyStore,
@@ -216,7 +217,7 @@ fn forwarded_data_is_verified_then_cached_only_below_high_htl() {
             3,
             to2,
             Message::DataFound {
-                id,
+                id: down,
                 block: good.clone(),
             },
             &mut EmptyStore,
@@ -427,16 +428,16 @@ fn caching_is_decided_from_the_htl_as_received_not_lowered_by_backtracking() {
             kind: KeyKind::Chk,
         };
         n.handle_message(0, PeerId(1), req, &mut EmptyStore, &mut r);
-        let (mut to, _) = forwarded_to(&drain(&mut n), id).unwrap();
+        let (mut to, down, _) = forwarded(&drain(&mut n)).unwrap();
         if backtrack {
             n.handle_message(
                 1,
                 to,
-                Message::RouteNotFound { id, htl: 3 },
+                Message::RouteNotFound { id: down, htl: 3 },
                 &mut EmptyStore,
                 &mut r,
             );
-            let (next, left) = forwarded_to(&drain(&mut n), id).unwrap();
+            let (next, left) = forwarded_to(&drain(&mut n), down).unwrap();
             assert_eq!(left, 3);
             to = next;
         }
@@ -444,7 +445,7 @@ fn caching_is_decided_from_the_htl_as_received_not_lowered_by_backtracking() {
             2,
             to,
             Message::DataFound {
-                id,
+                id: down,
                 block: b.clone(),
             },
             &mut EmptyStore,
@@ -519,4 +520,225 @@ fn own_failures_do_not_answer_peers_from_the_failure_table() {
     // requests leave with: the user's next fetch goes out again.
     let RequestId(again) = n.handle_local_request(7, fetch, &mut r);
     assert!(forwarded_to(&drain(&mut n), again).is_some());
+}
+
+/// Traceback (Tian, Duan, Baumeister, Dong, INFOCOM 2013): colluders that
+/// saw a request's id ask other nodes about it (here an insert header,
+/// which is never forwarded); a node that saw the id answers
+/// `RejectedLoop`, so walking back through the nodes that answer so leads
+/// to the originator. Above the caching level every hop forwards under a
+/// fresh id (dynID), so the id seen downstream of the originator's first
+/// hop was never seen by the originator: asked about it, the originator
+/// answers like any node that never saw it. At the caching level and
+/// below the id is kept, so loops are still caught by id.
+#[test]
+fn an_id_seen_past_the_first_hop_was_never_seen_by_the_originator() {
+    let (key, b) = block(21);
+    let (mut origin, mut r) = node(3, Config::default());
+    let (mut hop, _) = node(3, Config::default());
+    // The originator's own fetch leaves at HTL 18 for its peer 1 (`hop`,
+    // which knows it as its peer 1).
+    let fetch = LocalRequest::Fetch {
+        key,
+        kind: KeyKind::Chk,
+    };
+    let RequestId(mine) = origin.handle_local_request(0, fetch, &mut r);
+    let (_, htl) = forwarded_to(&drain(&mut origin), mine).unwrap();
+    assert_eq!(htl, 18);
+    let req = Message::Request {
+        id: mine,
+        key,
+        htl,
+        kind: KeyKind::Chk,
+    };
+    hop.handle_message(1, PeerId(1), req, &mut EmptyStore, &mut r);
+    let a = drain(&mut hop);
+    let (next, seen) = sends(&a)
+        .into_iter()
+        .find_map(|(p, m)| match m {
+            Message::Request { id, .. } => Some((p, id)),
+            _ => None,
+        })
+        .expect("forwarded");
+    assert_ne!(
+        seen, mine,
+        "forwarded above the caching level under the same id"
+    );
+    // A colluder downstream saw `seen`; it asks the originator about it
+    // from another link: answered as an id never seen, not as a loop.
+    let probe = |id| Message::Insert {
+        id,
+        key: key_at(5),
+        htl: 18,
+        kind: KeyKind::Chk,
+    };
+    origin.handle_message(2, PeerId(3), probe(seen), &mut EmptyStore, &mut r);
+    assert_eq!(
+        sends(&drain(&mut origin)),
+        vec![(PeerId(3), Message::Accepted { id: seen })]
+    );
+    // The hop itself saw both ids (it is on the path either way).
+    hop.handle_message(2, PeerId(3), probe(seen), &mut EmptyStore, &mut r);
+    assert_eq!(
+        sends(&drain(&mut hop)),
+        vec![(PeerId(3), Message::RejectedLoop { id: seen })]
+    );
+    // The answer goes back upstream under the id upstream used.
+    hop.handle_message(
+        3,
+        next,
+        Message::Accepted { id: seen },
+        &mut EmptyStore,
+        &mut r,
+    );
+    hop.handle_message(
+        4,
+        next,
+        Message::DataFound {
+            id: seen,
+            block: b.clone(),
+        },
+        &mut EmptyStore,
+        &mut r,
+    );
+    let back = sends(&drain(&mut hop));
+    assert!(
+        back.iter()
+            .any(|(p, m)| *p == PeerId(1)
+                && matches!(m, Message::DataFound { id, .. } if *id == mine)),
+        "{back:?}"
+    );
+    // At the caching level (16) and below the id is kept.
+    let low = Message::Request {
+        id: 77,
+        key: key_at(9 << 58),
+        htl: 16,
+        kind: KeyKind::Chk,
+    };
+    hop.handle_message(5, PeerId(2), low, &mut EmptyStore, &mut r);
+    assert!(forwarded_to(&drain(&mut hop), 77).is_some());
+}
+
+/// The `probe` attack found the failure-table oracle one hop out: the
+/// node's own failed request made its first hop (which got it at HTL 18)
+/// remember the miss, so a neighbour probing the node for that key was
+/// answered `DataNotFound` by that hop at once (about 0.2 s against 7 s
+/// for a key nobody asked for). A failure is remembered, like a block is
+/// cached, only for a request received at the caching level or below,
+/// which the originator's neighbours never get.
+#[test]
+fn failures_of_requests_received_above_the_caching_level_are_not_remembered() {
+    for (htl, remembered) in [(18u8, false), (17, false), (16, true)] {
+        let (mut n, mut r) = node(3, Config::default());
+        let key = key_at(1 << 61);
+        let req = |id, htl| Message::Request {
+            id,
+            key,
+            htl,
+            kind: KeyKind::Chk,
+        };
+        n.handle_message(0, PeerId(1), req(1, htl), &mut EmptyStore, &mut r);
+        let (to, down, _) = forwarded(&drain(&mut n)).unwrap();
+        n.handle_message(
+            1,
+            to,
+            Message::DataNotFound { id: down },
+            &mut EmptyStore,
+            &mut r,
+        );
+        assert!(sends(&drain(&mut n)).contains(&(PeerId(1), Message::DataNotFound { id: 1 })));
+        // Another neighbour asks for the key.
+        n.handle_message(2, PeerId(2), req(2, 8), &mut EmptyStore, &mut r);
+        let a = sends(&drain(&mut n));
+        assert_eq!(
+            a == vec![(PeerId(2), Message::DataNotFound { id: 2 })],
+            remembered,
+            "received at {htl}: {a:?}"
+        );
+    }
+}
+
+/// Ids change above the caching level, so a request (or insert) that
+/// loops back to a node in that zone comes under another id: it is caught
+/// by its key, for our own requests and forwarded ones alike, and never
+/// left to wait on itself. Below the caching level ids are kept and
+/// coalescing works as before.
+#[test]
+fn a_loop_above_the_caching_level_is_caught_by_its_key() {
+    let key = key_at(1 << 61);
+    let req = |id, htl| Message::Request {
+        id,
+        key,
+        htl,
+        kind: KeyKind::Chk,
+    };
+    for own in [true, false] {
+        let (mut n, mut r) = node(3, Config::default());
+        if own {
+            let fetch = LocalRequest::Fetch {
+                key,
+                kind: KeyKind::Chk,
+            };
+            n.handle_local_request(0, fetch, &mut r);
+        } else {
+            n.handle_message(0, PeerId(1), req(1, 18), &mut EmptyStore, &mut r);
+        }
+        let (to, _, _) = forwarded(&drain(&mut n)).unwrap();
+        // It comes back from another peer, under another id.
+        let back = if to == PeerId(3) {
+            PeerId(2)
+        } else {
+            PeerId(3)
+        };
+        n.handle_message(1, back, req(9, 15), &mut EmptyStore, &mut r);
+        assert_eq!(
+            sends(&drain(&mut n)),
+            vec![(back, Message::RejectedLoop { id: 9 })],
+            "own {own}"
+        );
+    }
+    // Below the caching level a second request for the key waits on the
+    // first (coalescing), as before.
+    let (mut n, mut r) = node(3, Config::default());
+    n.handle_message(0, PeerId(1), req(1, 12), &mut EmptyStore, &mut r);
+    let (to, _, _) = forwarded(&drain(&mut n)).unwrap();
+    let other = if to == PeerId(3) {
+        PeerId(2)
+    } else {
+        PeerId(3)
+    };
+    n.handle_message(1, other, req(2, 12), &mut EmptyStore, &mut r);
+    assert_eq!(
+        sends(&drain(&mut n)),
+        vec![(other, Message::Accepted { id: 2 })]
+    );
+    // An insert looping back above the storing level, likewise.
+    let (mut n, mut r) = node(3, Config::default());
+    let (k, b) = block(30);
+    send_insert(
+        &mut n,
+        0,
+        PeerId(1),
+        (1, k, 18, KeyKind::Chk),
+        b,
+        &mut EmptyStore,
+        &mut r,
+    );
+    let (to, _, _) = forwarded(&drain(&mut n)).unwrap();
+    let back = if to == PeerId(3) {
+        PeerId(2)
+    } else {
+        PeerId(3)
+    };
+    let again = Message::Insert {
+        id: 8,
+        key: k,
+        htl: 17,
+        kind: KeyKind::Chk,
+    };
+    n.handle_message(1, back, again, &mut EmptyStore, &mut r);
+    assert_eq!(
+        sends(&drain(&mut n)),
+        vec![(back, Message::RejectedLoop { id: 8 })]
+    );
 }

@@ -30,10 +30,12 @@ pub fn usage() -> &'static str {
   --warmup N           opennet: warm-up requests for path folding (5 x nodes)
   --swap-seconds S     darknet: virtual seconds of swapping first (300)
   --interval MS        gap between requests in ms (10)
-  --attack NAME        run and measure an attack: downloader | uploader
+  --attack NAME        run and measure an attack: downloader | uploader |
+                       fold | probe | probe-unasked | traceback
   --files N            attack workload: files inserted (10)
   --file-blocks N      attack workload: blocks per file (256)
-  --downloaders N      attack workload: honest nodes each downloading a file (20)
+  --downloaders N      attack workload: honest nodes each downloading a file;
+                       probe: victims (20)
   --tunnel-hops N      own requests through premix tunnels of N hops, 0-3 (0)
   --json               print the report as JSON
   --help               this text"
@@ -60,6 +62,10 @@ fn attack_flag(c: &mut SimConfig, flag: &str, v: Option<String>) -> Result<(), S
             c.attack = Some(match v.as_deref() {
                 Some("downloader") => Attack::Downloader,
                 Some("uploader") => Attack::Uploader,
+                Some("fold") => Attack::Fold,
+                Some("probe") => Attack::Probe,
+                Some("probe-unasked") => Attack::ProbeUnasked,
+                Some("traceback") => Attack::Traceback,
                 other => return Err(format!("--attack: unknown {other:?}")),
             });
         }

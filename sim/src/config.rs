@@ -57,6 +57,19 @@ pub enum Attack {
     Downloader,
     /// The same test on inserts: "this neighbour inserted the file".
     Uploader,
+    /// Colluders offer themselves for folding after every block they
+    /// send; "the first node to dial me after I served it is the
+    /// requester".
+    Fold,
+    /// A colluder asks its neighbour for keys the neighbour's user just
+    /// fetched, inserted or missed, and for control keys another node's
+    /// user asked for at the same moment, and compares.
+    Probe,
+    /// The same with control keys nobody asked for.
+    ProbeUnasked,
+    /// Tian et al. (INFOCOM 2013): colluders ask nodes about a request id
+    /// they saw (a seen id is a loop) and walk back to the originator.
+    Traceback,
 }
 
 impl Attack {
@@ -66,6 +79,10 @@ impl Attack {
         match self {
             Attack::Downloader => "downloader",
             Attack::Uploader => "uploader",
+            Attack::Fold => "fold",
+            Attack::Probe => "probe",
+            Attack::ProbeUnasked => "probe-unasked",
+            Attack::Traceback => "traceback",
         }
     }
 }

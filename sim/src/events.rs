@@ -39,6 +39,7 @@ impl Sim {
             } => self.start_fetch(node, block, measured),
             Ev::Join { node } => self.join(node),
             Ev::Churn => self.churn(),
+            Ev::Attack { tag } => self.attack_event(tag),
         }
     }
 
@@ -49,9 +50,16 @@ impl Sim {
         if !self.nodes[t].online || !self.nodes[t].ends.contains_key(&pid) {
             return;
         }
+        if let Message::Request { id, key, .. } | Message::Insert { id, key, .. } = &msg {
+            let root = self.root(*id);
+            self.last_in.insert((to, *key), root);
+        }
         if self.nodes[t].adversary {
             self.observe(to, from, &msg);
-            self.attack_observe(to, from, &msg);
+            if self.attack_observe(to, from, &msg) {
+                // An answer to the attack's own probe: not for the core.
+                return;
+            }
             // Misbehaving adversaries still say hello (or no link would
             // ever carry their misdeeds); they spoil routed traffic.
             let routed = msg.id().is_some();
@@ -277,6 +285,7 @@ impl Sim {
             self.dirty.push(i);
             return;
         };
+        self.attack_dialed(i, j);
         let Some((a, b)) = pair_mut(&mut self.nodes, i as usize, j as usize) else {
             return;
         };
@@ -311,10 +320,18 @@ impl Sim {
     }
 
     /// Node `from` sends `msg` on its link `peer`.
-    fn send(&mut self, from: u32, peer: PeerId, mut msg: Message) {
+    pub(crate) fn send(&mut self, from: u32, peer: PeerId, mut msg: Message) {
         let Some(&(to, pid)) = self.nodes[from as usize].ends.get(&peer) else {
             return;
         };
+        let mut extra = None;
+        if self.nodes[from as usize].adversary {
+            let (drop, follow) = self.attack_on_send(from, to, &msg);
+            if drop {
+                return;
+            }
+            extra = follow;
+        }
         if self.nodes[from as usize].adversary && self.cfg.adversary_kind == Adversary::LieHtl {
             match &mut msg {
                 Message::Request { htl, .. }
@@ -329,7 +346,10 @@ impl Sim {
             self.messages += 1;
             *self.by_kind.entry(msg.name()).or_default() += 1;
         }
-        if let Some(id) = msg.id() {
+        if let Message::Request { id, key, .. } | Message::Insert { id, key, .. } = &msg {
+            self.follow_id(from, *id, *key);
+        }
+        if let Some(id) = msg.id().map(|i| self.root(i)) {
             if let Some(r) = self.reqs.get_mut(&id) {
                 r.messages += 1;
                 if matches!(msg, Message::DataFound { .. }) {
@@ -342,10 +362,34 @@ impl Sim {
         }
         let at = self.now + self.latency(from, to);
         self.push(at, Ev::Deliver { to, pid, from, msg });
+        if let Some(m) = extra {
+            self.send(from, peer, m);
+        }
+    }
+
+    /// The id its originator gave the request or insert `id` (the same
+    /// unless a hop forwarded it under a fresh one).
+    pub(super) fn root(&self, id: u64) -> u64 {
+        self.alias.get(&id).copied().unwrap_or(id)
+    }
+
+    /// Node `from` sends a request or insert for `key` under `id`: an id
+    /// nobody started and not seen before stands for the last one `from`
+    /// received for `key` (a hop forwarding under a fresh id).
+    fn follow_id(&mut self, from: u32, id: u64, key: lichen_routing::Key) {
+        if self.reqs.contains_key(&id) || self.alias.contains_key(&id) {
+            return;
+        }
+        if let Some(&root) = self.last_in.get(&(from, key)) {
+            if root != id {
+                self.alias.insert(id, root);
+            }
+        }
     }
 
     fn track_depth(&mut self, to: u32, from: u32, msg: &Message) {
         if let Message::Request { id, .. } = msg {
+            let id = &self.root(*id);
             if let Some(&d) = self.depth.get(&(*id, from)) {
                 self.depth.entry((*id, to)).or_insert(d.saturating_add(1));
             }
@@ -356,6 +400,7 @@ impl Sim {
         let Message::Request { id, htl, .. } = msg else {
             return;
         };
+        let id = &self.root(*id);
         if !self.reqs.get(id).is_some_and(|r| r.measured) {
             return;
         }

@@ -60,6 +60,10 @@ enum Ev {
         node: u32,
     },
     Churn,
+    /// A step of the attack being run (`tag` is the attack's own).
+    Attack {
+        tag: u64,
+    },
 }
 
 #[derive(Debug)]
@@ -182,6 +186,13 @@ struct Sim {
     seeds: Vec<(NodeRef, Vec<u8>)>,
     /// The attack workload and what the adversary recorded of it.
     attack: attack::AttackState,
+    /// Ground truth across id changes: a hop forwards a request that
+    /// arrived above the caching level under a fresh id; each such id →
+    /// the id its originator gave it.
+    alias: HashMap<u64, u64>,
+    /// (node, key) → the root id of the last request or insert for `key`
+    /// the node received (what a fresh id it sends stands for).
+    last_in: HashMap<(u32, Key), u64>,
 }
 
 impl std::fmt::Debug for Sim {
@@ -343,6 +354,8 @@ impl Sim {
             by_kind: BTreeMap::new(),
             seeds,
             attack: attack::AttackState::default(),
+            alias: HashMap::new(),
+            last_in: HashMap::new(),
         };
         // Every opennet node knows the seeds (a real node ships them).
         if !sim.seeds.is_empty() {

@@ -61,8 +61,13 @@ pub struct AttackReport {
     /// Precision of accusing a candidate at random: true candidates /
     /// candidates.
     pub base_rate: f64,
-    /// The posterior at which a neighbour is accused.
+    /// The posterior at which a neighbour is accused (0 for attacks
+    /// without a posterior).
     pub threshold: f64,
+    /// For attacks made of several cases: each case's name → [accusations,
+    /// right accusations].
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub cases: BTreeMap<String, [usize; 2]>,
 }
 
 impl AttackReport {
@@ -88,6 +93,7 @@ impl AttackReport {
             false_positive_rate: ratio(fp, neg),
             base_rate: ratio(pos, candidates),
             threshold,
+            cases: BTreeMap::new(),
         }
     }
 }
@@ -296,6 +302,13 @@ impl Report {
 
 /// What the adversary learned.
 fn write_attack(s: &mut String, a: &AttackReport) {
+    for (case, [n, right]) in &a.cases {
+        let _ = writeln!(
+            s,
+            "  attack case {case:<16} {right} right of {n} ({:.4})",
+            *right as f64 / (*n).max(1) as f64
+        );
+    }
     let _ = writeln!(
         s,
         "  attack {:<21} precision {:.4}, recall {:.4}, false positives {:.4}, base rate {:.4}",

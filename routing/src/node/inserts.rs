@@ -33,6 +33,18 @@ impl<V: Verifier> Node<V> {
         if !self.admit(now, from, id, false) {
             return;
         }
+        // Above the storing level ids change at every hop, so an insert
+        // that loops back here comes under another id: caught by its key.
+        let high = self.cfg.insert_store_htl();
+        let looped = htl > high
+            && self.pending.values().any(|p| {
+                p.key == key && p.insert.is_some() && p.htl_received > high && !p.data_pending
+            });
+        if looped {
+            self.stats.loops_rejected += 1;
+            self.send(from, Message::RejectedLoop { id });
+            return;
+        }
         if let Some(p) = self.peer_mut(from) {
             p.incoming += 1;
         }
@@ -121,11 +133,15 @@ impl<V: Verifier> Node<V> {
             p.deep_candidate = deep_candidate;
             p.data_pending = false;
         }
-        // It goes on at the storing level from here: every node it meets
-        // from now on may keep it, none before did.
+        // Above the storing level it goes on under a fresh id (see
+        // `translate_id`); where it reaches the storing level it forks.
         let store_htl = self.cfg.insert_store_htl();
-        let id = if arrived > store_htl && htl <= store_htl {
-            self.fork_on_cacheable(now, id, rng)
+        let id = if arrived > store_htl {
+            let fresh = self.translate_id(now, id, rng);
+            if htl <= store_htl {
+                self.fork_on_cacheable(fresh);
+            }
+            fresh
         } else {
             id
         };
@@ -135,25 +151,15 @@ impl<V: Verifier> Node<V> {
     /// Freenet's "fork on cacheable": the insert has just reached the
     /// caching level, so the nodes it passed so far (the inserter's
     /// neighbourhood) kept nothing, and in a small network the nodes
-    /// closest to the key are often among them. From here it goes on under
-    /// a fresh id with nothing tried, so those nodes, the one it came from
-    /// included, may take it again, now allowed to store. Its result still
-    /// goes upstream under the old id. Returns the new id.
-    fn fork_on_cacheable(&mut self, now: Millis, id: u64, rng: &mut impl RngCore) -> u64 {
-        let Some(mut p) = self.pending.remove(&id) else {
-            return id;
-        };
-        let mut fresh = rng.next_u64();
-        while fresh == id || self.id_in_use(fresh) {
-            fresh = rng.next_u64();
+    /// closest to the key are often among them. From here it goes on (under
+    /// the fresh id it got here) with nothing tried, so those nodes, the one
+    /// it came from included, may take it again, now allowed to store. Its
+    /// result still goes upstream under the old id.
+    fn fork_on_cacheable(&mut self, id: u64) {
+        if let Some(p) = self.pending.get_mut(&id) {
+            p.tried.clear();
+            self.stats.inserts_forked += 1;
         }
-        p.reply_id = Some(id);
-        p.tried.clear();
-        let upstream = p.upstream;
-        self.pending.insert(fresh, p);
-        self.remember(now, fresh, upstream);
-        self.stats.inserts_forked += 1;
-        fresh
     }
 
     /// Forget insert `id` here and free its upstream's incoming slot.

@@ -123,10 +123,10 @@ struct Pending {
     /// Failed attempts while the HTL was above the caching level (where a
     /// failure does not cost HTL); see [`Node::charge_failure`].
     high_htl_failures: u8,
-    /// The id the upstream knows this by: the map key, except for an
-    /// insert forked here (see [`Node::fork_on_cacheable`]) or our own
-    /// request retried (see [`Node::retry_local`]), which go on under a
-    /// fresh id.
+    /// The id the upstream knows this by: the map key, except for a
+    /// request or insert that arrived above the caching level (see
+    /// [`Node::translate_id`]) or our own request retried (see
+    /// [`Node::retry_local`]), which go on under a fresh id.
     reply_id: Option<u64>,
     /// A peer refused it as overloaded.
     overloaded: bool,
@@ -175,6 +175,9 @@ struct Recent {
     /// own noderef in it: a forwarded request that arrived at the caching
     /// level or below. Never for our own requests.
     may_fold: bool,
+    /// The id the upstream knows this request by, when it goes on under a
+    /// fresh one here ([`Node::translate_id`]).
+    reply_id: Option<u64>,
 }
 
 #[derive(Clone, Debug)]
@@ -400,6 +403,7 @@ impl<V: Verifier> Node<V> {
                 downstream: None,
                 fold_expected: false,
                 may_fold: false,
+                reply_id: None,
             },
         );
         self.recent_order.push_back((expires, id));
@@ -413,6 +417,41 @@ impl<V: Verifier> Node<V> {
                 self.recent.remove(&old);
             }
         }
+    }
+
+    /// A random id in use nowhere here.
+    fn fresh_id(&self, rng: &mut impl rand::RngCore) -> u64 {
+        let mut id = rng.next_u64();
+        while self.id_in_use(id) {
+            id = rng.next_u64();
+        }
+        id
+    }
+
+    /// Pending request or insert `id`, which a peer sent us, goes on under
+    /// a fresh id: its downstream never learns the id its upstream used,
+    /// and answers go back under the old one (`reply_id`). Done at every
+    /// hop while the HTL is above the caching level (Tian and Duan's
+    /// dynID): the id a node downstream sees was never seen by the nodes
+    /// before the last such hop, so asking them about it (a loop probe)
+    /// cannot trace the request back to its originator, whose neighbours
+    /// are all in that zone. Returns the new id.
+    fn translate_id(&mut self, now: Millis, id: u64, rng: &mut impl rand::RngCore) -> u64 {
+        let Some(mut p) = self.pending.remove(&id) else {
+            return id;
+        };
+        let fresh = self.fresh_id(rng);
+        let old = *p.reply_id.get_or_insert(id);
+        let upstream = p.upstream;
+        if self.by_key.get(&p.key) == Some(&id) {
+            self.by_key.insert(p.key, fresh);
+        }
+        self.pending.insert(fresh, p);
+        self.remember(now, fresh, upstream);
+        if let Some(r) = self.recent.get_mut(&fresh) {
+            r.reply_id = Some(old);
+        }
+        fresh
     }
 
     fn record_failure(&mut self, now: Millis, key: Key, htl: u8) {

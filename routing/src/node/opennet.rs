@@ -218,6 +218,8 @@ impl<V: Verifier> Node<V> {
         }
         r.fold_expected = false;
         let (upstream, may_fold) = (r.upstream, r.may_fold);
+        // Upstream knows the request by the id it sent (see `translate_id`).
+        let up_id = r.reply_id.unwrap_or(id);
         if !self.cfg.opennet {
             return;
         }
@@ -232,7 +234,13 @@ impl<V: Verifier> Node<V> {
                 Some(noderef)
             };
             if let Some(offer) = offer {
-                self.send(u, Message::FoldOffer { id, noderef: offer });
+                self.send(
+                    u,
+                    Message::FoldOffer {
+                        id: up_id,
+                        noderef: offer,
+                    },
+                );
             }
         }
     }

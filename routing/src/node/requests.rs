@@ -70,6 +70,15 @@ impl<V: Verifier> Node<V> {
             self.send(from, Message::DataNotFound { id });
             return;
         }
+        if self.pending_above_caching_level(&key) {
+            // Ids change above the caching level, so a request that loops
+            // back here there comes under another id: caught by its key.
+            // (Coalescing it would make it wait on itself.) Our own and
+            // forwarded requests alike.
+            self.stats.loops_rejected += 1;
+            self.send(from, Message::RejectedLoop { id });
+            return;
+        }
         if self.coalesce(key, id, Upstream::Peer(from)) {
             self.stats.coalesced += 1;
             if let Some(p) = self.peer_mut(from) {
@@ -90,7 +99,25 @@ impl<V: Verifier> Node<V> {
             },
         );
         self.by_key.entry(key).or_insert(id);
+        // Above the caching level it goes on under a fresh id, so no node
+        // downstream can ask the ones before about the id it saw.
+        let id = if received > self.cfg.request_cache_htl() {
+            self.translate_id(now, id, rng)
+        } else {
+            id
+        };
         self.route(now, id, rng);
+    }
+
+    /// Whether a request for `key` that arrived above the caching level
+    /// (or our own) is in flight here: it goes on under an id of its own
+    /// (see `translate_id`), so it loops back under another.
+    fn pending_above_caching_level(&self, key: &Key) -> bool {
+        let high = self.cfg.request_cache_htl();
+        self.by_key
+            .get(key)
+            .and_then(|id| self.pending.get(id))
+            .is_some_and(|p| p.insert.is_none() && p.announce.is_none() && p.htl_received > high)
     }
 
     /// Attach a request to an identical one in flight, unless that would
@@ -212,13 +239,10 @@ impl<V: Verifier> Node<V> {
         if wake - now > LOCAL_RETRY_WAIT {
             return false;
         }
+        let fresh = self.fresh_id(rng);
         let Some(mut p) = self.take_pending(id) else {
             return false;
         };
-        let mut fresh = rng.next_u64();
-        while fresh == id || self.id_in_use(fresh) {
-            fresh = rng.next_u64();
-        }
         p.reply_id = Some(p.reply_id.unwrap_or(id));
         p.retries += 1;
         p.overloaded = false;
@@ -356,8 +380,12 @@ impl<V: Verifier> Node<V> {
         // The failure table answers peers: only failures of requests routed
         // for a peer enter it. Our own would make this node answer a
         // neighbour's probe for a key its user just failed to find with an
-        // instant DataNotFound for minutes (see `docs/routing.md`).
-        if p.upstream != Upstream::Local {
+        // instant DataNotFound for minutes (see `docs/routing.md`). Nor
+        // those received above the caching level, as for caching: the
+        // sender may be the requester, and its other neighbours would get
+        // that answer from us one hop behind it.
+        let low = p.htl_received <= self.cfg.request_cache_htl();
+        if p.upstream != Upstream::Local && low {
             self.record_failure(now, p.key, p.htl);
         }
         let mut all = vec![(reply_id, p.upstream)];

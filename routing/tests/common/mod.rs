@@ -75,3 +75,12 @@ pub fn forwarded_to(actions: &[Action], id: u64) -> Option<(PeerId, u8)> {
         _ => None,
     })
 }
+
+/// The first request or insert sent: to whom, under which id (above the
+/// caching level a hop forwards under a fresh id) and at which HTL.
+pub fn forwarded(actions: &[Action]) -> Option<(PeerId, u64, u8)> {
+    sends(actions).into_iter().find_map(|(to, m)| match m {
+        Message::Request { id, htl, .. } | Message::Insert { id, htl, .. } => Some((to, id, htl)),
+        _ => None,
+    })
+}

@@ -8,8 +8,14 @@
 //! an adversary receives, at the end), and each hook hands over to the
 //! module of the attack being run. An attack lives in its own module:
 //! - [`levine`]: `downloader` and `uploader` (Levine et al., CCS 2020).
+//! - [`fold`]: does the requester connect to whoever served it?
+//! - [`probe`]: does the victim answer what its user just did differently?
+//! - [`traceback`]: Tian et al., INFOCOM 2013, request ids as an oracle.
 
+mod fold;
 mod levine;
+mod probe;
+mod traceback;
 
 pub use levine::THRESHOLD;
 
@@ -25,15 +31,20 @@ pub(crate) struct AttackState {
     /// The file workload (inserted and downloaded splitfiles) and the
     /// Levine counts.
     files: levine::LevineState,
+    /// What the `fold` colluders recorded.
+    fold: fold::FoldState,
+    /// The `probe` victims and answers.
+    probe: probe::ProbeState,
+    /// The `traceback` colluders' traces.
+    trace: traceback::TracebackState,
 }
 
 impl Sim {
     /// After warm-up, before the measured workload: the attack's own
     /// set-up (for `downloader` and `uploader`, inserting the files).
     pub(crate) fn attack_insert_phase(&mut self) {
-        match self.cfg.attack {
-            Some(Attack::Downloader | Attack::Uploader) => self.files_insert_phase(),
-            None => {}
+        if matches!(self.cfg.attack, Some(Attack::Downloader | Attack::Uploader)) {
+            self.files_insert_phase();
         }
     }
 
@@ -42,25 +53,60 @@ impl Sim {
     pub(crate) fn schedule_downloads(&mut self, t0: u64) {
         match self.cfg.attack {
             Some(Attack::Downloader | Attack::Uploader) => self.files_schedule_downloads(t0),
-            None => {}
+            Some(a @ (Attack::Probe | Attack::ProbeUnasked)) => {
+                self.probe_schedule(t0, a == Attack::Probe);
+            }
+            _ => {}
+        }
+    }
+
+    /// An attack's own timed step (`Ev::Attack`).
+    pub(crate) fn attack_event(&mut self, tag: u64) {
+        if matches!(self.cfg.attack, Some(Attack::Probe | Attack::ProbeUnasked)) {
+            self.probe_send(tag);
+        }
+    }
+
+    /// Adversary node `from` sends `msg` to `to`: (drop it, send this
+    /// after it).
+    pub(crate) fn attack_on_send(
+        &mut self,
+        from: u32,
+        to: u32,
+        msg: &Message,
+    ) -> (bool, Option<Message>) {
+        match self.cfg.attack {
+            Some(Attack::Fold) => self.fold_on_send(from, to, msg),
+            _ => (false, None),
+        }
+    }
+
+    /// Node `i` dials node `j` (both online).
+    pub(crate) fn attack_dialed(&mut self, i: u32, j: u32) {
+        if self.cfg.attack == Some(Attack::Fold) {
+            self.fold_dialed(i, j);
         }
     }
 
     /// A fetch of `block` started at `node` (ground truth).
     pub(crate) fn attack_fetch_started(&mut self, node: u32, block: u32) {
-        match self.cfg.attack {
-            Some(Attack::Downloader | Attack::Uploader) => self.files_fetch_started(node, block),
-            None => {}
+        if matches!(self.cfg.attack, Some(Attack::Downloader | Attack::Uploader)) {
+            self.files_fetch_started(node, block);
         }
     }
 
-    /// Adversary node `to` received `msg` from `from`.
-    pub(crate) fn attack_observe(&mut self, to: u32, from: u32, msg: &Message) {
+    /// Adversary node `to` received `msg` from `from`. Returns whether it
+    /// answered the attack's own probe (then it is not for the routing
+    /// core, which never sent it).
+    pub(crate) fn attack_observe(&mut self, to: u32, from: u32, msg: &Message) -> bool {
         match self.cfg.attack {
             Some(a @ (Attack::Downloader | Attack::Uploader)) => {
                 self.levine_observe(a, to, from, msg);
+                false
             }
-            None => {}
+            Some(Attack::Probe | Attack::ProbeUnasked) => self.probe_observe(to, from, msg),
+            Some(Attack::Traceback) => self.traceback_observe(to, from, msg),
+            _ => false,
         }
     }
 
@@ -68,6 +114,9 @@ impl Sim {
     pub(crate) fn attack_report(&self) -> Option<AttackReport> {
         match self.cfg.attack? {
             a @ (Attack::Downloader | Attack::Uploader) => Some(self.levine_report(a)),
+            Attack::Fold => Some(self.fold_report()),
+            a @ (Attack::Probe | Attack::ProbeUnasked) => Some(self.probe_report(a)),
+            Attack::Traceback => Some(self.traceback_report()),
         }
     }
 }

@@ -1,0 +1,100 @@
+//! The attacks of the suite that a node's own behaviour must defeat, each
+//! at its base rate in a small network (300 nodes, a tenth of them
+//! colluding). The margin is three standard deviations of the attack's
+//! precision if it had no more than the base rate to go on (a binomial of
+//! its accusations), plus one accusation; the leaks these attacks found
+//! each have a routing unit test that fails before the fix (named below).
+#![allow(clippy::unwrap_used)]
+
+use lichen_sim::{run, Attack, AttackReport, SimConfig, Topology};
+
+fn small(topology: Topology, attack: Attack) -> SimConfig {
+    SimConfig {
+        nodes: 300,
+        degree: 12,
+        topology,
+        inserts: 100,
+        requests: 600,
+        seed: 5,
+        adversary: 0.1,
+        warmup_requests: Some(3000),
+        attack: Some(attack),
+        downloaders: 40,
+        ..SimConfig::default()
+    }
+}
+
+/// The attack's right accusations are within the margin of what its base
+/// rate gives.
+fn at_base_rate(a: &AttackReport) {
+    let n = a.accusations as f64;
+    let p = a.base_rate;
+    let expected = p * n;
+    let margin = 3.0 * (n * p * (1.0 - p)).sqrt() + 1.0;
+    let right = a.precision * n;
+    assert!(a.accusations >= 10, "too few accusations to judge: {a:?}");
+    assert!(right <= expected + margin, "above its base rate: {a:?}");
+}
+
+/// `fold`: colluders offer themselves after every block they send and
+/// note who dials them next; the requester never does
+/// (`routing/tests/peers.rs`: `own_requests_never_fold`).
+#[test]
+fn fold_is_at_its_base_rate() {
+    let r = run(&small(Topology::Opennet, Attack::Fold));
+    let a = r.attack.unwrap();
+    assert_eq!(a.name, "fold");
+    at_base_rate(&a);
+}
+
+/// `traceback`: colluders ask nodes about the ids they saw and walk back
+/// through those that saw it; above the caching level every hop forwards
+/// under a fresh id, so the walk never reaches the originator from
+/// beyond its first hop (`routing/tests/requests.rs`:
+/// `an_id_seen_past_the_first_hop_was_never_seen_by_the_originator`).
+#[test]
+fn traceback_is_at_its_base_rate_on_opennet_and_darknet() {
+    for topology in [Topology::Opennet, Topology::Darknet] {
+        let r = run(&small(topology, Attack::Traceback));
+        let a = r.attack.unwrap();
+        assert_eq!(a.name, "traceback");
+        at_base_rate(&a);
+    }
+}
+
+/// `probe`: the victim's neighbour asks it for what its user just
+/// fetched, inserted or failed to find, against the same done at the same
+/// moment by another node's user. What the user inserted is answered like
+/// anyone's. What it fetched or missed is not always: the request left a
+/// cached block or a failure-table entry at the hops from the third on
+/// (where the HTL first reaches the caching level), which a probe through
+/// the victim meets sooner than one for another node's key. That is the
+/// HTL design's limit, measured in `docs/anonymity.md`; tunnels (issue 16)
+/// are its answer. The leak this attack found is closed: the victim's
+/// first hop remembered its user's misses and answered them at once, so
+/// the miss was picked out 61 times of 70 (0.87); now a miss is
+/// remembered by the same HTL rule as a block is cached (0.61 here, 40 of
+/// 66; three standard deviations above that is 0.79, hence the bound 0.8)
+/// (`routing/tests/requests.rs`:
+/// `failures_of_requests_received_above_the_caching_level_are_not_remembered`).
+#[test]
+fn probe_learns_nothing_from_inserts_and_misses_are_not_answered_next_to_the_user() {
+    let mut c = small(Topology::Opennet, Attack::Probe);
+    c.downloaders = 80;
+    let r = run(&c);
+    let a = r.attack.unwrap();
+    assert_eq!(a.name, "probe");
+    assert!((a.base_rate - 0.5).abs() < 1e-9, "{a:?}");
+    let case = |name: &str| {
+        let [n, right] = a.cases[name];
+        (n as f64, right as f64)
+    };
+    let (n, right) = case("insert");
+    assert!(n >= 60.0, "{a:?}");
+    assert!(
+        right <= n / 2.0 + 3.0 * (n / 4.0).sqrt() + 1.0,
+        "inserts: {a:?}"
+    );
+    let (n, right) = case("miss");
+    assert!(right / n <= 0.8, "misses: {a:?}");
+}
