@@ -57,6 +57,10 @@ pub enum Attack {
     Downloader,
     /// The same test on inserts: "this neighbour inserted the file".
     Uploader,
+    /// Routing-table insertion carried to an eclipse (Baumeister et al.
+    /// 2012): the attackers dial one victim, behave well until they hold
+    /// all its peers, then turn into black holes.
+    Eclipse,
 }
 
 impl Attack {
@@ -66,6 +70,7 @@ impl Attack {
         match self {
             Attack::Downloader => "downloader",
             Attack::Uploader => "uploader",
+            Attack::Eclipse => "eclipse",
         }
     }
 }
@@ -90,6 +95,10 @@ pub struct SimConfig {
     pub churn: f64,
     /// Fraction of nodes run by the adversary.
     pub adversary: f64,
+    /// Number of nodes run by the adversary, instead of the fraction
+    /// (`eclipse`: the k attackers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attackers: Option<usize>,
     /// What the adversary's nodes do.
     pub adversary_kind: Adversary,
     /// Seed of the one RNG.
@@ -131,6 +140,7 @@ impl Default for SimConfig {
             requests: 2000,
             churn: 0.0,
             adversary: 0.0,
+            attackers: None,
             adversary_kind: Adversary::Observe,
             seed: 1,
             htl: 18,

@@ -52,6 +52,9 @@ impl Sim {
         if self.nodes[t].adversary {
             self.observe(to, from, &msg);
             self.attack_observe(to, from, &msg);
+            if self.attack_intercept(to, from, &msg) {
+                return;
+            }
             // Misbehaving adversaries still say hello (or no link would
             // ever carry their misdeeds); they spoil routed traffic.
             let routed = msg.id().is_some();
@@ -311,7 +314,7 @@ impl Sim {
     }
 
     /// Node `from` sends `msg` on its link `peer`.
-    fn send(&mut self, from: u32, peer: PeerId, mut msg: Message) {
+    pub(super) fn send(&mut self, from: u32, peer: PeerId, mut msg: Message) {
         let Some(&(to, pid)) = self.nodes[from as usize].ends.get(&peer) else {
             return;
         };

@@ -8,7 +8,10 @@
 //! an adversary receives, at the end), and each hook hands over to the
 //! module of the attack being run. An attack lives in its own module:
 //! - [`levine`]: `downloader` and `uploader` (Levine et al., CCS 2020).
+//! - [`eclipse`]: `eclipse` (routing-table insertion, Baumeister et al.
+//!   2012, carried to an eclipse).
 
+mod eclipse;
 mod levine;
 
 pub use levine::THRESHOLD;
@@ -25,6 +28,9 @@ pub(crate) struct AttackState {
     /// The file workload (inserted and downloaded splitfiles) and the
     /// Levine counts.
     files: levine::LevineState,
+    /// The eclipse attack's victim, attackers' links and the victim's
+    /// fetches.
+    eclipse: eclipse::EclipseState,
 }
 
 impl Sim {
@@ -33,6 +39,7 @@ impl Sim {
     pub(crate) fn attack_insert_phase(&mut self) {
         match self.cfg.attack {
             Some(Attack::Downloader | Attack::Uploader) => self.files_insert_phase(),
+            Some(Attack::Eclipse) => self.eclipse_run(),
             None => {}
         }
     }
@@ -42,7 +49,7 @@ impl Sim {
     pub(crate) fn schedule_downloads(&mut self, t0: u64) {
         match self.cfg.attack {
             Some(Attack::Downloader | Attack::Uploader) => self.files_schedule_downloads(t0),
-            None => {}
+            Some(Attack::Eclipse) | None => {}
         }
     }
 
@@ -50,7 +57,7 @@ impl Sim {
     pub(crate) fn attack_fetch_started(&mut self, node: u32, block: u32) {
         match self.cfg.attack {
             Some(Attack::Downloader | Attack::Uploader) => self.files_fetch_started(node, block),
-            None => {}
+            Some(Attack::Eclipse) | None => {}
         }
     }
 
@@ -60,7 +67,16 @@ impl Sim {
             Some(a @ (Attack::Downloader | Attack::Uploader)) => {
                 self.levine_observe(a, to, from, msg);
             }
-            None => {}
+            Some(Attack::Eclipse) | None => {}
+        }
+    }
+
+    /// Adversary node `to` got `msg` from `from`: whether the attack takes
+    /// it (the node's policy does not see it).
+    pub(crate) fn attack_intercept(&mut self, to: u32, from: u32, msg: &Message) -> bool {
+        match self.cfg.attack {
+            Some(Attack::Eclipse) => self.eclipse_intercept(to, from, msg),
+            _ => false,
         }
     }
 
@@ -68,6 +84,7 @@ impl Sim {
     pub(crate) fn attack_report(&self) -> Option<AttackReport> {
         match self.cfg.attack? {
             a @ (Attack::Downloader | Attack::Uploader) => Some(self.levine_report(a)),
+            Attack::Eclipse => Some(self.eclipse_report()),
         }
     }
 }
