@@ -344,6 +344,13 @@ fn opennet_peer_limit_drops_least_useful_after_grace() {
         &mut r,
     );
     drain(&mut n);
+    // The newcomer dials in after our announcement invited it.
+    n.set_noderef(NodeRef {
+        location: Location(0),
+        address: b"me".to_vec(),
+    });
+    n.handle_local_request(1900, LocalRequest::Announce, &mut r);
+    drain(&mut n);
     assert!(n.accept_opennet_peer(2000, PeerId(9), Location(9), &mut r));
     let a = drain(&mut n);
     let dropped: Vec<_> = a

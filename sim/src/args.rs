@@ -22,6 +22,7 @@ pub fn usage() -> &'static str {
   --requests N         requests for inserted keys (2000)
   --churn F            fraction of nodes offline at any time, rotating (0)
   --adversary F        fraction of nodes run by the adversary (0)
+  --attackers K        number of nodes run by the adversary (instead of -F)
   --adversary-kind K   observe | drop | corrupt | lie-htl (observe)
   --seed S             RNG seed; same seed, same output (1)
   --htl H              maximum hops to live (18)
@@ -31,7 +32,7 @@ pub fn usage() -> &'static str {
   --swap-seconds S     darknet: virtual seconds of swapping first (300)
   --interval MS        gap between requests in ms (10)
   --attack NAME        run and measure an attack: downloader | uploader |
-                       fold | probe | probe-unasked | traceback
+                       fold | probe | probe-unasked | traceback | eclipse
   --files N            attack workload: files inserted (10)
   --file-blocks N      attack workload: blocks per file (256)
   --downloaders N      attack workload: honest nodes each downloading a file;
@@ -66,6 +67,7 @@ fn attack_flag(c: &mut SimConfig, flag: &str, v: Option<String>) -> Result<(), S
                 Some("probe") => Attack::Probe,
                 Some("probe-unasked") => Attack::ProbeUnasked,
                 Some("traceback") => Attack::Traceback,
+                Some("eclipse") => Attack::Eclipse,
                 other => return Err(format!("--attack: unknown {other:?}")),
             });
         }
@@ -102,6 +104,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Option<Cli>
             "--requests" => c.requests = num(&flag, val())?,
             "--churn" => c.churn = fraction(&flag, val())?,
             "--adversary" => c.adversary = fraction(&flag, val())?,
+            "--attackers" => c.attackers = Some(num(&flag, val())?),
             "--adversary-kind" => {
                 c.adversary_kind = match val().as_deref() {
                     Some("observe") => Adversary::Observe,

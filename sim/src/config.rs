@@ -70,6 +70,10 @@ pub enum Attack {
     /// Tian et al. (INFOCOM 2013): colluders ask nodes about a request id
     /// they saw (a seen id is a loop) and walk back to the originator.
     Traceback,
+    /// Routing-table insertion carried to an eclipse (Baumeister et al.
+    /// 2012): the attackers dial one victim, behave well until they hold
+    /// all its peers, then turn into black holes.
+    Eclipse,
 }
 
 impl Attack {
@@ -83,6 +87,7 @@ impl Attack {
             Attack::Probe => "probe",
             Attack::ProbeUnasked => "probe-unasked",
             Attack::Traceback => "traceback",
+            Attack::Eclipse => "eclipse",
         }
     }
 }
@@ -107,6 +112,10 @@ pub struct SimConfig {
     pub churn: f64,
     /// Fraction of nodes run by the adversary.
     pub adversary: f64,
+    /// Number of nodes run by the adversary, instead of the fraction
+    /// (`eclipse`: the k attackers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attackers: Option<usize>,
     /// What the adversary's nodes do.
     pub adversary_kind: Adversary,
     /// Seed of the one RNG.
@@ -152,6 +161,7 @@ impl Default for SimConfig {
             requests: 2000,
             churn: 0.0,
             adversary: 0.0,
+            attackers: None,
             adversary_kind: Adversary::Observe,
             seed: 1,
             htl: 18,

@@ -221,6 +221,7 @@ fn node_config(cfg: &SimConfig) -> Config {
         recent_ttl: 120_000,
         peer_grace: 20_000,
         fold_min_interval: 10_000,
+        replace_interval: 100_000,
         swap_interval: 1_000,
         announce_interval: 5_000,
         swap_timeout: 20 * rtt,
@@ -269,15 +270,16 @@ fn policy_config(
     }
 }
 
-/// Node `i`: keys from the sim's RNG, a made-up address (10.x.y.z:1, never
-/// dialed; dials find nodes by static key), its noderef.
+/// Node `i`: keys from the sim's RNG, a made-up address (10.x.y.1, each
+/// node in a /24 of its own for the per-network peer limits; never
+/// dialed: dials find nodes by static key), its noderef.
 fn new_node(cfg: &SimConfig, rng: &mut ChaCha8Rng, i: usize, epoch: Instant) -> SimNode {
     let mut secret = [0u8; 32];
     rng.fill_bytes(&mut secret);
     let keys = NodeKeys::from_static_secret(secret);
     let loc = Location::random(rng);
     let b = u32::try_from(i).unwrap_or(u32::MAX).to_be_bytes();
-    let addr = SocketAddr::from(([10, b[1], b[2], b[3]], 1 + u16::from(b[0])));
+    let addr = SocketAddr::from(([10, b[2], b[3], 1 + b[1]], 1 + u16::from(b[0])));
     let noderef = NodeRef::new(&keys, vec![addr], Some(loc.0));
     let bytes = noderef.to_bytes(&keys);
     let key = keys.static_public();

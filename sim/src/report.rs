@@ -68,6 +68,22 @@ pub struct AttackReport {
     /// right accusations].
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub cases: BTreeMap<String, [usize; 2]>,
+    /// `eclipse`: seconds from the start until the attackers held all the
+    /// victim's peers (None: never).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_to_capture_s: Option<f64>,
+    /// `eclipse`: the victim's request success while the attackers
+    /// behaved well.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub success_before_turn: Option<f64>,
+    /// `eclipse`: the victim's request success after they turned into
+    /// black holes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub success_after_turn: Option<f64>,
+    /// `eclipse`: established peers the victim dropped to make room
+    /// during the attack.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replacements: Option<u64>,
 }
 
 impl AttackReport {
@@ -94,11 +110,15 @@ impl AttackReport {
             base_rate: ratio(pos, candidates),
             threshold,
             cases: BTreeMap::new(),
+            time_to_capture_s: None,
+            success_before_turn: None,
+            success_after_turn: None,
+            replacements: None,
         }
     }
 }
 
-pub(super) fn round4(x: f64) -> f64 {
+pub(crate) fn round4(x: f64) -> f64 {
     (x * 1e4).round() / 1e4
 }
 
@@ -319,6 +339,16 @@ fn write_attack(s: &mut String, a: &AttackReport) {
         "  attack candidates            {} ({} true, {} reachable), {} accused at posterior >= {}",
         a.candidates, a.true_candidates, a.reachable, a.accusations, a.threshold
     );
+    if let (Some(b), Some(c)) = (a.success_before_turn, a.success_after_turn) {
+        let t = a
+            .time_to_capture_s
+            .map_or_else(|| "never".to_string(), |t| format!("{t:.0} s"));
+        let _ = writeln!(
+            s,
+            "  eclipse                      captured: {t}; victim success {b:.4} before the turn, {c:.4} after; {} replacements",
+            a.replacements.unwrap_or(0)
+        );
+    }
 }
 
 fn write_anonymity(s: &mut String, a: &Anonymity) {

@@ -79,7 +79,11 @@ impl Sim {
 
     pub(super) fn build(&mut self) {
         let n = self.nodes.len();
-        let advs = ((self.cfg.adversary.clamp(0.0, 1.0)) * n as f64).round() as usize;
+        let advs = self
+            .cfg
+            .attackers
+            .unwrap_or(((self.cfg.adversary.clamp(0.0, 1.0)) * n as f64).round() as usize)
+            .min(n);
         let mut idx: Vec<u32> = (0..n as u32).collect();
         for i in (1..n).rev() {
             let j = self.rng.gen_range(0..=i);

@@ -2,9 +2,10 @@
 //! the node's user.
 
 use super::{
-    identity_of, keep_new_link, retry_delay, AddFriendError, Dialed, LinkState, Output, PeerInfo,
-    PeerPolicy, Refused, BAN, DROPPED_RETRY, HELLO_DEADLINE, MAX_BANNED, OPENNET_RETRY_MAX,
-    RETRY_BASE, SAVE_EVERY, SEED_RETRY, SHORT_LINK,
+    address_prefix, identity_of, keep_new_link, retry_delay, AddFriendError, Dialed, LinkState,
+    Output, PeerInfo, PeerPolicy, Refused, BAN, DROPPED_RETRY, HELLO_DEADLINE, MAX_BANNED,
+    MAX_PEERS_PER_PREFIX, MAX_SEED_CLIENTS_PER_PREFIX, OPENNET_RETRY_MAX, RETRY_BASE, SAVE_EVERY,
+    SEED_RETRY, SHORT_LINK,
 };
 use crate::noderef::NodeRef;
 use crate::peerlist::{Added, Entry, PeerKind};
@@ -12,6 +13,7 @@ use lichen_routing::{
     Action, BlockSource, LocalRequest, Location, Message, PeerId, RequestId, Verifier,
 };
 use rand::RngCore;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 impl<V: Verifier> PeerPolicy<V> {
@@ -38,7 +40,9 @@ impl<V: Verifier> PeerPolicy<V> {
     }
 
     /// A link to the node with static key `remote` came up (`dialed`: we
-    /// dialed it, as [`Output::Dial`] asked). `Ok`: the link's id (the
+    /// dialed it, as [`Output::Dial`] asked; `from`: the address an
+    /// inbound link came from, for the per-network limits; a dialed link
+    /// counts under its noderef's first address). `Ok`: the link's id (the
     /// hello is queued); `Err`: close it.
     ///
     /// # Errors
@@ -48,6 +52,7 @@ impl<V: Verifier> PeerPolicy<V> {
         now: Instant,
         remote: [u8; 32],
         dialed: Option<Dialed>,
+        from: Option<IpAddr>,
         rng: &mut impl RngCore,
     ) -> Result<PeerId, Refused> {
         if dialed.is_some() {
@@ -72,6 +77,11 @@ impl<V: Verifier> PeerPolicy<V> {
                 },
             });
         }
+        let ip = from.or_else(|| {
+            dialed
+                .as_ref()
+                .and_then(|d| d.noderef.addresses.first().map(SocketAddr::ip))
+        });
         self.by_key.insert(remote, pid);
         self.links.insert(
             pid,
@@ -82,6 +92,8 @@ impl<V: Verifier> PeerPolicy<V> {
                 since: now,
                 location: None,
                 seed_client: false,
+                prefix: ip.and_then(address_prefix),
+                introduced: None,
             },
         );
         tracing::debug!(peer = pid.0, "link up");
@@ -169,8 +181,39 @@ impl<V: Verifier> PeerPolicy<V> {
             }
         } else {
             tracing::trace!(peer = peer.0, msg = msg.name(), id = ?msg.id(), "recv");
+            let seed_client = p.seed_client;
             let ms = self.ms(now);
             self.node.handle_message(ms, peer, msg, source, rng);
+            if seed_client && self.node.peers().any(|(q, _)| q == peer) {
+                self.promoted(now, peer, rng);
+            }
+        }
+    }
+
+    /// The routing core took seed client `pid` as a peer (its announcement
+    /// reached us when we wanted one: as if we had dialed it). Unless its
+    /// network already holds [`MAX_PEERS_PER_PREFIX`] peers: then it goes.
+    fn promoted(&mut self, now: Instant, pid: PeerId, rng: &mut impl RngCore) {
+        let Some(prefix) = self.links.get(&pid).map(|l| l.prefix) else {
+            return;
+        };
+        if self.prefix_count(prefix, false, pid) >= MAX_PEERS_PER_PREFIX {
+            let ms = self.ms(now);
+            self.node.remove_peer(ms, pid, rng);
+            if let Some(l) = self.links.remove(&pid) {
+                self.by_key.remove(&l.remote);
+            }
+            self.out.push_back(Output::Close { peer: pid });
+            return;
+        }
+        let Some(l) = self.links.get_mut(&pid) else {
+            return;
+        };
+        l.seed_client = false;
+        let bytes = l.introduced.take();
+        tracing::debug!(peer = pid.0, "a seed client became a peer");
+        if let Some(b) = bytes {
+            self.introduced(now, pid, &b);
         }
     }
 
@@ -183,10 +226,15 @@ impl<V: Verifier> PeerPolicy<V> {
             return;
         };
         p.routed = true;
-        let remote = p.remote;
+        let (remote, dialed, prefix) = (p.remote, p.dialed.is_some(), p.prefix);
         let friend = self.list.is_friend(&remote);
         let ok = if self.cfg.opennet && !friend {
-            if p.dialed.is_some() {
+            // One network holds at most MAX_PEERS_PER_PREFIX slots. A node
+            // we dialed or remember is one we asked for; any other that
+            // dialed us is kept only if the routing core invited it.
+            if self.prefix_count(prefix, false, pid) >= MAX_PEERS_PER_PREFIX {
+                false
+            } else if dialed || self.list.get(&remote).is_some() {
                 self.node.accept_requested_peer(ms, pid, l, rng)
             } else {
                 self.node.accept_opennet_peer(ms, pid, l, rng)
@@ -195,10 +243,17 @@ impl<V: Verifier> PeerPolicy<V> {
             self.node.add_peer(ms, pid, l, rng);
             true
         };
-        // Full: a newcomer that dialed us may still announce through us
+        // Refused: a node that dialed us may still announce through us
         // (we may be its seed).
-        p.seed_client =
-            !ok && self.cfg.opennet && p.dialed.is_none() && self.node.accept_seed_client(ms, pid);
+        let seed_client = !ok
+            && self.cfg.opennet
+            && !dialed
+            && self.prefix_count(prefix, true, pid) < MAX_SEED_CLIENTS_PER_PREFIX
+            && self.node.accept_seed_client(ms, pid);
+        let Some(p) = self.links.get_mut(&pid) else {
+            return;
+        };
+        p.seed_client = seed_client;
         tracing::debug!(
             peer = pid.0,
             accepted = ok,
@@ -249,10 +304,17 @@ impl<V: Verifier> PeerPolicy<V> {
     /// if we had dialed it), if it is really that peer's and the peer was
     /// kept (not a seed client). Anything else is ignored.
     fn introduced(&mut self, now: Instant, pid: PeerId, bytes: &[u8]) {
-        let Some(p) = self.links.get(&pid) else {
+        let Some(p) = self.links.get_mut(&pid) else {
             return;
         };
-        if !self.cfg.opennet || p.dialed.is_some() || p.seed_client || !p.routed {
+        if !self.cfg.opennet || p.dialed.is_some() || !p.routed {
+            return;
+        }
+        if p.seed_client {
+            // Remembered if it becomes a peer (`promoted`).
+            if p.introduced.is_none() && bytes.len() <= self.cfg.routing.max_noderef_len {
+                p.introduced = Some(bytes.to_vec());
+            }
             return;
         }
         let remote = p.remote;
@@ -533,6 +595,25 @@ impl<V: Verifier> PeerPolicy<V> {
     }
 
     // ---------------------------------------------------------- helpers
+
+    /// Opennet links from the network `prefix` that are peers (or, with
+    /// `seed_clients`, seed clients), other than `except`. No prefix: no
+    /// limit, 0.
+    fn prefix_count(&self, prefix: Option<[u8; 9]>, seed_clients: bool, except: PeerId) -> usize {
+        let Some(prefix) = prefix else {
+            return 0;
+        };
+        self.links
+            .iter()
+            .filter(|(pid, l)| {
+                **pid != except
+                    && l.routed
+                    && l.seed_client == seed_clients
+                    && l.prefix == Some(prefix)
+                    && !self.list.is_friend(&l.remote)
+            })
+            .count()
+    }
 
     fn save_now(&mut self) {
         self.dirty = false;

@@ -120,7 +120,9 @@ impl<V: Verifier> Mesh<V> {
         let i = self.nodes.len();
         let keys = NodeKeys::from_static_secret(secret);
         let port = 10_000 + u16::try_from(i % 50_000).unwrap_or(0);
-        let addr = std::net::SocketAddr::from(([10, 0, 0, 1], port));
+        // Each node in a /24 of its own (the per-network peer limits).
+        let [_, _, hi, lo] = u32::try_from(i).unwrap_or(u32::MAX).to_be_bytes();
+        let addr = std::net::SocketAddr::from(([10, hi, lo, 1], port));
         let noderef = NodeRef::new(&keys, vec![addr], Some(location));
         let bytes = noderef.to_bytes(&keys);
         let mut cfg = PolicyConfig {
@@ -348,8 +350,15 @@ pub fn open_link<V: Verifier>(
     rng: &mut impl RngCore,
 ) -> Option<(PeerId, PeerId)> {
     let (a_key, b_key) = (a.cfg.own_key, dialed.noderef.static_key);
-    let ra = a.link_up(now, b_key, Some(dialed), rng);
-    let rb = b.link_up(now, a_key, None, rng);
+    // The dialed side sees the dialer's address: its noderef's first.
+    let a_ip = a
+        .cfg
+        .noderef
+        .as_ref()
+        .and_then(|r| NodeRef::from_bytes(r).ok())
+        .and_then(|r| r.addresses.first().map(std::net::SocketAddr::ip));
+    let ra = a.link_up(now, b_key, Some(dialed), None, rng);
+    let rb = b.link_up(now, a_key, None, a_ip, rng);
     match (ra, rb) {
         (Ok(pa), Ok(pb)) => Some((pa, pb)),
         (Ok(pa), Err(_)) => {

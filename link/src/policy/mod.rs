@@ -5,9 +5,15 @@
 //! peers ([`PeerList`]), and decides:
 //!
 //! - **admission**: a darknet node keeps only friends' links; an opennet
-//!   node asks the routing core ([`Node::accept_opennet_peer`]); a full
-//!   opennet node keeps a newcomer that dialed it as a *seed client*
-//!   (one announcement routed, then closed);
+//!   node keeps a link it dialed, or one from a node it remembers, as the
+//!   routing core says ([`Node::accept_requested_peer`]); a node that
+//!   dialed it unasked is a peer only if the routing core invited it
+//!   ([`Node::accept_opennet_peer`]: our announcement or fold offer gave
+//!   out our noderef), and otherwise at most a *seed client* (one
+//!   announcement routed, then closed), promoted to a peer if the routing
+//!   core then asks for a link to it; at most [`MAX_PEERS_PER_PREFIX`]
+//!   opennet peers and [`MAX_SEED_CLIENTS_PER_PREFIX`] seed clients per
+//!   IPv4 /24 or IPv6 /64;
 //! - **bans**: a peer the routing core disconnects for misbehaviour is
 //!   refused, and not dialed, for [`BAN`] (friend or not), and an opennet
 //!   entry for it is forgotten;
@@ -34,8 +40,9 @@
 //! link up ──► link_up: own key, banned, darknet stranger → refused;
 //!             a second link to one node → keep_new_link;
 //!             accepted → hello sent (LocationChanged, opennet dialer: Noderef)
-//! hello  ──► message: add_peer (friends, darknet) / accept_opennet_peer;
-//!             full → seed client (a newcomer that dialed us) or closed;
+//! hello  ──► message: add_peer (friends, darknet) / accept_requested_peer
+//!             (dialed, remembered) / accept_opennet_peer (invited);
+//!             refused → seed client (a node that dialed us) or closed;
 //!             kept → remembered (opennet: only nodes we dialed);
 //!             first opennet peer → announce
 //! tick   ──► redial remembered peers that are down and due (backing off);
@@ -60,7 +67,7 @@ use lichen_routing::{
     Verifier,
 };
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 /// How often the driver should call [`PeerPolicy::tick`].
@@ -88,6 +95,41 @@ pub const SEED_RETRY: Duration = Duration::from_secs(5);
 /// simultaneous dial; later, the new link replaces the old one (the
 /// other side restarted, or saw the old one die).
 pub const RACE_WINDOW: Duration = Duration::from_secs(5);
+
+/// Opennet peers (links kept as routing peers, not friends) from one IPv4
+/// /24 or IPv6 /64 at most: one host, or one small network, cannot hold
+/// more of a node's peer slots than this however many identities it
+/// makes. Loopback is exempt (a testnet's nodes all run on 127.0.0.1).
+pub const MAX_PEERS_PER_PREFIX: usize = 2;
+/// Seed clients from one IPv4 /24 or IPv6 /64 at most, so one network
+/// cannot take the slots newcomers need to join.
+pub const MAX_SEED_CLIENTS_PER_PREFIX: usize = 2;
+
+/// The network an address is counted in for [`MAX_PEERS_PER_PREFIX`]: its
+/// IPv4 /24 or IPv6 /64 (an IPv4-mapped IPv6 address counts as IPv4).
+/// `None` for loopback, which has no limit.
+#[must_use]
+pub fn address_prefix(ip: IpAddr) -> Option<[u8; 9]> {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    if ip.is_loopback() {
+        return None;
+    }
+    let mut p = [0u8; 9];
+    match ip {
+        IpAddr::V4(v4) => {
+            p[0] = 4;
+            p[1..4].copy_from_slice(&v4.octets()[..3]);
+        }
+        IpAddr::V6(v6) => {
+            p[0] = 6;
+            p[1..9].copy_from_slice(&v6.octets()[..8]);
+        }
+    }
+    Some(p)
+}
 
 /// What the policy needs to know about its node.
 #[derive(Clone, Debug)]
@@ -287,8 +329,12 @@ struct LinkState {
     since: Instant,
     /// Last location the peer announced.
     location: Option<u64>,
-    /// Kept only to route its announcement (we are full); not a peer.
+    /// Kept only to route its announcement; not a peer.
     seed_client: bool,
+    /// The network it is counted in ([`address_prefix`]; None: no limit).
+    prefix: Option<[u8; 9]>,
+    /// A seed client's `Noderef`, kept in case it becomes a peer.
+    introduced: Option<Vec<u8>>,
 }
 
 /// The peer policy of one node. See the [module docs](self).

@@ -66,6 +66,15 @@ impl HandshakeSlots {
     }
 }
 
+impl HandshakeSlot {
+    /// The address the inbound connection came from (for the policy's
+    /// per-network limits, [`super::PeerPolicy::link_up`]).
+    #[must_use]
+    pub fn ip(&self) -> std::net::IpAddr {
+        self.ip
+    }
+}
+
 impl Drop for HandshakeSlot {
     fn drop(&mut self) {
         let mut m = self.slots.lock();

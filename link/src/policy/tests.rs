@@ -6,7 +6,7 @@
 use super::mesh::Mesh;
 use super::*;
 use crate::peerlist::PeerList;
-use lichen_routing::{KeyKind, Location};
+use lichen_routing::{KeyKind, LocalRequest, Location};
 
 type Verify = fn(&Key, KeyKind, &[u8]) -> bool;
 
@@ -119,7 +119,7 @@ fn simultaneous_dials_leave_one_link_both_sides_agree_on() {
     let now = m.now;
     let mut rng = rand::rngs::mock::StepRng::new(1, 1);
     let p = &mut m.nodes[a].policy;
-    let new = p.link_up(now, kb, None, &mut rng).unwrap();
+    let new = p.link_up(now, kb, None, None, &mut rng).unwrap();
     assert_ne!(new, old);
     let mut closed = Vec::new();
     while let Some(o) = p.poll_output(now) {
@@ -219,9 +219,13 @@ fn a_misbehaving_peer_is_banned_and_the_ban_expires() {
     m.dial(b, a);
     assert_eq!(m.link_count(), 0, "refused while banned");
     assert_eq!(
-        m.nodes[a]
-            .policy
-            .link_up(m.now, kb, None, &mut rand::rngs::mock::StepRng::new(1, 1)),
+        m.nodes[a].policy.link_up(
+            m.now,
+            kb,
+            None,
+            None,
+            &mut rand::rngs::mock::StepRng::new(1, 1)
+        ),
         Err(Refused::Banned)
     );
     // After the ban it gets in again.
@@ -342,8 +346,16 @@ fn a_full_node_keeps_the_newcomer_it_asked_for() {
     let a = add(&mut m, 8, full);
     let b = opennet(&mut m, 2);
     let (c, d) = (opennet(&mut m, 3), opennet(&mut m, 4));
+    // a announces (no peer yet: it goes nowhere, but invites three), and
+    // three nodes dial it.
+    let now = m.now;
+    m.nodes[a].policy.local_request(
+        now,
+        LocalRequest::Announce,
+        &mut rand::rngs::mock::StepRng::new(1, 1),
+    );
     for p in [b, c, d] {
-        m.dial(a, p);
+        m.dial(p, a);
     }
     assert_eq!(m.nodes[a].policy.peer_count(), 3, "a is full");
     m.advance(Duration::from_secs(5));
@@ -444,7 +456,7 @@ fn a_link_without_a_hello_is_closed_at_the_deadline() {
     // A stranger finishes the handshake and then says nothing.
     let silent = m.nodes[a]
         .policy
-        .link_up(m.now, [99; 32], None, &mut rng)
+        .link_up(m.now, [99; 32], None, None, &mut rng)
         .unwrap();
     m.run();
     assert!(!m.nodes[a].policy.greeted(silent));
@@ -460,4 +472,91 @@ fn a_link_without_a_hello_is_closed_at_the_deadline() {
     assert!(m.nodes[a].policy.greeted(pid));
     m.advance(HELLO_DEADLINE * 2);
     assert_eq!(m.link(a, b), Some(pid));
+}
+
+/// Node `a`'s policy gets a link from `remote` that dialed it from `ip`,
+/// and its hello. Returns the link.
+fn dialed_in(m: &mut Mesh<Verify>, a: usize, remote: [u8; 32], ip: [u8; 4]) -> PeerId {
+    let now = m.now;
+    let mut rng = rand::rngs::mock::StepRng::new(1, 1);
+    let p = &mut m.nodes[a].policy;
+    let pid = p
+        .link_up(now, remote, None, Some(IpAddr::from(ip)), &mut rng)
+        .unwrap();
+    let hello = Message::LocationChanged {
+        location: Location(u64::from(remote[0]) << 56),
+    };
+    p.message(now, pid, hello, &mut lichen_routing::EmptyStore, &mut rng);
+    while p.poll_output(now).is_some() {}
+    pid
+}
+
+fn is_peer(m: &Mesh<Verify>, a: usize, pid: PeerId) -> bool {
+    m.nodes[a].policy.routing().peers().any(|(p, _)| p == pid)
+}
+
+#[test]
+fn a_node_that_dials_in_unasked_is_at_most_a_seed_client() {
+    let mut m = mesh();
+    let a = opennet(&mut m, 1);
+    // a has room for 20 peers, but did not ask for this one.
+    let x = dialed_in(&mut m, a, [50; 32], [192, 0, 2, 1]);
+    assert!(!is_peer(&m, a, x), "an unknown dialer took a peer slot");
+    assert!(m.nodes[a].policy.is_seed_client(x));
+    // After a's announcement (which gives its noderef out), a node that
+    // dials in was invited: a peer.
+    let now = m.now;
+    let mut rng = rand::rngs::mock::StepRng::new(1, 1);
+    m.nodes[a]
+        .policy
+        .local_request(now, LocalRequest::Announce, &mut rng);
+    let y = dialed_in(&mut m, a, [51; 32], [198, 51, 100, 1]);
+    assert!(is_peer(&m, a, y));
+    assert!(!m.nodes[a].policy.is_seed_client(y));
+}
+
+#[test]
+fn one_network_holds_at_most_two_peer_slots_and_two_seed_client_slots() {
+    let mut m = mesh();
+    let a = opennet(&mut m, 1);
+    let now = m.now;
+    let mut rng = rand::rngs::mock::StepRng::new(1, 1);
+    // Invited: a's announcement opens an invitation per free slot.
+    m.nodes[a]
+        .policy
+        .local_request(now, LocalRequest::Announce, &mut rng);
+    // Six identities from one /24: two peers, two seed clients, the rest
+    // closed.
+    let links: Vec<PeerId> = (0..6)
+        .map(|i| dialed_in(&mut m, a, [60 + i; 32], [203, 0, 113, 10 + i]))
+        .collect();
+    let peers = links.iter().filter(|&&l| is_peer(&m, a, l)).count();
+    let seed = links
+        .iter()
+        .filter(|&&l| m.nodes[a].policy.is_seed_client(l))
+        .count();
+    assert_eq!(
+        (peers, seed),
+        (MAX_PEERS_PER_PREFIX, MAX_SEED_CLIENTS_PER_PREFIX)
+    );
+    // Another /24 is not affected; nor is loopback (testnets).
+    let other = dialed_in(&mut m, a, [70; 32], [203, 0, 114, 1]);
+    assert!(is_peer(&m, a, other));
+    for i in 0..3 {
+        let l = dialed_in(&mut m, a, [80 + i; 32], [127, 0, 0, 1]);
+        assert!(is_peer(&m, a, l), "loopback is exempt");
+    }
+    // IPv6: a /64 counts as one network; an IPv4-mapped address as IPv4.
+    let v6 = |last: u16| IpAddr::from([0x2001, 0xdb8, 0, 1, 0, 0, 0, last]);
+    assert_eq!(address_prefix(v6(1)), address_prefix(v6(2)));
+    assert_ne!(
+        address_prefix(v6(1)),
+        address_prefix(IpAddr::from([0x2001, 0xdb8, 0, 2, 0, 0, 0, 1]))
+    );
+    let mapped = IpAddr::from(std::net::Ipv4Addr::new(203, 0, 113, 1).to_ipv6_mapped());
+    assert_eq!(
+        address_prefix(mapped),
+        address_prefix(IpAddr::from([203, 0, 113, 200]))
+    );
+    assert_eq!(address_prefix(IpAddr::from([127, 0, 0, 1])), None);
 }

@@ -244,7 +244,11 @@ impl Driver {
             }
         };
         let remote = link.remote_static();
-        let Ok(pid) = self.policy.link_up(now, remote, dialed, &mut self.rng) else {
+        let from = slot.as_ref().map(HandshakeSlot::ip);
+        let Ok(pid) = self
+            .policy
+            .link_up(now, remote, dialed, from, &mut self.rng)
+        else {
             link.close();
             return;
         };

@@ -69,6 +69,19 @@ pub struct Config {
     pub peer_grace: Millis,
     /// When full, take a new opennet peer at most this often.
     pub fold_min_interval: Millis,
+    /// Opennet, full: drop an established peer to make room for a new one
+    /// at most this often (5 minutes, Hyphanet's `DROP_CONNECTED_TIME`),
+    /// however many connections were asked for or offered meanwhile. With
+    /// `max_peers` this bounds how fast anyone can take over a node's
+    /// peers: `max_peers × replace_interval` (20 × 5 min = 100 min).
+    #[serde(default = "default_replace_interval")]
+    pub replace_interval: Millis,
+    /// Opennet: how long an invitation stays open. This node hands one out
+    /// with its noderef (its announcement, a fold offer); a node that dials
+    /// us without our asking is kept as a peer only by spending one, and is
+    /// otherwise at most a seed client.
+    #[serde(default = "default_invite_ttl")]
+    pub invite_ttl: Millis,
     /// A fold offer taken is acted on (the connection asked for) after a
     /// random delay below this, so the node that dials the data source is
     /// not given away by dialing the moment the data has passed.
@@ -133,6 +146,8 @@ impl Default for Config {
             peer_grace: 120_000,
             fold_min_interval: 30_000,
             fold_delay_max: default_fold_delay_max(),
+            invite_ttl: default_invite_ttl(),
+            replace_interval: default_replace_interval(),
             max_waiters: 32,
             announce_interval: 60_000,
             swap_interval: 10_000,
@@ -174,6 +189,14 @@ fn default_answer_burst() -> u32 {
 
 fn default_fold_delay_max() -> Millis {
     20_000
+}
+
+fn default_replace_interval() -> Millis {
+    300_000
+}
+
+fn default_invite_ttl() -> Millis {
+    60_000
 }
 
 /// Counters, for the simulator and the node's status page.
@@ -221,6 +244,10 @@ pub struct Stats {
     /// Newcomers kept as seed clients (full, they could not be peers).
     #[serde(default)]
     pub seed_clients: u64,
+    /// Seed clients taken as peers: their announcement came when this node
+    /// wanted one.
+    #[serde(default)]
+    pub seed_clients_promoted: u64,
     /// Newcomers refused because the seed-client table was full too.
     #[serde(default)]
     pub seed_clients_refused: u64,

@@ -243,6 +243,11 @@ pub struct Node<V> {
     window: f64,
     local_in_flight: usize,
     last_fold_accept: Option<Millis>,
+    /// When an established peer was last dropped to make room.
+    last_replacement: Option<Millis>,
+    /// Open invitations (their expiry times, oldest first): see
+    /// `Node::invite`.
+    invitations: VecDeque<Millis>,
     /// Fold offers taken, by request id: when to connect, and to whom.
     folds: BTreeMap<u64, (Millis, NodeRef)>,
     last_location_change: BTreeMap<PeerId, Millis>,
@@ -288,6 +293,8 @@ impl<V: Verifier> Node<V> {
             window,
             local_in_flight: 0,
             last_fold_accept: None,
+            last_replacement: None,
+            invitations: VecDeque::new(),
             folds: BTreeMap::new(),
             last_location_change: BTreeMap::new(),
             stats: Stats::default(),

@@ -3,7 +3,7 @@
 use rand::{Rng, RngCore};
 
 use super::{Action, Disconnect, Millis, Node, PeerId, Pending, TimerKind, Upstream, Verifier};
-use crate::location::Key;
+use crate::location::{Key, Location};
 use crate::message::{KeyKind, Message, NodeRef};
 
 /// Fold offers taken and waiting for their delay, at most.
@@ -54,6 +54,11 @@ impl<V: Verifier> Node<V> {
                     .is_some_and(|c| !std::mem::replace(&mut c.announced, true));
                 let htl = self.clamp_htl(now, htl, from, rng);
                 if self.admit(now, from, id, !(first && ok)) {
+                    // We want a peer near there: the seed client is one we
+                    // would dial, and it is here (see `promote`).
+                    if self.would_take(now, &noderef) {
+                        self.promote(now, from, noderef.location, rng);
+                    }
                     self.forward_announce(now, from, id, htl, noderef, rng);
                 }
             }
@@ -62,6 +67,22 @@ impl<V: Verifier> Node<V> {
                 self.send(from, Message::RejectedOverload { id });
             }
             _ => self.stats.unknown_peer += 1,
+        }
+    }
+
+    /// Seed client `peer` announced while this node wants a peer near
+    /// there: instead of dialing it ([`Node::connect_if_wanted`]), which
+    /// would make a second link to it, keep the link it has as a peer,
+    /// under the rules of a connection we asked for
+    /// ([`Node::accept_requested_peer`]; when full, at most one drop per
+    /// `replace_interval`). This is how a node with room (a seed early on)
+    /// still takes newcomers, now that a node that dials in unasked is at
+    /// most a seed client: the same decision the node makes for any
+    /// announcement it routes, no more.
+    fn promote(&mut self, now: Millis, peer: PeerId, location: Location, rng: &mut impl RngCore) {
+        self.last_fold_accept = Some(now);
+        if self.accept_requested_peer(now, peer, location, rng) {
+            self.stats.seed_clients_promoted += 1;
         }
     }
 
@@ -85,6 +106,9 @@ impl<V: Verifier> Node<V> {
         if self.pending.len() >= self.cfg.max_pending {
             return;
         }
+        // The nodes on its path that want a peer will dial us.
+        let room = self.cfg.max_peers.saturating_sub(self.peers.len());
+        self.invite(now, room.max(1));
         self.remember(now, id, Upstream::Local);
         self.pending.insert(
             id,
@@ -229,6 +253,8 @@ impl<V: Verifier> Node<V> {
                 && self.cfg.fold_reset_one_in > 0
                 && rng.gen_range(0..self.cfg.fold_reset_one_in) == 0;
             let offer = if take || reset {
+                // Whoever upstream takes it will dial us.
+                self.invite(now, 1);
                 self.noderef.clone()
             } else {
                 Some(noderef)

@@ -8,20 +8,59 @@ use crate::location::Location;
 
 impl<V: Verifier> Node<V> {
     /// Whether an opennet connection would be taken now (room, or a peer
-    /// old enough and unproductive enough to drop, at most once per
-    /// `fold_min_interval`).
+    /// old enough and unproductive enough to drop, asking at most once per
+    /// `fold_min_interval` and dropping at most once per
+    /// `replace_interval`).
     pub fn wants_peer(&self, now: Millis) -> bool {
         if self.peers.len() < self.cfg.max_peers {
             return true;
         }
-        self.replacement_due(now) && self.least_useful(now).is_some()
+        self.replacement_due(now) && self.drop_due(now) && self.least_useful(now).is_some()
     }
 
     /// Whether `fold_min_interval` has passed since a peer was last taken
-    /// on opennet (the rate at which a full node replaces peers).
+    /// on opennet (the rate at which a full node asks for new peers).
     fn replacement_due(&self, now: Millis) -> bool {
         self.last_fold_accept
             .is_none_or(|t| now.saturating_sub(t) >= self.cfg.fold_min_interval)
+    }
+
+    /// Whether `replace_interval` has passed since an established peer
+    /// was last dropped to make room: the rate at which a full node
+    /// replaces peers, however many connections it asked for or accepted
+    /// meanwhile (several asked for while there was room must not each
+    /// push out a peer once the room is gone).
+    fn drop_due(&self, now: Millis) -> bool {
+        self.last_replacement
+            .is_none_or(|t| now.saturating_sub(t) >= self.cfg.replace_interval)
+    }
+
+    /// Opennet: hand out an invitation. Called wherever this node gives
+    /// its own noderef away (its announcement, a fold offer it makes or
+    /// rewrites to its own): a node that then dials us, which we did not
+    /// dial, is kept as a peer only by spending one
+    /// ([`Node::accept_opennet_peer`]). Invitations expire after
+    /// `invite_ttl`; at most `max_peers` are open.
+    pub(super) fn invite(&mut self, now: Millis, n: usize) {
+        self.expire_invitations(now);
+        for _ in 0..n {
+            if self.invitations.len() >= self.cfg.max_peers {
+                break;
+            }
+            self.invitations.push_back(now + self.cfg.invite_ttl);
+        }
+    }
+
+    fn expire_invitations(&mut self, now: Millis) {
+        while self.invitations.front().is_some_and(|t| *t <= now) {
+            self.invitations.pop_front();
+        }
+    }
+
+    /// Open invitations (see [`Node::accept_opennet_peer`]).
+    pub fn invitations(&mut self, now: Millis) -> usize {
+        self.expire_invitations(now);
+        self.invitations.len()
     }
 
     /// Add a peer unconditionally (darknet friends, simulator wiring). The
@@ -60,10 +99,13 @@ impl<V: Verifier> Node<V> {
         }
     }
 
-    /// Opennet: a connection the other side asked for is up. Returns
-    /// whether it is kept: with room, yes; when full, only if a peer may be
-    /// replaced now ([`Node::wants_peer`]), and the least useful peer is
-    /// dropped ([`Action::Disconnect`]) to make room.
+    /// Opennet: a connection the other side dialed, which this node did
+    /// not ask for, is up. It is kept only if this node invited it (an
+    /// open invitation from its announcement or a fold offer is spent,
+    /// see [`Node::invite`]): an unknown dialer gets at most a seed-client
+    /// slot ([`Node::accept_seed_client`]). Invited, it is kept as
+    /// [`Node::accept_requested_peer`] keeps a connection, and when full
+    /// also only if a peer may be taken now ([`Node::wants_peer`]).
     pub fn accept_opennet_peer(
         &mut self,
         now: Millis,
@@ -74,24 +116,32 @@ impl<V: Verifier> Node<V> {
         if self.peers.iter().any(|p| p.id == peer) {
             return true;
         }
-        if self.peers.len() >= self.cfg.max_peers && !self.replacement_due(now) {
+        self.expire_invitations(now);
+        if self.invitations.is_empty() {
+            return false;
+        }
+        let full = self.peers.len() >= self.cfg.max_peers;
+        if full && !self.replacement_due(now) {
             return false;
         }
         let kept = self.accept_requested_peer(now, peer, location, rng);
         if kept {
-            self.last_fold_accept = Some(now);
+            self.invitations.pop_front();
+            if full {
+                self.last_fold_accept = Some(now);
+            }
         }
         kept
     }
 
     /// Opennet: a connection this node asked for is up (an
-    /// [`Action::Connect`] it emitted, or a remembered peer redialed while
-    /// under the limit). With room it is kept; when full, the least useful
-    /// peer is dropped to make room, or, if none may go yet, it is refused.
-    /// The once-per-`fold_min_interval` limit of
-    /// [`Node::accept_opennet_peer`] is not applied again: it was applied
-    /// when the node asked (and would otherwise refuse every fold a full
-    /// node decided to take).
+    /// [`Action::Connect`] it emitted, or a remembered peer, or a seed
+    /// client this node now wants as a peer). With room it is kept; when
+    /// full, the least useful peer is dropped to make room, at most once
+    /// per `replace_interval` however many connections were asked for;
+    /// otherwise it is refused. The once-per-`fold_min_interval` limit on
+    /// *asking* ([`Node::wants_peer`]) is not applied again: it was
+    /// applied when the node asked.
     pub fn accept_requested_peer(
         &mut self,
         now: Millis,
@@ -103,12 +153,17 @@ impl<V: Verifier> Node<V> {
             return true;
         }
         if self.peers.len() >= self.cfg.max_peers {
+            if !self.drop_due(now) {
+                return false;
+            }
             let Some(victim) = self.least_useful(now) else {
                 return false;
             };
+            self.last_replacement = Some(now);
             self.stats.dropped_least_useful += 1;
             self.disconnect(now, victim, Disconnect::LeastUseful, rng);
         }
+        self.seed_clients.remove(&peer);
         self.add_peer(now, peer, location, rng);
         true
     }
@@ -195,8 +250,11 @@ impl<V: Verifier> Node<V> {
         self.actions.push_back(Action::Disconnect { peer, why });
     }
 
-    /// The peer that has gone longest without a success, among those past
-    /// their grace period.
+    /// The peer that has gone longest without delivering data (a verified
+    /// `DataFound`, see [`Node::peer_delivered`]), among those past their
+    /// grace period. Answers that cost nothing to fake (`DataNotFound`,
+    /// `InsertReply`) and data we sent it do not count, so a black hole
+    /// that answers everything at once still becomes the least useful.
     fn least_useful(&self, now: Millis) -> Option<PeerId> {
         self.peers
             .iter()
@@ -260,9 +318,19 @@ impl<V: Verifier> Node<V> {
         }
     }
 
-    pub(super) fn peer_success(&mut self, now: Millis, peer: PeerId) {
+    /// `peer` delivered data (a verified block): it is useful, and its
+    /// backoff ends.
+    pub(super) fn peer_delivered(&mut self, now: Millis, peer: PeerId) {
         if let Some(p) = self.peer_mut(peer) {
             p.last_success = now;
+            p.backoff_len = 0;
+        }
+    }
+
+    /// `peer` answered as it should (not overloaded): its backoff ends,
+    /// but it has delivered nothing, so it is not more useful.
+    pub(super) fn peer_answered(&mut self, peer: PeerId) {
+        if let Some(p) = self.peer_mut(peer) {
             p.backoff_len = 0;
         }
     }

@@ -162,7 +162,8 @@ impl<V: Verifier> Node<V> {
             self.offence(now, from, rng);
             self.retry(now, id, from, rng);
         } else {
-            self.peer_success(now, from);
+            // Not a delivery: a black hole answers this at once.
+            self.peer_answered(from);
             self.fail(now, id, Fail::NotFound);
         }
     }
@@ -195,7 +196,7 @@ impl<V: Verifier> Node<V> {
     /// An insert ran its course downstream.
     fn on_insert_reply(&mut self, now: Millis, from: PeerId, id: u64, rng: &mut impl RngCore) {
         if self.pending.get(&id).is_some_and(|p| p.insert.is_some()) {
-            self.peer_success(now, from);
+            self.peer_answered(from);
             self.insert_done(id, None);
         } else {
             self.offence(now, from, rng);

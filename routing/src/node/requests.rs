@@ -51,6 +51,7 @@ impl<V: Verifier> Node<V> {
                 // requester.
                 if self.cfg.opennet && htl <= self.cfg.request_cache_htl() {
                     if let Some(me) = self.noderef.clone() {
+                        self.invite(now, 1);
                         self.send(from, Message::FoldOffer { id, noderef: me });
                     }
                 }
@@ -268,7 +269,7 @@ impl<V: Verifier> Node<V> {
         let Some(p) = self.take_pending(id) else {
             return;
         };
-        self.peer_success(now, from);
+        self.peer_delivered(now, from);
         // Decided from the HTL as received: a RouteNotFound lowers `p.htl`,
         // and must not let the requester's neighbour cache what a
         // backtracked request found.
@@ -292,28 +293,14 @@ impl<V: Verifier> Node<V> {
         // so how our own requests are paced says nothing about which
         // requests were ours.
         self.aimd_outcome(true, false);
-        self.answer_found(p.reply_id.unwrap_or(id), p.upstream, &block, true, now);
+        self.answer_found(p.reply_id.unwrap_or(id), p.upstream, &block, true);
         for (wid, w) in p.waiters {
-            self.answer_found(wid, w, &block, false, now);
+            self.answer_found(wid, w, &block, false);
         }
     }
 
-    fn answer_found(
-        &mut self,
-        id: u64,
-        upstream: Upstream,
-        block: &Block,
-        primary: bool,
-        now: Millis,
-    ) {
+    fn answer_found(&mut self, id: u64, upstream: Upstream, block: &Block, primary: bool) {
         self.release(upstream);
-        if let Upstream::Peer(u) = upstream {
-            // A success crossing the link makes it useful to both ends,
-            // whichever way the request went.
-            if let Some(p) = self.peer_mut(u) {
-                p.last_success = now;
-            }
-        }
         match upstream {
             Upstream::Peer(u) => self.send(
                 u,

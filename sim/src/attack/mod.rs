@@ -11,7 +11,10 @@
 //! - [`fold`]: does the requester connect to whoever served it?
 //! - [`probe`]: does the victim answer what its user just did differently?
 //! - [`traceback`]: Tian et al., INFOCOM 2013, request ids as an oracle.
+//! - [`eclipse`]: `eclipse` (routing-table insertion, Baumeister et al.
+//!   2012, carried to an eclipse).
 
+mod eclipse;
 mod fold;
 mod levine;
 mod probe;
@@ -37,14 +40,19 @@ pub(crate) struct AttackState {
     probe: probe::ProbeState,
     /// The `traceback` colluders' traces.
     trace: traceback::TracebackState,
+    /// The eclipse attack's victim, attackers' links and the victim's
+    /// fetches.
+    eclipse: eclipse::EclipseState,
 }
 
 impl Sim {
     /// After warm-up, before the measured workload: the attack's own
     /// set-up (for `downloader` and `uploader`, inserting the files).
     pub(crate) fn attack_insert_phase(&mut self) {
-        if matches!(self.cfg.attack, Some(Attack::Downloader | Attack::Uploader)) {
-            self.files_insert_phase();
+        match self.cfg.attack {
+            Some(Attack::Downloader | Attack::Uploader) => self.files_insert_phase(),
+            Some(Attack::Eclipse) => self.eclipse_run(),
+            _ => {}
         }
     }
 
@@ -95,9 +103,9 @@ impl Sim {
         }
     }
 
-    /// Adversary node `to` received `msg` from `from`. Returns whether it
-    /// answered the attack's own probe (then it is not for the routing
-    /// core, which never sent it).
+    /// Adversary node `to` received `msg` from `from`. Returns whether the
+    /// attack takes it (an answer to its own probe, an eclipse attacker's
+    /// own traffic): then the node's policy does not see it.
     pub(crate) fn attack_observe(&mut self, to: u32, from: u32, msg: &Message) -> bool {
         match self.cfg.attack {
             Some(a @ (Attack::Downloader | Attack::Uploader)) => {
@@ -106,6 +114,7 @@ impl Sim {
             }
             Some(Attack::Probe | Attack::ProbeUnasked) => self.probe_observe(to, from, msg),
             Some(Attack::Traceback) => self.traceback_observe(to, from, msg),
+            Some(Attack::Eclipse) => self.eclipse_intercept(to, from, msg),
             _ => false,
         }
     }
@@ -117,6 +126,7 @@ impl Sim {
             Attack::Fold => Some(self.fold_report()),
             a @ (Attack::Probe | Attack::ProbeUnasked) => Some(self.probe_report(a)),
             Attack::Traceback => Some(self.traceback_report()),
+            Attack::Eclipse => Some(self.eclipse_report()),
         }
     }
 }

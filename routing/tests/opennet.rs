@@ -1,0 +1,223 @@
+//! Unit tests of the opennet admission rules that make an eclipse
+//! expensive (issue 15): an unknown dialer is at most a seed client,
+//! replacement of established peers is rate-limited, and usefulness is
+//! data actually delivered.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::*;
+use lichen_routing::*;
+
+fn me() -> NodeRef {
+    NodeRef {
+        location: Location(0),
+        address: b"me".to_vec(),
+    }
+}
+
+/// A store holding one block.
+struct One(Key, Vec<u8>);
+
+impl BlockSource for One {
+    fn get(&mut self, key: &Key, _: KeyKind) -> Option<Block> {
+        (*key == self.0).then(|| self.1.clone())
+    }
+}
+
+fn dropped(actions: &[Action]) -> Vec<PeerId> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Disconnect {
+                peer,
+                why: Disconnect::LeastUseful,
+            } => Some(*peer),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn an_uninvited_dialer_is_at_most_a_seed_client_even_with_room() {
+    let cfg = Config {
+        max_peers: 5,
+        ..Config::default()
+    };
+    let (mut n, mut r) = node(1, cfg.clone());
+    n.set_noderef(me());
+    // Room for four more, but nobody was invited: a stranger that dials
+    // in is not a peer, only a seed client.
+    assert!(!n.accept_opennet_peer(10, PeerId(9), Location(9), &mut r));
+    assert!(n.accept_seed_client(10, PeerId(9)));
+    assert_eq!(n.peer_count(), 1);
+    // Our announcement invites as many dialers as we have room for.
+    n.handle_local_request(20, LocalRequest::Announce, &mut r);
+    drain(&mut n);
+    assert_eq!(n.invitations(20), 4);
+    for p in 10..14 {
+        assert!(n.accept_opennet_peer(30, PeerId(p), Location(p << 58), &mut r));
+    }
+    assert_eq!(n.invitations(30), 0);
+    assert_eq!(n.peer_count(), 5);
+    // A seed client this node now wants as a peer (its announcement made
+    // us ask for it) is promoted: it is no longer a seed client.
+    let (mut n, mut r) = node(1, cfg.clone());
+    assert!(n.accept_seed_client(10, PeerId(9)));
+    assert!(n.accept_requested_peer(20, PeerId(9), Location(9), &mut r));
+    assert_eq!((n.peer_count(), n.seed_client_count()), (2, 0));
+    // Invitations expire.
+    let (mut n, mut r) = node(1, cfg.clone());
+    n.set_noderef(me());
+    n.handle_local_request(0, LocalRequest::Announce, &mut r);
+    drain(&mut n);
+    let late = cfg.invite_ttl + 1;
+    assert!(!n.accept_opennet_peer(late, PeerId(9), Location(9), &mut r));
+}
+
+#[test]
+fn a_fold_offer_made_invites_one_dialer() {
+    let cfg = Config {
+        max_peers: 5,
+        ..Config::default()
+    };
+    let (mut n, mut r) = node(2, cfg);
+    n.set_noderef(me());
+    let (key, b) = block(3);
+    let mut store = One(key, b);
+    // A request arriving at the caching level finds the block here: we
+    // answer with it and offer our noderef, so its requester side may
+    // dial us once.
+    n.handle_message(
+        10,
+        PeerId(1),
+        Message::Request {
+            id: 1,
+            key,
+            htl: 12,
+            kind: KeyKind::Chk,
+        },
+        &mut store,
+        &mut r,
+    );
+    assert!(sends(&drain(&mut n))
+        .iter()
+        .any(|(_, m)| matches!(m, Message::FoldOffer { .. })));
+    assert!(n.accept_opennet_peer(20, PeerId(9), Location(9), &mut r));
+    assert!(!n.accept_opennet_peer(20, PeerId(10), Location(10), &mut r));
+}
+
+#[test]
+fn replacement_is_rate_limited_however_many_connections_were_asked_for() {
+    // Full, every peer past its grace: connections the node asked for
+    // while it still had room come up together. Only the first may push
+    // an established peer out; the next only after replace_interval.
+    let cfg = Config {
+        max_peers: 4,
+        peer_grace: 1_000,
+        fold_min_interval: 30_000,
+        replace_interval: 30_000,
+        ..Config::default()
+    };
+    let (mut n, mut r) = node(4, cfg);
+    for p in 10..13 {
+        n.accept_requested_peer(5_000, PeerId(p), Location(p << 58), &mut r);
+    }
+    assert_eq!(dropped(&drain(&mut n)).len(), 1, "one drop per interval");
+    assert_eq!(n.peer_count(), 4);
+    assert!(!n.wants_peer(20_000));
+    assert!(!n.accept_requested_peer(20_000, PeerId(13), Location(13 << 58), &mut r));
+    assert!(n.accept_requested_peer(35_000, PeerId(14), Location(14 << 58), &mut r));
+    assert_eq!(dropped(&drain(&mut n)).len(), 1);
+}
+
+#[test]
+fn only_delivered_data_makes_a_peer_useful() {
+    // Three peers. One delivers a block early; the others later answer
+    // DataNotFound at once (a black hole's cheapest answer) and ask us
+    // for blocks we serve. When a newcomer comes, the one that delivered
+    // data stays.
+    let cfg = Config {
+        max_peers: 3,
+        peer_grace: 1_000,
+        fold_min_interval: 0,
+        ..Config::default()
+    };
+    let (mut n, mut r) = node(3, cfg);
+    n.set_noderef(me());
+    let fetch = |n: &mut Node<V>, r: &mut _, now, k: u8| {
+        let (key, _) = block(k);
+        let RequestId(id) = n.handle_local_request(
+            now,
+            LocalRequest::Fetch {
+                key,
+                kind: KeyKind::Chk,
+            },
+            r,
+        );
+        (id, forwarded_to(&drain(n), id).unwrap().0)
+    };
+    let (id, good) = fetch(&mut n, &mut r, 500, 1);
+    let b = block(1).1;
+    n.handle_message(
+        600,
+        good,
+        Message::DataFound { id, block: b },
+        &mut EmptyStore,
+        &mut r,
+    );
+    drain(&mut n);
+    // Every other peer answers requests with DataNotFound, later.
+    let mut answered = std::collections::BTreeSet::new();
+    for k in 2..60u8 {
+        let (id, to) = fetch(&mut n, &mut r, 1_500, k);
+        if to != good {
+            n.handle_message(1_600, to, Message::Accepted { id }, &mut EmptyStore, &mut r);
+            n.handle_message(
+                1_600,
+                to,
+                Message::DataNotFound { id },
+                &mut EmptyStore,
+                &mut r,
+            );
+            answered.insert(to);
+        } else {
+            n.handle_message(
+                1_600,
+                to,
+                Message::RejectedOverload { id },
+                &mut EmptyStore,
+                &mut r,
+            );
+        }
+        drain(&mut n);
+        if answered.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(answered.len(), 2);
+    // And they ask us for a block we serve (data we deliver to them).
+    let (key, b) = block(99);
+    let mut store = One(key, b);
+    for (i, &p) in answered.iter().enumerate() {
+        n.handle_message(
+            1_700,
+            p,
+            Message::Request {
+                id: 1_000 + i as u64,
+                key,
+                htl: 18,
+                kind: KeyKind::Chk,
+            },
+            &mut store,
+            &mut r,
+        );
+    }
+    drain(&mut n);
+    n.handle_local_request(1_900, LocalRequest::Announce, &mut r);
+    drain(&mut n);
+    assert!(n.accept_opennet_peer(2_000, PeerId(9), Location(9), &mut r));
+    let d = dropped(&drain(&mut n));
+    assert_eq!(d.len(), 1);
+    assert_ne!(d[0], good, "the peer that delivered data was dropped");
+}
