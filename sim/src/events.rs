@@ -55,6 +55,9 @@ impl Sim {
             // Misbehaving adversaries still say hello (or no link would
             // ever carry their misdeeds); they spoil routed traffic.
             let routed = msg.id().is_some();
+            if self.cfg.adversary_kind == Adversary::LieSwap && self.pitch_lie(to, pid, &msg) {
+                return;
+            }
             match self.cfg.adversary_kind {
                 Adversary::Drop if routed => return,
                 Adversary::Corrupt => {
@@ -121,7 +124,9 @@ impl Sim {
             },
             &mut self.rng,
         );
-        self.reqs.insert(id.0, Req::new(node, block, false, None));
+        let mut r = Req::new(node, block, false, None);
+        r.insert = true;
+        self.reqs.insert(id.0, r);
         self.dirty.push(node);
     }
 
@@ -311,7 +316,7 @@ impl Sim {
     }
 
     /// Node `from` sends `msg` on its link `peer`.
-    fn send(&mut self, from: u32, peer: PeerId, mut msg: Message) {
+    pub(crate) fn send(&mut self, from: u32, peer: PeerId, mut msg: Message) {
         let Some(&(to, pid)) = self.nodes[from as usize].ends.get(&peer) else {
             return;
         };

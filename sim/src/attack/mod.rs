@@ -8,8 +8,11 @@
 //! an adversary receives, at the end), and each hook hands over to the
 //! module of the attack being run. An attack lives in its own module:
 //! - [`levine`]: `downloader` and `uploader` (Levine et al., CCS 2020).
+//! - [`pitch_black`]: `pitch-black` (Evans et al., ACSAC 2007): lies in
+//!   darknet location swaps, and the defence against them.
 
 mod levine;
+mod pitch_black;
 
 pub use levine::THRESHOLD;
 
@@ -25,6 +28,8 @@ pub(crate) struct AttackState {
     /// The file workload (inserted and downloaded splitfiles) and the
     /// Levine counts.
     files: levine::LevineState,
+    /// The `pitch-black` days and what they recorded.
+    pitch: pitch_black::PitchState,
 }
 
 impl Sim {
@@ -33,6 +38,7 @@ impl Sim {
     pub(crate) fn attack_insert_phase(&mut self) {
         match self.cfg.attack {
             Some(Attack::Downloader | Attack::Uploader) => self.files_insert_phase(),
+            Some(Attack::PitchBlack) => self.pitch_black_phase(),
             None => {}
         }
     }
@@ -42,7 +48,7 @@ impl Sim {
     pub(crate) fn schedule_downloads(&mut self, t0: u64) {
         match self.cfg.attack {
             Some(Attack::Downloader | Attack::Uploader) => self.files_schedule_downloads(t0),
-            None => {}
+            Some(Attack::PitchBlack) | None => {}
         }
     }
 
@@ -50,7 +56,7 @@ impl Sim {
     pub(crate) fn attack_fetch_started(&mut self, node: u32, block: u32) {
         match self.cfg.attack {
             Some(Attack::Downloader | Attack::Uploader) => self.files_fetch_started(node, block),
-            None => {}
+            Some(Attack::PitchBlack) | None => {}
         }
     }
 
@@ -60,7 +66,7 @@ impl Sim {
             Some(a @ (Attack::Downloader | Attack::Uploader)) => {
                 self.levine_observe(a, to, from, msg);
             }
-            None => {}
+            Some(Attack::PitchBlack) | None => {}
         }
     }
 
@@ -68,6 +74,7 @@ impl Sim {
     pub(crate) fn attack_report(&self) -> Option<AttackReport> {
         match self.cfg.attack? {
             a @ (Attack::Downloader | Attack::Uploader) => Some(self.levine_report(a)),
+            Attack::PitchBlack => Some(self.pitch_black_report()),
         }
     }
 }
