@@ -92,9 +92,12 @@ impl<V: Verifier> Node<V> {
     /// `peers` in its neighbourhood: its links, in geometric mean, grow by
     /// at most `Config::swap_max_stretch` (0: no limit). Both sides of a
     /// swap are judged by the partner before it moves (it has both peer
-    /// lists), so an honest partner never moves where the initiator then
-    /// refuses to follow; the initiator checks its own side again, which
-    /// is what stops a lying partner from sending it across the circle.
+    /// lists); the initiator checks its own side again, on its peer list
+    /// as it is when the answer comes, which is what stops a lying partner
+    /// from sending it across the circle. Known cost: if the partner is
+    /// one of the initiator's friends, its `LocationChanged` can overtake
+    /// the answer, and the re-check then refuses an honest swap the
+    /// partner has made (two nodes at one location; `docs/anonymity.md`).
     fn fits(&self, from: Location, to: Location, peers: &[Location]) -> bool {
         let k = self.cfg.swap_max_stretch;
         if k <= 0.0 || peers.is_empty() {
