@@ -575,6 +575,98 @@ fn darknet_swap_between_two_nodes() {
 }
 
 #[test]
+fn a_node_with_a_swap_under_way_is_nobodys_partner_and_starts_no_other() {
+    // Two swaps at once at one node used to leave two nodes at one
+    // location: the partner of our first swap took our location while a
+    // second partner did too (or we took a third node's meanwhile). Over
+    // a darknet's life the locations collapsed onto a few (300 nodes:
+    // half the nodes within 2.7 % of the circle, from 40 %).
+    let cfg = Config {
+        opennet: false,
+        swapping: true,
+        swap_htl: 1,
+        location_reset_one_in: 0,
+        pitch_probe_interval: 0,
+        ..Config::default()
+    };
+    let mut r = rng();
+    let mut a = Node::new(cfg, Location(0), sha_verify as V);
+    a.add_peer(0, PeerId(2), Location(1 << 63), &mut r);
+    a.add_peer(0, PeerId(3), Location(3 << 62), &mut r);
+    let t = a.poll_timeout().unwrap();
+    a.handle_timeout(t, &mut r);
+    let first = sends(&drain(&mut a))
+        .into_iter()
+        .filter(|(_, m)| matches!(m, Message::SwapRequest { .. }))
+        .count();
+    assert_eq!(first, 1);
+    // Its answer is not back; the swap timer comes round again: no
+    // second swap.
+    for _ in 0..3 {
+        let t2 = a.poll_timeout().unwrap();
+        a.handle_timeout(t2, &mut r);
+        let again = sends(&drain(&mut a))
+            .into_iter()
+            .any(|(_, m)| matches!(m, Message::SwapRequest { .. }));
+        assert!(!again, "a second swap while the first is under way");
+    }
+    // A walk ends here (HTL 1) with a swap that would shorten every link
+    // (its friends sit next to our location): refused, location kept.
+    let req = Message::SwapRequest {
+        id: 99,
+        htl: 1,
+        location: Location(1 << 63),
+        peer_locations: vec![Location(1 << 50), Location(2 << 50)],
+    };
+    a.handle_message(t + 1, PeerId(3), req, &mut EmptyStore, &mut r);
+    let answer = sends(&drain(&mut a))
+        .into_iter()
+        .find(|(to, _)| *to == PeerId(3))
+        .map(|(_, m)| m);
+    assert_eq!(answer, Some(Message::SwapRejected { id: 99 }));
+    assert_eq!(a.location(), Location(0));
+}
+
+#[test]
+fn an_initiator_follows_an_accepted_swap_whatever_the_partners_peer_list_holds() {
+    // The partner has moved when its `SwapReply` arrives. A peer list
+    // with two equal locations is what a neighbour of two nodes that just
+    // swapped holds until both `LocationChanged` are in; refusing on it
+    // left two nodes at the initiator's location and none at the
+    // partner's (an honest 300-node darknet kept 93 distinct locations of
+    // 300 after 300 s of swapping).
+    let cfg = Config {
+        opennet: false,
+        swapping: true,
+        swap_htl: 1,
+        location_reset_one_in: 0,
+        pitch_probe_interval: 0,
+        swap_max_stretch: 0.0,
+        ..Config::default()
+    };
+    let mut r = rng();
+    let mut a = Node::new(cfg, Location(0), sha_verify as V);
+    a.add_peer(0, PeerId(2), Location(1 << 63), &mut r);
+    let t = a.poll_timeout().unwrap();
+    a.handle_timeout(t, &mut r);
+    let id = sends(&drain(&mut a))
+        .into_iter()
+        .find_map(|(_, m)| match m {
+            Message::SwapRequest { id, .. } => Some(id),
+            _ => None,
+        })
+        .unwrap();
+    let reply = Message::SwapReply {
+        id,
+        accepted: true,
+        location: Location(1 << 62),
+        peer_locations: vec![Location(3 << 61), Location(3 << 61), Location(5 << 60)],
+    };
+    a.handle_message(t + 1, PeerId(2), reply, &mut EmptyStore, &mut r);
+    assert_eq!(a.location(), Location(1 << 62));
+}
+
+#[test]
 fn a_full_node_that_asks_for_a_connection_keeps_it_when_it_comes_up() {
     // Full, peers past their grace: an announcement from a newcomer makes
     // the node ask for a link to it (Connect), which spends its

@@ -23,7 +23,7 @@ pub fn usage() -> &'static str {
   --churn F            fraction of nodes offline at any time, rotating (0)
   --adversary F        fraction of nodes run by the adversary (0)
   --attackers K        number of nodes run by the adversary (instead of -F)
-  --adversary-kind K   observe | drop | corrupt | lie-htl (observe)
+  --adversary-kind K   observe | drop | corrupt | lie-htl | lie-swap (observe)
   --seed S             RNG seed; same seed, same output (1)
   --htl H              maximum hops to live (18)
   --loss F             message loss probability (0)
@@ -32,11 +32,15 @@ pub fn usage() -> &'static str {
   --swap-seconds S     darknet: virtual seconds of swapping first (300)
   --interval MS        gap between requests in ms (10)
   --attack NAME        run and measure an attack: downloader | uploader |
-                       fold | probe | probe-unasked | traceback | eclipse
+                       fold | probe | probe-unasked | traceback | eclipse |
+                       pitch-black (darknet only; the adversary kind becomes lie-swap)
   --files N            attack workload: files inserted (10)
   --file-blocks N      attack workload: blocks per file (256)
   --downloaders N      attack workload: honest nodes each downloading a file;
                        probe: victims (20)
+  --pitch-defence X    darknet: swaps may not stretch a node's links, on | off (on)
+  --pitch-probe X      darknet: Hyphanet's Pitch Black probe, on | off (off)
+  --days N             pitch-black: attacked days after day 0 (8)
   --tunnel-hops N      own requests through premix tunnels of N hops, 0-3 (0)
   --json               print the report as JSON
   --help               this text"
@@ -56,6 +60,14 @@ fn fraction(flag: &str, v: Option<String>) -> Result<f64, String> {
     }
 }
 
+fn on_off(flag: &str, v: Option<String>) -> Result<bool, String> {
+    match v.as_deref() {
+        Some("on") => Ok(true),
+        Some("off") => Ok(false),
+        other => Err(format!("{flag}: on or off, not {other:?}")),
+    }
+}
+
 /// The attack workload's flags.
 fn attack_flag(c: &mut SimConfig, flag: &str, v: Option<String>) -> Result<(), String> {
     match flag {
@@ -68,6 +80,7 @@ fn attack_flag(c: &mut SimConfig, flag: &str, v: Option<String>) -> Result<(), S
                 Some("probe-unasked") => Attack::ProbeUnasked,
                 Some("traceback") => Attack::Traceback,
                 Some("eclipse") => Attack::Eclipse,
+                Some("pitch-black") => Attack::PitchBlack,
                 other => return Err(format!("--attack: unknown {other:?}")),
             });
         }
@@ -111,6 +124,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Option<Cli>
                     Some("drop") => Adversary::Drop,
                     Some("corrupt") => Adversary::Corrupt,
                     Some("lie-htl") => Adversary::LieHtl,
+                    Some("lie-swap") => Adversary::LieSwap,
                     other => return Err(format!("--adversary-kind: unknown {other:?}")),
                 }
             }
@@ -141,6 +155,9 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Option<Cli>
             "--attack" | "--files" | "--file-blocks" | "--downloaders" => {
                 attack_flag(&mut c, &flag, val())?;
             }
+            "--pitch-defence" => c.pitch_defence = on_off(&flag, val())?,
+            "--pitch-probe" => c.pitch_probe = on_off(&flag, val())?,
+            "--days" => c.days = num(&flag, val())?,
             "--json" => json = true,
             "--help" | "-h" => return Ok(None),
             other => return Err(format!("unknown flag {other:?}\n{}", usage())),
@@ -154,6 +171,14 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Option<Cli>
     }
     if c.degree < 2 {
         return Err("--degree must be at least 2".into());
+    }
+    if c.attack == Some(Attack::PitchBlack) {
+        if c.topology != Topology::Darknet {
+            return Err("--attack pitch-black needs --topology darknet".into());
+        }
+        if c.adversary_kind == Adversary::Observe {
+            c.adversary_kind = Adversary::LieSwap;
+        }
     }
     if c.attack.is_some() && (c.files == 0 || c.file_blocks == 0) {
         return Err("--attack needs --files and --file-blocks of at least 1".into());
@@ -184,5 +209,16 @@ mod tests {
         assert!(p("--churn 2").is_err());
         assert!(p("--bogus").is_err());
         assert!(p("--nodes").is_err());
+        let c = p(
+            "--topology darknet --attack pitch-black --pitch-defence off --pitch-probe on --days 3",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(c.config.adversary_kind, Adversary::LieSwap);
+        assert!(!c.config.pitch_defence);
+        assert!(c.config.pitch_probe);
+        assert_eq!(c.config.days, 3);
+        assert!(p("--attack pitch-black").is_err(), "darknet only");
+        assert!(p("--pitch-defence maybe").is_err());
     }
 }

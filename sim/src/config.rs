@@ -3,7 +3,9 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use lichen_routing::{Key, KeyKind, Verifier};
+use rand::RngCore;
+
+use lichen_routing::{Block, Key, KeyKind, Verifier};
 
 /// The simulator's block verifier: SHA-256(block) == routing key (the CHK
 /// rule; the crypto crate supplies the real one to the node).
@@ -13,6 +15,13 @@ pub struct Sha256Verifier;
 impl Verifier for Sha256Verifier {
     fn verify(&self, key: &Key, _kind: KeyKind, block: &[u8]) -> bool {
         Sha256::digest(block).as_slice() == key.0
+    }
+
+    /// The Pitch Black probe: 32 random bytes, as the simulator's blocks.
+    fn probe_block(&self, rng: &mut dyn RngCore) -> Option<(Key, KeyKind, Block)> {
+        let mut b = vec![0u8; 32];
+        rng.fill_bytes(&mut b);
+        Some((Key(Sha256::digest(&b).into()), KeyKind::Chk, b))
     }
 }
 
@@ -43,6 +52,11 @@ pub enum Adversary {
     Corrupt,
     /// Forward with the maximum HTL and report RouteNotFound with it.
     LieHtl,
+    /// Pitch Black (Evans et al. 2007): answer every swap request at once,
+    /// accepting, with a location just beside the node's own attack point
+    /// and a made-up peer list; never move. With `--attack pitch-black`
+    /// the lying starts after warm-up, otherwise at once.
+    LieSwap,
 }
 
 /// A published attack on requesters' or publishers' anonymity, run on top
@@ -74,6 +88,11 @@ pub enum Attack {
     /// 2012): the attackers dial one victim, behave well until they hold
     /// all its peers, then turn into black holes.
     Eclipse,
+    /// Evans, GauthierDickey, Grothoff, "Routing in the Dark: Pitch
+    /// Black" (ACSAC 2007): on a darknet, the adversary lies in location
+    /// swaps; measured day by day: clustering of honest locations and
+    /// success of requests for the previous day's data.
+    PitchBlack,
 }
 
 impl Attack {
@@ -88,6 +107,7 @@ impl Attack {
             Attack::ProbeUnasked => "probe-unasked",
             Attack::Traceback => "traceback",
             Attack::Eclipse => "eclipse",
+            Attack::PitchBlack => "pitch-black",
         }
     }
 }
@@ -149,6 +169,28 @@ pub struct SimConfig {
     /// requests and inserts (0: none; `docs/tunnels.md`).
     #[serde(default)]
     pub tunnel_hops: u8,
+    /// Darknet: the Pitch Black defence on, the node's default: a swap
+    /// may not stretch a node's links (`lichen_routing::Config::
+    /// swap_max_stretch`).
+    #[serde(default = "default_true")]
+    pub pitch_defence: bool,
+    /// Darknet: Hyphanet's Pitch Black probe (`lichen_routing::Config::
+    /// pitch_probe_interval`) on, one every
+    /// [`PITCH_PROBE_MS`](crate::PITCH_PROBE_MS) of virtual time (off in
+    /// the node by default).
+    #[serde(default)]
+    pub pitch_probe: bool,
+    /// `pitch-black`: attacked days after the unattacked day 0.
+    #[serde(default = "default_days")]
+    pub days: usize,
+}
+
+fn default_days() -> usize {
+    8
+}
+
+fn default_true() -> bool {
+    true
 }
 
 impl Default for SimConfig {
@@ -175,6 +217,9 @@ impl Default for SimConfig {
             file_blocks: 256,
             downloaders: 20,
             tunnel_hops: 0,
+            pitch_defence: true,
+            pitch_probe: false,
+            days: default_days(),
         }
     }
 }

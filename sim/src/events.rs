@@ -63,6 +63,9 @@ impl Sim {
             // Misbehaving adversaries still say hello (or no link would
             // ever carry their misdeeds); they spoil routed traffic.
             let routed = msg.id().is_some();
+            if self.cfg.adversary_kind == Adversary::LieSwap && self.pitch_lie(to, pid, &msg) {
+                return;
+            }
             match self.cfg.adversary_kind {
                 Adversary::Drop if routed => return,
                 Adversary::Corrupt => {
@@ -129,7 +132,9 @@ impl Sim {
             },
             &mut self.rng,
         );
-        self.reqs.insert(id.0, Req::new(node, block, false, None));
+        let mut r = Req::new(node, block, false, None);
+        r.insert = true;
+        self.reqs.insert(id.0, r);
         self.dirty.push(node);
     }
 

@@ -14,7 +14,7 @@ mod workload;
 pub use args::{parse_args, usage, Cli};
 pub use attack::THRESHOLD;
 pub use config::{Adversary, Attack, Sha256Verifier, SimConfig, Topology};
-pub use report::{Anonymity, AttackReport, Report};
+pub use report::{Anonymity, AttackReport, PitchBlackReport, PitchDay, Report};
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
@@ -130,6 +130,8 @@ struct Req {
     /// When a measured fetch fails: was the block on some online node?
     block: u32,
     available: bool,
+    /// An insert (not a fetch).
+    insert: bool,
 }
 
 impl Req {
@@ -144,6 +146,7 @@ impl Req {
             outcome,
             block,
             available: true,
+            insert: false,
         }
     }
 }
@@ -226,6 +229,12 @@ fn node_config(cfg: &SimConfig) -> Config {
         announce_interval: 5_000,
         swap_timeout: 20 * rtt,
         location_reset_one_in: 0,
+        pitch_probe_interval: if cfg.pitch_probe { PITCH_PROBE_MS } else { 0 },
+        swap_max_stretch: if cfg.pitch_defence {
+            Config::default().swap_max_stretch
+        } else {
+            0.0
+        },
         ..Config::default()
     }
 }
@@ -239,6 +248,13 @@ pub fn run(cfg: &SimConfig) -> Report {
     sim.request_phase();
     sim.report()
 }
+
+/// The simulator's Pitch Black probe period (virtual ms; the node's is a
+/// day). Swaps come every second here (every 10 s in the node), so the
+/// simulated "day" holds 60 swap attempts per node where the node's holds
+/// 8,640: the defence is given a far better ratio of probes to swaps
+/// than the node has (docs/anonymity.md says what that means).
+pub const PITCH_PROBE_MS: u64 = 60_000;
 
 /// Wall-clock ms at virtual time 0 (only `last_seen` in peer lists).
 const WALL_START_MS: u64 = 1_700_000_000_000;

@@ -37,7 +37,9 @@ pub struct Anonymity {
     pub recall: f64,
 }
 
-/// What an attack of the suite achieved (`--attack NAME`).
+/// What an attack of the suite achieved (`--attack NAME`). For
+/// `pitch-black`, which accuses nobody, the classifier's fields are all 0
+/// and [`AttackReport::pitch_black`] holds the figures.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AttackReport {
     /// The attack.
@@ -84,6 +86,60 @@ pub struct AttackReport {
     /// during the attack.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replacements: Option<u64>,
+    /// `pitch-black` only: the day-by-day figures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pitch_black: Option<PitchBlackReport>,
+}
+
+/// The `pitch-black` attack, day by day. A "day" is the defence's probe
+/// period ([`PITCH_PROBE_MS`](crate::PITCH_PROBE_MS)); the attack starts
+/// at the beginning of day 1, on a network sorted by honest swaps; each
+/// day fresh blocks are inserted and the blocks inserted the day before
+/// are requested.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PitchBlackReport {
+    /// Length of a day (virtual ms).
+    pub day_ms: u64,
+    /// The defence was on (swaps may not stretch a node's links).
+    pub defence: bool,
+    /// Hyphanet's probe was on.
+    pub probe: bool,
+    /// Attack points (one per adversary node; each lies with locations
+    /// within `jitter` after its point).
+    pub attack_points: usize,
+    /// Width of an attack point's arc (fraction of the circle).
+    pub jitter: f64,
+    /// The days, from day 0 (before the attack).
+    pub days: Vec<PitchDay>,
+    /// Mean request success over the attacked days (1 and later).
+    pub mean_success_attacked: f64,
+    /// Probe moves of honest nodes during the run (the probe acting).
+    pub probe_moves: u64,
+    /// Probe operations (inserts plus checks) per honest node per day over
+    /// the run: the defence's cost is this many of the node's own block
+    /// inserts and requests.
+    pub probe_operations_per_node_day: f64,
+}
+
+/// One day of the `pitch-black` run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PitchDay {
+    /// Day number (0: before the attack).
+    pub day: usize,
+    /// Requests for the previous day's blocks started this day.
+    pub requests: usize,
+    /// Of those, found.
+    pub succeeded: usize,
+    /// succeeded / requests.
+    pub success_rate: f64,
+    /// Clustering at the end of the day: the share of the circle that
+    /// holds half of the online honest nodes (256 equal arcs, fullest
+    /// first). About 0.4 for nodes spread at random, near 0 when they
+    /// crowd into a few arcs.
+    pub half_arc: f64,
+    /// Fraction of online honest nodes within an attack point's arc at
+    /// the end of the day (by chance alone: about points × jitter).
+    pub captured: f64,
 }
 
 impl AttackReport {
@@ -114,6 +170,7 @@ impl AttackReport {
             success_before_turn: None,
             success_after_turn: None,
             replacements: None,
+            pitch_black: None,
         }
     }
 }
@@ -322,6 +379,10 @@ impl Report {
 
 /// What the adversary learned.
 fn write_attack(s: &mut String, a: &AttackReport) {
+    if let Some(p) = &a.pitch_black {
+        write_pitch_black(s, p);
+        return;
+    }
     for (case, [n, right]) in &a.cases {
         let _ = writeln!(
             s,
@@ -349,6 +410,37 @@ fn write_attack(s: &mut String, a: &AttackReport) {
             a.replacements.unwrap_or(0)
         );
     }
+}
+
+/// The `pitch-black` days.
+fn write_pitch_black(s: &mut String, p: &PitchBlackReport) {
+    let _ = writeln!(
+        s,
+        "  attack pitch-black            {} attack points, defence {}, probe {}, day {:.0} s",
+        p.attack_points,
+        if p.defence { "on" } else { "off" },
+        if p.probe { "on" } else { "off" },
+        p.day_ms as f64 / 1000.0
+    );
+    let _ = writeln!(s, "    day  requests  success  half-arc  captured");
+    for d in &p.days {
+        let _ = writeln!(
+            s,
+            "    {:>3}  {:>8}  {:>6.1}%  {:>8.3}  {:>7.1}%",
+            d.day,
+            d.requests,
+            d.success_rate * 100.0,
+            d.half_arc,
+            d.captured * 100.0
+        );
+    }
+    let _ = writeln!(
+        s,
+        "  attacked days: success {:.1}%, probe moves {}, probe operations per node-day {:.2}",
+        p.mean_success_attacked * 100.0,
+        p.probe_moves,
+        p.probe_operations_per_node_day
+    );
 }
 
 fn write_anonymity(s: &mut String, a: &Anonymity) {

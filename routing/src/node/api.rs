@@ -1,6 +1,7 @@
 //! The public face of a node: ids, the embedder's traits, actions and
 //! outcomes.
 
+use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
 use crate::location::{Key, Location};
@@ -23,6 +24,16 @@ pub type Millis = u64;
 pub trait Verifier {
     /// Whether `block` is the valid block for `key`.
     fn verify(&self, key: &Key, kind: KeyKind, block: &[u8]) -> bool;
+
+    /// A block of fresh random content and its key, for the Pitch Black
+    /// probe (`Config::pitch_probe_interval`): the node inserts one such
+    /// block each period and fetches the previous one. `None` (the
+    /// default, and what a plain function gives): the embedder cannot make
+    /// blocks here, and the probe stays off.
+    fn probe_block(&self, rng: &mut dyn RngCore) -> Option<(Key, KeyKind, Block)> {
+        let _ = rng;
+        None
+    }
 }
 
 impl<F: Fn(&Key, KeyKind, &[u8]) -> bool> Verifier for F {

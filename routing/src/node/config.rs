@@ -103,6 +103,26 @@ pub struct Config {
     /// Pitch Black mitigation: at each swap period reset the location to a
     /// random one with probability 1/`location_reset_one_in` (0: never).
     pub location_reset_one_in: u32,
+    /// Darknet, Pitch Black defence (Hyphanet build 1492): about this often
+    /// (uniformly between half and one and a half times it) the node
+    /// inserts a block of random content and fetches the one it inserted
+    /// the period before; if that block is gone (the fetch ends in
+    /// `NotFound` or `RouteNotFound`), the node moves, with probability
+    /// 1/2, to the block's location: a stretch of the circle the swaps
+    /// have emptied gets a node again. Both are the node's own requests.
+    /// 0: off (the default: in the simulator the probe did not hold
+    /// request success under the attack, and its random moves help the
+    /// attacker; `docs/anonymity.md`). Hyphanet's period is a day
+    /// (86,400,000). Needs an embedder whose `Verifier` makes probe blocks.
+    #[serde(default)]
+    pub pitch_probe_interval: Millis,
+    /// Darknet, Pitch Black defence: a node takes a location from a swap
+    /// only if its links grow by at most this factor (geometric mean over
+    /// its peers; 2); the partner applies it to both sides before it
+    /// moves. A liar can then only hand a node a location near its
+    /// friends', not one across the circle. 0: no limit.
+    #[serde(default = "default_swap_max_stretch")]
+    pub swap_max_stretch: f64,
     /// Offences after which a peer is disconnected.
     pub misbehaviour_limit: u32,
     /// Largest accepted noderef `address`.
@@ -155,6 +175,8 @@ impl Default for Config {
             swap_timeout: 30_000,
             swap_per_peer: 8,
             location_reset_one_in: 10_000,
+            pitch_probe_interval: 0,
+            swap_max_stretch: default_swap_max_stretch(),
             misbehaviour_limit: 100,
             max_noderef_len: 2048,
             max_block_len: 64 * 1024,
@@ -199,6 +221,10 @@ fn default_invite_ttl() -> Millis {
     60_000
 }
 
+fn default_swap_max_stretch() -> f64 {
+    2.0
+}
+
 /// Counters, for the simulator and the node's status page.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stats {
@@ -236,6 +262,18 @@ pub struct Stats {
     pub location_resets: u64,
     /// Swap requests refused as implausible or rate-limited.
     pub swaps_refused: u64,
+    /// Pitch Black defence: probe blocks inserted.
+    #[serde(default)]
+    pub pitch_probes: u64,
+    /// Pitch Black defence: previous probes fetched back (checks).
+    #[serde(default)]
+    pub pitch_checks: u64,
+    /// Pitch Black defence: checks that found the probe gone.
+    #[serde(default)]
+    pub pitch_lost: u64,
+    /// Pitch Black defence: moves to a lost probe's location.
+    #[serde(default)]
+    pub pitch_moves: u64,
     /// Our own requests and inserts started again under a fresh id after
     /// overloaded or backed-off peers ended their route (the name is kept
     /// for the status output; they used to wait and resend the same id).

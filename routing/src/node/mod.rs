@@ -26,7 +26,11 @@
 //! - `peers`: the peer table, seed clients' admission, offences, backoff,
 //!   HTL decrements.
 //! - `opennet`: announcements and path folding.
-//! - `swapping`: darknet location swaps and the Pitch Black defences.
+//! - `swapping`: darknet location swaps and the checks on what a swap
+//!   partner claims.
+//! - `pitch`: the Pitch Black defence of Hyphanet build 1492 (a probe
+//!   block inserted each period, the previous one fetched, a move to
+//!   where data vanished).
 //! - `timers`: [`Node::handle_timeout`].
 
 mod api;
@@ -36,6 +40,7 @@ mod local;
 mod messages;
 mod opennet;
 mod peers;
+mod pitch;
 mod replies;
 mod requests;
 mod swapping;
@@ -251,6 +256,8 @@ pub struct Node<V> {
     /// Fold offers taken, by request id: when to connect, and to whom.
     folds: BTreeMap<u64, (Millis, NodeRef)>,
     last_location_change: BTreeMap<PeerId, Millis>,
+    /// The Pitch Black probe.
+    pitch: pitch::PitchState,
     stats: Stats,
 }
 
@@ -297,6 +304,7 @@ impl<V: Verifier> Node<V> {
             invitations: VecDeque::new(),
             folds: BTreeMap::new(),
             last_location_change: BTreeMap::new(),
+            pitch: pitch::PitchState::default(),
             stats: Stats::default(),
         }
     }
@@ -370,7 +378,13 @@ impl<V: Verifier> Node<V> {
 
     /// The next action for the embedder, if any.
     pub fn poll_action(&mut self) -> Option<Action> {
-        self.actions.pop_front()
+        loop {
+            let a = self.actions.pop_front()?;
+            // The Pitch Black probe's outcomes stay here.
+            if let Some(a) = self.pitch_outcome(a) {
+                return Some(a);
+            }
+        }
     }
 
     /// When [`Node::handle_timeout`] should next be called.
@@ -379,6 +393,7 @@ impl<V: Verifier> Node<V> {
             self.timers.peek().map(|Reverse((t, _, _))| *t),
             self.next_swap,
             self.next_announce,
+            self.pitch.next_at,
             self.seed_clients.values().map(|c| c.until).min(),
         ]
         .into_iter()

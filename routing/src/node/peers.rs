@@ -97,6 +97,7 @@ impl<V: Verifier> Node<V> {
         if self.cfg.swapping && self.next_swap.is_none() {
             self.next_swap = Some(now + rng.gen_range(0..self.cfg.swap_interval.max(1)));
         }
+        self.pitch_arm(now, rng);
     }
 
     /// Opennet: a connection the other side dialed, which this node did

@@ -1,4 +1,5 @@
-//! Darknet: location swapping and its Pitch Black defences.
+//! Darknet: location swapping, and the checks on what a swap partner
+//! claims (the probe that undoes a Pitch Black attack is in `pitch`).
 
 use rand::{Rng, RngCore};
 
@@ -20,7 +21,7 @@ impl<V: Verifier> Node<V> {
             self.set_location(loc);
             return;
         }
-        if self.swaps.len() >= self.cfg.max_pending {
+        if self.swaps.len() >= self.cfg.max_pending || self.swap_in_flight() {
             return;
         }
         let i = rng.gen_range(0..self.peers.len());
@@ -48,6 +49,18 @@ impl<V: Verifier> Node<V> {
         self.send(peer, msg);
     }
 
+    /// Whether a swap we started is still waiting for its answer. A node
+    /// has one at a time and is nobody's partner meanwhile (Hyphanet
+    /// locks its location manager the same way): a swap is two nodes
+    /// trading locations, and a partner that takes our location while we
+    /// take a third node's would leave two nodes at one location and
+    /// none at the other; repeated, the locations collapse onto a few.
+    fn swap_in_flight(&self) -> bool {
+        self.swaps
+            .values()
+            .any(|s| matches!(s, SwapState::Initiated { .. }))
+    }
+
     /// Pitch Black defences on what a swap partner claims: a real peer set
     /// has distinct locations, none equal to the node's own; and we never
     /// adopt a location (almost) equal to one of our peers' (the attack
@@ -73,6 +86,25 @@ impl<V: Verifier> Node<V> {
             .filter(|p| p.location != location && p.location.distance(location) < EPS)
             .count();
         exact <= 1 && near == 0
+    }
+
+    /// Whether moving from `from` to `to` keeps a node with friends at
+    /// `peers` in its neighbourhood: its links, in geometric mean, grow by
+    /// at most `Config::swap_max_stretch` (0: no limit). Both sides of a
+    /// swap are judged by the partner before it moves (it has both peer
+    /// lists); the initiator checks its own side again, on its peer list
+    /// as it is when the answer comes, which is what stops a lying partner
+    /// from sending it across the circle. Known cost: if the partner is
+    /// one of the initiator's friends, its `LocationChanged` can overtake
+    /// the answer, and the re-check then refuses an honest swap the
+    /// partner has made (two nodes at one location; `docs/anonymity.md`).
+    fn fits(&self, from: Location, to: Location, peers: &[Location]) -> bool {
+        let k = self.cfg.swap_max_stretch;
+        if k <= 0.0 || peers.is_empty() {
+            return true;
+        }
+        let grow = (log_len(to, peers) - log_len(from, peers)) / peers.len() as f64;
+        grow <= k.ln()
     }
 
     fn swap_rate_ok(&mut self, now: Millis, from: PeerId) -> bool {
@@ -141,15 +173,22 @@ impl<V: Verifier> Node<V> {
             );
             return;
         }
-        // We are the partner. Metropolis-Hastings on the product of link
-        // lengths: swap when it shortens them, else with probability
-        // before/after.
+        // We are the partner, unless our own swap is under way.
+        if self.swap_in_flight() {
+            self.stats.swaps_refused += 1;
+            self.send(from, Message::SwapRejected { id });
+            return;
+        }
+        // Metropolis-Hastings on the product of link lengths: swap when
+        // it shortens them, else with probability before/after.
         let mine = self.peer_locations();
         let before = log_len(location, &peer_locations) + log_len(self.location, &mine);
         let after = log_len(self.location, &peer_locations) + log_len(location, &mine);
         let accept = (after <= before || rng.gen::<f64>() < (before - after).exp())
             && location != self.location
-            && self.safe_to_adopt(location);
+            && self.safe_to_adopt(location)
+            && self.fits(self.location, location, &mine)
+            && self.fits(location, self.location, &peer_locations);
         let old = self.location;
         // Remember the id so a replay cannot make us swap twice.
         self.remember(now, id, Upstream::Peer(from));
@@ -200,10 +239,19 @@ impl<V: Verifier> Node<V> {
             }) if *peer == from => {
                 let then = *then;
                 self.swaps.remove(&id);
+                // The partner has moved already: refusing now leaves two
+                // nodes at our location and none at its old one. So no
+                // second-guessing of its peer list here (a neighbour's
+                // view of two peers that just swapped holds a duplicate
+                // until both `LocationChanged` arrive: refusing on that
+                // collapsed the locations of an honest darknet, a third
+                // of them lost in 300 s at 300 nodes).
+                let mine = self.peer_locations();
                 if accepted
                     && then == self.location
-                    && self.plausible(location, &peer_locations)
+                    && !peer_locations.is_empty()
                     && self.safe_to_adopt(location)
+                    && self.fits(then, location, &mine)
                 {
                     self.stats.swaps += 1;
                     self.set_location(location);
@@ -254,7 +302,7 @@ impl<V: Verifier> Node<V> {
         }
     }
 
-    fn set_location(&mut self, location: Location) {
+    pub(super) fn set_location(&mut self, location: Location) {
         self.location = location;
         if let Some(me) = self.noderef.as_mut() {
             me.location = location;

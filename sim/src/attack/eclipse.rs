@@ -342,6 +342,7 @@ impl Sim {
             success_after_turn: Some(success(turned, HORIZON)),
             replacements: Some(st.drops.1 - st.drops.0),
             cases: std::collections::BTreeMap::new(),
+            pitch_black: None,
         }
     }
 }

@@ -13,10 +13,13 @@
 //! - [`traceback`]: Tian et al., INFOCOM 2013, request ids as an oracle.
 //! - [`eclipse`]: `eclipse` (routing-table insertion, Baumeister et al.
 //!   2012, carried to an eclipse).
+//! - [`pitch_black`]: `pitch-black` (Evans et al., ACSAC 2007): lies in
+//!   darknet location swaps, and the defence against them.
 
 mod eclipse;
 mod fold;
 mod levine;
+mod pitch_black;
 mod probe;
 mod traceback;
 
@@ -43,6 +46,8 @@ pub(crate) struct AttackState {
     /// The eclipse attack's victim, attackers' links and the victim's
     /// fetches.
     eclipse: eclipse::EclipseState,
+    /// The `pitch-black` days and what they recorded.
+    pitch: pitch_black::PitchState,
 }
 
 impl Sim {
@@ -52,6 +57,7 @@ impl Sim {
         match self.cfg.attack {
             Some(Attack::Downloader | Attack::Uploader) => self.files_insert_phase(),
             Some(Attack::Eclipse) => self.eclipse_run(),
+            Some(Attack::PitchBlack) => self.pitch_black_phase(),
             _ => {}
         }
     }
@@ -127,6 +133,7 @@ impl Sim {
             a @ (Attack::Probe | Attack::ProbeUnasked) => Some(self.probe_report(a)),
             Attack::Traceback => Some(self.traceback_report()),
             Attack::Eclipse => Some(self.eclipse_report()),
+            Attack::PitchBlack => Some(self.pitch_black_report()),
         }
     }
 }
