@@ -11,7 +11,7 @@
 
 mod levine;
 
-pub use levine::THRESHOLD;
+pub use levine::{posterior, THRESHOLD};
 
 use lichen_routing::Message;
 
