@@ -713,8 +713,11 @@ where
 
 /// A segment done before its turn to be written.
 enum Done {
-    /// Its data blocks, in memory.
-    Held(Vec<Vec<u8>>),
+    /// Its data blocks, in memory, and the routing keys of the blocks it
+    /// was rebuilt from (parked once the source holds them all: a block
+    /// just fetched may reach the source's local store a little later),
+    /// of which the first so many are known to be held.
+    Held(Vec<Vec<u8>>, Vec<RoutingKey>, usize),
     /// Every block it used is held by the source: read back when its turn
     /// comes, holding no memory meanwhile.
     Parked,
@@ -767,7 +770,7 @@ impl<'a, S: BlockSource, P: FnMut(Progress) + Send> Plan<'a, S, P> {
         let done = self
             .done
             .values()
-            .filter(|d| matches!(d, Done::Held(_)))
+            .filter(|d| matches!(d, Done::Held(..)))
             .count();
         (self.open.len(), done)
     }
@@ -783,7 +786,7 @@ impl<'a, S: BlockSource, P: FnMut(Progress) + Send> Plan<'a, S, P> {
                 return Ok(());
             }
             match self.done.remove(&self.next_write) {
-                Some(Done::Held(blocks)) => {
+                Some(Done::Held(blocks, ..)) => {
                     write(blocks)?;
                     self.next_write += 1;
                     continue;
@@ -826,8 +829,16 @@ impl<'a, S: BlockSource, P: FnMut(Progress) + Send> Plan<'a, S, P> {
         }
     }
 
-    /// Open segments while there is room.
+    /// Open segments while there is room (after parking what can be).
     fn open_segments(&mut self) -> Result<(), FetchError> {
+        let (open, held) = self.held();
+        if open + held >= self.max_held {
+            let mut done = std::mem::take(&mut self.done);
+            for d in done.values_mut() {
+                self.park(d);
+            }
+            self.done = done;
+        }
         while let Some(index) =
             self.pace
                 .next_segment(&self.opened, self.next_write, self.held(), self.max_held)
@@ -861,18 +872,29 @@ impl<'a, S: BlockSource, P: FnMut(Progress) + Send> Plan<'a, S, P> {
             self.open.push(seg);
             return Ok(());
         };
-        let kept = seg.index != self.next_write
-            && seg
-                .used
-                .iter()
-                .all(|rk| self.source.has_local(BlockKind::Chk, rk));
-        let done = if kept {
-            Done::Parked
-        } else {
-            Done::Held(blocks)
-        };
+        let mut done = Done::Held(blocks, std::mem::take(&mut seg.used), 0);
+        if seg.index != self.next_write {
+            self.park(&mut done);
+        }
         self.done.insert(seg.index, done);
         Ok(())
+    }
+
+    /// Drop a held segment's blocks if the source holds every block it
+    /// was rebuilt from (read back in its turn). Each key is confirmed
+    /// once, so trying again costs one lookup.
+    fn park(&self, done: &mut Done) {
+        if let Done::Held(_, used, confirmed) = done {
+            while used
+                .get(*confirmed)
+                .is_some_and(|rk| self.source.has_local(BlockKind::Chk, rk))
+            {
+                *confirmed += 1;
+            }
+            if *confirmed == used.len() {
+                *done = Done::Parked;
+            }
+        }
     }
 }
 
