@@ -14,28 +14,33 @@
 //! Every step counts against [`FetchOptions::max_depth`], so cycles and
 //! hostile chains end with [`FetchError::TooMuchRecursion`].
 //!
-//! Splitfile: up to [`FetchOptions::segments_ahead`] segments are fetched
-//! at once; within a segment at most [`FetchOptions::block_concurrency`]
-//! blocks are in flight and no more are requested than still needed
-//! (data blocks first, check blocks only to replace missing ones).
-//! Segments are written in order as they complete.
+//! Splitfile: segments are opened in a random order across the whole file,
+//! at most [`FetchOptions::segments_ahead`] held in memory (the next one
+//! to write always among them); each request goes to a random open
+//! segment, in a random permutation of its blocks, after a random pause
+//! (`crate::pace`); at most [`FetchOptions::block_concurrency`] blocks are
+//! in flight and no more are requested than a segment still needs (data
+//! blocks first, check blocks only to replace missing ones). Segments are
+//! written in order.
 
 use crate::error::FetchError;
 use crate::io::{BlockSource, SourceError};
 use crate::metadata::{
     codec_of, Inline, Manifest, Metadata, Redirect, Segment, Splitfile, MAX_METADATA_LEN,
 };
+use crate::pace::Pace;
 use crate::usk;
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use lichen_crypto::chk;
-use lichen_crypto::{BlockError, BlockKind, Codec, DataFlags, FreenetUri, KeyUri};
+use lichen_crypto::{BlockError, BlockKind, Codec, DataFlags, FreenetUri, KeyUri, RoutingKey};
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::time::Duration;
 
 /// Limits and knobs of a fetch.
 #[derive(Debug, Clone)]
@@ -43,10 +48,12 @@ pub struct FetchOptions {
     /// Largest document accepted (FCP `MaxSize`); checked against the
     /// metadata before any data block is fetched.
     pub max_size: u64,
-    /// Blocks of one segment in flight at once.
+    /// Blocks in flight at once, over all segments.
     pub block_concurrency: usize,
-    /// Segments fetched concurrently (each holds up to 4 MiB until
-    /// written).
+    /// Segments held in memory at once, being fetched or done and waiting
+    /// for their turn to be written (each holds up to 4 MiB). A segment
+    /// done early whose blocks the source keeps locally
+    /// ([`BlockSource::has_local`]) is read back later instead of held.
     pub segments_ahead: usize,
     /// Most metadata steps (redirects, levels, manifest lookups).
     pub max_depth: usize,
@@ -54,22 +61,28 @@ pub struct FetchOptions {
     /// the edition asked for as is). A newer edition found gives
     /// [`FetchError::PermanentRedirect`].
     pub usk_probes: u32,
-    /// Seed of the order in which each segment's blocks are asked for: a
-    /// random permutation of its data blocks, then of its check blocks,
-    /// so that no neighbour receives its arc of the file in file order
-    /// (the default draws a fresh seed).
+    /// Seed of the order of the requests and of the pauses before them:
+    /// segments opened in a random order, each request to a random open
+    /// segment, each segment's blocks in a random permutation (data
+    /// blocks, then check blocks), so that no neighbour receives its arc
+    /// of the file in file order (the default draws a fresh seed).
     pub order_seed: u64,
+    /// Longest random pause ([`BlockSource::pause`]) before a request for
+    /// a block not held locally: each pause is uniform below it, so no
+    /// request starts the moment a reply frees its slot.
+    pub jitter: Duration,
 }
 
 impl Default for FetchOptions {
     fn default() -> Self {
         FetchOptions {
             max_size: u64::MAX,
-            block_concurrency: 32,
-            segments_ahead: 3,
+            block_concurrency: 96,
+            segments_ahead: 4,
             max_depth: 32,
             usk_probes: 0,
             order_seed: rand::random(),
+            jitter: crate::REQUEST_JITTER,
         }
     }
 }
@@ -629,6 +642,14 @@ fn write_all_vectored<W: Write>(w: &mut W, parts: &[&[u8]]) -> std::io::Result<(
 }
 
 /// Fetch a splitfile's segments and write the document to `writer`.
+///
+/// Segments are opened in a random order across the file (see
+/// [`Pace::next_segment`]), at most [`FetchOptions::segments_ahead`] held
+/// in memory at once; a segment that completes before its turn is held,
+/// or, when the source keeps every one of its blocks locally, dropped and
+/// read back from the source when its turn comes. Requests go to a random
+/// open segment each, at most [`FetchOptions::block_concurrency`] in
+/// flight, each after a random pause (none for a block held locally).
 pub(crate) async fn fetch_splitfile<S, W, P>(
     source: &S,
     sf: &Splitfile,
@@ -666,19 +687,7 @@ where
         )),
     };
     let mut remaining = sf.compressed_size;
-    let shared = &shared;
-    // The futures are lazy; building them up front (rather than in a
-    // `Stream::map` closure) keeps the whole future `Send` for generic
-    // callers.
-    let jobs: Vec<_> = sf
-        .segments
-        .iter()
-        .enumerate()
-        .map(|(i, seg)| fetch_segment(source, i, seg, opts, shared))
-        .collect();
-    let mut segments = futures::stream::iter(jobs).buffered(opts.segments_ahead.max(1));
-    while let Some(blocks) = segments.next().await {
-        let blocks = blocks?;
+    let mut write = |blocks: Vec<Vec<u8>>| -> Result<(), FetchError> {
         let mut parts: Vec<&[u8]> = Vec::with_capacity(blocks.len());
         for b in &blocks {
             let take = remaining.min(b.len() as u64);
@@ -686,8 +695,9 @@ where
             parts.push(&b[..take as usize]);
             remaining -= take;
         }
-        stream.write_all_parts(&parts)?;
-    }
+        stream.write_all_parts(&parts)
+    };
+    Plan::new(source, sf, opts, &shared).run(&mut write).await?;
     let (written, hash) = stream.finish()?;
     if written != sf.size {
         return Err(FetchError::SplitfileDecode(format!(
@@ -701,98 +711,339 @@ where
     Ok(())
 }
 
-/// The order in which segment `index`'s `n` blocks (`k` data blocks
-/// first) are asked for: a permutation of the data blocks, then one of the
-/// check blocks, drawn from `seed` and the segment's index.
-fn request_order(k: usize, n: usize, seed: u64, index: usize) -> Vec<usize> {
-    use rand::seq::SliceRandom;
-    use rand::SeedableRng;
-    let mut rng = rand::rngs::StdRng::seed_from_u64(
-        seed ^ (index as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
-    );
-    let mut data: Vec<usize> = (0..k.min(n)).collect();
-    let mut check: Vec<usize> = (k.min(n)..n).collect();
-    data.shuffle(&mut rng);
-    check.shuffle(&mut rng);
-    data.extend(check);
-    data
+/// A segment done before its turn to be written.
+enum Done {
+    /// Its data blocks, in memory, and the routing keys of the blocks it
+    /// was rebuilt from (parked once the source holds them all: a block
+    /// just fetched may reach the source's local store a little later),
+    /// of which the first so many are known to be held.
+    Held(Vec<Vec<u8>>, Vec<RoutingKey>, usize),
+    /// Every block it used is held by the source: read back when its turn
+    /// comes, holding no memory meanwhile.
+    Parked,
 }
 
-/// Fetch enough blocks of one segment, decrypt them in parallel and
-/// rebuild its data blocks (Reed-Solomon if any is missing).
-async fn fetch_segment<S: BlockSource, P: FnMut(Progress) + Send>(
-    source: &S,
-    index: usize,
-    seg: &Segment,
-    opts: &FetchOptions,
-    shared: &Shared<'_, P>,
-) -> Result<Vec<Vec<u8>>, FetchError> {
-    let k = usize::from(seg.data);
-    let n = seg.total();
-    let keys: Vec<chk::ChkKey> = (0..n).filter_map(|i| seg.key(i)).collect();
-    if keys.len() != n {
-        return Err(FetchError::InvalidMetadata(crate::MetadataError::Invalid(
-            "segment key list too short".into(),
-        )));
+/// The segments of one splitfile fetch: which are open, done, written,
+/// and the block requests in flight.
+struct Plan<'a, S, P> {
+    source: &'a S,
+    sf: &'a Splitfile,
+    shared: &'a Shared<'a, P>,
+    pace: Pace,
+    max_held: usize,
+    limit: usize,
+    opened: Vec<bool>,
+    /// Segments whose blocks progress has counted (a parked segment read
+    /// back is not counted again).
+    counted: Vec<bool>,
+    open: Vec<SegFetch>,
+    done: BTreeMap<usize, Done>,
+    next_write: usize,
+}
+
+type Answer = (usize, usize, Result<Vec<u8>, SourceError>);
+
+impl<'a, S: BlockSource, P: FnMut(Progress) + Send> Plan<'a, S, P> {
+    fn new(
+        source: &'a S,
+        sf: &'a Splitfile,
+        opts: &FetchOptions,
+        shared: &'a Shared<'a, P>,
+    ) -> Self {
+        Plan {
+            source,
+            sf,
+            shared,
+            pace: Pace::new(opts.order_seed, opts.jitter),
+            max_held: opts.segments_ahead.max(1),
+            limit: opts.block_concurrency.max(1),
+            opened: vec![false; sf.segments.len()],
+            counted: vec![false; sf.segments.len()],
+            open: Vec::new(),
+            done: BTreeMap::new(),
+            next_write: 0,
+        }
     }
-    let mut raw: Vec<Option<Vec<u8>>> = (0..n).map(|_| None).collect();
-    // Blocks the source holds locally (already verified): read and
-    // decrypt the data blocks on the rayon pool, every core at once.
-    let mut plain: Vec<Option<Vec<u8>>> = keys[..k]
-        .par_iter()
-        .map(|key| {
-            let block = source.fetch_local(BlockKind::Chk, &key.routing_key)?;
-            chk::decrypt_owned(&key.crypto_key, block)
-                .ok()
-                .filter(|d| d.len() == chk::PAYLOAD_LEN)
-        })
-        .collect();
-    plain.resize_with(n, || None);
-    let mut have = plain.iter().filter(|p| p.is_some()).count();
-    for _ in 0..have {
-        shared.block_done();
+
+    /// Segments in memory: being fetched, and done and held.
+    fn held(&self) -> (usize, usize) {
+        let done = self
+            .done
+            .values()
+            .filter(|d| matches!(d, Done::Held(..)))
+            .count();
+        (self.open.len(), done)
     }
-    if have == k {
-        return Ok(plain.into_iter().take(k).flatten().collect());
-    }
-    let order = request_order(k, n, opts.order_seed, index);
-    let mut next = 0usize;
-    let mut inflight = FuturesUnordered::new();
-    let limit = opts.block_concurrency.max(1);
-    loop {
-        while have + inflight.len() < k && next < n && inflight.len() < limit {
-            let i = order[next];
-            next += 1;
-            if plain[i].is_some() {
+
+    /// Fetch every segment, handing each to `write` in file order.
+    async fn run<F>(&mut self, write: &mut F) -> Result<(), FetchError>
+    where
+        F: FnMut(Vec<Vec<u8>>) -> Result<(), FetchError> + Send,
+    {
+        let mut inflight = FuturesUnordered::new();
+        loop {
+            if self.next_write == self.sf.segments.len() {
+                return Ok(());
+            }
+            match self.done.remove(&self.next_write) {
+                Some(Done::Held(blocks, ..)) => {
+                    write(blocks)?;
+                    self.next_write += 1;
+                    continue;
+                }
+                // Opened again: read back from the source.
+                Some(Done::Parked) => self.opened[self.next_write] = false,
+                None => {}
+            }
+            self.open_segments()?;
+            let source = self.source;
+            while inflight.len() < self.limit {
+                let wants: Vec<usize> = self.open.iter().map(SegFetch::wants).collect();
+                let Some(j) = self.pace.pick_weighted(&wants) else {
+                    break;
+                };
+                let seg = &mut self.open[j];
+                let Some((i, rk)) = seg.take_next() else {
+                    break;
+                };
+                let index = seg.index;
+                let delay = if source.has_local(BlockKind::Chk, &rk) {
+                    Duration::ZERO
+                } else {
+                    self.pace.delay()
+                };
+                inflight.push(async move {
+                    if !delay.is_zero() {
+                        source.pause(delay).await;
+                    }
+                    (index, i, source.fetch(BlockKind::Chk, rk).await)
+                });
+            }
+            if self.done.contains_key(&self.next_write) {
                 continue;
             }
-            let rk = keys[i].routing_key;
-            inflight.push(async move { (i, source.fetch(BlockKind::Chk, rk).await) });
+            let Some(answer) = inflight.next().await else {
+                return Err(FetchError::Internal("splitfile fetch stalled".into()));
+            };
+            self.arrived(answer)?;
         }
-        if let Some((i, res)) = inflight.next().await {
-            match res {
-                // Verified by the source (`BlockSource::fetch`); a block
-                // that still does not decrypt counts as missing below.
-                Ok(block) => {
-                    raw[i] = Some(block);
-                    have += 1;
+    }
+
+    /// Open segments while there is room (after parking what can be).
+    fn open_segments(&mut self) -> Result<(), FetchError> {
+        let (open, held) = self.held();
+        if open + held >= self.max_held {
+            let mut done = std::mem::take(&mut self.done);
+            for d in done.values_mut() {
+                self.park(d);
+            }
+            self.done = done;
+        }
+        while let Some(index) =
+            self.pace
+                .next_segment(&self.opened, self.next_write, self.held(), self.max_held)
+        {
+            self.opened[index] = true;
+            let report = !std::mem::replace(&mut self.counted[index], true);
+            let seg = SegFetch::open(
+                self.source,
+                &self.sf.segments[index],
+                (index, report),
+                &mut self.pace,
+                self.shared,
+            )?;
+            self.settle(seg)?;
+        }
+        Ok(())
+    }
+
+    fn arrived(&mut self, (index, i, res): Answer) -> Result<(), FetchError> {
+        let Some(j) = self.open.iter().position(|s| s.index == index) else {
+            return Err(FetchError::Internal("answer for a segment not open".into()));
+        };
+        let mut seg = self.open.swap_remove(j);
+        seg.arrived(i, res, self.shared)?;
+        self.settle(seg)
+    }
+
+    /// Keep `seg` open, or move it to `done` once it has enough blocks.
+    fn settle(&mut self, mut seg: SegFetch) -> Result<(), FetchError> {
+        let Some(blocks) = seg.finish()? else {
+            self.open.push(seg);
+            return Ok(());
+        };
+        let mut done = Done::Held(blocks, std::mem::take(&mut seg.used), 0);
+        if seg.index != self.next_write {
+            self.park(&mut done);
+        }
+        self.done.insert(seg.index, done);
+        Ok(())
+    }
+
+    /// Drop a held segment's blocks if the source holds every block it
+    /// was rebuilt from (read back in its turn). Each key is confirmed
+    /// once, so trying again costs one lookup.
+    fn park(&self, done: &mut Done) {
+        if let Done::Held(_, used, confirmed) = done {
+            while used
+                .get(*confirmed)
+                .is_some_and(|rk| self.source.has_local(BlockKind::Chk, rk))
+            {
+                *confirmed += 1;
+            }
+            if *confirmed == used.len() {
+                *done = Done::Parked;
+            }
+        }
+    }
+}
+
+/// One segment being fetched.
+struct SegFetch {
+    index: usize,
+    k: usize,
+    keys: Vec<chk::ChkKey>,
+    /// The order its blocks are asked for, and how far it got.
+    order: Vec<usize>,
+    next: usize,
+    raw: Vec<Option<Vec<u8>>>,
+    plain: Vec<Option<Vec<u8>>>,
+    /// Blocks held or arrived (not yet known bad).
+    have: usize,
+    inflight: usize,
+    /// Routing keys of the blocks it has.
+    used: Vec<RoutingKey>,
+    /// Count its blocks in the progress (not when read back).
+    report: bool,
+}
+
+impl SegFetch {
+    /// Open segment `index`: its blocks the source holds locally (already
+    /// verified) are read and decrypted on the rayon pool, every core at
+    /// once.
+    fn open<S: BlockSource, P: FnMut(Progress) + Send>(
+        source: &S,
+        seg: &Segment,
+        (index, report): (usize, bool),
+        pace: &mut Pace,
+        shared: &Shared<'_, P>,
+    ) -> Result<Self, FetchError> {
+        let k = usize::from(seg.data);
+        let n = seg.total();
+        let keys: Vec<chk::ChkKey> = (0..n).filter_map(|i| seg.key(i)).collect();
+        if keys.len() != n {
+            return Err(FetchError::InvalidMetadata(crate::MetadataError::Invalid(
+                "segment key list too short".into(),
+            )));
+        }
+        let mut plain: Vec<Option<Vec<u8>>> = keys[..k]
+            .par_iter()
+            .map(|key| {
+                let block = source.fetch_local(BlockKind::Chk, &key.routing_key)?;
+                chk::decrypt_owned(&key.crypto_key, block)
+                    .ok()
+                    .filter(|d| d.len() == chk::PAYLOAD_LEN)
+            })
+            .collect();
+        plain.resize_with(n, || None);
+        let used: Vec<RoutingKey> = plain
+            .iter()
+            .zip(&keys)
+            .filter(|(p, _)| p.is_some())
+            .map(|(_, key)| key.routing_key)
+            .collect();
+        if report {
+            for _ in 0..used.len() {
+                shared.block_done();
+            }
+        }
+        let mut s = SegFetch {
+            index,
+            k,
+            order: pace.block_order(k, n),
+            next: 0,
+            raw: (0..n).map(|_| None).collect(),
+            plain,
+            have: used.len(),
+            inflight: 0,
+            used,
+            keys,
+            report,
+        };
+        s.skip_held();
+        Ok(s)
+    }
+
+    /// Move `next` past blocks already held.
+    fn skip_held(&mut self) {
+        while self
+            .order
+            .get(self.next)
+            .is_some_and(|&i| self.plain[i].is_some())
+        {
+            self.next += 1;
+        }
+    }
+
+    /// How many more requests it wants now.
+    fn wants(&self) -> usize {
+        let left = self.order.len() - self.next;
+        self.k.saturating_sub(self.have + self.inflight).min(left)
+    }
+
+    /// The next block to ask for.
+    fn take_next(&mut self) -> Option<(usize, RoutingKey)> {
+        if self.wants() == 0 {
+            return None;
+        }
+        let i = *self.order.get(self.next)?;
+        self.next += 1;
+        self.skip_held();
+        self.inflight += 1;
+        Some((i, self.keys[i].routing_key))
+    }
+
+    fn arrived<P: FnMut(Progress) + Send>(
+        &mut self,
+        i: usize,
+        res: Result<Vec<u8>, SourceError>,
+        shared: &Shared<'_, P>,
+    ) -> Result<(), FetchError> {
+        self.inflight -= 1;
+        match res {
+            // Verified by the source (`BlockSource::fetch`); a block that
+            // still does not decrypt counts as missing in `finish`.
+            Ok(block) => {
+                self.raw[i] = Some(block);
+                self.used.push(self.keys[i].routing_key);
+                self.have += 1;
+                if self.report {
                     shared.block_done();
                 }
-                Err(SourceError::Cancelled) => return Err(FetchError::Cancelled),
-                Err(_) => {}
+                Ok(())
             }
-            continue;
+            Err(SourceError::Cancelled) => Err(FetchError::Cancelled),
+            Err(_) => Ok(()),
         }
-        if have < k {
+    }
+
+    /// Its data blocks once it has enough (decrypted in parallel, rebuilt
+    /// by Reed-Solomon if any is missing); `None` while it waits for more.
+    fn finish(&mut self) -> Result<Option<Vec<Vec<u8>>>, FetchError> {
+        if self.inflight > 0 || (self.have < self.k && self.wants() > 0) {
+            return Ok(None);
+        }
+        if self.have < self.k {
             return Err(FetchError::NotEnoughBlocks {
-                segment: index,
-                have,
-                needed: k,
-                total: n,
+                segment: self.index,
+                have: self.have,
+                needed: self.k,
+                total: self.order.len(),
             });
         }
-        // Decrypt what arrived, in parallel.
-        let decoded: Vec<(usize, Option<Vec<u8>>)> = raw
+        let keys = &self.keys;
+        let decoded: Vec<(usize, Option<Vec<u8>>)> = self
+            .raw
             .par_iter_mut()
             .enumerate()
             .filter_map(|(i, r)| {
@@ -804,39 +1055,51 @@ async fn fetch_segment<S: BlockSource, P: FnMut(Progress) + Send>(
             .collect();
         for (i, d) in decoded {
             match d {
-                Some(d) => plain[i] = Some(d),
+                Some(d) => self.plain[i] = Some(d),
                 // Verifies but does not decrypt: wrong key in the metadata
                 // or a forged insert. Try other blocks.
-                None => have -= 1,
+                None => {
+                    self.have -= 1;
+                    let rk = self.keys[i].routing_key;
+                    self.used.retain(|u| *u != rk);
+                }
             }
         }
-        if have >= k {
-            break;
+        if self.have < self.k {
+            // Ask for more, or fail if none is left.
+            return self.finish();
         }
+        self.rebuild().map(Some)
     }
-    if plain[..k].iter().all(Option::is_some) {
-        return Ok(plain.into_iter().take(k).flatten().collect());
-    }
-    let originals = plain[..k]
-        .iter()
-        .enumerate()
-        .filter_map(|(i, d)| d.as_deref().map(|d| (i, d)));
-    let recovery = plain[k..]
-        .iter()
-        .enumerate()
-        .filter_map(|(i, d)| d.as_deref().map(|d| (i, d)));
-    let mut restored = reed_solomon_simd::decode(k, n - k, originals, recovery)
-        .map_err(|e| FetchError::SplitfileDecode(format!("segment {index}: {e}")))?;
-    let mut out = Vec::with_capacity(k);
-    for (i, p) in plain.into_iter().take(k).enumerate() {
-        match p.or_else(|| restored.remove(&i)) {
-            Some(d) => out.push(d),
-            None => {
-                return Err(FetchError::SplitfileDecode(format!(
-                    "segment {index}: block {i} not restored"
-                )))
+
+    /// The data blocks from at least `k` decrypted blocks.
+    fn rebuild(&mut self) -> Result<Vec<Vec<u8>>, FetchError> {
+        let (k, n, index) = (self.k, self.order.len(), self.index);
+        let plain = std::mem::take(&mut self.plain);
+        if plain[..k].iter().all(Option::is_some) {
+            return Ok(plain.into_iter().take(k).flatten().collect());
+        }
+        let originals = plain[..k]
+            .iter()
+            .enumerate()
+            .filter_map(|(i, d)| d.as_deref().map(|d| (i, d)));
+        let recovery = plain[k..]
+            .iter()
+            .enumerate()
+            .filter_map(|(i, d)| d.as_deref().map(|d| (i, d)));
+        let mut restored = reed_solomon_simd::decode(k, n - k, originals, recovery)
+            .map_err(|e| FetchError::SplitfileDecode(format!("segment {index}: {e}")))?;
+        let mut out = Vec::with_capacity(k);
+        for (i, p) in plain.into_iter().take(k).enumerate() {
+            match p.or_else(|| restored.remove(&i)) {
+                Some(d) => out.push(d),
+                None => {
+                    return Err(FetchError::SplitfileDecode(format!(
+                        "segment {index}: block {i} not restored"
+                    )))
+                }
             }
         }
+        Ok(out)
     }
-    Ok(out)
 }

@@ -8,7 +8,8 @@
 //! [zstd stream] ──► pending bytes ──► every 4 MiB: a segment
 //!                                        │ (rayon) RS check blocks, CHK-encode all 2k blocks
 //!                                        ▼
-//!                                   sink.put × 2k (bounded concurrency), while the
+//!                                   sink.put × 2k (bounded concurrency, in a random
+//!                                   order, each after a random pause), while the
 //!                                   next segment is read and encoded
 //! ```
 //!
@@ -19,6 +20,7 @@
 use crate::error::InsertError;
 use crate::io::BlockSink;
 use crate::metadata::{Hash, Inline, Metadata, Redirect, Segment, Splitfile, KEY_REF_LEN};
+use crate::pace::Pace;
 use futures::channel::oneshot;
 use futures::StreamExt;
 use lichen_crypto::chk::{self, ChkKey};
@@ -29,6 +31,7 @@ use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
+use std::time::Duration;
 
 /// Data blocks per full segment.
 pub(crate) const SEGMENT_DATA_BLOCKS: usize = 128;
@@ -69,6 +72,10 @@ pub struct InsertOptions {
     pub seed: Option<[u8; 32]>,
     /// Blocks handed to the sink concurrently.
     pub concurrency: usize,
+    /// Longest random pause ([`BlockSink::pause`]) before each block goes
+    /// to the network ([`BlockSink::put`]); each segment's blocks go in a
+    /// random order. Both are drawn from [`InsertOptions::seed`].
+    pub jitter: Duration,
     /// Data blocks per segment, 1..=128 (default 128). Smaller segments
     /// only make sense for tests.
     pub segment_blocks: usize,
@@ -84,6 +91,7 @@ impl Default for InsertOptions {
             randomise_keys: None,
             seed: None,
             concurrency: 16,
+            jitter: crate::REQUEST_JITTER,
             segment_blocks: SEGMENT_DATA_BLOCKS,
         }
     }
@@ -194,6 +202,8 @@ fn ssk_target(key: SskPrivate, docname: String) -> Target {
 pub(crate) struct Ctx<'a, S> {
     pub(crate) sink: &'a S,
     pub(crate) concurrency: usize,
+    /// The order of the puts and the pauses before them.
+    pub(crate) pace: Pace,
     /// Secret seed of randomised block keys; `None` = convergent.
     pub(crate) seed: Option<[u8; 32]>,
     pub(crate) next_block: u64,
@@ -203,10 +213,11 @@ pub(crate) struct Ctx<'a, S> {
 }
 
 impl<'a, S: BlockSink> Ctx<'a, S> {
-    pub(crate) fn new(sink: &'a S, concurrency: usize, seed: Option<[u8; 32]>) -> Self {
+    pub(crate) fn new(sink: &'a S, concurrency: usize, seed: Option<[u8; 32]>, pace: Pace) -> Self {
         Ctx {
             sink,
             concurrency: concurrency.max(1),
+            pace,
             seed,
             next_block: 0,
             blocks: 0,
@@ -228,6 +239,7 @@ impl<'a, S: BlockSink> Ctx<'a, S> {
         };
         self.next_block += 1;
         self.blocks += 1;
+        self.sink.pause(self.pace.delay()).await;
         self.sink
             .put(BlockKind::Chk, key.routing_key, block)
             .await?;
@@ -243,6 +255,7 @@ impl<'a, S: BlockSink> Ctx<'a, S> {
     ) -> Result<(), InsertError> {
         let (rk, block) = key.encode(docname, data, flags)?;
         self.blocks += 1;
+        self.sink.pause(self.pace.delay()).await;
         self.sink.put(BlockKind::Ssk, rk, block).await?;
         Ok(())
     }
@@ -326,17 +339,20 @@ fn encode_segment(
     })
 }
 
+/// Put a segment's blocks: what the sink stores without waiting at once,
+/// the rest in a random order, each after a random pause.
 async fn put_blocks<S: BlockSink>(
     sink: &S,
     blocks: Vec<(RoutingKey, Vec<u8>)>,
     concurrency: usize,
+    pace: &mut Pace,
 ) -> Result<(), InsertError> {
     if let Some(r) = sink.put_local_batch(BlockKind::Chk, &blocks) {
         return Ok(r?);
     }
     // What the sink can store without waiting is stored from the rayon
     // pool, on every core; the rest goes through the async put.
-    let rest: Vec<(RoutingKey, Vec<u8>)> = blocks
+    let mut rest: Vec<(RoutingKey, Vec<u8>)> = blocks
         .into_par_iter()
         .filter_map(
             |(key, block)| match sink.put_local(BlockKind::Chk, &key, &block) {
@@ -349,11 +365,18 @@ async fn put_blocks<S: BlockSink>(
     if rest.is_empty() {
         return Ok(());
     }
-    let mut puts = futures::stream::iter(
-        rest.into_iter()
-            .map(|(key, block)| sink.put(BlockKind::Chk, key, block)),
-    )
-    .buffer_unordered(concurrency);
+    pace.shuffle(&mut rest);
+    let jobs: Vec<_> = rest
+        .into_iter()
+        .map(|(key, block)| {
+            let delay = pace.delay();
+            async move {
+                sink.pause(delay).await;
+                sink.put(BlockKind::Chk, key, block).await
+            }
+        })
+        .collect();
+    let mut puts = futures::stream::iter(jobs).buffer_unordered(concurrency);
     while let Some(r) = puts.next().await {
         r?;
     }
@@ -430,7 +453,7 @@ impl SplitWriter {
             .map_err(|_| InsertError::Internal("segment encoder stopped".into()))??;
         ctx.blocks += enc.blocks.len() as u64;
         self.segments.push(enc.meta);
-        put_blocks(ctx.sink, enc.blocks, ctx.concurrency).await
+        put_blocks(ctx.sink, enc.blocks, ctx.concurrency, &mut ctx.pace).await
     }
 
     /// True if nothing was submitted and what is pending fits one block.
@@ -566,7 +589,8 @@ pub async fn insert<S: BlockSink, R: Read + Send>(
         .randomise_keys
         .unwrap_or(!matches!(target, Target::Chk));
     let seed = randomise.then(|| rng.gen::<[u8; 32]>());
-    let mut ctx = Ctx::new(sink, opts.concurrency, seed);
+    let pace = Pace::new(rng.gen(), opts.jitter);
+    let mut ctx = Ctx::new(sink, opts.concurrency, seed, pace);
     ctx.segment_bytes = opts.segment_blocks.clamp(1, SEGMENT_DATA_BLOCKS) * chk::PAYLOAD_LEN;
     let mime = opts.mime.clone().or_else(|| {
         filename

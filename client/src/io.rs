@@ -10,6 +10,7 @@ use lichen_crypto::{verify_block, BlockKind, RoutingKey};
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// Why a block could not be fetched. Maps onto FCP fetch codes through
 /// [`crate::FetchError`].
@@ -98,6 +99,16 @@ pub trait BlockSource: Sync {
         let _ = (kind, key);
         false
     }
+
+    /// Wait `delay` (the random pause the client takes before each block
+    /// request that goes to the network, so that no request starts the
+    /// moment a reply frees its slot). The client draws the delays; the
+    /// source, which owns the clock, waits. The default does not wait
+    /// (in-memory sources, tests, benchmarks).
+    fn pause(&self, delay: Duration) -> impl Future<Output = ()> + Send {
+        let _ = delay;
+        std::future::ready(())
+    }
 }
 
 /// Where inserts put blocks: the node's store and the network.
@@ -144,6 +155,13 @@ pub trait BlockSink: Sync {
         let _ = (kind, blocks);
         None
     }
+
+    /// Wait `delay` before a [`BlockSink::put`] (as
+    /// [`BlockSource::pause`]). The default does not wait.
+    fn pause(&self, delay: Duration) -> impl Future<Output = ()> + Send {
+        let _ = delay;
+        std::future::ready(())
+    }
 }
 
 impl<T: BlockSource + Send + ?Sized> BlockSource for Arc<T> {
@@ -157,6 +175,14 @@ impl<T: BlockSource + Send + ?Sized> BlockSource for Arc<T> {
 
     fn fetch_local(&self, kind: BlockKind, key: &RoutingKey) -> Option<Vec<u8>> {
         (**self).fetch_local(kind, key)
+    }
+
+    fn has_local(&self, kind: BlockKind, key: &RoutingKey) -> bool {
+        (**self).has_local(kind, key)
+    }
+
+    fn pause(&self, delay: Duration) -> impl Future<Output = ()> + Send {
+        BlockSource::pause(&**self, delay)
     }
 }
 
@@ -185,6 +211,10 @@ impl<T: BlockSink + Send + ?Sized> BlockSink for Arc<T> {
         blocks: &[(RoutingKey, Vec<u8>)],
     ) -> Option<Result<(), SinkError>> {
         (**self).put_local_batch(kind, blocks)
+    }
+
+    fn pause(&self, delay: Duration) -> impl Future<Output = ()> + Send {
+        BlockSink::pause(&**self, delay)
     }
 }
 

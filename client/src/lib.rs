@@ -7,6 +7,7 @@ pub mod folder;
 mod insert;
 pub mod io;
 pub mod metadata;
+mod pace;
 mod site;
 pub mod usk;
 
@@ -15,4 +16,5 @@ pub use fetch::{fetch, fetch_metadata, fetch_to, FetchOptions, FetchResult, Foun
 pub use insert::{insert, InsertOptions, InsertResult, COMPRESSION_SAMPLE, SEGMENT_BYTES};
 pub use io::{BlockSink, BlockSource, MemoryBlocks, NullSink, SinkError, SourceError};
 pub use metadata::{Manifest, Metadata, MetadataError};
+pub use pace::REQUEST_JITTER;
 pub use site::{insert_site, SiteData, SiteFile, SiteOptions, SiteResult};

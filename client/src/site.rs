@@ -189,7 +189,8 @@ pub async fn insert_site<S: BlockSink>(
         .validate()
         .map_err(|e| InsertError::InvalidSite(e.to_string().into()))?;
     let seed = randomise.then(|| rng.gen::<[u8; 32]>());
-    let mut ctx = Ctx::new(sink, opts.insert.concurrency, seed);
+    let pace = crate::pace::Pace::new(rng.gen(), opts.insert.jitter);
+    let mut ctx = Ctx::new(sink, opts.insert.concurrency, seed, pace);
     let info = DocInfo {
         mime: None,
         size: None,

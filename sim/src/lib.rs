@@ -12,7 +12,7 @@ mod topology;
 mod workload;
 
 pub use args::{parse_args, usage, Cli};
-pub use attack::THRESHOLD;
+pub use attack::{posterior, THRESHOLD};
 pub use config::{Adversary, Attack, Sha256Verifier, SimConfig, Topology};
 pub use report::{Anonymity, AttackReport, PitchBlackReport, PitchDay, Report};
 

@@ -8,7 +8,7 @@
 
 use crate::network::random_bytes;
 use lichen_crypto::{BlockKind, RoutingKey};
-use lichen_link::{Bandwidth, Link, LinkConfig, LinkEvent, NodeKeys, NodeRef};
+use lichen_link::{Bandwidth, Link, LinkConfig, LinkEvent, LinkSender, NodeKeys, NodeRef};
 use lichen_routing::{Key, KeyKind, Location, Message};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -55,6 +55,10 @@ struct Shared {
     /// Insert headers accepted, waiting for their `InsertData`.
     insert_headers: HashMap<u64, (Key, KeyKind)>,
     bad_inserts: u64,
+    /// Sent as a `FoldOffer` after each block served (`Behaviour::Store`).
+    fold_offer: Option<lichen_routing::NodeRef>,
+    /// Each link's sending half, by the remote's static key.
+    senders: HashMap<[u8; 32], LinkSender>,
 }
 
 fn lock(s: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
@@ -106,13 +110,19 @@ fn answer(ctx: &Ctx, s: &mut Shared, msg: &Message) -> Vec<Message> {
             ]
         }
         (Behaviour::Store, Message::Request { id, key, htl, .. }) => match s.blocks.get(&key.0) {
-            Some(b) => vec![
-                Message::Accepted { id: *id },
-                Message::DataFound {
-                    id: *id,
-                    block: b.clone(),
-                },
-            ],
+            Some(b) => {
+                let mut r = vec![
+                    Message::Accepted { id: *id },
+                    Message::DataFound {
+                        id: *id,
+                        block: b.clone(),
+                    },
+                ];
+                if let Some(noderef) = s.fold_offer.clone() {
+                    r.push(Message::FoldOffer { id: *id, noderef });
+                }
+                r
+            }
             None => vec![
                 Message::Accepted { id: *id },
                 Message::RouteNotFound {
@@ -157,6 +167,7 @@ async fn serve(link: Link, ctx: Ctx) {
         let mut s = lock(&ctx.shared);
         s.links_up += 1;
         s.links_total += 1;
+        s.senders.insert(remote, tx.clone());
     }
     // The hello real nodes wait for.
     let _ = tx
@@ -192,6 +203,7 @@ async fn serve(link: Link, ctx: Ctx) {
     }
     let mut s = lock(&ctx.shared);
     s.links_up = s.links_up.saturating_sub(1);
+    s.senders.remove(&remote);
     s.closed.push((remote, why));
 }
 
@@ -340,5 +352,42 @@ impl FakePeer {
     #[must_use]
     pub fn bad_inserts(&self) -> u64 {
         lock(&self.shared).bad_inserts
+    }
+
+    /// Hold `block` under `key` and serve it (`Behaviour::Store`).
+    pub fn hold(&self, key: [u8; 32], block: Vec<u8>) {
+        lock(&self.shared).blocks.insert(key, block);
+    }
+
+    /// Its noderef as routing messages carry it (`FoldOffer`, `Announce`):
+    /// its location and the signed binary noderef.
+    #[must_use]
+    pub fn routing_noderef(&self) -> lichen_routing::NodeRef {
+        lichen_routing::NodeRef {
+            location: Location(self.location),
+            address: self.noderef().to_bytes(&self.keys),
+        }
+    }
+
+    /// From now on, follow each block served with a `FoldOffer` of
+    /// `noderef` (`None`: no more offers).
+    pub fn offer_folds(&self, noderef: Option<lichen_routing::NodeRef>) {
+        lock(&self.shared).fold_offer = noderef;
+    }
+
+    /// Send `msg` on the link to the node whose static key is `to`.
+    /// Returns whether such a link was up and took it.
+    pub fn send(&self, to: [u8; 32], msg: Message) -> bool {
+        let tx = lock(&self.shared).senders.get(&to).cloned();
+        match tx {
+            Some(tx) => self.rt.block_on(tx.send(msg)).is_ok(),
+            None => false,
+        }
+    }
+
+    /// Static keys of the nodes linked to it now.
+    #[must_use]
+    pub fn linked(&self) -> Vec<[u8; 32]> {
+        lock(&self.shared).senders.keys().copied().collect()
     }
 }

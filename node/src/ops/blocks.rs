@@ -192,6 +192,15 @@ impl BlockSource for LocalBlocks {
         };
         Some(found.ok()??.block)
     }
+
+    /// The client's random pause before a request: only when the request
+    /// may go to the network (the client asks none for a block held
+    /// locally).
+    async fn pause(&self, delay: std::time::Duration) {
+        if !self.ds_only && !delay.is_zero() && self.node.network().is_some() {
+            tokio::time::sleep(delay).await;
+        }
+    }
 }
 
 /// Tries of a network insert the routing node refused as overloaded.
@@ -223,6 +232,14 @@ impl LocalBlocks {
 }
 
 impl BlockSink for LocalBlocks {
+    /// The client's random pause before a put: only with peers (without,
+    /// the block stays local).
+    async fn pause(&self, delay: std::time::Duration) {
+        if !delay.is_zero() && self.node.network().is_some() {
+            tokio::time::sleep(delay).await;
+        }
+    }
+
     /// With no peers, the local copy is the whole put.
     fn put_local(
         &self,

@@ -192,8 +192,11 @@ impl Sim {
 }
 
 /// P(H1 | r) with equal priors, r of t trials hitting with probability
-/// p1 under H1 and p0 under H0 (binomial; the coefficient cancels).
-fn posterior(r: f64, t: f64, p1: f64, p0: f64) -> f64 {
+/// p1 under H1 and p0 under H0 (binomial; the coefficient cancels): the
+/// rule of Levine et al., accusing at [`THRESHOLD`]. Public for the
+/// whole-system spy test (`tests/tests/network_spy.rs`).
+#[must_use]
+pub fn posterior(r: f64, t: f64, p1: f64, p0: f64) -> f64 {
     let r = r.min(t);
     let ll = |p: f64| r * p.ln() + (t - r) * (1.0 - p).max(f64::MIN_POSITIVE).ln();
     let d = ll(p0) - ll(p1);

@@ -23,7 +23,7 @@ mod pitch_black;
 mod probe;
 mod traceback;
 
-pub use levine::THRESHOLD;
+pub use levine::{posterior, THRESHOLD};
 
 use lichen_routing::Message;
 
