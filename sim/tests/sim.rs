@@ -41,11 +41,15 @@ fn opennet_grown_by_path_folding_finds_inserted_keys() {
     // Under the real peer policy (full seeds keep newcomers only as seed
     // clients; full nodes replace a peer at most once per fold interval)
     // 300 nodes need 10 x N warm-up requests to fold into shape: with the
-    // default 5 x N, success is 94 % (docs/simulation.md).
+    // default 5 x N, success is 94 % (docs/simulation.md). With the
+    // eclipse rules (unasked dialers are seed clients, replacement at
+    // most once per `replace_interval`) and per-hop ids it folds a little
+    // slower: 96.75 % on this seed (at least 97 % before); 2,000 nodes stay at
+    // 100 %.
     let mut c = small(Topology::Opennet);
     c.warmup_requests = Some(10 * c.nodes);
     let r = run(&c);
-    assert!(r.success_rate >= 0.97, "{}", r.to_table());
+    assert!(r.success_rate >= 0.96, "{}", r.to_table());
     assert!((r.largest_component - 1.0).abs() < 1e-9, "{}", r.to_table());
 }
 
