@@ -324,9 +324,10 @@ impl Sim {
         }
     }
 
-    /// Node `from` sends `msg` on its link `peer`.
-    pub(crate) fn send(&mut self, from: u32, peer: PeerId, mut msg: Message) {
-        let Some(&(to, pid)) = self.nodes[from as usize].ends.get(&peer) else {
+    /// Node `from` sends `msg` on its link `peer` (an adversary's attack
+    /// may drop it, or follow it with a message of its own).
+    pub(crate) fn send(&mut self, from: u32, peer: PeerId, msg: Message) {
+        let Some(&(to, _)) = self.nodes[from as usize].ends.get(&peer) else {
             return;
         };
         let mut extra = None;
@@ -337,6 +338,22 @@ impl Sim {
             }
             extra = follow;
         }
+        self.transmit(from, peer, msg);
+        // The attack's own message is sent as it is: through `send`, the
+        // attack's rules for its node's messages would apply to it too
+        // (the fold attack drops every fold offer its node makes, and so
+        // dropped its own).
+        if let Some(m) = extra {
+            self.transmit(from, peer, m);
+        }
+    }
+
+    /// Put `msg` from node `from` on its link `peer`, with the link's
+    /// latency (counted, and lost at the configured rate).
+    fn transmit(&mut self, from: u32, peer: PeerId, mut msg: Message) {
+        let Some(&(to, pid)) = self.nodes[from as usize].ends.get(&peer) else {
+            return;
+        };
         if self.nodes[from as usize].adversary && self.cfg.adversary_kind == Adversary::LieHtl {
             match &mut msg {
                 Message::Request { htl, .. }
@@ -367,9 +384,6 @@ impl Sim {
         }
         let at = self.now + self.latency(from, to);
         self.push(at, Ev::Deliver { to, pid, from, msg });
-        if let Some(m) = extra {
-            self.send(from, peer, m);
-        }
     }
 
     /// The id its originator gave the request or insert `id` (the same

@@ -73,28 +73,53 @@ fn traceback_is_at_its_base_rate_on_opennet_and_darknet() {
 /// are its answer. The leak this attack found is closed: the victim's
 /// first hop remembered its user's misses and answered them at once, so
 /// the miss was picked out 61 times of 70 (0.87); now a miss is
-/// remembered by the same HTL rule as a block is cached (0.61 here, 40 of
-/// 66; three standard deviations above that is 0.79, hence the bound 0.8)
+/// remembered by the same HTL rule as a block is cached
 /// (`routing/tests/requests.rs`:
 /// `failures_of_requests_received_above_the_caching_level_are_not_remembered`).
+///
+/// The miss share left by the HTL rule depends on the topology (0.61 at
+/// seed 5 before the opennet admission rules, 0.66 to 0.82 over seeds 1
+/// to 8 after, 0.77 pooled), so one run of about 70 misses cannot tell
+/// it from the leak's 0.87 with a fixed bound. The runs of
+/// [`PROBE_SEEDS`] are pooled (about 590 misses) and the share must be
+/// below the leak's by three standard deviations of a binomial at the
+/// leak's rate (0.83). With the leak put back (failures of all forwarded
+/// requests remembered) the pooled share is 0.93 (564 of 605).
 #[test]
 fn probe_learns_nothing_from_inserts_and_misses_are_not_answered_next_to_the_user() {
-    let mut c = small(Topology::Opennet, Attack::Probe);
-    c.downloaders = 80;
-    let r = run(&c);
-    let a = r.attack.unwrap();
-    assert_eq!(a.name, "probe");
-    assert!((a.base_rate - 0.5).abs() < 1e-9, "{a:?}");
-    let case = |name: &str| {
-        let [n, right] = a.cases[name];
-        (n as f64, right as f64)
-    };
-    let (n, right) = case("insert");
-    assert!(n >= 60.0, "{a:?}");
+    let (mut miss_n, mut miss_right) = (0.0, 0.0);
+    for seed in PROBE_SEEDS {
+        let mut c = small(Topology::Opennet, Attack::Probe);
+        c.downloaders = 80;
+        c.seed = seed;
+        let r = run(&c);
+        let a = r.attack.unwrap();
+        assert_eq!(a.name, "probe");
+        assert!((a.base_rate - 0.5).abs() < 1e-9, "{a:?}");
+        let case = |name: &str| {
+            let [n, right] = a.cases[name];
+            (n as f64, right as f64)
+        };
+        let (n, right) = case("insert");
+        assert!(n >= 60.0, "{a:?}");
+        assert!(
+            right <= n / 2.0 + 3.0 * (n / 4.0).sqrt() + 1.0,
+            "inserts: {a:?}"
+        );
+        let (n, right) = case("miss");
+        miss_n += n;
+        miss_right += right;
+    }
+    let bound = LEAK_MISS_SHARE - 3.0 * (LEAK_MISS_SHARE * (1.0 - LEAK_MISS_SHARE) / miss_n).sqrt();
     assert!(
-        right <= n / 2.0 + 3.0 * (n / 4.0).sqrt() + 1.0,
-        "inserts: {a:?}"
+        miss_right / miss_n <= bound,
+        "misses: {miss_right} of {miss_n}, bound {bound}"
     );
-    let (n, right) = case("miss");
-    assert!(right / n <= 0.8, "misses: {a:?}");
 }
+
+/// The seeds whose `probe` runs are pooled.
+const PROBE_SEEDS: [u64; 8] = [1, 2, 3, 4, 5, 6, 7, 8];
+
+/// The share of misses the `probe` picked out while the first hop
+/// remembered its user's misses (61 of 70).
+const LEAK_MISS_SHARE: f64 = 0.87;
