@@ -269,25 +269,31 @@ impl<P: Copy + Ord> Tunnels<P> {
         }
         let own = self
             .own
-            .get_mut(&id.0)
+            .get(&id.0)
             .filter(|o| o.open)
             .ok_or(TunnelError::NotOpen)?;
         let size = capacity(own.layers.len());
-        let mut cells = Vec::new();
         for frag in fragments(data, size) {
-            cells.push(wrap_forward(&mut own.layers, frag.encode(size)?)?);
+            self.send_forward(id.0, &frag)?;
         }
+        Ok(())
+    }
+
+    /// Wrap `command` under every layer of own tunnel `id` built so far
+    /// and queue it to the first hop.
+    fn send_forward(&mut self, id: u64, command: &Command) -> Result<(), TunnelError> {
+        let own = self.own.get_mut(&id).ok_or(TunnelError::UnknownCircuit)?;
+        let size = capacity(own.layers.len());
+        let body = wrap_forward(&mut own.layers, command.encode(size)?)?;
         let (peer, circ) = own.first;
-        for body in cells {
-            self.transmit.push_back((
-                peer,
-                TunnelMsg::Cell {
-                    circ,
-                    dir: Dir::Forward,
-                    body,
-                },
-            ));
-        }
+        self.transmit.push_back((
+            peer,
+            TunnelMsg::Cell {
+                circ,
+                dir: Dir::Forward,
+                body,
+            },
+        ));
         Ok(())
     }
 
@@ -596,18 +602,7 @@ impl<P: Copy + Ord> Tunnels<P> {
         own.path.push(hop);
         let (hs, x) = ClientHandshake::start(rng, hop);
         own.pending = Some(hs);
-        let size = capacity(own.layers.len());
-        let body = wrap_forward(&mut own.layers, Command::Extend { hop, x }.encode(size)?)?;
-        let (peer, circ) = own.first;
-        self.transmit.push_back((
-            peer,
-            TunnelMsg::Cell {
-                circ,
-                dir: Dir::Forward,
-                body,
-            },
-        ));
-        Ok(())
+        self.send_forward(id, &Command::Extend { hop, x })
     }
 
     fn on_forward<R: RngCore>(
