@@ -221,3 +221,41 @@ fn only_delivered_data_makes_a_peer_useful() {
     assert_eq!(d.len(), 1);
     assert_ne!(d[0], good, "the peer that delivered data was dropped");
 }
+
+#[test]
+fn an_announcement_through_a_seed_goes_to_that_seed_and_ends_with_it() {
+    // Peers at 1/16, 2/16, 3/16 of the circle; we are at 0, so a greedy
+    // announcement would go to peer 1 first.
+    let (mut n, mut r) = node(3, Config::default());
+    n.set_noderef(me());
+    n.announce_via(10, PeerId(3), &mut r);
+    let first = sends(&drain(&mut n));
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert_eq!(first[0].0, PeerId(3));
+    let Message::Announce { id, .. } = first[0].1 else {
+        panic!("not an announcement: {first:?}");
+    };
+    // The seed refuses it: the announcement does not go on to the other
+    // peers (a greedy one would backtrack to them).
+    n.handle_message(
+        20,
+        PeerId(3),
+        Message::RejectedOverload { id },
+        &mut EmptyStore,
+        &mut r,
+    );
+    let after = sends(&drain(&mut n));
+    assert!(
+        after
+            .iter()
+            .all(|(_, m)| !matches!(m, Message::Announce { .. })),
+        "{after:?}"
+    );
+    // Through a node that is not a peer: nothing is sent.
+    n.announce_via(30, PeerId(7), &mut r);
+    assert!(sends(&drain(&mut n)).is_empty());
+    // The greedy one goes to the nearest peer.
+    n.handle_local_request(40, LocalRequest::Announce, &mut r);
+    let greedy = sends(&drain(&mut n));
+    assert_eq!(greedy.first().map(|s| s.0), Some(PeerId(1)), "{greedy:?}");
+}

@@ -290,11 +290,17 @@ impl<V: Verifier> PeerPolicy<V> {
             self.dirty = true;
         }
         self.retry_at.remove(&remote);
-        if self.cfg.opennet && self.node.peer_count() == 1 {
-            // The first peer (a seed, or the first node back after losing
-            // them all): announce at once so nodes near our location
-            // connect to us. Later announcements are the routing core's
-            // (while under-connected, backing off).
+        let seed = self.cfg.seeds.iter().any(|(r, _)| r.static_key == remote);
+        if self.cfg.opennet && seed && self.node.peer_count() < self.node.config().max_peers / 2 {
+            // A seed, while we are under-connected: announce through it,
+            // whichever seed linked first (one seed that swallows
+            // announcements must not leave us alone until the next one).
+            self.node.announce_via(ms, pid, rng);
+        } else if self.cfg.opennet && self.node.peer_count() == 1 {
+            // The first peer (the first node back after losing them
+            // all): announce at once so nodes near our location connect
+            // to us. Later announcements are the routing core's (while
+            // under-connected, backing off).
             self.node
                 .handle_local_request(ms, LocalRequest::Announce, rng);
         }

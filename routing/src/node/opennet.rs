@@ -100,6 +100,34 @@ impl<V: Verifier> Node<V> {
     }
 
     pub(super) fn announce(&mut self, now: Millis, id: u64, rng: &mut impl RngCore) {
+        self.announce_through(now, id, None, rng);
+    }
+
+    /// Announce with `peer` as the first hop (a seed just linked), not the
+    /// peer nearest our location: as Freenet announces through each of its
+    /// seed nodes, so one seed that swallows announcements (answers at
+    /// once, forwards nothing) cannot keep a newcomer without peers until
+    /// the next announcement, a minute or more later. Nothing happens when
+    /// `peer` is not a peer or there is nothing to announce.
+    pub fn announce_via(&mut self, now: Millis, peer: PeerId, rng: &mut impl RngCore) {
+        if !self.cfg.opennet || !self.peers.iter().any(|p| p.id == peer) {
+            return;
+        }
+        self.expire(now);
+        let mut id = rng.next_u64();
+        while self.id_in_use(id) {
+            id = rng.next_u64();
+        }
+        self.announce_through(now, id, Some(peer), rng);
+    }
+
+    fn announce_through(
+        &mut self,
+        now: Millis,
+        id: u64,
+        via: Option<PeerId>,
+        rng: &mut impl RngCore,
+    ) {
         let Some(me) = self.noderef.clone() else {
             return;
         };
@@ -122,6 +150,19 @@ impl<V: Verifier> Node<V> {
                 )
             },
         );
+        if let Some(via) = via {
+            // Every other peer counts as tried: the first hop is `via`
+            // (and when it fails, the announcement ends there).
+            let others: Vec<PeerId> = self
+                .peers
+                .iter()
+                .map(|p| p.id)
+                .filter(|&p| p != via)
+                .collect();
+            if let Some(p) = self.pending.get_mut(&id) {
+                p.tried.extend(others);
+            }
+        }
         self.route(now, id, rng);
     }
 
