@@ -8,12 +8,14 @@
 #
 # Usage: scripts/bench-testnet.sh [NODES] [MiB] [BASE_PORT]   (default 20 100 31000)
 #        scripts/bench-testnet.sh --idle NODES [BASE_PORT]    (RSS of N idle nodes only)
+#        TUNNEL_HOPS=0 scripts/bench-testnet.sh ...           (own requests without tunnels; default 2)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 IDLE_ONLY=0
 if [ "${1:-}" = "--idle" ]; then IDLE_ONLY=1; shift; fi
 NODES=${1:-20}
 if [ "$IDLE_ONLY" = 1 ]; then MIB=0; BASE=${2:-31000}; else MIB=${2:-100}; BASE=${3:-31000}; fi
+HOPS=${TUNNEL_HOPS:-2}
 cargo build -q --release -p lichen-node
 BIN=$PWD/target/release/lichen
 W=$(mktemp -d)
@@ -33,7 +35,7 @@ rss_of() { for p in $(pgrep -P "$TN") "${LATE[@]}"; do awk "/^$1:/ {print \$2}" 
 summary() { sort -n | awk '{a[NR]=$1; s+=$1} END {printf "n=%d total %.0f MiB, per node median %.1f MiB, max %.1f MiB", NR, s/1024, a[int((NR+1)/2)]/1024, a[NR]/1024}'; }
 
 t_start=$(now)
-$BIN testnet --nodes "$NODES" --data-dir "$W/net" --base-port "$BASE" >"$W/testnet.out" 2>&1 &
+$BIN testnet --nodes "$NODES" --data-dir "$W/net" --base-port "$BASE" --tunnel-hops "$HOPS" >"$W/testnet.out" 2>&1 &
 TN=$!
 # Every node answers FCP and has a peer (bounded wait: 5 s per node + 60 s).
 deadline=$(( $(date +%s) + 60 + 5 * NODES ))
@@ -45,7 +47,7 @@ for i in $(seq 0 $((NODES - 1))); do
 done
 t_up=$(now)
 sleep 5
-echo "method: 'lichen testnet --nodes $NODES' (one process per node, opennet through node 0, loopback), RSS from /proc/PID/status"
+echo "method: 'lichen testnet --nodes $NODES --tunnel-hops $HOPS' (one process per node, opennet through node 0, loopback), RSS from /proc/PID/status"
 awk -v a="$t_start" -v b="$t_up" -v n="$NODES" 'BEGIN { printf "all %d nodes up with peers after %.1f s\n", n, b-a }'
 echo "peers per node: $(for i in $(seq 0 $((NODES - 1))); do printf '%s ' "$(peers $((BASE + 3 * i)))"; done)"
 echo "idle RSS (VmRSS): $(rss_of VmRSS | summary)"

@@ -68,6 +68,9 @@ async fn start(i: usize, hops: usize, stop: &CancellationToken) -> Hop {
         peer_dir: None,
         max_remembered: 0,
         seeds: Vec::new(),
+        // Two-node and line networks: no room for tunnels (routing
+        // alone is under test).
+        tunnel_hops: 0,
     };
     Hop {
         manager: PeerManager::start(setup, listener, stop.clone()),

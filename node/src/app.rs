@@ -109,6 +109,12 @@ struct TestnetArgs {
     /// Base port P: node i uses P+3i (FCP), P+3i+1 (gateway), P+3i+2 (peers).
     #[arg(long, default_value_t = 19000)]
     base_port: u16,
+    /// Tunnel hops of every node's own requests (`[anonymity]
+    /// tunnel_hops`, 0–3). Default: the node's default (2), or 0 when the
+    /// network has fewer than 4 nodes (too few for a tunnel to an exit
+    /// that is not the user's neighbour's only peer).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=3))]
+    tunnel_hops: Option<u8>,
 }
 
 /// Parse the command line and run it.
@@ -125,7 +131,14 @@ pub fn main() -> ExitCode {
         Command::Sim { args } => run_sim(args),
         Command::Noderef(a) => print_noderef(a),
         Command::Peers { fcp, args } => cli::peers(&fcp, &args),
-        Command::Testnet(a) => crate::testnet::run(a.nodes, a.data_dir, a.base_port),
+        Command::Testnet(a) => {
+            let hops = a.tunnel_hops.unwrap_or(if a.nodes < 4 {
+                0
+            } else {
+                crate::config::AnonymityConfig::default().tunnel_hops
+            });
+            crate::testnet::run(a.nodes, a.data_dir, a.base_port, hops)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -55,7 +55,32 @@ pub struct Config {
     pub network: NetworkConfig,
     /// Datastore budgets.
     pub store: StoreConfig,
+    /// How the node's own requests are hidden from its neighbours.
+    pub anonymity: AnonymityConfig,
 }
+
+/// Anonymity settings (`docs/tunnels.md`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AnonymityConfig {
+    /// Hops of the premix tunnels the node's own fetches and inserts go
+    /// through before they enter routing at an exit (1–3). 0 turns
+    /// tunnels off: own requests then leave straight from this node, and
+    /// its neighbours can tell them from forwarded ones by statistics
+    /// over a download (the downloader attack of `docs/anonymity.md`).
+    /// 1 hides them from every neighbour but the one hop, which then
+    /// learns both who and what.
+    pub tunnel_hops: u8,
+}
+
+impl Default for AnonymityConfig {
+    fn default() -> Self {
+        AnonymityConfig { tunnel_hops: 2 }
+    }
+}
+
+/// Most tunnel hops (`[anonymity] tunnel_hops`).
+pub const MAX_TUNNEL_HOPS: u8 = 3;
 
 /// FCP server settings.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -261,6 +286,12 @@ impl Config {
                 )));
             }
         }
+        if self.anonymity.tunnel_hops > MAX_TUNNEL_HOPS {
+            return Err(ConfigError::Invalid(format!(
+                "anonymity.tunnel_hops must be 0 to {MAX_TUNNEL_HOPS} (got {})",
+                self.anonymity.tunnel_hops
+            )));
+        }
         if self.fcp.max_connections == 0 {
             return Err(ConfigError::Invalid(
                 "fcp.max_connections must be at least 1".into(),
@@ -298,6 +329,9 @@ mod tests {
     #[test]
     fn empty_file_is_defaults() {
         assert_eq!(Config::from_toml("").unwrap(), Config::default());
+        assert_eq!(Config::default().anonymity.tunnel_hops, 2);
+        let c = Config::from_toml("[anonymity]\ntunnel_hops = 0\n").unwrap();
+        assert_eq!(c.anonymity.tunnel_hops, 0);
     }
 
     #[test]
@@ -326,6 +360,14 @@ mod tests {
             .to_string();
         assert!(e.contains("at least"), "{e}");
         assert!(Config::from_toml("not toml [").is_err());
+        let e = Config::from_toml("[anonymity]\ntunnel_hops = 4\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("tunnel_hops must be 0 to 3"), "{e}");
+        let e = Config::from_toml("[anonymity]\ntunnel_hops = -1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("tunnel_hops"), "{e}");
     }
 
     #[test]

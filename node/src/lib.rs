@@ -123,6 +123,7 @@ async fn start_network(node: &Arc<node::Node>) -> anyhow::Result<()> {
         max_remembered: net.max_peers.saturating_mul(2),
         // Dialed by the peer policy while the node has no peer.
         seeds,
+        tunnel_hops: node.config.anonymity.tunnel_hops,
     };
     let manager = peers::PeerManager::start_with_clock(
         setup,

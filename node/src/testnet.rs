@@ -7,7 +7,8 @@
 //! nodes get a config file (`DIR/seeded.toml`) listing it as their seed.
 //! Every node runs with `[network] test_network = true` (node 0 from
 //! `DIR/seed.toml`): a few nodes never take an insert below the caching
-//! level, so without it nothing inserted would be kept.
+//! level, so without it nothing inserted would be kept. Every node gets
+//! the same `[anonymity] tunnel_hops` (`--tunnel-hops`).
 
 use anyhow::{bail, Context};
 use std::net::{SocketAddr, TcpStream};
@@ -37,7 +38,12 @@ struct Started {
 /// # Errors
 /// Bad arguments, a node that cannot be started, or the seed's noderef
 /// cannot be made.
-pub(crate) fn run(nodes: u16, data_dir: Option<PathBuf>, base: u16) -> anyhow::Result<()> {
+pub(crate) fn run(
+    nodes: u16,
+    data_dir: Option<PathBuf>,
+    base: u16,
+    tunnel_hops: u8,
+) -> anyhow::Result<()> {
     if nodes == 0 {
         bail!("--nodes must be at least 1");
     }
@@ -74,7 +80,7 @@ pub(crate) fn run(nodes: u16, data_dir: Option<PathBuf>, base: u16) -> anyhow::R
     std::fs::write(
         &config,
         format!(
-            "[network]\ntest_network = true\nseeds = [{}]\n",
+            "[network]\ntest_network = true\nseeds = [{}]\n[anonymity]\ntunnel_hops = {tunnel_hops}\n",
             toml::Value::String(seed_path.to_string_lossy().into_owned())
         ),
     )
@@ -82,8 +88,11 @@ pub(crate) fn run(nodes: u16, data_dir: Option<PathBuf>, base: u16) -> anyhow::R
 
     // The seed's own settings: a test network, no seeds.
     let seed_config = dir.join("seed.toml");
-    std::fs::write(&seed_config, "[network]\ntest_network = true\n")
-        .with_context(|| format!("cannot write {}", seed_config.display()))?;
+    std::fs::write(
+        &seed_config,
+        format!("[network]\ntest_network = true\n[anonymity]\ntunnel_hops = {tunnel_hops}\n"),
+    )
+    .with_context(|| format!("cannot write {}", seed_config.display()))?;
 
     let mut started: Vec<Started> = Vec::new();
     let result = start_all(&exe, &dir, &config, nodes, base, &mut started);
@@ -103,7 +112,7 @@ pub(crate) fn run(nodes: u16, data_dir: Option<PathBuf>, base: u16) -> anyhow::R
         );
     }
     println!(
-        "{nodes} node(s) running; node 0 is the seed ({}). Logs: {}/node-*.log. Ctrl-C stops them.",
+        "{nodes} node(s) running; node 0 is the seed ({}); tunnel hops {tunnel_hops}. Logs: {}/node-*.log. Ctrl-C stops them.",
         dir.join("seed.noderef").display(),
         dir.display()
     );

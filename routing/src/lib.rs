@@ -12,4 +12,4 @@ pub use node::{
     Action, BlockSource, Config, Disconnect, EmptyStore, InsertOutcome, LocalRequest, Millis, Node,
     PeerId, RequestId, RequestOutcome, Space, Stats, Verifier,
 };
-pub use tunnelled::{TunnelConfig, Tunnelled};
+pub use tunnelled::{TunnelConfig, TunnelStats, Tunnelled};

@@ -63,6 +63,24 @@ impl Default for TunnelConfig {
     }
 }
 
+/// What the tunnel layer did (for the status page, the simulator and the
+/// whole-system tests).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TunnelStats {
+    /// Own requests and inserts sent through a tunnel (a retry through
+    /// another tunnel counts again).
+    pub own_sent: u64,
+    /// Own requests and inserts given to routing directly: tunnels off,
+    /// or no peer at all (nothing can leave then).
+    pub own_direct: u64,
+    /// Own tunnels built (opened).
+    pub built: u64,
+    /// Own tunnels whose build failed.
+    pub build_failed: u64,
+    /// Requests run here as the exit of somebody's tunnel.
+    pub exit_requests: u64,
+}
+
 struct OwnTunnel {
     guard: [u8; 32],
     open: bool,
@@ -101,7 +119,23 @@ pub struct Tunnelled {
     exits: BTreeMap<RequestId, Option<(ExitId, u32)>>,
     exit_load: BTreeMap<ExitId, usize>,
     actions: VecDeque<Action>,
+    /// Builds that failed in a row (reset by one that opens).
+    build_failures: u32,
+    /// No tunnel is built before then (after a failed build).
+    next_build: Millis,
+    /// When the last failure was counted.
+    failed_at: Millis,
+    stats: TunnelStats,
 }
+
+/// The wait after the first failed build; it doubles with each further
+/// failure in a row, up to [`BUILD_BACKOFF_MAX_MS`]. Without it a node
+/// whose guards cannot extend (a guard with no other peer) would build
+/// again at once, forever: a busy loop here and a flood of `Create`s
+/// there.
+pub const BUILD_BACKOFF_MS: Millis = 1_000;
+/// The longest wait between failed builds.
+pub const BUILD_BACKOFF_MAX_MS: Millis = 60_000;
 
 impl std::fmt::Debug for Tunnelled {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -158,6 +192,10 @@ impl Tunnelled {
             exits: BTreeMap::new(),
             exit_load: BTreeMap::new(),
             actions: VecDeque::new(),
+            build_failures: 0,
+            next_build: 0,
+            failed_at: 0,
+            stats: TunnelStats::default(),
         }
     }
 
@@ -165,6 +203,12 @@ impl Tunnelled {
     #[must_use]
     pub fn enabled(&self) -> bool {
         self.cfg.hops > 0
+    }
+
+    /// What the layer did.
+    #[must_use]
+    pub fn stats(&self) -> TunnelStats {
+        self.stats
     }
 
     /// The guards, for saving and status.
@@ -208,7 +252,14 @@ impl Tunnelled {
         req: LocalRequest,
         rng: &mut R,
     ) -> RequestId {
-        if !self.enabled() || matches!(req, LocalRequest::Announce) {
+        // With no peer at all nothing can leave this node, tunnel or not:
+        // the routing core answers at once (route not found; a fetch may
+        // still be answered from the local store) instead of the request
+        // waiting out its timeout for a tunnel.
+        if !self.enabled() || matches!(req, LocalRequest::Announce) || node.peer_count() == 0 {
+            if !matches!(req, LocalRequest::Announce) {
+                self.stats.own_direct += 1;
+            }
             return node.handle_local_request(now, req, rng);
         }
         if let LocalRequest::Insert { key, kind, block } = &req {
@@ -350,7 +401,7 @@ impl Tunnelled {
             .values()
             .filter(|t| !self.retired(now, t))
             .count();
-        if !self.waiting.is_empty() && usable < self.cfg.tunnels {
+        if !self.waiting.is_empty() && usable < self.cfg.tunnels && now >= self.next_build {
             let connected: Vec<[u8; 32]> = self.keys.values().copied().collect();
             self.guards.refresh(now, rng, &connected);
             for _ in usable..self.cfg.tunnels {
@@ -435,6 +486,7 @@ impl Tunnelled {
             t.used += 1;
             t.in_flight += 1;
         }
+        self.stats.own_sent += 1;
         self.sent.insert(
             req,
             Sent {
@@ -461,6 +513,8 @@ impl Tunnelled {
                     if let Some(t) = self.tunnels.get_mut(&c) {
                         t.open = true;
                         self.guards.built(&t.guard);
+                        self.build_failures = 0;
+                        self.stats.built += 1;
                     }
                     self.dispatch(now, rng);
                 }
@@ -489,7 +543,18 @@ impl Tunnelled {
     }
 
     fn tunnel_lost<R: RngCore>(&mut self, now: Millis, c: CircuitId, rng: &mut R) {
-        self.tunnels.remove(&c);
+        let failed = self.tunnels.remove(&c).filter(|t| !t.open);
+        // A build that failed: wait before the next. Builds started
+        // together (one round) count as one failure.
+        if failed.is_some() {
+            self.stats.build_failed += 1;
+        }
+        if failed.is_some_and(|t| self.build_failures == 0 || t.started > self.failed_at) {
+            let shift = self.build_failures.min(6);
+            self.build_failures = self.build_failures.saturating_add(1);
+            self.failed_at = now;
+            self.next_build = now + (BUILD_BACKOFF_MS << shift).min(BUILD_BACKOFF_MAX_MS);
+        }
         let lost: Vec<u32> = self
             .sent
             .iter()
@@ -612,6 +677,7 @@ impl Tunnelled {
             return;
         };
         *load += 1;
+        self.stats.exit_requests += 1;
         let id = node.handle_local_request(now, local, rng);
         self.exits.insert(id, Some((x, req)));
     }

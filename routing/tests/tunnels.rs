@@ -232,8 +232,10 @@ fn a_block_the_exit_forged_is_not_accepted() {
 }
 
 #[test]
-fn without_peers_a_request_waits_and_then_fails_but_never_leaves_untunnelled() {
-    let mut net = Net::new(2, &[], 2);
+fn without_a_tunnel_a_request_waits_and_then_fails_but_never_leaves_untunnelled() {
+    // Node 0's only peer has no other peer: no tunnel of two hops can be
+    // built.
+    let mut net = Net::new(2, &[(0, 1)], 2);
     let (key, _) = block(1);
     let id = net.local(
         0,
@@ -243,11 +245,22 @@ fn without_peers_a_request_waits_and_then_fails_but_never_leaves_untunnelled() {
         },
     );
     assert!(net.done[0].is_empty());
+    // The failed builds back off (once this was a busy loop: a new build
+    // at once after each failure, never quiet).
+    let sent = |net: &Net| net.log.iter().filter(|l| l.0 == 0).count();
+    let first = sent(&net);
+    assert!((1..=8).contains(&first), "{first} cells at once");
+    net.layers[0].tick(net.now + 500, &mut net.nodes[0], &mut net.rng);
+    net.run();
+    assert_eq!(sent(&net), first, "a new build inside the backoff");
+    net.layers[0].tick(net.now + 1_100, &mut net.nodes[0], &mut net.rng);
+    net.run();
+    assert!(sent(&net) > first, "no new build after the backoff");
     let t = TunnelConfig::default().request_timeout_ms + 10;
     net.layers[0].tick(t, &mut net.nodes[0], &mut net.rng);
     net.run();
     assert!(net.done[0].iter().any(|a| matches!(a, Action::RequestDone { id: i, outcome: RequestOutcome::TimedOut } if *i == id)));
-    assert!(net.log.is_empty());
+    assert!(net.log.iter().all(|l| l.2 == "Tunnel"), "{:?}", net.log);
 }
 
 #[test]
@@ -284,4 +297,27 @@ fn a_request_after_the_guard_link_went_waits_for_a_new_tunnel() {
     net.layers[0].tick(t, &mut net.nodes[0], &mut net.rng);
     net.run();
     assert!(net.done[0].iter().any(|a| matches!(a, Action::RequestDone { id: i, outcome: RequestOutcome::TimedOut } if *i == id)));
+}
+
+#[test]
+fn a_node_without_peers_is_answered_at_once_not_after_the_timeout() {
+    // Node 2 has no link at all; nodes 0 and 1 are linked to each other.
+    let mut net = Net::new(3, &[(0, 1)], 2);
+    let (key, _) = block(5);
+    let id = net.local(
+        2,
+        LocalRequest::Fetch {
+            key,
+            kind: KeyKind::Chk,
+        },
+    );
+    assert!(
+        net.done[2].iter().any(|a| matches!(
+            a,
+            Action::RequestDone { id: i, outcome: RequestOutcome::RouteNotFound } if *i == id
+        )),
+        "{:?}",
+        net.done[2]
+    );
+    assert!(net.log.is_empty(), "{:?}", net.log);
 }

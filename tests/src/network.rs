@@ -17,6 +17,18 @@ use std::time::{Duration, Instant};
 /// level.
 pub const TEST_NETWORK: &str = "test_network = true\n";
 
+/// The `[anonymity]` table of a node whose own requests leave without
+/// tunnels: for the tests of routing itself (what a neighbour sees of a
+/// node's own requests without the defence, folding, corrupt blocks, …)
+/// and for networks of two or three nodes, too small for a tunnel.
+pub const NO_TUNNELS: &str = "[anonymity]\ntunnel_hops = 0\n";
+
+/// The `[anonymity]` table for `hops` tunnel hops.
+#[must_use]
+pub fn tunnels(hops: u8) -> String {
+    format!("[anonymity]\ntunnel_hops = {hops}\n")
+}
+
 /// How long a new node may take to find a peer.
 pub const PEER_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -198,6 +210,8 @@ pub struct Testnet {
     pub seed_listen: SocketAddr,
     /// The nodes, in start order.
     pub nodes: Vec<NodeProc>,
+    /// Every node's `[anonymity]` table.
+    anonymity: String,
 }
 
 impl Testnet {
@@ -244,6 +258,37 @@ impl Testnet {
         advertise: SocketAddr,
         seed_network_extra: &str,
     ) -> Self {
+        Self::start_all(
+            bin,
+            dir,
+            n,
+            (seed_listen, advertise),
+            seed_network_extra,
+            NO_TUNNELS,
+        )
+    }
+
+    /// As [`Testnet::start`], with every node's own requests through
+    /// tunnels of `hops` hops (the other constructors turn them off).
+    ///
+    /// # Panics
+    /// If a node does not start.
+    #[must_use]
+    #[allow(clippy::unwrap_used)]
+    pub fn start_tunnelled(bin: &Path, dir: &Path, n: usize, hops: u8) -> Self {
+        let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        Self::start_all(bin, dir, n, (listen, listen), "", &tunnels(hops))
+    }
+
+    #[allow(clippy::unwrap_used)]
+    fn start_all(
+        bin: &Path,
+        dir: &Path,
+        n: usize,
+        (seed_listen, advertise): (SocketAddr, SocketAddr),
+        seed_network_extra: &str,
+        anonymity: &str,
+    ) -> Self {
         let seed_dir = dir.join("node-0");
         let text = noderef_text(bin, &seed_dir, advertise);
         let seed_file = dir.join("seed.noderef");
@@ -253,7 +298,7 @@ impl Testnet {
         std::fs::write(
             dir.join("seeded.toml"),
             format!(
-                "[network]\n{TEST_NETWORK}seeds = [{:?}]\n",
+                "[network]\n{TEST_NETWORK}seeds = [{:?}]\n{anonymity}",
                 seed_file.to_str().unwrap()
             ),
         )
@@ -262,7 +307,7 @@ impl Testnet {
             let c = dir.join("seed.toml");
             std::fs::write(
                 &c,
-                format!("[network]\n{TEST_NETWORK}{seed_network_extra}\n"),
+                format!("[network]\n{TEST_NETWORK}{seed_network_extra}\n{anonymity}"),
             )
             .unwrap();
             Some(c)
@@ -280,6 +325,7 @@ impl Testnet {
             seed_file,
             seed_listen,
             nodes: vec![seed],
+            anonymity: anonymity.to_string(),
         };
         for _ in 1..n {
             net.add("", &[]);
@@ -309,8 +355,9 @@ impl Testnet {
             std::fs::write(
                 &c,
                 format!(
-                    "[network]\n{TEST_NETWORK}seeds = [{}]\n{network_extra}\n",
-                    seeds.join(", ")
+                    "[network]\n{TEST_NETWORK}seeds = [{}]\n{network_extra}\n{}",
+                    seeds.join(", "),
+                    self.anonymity
                 ),
             )
             .unwrap();

@@ -54,9 +54,10 @@ fn own_fetches_take_no_fold_offer_and_forwarded_requests_still_fold() {
     std::fs::write(
         &config,
         format!(
-            "[network]\nseeds = [{:?}, {:?}]\n",
+            "[network]\nseeds = [{:?}, {:?}]\n{}",
             s_file.to_str().unwrap(),
-            a_file.to_str().unwrap()
+            a_file.to_str().unwrap(),
+            lichen_tests::network::NO_TUNNELS
         ),
     )
     .unwrap();

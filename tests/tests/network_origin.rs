@@ -120,7 +120,11 @@ fn no_message_names_the_originator() {
     let config = dir.path().join("fake-seeded.toml");
     std::fs::write(
         &config,
-        format!("[network]\nseeds = [{:?}]\n", fake_file.to_str().unwrap()),
+        format!(
+            "[network]\nseeds = [{:?}]\n{}",
+            fake_file.to_str().unwrap(),
+            lichen_tests::network::NO_TUNNELS
+        ),
     )
     .unwrap();
     let (mut m, m_id) = start_node(bin, dir.path(), "m", &config);

@@ -169,7 +169,11 @@ fn start(bin: &Path, dir: &Path, name: &str, seeds: &[&Path]) -> (NodeProc, std:
         .collect();
     std::fs::write(
         &config,
-        format!("[network]\n{TEST_NETWORK}seeds = [{}]\n", seeds.join(", ")),
+        format!(
+            "[network]\n{TEST_NETWORK}seeds = [{}]\n{}",
+            seeds.join(", "),
+            lichen_tests::network::NO_TUNNELS
+        ),
     )
     .unwrap();
     (

@@ -66,7 +66,11 @@ fn a_restarted_node_reconnects_to_remembered_peers_without_seeds() {
     let config = dir.path().join("seeded.toml");
     std::fs::write(
         &config,
-        format!("[network]\nseeds = [{:?}]\n", seed_file.to_str().unwrap()),
+        format!(
+            "[network]\nseeds = [{:?}]\n{}",
+            seed_file.to_str().unwrap(),
+            network::NO_TUNNELS
+        ),
     )
     .unwrap();
     let seed = NodeProc::start_with_config(bin(), &seed_dir, free_port(), seed_peer, None);
@@ -151,8 +155,9 @@ fn darknet_friends_connect_share_a_document_and_refuse_strangers() {
     std::fs::write(
         &config,
         format!(
-            "[network]\nopennet = false\n{}[fcp]\nallowed_dirs = [{:?}]\n",
+            "[network]\nopennet = false\n{}{}[fcp]\nallowed_dirs = [{:?}]\n",
             network::TEST_NETWORK,
+            network::NO_TUNNELS,
             refs.to_str().unwrap()
         ),
     )

@@ -72,13 +72,21 @@ fn seed_setup(dir: &Path, seed_dir: &Path, seed_peer: u16) -> PathBuf {
     std::fs::write(&seed_file, &out.stdout).unwrap();
     // Six nodes: a test network, whose inserts never get below the
     // caching level (see lichen_tests::network::TEST_NETWORK).
-    std::fs::write(dir.join("seed.toml"), format!("[network]\n{TEST_NETWORK}")).unwrap();
+    std::fs::write(
+        dir.join("seed.toml"),
+        format!(
+            "[network]\n{TEST_NETWORK}{}",
+            lichen_tests::network::NO_TUNNELS
+        ),
+    )
+    .unwrap();
     let config = dir.join("seeded.toml");
     std::fs::write(
         &config,
         format!(
-            "[network]\n{TEST_NETWORK}seeds = [{:?}]\n",
-            seed_file.to_str().unwrap()
+            "[network]\n{TEST_NETWORK}seeds = [{:?}]\n{}",
+            seed_file.to_str().unwrap(),
+            lichen_tests::network::NO_TUNNELS
         ),
     )
     .unwrap();

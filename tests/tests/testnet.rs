@@ -7,10 +7,15 @@
 //! the insert would find the blocks in its own store. The late node has an
 //! empty store and only the seed as a peer, so every block it gets comes
 //! over the network (and it is not a peer of the inserting node).
+//!
+//! Every node runs with premix tunnels of two hops (the default, written
+//! out): the insert and both fetches leave their nodes only through
+//! tunnels, which the nodes' own counters show (`GetNode`
+//! `volatile.lichen.tunnel*`), and other nodes ran them as exits.
 #![allow(clippy::unwrap_used)]
 
 use lichen_fcp::codec::Message;
-use lichen_tests::network::{connected, get_chunked, put, random_bytes, volatile};
+use lichen_tests::network::{connected, get_chunked, put, random_bytes, tunnels, volatile};
 use lichen_tests::{free_port, Fcp, NodeProc};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -40,16 +45,22 @@ fn a_document_inserted_on_one_node_is_fetched_on_another() {
     let config = dir.path().join("seeded.toml");
     std::fs::write(
         &config,
-        format!("[network]\nseeds = [{:?}]\n", seed_file.to_str().unwrap()),
+        format!(
+            "[network]\nseeds = [{:?}]\n{}",
+            seed_file.to_str().unwrap(),
+            tunnels(2)
+        ),
     )
     .unwrap();
 
+    let seed_config = dir.path().join("seed.toml");
+    std::fs::write(&seed_config, tunnels(2)).unwrap();
     let mut nodes = vec![NodeProc::start_with_config(
         bin,
         &seed_dir,
         free_port(),
         seed_peer,
-        None,
+        Some(&seed_config),
     )];
     for i in 1..NODES - 1 {
         nodes.push(NodeProc::start_with_config(
@@ -164,6 +175,39 @@ fn a_document_inserted_on_one_node_is_fetched_on_another() {
         "chunked fetch with IgnoreDS on node {}: {:.1} s",
         NODES - 1,
         t.elapsed().as_secs_f64()
+    );
+    // Through tunnels only: the inserting and the fetching node gave
+    // routing nothing of their own, and other nodes ran it as exits.
+    let stat = |n: &NodeProc, name: &str| volatile(n.fcp, &format!("volatile.lichen.{name}"));
+    let blocks = data_blocks; // at least the data blocks went each way
+    for (who, n) in [("A", &nodes[1]), ("B", &nodes[NODES - 1])] {
+        let (sent, direct, built) = (
+            stat(n, "tunnelOwnSent"),
+            stat(n, "tunnelOwnDirect"),
+            stat(n, "tunnelsBuilt"),
+        );
+        eprintln!("node {who}: own through tunnels {sent}, direct {direct}, tunnels built {built}");
+        assert_eq!(direct, 0, "node {who} sent own requests without a tunnel");
+        assert!(
+            sent >= blocks,
+            "node {who}: only {sent} own requests through tunnels"
+        );
+        assert!(built >= 1, "node {who} built no tunnel");
+    }
+    let exits: Vec<u64> = nodes
+        .iter()
+        .map(|n| stat(n, "tunnelExitRequests"))
+        .collect();
+    eprintln!("requests run as exits per node: {exits:?}");
+    let by_others: u64 = exits
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 1 && *i != NODES - 1)
+        .map(|(_, e)| e)
+        .sum();
+    assert!(
+        by_others >= 2 * blocks,
+        "exits other than A and B ran only {by_others} requests"
     );
     for n in &mut nodes {
         n.terminate();

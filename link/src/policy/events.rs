@@ -291,10 +291,19 @@ impl<V: Verifier> PeerPolicy<V> {
         }
         self.retry_at.remove(&remote);
         let seed = self.cfg.seeds.iter().any(|(r, _)| r.static_key == remote);
-        if self.cfg.opennet && seed && self.node.peer_count() < self.node.config().max_peers / 2 {
-            // A seed, while we are under-connected: announce through it,
-            // whichever seed linked first (one seed that swallows
-            // announcements must not leave us alone until the next one).
+        if self.cfg.opennet
+            && seed
+            && self.node.peer_count() < self.node.config().max_peers / 2
+            && (self.node.peer_count() == 1 || !self.node.announcing())
+        {
+            // A seed, while we are under-connected and no announcement of
+            // ours is on its way: announce through it, whichever seed
+            // linked first (a seed that swallowed the last announcement,
+            // answering at once and forwarding nothing, must not leave us
+            // alone until the next one, a minute or more later). One at a
+            // time: announcing through every seed at once fills a
+            // newcomer with peers near its own location and few long
+            // links (a 300-node opennet found 77 % instead of 97 %).
             self.node.announce_via(ms, pid, rng);
         } else if self.cfg.opennet && self.node.peer_count() == 1 {
             // The first peer (the first node back after losing them

@@ -446,6 +446,16 @@ impl<V: Verifier> PeerPolicy<V> {
         self.node.stats()
     }
 
+    /// The routing core's counters with the tunnel layer's filled in.
+    #[must_use]
+    pub fn all_stats(&self) -> lichen_routing::Stats {
+        let mut s = self.node.stats().clone();
+        if let Some(t) = &self.tunnels {
+            s.tunnels = t.stats();
+        }
+        s
+    }
+
     /// The remembered peers.
     #[must_use]
     pub fn peer_list(&self) -> &PeerList {

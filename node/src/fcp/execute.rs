@@ -139,6 +139,11 @@ impl Conn {
                     ("backoffWaits", s.backoff_waits),
                     ("droppedLeastUseful", s.dropped_least_useful),
                     ("insertsForked", s.inserts_forked),
+                    ("tunnelOwnSent", s.tunnels.own_sent),
+                    ("tunnelOwnDirect", s.tunnels.own_direct),
+                    ("tunnelsBuilt", s.tunnels.built),
+                    ("tunnelBuildFailed", s.tunnels.build_failed),
+                    ("tunnelExitRequests", s.tunnels.exit_requests),
                 ] {
                     f.push(format!("volatile.lichen.{name}"), v.to_string());
                 }

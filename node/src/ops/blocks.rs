@@ -364,6 +364,9 @@ mod tests {
                     peer_dir: None,
                     max_remembered: 0,
                     seeds: Vec::new(),
+                    // Two-node and line networks: no room for tunnels (routing
+                    // alone is under test).
+                    tunnel_hops: 0,
                 }
             };
         // The bare peer.

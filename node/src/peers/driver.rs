@@ -135,7 +135,7 @@ pub(super) async fn drive(
         stats
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone_from(d.policy.stats());
+            .clone_from(&d.policy.all_stats());
     }
     connected.store(0, Ordering::Relaxed);
     d.policy.shutdown();
@@ -158,13 +158,13 @@ impl Driver {
             location: setup.location,
             seeds: setup.seeds.clone(),
             tunnels: lichen_routing::TunnelConfig {
-                hops: 0,
+                hops: setup.tunnel_hops,
                 ..Default::default()
             },
         };
         let mut policy = PeerPolicy::new(cfg, list, verify as Verify, clock.now(), clock.now_ms());
-        // Relay and exit tunnels for others; own requests use them only
-        // when `tunnels.hops` says so (off until measured: docs/tunnels.md).
+        // Relay and exit tunnels for others; own requests use them unless
+        // `[anonymity] tunnel_hops = 0` (docs/tunnels.md).
         policy.enable_tunnels(setup.keys.static_secret());
         Driver {
             policy,

@@ -78,6 +78,9 @@ pub struct PeerSetup {
     pub max_remembered: usize,
     /// Opennet seed nodes, dialed while the node has no peer.
     pub seeds: Vec<(NodeRef, Vec<u8>)>,
+    /// Hops of the tunnels own requests go through (0: none;
+    /// `[anonymity] tunnel_hops`).
+    pub tunnel_hops: u8,
 }
 
 impl std::fmt::Debug for PeerSetup {

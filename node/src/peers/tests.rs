@@ -99,6 +99,9 @@ async fn setup(
         peer_dir: dir,
         max_remembered: 8,
         seeds: Vec::new(),
+        // Networks of two and three nodes: too small for tunnels; these
+        // tests are about links and routing.
+        tunnel_hops: 0,
     };
     (setup, l, r)
 }

@@ -293,4 +293,8 @@ pub struct Stats {
     /// fresh id (`Node::fork_on_cacheable`).
     #[serde(default)]
     pub inserts_forked: u64,
+    /// The tunnel layer's counters (filled in by its embedder from
+    /// [`crate::Tunnelled::stats`]; zero in the routing core's own copy).
+    #[serde(default)]
+    pub tunnels: crate::tunnelled::TunnelStats,
 }

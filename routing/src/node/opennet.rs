@@ -121,6 +121,14 @@ impl<V: Verifier> Node<V> {
         self.announce_through(now, id, Some(peer), rng);
     }
 
+    /// Whether an announcement of ours is on its way (not answered yet).
+    #[must_use]
+    pub fn announcing(&self) -> bool {
+        self.pending
+            .values()
+            .any(|p| p.announce.is_some() && p.upstream == Upstream::Local)
+    }
+
     fn announce_through(
         &mut self,
         now: Millis,
