@@ -13,7 +13,7 @@
 //!   `Create` and of every forward cell, and the requests it runs for that
 //!   circuit (its own software knows which circuit handed it each request;
 //!   the simulator recovers that from when the exit answers, see
-//!   [`Sim::corr_on_send`]).
+//!   `Sim::corr_on_send`).
 //!
 //! A guard circuit and an exit circuit are linked when every event of the
 //! exit circuit (its `Create` and each forward cell) follows a forward cell
