@@ -222,6 +222,15 @@ impl Tunnelled {
         self.guards = guards;
     }
 
+    /// **Simulator-only adversary knob** (`lichen sim --lying-lists on`):
+    /// this node's `Peers` lists name only its peers among `colluders`;
+    /// see [`Tunnels::sim_adversary_lying_lists`]. Not reachable from any
+    /// node configuration.
+    #[doc(hidden)]
+    pub fn sim_adversary_lying_lists(&mut self, colluders: std::collections::BTreeSet<[u8; 32]>) {
+        self.engine.sim_adversary_lying_lists(colluders);
+    }
+
     /// Own tunnels open or being built.
     #[must_use]
     pub fn tunnel_count(&self) -> usize {

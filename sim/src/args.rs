@@ -33,7 +33,8 @@ pub fn usage() -> &'static str {
   --interval MS        gap between requests in ms (10)
   --attack NAME        run and measure an attack: downloader | uploader |
                        fold | probe | probe-unasked | traceback | eclipse |
-                       pitch-black (darknet only; the adversary kind becomes lie-swap)
+                       pitch-black (darknet only; the adversary kind becomes lie-swap) |
+                       correlation (tunnels: colluding guard and exit)
   --files N            attack workload: files inserted (10)
   --file-blocks N      attack workload: blocks per file (256)
   --downloaders N      attack workload: honest nodes each downloading a file;
@@ -42,6 +43,8 @@ pub fn usage() -> &'static str {
   --pitch-probe X      darknet: Hyphanet's Pitch Black probe, on | off (off)
   --days N             pitch-black: attacked days after day 0 (8)
   --tunnel-hops N      own requests through premix tunnels of N hops, 0-3 (0)
+  --lying-lists X      adversary nodes name only colluders in tunnel peer
+                       lists, on | off (off)
   --json               print the report as JSON
   --help               this text"
 }
@@ -81,6 +84,7 @@ fn attack_flag(c: &mut SimConfig, flag: &str, v: Option<String>) -> Result<(), S
                 Some("traceback") => Attack::Traceback,
                 Some("eclipse") => Attack::Eclipse,
                 Some("pitch-black") => Attack::PitchBlack,
+                Some("correlation") => Attack::Correlation,
                 other => return Err(format!("--attack: unknown {other:?}")),
             });
         }
@@ -158,6 +162,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Option<Cli>
             "--pitch-defence" => c.pitch_defence = on_off(&flag, val())?,
             "--pitch-probe" => c.pitch_probe = on_off(&flag, val())?,
             "--days" => c.days = num(&flag, val())?,
+            "--lying-lists" => c.lying_lists = on_off(&flag, val())?,
             "--json" => json = true,
             "--help" | "-h" => return Ok(None),
             other => return Err(format!("unknown flag {other:?}\n{}", usage())),
@@ -220,5 +225,11 @@ mod tests {
         assert_eq!(c.config.days, 3);
         assert!(p("--attack pitch-black").is_err(), "darknet only");
         assert!(p("--pitch-defence maybe").is_err());
+        let c = p("--attack correlation --tunnel-hops 2 --lying-lists on")
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.config.attack, Some(Attack::Correlation));
+        assert!(c.config.lying_lists);
+        assert!(p("--lying-lists yes").is_err());
     }
 }

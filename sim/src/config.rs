@@ -93,6 +93,11 @@ pub enum Attack {
     /// swaps; measured day by day: clustering of honest locations and
     /// success of requests for the previous day's data.
     PitchBlack,
+    /// End-to-end correlation through premix tunnels (Tor's threat model;
+    /// timing as in Murdoch & Danezis, S&P 2005): a colluding guard and a
+    /// colluding exit link their circuits by cell timing and name the
+    /// user behind the exit's requests.
+    Correlation,
 }
 
 impl Attack {
@@ -108,6 +113,7 @@ impl Attack {
             Attack::Traceback => "traceback",
             Attack::Eclipse => "eclipse",
             Attack::PitchBlack => "pitch-black",
+            Attack::Correlation => "correlation",
         }
     }
 }
@@ -183,6 +189,11 @@ pub struct SimConfig {
     /// `pitch-black`: attacked days after the unattacked day 0.
     #[serde(default = "default_days")]
     pub days: usize,
+    /// The adversary's nodes lie in the tunnel `Peers` lists they send,
+    /// naming only their colluding peers (a simulator-only adversary
+    /// knob: `PeerPolicy::sim_adversary_lying_lists`).
+    #[serde(default)]
+    pub lying_lists: bool,
 }
 
 fn default_days() -> usize {
@@ -220,6 +231,7 @@ impl Default for SimConfig {
             pitch_defence: true,
             pitch_probe: false,
             days: default_days(),
+            lying_lists: false,
         }
     }
 }

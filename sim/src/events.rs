@@ -54,6 +54,7 @@ impl Sim {
             let root = self.root(*id);
             self.last_in.insert((to, *key), root);
         }
+        self.attack_delivered(to, from, &msg);
         if self.nodes[t].adversary {
             self.observe(to, from, &msg);
             if self.attack_observe(to, from, &msg) {
@@ -354,6 +355,7 @@ impl Sim {
         let Some(&(to, pid)) = self.nodes[from as usize].ends.get(&peer) else {
             return;
         };
+        self.attack_sent(from, to, &msg);
         if self.nodes[from as usize].adversary && self.cfg.adversary_kind == Adversary::LieHtl {
             match &mut msg {
                 Message::Request { htl, .. }

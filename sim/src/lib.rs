@@ -14,7 +14,7 @@ mod workload;
 pub use args::{parse_args, usage, Cli};
 pub use attack::{posterior, THRESHOLD};
 pub use config::{Adversary, Attack, Sha256Verifier, SimConfig, Topology};
-pub use report::{Anonymity, AttackReport, PitchBlackReport, PitchDay, Report};
+pub use report::{Anonymity, AttackReport, CorrelationFigures, PitchBlackReport, PitchDay, Report};
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
@@ -416,6 +416,25 @@ impl Sim {
             s.policy.enable_tunnels(&s.secret);
         }
         s.timer_at = u64::MAX;
+        self.lie_if_asked(i);
+    }
+
+    /// With `--lying-lists on`, adversary node `i` names only its
+    /// colluders in the tunnel peer lists it sends (the simulator-only
+    /// knob `PeerPolicy::sim_adversary_lying_lists`).
+    fn lie_if_asked(&mut self, i: u32) {
+        if !self.cfg.lying_lists || !self.nodes[i as usize].adversary {
+            return;
+        }
+        let colluders: std::collections::BTreeSet<[u8; 32]> = self
+            .nodes
+            .iter()
+            .filter(|s| s.adversary)
+            .map(|s| s.key)
+            .collect();
+        self.nodes[i as usize]
+            .policy
+            .sim_adversary_lying_lists(colluders);
     }
 
     /// The nodes node `i` has as routing peers.

@@ -86,9 +86,46 @@ pub struct AttackReport {
     /// during the attack.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replacements: Option<u64>,
+    /// `correlation`: the end-to-end figures (tunnels, capture, downloads
+    /// caught).
+    #[serde(default, flatten)]
+    pub correlation: Option<CorrelationFigures>,
     /// `pitch-black` only: the day-by-day figures.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pitch_black: Option<PitchBlackReport>,
+}
+
+/// The `correlation` attack's own figures (flattened into the `attack`
+/// object of the JSON report).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CorrelationFigures {
+    /// Downloads (one downloader fetching one file) of the workload.
+    pub downloads: usize,
+    /// Downloads whose downloader the adversary named, rightly, for at
+    /// least one of the file's blocks.
+    pub downloads_caught: usize,
+    /// downloads_caught / downloads.
+    pub downloads_caught_fraction: f64,
+    /// Of the downloads' (downloader, block) fetches, the share the
+    /// adversary rightly named the downloader for.
+    pub blocks_caught_fraction: f64,
+    /// Tunnels of honest users built to full length (ground truth).
+    pub tunnels: usize,
+    /// Of those, with an adversary guard and an adversary exit.
+    pub captured_tunnels: usize,
+    /// captured_tunnels / tunnels.
+    pub capture_rate: f64,
+    /// Of the tunnels, with an adversary guard.
+    pub guard_rate: f64,
+    /// Fraction of nodes run by the adversary.
+    pub f: f64,
+    /// f squared: the capture rate if guard and exit were independent
+    /// uniform draws.
+    pub f_squared: f64,
+    /// Answered fetches the adversary's exits ran for a circuit.
+    pub exit_requests: usize,
+    /// Of those, linked by timing to a colluding guard's circuit.
+    pub linked: usize,
 }
 
 /// The `pitch-black` attack, day by day. A "day" is the defence's probe
@@ -171,6 +208,7 @@ impl AttackReport {
             success_after_turn: None,
             replacements: None,
             pitch_black: None,
+            correlation: None,
         }
     }
 }
@@ -400,6 +438,19 @@ fn write_attack(s: &mut String, a: &AttackReport) {
         "  attack candidates            {} ({} true, {} reachable), {} accused at posterior >= {}",
         a.candidates, a.true_candidates, a.reachable, a.accusations, a.threshold
     );
+    if let Some(c) = &a.correlation {
+        let _ = writeln!(
+            s,
+            "  correlation                  downloads caught {}/{} ({:.4}), blocks {:.4}; exit fetches {}, linked {}",
+            c.downloads_caught, c.downloads, c.downloads_caught_fraction, c.blocks_caught_fraction,
+            c.exit_requests, c.linked
+        );
+        let _ = writeln!(
+            s,
+            "  tunnels                      {} built, captured {} ({:.4}), guard {:.4}; F {:.4}, F^2 {:.4}",
+            c.tunnels, c.captured_tunnels, c.capture_rate, c.guard_rate, c.f, c.f_squared
+        );
+    }
     if let (Some(b), Some(c)) = (a.success_before_turn, a.success_after_turn) {
         let t = a
             .time_to_capture_s

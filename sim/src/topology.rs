@@ -92,6 +92,9 @@ impl Sim {
         for &i in idx.iter().take(advs) {
             self.nodes[i as usize].adversary = true;
         }
+        for &i in idx.iter().take(advs) {
+            self.lie_if_asked(i);
+        }
         self.push(self.now + TICK_MS, Ev::Tick);
         match self.cfg.topology {
             Topology::SmallWorld => self.small_world(false),

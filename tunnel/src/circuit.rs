@@ -9,7 +9,7 @@
 //! it may hold here and in how fast it may create them; anything that
 //! does not fit the protocol tears the circuit down at that hop.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use rand::seq::SliceRandom;
 use rand::{Rng, RngCore};
@@ -159,6 +159,8 @@ pub struct Tunnels<P> {
     next_id: u64,
     transmit: VecDeque<(P, TunnelMsg)>,
     events: VecDeque<Event>,
+    /// Simulator-only adversary knob: see [`Tunnels::sim_adversary_lying_lists`].
+    lie_with: Option<BTreeSet<[u8; 32]>>,
 }
 
 impl<P> std::fmt::Debug for Tunnels<P> {
@@ -187,7 +189,20 @@ impl<P: Copy + Ord> Tunnels<P> {
             next_id: 1,
             transmit: VecDeque::new(),
             events: VecDeque::new(),
+            lie_with: None,
         }
+    }
+
+    /// **Simulator-only adversary knob**, for `lichen sim --lying-lists
+    /// on` (`docs/anonymity.md`, "End-to-end correlation"): from now on
+    /// the `Peers` lists this node sends name only its peers among
+    /// `colluders` (its real list when none of its peers is one), so that
+    /// an originator can only extend to a colluder. No configuration of a
+    /// node reaches this; only the simulator calls it, for its adversary
+    /// nodes, to measure what a lying hop gains.
+    #[doc(hidden)]
+    pub fn sim_adversary_lying_lists(&mut self, colluders: BTreeSet<[u8; 32]>) {
+        self.lie_with = Some(colluders);
     }
 
     /// The next message to send, and to which peer.
@@ -512,6 +527,11 @@ impl<P: Copy + Ord> Tunnels<P> {
         let size = capacity(usize::from(depth));
         let mut keys = links.extend_candidates();
         keys.retain(|k| *k != self.public);
+        if let Some(c) = &self.lie_with {
+            if keys.iter().any(|k| c.contains(k)) {
+                keys.retain(|k| c.contains(k));
+            }
+        }
         let room = (size - COMMAND_HEADER) / 32;
         let (chosen, _) = keys.partial_shuffle(rng, room);
         let plain = Command::Peers {

@@ -246,6 +246,40 @@ fn the_originator_draws_the_exit_from_every_peer_the_guard_names() {
     }
 }
 
+/// The simulator-only adversary knob (`lichen sim --lying-lists on`): a
+/// guard that names only its colluders decides the exit; one with no
+/// colluding peer names its real peers.
+#[test]
+fn a_lying_guard_names_only_its_colluders_and_so_picks_the_exit() {
+    let links: Vec<(u32, u32)> = (3..12).map(|p| (1, p)).collect();
+    let mut net = Net::new(12, &links, Limits::default());
+    // Node 7 colludes with guard 1 (and so does a node that is no peer).
+    let colluders: BTreeSet<[u8; 32]> = [net.keys[7], [9u8; 32]].into_iter().collect();
+    net.nodes[1].sim_adversary_lying_lists(colluders);
+    // Node 2 lies too, but has no colluding peer: its list is its real one.
+    net.nodes[2].sim_adversary_lying_lists([[9u8; 32]].into_iter().collect());
+    let mut exits = [0u32; 12];
+    for first in [1, 2] {
+        for _ in 0..30 {
+            net.now += 1_000;
+            let id = net.build(if first == 1 { 0 } else { 1 }, first, 2);
+            net.take(0);
+            net.take(1);
+            net.nodes[if first == 1 { 0 } else { 1 }]
+                .send(id, b"which exit?")
+                .expect("send");
+            net.run();
+            for (n, count) in exits.iter_mut().enumerate() {
+                *count += exit_data(&net.take(n as u32)).len() as u32;
+            }
+        }
+    }
+    // Through guard 1: always node 7. Through node 2 (peers 1 and 3):
+    // node 3 every time (1 is the originator), as with an honest list.
+    assert_eq!(exits[7], 30, "{exits:?}");
+    assert_eq!(exits[3], 30, "{exits:?}");
+}
+
 #[test]
 fn a_cell_changed_by_a_relay_takes_the_tunnel_down_at_the_next_hop() {
     let mut net = Net::new(4, &[], Limits::default());

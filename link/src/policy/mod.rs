@@ -420,6 +420,18 @@ impl<V: Verifier> PeerPolicy<V> {
         ));
     }
 
+    /// **Simulator-only adversary knob** (`lichen sim --lying-lists on`,
+    /// `docs/anonymity.md`): this node's tunnel `Peers` lists name only
+    /// its peers among `colluders` (static keys). Nothing in a node's
+    /// configuration calls this; only the simulator does, for the nodes
+    /// it runs as the adversary. Does nothing without tunnels.
+    #[doc(hidden)]
+    pub fn sim_adversary_lying_lists(&mut self, colluders: std::collections::BTreeSet<[u8; 32]>) {
+        if let Some(t) = &mut self.tunnels {
+            t.sim_adversary_lying_lists(colluders);
+        }
+    }
+
     /// The tunnel layer, if enabled (read only).
     #[must_use]
     pub fn tunnels(&self) -> Option<&lichen_routing::Tunnelled> {

@@ -343,6 +343,7 @@ impl Sim {
             replacements: Some(st.drops.1 - st.drops.0),
             cases: std::collections::BTreeMap::new(),
             pitch_black: None,
+            correlation: None,
         }
     }
 }

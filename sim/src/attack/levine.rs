@@ -183,6 +183,17 @@ impl Sim {
         )
     }
 
+    /// The downloads that really happened: each downloader with the
+    /// block numbers of the file it fetched (for other attacks run on
+    /// this workload).
+    pub(crate) fn file_downloads(&self) -> Vec<(u32, &[u32])> {
+        let st = &self.attack.files;
+        st.truth
+            .iter()
+            .map(|&(u, f)| (u, st.files[f as usize].as_slice()))
+            .collect()
+    }
+
     /// Whether honest node `v` has an adversary among its peers.
     pub(crate) fn has_adversary_peer(&self, v: u32) -> bool {
         self.peer_nodes(v)

@@ -15,7 +15,10 @@
 //!   2012, carried to an eclipse).
 //! - [`pitch_black`]: `pitch-black` (Evans et al., ACSAC 2007): lies in
 //!   darknet location swaps, and the defence against them.
+//! - [`correlation`]: end-to-end timing correlation through premix
+//!   tunnels (Tor's threat model), a colluding guard and exit.
 
+mod correlation;
 mod eclipse;
 mod fold;
 mod levine;
@@ -48,6 +51,9 @@ pub(crate) struct AttackState {
     eclipse: eclipse::EclipseState,
     /// The `pitch-black` days and what they recorded.
     pitch: pitch_black::PitchState,
+    /// The `correlation` colluders' guard and exit circuits, and the
+    /// tunnels' ground truth.
+    corr: correlation::CorrState,
 }
 
 impl Sim {
@@ -55,7 +61,9 @@ impl Sim {
     /// set-up (for `downloader` and `uploader`, inserting the files).
     pub(crate) fn attack_insert_phase(&mut self) {
         match self.cfg.attack {
-            Some(Attack::Downloader | Attack::Uploader) => self.files_insert_phase(),
+            Some(Attack::Downloader | Attack::Uploader | Attack::Correlation) => {
+                self.files_insert_phase();
+            }
             Some(Attack::Eclipse) => self.eclipse_run(),
             Some(Attack::PitchBlack) => self.pitch_black_phase(),
             _ => {}
@@ -66,7 +74,9 @@ impl Sim {
     /// own traffic (for `downloader`, the downloads).
     pub(crate) fn schedule_downloads(&mut self, t0: u64) {
         match self.cfg.attack {
-            Some(Attack::Downloader | Attack::Uploader) => self.files_schedule_downloads(t0),
+            Some(Attack::Downloader | Attack::Uploader | Attack::Correlation) => {
+                self.files_schedule_downloads(t0);
+            }
             Some(a @ (Attack::Probe | Attack::ProbeUnasked)) => {
                 self.probe_schedule(t0, a == Attack::Probe);
             }
@@ -91,7 +101,27 @@ impl Sim {
     ) -> (bool, Option<Message>) {
         match self.cfg.attack {
             Some(Attack::Fold) => self.fold_on_send(from, to, msg),
+            Some(Attack::Correlation) => {
+                self.corr_on_send(from, to, msg);
+                (false, None)
+            }
             _ => (false, None),
+        }
+    }
+
+    /// Any node `to` (honest or not) received `msg` from `from`, before
+    /// its policy sees it: ground truth for the attack's scoring only.
+    pub(crate) fn attack_delivered(&mut self, to: u32, from: u32, msg: &Message) {
+        if self.cfg.attack == Some(Attack::Correlation) {
+            self.corr_delivered(to, from, msg);
+        }
+    }
+
+    /// Any node `from` puts `msg` for `to` on the wire: ground truth for
+    /// the attack's scoring only.
+    pub(crate) fn attack_sent(&mut self, from: u32, to: u32, msg: &Message) {
+        if self.cfg.attack == Some(Attack::Correlation) {
+            self.corr_sent(from, to, msg);
         }
     }
 
@@ -104,8 +134,14 @@ impl Sim {
 
     /// A fetch of `block` started at `node` (ground truth).
     pub(crate) fn attack_fetch_started(&mut self, node: u32, block: u32) {
-        if matches!(self.cfg.attack, Some(Attack::Downloader | Attack::Uploader)) {
+        if matches!(
+            self.cfg.attack,
+            Some(Attack::Downloader | Attack::Uploader | Attack::Correlation)
+        ) {
             self.files_fetch_started(node, block);
+        }
+        if self.cfg.attack == Some(Attack::Correlation) {
+            self.corr_fetch_started(node, block);
         }
     }
 
@@ -121,6 +157,10 @@ impl Sim {
             Some(Attack::Probe | Attack::ProbeUnasked) => self.probe_observe(to, from, msg),
             Some(Attack::Traceback) => self.traceback_observe(to, from, msg),
             Some(Attack::Eclipse) => self.eclipse_intercept(to, from, msg),
+            Some(Attack::Correlation) => {
+                self.corr_observe(to, from, msg);
+                false
+            }
             _ => false,
         }
     }
@@ -134,6 +174,7 @@ impl Sim {
             Attack::Traceback => Some(self.traceback_report()),
             Attack::Eclipse => Some(self.eclipse_report()),
             Attack::PitchBlack => Some(self.pitch_black_report()),
+            Attack::Correlation => Some(self.correlation_report()),
         }
     }
 }
