@@ -92,24 +92,7 @@ impl Sim {
                     0 => {
                         let a = self.rng.gen_range(existing.clone()) as u32;
                         let b = self.rng.gen_range(existing.clone()) as u32;
-                        self.push(
-                            at,
-                            Ev::Fetch {
-                                node: v,
-                                block: a,
-                                measured: false,
-                            },
-                        );
-                        if asked {
-                            self.push(
-                                at,
-                                Ev::Fetch {
-                                    node: other,
-                                    block: b,
-                                    measured: false,
-                                },
-                            );
-                        }
+                        self.probe_fetches(at, (v, a), asked.then_some((other, b)));
                         (a, b)
                     }
                     1 => {
@@ -133,24 +116,7 @@ impl Sim {
                     }
                     _ => {
                         let (a, b) = (self.new_block(), self.new_block());
-                        self.push(
-                            at,
-                            Ev::Fetch {
-                                node: v,
-                                block: a,
-                                measured: false,
-                            },
-                        );
-                        if asked {
-                            self.push(
-                                at,
-                                Ev::Fetch {
-                                    node: other,
-                                    block: b,
-                                    measured: false,
-                                },
-                            );
-                        }
+                        self.probe_fetches(at, (v, a), asked.then_some((other, b)));
                         (a, b)
                     }
                 };
@@ -174,6 +140,21 @@ impl Sim {
 
     /// Time for pair `tag`'s probes: the colluder asks the victim for both
     /// keys at once, in random order.
+    /// The victim's fetch `(node, block)` at `at`, and the control's (a
+    /// random honest node's) at the same moment, when there is one.
+    fn probe_fetches(&mut self, at: u64, victim: (u32, u32), control: Option<(u32, u32)>) {
+        for (node, block) in std::iter::once(victim).chain(control) {
+            self.push(
+                at,
+                Ev::Fetch {
+                    node,
+                    block,
+                    measured: false,
+                },
+            );
+        }
+    }
+
     pub(crate) fn probe_send(&mut self, tag: u64) {
         let Some(p) = self.attack.probe.pairs.get(tag as usize) else {
             return;
