@@ -17,7 +17,20 @@
 //! noderef = "lichen-noderef-v1:…"
 //! last_seen = 1700000000000  # ms since the Unix epoch, 0: never connected
 //! failures = 0               # connection attempts failed in a row
+//!
+//! [[guard]]                  # the first hops of this node's tunnels
+//! key = "9f3c…"              # static key, 64 hex digits
+//! added = 1700000000000      # ms since the Unix epoch: became a guard
+//! seen = 1700000000000       # last connected
+//! attempts = 40              # tunnels started through it
+//! built = 38                 # of those, built
 //! ```
+//!
+//! Guards are kept so that a restart does not draw new first hops (which
+//! would undo what guards are for: `docs/tunnels.md`). A guard saved before
+//! this run started counts as added and seen when the run started (the
+//! tunnel layer's clock starts there): a restart lengthens a guard's
+//! lifetime and its grace while gone, never shortens them.
 //!
 //! Loading never fails the node: an unreadable or damaged file is reported
 //! and moved aside (`peers.toml.damaged`), a bad entry is skipped. Friends
@@ -26,6 +39,7 @@
 //! failed attempts in a row once not seen for a day.
 
 use super::noderef::NodeRef;
+use lichen_tunnel::guards::Guard;
 use serde::{Deserialize, Serialize};
 
 /// Format version this node writes and reads.
@@ -112,6 +126,8 @@ pub enum Added {
 pub struct PeerList {
     entries: Vec<Entry>,
     max_opennet: usize,
+    /// The tunnel guards (times: ms since the Unix epoch).
+    guards: Vec<Guard>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -120,6 +136,41 @@ struct OnDisk {
     version: u32,
     #[serde(default)]
     peer: Vec<OnDiskEntry>,
+    #[serde(default)]
+    guard: Vec<OnDiskGuard>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OnDiskGuard {
+    key: String,
+    added: u64,
+    seen: u64,
+    #[serde(default)]
+    attempts: u32,
+    #[serde(default)]
+    built: u32,
+}
+
+/// Most guards saved (the tunnel layer keeps a few besides its two).
+pub const SAVED_GUARDS: usize = 8;
+
+fn to_hex(b: &[u8; 32]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn from_hex(s: &str) -> Option<[u8; 32]> {
+    let s = s.as_bytes();
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, o) in out.iter_mut().enumerate() {
+        let hi = char::from(s[2 * i]).to_digit(16)?;
+        let lo = char::from(s[2 * i + 1]).to_digit(16)?;
+        *o = u8::try_from(hi * 16 + lo).ok()?;
+    }
+    Some(out)
 }
 
 #[derive(Serialize, Deserialize)]
@@ -140,7 +191,20 @@ impl PeerList {
         PeerList {
             entries: Vec::new(),
             max_opennet,
+            guards: Vec::new(),
         }
+    }
+
+    /// The saved tunnel guards (times in ms since the Unix epoch).
+    #[must_use]
+    pub fn guards(&self) -> &[Guard] {
+        &self.guards
+    }
+
+    /// Replace the saved tunnel guards (at most [`SAVED_GUARDS`] are kept).
+    pub fn set_guards(&mut self, mut guards: Vec<Guard>) {
+        guards.truncate(SAVED_GUARDS);
+        self.guards = guards;
     }
 
     /// All entries, friends first.
@@ -304,6 +368,17 @@ impl PeerList {
                     failures: e.failures,
                 })
                 .collect(),
+            guard: self
+                .guards
+                .iter()
+                .map(|g| OnDiskGuard {
+                    key: to_hex(&g.key),
+                    added: g.added,
+                    seen: g.seen,
+                    attempts: g.attempts,
+                    built: g.built,
+                })
+                .collect(),
         };
         let body = toml::to_string(&d).unwrap_or_default();
         format!("# Lichen's remembered peers (docs/running.md). Written by the node.\n{body}")
@@ -343,6 +418,26 @@ impl PeerList {
                 bytes,
                 last_seen: p.last_seen,
                 failures: p.failures,
+            });
+        }
+        for (i, g) in d.guard.into_iter().enumerate() {
+            let Some(key) = from_hex(&g.key) else {
+                warnings.push(format!("guard entry {} skipped: not a key", i + 1));
+                continue;
+            };
+            if list.guards.len() >= SAVED_GUARDS || list.guards.iter().any(|x| x.key == key) {
+                warnings.push(format!(
+                    "guard entry {} skipped: too many or a duplicate",
+                    i + 1
+                ));
+                continue;
+            }
+            list.guards.push(Guard {
+                key,
+                added: g.added,
+                seen: g.seen,
+                attempts: g.attempts,
+                built: g.built.min(g.attempts),
             });
         }
         list.sort();
@@ -479,5 +574,34 @@ mod tests {
         let before = l.entries().len();
         assert!(!l.seen(None, &[9; 32], 8));
         assert_eq!(l.entries().len(), before);
+    }
+
+    #[test]
+    fn guards_round_trip_and_bad_guard_entries_are_skipped() {
+        let mut l = PeerList::new(4);
+        let g = |b: u8| Guard {
+            key: [b; 32],
+            added: 1_700_000_000_000,
+            seen: 1_700_000_100_000,
+            attempts: 30,
+            built: 29,
+        };
+        l.set_guards((0..12).map(g).collect());
+        assert_eq!(l.guards().len(), SAVED_GUARDS, "at most SAVED_GUARDS kept");
+        let (back, w) = PeerList::from_toml(&l.to_toml(), 4).unwrap();
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(back.guards(), l.guards());
+        let text = format!(
+            "version = 1\n[[guard]]\nkey = \"zz\"\nadded = 1\nseen = 1\n\
+             [[guard]]\nkey = \"{k}\"\nadded = 1\nseen = 2\nattempts = 3\nbuilt = 9\n\
+             [[guard]]\nkey = \"{k}\"\nadded = 1\nseen = 2\n",
+            k = "ab".repeat(32)
+        );
+        let (back, w) = PeerList::from_toml(&text, 4).unwrap();
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert_eq!(back.guards().len(), 1);
+        assert_eq!(back.guards()[0].key, [0xab; 32]);
+        assert_eq!(back.guards()[0].built, 3, "built is at most attempts");
+        assert!(PeerList::from_toml("version = 1\n[[guard]]\nkey = 5\n", 4).is_err());
     }
 }

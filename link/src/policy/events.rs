@@ -427,6 +427,7 @@ impl<V: Verifier> PeerPolicy<V> {
             if let Some(t) = &mut self.tunnels {
                 t.tick(ms, &mut self.node, rng);
             }
+            self.sync_guards();
         }
     }
 

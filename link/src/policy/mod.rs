@@ -414,10 +414,53 @@ impl<V: Verifier> PeerPolicy<V> {
     /// tunnels, answering tunnel handshakes with the node's static link
     /// secret. Without this, tunnel messages are dropped.
     pub fn enable_tunnels(&mut self, static_secret: &[u8; 32]) {
-        self.tunnels = Some(lichen_routing::Tunnelled::new(
-            *static_secret,
-            self.cfg.tunnels,
-        ));
+        let mut t = lichen_routing::Tunnelled::new(*static_secret, self.cfg.tunnels);
+        // The guards of the last run (their times move to this run's
+        // clock, which starts now: earlier times become its start).
+        let base = self.wall_start_ms;
+        let saved: Vec<lichen_tunnel::guards::Guard> = self
+            .list
+            .guards()
+            .iter()
+            .map(|g| lichen_tunnel::guards::Guard {
+                added: g.added.saturating_sub(base),
+                seen: g.seen.saturating_sub(base),
+                ..g.clone()
+            })
+            .collect();
+        if !saved.is_empty() {
+            t.set_guards(lichen_tunnel::guards::Guards::from_list(saved));
+        }
+        self.tunnels = Some(t);
+    }
+
+    /// Copy the tunnel layer's guards into the peer list when the set or
+    /// its counts changed (saved with the list, within `SAVE_EVERY`).
+    fn sync_guards(&mut self) {
+        let Some(t) = &self.tunnels else {
+            return;
+        };
+        let base = self.wall_start_ms;
+        let now: Vec<lichen_tunnel::guards::Guard> = t
+            .guards()
+            .list()
+            .iter()
+            .map(|g| lichen_tunnel::guards::Guard {
+                added: g.added.saturating_add(base),
+                seen: g.seen.saturating_add(base),
+                ..g.clone()
+            })
+            .collect();
+        let same = |a: &[lichen_tunnel::guards::Guard], b: &[lichen_tunnel::guards::Guard]| {
+            a.len() == b.len()
+                && a.iter().zip(b).all(|(x, y)| {
+                    (x.key, x.added, x.attempts, x.built) == (y.key, y.added, y.attempts, y.built)
+                })
+        };
+        if !same(&now, self.list.guards()) {
+            self.list.set_guards(now);
+            self.dirty = true;
+        }
     }
 
     /// **Simulator-only adversary knob** (`lichen sim --lying-lists on`,

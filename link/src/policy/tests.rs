@@ -560,3 +560,55 @@ fn one_network_holds_at_most_two_peer_slots_and_two_seed_client_slots() {
     );
     assert_eq!(address_prefix(IpAddr::from([127, 0, 0, 1])), None);
 }
+
+#[test]
+fn tunnel_guards_are_saved_with_the_peer_list_and_kept_after_a_restart() {
+    let mut m = mesh();
+    let hops2 = |c: &mut PolicyConfig| c.tunnels.hops = 2;
+    let a = add(&mut m, 1, hops2);
+    let others: Vec<usize> = (2..6).map(|s| add(&mut m, s, hops2)).collect();
+    for i in std::iter::once(a).chain(others.iter().copied()) {
+        let secret = [u8::try_from(i + 1).unwrap(); 32];
+        m.nodes[i].policy.enable_tunnels(&secret);
+    }
+    for &o in &others {
+        m.dial(a, o);
+    }
+    m.dial(others[0], others[1]);
+    m.dial(others[2], others[3]);
+    // Tunnel ticks draw the guards; the list is written within SAVE_EVERY.
+    m.advance(SAVE_EVERY + Duration::from_secs(10));
+    let live: Vec<[u8; 32]> = m.nodes[a]
+        .policy
+        .tunnels()
+        .unwrap()
+        .guards()
+        .list()
+        .iter()
+        .map(|g| g.key)
+        .collect();
+    assert!(!live.is_empty(), "no guards drawn");
+    let saved = m.nodes[a].saved.clone().expect("the list was saved");
+    let keys: Vec<[u8; 32]> = saved.guards().iter().map(|g| g.key).collect();
+    assert_eq!(keys, live);
+    // Wall-clock times on disk, not the run's clock.
+    assert!(saved.guards().iter().all(|g| g.added >= 1_700_000_000_000));
+    // The file form keeps them.
+    let (back, warnings) = PeerList::from_toml(&saved.to_toml(), 16).unwrap();
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(back.guards(), saved.guards());
+    // A restart (a new policy from the saved list) starts with the same
+    // guards, not new ones.
+    let again = m.add([1; 32], 1 << 58, back, accept_all, hops2);
+    m.nodes[again].policy.enable_tunnels(&[1; 32]);
+    let restored: Vec<[u8; 32]> = m.nodes[again]
+        .policy
+        .tunnels()
+        .unwrap()
+        .guards()
+        .list()
+        .iter()
+        .map(|g| g.key)
+        .collect();
+    assert_eq!(restored, live);
+}
