@@ -240,12 +240,14 @@ impl Tunnelled {
     /// A peer's link is up; `key` is its static key.
     pub fn peer_added(&mut self, peer: PeerId, key: [u8; 32]) {
         self.keys.insert(peer, key);
+        self.engine.set_neighbours(self.keys.values().copied());
     }
 
     /// A peer's link is gone: every tunnel through it ends (what that
     /// means for requests is settled at the next call that has the node).
     pub fn peer_removed(&mut self, peer: PeerId) {
         self.keys.remove(&peer);
+        self.engine.set_neighbours(self.keys.values().copied());
         self.engine.peer_gone(peer);
     }
 

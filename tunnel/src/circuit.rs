@@ -161,6 +161,9 @@ pub struct Tunnels<P> {
     events: VecDeque<Event>,
     /// Simulator-only adversary knob: see [`Tunnels::sim_adversary_lying_lists`].
     lie_with: Option<BTreeSet<[u8; 32]>>,
+    /// Our own peers' static keys: not chosen as exits when another can
+    /// be ([`Tunnels::set_neighbours`]).
+    neighbours: BTreeSet<[u8; 32]>,
 }
 
 impl<P> std::fmt::Debug for Tunnels<P> {
@@ -190,6 +193,7 @@ impl<P: Copy + Ord> Tunnels<P> {
             transmit: VecDeque::new(),
             events: VecDeque::new(),
             lie_with: None,
+            neighbours: BTreeSet::new(),
         }
     }
 
@@ -203,6 +207,12 @@ impl<P: Copy + Ord> Tunnels<P> {
     #[doc(hidden)]
     pub fn sim_adversary_lying_lists(&mut self, colluders: BTreeSet<[u8; 32]>) {
         self.lie_with = Some(colluders);
+    }
+
+    /// Our own peers' static keys, which own tunnels avoid as exits when
+    /// the previous hop offers another (call when peers come and go).
+    pub fn set_neighbours(&mut self, keys: impl IntoIterator<Item = [u8; 32]>) {
+        self.neighbours = keys.into_iter().collect();
     }
 
     /// The next message to send, and to which peer.
@@ -608,11 +618,26 @@ impl<P: Copy + Ord> Tunnels<P> {
             return Err(TunnelError::UnknownCircuit);
         };
         own.awaiting_peers = false;
-        let eligible: Vec<[u8; 32]> = keys
+        let mut eligible: Vec<[u8; 32]> = keys
             .iter()
             .filter(|k| **k != me && !own.path.contains(k))
             .copied()
             .collect();
+        // The exit is not one of our own neighbours when another can be:
+        // an exit next to us would send its requests (ours) at the
+        // highest HTL to us among others, and we would pass them on to
+        // our other neighbours as a downloader's neighbour sees a
+        // downloader do.
+        if own.path.len() + 1 == own.hops {
+            let far: Vec<[u8; 32]> = eligible
+                .iter()
+                .filter(|k| !self.neighbours.contains(*k))
+                .copied()
+                .collect();
+            if !far.is_empty() {
+                eligible = far;
+            }
+        }
         let Some(&hop) = eligible.get(rng.gen_range(0..eligible.len().max(1))) else {
             self.close(CircuitId(id));
             self.events

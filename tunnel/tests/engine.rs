@@ -246,6 +246,39 @@ fn the_originator_draws_the_exit_from_every_peer_the_guard_names() {
     }
 }
 
+#[test]
+fn the_exit_is_not_one_of_the_originators_own_peers_when_another_can_be() {
+    // Guard 1 has peers 0 (us) and 2..=11; we are also linked to 3..=6.
+    // Exits come from 2 and 7..=11 only; with every one of the guard's
+    // other peers ours, one of them is still taken (a small network).
+    let mut links: Vec<(u32, u32)> = (3..12).map(|p| (1, p)).collect();
+    links.extend((3..7).map(|p| (0, p)));
+    let mut net = Net::new(12, &links, Limits::default());
+    let ours: Vec<[u8; 32]> = [1, 3, 4, 5, 6].iter().map(|&p| net.keys[p]).collect();
+    net.nodes[0].set_neighbours(ours);
+    let mut exits = [0u32; 12];
+    for _ in 0..100 {
+        net.now += 1_000;
+        let id = net.build(0, 1, 2);
+        assert_eq!(net.take(0), vec![Event::Opened(id)]);
+        net.nodes[0].send(id, b"which exit?").expect("send");
+        net.run();
+        for (n, count) in exits.iter_mut().enumerate() {
+            *count += exit_data(&net.take(n as u32)).len() as u32;
+        }
+        net.nodes[0].close(id);
+        net.run();
+    }
+    assert_eq!(exits[3..7].iter().sum::<u32>(), 0, "{exits:?}");
+    assert_eq!(exits.iter().sum::<u32>(), 100);
+    // All of the guard's other peers are ours: one of them is the exit.
+    let all: Vec<[u8; 32]> = (1..12).map(|p| net.keys[p]).collect();
+    net.nodes[0].set_neighbours(all);
+    net.now += 1_000;
+    let id = net.build(0, 1, 2);
+    assert_eq!(net.take(0), vec![Event::Opened(id)]);
+}
+
 /// The simulator-only adversary knob (`lichen sim --lying-lists on`): a
 /// guard that names only its colluders decides the exit; one with no
 /// colluding peer names its real peers.
