@@ -19,7 +19,9 @@ use std::collections::{BTreeMap, VecDeque};
 
 use lichen_tunnel::exit::{ExitReply, ExitRequest, Outcome};
 use lichen_tunnel::guards::Guards;
-use lichen_tunnel::{CircuitId, Event, ExitId, Limits, Links, TunnelError, TunnelMsg, Tunnels};
+use lichen_tunnel::{
+    CircuitId, CloseReason, Event, ExitId, Limits, Links, TunnelError, TunnelMsg, Tunnels,
+};
 use rand::{Rng, RngCore};
 
 use crate::message::{KeyKind, Message};
@@ -41,13 +43,25 @@ pub struct TunnelConfig {
     pub lifetime_ms: u64,
     /// A tunnel takes no new request after this many.
     pub max_requests: u32,
-    /// A request not answered by then fails (ms).
+    /// A try not answered by then is given up (ms): the tunnel takes no
+    /// new request and the request goes through another tunnel, or fails
+    /// after [`TunnelConfig::tries`]. A request waiting that long for a
+    /// tunnel fails. Longer than the exit's own request may take (the
+    /// node's fetch timeout, 120 s, and a reroute after it) plus the
+    /// tunnel, or requests the exit would still answer are cut.
     pub request_timeout_ms: u64,
-    /// Tunnels a request is tried on before it fails.
+    /// Tunnels a request is tried on before it fails (a busy exit's
+    /// refusal is not a try: the request waits for room instead, up to
+    /// [`BUSY_MAX`] refusals).
     pub tries: u8,
-    /// Requests one tunnel may have running at this node as its exit.
+    /// Requests one tunnel may have running at this node as its exit;
+    /// an originator sends no more than this through one tunnel at once.
     pub exit_in_flight: usize,
 }
+
+/// Busy answers (the exit's in-flight limit, or its node overloaded) a
+/// request may get before it fails as overloaded.
+pub const BUSY_MAX: u8 = 8;
 
 impl Default for TunnelConfig {
     fn default() -> Self {
@@ -56,16 +70,18 @@ impl Default for TunnelConfig {
             tunnels: 4,
             lifetime_ms: 10 * 60_000,
             max_requests: 256,
-            request_timeout_ms: 120_000,
+            request_timeout_ms: 300_000,
             tries: 3,
             exit_in_flight: 32,
         }
     }
 }
 
-/// What the tunnel layer did (for the status page, the simulator and the
-/// whole-system tests).
+/// What the tunnel layer did since it started (for the status page, the
+/// simulator's report and the whole-system tests): where requests through
+/// tunnels go wrong.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct TunnelStats {
     /// Own requests and inserts sent through a tunnel (a retry through
     /// another tunnel counts again).
@@ -73,12 +89,104 @@ pub struct TunnelStats {
     /// Own requests and inserts given to routing directly: tunnels off,
     /// or no peer at all (nothing can leave then).
     pub own_direct: u64,
+    /// Own tunnels whose building started.
+    pub builds: u64,
     /// Own tunnels built (opened).
     pub built: u64,
-    /// Own tunnels whose build failed.
+    /// Own tunnels whose build failed (all reasons below).
     pub build_failed: u64,
+    /// A build was wanted but no guard was connected.
+    pub no_guard: u64,
+    /// Builds that failed: a hop could not extend.
+    pub build_failed_extend: u64,
+    /// Builds that failed: a hop tore the tunnel down.
+    pub build_failed_destroyed: u64,
+    /// Builds that failed: the first hop's link went.
+    pub build_failed_peer_gone: u64,
+    /// Builds that failed: not built in time.
+    pub build_failed_timeout: u64,
+    /// Builds that failed: a hop named no peer to extend to.
+    pub build_failed_no_path: u64,
+    /// Builds that failed: a protocol error.
+    pub build_failed_protocol: u64,
+    /// Open tunnels that closed while in use (not retired by us).
+    pub lost_open: u64,
+    /// Own requests and inserts given to the layer for a tunnel.
+    pub requests: u64,
+    /// Sends after the first (another tunnel).
+    pub retries: u64,
+    /// Requests in flight on a tunnel that closed.
+    pub lost_in_flight: u64,
+    /// Tries that got no answer in time.
+    pub try_timeouts: u64,
+    /// Exit answers: found / inserted / collision.
+    pub answered_ok: u64,
+    /// Exit answers: not found (HTL ran out).
+    pub answered_not_found: u64,
+    /// Exit answers: route not found.
+    pub answered_route_not_found: u64,
+    /// Exit answers: the exit's failure table.
+    pub answered_recently_failed: u64,
+    /// Exit answers: the exit's own request timed out.
+    pub answered_timed_out: u64,
+    /// Exit answers: overloaded or refused (the request waits for room).
+    pub answered_busy: u64,
+    /// Exit answers: a block that does not verify, or nonsense.
+    pub answered_bad: u64,
+    /// Own requests that ended without success through tunnels (any
+    /// outcome but found / stored).
+    pub failed: u64,
+    /// Of those, ended as timed out: no tunnel for them in time, or
+    /// every try lost (no answer, tunnel gone, a bad answer).
+    pub failed_timeout: u64,
     /// Requests run here as the exit of somebody's tunnel.
     pub exit_requests: u64,
+    /// As an exit: requests refused (the tunnel's in-flight limit, or
+    /// not decodable).
+    pub exit_refused: u64,
+    /// As an exit: requests whose answer went back.
+    pub exit_answered: u64,
+    /// As an exit: requests finished after their tunnel had gone.
+    pub exit_orphaned: u64,
+}
+
+impl TunnelStats {
+    /// Every counter with its name.
+    #[must_use]
+    pub fn pairs(&self) -> [(&'static str, u64); 30] {
+        [
+            ("own_sent", self.own_sent),
+            ("own_direct", self.own_direct),
+            ("builds", self.builds),
+            ("built", self.built),
+            ("build_failed", self.build_failed),
+            ("no_guard", self.no_guard),
+            ("build_failed_extend", self.build_failed_extend),
+            ("build_failed_destroyed", self.build_failed_destroyed),
+            ("build_failed_peer_gone", self.build_failed_peer_gone),
+            ("build_failed_timeout", self.build_failed_timeout),
+            ("build_failed_no_path", self.build_failed_no_path),
+            ("build_failed_protocol", self.build_failed_protocol),
+            ("lost_open", self.lost_open),
+            ("requests", self.requests),
+            ("retries", self.retries),
+            ("lost_in_flight", self.lost_in_flight),
+            ("try_timeouts", self.try_timeouts),
+            ("answered_ok", self.answered_ok),
+            ("answered_not_found", self.answered_not_found),
+            ("answered_route_not_found", self.answered_route_not_found),
+            ("answered_recently_failed", self.answered_recently_failed),
+            ("answered_timed_out", self.answered_timed_out),
+            ("answered_busy", self.answered_busy),
+            ("answered_bad", self.answered_bad),
+            ("failed", self.failed),
+            ("failed_timeout", self.failed_timeout),
+            ("exit_requests", self.exit_requests),
+            ("exit_refused", self.exit_refused),
+            ("exit_answered", self.exit_answered),
+            ("exit_orphaned", self.exit_orphaned),
+        ]
+    }
 }
 
 struct OwnTunnel {
@@ -87,12 +195,19 @@ struct OwnTunnel {
     started: Millis,
     used: u32,
     in_flight: usize,
+    /// Requests it may carry at once: [`TunnelConfig::exit_in_flight`],
+    /// lowered when its exit says it is busy.
+    room: usize,
+    /// It swallowed a request (no answer in time): no new ones.
+    stale: bool,
 }
 
 struct Waiting {
     id: RequestId,
     req: LocalRequest,
     tries: u8,
+    busy: u8,
+    /// When it (last) began to wait.
     since: Millis,
 }
 
@@ -101,6 +216,8 @@ struct Sent {
     circuit: CircuitId,
     req: LocalRequest,
     tries: u8,
+    busy: u8,
+    /// When it was sent.
     since: Millis,
 }
 
@@ -205,12 +322,6 @@ impl Tunnelled {
         self.cfg.hops > 0
     }
 
-    /// What the layer did.
-    #[must_use]
-    pub fn stats(&self) -> TunnelStats {
-        self.stats
-    }
-
     /// The guards, for saving and status.
     #[must_use]
     pub fn guards(&self) -> &Guards {
@@ -229,6 +340,12 @@ impl Tunnelled {
     #[doc(hidden)]
     pub fn sim_adversary_lying_lists(&mut self, colluders: std::collections::BTreeSet<[u8; 32]>) {
         self.engine.sim_adversary_lying_lists(colluders);
+    }
+
+    /// What the layer did so far.
+    #[must_use]
+    pub fn stats(&self) -> TunnelStats {
+        self.stats
     }
 
     /// Own tunnels open or being built.
@@ -284,10 +401,12 @@ impl Tunnelled {
             }
         }
         let id = RequestId(rng.gen());
+        self.stats.requests += 1;
         self.waiting.push_back(Waiting {
             id,
             req,
             tries: 0,
+            busy: 0,
             since: now,
         });
         self.dispatch(now, rng);
@@ -331,8 +450,14 @@ impl Tunnelled {
                 *load = load.saturating_sub(1);
             }
             let reply = ExitReply { req, outcome }.encode();
-            let _ = self.engine.exit_send(exit, &reply);
+            if self.engine.exit_send(exit, &reply).is_ok() {
+                self.stats.exit_answered += 1;
+            } else {
+                self.stats.exit_orphaned += 1;
+            }
             self.drain_transmit();
+        } else {
+            self.stats.exit_orphaned += 1;
         }
         None
     }
@@ -370,10 +495,14 @@ impl Tunnelled {
 
     fn retired(&self, now: Millis, t: &OwnTunnel) -> bool {
         t.open
-            && (now.saturating_sub(t.started) > self.cfg.lifetime_ms
+            && (t.stale
+                || now.saturating_sub(t.started) > self.cfg.lifetime_ms
                 || t.used >= self.cfg.max_requests)
     }
 
+    /// Tries unanswered for [`TunnelConfig::request_timeout_ms`] go to
+    /// another tunnel (theirs takes no new request); requests that waited
+    /// that long for a tunnel fail.
     fn expire_requests(&mut self, now: Millis) {
         let timeout = self.cfg.request_timeout_ms;
         let late: Vec<u32> = self
@@ -386,23 +515,28 @@ impl Tunnelled {
             if let Some(s) = self.sent.remove(&r) {
                 if let Some(t) = self.tunnels.get_mut(&s.circuit) {
                     t.in_flight = t.in_flight.saturating_sub(1);
+                    t.stale = true;
                 }
-                self.fail(s.id, &s.req);
+                self.stats.try_timeouts += 1;
+                self.retry(now, s, false);
             }
         }
-        while self
-            .waiting
-            .front()
-            .is_some_and(|w| now.saturating_sub(w.since) > timeout)
-        {
-            if let Some(w) = self.waiting.pop_front() {
-                self.fail(w.id, &w.req);
+        let mut kept = VecDeque::with_capacity(self.waiting.len());
+        while let Some(w) = self.waiting.pop_front() {
+            if now.saturating_sub(w.since) > timeout {
+                self.stats.failed_timeout += 1;
+                self.fail(w.id, &w.req, false);
+            } else {
+                kept.push_back(w);
             }
         }
+        self.waiting = kept;
     }
 
-    /// Build tunnels up to the pool size, then give waiting requests to
-    /// open tunnels at random.
+    /// While requests wait, build tunnels up to the pool size (no more
+    /// than there are requests under way: one request does not build four
+    /// tunnels), then give waiting requests to open tunnels with room, at
+    /// random.
     fn dispatch<R: RngCore>(&mut self, now: Millis, rng: &mut R) {
         if !self.enabled() {
             return;
@@ -412,17 +546,18 @@ impl Tunnelled {
             .values()
             .filter(|t| !self.retired(now, t))
             .count();
-        if !self.waiting.is_empty() && usable < self.cfg.tunnels && now >= self.next_build {
+        let want = self.cfg.tunnels.min(self.waiting.len() + self.sent.len());
+        if !self.waiting.is_empty() && usable < want && now >= self.next_build {
             let connected: Vec<[u8; 32]> = self.keys.values().copied().collect();
             self.guards.refresh(now, rng, &connected);
-            for _ in usable..self.cfg.tunnels {
+            for _ in usable..want {
                 self.build(now, rng, &connected);
             }
         }
         let mut open: Vec<CircuitId> = self
             .tunnels
             .iter()
-            .filter(|(_, t)| t.open && !self.retired(now, t))
+            .filter(|(_, t)| t.open && t.in_flight < t.room && !self.retired(now, t))
             .map(|(c, _)| *c)
             .collect();
         while !open.is_empty() {
@@ -430,16 +565,29 @@ impl Tunnelled {
                 return;
             };
             let i = rng.gen_range(0..open.len());
-            if let Err(w) = self.send(now, open[i], w) {
-                // That tunnel is gone (its close not yet processed).
-                open.swap_remove(i);
-                self.waiting.push_front(w);
+            let c = open[i];
+            match self.send(now, c, w) {
+                Ok(()) => {
+                    let full = self
+                        .tunnels
+                        .get(&c)
+                        .is_none_or(|t| t.in_flight >= t.room || self.retired(now, t));
+                    if full {
+                        open.swap_remove(i);
+                    }
+                }
+                Err(w) => {
+                    // That tunnel is gone (its close not yet processed).
+                    open.swap_remove(i);
+                    self.waiting.push_front(w);
+                }
             }
         }
     }
 
     fn build<R: RngCore>(&mut self, now: Millis, rng: &mut R, connected: &[[u8; 32]]) {
         let Some(guard) = self.guards.pick(rng, connected) else {
+            self.stats.no_guard += 1;
             return;
         };
         let Some(peer) = self
@@ -455,6 +603,7 @@ impl Tunnelled {
             .build(now, rng, peer, guard, usize::from(self.cfg.hops))
         {
             self.guards.attempted(&guard);
+            self.stats.builds += 1;
             self.tunnels.insert(
                 c,
                 OwnTunnel {
@@ -463,6 +612,8 @@ impl Tunnelled {
                     started: now,
                     used: 0,
                     in_flight: 0,
+                    room: self.cfg.exit_in_flight.max(1),
+                    stale: false,
                 },
             );
         }
@@ -498,6 +649,9 @@ impl Tunnelled {
             t.in_flight += 1;
         }
         self.stats.own_sent += 1;
+        if w.tries > 0 {
+            self.stats.retries += 1;
+        }
         self.sent.insert(
             req,
             Sent {
@@ -505,6 +659,7 @@ impl Tunnelled {
                 circuit,
                 req: w.req,
                 tries: w.tries + 1,
+                busy: w.busy,
                 since: now,
             },
         );
@@ -530,7 +685,10 @@ impl Tunnelled {
                     self.dispatch(now, rng);
                 }
                 Event::Data(c, bytes) => self.on_reply(now, node, c, &bytes, rng),
-                Event::Closed(c, _) => self.tunnel_lost(now, c, rng),
+                Event::Closed(c, why) => {
+                    self.count_close(c, why);
+                    self.tunnel_lost(now, c, rng);
+                }
                 Event::ExitData(x, bytes) => self.on_exit_request(now, node, x, &bytes, rng),
                 Event::ExitClosed(x) => {
                     self.exit_load.remove(&x);
@@ -553,13 +711,31 @@ impl Tunnelled {
         }
     }
 
+    fn count_close(&mut self, c: CircuitId, why: CloseReason) {
+        let Some(t) = self.tunnels.get(&c) else {
+            return;
+        };
+        let s = &mut self.stats;
+        let counter = if t.open {
+            &mut s.lost_open
+        } else {
+            s.build_failed += 1;
+            match why {
+                CloseReason::ExtendFailed => &mut s.build_failed_extend,
+                CloseReason::Destroyed => &mut s.build_failed_destroyed,
+                CloseReason::PeerGone => &mut s.build_failed_peer_gone,
+                CloseReason::Timeout => &mut s.build_failed_timeout,
+                CloseReason::NoPath => &mut s.build_failed_no_path,
+                CloseReason::Protocol => &mut s.build_failed_protocol,
+            }
+        };
+        *counter += 1;
+    }
+
     fn tunnel_lost<R: RngCore>(&mut self, now: Millis, c: CircuitId, rng: &mut R) {
         let failed = self.tunnels.remove(&c).filter(|t| !t.open);
         // A build that failed: wait before the next. Builds started
         // together (one round) count as one failure.
-        if failed.is_some() {
-            self.stats.build_failed += 1;
-        }
         if failed.is_some_and(|t| self.build_failures == 0 || t.started > self.failed_at) {
             let shift = self.build_failures.min(6);
             self.build_failures = self.build_failures.saturating_add(1);
@@ -574,36 +750,58 @@ impl Tunnelled {
             .collect();
         for r in lost {
             if let Some(s) = self.sent.remove(&r) {
-                self.retry(s);
+                self.stats.lost_in_flight += 1;
+                self.retry(now, s, false);
             }
         }
         self.dispatch(now, rng);
     }
 
     /// Send a request again through another tunnel, or fail it after
-    /// [`TunnelConfig::tries`].
-    fn retry(&mut self, s: Sent) {
-        if s.tries >= self.cfg.tries {
-            self.fail(s.id, &s.req);
+    /// [`TunnelConfig::tries`]. `busy`: the exit had no room; that is
+    /// not a try (the request waits for room), up to [`BUSY_MAX`] times.
+    fn retry(&mut self, now: Millis, s: Sent, busy: bool) {
+        let (tries, busy_count) = if busy {
+            (s.tries.saturating_sub(1), s.busy.saturating_add(1))
+        } else {
+            (s.tries, s.busy)
+        };
+        if busy_count >= BUSY_MAX {
+            self.fail(s.id, &s.req, true);
+        } else if tries >= self.cfg.tries {
+            self.stats.failed_timeout += 1;
+            self.fail(s.id, &s.req, false);
         } else {
             self.waiting.push_back(Waiting {
                 id: s.id,
                 req: s.req,
-                tries: s.tries,
-                since: s.since,
+                tries,
+                busy: busy_count,
+                since: now,
             });
         }
     }
 
-    fn fail(&mut self, id: RequestId, req: &LocalRequest) {
+    /// Request `id` ends without an answer: overloaded (`busy`) or timed
+    /// out.
+    fn fail(&mut self, id: RequestId, req: &LocalRequest, busy: bool) {
+        self.stats.failed += 1;
         let action = match req {
             LocalRequest::Insert { .. } => Action::InsertDone {
                 id,
-                outcome: InsertOutcome::TimedOut,
+                outcome: if busy {
+                    InsertOutcome::Overloaded
+                } else {
+                    InsertOutcome::TimedOut
+                },
             },
             _ => Action::RequestDone {
                 id,
-                outcome: RequestOutcome::TimedOut,
+                outcome: if busy {
+                    RequestOutcome::Overloaded
+                } else {
+                    RequestOutcome::TimedOut
+                },
             },
         };
         self.actions.push_back(action);
@@ -624,22 +822,71 @@ impl Tunnelled {
             self.tunnel_lost(now, c, rng);
             return;
         };
-        let Some(s) = self.sent.remove(&req).filter(|s| s.circuit == c) else {
+        // Only an answer through the tunnel the request went by: an exit
+        // naming another tunnel's request must not end it.
+        if self.sent.get(&req).is_none_or(|s| s.circuit != c) {
+            return;
+        }
+        let Some(s) = self.sent.remove(&req) else {
             return;
         };
+        let outcome = reply.map(|r| r.outcome).unwrap_or(Outcome::Refused);
+        let busy = matches!(outcome, Outcome::Overloaded | Outcome::Refused);
+        let most = self.cfg.exit_in_flight.max(1);
         if let Some(t) = self.tunnels.get_mut(&c) {
             t.in_flight = t.in_flight.saturating_sub(1);
+            if busy {
+                // No more at once than it has now; none if it refuses
+                // with nothing running (it retires).
+                t.room = t.in_flight;
+                t.stale |= t.in_flight == 0;
+            } else {
+                t.room = (t.room + 1).min(most);
+            }
         }
-        let outcome = reply.map(|r| r.outcome).unwrap_or(Outcome::Refused);
+        self.count_answer(&outcome);
         match completion(node, s.id, &s.req, outcome) {
-            Some(action) => self.actions.push_back(action),
+            Some(action) => {
+                let ok = matches!(
+                    action,
+                    Action::RequestDone {
+                        outcome: RequestOutcome::Found(_),
+                        ..
+                    } | Action::InsertDone {
+                        outcome: InsertOutcome::Success
+                            | InsertOutcome::RouteNotFound { .. }
+                            | InsertOutcome::Collision(_),
+                        ..
+                    }
+                );
+                if !ok {
+                    self.stats.failed += 1;
+                }
+                self.actions.push_back(action);
+            }
             None => {
                 // Busy, refused, or a block that does not verify: another
                 // tunnel, another exit.
-                self.retry(s);
-                self.dispatch(now, rng);
+                self.retry(now, s, busy);
             }
         }
+        // The answer made room in its tunnel: requests waiting for room
+        // go now, not at the next tick.
+        self.dispatch(now, rng);
+    }
+
+    fn count_answer(&mut self, outcome: &Outcome) {
+        let s = &mut self.stats;
+        let counter = match outcome {
+            Outcome::Found(_) | Outcome::Inserted | Outcome::Collision(_) => &mut s.answered_ok,
+            Outcome::NotFound => &mut s.answered_not_found,
+            Outcome::RouteNotFound(_) => &mut s.answered_route_not_found,
+            Outcome::RecentlyFailed => &mut s.answered_recently_failed,
+            Outcome::TimedOut => &mut s.answered_timed_out,
+            Outcome::Overloaded | Outcome::Refused => &mut s.answered_busy,
+            Outcome::InvalidBlock => &mut s.answered_bad,
+        };
+        *counter += 1;
     }
 
     /// A request arrived through a tunnel that ends here: run it as our
@@ -653,6 +900,7 @@ impl Tunnelled {
         rng: &mut R,
     ) {
         let Ok(request) = ExitRequest::decode(bytes) else {
+            self.stats.exit_refused += 1;
             self.engine.exit_close(x);
             return;
         };
@@ -685,6 +933,7 @@ impl Tunnelled {
                 outcome: Outcome::Refused,
             };
             let _ = self.engine.exit_send(x, &reply.encode());
+            self.stats.exit_refused += 1;
             return;
         };
         *load += 1;

@@ -22,6 +22,7 @@ impl Sim {
             self.events += 1;
             self.handle(e.ev);
             self.flush();
+            self.exit_ctx = None;
         }
         self.now = self.now.max(end);
     }
@@ -83,6 +84,9 @@ impl Sim {
         } else if self.cfg.adversary > 0.0 {
             self.track_depth(to, from, &msg);
         }
+        if self.cfg.tunnel_hops > 0 && matches!(msg, Message::Tunnel { .. }) {
+            self.exit_ctx = Some(to);
+        }
         let now = self.now_i();
         let s = &mut self.nodes[t];
         s.policy.message(now, pid, msg, &mut s.store, &mut self.rng);
@@ -135,7 +139,9 @@ impl Sim {
         );
         let mut r = Req::new(node, block, false, None);
         r.insert = true;
+        r.started = self.now;
         self.reqs.insert(id.0, r);
+        self.opened(id.0, key);
         self.dirty.push(node);
     }
 
@@ -155,8 +161,10 @@ impl Sim {
         if s.store.has(&key) {
             // The embedder answers from its own store; no traffic.
             let id = self.rng.next_u64();
-            self.reqs
-                .insert(id, Req::new(node, block, measured, Some(Ok(()))));
+            let mut r = Req::new(node, block, measured, Some(Ok(())));
+            r.started = self.now;
+            r.finished = Some(self.now);
+            self.reqs.insert(id, r);
             return;
         }
         let id = s.policy.local_request(
@@ -167,8 +175,10 @@ impl Sim {
             },
             &mut self.rng,
         );
-        self.reqs
-            .insert(id.0, Req::new(node, block, measured, None));
+        let mut r = Req::new(node, block, measured, None);
+        r.started = self.now;
+        self.reqs.insert(id.0, r);
+        self.opened(id.0, key);
         if self.cfg.adversary > 0.0 && measured {
             self.depth.insert((id.0, node), 0);
         }
@@ -239,7 +249,31 @@ impl Sim {
         }
     }
 
+    /// Tunnels on: own request `id` for `key` is under way.
+    fn opened(&mut self, id: u64, key: lichen_routing::Key) {
+        if self.cfg.tunnel_hops > 0 {
+            self.open_by_key.entry(key).or_default().push(id);
+        }
+    }
+
+    /// Own request `id` ended now.
+    fn closed(&mut self, id: u64) {
+        let now = self.now;
+        let Some(r) = self.reqs.get_mut(&id) else {
+            return;
+        };
+        r.finished.get_or_insert(now);
+        let key = self.blocks[r.block as usize].0;
+        if let Some(v) = self.open_by_key.get_mut(&key) {
+            v.retain(|&x| x != id);
+            if v.is_empty() {
+                self.open_by_key.remove(&key);
+            }
+        }
+    }
+
     fn request_done(&mut self, id: u64, outcome: &RequestOutcome) {
+        self.closed(id);
         let failed = !matches!(outcome, RequestOutcome::Found(_));
         let available = failed
             && self.reqs.get(&id).is_some_and(|r| {
@@ -260,6 +294,7 @@ impl Sim {
     }
 
     fn insert_done(&mut self, id: u64, outcome: &InsertOutcome) {
+        self.closed(id);
         if let Some(r) = self.reqs.get_mut(&id) {
             let ok = matches!(
                 outcome,
@@ -369,6 +404,9 @@ impl Sim {
         if self.measuring {
             self.messages += 1;
             *self.by_kind.entry(msg.name()).or_default() += 1;
+            if matches!(msg, Message::Tunnel { .. }) {
+                self.tunnel_cells += 1;
+            }
         }
         if let Message::Request { id, key, .. } | Message::Insert { id, key, .. } = &msg {
             self.follow_id(from, *id, *key);
@@ -396,12 +434,31 @@ impl Sim {
 
     /// Node `from` sends a request or insert for `key` under `id`: an id
     /// nobody started and not seen before stands for the last one `from`
-    /// received for `key` (a hop forwarding under a fresh id).
+    /// received for `key` (a hop forwarding under a fresh id). With
+    /// tunnels, a node that just received a tunnel message and sends a
+    /// fresh request runs it as an exit: it stands for the newest
+    /// unfinished own request for `key` of another node (ground truth
+    /// the nodes do not have; when several users want the same key at
+    /// once it may pick the wrong one, which only moves hop and message
+    /// counts between them).
     fn follow_id(&mut self, from: u32, id: u64, key: lichen_routing::Key) {
         if self.reqs.contains_key(&id) || self.alias.contains_key(&id) {
             return;
         }
-        if let Some(&root) = self.last_in.get(&(from, key)) {
+        let exit = || {
+            self.open_by_key.get(&key).and_then(|v| {
+                v.iter()
+                    .rev()
+                    .find(|r| self.reqs.get(r).is_some_and(|q| q.origin != from))
+                    .copied()
+            })
+        };
+        let root = if self.exit_ctx == Some(from) {
+            exit().or_else(|| self.last_in.get(&(from, key)).copied())
+        } else {
+            self.last_in.get(&(from, key)).copied().or_else(exit)
+        };
+        if let Some(root) = root {
             if root != id {
                 self.alias.insert(id, root);
             }

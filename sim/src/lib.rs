@@ -14,7 +14,9 @@ mod workload;
 pub use args::{parse_args, usage, Cli};
 pub use attack::{posterior, THRESHOLD};
 pub use config::{Adversary, Attack, Sha256Verifier, SimConfig, Topology};
-pub use report::{Anonymity, AttackReport, CorrelationFigures, PitchBlackReport, PitchDay, Report};
+pub use report::{
+    Anonymity, AttackReport, CorrelationFigures, PitchBlackReport, PitchDay, Report, TunnelReport,
+};
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
@@ -132,6 +134,9 @@ struct Req {
     available: bool,
     /// An insert (not a fetch).
     insert: bool,
+    /// Virtual ms when it started and when it ended.
+    started: u64,
+    finished: Option<u64>,
 }
 
 impl Req {
@@ -147,6 +152,8 @@ impl Req {
             block,
             available: true,
             insert: false,
+            started: 0,
+            finished: None,
         }
     }
 }
@@ -196,6 +203,14 @@ struct Sim {
     /// (node, key) → the root id of the last request or insert for `key`
     /// the node received (what a fresh id it sends stands for).
     last_in: HashMap<(u32, Key), u64>,
+    /// Tunnels on: the unfinished requests and inserts of the nodes'
+    /// users by key (what an exit's fresh request stands for).
+    open_by_key: HashMap<Key, Vec<u64>>,
+    /// Tunnels on: the node a tunnel message was just delivered to (its
+    /// new requests are the ones it runs as an exit).
+    exit_ctx: Option<u32>,
+    /// Tunnel messages in the measured phase.
+    tunnel_cells: u64,
 }
 
 impl std::fmt::Debug for Sim {
@@ -374,6 +389,9 @@ impl Sim {
             attack: attack::AttackState::default(),
             alias: HashMap::new(),
             last_in: HashMap::new(),
+            open_by_key: HashMap::new(),
+            exit_ctx: None,
+            tunnel_cells: 0,
         };
         // Every opennet node knows the seeds (a real node ships them).
         if !sim.seeds.is_empty() {

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use super::report::{round4, Anonymity, Report};
+use super::report::{round4, Anonymity, Report, TunnelReport};
 use super::{Req, Sim};
 
 impl Sim {
@@ -17,8 +17,12 @@ impl Sim {
         let mut failures: BTreeMap<String, usize> = BTreeMap::new();
         let mut msgs = 0u64;
         let mut failed_available = 0usize;
+        let mut times: Vec<u64> = Vec::new();
         for r in &measured {
             msgs += u64::from(r.messages);
+            if let Some(end) = r.finished {
+                times.push(end.saturating_sub(r.started));
+            }
             match &r.outcome {
                 Some(Ok(())) => hops.push(r.data_found_msgs),
                 Some(Err(e)) => {
@@ -30,6 +34,7 @@ impl Sim {
         }
         hops.sort_unstable();
         let succeeded = hops.len();
+        let [tmean, tmedian, tp95] = seconds(times);
         let pct = |p: f64| -> f64 {
             if hops.is_empty() {
                 0.0
@@ -81,10 +86,15 @@ impl Sim {
             hops_median: pct(0.5),
             hops_p95: pct(0.95),
             messages_per_request: round4(msgs as f64 / requests.max(1) as f64),
+            seconds_per_request_mean: tmean,
+            seconds_per_request_median: tmedian,
+            seconds_per_request_p95: tp95,
+            tunnels: self.tunnel_report(requests),
             cache_hits: self.nodes.iter().map(|s| s.store.hits_cache).sum(),
             store_hits: self.nodes.iter().map(|s| s.store.hits_store).sum(),
             failures,
             failed_but_available: failed_available,
+            unmeasured: self.unmeasured(),
             offences_counted: offences,
             bad_blocks_caught: bad,
             swaps,
@@ -99,6 +109,43 @@ impl Sim {
                 .collect(),
             virtual_time_ms: self.now,
         }
+    }
+
+    /// The requests and inserts not measured, by kind and outcome.
+    fn unmeasured(&self) -> BTreeMap<String, usize> {
+        let mut out: BTreeMap<String, usize> = BTreeMap::new();
+        for r in self.reqs.values().filter(|r| !r.measured) {
+            let what = if r.insert { "insert" } else { "fetch" };
+            let how = match &r.outcome {
+                Some(Ok(())) if r.insert => "ok",
+                Some(Ok(())) => "found",
+                Some(Err(e)) => e.as_str(),
+                None => "unfinished",
+            };
+            *out.entry(format!("{what} {how}")).or_default() += 1;
+        }
+        out
+    }
+
+    /// The tunnel layers' counters, summed.
+    fn tunnel_report(&self, requests: usize) -> Option<TunnelReport> {
+        if self.cfg.tunnel_hops == 0 {
+            return None;
+        }
+        let mut counters: BTreeMap<String, u64> = BTreeMap::new();
+        for n in &self.nodes {
+            if let Some(t) = n.policy.tunnels() {
+                for (k, v) in t.stats().pairs() {
+                    *counters.entry(k.to_string()).or_default() += v;
+                }
+            }
+        }
+        Some(TunnelReport {
+            hops: self.cfg.tunnel_hops,
+            counters,
+            cells: self.tunnel_cells,
+            cells_per_request: round4(self.tunnel_cells as f64 / requests.max(1) as f64),
+        })
     }
 
     fn anonymity(&self) -> Option<Anonymity> {
@@ -139,6 +186,17 @@ impl Sim {
             recall: round4(right as f64 / truth.max(1) as f64),
         })
     }
+}
+
+/// Mean, median and 95th percentile of durations in ms, as seconds.
+fn seconds(mut ms: Vec<u64>) -> [f64; 3] {
+    ms.sort_unstable();
+    let pct = |p: f64| -> f64 {
+        ms.get(((ms.len().max(1) - 1) as f64 * p).round() as usize)
+            .map_or(0.0, |&t| round4(t as f64 / 1000.0))
+    };
+    let mean = ms.iter().map(|&t| t as f64).sum::<f64>() / ms.len().max(1) as f64 / 1000.0;
+    [round4(mean), pct(0.5), pct(0.95)]
 }
 
 fn round6(x: f64) -> f64 {

@@ -37,6 +37,23 @@ pub struct Anonymity {
     pub recall: f64,
 }
 
+/// What the tunnel layers did (`--tunnel-hops N`), summed over the
+/// nodes over the whole run (`lichen_routing::TunnelStats`: builds and
+/// their failures by reason, requests sent and retried, the exits'
+/// answers, the exits' side).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TunnelReport {
+    /// Hops beyond the requester.
+    pub hops: u8,
+    /// Every counter by name.
+    pub counters: BTreeMap<String, u64>,
+    /// Tunnel messages sent in the measured phase.
+    pub cells: u64,
+    /// Tunnel messages in the measured phase per measured request (with
+    /// an attack workload, its downloads' cells too).
+    pub cells_per_request: f64,
+}
+
 /// What an attack of the suite achieved (`--attack NAME`). For
 /// `pitch-black`, which accuses nobody, the classifier's fields are all 0
 /// and [`AttackReport::pitch_black`] holds the figures.
@@ -250,14 +267,36 @@ pub struct Report {
     pub hops_median: f64,
     /// 95th percentile hops.
     pub hops_p95: f64,
-    /// Messages (all kinds, all hops) per request.
+    /// Messages (all kinds, all hops) per request. With tunnels: the
+    /// routed messages of the exit's request; tunnel cells are in
+    /// [`TunnelReport::cells_per_request`].
     pub messages_per_request: f64,
+    /// Virtual seconds from a measured request's start to its end (all
+    /// that ended): mean.
+    #[serde(default)]
+    pub seconds_per_request_mean: f64,
+    /// Median of the same.
+    #[serde(default)]
+    pub seconds_per_request_median: f64,
+    /// 95th percentile of the same.
+    #[serde(default)]
+    pub seconds_per_request_p95: f64,
+    /// The tunnel layers' counters, summed over the nodes (`--tunnel-hops`
+    /// above 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnels: Option<TunnelReport>,
     /// Requests served by a node's cache (not the requester's).
     pub cache_hits: u64,
     /// Requests served by a node's long-term store.
     pub store_hits: u64,
     /// Failed requests by outcome.
     pub failures: BTreeMap<String, usize>,
+    /// The requests and inserts not measured (warm-up, the insert phase,
+    /// an attack's downloads) by outcome: `fetch found`, `fetch
+    /// not-found`, `insert ok`, `insert TimedOut`, … (`unfinished`: no
+    /// answer by the end).
+    #[serde(default)]
+    pub unmeasured: BTreeMap<String, usize>,
     /// Failed requests whose block was on some online node at the time
     /// (routing failures rather than data loss).
     pub failed_but_available: usize,
@@ -391,6 +430,19 @@ impl Report {
         );
         row(
             s,
+            "seconds/request mean/med/p95",
+            format!(
+                "{:.2} / {:.2} / {:.2}",
+                self.seconds_per_request_mean,
+                self.seconds_per_request_median,
+                self.seconds_per_request_p95
+            ),
+        );
+        if let Some(t) = &self.tunnels {
+            write_tunnels(s, t);
+        }
+        row(
+            s,
             "served from cache / store",
             format!("{} / {}", self.cache_hits, self.store_hits),
         );
@@ -407,11 +459,37 @@ impl Report {
                 self.failed_but_available.to_string(),
             );
         }
+        let other: Vec<String> = self
+            .unmeasured
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        for chunk in other.chunks(4) {
+            row(s, "not measured", chunk.join(", "));
+        }
         row(
             s,
             "offences / bad blocks caught",
             format!("{} / {}", self.offences_counted, self.bad_blocks_caught),
         );
+    }
+}
+
+/// The tunnel counters, a few to a line.
+fn write_tunnels(s: &mut String, t: &TunnelReport) {
+    row(
+        s,
+        "tunnel hops / cells per req",
+        format!("{} / {:.2}", t.hops, t.cells_per_request),
+    );
+    let shown: Vec<String> = t
+        .counters
+        .iter()
+        .filter(|(_, v)| **v > 0)
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect();
+    for chunk in shown.chunks(4) {
+        row(s, "tunnels", chunk.join(", "));
     }
 }
 

@@ -168,3 +168,47 @@ fn the_uploader_attack_judges_each_files_inserter() {
     assert!(a.candidates > 0, "{}", r.to_table());
     assert!((0.0..=1.0).contains(&a.precision) && (0.0..=1.0).contains(&a.false_positive_rate));
 }
+
+#[test]
+fn through_tunnels_downloads_and_uploads_succeed_as_often_as_direct_ones() {
+    // Each uploader inserts a 256-block file at once through its tunnels:
+    // more than an exit runs for one tunnel (32). Those refusals used to
+    // count as failed tries, so uploads lost blocks and downloads then
+    // failed (docs/tunnels.md); and a node whose guards had left could
+    // build no tunnel at all.
+    let mut c = attack(Attack::Downloader);
+    let direct = run(&c);
+    c.tunnel_hops = 2;
+    let r = run(&c);
+    assert!(direct.tunnels.is_none());
+    let t = r.tunnels.clone().expect("tunnel counters");
+    assert_eq!(t.hops, 2);
+    assert!(r.success_rate >= direct.success_rate, "{}", r.to_table());
+    let ok = |x: &lichen_sim::Report, k: &str| x.unmeasured.get(k).copied().unwrap_or(0);
+    assert!(
+        ok(&r, "fetch found") >= ok(&direct, "fetch found"),
+        "{}",
+        r.to_table()
+    );
+    assert_eq!(
+        ok(&r, "insert ok"),
+        ok(&direct, "insert ok"),
+        "{}",
+        r.to_table()
+    );
+    let n = |k: &str| t.counters.get(k).copied().unwrap_or(0);
+    // Every own request went through a tunnel, and each answer the exits
+    // ran came back once.
+    assert!(n("own_sent") >= n("requests") && n("requests") > 1000);
+    assert_eq!(n("exit_requests"), n("exit_answered") + n("exit_orphaned"));
+    assert!(n("built") > 0);
+    assert!(t.cells > 0 && t.cells_per_request > 0.0);
+    assert_eq!(n("failed_timeout"), 0, "{}", r.to_table());
+    assert_eq!(n("answered_busy"), 0, "{}", r.to_table());
+    // Latency: the tunnel's hops, not timeouts.
+    assert!(
+        r.seconds_per_request_mean < direct.seconds_per_request_mean + 1.0,
+        "{}",
+        r.to_table()
+    );
+}

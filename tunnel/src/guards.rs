@@ -8,12 +8,24 @@
 //! its lifetime, or when too many tunnels through it fail (Tor's path-bias
 //! check: a guard that kills the tunnels whose exit it does not control
 //! would otherwise push its user toward the exits it does).
+//!
+//! While fewer than [`GUARDS`] of the guards are connected, connected
+//! peers are added as backups (at most [`MAX_GUARDS`] guards in all), as
+//! Tor falls back to further guards of its sample when its primary ones
+//! are unreachable: without them a node whose guards left (on opennet,
+//! peers are replaced every few minutes, and a newcomer's first peers are
+//! the seeds) could build no tunnel, and every request of its user would
+//! wait for one and fail. Tunnels start at the earliest-added connected
+//! guards, so the first guards are used again as soon as they are back;
+//! a backup becomes a first guard only when an earlier one leaves the set.
 
 use rand::seq::SliceRandom;
 use rand::Rng;
 
-/// How many guards a node keeps.
+/// How many guards tunnels start at (the earliest-added connected ones).
 pub const GUARDS: usize = 2;
+/// Most guards kept, backups included.
+pub const MAX_GUARDS: usize = 8;
 /// A guard gone this long is replaced (ms).
 pub const GONE_MS: u64 = 24 * 3_600_000;
 /// A guard is replaced after this long even if it behaves (ms).
@@ -47,6 +59,9 @@ pub enum Dropped {
     Retired,
     /// Too few tunnels through it were built.
     PathBias,
+    /// Away, and its place was needed for a connected backup
+    /// ([`MAX_GUARDS`]).
+    Displaced,
 }
 
 /// The guard set.
@@ -71,7 +86,9 @@ impl Guards {
     /// Bring the set up to date with the peers connected now (on a
     /// darknet the caller passes friends only): note who is here, drop
     /// guards gone too long, retired or failing, and fill the set from
-    /// the connected peers at random. Returns who was dropped and why.
+    /// the connected peers at random until [`GUARDS`] guards are
+    /// connected (at most [`MAX_GUARDS`] in all; the one away longest
+    /// makes room). Returns who was dropped and why.
     pub fn refresh<R: Rng>(
         &mut self,
         now: u64,
@@ -109,10 +126,23 @@ impl Guards {
             .copied()
             .collect();
         fresh.shuffle(rng);
-        for key in fresh
-            .into_iter()
-            .take(GUARDS.saturating_sub(self.guards.len()))
-        {
+        let here = self
+            .guards
+            .iter()
+            .filter(|g| connected.contains(&g.key))
+            .count();
+        for key in fresh.into_iter().take(GUARDS.saturating_sub(here)) {
+            if self.guards.len() >= MAX_GUARDS {
+                let away = self
+                    .guards
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, g)| !connected.contains(&g.key))
+                    .min_by_key(|(_, g)| g.seen)
+                    .map(|(i, _)| i);
+                let Some(i) = away else { break };
+                dropped.push((self.guards.remove(i).key, Dropped::Displaced));
+            }
             self.guards.push(Guard {
                 key,
                 added: now,
@@ -124,13 +154,15 @@ impl Guards {
         dropped
     }
 
-    /// A guard connected now, at random, for the next tunnel.
+    /// For the next tunnel: one of the [`GUARDS`] earliest-added guards
+    /// connected now, at random.
     pub fn pick<R: Rng>(&self, rng: &mut R, connected: &[[u8; 32]]) -> Option<[u8; 32]> {
         let here: Vec<[u8; 32]> = self
             .guards
             .iter()
             .filter(|g| connected.contains(&g.key))
             .map(|g| g.key)
+            .take(GUARDS)
             .collect();
         here.choose(rng).copied()
     }
@@ -177,15 +209,53 @@ mod tests {
         // Hourly for three weeks; one guard is away for 20 hours at a time.
         for h in 1..(21 * 24) {
             let now = h * 3_600_000;
+            let away = h % 40 >= 20;
             let here: Vec<[u8; 32]> = peers
                 .iter()
-                .filter(|k| **k != first[0] || h % 40 < 20)
+                .filter(|k| **k != first[0] || !away)
                 .copied()
                 .collect();
             assert!(g.refresh(now, &mut rng, &here).is_empty(), "hour {h}");
+            // Tunnels start at the first guards whenever they are here.
+            for _ in 0..10 {
+                let p = g.pick(&mut rng, &here).expect("a guard");
+                assert!(first.contains(&p) || away, "hour {h}");
+            }
         }
         let still: Vec<[u8; 32]> = g.list().iter().map(|x| x.key).collect();
-        assert_eq!(still, first);
+        assert_eq!(still[..GUARDS], first[..]);
+        // One backup was added while the first guard was away.
+        assert_eq!(still.len(), GUARDS + 1);
+    }
+
+    #[test]
+    fn when_every_guard_is_away_a_connected_peer_stands_in_until_they_return() {
+        let mut rng = ChaCha20Rng::seed_from_u64(6);
+        let peers = keys(20);
+        let mut g = Guards::default();
+        g.refresh(0, &mut rng, &peers[..2]);
+        let first: Vec<[u8; 32]> = g.list().iter().map(|x| x.key).collect();
+        // An opennet newcomer's first peers (the seeds) are replaced:
+        // neither guard is connected any more, though neither has been
+        // gone a day. Tunnels still have a connected first hop.
+        let later = &peers[2..];
+        assert!(g.refresh(60_000, &mut rng, later).is_empty());
+        let p = g.pick(&mut rng, later).expect("a backup guard");
+        assert!(later.contains(&p));
+        assert_eq!(g.list().len(), 2 * GUARDS);
+        // The first guards come back: tunnels start at them again.
+        for _ in 0..20 {
+            assert!(first.contains(&g.pick(&mut rng, &peers).expect("a guard")));
+        }
+        // Peers keep changing: the set stays bounded, the guards away
+        // longest make room.
+        for round in 0..20u8 {
+            let now = 120_000 + u64::from(round) * 60_000;
+            let here = [[100 + 2 * round; 32], [101 + 2 * round; 32]];
+            g.refresh(now, &mut rng, &here);
+            assert!(g.list().len() <= MAX_GUARDS);
+            assert!(g.pick(&mut rng, &here).is_some(), "round {round}");
+        }
     }
 
     #[test]
