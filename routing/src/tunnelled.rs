@@ -19,7 +19,9 @@ use std::collections::{BTreeMap, VecDeque};
 
 use lichen_tunnel::exit::{ExitReply, ExitRequest, Outcome};
 use lichen_tunnel::guards::Guards;
-use lichen_tunnel::{CircuitId, Event, ExitId, Limits, Links, TunnelError, TunnelMsg, Tunnels};
+use lichen_tunnel::{
+    CircuitId, CloseReason, Event, ExitId, Limits, Links, TunnelError, TunnelMsg, Tunnels,
+};
 use rand::{Rng, RngCore};
 
 use crate::message::{KeyKind, Message};
@@ -47,6 +49,11 @@ pub struct TunnelConfig {
     pub tries: u8,
     /// Requests one tunnel may have running at this node as its exit.
     pub exit_in_flight: usize,
+    /// The fewest eligible peers a hop's list must name for an own
+    /// tunnel to be extended through it (`lichen_tunnel::Limits::min_peer_list`,
+    /// `docs/tunnels.md`, "Path selection"): 8 on opennet, 0 (none) on a
+    /// darknet, set by the link policy.
+    pub min_peer_list: usize,
 }
 
 impl Default for TunnelConfig {
@@ -59,6 +66,7 @@ impl Default for TunnelConfig {
             request_timeout_ms: 120_000,
             tries: 3,
             exit_in_flight: 32,
+            min_peer_list: lichen_tunnel::DEFAULT_MIN_PEER_LIST,
         }
     }
 }
@@ -77,6 +85,10 @@ pub struct TunnelStats {
     pub built: u64,
     /// Own tunnels whose build failed.
     pub build_failed: u64,
+    /// Of those, refused because a hop's peer list was shorter than
+    /// [`TunnelConfig::min_peer_list`].
+    #[serde(default)]
+    pub short_lists: u64,
     /// Requests run here as the exit of somebody's tunnel.
     pub exit_requests: u64,
 }
@@ -182,7 +194,13 @@ impl Tunnelled {
     pub fn new(secret: [u8; 32], cfg: TunnelConfig) -> Self {
         Tunnelled {
             cfg,
-            engine: Tunnels::new(secret, Limits::default()),
+            engine: Tunnels::new(
+                secret,
+                Limits {
+                    min_peer_list: cfg.min_peer_list,
+                    ..Limits::default()
+                },
+            ),
             guards: Guards::default(),
             keys: BTreeMap::new(),
             tunnels: BTreeMap::new(),
@@ -528,7 +546,16 @@ impl Tunnelled {
                     self.dispatch(now, rng);
                 }
                 Event::Data(c, bytes) => self.on_reply(now, node, c, &bytes, rng),
-                Event::Closed(c, _) => self.tunnel_lost(now, c, rng),
+                Event::Closed(c, why) => {
+                    // A short list is a failed build like any other: it
+                    // counts against the guard's path bias (a guard whose
+                    // lists are short more often than not is replaced)
+                    // and backs off (docs/tunnels.md, "Path selection").
+                    if why == CloseReason::ShortList {
+                        self.stats.short_lists += 1;
+                    }
+                    self.tunnel_lost(now, c, rng);
+                }
                 Event::ExitData(x, bytes) => self.on_exit_request(now, node, x, &bytes, rng),
                 Event::ExitClosed(x) => {
                     self.exit_load.remove(&x);

@@ -42,8 +42,10 @@ impl Net {
         for i in 0..n {
             let loc = Location((i as u64) * (u64::MAX / n as u64));
             nodes.push(Node::new(cfg.clone(), loc, sha_verify as V));
+            // Rings of 8 and smaller: no hop names 8 eligible peers.
             let tcfg = TunnelConfig {
                 hops,
+                min_peer_list: 0,
                 ..TunnelConfig::default()
             };
             layers.push(Tunnelled::new([i as u8 + 1; 32], tcfg));

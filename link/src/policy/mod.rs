@@ -413,11 +413,16 @@ impl<V: Verifier> PeerPolicy<V> {
     /// Relay, exit and (per [`PolicyConfig::tunnels`]) originate premix
     /// tunnels, answering tunnel handshakes with the node's static link
     /// secret. Without this, tunnel messages are dropped.
+    ///
+    /// On a darknet a hop's peer list is its friends, and small: no
+    /// minimum list length is asked of it
+    /// ([`lichen_routing::TunnelConfig::min_peer_list`] is set to 0).
     pub fn enable_tunnels(&mut self, static_secret: &[u8; 32]) {
-        self.tunnels = Some(lichen_routing::Tunnelled::new(
-            *static_secret,
-            self.cfg.tunnels,
-        ));
+        let mut tcfg = self.cfg.tunnels;
+        if !self.cfg.opennet {
+            tcfg.min_peer_list = 0;
+        }
+        self.tunnels = Some(lichen_routing::Tunnelled::new(*static_secret, tcfg));
     }
 
     /// **Simulator-only adversary knob** (`lichen sim --lying-lists on`,
