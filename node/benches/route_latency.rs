@@ -70,7 +70,10 @@ async fn start(i: usize, hops: usize, stop: &CancellationToken) -> Hop {
         seeds: Vec::new(),
         // Two-node and line networks: no room for tunnels (routing
         // alone is under test).
-        tunnel_hops: 0,
+        tunnels: lichen_routing::TunnelConfig {
+            hops: 0,
+            ..lichen_routing::TunnelConfig::default()
+        },
     };
     Hop {
         manager: PeerManager::start(setup, listener, stop.clone()),

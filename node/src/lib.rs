@@ -123,7 +123,17 @@ async fn start_network(node: &Arc<node::Node>) -> anyhow::Result<()> {
         max_remembered: net.max_peers.saturating_mul(2),
         // Dialed by the peer policy while the node has no peer.
         seeds,
-        tunnel_hops: node.config.anonymity.tunnel_hops,
+        tunnels: lichen_routing::TunnelConfig {
+            hops: node.config.anonymity.tunnel_hops,
+            // A test network of a few nodes has no hop with 8 other
+            // peers to name (docs/tunnels.md, Path selection).
+            min_peer_list: if net.test_network {
+                0
+            } else {
+                lichen_routing::TunnelConfig::default().min_peer_list
+            },
+            ..lichen_routing::TunnelConfig::default()
+        },
     };
     let manager = peers::PeerManager::start_with_clock(
         setup,

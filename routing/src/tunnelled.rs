@@ -57,6 +57,11 @@ pub struct TunnelConfig {
     /// Requests one tunnel may have running at this node as its exit;
     /// an originator sends no more than this through one tunnel at once.
     pub exit_in_flight: usize,
+    /// The fewest eligible peers a hop's list must name for an own
+    /// tunnel to be extended through it (`lichen_tunnel::Limits::min_peer_list`,
+    /// `docs/tunnels.md`, "Path selection"): 8 on opennet, 0 (none) on a
+    /// darknet, set by the link policy.
+    pub min_peer_list: usize,
 }
 
 /// Busy answers (the exit's in-flight limit, or its node overloaded) a
@@ -73,6 +78,7 @@ impl Default for TunnelConfig {
             request_timeout_ms: 300_000,
             tries: 3,
             exit_in_flight: 32,
+            min_peer_list: lichen_tunnel::DEFAULT_MIN_PEER_LIST,
         }
     }
 }
@@ -139,6 +145,10 @@ pub struct TunnelStats {
     /// Of those, ended as timed out: no tunnel for them in time, or
     /// every try lost (no answer, tunnel gone, a bad answer).
     pub failed_timeout: u64,
+    /// Of those, refused because a hop's peer list was shorter than
+    /// [`TunnelConfig::min_peer_list`].
+    #[serde(default)]
+    pub short_lists: u64,
     /// Requests run here as the exit of somebody's tunnel.
     pub exit_requests: u64,
     /// As an exit: requests refused (the tunnel's in-flight limit, or
@@ -299,7 +309,13 @@ impl Tunnelled {
     pub fn new(secret: [u8; 32], cfg: TunnelConfig) -> Self {
         Tunnelled {
             cfg,
-            engine: Tunnels::new(secret, Limits::default()),
+            engine: Tunnels::new(
+                secret,
+                Limits {
+                    min_peer_list: cfg.min_peer_list,
+                    ..Limits::default()
+                },
+            ),
             guards: Guards::default(),
             keys: BTreeMap::new(),
             tunnels: BTreeMap::new(),
@@ -687,6 +703,10 @@ impl Tunnelled {
                 Event::Data(c, bytes) => self.on_reply(now, node, c, &bytes, rng),
                 Event::Closed(c, why) => {
                     self.count_close(c, why);
+                    // A short list (ShortList) is a failed build like any
+                    // other: it counts against the guard's path bias (a
+                    // guard whose lists are short more often than not is
+                    // replaced) and backs off (docs/tunnels.md).
                     self.tunnel_lost(now, c, rng);
                 }
                 Event::ExitData(x, bytes) => self.on_exit_request(now, node, x, &bytes, rng),
@@ -727,6 +747,7 @@ impl Tunnelled {
                 CloseReason::Timeout => &mut s.build_failed_timeout,
                 CloseReason::NoPath => &mut s.build_failed_no_path,
                 CloseReason::Protocol => &mut s.build_failed_protocol,
+                CloseReason::ShortList => &mut s.short_lists,
             }
         };
         *counter += 1;

@@ -44,7 +44,9 @@ pub fn usage() -> &'static str {
   --days N             pitch-black: attacked days after day 0 (8)
   --tunnel-hops N      own requests through premix tunnels of N hops, 0-3 (0)
   --lying-lists X      adversary nodes name only colluders in tunnel peer
-                       lists, on | off (off)
+                       lists (padded to the minimum), on | off (off)
+  --min-peer-list N    opennet: fewest eligible peers a tunnel hop's list
+                       must name, 0 = no minimum (8)
   --json               print the report as JSON
   --help               this text"
 }
@@ -163,6 +165,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Option<Cli>
             "--pitch-probe" => c.pitch_probe = on_off(&flag, val())?,
             "--days" => c.days = num(&flag, val())?,
             "--lying-lists" => c.lying_lists = on_off(&flag, val())?,
+            "--min-peer-list" => c.min_peer_list = num(&flag, val())?,
             "--json" => json = true,
             "--help" | "-h" => return Ok(None),
             other => return Err(format!("unknown flag {other:?}\n{}", usage())),
@@ -230,6 +233,15 @@ mod tests {
             .unwrap();
         assert_eq!(c.config.attack, Some(Attack::Correlation));
         assert!(c.config.lying_lists);
+        assert_eq!(c.config.min_peer_list, 8);
+        assert_eq!(
+            p("--min-peer-list 0")
+                .unwrap()
+                .unwrap()
+                .config
+                .min_peer_list,
+            0
+        );
         assert!(p("--lying-lists yes").is_err());
     }
 }

@@ -190,10 +190,19 @@ pub struct SimConfig {
     #[serde(default = "default_days")]
     pub days: usize,
     /// The adversary's nodes lie in the tunnel `Peers` lists they send,
-    /// naming only their colluding peers (a simulator-only adversary
-    /// knob: `PeerPolicy::sim_adversary_lying_lists`).
+    /// naming their colluding peers, padded with honest ones only as far
+    /// as the minimum list length asks (a simulator-only adversary knob:
+    /// `PeerPolicy::sim_adversary_lying_lists`).
     #[serde(default)]
     pub lying_lists: bool,
+    /// The minimum tunnel peer-list length on opennet
+    /// (`TunnelConfig::min_peer_list`; a darknet always has none).
+    #[serde(default = "default_min_peer_list")]
+    pub min_peer_list: usize,
+}
+
+fn default_min_peer_list() -> usize {
+    lichen_tunnel::DEFAULT_MIN_PEER_LIST
 }
 
 fn default_days() -> usize {
@@ -232,6 +241,7 @@ impl Default for SimConfig {
             pitch_probe: false,
             days: default_days(),
             lying_lists: false,
+            min_peer_list: default_min_peer_list(),
         }
     }
 }

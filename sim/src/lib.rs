@@ -296,6 +296,7 @@ fn policy_config(
         seeds: seeds.to_vec(),
         tunnels: lichen_routing::TunnelConfig {
             hops: cfg.tunnel_hops,
+            min_peer_list: cfg.min_peer_list,
             ..Default::default()
         },
     }

@@ -143,6 +143,15 @@ pub struct CorrelationFigures {
     pub exit_requests: usize,
     /// Of those, linked by timing to a colluding guard's circuit.
     pub linked: usize,
+    /// Honest nodes' own tunnels opened (their `TunnelStats::built`).
+    #[serde(default)]
+    pub tunnels_opened: u64,
+    /// Honest nodes' own tunnel builds that failed, for any reason.
+    #[serde(default)]
+    pub builds_failed: u64,
+    /// Of those, refused for a hop's peer list shorter than the minimum.
+    #[serde(default)]
+    pub short_lists: u64,
 }
 
 /// The `pitch-black` attack, day by day. A "day" is the defence's probe
@@ -527,6 +536,11 @@ fn write_attack(s: &mut String, a: &AttackReport) {
             s,
             "  tunnels                      {} built, captured {} ({:.4}), guard {:.4}; F {:.4}, F^2 {:.4}",
             c.tunnels, c.captured_tunnels, c.capture_rate, c.guard_rate, c.f, c.f_squared
+        );
+        let _ = writeln!(
+            s,
+            "  tunnel builds (honest)       {} opened, {} failed ({} short lists)",
+            c.tunnels_opened, c.builds_failed, c.short_lists
         );
     }
     if let (Some(b), Some(c)) = (a.success_before_turn, a.success_after_turn) {

@@ -60,7 +60,20 @@ pub struct Limits {
     pub build_timeout_ms: u64,
     /// A relayed circuit older than this is torn down (ms).
     pub relay_lifetime_ms: u64,
+    /// The fewest distinct eligible peers a hop's `Peers` list must name
+    /// for this node to extend its own tunnel through it (eligible: not
+    /// this node, not a hop already on the path); a shorter list closes
+    /// the tunnel with [`CloseReason::ShortList`]. A hop can only extend
+    /// to peers it really has (the next hop's `Extended` proves it
+    /// answered), so a lying hop must pad its colluders with honest peers
+    /// up to this length (`docs/tunnels.md`, "Path selection").
+    /// [`DEFAULT_MIN_PEER_LIST`] on opennet; 0 (no minimum) on a darknet,
+    /// whose lists are a hop's friends and are small.
+    pub min_peer_list: usize,
 }
+
+/// The default [`Limits::min_peer_list`] (opennet).
+pub const DEFAULT_MIN_PEER_LIST: usize = 8;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -73,6 +86,7 @@ impl Default for Limits {
             creates_per_minute: 120,
             build_timeout_ms: 30_000,
             relay_lifetime_ms: 30 * 60_000,
+            min_peer_list: DEFAULT_MIN_PEER_LIST,
         }
     }
 }
@@ -92,6 +106,10 @@ pub enum CloseReason {
     Protocol,
     /// A hop named no peer the tunnel could be extended to.
     NoPath,
+    /// A hop named some eligible peers, but fewer than
+    /// [`Limits::min_peer_list`]: the originator refused to choose from
+    /// a list that short.
+    ShortList,
 }
 
 /// What the caller hears from the engine.
@@ -199,9 +217,12 @@ impl<P: Copy + Ord> Tunnels<P> {
 
     /// **Simulator-only adversary knob**, for `lichen sim --lying-lists
     /// on` (`docs/anonymity.md`, "End-to-end correlation"): from now on
-    /// the `Peers` lists this node sends name only its peers among
-    /// `colluders` (its real list when none of its peers is one), so that
-    /// an originator can only extend to a colluder. No configuration of a
+    /// the `Peers` lists this node sends name all its peers among
+    /// `colluders`, padded with just enough of its honest peers, at
+    /// random, to meet [`Limits::min_peer_list`] (its real list when none
+    /// of its peers is one): the best an adversary can do under the
+    /// minimum, which without it (0) is naming colluders only, so that an
+    /// originator can only extend to a colluder. No configuration of a
     /// node reaches this; only the simulator calls it, for its adversary
     /// nodes, to measure what a lying hop gains.
     #[doc(hidden)]
@@ -537,17 +558,14 @@ impl<P: Copy + Ord> Tunnels<P> {
         let size = capacity(usize::from(depth));
         let mut keys = links.extend_candidates();
         keys.retain(|k| *k != self.public);
-        if let Some(c) = &self.lie_with {
-            if keys.iter().any(|k| c.contains(k)) {
-                keys.retain(|k| c.contains(k));
-            }
-        }
         let room = (size - COMMAND_HEADER) / 32;
-        let (chosen, _) = keys.partial_shuffle(rng, room);
-        let plain = Command::Peers {
-            keys: chosen.to_vec(),
-        }
-        .encode(size)?;
+        let chosen = match &self.lie_with {
+            Some(c) if keys.iter().any(|k| c.contains(k)) => {
+                lying_list(rng, links, from, keys, c, self.limits.min_peer_list, room)
+            }
+            _ => keys.partial_shuffle(rng, room).0.to_vec(),
+        };
+        let plain = Command::Peers { keys: chosen }.encode(size)?;
         self.send_backward(id, &plain)
     }
 
@@ -618,11 +636,21 @@ impl<P: Copy + Ord> Tunnels<P> {
             return Err(TunnelError::UnknownCircuit);
         };
         own.awaiting_peers = false;
+        // Distinct keys only: a list that names one peer twice must not
+        // pass the minimum with it.
         let mut eligible: Vec<[u8; 32]> = keys
             .iter()
             .filter(|k| **k != me && !own.path.contains(k))
             .copied()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
             .collect();
+        if !eligible.is_empty() && eligible.len() < self.limits.min_peer_list {
+            self.close(CircuitId(id));
+            self.events
+                .push_back(Event::Closed(CircuitId(id), CloseReason::ShortList));
+            return Err(TunnelError::Refused("the hop's peer list is too short"));
+        }
         // The exit is not one of our own neighbours when another can be:
         // an exit next to us would send its requests (ours) at the
         // highest HTL to us among others, and we would pass them on to
@@ -935,6 +963,38 @@ impl<P: Copy + Ord> Tunnels<P> {
         self.next_id += 1;
         self.next_id
     }
+}
+
+/// The simulator's lying hop, playing its best response to
+/// [`Limits::min_peer_list`]: every colluding peer, padded with honest
+/// peers it really has, drawn at random, until the list names `min`
+/// peers the originator counts as eligible (the previous hop, which is
+/// the originator or a hop already on the path, never counts); all its
+/// peers if it has fewer. At most `room` keys, colluders first.
+fn lying_list<P: Copy + Ord, R: RngCore>(
+    rng: &mut R,
+    links: &dyn Links<P>,
+    from: P,
+    keys: Vec<[u8; 32]>,
+    colluders: &BTreeSet<[u8; 32]>,
+    min: usize,
+    room: usize,
+) -> Vec<[u8; 32]> {
+    let prev = keys
+        .iter()
+        .find(|k| links.peer_by_static_key(k) == Some(from))
+        .copied();
+    let (mut bad, mut honest): (Vec<[u8; 32]>, Vec<[u8; 32]>) =
+        keys.into_iter().partition(|k| colluders.contains(k));
+    bad.retain(|k| Some(*k) != prev);
+    honest.retain(|k| Some(*k) != prev);
+    bad.shuffle(rng);
+    bad.truncate(room);
+    let pad = min.min(room).saturating_sub(bad.len());
+    honest.shuffle(rng);
+    honest.truncate(pad);
+    bad.extend(honest);
+    bad
 }
 
 /// The most message bytes one cell carries on a tunnel of `hops` hops.

@@ -8,7 +8,9 @@ pub mod handshake;
 pub mod onion;
 
 pub use cell::{Command, Dir, TunnelMsg, WIRE_LEN};
-pub use circuit::{CircuitId, CloseReason, Event, ExitId, Limits, Links, Tunnels};
+pub use circuit::{
+    CircuitId, CloseReason, Event, ExitId, Limits, Links, Tunnels, DEFAULT_MIN_PEER_LIST,
+};
 pub use onion::{CELL, MAX_HOPS};
 
 /// What can go wrong with a tunnel; every variant is a refusal of input

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use lichen_tunnel::{
     CircuitId, CloseReason, Dir, Event, ExitId, Limits, Links, TunnelError, TunnelMsg, Tunnels,
-    CELL, WIRE_LEN,
+    CELL, DEFAULT_MIN_PEER_LIST, WIRE_LEN,
 };
 use proptest::prelude::*;
 use rand::SeedableRng;
@@ -139,6 +139,15 @@ impl Net {
     }
 }
 
+/// The engine's limits without the minimum peer-list length: the little
+/// networks here have hops with only a few peers.
+fn no_min() -> Limits {
+    Limits {
+        min_peer_list: 0,
+        ..Limits::default()
+    }
+}
+
 fn exit_data(events: &[Event]) -> Vec<(ExitId, Vec<u8>)> {
     events
         .iter()
@@ -152,7 +161,7 @@ fn exit_data(events: &[Event]) -> Vec<(ExitId, Vec<u8>)> {
 #[test]
 fn tunnels_of_one_to_three_hops_carry_messages_both_ways() {
     for hops in 1..=3u32 {
-        let mut net = Net::new(hops + 1, &[], Limits::default());
+        let mut net = Net::new(hops + 1, &[], no_min());
         // On a line the path is 1, 2, 3: each hop's only other peer.
         let id = net.build(0, 1, hops as usize);
         assert_eq!(net.take(0), vec![Event::Opened(id)]);
@@ -181,7 +190,7 @@ fn tunnels_of_one_to_three_hops_carry_messages_both_ways() {
 
 #[test]
 fn extending_to_a_node_that_is_not_a_peer_fails_back_to_the_originator() {
-    let mut net = Net::new(4, &[], Limits::default());
+    let mut net = Net::new(4, &[], no_min());
     // Hop 1's list names node 3, which is not its peer (a stale list).
     net.peers[1].remove(&2);
     net.peers[2].remove(&1);
@@ -198,7 +207,7 @@ fn extending_to_a_node_that_is_not_a_peer_fails_back_to_the_originator() {
 fn a_hop_with_no_other_peer_ends_the_build() {
     // A triangle: 1's peers are 0 (the originator) and 2; 2's are 0 and
     // 1, both excluded, so no third hop can be found.
-    let mut net = Net::new(3, &[(0, 2)], Limits::default());
+    let mut net = Net::new(3, &[(0, 2)], no_min());
     let id = net.build(0, 1, 3);
     assert_eq!(net.take(0), vec![Event::Closed(id, CloseReason::NoPath)]);
     let id = net.build(0, 1, 2);
@@ -207,7 +216,7 @@ fn a_hop_with_no_other_peer_ends_the_build() {
 
 #[test]
 fn a_first_hop_that_is_not_the_named_node_cannot_answer() {
-    let mut net = Net::new(3, &[(0, 2)], Limits::default());
+    let mut net = Net::new(3, &[(0, 2)], no_min());
     // Ask peer 1 while naming node 2's key: 1 cannot prove it is 2.
     let key = net.keys[2];
     let id = net.nodes[0]
@@ -221,6 +230,7 @@ fn a_first_hop_that_is_not_the_named_node_cannot_answer() {
 fn the_originator_draws_the_exit_from_every_peer_the_guard_names() {
     // Guard 1 has peers 0 (us) and 2..=11: each of 2..=11 is the exit
     // of some tunnels; never the originator or the guard.
+    // With the default minimum list length: 10 eligible peers pass.
     let links: Vec<(u32, u32)> = (3..12).map(|p| (1, p)).collect();
     let mut net = Net::new(12, &links, Limits::default());
     let mut exits = [0u32; 12];
@@ -279,13 +289,14 @@ fn the_exit_is_not_one_of_the_originators_own_peers_when_another_can_be() {
     assert_eq!(net.take(0), vec![Event::Opened(id)]);
 }
 
-/// The simulator-only adversary knob (`lichen sim --lying-lists on`): a
-/// guard that names only its colluders decides the exit; one with no
+/// The simulator-only adversary knob (`lichen sim --lying-lists on`),
+/// without a minimum list length (the rule before it, and a darknet's):
+/// a guard that names only its colluders decides the exit; one with no
 /// colluding peer names its real peers.
 #[test]
-fn a_lying_guard_names_only_its_colluders_and_so_picks_the_exit() {
+fn without_a_minimum_a_lying_guard_names_only_its_colluders_and_so_picks_the_exit() {
     let links: Vec<(u32, u32)> = (3..12).map(|p| (1, p)).collect();
-    let mut net = Net::new(12, &links, Limits::default());
+    let mut net = Net::new(12, &links, no_min());
     // Node 7 colludes with guard 1 (and so does a node that is no peer).
     let colluders: BTreeSet<[u8; 32]> = [net.keys[7], [9u8; 32]].into_iter().collect();
     net.nodes[1].sim_adversary_lying_lists(colluders);
@@ -313,9 +324,83 @@ fn a_lying_guard_names_only_its_colluders_and_so_picks_the_exit() {
     assert_eq!(exits[3], 30, "{exits:?}");
 }
 
+/// `Limits::min_peer_list` (default 8): a hop's list must name that many
+/// distinct eligible peers. The originator itself is in its guard's list
+/// but does not count, nor does a key named twice.
+#[test]
+fn a_peer_list_shorter_than_the_minimum_is_refused_and_one_of_exactly_the_minimum_is_not() {
+    assert_eq!(Limits::default().min_peer_list, DEFAULT_MIN_PEER_LIST);
+    assert_eq!(DEFAULT_MIN_PEER_LIST, 8);
+    // Guard 1's peers: 0 (the originator), 2 (the line) and 3..=8: seven
+    // eligible, eight in all. Node 2 is named twice (a stale entry).
+    let links: Vec<(u32, u32)> = (3..=8).map(|p| (1, p)).collect();
+    let mut net = Net::new(10, &links, Limits::default());
+    net.stale[1].push(2);
+    let id = net.build(0, 1, 2);
+    assert_eq!(net.take(0), vec![Event::Closed(id, CloseReason::ShortList)]);
+    assert_eq!(net.nodes[0].own_count(), 0, "the refused tunnel is gone");
+    // Nothing reached a would-be exit.
+    for n in 2..10 {
+        assert_eq!(net.nodes[n].relayed_count(), 0, "node {n}");
+    }
+    // One more real peer (9): exactly the minimum, accepted.
+    net.peers[1].insert(9);
+    net.peers[9].insert(1);
+    net.now += 1_000;
+    let id = net.build(0, 1, 2);
+    assert_eq!(net.take(0), vec![Event::Opened(id)]);
+}
+
+/// What the minimum buys against the simulator's lying guard: it must pad
+/// its colluders with honest peers up to the minimum, so with k = 2
+/// colluding peers and a minimum of 8 the exit is a colluder in about
+/// k/8 = 1/4 of tunnels, not every time as without the minimum.
+#[test]
+fn a_lying_guard_padding_to_the_minimum_picks_a_colluding_exit_only_about_k_in_l_times() {
+    // Guard 1's peers: 0 (the originator), 2..=20. Nodes 5 and 6 collude
+    // with it (and a node that is no peer of it).
+    let links: Vec<(u32, u32)> = (3..=20).map(|p| (1, p)).collect();
+    let share = |limits: Limits| {
+        let mut net = Net::new(21, &links, limits);
+        let colluders: BTreeSet<[u8; 32]> =
+            [net.keys[5], net.keys[6], [9u8; 32]].into_iter().collect();
+        net.nodes[1].sim_adversary_lying_lists(colluders);
+        let (mut bad, mut all) = (0u32, 0u32);
+        for _ in 0..400 {
+            net.now += 1_000;
+            let id = net.build(0, 1, 2);
+            assert_eq!(net.take(0), vec![Event::Opened(id)], "never refused");
+            net.nodes[0].send(id, b"which exit?").expect("send");
+            net.run();
+            for n in 2..21u32 {
+                let got = exit_data(&net.take(n)).len() as u32;
+                all += got;
+                if n == 5 || n == 6 {
+                    bad += got;
+                }
+            }
+            net.nodes[0].close(id);
+            net.run();
+        }
+        assert_eq!(all, 400);
+        f64::from(bad) / f64::from(all)
+    };
+    let with_rule = share(Limits::default());
+    // 2/8 = 0.25; 400 draws: a standard deviation of about 0.022.
+    assert!(
+        (0.15..=0.35).contains(&with_rule),
+        "colluding exit in {with_rule} of tunnels with the minimum"
+    );
+    let without = share(no_min());
+    assert!(
+        (without - 1.0).abs() < f64::EPSILON,
+        "colluding exit in {without} of tunnels without the minimum"
+    );
+}
+
 #[test]
 fn a_cell_changed_by_a_relay_takes_the_tunnel_down_at_the_next_hop() {
-    let mut net = Net::new(4, &[], Limits::default());
+    let mut net = Net::new(4, &[], no_min());
     let id = net.build(0, 1, 3);
     assert_eq!(net.take(0), vec![Event::Opened(id)]);
     net.nodes[0].send(id, b"hello").expect("send");
@@ -334,7 +419,7 @@ fn a_cell_changed_by_a_relay_takes_the_tunnel_down_at_the_next_hop() {
 
 #[test]
 fn a_replayed_cell_takes_the_tunnel_down() {
-    let mut net = Net::new(3, &[], Limits::default());
+    let mut net = Net::new(3, &[], no_min());
     let id = net.build(0, 1, 2);
     net.take(0);
     net.nodes[0].send(id, b"one").expect("send");
@@ -360,7 +445,7 @@ fn a_create_flood_is_bounded_per_peer_and_in_all() {
     let limits = Limits {
         per_peer: 8,
         create_burst: 100,
-        ..Limits::default()
+        ..no_min()
     };
     let mut net = Net::new(2, &[], limits);
     let mut refused = 0;
@@ -389,7 +474,7 @@ fn creates_faster_than_the_rate_are_refused_until_tokens_return() {
     let limits = Limits {
         create_burst: 4,
         creates_per_minute: 60,
-        ..Limits::default()
+        ..no_min()
     };
     let mut net = Net::new(2, &[], limits);
     let mut ok = 0;
@@ -408,7 +493,7 @@ fn creates_faster_than_the_rate_are_refused_until_tokens_return() {
 
 #[test]
 fn a_lost_link_closes_every_tunnel_through_it() {
-    let mut net = Net::new(4, &[], Limits::default());
+    let mut net = Net::new(4, &[], no_min());
     let id = net.build(0, 1, 3);
     net.take(0);
     // The link 1 - 2 goes.
@@ -430,7 +515,7 @@ fn a_lost_link_closes_every_tunnel_through_it() {
 
 #[test]
 fn an_exit_that_closes_tells_the_originator_and_nobody_else() {
-    let mut net = Net::new(3, &[], Limits::default());
+    let mut net = Net::new(3, &[], no_min());
     let id = net.build(0, 1, 2);
     net.take(0);
     net.nodes[0].send(id, b"q").expect("send");
@@ -446,7 +531,7 @@ fn an_exit_that_closes_tells_the_originator_and_nobody_else() {
 
 #[test]
 fn a_tunnel_not_built_in_time_is_given_up() {
-    let mut net = Net::new(2, &[], Limits::default());
+    let mut net = Net::new(2, &[], no_min());
     let key = net.keys[1];
     let id = net.nodes[0]
         .build(0, &mut net.rng, 1, key, 1)
@@ -465,7 +550,7 @@ fn a_tunnel_not_built_in_time_is_given_up() {
 
 #[test]
 fn cells_for_unknown_circuits_are_refused() {
-    let mut net = Net::new(2, &[], Limits::default());
+    let mut net = Net::new(2, &[], no_min());
     for dir in [Dir::Forward, Dir::Backward] {
         let r = net.deliver(
             0,
@@ -491,7 +576,7 @@ proptest! {
     fn hostile_messages_never_panic_or_grow_state(
         msgs in proptest::collection::vec((0u8..6, 0u32..4, any::<u8>(), any::<[u8; 32]>()), 1..200)
     ) {
-        let limits = Limits { per_peer: 4, ..Limits::default() };
+        let limits = Limits { per_peer: 4, ..no_min() };
         let mut net = Net::new(3, &[], limits);
         let id = net.build(0, 1, 2);
         net.take(0);

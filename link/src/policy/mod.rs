@@ -413,8 +413,17 @@ impl<V: Verifier> PeerPolicy<V> {
     /// Relay, exit and (per [`PolicyConfig::tunnels`]) originate premix
     /// tunnels, answering tunnel handshakes with the node's static link
     /// secret. Without this, tunnel messages are dropped.
+    ///
+    /// On a darknet a hop's peer list is its friends, and small: no
+    /// minimum list length is asked of it
+    /// ([`lichen_routing::TunnelConfig::min_peer_list`] is set to 0).
     pub fn enable_tunnels(&mut self, static_secret: &[u8; 32]) {
-        let mut t = lichen_routing::Tunnelled::new(*static_secret, self.cfg.tunnels);
+        let mut tcfg = self.cfg.tunnels;
+        if !self.cfg.opennet {
+            // Darknet: lists are friends (and their friends), small.
+            tcfg.min_peer_list = 0;
+        }
+        let mut t = lichen_routing::Tunnelled::new(*static_secret, tcfg);
         // The guards of the last run (their times move to this run's
         // clock, which starts now: earlier times become its start).
         let base = self.wall_start_ms;

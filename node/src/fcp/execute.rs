@@ -143,6 +143,7 @@ impl Conn {
                     ("tunnelOwnDirect", s.tunnels.own_direct),
                     ("tunnelsBuilt", s.tunnels.built),
                     ("tunnelBuildFailed", s.tunnels.build_failed),
+                    ("tunnelShortLists", s.tunnels.short_lists),
                     ("tunnelExitRequests", s.tunnels.exit_requests),
                 ] {
                     f.push(format!("volatile.lichen.{name}"), v.to_string());

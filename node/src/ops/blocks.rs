@@ -366,7 +366,10 @@ mod tests {
                     seeds: Vec::new(),
                     // Two-node and line networks: no room for tunnels (routing
                     // alone is under test).
-                    tunnel_hops: 0,
+                    tunnels: lichen_routing::TunnelConfig {
+                        hops: 0,
+                        ..lichen_routing::TunnelConfig::default()
+                    },
                 }
             };
         // The bare peer.

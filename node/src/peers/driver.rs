@@ -157,10 +157,7 @@ impl Driver {
             routing: setup.routing.clone(),
             location: setup.location,
             seeds: setup.seeds.clone(),
-            tunnels: lichen_routing::TunnelConfig {
-                hops: setup.tunnel_hops,
-                ..Default::default()
-            },
+            tunnels: setup.tunnels,
         };
         let mut policy = PeerPolicy::new(cfg, list, verify as Verify, clock.now(), clock.now_ms());
         // Relay and exit tunnels for others; own requests use them unless

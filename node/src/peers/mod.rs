@@ -78,9 +78,9 @@ pub struct PeerSetup {
     pub max_remembered: usize,
     /// Opennet seed nodes, dialed while the node has no peer.
     pub seeds: Vec<(NodeRef, Vec<u8>)>,
-    /// Hops of the tunnels own requests go through (0: none;
-    /// `[anonymity] tunnel_hops`).
-    pub tunnel_hops: u8,
+    /// How own requests use tunnels (`hops` 0: none; `[anonymity]
+    /// tunnel_hops`).
+    pub tunnels: lichen_routing::TunnelConfig,
 }
 
 impl std::fmt::Debug for PeerSetup {

@@ -101,7 +101,10 @@ async fn setup(
         seeds: Vec::new(),
         // Networks of two and three nodes: too small for tunnels; these
         // tests are about links and routing.
-        tunnel_hops: 0,
+        tunnels: lichen_routing::TunnelConfig {
+            hops: 0,
+            ..lichen_routing::TunnelConfig::default()
+        },
     };
     (setup, l, r)
 }

@@ -342,6 +342,12 @@ impl Sim {
         let f = self.nodes.iter().filter(|s| s.adversary).count() as f64
             / self.nodes.len().max(1) as f64;
         let ratio = |a: usize, b: usize| round4(a as f64 / b.max(1) as f64);
+        let honest_stats: Vec<lichen_routing::TunnelStats> = self
+            .nodes
+            .iter()
+            .filter(|s| !s.adversary)
+            .filter_map(|s| s.policy.tunnels().map(lichen_routing::Tunnelled::stats))
+            .collect();
         let mut r = AttackReport::new(
             "correlation",
             cands,
@@ -363,6 +369,9 @@ impl Sim {
             f_squared: round4(f * f),
             exit_requests,
             linked,
+            tunnels_opened: honest_stats.iter().map(|t| t.built).sum(),
+            builds_failed: honest_stats.iter().map(|t| t.build_failed).sum(),
+            short_lists: honest_stats.iter().map(|t| t.short_lists).sum(),
         });
         r
     }
