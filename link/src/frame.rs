@@ -301,3 +301,20 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod tunnel_record {
+    use super::*;
+
+    /// Every tunnel message has the same size (`lichen_tunnel::WIRE_LEN`);
+    /// its record must be the two-cell class, not the next one up (8
+    /// cells: four times the bytes on every hop of every tunnel).
+    #[test]
+    fn a_tunnel_message_fills_a_two_cell_record() {
+        let msg = LinkMessage::Routing(lichen_routing::Message::Tunnel {
+            cell: vec![0xff; lichen_tunnel::WIRE_LEN],
+        });
+        let len = encode(&msg).len();
+        assert_eq!(record_size(len), Some(2 * CELL), "{len} CBOR bytes");
+    }
+}

@@ -18,7 +18,12 @@ use crate::handshake::LayerSecrets;
 use crate::TunnelError;
 
 /// The body of every tunnel cell, at every hop, in both directions.
-pub const CELL: usize = 1024;
+/// Sized so that a tunnel message ([`crate::WIRE_LEN`] bytes) in its
+/// link envelope fills a two-cell link record (1,024 bytes) with a few
+/// bytes to spare: a cell of 1,024 made it 1,062 bytes of CBOR, which
+/// the link padded to its next record class, 4,096 bytes — four times the
+/// bytes on every hop of every tunnel (`lichen_link::frame` tests it).
+pub const CELL: usize = 944;
 /// The Poly1305 tag one layer adds.
 pub const TAG: usize = 16;
 /// The most hops a tunnel has beyond the originator.
