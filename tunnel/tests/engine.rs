@@ -226,16 +226,12 @@ fn a_first_hop_that_is_not_the_named_node_cannot_answer() {
     assert_eq!(net.take(0), vec![Event::Closed(id, CloseReason::Protocol)]);
 }
 
-#[test]
-fn the_originator_draws_the_exit_from_every_peer_the_guard_names() {
-    // Guard 1 has peers 0 (us) and 2..=11: each of 2..=11 is the exit
-    // of some tunnels; never the originator or the guard.
-    // With the default minimum list length: 10 eligible peers pass.
-    let links: Vec<(u32, u32)> = (3..12).map(|p| (1, p)).collect();
-    let mut net = Net::new(12, &links, Limits::default());
+/// Node 0 builds `rounds` two-hop tunnels through node 1 (one a second,
+/// within the guard's Create rate), sends one message through each and
+/// closes it: how often each of 12 nodes was the exit.
+fn exits_of(net: &mut Net, rounds: usize) -> [u32; 12] {
     let mut exits = [0u32; 12];
-    for _ in 0..200 {
-        // Within the guard's Create rate (120 a minute).
+    for _ in 0..rounds {
         net.now += 1_000;
         let id = net.build(0, 1, 2);
         assert_eq!(net.take(0), vec![Event::Opened(id)]);
@@ -247,6 +243,17 @@ fn the_originator_draws_the_exit_from_every_peer_the_guard_names() {
         net.nodes[0].close(id);
         net.run();
     }
+    exits
+}
+
+#[test]
+fn the_originator_draws_the_exit_from_every_peer_the_guard_names() {
+    // Guard 1 has peers 0 (us) and 2..=11: each of 2..=11 is the exit
+    // of some tunnels; never the originator or the guard.
+    // With the default minimum list length: 10 eligible peers pass.
+    let links: Vec<(u32, u32)> = (3..12).map(|p| (1, p)).collect();
+    let mut net = Net::new(12, &links, Limits::default());
+    let exits = exits_of(&mut net, 200);
     assert_eq!(exits[0] + exits[1], 0, "never the originator or the guard");
     for (n, &c) in exits.iter().enumerate().skip(2) {
         assert!(
@@ -266,19 +273,7 @@ fn the_exit_is_not_one_of_the_originators_own_peers_when_another_can_be() {
     let mut net = Net::new(12, &links, Limits::default());
     let ours: Vec<[u8; 32]> = [1, 3, 4, 5, 6].iter().map(|&p| net.keys[p]).collect();
     net.nodes[0].set_neighbours(ours);
-    let mut exits = [0u32; 12];
-    for _ in 0..100 {
-        net.now += 1_000;
-        let id = net.build(0, 1, 2);
-        assert_eq!(net.take(0), vec![Event::Opened(id)]);
-        net.nodes[0].send(id, b"which exit?").expect("send");
-        net.run();
-        for (n, count) in exits.iter_mut().enumerate() {
-            *count += exit_data(&net.take(n as u32)).len() as u32;
-        }
-        net.nodes[0].close(id);
-        net.run();
-    }
+    let exits = exits_of(&mut net, 100);
     assert_eq!(exits[3..7].iter().sum::<u32>(), 0, "{exits:?}");
     assert_eq!(exits.iter().sum::<u32>(), 100);
     // All of the guard's other peers are ours: one of them is the exit.

@@ -578,15 +578,11 @@ fn tunnel_guards_are_saved_with_the_peer_list_and_kept_after_a_restart() {
     m.dial(others[2], others[3]);
     // Tunnel ticks draw the guards; the list is written within SAVE_EVERY.
     m.advance(SAVE_EVERY + Duration::from_secs(10));
-    let live: Vec<[u8; 32]> = m.nodes[a]
-        .policy
-        .tunnels()
-        .unwrap()
-        .guards()
-        .list()
-        .iter()
-        .map(|g| g.key)
-        .collect();
+    let guard_keys = |m: &Mesh<Verify>, i: usize| -> Vec<[u8; 32]> {
+        let t = m.nodes[i].policy.tunnels().unwrap();
+        t.guards().list().iter().map(|g| g.key).collect()
+    };
+    let live = guard_keys(&m, a);
     assert!(!live.is_empty(), "no guards drawn");
     let saved = m.nodes[a].saved.clone().expect("the list was saved");
     let keys: Vec<[u8; 32]> = saved.guards().iter().map(|g| g.key).collect();
@@ -601,14 +597,6 @@ fn tunnel_guards_are_saved_with_the_peer_list_and_kept_after_a_restart() {
     // guards, not new ones.
     let again = m.add([1; 32], 1 << 58, back, accept_all, hops2);
     m.nodes[again].policy.enable_tunnels(&[1; 32]);
-    let restored: Vec<[u8; 32]> = m.nodes[again]
-        .policy
-        .tunnels()
-        .unwrap()
-        .guards()
-        .list()
-        .iter()
-        .map(|g| g.key)
-        .collect();
+    let restored = guard_keys(&m, again);
     assert_eq!(restored, live);
 }
