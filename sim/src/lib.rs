@@ -466,6 +466,19 @@ impl Sim {
             .collect()
     }
 
+    /// A fetch by `node` of `block` at `at` that is not among the
+    /// measured requests (warm-up, background traffic, an attack's own).
+    fn push_fetch(&mut self, at: u64, node: u32, block: u32) {
+        self.push(
+            at,
+            Ev::Fetch {
+                node,
+                block,
+                measured: false,
+            },
+        );
+    }
+
     fn push(&mut self, at: u64, ev: Ev) {
         self.seq += 1;
         self.heap.push(Entry {

@@ -150,14 +150,7 @@ impl Sim {
         for j in 0..warm {
             let node = self.random_online_honest();
             let block = (base + self.rng.gen_range(0..warm_inserts)) as u32;
-            self.push(
-                t1 + j as u64 * WARM_GAP,
-                Ev::Fetch {
-                    node,
-                    block,
-                    measured: false,
-                },
-            );
+            self.push_fetch(t1 + j as u64 * WARM_GAP, node, block);
         }
         let end = t1 + warm as u64 * WARM_GAP + 30_000;
         self.run_until(end);

@@ -34,7 +34,7 @@ use std::collections::BTreeSet;
 use rand::Rng;
 
 use crate::report::{round4, AttackReport};
-use crate::{Ev, Req, Sim};
+use crate::{Req, Sim};
 use lichen_routing::{KeyKind, LocalRequest, Message, NodeRef};
 
 /// How often the attackers act (ms of virtual time).
@@ -109,14 +109,7 @@ impl Sim {
         while t < t0 + HORIZON {
             let node = self.random_online_honest();
             let block = self.rng.gen_range(0..blocks);
-            self.push(
-                t,
-                Ev::Fetch {
-                    node,
-                    block,
-                    measured: false,
-                },
-            );
+            self.push_fetch(t, node, block);
             t += BACKGROUND_GAP;
         }
         let mut step = t0;

@@ -97,14 +97,7 @@ impl Sim {
             let f = self.rng.gen_range(0..self.attack.files.files.len());
             let start = t0 + self.rng.gen_range(0..10_000);
             for (j, &b) in self.attack.files.files[f].clone().iter().enumerate() {
-                self.push(
-                    start + j as u64 * BLOCK_GAP,
-                    Ev::Fetch {
-                        node,
-                        block: b,
-                        measured: false,
-                    },
-                );
+                self.push_fetch(start + j as u64 * BLOCK_GAP, node, b);
             }
         }
     }

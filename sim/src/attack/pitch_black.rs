@@ -114,14 +114,7 @@ impl Sim {
                     let block = yesterday[self.rng.gen_range(0..yesterday.len())];
                     self.attack.pitch.day_of.insert(block, day);
                     let at = t0 + 5_000 + j as u64 * gap;
-                    self.push(
-                        at,
-                        Ev::Fetch {
-                            node,
-                            block,
-                            measured: false,
-                        },
-                    );
+                    self.push_fetch(at, node, block);
                 }
             }
             self.run_until(t0 + PITCH_PROBE_MS);

@@ -138,23 +138,16 @@ impl Sim {
         }
     }
 
-    /// Time for pair `tag`'s probes: the colluder asks the victim for both
-    /// keys at once, in random order.
     /// The victim's fetch `(node, block)` at `at`, and the control's (a
     /// random honest node's) at the same moment, when there is one.
     fn probe_fetches(&mut self, at: u64, victim: (u32, u32), control: Option<(u32, u32)>) {
         for (node, block) in std::iter::once(victim).chain(control) {
-            self.push(
-                at,
-                Ev::Fetch {
-                    node,
-                    block,
-                    measured: false,
-                },
-            );
+            self.push_fetch(at, node, block);
         }
     }
 
+    /// Time for pair `tag`'s probes: the colluder asks the victim for both
+    /// keys at once, in random order.
     pub(crate) fn probe_send(&mut self, tag: u64) {
         let Some(p) = self.attack.probe.pairs.get(tag as usize) else {
             return;
