@@ -427,16 +427,7 @@ impl<V: Verifier> PeerPolicy<V> {
         // The guards of the last run (their times move to this run's
         // clock, which starts now: earlier times become its start).
         let base = self.wall_start_ms;
-        let saved: Vec<lichen_tunnel::guards::Guard> = self
-            .list
-            .guards()
-            .iter()
-            .map(|g| lichen_tunnel::guards::Guard {
-                added: g.added.saturating_sub(base),
-                seen: g.seen.saturating_sub(base),
-                ..g.clone()
-            })
-            .collect();
+        let saved = shift_guards(self.list.guards(), |t| t.saturating_sub(base));
         if !saved.is_empty() {
             t.set_guards(lichen_tunnel::guards::Guards::from_list(saved));
         }
@@ -450,16 +441,7 @@ impl<V: Verifier> PeerPolicy<V> {
             return;
         };
         let base = self.wall_start_ms;
-        let now: Vec<lichen_tunnel::guards::Guard> = t
-            .guards()
-            .list()
-            .iter()
-            .map(|g| lichen_tunnel::guards::Guard {
-                added: g.added.saturating_add(base),
-                seen: g.seen.saturating_add(base),
-                ..g.clone()
-            })
-            .collect();
+        let now = shift_guards(t.guards().list(), |t| t.saturating_add(base));
         let same = |a: &[lichen_tunnel::guards::Guard], b: &[lichen_tunnel::guards::Guard]| {
             a.len() == b.len()
                 && a.iter().zip(b).all(|(x, y)| {
@@ -601,6 +583,23 @@ impl<V: Verifier> PeerPolicy<V> {
     fn wall_ms(&self, now: Instant) -> u64 {
         self.wall_start_ms.saturating_add(self.ms(now))
     }
+}
+
+/// `guards` with their times (`added`, `seen`) mapped by `f`: between
+/// the tunnel layer's clock (ms since this run started) and the peer
+/// list's (ms since the Unix epoch).
+fn shift_guards(
+    guards: &[lichen_tunnel::guards::Guard],
+    f: impl Fn(u64) -> u64,
+) -> Vec<lichen_tunnel::guards::Guard> {
+    guards
+        .iter()
+        .map(|g| lichen_tunnel::guards::Guard {
+            added: f(g.added),
+            seen: f(g.seen),
+            ..g.clone()
+        })
+        .collect()
 }
 
 mod events;

@@ -18,10 +18,7 @@ impl<V: Verifier> Node<V> {
         rng: &mut impl RngCore,
     ) -> RequestId {
         self.expire(now);
-        let mut id = rng.next_u64();
-        while self.id_in_use(id) {
-            id = rng.next_u64();
-        }
+        let id = self.fresh_id(rng);
         match req {
             LocalRequest::Announce => {
                 self.announce(now, id, rng);

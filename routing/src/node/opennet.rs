@@ -114,10 +114,7 @@ impl<V: Verifier> Node<V> {
             return;
         }
         self.expire(now);
-        let mut id = rng.next_u64();
-        while self.id_in_use(id) {
-            id = rng.next_u64();
-        }
+        let id = self.fresh_id(rng);
         self.announce_through(now, id, Some(peer), rng);
     }
 
