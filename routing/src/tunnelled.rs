@@ -370,6 +370,13 @@ impl Tunnelled {
         self.tunnels.len()
     }
 
+    /// Whether the peer with static key `key` is one tunnels may use
+    /// (named in this node's peer lists, extended to, a guard).
+    #[must_use]
+    pub fn knows(&self, key: &[u8; 32]) -> bool {
+        self.keys.values().any(|k| k == key)
+    }
+
     /// A peer's link is up; `key` is its static key.
     pub fn peer_added(&mut self, peer: PeerId, key: [u8; 32]) {
         self.keys.insert(peer, key);
@@ -602,7 +609,7 @@ impl Tunnelled {
     }
 
     fn build<R: RngCore>(&mut self, now: Millis, rng: &mut R, connected: &[[u8; 32]]) {
-        let Some(guard) = self.guards.pick(rng, connected) else {
+        let Some(guard) = self.guards.pick(now, rng, connected) else {
             self.stats.no_guard += 1;
             return;
         };
@@ -701,8 +708,18 @@ impl Tunnelled {
                     self.dispatch(now, rng);
                 }
                 Event::Data(c, bytes) => self.on_reply(now, node, c, &bytes, rng),
-                Event::Closed(c, why) => {
+                Event::Closed(c, why, answered) => {
                     self.count_close(c, why);
+                    // The guard's own failure (no answer, a refusal, or
+                    // its list named no usable next hop): try another
+                    // guard for a while (lichen_tunnel::guards).
+                    let first_hop = answered == 0
+                        || (answered == 1
+                            && matches!(why, CloseReason::NoPath | CloseReason::ShortList));
+                    if let Some(t) = self.tunnels.get(&c).filter(|t| !t.open && first_hop) {
+                        let guard = t.guard;
+                        self.guards.first_hop_failed(now, &guard);
+                    }
                     // A short list (ShortList) is a failed build like any
                     // other: it counts against the guard's path bias (a
                     // guard whose lists are short more often than not is

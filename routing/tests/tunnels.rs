@@ -33,6 +33,9 @@ struct Net {
     /// A node that hears no routed message (tunnel cells still reach
     /// it): as an exit, it starts requests and never hears their end.
     deaf: Option<usize>,
+    /// A node that drops every tunnel cell (relays nothing, answers no
+    /// build).
+    mute: Option<usize>,
 }
 
 impl Net {
@@ -77,6 +80,7 @@ impl Net {
             rng,
             now: 1,
             deaf: None,
+            mute: None,
         }
     }
 
@@ -151,6 +155,9 @@ impl Net {
         self.log.push((from, to, msg.name(), htl));
         let (now, pid) = (self.now, PeerId(from as u64));
         if let Message::Tunnel { cell } = msg {
+            if self.mute == Some(to) {
+                return;
+            }
             let _ = self.layers[to].handle(now, &mut self.nodes[to], pid, &cell, &mut self.rng);
         } else if self.deaf != Some(to) {
             self.nodes[to].handle_message(now, pid, msg, &mut self.stores[to], &mut self.rng);
@@ -488,4 +495,52 @@ fn a_try_the_exit_never_answers_is_sent_again_through_another_tunnel() {
         Some(&RequestOutcome::Found(blocks[1].1.clone()))
     );
     assert!(net.layers[0].stats().try_timeouts >= 1);
+}
+
+#[test]
+fn a_guard_that_relays_nothing_is_passed_over_and_requests_go_on_through_another() {
+    // One request per tunnel: every fetch builds a fresh one.
+    let cfg = TunnelConfig {
+        hops: 2,
+        max_requests: 1,
+        min_peer_list: 0,
+        ..TunnelConfig::default()
+    };
+    let mut net = Net::with(8, &ring(), cfg);
+    let blocks: Vec<(Key, Vec<u8>)> = (20..32).map(block).collect();
+    stock(&mut net, &blocks);
+    let first = net.fetch(0, blocks[0].0);
+    assert!(matches!(
+        net.outcome(0, first),
+        Some(RequestOutcome::Found(_))
+    ));
+    // One guard stops relaying (hostile, or broken): a build through it
+    // is never answered and times out.
+    let guard = net.layers[0].guards().list()[0].key;
+    let mute = (1..8)
+        .find(|&i| lichen_tunnel::handshake::public_key(&[i as u8 + 1; 32]) == guard)
+        .expect("the guard is a node");
+    net.mute = Some(mute);
+    let mut now = net.now;
+    let mut waited = 0;
+    for (key, body) in &blocks[1..] {
+        let id = net.fetch(0, *key);
+        let mut ticks = 0;
+        while net.outcome(0, id).is_none() && ticks < 4 {
+            now += 31_000;
+            net.tick(0, now);
+            ticks += 1;
+        }
+        assert_eq!(
+            net.outcome(0, id),
+            Some(&RequestOutcome::Found(body.clone()))
+        );
+        waited += usize::from(ticks > 0);
+    }
+    // At most one build went into the silent guard's timeout; after it,
+    // tunnels start at the other guards (half of the 11 builds would
+    // have gone to it otherwise).
+    assert!(waited <= 1, "{waited} fetches waited for a build timeout");
+    assert!(net.layers[0].stats().build_failed_timeout <= 1);
+    assert_no_own_request_left_node_0(&net);
 }

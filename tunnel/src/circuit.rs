@@ -56,7 +56,9 @@ pub struct Limits {
     pub create_burst: u32,
     /// `Create`s one peer may send per minute, sustained.
     pub creates_per_minute: u32,
-    /// A tunnel not built by then is given up (ms).
+    /// A tunnel not built by then is given up (ms); also the longest
+    /// hop timeout ([`Tunnels::hop_timeout`]), and the hop timeout until
+    /// enough hops have answered to learn one.
     pub build_timeout_ms: u64,
     /// A relayed circuit older than this is torn down (ms).
     pub relay_lifetime_ms: u64,
@@ -71,6 +73,14 @@ pub struct Limits {
     /// whose lists are a hop's friends and are small.
     pub min_peer_list: usize,
 }
+
+/// Hop answers [`Tunnels::hop_timeout`] learns from.
+pub const HOP_SAMPLES: usize = 32;
+/// Answers seen before the hop timeout is learned rather than
+/// [`Limits::build_timeout_ms`].
+pub const MIN_HOP_SAMPLES: usize = 8;
+/// The shortest learned hop timeout (ms).
+pub const MIN_HOP_TIMEOUT_MS: u64 = 2_000;
 
 /// The default [`Limits::min_peer_list`] (opennet).
 pub const DEFAULT_MIN_PEER_LIST: usize = 8;
@@ -119,8 +129,10 @@ pub enum Event {
     Opened(CircuitId),
     /// A message came back through an own tunnel.
     Data(CircuitId, Vec<u8>),
-    /// An own tunnel closed.
-    Closed(CircuitId, CloseReason),
+    /// An own tunnel closed: why, and how many of its hops had answered
+    /// (0: the first hop never did; what a caller may hold against the
+    /// first hop, its guard, and what not).
+    Closed(CircuitId, CloseReason, usize),
     /// A message arrived at a tunnel ending here (this node is its exit).
     ExitData(ExitId, Vec<u8>),
     /// A tunnel ending here closed.
@@ -138,6 +150,8 @@ struct Own<P> {
     /// Waiting for the newest hop's peer list to choose the next hop.
     awaiting_peers: bool,
     started: u64,
+    /// When the newest hop was asked (`Create` or `Extend`), or answered.
+    hop_started: u64,
     open: bool,
     reasm: Reassembly,
 }
@@ -182,6 +196,9 @@ pub struct Tunnels<P> {
     /// Our own peers' static keys: not chosen as exits when another can
     /// be ([`Tunnels::set_neighbours`]).
     neighbours: BTreeSet<[u8; 32]>,
+    /// How long the last hops took to answer (ms), for
+    /// [`Tunnels::hop_timeout`].
+    hop_times: VecDeque<u64>,
 }
 
 impl<P> std::fmt::Debug for Tunnels<P> {
@@ -212,6 +229,7 @@ impl<P: Copy + Ord> Tunnels<P> {
             events: VecDeque::new(),
             lie_with: None,
             neighbours: BTreeSet::new(),
+            hop_times: VecDeque::new(),
         }
     }
 
@@ -294,6 +312,7 @@ impl<P: Copy + Ord> Tunnels<P> {
                 pending: Some(hs),
                 awaiting_peers: false,
                 started: now,
+                hop_started: now,
                 open: false,
                 reasm: Reassembly::default(),
             },
@@ -417,18 +436,19 @@ impl<P: Copy + Ord> Tunnels<P> {
     /// Give up tunnels not built in time and tear down relayed circuits
     /// past their lifetime.
     pub fn expire(&mut self, now: u64) {
+        let hop_timeout = self.hop_timeout();
         let slow: Vec<u64> = self
             .own
             .iter()
             .filter(|(_, o)| {
-                !o.open && now.saturating_sub(o.started) > self.limits.build_timeout_ms
+                !o.open
+                    && (now.saturating_sub(o.started) > self.limits.build_timeout_ms
+                        || now.saturating_sub(o.hop_started) > hop_timeout)
             })
             .map(|(&id, _)| id)
             .collect();
         for id in slow {
-            self.close(CircuitId(id));
-            self.events
-                .push_back(Event::Closed(CircuitId(id), CloseReason::Timeout));
+            self.abandon(id, CloseReason::Timeout);
         }
         let old: Vec<u64> = self
             .relays
@@ -459,7 +479,7 @@ impl<P: Copy + Ord> Tunnels<P> {
             TunnelMsg::Create { circ, depth, x } => {
                 self.on_create(now, rng, links, from, (circ, depth), &x)
             }
-            TunnelMsg::Created { circ, reply } => self.on_created(from, circ, &reply),
+            TunnelMsg::Created { circ, reply } => self.on_created(now, from, circ, &reply),
             TunnelMsg::Cell {
                 circ,
                 dir: Dir::Forward,
@@ -469,7 +489,7 @@ impl<P: Copy + Ord> Tunnels<P> {
                 circ,
                 dir: Dir::Backward,
                 body,
-            } => self.on_backward(rng, from, circ, &body),
+            } => self.on_backward(now, rng, from, circ, &body),
             TunnelMsg::Destroy {
                 circ,
                 dir: Dir::Forward,
@@ -569,7 +589,13 @@ impl<P: Copy + Ord> Tunnels<P> {
         self.send_backward(id, &plain)
     }
 
-    fn on_created(&mut self, from: P, circ: u32, reply: &[u8; 64]) -> Result<(), TunnelError> {
+    fn on_created(
+        &mut self,
+        now: u64,
+        from: P,
+        circ: u32,
+        reply: &[u8; 64],
+    ) -> Result<(), TunnelError> {
         match *self
             .outbound
             .get(&(from, circ))
@@ -581,7 +607,7 @@ impl<P: Copy + Ord> Tunnels<P> {
                     self.own_closed(id, CloseReason::Protocol);
                     return Err(TunnelError::BadCell("a second Created"));
                 }
-                self.hop_answered(id, reply)
+                self.hop_answered(now, id, reply)
             }
             Out::Relay(r) => {
                 let relay = self.relays.get_mut(&r).ok_or(TunnelError::UnknownCircuit)?;
@@ -599,7 +625,7 @@ impl<P: Copy + Ord> Tunnels<P> {
 
     /// The newest hop of own tunnel `id` answered: add its layer, then
     /// wait for its peer list or report the tunnel open.
-    fn hop_answered(&mut self, id: u64, reply: &[u8; 64]) -> Result<(), TunnelError> {
+    fn hop_answered(&mut self, now: u64, id: u64, reply: &[u8; 64]) -> Result<(), TunnelError> {
         let Some(own) = self.own.get_mut(&id) else {
             return Err(TunnelError::UnknownCircuit);
         };
@@ -614,19 +640,46 @@ impl<P: Copy + Ord> Tunnels<P> {
                 return Err(e);
             }
         }
+        let took = now.saturating_sub(own.hop_started);
+        own.hop_started = now;
         if own.layers.len() == own.hops {
             own.open = true;
             self.events.push_back(Event::Opened(CircuitId(id)));
         } else {
             own.awaiting_peers = true;
         }
+        if self.hop_times.len() == HOP_SAMPLES {
+            self.hop_times.pop_front();
+        }
+        self.hop_times.push_back(took);
         Ok(())
+    }
+
+    /// How long the newest hop of a build may take to answer: 4 × the
+    /// median of the last [`HOP_SAMPLES`] hops' answers (Tor learns its
+    /// circuit build timeout from its own builds in the same spirit),
+    /// at least [`MIN_HOP_TIMEOUT_MS`], at most
+    /// [`Limits::build_timeout_ms`]; that maximum until
+    /// [`MIN_HOP_SAMPLES`] answers were seen.
+    #[must_use]
+    pub fn hop_timeout(&self) -> u64 {
+        let max = self.limits.build_timeout_ms;
+        if self.hop_times.len() < MIN_HOP_SAMPLES {
+            return max;
+        }
+        let mut t: Vec<u64> = self.hop_times.iter().copied().collect();
+        t.sort_unstable();
+        let median = t[t.len() / 2];
+        median
+            .saturating_mul(4)
+            .clamp(MIN_HOP_TIMEOUT_MS.min(max), max)
     }
 
     /// The newest hop of own tunnel `id` named its peers: draw the next
     /// hop from them and extend.
     fn choose_next<R: RngCore>(
         &mut self,
+        now: u64,
         rng: &mut R,
         id: u64,
         keys: &[[u8; 32]],
@@ -646,9 +699,7 @@ impl<P: Copy + Ord> Tunnels<P> {
             .into_iter()
             .collect();
         if !eligible.is_empty() && eligible.len() < self.limits.min_peer_list {
-            self.close(CircuitId(id));
-            self.events
-                .push_back(Event::Closed(CircuitId(id), CloseReason::ShortList));
+            self.abandon(id, CloseReason::ShortList);
             return Err(TunnelError::Refused("the hop's peer list is too short"));
         }
         // The exit is not one of our own neighbours when another can be:
@@ -667,12 +718,11 @@ impl<P: Copy + Ord> Tunnels<P> {
             }
         }
         let Some(&hop) = eligible.get(rng.gen_range(0..eligible.len().max(1))) else {
-            self.close(CircuitId(id));
-            self.events
-                .push_back(Event::Closed(CircuitId(id), CloseReason::NoPath));
+            self.abandon(id, CloseReason::NoPath);
             return Err(TunnelError::Refused("no peer to extend the tunnel to"));
         };
         own.path.push(hop);
+        own.hop_started = now;
         let (hs, x) = ClientHandshake::start(rng, hop);
         own.pending = Some(hs);
         self.send_forward(id, &Command::Extend { hop, x })
@@ -783,6 +833,7 @@ impl<P: Copy + Ord> Tunnels<P> {
 
     fn on_backward<R: RngCore>(
         &mut self,
+        now: u64,
         rng: &mut R,
         from: P,
         circ: u32,
@@ -808,16 +859,14 @@ impl<P: Copy + Ord> Tunnels<P> {
                 let command =
                     unwrap_backward(&mut own.layers, body).and_then(|p| Command::decode(&p));
                 match command {
-                    Ok(Command::Extended { reply }) => self.hop_answered(id, &reply),
+                    Ok(Command::Extended { reply }) => self.hop_answered(now, id, &reply),
                     Ok(Command::Peers { keys }) if own.awaiting_peers => {
-                        self.choose_next(rng, id, &keys)
+                        self.choose_next(now, rng, id, &keys)
                     }
                     // The exit's list, after the tunnel opened: not needed.
                     Ok(Command::Peers { .. }) if own.open => Ok(()),
                     Ok(Command::ExtendFailed { .. }) => {
-                        self.close(CircuitId(id));
-                        self.events
-                            .push_back(Event::Closed(CircuitId(id), CloseReason::ExtendFailed));
+                        self.abandon(id, CloseReason::ExtendFailed);
                         Ok(())
                     }
                     Ok(Command::Data { last, bytes }) if own.open => {
@@ -826,18 +875,14 @@ impl<P: Copy + Ord> Tunnels<P> {
                             Ok(Some(msg)) => self.events.push_back(Event::Data(CircuitId(id), msg)),
                             Ok(None) => {}
                             Err(e) => {
-                                self.close(CircuitId(id));
-                                self.events
-                                    .push_back(Event::Closed(CircuitId(id), CloseReason::Protocol));
+                                self.abandon(id, CloseReason::Protocol);
                                 return Err(e);
                             }
                         }
                         Ok(())
                     }
                     Ok(_) | Err(_) => {
-                        self.close(CircuitId(id));
-                        self.events
-                            .push_back(Event::Closed(CircuitId(id), CloseReason::Protocol));
+                        self.abandon(id, CloseReason::Protocol);
                         Err(TunnelError::BadCell("a backward cell that does not fit"))
                     }
                 }
@@ -926,11 +971,22 @@ impl<P: Copy + Ord> Tunnels<P> {
         is_exit
     }
 
+    /// Own tunnel `id` ended without us (its first hop's link went, or a
+    /// hop destroyed it).
     fn own_closed(&mut self, id: u64, why: CloseReason) {
         if let Some(own) = self.own.remove(&id) {
             self.outbound.remove(&own.first);
-            self.events.push_back(Event::Closed(CircuitId(id), why));
+            self.events
+                .push_back(Event::Closed(CircuitId(id), why, own.layers.len()));
         }
+    }
+
+    /// Give up own tunnel `id`: tear it down and tell the caller why.
+    fn abandon(&mut self, id: u64, why: CloseReason) {
+        let answered = self.own.get(&id).map_or(0, |o| o.layers.len());
+        self.close(CircuitId(id));
+        self.events
+            .push_back(Event::Closed(CircuitId(id), why, answered));
     }
 
     fn take_token(&mut self, now: u64, peer: P) -> bool {

@@ -18,9 +18,20 @@
 //! wait for one and fail. Tunnels start at the earliest-added connected
 //! guards, so the first guards are used again as soon as they are back;
 //! a backup becomes a first guard only when an earlier one leaves the set.
+//!
+//! A guard that is connected but does not do its part of a build (no
+//! answer to the `Create`, a refusal, or a peer list with no usable next
+//! hop) is passed over for a while ([`Guards::first_hop_failed`]: one
+//! minute, doubling with each failure in a row, up to an hour), as Tor
+//! marks a guard it cannot reach and moves on to the next one. Only
+//! failures at the first hop count: a later hop cannot make its
+//! originator's guard look bad. Without this a newcomer whose first guard
+//! would not relay sent half its builds into a 30-second timeout, and a
+//! request could wait minutes for a tunnel.
 
 use rand::seq::SliceRandom;
 use rand::Rng;
+use std::collections::BTreeMap;
 
 /// How many guards tunnels start at (the earliest-added connected ones).
 pub const GUARDS: usize = 2;
@@ -34,6 +45,11 @@ pub const LIFETIME_MS: u64 = 60 * 24 * 3_600_000;
 pub const BIAS_MIN_ATTEMPTS: u32 = 20;
 /// Below this fraction of built tunnels a guard is dropped.
 pub const BIAS_MIN_SUCCESS: f64 = 0.5;
+/// A guard that failed a build at the first hop is passed over this long
+/// (ms), doubled for each further failure in a row ...
+pub const RETRY_MS: u64 = 60_000;
+/// ... up to this (ms).
+pub const RETRY_MAX_MS: u64 = 3_600_000;
 
 /// One guard.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -68,13 +84,19 @@ pub enum Dropped {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Guards {
     guards: Vec<Guard>,
+    /// Guards passed over after first-hop failures: failures in a row,
+    /// and until when (ms). Not saved: a restart tries them again.
+    failing: BTreeMap<[u8; 32], (u32, u64)>,
 }
 
 impl Guards {
     /// A set restored from what [`Guards::list`] returned.
     #[must_use]
     pub fn from_list(guards: Vec<Guard>) -> Self {
-        Guards { guards }
+        Guards {
+            guards,
+            failing: BTreeMap::new(),
+        }
     }
 
     /// The guards, for saving.
@@ -126,10 +148,12 @@ impl Guards {
             .copied()
             .collect();
         fresh.shuffle(rng);
+        self.failing
+            .retain(|k, _| self.guards.iter().any(|g| g.key == *k));
         let here = self
             .guards
             .iter()
-            .filter(|g| connected.contains(&g.key))
+            .filter(|g| connected.contains(&g.key) && self.usable(now, &g.key))
             .count();
         for key in fresh.into_iter().take(GUARDS.saturating_sub(here)) {
             if self.guards.len() >= MAX_GUARDS {
@@ -155,16 +179,42 @@ impl Guards {
     }
 
     /// For the next tunnel: one of the [`GUARDS`] earliest-added guards
-    /// connected now, at random.
-    pub fn pick<R: Rng>(&self, rng: &mut R, connected: &[[u8; 32]]) -> Option<[u8; 32]> {
+    /// connected now and not passed over, at random; when every connected
+    /// guard is passed over, the one whose wait ends first.
+    pub fn pick<R: Rng>(&self, now: u64, rng: &mut R, connected: &[[u8; 32]]) -> Option<[u8; 32]> {
         let here: Vec<[u8; 32]> = self
             .guards
             .iter()
-            .filter(|g| connected.contains(&g.key))
+            .filter(|g| connected.contains(&g.key) && self.usable(now, &g.key))
             .map(|g| g.key)
             .take(GUARDS)
             .collect();
-        here.choose(rng).copied()
+        here.choose(rng).copied().or_else(|| {
+            self.guards
+                .iter()
+                .filter(|g| connected.contains(&g.key))
+                .min_by_key(|g| self.failing.get(&g.key).map_or(0, |f| f.1))
+                .map(|g| g.key)
+        })
+    }
+
+    /// Whether `key` is not being passed over at `now`.
+    fn usable(&self, now: u64, key: &[u8; 32]) -> bool {
+        self.failing.get(key).is_none_or(|&(_, until)| now >= until)
+    }
+
+    /// A build through `key` failed at the first hop (it did not answer,
+    /// refused, or named no usable next hop): pass it over for
+    /// [`RETRY_MS`], doubled for each failure in a row, up to
+    /// [`RETRY_MAX_MS`].
+    pub fn first_hop_failed(&mut self, now: u64, key: &[u8; 32]) {
+        if !self.contains(key) {
+            return;
+        }
+        let f = self.failing.entry(*key).or_insert((0, 0));
+        let wait = RETRY_MS.saturating_mul(1 << f.0.min(10)).min(RETRY_MAX_MS);
+        f.0 = f.0.saturating_add(1);
+        f.1 = now.saturating_add(wait);
     }
 
     /// A tunnel through `key` was started.
@@ -179,6 +229,7 @@ impl Guards {
         if let Some(g) = self.guards.iter_mut().find(|g| g.key == *key) {
             g.built = g.built.saturating_add(1);
         }
+        self.failing.remove(key);
     }
 
     /// Whether `key` is a guard.
@@ -218,7 +269,7 @@ mod tests {
             assert!(g.refresh(now, &mut rng, &here).is_empty(), "hour {h}");
             // Tunnels start at the first guards whenever they are here.
             for _ in 0..10 {
-                let p = g.pick(&mut rng, &here).expect("a guard");
+                let p = g.pick(now, &mut rng, &here).expect("a guard");
                 assert!(first.contains(&p) || away, "hour {h}");
             }
         }
@@ -240,12 +291,12 @@ mod tests {
         // gone a day. Tunnels still have a connected first hop.
         let later = &peers[2..];
         assert!(g.refresh(60_000, &mut rng, later).is_empty());
-        let p = g.pick(&mut rng, later).expect("a backup guard");
+        let p = g.pick(60_000, &mut rng, later).expect("a backup guard");
         assert!(later.contains(&p));
         assert_eq!(g.list().len(), 2 * GUARDS);
         // The first guards come back: tunnels start at them again.
         for _ in 0..20 {
-            assert!(first.contains(&g.pick(&mut rng, &peers).expect("a guard")));
+            assert!(first.contains(&g.pick(60_000, &mut rng, &peers).expect("a guard")));
         }
         // Peers keep changing: the set stays bounded, the guards away
         // longest make room.
@@ -254,7 +305,7 @@ mod tests {
             let here = [[100 + 2 * round; 32], [101 + 2 * round; 32]];
             g.refresh(now, &mut rng, &here);
             assert!(g.list().len() <= MAX_GUARDS);
-            assert!(g.pick(&mut rng, &here).is_some(), "round {round}");
+            assert!(g.pick(now, &mut rng, &here).is_some(), "round {round}");
         }
     }
 
@@ -309,9 +360,51 @@ mod tests {
             .copied()
             .collect();
         for _ in 0..50 {
-            assert_eq!(g.pick(&mut rng, &here), Some(only));
+            assert_eq!(g.pick(0, &mut rng, &here), Some(only));
         }
-        assert_eq!(g.pick(&mut rng, &[]), None);
+        assert_eq!(g.pick(0, &mut rng, &[]), None);
+    }
+
+    #[test]
+    fn a_guard_failing_at_the_first_hop_is_passed_over_for_a_while() {
+        let mut rng = ChaCha20Rng::seed_from_u64(7);
+        let peers = keys(20);
+        let mut g = Guards::default();
+        g.refresh(0, &mut rng, &peers);
+        let [bad, good] = [g.list()[0].key, g.list()[1].key];
+        g.first_hop_failed(0, &bad);
+        // Passed over: the other first guard, and a backup in its place.
+        g.refresh(1, &mut rng, &peers);
+        assert_eq!(g.list().len(), GUARDS + 1);
+        let backup = g.list()[2].key;
+        for _ in 0..50 {
+            let p = g.pick(1, &mut rng, &peers).expect("a guard");
+            assert!(p == good || p == backup, "picked the failing guard");
+        }
+        // After RETRY_MS it is tried again ...
+        let again = (0..50)
+            .filter(|_| g.pick(RETRY_MS, &mut rng, &peers) == Some(bad))
+            .count();
+        assert!(again > 0, "never tried again");
+        // ... and a second failure in a row waits twice as long.
+        g.first_hop_failed(RETRY_MS, &bad);
+        for now in [RETRY_MS + 1, 3 * RETRY_MS - 1] {
+            assert!((0..50).all(|_| g.pick(now, &mut rng, &peers) != Some(bad)));
+        }
+        assert!((0..50).any(|_| g.pick(3 * RETRY_MS, &mut rng, &peers) == Some(bad)));
+        // A built tunnel clears the record.
+        g.first_hop_failed(3 * RETRY_MS, &bad);
+        g.built(&bad);
+        assert!((0..50).any(|_| g.pick(3 * RETRY_MS, &mut rng, &peers) == Some(bad)));
+        // When every connected guard is passed over, one still serves
+        // (the one whose wait ends first) rather than none.
+        let only = [bad, good];
+        g.first_hop_failed(4 * RETRY_MS, &good);
+        g.first_hop_failed(4 * RETRY_MS + 10, &bad);
+        assert_eq!(g.pick(4 * RETRY_MS + 20, &mut rng, &only), Some(good));
+        // Not a guard: nothing recorded.
+        g.first_hop_failed(0, &[99; 32]);
+        assert!(g.usable(0, &[99; 32]));
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod onion;
 pub use cell::{Command, Dir, TunnelMsg, WIRE_LEN};
 pub use circuit::{
     CircuitId, CloseReason, Event, ExitId, Limits, Links, Tunnels, DEFAULT_MIN_PEER_LIST,
+    HOP_SAMPLES, MIN_HOP_SAMPLES, MIN_HOP_TIMEOUT_MS,
 };
 pub use onion::{CELL, MAX_HOPS};
 

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use lichen_tunnel::{
     CircuitId, CloseReason, Dir, Event, ExitId, Limits, Links, TunnelError, TunnelMsg, Tunnels,
-    CELL, DEFAULT_MIN_PEER_LIST, WIRE_LEN,
+    CELL, DEFAULT_MIN_PEER_LIST, MIN_HOP_TIMEOUT_MS, WIRE_LEN,
 };
 use proptest::prelude::*;
 use rand::SeedableRng;
@@ -198,7 +198,7 @@ fn extending_to_a_node_that_is_not_a_peer_fails_back_to_the_originator() {
     let id = net.build(0, 1, 2);
     assert_eq!(
         net.take(0),
-        vec![Event::Closed(id, CloseReason::ExtendFailed)]
+        vec![Event::Closed(id, CloseReason::ExtendFailed, 1)]
     );
     assert_eq!(net.nodes[1].relayed_count(), 0, "the guard keeps nothing");
 }
@@ -209,7 +209,7 @@ fn a_hop_with_no_other_peer_ends_the_build() {
     // 1, both excluded, so no third hop can be found.
     let mut net = Net::new(3, &[(0, 2)], no_min());
     let id = net.build(0, 1, 3);
-    assert_eq!(net.take(0), vec![Event::Closed(id, CloseReason::NoPath)]);
+    assert_eq!(net.take(0), vec![Event::Closed(id, CloseReason::NoPath, 2)]);
     let id = net.build(0, 1, 2);
     assert_eq!(net.take(0), vec![Event::Opened(id)], "two hops: 1 then 2");
 }
@@ -223,7 +223,10 @@ fn a_first_hop_that_is_not_the_named_node_cannot_answer() {
         .build(0, &mut net.rng, 1, key, 1)
         .expect("build");
     net.run();
-    assert_eq!(net.take(0), vec![Event::Closed(id, CloseReason::Protocol)]);
+    assert_eq!(
+        net.take(0),
+        vec![Event::Closed(id, CloseReason::Protocol, 0)]
+    );
 }
 
 /// Node 0 builds `rounds` two-hop tunnels through node 1 (one a second,
@@ -332,7 +335,10 @@ fn a_peer_list_shorter_than_the_minimum_is_refused_and_one_of_exactly_the_minimu
     let mut net = Net::new(10, &links, Limits::default());
     net.stale[1].push(2);
     let id = net.build(0, 1, 2);
-    assert_eq!(net.take(0), vec![Event::Closed(id, CloseReason::ShortList)]);
+    assert_eq!(
+        net.take(0),
+        vec![Event::Closed(id, CloseReason::ShortList, 1)]
+    );
     assert_eq!(net.nodes[0].own_count(), 0, "the refused tunnel is gone");
     // Nothing reached a would-be exit.
     for n in 2..10 {
@@ -406,7 +412,10 @@ fn a_cell_changed_by_a_relay_takes_the_tunnel_down_at_the_next_hop() {
         }
     });
     assert!(exit_data(&net.take(3)).is_empty(), "the exit saw nothing");
-    assert_eq!(net.take(0), vec![Event::Closed(id, CloseReason::Destroyed)]);
+    assert_eq!(
+        net.take(0),
+        vec![Event::Closed(id, CloseReason::Destroyed, 3)]
+    );
     for i in 1..4 {
         assert_eq!(net.nodes[i].relayed_count(), 0, "node {i} kept state");
     }
@@ -424,7 +433,10 @@ fn a_replayed_cell_takes_the_tunnel_down() {
     let again = net.deliver(0, 1, 0, first);
     assert!(matches!(again, Err(TunnelError::BadCell(_))), "{again:?}");
     net.run();
-    assert_eq!(net.take(0), vec![Event::Closed(id, CloseReason::Destroyed)]);
+    assert_eq!(
+        net.take(0),
+        vec![Event::Closed(id, CloseReason::Destroyed, 2)]
+    );
 }
 
 fn create(net: &mut Net, circ: u32) -> TunnelMsg {
@@ -495,7 +507,10 @@ fn a_lost_link_closes_every_tunnel_through_it() {
     net.nodes[1].peer_gone(2);
     net.nodes[2].peer_gone(1);
     net.run();
-    assert_eq!(net.take(0), vec![Event::Closed(id, CloseReason::Destroyed)]);
+    assert_eq!(
+        net.take(0),
+        vec![Event::Closed(id, CloseReason::Destroyed, 3)]
+    );
     let exit = net.take(3);
     assert_eq!(exit.len(), 1);
     assert!(matches!(exit[0], Event::ExitClosed(_)), "{exit:?}");
@@ -520,8 +535,51 @@ fn an_exit_that_closes_tells_the_originator_and_nobody_else() {
     net.run();
     assert!(net.take(2).is_empty(), "no event for the exit's own close");
     assert!(net.take(1).is_empty());
-    assert_eq!(net.take(0), vec![Event::Closed(id, CloseReason::Destroyed)]);
+    assert_eq!(
+        net.take(0),
+        vec![Event::Closed(id, CloseReason::Destroyed, 2)]
+    );
     assert_eq!(net.nodes[0].send(id, b"again"), Err(TunnelError::NotOpen));
+}
+
+/// A build is also given up when its newest hop has not answered within
+/// the hop timeout learned from earlier answers (4 × their median, at
+/// least `MIN_HOP_TIMEOUT_MS`), not only after the whole build's 30 s:
+/// one silent hop (a peer that does not relay) then costs seconds.
+#[test]
+fn a_hop_that_does_not_answer_is_given_up_after_the_learned_hop_timeout() {
+    let mut net = Net::new(3, &[], no_min());
+    let max = Limits::default().build_timeout_ms;
+    assert_eq!(net.nodes[0].hop_timeout(), max, "nothing learned yet");
+    // Four two-hop builds: eight hop answers, none slower than 100 ms.
+    for _ in 0..4 {
+        let key = net.keys[1];
+        let id = net.nodes[0]
+            .build(net.now, &mut net.rng, 1, key, 2)
+            .expect("build");
+        for _ in 0..2 {
+            net.now += 100;
+            net.run();
+        }
+        assert_eq!(net.take(0), vec![Event::Opened(id)]);
+        net.nodes[0].close(id);
+        net.run();
+    }
+    assert_eq!(net.nodes[0].hop_timeout(), MIN_HOP_TIMEOUT_MS);
+    // A Create that is never answered.
+    let start = net.now;
+    let key = net.keys[1];
+    let id = net.nodes[0]
+        .build(start, &mut net.rng, 1, key, 1)
+        .expect("build");
+    while net.nodes[0].poll_transmit().is_some() {}
+    net.nodes[0].expire(start + MIN_HOP_TIMEOUT_MS);
+    assert!(net.nodes[0].poll_event().is_none());
+    net.nodes[0].expire(start + MIN_HOP_TIMEOUT_MS + 1);
+    assert_eq!(
+        net.nodes[0].poll_event(),
+        Some(Event::Closed(id, CloseReason::Timeout, 0))
+    );
 }
 
 #[test]
@@ -538,7 +596,7 @@ fn a_tunnel_not_built_in_time_is_given_up() {
     net.nodes[0].expire(31_000);
     assert_eq!(
         net.nodes[0].poll_event(),
-        Some(Event::Closed(id, CloseReason::Timeout))
+        Some(Event::Closed(id, CloseReason::Timeout, 0))
     );
     assert_eq!(net.nodes[0].own_count(), 0);
 }

@@ -211,6 +211,13 @@ impl<V: Verifier> PeerPolicy<V> {
         };
         l.seed_client = false;
         let bytes = l.introduced.take();
+        // A peer now, for tunnels too: it may be named in our tunnel peer
+        // lists, extended to, and be a guard. (Without this a seed, whose
+        // peers mostly came as seed clients, named only the few it
+        // dialed: a newcomer's tunnels through its seed found no next hop.)
+        if let Some(t) = &mut self.tunnels {
+            t.peer_added(pid, l.remote);
+        }
         tracing::debug!(peer = pid.0, "a seed client became a peer");
         if let Some(b) = bytes {
             self.introduced(now, pid, &b);

@@ -335,6 +335,45 @@ fn a_darknet_node_never_dials_seeds() {
     assert_eq!(m.nodes[n].dials, 0);
 }
 
+/// A newcomer dials its seed unasked (a seed client there), announces
+/// through it, and the seed takes it as a peer: from then on the seed's
+/// tunnels know it too (it is named in the seed's tunnel peer lists and
+/// can be extended to). A seed whose peers mostly came this way once
+/// named almost none of them, and newcomers' tunnels through their seed
+/// found no next hop.
+#[test]
+fn a_seed_client_taken_as_a_peer_is_a_peer_for_tunnels_too() {
+    let mut m = mesh();
+    let seed = opennet(&mut m, 1);
+    m.nodes[seed].policy.enable_tunnels(&[1; 32]);
+    let newcomer = opennet(&mut m, 2);
+    m.nodes[newcomer].policy.enable_tunnels(&[2; 32]);
+    // The newcomer announces through its seed as soon as it is linked,
+    // and the seed, which wants peers, takes it.
+    m.dial(newcomer, seed);
+    m.advance(Duration::from_secs(5));
+    assert_eq!(
+        m.nodes[seed].policy.routing().stats().seed_clients,
+        1,
+        "the newcomer came in as a seed client"
+    );
+    let link = m.link(seed, newcomer).expect("still linked");
+    assert!(
+        !m.nodes[seed].policy.is_seed_client(link)
+            && m.nodes[seed]
+                .policy
+                .routing()
+                .peers()
+                .any(|(p, _)| p == link),
+        "the seed took the newcomer as a peer"
+    );
+    let kn = key(&m, newcomer);
+    assert!(
+        m.nodes[seed].policy.tunnels().unwrap().knows(&kn),
+        "the seed's tunnels do not know its new peer"
+    );
+}
+
 #[test]
 fn a_full_node_keeps_the_newcomer_it_asked_for() {
     let mut m = mesh();
