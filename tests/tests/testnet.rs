@@ -184,7 +184,7 @@ fn a_document_inserted_on_one_node_is_fetched_on_another() {
         let (sent, direct, built) = (
             stat(n, "tunnelOwnSent"),
             stat(n, "tunnelOwnDirect"),
-            stat(n, "tunnelsBuilt"),
+            stat(n, "tunnelBuilt"),
         );
         eprintln!("node {who}: own through tunnels {sent}, direct {direct}, tunnels built {built}");
         assert_eq!(direct, 0, "node {who} sent own requests without a tunnel");

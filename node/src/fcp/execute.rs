@@ -139,14 +139,15 @@ impl Conn {
                     ("backoffWaits", s.backoff_waits),
                     ("droppedLeastUseful", s.dropped_least_useful),
                     ("insertsForked", s.inserts_forked),
-                    ("tunnelOwnSent", s.tunnels.own_sent),
-                    ("tunnelOwnDirect", s.tunnels.own_direct),
-                    ("tunnelsBuilt", s.tunnels.built),
-                    ("tunnelBuildFailed", s.tunnels.build_failed),
-                    ("tunnelShortLists", s.tunnels.short_lists),
-                    ("tunnelExitRequests", s.tunnels.exit_requests),
                 ] {
                     f.push(format!("volatile.lichen.{name}"), v.to_string());
+                }
+                // Every tunnel counter, `own_sent` as `tunnelOwnSent`.
+                for (name, v) in s.tunnels.pairs() {
+                    f.push(
+                        format!("volatile.lichen.tunnel{}", camel(name)),
+                        v.to_string(),
+                    );
                 }
             }
         }
@@ -333,4 +334,17 @@ impl Conn {
             std::fs::canonicalize(d).is_ok_and(|d| lichen_fcp::dda::path_is_within(path, &d))
         }) || lock(&self.session).dda_allows(path, write)
     }
+}
+
+/// `own_sent` → `OwnSent`.
+fn camel(snake: &str) -> String {
+    snake
+        .split('_')
+        .map(|w| {
+            let mut c = w.chars();
+            c.next()
+                .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                .unwrap_or_default()
+        })
+        .collect()
 }
