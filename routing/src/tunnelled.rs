@@ -22,6 +22,7 @@ use lichen_tunnel::guards::Guards;
 use lichen_tunnel::{
     CircuitId, CloseReason, Event, ExitId, Limits, Links, TunnelError, TunnelMsg, Tunnels,
 };
+use rand::seq::SliceRandom;
 use rand::{Rng, RngCore};
 
 use crate::message::{KeyKind, Message};
@@ -569,7 +570,18 @@ impl Tunnelled {
             .values()
             .filter(|t| !self.retired(now, t))
             .count();
-        let want = self.cfg.tunnels.min(self.waiting.len() + self.sent.len());
+        let mut want = self.cfg.tunnels.min(self.waiting.len() + self.sent.len());
+        // With no tunnel open, two builds at once, through both primary
+        // guards: a first hop or path that does not answer then does not
+        // hold up the first request for a build timeout.
+        if !self.waiting.is_empty()
+            && !self
+                .tunnels
+                .values()
+                .any(|t| t.open && !self.retired(now, t))
+        {
+            want = want.max(2).min(self.cfg.tunnels);
+        }
         if !self.waiting.is_empty() && usable < want && now >= self.next_build {
             let connected: Vec<[u8; 32]> = self.keys.values().copied().collect();
             self.guards.refresh(now, rng, &connected);
@@ -609,7 +621,18 @@ impl Tunnelled {
     }
 
     fn build<R: RngCore>(&mut self, now: Millis, rng: &mut R, connected: &[[u8; 32]]) {
-        let Some(guard) = self.guards.pick(now, rng, connected) else {
+        // A primary guard no other build is under way through, if any.
+        let idle: Vec<[u8; 32]> = self
+            .guards
+            .primary(now, connected)
+            .into_iter()
+            .filter(|g| !self.tunnels.values().any(|t| !t.open && t.guard == *g))
+            .collect();
+        let Some(guard) = idle
+            .choose(rng)
+            .copied()
+            .or_else(|| self.guards.pick(now, rng, connected))
+        else {
             self.stats.no_guard += 1;
             return;
         };
@@ -716,15 +739,20 @@ impl Tunnelled {
                     let first_hop = answered == 0
                         || (answered == 1
                             && matches!(why, CloseReason::NoPath | CloseReason::ShortList));
+                    let mut back_off = true;
                     if let Some(t) = self.tunnels.get(&c).filter(|t| !t.open && first_hop) {
                         let guard = t.guard;
                         self.guards.first_hop_failed(now, &guard);
+                        // Passing that guard over is the back-off, while
+                        // another primary guard is there to build through.
+                        let connected: Vec<[u8; 32]> = self.keys.values().copied().collect();
+                        back_off = self.guards.primary(now, &connected).is_empty();
                     }
                     // A short list (ShortList) is a failed build like any
                     // other: it counts against the guard's path bias (a
                     // guard whose lists are short more often than not is
                     // replaced) and backs off (docs/tunnels.md).
-                    self.tunnel_lost(now, c, rng);
+                    self.tunnel_lost(now, c, back_off, rng);
                 }
                 Event::ExitData(x, bytes) => self.on_exit_request(now, node, x, &bytes, rng),
                 Event::ExitClosed(x) => {
@@ -770,11 +798,13 @@ impl Tunnelled {
         *counter += 1;
     }
 
-    fn tunnel_lost<R: RngCore>(&mut self, now: Millis, c: CircuitId, rng: &mut R) {
+    fn tunnel_lost<R: RngCore>(&mut self, now: Millis, c: CircuitId, back_off: bool, rng: &mut R) {
         let failed = self.tunnels.remove(&c).filter(|t| !t.open);
         // A build that failed: wait before the next. Builds started
         // together (one round) count as one failure.
-        if failed.is_some_and(|t| self.build_failures == 0 || t.started > self.failed_at) {
+        if back_off
+            && failed.is_some_and(|t| self.build_failures == 0 || t.started > self.failed_at)
+        {
             let shift = self.build_failures.min(6);
             self.build_failures = self.build_failures.saturating_add(1);
             self.failed_at = now;
@@ -857,7 +887,7 @@ impl Tunnelled {
         let Some(req) = reply.as_ref().ok().map(|r| r.req) else {
             // An exit that speaks nonsense: give up the tunnel.
             self.engine.close(c);
-            self.tunnel_lost(now, c, rng);
+            self.tunnel_lost(now, c, true, rng);
             return;
         };
         // Only an answer through the tunnel the request went by: an exit

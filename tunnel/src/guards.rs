@@ -182,20 +182,28 @@ impl Guards {
     /// connected now and not passed over, at random; when every connected
     /// guard is passed over, the one whose wait ends first.
     pub fn pick<R: Rng>(&self, now: u64, rng: &mut R, connected: &[[u8; 32]]) -> Option<[u8; 32]> {
-        let here: Vec<[u8; 32]> = self
-            .guards
+        self.primary(now, connected)
+            .choose(rng)
+            .copied()
+            .or_else(|| {
+                self.guards
+                    .iter()
+                    .filter(|g| connected.contains(&g.key))
+                    .min_by_key(|g| self.failing.get(&g.key).map_or(0, |f| f.1))
+                    .map(|g| g.key)
+            })
+    }
+
+    /// The guards tunnels start at now: the [`GUARDS`] earliest-added
+    /// ones connected and not passed over.
+    #[must_use]
+    pub fn primary(&self, now: u64, connected: &[[u8; 32]]) -> Vec<[u8; 32]> {
+        self.guards
             .iter()
             .filter(|g| connected.contains(&g.key) && self.usable(now, &g.key))
             .map(|g| g.key)
             .take(GUARDS)
-            .collect();
-        here.choose(rng).copied().or_else(|| {
-            self.guards
-                .iter()
-                .filter(|g| connected.contains(&g.key))
-                .min_by_key(|g| self.failing.get(&g.key).map_or(0, |f| f.1))
-                .map(|g| g.key)
-        })
+            .collect()
     }
 
     /// Whether `key` is not being passed over at `now`.
