@@ -26,10 +26,7 @@ impl<V: Verifier> Node<V> {
         }
         let i = rng.gen_range(0..self.peers.len());
         let peer = self.peers[i].id;
-        let mut id = rng.next_u64();
-        while self.id_in_use(id) {
-            id = rng.next_u64();
-        }
+        let id = self.fresh_id(rng);
         let expires = now + self.cfg.swap_timeout;
         self.swaps.insert(
             id,

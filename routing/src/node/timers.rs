@@ -61,10 +61,7 @@ impl<V: Verifier> Node<V> {
         if self.next_announce.is_some_and(|t| t <= now) {
             self.next_announce = None;
             if self.cfg.opennet && self.peers.len() < self.cfg.max_peers / 2 {
-                let mut id = rng.next_u64();
-                while self.id_in_use(id) {
-                    id = rng.next_u64();
-                }
+                let id = self.fresh_id(rng);
                 self.announce(now, id, rng);
                 self.announce_backoff += 1;
                 self.maybe_schedule_announce(now);
