@@ -28,7 +28,7 @@
 #![allow(clippy::unwrap_used)]
 
 use lichen_tests::fake_peer::{Behaviour, FakePeer};
-use lichen_tests::network::{get, put, volatile, wait_connected, PEER_TIMEOUT};
+use lichen_tests::network::{connected, get, put, volatile};
 use lichen_tests::{random_bytes, Testnet};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -52,17 +52,34 @@ fn corrupt_blocks_are_rejected_at_the_first_hop_and_the_peer_is_penalised() {
     fake.connect(&std::fs::read_to_string(&net.seed_file).unwrap());
     let fake_file = dir.path().join("fake.noderef");
     fake.write_noderef(&fake_file);
-    let c = net.add("", &[&fake_file]);
     // Three peers: the seed and the fake one (C dialed both), and at least
     // one honest node that C's announcement brought. Until then the seed
     // may hold C as a seed client only (it answers C's requests with
     // `RejectedOverload`), and a fetch started then has no route but the
     // fake peer: "route not found", which is not what this test is about.
-    // When C's first announcements find no taker (every honest node took
-    // a peer in the last fold_min_interval, or the one through the fake
-    // peer went nowhere) C announces again after announce_interval, 60 s:
-    // so up to two of them (a CI run waited 60 s and C had 1 peer).
-    wait_connected(&net.nodes[c], 3, 2 * PEER_TIMEOUT + Duration::from_secs(10));
+    //
+    // Known bug, not this test's subject: in about half the runs C stays
+    // at one peer for minutes (seen at 60 s and 130 s, in CI and here,
+    // 2026-12-02): a newcomer whose seeds are an honest node and a black
+    // hole does not get past the black hole. Until that is fixed, C is
+    // started again (up to 8 times, 20 s each) when it has not got its
+    // three peers.
+    let mut attempt = 0;
+    let c = loop {
+        attempt += 1;
+        let c = net.add("", &[&fake_file]);
+        let start = Instant::now();
+        while connected(net.nodes[c].fcp) < 3 && start.elapsed() < Duration::from_secs(20) {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let got = connected(net.nodes[c].fcp);
+        if got >= 3 {
+            break c;
+        }
+        assert!(attempt < 8, "C never got three peers in 8 starts");
+        eprintln!("C has {got} peer(s) after 20 s: starting it again");
+        net.nodes.pop();
+    };
     let start = Instant::now();
     while fake.links().0 < 2 {
         assert!(
