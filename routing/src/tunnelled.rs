@@ -371,6 +371,11 @@ impl Tunnelled {
         self.tunnels.len()
     }
 
+    /// The static keys of the peers linked now.
+    fn connected(&self) -> Vec<[u8; 32]> {
+        self.keys.values().copied().collect()
+    }
+
     /// Whether the peer with static key `key` is one tunnels may use
     /// (named in this node's peer lists, extended to, a guard).
     #[must_use]
@@ -497,7 +502,7 @@ impl Tunnelled {
     /// requests, keep the guards and the pool of tunnels up.
     pub fn tick<R: RngCore, V: Verifier>(&mut self, now: Millis, node: &mut Node<V>, rng: &mut R) {
         self.engine.expire(now);
-        let connected: Vec<[u8; 32]> = self.keys.values().copied().collect();
+        let connected = self.connected();
         if self.enabled() {
             self.guards.refresh(now, rng, &connected);
         }
@@ -583,7 +588,7 @@ impl Tunnelled {
             want = want.max(2).min(self.cfg.tunnels);
         }
         if !self.waiting.is_empty() && usable < want && now >= self.next_build {
-            let connected: Vec<[u8; 32]> = self.keys.values().copied().collect();
+            let connected = self.connected();
             self.guards.refresh(now, rng, &connected);
             for _ in usable..want {
                 self.build(now, rng, &connected);
@@ -745,7 +750,7 @@ impl Tunnelled {
                         self.guards.first_hop_failed(now, &guard);
                         // Passing that guard over is the back-off, while
                         // another primary guard is there to build through.
-                        let connected: Vec<[u8; 32]> = self.keys.values().copied().collect();
+                        let connected = self.connected();
                         back_off = self.guards.primary(now, &connected).is_empty();
                     }
                     // A short list (ShortList) is a failed build like any

@@ -150,11 +150,7 @@ impl Guards {
         fresh.shuffle(rng);
         self.failing
             .retain(|k, _| self.guards.iter().any(|g| g.key == *k));
-        let here = self
-            .guards
-            .iter()
-            .filter(|g| connected.contains(&g.key) && self.usable(now, &g.key))
-            .count();
+        let here = self.primary(now, connected).len();
         for key in fresh.into_iter().take(GUARDS.saturating_sub(here)) {
             if self.guards.len() >= MAX_GUARDS {
                 let away = self
