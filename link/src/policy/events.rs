@@ -187,6 +187,31 @@ impl<V: Verifier> PeerPolicy<V> {
             if seed_client && self.node.peers().any(|(q, _)| q == peer) {
                 self.promoted(now, peer, rng);
             }
+            self.announce_through_next_seed(now, rng);
+        }
+    }
+
+    /// Our announcement has ended and we are still under-connected:
+    /// announce through the next seed that linked while it was on its
+    /// way ([`PeerPolicy::hello`]), one at a time. Without this a newcomer
+    /// whose first seed answered its announcement at once and forwarded
+    /// nothing waited for its next scheduled announcement (a minute, then
+    /// two, …), which the routing core may send to the same seed.
+    fn announce_through_next_seed(&mut self, now: Instant, rng: &mut impl RngCore) {
+        if self.announce_next.is_empty() || self.node.announcing() {
+            return;
+        }
+        if self.node.peer_count() >= self.node.config().max_peers / 2 {
+            self.announce_next.clear();
+            return;
+        }
+        let ms = self.ms(now);
+        while let Some(pid) = self.announce_next.pop_front() {
+            // Nothing happens when it is no longer a peer.
+            self.node.announce_via(ms, pid, rng);
+            if self.node.announcing() {
+                break;
+            }
         }
     }
 
@@ -312,6 +337,14 @@ impl<V: Verifier> PeerPolicy<V> {
             // newcomer with peers near its own location and few long
             // links (a 300-node opennet found 77 % instead of 97 %).
             self.node.announce_via(ms, pid, rng);
+        } else if self.cfg.opennet
+            && seed
+            && self.node.peer_count() < self.node.config().max_peers / 2
+        {
+            // Another seed's announcement is on its way: this one is next
+            // when it ends (it may have gone to a seed that swallows
+            // announcements).
+            self.announce_next.push_back(pid);
         } else if self.cfg.opennet && self.node.peer_count() == 1 {
             // The first peer (the first node back after losing them
             // all): announce at once so nodes near our location connect
@@ -429,6 +462,7 @@ impl<V: Verifier> PeerPolicy<V> {
     pub fn timeout(&mut self, now: Instant, rng: &mut impl RngCore) {
         let ms = self.ms(now);
         self.node.handle_timeout(ms, rng);
+        self.announce_through_next_seed(now, rng);
         if now >= self.next_tunnel_tick {
             self.next_tunnel_tick = now + super::TUNNEL_TICK;
             if let Some(t) = &mut self.tunnels {

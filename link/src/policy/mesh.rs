@@ -44,6 +44,10 @@ pub struct MeshNode<V: Verifier> {
     pub dials: usize,
     /// Messages it sent, by name.
     pub sent: BTreeMap<&'static str, usize>,
+    /// A black hole for announcements: it answers every `Announce` at
+    /// once (`Accepted`, `AnnounceReply`) and forwards nothing, as a
+    /// hostile seed can.
+    pub swallows_announcements: bool,
 }
 
 impl<V: Verifier> std::fmt::Debug for MeshNode<V> {
@@ -152,6 +156,7 @@ impl<V: Verifier> Mesh<V> {
             down: false,
             dials: 0,
             sent: BTreeMap::new(),
+            swallows_announcements: false,
         });
         i
     }
@@ -256,6 +261,20 @@ impl<V: Verifier> Mesh<V> {
             }
             if let Some((to, pid, msg)) = self.wire.pop_front() {
                 busy = true;
+                if let (true, Message::Announce { id, .. }) =
+                    (self.nodes[to].swallows_announcements, &msg)
+                {
+                    if let Some(&(from, fpid)) = self.ends.get(&(to, pid)) {
+                        for m in [
+                            Message::Accepted { id: *id },
+                            Message::AnnounceReply { id: *id },
+                        ] {
+                            *self.nodes[to].sent.entry(m.name()).or_default() += 1;
+                            self.wire.push_back((from, fpid, m));
+                        }
+                    }
+                    continue;
+                }
                 let n = &mut self.nodes[to];
                 n.policy
                     .message(self.now, pid, msg, &mut Source(&n.store), &mut self.rng);

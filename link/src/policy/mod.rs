@@ -365,6 +365,9 @@ pub struct PeerPolicy<V: Verifier> {
     /// Premix tunnels (None until [`PeerPolicy::enable_tunnels`]).
     tunnels: Option<lichen_routing::Tunnelled>,
     next_tunnel_tick: Instant,
+    /// Seeds that linked while an announcement of ours was on its way:
+    /// each is announced through in turn as the one before ends.
+    announce_next: VecDeque<PeerId>,
 }
 
 impl<V: Verifier> std::fmt::Debug for PeerPolicy<V> {
@@ -407,6 +410,7 @@ impl<V: Verifier> PeerPolicy<V> {
             out: VecDeque::new(),
             tunnels: None,
             next_tunnel_tick: now,
+            announce_next: VecDeque::new(),
         }
     }
 

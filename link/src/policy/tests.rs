@@ -639,3 +639,51 @@ fn tunnel_guards_are_saved_with_the_peer_list_and_kept_after_a_restart() {
     let restored = guard_keys(&m, again);
     assert_eq!(restored, live);
 }
+
+/// A newcomer with two seeds links to both at once. The first seed's
+/// hello comes first and the newcomer announces through it; the second
+/// seed's hello arrives while that announcement is still on its way.
+/// The first seed swallows announcements (answers at once, forwards
+/// nothing); the second has three peers
+/// that want more. The newcomer must announce through the second seed as
+/// soon as the first announcement ends, not a minute later at its next
+/// scheduled announcement (a newcomer whose seeds were an honest node and
+/// a black hole stayed at one or two peers for minutes in about half of
+/// the whole-system runs: `tests/tests/network_corrupt.rs`).
+#[test]
+fn a_seed_linked_while_an_announcement_is_on_its_way_is_announced_through_next() {
+    let mut m = mesh();
+    let lone = opennet(&mut m, 1);
+    m.nodes[lone].swallows_announcements = true;
+    let seed = opennet(&mut m, 5);
+    for s in [9, 10, 11] {
+        let h = opennet(&mut m, s);
+        m.dial(h, seed);
+    }
+    m.advance(Duration::from_secs(2));
+    let seeds: Vec<_> = [lone, seed]
+        .iter()
+        .map(|&s| (m.nodes[s].noderef.clone(), m.nodes[s].bytes.clone()))
+        .collect();
+    let n = add(&mut m, 3, |c| c.seeds = seeds);
+    m.advance(Duration::from_secs(10));
+    eprintln!(
+        "sent {:?} peers {} lone {:?} seed {:?}",
+        m.nodes[n].sent,
+        m.nodes[n].policy.peer_count(),
+        m.nodes[lone].sent,
+        m.nodes[seed].sent
+    );
+    let link = |m: &Mesh<Verify>, s: usize| m.link(n, s).is_some();
+    assert!(link(&m, lone) && link(&m, seed), "linked to both seeds");
+    assert!(
+        m.nodes[n].sent.get("Announce").copied().unwrap_or(0) >= 2,
+        "announced through both seeds: {:?}",
+        m.nodes[n].sent
+    );
+    assert!(
+        m.nodes[n].policy.peer_count() >= 3,
+        "the second seed's peers dialed the newcomer within 10 s: {} peers",
+        m.nodes[n].policy.peer_count()
+    );
+}
