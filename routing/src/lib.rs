@@ -12,4 +12,6 @@ pub use node::{
     Action, BlockSource, Config, Disconnect, EmptyStore, InsertOutcome, LocalRequest, Millis, Node,
     PeerId, RequestId, RequestOutcome, Space, Stats, Verifier,
 };
-pub use tunnelled::{TunnelConfig, TunnelStats, Tunnelled};
+pub use tunnelled::{
+    TunnelConfig, TunnelStats, Tunnelled, MIN_TRY_SAMPLES, MIN_TRY_TIMEOUT_MS, TRY_SAMPLES,
+};

@@ -49,7 +49,9 @@ pub struct TunnelConfig {
     /// after [`TunnelConfig::tries`]. A request waiting that long for a
     /// tunnel fails. Longer than the exit's own request may take (the
     /// node's fetch timeout, 120 s, and a reroute after it) plus the
-    /// tunnel, or requests the exit would still answer are cut.
+    /// tunnel, or requests the exit would still answer are cut. Once
+    /// [`MIN_TRY_SAMPLES`] tries were answered a try's timeout is learned
+    /// from them instead ([`Tunnelled::try_timeout`]), at most this.
     pub request_timeout_ms: u64,
     /// Tunnels a request is tried on before it fails (a busy exit's
     /// refusal is not a try: the request waits for room instead, up to
@@ -64,6 +66,26 @@ pub struct TunnelConfig {
     /// darknet, set by the link policy.
     pub min_peer_list: usize,
 }
+
+/// Answered tries [`Tunnelled::try_timeout`] learns from (the newest).
+pub const TRY_SAMPLES: usize = 64;
+/// Answered tries seen before a try's timeout is learned rather than
+/// [`TunnelConfig::request_timeout_ms`].
+pub const MIN_TRY_SAMPLES: usize = 16;
+/// The shortest learned try timeout (ms): the exit's own request may
+/// meet a silent peer and wait out the routing core's accept timeout
+/// (10 s) before it reroutes, more than once.
+pub const MIN_TRY_TIMEOUT_MS: Millis = 30_000;
+
+/// How [`Tunnelled::try_timeout`] is learned: 3 × the 95th percentile of
+/// the last [`TRY_SAMPLES`] answered tries.
+const TRY_RULE: lichen_tunnel::Rule = lichen_tunnel::Rule {
+    samples: TRY_SAMPLES,
+    min_samples: MIN_TRY_SAMPLES,
+    percentile: 95,
+    factor: 3,
+    min_ms: MIN_TRY_TIMEOUT_MS,
+};
 
 /// Busy answers (the exit's in-flight limit, or its node overloaded) a
 /// request may get before it fails as overloaded.
@@ -253,6 +275,8 @@ pub struct Tunnelled {
     next_build: Millis,
     /// When the last failure was counted.
     failed_at: Millis,
+    /// How long answered tries took, for [`Tunnelled::try_timeout`].
+    try_times: lichen_tunnel::LearnedTimeout,
     stats: TunnelStats,
 }
 
@@ -329,6 +353,7 @@ impl Tunnelled {
             build_failures: 0,
             next_build: 0,
             failed_at: 0,
+            try_times: lichen_tunnel::LearnedTimeout::new(TRY_RULE),
             stats: TunnelStats::default(),
         }
     }
@@ -363,6 +388,20 @@ impl Tunnelled {
     #[must_use]
     pub fn stats(&self) -> TunnelStats {
         self.stats
+    }
+
+    /// How long a try through a tunnel may go unanswered before it goes
+    /// through another (and its tunnel takes no new request): 3 × the
+    /// 95th percentile of the last [`TRY_SAMPLES`] answered tries, at
+    /// least [`MIN_TRY_TIMEOUT_MS`], at most
+    /// [`TunnelConfig::request_timeout_ms`]; that maximum until
+    /// [`MIN_TRY_SAMPLES`] tries were answered. A tunnel whose middle or
+    /// exit stopped relaying then costs its requests tens of seconds, not
+    /// five minutes, and a slow network raises the timeout with its
+    /// answers.
+    #[must_use]
+    pub fn try_timeout(&self) -> Millis {
+        self.try_times.timeout(self.cfg.request_timeout_ms)
     }
 
     /// Own tunnels open or being built.
@@ -529,15 +568,16 @@ impl Tunnelled {
                 || t.used >= self.cfg.max_requests)
     }
 
-    /// Tries unanswered for [`TunnelConfig::request_timeout_ms`] go to
-    /// another tunnel (theirs takes no new request); requests that waited
-    /// that long for a tunnel fail.
+    /// Tries unanswered for [`Tunnelled::try_timeout`] go to another
+    /// tunnel (theirs takes no new request); requests that waited
+    /// [`TunnelConfig::request_timeout_ms`] for a tunnel fail.
     fn expire_requests(&mut self, now: Millis) {
         let timeout = self.cfg.request_timeout_ms;
+        let try_timeout = self.try_timeout();
         let late: Vec<u32> = self
             .sent
             .iter()
-            .filter(|(_, s)| now.saturating_sub(s.since) > timeout)
+            .filter(|(_, s)| now.saturating_sub(s.since) > try_timeout)
             .map(|(r, _)| *r)
             .collect();
         for r in late {
@@ -905,6 +945,11 @@ impl Tunnelled {
         };
         let outcome = reply.map(|r| r.outcome).unwrap_or(Outcome::Refused);
         let busy = matches!(outcome, Outcome::Overloaded | Outcome::Refused);
+        if !busy {
+            // A refusal comes at once and says nothing of how long the
+            // exit's requests take.
+            self.try_times.record(now.saturating_sub(s.since));
+        }
         let most = self.cfg.exit_in_flight.max(1);
         if let Some(t) = self.tunnels.get_mut(&c) {
             t.in_flight = t.in_flight.saturating_sub(1);

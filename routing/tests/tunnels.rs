@@ -498,6 +498,54 @@ fn a_try_the_exit_never_answers_is_sent_again_through_another_tunnel() {
 }
 
 #[test]
+fn once_tries_were_answered_a_silent_exit_costs_the_learned_try_timeout_not_five_minutes() {
+    let cfg = TunnelConfig {
+        hops: 2,
+        tunnels: 1,
+        tries: 6,
+        min_peer_list: 0,
+        ..TunnelConfig::default()
+    };
+    let mut net = Net::with(8, &ring(), cfg);
+    let warm: Vec<(Key, Vec<u8>)> = (40..40 + MIN_TRY_SAMPLES as u8).map(block).collect();
+    let late = block(99);
+    stock(&mut net, &warm);
+    stock(&mut net, std::slice::from_ref(&late));
+    assert_eq!(
+        net.layers[0].try_timeout(),
+        TunnelConfig::default().request_timeout_ms,
+        "nothing learned yet"
+    );
+    for (k, d) in &warm {
+        let id = net.fetch(0, *k);
+        assert_eq!(net.outcome(0, id), Some(&RequestOutcome::Found(d.clone())));
+    }
+    // Answered at once: the learned timeout is its floor.
+    assert_eq!(net.layers[0].try_timeout(), MIN_TRY_TIMEOUT_MS);
+    // The exit of node 0's tunnel goes silent.
+    net.deaf = net.log.iter().find(|l| l.2 == "Request").map(|l| l.0);
+    let id = net.fetch(0, late.0);
+    assert_eq!(net.outcome(0, id), None);
+    // Ticks every 5 s, as the node's: the try goes through a fresh
+    // tunnel after 30 s (the deaf exit may be drawn again: up to six
+    // tries), long before the 300 s it waited before.
+    let start = net.now;
+    let mut now = start;
+    while net.outcome(0, id).is_none() && now < start + 6 * (MIN_TRY_TIMEOUT_MS + 5_000) {
+        now += 5_000;
+        net.tick(0, now);
+    }
+    assert_eq!(
+        net.outcome(0, id),
+        Some(&RequestOutcome::Found(late.1.clone())),
+        "no answer {} s after the exit went silent",
+        (now - start) / 1000
+    );
+    assert!(now - start < TunnelConfig::default().request_timeout_ms);
+    assert!(net.layers[0].stats().try_timeouts >= 1);
+}
+
+#[test]
 fn a_guard_that_relays_nothing_is_passed_over_and_requests_go_on_through_another() {
     // One request per tunnel: every fetch builds a fresh one.
     let cfg = TunnelConfig {

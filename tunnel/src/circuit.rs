@@ -17,6 +17,7 @@ use x25519_dalek::StaticSecret;
 
 use crate::cell::{fragments, Command, Dir, ExtendFailure, Reassembly, TunnelMsg, COMMAND_HEADER};
 use crate::handshake::{server_handshake, ClientHandshake};
+use crate::learned::{LearnedTimeout, Rule};
 use crate::onion::{
     capacity, peel_forward, repad, seal_backward, unwrap_backward, wrap_forward, Layer, MAX_HOPS,
 };
@@ -81,6 +82,15 @@ pub const HOP_SAMPLES: usize = 32;
 pub const MIN_HOP_SAMPLES: usize = 8;
 /// The shortest learned hop timeout (ms).
 pub const MIN_HOP_TIMEOUT_MS: u64 = 2_000;
+
+/// How [`Tunnels::hop_timeout`] is learned.
+const HOP_RULE: Rule = Rule {
+    samples: HOP_SAMPLES,
+    min_samples: MIN_HOP_SAMPLES,
+    percentile: 50,
+    factor: 4,
+    min_ms: MIN_HOP_TIMEOUT_MS,
+};
 
 /// The default [`Limits::min_peer_list`] (opennet).
 pub const DEFAULT_MIN_PEER_LIST: usize = 8;
@@ -196,9 +206,9 @@ pub struct Tunnels<P> {
     /// Our own peers' static keys: not chosen as exits when another can
     /// be ([`Tunnels::set_neighbours`]).
     neighbours: BTreeSet<[u8; 32]>,
-    /// How long the last hops took to answer (ms), for
+    /// How long the last hops took to answer, for
     /// [`Tunnels::hop_timeout`].
-    hop_times: VecDeque<u64>,
+    hop_times: LearnedTimeout,
 }
 
 impl<P> std::fmt::Debug for Tunnels<P> {
@@ -229,7 +239,7 @@ impl<P: Copy + Ord> Tunnels<P> {
             events: VecDeque::new(),
             lie_with: None,
             neighbours: BTreeSet::new(),
-            hop_times: VecDeque::new(),
+            hop_times: LearnedTimeout::new(HOP_RULE),
         }
     }
 
@@ -648,10 +658,7 @@ impl<P: Copy + Ord> Tunnels<P> {
         } else {
             own.awaiting_peers = true;
         }
-        if self.hop_times.len() == HOP_SAMPLES {
-            self.hop_times.pop_front();
-        }
-        self.hop_times.push_back(took);
+        self.hop_times.record(took);
         Ok(())
     }
 
@@ -663,16 +670,7 @@ impl<P: Copy + Ord> Tunnels<P> {
     /// [`MIN_HOP_SAMPLES`] answers were seen.
     #[must_use]
     pub fn hop_timeout(&self) -> u64 {
-        let max = self.limits.build_timeout_ms;
-        if self.hop_times.len() < MIN_HOP_SAMPLES {
-            return max;
-        }
-        let mut t: Vec<u64> = self.hop_times.iter().copied().collect();
-        t.sort_unstable();
-        let median = t[t.len() / 2];
-        median
-            .saturating_mul(4)
-            .clamp(MIN_HOP_TIMEOUT_MS.min(max), max)
+        self.hop_times.timeout(self.limits.build_timeout_ms)
     }
 
     /// The newest hop of own tunnel `id` named its peers: draw the next

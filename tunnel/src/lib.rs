@@ -5,6 +5,7 @@ pub mod circuit;
 pub mod exit;
 pub mod guards;
 pub mod handshake;
+pub mod learned;
 pub mod onion;
 
 pub use cell::{Command, Dir, TunnelMsg, WIRE_LEN};
@@ -12,6 +13,7 @@ pub use circuit::{
     CircuitId, CloseReason, Event, ExitId, Limits, Links, Tunnels, DEFAULT_MIN_PEER_LIST,
     HOP_SAMPLES, MIN_HOP_SAMPLES, MIN_HOP_TIMEOUT_MS,
 };
+pub use learned::{LearnedTimeout, Rule};
 pub use onion::{CELL, MAX_HOPS};
 
 /// What can go wrong with a tunnel; every variant is a refusal of input
