@@ -126,6 +126,9 @@ pub struct TunnelStats {
     pub build_failed: u64,
     /// A build was wanted but no guard was connected.
     pub no_guard: u64,
+    /// Peers that became guards (the first two included): each is one
+    /// more peer that has been, or may be, a first hop.
+    pub guards_added: u64,
     /// Builds that failed: a hop could not extend.
     pub build_failed_extend: u64,
     /// Builds that failed: a hop tore the tunnel down.
@@ -186,7 +189,7 @@ pub struct TunnelStats {
 impl TunnelStats {
     /// Every counter with its name.
     #[must_use]
-    pub fn pairs(&self) -> [(&'static str, u64); 30] {
+    pub fn pairs(&self) -> [(&'static str, u64); 31] {
         [
             ("own_sent", self.own_sent),
             ("own_direct", self.own_direct),
@@ -194,6 +197,7 @@ impl TunnelStats {
             ("built", self.built),
             ("build_failed", self.build_failed),
             ("no_guard", self.no_guard),
+            ("guards_added", self.guards_added),
             ("build_failed_extend", self.build_failed_extend),
             ("build_failed_destroyed", self.build_failed_destroyed),
             ("build_failed_peer_gone", self.build_failed_peer_gone),
@@ -370,6 +374,18 @@ impl Tunnelled {
         &self.guards
     }
 
+    /// The primary guards (those tunnels start at) linked now: the peers
+    /// the node should keep ([`Node::keep_peers`]).
+    #[must_use]
+    pub fn primary_guards(&self, now: Millis) -> Vec<PeerId> {
+        let primary = self.guards.primary(now, &self.connected());
+        self.keys
+            .iter()
+            .filter(|(_, k)| primary.contains(k))
+            .map(|(p, _)| *p)
+            .collect()
+    }
+
     /// Restore saved guards.
     pub fn set_guards(&mut self, guards: Guards) {
         self.guards = guards;
@@ -543,7 +559,7 @@ impl Tunnelled {
         self.engine.expire(now);
         let connected = self.connected();
         if self.enabled() {
-            self.guards.refresh(now, rng, &connected);
+            self.refresh_guards(now, rng, &connected);
         }
         // Retired tunnels close once their requests are answered.
         let done: Vec<CircuitId> = self
@@ -559,6 +575,19 @@ impl Tunnelled {
         self.expire_requests(now);
         self.dispatch(now, rng);
         self.process(now, node, rng);
+    }
+
+    /// [`Guards::refresh`], counting the peers that became guards.
+    fn refresh_guards<R: RngCore>(&mut self, now: Millis, rng: &mut R, connected: &[[u8; 32]]) {
+        let before: Vec<[u8; 32]> = self.guards.list().iter().map(|g| g.key).collect();
+        self.guards.refresh(now, rng, connected);
+        let added = self
+            .guards
+            .list()
+            .iter()
+            .filter(|g| !before.contains(&g.key))
+            .count();
+        self.stats.guards_added += added as u64;
     }
 
     fn retired(&self, now: Millis, t: &OwnTunnel) -> bool {
@@ -629,7 +658,7 @@ impl Tunnelled {
         }
         if !self.waiting.is_empty() && usable < want && now >= self.next_build {
             let connected = self.connected();
-            self.guards.refresh(now, rng, &connected);
+            self.refresh_guards(now, rng, &connected);
             for _ in usable..want {
                 self.build(now, rng, &connected);
             }

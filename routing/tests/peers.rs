@@ -366,6 +366,41 @@ fn opennet_peer_limit_drops_least_useful_after_grace() {
 }
 
 #[test]
+fn kept_peers_are_never_dropped_as_the_least_useful() {
+    let cfg = Config {
+        max_peers: 3,
+        peer_grace: 1000,
+        fold_min_interval: 0,
+        ..Config::default()
+    };
+    let dropped_for_a_newcomer = |keep: &[u64]| {
+        let (mut n, mut r) = node(3, cfg.clone());
+        n.keep_peers(keep.iter().map(|&p| PeerId(p)));
+        n.set_noderef(NodeRef {
+            location: Location(0),
+            address: b"me".to_vec(),
+        });
+        n.handle_local_request(1900, LocalRequest::Announce, &mut r);
+        drain(&mut n);
+        let taken = n.accept_opennet_peer(2000, PeerId(9), Location(9), &mut r);
+        let dropped: Vec<PeerId> = drain(&mut n)
+            .iter()
+            .filter_map(|x| match x {
+                Action::Disconnect { peer, .. } => Some(*peer),
+                _ => None,
+            })
+            .collect();
+        (taken, dropped)
+    };
+    // None delivered anything: the lowest id goes first...
+    assert_eq!(dropped_for_a_newcomer(&[]), (true, vec![PeerId(1)]));
+    // ...unless it is kept (the tunnel layer's guards).
+    assert_eq!(dropped_for_a_newcomer(&[1, 2]), (true, vec![PeerId(3)]));
+    // All kept: nobody is dropped, the newcomer is not taken.
+    assert_eq!(dropped_for_a_newcomer(&[1, 2, 3]), (false, vec![]));
+}
+
+#[test]
 fn misbehaving_peer_is_disconnected() {
     let cfg = Config {
         misbehaviour_limit: 5,

@@ -467,6 +467,9 @@ impl<V: Verifier> PeerPolicy<V> {
             self.next_tunnel_tick = now + super::TUNNEL_TICK;
             if let Some(t) = &mut self.tunnels {
                 t.tick(ms, &mut self.node, rng);
+                // The guards stay peers: a dropped guard is replaced by a
+                // backup, one more peer that has been a first hop.
+                self.node.keep_peers(t.primary_guards(ms));
             }
             self.sync_guards();
         }

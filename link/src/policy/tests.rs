@@ -687,3 +687,41 @@ fn a_seed_linked_while_an_announcement_is_on_its_way_is_announced_through_next()
         m.nodes[n].policy.peer_count()
     );
 }
+
+/// A node's primary tunnel guards are peers it keeps: the routing core
+/// never drops them to make room (a dropped guard is replaced by a
+/// backup guard, one more peer that has been a first hop).
+#[test]
+fn the_primary_guards_are_peers_the_node_keeps() {
+    let mut m = mesh();
+    let n = add(&mut m, 1, |c| {
+        c.tunnels.hops = 2;
+        c.tunnels.min_peer_list = 0;
+    });
+    m.nodes[n].policy.enable_tunnels(&[1; 32]);
+    let peers: Vec<usize> = (2..6).map(|s| opennet(&mut m, s)).collect();
+    for &p in &peers {
+        m.dial(n, p);
+    }
+    m.advance(Duration::from_secs(10));
+    let policy = &m.nodes[n].policy;
+    let guards: Vec<[u8; 32]> = policy
+        .tunnels()
+        .unwrap()
+        .guards()
+        .list()
+        .iter()
+        .map(|g| g.key)
+        .collect();
+    assert_eq!(guards.len(), 2, "two guards drawn from the four peers");
+    let mut kept: Vec<[u8; 32]> = policy
+        .routing()
+        .kept_peers()
+        .iter()
+        .filter_map(|&p| policy.remote_of(p))
+        .collect();
+    kept.sort_unstable();
+    let mut want = guards.clone();
+    want.sort_unstable();
+    assert_eq!(kept, want, "the kept peers are the guards");
+}

@@ -58,6 +58,9 @@ use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use crate::location::{Key, Location};
 use crate::message::{Block, KeyKind, Message, NodeRef};
 
+/// The most peers [`Node::keep_peers`] keeps.
+pub const MAX_KEPT: usize = 4;
+
 /// A newcomer kept only to route its announcement: never a route for
 /// requests, refused anything but one `Announce`.
 #[derive(Clone, Copy, Debug)]
@@ -258,6 +261,8 @@ pub struct Node<V> {
     last_location_change: BTreeMap<PeerId, Millis>,
     /// The Pitch Black probe.
     pitch: pitch::PitchState,
+    /// Peers never dropped as the least useful ([`Node::keep_peers`]).
+    kept: Vec<PeerId>,
     stats: Stats,
 }
 
@@ -305,6 +310,7 @@ impl<V: Verifier> Node<V> {
             folds: BTreeMap::new(),
             last_location_change: BTreeMap::new(),
             pitch: pitch::PitchState::default(),
+            kept: Vec::new(),
             stats: Stats::default(),
         }
     }
@@ -340,6 +346,23 @@ impl<V: Verifier> Node<V> {
     /// Connected peers and their locations.
     pub fn peers(&self) -> impl Iterator<Item = (PeerId, Location)> + '_ {
         self.peers.iter().map(|p| (p.id, p.location))
+    }
+
+    /// Opennet: never drop these peers to make room for another (the
+    /// tunnel layer's primary guards: a guard dropped as "least useful"
+    /// is replaced by a backup, one more peer that has been a first hop;
+    /// Tor keeps its guards for the same reason). They still go for
+    /// offences, and when their link does. At most 4 are kept (the rest
+    /// of `peers` is ignored), so most of a full node's peers stay
+    /// replaceable.
+    pub fn keep_peers(&mut self, peers: impl IntoIterator<Item = PeerId>) {
+        self.kept = peers.into_iter().take(MAX_KEPT).collect();
+    }
+
+    /// The peers [`Node::keep_peers`] keeps.
+    #[must_use]
+    pub fn kept_peers(&self) -> &[PeerId] {
+        &self.kept
     }
 
     /// Number of connected peers (seed clients are not peers).

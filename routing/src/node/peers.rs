@@ -256,10 +256,12 @@ impl<V: Verifier> Node<V> {
     /// grace period. Answers that cost nothing to fake (`DataNotFound`,
     /// `InsertReply`) and data we sent it do not count, so a black hole
     /// that answers everything at once still becomes the least useful.
+    /// Peers kept by [`Node::keep_peers`] are never chosen.
     fn least_useful(&self, now: Millis) -> Option<PeerId> {
         self.peers
             .iter()
             .filter(|p| now.saturating_sub(p.connected_at) >= self.cfg.peer_grace)
+            .filter(|p| !self.kept.contains(&p.id))
             .min_by_key(|p| (p.last_success, p.id))
             .map(|p| p.id)
     }
