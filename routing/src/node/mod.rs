@@ -58,6 +58,23 @@ use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use crate::location::{Key, Location};
 use crate::message::{Block, KeyKind, Message, NodeRef};
 
+/// Failure-table answers held at once, at most; past that they go at
+/// once.
+pub const MAX_HELD: usize = 1_024;
+
+/// A failure-table entry.
+#[derive(Clone, Copy, Debug)]
+struct Failure {
+    /// The highest HTL a request for the key failed at.
+    htl: u8,
+    expires: Millis,
+    /// How long the last failure took here per hop it had left (from
+    /// accepting the request to failing it, over the HTL it arrived
+    /// with): a failure routed with `h` hops left takes about `h` times
+    /// this.
+    per_hop: Millis,
+}
+
 /// The most peers [`Node::keep_peers`] keeps.
 pub const MAX_KEPT: usize = 4;
 
@@ -140,6 +157,9 @@ struct Pending {
     overloaded: bool,
     /// Our own: times it was retried under a fresh id.
     retries: u8,
+    /// When it was accepted here (a request from a peer): how long its
+    /// failure took is remembered with it in the failure table.
+    started: Millis,
 }
 
 impl Pending {
@@ -169,6 +189,7 @@ impl Pending {
             reply_id: None,
             overloaded: false,
             retries: 0,
+            started: 0,
         }
     }
 }
@@ -239,7 +260,9 @@ pub struct Node<V> {
     local_inserts: BTreeMap<Key, u32>,
     recent: BTreeMap<u64, Recent>,
     recent_order: VecDeque<(Millis, u64)>,
-    failures: BTreeMap<Key, (u8, Millis)>,
+    /// Keys whose requests failed here lately: the highest HTL they
+    /// failed at, when the entry expires, and how long the failure took.
+    failures: BTreeMap<Key, Failure>,
     failure_order: VecDeque<(Millis, Key)>,
     swaps: BTreeMap<u64, SwapState>,
     timers: BinaryHeap<Reverse<(Millis, TimerKind, u64)>>,
@@ -261,6 +284,9 @@ pub struct Node<V> {
     last_location_change: BTreeMap<PeerId, Millis>,
     /// The Pitch Black probe.
     pitch: pitch::PitchState,
+    /// Failure-table answers held until as long as the failure they
+    /// remember took: (when, to whom, id).
+    held: BinaryHeap<Reverse<(Millis, PeerId, u64)>>,
     /// Peers never dropped as the least useful ([`Node::keep_peers`]).
     kept: Vec<PeerId>,
     stats: Stats,
@@ -311,6 +337,7 @@ impl<V: Verifier> Node<V> {
             last_location_change: BTreeMap::new(),
             pitch: pitch::PitchState::default(),
             kept: Vec::new(),
+            held: BinaryHeap::new(),
             stats: Stats::default(),
         }
     }
@@ -418,6 +445,7 @@ impl<V: Verifier> Node<V> {
             self.next_announce,
             self.pitch.next_at,
             self.seed_clients.values().map(|c| c.until).min(),
+            self.held.peek().map(|Reverse((t, _, _))| *t),
         ]
         .into_iter()
         .flatten()
@@ -499,14 +527,21 @@ impl<V: Verifier> Node<V> {
         fresh
     }
 
-    fn record_failure(&mut self, now: Millis, key: Key, htl: u8) {
+    /// Remember that a request for `key`, forwarded with `htl`, failed
+    /// here after `took` ms, having arrived with `received`.
+    fn record_failure(&mut self, now: Millis, key: Key, htl: u8, received: u8, took: Millis) {
         if self.cfg.failure_table_cap == 0 {
             return;
         }
         let expires = now + self.cfg.failure_ttl;
-        let e = self.failures.entry(key).or_insert((0, 0));
-        e.0 = e.0.max(htl);
-        e.1 = expires;
+        let e = self.failures.entry(key).or_insert(Failure {
+            htl: 0,
+            expires: 0,
+            per_hop: 0,
+        });
+        e.htl = e.htl.max(htl);
+        e.expires = expires;
+        e.per_hop = took.min(self.cfg.fetch_timeout) / Millis::from(received.max(1));
         self.failure_order.push_back((expires, key));
         while self.failures.len() > self.cfg.failure_table_cap
             || self.failure_order.len() > 2 * self.cfg.failure_table_cap + 16
@@ -518,10 +553,37 @@ impl<V: Verifier> Node<V> {
         }
     }
 
-    fn recently_failed(&self, now: Millis, key: &Key, htl: u8) -> bool {
+    /// Whether the failure table answers a request for `key` going on
+    /// with `htl`: then how long a routed failure with that HTL would
+    /// take, going by the one remembered.
+    fn recently_failed(&self, now: Millis, key: &Key, htl: u8) -> Option<Millis> {
         self.failures
             .get(key)
-            .is_some_and(|&(h, exp)| exp > now && h >= htl)
+            .filter(|f| f.expires > now && f.htl >= htl)
+            .map(|f| (f.per_hop * Millis::from(htl)).min(self.cfg.fetch_timeout))
+    }
+
+    /// Answer `id` from `to` with `DataNotFound` at `at` (the failure
+    /// table's answer, held as long as the failure it remembers took, so
+    /// that it comes when a routed failure would); at once when
+    /// [`MAX_HELD`] are held.
+    fn hold_not_found(&mut self, at: Millis, to: PeerId, id: u64) {
+        if self.held.len() >= MAX_HELD {
+            self.send(to, Message::DataNotFound { id });
+        } else {
+            self.held.push(Reverse((at, to, id)));
+        }
+    }
+
+    /// Send the held answers that are due.
+    fn release_held(&mut self, now: Millis) {
+        while let Some(&Reverse((at, to, id))) = self.held.peek() {
+            if at > now {
+                break;
+            }
+            self.held.pop();
+            self.send(to, Message::DataNotFound { id });
+        }
     }
 
     fn expire(&mut self, now: Millis) {
@@ -539,7 +601,7 @@ impl<V: Verifier> Node<V> {
                 break;
             }
             self.failure_order.pop_front();
-            if self.failures.get(&key).is_some_and(|f| f.1 <= now) {
+            if self.failures.get(&key).is_some_and(|f| f.expires <= now) {
                 self.failures.remove(&key);
             }
         }

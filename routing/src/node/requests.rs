@@ -65,10 +65,16 @@ impl<V: Verifier> Node<V> {
             self.send(from, Message::DataNotFound { id });
             return;
         }
-        if self.recently_failed(now, &key, htl) {
+        if let Some(took) = self.recently_failed(now, &key, htl) {
+            // Accepted, and the failure comes as late as a routed one
+            // with this HTL would, going by the one remembered: a
+            // neighbour cannot tell this answer from a routed failure, so
+            // it cannot probe which keys failed here lately (and, a few
+            // hops from a user's exit, what the user failed to find).
             self.spend_answer(from);
             self.stats.recently_failed += 1;
-            self.send(from, Message::DataNotFound { id });
+            self.send(from, Message::Accepted { id });
+            self.hold_not_found(now + took, from, id);
             return;
         }
         if self.pending_above_caching_level(&key) {
@@ -96,6 +102,7 @@ impl<V: Verifier> Node<V> {
             id,
             Pending {
                 htl_received: received,
+                started: now,
                 ..Pending::new(key, kind, htl, Upstream::Peer(from))
             },
         );
@@ -373,7 +380,8 @@ impl<V: Verifier> Node<V> {
         // that answer from us one hop behind it.
         let low = p.htl_received <= self.cfg.request_cache_htl();
         if p.upstream != Upstream::Local && low {
-            self.record_failure(now, p.key, p.htl);
+            let took = now.saturating_sub(p.started);
+            self.record_failure(now, p.key, p.htl, p.htl_received, took);
         }
         let mut all = vec![(reply_id, p.upstream)];
         all.extend(p.waiters);

@@ -11,6 +11,7 @@ impl<V: Verifier> Node<V> {
     /// table expiry. Also starts queued local requests the window allows.
     pub fn handle_timeout(&mut self, now: Millis, rng: &mut impl RngCore) {
         self.expire(now);
+        self.release_held(now);
         while let Some(&Reverse((t, kind, id))) = self.timers.peek() {
             if t > now {
                 break;
