@@ -10,7 +10,7 @@ pub use location::{Key, Location};
 pub use message::{Block, KeyKind, Message, NodeRef};
 pub use node::{
     Action, BlockSource, Config, Disconnect, EmptyStore, InsertOutcome, LocalRequest, Millis, Node,
-    PeerId, RequestId, RequestOutcome, Space, Stats, Verifier,
+    PeerId, RequestId, RequestOutcome, Space, Stats, Verifier, MAX_HELD,
 };
 pub use tunnelled::{
     TunnelConfig, TunnelStats, Tunnelled, MIN_TRY_SAMPLES, MIN_TRY_TIMEOUT_MS, TRY_SAMPLES,

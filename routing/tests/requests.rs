@@ -441,6 +441,47 @@ fn a_failure_table_answer_comes_as_late_as_the_failure_it_remembers() {
     assert_eq!(n.stats().recently_failed, 2);
 }
 
+/// Held failure-table answers are bounded; with [`MAX_HELD`] held the
+/// table is not used and a request for a remembered key is routed, so a
+/// peer that fills the held answers first cannot probe the table by a
+/// quick answer (or by a refusal).
+#[test]
+fn with_the_held_answers_full_a_remembered_key_is_routed() {
+    let cfg = Config {
+        answer_rate: 100_000,
+        answer_burst: 100_000,
+        ..Config::default()
+    };
+    let (mut n, mut r) = node(3, cfg);
+    let key = key_at(1 << 61);
+    let req = |id| Message::Request {
+        id,
+        key,
+        htl: 10,
+        kind: KeyKind::Chk,
+    };
+    n.handle_message(0, PeerId(1), req(1), &mut EmptyStore, &mut r);
+    let (to, _) = forwarded_to(&drain(&mut n), 1).unwrap();
+    n.handle_message(
+        7_000,
+        to,
+        Message::DataNotFound { id: 1 },
+        &mut EmptyStore,
+        &mut r,
+    );
+    drain(&mut n);
+    for id in 0..MAX_HELD as u64 {
+        n.handle_message(8_000, PeerId(2), req(1_000 + id), &mut EmptyStore, &mut r);
+        assert!(forwarded_to(&drain(&mut n), 1_000 + id).is_none(), "held");
+    }
+    assert_eq!(n.stats().recently_failed, MAX_HELD as u64);
+    n.handle_message(8_000, PeerId(2), req(5_000), &mut EmptyStore, &mut r);
+    assert!(
+        forwarded_to(&drain(&mut n), 5_000).is_some(),
+        "routed, not answered from the table"
+    );
+}
+
 #[test]
 fn silent_peer_times_out_and_request_moves_on() {
     let (mut n, mut r) = node(4, Config::default());

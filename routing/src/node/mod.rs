@@ -58,8 +58,8 @@ use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use crate::location::{Key, Location};
 use crate::message::{Block, KeyKind, Message, NodeRef};
 
-/// Failure-table answers held at once, at most; past that they go at
-/// once.
+/// Failure-table answers held at once, at most; past that the table is
+/// not used (requests are routed).
 pub const MAX_HELD: usize = 1_024;
 
 /// The per-hop time of routed failures a failure-table answer is held
@@ -578,18 +578,6 @@ impl<V: Verifier> Node<V> {
                 let pace = self.failure_pace.timeout(self.cfg.fetch_timeout);
                 (pace * Millis::from(htl)).min(self.cfg.fetch_timeout)
             })
-    }
-
-    /// Answer `id` from `to` with `DataNotFound` at `at` (the failure
-    /// table's answer, held as long as the failure it remembers took, so
-    /// that it comes when a routed failure would); at once when
-    /// [`MAX_HELD`] are held.
-    fn hold_not_found(&mut self, at: Millis, to: PeerId, id: u64) {
-        if self.held.len() >= MAX_HELD {
-            self.send(to, Message::DataNotFound { id });
-        } else {
-            self.held.push(Reverse((at, to, id)));
-        }
     }
 
     /// Send the held answers that are due.

@@ -5,10 +5,11 @@ use rand::RngCore;
 
 use super::{
     Action, BlockSource, Fail, InsertOutcome, Millis, Node, PeerId, Pending, RequestId,
-    RequestOutcome, Space, TimerKind, Upstream, Verifier,
+    RequestOutcome, Space, TimerKind, Upstream, Verifier, MAX_HELD,
 };
 use crate::location::Key;
 use crate::message::{Block, KeyKind, Message};
+use std::cmp::Reverse;
 
 /// Longest our own request whose route ended on overloaded or backed-off
 /// peers waits to start again under a fresh id (ms); beyond it, it fails.
@@ -65,7 +66,14 @@ impl<V: Verifier> Node<V> {
             self.send(from, Message::DataNotFound { id });
             return;
         }
-        if let Some(took) = self.recently_failed(now, &key, htl) {
+        // With MAX_HELD answers held, the table is not used: the request
+        // is routed as if nothing were remembered. (Answering at once
+        // would let a peer that first fills the held answers probe the
+        // table by timing again; refusing would tell it apart too.)
+        let table = self
+            .recently_failed(now, &key, htl)
+            .filter(|_| self.held.len() < MAX_HELD);
+        if let Some(took) = table {
             // Accepted, and the failure comes as late as a routed one
             // with this HTL would, going by the one remembered: a
             // neighbour cannot tell this answer from a routed failure, so
@@ -74,7 +82,7 @@ impl<V: Verifier> Node<V> {
             self.spend_answer(from);
             self.stats.recently_failed += 1;
             self.send(from, Message::Accepted { id });
-            self.hold_not_found(now + took, from, id);
+            self.held.push(Reverse((now + took, from, id)));
             return;
         }
         if self.pending_above_caching_level(&key) {
