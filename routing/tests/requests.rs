@@ -377,6 +377,15 @@ fn failure_table_answers_repeated_misses() {
     assert!(forwarded_to(&drain(&mut n), 3).is_some());
 }
 
+/// `request` (id 1) arrives from peer 1 at 0, is routed, and fails
+/// downstream at `at`: an entry in the failure table.
+fn fail_routed(n: &mut Node<V>, r: &mut rand_chacha::ChaCha8Rng, request: Message, at: u64) {
+    n.handle_message(0, PeerId(1), request, &mut EmptyStore, r);
+    let (to, _) = forwarded_to(&drain(n), 1).unwrap();
+    n.handle_message(at, to, Message::DataNotFound { id: 1 }, &mut EmptyStore, r);
+    drain(n);
+}
+
 /// The `probe` attack with tunnels: a user's miss leaves failure-table
 /// entries along its exit's route, two hops from the user, and a
 /// neighbour's probe routed through the user met them sooner than a
@@ -394,19 +403,10 @@ fn a_failure_table_answer_comes_as_late_as_the_failure_it_remembers() {
         htl: 10,
         kind: KeyKind::Chk,
     };
-    n.handle_message(0, PeerId(1), req(1), &mut EmptyStore, &mut r);
-    let (to, _) = forwarded_to(&drain(&mut n), 1).unwrap();
     // The route took 7 s to fail, with the 10 hops the request came
     // with: 0.7 s a hop. A request arriving with 10 goes on with 9 and is
     // answered after 6.3 s; one arriving with 6, after 3.5 s.
-    n.handle_message(
-        7_000,
-        to,
-        Message::DataNotFound { id: 1 },
-        &mut EmptyStore,
-        &mut r,
-    );
-    drain(&mut n);
+    fail_routed(&mut n, &mut r, req(1), 7_000);
     n.handle_message(10_000, PeerId(2), req(2), &mut EmptyStore, &mut r);
     assert_eq!(
         sends(&drain(&mut n)),
@@ -460,16 +460,7 @@ fn with_the_held_answers_full_a_remembered_key_is_routed() {
         htl: 10,
         kind: KeyKind::Chk,
     };
-    n.handle_message(0, PeerId(1), req(1), &mut EmptyStore, &mut r);
-    let (to, _) = forwarded_to(&drain(&mut n), 1).unwrap();
-    n.handle_message(
-        7_000,
-        to,
-        Message::DataNotFound { id: 1 },
-        &mut EmptyStore,
-        &mut r,
-    );
-    drain(&mut n);
+    fail_routed(&mut n, &mut r, req(1), 7_000);
     for id in 0..MAX_HELD as u64 {
         n.handle_message(8_000, PeerId(2), req(1_000 + id), &mut EmptyStore, &mut r);
         assert!(forwarded_to(&drain(&mut n), 1_000 + id).is_none(), "held");

@@ -460,19 +460,25 @@ fn when_the_guards_links_go_a_request_still_gets_a_tunnel_and_succeeds() {
     assert_no_own_request_left_node_0(&net);
 }
 
-#[test]
-fn a_try_the_exit_never_answers_is_sent_again_through_another_tunnel() {
-    // Six tries: in this ring a fresh tunnel's exit is one of two nodes
-    // that are not node 0's neighbours, so the deaf one may be drawn
-    // again.
-    let cfg = TunnelConfig {
+/// One tunnel at a time and six tries: in this ring a fresh tunnel's
+/// exit is one of two nodes that are not node 0's neighbours, so a deaf
+/// one may be drawn again.
+fn one_tunnel_six_tries() -> TunnelConfig {
+    TunnelConfig {
         hops: 2,
         tunnels: 1,
         tries: 6,
         min_peer_list: 0,
         ..TunnelConfig::default()
-    };
-    let mut net = Net::with(8, &ring(), cfg);
+    }
+}
+
+#[test]
+fn a_try_the_exit_never_answers_is_sent_again_through_another_tunnel() {
+    // Six tries: in this ring a fresh tunnel's exit is one of two nodes
+    // that are not node 0's neighbours, so the deaf one may be drawn
+    // again.
+    let mut net = Net::with(8, &ring(), one_tunnel_six_tries());
     let blocks = [block(9), block(10)];
     stock(&mut net, &blocks);
     net.fetch(0, blocks[0].0);
@@ -499,14 +505,7 @@ fn a_try_the_exit_never_answers_is_sent_again_through_another_tunnel() {
 
 #[test]
 fn once_tries_were_answered_a_silent_exit_costs_the_learned_try_timeout_not_five_minutes() {
-    let cfg = TunnelConfig {
-        hops: 2,
-        tunnels: 1,
-        tries: 6,
-        min_peer_list: 0,
-        ..TunnelConfig::default()
-    };
-    let mut net = Net::with(8, &ring(), cfg);
+    let mut net = Net::with(8, &ring(), one_tunnel_six_tries());
     let warm: Vec<(Key, Vec<u8>)> = (40..40 + MIN_TRY_SAMPLES as u8).map(block).collect();
     let late = block(99);
     stock(&mut net, &warm);
