@@ -377,6 +377,15 @@ fn failure_table_answers_repeated_misses() {
     assert!(forwarded_to(&drain(&mut n), 3).is_some());
 }
 
+fn chk_request(id: u64, key: Key, htl: u8) -> Message {
+    Message::Request {
+        id,
+        key,
+        htl,
+        kind: KeyKind::Chk,
+    }
+}
+
 /// `request` (id 1) arrives from peer 1 at 0, is routed, and fails
 /// downstream at `at`: an entry in the failure table.
 fn fail_routed(n: &mut Node<V>, r: &mut rand_chacha::ChaCha8Rng, request: Message, at: u64) {
@@ -397,12 +406,7 @@ fn fail_routed(n: &mut Node<V>, r: &mut rand_chacha::ChaCha8Rng, request: Messag
 fn a_failure_table_answer_comes_as_late_as_the_failure_it_remembers() {
     let (mut n, mut r) = node(3, Config::default());
     let key = key_at(1 << 61);
-    let req = |id| Message::Request {
-        id,
-        key,
-        htl: 10,
-        kind: KeyKind::Chk,
-    };
+    let req = |id| chk_request(id, key, 10);
     // The route took 7 s to fail, with the 10 hops the request came
     // with: 0.7 s a hop. A request arriving with 10 goes on with 9 and is
     // answered after 6.3 s; one arriving with 6, after 3.5 s.
@@ -422,13 +426,13 @@ fn a_failure_table_answer_comes_as_late_as_the_failure_it_remembers() {
         vec![(PeerId(2), Message::DataNotFound { id: 2 })],
         "after 9 hops of 0.7 s (it goes on with HTL 9)"
     );
-    let short = Message::Request {
-        id: 3,
-        key,
-        htl: 6,
-        kind: KeyKind::Chk,
-    };
-    n.handle_message(20_000, PeerId(2), short, &mut EmptyStore, &mut r);
+    n.handle_message(
+        20_000,
+        PeerId(2),
+        chk_request(3, key, 6),
+        &mut EmptyStore,
+        &mut r,
+    );
     drain(&mut n);
     n.handle_timeout(23_499, &mut r);
     assert!(sends(&drain(&mut n)).is_empty());
@@ -454,12 +458,7 @@ fn with_the_held_answers_full_a_remembered_key_is_routed() {
     };
     let (mut n, mut r) = node(3, cfg);
     let key = key_at(1 << 61);
-    let req = |id| Message::Request {
-        id,
-        key,
-        htl: 10,
-        kind: KeyKind::Chk,
-    };
+    let req = |id| chk_request(id, key, 10);
     fail_routed(&mut n, &mut r, req(1), 7_000);
     for id in 0..MAX_HELD as u64 {
         n.handle_message(8_000, PeerId(2), req(1_000 + id), &mut EmptyStore, &mut r);

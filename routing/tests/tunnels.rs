@@ -475,9 +475,6 @@ fn one_tunnel_six_tries() -> TunnelConfig {
 
 #[test]
 fn a_try_the_exit_never_answers_is_sent_again_through_another_tunnel() {
-    // Six tries: in this ring a fresh tunnel's exit is one of two nodes
-    // that are not node 0's neighbours, so the deaf one may be drawn
-    // again.
     let mut net = Net::with(8, &ring(), one_tunnel_six_tries());
     let blocks = [block(9), block(10)];
     stock(&mut net, &blocks);
