@@ -229,6 +229,43 @@ fn an_own_fetch_leaves_only_as_tunnel_cells_and_comes_back_verified() {
     );
 }
 
+/// Forwarded traffic never uses tunnels: a request a node gets from a
+/// peer is routed on as a `Request` (HTL decremented), however many
+/// tunnels the nodes keep for their own; no tunnel is built for it and
+/// no cell is sent.
+#[test]
+fn a_forwarded_request_is_routed_as_it_came_never_through_a_tunnel() {
+    let mut net = Net::new(8, &ring(), 2);
+    let (key, _) = block(50);
+    net.deliver(
+        1,
+        2,
+        Message::Request {
+            id: 77,
+            key,
+            htl: 10,
+            kind: KeyKind::Chk,
+        },
+    );
+    net.run();
+    let forwarded: Vec<_> = net
+        .log
+        .iter()
+        .filter(|l| l.0 == 2 && l.2 == "Request")
+        .collect();
+    assert!(!forwarded.is_empty(), "node 2 routed it on: {:?}", net.log);
+    assert!(forwarded.iter().all(|l| l.3.is_some_and(|h| h < 10)));
+    assert!(
+        net.log.iter().all(|l| l.2 != "Tunnel"),
+        "no tunnel cell: {:?}",
+        net.log
+    );
+    for l in &net.layers {
+        let s = l.stats();
+        assert_eq!((s.builds, s.own_sent, s.own_direct), (0, 0, 0));
+    }
+}
+
 #[test]
 fn an_own_insert_goes_through_a_tunnel_too() {
     let mut net = Net::new(8, &ring(), 2);
