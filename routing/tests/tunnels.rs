@@ -578,6 +578,86 @@ fn once_tries_were_answered_a_silent_exit_costs_the_learned_try_timeout_not_five
     assert!(net.layers[0].stats().try_timeouts >= 1);
 }
 
+/// Only a failure at the first hop counts against a guard: a build that
+/// the guard answered and that then failed further on (here: an exit
+/// drawn from the guard's list that relays nothing) leaves the guard a
+/// primary guard. Otherwise a hostile middle or exit could push a user
+/// off an honest guard, toward one it controls.
+#[test]
+fn a_build_failing_beyond_the_guard_does_not_pass_the_guard_over() {
+    let cfg = TunnelConfig {
+        hops: 2,
+        max_requests: 1,
+        min_peer_list: 0,
+        ..TunnelConfig::default()
+    };
+    let mut net = Net::with(8, &ring(), cfg);
+    let blocks: Vec<(Key, Vec<u8>)> = (60..100).map(block).collect();
+    stock(&mut net, &blocks);
+    let first = net.fetch(0, blocks[0].0);
+    assert!(matches!(
+        net.outcome(0, first),
+        Some(RequestOutcome::Found(_))
+    ));
+    let key_of = |i: usize| lichen_tunnel::handshake::public_key(&[i as u8 + 1; 32]);
+    let guards: Vec<[u8; 32]> = net.layers[0]
+        .guards()
+        .list()
+        .iter()
+        .map(|g| g.key)
+        .collect();
+    assert_eq!(guards.len(), 2);
+    let g0 = (1..8).find(|&i| key_of(i) == guards[0]).unwrap();
+    // A peer of that guard that is not node 0's: drawn as an exit now
+    // and then, and silent.
+    let peers = |n: usize| -> Vec<usize> {
+        ring()
+            .iter()
+            .filter_map(|&(a, b)| (a == n).then_some(b).or((b == n).then_some(a)))
+            .collect()
+    };
+    let mute = peers(g0)
+        .into_iter()
+        .find(|&m| m != 0 && !peers(0).contains(&m))
+        .expect("the guard has a peer node 0 does not have");
+    net.mute = Some(mute);
+    let connected: Vec<[u8; 32]> = peers(0).into_iter().map(key_of).collect();
+    let mut now = net.now + TunnelConfig::default().lifetime_ms + 1;
+    net.tick(0, now);
+    let still_primary = |net: &Net, now: u64| {
+        assert!(
+            net.layers[0]
+                .guards()
+                .primary(now, &connected)
+                .contains(&guards[0]),
+            "the guard was passed over for a failure beyond it"
+        );
+    };
+    for (key, body) in &blocks[1..] {
+        let id = net.fetch(0, *key);
+        // A build into the silent node waits out its hop timeout.
+        let until = now + 120_000;
+        while net.outcome(0, id).is_none() && now < until {
+            now += 5_000;
+            net.tick(0, now);
+            still_primary(&net, now);
+        }
+        assert_eq!(
+            net.outcome(0, id),
+            Some(&RequestOutcome::Found(body.clone()))
+        );
+        // Within the minute a guard failing at the first hop is passed
+        // over for.
+        now += 31_000;
+        net.tick(0, now);
+        still_primary(&net, now);
+    }
+    assert!(
+        net.layers[0].stats().build_failed_timeout >= 1,
+        "no build went to the silent node: nothing was tested"
+    );
+}
+
 #[test]
 fn a_guard_that_relays_nothing_is_passed_over_and_requests_go_on_through_another() {
     // One request per tunnel: every fetch builds a fresh one.
