@@ -93,6 +93,16 @@ impl Net {
         self.layers[b].peer_removed(PeerId(a as u64));
     }
 
+    /// Node `i`'s guards' static keys, in order.
+    fn guard_keys(&self, i: usize) -> Vec<[u8; 32]> {
+        self.layers[i]
+            .guards()
+            .list()
+            .iter()
+            .map(|g| g.key)
+            .collect()
+    }
+
     /// Node `i`'s tunnel work at `now` (the clock moves there).
     fn tick(&mut self, i: usize, now: u64) {
         self.now = now;
@@ -474,12 +484,7 @@ fn when_the_guards_links_go_a_request_still_gets_a_tunnel_and_succeeds() {
     // Both guards leave node 0's peers (on opennet its first peers are
     // replaced within minutes), long before a guard counts as gone for
     // good (a day). Its third peer is still there.
-    let guards: Vec<[u8; 32]> = net.layers[0]
-        .guards()
-        .list()
-        .iter()
-        .map(|g| g.key)
-        .collect();
+    let guards = net.guard_keys(0);
     assert_eq!(guards.len(), 2);
     for i in 1..8 {
         let key = lichen_tunnel::handshake::public_key(&[i as u8 + 1; 32]);
@@ -578,13 +583,9 @@ fn once_tries_were_answered_a_silent_exit_costs_the_learned_try_timeout_not_five
     assert!(net.layers[0].stats().try_timeouts >= 1);
 }
 
-/// Only a failure at the first hop counts against a guard: a build that
-/// the guard answered and that then failed further on (here: an exit
-/// drawn from the guard's list that relays nothing) leaves the guard a
-/// primary guard. Otherwise a hostile middle or exit could push a user
-/// off an honest guard, toward one it controls.
-#[test]
-fn a_build_failing_beyond_the_guard_does_not_pass_the_guard_over() {
+/// One request per tunnel (every fetch builds a fresh one), node 0's
+/// peers holding the blocks `range`, and the first of them fetched.
+fn one_request_per_tunnel(range: std::ops::Range<u8>) -> (Net, Vec<(Key, Vec<u8>)>) {
     let cfg = TunnelConfig {
         hops: 2,
         max_requests: 1,
@@ -592,20 +593,26 @@ fn a_build_failing_beyond_the_guard_does_not_pass_the_guard_over() {
         ..TunnelConfig::default()
     };
     let mut net = Net::with(8, &ring(), cfg);
-    let blocks: Vec<(Key, Vec<u8>)> = (60..100).map(block).collect();
+    let blocks: Vec<(Key, Vec<u8>)> = range.map(block).collect();
     stock(&mut net, &blocks);
     let first = net.fetch(0, blocks[0].0);
     assert!(matches!(
         net.outcome(0, first),
         Some(RequestOutcome::Found(_))
     ));
+    (net, blocks)
+}
+
+/// Only a failure at the first hop counts against a guard: a build that
+/// the guard answered and that then failed further on (here: an exit
+/// drawn from the guard's list that relays nothing) leaves the guard a
+/// primary guard. Otherwise a hostile middle or exit could push a user
+/// off an honest guard, toward one it controls.
+#[test]
+fn a_build_failing_beyond_the_guard_does_not_pass_the_guard_over() {
+    let (mut net, blocks) = one_request_per_tunnel(60..100);
     let key_of = |i: usize| lichen_tunnel::handshake::public_key(&[i as u8 + 1; 32]);
-    let guards: Vec<[u8; 32]> = net.layers[0]
-        .guards()
-        .list()
-        .iter()
-        .map(|g| g.key)
-        .collect();
+    let guards = net.guard_keys(0);
     assert_eq!(guards.len(), 2);
     let g0 = (1..8).find(|&i| key_of(i) == guards[0]).unwrap();
     // A peer of that guard that is not node 0's: drawn as an exit now
@@ -660,21 +667,7 @@ fn a_build_failing_beyond_the_guard_does_not_pass_the_guard_over() {
 
 #[test]
 fn a_guard_that_relays_nothing_is_passed_over_and_requests_go_on_through_another() {
-    // One request per tunnel: every fetch builds a fresh one.
-    let cfg = TunnelConfig {
-        hops: 2,
-        max_requests: 1,
-        min_peer_list: 0,
-        ..TunnelConfig::default()
-    };
-    let mut net = Net::with(8, &ring(), cfg);
-    let blocks: Vec<(Key, Vec<u8>)> = (20..32).map(block).collect();
-    stock(&mut net, &blocks);
-    let first = net.fetch(0, blocks[0].0);
-    assert!(matches!(
-        net.outcome(0, first),
-        Some(RequestOutcome::Found(_))
-    ));
+    let (mut net, blocks) = one_request_per_tunnel(20..32);
     // One guard stops relaying (hostile, or broken): a build through it
     // is never answered and times out.
     let guard = net.layers[0].guards().list()[0].key;
