@@ -191,6 +191,12 @@ impl<V: Verifier> PeerPolicy<V> {
         }
     }
 
+    /// Fewer than half the peers we may have: the routing core's rule for
+    /// announcing again (`Node::maybe_schedule_announce`).
+    fn under_connected(&self) -> bool {
+        self.node.peer_count() < self.node.config().max_peers / 2
+    }
+
     /// Our announcement has ended and we are still under-connected:
     /// announce through the next seed that linked while it was on its
     /// way ([`PeerPolicy::hello`]), one at a time. Without this a newcomer
@@ -201,7 +207,7 @@ impl<V: Verifier> PeerPolicy<V> {
         if self.announce_next.is_empty() || self.node.announcing() {
             return;
         }
-        if self.node.peer_count() >= self.node.config().max_peers / 2 {
+        if !self.under_connected() {
             self.announce_next.clear();
             return;
         }
@@ -323,28 +329,23 @@ impl<V: Verifier> PeerPolicy<V> {
         }
         self.retry_at.remove(&remote);
         let seed = self.cfg.seeds.iter().any(|(r, _)| r.static_key == remote);
-        if self.cfg.opennet
-            && seed
-            && self.node.peer_count() < self.node.config().max_peers / 2
-            && (self.node.peer_count() == 1 || !self.node.announcing())
-        {
-            // A seed, while we are under-connected and no announcement of
-            // ours is on its way: announce through it, whichever seed
-            // linked first (a seed that swallowed the last announcement,
-            // answering at once and forwarding nothing, must not leave us
-            // alone until the next one, a minute or more later). One at a
-            // time: announcing through every seed at once fills a
-            // newcomer with peers near its own location and few long
-            // links (a 300-node opennet found 77 % instead of 97 %).
-            self.node.announce_via(ms, pid, rng);
-        } else if self.cfg.opennet
-            && seed
-            && self.node.peer_count() < self.node.config().max_peers / 2
-        {
-            // Another seed's announcement is on its way: this one is next
-            // when it ends (it may have gone to a seed that swallows
-            // announcements).
-            self.announce_next.push_back(pid);
+        if self.cfg.opennet && seed && self.under_connected() {
+            if self.node.peer_count() == 1 || !self.node.announcing() {
+                // No announcement of ours is on its way: announce through
+                // this seed, whichever linked first (a seed that swallowed
+                // the last announcement, answering at once and forwarding
+                // nothing, must not leave us alone until the next one, a
+                // minute or more later). One at a time: announcing through
+                // every seed at once fills a newcomer with peers near its
+                // own location and few long links (a 300-node opennet
+                // found 77 % instead of 97 %).
+                self.node.announce_via(ms, pid, rng);
+            } else {
+                // Another seed's announcement is on its way: this one is
+                // next when it ends (it may have gone to a seed that
+                // swallows announcements).
+                self.announce_next.push_back(pid);
+            }
         } else if self.cfg.opennet && self.node.peer_count() == 1 {
             // The first peer (the first node back after losing them
             // all): announce at once so nodes near our location connect

@@ -667,13 +667,6 @@ fn a_seed_linked_while_an_announcement_is_on_its_way_is_announced_through_next()
         .collect();
     let n = add(&mut m, 3, |c| c.seeds = seeds);
     m.advance(Duration::from_secs(10));
-    eprintln!(
-        "sent {:?} peers {} lone {:?} seed {:?}",
-        m.nodes[n].sent,
-        m.nodes[n].policy.peer_count(),
-        m.nodes[lone].sent,
-        m.nodes[seed].sent
-    );
     let link = |m: &Mesh<Verify>, s: usize| m.link(n, s).is_some();
     assert!(link(&m, lone) && link(&m, seed), "linked to both seeds");
     assert!(

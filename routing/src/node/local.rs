@@ -25,7 +25,7 @@ impl<V: Verifier> Node<V> {
             }
             LocalRequest::Fetch { key, kind } => {
                 self.remember(now, id, Upstream::Local);
-                if self.recently_failed(now, &key, self.cfg.max_htl).is_some() {
+                if self.recently_failed(now, &key, self.cfg.max_htl) {
                     self.stats.recently_failed += 1;
                     self.actions.push_back(Action::RequestDone {
                         id: RequestId(id),

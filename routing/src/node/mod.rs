@@ -163,7 +163,7 @@ struct Pending {
     /// Our own: times it was retried under a fresh id.
     retries: u8,
     /// When it was accepted here (a request from a peer): how long its
-    /// failure took is remembered with it in the failure table.
+    /// failure took goes into the node's failure pace.
     started: Millis,
 }
 
@@ -266,7 +266,7 @@ pub struct Node<V> {
     recent: BTreeMap<u64, Recent>,
     recent_order: VecDeque<(Millis, u64)>,
     /// Keys whose requests failed here lately: the highest HTL they
-    /// failed at, when the entry expires, and how long the failure took.
+    /// failed at, and when the entry expires.
     failures: BTreeMap<Key, Failure>,
     failure_order: VecDeque<(Millis, Key)>,
     swaps: BTreeMap<u64, SwapState>,
@@ -289,8 +289,8 @@ pub struct Node<V> {
     last_location_change: BTreeMap<PeerId, Millis>,
     /// The Pitch Black probe.
     pitch: pitch::PitchState,
-    /// Failure-table answers held until as long as the failure they
-    /// remember took: (when, to whom, id).
+    /// Failure-table answers held until a routed failure would have
+    /// come ([`Node::failure_answer_delay`]): (when, to whom, id).
     held: BinaryHeap<Reverse<(Millis, PeerId, u64)>>,
     /// How long the last routed failures here took per hop they had
     /// left (from accepting the request to failing it, over the HTL it
@@ -564,20 +564,21 @@ impl<V: Verifier> Node<V> {
         }
     }
 
-    /// Whether the failure table answers a request for `key` going on
-    /// with `htl`: then how long a routed failure with that HTL takes
-    /// here (the median pace of the last ones, × `htl`). The pace of
-    /// the one failure remembered would say how far along that route the
-    /// asker is, and so tell a table answer from a routed failure (the
-    /// `probe` attack's miss case stayed at 0.53–0.63 with it).
-    fn recently_failed(&self, now: Millis, key: &Key, htl: u8) -> Option<Millis> {
+    fn recently_failed(&self, now: Millis, key: &Key, htl: u8) -> bool {
         self.failures
             .get(key)
-            .filter(|f| f.expires > now && f.htl >= htl)
-            .map(|_| {
-                let pace = self.failure_pace.timeout(self.cfg.fetch_timeout);
-                (pace * Millis::from(htl)).min(self.cfg.fetch_timeout)
-            })
+            .is_some_and(|f| f.expires > now && f.htl >= htl)
+    }
+
+    /// How long a routed failure with `htl` hops left takes here: the
+    /// median pace of the last ones × `htl`, at most the fetch timeout.
+    /// (The pace of the one failure remembered would say how far along
+    /// that route the asker is, and so tell a table answer from a routed
+    /// failure: the `probe` attack's miss case stayed at 0.53–0.63 with
+    /// it.)
+    fn failure_answer_delay(&self, htl: u8) -> Millis {
+        let pace = self.failure_pace.timeout(self.cfg.fetch_timeout);
+        (pace * Millis::from(htl)).min(self.cfg.fetch_timeout)
     }
 
     /// Send the held answers that are due.

@@ -70,19 +70,17 @@ impl<V: Verifier> Node<V> {
         // is routed as if nothing were remembered. (Answering at once
         // would let a peer that first fills the held answers probe the
         // table by timing again; refusing would tell it apart too.)
-        let table = self
-            .recently_failed(now, &key, htl)
-            .filter(|_| self.held.len() < MAX_HELD);
-        if let Some(took) = table {
+        if self.held.len() < MAX_HELD && self.recently_failed(now, &key, htl) {
             // Accepted, and the failure comes as late as a routed one
-            // with this HTL would, going by the one remembered: a
-            // neighbour cannot tell this answer from a routed failure, so
-            // it cannot probe which keys failed here lately (and, a few
-            // hops from a user's exit, what the user failed to find).
+            // with this HTL would: a neighbour cannot tell this answer
+            // from a routed failure, so it cannot probe which keys failed
+            // here lately (and, a few hops from a user's exit, what the
+            // user failed to find).
             self.spend_answer(from);
             self.stats.recently_failed += 1;
             self.send(from, Message::Accepted { id });
-            self.held.push(Reverse((now + took, from, id)));
+            let at = now + self.failure_answer_delay(htl);
+            self.held.push(Reverse((at, from, id)));
             return;
         }
         if self.pending_above_caching_level(&key) {
