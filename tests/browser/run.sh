@@ -47,7 +47,11 @@ if ! command -v chromium >/dev/null 2>&1; then
 fi
 chromium --version 2>/dev/null || true
 
-read -r FCP GW NET TRAP < <(python3 - <<'EOF'
+# Free ports are drawn by binding to port 0 and letting go; another
+# process may take one before the node binds it ("Address already in
+# use"), so the node is started again on fresh ports, up to 5 times.
+for attempt in 1 2 3 4 5; do
+  read -r FCP GW NET TRAP < <(python3 - <<'EOF'
 import socket
 socks = []
 for _ in range(4):
@@ -55,21 +59,34 @@ for _ in range(4):
 print(" ".join(str(s.getsockname()[1]) for s in socks))
 EOF
 )
-BASE="http://127.0.0.1:$GW"
+  BASE="http://127.0.0.1:$GW"
 
-step "node on FCP $FCP, gateway $GW"
-"$LICHEN" node --data-dir "$WORK/data" --fcp-port "$FCP" --gateway-port "$GW" \
-  --listen "127.0.0.1:$NET" >"$WORK/node.log" 2>&1 &
-NODE_PID=$!
-python3 - "$BASE/" <<'EOF' || fail "the gateway did not come up"
-import sys, time, urllib.request
+  step "node on FCP $FCP, gateway $GW"
+  "$LICHEN" node --data-dir "$WORK/data" --fcp-port "$FCP" --gateway-port "$GW" \
+    --listen "127.0.0.1:$NET" >"$WORK/node.log" 2>&1 &
+  NODE_PID=$!
+  if python3 - "$BASE/" "$NODE_PID" <<'EOF'
+import os, sys, time, urllib.request
 for _ in range(300):
     try:
         urllib.request.urlopen(sys.argv[1], timeout=2).read(); sys.exit(0)
     except Exception:
+        try:
+            os.kill(int(sys.argv[2]), 0)
+        except OSError:
+            sys.exit(2)  # the node exited
         time.sleep(0.1)
 sys.exit(1)
 EOF
+  then
+    break
+  fi
+  wait "$NODE_PID" 2>/dev/null || true
+  NODE_PID=""
+  grep -q "Address already in use" "$WORK/node.log" && [ "$attempt" -lt 5 ] \
+    || { tail -5 "$WORK/node.log"; fail "the gateway did not come up"; }
+  echo "a port was taken meanwhile: new ports"
+done
 export LICHEN_FCP="127.0.0.1:$FCP"
 
 step "trap listener on $TRAP"
