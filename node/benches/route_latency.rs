@@ -66,6 +66,7 @@ async fn start(i: usize, hops: usize, stop: &CancellationToken) -> Hop {
         },
         opennet: false,
         peer_dir: None,
+        vault: lichen_node::vault::Vault::new([7; 32]),
         max_remembered: 0,
         seeds: Vec::new(),
         // Two-node and line networks: no room for tunnels (routing

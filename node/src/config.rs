@@ -57,6 +57,10 @@ pub struct Config {
     pub store: StoreConfig,
     /// How the node's own requests are hidden from its neighbours.
     pub anonymity: AnonymityConfig,
+    /// The passphrase the node's secrets are sealed under (from the
+    /// command line, never from the file).
+    #[serde(skip)]
+    pub passphrase: Option<crate::vault::Passphrase>,
 }
 
 /// Anonymity settings (`docs/tunnels.md`).

@@ -52,6 +52,21 @@ pub(crate) fn write_atomic(path: &Path, data: &[u8], private: bool) -> Result<()
     Ok(())
 }
 
+/// Remove a small secret file, overwriting it with zeros first (on a
+/// journalling or copy-on-write filesystem, or an SSD, the old bytes may
+/// survive elsewhere; `docs/store.md` says so). Missing files are fine.
+pub(crate) fn remove_wiped(path: &Path) {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if meta.is_file() {
+            if let Ok(mut f) = std::fs::OpenOptions::new().write(true).open(path) {
+                let zeros = vec![0u8; usize::try_from(meta.len()).unwrap_or(0).min(1 << 20)];
+                let _ = f.write_all(&zeros).and_then(|()| f.sync_all());
+            }
+        }
+        let _ = std::fs::remove_file(path);
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -25,7 +25,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         "context",
         &["node", "requests", "pushes", "config", "identity", "status"],
     ),
-    ("utilities", &["util", "files", "sealed"]),
+    ("utilities", &["util", "files", "sealed", "vault"]),
 ];
 
 /// Known exceptions, each with its reason: none. (The context layer

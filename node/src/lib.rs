@@ -26,6 +26,7 @@ pub mod sealed;
 pub(crate) mod status;
 pub(crate) mod testnet;
 pub(crate) mod util;
+pub mod vault;
 
 #[cfg(test)]
 mod layers;
@@ -120,6 +121,7 @@ async fn start_network(node: &Arc<node::Node>) -> anyhow::Result<()> {
         routing: routing_config(net),
         opennet: net.opennet,
         peer_dir: Some(node.data_dir.clone()),
+        vault: node.vault.clone(),
         max_remembered: net.max_peers.saturating_mul(2),
         // Dialed by the peer policy while the node has no peer.
         seeds,

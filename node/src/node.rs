@@ -141,6 +141,8 @@ pub struct Node {
     pub(crate) data_dir: PathBuf,
     /// Node identity.
     pub(crate) identity: Identity,
+    /// What everything at rest is sealed under.
+    pub(crate) vault: crate::vault::Vault,
     /// The datastore.
     pub(crate) store: Arc<dyn BlockStore>,
     /// FCP requests (connection, reboot and forever persistence).
@@ -194,7 +196,11 @@ impl Node {
             what: format!("cannot create data directory {}", data_dir.display()),
             source,
         })?;
-        let (identity, created) = Identity::load_or_create(&data_dir)?;
+        // First, before anything in the data directory changes: a node
+        // sealed under a passphrase that was not given (or was wrong)
+        // stops here and touches nothing.
+        let (identity, created) = Identity::load_or_create(&data_dir, config.passphrase.as_ref())?;
+        let vault = identity.vault();
         if created {
             tracing::info!("created a new node identity");
         }
@@ -206,21 +212,24 @@ impl Node {
             what: format!("cannot create {}", tmp.display()),
             source,
         })?;
-        let requests = Requests::open(&data_dir).map_err(|source| StartError::Io {
-            what: "cannot open the persistent request queue".into(),
-            source,
-        })?;
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let pushes = Pushes::open_with(&data_dir, identity.store_secret, clock.clone()).map_err(
-            |source| StartError::Io {
-                what: "cannot open the list of inserts waiting to be pushed".into(),
+        let requests =
+            Requests::open(&data_dir, vault.clone()).map_err(|source| StartError::Io {
+                what: "cannot open the persistent request queue".into(),
                 source,
-            },
-        )?;
+            })?;
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let pushes =
+            Pushes::open_with(&data_dir, vault.clone(), clock.clone()).map_err(|source| {
+                StartError::Io {
+                    what: "cannot open the list of inserts waiting to be pushed".into(),
+                    source,
+                }
+            })?;
         Ok(Arc::new(Node {
             config,
             data_dir,
             identity,
+            vault,
             store,
             requests,
             pushes,

@@ -22,19 +22,18 @@
 //! # Record format
 //!
 //! ```text
-//! "LPSH" | version u8 = 1 | nonce [16] | body (encrypted) | check [32]
-//! body  = header_len u32 LE | header (JSON) | count u32 LE | count × (kind u8, routing key [32])
-//! check = SHA-256(secret-derived key | "check" | everything before check)
+//! record = vault record (purpose "push") of body   (crate::vault)
+//! body   = header_len u32 LE | header (JSON) | count u32 LE | count × (kind u8, routing key [32])
 //! ```
 //!
-//! The body is encrypted with a SHA-256 counter-mode keystream under a key
-//! derived from the node's store secret, so a seized disk does not show
-//! which blocks this node's user inserted (the same reason the store's
-//! index is salted). A record that fails its check is kept aside as `.bad`
-//! with a warning; it never stops the node.
+//! Sealed (authenticated encryption) under the node's vault key, so a
+//! seized disk does not show which blocks this node's user inserted (the
+//! same reason the store's index is salted). A record that does not open
+//! is kept aside as `.bad` with a warning; it never stops the node.
 
 use crate::requests::RequestRef;
 use crate::util::clock::Clock;
+use crate::vault::Vault;
 use lichen_crypto::{BlockKind, RoutingKey};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -68,9 +67,6 @@ pub(crate) struct PushRecord {
     pub(crate) blocks: Vec<(BlockKind, RoutingKey)>,
 }
 
-const MAGIC: &[u8; 4] = b"LPSH";
-const VERSION: u8 = 1;
-
 /// Why a record could not be read.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum RecordError {
@@ -82,28 +78,13 @@ pub(crate) enum RecordError {
     Io(#[from] std::io::Error),
 }
 
-fn record_key(secret: &[u8; 32]) -> [u8; 32] {
-    lichen_crypto::sha256_parts(&[b"lichen push record v1\0", secret])
-}
-
-fn keystream_xor(key: &[u8; 32], nonce: &[u8; 16], data: &mut [u8]) {
-    for (i, chunk) in data.chunks_mut(32).enumerate() {
-        let ctr = u64::try_from(i).unwrap_or(u64::MAX).to_le_bytes();
-        let ks = lichen_crypto::sha256_parts(&[key, nonce, &ctr]);
-        for (b, k) in chunk.iter_mut().zip(ks.iter()) {
-            *b ^= k;
-        }
-    }
-}
-
-fn check(key: &[u8; 32], data: &[u8]) -> [u8; 32] {
-    lichen_crypto::sha256_parts(&[key, b"check", data])
-}
+/// The purpose push records are sealed for (`crate::vault`).
+const PURPOSE: &str = "push";
 
 impl PushRecord {
-    /// Encode, encrypted under a key derived from `secret`.
+    /// Encode, sealed under `vault`.
     #[must_use]
-    pub(crate) fn encode(&self, secret: &[u8; 32]) -> Vec<u8> {
+    pub(crate) fn encode(&self, vault: &Vault) -> Vec<u8> {
         let header = Header {
             created_ms: self.created_ms,
             request: self.request.clone(),
@@ -126,39 +107,17 @@ impl PushRecord {
             });
             body.extend_from_slice(&key.0);
         }
-        let key = record_key(secret);
-        let nonce: [u8; 16] = rand::random();
-        keystream_xor(&key, &nonce, &mut body);
-        let mut out = Vec::with_capacity(body.len() + 53);
-        out.extend_from_slice(MAGIC);
-        out.push(VERSION);
-        out.extend_from_slice(&nonce);
-        out.extend_from_slice(&body);
-        let c = check(&key, &out);
-        out.extend_from_slice(&c);
-        out
+        vault.seal(PURPOSE, &body)
     }
 
-    /// Decode a record written by [`PushRecord::encode`] with `secret`.
+    /// Decode a record written by [`PushRecord::encode`] with `vault`.
     ///
     /// # Errors
     /// [`RecordError::Damaged`] for anything that is not an intact record.
-    pub(crate) fn decode(bytes: &[u8], secret: &[u8; 32]) -> Result<Self, RecordError> {
-        if bytes.len() < 4 + 1 + 16 + 8 + 32 || &bytes[..4] != MAGIC {
-            return Err(RecordError::Damaged("not a push record"));
-        }
-        if bytes[4] != VERSION {
-            return Err(RecordError::Damaged("unknown version"));
-        }
-        let key = record_key(secret);
-        let (signed, c) = bytes.split_at(bytes.len() - 32);
-        if check(&key, signed) != c {
-            return Err(RecordError::Damaged("checksum mismatch"));
-        }
-        let mut nonce = [0u8; 16];
-        nonce.copy_from_slice(&signed[5..21]);
-        let mut body = signed[21..].to_vec();
-        keystream_xor(&key, &nonce, &mut body);
+    pub(crate) fn decode(bytes: &[u8], vault: &Vault) -> Result<Self, RecordError> {
+        let body = vault
+            .open(PURPOSE, bytes)
+            .map_err(|_| RecordError::Damaged("not a push record sealed under this node's key"))?;
         let mut r = Reader(&body);
         let hlen = r.u32()? as usize;
         let header: Header = serde_json::from_slice(r.take(hlen)?)
@@ -210,7 +169,7 @@ impl<'a> Reader<'a> {
 #[derive(Debug)]
 pub(crate) struct Pushes {
     dir: PathBuf,
-    secret: [u8; 32],
+    vault: Vault,
     records: Mutex<BTreeMap<u64, PushRecord>>,
     pub(crate) wake: tokio::sync::Notify,
     /// Client cache bytes the records' blocks take.
@@ -234,8 +193,8 @@ impl Pushes {
     /// # Errors
     /// The directory cannot be created.
     #[cfg(test)]
-    pub(crate) fn open(data_dir: &Path, secret: [u8; 32]) -> std::io::Result<Self> {
-        Self::open_with(data_dir, secret, Arc::new(crate::util::clock::SystemClock))
+    pub(crate) fn open(data_dir: &Path, vault: Vault) -> std::io::Result<Self> {
+        Self::open_with(data_dir, vault, Arc::new(crate::util::clock::SystemClock))
     }
 
     /// [`Pushes::open`], dating records by `clock`.
@@ -244,7 +203,7 @@ impl Pushes {
     /// The directory cannot be created.
     pub(crate) fn open_with(
         data_dir: &Path,
-        secret: [u8; 32],
+        vault: Vault,
         clock: Arc<dyn Clock>,
     ) -> std::io::Result<Self> {
         let dir = data_dir.join("push");
@@ -265,7 +224,7 @@ impl Pushes {
                 .and_then(|s| u64::from_str_radix(s, 16).ok());
             let rec = std::fs::read(&path)
                 .map_err(RecordError::from)
-                .and_then(|b| PushRecord::decode(&b, &secret));
+                .and_then(|b| PushRecord::decode(&b, &vault));
             match (id, rec) {
                 (Some(id), Ok(r)) => {
                     records.insert(id, r);
@@ -291,7 +250,7 @@ impl Pushes {
         let pending = records.values().map(|r| bytes_of(&r.blocks)).sum();
         Ok(Pushes {
             dir,
-            secret,
+            vault,
             records: Mutex::new(records),
             wake: tokio::sync::Notify::new(),
             pending: AtomicU64::new(pending),
@@ -305,7 +264,7 @@ impl Pushes {
     }
 
     fn write(&self, id: u64, rec: &PushRecord) -> Result<(), String> {
-        crate::files::write_atomic(&self.path(id), &rec.encode(&self.secret), true)
+        crate::files::write_atomic(&self.path(id), &rec.encode(&self.vault), true)
             .map_err(|e| e.to_string())
     }
 
@@ -449,7 +408,7 @@ mod tests {
 
     #[test]
     fn record_round_trip() {
-        let s = [9u8; 32];
+        let s = Vault::new([9u8; 32]);
         for n in [0, 1, 1000] {
             let r = rec(n);
             let b = r.encode(&s);
@@ -466,9 +425,12 @@ mod tests {
 
     #[test]
     fn damaged_record_is_an_error_not_a_panic() {
-        let s = [9u8; 32];
+        let s = Vault::new([9u8; 32]);
         let b = rec(10).encode(&s);
-        assert!(PushRecord::decode(&b, &[8u8; 32]).is_err(), "wrong secret");
+        assert!(
+            PushRecord::decode(&b, &Vault::new([8u8; 32])).is_err(),
+            "wrong secret"
+        );
         for cut in [0, 3, 10, b.len() - 1] {
             assert!(PushRecord::decode(&b[..cut], &s).is_err());
         }
@@ -485,8 +447,8 @@ mod tests {
     #[test]
     fn pushes_survive_reopen_and_damaged_files_are_kept_aside() {
         let dir = tempfile::tempdir().unwrap();
-        let s = [3u8; 32];
-        let p = Pushes::open(dir.path(), s).unwrap();
+        let s = Vault::new([3u8; 32]);
+        let p = Pushes::open(dir.path(), s.clone()).unwrap();
         assert!(p.is_empty());
         let r = rec(5);
         p.add(r.request.clone(), r.blocks.clone()).unwrap();
@@ -496,7 +458,7 @@ mod tests {
         assert_eq!(p.pending_bytes(), bytes_of(&r.blocks));
         drop(p);
         std::fs::write(dir.path().join("push/00000000000000aa.push"), b"junk").unwrap();
-        let p = Pushes::open(dir.path(), s).unwrap();
+        let p = Pushes::open(dir.path(), s.clone()).unwrap();
         assert_eq!(p.len(), 1);
         let (id, back) = p.first().unwrap();
         assert_eq!(back.blocks, r.blocks);
@@ -514,6 +476,6 @@ mod tests {
         p.remove(id);
         assert_eq!(p.pending_bytes(), 0);
         drop(p);
-        assert!(Pushes::open(dir.path(), s).unwrap().is_empty());
+        assert!(Pushes::open(dir.path(), s.clone()).unwrap().is_empty());
     }
 }

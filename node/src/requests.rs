@@ -1,14 +1,19 @@
 //! The FCP request queue: every running or finished request a client can
 //! still ask about, and the on-disk records of `Persistence=forever` ones.
 //!
-//! A forever request is written to `<data dir>/requests/<hash>.json` when
+//! A forever request is written to `<data dir>/requests/<name>.rec` when
 //! it starts and rewritten when it finishes (atomically); its direct upload
-//! and a direct download's result stay in `<data dir>/requests/` too. On
+//! and a direct download's result stay in `<data dir>/requests/` too. All
+//! three are sealed under the node's vault (`crate::vault`): the record
+//! (JSON inside) as a record of purpose `"request"`, named by a keyed hash
+//! of its scope and identifier; the upload and result as sealed files. On
 //! restart each record is read back, finished ones are listed again and
 //! unfinished ones run again from the start. A damaged record is kept
-//! aside (`.bad`), never deleted.
+//! aside (`.bad`), never deleted. Records of earlier versions (`.json`, in
+//! the clear, with plain files) are sealed when they are read.
 
 use crate::files::write_atomic;
+use crate::vault::Vault;
 use lichen_fcp::client::Persistence;
 use lichen_fcp::codec::Message;
 #[cfg(test)]
@@ -181,10 +186,14 @@ struct Record {
 
 type Key = (Scope, String);
 
+/// The purpose records are sealed for (`crate::vault`).
+const PURPOSE: &str = "request";
+
 /// All requests.
 #[derive(Debug)]
 pub(crate) struct Requests {
     dir: PathBuf,
+    vault: Vault,
     map: Mutex<HashMap<Key, Arc<Request>>>,
 }
 
@@ -197,11 +206,12 @@ impl Requests {
     ///
     /// # Errors
     /// I/O errors creating the directory.
-    pub(crate) fn open(data_dir: &Path) -> std::io::Result<Self> {
+    pub(crate) fn open(data_dir: &Path, vault: Vault) -> std::io::Result<Self> {
         let dir = data_dir.join("requests");
         std::fs::create_dir_all(&dir)?;
         let r = Requests {
             dir,
+            vault,
             map: Mutex::new(HashMap::new()),
         };
         r.load();
@@ -220,14 +230,12 @@ impl Requests {
         };
         for e in entries.flatten() {
             let path = e.path();
-            if path.extension().and_then(|x| x.to_str()) != Some("json") {
-                continue;
-            }
-            match std::fs::read(&path)
-                .ok()
-                .and_then(|b| serde_json::from_slice::<Record>(&b).ok())
-                .and_then(|r| parse_header(&r.header).map(|h| (r, h)))
-            {
+            let legacy = match path.extension().and_then(|x| x.to_str()) {
+                Some("rec") => false,
+                Some("json") => true,
+                _ => continue,
+            };
+            match self.read_record(&path, legacy) {
                 Some((rec, header)) => {
                     let req = Arc::new(Request {
                         scope: rec.scope.clone(),
@@ -244,6 +252,9 @@ impl Requests {
                             ..State::default()
                         }),
                     });
+                    if legacy {
+                        self.seal_legacy(&req, &path);
+                    }
                     if let Ok(mut m) = self.map.lock() {
                         m.insert((rec.scope, rec.identifier), req);
                     }
@@ -253,6 +264,37 @@ impl Requests {
                     let _ = std::fs::rename(&path, path.with_extension("bad"));
                 }
             }
+        }
+    }
+
+    fn read_record(&self, path: &Path, legacy: bool) -> Option<(Record, Message)> {
+        let bytes = std::fs::read(path).ok()?;
+        let json = if legacy {
+            bytes
+        } else {
+            self.vault.open(PURPOSE, &bytes).ok()?
+        };
+        let rec = serde_json::from_slice::<Record>(&json).ok()?;
+        let header = parse_header(&rec.header)?;
+        Some((rec, header))
+    }
+
+    /// A record of an earlier version, in the clear with plain files: seal
+    /// its files in place and the record under its new name, then remove
+    /// the clear one.
+    fn seal_legacy(&self, req: &Request, path: &Path) {
+        let data = match req.snapshot().outcome {
+            Some(Outcome::GetOk { data, .. }) => data,
+            _ => None,
+        };
+        for f in req.upload.iter().chain(data.iter()) {
+            if let Err(e) = self.vault.seal_file_in_place(f) {
+                tracing::warn!("cannot seal a persistent request's file: {e}");
+                return;
+            }
+        }
+        if self.save(req) {
+            crate::files::remove_wiped(path);
         }
     }
 
@@ -397,14 +439,16 @@ impl Requests {
             Scope::Client(c) => format!("c:{c}"),
             Scope::Connection(n) => format!("x:{n}"),
         };
-        let h = lichen_crypto::sha256_parts(&[scope.as_bytes(), b"\0", req.identifier.as_bytes()]);
-        self.dir
-            .join(format!("{}.json", lichen_crypto::b64::encode(&h[..12])))
+        let name = self
+            .vault
+            .name(PURPOSE, &[scope.as_bytes(), req.identifier.as_bytes()]);
+        self.dir.join(format!("{name}.rec"))
     }
 
-    fn save(&self, req: &Request) {
+    /// Write a forever request's record; whether it was written.
+    fn save(&self, req: &Request) -> bool {
         if req.persistence != Persistence::Forever {
-            return;
+            return false;
         }
         let s = req.snapshot();
         let rec = Record {
@@ -417,11 +461,16 @@ impl Requests {
             completed_ms: s.completed_ms,
             outcome: s.outcome,
         };
-        let Ok(bytes) = serde_json::to_vec_pretty(&rec) else {
-            return;
+        let Ok(json) = serde_json::to_vec(&rec) else {
+            return false;
         };
-        if let Err(e) = write_atomic(&self.record_path(req), &bytes, true) {
-            tracing::error!("cannot save a persistent request: {e}");
+        let sealed = self.vault.seal(PURPOSE, &json);
+        match write_atomic(&self.record_path(req), &sealed, true) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!("cannot save a persistent request: {e}");
+                false
+            }
         }
     }
 }
@@ -463,14 +512,14 @@ mod tests {
     #[test]
     fn forever_requests_survive_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        let r = Requests::open(dir.path()).unwrap();
+        let r = Requests::open(dir.path(), Vault::new([1; 32])).unwrap();
         let a = req(Scope::Global, "a", Persistence::Forever);
         assert!(r.insert(a.clone()));
         assert!(!r.insert(req(Scope::Global, "a", Persistence::Forever)));
         assert!(r.insert(req(Scope::Client("c".into()), "a", Persistence::Reboot)));
         r.finish(&a, Outcome::get_err(FetchErrorCode::DataNotFound, None), 5);
         drop(r);
-        let r = Requests::open(dir.path()).unwrap();
+        let r = Requests::open(dir.path(), Vault::new([1; 32])).unwrap();
         let back = r.list(&[Scope::Global, Scope::Client("c".into())]);
         assert_eq!(back.len(), 1, "only the forever request survives");
         assert_eq!(back[0].identifier, "a");
@@ -481,7 +530,7 @@ mod tests {
         ));
         assert!(r.remove(&Scope::Global, "a").is_some());
         drop(r);
-        assert!(Requests::open(dir.path())
+        assert!(Requests::open(dir.path(), Vault::new([1; 32]))
             .unwrap()
             .list(&[Scope::Global])
             .is_empty());
@@ -490,7 +539,7 @@ mod tests {
     #[test]
     fn a_push_marks_the_put_in_network_and_survives_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        let r = Requests::open(dir.path()).unwrap();
+        let r = Requests::open(dir.path(), Vault::new([1; 32])).unwrap();
         let a = req(Scope::Global, "p", Persistence::Forever);
         assert!(r.insert(a.clone()));
         r.finish(
@@ -518,7 +567,7 @@ mod tests {
         ));
         r.pushed(&rf(1), None);
         drop(r);
-        let r = Requests::open(dir.path()).unwrap();
+        let r = Requests::open(dir.path(), Vault::new([1; 32])).unwrap();
         let back = r.get(&Scope::Global, "p").unwrap();
         assert!(matches!(
             back.snapshot().outcome,
@@ -544,7 +593,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("requests")).unwrap();
         std::fs::write(dir.path().join("requests/x.json"), "{not json").unwrap();
-        let r = Requests::open(dir.path()).unwrap();
+        let r = Requests::open(dir.path(), Vault::new([1; 32])).unwrap();
         assert!(r.list(&[Scope::Global]).is_empty());
         assert!(dir.path().join("requests/x.bad").exists());
     }

@@ -34,6 +34,12 @@ impl SealKey {
         SealKey(rand::random())
     }
 
+    /// A key given by the caller (derived from the vault, `crate::vault`).
+    #[must_use]
+    pub(crate) fn from_bytes(key: [u8; 32]) -> Self {
+        SealKey(key)
+    }
+
     /// The keystream positioned at byte `offset` of the file.
     fn cipher_at(&self, offset: u64) -> ChaCha20 {
         let mut c = ChaCha20::new(&self.0.into(), &[0u8; 12].into());
@@ -41,9 +47,63 @@ impl SealKey {
         c
     }
 
+    /// Encrypt bytes to be written at offset `offset` of the file (after
+    /// any header), in place.
+    pub(crate) fn seal_in_place(&self, offset: u64, buf: &mut [u8]) {
+        self.cipher_at(offset).apply_keystream(buf);
+    }
+
     /// Decrypt bytes read from offset `offset` of the file, in place.
     pub(crate) fn open_in_place(&self, offset: u64, buf: &mut [u8]) {
         self.cipher_at(offset).apply_keystream(buf);
+    }
+}
+
+/// How a file the node writes is sealed: under an in-memory key (a
+/// temporary file, `header` empty) or under a key derived from the vault
+/// and the file's own header (a file that must outlive the process,
+/// [`crate::vault::Vault::new_file`]).
+#[derive(Clone, Debug)]
+pub(crate) struct FileSeal {
+    /// Written before the sealed data.
+    pub(crate) header: Vec<u8>,
+    /// The data's key.
+    pub(crate) key: SealKey,
+}
+
+impl FileSeal {
+    /// A temporary file's seal: a fresh in-memory key, no header.
+    #[must_use]
+    pub(crate) fn ephemeral() -> Self {
+        FileSeal {
+            header: Vec::new(),
+            key: SealKey::random(),
+        }
+    }
+
+    /// Open the sealed file at `path` for reading from its first byte.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub(crate) async fn open(
+        &self,
+        path: &std::path::Path,
+    ) -> std::io::Result<SealedReader<tokio::fs::File>> {
+        use tokio::io::AsyncSeekExt;
+        let mut f = tokio::fs::File::open(path).await?;
+        f.seek(std::io::SeekFrom::Start(self.header.len() as u64))
+            .await?;
+        Ok(SealedReader::new(f, self.key.clone(), 0))
+    }
+
+    /// Start writing a sealed file into `inner` (new and empty): the
+    /// header, then everything written through the returned writer.
+    ///
+    /// # Errors
+    /// I/O errors writing the header.
+    pub(crate) fn writer<W: Write>(&self, mut inner: W) -> std::io::Result<SealedWriter<W>> {
+        inner.write_all(&self.header)?;
+        Ok(SealedWriter::new(inner, &self.key))
     }
 }
 

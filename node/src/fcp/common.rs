@@ -1,7 +1,7 @@
 //! What the FCP server's modules share: the connection queue's message
 //! type, the limits, and small helpers.
 
-use crate::sealed::SealKey;
+use crate::sealed::FileSeal;
 use lichen_fcp::codec::Message;
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -25,6 +25,17 @@ pub(super) const DATA_CHUNK_MAX: usize = 1 << 20;
 /// a client that reads slowly slows the fetch, with at most 4 MiB waiting.
 pub(super) const DATA_CHUNKS_QUEUED: usize = 4;
 
+/// How a result file to send is sealed.
+#[derive(Debug)]
+pub(crate) enum ReadSeal {
+    /// Not sealed.
+    Plain,
+    /// Under this seal, known in memory.
+    Known(FileSeal),
+    /// Under the vault, its key in the file's header.
+    FromHeader(crate::vault::Vault),
+}
+
 /// Something to send on a connection.
 #[derive(Debug)]
 pub(crate) enum Out {
@@ -40,8 +51,8 @@ pub(crate) enum Out {
         len: u64,
         /// Delete the file afterwards.
         remove: bool,
-        /// The file is sealed under this key ([`crate::sealed`]).
-        seal: Option<SealKey>,
+        /// How the file is sealed ([`crate::sealed`]).
+        seal: ReadSeal,
     },
     /// A `DataChunk` message; `_room` is the get's queue place, given back
     /// once the chunk is written (or dropped with the connection).

@@ -1,7 +1,7 @@
 //! One FCP connection: its reader loop (decoder, session, payload
 //! spooling or streaming) and the connection's own state.
 
-use super::common::{lock, Out, INLINE_LIMIT, MID_MESSAGE_TIMEOUT, QUEUE};
+use super::common::{lock, Out, ReadSeal, INLINE_LIMIT, MID_MESSAGE_TIMEOUT, QUEUE};
 use super::hub::Hub;
 use super::messages::all_data_header;
 use super::{output, subscribe};
@@ -35,6 +35,10 @@ enum Upload {
         header: Message,
         path: PathBuf,
         file: BufWriter<tokio::fs::File>,
+        /// The spool is sealed under the vault (`crate::vault`).
+        seal: crate::sealed::FileSeal,
+        /// Data bytes written so far.
+        written: u64,
     },
     /// A direct ClientPut whose insert already runs, reading the payload
     /// from this channel as it arrives.
@@ -194,7 +198,7 @@ impl Conn {
         match (action, m.data) {
             (Action::Execute(msg), Some(data)) => {
                 let path = self.node.tmp_path("upload");
-                if let Err(e) = tokio::fs::write(&path, &data).await {
+                if let Err(e) = self.node.vault.write_file(&path, &data).await {
                     tracing::warn!("cannot spool an upload: {e}");
                     self.spool_failed(&msg, "cannot spool upload");
                     return true;
@@ -240,13 +244,20 @@ impl Conn {
             }
             Action::Execute(msg) => {
                 let path = self.node.tmp_path("upload");
-                match tokio::fs::File::create(&path).await {
+                let seal = self.node.vault.new_file();
+                let created = match tokio::fs::File::create(&path).await {
+                    Ok(mut f) => f.write_all(&seal.header).await.map(|()| f),
+                    Err(e) => Err(e),
+                };
+                match created {
                     Ok(f) => {
                         *upload = Upload::Spool {
                             msg: Box::new(msg),
                             header: message,
                             path,
                             file: BufWriter::with_capacity(1 << 20, f),
+                            seal,
+                            written: 0,
                         };
                     }
                     Err(e) => {
@@ -274,7 +285,16 @@ impl Conn {
             }
             return true;
         }
-        if let Upload::Spool { file, .. } = upload {
+        if let Upload::Spool {
+            file,
+            seal,
+            written,
+            ..
+        } = upload
+        {
+            let mut chunk = chunk.to_vec();
+            seal.key.seal_in_place(*written, &mut chunk);
+            *written += chunk.len() as u64;
             if let Err(e) = file.write_all(&chunk).await {
                 tracing::warn!("cannot spool an upload: {e}");
                 if let Upload::Spool { msg, path, .. } = std::mem::replace(upload, Upload::Discard)
@@ -302,6 +322,7 @@ impl Conn {
                 header,
                 path,
                 mut file,
+                ..
             } => {
                 if file.flush().await.is_err() {
                     let _ = tokio::fs::remove_file(&path).await;
@@ -380,7 +401,7 @@ impl Conn {
                 path: path.to_path_buf(),
                 len,
                 remove,
-                seal: None,
+                seal: ReadSeal::FromHeader(self.node.vault.clone()),
             },
         );
     }

@@ -3,13 +3,13 @@
 //! `ReturnType=chunked` `DataChunk`s).
 
 use super::common::{
-    Out, DATA_CHUNKS_QUEUED, DATA_CHUNK_MAX, MID_MESSAGE_TIMEOUT, STREAM_CHUNKS, WRITE_TIMEOUT,
+    Out, ReadSeal, DATA_CHUNKS_QUEUED, DATA_CHUNK_MAX, MID_MESSAGE_TIMEOUT, STREAM_CHUNKS,
+    WRITE_TIMEOUT,
 };
 use super::hub::Hub;
 use super::messages::{all_data_header, terminal};
 use crate::ops::StreamOpen;
 use crate::requests::{Outcome, Request, Scope};
-use crate::sealed::SealedReader;
 use crate::util::blocking;
 use lichen_fcp::replies as rep;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -67,12 +67,12 @@ async fn write_out(
             seal,
         } => {
             wr.write_all(&header).await?;
-            let f = tokio::fs::File::open(&path).await?;
             // 1 MiB reads: `tokio::io::copy` alone reads a file 8 KiB per
             // blocking-pool round trip.
             let f: Box<dyn tokio::io::AsyncRead + Unpin + Send> = match seal {
-                Some(key) => Box::new(SealedReader::new(f, key, 0)),
-                None => Box::new(f),
+                ReadSeal::Plain => Box::new(tokio::fs::File::open(&path).await?),
+                ReadSeal::Known(s) => Box::new(s.open(&path).await?),
+                ReadSeal::FromHeader(v) => Box::new(v.seal_of(&path).await?.open(&path).await?),
             };
             let mut rd = tokio::io::BufReader::with_capacity(1 << 20, f.take(len));
             let copied = tokio::io::copy_buf(&mut rd, wr).await?;

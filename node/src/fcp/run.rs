@@ -1,7 +1,7 @@
 //! Running a request for the FCP server: its job (`jobs::request`) in a
 //! task, its news told to the connections that see it.
 
-use super::common::{lock, Out};
+use super::common::{lock, Out, ReadSeal};
 use super::hub::Hub;
 use super::messages::{all_data_header, terminal};
 use super::output;
@@ -63,7 +63,7 @@ pub(super) fn start_request(
                         path: path.clone(),
                         len: *len,
                         remove: !keep && i + 1 == n,
-                        seal: seal.clone(),
+                        seal: seal.clone().map_or(ReadSeal::Plain, ReadSeal::Known),
                     },
                 );
             }

@@ -6,7 +6,7 @@ use super::doc::{DocFile, JobError, JobState, PublishingWriter, Streamed};
 use super::respond::{error_page, http_status};
 use crate::node::Node;
 use crate::ops::{self as engine, GetSpec};
-use crate::sealed::SealKey;
+use crate::sealed::{FileSeal, SealKey};
 use axum::http::StatusCode;
 use axum::response::Response;
 use lichen_client::{ErrorKind, FetchError, HasKind};
@@ -136,12 +136,13 @@ async fn fetch(node: Arc<Node>, running: Arc<Semaphore>, uri: String, tx: watch:
         return;
     };
     let out = node.tmp_path("gw");
-    let key = SealKey::random();
+    let seal = FileSeal::ephemeral();
+    let key = seal.key.clone();
     let spec = GetSpec {
         uri,
         max_size: Some(MAX_DOCUMENT),
         out: Some(out.clone()),
-        seal: Some(key.clone()),
+        seal: Some(seal),
         ds_only: false,
         ignore_ds: false,
         retries: 0,

@@ -147,7 +147,12 @@ async fn save_file(gw: &Gateway, mut field: Field<'_>) -> Result<Saved, Box<Resp
         .map(str::to_owned)
         .filter(|m| m != "application/octet-stream");
     let path = gw.node.tmp_path("gw-upload");
-    let Ok(mut f) = tokio::fs::File::create(&path).await else {
+    let seal = gw.node.vault.new_file();
+    let created = match tokio::fs::File::create(&path).await {
+        Ok(mut f) => f.write_all(&seal.header).await.map(|()| f),
+        Err(e) => Err(e),
+    };
+    let Ok(mut f) = created else {
         return Err(Box::new(error_page(
             StatusCode::INTERNAL_SERVER_ERROR,
             "Cannot store the upload",
@@ -158,7 +163,10 @@ async fn save_file(gw: &Gateway, mut field: Field<'_>) -> Result<Saved, Box<Resp
     loop {
         let fail = match tokio::time::timeout(CHUNK_TIMEOUT, field.chunk()).await {
             Ok(Ok(Some(c))) => {
+                let at = len;
                 len += c.len() as u64;
+                let mut c = c.to_vec();
+                seal.key.seal_in_place(at, &mut c);
                 if len <= MAX_UPLOAD && f.write_all(&c).await.is_ok() {
                     continue;
                 }
@@ -201,10 +209,11 @@ async fn insert(gw: &Gateway, saved: Saved) -> Response {
         data: if len == 0 {
             PutData::Empty
         } else {
-            PutData::File {
+            PutData::Spooled {
                 path: path.clone(),
                 offset: 0,
                 len,
+                vault: gw.node.vault.clone(),
             }
         },
         mime,

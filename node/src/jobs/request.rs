@@ -9,7 +9,7 @@ use crate::node::Node;
 use crate::ops::{self, GetSpec, PutData, PutSpec, SiteFile, StreamOpen};
 use crate::requests::RequestRef;
 use crate::requests::{Outcome, Progress, Request, Scope};
-use crate::sealed::SealKey;
+use crate::sealed::FileSeal;
 use crate::util::clock::Clock;
 use lichen_client::{FetchError, InsertError};
 use lichen_fcp::client::{
@@ -37,7 +37,7 @@ pub(crate) trait Report: Send + Sync {
 
 /// A finished request: its outcome and, for a direct get, the file holding
 /// the data (sealed under the key when given).
-pub(crate) type Finished = (Outcome, Option<(PathBuf, Option<SealKey>)>);
+pub(crate) type Finished = (Outcome, Option<(PathBuf, Option<FileSeal>)>);
 
 /// Run one request; returns its outcome and, for direct gets, the file
 /// holding the data. `None` for a message that is not a request.
@@ -69,11 +69,17 @@ pub(crate) async fn run(
         ClientMessage::ClientPutComplexDir(d) => {
             let mut files = Vec::new();
             for f in &d.files {
-                let data =
-                    match put_data(&f.upload_from, req.upload.as_deref(), f.data_offset).await {
-                        Ok(d) => d,
-                        Err(o) => return Some((o, None)),
-                    };
+                let data = match put_data(
+                    &node.vault,
+                    &f.upload_from,
+                    req.upload.as_deref(),
+                    f.data_offset,
+                )
+                .await
+                {
+                    Ok(d) => d,
+                    Err(o) => return Some((o, None)),
+                };
                 files.push(SiteFile {
                     name: f.name.clone(),
                     data,
@@ -154,7 +160,7 @@ impl Callbacks {
 async fn put(node: &Arc<Node>, req: &Arc<Request>, p: &ClientPut, cb: &Callbacks) -> Finished {
     let data = match &req.stream {
         Some(s) => PutData::Stream(s.clone()),
-        None => match put_data(&p.upload_from, req.upload.as_deref(), 0).await {
+        None => match put_data(&node.vault, &p.upload_from, req.upload.as_deref(), 0).await {
             Ok(d) => d,
             Err(o) => return (o, None),
         },
@@ -223,10 +229,16 @@ async fn get(
         // Chunked data goes to the connection as it is decoded.
         ReturnType::None | ReturnType::Chunked => None,
     };
-    // A result that only waits to be sent on this connection is
-    // sealed; persistent ones must survive a restart (their files
-    // are in the request directory, under the data directory).
-    let seal = (direct && req.persistence == Persistence::Connection).then(SealKey::random);
+    // A result that only waits to be sent on this connection is sealed
+    // under an in-memory key; persistent ones must survive a restart and
+    // are sealed under the vault (`crate::vault`).
+    let seal = direct.then(|| {
+        if req.persistence == Persistence::Connection {
+            FileSeal::ephemeral()
+        } else {
+            node.vault.new_file()
+        }
+    });
     let spec = GetSpec {
         uri: g.uri.clone(),
         max_size: g.max_size,
@@ -277,16 +289,18 @@ async fn get(
 /// Where a put's (or a site file's) data comes from. A direct upload is
 /// `offset`.. of the spooled payload; an empty direct file needs none.
 async fn put_data(
+    vault: &crate::vault::Vault,
     from: &UploadFrom,
     upload: Option<&Path>,
     offset: u64,
 ) -> Result<PutData, Outcome> {
     Ok(match from {
         UploadFrom::Direct { data_length } => match upload {
-            Some(path) => PutData::File {
+            Some(path) => PutData::Spooled {
                 path: path.to_path_buf(),
                 offset,
                 len: *data_length,
+                vault: vault.clone(),
             },
             None if *data_length == 0 => PutData::Empty,
             None => {

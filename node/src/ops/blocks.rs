@@ -362,6 +362,7 @@ mod tests {
                     routing: routing.clone(),
                     opennet: false,
                     peer_dir: None,
+                    vault: crate::vault::Vault::new(rand::random()),
                     max_remembered: 0,
                     seeds: Vec::new(),
                     // Two-node and line networks: no room for tunnels (routing

@@ -20,6 +20,18 @@ pub enum PutData {
         /// Length.
         len: u64,
     },
+    /// `len` bytes from `offset` of an upload the node spooled, sealed
+    /// under its vault (`crate::vault`).
+    Spooled {
+        /// The spool file.
+        path: PathBuf,
+        /// Start offset (of the data, after the seal's header).
+        offset: u64,
+        /// Length.
+        len: u64,
+        /// What the file is sealed under.
+        vault: crate::vault::Vault,
+    },
     /// No data (an empty file).
     Empty,
     /// A redirect to another URI.
@@ -66,9 +78,8 @@ pub struct GetSpec {
     pub max_size: Option<u64>,
     /// Where to write the data (`None`: discard).
     pub out: Option<PathBuf>,
-    /// Write `out` sealed under this key (a temporary file: see
-    /// [`crate::sealed`]).
-    pub seal: Option<crate::sealed::SealKey>,
+    /// Write `out` sealed ([`crate::sealed::FileSeal`]).
+    pub(crate) seal: Option<crate::sealed::FileSeal>,
     /// Only the local store.
     pub ds_only: bool,
     /// Skip the local store.
@@ -180,6 +191,18 @@ pub(super) fn open_range(
     let mut f = std::fs::File::open(path)?;
     f.seek(SeekFrom::Start(offset))?;
     Ok(std::io::BufReader::with_capacity(1 << 20, f.take(len)))
+}
+
+/// [`open_range`] for a sealed spool file.
+pub(super) fn open_spooled(
+    vault: &crate::vault::Vault,
+    path: &Path,
+    offset: u64,
+    len: u64,
+) -> std::io::Result<impl std::io::Read + Send> {
+    use std::io::Read;
+    let r = vault.read_file_at(path, offset)?;
+    Ok(std::io::BufReader::with_capacity(1 << 20, r.take(len)))
 }
 
 /// A blocking task of an insert that did not finish (panicked, or the

@@ -5,7 +5,7 @@ use super::common::{Failure, GetDone, GetSpec, ProgressFn, StreamOpen};
 use super::usk;
 use crate::node::Node;
 use crate::requests::Progress;
-use crate::sealed::{SealKey, SealedWriter};
+use crate::sealed::FileSeal;
 use crate::util::blocking;
 use lichen_client::{BlockSource, FetchError};
 use lichen_crypto::uri::KeyUri;
@@ -126,7 +126,7 @@ pub async fn get_streaming(
 fn output(
     stream: Option<StreamOpen>,
     part: Option<PathBuf>,
-    seal: Option<SealKey>,
+    seal: Option<FileSeal>,
     streamed: Arc<AtomicBool>,
 ) -> impl FnOnce(&lichen_client::Found) -> std::io::Result<Box<dyn Write + Send>> {
     move |found: &lichen_client::Found| -> std::io::Result<Box<dyn Write + Send>> {
@@ -142,7 +142,7 @@ fn output(
                 })?;
                 let f = std::io::BufWriter::with_capacity(1 << 20, f);
                 Ok(match &seal {
-                    Some(k) => Box::new(SealedWriter::new(f, k)),
+                    Some(s) => Box::new(s.writer(f)?),
                     None => Box::new(f),
                 })
             }

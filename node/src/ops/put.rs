@@ -3,7 +3,8 @@
 
 use super::blocks::{Deferred, LocalBlocks};
 use super::common::{
-    insert_join_failure, open_range, Failure, ProgressFn, PutData, PutDone, PutSpec, UriFn,
+    insert_join_failure, open_range, open_spooled, Failure, ProgressFn, PutData, PutDone, PutSpec,
+    UriFn,
 };
 use super::usk;
 use crate::node::Node;
@@ -152,7 +153,10 @@ pub(crate) async fn put_with(
     let target = FreenetUri::parse(&spec.uri)
         .map_err(|e| Failure::new(InsertError::InvalidUri(e.to_string().into()), e.to_string()))?;
     if !spec.chk_only {
-        if let PutData::File { len, .. } | PutData::Stream(UploadStream { len, .. }) = &spec.data {
+        if let PutData::File { len, .. }
+        | PutData::Spooled { len, .. }
+        | PutData::Stream(UploadStream { len, .. }) = &spec.data
+        {
             check_room(node, *len, 0)?;
         }
     }
@@ -166,7 +170,9 @@ pub(crate) async fn put_with(
     };
     let opts = insert_options(&spec, target);
     let size = match &spec.data {
-        PutData::File { len, .. } | PutData::Stream(UploadStream { len, .. }) => *len,
+        PutData::File { len, .. }
+        | PutData::Spooled { len, .. }
+        | PutData::Stream(UploadStream { len, .. }) => *len,
         _ => 0,
     };
     let blocks_total = size.div_ceil(32 * 1024).max(1) * 2;
@@ -239,6 +245,18 @@ async fn insert_data(
     match data {
         PutData::File { path, offset, len } => {
             let reader = open_range(&path, offset, len).map_err(|e| {
+                let extra = format!("cannot read the upload: {e}");
+                Failure::new(InsertError::Read(e), extra)
+            })?;
+            run_insert(blocks, chk_only, reader, opts).await
+        }
+        PutData::Spooled {
+            path,
+            offset,
+            len,
+            vault,
+        } => {
+            let reader = open_spooled(&vault, &path, offset, len).map_err(|e| {
                 let extra = format!("cannot read the upload: {e}");
                 Failure::new(InsertError::Read(e), extra)
             })?;

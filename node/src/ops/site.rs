@@ -3,7 +3,8 @@
 
 use super::blocks::{Deferred, LocalBlocks};
 use super::common::{
-    insert_join_failure, open_range, Failure, ProgressFn, PutData, PutDone, SiteFile, UriFn,
+    insert_join_failure, open_range, open_spooled, Failure, ProgressFn, PutData, PutDone, SiteFile,
+    UriFn,
 };
 use super::put::{check_room, finish_insert, too_big_for_cache};
 use super::usk;
@@ -90,7 +91,7 @@ pub(crate) async fn put_site_with(
     let total: u64 = files
         .iter()
         .map(|f| match &f.data {
-            PutData::File { len, .. } => *len,
+            PutData::File { len, .. } | PutData::Spooled { len, .. } => *len,
             _ => 0,
         })
         .sum();
@@ -174,6 +175,18 @@ fn site_file(f: SiteFile) -> Result<lichen_client::SiteFile, Failure<InsertError
     let data = match f.data {
         PutData::File { path, offset, len } => lichen_client::SiteData::Reader {
             reader: Box::new(open_range(&path, offset, len).map_err(|e| {
+                let extra = format!("cannot read {}: {e}", f.name);
+                Failure::new(InsertError::Read(e), extra)
+            })?),
+            sha256: None,
+        },
+        PutData::Spooled {
+            path,
+            offset,
+            len,
+            vault,
+        } => lichen_client::SiteData::Reader {
+            reader: Box::new(open_spooled(&vault, &path, offset, len).map_err(|e| {
                 let extra = format!("cannot read {}: {e}", f.name);
                 Failure::new(InsertError::Read(e), extra)
             })?),

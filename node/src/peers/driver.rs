@@ -369,13 +369,18 @@ impl Driver {
 }
 
 /// Writes peer-file snapshots in order, the latest of a burst only.
-pub(super) async fn saver(dir: Option<PathBuf>, mut rx: mpsc::UnboundedReceiver<PeerList>) {
+pub(super) async fn saver(
+    dir: Option<PathBuf>,
+    vault: crate::vault::Vault,
+    mut rx: mpsc::UnboundedReceiver<PeerList>,
+) {
     while let Some(mut list) = rx.recv().await {
         while let Ok(newer) = rx.try_recv() {
             list = newer;
         }
         let Some(dir) = dir.clone() else { continue };
-        let r = tokio::task::spawn_blocking(move || file::save(&list, &dir)).await;
+        let vault = vault.clone();
+        let r = tokio::task::spawn_blocking(move || file::save(&list, &dir, &vault)).await;
         match r {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!("cannot save the peer list: {e}"),

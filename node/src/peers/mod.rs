@@ -74,6 +74,8 @@ pub struct PeerSetup {
     pub noderef: Option<Vec<u8>>,
     /// Directory of `peers.toml` (None: peers are not remembered).
     pub peer_dir: Option<PathBuf>,
+    /// What the peer file is sealed under.
+    pub vault: crate::vault::Vault,
     /// Most opennet peers remembered.
     pub max_remembered: usize,
     /// Opennet seed nodes, dialed while the node has no peer.
@@ -162,7 +164,7 @@ impl PeerManager {
         let (link_tx, link_rx) = mpsc::channel(64);
         let list = match &setup.peer_dir {
             Some(dir) => {
-                let loaded = file::load(dir, setup.max_remembered);
+                let loaded = file::load(dir, setup.max_remembered, &setup.vault);
                 for w in &loaded.warnings {
                     tracing::warn!("{w}");
                 }
@@ -185,7 +187,11 @@ impl PeerManager {
         let stats = Arc::new(Mutex::new(lichen_routing::Stats::default()));
         let stopped = CancellationToken::new();
         let (save_tx, save_rx) = mpsc::unbounded_channel();
-        let saver = tokio::spawn(driver::saver(setup.peer_dir.clone(), save_rx));
+        let saver = tokio::spawn(driver::saver(
+            setup.peer_dir.clone(),
+            setup.vault.clone(),
+            save_rx,
+        ));
         let done = stopped.clone();
         let channels = driver::Channels {
             cmds: cmd_rx,

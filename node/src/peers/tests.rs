@@ -27,6 +27,11 @@ async fn node(secret: u8, location: u64) -> TestNode {
 }
 
 /// A 16 MiB-per-space memory store.
+/// The vault of the test nodes' peer files (the same across restarts).
+fn test_vault() -> crate::vault::Vault {
+    crate::vault::Vault::new([0x11; 32])
+}
+
 fn memory_store(secret: u8, location: u64) -> Arc<dyn BlockStore> {
     Arc::new(lichen_store::MemoryStore::new(
         &lichen_store::StoreConfig::new(
@@ -97,6 +102,7 @@ async fn setup(
         },
         opennet,
         peer_dir: dir,
+        vault: test_vault(),
         max_remembered: 8,
         seeds: Vec::new(),
         // Networks of two and three nodes: too small for tunnels; these
@@ -427,7 +433,7 @@ async fn friends_are_written_to_the_peer_file_and_reloaded() {
     tokio::time::timeout(Duration::from_secs(10), a.m.stopped())
         .await
         .unwrap();
-    let loaded = file::load(dir.path(), 8);
+    let loaded = file::load(dir.path(), 8, &test_vault());
     assert!(loaded.list.is_friend(&b.r.static_key));
     // A new manager on the same directory lists it.
     let a2 = node_in(21, 1 << 62, Some(dir.path().to_owned())).await;
@@ -519,7 +525,7 @@ async fn an_opennet_node_remembers_a_peer_that_dialed_it() {
     tokio::time::timeout(Duration::from_secs(10), a.m.stopped())
         .await
         .unwrap();
-    let loaded = file::load(dir.path(), 8);
+    let loaded = file::load(dir.path(), 8, &test_vault());
     assert!(loaded.list.get(&b.r.static_key).is_some());
     b.stop.cancel();
 }
