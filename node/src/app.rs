@@ -4,6 +4,8 @@
 
 use crate::cli;
 use crate::config::Config;
+use crate::identity::Protection;
+use crate::vault::Passphrase;
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -54,6 +56,11 @@ enum Command {
     },
     /// Print this node's noderef (give it to a friend, or list it as a seed).
     Noderef(NodeArgs),
+    /// Wipe what this node's user did: empty the client cache (documents
+    /// fetched and inserted here) and remove every persistent request with
+    /// its upload and result, inserts still waiting to be pushed, and
+    /// temporary files. The node must be stopped.
+    Wipe(NodeArgs),
     /// List the node's peers; `peers add NODEREF_FILE` adds a friend,
     /// `peers remove IDENTITY` forgets a peer.
     Peers {
@@ -95,6 +102,16 @@ struct NodeArgs {
     /// Address peers connect to (default 0.0.0.0:9489).
     #[arg(long)]
     listen: Option<SocketAddr>,
+    /// Read the passphrase that seals the node's secrets from FILE (its
+    /// first line). `LICHEN_PASSPHRASE` gives it too. A node started with
+    /// a passphrase for the first time is sealed under it from then on.
+    #[arg(long, value_name = "FILE")]
+    passphrase_file: Option<PathBuf>,
+    /// Ask for a passphrase at the terminal (to seal the node under one;
+    /// a node already sealed under one asks by itself when started from
+    /// a terminal).
+    #[arg(long)]
+    ask_passphrase: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -130,6 +147,7 @@ pub fn main() -> ExitCode {
         Command::Status { fcp } => cli::status(&fcp),
         Command::Sim { args } => run_sim(args),
         Command::Noderef(a) => print_noderef(a),
+        Command::Wipe(a) => wipe(a),
         Command::Peers { fcp, args } => cli::peers(&fcp, &args),
         Command::Testnet(a) => {
             let hops = a.tunnel_hops.unwrap_or(if a.nodes < 4 {
@@ -176,14 +194,7 @@ fn print_stdout(text: &str) -> anyhow::Result<()> {
 }
 
 fn print_noderef(a: NodeArgs) -> anyhow::Result<()> {
-    let mut config = match &a.config {
-        Some(p) => Config::load(p)?,
-        None => Config::default(),
-    };
-    config.data_dir = a.data_dir.or(config.data_dir);
-    if let Some(l) = a.listen {
-        config.network.listen = l;
-    }
+    let config = node_config(&a)?;
     let (text, loopback) = crate::identity::local_noderef(&config)?;
     if loopback {
         eprintln!("lichen: the peer listen address is unspecified; the noderef says 127.0.0.1 (set [network] listen or --listen to the address peers reach)");
@@ -191,19 +202,47 @@ fn print_noderef(a: NodeArgs) -> anyhow::Result<()> {
     print_stdout(&text)
 }
 
-fn run_node(a: NodeArgs) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+/// The passphrase for the node in `data_dir`: from `--passphrase-file`,
+/// `LICHEN_PASSPHRASE`, or the terminal (asked when `--ask-passphrase` is
+/// given, or when the node is sealed under one and stdin is a terminal).
+fn passphrase(a: &NodeArgs, data_dir: &std::path::Path) -> anyhow::Result<Option<Passphrase>> {
+    use std::io::{IsTerminal, Read};
+    let empty = || anyhow::anyhow!("the passphrase is empty");
+    if let Some(path) = &a.passphrase_file {
+        let mut text = String::new();
+        std::fs::File::open(path)
+            .and_then(|f| f.take(4096).read_to_string(&mut text))
+            .map_err(|e| anyhow::anyhow!("cannot read the passphrase file: {e}"))?;
+        let first = text.lines().next().unwrap_or("").to_string();
+        return Passphrase::new(first).map(Some).ok_or_else(empty);
+    }
+    if let Ok(text) = std::env::var("LICHEN_PASSPHRASE") {
+        return Passphrase::new(text).map(Some).ok_or_else(empty);
+    }
+    let sealed = crate::identity::protection(data_dir) == Some(Protection::Passphrase);
+    if !a.ask_passphrase && !(sealed && std::io::stdin().is_terminal()) {
+        return Ok(None);
+    }
+    let ask = |prompt: &str| {
+        rpassword::prompt_password(prompt)
+            .map_err(|e| anyhow::anyhow!("cannot read a passphrase from the terminal: {e}"))
+    };
+    let first = ask("Passphrase: ")?;
+    if !sealed && ask("The same passphrase again: ")? != first {
+        anyhow::bail!("the passphrases differ; nothing was changed");
+    }
+    Passphrase::new(first).map(Some).ok_or_else(empty)
+}
+
+/// The configuration for `lichen node`, `noderef` and `wipe`: file,
+/// then flags, then the passphrase.
+fn node_config(a: &NodeArgs) -> anyhow::Result<Config> {
     let mut config = match &a.config {
         Some(p) => Config::load(p)?,
         None => Config::default(),
     };
-    if let Some(d) = a.data_dir {
-        config.data_dir = Some(d);
+    if let Some(d) = &a.data_dir {
+        config.data_dir = Some(d.clone());
     }
     if let Some(p) = a.fcp_port {
         config.fcp.listen.set_port(p);
@@ -214,6 +253,27 @@ fn run_node(a: NodeArgs) -> anyhow::Result<()> {
     if let Some(l) = a.listen {
         config.network.listen = l;
     }
+    config.passphrase = passphrase(a, &config.data_dir()?)?;
+    Ok(config)
+}
+
+fn wipe(a: NodeArgs) -> anyhow::Result<()> {
+    let config = node_config(&a)?;
+    let r = crate::node::wipe(&config)?;
+    print_stdout(&format!(
+        "wiped: {} block(s) from the client cache, {} persistent request(s), {} insert(s) waiting to be pushed, {} other file(s)",
+        r.client_blocks, r.requests, r.pushes, r.files
+    ))
+}
+
+fn run_node(a: NodeArgs) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let config = node_config(&a)?;
     config.validate()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -373,6 +373,31 @@ impl Identity {
     }
 }
 
+/// The node's secrets (link static key, store secret, vault key), for the
+/// whole-system test that searches a seized disk for them. Reading them
+/// needs what the node needs (the key file, or the passphrase); creates
+/// nothing.
+///
+/// # Errors
+/// [`IdentityError`]; also when there is no identity yet.
+#[doc(hidden)]
+pub fn secrets_for_tests(
+    dir: &Path,
+    passphrase: Option<&Passphrase>,
+) -> Result<[[u8; 32]; 3], IdentityError> {
+    let path = dir.join(FILE_NAME);
+    let text = std::fs::read_to_string(&path).map_err(|source| IdentityError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    let d: OnDisk = toml::from_str(&text).map_err(|e| IdentityError::Damaged {
+        path,
+        why: e.to_string(),
+    })?;
+    let id = Identity::unseal(dir, &d, passphrase)?;
+    Ok([id.static_secret, id.store_secret, id.vault_key])
+}
+
 /// How the identity in `dir` is sealed; `None` when there is none yet
 /// (or it is of version 1, in the clear). Lets the command line ask for
 /// a passphrase only when one is needed.

@@ -269,15 +269,85 @@ impl Node {
     }
 }
 
+/// What [`wipe`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WipeReport {
+    /// Blocks removed from the client cache.
+    pub client_blocks: u64,
+    /// Persistent request records removed.
+    pub requests: u64,
+    /// Push records removed.
+    pub pushes: u64,
+    /// Other files removed (uploads, results, temporary files).
+    pub files: u64,
+}
+
+/// Wipe what the user of the (stopped) node in `config`'s data directory
+/// did: the client cache is emptied (the store opened with a client
+/// budget of 0 evicts every client block), and every persistent request
+/// record with its upload and result, every push record and every
+/// temporary file is removed. The shared store and cache are kept (they
+/// hold what other nodes sent, and nothing of the user's).
+///
+/// # Errors
+/// [`StartError`]: the identity does not open (passphrase), or the store
+/// is in use (the node is running) or cannot be opened.
+pub fn wipe(config: &Config) -> Result<WipeReport, StartError> {
+    let data_dir = config.data_dir()?;
+    let (identity, _) = Identity::load_or_create(&data_dir, config.passphrase.as_ref())?;
+    let mut report = WipeReport::default();
+    {
+        let (store, open) = store_with(&data_dir, config, &identity, 0)?;
+        report.client_blocks = open.evicted_over_budget;
+        store.flush()?;
+    }
+    let remove_all = |dir: &Path, records: &[&str]| -> (u64, u64) {
+        let (mut recs, mut files) = (0, 0);
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = e.path();
+            if std::fs::remove_file(&path).is_ok() {
+                let ext = path.extension().and_then(|x| x.to_str()).unwrap_or("");
+                if records.contains(&ext) {
+                    recs += 1;
+                } else {
+                    files += 1;
+                }
+            }
+        }
+        (recs, files)
+    };
+    let (r, f1) = remove_all(&data_dir.join("requests"), &["rec", "json"]);
+    let (p, f2) = remove_all(&data_dir.join("push"), &["push"]);
+    let (_, f3) = remove_all(&data_dir.join("tmp"), &[]);
+    report.requests = r;
+    report.pushes = p;
+    report.files = f1 + f2 + f3;
+    Ok(report)
+}
+
 fn open_store(
     data_dir: &Path,
     config: &Config,
     identity: &Identity,
 ) -> Result<Arc<dyn BlockStore>, StartError> {
+    let (store, report) = store_with(data_dir, config, identity, config.store.client_cache_bytes)?;
+    if let OpenOutcome::Recreated { .. } = report.outcome {
+        tracing::warn!("the datastore was corrupt: moved it aside and started an empty one (it is a cache; identity and requests are kept)");
+    }
+    Ok(Arc::new(store))
+}
+
+/// Open the store with the configured budgets, the client cache's given.
+fn store_with(
+    data_dir: &Path,
+    config: &Config,
+    identity: &Identity,
+    client_bytes: u64,
+) -> Result<(SledStore, lichen_store::OpenReport), StartError> {
     let budgets = Budgets {
         store: config.store.store_bytes,
         cache: config.store.cache_bytes,
-        client: config.store.client_cache_bytes,
+        client: client_bytes,
     };
     let mut sc = StoreConfig::new(
         budgets,
@@ -287,9 +357,5 @@ fn open_store(
     // Blocks are read once per request and verified anyway; the OS page
     // cache serves repeats. A small sled cache keeps the node's RSS low.
     sc.sled_cache_bytes = 16 << 20;
-    let (store, report) = SledStore::open(&data_dir.join("store"), &sc)?;
-    if let OpenOutcome::Recreated { .. } = report.outcome {
-        tracing::warn!("the datastore was corrupt: moved it aside and started an empty one (it is a cache; identity and requests are kept)");
-    }
-    Ok(Arc::new(store))
+    Ok(SledStore::open(&data_dir.join("store"), &sc)?)
 }

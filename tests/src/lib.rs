@@ -101,10 +101,28 @@ impl NodeProc {
         peer_port: u16,
         config: Option<&Path>,
     ) -> Self {
+        Self::start_with_env(bin, data_dir, port, peer_port, config, &[])
+    }
+
+    /// As [`NodeProc::start_with_config`] with extra environment variables
+    /// for the node process (e.g. `LICHEN_PASSPHRASE`).
+    ///
+    /// # Panics
+    /// If the node does not start in time.
+    #[must_use]
+    #[allow(clippy::unwrap_used, clippy::expect_used)]
+    pub fn start_with_env(
+        bin: &Path,
+        data_dir: &Path,
+        port: u16,
+        peer_port: u16,
+        config: Option<&Path>,
+        env: &[(&str, &str)],
+    ) -> Self {
         // The gateway port is ours to choose: if something took it between
         // free_port() and the node's bind, try another.
         for _ in 0..3 {
-            match Self::try_start(bin, data_dir, port, peer_port, config) {
+            match Self::try_start(bin, data_dir, port, peer_port, config, env) {
                 Ok(n) => return n,
                 Err(log) if log.contains("cannot listen for the HTTP gateway") => {}
                 Err(log) => panic!("node exited early; log:\n{log}"),
@@ -121,6 +139,7 @@ impl NodeProc {
         port: u16,
         peer_port: u16,
         config: Option<&Path>,
+        env: &[(&str, &str)],
     ) -> Result<Self, String> {
         std::fs::create_dir_all(data_dir).unwrap();
         let log = data_dir.with_extension("log");
@@ -146,6 +165,7 @@ impl NodeProc {
                 "RUST_LOG",
                 std::env::var("LICHEN_IT_LOG").unwrap_or_else(|_| "info".into()),
             )
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(logf.try_clone().unwrap())
             .stderr(logf)
