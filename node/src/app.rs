@@ -220,7 +220,8 @@ fn passphrase(a: &NodeArgs, data_dir: &std::path::Path) -> anyhow::Result<Option
         return Passphrase::new(text).map(Some).ok_or_else(empty);
     }
     let sealed = crate::identity::protection(data_dir) == Some(Protection::Passphrase);
-    if !a.ask_passphrase && !(sealed && std::io::stdin().is_terminal()) {
+    let ask_now = a.ask_passphrase || (sealed && std::io::stdin().is_terminal());
+    if !ask_now {
         return Ok(None);
     }
     let ask = |prompt: &str| {
