@@ -411,3 +411,71 @@ fn a_seized_disk_reveals_nothing_without_a_passphrase() {
 fn a_seized_disk_reveals_nothing_with_a_passphrase_and_needs_it_to_start() {
     seized(Some(PASS));
 }
+
+fn ds_only_get(c: &mut Fcp, uri: &str, id: &str) -> String {
+    c.send(
+        &Message::new("ClientGet")
+            .field("URI", uri)
+            .field("Identifier", id)
+            .field("DSOnly", "true")
+            .field("ReturnType", "none"),
+    );
+    c.until(&["DataFound", "GetFailed"]).0.name
+}
+
+fn wipe(data: &Path) -> std::process::Output {
+    Command::new(bin())
+        .args(["wipe", "--data-dir"])
+        .arg(data)
+        .env_remove("LICHEN_PASSPHRASE")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// `lichen wipe` empties the client cache and removes every persistent
+/// request (and refuses while the node runs).
+#[test]
+fn wipe_removes_the_client_cache_and_every_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("node");
+    let mut node = NodeProc::start(bin(), &data);
+    let mut c = Fcp::connect(node.fcp, "wipe-test");
+    c.send(&Message::new("WatchGlobal").field("Enabled", "true"));
+    let doc = random_bytes(100_000, 21);
+    let (done, _) = c.put_direct(
+        "CHK@",
+        "wipe-put",
+        &doc,
+        &[("Persistence", "forever"), ("Global", "true")],
+    );
+    assert_eq!(done.name, "PutSuccessful", "{done:?}");
+    let uri = done.get("URI").unwrap().to_string();
+    assert_eq!(get_forever(&mut c, &uri, "wipe-get"), doc);
+    assert_eq!(ds_only_get(&mut c, &uri, "wipe-ds-1"), "DataFound");
+    drop(c);
+
+    let running = wipe(&data);
+    assert!(!running.status.success(), "wipe ran beside a running node");
+    assert!(node.terminate());
+    let out = wipe(&data);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("2 persistent request(s)"), "{text}");
+    assert!(!text.contains(" 0 block(s)"), "{text}");
+
+    let node = NodeProc::start(bin(), &data);
+    let mut c = Fcp::connect(node.fcp, "wipe-test");
+    c.send(&Message::new("WatchGlobal").field("Enabled", "true"));
+    c.send(&Message::new("ListPersistentRequests"));
+    let (_, listed) = c.until(&["EndListPersistentRequests"]);
+    assert!(
+        !listed.iter().any(|m| m.get("Identifier").is_some()),
+        "{listed:?}"
+    );
+    assert_eq!(ds_only_get(&mut c, &uri, "wipe-ds-2"), "GetFailed");
+}
