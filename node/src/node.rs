@@ -331,6 +331,12 @@ fn open_store(
     identity: &Identity,
 ) -> Result<Arc<dyn BlockStore>, StartError> {
     let (store, report) = store_with(data_dir, config, identity, config.store.client_cache_bytes)?;
+    if report.migrated_blocks > 0 {
+        tracing::info!(
+            blocks = report.migrated_blocks,
+            "the datastore was rewritten in format 3 (no record says which space it is in)"
+        );
+    }
     if let OpenOutcome::Recreated { .. } = report.outcome {
         tracing::warn!("the datastore was corrupt: moved it aside and started an empty one (it is a cache; identity and requests are kept)");
     }

@@ -26,7 +26,11 @@ use tracing::warn;
 
 /// Version byte of the format; stored in the metadata tree.
 /// 2: block bodies live in slot files beside sled (see `backend.rs`).
-const FORMAT_VERSION: u8 = 2;
+/// 3: no record key says which space its block is in (index records
+/// named by a keyed hash, their values encrypted; data records by
+/// sequence number alone). A format-2 store is migrated at open.
+const FORMAT_VERSION: u8 = 3;
+const FORMAT_V2: u8 = 2;
 const META_FORMAT: &[u8] = b"\0lichen-store/format";
 const META_CHECK: &[u8] = b"\0lichen-store/check";
 const USER_PREFIX: &[u8] = b"u/";
@@ -38,27 +42,28 @@ const TOUCH_BATCH: usize = 1024;
 
 pub(crate) const DATA_TAG: u8 = b'D';
 const INDEX_TAG: u8 = b'M';
-const INDEX_VALUE_LEN: usize = 50;
+/// Index record payload: space ‖ kind ‖ routing key ‖ counter ‖ seq.
+const INDEX_PAYLOAD_LEN: usize = 1 + 1 + 32 + 8 + 8;
+/// Index record value: version ‖ nonce ‖ encrypted payload.
+const INDEX_VALUE_LEN: usize = 1 + 12 + INDEX_PAYLOAD_LEN;
+const INDEX_KEY_LEN: usize = 33;
+const DATA_KEY_LEN: usize = 9;
 
-fn index_key_of(space: Space, ik: &IndexKey) -> Vec<u8> {
-    let mut k = Vec::with_capacity(34);
+fn index_key_of(keys: &Keys, space: Space, ik: &IndexKey) -> Vec<u8> {
+    let mut k = Vec::with_capacity(INDEX_KEY_LEN);
     k.push(INDEX_TAG);
-    k.push(space.tag());
-    k.extend_from_slice(ik);
+    k.extend_from_slice(&keys.record_id(space.tag(), ik));
     k
 }
 
-/// Space and sequence number naming a data record.
-type DataRef = (Space, u64);
-
-/// Data records are keyed by put sequence number, not by index key: sled
-/// then appends to its rightmost leaf instead of rewriting random leaves
-/// full of 32 KiB values (several times less write amplification).
-fn data_key(space: Space, seq: u64) -> [u8; 10] {
-    let mut k = [0u8; 10];
+/// Data records are keyed by put sequence number (unique across spaces:
+/// one counter), not by index key: sled then appends to its rightmost
+/// leaf instead of rewriting random leaves full of 32 KiB values (several
+/// times less write amplification).
+fn data_key(seq: u64) -> [u8; DATA_KEY_LEN] {
+    let mut k = [0u8; DATA_KEY_LEN];
     k[0] = DATA_TAG;
-    k[1] = space.tag();
-    k[2..].copy_from_slice(&seq.to_be_bytes());
+    k[1..].copy_from_slice(&seq.to_be_bytes());
     k
 }
 
@@ -152,6 +157,8 @@ pub(crate) struct LoadReport {
     pub(crate) dropped: u64,
     /// Blocks evicted because a budget shrank.
     pub(crate) evicted: u64,
+    /// Blocks moved from format 2 to format 3 at this open.
+    pub(crate) migrated: u64,
 }
 
 /// The store engine over a backend.
@@ -198,9 +205,14 @@ impl<B: Backend> Engine<B> {
                 backend.meta_set(META_CHECK, Some(&check))?;
                 backend.flush()?;
             }
-            Some(v) if v == [FORMAT_VERSION] => {
+            Some(v) if v == [FORMAT_VERSION] || v == [FORMAT_V2] => {
                 if backend.meta_get(META_CHECK)?.as_deref() != Some(&check[..]) {
                     return Err(StoreError::WrongSecret { path });
+                }
+                if v == [FORMAT_V2] {
+                    report.migrated = migrate_v2(&backend, &keys)?;
+                    backend.meta_set(META_FORMAT, Some(&[FORMAT_VERSION]))?;
+                    backend.flush()?;
                 }
             }
             Some(v) => return Err(StoreError::UnsupportedFormat { found: v }),
@@ -213,11 +225,11 @@ impl<B: Backend> Engine<B> {
             dirty: HashSet::new(),
             corrupt_deleted: 0,
         };
-        let mut bad: Vec<(Vec<u8>, Option<DataRef>)> = Vec::new();
+        let mut bad: Vec<(Vec<u8>, Option<u64>)> = Vec::new();
         let mut loaded: Vec<(Space, IndexKey, Entry)> = Vec::new();
         backend.scan_prefix(&[INDEX_TAG], &mut |k, v| match parse_index(&keys, k, v) {
             Some(x) => loaded.push(x),
-            None => bad.push((k.to_vec(), parse_seq(k, v))),
+            None => bad.push((k.to_vec(), parse_seq(&keys, v))),
         })?;
         for (space, ik, mut e) in loaded {
             state.counter = state.counter.max(e.counter);
@@ -232,8 +244,8 @@ impl<B: Backend> Engine<B> {
             );
             let mut ops: Vec<Op> = Vec::new();
             for (k, seq) in bad {
-                if let Some((space, seq)) = seq {
-                    ops.push((data_key(space, seq).to_vec(), None));
+                if let Some(seq) = seq {
+                    ops.push((data_key(seq).to_vec(), None));
                 }
                 ops.push((k, None));
             }
@@ -279,8 +291,8 @@ impl<B: Backend> Engine<B> {
         }
         let mut ops = Vec::with_capacity(victims.len() * 2);
         for (ik, seq) in &victims {
-            ops.push((data_key(space, *seq).to_vec(), None));
-            ops.push((index_key_of(space, ik), None));
+            ops.push((data_key(*seq).to_vec(), None));
+            ops.push((index_key_of(&self.keys, space, ik), None));
         }
         self.backend.apply(ops)?;
         let mut st = self.state.lock();
@@ -292,14 +304,8 @@ impl<B: Backend> Engine<B> {
         Ok(victims.len() as u64)
     }
 
-    fn index_value(&self, ik: &IndexKey, e: &Entry) -> Vec<u8> {
-        let mut v = Vec::with_capacity(INDEX_VALUE_LEN);
-        v.push(FORMAT_VERSION);
-        v.push(e.kind.tag());
-        v.extend_from_slice(&self.keys.mask_rk(ik, &e.key.0));
-        v.extend_from_slice(&e.counter.to_be_bytes());
-        v.extend_from_slice(&e.seq.to_be_bytes());
-        v
+    fn index_value(&self, space: Space, e: &Entry) -> Vec<u8> {
+        index_value(&self.keys, space, e)
     }
 
     /// Index records of pending LRU touches, and forget them.
@@ -307,7 +313,10 @@ impl<B: Backend> Engine<B> {
         let mut ops = Vec::with_capacity(st.dirty.len());
         for (space, ik) in st.dirty.drain() {
             if let Some(e) = st.spaces[space.index()].map.get(&ik) {
-                ops.push((index_key_of(space, &ik), Some(self.index_value(&ik, e))));
+                ops.push((
+                    index_key_of(&self.keys, space, &ik),
+                    Some(self.index_value(space, e)),
+                ));
             }
         }
         ops
@@ -429,8 +438,8 @@ impl<B: Backend> Engine<B> {
             drop(st);
             for (vik, vseq) in &mine {
                 chosen.insert(*vik);
-                ops.push((data_key(space, *vseq).to_vec(), None));
-                ops.push((index_key_of(space, vik), None));
+                ops.push((data_key(*vseq).to_vec(), None));
+                ops.push((index_key_of(&self.keys, space, vik), None));
             }
             victims.extend(mine);
             let entry = Entry {
@@ -443,10 +452,10 @@ impl<B: Backend> Engine<B> {
             let body = sealed[t]
                 .take()
                 .unwrap_or_else(|| self.keys.seal(&ik, &blocks[i].1));
-            ops.push((data_key(space, entry.seq).to_vec(), Some(body)));
+            ops.push((data_key(entry.seq).to_vec(), Some(body)));
             ops.push((
-                index_key_of(space, &ik),
-                Some(self.index_value(&ik, &entry)),
+                index_key_of(&self.keys, space, &ik),
+                Some(self.index_value(space, &entry)),
             ));
             plan.push((i, ik, entry));
             planned_bytes += len;
@@ -536,7 +545,7 @@ impl<B: Backend> Engine<B> {
                 let Some(e) = self.state.lock().entry(s, &ik) else {
                     continue;
                 };
-                match self.load(s, e.seq, (kind, key, true), &ik)? {
+                match self.load(e.seq, (kind, key, true), &ik)? {
                     Loaded::Good(existing) if existing == block => here |= s == space,
                     Loaded::Good(_) => return Ok(PutOutcome::Collision),
                     Loaded::Missing => self.delete_locked(&w, s, &ik, e.seq, false)?,
@@ -589,13 +598,13 @@ impl<B: Backend> Engine<B> {
             (entry, victims)
         };
         for (vik, vseq) in &victims {
-            ops.push((data_key(space, *vseq).to_vec(), None));
-            ops.push((index_key_of(space, vik), None));
+            ops.push((data_key(*vseq).to_vec(), None));
+            ops.push((index_key_of(&self.keys, space, vik), None));
         }
-        ops.push((data_key(space, entry.seq).to_vec(), Some(sealed)));
+        ops.push((data_key(entry.seq).to_vec(), Some(sealed)));
         ops.push((
-            index_key_of(space, &ik),
-            Some(self.index_value(&ik, &entry)),
+            index_key_of(&self.keys, space, &ik),
+            Some(self.index_value(space, &entry)),
         ));
         self.backend.apply(ops)?;
 
@@ -617,12 +626,11 @@ impl<B: Backend> Engine<B> {
     /// deleting anything.
     fn load(
         &self,
-        space: Space,
         seq: u64,
         (kind, key, verify): (BlockKind, &RoutingKey, bool),
         ik: &IndexKey,
     ) -> Result<Loaded, StoreError> {
-        let Some(stored) = self.backend.get(&data_key(space, seq))? else {
+        let Some(stored) = self.backend.get(&data_key(seq))? else {
             return Ok(Loaded::Missing);
         };
         match self.keys.open(ik, stored.as_ref()) {
@@ -652,8 +660,8 @@ impl<B: Backend> Engine<B> {
             return Ok(());
         }
         self.backend.apply(vec![
-            (data_key(space, seq).to_vec(), None),
-            (index_key_of(space, ik), None),
+            (data_key(seq).to_vec(), None),
+            (index_key_of(&self.keys, space, ik), None),
         ])?;
         let mut st = self.state.lock();
         st.spaces[space.index()].remove(ik);
@@ -685,14 +693,14 @@ impl<B: Backend> Engine<B> {
             }
             e.seq
         };
-        match self.load(space, seq, (kind, key, verify), &ik)? {
+        match self.load(seq, (kind, key, verify), &ik)? {
             Loaded::Good(b) => Ok(Some(b)),
             Loaded::Missing => {
                 // Either a put evicted it meanwhile (then the index entry is
                 // gone by the time we hold `write`) or index and data
                 // disagree, which invariant 1 rules out; repair anyway.
                 let w = self.write.lock();
-                if self.backend.get(&data_key(space, seq))?.is_none()
+                if self.backend.get(&data_key(seq))?.is_none()
                     && self.state.lock().entry(space, &ik).map(|e| e.seq) == Some(seq)
                 {
                     warn!("block store: an index record had no data; removed it");
@@ -785,12 +793,12 @@ impl<B: Backend> Engine<B> {
                 .collect()
         };
         for (space, ik, e) in all {
-            match self.load(space, e.seq, (e.kind, &e.key, true), &ik)? {
+            match self.load(e.seq, (e.kind, &e.key, true), &ik)? {
                 Loaded::Good(_) => report.checked += 1,
                 Loaded::Missing => {
                     let w = self.write.lock();
                     if self.state.lock().entry(space, &ik).map(|x| x.seq) == Some(e.seq)
-                        && self.backend.get(&data_key(space, e.seq))?.is_none()
+                        && self.backend.get(&data_key(e.seq))?.is_none()
                     {
                         self.delete_locked(&w, space, &ik, e.seq, false)?;
                         report.deleted += 1;
@@ -847,36 +855,71 @@ impl<B: Backend> Engine<B> {
     #[cfg(test)]
     pub(crate) fn corrupt_all(&self, space: Space) -> Result<(), StoreError> {
         let mut ops = Vec::new();
-        self.backend
-            .scan_prefix(&[DATA_TAG, space.tag()], &mut |k, v| {
-                let mut v = v.to_vec();
-                if let Some(b) = v.last_mut() {
-                    *b ^= 0x5a;
-                }
-                ops.push((k.to_vec(), Some(v)));
-            })?;
+        let seqs: HashSet<u64> = self.state.lock().spaces[space.index()]
+            .map
+            .values()
+            .map(|e| e.seq)
+            .collect();
+        self.backend.scan_prefix(&[DATA_TAG], &mut |k, v| {
+            let seq = k.get(1..).and_then(|b| <[u8; 8]>::try_from(b).ok());
+            if !seq.is_some_and(|b| seqs.contains(&u64::from_be_bytes(b))) {
+                return;
+            }
+            let mut v = v.to_vec();
+            if let Some(b) = v.last_mut() {
+                *b ^= 0x5a;
+            }
+            ops.push((k.to_vec(), Some(v)));
+        })?;
         self.backend.apply(ops)
     }
 }
 
+/// An index record's value (format 3): version ‖ nonce ‖ encrypted
+/// (space ‖ kind ‖ routing key ‖ counter ‖ seq).
+fn index_value(keys: &Keys, space: Space, e: &Entry) -> Vec<u8> {
+    let mut payload = Vec::with_capacity(INDEX_PAYLOAD_LEN);
+    payload.push(space.tag());
+    payload.push(e.kind.tag());
+    payload.extend_from_slice(&e.key.0);
+    payload.extend_from_slice(&e.counter.to_be_bytes());
+    payload.extend_from_slice(&e.seq.to_be_bytes());
+    let nonce: [u8; 12] = rand::random();
+    keys.index_cipher(&nonce, &mut payload);
+    let mut v = Vec::with_capacity(INDEX_VALUE_LEN);
+    v.push(FORMAT_VERSION);
+    v.extend_from_slice(&nonce);
+    v.extend_from_slice(&payload);
+    v
+}
+
+/// The decrypted payload of a format-3 index record value.
+fn index_payload(keys: &Keys, v: &[u8]) -> Option<[u8; INDEX_PAYLOAD_LEN]> {
+    if v.len() != INDEX_VALUE_LEN || v[0] != FORMAT_VERSION {
+        return None;
+    }
+    let nonce: [u8; 12] = v[1..13].try_into().ok()?;
+    let mut p: [u8; INDEX_PAYLOAD_LEN] = v[13..].try_into().ok()?;
+    keys.index_cipher(&nonce, &mut p);
+    Some(p)
+}
+
+/// A format-3 index record, checked: its key must be the record id of
+/// the space and routing key its value holds.
 fn parse_index(keys: &Keys, k: &[u8], v: &[u8]) -> Option<(Space, IndexKey, Entry)> {
-    if k.len() != 34 || v.len() != INDEX_VALUE_LEN || v[0] != FORMAT_VERSION {
+    if k.len() != INDEX_KEY_LEN {
         return None;
     }
-    let space = Space::ALL.into_iter().find(|s| s.tag() == k[1])?;
-    let kind = BlockKind::from_tag(v[1])?;
-    let mut ik = [0u8; 32];
-    ik.copy_from_slice(&k[2..]);
-    let mut masked = [0u8; 32];
-    masked.copy_from_slice(&v[2..34]);
-    let key = RoutingKey(keys.mask_rk(&ik, &masked));
-    if keys.index_key(kind, &key) != ik {
+    let p = index_payload(keys, v)?;
+    let space = Space::ALL.into_iter().find(|s| s.tag() == p[0])?;
+    let kind = BlockKind::from_tag(p[1])?;
+    let key = RoutingKey(p[2..34].try_into().ok()?);
+    let ik = keys.index_key(kind, &key);
+    if k[1..] != keys.record_id(space.tag(), &ik) {
         return None;
     }
-    let mut c = [0u8; 8];
-    c.copy_from_slice(&v[34..42]);
-    let counter = u64::from_be_bytes(c);
-    let (_, seq) = parse_seq(k, v)?;
+    let counter = u64::from_be_bytes(p[34..42].try_into().ok()?);
+    let seq = u64::from_be_bytes(p[42..50].try_into().ok()?);
     Some((
         space,
         ik,
@@ -890,13 +933,86 @@ fn parse_index(keys: &Keys, k: &[u8], v: &[u8]) -> Option<(Space, IndexKey, Entr
     ))
 }
 
-/// The data record an index record points at, if that much is readable.
-fn parse_seq(k: &[u8], v: &[u8]) -> Option<DataRef> {
-    let space = Space::ALL
-        .into_iter()
-        .find(|s| Some(&s.tag()) == k.get(1))?;
-    let b: [u8; 8] = v.get(42..50)?.try_into().ok()?;
-    Some((space, u64::from_be_bytes(b)))
+/// The data record an unreadable index record points at, if that much
+/// decrypts.
+fn parse_seq(keys: &Keys, v: &[u8]) -> Option<u64> {
+    let p = index_payload(keys, v)?;
+    Some(u64::from_be_bytes(p[42..50].try_into().ok()?))
+}
+
+/// A format-2 index record (`M ‖ space ‖ ik` → version 2 ‖ kind ‖ masked
+/// routing key ‖ counter ‖ seq), read once to migrate it.
+fn parse_index_v2(keys: &Keys, k: &[u8], v: &[u8]) -> Option<(Space, Entry)> {
+    if k.len() != 34 || v.len() != 50 || v[0] != FORMAT_V2 {
+        return None;
+    }
+    let space = Space::ALL.into_iter().find(|s| s.tag() == k[1])?;
+    let kind = BlockKind::from_tag(v[1])?;
+    let ik: IndexKey = k[2..].try_into().ok()?;
+    let masked: [u8; 32] = v[2..34].try_into().ok()?;
+    let key = RoutingKey(keys.mask_rk(&ik, &masked));
+    if keys.index_key(kind, &key) != ik {
+        return None;
+    }
+    Some((
+        space,
+        Entry {
+            kind,
+            key,
+            rank: 0,
+            counter: u64::from_be_bytes(v[34..42].try_into().ok()?),
+            seq: u64::from_be_bytes(v[42..50].try_into().ok()?),
+        },
+    ))
+}
+
+/// Rewrite a format-2 store's records under format-3 keys, in batches (a
+/// crash part-way leaves both kinds, told apart by key length, and the
+/// next open carries on). Unreadable format-2 records are dropped. Returns
+/// the blocks migrated.
+fn migrate_v2<B: Backend>(backend: &B, keys: &Keys) -> Result<u64, StoreError> {
+    const BATCH: usize = 256;
+    /// A format-2 index record's key, and what it holds if readable.
+    type OldRecord = (Vec<u8>, Option<(Space, Entry)>);
+    let mut old: Vec<OldRecord> = Vec::new();
+    backend.scan_prefix(&[INDEX_TAG], &mut |k, v| {
+        if k.len() == 34 {
+            old.push((k.to_vec(), parse_index_v2(keys, k, v)));
+        }
+    })?;
+    let mut migrated = 0;
+    for chunk in old.chunks(BATCH) {
+        let mut ops: Vec<Op> = Vec::with_capacity(chunk.len() * 4);
+        for (k, parsed) in chunk {
+            ops.push((k.clone(), None));
+            let Some((space, e)) = parsed else { continue };
+            let mut old_data = vec![DATA_TAG, space.tag()];
+            old_data.extend_from_slice(&e.seq.to_be_bytes());
+            let body = backend.get(&old_data)?;
+            ops.push((old_data, None));
+            if let Some(body) = body {
+                let ik = keys.index_key(e.kind, &e.key);
+                ops.push((data_key(e.seq).to_vec(), Some(body.as_ref().to_vec())));
+                ops.push((
+                    index_key_of(keys, *space, &ik),
+                    Some(index_value(keys, *space, e)),
+                ));
+                migrated += 1;
+            }
+        }
+        backend.apply(ops)?;
+    }
+    // Data records no format-2 index record pointed at.
+    let mut orphans: Vec<Op> = Vec::new();
+    backend.scan_prefix(&[DATA_TAG], &mut |k, _| {
+        if k.len() == 10 {
+            orphans.push((k.to_vec(), None));
+        }
+    })?;
+    if !orphans.is_empty() {
+        backend.apply(orphans)?;
+    }
+    Ok(migrated)
 }
 
 /// Implement [`crate::BlockStore`] and [`crate::unchecked::UncheckedStore`]

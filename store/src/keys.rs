@@ -102,7 +102,21 @@ impl Keys {
         self.prf(&[b"lichen-store/v1/check"])
     }
 
-    /// XOR `rk` with a mask only the secret holder can compute.
+    /// The name of the index record of `ik` in the space tagged `space`:
+    /// the key of the record does not say which space it is in.
+    pub(crate) fn record_id(&self, space: u8, ik: &IndexKey) -> [u8; 32] {
+        self.prf(&[b"lichen-store/v3/record", &[space], ik])
+    }
+
+    /// Encrypt or decrypt (in place) an index record's payload under its
+    /// random `nonce`.
+    pub(crate) fn index_cipher(&self, nonce: &[u8; NONCE_LEN], buf: &mut [u8]) {
+        let key = self.prf(&[b"lichen-store/v3/index-value"]);
+        ChaCha20::new(&key.into(), nonce.into()).apply_keystream(buf);
+    }
+
+    /// XOR `rk` with a mask only the secret holder can compute (format 2's
+    /// index records; read once, to migrate them).
     pub(crate) fn mask_rk(&self, ik: &IndexKey, rk: &[u8; 32]) -> [u8; 32] {
         let mask = self.prf(&[b"lichen-store/v1/rk-mask", ik]);
         let mut out = [0u8; 32];

@@ -46,6 +46,8 @@ pub struct OpenReport {
     pub dropped_records: u64,
     /// Blocks evicted at open because a budget is now smaller.
     pub evicted_over_budget: u64,
+    /// Blocks moved from an earlier format at this open.
+    pub migrated_blocks: u64,
 }
 
 impl SledStore {
@@ -85,6 +87,7 @@ impl SledStore {
                         outcome,
                         dropped_records: load.dropped,
                         evicted_over_budget: load.evicted,
+                        migrated_blocks: load.migrated,
                     },
                 ))
             }
@@ -107,6 +110,7 @@ impl SledStore {
                         outcome: OpenOutcome::Recreated { moved_to, reason },
                         dropped_records: load.dropped,
                         evicted_over_budget: load.evicted,
+                        migrated_blocks: load.migrated,
                     },
                 ))
             }

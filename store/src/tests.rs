@@ -1061,3 +1061,129 @@ fn read_returns_what_get_does_without_reverifying_and_respects_origin() {
             .is_none());
     });
 }
+
+/// Every record of the block tree, raw (key, value), straight from sled.
+fn raw_records(path: &std::path::Path) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let db = sled::open(path).unwrap();
+    let t = db.open_tree("blocks").unwrap();
+    t.iter()
+        .map(|kv| {
+            let (k, v) = kv.unwrap();
+            (k.to_vec(), v.to_vec())
+        })
+        .collect()
+}
+
+#[test]
+fn no_record_says_which_space_its_block_is_in() {
+    // The same blocks put the same way into the client cache of one store
+    // and the shared store of another: the disks look alike.
+    let mut r = rng();
+    let v: Vec<_> = (0..4).map(|_| chk(&mut r)).collect();
+    let (sk, sa, _) = ssk_pair("spaces");
+    let cfg = config(blocks(10), blocks(10), blocks(10));
+    let dir = tempfile::tempdir().unwrap();
+    let mut shapes = Vec::new();
+    for space in [Space::Client, Space::Store] {
+        let path = dir.path().join(format!("{space:?}"));
+        {
+            let (s, _) = SledStore::open(&path, &cfg).unwrap();
+            for (k, b) in &v {
+                s.put(space, BlockKind::Chk, k, b).unwrap();
+            }
+            s.put(space, BlockKind::Ssk, &sk, &sa).unwrap();
+            s.flush().unwrap();
+        }
+        let recs = raw_records(&path);
+        assert_eq!(recs.len(), 10);
+        for (k, val) in &recs {
+            match k[0] {
+                b'D' => assert_eq!(k.len(), 9, "data keys are the sequence number alone"),
+                b'M' => {
+                    assert_eq!((k.len(), val.len()), (33, 63));
+                    // Not the space tag and the clear index key of format 2.
+                    let ik = crate::keys::Keys::new(&cfg.secret);
+                    assert!(v
+                        .iter()
+                        .all(|(rk, _)| !k.ends_with(&ik.index_key(BlockKind::Chk, rk))));
+                }
+                other => panic!("unexpected record tag {other}"),
+            }
+        }
+        let mut shape: Vec<(u8, usize, usize, Option<Vec<u8>>)> = recs
+            .iter()
+            .map(|(k, val)| (k[0], k.len(), val.len(), (k[0] == b'D').then(|| k.clone())))
+            .collect();
+        shape.sort();
+        shapes.push(shape);
+    }
+    assert_eq!(
+        shapes[0], shapes[1],
+        "client cache and store look the same on disk"
+    );
+}
+
+#[test]
+fn a_format_2_store_is_migrated_with_every_block_in_its_space() {
+    let mut r = rng();
+    let v: Vec<_> = (0..6).map(|_| chk(&mut r)).collect();
+    let cfg = config(blocks(10), blocks(10), blocks(10));
+    let keys = crate::keys::Keys::new(&cfg.secret);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    drop(SledStore::open(&path, &cfg).unwrap());
+    {
+        // Write format-2 records through the backend (bodies into slots).
+        let db = sled::open(&path).unwrap();
+        let backend = crate::backend::SledBackend::new(db.clone(), &path).unwrap();
+        let mut ops: Vec<crate::backend::Op> = Vec::new();
+        for (i, (rk, b)) in v.iter().enumerate() {
+            let space = Space::ALL[i % 3];
+            let ik = keys.index_key(BlockKind::Chk, rk);
+            let seq = 100 + i as u64;
+            let mut dk = vec![b'D', space.tag()];
+            dk.extend_from_slice(&seq.to_be_bytes());
+            ops.push((dk, Some(keys.seal(&ik, b))));
+            let mut mk = vec![b'M', space.tag()];
+            mk.extend_from_slice(&ik);
+            let mut val = vec![2, BlockKind::Chk.tag()];
+            val.extend_from_slice(&keys.mask_rk(&ik, &rk.0));
+            val.extend_from_slice(&seq.to_be_bytes());
+            val.extend_from_slice(&seq.to_be_bytes());
+            ops.push((mk, Some(val)));
+        }
+        // An orphan data record and a damaged index record.
+        ops.push((vec![b'D', 1, 0, 0, 0, 0, 0, 0, 0, 9], Some(vec![1; 40])));
+        let mut junk = vec![b'M', 2];
+        junk.extend_from_slice(&[7; 32]);
+        ops.push((junk, Some(vec![2; 50])));
+        crate::backend::Backend::apply(&backend, ops).unwrap();
+        crate::backend::Backend::meta_set(&backend, b"\0lichen-store/format", Some(&[2])).unwrap();
+        crate::backend::Backend::flush(&backend).unwrap();
+    }
+    let (s, report) = SledStore::open(&path, &cfg).unwrap();
+    assert_eq!(report.outcome, OpenOutcome::Opened);
+    assert_eq!(report.migrated_blocks, 6);
+    for (i, (rk, b)) in v.iter().enumerate() {
+        let space = Space::ALL[i % 3];
+        for other in Space::ALL {
+            let got = s.get_in(other, BlockKind::Chk, rk).unwrap();
+            assert_eq!(
+                got.as_ref(),
+                (other == space).then_some(b),
+                "block {i} in {other:?}"
+            );
+        }
+    }
+    drop(s);
+    let recs = raw_records(&path);
+    assert_eq!(
+        recs.len(),
+        12,
+        "six blocks, two records each; nothing of format 2 left"
+    );
+    assert!(recs.iter().all(|(k, _)| k.len() == 9 || k.len() == 33));
+    // Opening again changes nothing.
+    let (_s, again) = SledStore::open(&path, &cfg).unwrap();
+    assert_eq!(again.migrated_blocks, 0);
+}
