@@ -78,7 +78,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 }
 
 /// Bind the peer port, start the peer manager (kept in `node.peers`; it
-/// reconnects to the peers remembered in `peers.toml`) and give it, on
+/// reconnects to the peers remembered in `peers.sealed`) and give it, on
 /// opennet, the seeds listed in `[network] seeds`: its policy dials them
 /// while the node has no peer. A darknet node ignores seeds: it connects
 /// only to friends.

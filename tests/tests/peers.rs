@@ -78,7 +78,7 @@ fn a_restarted_node_reconnects_to_remembered_peers_without_seeds() {
     // B joins through the seed and remembers it while running: the peer
     // file is there before any shutdown.
     let b_dir = dir.path().join("b");
-    let peer_file = b_dir.join("peers.toml");
+    let peer_file = b_dir.join("peers.sealed");
     let mut b = NodeProc::start_with_config(bin(), &b_dir, free_port(), free_port(), Some(&config));
     wait_connected(&b, 1, "B through the seed");
     let start = Instant::now();
@@ -136,7 +136,7 @@ fn a_restarted_node_reconnects_to_remembered_peers_without_seeds() {
     let b = NodeProc::start_with_config(bin(), &b_dir, free_port(), free_port(), None);
     assert_eq!(connected(b.fcp), 0);
     assert!(b.log_text().contains("damaged"), "{}", b.log_text());
-    assert!(b_dir.join("peers.toml.damaged").exists());
+    assert!(b_dir.join("peers.sealed.damaged").exists());
     eprintln!("wall time {:.1} s", t0.elapsed().as_secs_f64());
 }
 

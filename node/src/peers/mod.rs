@@ -19,7 +19,7 @@
 //! (admission, bans, backoff, duplicate links, the hello, the first
 //! announcement) is the policy's; this module only carries them out.
 //!
-//! Remembered peers live in `peers.toml` ([`lichen_link::peerlist`], read
+//! Remembered peers live in `peers.sealed` ([`lichen_link::peerlist`], read
 //! and written by `file`): friends and the opennet peers this node dialed
 //! or that sent their noderef after dialing it. One saver task writes it
 //! (atomic rename), at once when an entry is added or removed, otherwise
@@ -72,7 +72,7 @@ pub struct PeerSetup {
     pub opennet: bool,
     /// This node's noderef bytes (for opennet announcements and folding).
     pub noderef: Option<Vec<u8>>,
-    /// Directory of `peers.toml` (None: peers are not remembered).
+    /// Directory of `peers.sealed` (None: peers are not remembered).
     pub peer_dir: Option<PathBuf>,
     /// What the peer file is sealed under.
     pub vault: crate::vault::Vault,
