@@ -201,6 +201,17 @@ impl Node {
         // stops here and touches nothing.
         let (identity, created) = Identity::load_or_create(&data_dir, config.passphrase.as_ref())?;
         let vault = identity.vault();
+        // Only the node's user may look inside (the files are sealed, but
+        // their names, sizes and times are not).
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            if let Err(e) =
+                std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o700))
+            {
+                tracing::warn!("cannot make the data directory private (mode 0700): {e}");
+            }
+        }
         if created {
             tracing::info!("created a new node identity");
         }
