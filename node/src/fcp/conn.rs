@@ -1,6 +1,7 @@
 //! One FCP connection: its reader loop (decoder, session, payload
 //! spooling or streaming) and the connection's own state.
 
+use super::access;
 use super::common::{lock, Out, INLINE_LIMIT, MID_MESSAGE_TIMEOUT, QUEUE};
 use super::hub::Hub;
 use super::messages::all_data_header;
@@ -25,6 +26,9 @@ pub(super) struct Conn {
     pub(super) hub: Arc<Hub>,
     pub(super) id: u64,
     pub(super) session: Arc<Mutex<Session>>,
+    /// Whether the client's address has full access (`[fcp]
+    /// full_access_hosts`); without it, `access` refuses some messages.
+    full_access: bool,
 }
 
 #[allow(clippy::large_enum_variant)] // one per connection
@@ -51,7 +55,12 @@ pub(super) enum Payload {
 /// Chunks of a streamed upload queued for the insert.
 const UPLOAD_CHUNKS: usize = 16;
 
-pub(super) async fn connection(node: Arc<Node>, hub: Arc<Hub>, stream: TcpStream) {
+pub(super) async fn connection(
+    node: Arc<Node>,
+    hub: Arc<Hub>,
+    stream: TcpStream,
+    full_access: bool,
+) {
     let (mut rd, wr) = stream.into_split();
     let (tx, rx) = mpsc::channel(QUEUE);
     let close = CancellationToken::new();
@@ -68,6 +77,7 @@ pub(super) async fn connection(node: Arc<Node>, hub: Arc<Hub>, stream: TcpStream
         hub: hub.clone(),
         id,
         session: Arc::new(Mutex::new(Session::new(hello))),
+        full_access,
     };
     let mut dec = Decoder::new(Limits {
         max_data_length: node.config.fcp.max_upload_bytes,
@@ -179,8 +189,26 @@ impl Conn {
         }
     }
 
+    /// Whether `m` was refused for want of full access (the refusal is
+    /// sent; nothing else happens). Before ClientHello the session's own
+    /// rule (hello first) applies.
+    fn refused(&self, m: &Message) -> bool {
+        if self.full_access || !lock(&self.session).hello_received() {
+            return false;
+        }
+        let Some(why) = access::needs_full_access(m) else {
+            return false;
+        };
+        tracing::debug!("refused {} from a client without full access", m.name);
+        self.send(&access::refusal(m, why));
+        true
+    }
+
     /// A whole message (its payload, if any, in memory).
     async fn on_message(&self, m: Message) -> bool {
+        if self.refused(&m) {
+            return true;
+        }
         // Peer management is answered here (the typed parser in
         // lichen-fcp does not know these messages).
         if m.data.is_none()
@@ -221,6 +249,11 @@ impl Conn {
 
     /// The header of a message whose payload follows.
     async fn on_header(&self, message: Message, data_length: u64, upload: &mut Upload) -> bool {
+        if self.refused(&message) {
+            // Its payload is read and dropped.
+            *upload = Upload::Discard;
+            return true;
+        }
         let action = lock(&self.session).handle_header(&message, data_length);
         match action {
             // A direct put that lives only as long as this
