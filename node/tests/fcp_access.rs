@@ -497,6 +497,44 @@ fn the_global_queue_needs_full_access() {
 }
 
 #[test]
+fn a_restricted_client_giving_the_owners_name_sees_none_of_its_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = restricted_node(dir.path());
+    let mut owner = Client::from("127.0.0.2", node.fcp, "tool");
+    owner.send(&put("owner-own", false, b"the owner's own".to_vec()));
+    let start = Instant::now();
+    while !owner.listed().contains(&"owner-own".to_string()) {
+        assert!(start.elapsed() < WAIT, "the owner's put is not listed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The same Name from a restricted address: another queue.
+    let mut r = Client::from("127.0.0.1", node.fcp, "tool");
+    assert!(r.listed().is_empty(), "{:?}", r.listed());
+    for name in [
+        "GetRequestStatus",
+        "ModifyPersistentRequest",
+        "RemovePersistentRequest",
+    ] {
+        r.send(&msg(name, &[("Identifier", "owner-own")]));
+        let (e, _) = r.until(&["ProtocolError", "PersistentPut", "PersistentRequestRemoved"]);
+        assert_eq!(e.get("Code"), Some("15"), "{name}: {e:?}");
+    }
+    assert!(owner.listed().contains(&"owner-own".to_string()));
+    // The restricted client's own persistent requests are kept under its
+    // Name for its next connection, and out of the owner's sight.
+    r.send(&put("stranger-own", false, b"the stranger's own".to_vec()));
+    let start = Instant::now();
+    while !r.listed().contains(&"stranger-own".to_string()) {
+        assert!(start.elapsed() < WAIT, "the restricted client's put");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(r);
+    let mut again = Client::from("127.0.0.1", node.fcp, "tool");
+    assert_eq!(again.listed(), vec!["stranger-own".to_string()]);
+    assert!(!owner.listed().contains(&"stranger-own".to_string()));
+}
+
+#[test]
 fn loopback_has_full_access_by_default() {
     let dir = tempfile::tempdir().unwrap();
     let mut node = NodeProc::start(dir.path(), "");

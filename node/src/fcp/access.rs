@@ -3,10 +3,17 @@
 //! may not send. They are refused with ProtocolError 24 (`ACCESS_DENIED`,
 //! fred's code for the same refusals) before the session or the node sees
 //! them, so nothing happens: no identifier is taken, no state changes.
+//! A client without full access also keeps its persistent requests in a
+//! queue of its own ([`RESTRICTED_QUEUE_PREFIX`] + its `Name`).
 
 use lichen_fcp::codec::Message;
 use lichen_fcp::replies::{self as rep, Reply};
 use lichen_fcp::ProtocolErrorCode;
+
+/// Prefix of the queue name (`Scope::Client`) of a client without full
+/// access: its persistent requests are kept apart from those of
+/// full-access clients with the same `Name`.
+pub(super) const RESTRICTED_QUEUE_PREFIX: &str = "restricted:";
 
 /// Messages that need full access whatever their fields: the ones fred
 /// guards with `hasFullAccess()` (node control, peers and their notes,

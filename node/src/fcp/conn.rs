@@ -160,12 +160,7 @@ impl Conn {
         match action {
             Action::Reply(m) => {
                 self.send(&m);
-                let s = lock(&self.session);
-                self.hub.update(
-                    self.id,
-                    s.client_name().map(str::to_string),
-                    s.watching_global().is_some(),
-                );
+                self.update_hub();
                 true
             }
             Action::Reject { reply, close } => {
@@ -361,8 +356,29 @@ impl Conn {
         } else if persistence == Persistence::Connection {
             Scope::Connection(self.id)
         } else {
-            Scope::Client(lock(&self.session).client_name().unwrap_or("").to_string())
+            Scope::Client(self.queue_name(lock(&self.session).client_name()))
         }
+    }
+
+    /// The name this connection's persistent requests are kept under: the
+    /// client's `Name`, prefixed for a client without full access, so that
+    /// it never sees or touches the requests of a full-access client (the
+    /// owner's tools) by giving the same `Name`.
+    fn queue_name(&self, name: Option<&str>) -> String {
+        let name = name.unwrap_or("");
+        if self.full_access {
+            name.to_string()
+        } else {
+            format!("{}{name}", access::RESTRICTED_QUEUE_PREFIX)
+        }
+    }
+
+    /// Tell the hub this connection's queue name and WatchGlobal state.
+    pub(super) fn update_hub(&self) {
+        let s = lock(&self.session);
+        let name = s.client_name().map(|n| self.queue_name(Some(n)));
+        self.hub
+            .update(self.id, name, s.watching_global().is_some());
     }
 
     /// The queue a `Global=true` message names, else every queue this
@@ -388,7 +404,7 @@ impl Conn {
         let s = lock(&self.session);
         let mut v = vec![
             Scope::Connection(self.id),
-            Scope::Client(s.client_name().unwrap_or("").to_string()),
+            Scope::Client(self.queue_name(s.client_name())),
         ];
         if s.watching_global().is_some() {
             v.push(Scope::Global);
