@@ -92,9 +92,18 @@ pub const MAX_TUNNEL_HOPS: u8 = 3;
 pub struct FcpConfig {
     /// Listen address. Loopback by default.
     pub listen: SocketAddr,
-    /// Client addresses allowed to connect when `listen` is not loopback.
-    /// Loopback clients are always allowed.
-    pub allowed_hosts: Vec<IpAddr>,
+    /// Clients allowed to connect when `listen` is not loopback: addresses
+    /// or CIDR ranges (`"192.168.1.0/24"`, `"fd00::/8"`). Loopback clients
+    /// are always allowed. They get restricted access unless they are also
+    /// in `full_access_hosts`.
+    pub allowed_hosts: Vec<HostRange>,
+    /// Clients with full access (as Hyphanet's `allowedHostsFullAccess`):
+    /// `Shutdown`, peer changes and lists, node and configuration messages,
+    /// and the global queue need it. Same syntax as `allowed_hosts`; a host
+    /// listed here may connect even when `allowed_hosts` does not list it.
+    /// Unset: loopback clients (127.0.0.0/8, ::1) have full access, others
+    /// not. Set: exactly the listed hosts (loopback included only if listed).
+    pub full_access_hosts: Option<Vec<HostRange>>,
     /// Most simultaneous FCP connections.
     pub max_connections: usize,
     /// Largest direct upload accepted over FCP, in bytes.
@@ -109,6 +118,7 @@ impl Default for FcpConfig {
         FcpConfig {
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), DEFAULT_FCP_PORT),
             allowed_hosts: Vec::new(),
+            full_access_hosts: None,
             max_connections: 256,
             max_upload_bytes: 64 * 1024 * 1024 * 1024,
             allowed_dirs: Vec::new(),
@@ -124,8 +134,9 @@ pub struct GatewayConfig {
     pub listen: SocketAddr,
     /// Whether to run the gateway.
     pub enabled: bool,
-    /// Client addresses allowed when `listen` is not loopback.
-    pub allowed_hosts: Vec<IpAddr>,
+    /// Clients allowed when `listen` is not loopback: addresses or CIDR
+    /// ranges, as `[fcp] allowed_hosts`. Loopback is always allowed.
+    pub allowed_hosts: Vec<HostRange>,
 }
 
 impl Default for GatewayConfig {
@@ -318,11 +329,136 @@ impl Config {
     }
 }
 
-/// Whether `client` may use a service listening on `listen` with the given
-/// allow-list: loopback always, others only when listed.
+/// Whether `client` may use a service with the given allow-list:
+/// loopback always, others only when in a listed range.
 #[must_use]
-pub fn client_allowed(client: IpAddr, allowed: &[IpAddr]) -> bool {
-    client.is_loopback() || allowed.contains(&client)
+pub fn client_allowed(client: IpAddr, allowed: &[HostRange]) -> bool {
+    let client = client.to_canonical();
+    client.is_loopback() || allowed.iter().any(|r| r.contains(client))
+}
+
+impl FcpConfig {
+    /// Whether `client` may connect to FCP at all.
+    #[must_use]
+    pub fn allows(&self, client: IpAddr) -> bool {
+        client_allowed(client, &self.allowed_hosts) || self.full_access(client)
+    }
+
+    /// Whether `client` has full access (see `full_access_hosts`).
+    #[must_use]
+    pub fn full_access(&self, client: IpAddr) -> bool {
+        match &self.full_access_hosts {
+            None => client.to_canonical().is_loopback(),
+            Some(list) => list.iter().any(|r| r.contains(client)),
+        }
+    }
+}
+
+/// One entry of an allow-list: an address (`"10.1.2.3"`, `"::1"`) or a
+/// CIDR range (`"192.168.1.0/24"`, `"fd00::/8"`). Bits of the address
+/// beyond the prefix are ignored (`"192.168.1.7/24"` is `192.168.1.0/24`).
+/// IPv4-mapped IPv6 clients (`::ffff:10.1.2.3`) match IPv4 ranges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostRange {
+    /// The network address (host bits cleared).
+    addr: IpAddr,
+    /// Prefix length: 0–32 (IPv4) or 0–128 (IPv6).
+    prefix: u8,
+}
+
+impl HostRange {
+    /// The range of `addr`'s first `prefix` bits.
+    ///
+    /// # Errors
+    /// A prefix longer than the address.
+    pub fn new(addr: IpAddr, prefix: u8) -> Result<Self, String> {
+        let bits = if addr.is_ipv4() { 32 } else { 128 };
+        if prefix > bits {
+            return Err(format!(
+                "prefix length /{prefix} is longer than the address ({bits} bits)"
+            ));
+        }
+        // `::ffff:a.b.c.d/n` (n >= 96) is the IPv4 range `a.b.c.d/(n-96)`.
+        let (addr, prefix) = match addr {
+            IpAddr::V6(a) if prefix >= 96 => match a.to_ipv4_mapped() {
+                Some(v4) => (IpAddr::V4(v4), prefix - 96),
+                None => (addr, prefix),
+            },
+            _ => (addr, prefix),
+        };
+        let addr = match addr {
+            IpAddr::V4(a) => IpAddr::V4((u32::from(a) & mask32(prefix)).into()),
+            IpAddr::V6(a) => IpAddr::V6((u128::from(a) & mask128(prefix)).into()),
+        };
+        Ok(HostRange { addr, prefix })
+    }
+
+    /// Whether `ip` is in the range.
+    #[must_use]
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip.to_canonical()) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                u32::from(ip) & mask32(self.prefix) == u32::from(net)
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                u128::from(ip) & mask128(self.prefix) == u128::from(net)
+            }
+            _ => false,
+        }
+    }
+}
+
+fn mask32(prefix: u8) -> u32 {
+    u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0)
+}
+
+fn mask128(prefix: u8) -> u128 {
+    u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0)
+}
+
+impl std::str::FromStr for HostRange {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = |why: String| format!("{s:?} is not an IP address or CIDR range: {why}");
+        let (ip, prefix) = match s.trim().split_once('/') {
+            Some((ip, p)) => {
+                let p = p
+                    .parse::<u8>()
+                    .map_err(|_| bad(format!("{p:?} is not a prefix length")))?;
+                (ip, Some(p))
+            }
+            None => (s.trim(), None),
+        };
+        let addr: IpAddr = ip
+            .parse()
+            .map_err(|_| bad(format!("{ip:?} is not an IP address")))?;
+        let prefix = prefix.unwrap_or(if addr.is_ipv4() { 32 } else { 128 });
+        HostRange::new(addr, prefix).map_err(bad)
+    }
+}
+
+impl std::fmt::Display for HostRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+impl<'de> Deserialize<'de> for HostRange {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl From<IpAddr> for HostRange {
+    fn from(ip: IpAddr) -> Self {
+        let ip = ip.to_canonical();
+        HostRange {
+            addr: ip,
+            prefix: if ip.is_ipv4() { 32 } else { 128 },
+        }
+    }
 }
 
 #[cfg(test)]
@@ -383,13 +519,180 @@ mod tests {
         assert!(parse_bytes("").is_err());
     }
 
+    fn range(s: &str) -> HostRange {
+        s.parse().unwrap()
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
     #[test]
     fn loopback_always_allowed() {
-        assert!(client_allowed("127.0.0.5".parse().unwrap(), &[]));
-        assert!(!client_allowed("10.0.0.1".parse().unwrap(), &[]));
-        assert!(client_allowed(
-            "10.0.0.1".parse().unwrap(),
-            &["10.0.0.1".parse().unwrap()]
-        ));
+        assert!(client_allowed(ip("127.0.0.5"), &[]));
+        assert!(client_allowed(ip("::1"), &[]));
+        assert!(client_allowed(ip("::ffff:127.0.0.1"), &[]));
+        assert!(!client_allowed(ip("10.0.0.1"), &[]));
+        assert!(client_allowed(ip("10.0.0.1"), &[range("10.0.0.1")]));
+        assert!(client_allowed(ip("10.0.0.1"), &[range("10.0.0.0/8")]));
+        assert!(!client_allowed(ip("11.0.0.1"), &[range("10.0.0.0/8")]));
+    }
+
+    #[test]
+    fn ranges_parse_and_match() {
+        let r = range("192.168.1.0/24");
+        assert!(r.contains(ip("192.168.1.0")) && r.contains(ip("192.168.1.255")));
+        assert!(!r.contains(ip("192.168.2.1")));
+        assert!(r.contains(ip("::ffff:192.168.1.9")), "IPv4-mapped clients");
+        assert!(!r.contains(ip("::1")));
+        // Host bits are ignored.
+        assert_eq!(range("192.168.1.77/24"), r);
+        assert_eq!(r.to_string(), "192.168.1.0/24");
+        let v6 = range("fd00::/8");
+        assert!(v6.contains(ip("fd12:3456::1")) && !v6.contains(ip("fe80::1")));
+        assert!(!v6.contains(ip("10.0.0.1")));
+        assert!(range("::1").contains(ip("::1")) && !range("::1").contains(ip("::2")));
+        assert_eq!(range("::ffff:10.1.2.3"), range("10.1.2.3"));
+        assert_eq!(range("::ffff:10.1.0.0/112"), range("10.1.0.0/16"));
+        let all = range("0.0.0.0/0");
+        assert!(all.contains(ip("1.2.3.4")) && all.contains(ip("255.255.255.255")));
+        assert!(range("::/0").contains(ip("2001:db8::1")));
+        assert!(range(" 10.0.0.1 ").contains(ip("10.0.0.1")));
+    }
+
+    #[test]
+    fn bad_ranges_are_clear_config_errors() {
+        for (bad, says) in [
+            ("10.0.0.0/33", "longer than the address"),
+            ("::/129", "longer than the address"),
+            ("10.0.0.0/x", "not a prefix length"),
+            ("10.0.0.0/-1", "not a prefix length"),
+            ("10.0.0.256", "not an IP address"),
+            ("localhost", "not an IP address"),
+            ("", "not an IP address"),
+            ("10.0.0.0/", "not a prefix length"),
+        ] {
+            let e = bad.parse::<HostRange>().unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+        let e = Config::from_toml("[fcp]\nallowed_hosts = [\"10.0.0.1\", \"10.0.0.0/40\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("allowed_hosts") && e.contains("10.0.0.0/40") && e.contains("longer"),
+            "{e}"
+        );
+        let e = Config::from_toml("[gateway]\nallowed_hosts = [\"nope\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("nope") && e.contains("not an IP address"), "{e}");
+        let e = Config::from_toml("[fcp]\nfull_access_hosts = [\"1.2.3\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("full_access_hosts") && e.contains("1.2.3"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn old_plain_address_lists_still_load() {
+        let c = Config::from_toml(
+            "[fcp]\nallowed_hosts = [\"10.0.0.7\", \"::1\"]\n[gateway]\nallowed_hosts = [\"192.168.0.2\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.fcp.allowed_hosts, vec![range("10.0.0.7"), range("::1")]);
+        assert!(c.fcp.allows(ip("10.0.0.7")) && !c.fcp.allows(ip("10.0.0.8")));
+        assert!(client_allowed(ip("192.168.0.2"), &c.gateway.allowed_hosts));
+        assert!(c.fcp.full_access_hosts.is_none());
+    }
+
+    #[test]
+    fn full_access_defaults_to_loopback() {
+        let c = Config::from_toml("[fcp]\nallowed_hosts = [\"10.0.0.0/8\"]\n").unwrap();
+        let f = &c.fcp;
+        assert!(f.full_access(ip("127.0.0.1")) && f.full_access(ip("127.9.9.9")));
+        assert!(f.full_access(ip("::1")) && f.full_access(ip("::ffff:127.0.0.1")));
+        // Allowed, but restricted.
+        assert!(f.allows(ip("10.1.1.1")) && !f.full_access(ip("10.1.1.1")));
+        assert!(!f.allows(ip("192.168.1.1")));
+    }
+
+    #[test]
+    fn full_access_list_replaces_the_default() {
+        let c = Config::from_toml(
+            "[fcp]\nallowed_hosts = [\"127.0.0.0/8\"]\nfull_access_hosts = [\"127.0.0.2\", \"192.168.1.0/24\"]\n",
+        )
+        .unwrap();
+        let f = &c.fcp;
+        assert!(f.allows(ip("127.0.0.1")) && !f.full_access(ip("127.0.0.1")));
+        assert!(f.full_access(ip("127.0.0.2")));
+        assert!(!f.full_access(ip("::1")));
+        // A full-access host may connect without being in allowed_hosts.
+        assert!(f.allows(ip("192.168.1.20")) && f.full_access(ip("192.168.1.20")));
+        let none = Config::from_toml("[fcp]\nfull_access_hosts = []\n").unwrap();
+        assert!(!none.fcp.full_access(ip("127.0.0.1")) && none.fcp.allows(ip("127.0.0.1")));
+    }
+
+    use proptest::prelude::*;
+
+    fn any_ip() -> impl Strategy<Value = IpAddr> {
+        prop_oneof![
+            any::<u32>().prop_map(|v| IpAddr::V4(v.into())),
+            any::<u128>().prop_map(|v| IpAddr::V6(v.into())),
+        ]
+    }
+
+    proptest! {
+        /// A range contains exactly the addresses that agree with its
+        /// network on the first `prefix` bits, checked bit by bit.
+        #[test]
+        fn contains_is_prefix_agreement(net in any_ip(), probe in any::<u128>(), prefix in 0u8..=128) {
+            let bits: u8 = if net.is_ipv4() { 32 } else { 128 };
+            let prefix = prefix % (bits + 1);
+            let r = HostRange::new(net, prefix).unwrap();
+            let (n, p) = match net {
+                IpAddr::V4(a) => (u128::from(u32::from(a)), IpAddr::V4((probe as u32).into())),
+                IpAddr::V6(a) => (u128::from(a), IpAddr::V6(probe.into())),
+            };
+            let probe_bits = match p {
+                IpAddr::V4(a) => u128::from(u32::from(a)),
+                IpAddr::V6(a) => u128::from(a),
+            };
+            // Skip probes that canonicalise to another family.
+            prop_assume!(p.to_canonical().is_ipv4() == p.is_ipv4());
+            prop_assume!(net.to_canonical().is_ipv4() == net.is_ipv4());
+            let agree = (0..prefix).all(|i| {
+                let bit = u32::from(bits - 1 - i);
+                (n >> bit) & 1 == (probe_bits >> bit) & 1
+            });
+            prop_assert_eq!(r.contains(p), agree);
+            // The address the range was made from is always inside.
+            prop_assert!(r.contains(net));
+        }
+
+        /// Display then parse gives the same range.
+        #[test]
+        fn display_parses_back(net in any_ip(), prefix in 0u8..=128) {
+            let bits: u8 = if net.is_ipv4() { 32 } else { 128 };
+            let r = HostRange::new(net, prefix % (bits + 1)).unwrap();
+            prop_assert_eq!(r.to_string().parse::<HostRange>().unwrap(), r);
+        }
+
+        /// A plain address is a range of one: itself only.
+        #[test]
+        fn plain_address_is_itself_only(a in any_ip(), b in any_ip()) {
+            let r: HostRange = a.to_string().parse().unwrap();
+            prop_assert!(r.contains(a));
+            prop_assert_eq!(r.contains(b), a.to_canonical() == b.to_canonical());
+        }
+
+        /// Any text gives a range or an error naming the text, never a panic.
+        #[test]
+        fn arbitrary_text_never_panics(s in "\\PC{0,50}") {
+            if let Err(e) = s.parse::<HostRange>() {
+                prop_assert!(e.contains("is not an IP address or CIDR range"));
+            }
+        }
     }
 }

@@ -1,7 +1,9 @@
 //! The browser test (issue 6): `tests/browser/run.sh` with this build's
 //! `lichen`. It installs Debian's chromium when missing (CI runs as root),
 //! loads a freesite headless through the gateway, checks the screenshot
-//! and that a hostile page reached nothing outside the gateway.
+//! and that a hostile page reached nothing outside the gateway, and that
+//! pages on another origin embedding or opening gateway key URLs made the
+//! gateway fetch nothing (issue 17).
 //!
 //! Set `LICHEN_SKIP_BROWSER=1` to skip it (e.g. on a machine without
 //! Debian packages).

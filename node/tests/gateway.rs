@@ -641,3 +641,132 @@ async fn progress_page_then_large_file_with_ranges() {
     assert!(waiting >= 1, "the result file is kept for a while");
     node.shutdown.cancel();
 }
+
+/// A figure from the home page's node table (`<th>name</th><td>N</td>`).
+async fn home_figure(addr: SocketAddr, name: &str) -> u64 {
+    let home = get(addr, "/").await.text();
+    home.split(&format!("<th>{name}</th><td>"))
+        .nth(1)
+        .and_then(|s| s.split('<').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} on the home page: {home}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_requests_from_other_sites_start_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (node, addr) = start(&tmp.path().join("node"), gateway::Options::default()).await;
+    let p = tmp.path().join("doc.txt");
+    std::fs::write(&p, b"a document for this site only").unwrap();
+    let spec = PutSpec {
+        uri: "CHK@".into(),
+        data: PutData::File {
+            path: p,
+            offset: 0,
+            len: 29,
+        },
+        mime: Some("text/plain".into()),
+        dont_compress: false,
+        chk_only: false,
+        target_filename: Some("doc.txt".into()),
+    };
+    let uri = engine::put(&node, spec, &|_| {}, &|_| {}).await.unwrap();
+    let path = format!("/{uri}");
+    let dir = path.trim_end_matches("/doc.txt").to_owned();
+    assert!(dir.len() < path.len(), "{path}");
+    let started = "Gateway fetches started";
+    let refused = "Key requests from other sites refused";
+    assert_eq!(home_figure(addr, started).await, 0);
+
+    let own = format!("http://127.0.0.1:{}", addr.port());
+    let other_port = format!("http://127.0.0.1:{}", addr.port() + 1);
+    let cases: Vec<(&str, String, String)> = vec![
+        (
+            "GET",
+            path.clone(),
+            "Sec-Fetch-Site: cross-site\r\nSec-Fetch-Dest: image\r\n".into(),
+        ),
+        (
+            "GET",
+            path.clone(),
+            "Sec-Fetch-Site: same-site\r\nSec-Fetch-Dest: document\r\n".into(),
+        ),
+        (
+            "HEAD",
+            path.clone(),
+            "Sec-Fetch-Site: cross-site\r\n".into(),
+        ),
+        (
+            "GET",
+            format!("{path}?max-size=9"),
+            "Sec-Fetch-Site: cross-site\r\nSec-Fetch-Dest: script\r\n".into(),
+        ),
+        // No fetch metadata (a browser on a plain-http address): Origin or Referer.
+        (
+            "GET",
+            path.clone(),
+            "Origin: http://evil.example\r\n".into(),
+        ),
+        ("GET", path.clone(), "Origin: null\r\n".into()),
+        (
+            "GET",
+            path.clone(),
+            format!("Referer: {other_port}/evil.html\r\n"),
+        ),
+        (
+            "GET",
+            path.clone(),
+            format!("Sec-Fetch-Site: same-origin\r\nOrigin: {other_port}\r\n"),
+        ),
+        // A directory without its slash: refused too, not redirected
+        // (nothing the node knows shows through).
+        ("GET", dir.clone(), "Sec-Fetch-Site: cross-site\r\n".into()),
+    ];
+    for (i, (method, target, extra)) in cases.iter().enumerate() {
+        let req = format!(
+            "{method} {target} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n{extra}\r\n",
+            addr.port()
+        );
+        let r = raw(addr, req.as_bytes()).await;
+        assert_eq!(r.status, 403, "{method} {extra}: {}", r.text());
+        assert_security_headers(&r);
+        if *method == "GET" {
+            let page = r.text();
+            assert!(page.contains("Opened from another site"), "{page}");
+            // The confirmation link: the same address, on this origin.
+            assert!(page.contains(&format!("<a href=\"{target}\">")), "{page}");
+            assert!(!page.contains("a document for this site only"));
+        }
+        assert_eq!(
+            home_figure(addr, started).await,
+            0,
+            "case {i} started a fetch"
+        );
+        assert_eq!(home_figure(addr, refused).await, i as u64 + 1);
+    }
+
+    // The gateway's own pages (same-origin), the address typed by the user
+    // (none), and clients without the headers are served.
+    let r = get_with(
+        addr,
+        &path,
+        &format!("Sec-Fetch-Site: same-origin\r\nSec-Fetch-Dest: document\r\nOrigin: {own}\r\nReferer: {own}/\r\n"),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.text(), "a document for this site only");
+    assert_eq!(home_figure(addr, started).await, 1);
+    let r = get_with(
+        addr,
+        &path,
+        "Sec-Fetch-Site: none\r\nSec-Fetch-Dest: document\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let r = get(addr, &path).await;
+    assert_eq!(r.status, 200);
+    let r = get_with(addr, &dir, "Sec-Fetch-Site: same-origin\r\n").await;
+    assert_eq!(r.status, 301);
+    assert_eq!(home_figure(addr, refused).await, cases.len() as u64);
+    node.shutdown.cancel();
+}

@@ -15,6 +15,13 @@
 #     all pointing at a listener on another loopback port) made NO
 #     request to that listener — while the same markup opened from a
 #     file:// page does reach it (the positive control);
+#   - pages on another origin (another loopback port: same-site, not
+#     same-origin) that embed gateway key URLs (img, script, stylesheet,
+#     iframe, fetch, a /?key= redirect) or navigate to one start
+#     NO fetch: the home page's "Gateway fetches started" does not move,
+#     "Key requests from other sites refused" does, and the navigation
+#     shows the confirmation page; the same key typed in the address bar
+#     is fetched (the positive control);
 #   - after a second edition is inserted, the old edition's URL lands on
 #     the new one (301).
 # Every step is bounded by a timeout. Exit status 0 on success.
@@ -25,9 +32,11 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 WORK=$(mktemp -d /tmp/lichen-browser.XXXXXX)
 NODE_PID=""
 TRAP_PID=""
+OTHER_PID=""
 cleanup() {
   [ -n "$NODE_PID" ] && kill "$NODE_PID" 2>/dev/null || true
   [ -n "$TRAP_PID" ] && kill "$TRAP_PID" 2>/dev/null || true
+  [ -n "$OTHER_PID" ] && kill "$OTHER_PID" 2>/dev/null || true
   [ -n "$NODE_PID" ] && wait "$NODE_PID" 2>/dev/null || true
   if [ "${KEEP:-}" = "" ]; then rm -rf "$WORK"; else echo "kept $WORK"; fi
 }
@@ -51,10 +60,10 @@ chromium --version 2>/dev/null || true
 # process may take one before the node binds it ("Address already in
 # use"), so the node is started again on fresh ports, up to 5 times.
 for attempt in 1 2 3 4 5; do
-  read -r FCP GW NET TRAP < <(python3 - <<'EOF'
+  read -r FCP GW NET TRAP OTHER < <(python3 - <<'EOF'
 import socket
 socks = []
-for _ in range(4):
+for _ in range(5):
     s = socket.socket(); s.bind(("127.0.0.1", 0)); socks.append(s)
 print(" ".join(str(s.getsockname()[1]) for s in socks))
 EOF
@@ -215,6 +224,73 @@ if [ -s "$WORK/trap.log" ]; then
   fail "the hostile page made requests outside the gateway"
 fi
 echo "no request reached the listener"
+
+step "a page on another origin embeds gateway keys: nothing is fetched"
+figure() { # $1: the home page row's title
+  python3 - "$BASE/" "$1" <<'EOF'
+import re, sys, urllib.request
+page = urllib.request.urlopen(sys.argv[1], timeout=10).read().decode()
+m = re.search(r"<th>" + re.escape(sys.argv[2]) + r"</th><td>(\d+)</td>", page)
+if not m:
+    sys.exit(f"no {sys.argv[2]!r} on the home page")
+print(m.group(1))
+EOF
+}
+echo "a document only the other site asks for" >"$WORK/wanted.txt"
+WANTED=$(timeout 60 "$LICHEN" put "$WORK/wanted.txt" --mime text/plain | tail -1) || fail "put"
+case "$WANTED" in CHK@*) ;; *) fail "unexpected CHK: $WANTED";; esac
+mkdir -p "$WORK/other"
+K="$BASE/$WANTED"
+cat >"$WORK/other/embed.html" <<EOF
+<!DOCTYPE html><html><head><title>another site</title>
+<link rel="stylesheet" href="$K">
+</head><body><p>another site's page</p>
+<img src="$K">
+<img src="$BASE/?key=$WANTED">
+<script src="$K"></script>
+<script>fetch("$K", {mode: "no-cors"}).catch(function () {});</script>
+<iframe src="$K"></iframe>
+<iframe src="$BASE/KSK@lichen-browser-test-never-fetched"></iframe>
+</body></html>
+EOF
+# A top-level navigation to the key by the other site (a scripted link
+# click; headless Chromium's --dump-dom hangs on a timed meta refresh).
+cat >"$WORK/other/nav.html" <<EOF
+<!DOCTYPE html><html><head><title>another site</title></head><body>
+<a id="go" href="$K">go</a><script>document.getElementById("go").click();</script>
+</body></html>
+EOF
+python3 -m http.server "$OTHER" --bind 127.0.0.1 --directory "$WORK/other" >"$WORK/other.log" 2>&1 &
+OTHER_PID=$!
+for _ in $(seq 50); do
+  python3 -c "import urllib.request, sys; urllib.request.urlopen(sys.argv[1], timeout=1)" "http://127.0.0.1:$OTHER/embed.html" 2>/dev/null && break
+  sleep 0.1
+done
+STARTED0=$(figure "Gateway fetches started") || fail "home page figures"
+REFUSED0=$(figure "Key requests from other sites refused") || fail "home page figures"
+chrome --virtual-time-budget=8000 --dump-dom "http://127.0.0.1:$OTHER/embed.html" >"$WORK/embed.dom" || fail "chromium on the other site"
+grep -q "another site's page" "$WORK/embed.dom" || { cat "$WORK/embed.dom"; fail "the other site's page did not render"; }
+chrome --virtual-time-budget=5000 --dump-dom "http://127.0.0.1:$OTHER/nav.html" >"$WORK/other.dom" || fail "chromium navigating from the other site"
+sleep 1
+kill "$OTHER_PID" 2>/dev/null || true
+STARTED1=$(figure "Gateway fetches started")
+REFUSED1=$(figure "Key requests from other sites refused")
+echo "gateway fetches started: $STARTED0 -> $STARTED1; cross-site key requests refused: $REFUSED0 -> $REFUSED1"
+grep -q "GET /nav.html" "$WORK/other.log" || { cat "$WORK/other.log"; fail "the other site's pages were not loaded"; }
+[ "$STARTED1" = "$STARTED0" ] || fail "a page on another site made the gateway fetch"
+[ "$((REFUSED1 - REFUSED0))" -ge 3 ] || fail "the browser's requests from the other site did not reach the gateway (refused $REFUSED0 -> $REFUSED1): the test proves nothing"
+grep -q "Opened from another site" "$WORK/other.dom" \
+  || { cat "$WORK/other.dom"; fail "the other site's navigation to a key did not end on the confirmation page"; }
+if grep -q "a document only the other site asks for" "$WORK/other.dom"; then
+  fail "the document reached the other site's navigation"
+fi
+echo "the other site's requests were refused; nothing was fetched"
+# Positive control: the same key typed in the address bar is fetched.
+chrome --virtual-time-budget=5000 --dump-dom "$K" >"$WORK/wanted.dom" || fail "chromium on the key"
+grep -q "a document only the other site asks for" "$WORK/wanted.dom" || { cat "$WORK/wanted.dom"; fail "the key typed in the address bar was not served"; }
+STARTED2=$(figure "Gateway fetches started")
+[ "$STARTED2" -gt "$STARTED1" ] || fail "the typed key did not start a fetch ($STARTED1 -> $STARTED2)"
+echo "typed in the address bar, the same key is fetched"
 
 step "new edition: the old URL lands on the new one"
 write_site "edition one"

@@ -1,6 +1,7 @@
 //! One FCP connection: its reader loop (decoder, session, payload
 //! spooling or streaming) and the connection's own state.
 
+use super::access;
 use super::common::{lock, Out, ReadSeal, INLINE_LIMIT, MID_MESSAGE_TIMEOUT, QUEUE};
 use super::hub::Hub;
 use super::messages::all_data_header;
@@ -25,6 +26,9 @@ pub(super) struct Conn {
     pub(super) hub: Arc<Hub>,
     pub(super) id: u64,
     pub(super) session: Arc<Mutex<Session>>,
+    /// Whether the client's address has full access (`[fcp]
+    /// full_access_hosts`); without it, `access` refuses some messages.
+    full_access: bool,
 }
 
 #[allow(clippy::large_enum_variant)] // one per connection
@@ -55,7 +59,12 @@ pub(super) enum Payload {
 /// Chunks of a streamed upload queued for the insert.
 const UPLOAD_CHUNKS: usize = 16;
 
-pub(super) async fn connection(node: Arc<Node>, hub: Arc<Hub>, stream: TcpStream) {
+pub(super) async fn connection(
+    node: Arc<Node>,
+    hub: Arc<Hub>,
+    stream: TcpStream,
+    full_access: bool,
+) {
     let (mut rd, wr) = stream.into_split();
     let (tx, rx) = mpsc::channel(QUEUE);
     let close = CancellationToken::new();
@@ -72,6 +81,7 @@ pub(super) async fn connection(node: Arc<Node>, hub: Arc<Hub>, stream: TcpStream
         hub: hub.clone(),
         id,
         session: Arc::new(Mutex::new(Session::new(hello))),
+        full_access,
     };
     let mut dec = Decoder::new(Limits {
         max_data_length: node.config.fcp.max_upload_bytes,
@@ -154,12 +164,7 @@ impl Conn {
         match action {
             Action::Reply(m) => {
                 self.send(&m);
-                let s = lock(&self.session);
-                self.hub.update(
-                    self.id,
-                    s.client_name().map(str::to_string),
-                    s.watching_global().is_some(),
-                );
+                self.update_hub();
                 true
             }
             Action::Reject { reply, close } => {
@@ -183,8 +188,26 @@ impl Conn {
         }
     }
 
+    /// Whether `m` was refused for want of full access (the refusal is
+    /// sent; nothing else happens). Before ClientHello the session's own
+    /// rule (hello first) applies.
+    fn refused(&self, m: &Message) -> bool {
+        if self.full_access || !lock(&self.session).hello_received() {
+            return false;
+        }
+        let Some(why) = access::needs_full_access(m) else {
+            return false;
+        };
+        tracing::debug!("refused {} from a client without full access", m.name);
+        self.send(&access::refusal(m, why));
+        true
+    }
+
     /// A whole message (its payload, if any, in memory).
     async fn on_message(&self, m: Message) -> bool {
+        if self.refused(&m) {
+            return true;
+        }
         // Peer management is answered here (the typed parser in
         // lichen-fcp does not know these messages).
         if m.data.is_none()
@@ -225,6 +248,11 @@ impl Conn {
 
     /// The header of a message whose payload follows.
     async fn on_header(&self, message: Message, data_length: u64, upload: &mut Upload) -> bool {
+        if self.refused(&message) {
+            // Its payload is read and dropped.
+            *upload = Upload::Discard;
+            return true;
+        }
         let action = lock(&self.session).handle_header(&message, data_length);
         match action {
             // A direct put that lives only as long as this
@@ -349,8 +377,29 @@ impl Conn {
         } else if persistence == Persistence::Connection {
             Scope::Connection(self.id)
         } else {
-            Scope::Client(lock(&self.session).client_name().unwrap_or("").to_string())
+            Scope::Client(self.queue_name(lock(&self.session).client_name()))
         }
+    }
+
+    /// The name this connection's persistent requests are kept under: the
+    /// client's `Name`, prefixed for a client without full access, so that
+    /// it never sees or touches the requests of a full-access client (the
+    /// owner's tools) by giving the same `Name`.
+    fn queue_name(&self, name: Option<&str>) -> String {
+        let name = name.unwrap_or("");
+        if self.full_access {
+            name.to_string()
+        } else {
+            format!("{}{name}", access::RESTRICTED_QUEUE_PREFIX)
+        }
+    }
+
+    /// Tell the hub this connection's queue name and WatchGlobal state.
+    pub(super) fn update_hub(&self) {
+        let s = lock(&self.session);
+        let name = s.client_name().map(|n| self.queue_name(Some(n)));
+        self.hub
+            .update(self.id, name, s.watching_global().is_some());
     }
 
     /// The queue a `Global=true` message names, else every queue this
@@ -376,7 +425,7 @@ impl Conn {
         let s = lock(&self.session);
         let mut v = vec![
             Scope::Connection(self.id),
-            Scope::Client(s.client_name().unwrap_or("").to_string()),
+            Scope::Client(self.queue_name(s.client_name())),
         ];
         if s.watching_global().is_some() {
             v.push(Scope::Global);

@@ -41,14 +41,7 @@ impl Conn {
                 };
                 self.send(&reply.to_message());
             }
-            ClientMessage::WatchGlobal(_) => {
-                let s = lock(&self.session);
-                self.hub.update(
-                    self.id,
-                    s.client_name().map(str::to_string),
-                    s.watching_global().is_some(),
-                );
-            }
+            ClientMessage::WatchGlobal(_) => self.update_hub(),
             ClientMessage::Disconnect => return false,
             ClientMessage::Shutdown => {
                 tracing::info!("shutdown requested over FCP");

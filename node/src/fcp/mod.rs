@@ -6,7 +6,8 @@
 //! # Protocol flow
 //!
 //! ```text
-//! accept (loopback or allow-listed, at most fcp.max_connections at once)
+//! accept (loopback or allow-listed, at most fcp.max_connections at once;
+//!         full access or restricted, by fcp.full_access_hosts: `access`)
 //!   reader: bytes -> Decoder -> Session (hello rule, collisions) -> dispatch
 //!           big payloads are spooled to <data>/tmp as they arrive
 //!   requests: spawned; progress and results go to every connection that
@@ -16,6 +17,7 @@
 //!           when the queue is full or a write stalls for WRITE_TIMEOUT
 //! ```
 
+mod access;
 mod common;
 mod conn;
 mod execute;
@@ -26,7 +28,6 @@ mod run;
 mod start;
 mod subscribe;
 
-use crate::config::client_allowed;
 use crate::node::Node;
 use common::data_len;
 use hub::Hub;
@@ -99,10 +100,11 @@ async fn serve(node: Arc<Node>, hub: Arc<Hub>, listener: TcpListener) -> std::io
                 }
             },
         };
-        if !client_allowed(peer.ip(), &node.config.fcp.allowed_hosts) {
+        if !node.config.fcp.allows(peer.ip()) {
             tracing::debug!("refused FCP client {peer}: not in fcp.allowed_hosts");
             continue;
         }
+        let full_access = node.config.fcp.full_access(peer.ip());
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             tracing::warn!("too many FCP connections; refusing one");
             let mut s = stream;
@@ -121,7 +123,7 @@ async fn serve(node: Arc<Node>, hub: Arc<Hub>, listener: TcpListener) -> std::io
         tokio::spawn(async move {
             let _permit = permit;
             let _ = stream.set_nodelay(true);
-            conn::connection(node, hub, stream).await;
+            conn::connection(node, hub, stream, full_access).await;
         });
     }
 }

@@ -12,6 +12,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use lichen_crypto::FreenetUri;
 use lichen_filter as filter;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 /// `/`, or `/?key=URI`.
@@ -67,6 +68,8 @@ async fn node_status(gw: &Gateway) -> pages::Status {
         spaces,
         uptime_s: crate::node::now_ms().saturating_sub(node.started_ms) / 1000,
         gateway_jobs: gw.jobs.held(),
+        gateway_started: gw.jobs.started(),
+        cross_site_refused: gw.cross_site_refused.load(Ordering::Relaxed),
     }
 }
 

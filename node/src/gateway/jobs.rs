@@ -13,6 +13,7 @@ use lichen_client::{ErrorKind, FetchError, HasKind};
 use lichen_crypto::FreenetUri;
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{watch, Semaphore};
@@ -40,6 +41,8 @@ struct Job {
 pub(super) struct Jobs {
     table: Mutex<HashMap<String, Job>>,
     running: Arc<Semaphore>,
+    /// Fetches started so far (shown on the home page).
+    started: AtomicU64,
 }
 
 impl Jobs {
@@ -48,7 +51,13 @@ impl Jobs {
         Jobs {
             table: Mutex::new(HashMap::new()),
             running: Arc::new(Semaphore::new(MAX_RUNNING)),
+            started: AtomicU64::new(0),
         }
+    }
+
+    /// How many fetches were started so far.
+    pub(super) fn started(&self) -> u64 {
+        self.started.load(Ordering::Relaxed)
     }
 
     /// How many fetches are held (running or finished).
@@ -89,6 +98,7 @@ impl Jobs {
             },
         );
         drop(jobs);
+        self.started.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(fetch(
             node.clone(),
             self.running.clone(),

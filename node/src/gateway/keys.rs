@@ -1,9 +1,12 @@
 //! `GET /KEY…`: a document by its key, fetched by a job and served when
 //! it is ready (or while it arrives); a progress page meanwhile; redirects
-//! to directories' trailing slash and to newer USK editions.
+//! to directories' trailing slash and to newer USK editions. A request
+//! from another site gets a 403 page with a link to the same address, and
+//! nothing is fetched or looked up (`origin`).
 
 use super::doc::{Doc, JobError, JobState};
 use super::editions::{look_ahead, usk_id};
+use super::origin::from_other_site;
 use super::pages;
 use super::respond::{error_page, html, query_params, redirect};
 use super::send::{sent_unfiltered, serve_document};
@@ -13,6 +16,7 @@ use axum::http::{header, Method, StatusCode};
 use axum::response::Response;
 use lichen_crypto::{FreenetUri, KeyUri};
 use lichen_filter as filter;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -55,6 +59,16 @@ pub(super) async fn key_request(State(gw): State<Arc<Gateway>>, req: Request) ->
         Err(resp) => return *resp,
     };
     let path = req.uri().path();
+    // Before anything that depends on what the node holds or has seen
+    // (USK editions, held jobs, the store): a page elsewhere must learn
+    // nothing from the answer or its timing, and start no fetch.
+    if from_other_site(req.headers()) {
+        gw.cross_site_refused.fetch_add(1, Ordering::Relaxed);
+        return html(
+            StatusCode::FORBIDDEN,
+            pages::cross_site(&format!("{path}{}", target.query)),
+        );
+    }
     if let Some(resp) = shortcut(&gw, &target, path) {
         return resp;
     }

@@ -11,7 +11,9 @@
 //!
 //! Every connection is checked against the loopback/allow-list; every
 //! request against the `Host` header (an IP literal or `localhost`, which
-//! defeats DNS rebinding); every response carries a strict
+//! defeats DNS rebinding); key requests and uploads from another web site
+//! (`Sec-Fetch-Site`, `Origin`, `Referer`) are refused before anything is
+//! fetched or looked up; every response carries a strict
 //! `Content-Security-Policy`. See `docs/gateway.md`.
 //!
 //! Modules, users above helpers (imports only go down):
@@ -21,6 +23,7 @@
 //! | this one | start, the router, the accept loop |
 //! | `home`, `upload`, `keys` | the handlers: home page and outside-link warning, the upload form, documents by key |
 //! | `guard` | the `Host` check, path limit and security headers on every response |
+//! | `origin` | whether a request comes from another site (key requests and uploads refuse those) |
 //! | `state` | the shared [`Gateway`] state and its [`Options`] |
 //! | `jobs` | the fetches, one per key, bounded, kept a while after they end |
 //! | `editions` | newest USK editions seen, and the background look-ahead |
@@ -35,6 +38,7 @@ mod guard;
 mod home;
 mod jobs;
 mod keys;
+mod origin;
 pub mod pages;
 mod respond;
 mod send;

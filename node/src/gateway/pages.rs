@@ -82,6 +82,23 @@ pub fn download_warning(path: &str, mime: &str, size: u64, reason: &str) -> Stri
     )
 }
 
+/// The answer to a key request from another site: nothing was fetched;
+/// a link to the same address opens it (following it is a same-origin
+/// navigation, which the gateway serves).
+#[must_use]
+pub fn cross_site(path: &str) -> String {
+    page(
+        "Opened from another site",
+        &format!(
+            "<div class=\"warn\"><p>Another web site asked this gateway for a document. It was not fetched: \
+             otherwise any web page could make your node fetch what it likes, or tell from how fast the answer \
+             comes what your node holds.</p></div>\
+             <p>If you want to open it, follow this link:</p><p><a href=\"{p}\"><code>{p}</code></a></p>",
+            p = esc(path)
+        ),
+    )
+}
+
 /// Status figures for the home page.
 #[derive(Debug, Default)]
 pub struct Status {
@@ -97,6 +114,10 @@ pub struct Status {
     pub uptime_s: u64,
     /// Fetches the gateway is running or holds.
     pub gateway_jobs: usize,
+    /// Fetches the gateway started since the node started.
+    pub gateway_started: u64,
+    /// Key requests from other sites refused since the node started.
+    pub cross_site_refused: u64,
 }
 
 /// A row of the request queue.
@@ -138,8 +159,16 @@ pub fn home(
         b,
         "<h2>Node</h2><table><tr><th>Peers</th><td>{}</td></tr><tr><th>Location</th><td>{:.6}</td></tr>\
          <tr><th>Uptime</th><td>{} s</td></tr><tr><th>Bandwidth</th><td>{}</td></tr>\
-         <tr><th>Gateway fetches held</th><td>{}</td></tr>",
-        status.peers, status.location, status.uptime_s, esc(&status.bandwidth), status.gateway_jobs
+         <tr><th>Gateway fetches held</th><td>{}</td></tr>\
+         <tr><th>Gateway fetches started</th><td>{}</td></tr>\
+         <tr><th>Key requests from other sites refused</th><td>{}</td></tr>",
+        status.peers,
+        status.location,
+        status.uptime_s,
+        esc(&status.bandwidth),
+        status.gateway_jobs,
+        status.gateway_started,
+        status.cross_site_refused
     );
     for (name, used, budget, blocks) in &status.spaces {
         let _ = write!(

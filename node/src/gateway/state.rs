@@ -4,6 +4,7 @@ use super::editions::UskEditions;
 use super::jobs::Jobs;
 use crate::node::Node;
 use std::collections::VecDeque;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -41,6 +42,8 @@ pub struct Gateway {
     pub(super) usk: Arc<UskEditions>,
     /// (file name, URI) of uploads made through the form.
     pub(super) uploads: Mutex<VecDeque<(String, String)>>,
+    /// Key requests from other sites refused (`origin`).
+    pub(super) cross_site_refused: AtomicU64,
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -63,6 +66,7 @@ impl Gateway {
             jobs: Jobs::new(),
             usk: Arc::new(UskEditions::default()),
             uploads: Mutex::new(VecDeque::new()),
+            cross_site_refused: AtomicU64::new(0),
         })
     }
 

@@ -1,13 +1,14 @@
 //! `POST /upload`: a file from the home page's form, inserted as a CHK.
 //! Same-origin and token checked; the file is spooled to disk first.
 
+use super::origin::from_other_site;
 use super::pages;
 use super::respond::{error_page, html, http_status, safe_file_name};
 use super::state::Gateway;
 use crate::ops::{self as engine, PutData, PutSpec};
 use axum::extract::multipart::Field;
 use axum::extract::{Multipart, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use lichen_client::HasKind;
 use std::path::PathBuf;
@@ -32,31 +33,13 @@ struct Saved {
     mime: Option<String>,
 }
 
-fn same_origin(headers: &HeaderMap) -> bool {
-    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
-        if site != "same-origin" && site != "none" {
-            return false;
-        }
-    }
-    if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
-        let host = headers
-            .get(header::HOST)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        if origin != format!("http://{host}") {
-            return false;
-        }
-    }
-    true
-}
-
 /// The handler.
 pub(super) async fn upload(
     State(gw): State<Arc<Gateway>>,
     headers: HeaderMap,
     mut mp: Multipart,
 ) -> Response {
-    if !same_origin(&headers) {
+    if from_other_site(&headers) {
         return error_page(
             StatusCode::FORBIDDEN,
             "Cross-site request refused",

@@ -1,6 +1,8 @@
 //! FCP's peer messages: `AddPeer`, `RemovePeer` and `ListPeers`, answered
 //! as Fred does (`Peer`, `PeerRemoved`, `UnknownNodeIdentifier`,
-//! `EndListPeers`, or a `ProtocolError` with Fred's code).
+//! `EndListPeers`, or a `ProtocolError` with Fred's code). All three need
+//! full access: the FCP server refuses them earlier (`fcp::access`) for
+//! other clients.
 //!
 //! `AddPeer` takes the noderef from `File=` (a path the node reads, under
 //! the same disk-access rules as uploads: `[fcp] allowed_dirs` or a
