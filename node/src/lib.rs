@@ -27,6 +27,13 @@ pub(crate) mod status;
 pub(crate) mod testnet;
 pub(crate) mod util;
 
+/// Hooks for the node's integration tests (`node/tests/dda_races.rs`);
+/// not an interface.
+#[doc(hidden)]
+pub mod test_hooks {
+    pub use crate::util::hold::{hold, Gate};
+}
+
 #[cfg(test)]
 mod layers;
 

@@ -25,6 +25,8 @@ pub(super) struct Conn {
     pub(super) hub: Arc<Hub>,
     pub(super) id: u64,
     pub(super) session: Arc<Mutex<Session>>,
+    /// The directory handles of this connection's TestDDAs.
+    pub(super) dda: Mutex<super::common::DdaDirs>,
 }
 
 #[allow(clippy::large_enum_variant)] // one per connection
@@ -68,6 +70,7 @@ pub(super) async fn connection(node: Arc<Node>, hub: Arc<Hub>, stream: TcpStream
         hub: hub.clone(),
         id,
         session: Arc::new(Mutex::new(Session::new(hello))),
+        dda: Mutex::default(),
     };
     let mut dec = Decoder::new(Limits {
         max_data_length: node.config.fcp.max_upload_bytes,

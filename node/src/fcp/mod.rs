@@ -18,6 +18,7 @@
 
 mod common;
 mod conn;
+mod dda;
 mod execute;
 mod hub;
 mod messages;
@@ -70,7 +71,7 @@ impl Server {
             match parsed {
                 Ok(msg) => {
                     tracing::info!("resuming a persistent request");
-                    run::start_request(&self.node, &self.hub, req, msg, None);
+                    run::start_request(&self.node, &self.hub, req, msg, None, None);
                 }
                 Err(e) => unresumable(&e),
             }

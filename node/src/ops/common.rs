@@ -20,6 +20,9 @@ pub enum PutData {
         /// Length.
         len: u64,
     },
+    /// A file from disk (FCP direct disk access), opened when its access
+    /// was checked or reached through an approved directory's handle.
+    Disk(crate::util::dirfd::DiskFile),
     /// No data (an empty file).
     Empty,
     /// A redirect to another URI.
