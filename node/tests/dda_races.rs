@@ -261,6 +261,71 @@ fn disk_put_file_swapped_for_a_link_reads_the_original() {
     );
 }
 
+/// Standard base64 (FileHash).
+fn base64(bytes: &[u8]) -> String {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(A[(n >> (18 - 6 * i)) as usize & 63]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Disk put with `FileHash` (no TestDDA): the hash is checked on the file
+/// opened at the check, and that open file is what is inserted, even if
+/// the name is swapped for a link to a file outside afterwards. A link
+/// named at the request is refused.
+#[test]
+fn disk_put_with_file_hash_inserts_the_file_it_hashed() {
+    use sha2::Digest;
+    let node = TestNode::start();
+    let t = tempfile::tempdir().unwrap();
+    let t = std::fs::canonicalize(t.path()).unwrap();
+    let content = b"content the client proved it can read";
+    std::fs::write(t.join("f.txt"), content).unwrap();
+    std::fs::write(t.join("outside.txt"), b"OUTSIDE: must never be inserted").unwrap();
+    let mut c = Connection::connect(node.fcp, WAIT).unwrap();
+    c.set_read_timeout(Some(WAIT)).unwrap();
+    let hello = c.hello("file-hash").unwrap();
+    let conn_id = hello.get("ConnectionIdentifier").unwrap().to_string();
+    let hash = |id: &str| {
+        let mut h = sha2::Sha256::new();
+        h.update(format!("{conn_id}-{id}-").as_bytes());
+        h.update(content);
+        base64(&h.finalize())
+    };
+    let gate = hold("hash-1");
+    c.send(&put_from_disk("hash-1", &t.join("f.txt")).field("FileHash", hash("hash-1")))
+        .unwrap();
+    reached(&gate);
+    std::fs::remove_file(t.join("f.txt")).unwrap();
+    symlink(t.join("outside.txt"), t.join("f.txt")).unwrap();
+    gate.open();
+    let m = until(&mut c, &["PutSuccessful", "PutFailed", "ProtocolError"]);
+    assert_eq!(m.name, "PutSuccessful", "{m:?}");
+    let uri = m.get("URI").unwrap().to_string();
+    assert_eq!(fetch(&mut c, "hash-get", &uri), content);
+    // Now a link to a file with the hashed content: refused.
+    std::fs::write(t.join("outside.txt"), content).unwrap();
+    c.send(&put_from_disk("hash-2", &t.join("f.txt")).field("FileHash", hash("hash-2")))
+        .unwrap();
+    let m = until(&mut c, &["PutSuccessful", "PutFailed", "ProtocolError"]);
+    assert_eq!(m.name, "ProtocolError", "{m:?}");
+    assert_eq!(m.get("Code"), Some("25"), "{m:?}");
+}
+
 /// Disk get: `<name>.part` made a link to a victim file before the get,
 /// or after its check; the final name made a link to the victim after the
 /// check. The victim is never written, and nothing is replaced.

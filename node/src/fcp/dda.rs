@@ -11,7 +11,7 @@
 //! looks at the path again. Disk requests reach files only through the
 //! handle of a directory that passed ([`Conn::dda_lookup`]).
 
-use super::common::{lock, DdaDirs};
+use super::common::lock;
 use super::conn::Conn;
 use crate::jobs::disk::dir_under;
 use crate::util::dirfd::DirHandle;
