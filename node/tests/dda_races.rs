@@ -427,3 +427,35 @@ fn disk_dir_file_swapped_for_a_link_after_the_scan_is_not_inserted() {
         "{m:?}"
     );
 }
+
+/// `AddPeer File=`: the noderef file is opened through the approved
+/// directory's handle; a link there, to a file outside or even inside, is
+/// refused before anything is read.
+#[test]
+fn addpeer_noderef_file_is_read_through_the_handle() {
+    let node = TestNode::start();
+    let t = tempfile::tempdir().unwrap();
+    let t = std::fs::canonicalize(t.path()).unwrap();
+    let d = t.join("d");
+    std::fs::create_dir(&d).unwrap();
+    std::fs::write(d.join("garbage.noderef"), b"not a noderef\n").unwrap();
+    std::fs::write(t.join("outside.noderef"), b"not a noderef either\n").unwrap();
+    symlink(t.join("outside.noderef"), d.join("link.noderef")).unwrap();
+    symlink(d.join("garbage.noderef"), d.join("link-in.noderef")).unwrap();
+    let mut c = node.client("addpeer");
+    test_dda(&mut c, &d, true, false);
+    for (file, code) in [
+        ("garbage.noderef", "21"),
+        ("link.noderef", "25"),
+        ("link-in.noderef", "25"),
+    ] {
+        c.send(
+            &Message::new("AddPeer")
+                .field("Identifier", file)
+                .field("File", s(&d.join(file))),
+        )
+        .unwrap();
+        let m = until(&mut c, &["ProtocolError", "Peer"]);
+        assert_eq!(m.get("Code"), Some(code), "{file}: {m:?}");
+    }
+}

@@ -5,6 +5,7 @@ use super::common::lock;
 use super::conn::{Conn, Payload};
 use super::messages::describe;
 use super::subscribe;
+use crate::jobs::disk::Named;
 use crate::requests::Outcome;
 use lichen_crypto::ssk::SskPrivate;
 use lichen_crypto::uri::{KeyUri, SskKey};
@@ -252,19 +253,23 @@ impl Conn {
     pub(super) async fn peer_message(&self, m: &Message) {
         use crate::peers::fcp as fcp_peers;
         let reply = if m.name == "AddPeer" {
-            let allowed = |p: &Path| self.disk_allowed(p, false);
-            fcp_peers::add_peer(&self.node, &m.fields, &allowed).await
+            let open = |name: &str| self.open_for_reading(name);
+            fcp_peers::add_peer(&self.node, &m.fields, &open).await
         } else {
             fcp_peers::remove_peer(&self.node, &m.fields).await
         };
         self.send(&reply);
     }
 
-    /// Whether this connection may read (`write == false`) or write the
-    /// canonical `path` (the noderef file of `AddPeer`).
-    pub(super) fn disk_allowed(&self, path: &Path, write: bool) -> bool {
-        path.parent()
-            .is_some_and(|d| matches!(self.dda_lookup(d, write), Ok(Some(_))))
+    /// Opens the file `name` for reading if this connection may read it
+    /// (the noderef file of `AddPeer`): through its approved directory's
+    /// handle, no symbolic link followed. `Ok(None)`: not allowed.
+    fn open_for_reading(&self, name: &str) -> std::io::Result<Option<std::fs::File>> {
+        let named = Named::of(name)?;
+        match self.dda_lookup(&named.dir, false)? {
+            Some(dir) => dir.open_file(Path::new(&named.name)).map(|(f, _)| Some(f)),
+            None => Ok(None),
+        }
     }
 }
 
