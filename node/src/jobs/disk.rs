@@ -126,10 +126,11 @@ pub(crate) fn denied(what: &str) -> Denied {
     )
 }
 
-/// Opens what `msg` reads or writes on disk through `lookup`; a put from
-/// disk the lookup refuses is left to the caller (`put: None`, for a
-/// `FileHash` check) when `put_unchecked` is given, which opens the file
-/// by its own directory.
+/// Opens what `msg` reads or writes on disk, each directory through
+/// `lookup`. A put from disk in a directory `lookup` refuses is opened
+/// through `put_unchecked` instead (for a `FileHash` check, which the
+/// caller makes on the open file: `put_needs_hash`); `put_unchecked`
+/// returning `None` refuses it too.
 ///
 /// # Errors
 /// The `ProtocolError` to answer.
