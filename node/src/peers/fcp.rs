@@ -83,6 +83,9 @@ pub fn peer_message(
     .to_message()
 }
 
+/// The refusal of a noderef file outside the approved directories.
+const NOT_APPROVED: &str = "Direct Disk Access operation denied: use TestDDA (WantReadDirectory) on the noderef file's directory, list it in [fcp] allowed_dirs, or send the text in Lichen.NodeRef";
+
 /// Opens a file a client named for reading, under its disk-access rules:
 /// `Ok(None)` when the connection may not read there.
 pub type OpenForClient<'a> = &'a (dyn Fn(&str) -> std::io::Result<Option<File>> + Sync);
@@ -100,11 +103,13 @@ fn read_noderef_file(
 ) -> Result<String, Message> {
     let file = match open(name) {
         Ok(Some(f)) => f,
-        Ok(None) => return Err(error(
-            ProtocolErrorCode::DirectDiskAccessDenied,
-            "Direct Disk Access operation denied: use TestDDA (WantReadDirectory) on the noderef file's directory, list it in [fcp] allowed_dirs, or send the text in Lichen.NodeRef",
-            ident,
-        )),
+        Ok(None) => {
+            return Err(error(
+                ProtocolErrorCode::DirectDiskAccessDenied,
+                NOT_APPROVED,
+                ident,
+            ))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(error(
                 ProtocolErrorCode::FileNotFound,
