@@ -310,6 +310,25 @@ impl Session {
         )
     }
 
+    /// What TestDDA proved for exactly the directory `canonical_dir` (not
+    /// for a directory above it): the node keeps a handle on each tested
+    /// directory and reaches files only through the handle of a directory
+    /// that itself passed.
+    pub fn dda_access(&self, canonical_dir: &Path) -> DdaAccess {
+        self.dda_results
+            .iter()
+            .find(|(d, _)| d == canonical_dir)
+            .map(|(_, a)| *a)
+            .unwrap_or_default()
+    }
+
+    /// Forgets what TestDDA proved for `canonical_dir` (the node found
+    /// another directory under that path: what the old one allowed must
+    /// not carry over to it).
+    pub fn dda_forget(&mut self, canonical_dir: &Path) {
+        self.dda_results.retain(|(d, _)| d != canonical_dir);
+    }
+
     /// Whether a successful TestDDA allows the node to read (`write ==
     /// false`) or write `path` for this client. `path` must be canonical.
     pub fn dda_allows(&self, path: &Path, write: bool) -> bool {

@@ -411,4 +411,13 @@ fn session_testdda_flow() {
     assert!(s.dda_allows(Path::new("/tmp/d/sub/out"), true));
     assert!(!s.dda_allows(Path::new("/etc/passwd"), false));
     assert!(!s.dda_allows(Path::new("/tmp/d/../../etc/passwd"), false));
+    // What was proven for exactly that directory (the node reaches files
+    // only through the handle of a directory that itself passed).
+    let a = s.dda_access(Path::new("/tmp/d"));
+    assert!(a.read && a.write);
+    assert_eq!(s.dda_access(Path::new("/tmp/d/sub")), Default::default());
+    // Another directory under the same path: nothing carries over.
+    s.dda_forget(Path::new("/tmp/d"));
+    assert_eq!(s.dda_access(Path::new("/tmp/d")), Default::default());
+    assert!(!s.dda_allows(Path::new("/tmp/d/file.bin"), false));
 }

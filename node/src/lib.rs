@@ -28,6 +28,13 @@ pub(crate) mod testnet;
 pub(crate) mod util;
 pub mod vault;
 
+/// Hooks for the node's integration tests (`node/tests/dda_races.rs`);
+/// not an interface.
+#[doc(hidden)]
+pub mod test_hooks {
+    pub use crate::util::hold::{hold, Gate};
+}
+
 #[cfg(test)]
 mod layers;
 

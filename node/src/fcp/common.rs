@@ -2,9 +2,10 @@
 //! type, the limits, and small helpers.
 
 use crate::sealed::FileSeal;
+use crate::util::dirfd::DirHandle;
 use lichen_fcp::codec::Message;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -83,4 +84,15 @@ pub(super) fn data_len(header: &Message) -> Option<u64> {
 /// A mutex's guard, poisoned or not.
 pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The directory handles of one connection's TestDDAs (see `dda`).
+#[derive(Debug, Default)]
+pub(super) struct DdaDirs {
+    /// The directory of each pending challenge, by the name the client
+    /// gave (as the session keeps the challenge).
+    pub(super) pending: std::collections::HashMap<String, Arc<DirHandle>>,
+    /// Directories a TestDDA allowed something in; what each allows is
+    /// `Session::dda_access` of its path.
+    pub(super) granted: Vec<Arc<DirHandle>>,
 }

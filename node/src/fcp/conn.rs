@@ -29,6 +29,8 @@ pub(super) struct Conn {
     /// Whether the client's address has full access (`[fcp]
     /// full_access_hosts`); without it, `access` refuses some messages.
     full_access: bool,
+    /// The directory handles of this connection's TestDDAs.
+    pub(super) dda: Mutex<super::common::DdaDirs>,
 }
 
 #[allow(clippy::large_enum_variant)] // one per connection
@@ -82,6 +84,7 @@ pub(super) async fn connection(
         id,
         session: Arc::new(Mutex::new(Session::new(hello))),
         full_access,
+        dda: Mutex::default(),
     };
     let mut dec = Decoder::new(Limits {
         max_data_length: node.config.fcp.max_upload_bytes,

@@ -5,19 +5,19 @@ use super::common::lock;
 use super::conn::{Conn, Payload};
 use super::messages::describe;
 use super::subscribe;
+use crate::jobs::disk::Named;
 use crate::requests::Outcome;
 use lichen_crypto::ssk::SskPrivate;
 use lichen_crypto::uri::{KeyUri, SskKey};
 use lichen_crypto::FreenetUri;
 use lichen_fcp::client::{
     ClientMessage, GetNode, GetRequestStatus, ListPersistentRequests, ModifyPersistentRequest,
-    Persistence, RemovePersistentRequest, TestDdaResponse,
+    Persistence, RemovePersistentRequest,
 };
 use lichen_fcp::codec::Message;
-use lichen_fcp::dda::DdaChallenge;
 use lichen_fcp::replies::{self as rep, Reply};
-use lichen_fcp::{Fields, ProtocolErrorCode};
-use std::path::{Path, PathBuf};
+use lichen_fcp::Fields;
+use std::path::Path;
 
 impl Conn {
     pub(super) async fn execute(
@@ -153,34 +153,6 @@ impl Conn {
         );
     }
 
-    /// `TestDDAResponse`: check what the client read or wrote.
-    async fn test_dda_response(&self, r: TestDdaResponse) {
-        let pending = lock(&self.session).dda_pending(&r.directory).cloned();
-        let written = match pending.as_ref().and_then(|p| p.write.as_ref()) {
-            Some((f, _)) => {
-                let c = tokio::fs::read_to_string(f).await.ok();
-                let _ = tokio::fs::remove_file(f).await;
-                c
-            }
-            None => None,
-        };
-        if let Some((f, _)) = pending.as_ref().and_then(|p| p.read.as_ref()) {
-            let _ = tokio::fs::remove_file(f).await;
-        }
-        let canonical = tokio::fs::canonicalize(&r.directory)
-            .await
-            .unwrap_or_else(|_| PathBuf::from(&r.directory));
-        let reply = lock(&self.session).dda_complete(
-            &r.directory,
-            &canonical,
-            r.read_content.as_deref(),
-            written.as_deref(),
-        );
-        if let Some(m) = reply {
-            self.send(&m);
-        }
-    }
-
     /// `ListPersistentRequests`: every persistent request this connection sees.
     fn list_persistent_requests(&self, l: ListPersistentRequests) {
         let node = &self.node;
@@ -270,62 +242,27 @@ impl Conn {
         }
     }
 
-    /// `TestDDARequest`: the files the client must read or write.
-    async fn test_dda_request(&self, directory: &str, want_read: bool, want_write: bool) {
-        let dir = Path::new(directory);
-        let token = |n: usize| -> String {
-            let mut b = vec![0u8; n];
-            rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut b);
-            b.iter().map(|x| format!("{x:02x}")).collect()
-        };
-        let mut read = None;
-        if want_read {
-            let name = dir.join(format!("DDACheck-{}.tmp", token(8)));
-            let content = token(16);
-            if tokio::fs::write(&name, &content).await.is_err() {
-                self.protocol_error(
-                    ProtocolErrorCode::CouldNotCreateFile,
-                    "cannot write the read-test file",
-                    None,
-                    false,
-                );
-                return;
-            }
-            read = Some((name.to_string_lossy().into_owned(), content));
-        }
-        let write = want_write.then(|| {
-            (
-                dir.join(format!("DDACheck-{}.tmp", token(8)))
-                    .to_string_lossy()
-                    .into_owned(),
-                token(16),
-            )
-        });
-        let reply = lock(&self.session).dda_challenge(DdaChallenge {
-            directory: directory.to_string(),
-            read,
-            write,
-        });
-        self.send(&reply);
-    }
-
     /// `AddPeer` / `RemovePeer` (see `peers::fcp`).
     pub(super) async fn peer_message(&self, m: &Message) {
         use crate::peers::fcp as fcp_peers;
         let reply = if m.name == "AddPeer" {
-            let allowed = |p: &Path| self.disk_allowed(p, false);
-            fcp_peers::add_peer(&self.node, &m.fields, &allowed).await
+            let open = |name: &str| self.open_for_reading(name);
+            fcp_peers::add_peer(&self.node, &m.fields, &open).await
         } else {
             fcp_peers::remove_peer(&self.node, &m.fields).await
         };
         self.send(&reply);
     }
 
-    /// Whether this connection may read (`write == false`) or write `path`.
-    pub(super) fn disk_allowed(&self, path: &Path, write: bool) -> bool {
-        self.node.config.fcp.allowed_dirs.iter().any(|d| {
-            std::fs::canonicalize(d).is_ok_and(|d| lichen_fcp::dda::path_is_within(path, &d))
-        }) || lock(&self.session).dda_allows(path, write)
+    /// Opens the file `name` for reading if this connection may read it
+    /// (the noderef file of `AddPeer`): through its approved directory's
+    /// handle, no symbolic link followed. `Ok(None)`: not allowed.
+    fn open_for_reading(&self, name: &str) -> std::io::Result<Option<std::fs::File>> {
+        let named = Named::of(name)?;
+        match self.dda_lookup(&named.dir, false)? {
+            Some(dir) => dir.open_file(Path::new(&named.name)).map(|(f, _)| Some(f)),
+            None => Ok(None),
+        }
     }
 }
 

@@ -20,6 +20,7 @@
 mod access;
 mod common;
 mod conn;
+mod dda;
 mod execute;
 mod hub;
 mod messages;
@@ -71,7 +72,7 @@ impl Server {
             match parsed {
                 Ok(msg) => {
                     tracing::info!("resuming a persistent request");
-                    run::start_request(&self.node, &self.hub, req, msg, None);
+                    run::start_request(&self.node, &self.hub, req, msg, None, None);
                 }
                 Err(e) => unresumable(&e),
             }

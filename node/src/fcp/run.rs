@@ -5,6 +5,7 @@ use super::common::{lock, Out, ReadSeal};
 use super::hub::Hub;
 use super::messages::{all_data_header, terminal};
 use super::output;
+use crate::jobs::disk::DiskAccess;
 use crate::jobs::request::{self, Report};
 use crate::node::Node;
 use crate::ops::StreamOpen;
@@ -18,12 +19,15 @@ use std::sync::{Arc, Mutex};
 /// A request's news, told through the hub.
 struct Reporter(Arc<Hub>);
 
-/// Spawn the task that runs a request and reports to its audience.
+/// Spawn the task that runs a request and reports to its audience. `disk`:
+/// what it reads or writes on disk, opened when its access was checked
+/// (`None` for a request resumed after a restart: opened again then).
 pub(super) fn start_request(
     node: &Arc<Node>,
     hub: &Arc<Hub>,
     req: Arc<Request>,
     msg: ClientMessage,
+    disk: Option<DiskAccess>,
     session: Option<Arc<Mutex<Session>>>,
 ) {
     let report: Arc<dyn Report> = Arc::new(Reporter(hub.clone()));
@@ -31,7 +35,7 @@ pub(super) fn start_request(
     tokio::spawn(async move {
         let cancel = req.cancel.clone();
         let told = Arc::new(AtomicBool::new(false));
-        let run = request::run(node.clone(), report, req.clone(), msg, told.clone());
+        let run = request::run(node.clone(), report, req.clone(), msg, disk, told.clone());
         let outcome = tokio::select! {
             o = run => o,
             () = cancel.cancelled() => None,

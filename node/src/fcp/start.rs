@@ -4,11 +4,11 @@
 use super::common::lock;
 use super::conn::{Conn, Payload};
 use super::run::start_request;
+use crate::jobs::disk::{self, Denied, DiskAccess};
 use crate::requests::{Request, Scope, State};
+use crate::util::dirfd::DiskFile;
 use lichen_crypto::FreenetUri;
-use lichen_fcp::client::{
-    ClientGet, ClientMessage, ClientPut, Persistence, ReturnType, UploadFrom,
-};
+use lichen_fcp::client::{ClientMessage, ClientPut, Persistence, UploadFrom};
 use lichen_fcp::codec::Message;
 use lichen_fcp::dda::file_hash_salt;
 use lichen_fcp::replies::{self as rep, Reply};
@@ -47,10 +47,12 @@ impl Conn {
             }
             self.protocol_error(code, extra, Some(&ident), global);
         };
-        // Disk access checks happen here, on the connection that asked.
-        if let Err((code, extra)) = self.disk_access(&msg).await {
-            return fail(code, extra);
-        }
+        // Disk access checks happen here, on the connection that asked;
+        // what they allow is opened now and used by handle from then on.
+        let disk = match self.disk_access(&msg).await {
+            Ok(d) => d,
+            Err((code, extra)) => return fail(code, &extra),
+        };
         let uri_field = match &msg {
             ClientMessage::ClientPut(p) => &p.uri,
             ClientMessage::ClientGet(g) => &g.uri,
@@ -110,121 +112,64 @@ impl Conn {
             );
             return;
         }
-        start_request(&self.node, &self.hub, req, msg, Some(self.session.clone()));
+        start_request(
+            &self.node,
+            &self.hub,
+            req,
+            msg,
+            Some(disk),
+            Some(self.session.clone()),
+        );
     }
 
-    /// Whether this connection may read (or, for a get to disk, write)
-    /// the files `msg` names; the error to answer if not.
-    async fn disk_access(
-        &self,
-        msg: &ClientMessage,
-    ) -> Result<(), (ProtocolErrorCode, &'static str)> {
-        match &msg {
+    /// Opens what `msg` reads or writes on disk, if this connection may
+    /// (see `jobs::disk`); the error to answer if not.
+    async fn disk_access(&self, msg: &ClientMessage) -> Result<DiskAccess, Denied> {
+        let lookup = |dir: &Path, write: bool| self.dda_lookup(dir, write);
+        // A put from disk outside the approved directories may still prove
+        // with FileHash that the client can read the file: it is opened by
+        // its own directory, and the hash checked on the open file.
+        let file_hash = match msg {
             ClientMessage::ClientPut(ClientPut {
                 upload_from:
                     UploadFrom::Disk {
-                        filename,
-                        file_hash,
+                        file_hash: Some(h), ..
                     },
                 identifier,
                 ..
-            }) => {
-                let Ok(path) = tokio::fs::canonicalize(filename).await else {
-                    return Err((
-                        ProtocolErrorCode::FileNotFound,
-                        "File not found, not a file or not readable",
-                    ));
-                };
-                if !path.is_file() {
-                    return Err((ProtocolErrorCode::NotAFileError, "Filepath is not a file"));
-                }
-                let allowed = self.disk_allowed(&path, false)
-                    || match file_hash {
-                        Some(h) => {
-                            let salt = file_hash_salt(
-                                lock(&self.session).connection_identifier(),
-                                identifier,
-                            );
-                            file_hash_matches(&path, &salt, h).await
-                        }
-                        None => false,
-                    };
-                if !allowed {
-                    return Err((ProtocolErrorCode::DirectDiskAccessDenied, "Direct Disk Access operation denied: did you send a FileHash field ? Did you use TestDDA?"));
-                }
+            }) => Some((h.clone(), identifier.clone())),
+            _ => None,
+        };
+        let unchecked = |dir: &Path, write: bool| match file_hash {
+            Some(_) => disk::reopen(dir, write),
+            None => Ok(None),
+        };
+        let access = disk::prepare(msg, &lookup, &unchecked)?;
+        if let (true, Some(file), Some((want, identifier))) =
+            (access.put_needs_hash, &access.put, file_hash)
+        {
+            let salt = file_hash_salt(lock(&self.session).connection_identifier(), &identifier);
+            if !file_hash_matches(file.clone(), &salt, &want).await {
+                return Err(disk::denied(""));
             }
-            ClientMessage::ClientGet(ClientGet {
-                return_type: ReturnType::Disk,
-                filename,
-                ..
-            }) => {
-                let Some(f) = filename else {
-                    return Err((ProtocolErrorCode::MissingField, "Missing field Filename"));
-                };
-                let p = Path::new(f);
-                let parent = p.parent().map(Path::to_path_buf).unwrap_or_default();
-                let (Ok(dir), Some(name)) = (tokio::fs::canonicalize(&parent).await, p.file_name())
-                else {
-                    return Err((
-                        ProtocolErrorCode::CouldNotCreateFile,
-                        "Could not create file",
-                    ));
-                };
-                if !self.disk_allowed(&dir.join(name), true) {
-                    return Err((ProtocolErrorCode::DirectDiskAccessDenied, "Direct Disk Access operation denied: did you send a FileHash field ? Did you use TestDDA?"));
-                }
-                if dir.join(name).exists() {
-                    return Err((
-                        ProtocolErrorCode::DiskTargetExists,
-                        "Disk target exists, refusing to overwrite for security reasons",
-                    ));
-                }
-            }
-            ClientMessage::ClientPutDiskDir(d) => {
-                let Ok(path) = tokio::fs::canonicalize(&d.filename).await else {
-                    return Err((
-                        ProtocolErrorCode::FileNotFound,
-                        "File not found, not a file or not readable",
-                    ));
-                };
-                if !path.is_dir() || !self.disk_allowed(&path, false) {
-                    return Err((
-                        ProtocolErrorCode::DirectDiskAccessDenied,
-                        "Direct Disk Access operation denied: did you use TestDDA?",
-                    ));
-                }
-            }
-            ClientMessage::ClientPutComplexDir(d) => {
-                for f in &d.files {
-                    if let UploadFrom::Disk { filename, .. } = &f.upload_from {
-                        let ok = match tokio::fs::canonicalize(filename).await {
-                            Ok(p) => p.is_file() && self.disk_allowed(&p, false),
-                            Err(_) => false,
-                        };
-                        if !ok {
-                            return Err((ProtocolErrorCode::DirectDiskAccessDenied, "Direct Disk Access operation denied for a file of the site: did you use TestDDA?"));
-                        }
-                    }
-                }
-            }
-            _ => {}
         }
-        Ok(())
+        Ok(access)
     }
 }
 
-async fn file_hash_matches(path: &Path, salt: &str, want: &str) -> bool {
+/// Whether SHA-256(salt ‖ file) is the client's `FileHash`, read from
+/// the open file.
+async fn file_hash_matches(file: DiskFile, salt: &str, want: &str) -> bool {
     let Some(want) = lichen_fcp::dda::decode_file_hash(want) else {
         return false;
     };
-    let path = path.to_path_buf();
     let salt = salt.to_string();
     tokio::task::spawn_blocking(move || {
         use sha2::Digest;
         use std::io::Read;
         let mut h = sha2::Sha256::new();
         h.update(salt.as_bytes());
-        let Ok(mut f) = std::fs::File::open(&path) else {
+        let Ok(mut f) = file.reader() else {
             return false;
         };
         let mut buf = vec![0u8; 1 << 20];

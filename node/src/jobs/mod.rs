@@ -9,5 +9,6 @@
 //!   `PutFailed` codes.
 
 pub(crate) mod codes;
+pub(crate) mod disk;
 pub(crate) mod push;
 pub(crate) mod request;

@@ -5,12 +5,15 @@
 //! connections see the request). Nothing here knows a connection.
 
 use super::codes;
+use super::disk::{self, DiskAccess};
 use crate::node::Node;
 use crate::ops::{self, GetSpec, PutData, PutSpec, SiteFile, StreamOpen};
 use crate::requests::RequestRef;
 use crate::requests::{Outcome, Progress, Request, Scope};
 use crate::sealed::FileSeal;
 use crate::util::clock::Clock;
+use crate::util::dirfd::{DiskFile, DiskOut};
+use crate::util::hold;
 use lichen_client::{FetchError, InsertError};
 use lichen_fcp::client::{
     ClientGet, ClientMessage, ClientPut, Persistence, PutDirOptions, ReturnType, UploadFrom,
@@ -40,12 +43,16 @@ pub(crate) trait Report: Send + Sync {
 pub(crate) type Finished = (Outcome, Option<(PathBuf, Option<FileSeal>)>);
 
 /// Run one request; returns its outcome and, for direct gets, the file
-/// holding the data. `None` for a message that is not a request.
+/// holding the data. `None` for a message that is not a request. `disk`:
+/// what it reads or writes on disk, opened when its access was checked;
+/// `None` for a request resumed after a restart, whose files are opened
+/// again now (by their directory, with no link anywhere).
 pub(crate) async fn run(
     node: Arc<Node>,
     report: Arc<dyn Report>,
     req: Arc<Request>,
     msg: ClientMessage,
+    disk: Option<DiskAccess>,
     told: Arc<AtomicBool>,
 ) -> Option<Finished> {
     let verbosity = match &msg {
@@ -63,20 +70,34 @@ pub(crate) async fn run(
         last: Mutex::new(0),
         told: told.clone(),
     };
+    let mut disk = match disk {
+        Some(d) => d,
+        None => match disk::prepare(&msg, &disk::reopen, &disk::reopen) {
+            Ok(d) => d,
+            Err((_, extra)) => return Some((disk_failed(&msg, extra), None)),
+        },
+    };
     match msg {
-        ClientMessage::ClientPut(p) => Some(put(&node, &req, &p, &cb).await),
-        ClientMessage::ClientGet(g) => Some(get(&node, &req, &g, &cb, told).await),
+        ClientMessage::ClientPut(p) => {
+            hold::reached(&req.identifier).await;
+            Some(put(&node, &req, &p, disk.put.take(), &cb).await)
+        }
+        ClientMessage::ClientGet(g) => {
+            hold::reached(&req.identifier).await;
+            Some(get(&node, &req, &g, disk.get.take(), &cb, told).await)
+        }
         ClientMessage::ClientPutComplexDir(d) => {
+            hold::reached(&req.identifier).await;
             let mut files = Vec::new();
-            for f in &d.files {
+            for (i, f) in d.files.iter().enumerate() {
+                let on_disk = disk.files.get_mut(i).and_then(Option::take);
                 let data = match put_data(
                     &node.vault,
                     &f.upload_from,
                     req.upload.as_deref(),
                     f.data_offset,
-                )
-                .await
-                {
+                    on_disk,
+                ) {
                     Ok(d) => d,
                     Err(o) => return Some((o, None)),
                 };
@@ -95,7 +116,11 @@ pub(crate) async fn run(
             Some((out, None))
         }
         ClientMessage::ClientPutDiskDir(d) => {
-            let files = match ops::scan_dir(Path::new(&d.filename), d.include_hidden_files).await {
+            let scanned = match disk.folder.take() {
+                Some(folder) => ops::scan_dir(folder, d.include_hidden_files).await,
+                None => Err("the folder was not opened".into()),
+            };
+            let files = match scanned {
                 Ok(f) => f,
                 Err(e) => {
                     let e =
@@ -103,9 +128,22 @@ pub(crate) async fn run(
                     return Some((put_outcome(Err(e)), None));
                 }
             };
+            hold::reached(&req.identifier).await;
             Some((put_site(&node, &req, &d.options, files, &cb).await, None))
         }
         _ => None,
+    }
+}
+
+/// The outcome of a request resumed after a restart whose disk files
+/// cannot be opened again.
+fn disk_failed(msg: &ClientMessage, extra: String) -> Outcome {
+    let e = std::io::Error::other(extra.clone());
+    match msg {
+        ClientMessage::ClientGet(_) => {
+            get_err_outcome(ops::Failure::new(FetchError::Write(e), extra))
+        }
+        _ => put_outcome(Err(ops::Failure::new(InsertError::Read(e), extra))),
     }
 }
 
@@ -157,10 +195,22 @@ impl Callbacks {
     }
 }
 
-async fn put(node: &Arc<Node>, req: &Arc<Request>, p: &ClientPut, cb: &Callbacks) -> Finished {
+async fn put(
+    node: &Arc<Node>,
+    req: &Arc<Request>,
+    p: &ClientPut,
+    on_disk: Option<DiskFile>,
+    cb: &Callbacks,
+) -> Finished {
     let data = match &req.stream {
         Some(s) => PutData::Stream(s.clone()),
-        None => match put_data(&node.vault, &p.upload_from, req.upload.as_deref(), 0).await {
+        None => match put_data(
+            &node.vault,
+            &p.upload_from,
+            req.upload.as_deref(),
+            0,
+            on_disk,
+        ) {
             Ok(d) => d,
             Err(o) => return (o, None),
         },
@@ -213,6 +263,7 @@ async fn get(
     node: &Arc<Node>,
     req: &Arc<Request>,
     g: &ClientGet,
+    on_disk: Option<DiskOut>,
     cb: &Callbacks,
     told: Arc<AtomicBool>,
 ) -> Finished {
@@ -225,9 +276,9 @@ async fn get(
         } else {
             node.tmp_path("get")
         }),
-        ReturnType::Disk => g.filename.as_ref().map(PathBuf::from),
+        // A get to disk writes through its directory's handle (`on_disk`).
         // Chunked data goes to the connection as it is decoded.
-        ReturnType::None | ReturnType::Chunked => None,
+        ReturnType::Disk | ReturnType::None | ReturnType::Chunked => None,
     };
     // A result that only waits to be sent on this connection is sealed
     // under an in-memory key; persistent ones must survive a restart and
@@ -255,7 +306,7 @@ async fn get(
         (direct && matches!(req.scope, Scope::Connection(_)))
             .then(|| cb.report.direct_output(req, told))
     };
-    match ops::get_streaming(node, spec, stream, &|p| cb.progress(p)).await {
+    match ops::get_to(node, spec, on_disk, stream, &|p| cb.progress(p)).await {
         Ok(done) => {
             let data = if direct && req.persistence != Persistence::Connection {
                 out_path.clone()
@@ -287,12 +338,14 @@ async fn get(
 }
 
 /// Where a put's (or a site file's) data comes from. A direct upload is
-/// `offset`.. of the spooled payload; an empty direct file needs none.
-async fn put_data(
+/// `offset`.. of the spooled payload; an empty direct file needs none; a
+/// file from disk was opened when its access was checked (`on_disk`).
+fn put_data(
     vault: &crate::vault::Vault,
     from: &UploadFrom,
     upload: Option<&Path>,
     offset: u64,
+    on_disk: Option<DiskFile>,
 ) -> Result<PutData, Outcome> {
     Ok(match from {
         UploadFrom::Direct { data_length } => match upload {
@@ -309,17 +362,14 @@ async fn put_data(
                 )))))
             }
         },
-        UploadFrom::Disk { filename, .. } => {
-            let len = tokio::fs::metadata(filename)
-                .await
-                .map(|m| m.len())
-                .unwrap_or(0);
-            PutData::File {
-                path: PathBuf::from(filename),
-                offset: 0,
-                len,
+        UploadFrom::Disk { .. } => match on_disk {
+            Some(f) => PutData::Disk(f),
+            None => {
+                return Err(put_outcome(Err(ops::Failure::from(InsertError::Local(
+                    "the file from disk was not opened".into(),
+                )))))
             }
-        }
+        },
         UploadFrom::Redirect { target_uri } => PutData::Redirect(target_uri.clone()),
     })
 }

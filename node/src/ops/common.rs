@@ -32,6 +32,9 @@ pub enum PutData {
         /// What the file is sealed under.
         vault: crate::vault::Vault,
     },
+    /// A file from disk (FCP direct disk access), opened when its access
+    /// was checked or reached through an approved directory's handle.
+    Disk(crate::util::dirfd::DiskFile),
     /// No data (an empty file).
     Empty,
     /// A redirect to another URI.

@@ -7,6 +7,7 @@ use crate::node::Node;
 use crate::requests::Progress;
 use crate::sealed::FileSeal;
 use crate::util::blocking;
+use crate::util::dirfd::DiskOut;
 use lichen_client::{BlockSource, FetchError};
 use lichen_crypto::uri::KeyUri;
 use lichen_crypto::{BlockKind, FreenetUri};
@@ -36,6 +37,24 @@ pub async fn get(
 pub async fn get_streaming(
     node: &Arc<Node>,
     spec: GetSpec,
+    stream: Option<StreamOpen>,
+    progress: ProgressFn<'_>,
+) -> Result<GetDone, Failure<FetchError>> {
+    get_to(node, spec, None, stream, progress).await
+}
+
+/// [`get_streaming`], writing to `disk` (a file in a directory opened
+/// by handle for FCP direct disk access) instead of `spec.out` when given:
+/// `<name>.part` is created exclusively in that directory and renamed to
+/// `<name>` at the end without replacing anything.
+///
+/// # Errors
+/// As [`get`]; [`FetchError::Write`] when the output cannot be created or
+/// something took its final name meanwhile.
+pub(crate) async fn get_to(
+    node: &Arc<Node>,
+    spec: GetSpec,
+    disk: Option<DiskOut>,
     stream: Option<StreamOpen>,
     progress: ProgressFn<'_>,
 ) -> Result<GetDone, Failure<FetchError>> {
@@ -72,7 +91,11 @@ pub async fn get_streaming(
     });
     let (ptx, mut prx) = tokio::sync::mpsc::unbounded_channel::<lichen_client::Progress>();
     let streamed = Arc::new(AtomicBool::new(false));
-    let open = output(stream, part.clone(), spec.seal.clone(), streamed.clone());
+    let target = match disk.clone() {
+        Some(d) => Target::Disk(d),
+        None => Target::Path(part.clone()),
+    };
+    let open = output(stream, target, spec.seal.clone(), streamed.clone());
     let job = blocking::spawn(move || async move {
         let progress_cb = move |p: lichen_client::Progress| {
             let _ = ptx.send(p);
@@ -103,9 +126,23 @@ pub async fn get_streaming(
             if let Some(p) = part {
                 let _ = std::fs::remove_file(p);
             }
+            if let Some(d) = &disk {
+                d.discard();
+            }
             return Err(f);
         }
     };
+    if let (false, Some(d)) = (streamed, &disk) {
+        d.finish().map_err(|e| {
+            d.discard();
+            let extra = if e.kind() == std::io::ErrorKind::AlreadyExists {
+                "Disk target exists, refusing to overwrite for security reasons".to_string()
+            } else {
+                format!("cannot write the output file: {e}")
+            };
+            Failure::new(FetchError::Write(e), extra)
+        })?;
+    }
     // A streamed document never touched the `.part` file.
     if let (false, Some(part), Some(out)) = (streamed, part, out) {
         std::fs::rename(&part, &out).map_err(|e| {
@@ -120,12 +157,20 @@ pub async fn get_streaming(
     })
 }
 
+/// Where a fetch writes when no stream takes the document.
+enum Target {
+    /// This `.part` file (`None`: nowhere).
+    Path(Option<PathBuf>),
+    /// `<name>.part` in a directory opened by handle.
+    Disk(DiskOut),
+}
+
 /// The output of a fetch: the caller's stream if it takes this document
 /// (setting `streamed`), else the `.part` file (sealed under `seal` when
 /// given; renamed at the end), else nowhere.
 fn output(
     stream: Option<StreamOpen>,
-    part: Option<PathBuf>,
+    target: Target,
     seal: Option<FileSeal>,
     streamed: Arc<AtomicBool>,
 ) -> impl FnOnce(&lichen_client::Found) -> std::io::Result<Box<dyn Write + Send>> {
@@ -135,9 +180,14 @@ fn output(
             streamed.store(true, Ordering::Relaxed);
             return Ok(w);
         }
-        match &part {
-            Some(p) => {
-                let f = std::fs::File::create(p).map_err(|e| {
+        let created = match &target {
+            Target::Path(Some(p)) => Some(std::fs::File::create(p)),
+            Target::Disk(d) => Some(d.create_part()),
+            Target::Path(None) => None,
+        };
+        match created {
+            Some(f) => {
+                let f = f.map_err(|e| {
                     std::io::Error::new(e.kind(), format!("cannot create the output file: {e}"))
                 })?;
                 let f = std::io::BufWriter::with_capacity(1 << 20, f);

@@ -24,6 +24,7 @@ pub(crate) use common::PutDone;
 pub use common::{
     Failure, GetDone, GetSpec, ProgressFn, PutData, PutSpec, SiteFile, StreamOpen, UriFn,
 };
+pub(crate) use get::get_to;
 pub use get::{get, get_streaming};
 pub use put::put;
 pub(crate) use put::put_with;

@@ -153,11 +153,14 @@ pub(crate) async fn put_with(
     let target = FreenetUri::parse(&spec.uri)
         .map_err(|e| Failure::new(InsertError::InvalidUri(e.to_string().into()), e.to_string()))?;
     if !spec.chk_only {
-        if let PutData::File { len, .. }
-        | PutData::Spooled { len, .. }
-        | PutData::Stream(UploadStream { len, .. }) = &spec.data
-        {
-            check_room(node, *len, 0)?;
+        match &spec.data {
+            PutData::File { len, .. }
+            | PutData::Spooled { len, .. }
+            | PutData::Stream(UploadStream { len, .. }) => {
+                check_room(node, *len, 0)?;
+            }
+            PutData::Disk(f) => check_room(node, f.len(), 0)?,
+            PutData::Empty | PutData::Redirect(_) => {}
         }
     }
     let deferred = Arc::new(Deferred::new(node.clone()));
@@ -173,6 +176,7 @@ pub(crate) async fn put_with(
         PutData::File { len, .. }
         | PutData::Spooled { len, .. }
         | PutData::Stream(UploadStream { len, .. }) => *len,
+        PutData::Disk(f) => f.len(),
         _ => 0,
     };
     let blocks_total = size.div_ceil(32 * 1024).max(1) * 2;
@@ -260,6 +264,14 @@ async fn insert_data(
                 let extra = format!("cannot read the upload: {e}");
                 Failure::new(InsertError::Read(e), extra)
             })?;
+            run_insert(blocks, chk_only, reader, opts).await
+        }
+        PutData::Disk(f) => {
+            let reader = f.reader().map_err(|e| {
+                let extra = format!("cannot read the file: {e}");
+                Failure::new(InsertError::Read(e), extra)
+            })?;
+            let reader = std::io::BufReader::with_capacity(1 << 20, reader);
             run_insert(blocks, chk_only, reader, opts).await
         }
         PutData::Stream(s) => {

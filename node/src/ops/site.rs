@@ -12,35 +12,41 @@ use crate::node::Node;
 use crate::requests::Progress;
 use crate::requests::RequestRef;
 use crate::util::blocking;
+use crate::util::dirfd::{self, DirHandle, DiskFile};
 use lichen_client::InsertError;
 use lichen_crypto::uri::KeyUri;
 use lichen_crypto::FreenetUri;
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::Arc;
 
-/// Walk a directory for ClientPutDiskDir: [`lichen_client::folder::scan`],
-/// the scan `lichen putsite` uses too (regular files, hidden ones only if
-/// asked, no symbolic links), each file labelled by its guessed MIME type.
+/// Walk a directory for ClientPutDiskDir through its handle
+/// ([`crate::util::dirfd::scan`]: the rules of
+/// [`lichen_client::folder::scan`], the scan `lichen putsite` uses:
+/// regular files, hidden ones only if asked, no symbolic links), each file
+/// labelled by its guessed MIME type. Each file is opened through the
+/// handle again when read (no link, a regular file of the scanned length).
 ///
 /// # Errors
 /// A message naming the unreadable path.
-pub(crate) async fn scan_dir(dir: &Path, include_hidden: bool) -> Result<Vec<SiteFile>, String> {
-    let dir = dir.to_path_buf();
-    let files =
-        tokio::task::spawn_blocking(move || lichen_client::folder::scan(&dir, include_hidden))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
+pub(crate) async fn scan_dir(
+    dir: Arc<DirHandle>,
+    include_hidden: bool,
+) -> Result<Vec<SiteFile>, String> {
+    let scan_dir = dir.clone();
+    let files = tokio::task::spawn_blocking(move || dirfd::scan(&scan_dir, include_hidden))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
     Ok(files
         .into_iter()
-        .map(|f| SiteFile {
-            name: f.name,
-            data: PutData::File {
-                path: f.path,
-                offset: 0,
-                len: f.len,
-            },
-            mime: f.mime.map(str::to_owned),
+        .map(|(name, len)| SiteFile {
+            mime: lichen_client::folder::guess_mime(&name).map(str::to_owned),
+            data: PutData::Disk(DiskFile::Beneath {
+                dir: dir.clone(),
+                rel: PathBuf::from(&name),
+                len,
+            }),
+            name,
         })
         .collect())
 }
@@ -92,6 +98,7 @@ pub(crate) async fn put_site_with(
         .iter()
         .map(|f| match &f.data {
             PutData::File { len, .. } | PutData::Spooled { len, .. } => *len,
+            PutData::Disk(f) => f.len(),
             _ => 0,
         })
         .sum();
@@ -190,6 +197,16 @@ fn site_file(f: SiteFile) -> Result<lichen_client::SiteFile, Failure<InsertError
                 let extra = format!("cannot read {}: {e}", f.name);
                 Failure::new(InsertError::Read(e), extra)
             })?),
+            sha256: None,
+        },
+        PutData::Disk(file) => lichen_client::SiteData::Reader {
+            reader: Box::new(std::io::BufReader::with_capacity(
+                1 << 20,
+                file.reader().map_err(|e| {
+                    let extra = format!("cannot read {}: {e}", f.name);
+                    Failure::new(InsertError::Read(e), extra)
+                })?,
+            )),
             sha256: None,
         },
         PutData::Stream(s) => lichen_client::SiteData::Reader {

@@ -24,7 +24,7 @@ use lichen_fcp::replies::{self as rep, Reply};
 use lichen_fcp::{Fields, ProtocolErrorCode};
 use lichen_link::peerlist::PeerKind;
 use lichen_link::policy::AddFriendError as Refusal;
-use std::path::Path;
+use std::fs::File;
 
 /// Largest noderef file read.
 pub const MAX_NODEREF_FILE: u64 = 64 * 1024;
@@ -85,42 +85,59 @@ pub fn peer_message(
     .to_message()
 }
 
-/// Read a noderef file's text (comment lines starting with `#` dropped).
+/// The refusal of a noderef file outside the approved directories.
+const NOT_APPROVED: &str = "Direct Disk Access operation denied: use TestDDA (WantReadDirectory) on the noderef file's directory, list it in [fcp] allowed_dirs, or send the text in Lichen.NodeRef";
+
+/// Opens a file a client named for reading, under its disk-access rules:
+/// `Ok(None)` when the connection may not read there.
+pub type OpenForClient<'a> = &'a (dyn Fn(&str) -> std::io::Result<Option<File>> + Sync);
+
+/// Read a noderef file's text (comment lines starting with `#` dropped),
+/// from the file `open` opened (through an approved directory's handle,
+/// no symbolic link followed: see `docs/fcp.md`).
 ///
 /// # Errors
 /// A ProtocolError message.
 fn read_noderef_file(
     name: &str,
-    disk_allowed: &(dyn Fn(&Path) -> bool + Sync),
+    open: OpenForClient<'_>,
     ident: Option<&str>,
 ) -> Result<String, Message> {
-    let Ok(path) = std::fs::canonicalize(name) else {
-        return Err(error(
-            ProtocolErrorCode::FileNotFound,
-            "The noderef file does not exist or cannot be reached",
-            ident,
-        ));
+    let file = match open(name) {
+        Ok(Some(f)) => f,
+        Ok(None) => {
+            return Err(error(
+                ProtocolErrorCode::DirectDiskAccessDenied,
+                NOT_APPROVED,
+                ident,
+            ))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(error(
+                ProtocolErrorCode::FileNotFound,
+                "The noderef file does not exist or cannot be reached",
+                ident,
+            ))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            return Err(error(
+                ProtocolErrorCode::DirectDiskAccessDenied,
+                format!("Direct Disk Access operation denied: {e}"),
+                ident,
+            ))
+        }
+        Err(e) => {
+            return Err(error(
+                ProtocolErrorCode::NotAFileError,
+                format!("The given noderef path is not a file: {e}"),
+                ident,
+            ))
+        }
     };
-    if !path.is_file() {
-        return Err(error(
-            ProtocolErrorCode::NotAFileError,
-            "The given noderef path is not a file",
-            ident,
-        ));
-    }
-    if !disk_allowed(&path) {
-        return Err(error(
-            ProtocolErrorCode::DirectDiskAccessDenied,
-            "Direct Disk Access operation denied: use TestDDA (WantReadDirectory) on the noderef file's directory, list it in [fcp] allowed_dirs, or send the text in Lichen.NodeRef",
-            ident,
-        ));
-    }
     let read = || -> std::io::Result<Vec<u8>> {
         use std::io::Read;
         let mut buf = Vec::new();
-        std::fs::File::open(&path)?
-            .take(MAX_NODEREF_FILE + 1)
-            .read_to_end(&mut buf)?;
+        file.take(MAX_NODEREF_FILE + 1).read_to_end(&mut buf)?;
         Ok(buf)
     };
     let bytes = read().map_err(|e| {
@@ -175,13 +192,9 @@ fn check_choice(
     }
 }
 
-/// Answer an `AddPeer`. `disk_allowed` is the connection's read check.
-pub async fn add_peer(
-    node: &Node,
-    fields: &Fields,
-    disk_allowed: &(dyn Fn(&Path) -> bool + Sync),
-) -> Message {
-    match add_peer_inner(node, fields, disk_allowed).await {
+/// Answer an `AddPeer`. `open` opens a `File=` for this connection.
+pub async fn add_peer(node: &Node, fields: &Fields, open: OpenForClient<'_>) -> Message {
+    match add_peer_inner(node, fields, open).await {
         Ok(m) | Err(m) => m,
     }
 }
@@ -189,7 +202,7 @@ pub async fn add_peer(
 async fn add_peer_inner(
     node: &Node,
     fields: &Fields,
-    disk_allowed: &(dyn Fn(&Path) -> bool + Sync),
+    open: OpenForClient<'_>,
 ) -> Result<Message, Message> {
     let ident = fields.get("Identifier");
     check_choice(fields, "Trust", &["LOW", "NORMAL", "HIGH"], ident)?;
@@ -197,7 +210,7 @@ async fn add_peer_inner(
     let text = if let Some(t) = fields.get(NODEREF_FIELD) {
         t.to_string()
     } else if let Some(name) = fields.get("File") {
-        read_noderef_file(name, disk_allowed, ident)?
+        read_noderef_file(name, open, ident)?
     } else if fields.get("URL").is_some() {
         return Err(error(
             ProtocolErrorCode::NotSupported,

@@ -5,3 +5,5 @@
 
 pub(crate) mod blocking;
 pub(crate) mod clock;
+pub(crate) mod dirfd;
+pub(crate) mod hold;
