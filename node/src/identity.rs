@@ -22,8 +22,8 @@ pub(crate) const KEY_FILE: &str = "node.key";
 
 /// Argon2id memory (KiB), iterations and lanes for new passphrases:
 /// RFC 9106's second recommendation (64 MiB, 3 passes) with one lane,
-/// about half a second on one core of the machines the project measures
-/// on. The parameters are stored beside the salt, so they can change
+/// about 0.15 s on one core of the machines the project measures on
+/// (`docs/store.md`). The parameters are stored beside the salt, so they can change
 /// without breaking existing nodes.
 const KDF_MEMORY_KIB: u32 = 64 * 1024;
 const KDF_ITERATIONS: u32 = 3;
