@@ -336,11 +336,59 @@ pub fn wipe(config: &Config) -> Result<WipeReport, StartError> {
     Ok(report)
 }
 
+/// Bytes of the files under `dir` (what `du` would count, roughly).
+fn bytes_under(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => bytes_under(&e.path()),
+            Ok(t) if t.is_file() => e.metadata().map_or(0, |m| m.len()),
+            _ => 0,
+        })
+        .sum()
+}
+
+/// The store's budgets must fit on the disk: the free space of the data
+/// directory's file system plus what the store already takes.
+///
+/// # Errors
+/// [`StartError::Io`] saying how much is asked and how much there is.
+fn check_disk_room(data_dir: &Path, config: &Config) -> Result<(), StartError> {
+    let s = &config.store;
+    let budget = s
+        .store_bytes
+        .saturating_add(s.cache_bytes)
+        .saturating_add(s.client_cache_bytes);
+    let Ok(fs) = rustix::fs::statvfs(data_dir) else {
+        // Not knowable here (an unusual file system): nothing to check.
+        return Ok(());
+    };
+    let free = fs.f_bavail.saturating_mul(fs.f_frsize);
+    let used = bytes_under(&data_dir.join("store"));
+    if budget > free.saturating_add(used) {
+        let gib = |b: u64| b as f64 / f64::from(1u32 << 30);
+        return Err(StartError::Io {
+            what: format!(
+                "the store budgets ([store] store_bytes + cache_bytes + client_cache_bytes = {:.2} GiB) are larger than the free disk space ({:.2} GiB) plus what the store already holds ({:.2} GiB); lower them or free some space",
+                gib(budget),
+                gib(free),
+                gib(used)
+            ),
+            source: std::io::Error::from(std::io::ErrorKind::StorageFull),
+        });
+    }
+    Ok(())
+}
+
 fn open_store(
     data_dir: &Path,
     config: &Config,
     identity: &Identity,
 ) -> Result<Arc<dyn BlockStore>, StartError> {
+    check_disk_room(data_dir, config)?;
     let (store, report) = store_with(data_dir, config, identity, config.store.client_cache_bytes)?;
     if report.migrated_blocks > 0 {
         tracing::info!(

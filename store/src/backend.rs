@@ -5,7 +5,7 @@
 
 use crate::StoreError;
 use parking_lot::{Mutex, RwLock};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -110,8 +110,10 @@ impl Backend for MemBackend {
 
 /// One slot file: fixed-size slots, each `len: u32 BE || value || zero
 /// padding`. Which slots are in use is known from the pointer records in
-/// sled (rebuilt at open); freed slots are reused, so the file is bounded
-/// by the most blocks ever held at once.
+/// sled (rebuilt at open); the lowest free slot is reused first and the
+/// file is cut back whenever its last slots are free, so the file is
+/// bounded by the blocks held (plus the few freed slots waiting for a
+/// flush), not by the most ever held.
 #[derive(Debug)]
 struct SlotFile {
     file: std::fs::File,
@@ -127,8 +129,8 @@ struct SlotFile {
 struct SlotState {
     /// Slots ever allocated (the file holds this many).
     next: u64,
-    /// Reusable slots.
-    free: Vec<u64>,
+    /// Reusable slots, lowest first.
+    free: BTreeSet<u64>,
     /// Slots whose record removal is not durable yet: reused only after the
     /// next flush, so that a crash can never leave an old record pointing
     /// at a slot that now holds another block.
@@ -170,7 +172,7 @@ impl SlotFile {
 
     fn alloc(&self, key: &[u8]) -> u64 {
         let mut st = self.state.lock();
-        let slot = st.free.pop().unwrap_or_else(|| {
+        let slot = st.free.pop_first().unwrap_or_else(|| {
             st.next += 1;
             st.next - 1
         });
@@ -186,11 +188,28 @@ impl SlotFile {
         }
     }
 
-    /// The removals are durable: their slots may be reused.
-    fn settle(&self) {
+    /// The removals are durable: their slots may be reused, and free
+    /// slots at the end of the file are given back to the file system.
+    fn settle(&self) -> Result<(), StoreError> {
         let mut st = self.state.lock();
         let pending = std::mem::take(&mut st.pending);
         st.free.extend(pending);
+        self.shrink(&mut st)
+    }
+
+    /// Cut the file after its last slot in use.
+    fn shrink(&self, st: &mut SlotState) -> Result<(), StoreError> {
+        let before = st.next;
+        while st.next > 0 && st.free.remove(&(st.next - 1)) {
+            st.next -= 1;
+        }
+        let len = self.file.metadata().map(|m| m.len()).unwrap_or(0);
+        if st.next < before || len > st.next * self.slot_size {
+            self.file
+                .set_len(st.next * self.slot_size)
+                .map_err(self.io("shrink a slot file"))?;
+        }
+        Ok(())
     }
 
     fn write(&self, slot: u64, value: &[u8]) -> Result<(), StoreError> {
@@ -253,12 +272,27 @@ impl SlotFile {
     }
 }
 
-/// Slot size classes: SSK-sized and CHK-sized sealed blocks (block + nonce
-/// + length prefix, rounded up).
-const SLOT_SIZES: [u64; 2] = [2048, 33 * 1024];
-/// Freed slots waiting for a flush before the backend flushes by itself
-/// (1024 CHK slots = 33 MiB of file growth at most).
+/// Slot size classes, by the class number pointer records name (stable):
+/// 0 and 1 are format 2's (2048 and 33 KiB: rounded up, 73 % and 3 % larger
+/// than the SSK and CHK blocks they held), read and freed but no longer
+/// written; 2 and 3 are exact: a sealed CHK or SSK block (block, 12-byte
+/// nonce) and its 4-byte length. A value goes to the smallest class it
+/// fits.
+const SLOT_SIZES: [u64; 4] = [2048, 33 * 1024, 32_786 + 12 + 4, 1184 + 12 + 4];
+/// Most freed slots waiting for a flush before the backend flushes by
+/// itself (1024 CHK slots = 33 MiB of file growth at most); smaller stores
+/// flush sooner ([`max_pending_for`]).
 const MAX_PENDING_SLOTS: usize = 1024;
+
+/// Freed slots allowed to wait for a flush in a store of `budget` bytes:
+/// 1/64 of its blocks (the file may exceed the budget by that much), at
+/// least 8, at most [`MAX_PENDING_SLOTS`].
+pub(crate) fn max_pending_for(budget: u64) -> usize {
+    let blocks = budget / 32_786;
+    usize::try_from(blocks / 64)
+        .unwrap_or(MAX_PENDING_SLOTS)
+        .clamp(8, MAX_PENDING_SLOTS)
+}
 /// A data record in sled: `P` class slot(u64) — the body is in a slot file.
 const PTR_TAG: u8 = b'P';
 /// A data record in sled: `I` value — too big for any slot class, inline.
@@ -276,7 +310,9 @@ pub(crate) struct SledBackend {
     pub(crate) db: sled::Db,
     blocks: sled::Tree,
     meta: sled::Tree,
-    slots: [SlotFile; 2],
+    slots: [SlotFile; SLOT_SIZES.len()],
+    /// Freed slots (of one file) that make the backend flush by itself.
+    max_pending: usize,
 }
 
 fn is_data(key: &[u8]) -> bool {
@@ -294,22 +330,19 @@ fn parse_ptr(v: &[u8]) -> Option<(usize, u64)> {
 }
 
 impl SledBackend {
-    pub(crate) fn new(db: sled::Db, dir: &Path) -> Result<Self, StoreError> {
+    pub(crate) fn new(db: sled::Db, dir: &Path, max_pending: usize) -> Result<Self, StoreError> {
         let blocks = db
             .open_tree("blocks")
             .map_err(StoreError::sled("open the store trees"))?;
         let meta = db
             .open_tree("meta")
             .map_err(StoreError::sled("open the store trees"))?;
+        let open = |size: u64| SlotFile::open(&dir.join(format!("slots-{size}.dat")), size);
         let slots = [
-            SlotFile::open(
-                &dir.join(format!("slots-{}.dat", SLOT_SIZES[0])),
-                SLOT_SIZES[0],
-            )?,
-            SlotFile::open(
-                &dir.join(format!("slots-{}.dat", SLOT_SIZES[1])),
-                SLOT_SIZES[1],
-            )?,
+            open(SLOT_SIZES[0])?,
+            open(SLOT_SIZES[1])?,
+            open(SLOT_SIZES[2])?,
+            open(SLOT_SIZES[3])?,
         ];
         // Rebuild slot ownership from the pointer records. A pointer past
         // the end of its file (damage) owns nothing: reading it finds no
@@ -335,13 +368,15 @@ impl SledBackend {
         for sf in &slots {
             let mut st = sf.state.lock();
             let used: HashSet<u64> = st.owner.keys().copied().collect();
-            st.free = (0..st.next).rev().filter(|s| !used.contains(s)).collect();
+            st.free = (0..st.next).filter(|s| !used.contains(s)).collect();
+            sf.shrink(&mut st)?;
         }
         Ok(SledBackend {
             db,
             blocks,
             meta,
             slots,
+            max_pending: max_pending.clamp(1, MAX_PENDING_SLOTS),
         })
     }
 
@@ -394,7 +429,13 @@ impl Backend for SledBackend {
             match v {
                 Some(v) => {
                     let need = v.len() as u64 + 4;
-                    match SLOT_SIZES.iter().position(|&s| need <= s) {
+                    let fits = SLOT_SIZES
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, &s)| need <= s)
+                        .min_by_key(|(_, &s)| s)
+                        .map(|(class, _)| class);
+                    match fits {
                         Some(class) => {
                             let slot = self.slots[class].alloc(&k);
                             self.slots[class].write(slot, &v)?;
@@ -426,7 +467,7 @@ impl Backend for SledBackend {
         if self
             .slots
             .iter()
-            .any(|s| s.state.lock().pending.len() >= MAX_PENDING_SLOTS)
+            .any(|s| s.state.lock().pending.len() >= self.max_pending)
         {
             self.flush()?;
         }
@@ -475,7 +516,7 @@ impl Backend for SledBackend {
         }
         self.db.flush().map_err(StoreError::sled("flush to disk"))?;
         for sf in &self.slots {
-            sf.settle();
+            sf.settle()?;
         }
         Ok(())
     }

@@ -148,7 +148,9 @@ fn try_open(
             .mode(sled::Mode::HighThroughput)
             .open()
             .map_err(StoreError::sled("open the store"))?;
-        let backend = SledBackend::new(db, dir)?;
+        let budgets = &config.budgets;
+        let total = budgets.store + budgets.cache + budgets.client;
+        let backend = SledBackend::new(db, dir, crate::backend::max_pending_for(total))?;
         Engine::open(backend, config, dir.to_path_buf())
     };
     // sled can panic on some kinds of damage instead of returning an error;

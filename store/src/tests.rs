@@ -396,8 +396,8 @@ fn corrupt_block_is_deleted_on_read_sled() {
         use std::os::unix::fs::FileExt;
         let mut n = 0;
         for (name, size, at) in [
-            ("slots-2048.dat", 2048u64, 600u64),
-            ("slots-33792.dat", 33792, 16000),
+            ("slots-1200.dat", 1200u64, 600u64),
+            ("slots-32802.dat", 32802, 16000),
         ] {
             let f = std::fs::OpenOptions::new()
                 .read(true)
@@ -1135,7 +1135,7 @@ fn a_format_2_store_is_migrated_with_every_block_in_its_space() {
     {
         // Write format-2 records through the backend (bodies into slots).
         let db = sled::open(&path).unwrap();
-        let backend = crate::backend::SledBackend::new(db.clone(), &path).unwrap();
+        let backend = crate::backend::SledBackend::new(db.clone(), &path, 8).unwrap();
         let mut ops: Vec<crate::backend::Op> = Vec::new();
         for (i, (rk, b)) in v.iter().enumerate() {
             let space = Space::ALL[i % 3];
@@ -1186,4 +1186,64 @@ fn a_format_2_store_is_migrated_with_every_block_in_its_space() {
     // Opening again changes nothing.
     let (_s, again) = SledStore::open(&path, &cfg).unwrap();
     assert_eq!(again.migrated_blocks, 0);
+}
+
+#[test]
+fn slot_files_reuse_the_lowest_slot_and_shrink_when_their_tail_is_free() {
+    let mut r = rng();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    let cfg = config(0, 0, blocks(40));
+    let file = path.join("slots-32802.dat");
+    let len = || std::fs::metadata(&file).unwrap().len();
+    let v: Vec<_> = (0..30).map(|_| chk(&mut r)).collect();
+    let (s, _) = SledStore::open(&path, &cfg).unwrap();
+    for (k, b) in &v {
+        s.put(Space::Client, BlockKind::Chk, k, b).unwrap();
+    }
+    s.flush().unwrap();
+    // Exact slots: a block, its nonce and its length, nothing more.
+    assert_eq!(len(), 30 * 32_802);
+    // Free the last ten: after the flush the file gives them back.
+    for (k, _) in &v[20..] {
+        s.remove(Space::Client, BlockKind::Chk, k).unwrap();
+    }
+    s.flush().unwrap();
+    assert_eq!(len(), 20 * 32_802);
+    // Free five in the middle: the file keeps its length, and new blocks
+    // fill the holes before it grows.
+    for (k, _) in &v[5..10] {
+        s.remove(Space::Client, BlockKind::Chk, k).unwrap();
+    }
+    s.flush().unwrap();
+    assert_eq!(len(), 20 * 32_802);
+    let w: Vec<_> = (0..5).map(|_| chk(&mut r)).collect();
+    for (k, b) in &w {
+        s.put(Space::Client, BlockKind::Chk, k, b).unwrap();
+    }
+    s.flush().unwrap();
+    assert_eq!(len(), 20 * 32_802);
+    for (k, b) in v[..5].iter().chain(&v[10..20]).chain(&w) {
+        assert_eq!(
+            s.get_in(Space::Client, BlockKind::Chk, k).unwrap().as_ref(),
+            Some(b)
+        );
+    }
+    drop(s);
+    // Reopened after everything is removed from the end: cut at open too.
+    let (s, _) = SledStore::open(&path, &cfg).unwrap();
+    for (k, _) in v[10..20].iter() {
+        s.remove(Space::Client, BlockKind::Chk, k).unwrap();
+    }
+    drop(s);
+    let (_s, _) = SledStore::open(&path, &cfg).unwrap();
+    assert!(len() <= 10 * 32_802, "{}", len());
+}
+
+#[test]
+fn freed_slots_wait_for_a_flush_in_proportion_to_the_budget() {
+    use crate::backend::max_pending_for;
+    assert_eq!(max_pending_for(0), 8);
+    assert_eq!(max_pending_for(64 << 20), 31);
+    assert_eq!(max_pending_for(1 << 40), 1024);
 }
