@@ -265,6 +265,46 @@ impl Requests {
                 }
             }
         }
+        self.remove_orphans();
+    }
+
+    /// Uploads and results no record names: left by a node killed between
+    /// moving a spool here and writing its record, or between removing a
+    /// record and its files. Nothing can ever read them.
+    fn remove_orphans(&self) {
+        let named: std::collections::HashSet<PathBuf> = self
+            .map
+            .lock()
+            .map(|m| {
+                m.values()
+                    .flat_map(|r| {
+                        let data = match r.snapshot().outcome {
+                            Some(Outcome::GetOk { data, .. }) => data,
+                            _ => None,
+                        };
+                        r.upload.clone().into_iter().chain(data)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        let mut removed = 0;
+        for e in entries.flatten() {
+            let path = e.path();
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            let spool = name.starts_with("upload-") || name.starts_with("data-");
+            // `.tmp`: an atomic record write that never got renamed.
+            let torn = name.ends_with(".tmp") || name.ends_with(".sealing");
+            if ((spool && !named.contains(&path)) || torn) && std::fs::remove_file(&path).is_ok() {
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            tracing::info!("removed {removed} file(s) of persistent requests that no record names");
+        }
     }
 
     fn read_record(&self, path: &Path, legacy: bool) -> Option<(Record, Message)> {
@@ -534,6 +574,37 @@ mod tests {
             .unwrap()
             .list(&[Scope::Global])
             .is_empty());
+    }
+
+    #[test]
+    fn files_no_record_names_are_removed_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = Vault::new([1; 32]);
+        let r = Requests::open(dir.path(), v.clone()).unwrap();
+        let kept = dir.path().join("requests/upload-00000000000000aa");
+        std::fs::write(&kept, b"sealed upload").unwrap();
+        let mut a = req(Scope::Global, "a", Persistence::Forever);
+        Arc::get_mut(&mut a).unwrap().upload = Some(kept.clone());
+        assert!(r.insert(a));
+        drop(r);
+        let orphans = [
+            "upload-00000000000000bb",
+            "data-00000000000000cc",
+            "data-00000000000000dd.part",
+            "x.tmp",
+        ];
+        for o in orphans {
+            std::fs::write(dir.path().join("requests").join(o), b"left by a kill").unwrap();
+        }
+        let r = Requests::open(dir.path(), v).unwrap();
+        assert_eq!(r.list(&[Scope::Global]).len(), 1);
+        assert!(kept.exists(), "a file its record names is kept");
+        for o in orphans {
+            assert!(
+                !dir.path().join("requests").join(o).exists(),
+                "{o} left behind"
+            );
+        }
     }
 
     #[test]
