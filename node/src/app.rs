@@ -56,6 +56,10 @@ enum Command {
     },
     /// Print this node's noderef (give it to a friend, or list it as a seed).
     Noderef(NodeArgs),
+    /// Set, change or remove the passphrase the node's secrets are sealed
+    /// under (`docs/running.md`). The current one comes as for `node`; the
+    /// new one from `--new-passphrase-file` or the terminal (asked twice).
+    Passphrase(PassphraseArgs),
     /// Wipe what this node's user did: empty the client cache (documents
     /// fetched and inserted here) and remove every persistent request with
     /// its upload and result, inserts still waiting to be pushed, and
@@ -115,6 +119,18 @@ struct NodeArgs {
 }
 
 #[derive(clap::Args, Debug)]
+struct PassphraseArgs {
+    #[command(flatten)]
+    node: NodeArgs,
+    /// Read the new passphrase from FILE (its first line).
+    #[arg(long, value_name = "FILE", conflicts_with = "remove")]
+    new_passphrase_file: Option<PathBuf>,
+    /// Seal the node under a key file again (no passphrase).
+    #[arg(long)]
+    remove: bool,
+}
+
+#[derive(clap::Args, Debug)]
 struct TestnetArgs {
     /// Number of nodes.
     #[arg(long, default_value_t = 5)]
@@ -148,6 +164,7 @@ pub fn main() -> ExitCode {
         Command::Sim { args } => run_sim(args),
         Command::Noderef(a) => print_noderef(a),
         Command::Wipe(a) => wipe(a),
+        Command::Passphrase(a) => change_passphrase(&a),
         Command::Peers { fcp, args } => cli::peers(&fcp, &args),
         Command::Testnet(a) => {
             let hops = a.tunnel_hops.unwrap_or(if a.nodes < 4 {
@@ -206,15 +223,10 @@ fn print_noderef(a: NodeArgs) -> anyhow::Result<()> {
 /// `LICHEN_PASSPHRASE`, or the terminal (asked when `--ask-passphrase` is
 /// given, or when the node is sealed under one and stdin is a terminal).
 fn passphrase(a: &NodeArgs, data_dir: &std::path::Path) -> anyhow::Result<Option<Passphrase>> {
-    use std::io::{IsTerminal, Read};
+    use std::io::IsTerminal;
     let empty = || anyhow::anyhow!("the passphrase is empty");
     if let Some(path) = &a.passphrase_file {
-        let mut text = String::new();
-        std::fs::File::open(path)
-            .and_then(|f| f.take(4096).read_to_string(&mut text))
-            .map_err(|e| anyhow::anyhow!("cannot read the passphrase file: {e}"))?;
-        let first = text.lines().next().unwrap_or("").to_string();
-        return Passphrase::new(first).map(Some).ok_or_else(empty);
+        return read_passphrase_file(path).map(Some);
     }
     if let Ok(text) = std::env::var("LICHEN_PASSPHRASE") {
         return Passphrase::new(text).map(Some).ok_or_else(empty);
@@ -256,6 +268,43 @@ fn node_config(a: &NodeArgs) -> anyhow::Result<Config> {
     }
     config.passphrase = passphrase(a, &config.data_dir()?)?;
     Ok(config)
+}
+
+fn change_passphrase(a: &PassphraseArgs) -> anyhow::Result<()> {
+    let config = node_config(&a.node)?;
+    let dir = config.data_dir()?;
+    let new = if a.remove {
+        None
+    } else if let Some(path) = &a.new_passphrase_file {
+        Some(read_passphrase_file(path)?)
+    } else {
+        let ask = |prompt: &str| {
+            rpassword::prompt_password(prompt)
+                .map_err(|e| anyhow::anyhow!("cannot read a passphrase from the terminal: {e}"))
+        };
+        let first = ask("New passphrase: ")?;
+        if ask("The same passphrase again: ")? != first {
+            anyhow::bail!("the passphrases differ; nothing was changed");
+        }
+        Some(Passphrase::new(first).ok_or_else(|| anyhow::anyhow!("the passphrase is empty"))?)
+    };
+    crate::identity::change_protection(&dir, config.passphrase.as_ref(), new.as_ref())?;
+    print_stdout(if new.is_some() {
+        "the node's secrets are sealed under the new passphrase"
+    } else {
+        "the node's secrets are sealed under the key file node.key (no passphrase)"
+    })
+}
+
+/// The first line of a passphrase file.
+fn read_passphrase_file(path: &std::path::Path) -> anyhow::Result<Passphrase> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(4096).read_to_string(&mut text))
+        .map_err(|e| anyhow::anyhow!("cannot read the passphrase file: {e}"))?;
+    let first = text.lines().next().unwrap_or("").to_string();
+    Passphrase::new(first).ok_or_else(|| anyhow::anyhow!("the passphrase is empty"))
 }
 
 fn wipe(a: NodeArgs) -> anyhow::Result<()> {

@@ -398,6 +398,35 @@ pub fn secrets_for_tests(
     Ok([id.static_secret, id.store_secret, id.vault_key])
 }
 
+/// Seal the identity in `dir` under `new` (a passphrase, or a key file
+/// when `None`), opening it with `current` (the passphrase it is sealed
+/// under now; ignored for a key file). Returns how it was sealed before.
+///
+/// # Errors
+/// [`IdentityError`]: no identity, a wrong current passphrase, I/O.
+pub fn change_protection(
+    dir: &Path,
+    current: Option<&Passphrase>,
+    new: Option<&Passphrase>,
+) -> Result<Protection, IdentityError> {
+    let path = dir.join(FILE_NAME);
+    let text = std::fs::read_to_string(&path).map_err(|source| IdentityError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    let d: OnDisk = toml::from_str(&text).map_err(|e| IdentityError::Damaged {
+        path: path.clone(),
+        why: format!("{e} (start the node once to upgrade an identity of version 1)"),
+    })?;
+    let before = match d.protection.as_str() {
+        "passphrase" => Protection::Passphrase,
+        _ => Protection::KeyFile,
+    };
+    let id = Identity::unseal(dir, &d, current)?;
+    id.save(dir, new)?;
+    Ok(before)
+}
+
 /// How the identity in `dir` is sealed; `None` when there is none yet
 /// (or it is of version 1, in the clear). Lets the command line ask for
 /// a passphrase only when one is needed.
@@ -536,6 +565,28 @@ mod tests {
         let now = std::fs::read_to_string(v1.path().join(FILE_NAME)).unwrap();
         assert!(now.contains("version = 2") && !now.contains(&b64::encode(&[6; 32])));
         assert_eq!(Identity::load_or_create(v1.path(), None).unwrap().0, c);
+    }
+
+    #[test]
+    fn the_passphrase_is_set_changed_and_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let (a, _) = Identity::load_or_create(d, None).unwrap();
+        let was = change_protection(d, None, Some(&pass("one"))).unwrap();
+        assert_eq!(was, Protection::KeyFile);
+        assert!(!d.join(KEY_FILE).exists());
+        let e = change_protection(d, Some(&pass("two")), Some(&pass("three"))).unwrap_err();
+        assert!(matches!(e, IdentityError::WrongPassphrase { .. }), "{e}");
+        change_protection(d, Some(&pass("one")), Some(&pass("two"))).unwrap();
+        assert!(Identity::load_or_create(d, Some(&pass("one"))).is_err());
+        assert_eq!(
+            Identity::load_or_create(d, Some(&pass("two"))).unwrap().0,
+            a
+        );
+        let was = change_protection(d, Some(&pass("two")), None).unwrap();
+        assert_eq!(was, Protection::Passphrase);
+        assert_eq!(protection(d), Some(Protection::KeyFile));
+        assert_eq!(Identity::load_or_create(d, None).unwrap().0, a);
     }
 
     #[test]
