@@ -70,11 +70,11 @@ for crate in fuzz routing/fuzz fcp/fuzz link/fuzz tunnel/fuzz; do
       failed=1
       grep -E 'panicked|ERROR|SUMMARY|Test unit written|Failed to compile|error' "$log" | head -10
     fi
-    results+=("$(printf '%-10s %-12s %12s %9s %9s %8s' "$crate" "$t" "${execs:-?}" "${rate:-?}" "${largest:-0}" "$crashes")")
+    results+=("$(printf '%-12s %-12s %12s %9s %9s %8s' "$crate" "$t" "${execs:-?}" "${rate:-?}" "${largest:-0}" "$crashes")")
     printf '%s\n' "${results[-1]}"
   done
 done
 echo
-printf '%-10s %-12s %12s %9s %9s %8s\n' crate target executions exec/s max_len crashes
+printf '%-12s %-12s %12s %9s %9s %8s\n' crate target executions exec/s max_len crashes
 printf '%s\n' "${results[@]}"
 exit $failed
