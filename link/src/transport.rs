@@ -240,6 +240,51 @@ impl Transport {
     pub fn rekeys(&self) -> (u64, u64) {
         (self.rekeys_sent, self.rekeys_received)
     }
+
+    /// Fuzzing only: seal a record whose header plaintext and body are
+    /// given as they are (a peer that breaks the framing rules), without
+    /// padding checks.
+    ///
+    /// # Errors
+    /// [`LinkError::Setup`] if a part is longer than a Noise message.
+    #[cfg(feature = "fuzzing")]
+    pub fn fuzz_seal_raw(
+        &mut self,
+        header: &[u8],
+        body: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), LinkError> {
+        self.seal_part(header, out)?;
+        self.seal_part(body, out)
+    }
+
+    /// Fuzzing only: switch the sending key as an honest sender does right
+    /// after a `Rekey` record it built by hand.
+    #[cfg(feature = "fuzzing")]
+    pub fn fuzz_rekey_outgoing(&mut self) {
+        self.noise.rekey_outgoing();
+        self.rekeys_sent += 1;
+    }
+
+    /// Fuzzing only: put an established pair back in step, whatever the
+    /// last input did to it: both directions under fixed keys, the
+    /// receiver expecting the sender's next nonce, nothing half-read. Costs
+    /// no handshake, so each fuzz input starts from an established link.
+    #[cfg(feature = "fuzzing")]
+    pub fn fuzz_reset_pair(sender: &mut Transport, receiver: &mut Transport) {
+        const K1: [u8; 32] = [0x11; 32];
+        const K2: [u8; 32] = [0x22; 32];
+        for t in [&mut *sender, &mut *receiver] {
+            t.noise.rekey_manually(Some(&K1), Some(&K2));
+            t.pending = None;
+            t.frames_since_rekey = 0;
+            t.bytes_since_rekey = 0;
+            t.rekeys_sent = 0;
+            t.rekeys_received = 0;
+        }
+        let next = sender.noise.sending_nonce();
+        receiver.noise.set_receiving_nonce(next);
+    }
 }
 
 #[cfg(test)]
@@ -413,5 +458,38 @@ mod tests {
                 prop_assert!(matches!(b.open(&wire).unwrap().unwrap().1, Opened::Message(got) if got == m));
             }
         }
+    }
+
+    /// The fuzzing reset puts a pair that a hostile record broke (a
+    /// half-read record, a spent nonce, a rekey the sender never made)
+    /// back in step, so the next record opens.
+    #[cfg(feature = "fuzzing")]
+    #[test]
+    fn fuzz_reset_pair_resynchronises_a_broken_pair() {
+        let (mut a, mut b) = pair(RekeyPolicy::default());
+        let ping = LinkMessage::Ping { nonce: 1 };
+        // A lone header: the receiver waits for a body that never comes.
+        let wire = a.seal(&ping).unwrap();
+        assert!(b.open(&wire[..frame::HEADER_LEN]).unwrap().is_none());
+        // A raw Rekey record the sender did not follow with a key switch.
+        let (body, len) = frame::pad(&frame::encode(&LinkMessage::Rekey)).unwrap();
+        let mut raw = Vec::new();
+        a.fuzz_seal_raw(&len.to_be_bytes(), &body, &mut raw)
+            .unwrap();
+        assert!(b.open(&a.seal(&ping).unwrap()).is_err());
+        Transport::fuzz_reset_pair(&mut a, &mut b);
+        for n in 0..3 {
+            let msg = LinkMessage::Ping { nonce: n };
+            let (_, got) = b.open(&a.seal(&msg).unwrap()).unwrap().unwrap();
+            assert!(matches!(got, Opened::Message(m) if m == msg));
+        }
+        // A hand-made Rekey followed by the sender's switch keeps step.
+        let mut raw = Vec::new();
+        a.fuzz_seal_raw(&len.to_be_bytes(), &body, &mut raw)
+            .unwrap();
+        a.fuzz_rekey_outgoing();
+        assert!(b.open(&raw).unwrap().is_some());
+        let (_, got) = b.open(&a.seal(&ping).unwrap()).unwrap().unwrap();
+        assert!(matches!(got, Opened::Message(m) if m == ping));
     }
 }
