@@ -104,10 +104,11 @@ fn a_node_becomes_a_peer_within_2_s_while_700_connections_flood_the_peer_port() 
         let junk = (i >= IDLE).then(|| random_bytes(1024, u64::try_from(i).unwrap()));
         rt.spawn(hold(to, source, junk, opened.clone()));
     }
-    // Let the flood open and the node take it.
+    // Let the flood open, the node take it and close some, and the flood
+    // open those again: B joins while it goes on.
     let t = Instant::now();
-    while opened.load(Ordering::Relaxed) < u64::try_from(IDLE + GARBAGE).unwrap() {
-        assert!(t.elapsed() < Duration::from_secs(10), "flood not opened");
+    while opened.load(Ordering::Relaxed) <= u64::try_from(IDLE + GARBAGE).unwrap() {
+        assert!(t.elapsed() < Duration::from_secs(10), "flood not going");
         std::thread::sleep(Duration::from_millis(20));
     }
     std::thread::sleep(Duration::from_millis(300));
@@ -128,8 +129,6 @@ fn a_node_becomes_a_peer_within_2_s_while_700_connections_flood_the_peer_port() 
         joined.as_secs_f64()
     );
     assert!(joined < Duration::from_secs(2), "joined after {joined:?}");
-    // The flood was still on: connections were closed and opened again.
-    assert!(total > u64::try_from(IDLE + GARBAGE).unwrap());
     rt.shutdown_timeout(Duration::from_secs(1));
     drop((a, b));
 }
