@@ -69,6 +69,7 @@ async fn start(i: usize, hops: usize, stop: &CancellationToken) -> Hop {
         vault: lichen_node::vault::Vault::new([7; 32]),
         max_remembered: 0,
         seeds: Vec::new(),
+        loopback_sources: false,
         // Two-node and line networks: no room for tunnels (routing
         // alone is under test).
         tunnels: lichen_routing::TunnelConfig {

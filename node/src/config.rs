@@ -174,6 +174,12 @@ pub struct NetworkConfig {
     /// publisher's and the downloader's neighbours keep, and be seen to
     /// keep, what they pass on at the highest HTLs (docs/routing.md).
     pub test_network: bool,
+    /// Loopback addresses (127.0.0.x, ::1) count as many sources, one
+    /// per address, for the per-range limit on inbound handshakes (IPv4
+    /// /24, IPv6 /64): for flood tests, which connect from several
+    /// 127.0.0.x. Off (the default), loopback has no per-range limit, as
+    /// a testnet's nodes all dial from 127.0.0.1.
+    pub loopback_sources: bool,
 }
 
 impl Default for NetworkConfig {
@@ -186,6 +192,7 @@ impl Default for NetworkConfig {
             upload_limit: 0,
             download_limit: 0,
             test_network: false,
+            loopback_sources: false,
         }
     }
 }

@@ -132,6 +132,7 @@ async fn start_network(node: &Arc<node::Node>) -> anyhow::Result<()> {
         max_remembered: net.max_peers.saturating_mul(2),
         // Dialed by the peer policy while the node has no peer.
         seeds,
+        loopback_sources: net.loopback_sources,
         tunnels: lichen_routing::TunnelConfig {
             hops: node.config.anonymity.tunnel_hops,
             // A test network of a few nodes has no hop with 8 other

@@ -56,8 +56,7 @@ mod slots;
 mod tests;
 
 pub use slots::{
-    HandshakeSlot, HandshakeSlots, HELLO_DEADLINE, MAX_HANDSHAKES_PER_ADDRESS,
-    MAX_INBOUND_HANDSHAKES,
+    HELLO_DEADLINE, MAX_HANDSHAKES_PER_RANGE, MAX_INBOUND_HANDSHAKES, PRESSED_HELLO_DEADLINE,
 };
 
 use crate::noderef::NodeRef;

@@ -20,7 +20,7 @@
 //!
 //! | module | what |
 //! | --- | --- |
-//! | this one | start, the router, the accept loop |
+//! | this one | start, the router, the accept loop and its connection slots |
 //! | `home`, `upload`, `keys` | the handlers: home page and outside-link warning, the upload form, documents by key |
 //! | `guard` | the `Host` check, path limit and security headers on every response |
 //! | `origin` | whether a request comes from another site (key requests and uploads refuse those) |
@@ -50,6 +50,7 @@ pub use state::{Gateway, Options};
 
 use crate::config::client_allowed;
 use crate::node::Node;
+use crate::util::admission::{self, Gate, Limits, Ticket};
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;
 use axum::routing::{get, post};
@@ -57,11 +58,16 @@ use axum::Router;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use std::time::Instant;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 
 /// Connections served at once.
-const MAX_CONNECTIONS: usize = 256;
+pub const MAX_CONNECTIONS: usize = 256;
+
+/// Connections from one source range (IPv4 /24, IPv6 /64) waiting for
+/// their request header at once; the range's oldest makes room for its
+/// newest.
+pub const MAX_WAITING_PER_RANGE: usize = 64;
 
 /// Bind and start the gateway if `node.config.gateway.enabled`. Returns
 /// the address it listens on.
@@ -106,16 +112,35 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .with_state(gw)
 }
 
-/// Accept connections until the node shuts down.
+/// Accept connections until the node shuts down, within the connection
+/// slots ([`crate::util::admission`]): when they are full, the oldest
+/// connection that has not sent a complete request header (or is idle
+/// between requests) is closed to make room; such connections get
+/// [`Options::header_timeout`], [`Options::pressed_header_timeout`] while
+/// more than half the slots are taken.
 pub async fn serve(gw: Arc<Gateway>, listener: TcpListener) {
-    use hyper_util::rt::{TokioIo, TokioTimer};
     let app = router(gw.clone());
-    let conns = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let gate = Gate::new(Limits {
+        slots: MAX_CONNECTIONS,
+        per_range: MAX_WAITING_PER_RANGE,
+        deadline: gw.opts.header_timeout,
+        pressed_deadline: gw.opts.pressed_header_timeout,
+        loopback_sources: gw.opts.loopback_sources,
+    });
     let allowed = gw.node.config.gateway.allowed_hosts.clone();
     let shutdown = gw.node.shutdown.clone();
+    let mut sweep_at = None;
+    let mut refused: u64 = 0;
     loop {
+        // Idle kept-alive connections start waiting without an accept:
+        // look again within a second while any connection is held.
+        let at = sweep_at.or_else(|| (!gate.is_empty()).then(|| Instant::now() + SWEEP));
         let (stream, peer) = tokio::select! {
             () = shutdown.cancelled() => break,
+            () = admission::sleep_until(at) => {
+                sweep_at = gate.sweep(Instant::now());
+                continue;
+            }
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
@@ -129,32 +154,79 @@ pub async fn serve(gw: Arc<Gateway>, listener: TcpListener) {
             tracing::debug!("gateway: refused a connection from a host not in allowed_hosts");
             continue;
         }
-        let Ok(permit) = conns.clone().try_acquire_owned() else {
-            tracing::debug!("gateway: too many connections");
+        let Some(ticket) = gate.enter(Instant::now(), peer.ip()) else {
+            refused += 1;
+            if refused.is_power_of_two() {
+                tracing::info!(
+                    refused,
+                    "gateway: every connection slot busy; connection closed"
+                );
+            }
             continue;
         };
-        let svc = hyper_util::service::TowerToHyperService::new(app.clone());
-        let header_timeout = gw.opts.header_timeout;
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout)
-                .max_buf_size(64 * 1024)
-                .max_headers(64)
-                .keep_alive(true);
-            let conn = builder.serve_connection(TokioIo::new(stream), svc);
-            tokio::pin!(conn);
-            tokio::select! {
-                r = conn.as_mut() => {
-                    if let Err(e) = r {
-                        tracing::debug!("gateway connection: {e}");
-                    }
-                }
-                () = shutdown.cancelled() => {}
+        sweep_at = gate.sweep(Instant::now());
+        let opts = (gw.opts.header_timeout, shutdown.clone());
+        tokio::spawn(connection(app.clone(), stream, ticket, opts));
+    }
+}
+
+/// Sweep the slots at least this often while any connection is held.
+const SWEEP: Duration = Duration::from_secs(1);
+
+/// Marks its connection waiting again when dropped: held by a response
+/// body until it is sent (or dropped).
+struct Idle(Arc<Ticket>);
+
+impl Drop for Idle {
+    fn drop(&mut self) {
+        self.0.wait(Instant::now());
+    }
+}
+
+/// Serve one connection until it ends, the node shuts down or the slots
+/// policy closes it (only while it waits for a request).
+async fn connection(
+    app: Router,
+    stream: tokio::net::TcpStream,
+    ticket: Ticket,
+    (header_timeout, shutdown): (Duration, tokio_util::sync::CancellationToken),
+) {
+    use http_body_util::BodyExt as _;
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let ticket = Arc::new(ticket);
+    let inner = hyper_util::service::TowerToHyperService::new(app);
+    let t = ticket.clone();
+    let svc = hyper::service::service_fn(move |req| {
+        // A complete request header: busy until its response is sent.
+        t.busy();
+        let idle = Idle(t.clone());
+        let call = hyper::service::Service::call(&inner, req);
+        async move {
+            let resp = call.await?;
+            Ok::<_, std::convert::Infallible>(resp.map(|b| {
+                axum::body::Body::new(b.map_frame(move |f| {
+                    let _ = &idle;
+                    f
+                }))
+            }))
+        }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .max_buf_size(64 * 1024)
+        .max_headers(64)
+        .keep_alive(true);
+    let conn = builder.serve_connection(TokioIo::new(stream), svc);
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!("gateway connection: {e}");
             }
-        });
+        }
+        () = shutdown.cancelled() => {}
+        () = ticket.closed() => tracing::debug!("gateway: a waiting connection closed (slots)"),
     }
 }

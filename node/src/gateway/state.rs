@@ -16,8 +16,14 @@ pub struct Options {
     pub progress_after: Duration,
     /// How long a sub-resource request (image, stylesheet) waits.
     pub resource_wait: Duration,
-    /// Time allowed to send the request headers.
+    /// Time allowed to send the request headers (and between requests
+    /// on a kept-alive connection).
     pub header_timeout: Duration,
+    /// The same while more than half the connection slots are taken.
+    pub pressed_header_timeout: Duration,
+    /// Loopback clients count as many sources, one per address, for the
+    /// per-range limit (tests); off, loopback has no per-range limit.
+    pub loopback_sources: bool,
 }
 
 impl Default for Options {
@@ -26,6 +32,8 @@ impl Default for Options {
             progress_after: Duration::from_secs(2),
             resource_wait: Duration::from_secs(60),
             header_timeout: Duration::from_secs(10),
+            pressed_header_timeout: Duration::from_secs(2),
+            loopback_sources: false,
         }
     }
 }

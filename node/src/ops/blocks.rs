@@ -365,6 +365,7 @@ mod tests {
                     vault: crate::vault::Vault::new(rand::random()),
                     max_remembered: 0,
                     seeds: Vec::new(),
+                    loopback_sources: false,
                     // Two-node and line networks: no room for tunnels (routing
                     // alone is under test).
                     tunnels: lichen_routing::TunnelConfig {

@@ -3,22 +3,26 @@
 //! ([`Driver::carry_out`]). Sockets and tasks live here; the time comes
 //! from the node's clock (passed in); every decision is the policy's.
 //!
-//! An inbound connection holds one of the policy's [`HandshakeSlots`]
-//! from its accept until its peer's hello ([`PeerPolicy::greeted`]) or its
-//! end, so links that finish the handshake and then say nothing are
-//! bounded like half-open ones; the policy closes them after
-//! [`lichen_link::policy::HELLO_DEADLINE`]. The accept loop backs off on
-//! errors (no free descriptors, ...) instead of spinning ([`Backoff`]).
+//! An inbound connection holds one of the accept loop's slots
+//! ([`crate::util::admission`], a [`Ticket`]) from its accept until its
+//! peer's hello ([`PeerPolicy::greeted`]) or its end, so links that finish
+//! the handshake and then say nothing are bounded like half-open ones.
+//! When the slots are full the oldest such connection is closed to make
+//! room; each has [`HELLO_DEADLINE`] from its accept to its hello,
+//! [`PRESSED_HELLO_DEADLINE`] while more than half the slots are taken.
+//! The accept loop backs off on errors (no free descriptors, ...) instead
+//! of spinning ([`Backoff`]).
 
 use super::store::{verify, Keeper, StoreSource};
 use super::{file, Cmd, PeerSetup};
+use crate::util::admission::{self, Gate, Limits, Ticket};
 use crate::util::clock::Clock;
 use lichen_crypto::BlockKind;
 use lichen_crypto::RoutingKey;
 use lichen_link::peerlist::PeerList;
 use lichen_link::policy::{
-    Dialed, HandshakeSlot, HandshakeSlots, Output, PeerPolicy, PolicyConfig,
-    MAX_HANDSHAKES_PER_ADDRESS, MAX_INBOUND_HANDSHAKES, RECONNECT_TICK,
+    Dialed, Output, PeerPolicy, PolicyConfig, HELLO_DEADLINE, MAX_HANDSHAKES_PER_RANGE,
+    MAX_INBOUND_HANDSHAKES, PRESSED_HELLO_DEADLINE, RECONNECT_TICK,
 };
 use lichen_link::{Link, LinkEvent, LinkSender, NodeRef};
 use lichen_routing::{
@@ -28,11 +32,11 @@ use lichen_store::{Origin, Space};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -41,8 +45,8 @@ use tokio_util::sync::CancellationToken;
 pub(super) enum NewLink {
     /// We dialed it.
     Dialed(Link, Dialed),
-    /// It dialed us; its slot is held until the hello.
-    Accepted(Link, HandshakeSlot),
+    /// It dialed us from this address; its slot is held until the hello.
+    Accepted(Link, Ticket, IpAddr),
     Failed([u8; 32]),
 }
 
@@ -72,8 +76,9 @@ struct Driver {
     setup: PeerSetup,
     senders: HashMap<PeerId, LinkSender>,
     waiters: HashMap<RequestId, Waiter>,
-    /// Inbound links before their hello, with their slots.
-    ungreeted: HashMap<PeerId, HandshakeSlot>,
+    /// Inbound links before their hello: dropping one lets its slot go
+    /// (the task holding it ends).
+    ungreeted: HashMap<PeerId, oneshot::Sender<()>>,
     clock: Arc<dyn Clock>,
     keeper: Keeper,
     rng: StdRng,
@@ -234,14 +239,14 @@ impl Driver {
         let now = self.clock.now();
         let (link, dialed, slot) = match l {
             NewLink::Dialed(link, dialed) => (link, Some(dialed), None),
-            NewLink::Accepted(link, slot) => (link, None, Some(slot)),
+            NewLink::Accepted(link, slot, ip) => (link, None, Some((slot, ip))),
             NewLink::Failed(key) => {
                 self.policy.dial_failed(now, &key);
                 return;
             }
         };
         let remote = link.remote_static();
-        let from = slot.as_ref().map(HandshakeSlot::ip);
+        let from = slot.as_ref().map(|(_, ip)| *ip);
         let Ok(pid) = self
             .policy
             .link_up(now, remote, dialed, from, &mut self.rng)
@@ -249,10 +254,20 @@ impl Driver {
             link.close();
             return;
         };
-        if let Some(slot) = slot {
-            self.ungreeted.insert(pid, slot);
-        }
         let (sender, mut rx) = link.into_parts();
+        if let Some((slot, _)) = slot {
+            // Until the hello (or the link's end), the slot is held; if
+            // the slots policy closes it, the link goes.
+            let (held, released) = oneshot::channel::<()>();
+            self.ungreeted.insert(pid, held);
+            let s = sender.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    () = slot.closed() => s.close(),
+                    _ = released => {}
+                }
+            });
+        }
         let ev = self.ev_tx.clone();
         tokio::spawn(async move {
             while let Some(e) = rx.recv().await {
@@ -437,21 +452,32 @@ impl Backoff {
 }
 
 /// Accept inbound links, each handshake in its own task, within the
-/// policy's handshake slots (held until the hello: see the module docs).
-/// On errors the loop pauses ([`Backoff`]) and logs once per run of them,
-/// without addresses.
+/// inbound slots (held until the hello: see the module docs). On errors
+/// the loop pauses ([`Backoff`]) and logs once per run of them, without
+/// addresses.
 pub(super) async fn accept_loop(
     mut listener: impl Listener,
     setup: PeerSetup,
     links: mpsc::Sender<NewLink>,
     shutdown: CancellationToken,
 ) {
-    let slots = Arc::new(HandshakeSlots::default());
+    let gate = Gate::new(Limits {
+        slots: MAX_INBOUND_HANDSHAKES,
+        per_range: MAX_HANDSHAKES_PER_RANGE,
+        deadline: HELLO_DEADLINE,
+        pressed_deadline: PRESSED_HELLO_DEADLINE,
+        loopback_sources: setup.loopback_sources,
+    });
     let mut refused: u64 = 0;
     let mut backoff = Backoff::default();
+    let mut sweep_at = None;
     loop {
         let (stream, from) = tokio::select! {
             () = shutdown.cancelled() => return,
+            () = admission::sleep_until(sweep_at) => {
+                sweep_at = gate.sweep(Instant::now());
+                continue;
+            }
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
@@ -469,28 +495,30 @@ pub(super) async fn accept_loop(
         if backoff.succeeded() {
             tracing::info!("accepting peer connections again");
         }
-        let Some(slot) = slots.take(from.ip()) else {
+        let ip = from.ip();
+        let Some(slot) = gate.enter(Instant::now(), ip) else {
+            // Not reached while inbound connections are only ever waiting
+            // (none is busy before its hello); kept for the policy's
+            // contract.
             refused += 1;
             if refused.is_power_of_two() {
-                tracing::info!(
-                    refused,
-                    "inbound connections before their hello at their limit \
-                     ({MAX_INBOUND_HANDSHAKES}, {MAX_HANDSHAKES_PER_ADDRESS} per address): \
-                     connections closed"
-                );
+                tracing::info!(refused, "inbound connection slots full: connection closed");
             }
-            drop(stream);
             continue;
         };
+        sweep_at = gate.sweep(Instant::now());
         let setup = setup.clone();
         let links = links.clone();
         tokio::spawn(async move {
-            let link =
-                Link::accept(stream, &setup.keys, &setup.link, setup.bandwidth.clone()).await;
+            let link = tokio::select! {
+                l = Link::accept(stream, &setup.keys, &setup.link, setup.bandwidth.clone()) => l,
+                // Closed to make room, or past its deadline.
+                () = slot.closed() => return,
+            };
             match link {
                 // The slot goes with the link until its hello.
                 Ok(l) => {
-                    let _ = links.send(NewLink::Accepted(l, slot)).await;
+                    let _ = links.send(NewLink::Accepted(l, slot, ip)).await;
                 }
                 Err(e) => tracing::debug!(error = %e, "inbound handshake failed"),
             }

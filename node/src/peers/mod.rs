@@ -83,6 +83,9 @@ pub struct PeerSetup {
     /// How own requests use tunnels (`hops` 0: none; `[anonymity]
     /// tunnel_hops`).
     pub tunnels: lichen_routing::TunnelConfig,
+    /// Loopback addresses count as many sources for the per-range limit
+    /// on inbound handshakes (`[network] loopback_sources`, tests).
+    pub loopback_sources: bool,
 }
 
 impl std::fmt::Debug for PeerSetup {

@@ -3,6 +3,7 @@
 //! utilities too, kept at the crate root where the peer driver and the
 //! gateway name them).
 
+pub(crate) mod admission;
 pub(crate) mod blocking;
 pub(crate) mod clock;
 pub(crate) mod dirfd;
