@@ -28,16 +28,9 @@ fn bin() -> &'static Path {
 
 /// `lichen noderef` for a data directory and peer port, written to a file.
 fn noderef_file(dir: &Path, data: &Path, port: u16) -> PathBuf {
-    let out = std::process::Command::new(bin())
-        .arg("noderef")
-        .arg("--data-dir")
-        .arg(data)
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
+    let listen = SocketAddr::from(([127, 0, 0, 1], port));
     let f = dir.join("a.noderef");
-    std::fs::write(&f, &out.stdout).unwrap();
+    std::fs::write(&f, network::noderef_text(bin(), data, listen)).unwrap();
     f
 }
 
