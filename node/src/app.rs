@@ -236,15 +236,22 @@ fn passphrase(a: &NodeArgs, data_dir: &std::path::Path) -> anyhow::Result<Option
     if !ask_now {
         return Ok(None);
     }
+    // A new passphrase is asked twice; the one a node is sealed under, once.
+    ask_passphrase("Passphrase: ", !sealed).map(Some)
+}
+
+/// A passphrase from the terminal (without echo); with `confirm`, asked
+/// twice and refused unless both are the same.
+fn ask_passphrase(prompt: &str, confirm: bool) -> anyhow::Result<Passphrase> {
     let ask = |prompt: &str| {
         rpassword::prompt_password(prompt)
             .map_err(|e| anyhow::anyhow!("cannot read a passphrase from the terminal: {e}"))
     };
-    let first = ask("Passphrase: ")?;
-    if !sealed && ask("The same passphrase again: ")? != first {
+    let first = ask(prompt)?;
+    if confirm && ask("The same passphrase again: ")? != first {
         anyhow::bail!("the passphrases differ; nothing was changed");
     }
-    Passphrase::new(first).map(Some).ok_or_else(empty)
+    Passphrase::new(first).ok_or_else(|| anyhow::anyhow!("the passphrase is empty"))
 }
 
 /// The configuration for `lichen node`, `noderef` and `wipe`: file,
@@ -278,15 +285,7 @@ fn change_passphrase(a: &PassphraseArgs) -> anyhow::Result<()> {
     } else if let Some(path) = &a.new_passphrase_file {
         Some(read_passphrase_file(path)?)
     } else {
-        let ask = |prompt: &str| {
-            rpassword::prompt_password(prompt)
-                .map_err(|e| anyhow::anyhow!("cannot read a passphrase from the terminal: {e}"))
-        };
-        let first = ask("New passphrase: ")?;
-        if ask("The same passphrase again: ")? != first {
-            anyhow::bail!("the passphrases differ; nothing was changed");
-        }
-        Some(Passphrase::new(first).ok_or_else(|| anyhow::anyhow!("the passphrase is empty"))?)
+        Some(ask_passphrase("New passphrase: ", true)?)
     };
     crate::identity::change_protection(&dir, config.passphrase.as_ref(), new.as_ref())?;
     print_stdout(if new.is_some() {

@@ -385,17 +385,32 @@ pub fn secrets_for_tests(
     dir: &Path,
     passphrase: Option<&Passphrase>,
 ) -> Result<[[u8; 32]; 3], IdentityError> {
+    let id = Identity::unseal(dir, &read_sealed(dir)?, passphrase)?;
+    Ok([id.static_secret, id.store_secret, id.vault_key])
+}
+
+/// The sealed (version 2) identity file in `dir`, read without opening it.
+fn read_sealed(dir: &Path) -> Result<OnDisk, IdentityError> {
     let path = dir.join(FILE_NAME);
     let text = std::fs::read_to_string(&path).map_err(|source| IdentityError::Io {
         path: path.clone(),
         source,
     })?;
-    let d: OnDisk = toml::from_str(&text).map_err(|e| IdentityError::Damaged {
+    toml::from_str(&text).map_err(|e| IdentityError::Damaged {
         path,
-        why: e.to_string(),
-    })?;
-    let id = Identity::unseal(dir, &d, passphrase)?;
-    Ok([id.static_secret, id.store_secret, id.vault_key])
+        why: format!("{e} (start the node once to upgrade an identity of version 1)"),
+    })
+}
+
+impl OnDisk {
+    /// How it is sealed; `None` for an unknown protection.
+    fn protection(&self) -> Option<Protection> {
+        match self.protection.as_str() {
+            "passphrase" => Some(Protection::Passphrase),
+            "key-file" => Some(Protection::KeyFile),
+            _ => None,
+        }
+    }
 }
 
 /// Seal the identity in `dir` under `new` (a passphrase, or a key file
@@ -409,19 +424,9 @@ pub fn change_protection(
     current: Option<&Passphrase>,
     new: Option<&Passphrase>,
 ) -> Result<Protection, IdentityError> {
-    let path = dir.join(FILE_NAME);
-    let text = std::fs::read_to_string(&path).map_err(|source| IdentityError::Io {
-        path: path.clone(),
-        source,
-    })?;
-    let d: OnDisk = toml::from_str(&text).map_err(|e| IdentityError::Damaged {
-        path: path.clone(),
-        why: format!("{e} (start the node once to upgrade an identity of version 1)"),
-    })?;
-    let before = match d.protection.as_str() {
-        "passphrase" => Protection::Passphrase,
-        _ => Protection::KeyFile,
-    };
+    let d = read_sealed(dir)?;
+    // An unknown protection fails in `unseal` below.
+    let before = d.protection().unwrap_or(Protection::KeyFile);
     let id = Identity::unseal(dir, &d, current)?;
     id.save(dir, new)?;
     Ok(before)
@@ -432,13 +437,7 @@ pub fn change_protection(
 /// a passphrase only when one is needed.
 #[must_use]
 pub fn protection(dir: &Path) -> Option<Protection> {
-    let text = std::fs::read_to_string(dir.join(FILE_NAME)).ok()?;
-    let d: OnDisk = toml::from_str(&text).ok()?;
-    match d.protection.as_str() {
-        "passphrase" => Some(Protection::Passphrase),
-        "key-file" => Some(Protection::KeyFile),
-        _ => None,
-    }
+    read_sealed(dir).ok()?.protection()
 }
 
 /// The key-encryption key: Argon2id(passphrase, salt) with the file's
