@@ -245,3 +245,63 @@ fn request_flood_is_bounded() {
         "{sizes:?}"
     );
 }
+
+/// Entries of the recent-request table that were pending when the table
+/// went over its cap keep their place in its expiry order: once their
+/// requests end they expire like any other, and the table returns to its
+/// cap. (They used to lose it and stay for good — the `events` fuzz target
+/// found the table over `recent_cap + pending + 1`.)
+#[test]
+fn recent_entries_of_pending_requests_still_expire() {
+    let mut r = ChaCha8Rng::seed_from_u64(5);
+    let cfg = Config {
+        recent_cap: 4,
+        ..Config::default()
+    };
+    let mut n = Node::new(cfg.clone(), Location(0), sha_verify as V);
+    for p in 0..3u64 {
+        n.add_peer(0, PeerId(p), Location(p << 62), &mut r);
+    }
+    // Twelve requests at once, all pending (forwarded, never answered):
+    // the table goes over its cap while every entry is pending.
+    for id in 0..12u64 {
+        let msg = Message::Request {
+            id: 1000 + id,
+            key: key(id as u8),
+            htl: 18,
+            kind: KeyKind::Chk,
+        };
+        n.handle_message(0, PeerId(id % 3), msg, &mut EmptyStore, &mut r);
+        while n.poll_action().is_some() {}
+    }
+    let [pending, recent, ..] = n.table_sizes();
+    assert!(pending >= 12, "{pending}");
+    assert!(recent > cfg.recent_cap);
+    // Every request times out; then every entry's time passes.
+    let mut now = 0;
+    while now <= cfg.fetch_timeout + cfg.recent_ttl + 1_000 {
+        now += 10_000;
+        n.handle_timeout(now, &mut r);
+        while n.poll_action().is_some() {}
+    }
+    let [pending, recent, _, _, _, _, orders, _] = n.table_sizes();
+    assert_eq!(pending, 0);
+    assert_eq!(recent, 0, "entries outlived their time");
+    assert_eq!(orders, 0);
+    // New traffic keeps the table within its cap.
+    for id in 0..40u64 {
+        let msg = Message::Request {
+            id: 5000 + id,
+            key: key(id as u8),
+            htl: 18,
+            kind: KeyKind::Chk,
+        };
+        n.handle_message(now, PeerId(id % 3), msg, &mut EmptyStore, &mut r);
+        while n.poll_action().is_some() {}
+        now += cfg.fetch_timeout + 1;
+        n.handle_timeout(now, &mut r);
+        while n.poll_action().is_some() {}
+        let [pending, recent, ..] = n.table_sizes();
+        assert!(recent <= cfg.recent_cap + pending + 1, "{recent} {pending}");
+    }
+}

@@ -491,16 +491,32 @@ impl<V: Verifier> Node<V> {
             },
         );
         self.recent_order.push_back((expires, id));
-        while self.recent.len() > self.cfg.recent_cap
-            || self.recent_order.len() > 2 * self.cfg.recent_cap + 16
+        // Over the cap, the oldest entries go, except those of requests
+        // still pending here: they keep their place in the order (moved to
+        // the back), or nothing would ever expire or evict them once their
+        // request ends. Each entry is looked at once per call, so a table
+        // of nothing but pending entries ends the loop.
+        let mut kept = Vec::new();
+        let mut budget = self.recent_order.len();
+        while budget > 0
+            && (self.recent.len() > self.cfg.recent_cap
+                || self.recent_order.len() + kept.len() > 2 * self.cfg.recent_cap + 16)
         {
-            let Some((_, old)) = self.recent_order.pop_front() else {
+            budget -= 1;
+            let Some((exp, old)) = self.recent_order.pop_front() else {
                 break;
             };
-            if !self.pending.contains_key(&old) {
-                self.recent.remove(&old);
+            match self.recent.get(&old) {
+                // A stale order entry (the id was remembered again later).
+                Some(r) if r.expires != exp => {}
+                Some(_) if self.pending.contains_key(&old) => kept.push((exp, old)),
+                Some(_) => {
+                    self.recent.remove(&old);
+                }
+                None => {}
             }
         }
+        self.recent_order.extend(kept);
     }
 
     /// A random id in use nowhere here.
