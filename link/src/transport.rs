@@ -160,17 +160,22 @@ impl Transport {
     ///
     /// # Errors
     /// As [`Transport::seal`]; `out` may then hold part of a frame.
+    /// A `Rekey` passed in is a rekey asked for now: the sending key
+    /// switches right after it, as the receiver's does when it reads it.
     pub fn seal_into(&mut self, msg: &LinkMessage, out: &mut Vec<u8>) -> Result<(), LinkError> {
-        self.seal_one(msg, out)?;
-        if self.frames_since_rekey >= self.policy.after_frames
-            || self.bytes_since_rekey >= self.policy.after_bytes
-        {
-            self.seal_one(&LinkMessage::Rekey, out)?;
-            self.noise.rekey_outgoing();
-            self.frames_since_rekey = 0;
-            self.bytes_since_rekey = 0;
-            self.rekeys_sent += 1;
+        if *msg != LinkMessage::Rekey {
+            self.seal_one(msg, out)?;
+            if self.frames_since_rekey < self.policy.after_frames
+                && self.bytes_since_rekey < self.policy.after_bytes
+            {
+                return Ok(());
+            }
         }
+        self.seal_one(&LinkMessage::Rekey, out)?;
+        self.noise.rekey_outgoing();
+        self.frames_since_rekey = 0;
+        self.bytes_since_rekey = 0;
+        self.rekeys_sent += 1;
         Ok(())
     }
 
@@ -340,6 +345,26 @@ mod tests {
             open_all(&mut a, &back).unwrap(),
             vec![LinkMessage::Pong { nonce: 9 }]
         );
+    }
+
+    /// A `Rekey` sealed by the caller switches the sending key too, so the
+    /// link goes on (it used to switch only the receiver's, and the next
+    /// record failed to decrypt).
+    #[test]
+    fn rekey_asked_for_by_the_caller() {
+        let (mut a, mut b) = pair(RekeyPolicy::default());
+        let mut wire = a.seal(&LinkMessage::Ping { nonce: 1 }).unwrap();
+        wire.extend(a.seal(&LinkMessage::Rekey).unwrap());
+        wire.extend(a.seal(&LinkMessage::Ping { nonce: 2 }).unwrap());
+        assert_eq!(
+            open_all(&mut b, &wire).unwrap(),
+            vec![
+                LinkMessage::Ping { nonce: 1 },
+                LinkMessage::Ping { nonce: 2 }
+            ]
+        );
+        assert_eq!(a.rekeys(), (1, 0));
+        assert_eq!(b.rekeys(), (0, 1));
     }
 
     #[test]
