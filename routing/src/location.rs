@@ -18,6 +18,15 @@ impl Location {
         d.min(d.wrapping_neg())
     }
 
+    /// A routing key whose location is this one (the rest zero): what an
+    /// announcement is routed toward.
+    #[must_use]
+    pub fn as_key(self) -> Key {
+        let mut k = [0u8; 32];
+        k[..8].copy_from_slice(&self.0.to_be_bytes());
+        Key(k)
+    }
+
     /// The location of a routing key: its first eight bytes, big-endian.
     /// Routing keys are SHA-256 outputs, so key locations are uniform.
     pub fn of_key(key: &Key) -> Location {

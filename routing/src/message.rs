@@ -172,7 +172,7 @@ pub enum Message {
         /// The node offering the connection.
         noderef: NodeRef,
     },
-    /// Opennet announcement, routed toward `noderef.location`.
+    /// Opennet announcement, routed toward `target` or else `noderef.location`.
     Announce {
         /// Random id (loop detection).
         id: u64,
@@ -180,6 +180,12 @@ pub enum Message {
         htl: u8,
         /// The newcomer.
         noderef: NodeRef,
+        /// Where it is routed when not toward `noderef.location`: an
+        /// established node looking for peers at one link length (its
+        /// link-length refresh, routing/README.md). Absent on the wire
+        /// when `None`, so earlier nodes read it as before.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        target: Option<Location>,
     },
     /// The announcement ran its course (retraces the path).
     AnnounceReply {

@@ -125,7 +125,7 @@ fn replacement_is_rate_limited_however_many_connections_were_asked_for() {
     }
     assert_eq!(dropped(&drain(&mut n)).len(), 1, "one drop per interval");
     assert_eq!(n.peer_count(), 4);
-    assert!(!n.wants_peer(20_000));
+    assert!(!n.wants_peer(20_000, Location(9)));
     assert!(!n.accept_requested_peer(20_000, PeerId(13), Location(13 << 58), &mut r));
     assert!(n.accept_requested_peer(35_000, PeerId(14), Location(14 << 58), &mut r));
     assert_eq!(dropped(&drain(&mut n)).len(), 1);
@@ -258,4 +258,123 @@ fn an_announcement_through_a_seed_goes_to_that_seed_and_ends_with_it() {
     n.handle_local_request(40, LocalRequest::Announce, &mut r);
     let greedy = sends(&drain(&mut n));
     assert_eq!(greedy.first().map(|s| s.0), Some(PeerId(1)), "{greedy:?}");
+}
+
+/// A node at location 0 with `max_peers` 8 and peers at `locs` (ids 1, 2,
+/// …), its noderef set.
+fn opennet_node(locs: &[u64], cfg: Config) -> (Node<V>, rand_chacha::ChaCha8Rng) {
+    let mut r = rng();
+    let mut n = Node::new(cfg, Location(0), sha_verify as V);
+    for (i, &l) in locs.iter().enumerate() {
+        n.add_peer(0, PeerId(i as u64 + 1), Location(l), &mut r);
+    }
+    n.set_noderef(me());
+    (n, r)
+}
+
+/// The announcements a node sends while its timers run for `ms`.
+fn announcements_within(n: &mut Node<V>, r: &mut rand_chacha::ChaCha8Rng, ms: u64) -> Vec<Message> {
+    let mut out = Vec::new();
+    let mut now = 0;
+    while now <= ms {
+        n.handle_timeout(now, r);
+        out.extend(
+            sends(&drain(n))
+                .into_iter()
+                .map(|(_, m)| m)
+                .filter(|m| matches!(m, Message::Announce { .. })),
+        );
+        now += 1_000;
+    }
+    out
+}
+
+/// The link-length refresh: a node whose peers crowd a few link-length
+/// classes announces itself toward a location in an empty class (neither
+/// its longest class, which holds a peer, nor its own neighbourhood),
+/// about once per `refresh_interval`; with the classes balanced off, or
+/// with fewer than half its peers (ordinary announcements then), never.
+#[test]
+fn a_node_short_of_some_link_lengths_announces_toward_them() {
+    let cfg = Config {
+        max_peers: 8,
+        refresh_interval: 10_000,
+        ..Config::default()
+    };
+    // Classes 1 (one peer) and about 40 (four peers).
+    let locs = [1 << 62, 1 << 22, 2 << 22, 3 << 22, u64::MAX - (1 << 22)];
+    let (mut n, mut r) = opennet_node(&locs, cfg.clone());
+    let sent = announcements_within(&mut n, &mut r, 60_000);
+    // (An unanswered one goes on to the next peer under the same id.)
+    let mut ids: Vec<u64> = sent.iter().filter_map(Message::id).collect();
+    ids.dedup();
+    assert!((2..=12).contains(&ids.len()), "{} refreshes", ids.len());
+    let deepest = locs
+        .iter()
+        .map(|&l| Location(l).distance(Location(0)).leading_zeros())
+        .max()
+        .unwrap();
+    for m in &sent {
+        let Message::Announce {
+            noderef, target, ..
+        } = m
+        else {
+            unreachable!()
+        };
+        assert_eq!(noderef, &me());
+        let t = target.expect("a refresh names its target");
+        let class = t.distance(Location(0)).leading_zeros();
+        assert!(class > 1 && class < deepest, "class {class}");
+    }
+    assert_eq!(n.stats().link_refreshes, ids.len() as u64);
+    // Off: no refresh.
+    let (mut n, mut r) = opennet_node(
+        &locs,
+        Config {
+            balance_link_lengths: false,
+            ..cfg.clone()
+        },
+    );
+    assert!(announcements_within(&mut n, &mut r, 60_000).is_empty());
+    // Three peers of eight: the ordinary announcements (to our own
+    // location, no target) are the ones that run.
+    let (mut n, mut r) = opennet_node(&locs[..3], cfg);
+    let sent = announcements_within(&mut n, &mut r, 60_000);
+    assert!(sent
+        .iter()
+        .all(|m| matches!(m, Message::Announce { target: None, .. })));
+}
+
+/// A targeted announcement is routed toward its target, not toward the
+/// announcer's location, and the target goes on with it.
+#[test]
+fn a_targeted_announcement_is_routed_toward_its_target() {
+    // Peers at 1/16 (id 1), 2/16 (id 2) and 3/16 (id 3) of the circle.
+    let (mut n, mut r) = node(3, Config::default());
+    let (mut n2, mut r2) = node(3, Config::default());
+    let announcer = NodeRef {
+        location: Location(1 << 60),
+        address: b"newcomer".to_vec(),
+    };
+    let announce = |target| Message::Announce {
+        id: 5,
+        htl: 10,
+        noderef: announcer.clone(),
+        target,
+    };
+    let forwarded = |n: &mut Node<V>, r: &mut rand_chacha::ChaCha8Rng, m| {
+        n.handle_message(5_000, PeerId(2), m, &mut EmptyStore, r);
+        sends(&drain(n))
+            .into_iter()
+            .find(|(_, m)| matches!(m, Message::Announce { .. }))
+            .unwrap()
+    };
+    // Untargeted: toward the announcer (peer 1, at 1/16 of the circle).
+    let (to, m) = forwarded(&mut n, &mut r, announce(None));
+    assert_eq!(to, PeerId(1));
+    assert!(matches!(m, Message::Announce { target: None, .. }));
+    // Targeted at 3/16: toward peer 3, the target kept.
+    let (to, m) = forwarded(&mut n2, &mut r2, announce(Some(Location(3 << 60))));
+    assert_eq!(to, PeerId(3));
+    assert!(matches!(m, Message::Announce { target: Some(Location(t)), .. } if t == 3 << 60));
 }

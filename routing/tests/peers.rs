@@ -67,7 +67,7 @@ fn own_fetch_with_offer(key: Key, b: &[u8], offer: &NodeRef) -> Vec<Action> {
         location: Location(0),
         address: b"me".to_vec(),
     });
-    assert!(n.wants_peer(1));
+    assert!(n.wants_peer(1, Location(9)));
     let RequestId(id) = n.handle_local_request(
         0,
         LocalRequest::Fetch {
@@ -320,10 +320,11 @@ fn opennet_peer_limit_drops_least_useful_after_grace() {
         max_peers: 3,
         peer_grace: 1000,
         fold_min_interval: 0,
+        balance_link_lengths: false,
         ..Config::default()
     };
     let (mut n, mut r) = node(3, cfg);
-    assert!(!n.wants_peer(10), "young peers are protected");
+    assert!(!n.wants_peer(10, Location(9)), "young peers are protected");
     assert!(!n.accept_opennet_peer(10, PeerId(9), Location(9), &mut r));
     // Peer 2 produces a success; 1 and 3 do not.
     let (key, b) = block(1);
@@ -371,6 +372,7 @@ fn kept_peers_are_never_dropped_as_the_least_useful() {
         max_peers: 3,
         peer_grace: 1000,
         fold_min_interval: 0,
+        balance_link_lengths: false,
         ..Config::default()
     };
     let dropped_for_a_newcomer = |keep: &[u64]| {
@@ -398,6 +400,72 @@ fn kept_peers_are_never_dropped_as_the_least_useful() {
     assert_eq!(dropped_for_a_newcomer(&[1, 2]), (true, vec![PeerId(3)]));
     // All kept: nobody is dropped, the newcomer is not taken.
     assert_eq!(dropped_for_a_newcomer(&[1, 2, 3]), (false, vec![]));
+}
+
+/// A full node at location 0 with peers at `locs` (ids 1, 2, …, all past
+/// their grace), invited to take a newcomer at `newcomer`: whether it
+/// took it, and whom it dropped.
+fn newcomer_at(locs: &[u64], newcomer: u64, keep: &[u64]) -> (bool, Vec<PeerId>) {
+    let cfg = Config {
+        max_peers: locs.len(),
+        peer_grace: 1000,
+        fold_min_interval: 0,
+        ..Config::default()
+    };
+    let mut r = rng();
+    let mut n = Node::new(cfg, Location(0), sha_verify as V);
+    for (i, &l) in locs.iter().enumerate() {
+        n.add_peer(0, PeerId(i as u64 + 1), Location(l), &mut r);
+    }
+    n.keep_peers(keep.iter().map(|&p| PeerId(p)));
+    n.set_noderef(NodeRef {
+        location: Location(0),
+        address: b"me".to_vec(),
+    });
+    n.handle_local_request(1900, LocalRequest::Announce, &mut r);
+    drain(&mut n);
+    let taken = n.accept_opennet_peer(2000, PeerId(99), Location(newcomer), &mut r);
+    let dropped = drain(&mut n)
+        .iter()
+        .filter_map(|x| match x {
+            Action::Disconnect { peer, .. } => Some(*peer),
+            _ => None,
+        })
+        .collect();
+    (taken, dropped)
+}
+
+/// Full, a node spreads its peers over the link-length classes (class k:
+/// distances in [2^-(k+1), 2^-k) of the circle): a newcomer in a class
+/// emptier than another replaces a peer of the most crowded class, never
+/// one of a class as sparse as its own; in its own class it may replace
+/// the least useful peer. Off, the least useful peer goes whatever its
+/// length (the test above).
+#[test]
+fn full_nodes_spread_their_peers_over_link_length_classes() {
+    // Classes: 1 (peer 1, a quarter of the circle away), 42 (peers 2 and
+    // 3, about 2^-42 away), 43 (peer 4, the nearest).
+    let peers = [1 << 62, 2 << 20, 3 << 20, 1 << 20];
+    // A newcomer in an empty class (3): a peer of class 42 goes, the
+    // least useful of the two (none delivered: the lower id).
+    assert_eq!(newcomer_at(&peers, 1 << 60, &[]), (true, vec![PeerId(2)]));
+    // Also for a newcomer in class 1, which holds one peer: class 42
+    // holds more.
+    assert_eq!(newcomer_at(&peers, 3 << 61, &[]), (true, vec![PeerId(2)]));
+    // A newcomer in class 42 replaces one of class 42 (the sizes stay).
+    assert_eq!(newcomer_at(&peers, 5 << 19, &[]), (true, vec![PeerId(2)]));
+    // With both class-42 peers kept, a class-1 newcomer may replace only
+    // peer 1 (as sparse a class): it does.
+    assert_eq!(
+        newcomer_at(&peers, 3 << 61, &[2, 3]),
+        (true, vec![PeerId(1)])
+    );
+    // With peer 1 kept too, nothing may go: the classes would get less
+    // even (class 43 would lose its only peer for class 1's second).
+    assert_eq!(newcomer_at(&peers, 3 << 61, &[1, 2, 3]), (false, vec![]));
+    // A newcomer nearer than every peer opens a deeper class: the most
+    // crowded class (42) gives up a peer for it.
+    assert_eq!(newcomer_at(&peers, 1 << 10, &[2]), (true, vec![PeerId(3)]));
 }
 
 #[test]
@@ -480,6 +548,7 @@ fn a_full_node_keeps_a_newcomer_as_a_seed_client_for_its_announcement() {
         id,
         htl: 18,
         noderef: me.clone(),
+        target: None,
     };
     n.handle_message(30, newcomer, announce(5), &mut EmptyStore, &mut r);
     let s = sends(&drain(&mut n));
@@ -724,6 +793,7 @@ fn a_full_node_that_asks_for_a_connection_keeps_it_when_it_comes_up() {
                 location: Location(7 << 58),
                 address: b"newcomer".to_vec(),
             },
+            target: None,
         },
         &mut EmptyStore,
         &mut r,
@@ -738,7 +808,7 @@ fn a_full_node_that_asks_for_a_connection_keeps_it_when_it_comes_up() {
     // The link comes up 100 ms later. As a stranger's connection it would
     // be refused (the replacement was spent on asking)...
     let newcomer = PeerId(50);
-    assert!(!n.wants_peer(5_100));
+    assert!(!n.wants_peer(5_100, Location(9)));
     // ...but it is the connection the node asked for: kept, and the least
     // useful peer goes.
     assert!(n.accept_requested_peer(5_100, newcomer, Location(7 << 58), &mut r));

@@ -40,6 +40,8 @@ pub fn usage() -> &'static str {
   --downloaders N      attack workload: honest nodes each downloading a file;
                        probe: victims (20)
   --pitch-defence X    darknet: swaps may not stretch a node's links, on | off (on)
+  --link-balance X     opennet: full nodes spread their peers over link-length
+                       classes (1/d), on | off (off: replace the least useful) (on)
   --pitch-probe X      darknet: Hyphanet's Pitch Black probe, on | off (off)
   --days N             pitch-black: attacked days after day 0 (8)
   --tunnel-hops N      own requests through premix tunnels of N hops, 0-3 (0)
@@ -162,6 +164,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Option<Cli>
                 attack_flag(&mut c, &flag, val())?;
             }
             "--pitch-defence" => c.pitch_defence = on_off(&flag, val())?,
+            "--link-balance" => c.link_balance = on_off(&flag, val())?,
             "--pitch-probe" => c.pitch_probe = on_off(&flag, val())?,
             "--days" => c.days = num(&flag, val())?,
             "--lying-lists" => c.lying_lists = on_off(&flag, val())?,

@@ -180,6 +180,11 @@ pub struct SimConfig {
     /// swap_max_stretch`).
     #[serde(default = "default_true")]
     pub pitch_defence: bool,
+    /// Opennet: full nodes spread their peers over link-length classes
+    /// (`lichen_routing::Config::balance_link_lengths`); off: they replace
+    /// the least useful peer.
+    #[serde(default = "yes")]
+    pub link_balance: bool,
     /// Darknet: Hyphanet's Pitch Black probe (`lichen_routing::Config::
     /// pitch_probe_interval`) on, one every
     /// [`PITCH_PROBE_MS`](crate::PITCH_PROBE_MS) of virtual time (off in
@@ -238,10 +243,15 @@ impl Default for SimConfig {
             downloaders: 20,
             tunnel_hops: 0,
             pitch_defence: true,
+            link_balance: true,
             pitch_probe: false,
             days: default_days(),
             lying_lists: false,
             min_peer_list: default_min_peer_list(),
         }
     }
+}
+
+fn yes() -> bool {
+    true
 }

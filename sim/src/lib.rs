@@ -189,6 +189,8 @@ struct Sim {
     measured_inserts: std::ops::Range<usize>,
     mean_degree: f64,
     median_link: f64,
+    link_histogram: Vec<f64>,
+    link_tv: f64,
     min_degree: usize,
     largest_component: f64,
     by_kind: BTreeMap<&'static str, u64>,
@@ -250,6 +252,8 @@ fn node_config(cfg: &SimConfig) -> Config {
         } else {
             0.0
         },
+        balance_link_lengths: cfg.link_balance,
+        refresh_interval: 100_000,
         ..Config::default()
     }
 }
@@ -383,6 +387,8 @@ impl Sim {
             measured_inserts: 0..0,
             mean_degree: 0.0,
             median_link: 0.0,
+            link_histogram: Vec::new(),
+            link_tv: 0.0,
             min_degree: 0,
             largest_component: 0.0,
             by_kind: BTreeMap::new(),

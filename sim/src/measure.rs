@@ -71,6 +71,8 @@ impl Sim {
             config: self.cfg.clone(),
             mean_degree: round4(self.mean_degree),
             median_link_length: round6(self.median_link),
+            link_length_classes: self.link_histogram.clone(),
+            link_length_tv: self.link_tv,
             min_degree: self.min_degree,
             largest_component: round4(self.largest_component),
             inserts_completed: self.inserts_done,

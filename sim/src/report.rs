@@ -252,6 +252,15 @@ pub struct Report {
     pub mean_degree: f64,
     /// Median link length (fraction of the circle) when measuring starts.
     pub median_link_length: f64,
+    /// Fractions of links by length class: class k (from 1) holds lengths
+    /// in [2^-(k+1), 2^-k) of the circle; the last class also the shorter
+    /// ones. A navigable small world has them equal.
+    #[serde(default)]
+    pub link_length_classes: Vec<f64>,
+    /// Total variation distance of `link_length_classes` from equal
+    /// classes (1/d link lengths): 0 ideal, 1 disjoint.
+    #[serde(default)]
+    pub link_length_tv: f64,
     /// Fewest peers of an online node when measuring starts.
     pub min_degree: usize,
     /// Fraction of online nodes in the largest connected component.
@@ -383,6 +392,19 @@ impl Report {
             s,
             "median link length",
             format!("{:.6}", self.median_link_length),
+        );
+        row(
+            s,
+            "link lengths vs 1/d (TV)",
+            format!(
+                "{:.3}  classes 1/2..1/n: {}",
+                self.link_length_tv,
+                self.link_length_classes
+                    .iter()
+                    .map(|f| format!("{:.0}", f * 100.0))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ),
         );
         row(
             s,

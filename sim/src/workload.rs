@@ -4,6 +4,7 @@ use rand::{Rng, RngCore};
 use sha2::{Digest, Sha256};
 
 use super::config::Topology;
+use super::report::round4;
 use super::{Ev, Sim, SimNode};
 use lichen_routing::{Key, Location};
 
@@ -92,6 +93,7 @@ impl Sim {
         self.median_link = lens
             .get(lens.len() / 2)
             .map_or(0.0, |&d| Location::distance_f64(d));
+        (self.link_histogram, self.link_tv) = link_length_histogram(&lens, online.len());
 
         self.measuring = true;
         self.messages = 0;
@@ -152,4 +154,29 @@ impl Sim {
         self.nodes[i as usize].policy.tick(now);
         self.dirty.push(i);
     }
+}
+
+/// Links by length class — class k holds lengths in [2^-(k+1), 2^-k) of
+/// the circle, k = 1 … K with K = ⌊log₂ n⌋ − 1 (shorter links count in
+/// class K) — as fractions of all links; and the total variation distance
+/// of that from the ideal of a navigable small world, where link lengths
+/// are distributed as 1/d between 1/n and 1/2, i.e. equally over the
+/// classes. 0 is Kleinberg's distribution; 1 has nothing in common with it.
+pub(crate) fn link_length_histogram(lens: &[u64], n: usize) -> (Vec<f64>, f64) {
+    let classes = (usize::BITS - n.max(8).leading_zeros()) as usize - 2;
+    let mut counts = vec![0u64; classes];
+    for &d in lens {
+        // A distance is at most half the circle, 2^63: class ≥ 1.
+        let k = (d.leading_zeros() as usize).clamp(1, classes);
+        counts[k - 1] += 1;
+    }
+    let total = lens.len().max(1) as f64;
+    let ideal = 1.0 / classes as f64;
+    let fractions: Vec<f64> = counts.iter().map(|&c| round4(c as f64 / total)).collect();
+    let tv = counts
+        .iter()
+        .map(|&c| (c as f64 / total - ideal).abs())
+        .sum::<f64>()
+        / 2.0;
+    (fractions, round4(tv))
 }

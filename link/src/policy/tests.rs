@@ -468,6 +468,7 @@ fn a_forged_noderef_in_an_announcement_is_not_dialed() {
                     location,
                     address: bytes,
                 },
+                target: None,
             },
         );
     };

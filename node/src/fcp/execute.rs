@@ -131,6 +131,7 @@ impl Conn {
                     ("unexpectedReplies", s.unexpected_replies),
                     ("backoffWaits", s.backoff_waits),
                     ("droppedLeastUseful", s.dropped_least_useful),
+                    ("linkRefreshes", s.link_refreshes),
                     ("insertsForked", s.inserts_forked),
                 ] {
                     f.push(format!("volatile.lichen.{name}"), v.to_string());

@@ -54,7 +54,7 @@ fn message(u: &mut Unstructured<'_>) -> arbitrary::Result<Message> {
         8 => Message::InsertReply { id },
         9 => Message::Collision { id, block },
         10 => Message::FoldOffer { id, noderef },
-        11 => Message::Announce { id, htl, noderef },
+        11 => Message::Announce { id, htl, noderef, target: u.arbitrary::<Option<u64>>()?.map(Location) },
         12 => Message::AnnounceReply { id },
         13 => Message::SwapRequest { id, htl, location: Location(u.arbitrary()?), peer_locations },
         14 => Message::SwapReply { id, accepted: u.arbitrary()?, location: Location(u.arbitrary()?), peer_locations },

@@ -67,6 +67,19 @@ pub struct Config {
     pub fold_reset_one_in: u32,
     /// Peers younger than this are never dropped as least useful.
     pub peer_grace: Millis,
+    /// Opennet, full: a new peer replaces one only where that spreads the
+    /// peers more evenly over the link-length classes (the 1/d link
+    /// lengths of a navigable small world; `Node::wants_peer`). Off: the
+    /// least useful peer is replaced, whatever its length.
+    #[serde(default = "yes")]
+    pub balance_link_lengths: bool,
+    /// Opennet, with `balance_link_lengths`: about this often (doubling,
+    /// up to 32 times, while no peer comes of it) a node with half its
+    /// peers or more announces itself toward a random location in its
+    /// sparsest link-length class, so the nodes there that want such a
+    /// link dial it (`Node::link_refresh`). 0: never.
+    #[serde(default = "default_refresh_interval")]
+    pub refresh_interval: Millis,
     /// When full, take a new opennet peer at most this often.
     pub fold_min_interval: Millis,
     /// Opennet, full: drop an established peer to make room for a new one
@@ -164,6 +177,8 @@ impl Default for Config {
             aimd_max: 128.0,
             fold_reset_one_in: 20,
             peer_grace: 120_000,
+            balance_link_lengths: true,
+            refresh_interval: default_refresh_interval(),
             fold_min_interval: 30_000,
             fold_delay_max: default_fold_delay_max(),
             invite_ttl: default_invite_ttl(),
@@ -256,6 +271,9 @@ pub struct Stats {
     pub disconnected_misbehaving: u64,
     /// Peers dropped as least useful.
     pub dropped_least_useful: u64,
+    /// Link-length refreshes sent (`Node::link_refresh`).
+    #[serde(default)]
+    pub link_refreshes: u64,
     /// Swaps done.
     pub swaps: u64,
     /// Location resets (Pitch Black mitigation).
@@ -297,4 +315,12 @@ pub struct Stats {
     /// [`crate::Tunnelled::stats`]; zero in the routing core's own copy).
     #[serde(default)]
     pub tunnels: crate::tunnelled::TunnelStats,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_refresh_interval() -> Millis {
+    300_000
 }

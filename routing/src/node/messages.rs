@@ -61,9 +61,12 @@ impl<V: Verifier> Node<V> {
             | Message::AnnounceReply { .. }
             | Message::Collision { .. }) => self.on_reply(now, from, reply, rng),
             Message::FoldOffer { id, noderef } => self.on_fold_offer(now, from, id, noderef, rng),
-            Message::Announce { id, htl, noderef } => {
-                self.on_announce(now, from, id, htl, noderef, rng)
-            }
+            Message::Announce {
+                id,
+                htl,
+                noderef,
+                target,
+            } => self.on_announce(now, from, id, htl, noderef, target, rng),
             Message::SwapRequest {
                 id,
                 htl,

@@ -274,6 +274,9 @@ pub struct Node<V> {
     next_swap: Option<Millis>,
     next_announce: Option<Millis>,
     announce_backoff: u32,
+    /// When the next link-length refresh is due (`Node::link_refresh`).
+    next_refresh: Option<Millis>,
+    refresh_backoff: u32,
     actions: VecDeque<Action>,
     local_queue: VecDeque<(u64, LocalRequest)>,
     window: f64,
@@ -336,6 +339,8 @@ impl<V: Verifier> Node<V> {
             next_swap: None,
             next_announce: None,
             announce_backoff: 0,
+            next_refresh: None,
+            refresh_backoff: 0,
             actions: VecDeque::new(),
             local_queue: VecDeque::new(),
             window,

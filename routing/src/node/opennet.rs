@@ -47,7 +47,12 @@ impl<V: Verifier> Node<V> {
     ) {
         let ok = self.within_limits(&msg);
         match msg {
-            Message::Announce { id, htl, noderef } => {
+            Message::Announce {
+                id,
+                htl,
+                noderef,
+                target,
+            } => {
                 let first = self
                     .seed_clients
                     .get_mut(&from)
@@ -59,7 +64,7 @@ impl<V: Verifier> Node<V> {
                     if self.would_take(now, &noderef) {
                         self.promote(now, from, noderef.location, rng);
                     }
-                    self.forward_announce(now, from, id, htl, noderef, rng);
+                    self.forward_announce(now, from, id, htl, noderef, target, rng);
                 }
             }
             Message::Request { id, .. } | Message::Insert { id, .. } => {
@@ -100,7 +105,7 @@ impl<V: Verifier> Node<V> {
     }
 
     pub(super) fn announce(&mut self, now: Millis, id: u64, rng: &mut impl RngCore) {
-        self.announce_through(now, id, None, rng);
+        self.announce_through(now, id, None, None, rng);
     }
 
     /// Announce with `peer` as the first hop (a seed just linked), not the
@@ -115,7 +120,7 @@ impl<V: Verifier> Node<V> {
         }
         self.expire(now);
         let id = self.fresh_id(rng);
-        self.announce_through(now, id, Some(peer), rng);
+        self.announce_through(now, id, Some(peer), None, rng);
     }
 
     /// Whether an announcement of ours is on its way (not answered yet).
@@ -126,11 +131,14 @@ impl<V: Verifier> Node<V> {
             .any(|p| p.announce.is_some() && p.upstream == Upstream::Local)
     }
 
-    fn announce_through(
+    /// Announce ourselves toward `target` (default: our own location),
+    /// first through `via` (default: the peer nearest the target).
+    pub(super) fn announce_through(
         &mut self,
         now: Millis,
         id: u64,
         via: Option<PeerId>,
+        target: Option<Location>,
         rng: &mut impl RngCore,
     ) {
         let Some(me) = self.noderef.clone() else {
@@ -146,6 +154,7 @@ impl<V: Verifier> Node<V> {
         self.pending.insert(
             id,
             Pending {
+                key: target.unwrap_or(me.location).as_key(),
                 announce: Some(me),
                 ..Pending::new(
                     Key([0; 32]),
@@ -174,6 +183,7 @@ impl<V: Verifier> Node<V> {
     /// An announcement is routed like an insert (greedy, backtracking,
     /// until the HTL runs out); every node on the way that wants a peer
     /// connects to the newcomer.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn on_announce(
         &mut self,
         now: Millis,
@@ -181,6 +191,7 @@ impl<V: Verifier> Node<V> {
         id: u64,
         htl: u8,
         noderef: NodeRef,
+        target: Option<Location>,
         rng: &mut impl RngCore,
     ) {
         let htl = self.clamp_htl(now, htl, from, rng);
@@ -204,7 +215,7 @@ impl<V: Verifier> Node<V> {
         if !self.admit(now, from, id, burst) {
             return;
         }
-        self.forward_announce(now, from, id, htl, noderef, rng);
+        self.forward_announce(now, from, id, htl, noderef, target, rng);
     }
 
     /// Whether a connection to the node `noderef` names would be taken
@@ -215,7 +226,7 @@ impl<V: Verifier> Node<V> {
             .as_ref()
             .is_some_and(|m| m.address == noderef.address);
         let connected = self.peers.iter().any(|p| p.location == noderef.location);
-        !own && !connected && self.wants_peer(now)
+        !own && !connected && self.wants_peer(now, noderef.location)
     }
 
     /// Ask for a connection to the node `noderef` names ([`Action::Connect`])
@@ -233,6 +244,7 @@ impl<V: Verifier> Node<V> {
 
     /// An admitted announcement: connect to the newcomer if we want a
     /// peer, accept it, and route it on while HTL is left.
+    #[allow(clippy::too_many_arguments)]
     fn forward_announce(
         &mut self,
         now: Millis,
@@ -240,6 +252,7 @@ impl<V: Verifier> Node<V> {
         id: u64,
         htl: u8,
         noderef: NodeRef,
+        target: Option<Location>,
         rng: &mut impl RngCore,
     ) {
         self.connect_if_wanted(now, &noderef);
@@ -252,11 +265,12 @@ impl<V: Verifier> Node<V> {
         if let Some(p) = self.peer_mut(from) {
             p.incoming += 1;
         }
+        let key = target.unwrap_or(noderef.location).as_key();
         self.pending.insert(
             id,
             Pending {
                 announce: Some(noderef),
-                ..Pending::new(Key([0; 32]), KeyKind::Chk, htl, Upstream::Peer(from))
+                ..Pending::new(key, KeyKind::Chk, htl, Upstream::Peer(from))
             },
         );
         self.route(now, id, rng);

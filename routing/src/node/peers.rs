@@ -7,15 +7,157 @@ use super::{Action, Disconnect, Millis, Node, Peer, PeerId, SeedClient, Upstream
 use crate::location::Location;
 
 impl<V: Verifier> Node<V> {
-    /// Whether an opennet connection would be taken now (room, or a peer
-    /// old enough and unproductive enough to drop, asking at most once per
-    /// `fold_min_interval` and dropping at most once per
-    /// `replace_interval`).
-    pub fn wants_peer(&self, now: Millis) -> bool {
+    /// Whether an opennet connection to a node at `location` would be
+    /// taken now. With room: yes — unless, with `balance_link_lengths`, the
+    /// node has half its peers or more and the newcomer's link-length
+    /// class is already as full as an even spread allows
+    /// ([`Node::class_has_room`]): the offer then goes on to a node for
+    /// which it is a longer link. Full: if a peer may be dropped for it
+    /// ([`Node::victim_for`]), asking at most once per `fold_min_interval`
+    /// and dropping at most once per `replace_interval`.
+    pub fn wants_peer(&self, now: Millis, location: Location) -> bool {
         if self.peers.len() < self.cfg.max_peers {
-            return true;
+            return !self.cfg.balance_link_lengths
+                || self.peers.len() < self.cfg.max_peers / 2
+                || self.class_has_room(location);
         }
-        self.replacement_due(now) && self.drop_due(now) && self.least_useful(now).is_some()
+        self.replacement_due(now) && self.drop_due(now) && self.victim_for(now, location).is_some()
+    }
+
+    /// The link-length classes, as seen for a newcomer at `location`: how
+    /// deep they go (the class of the nearest peer or newcomer, which
+    /// takes in every shorter link), and how many peers each holds. Class
+    /// k holds distances in [2^-(k+1), 2^-k) of the circle (1: the
+    /// longest, up to half of it).
+    fn link_classes(&self, location: Option<Location>) -> (usize, [u16; 64]) {
+        let class = |l: Location| l.distance(self.location).leading_zeros().clamp(1, 63) as usize;
+        let depth = self
+            .peers
+            .iter()
+            .map(|p| class(p.location))
+            .chain(location.map(class))
+            .max()
+            .unwrap_or(1);
+        let mut counts = [0u16; 64];
+        for p in &self.peers {
+            counts[class(p.location).min(depth)] += 1;
+        }
+        (depth, counts)
+    }
+
+    /// The link-length class of `location` within classes `depth` deep.
+    fn class_of(&self, location: Location, depth: usize) -> usize {
+        (location
+            .distance(self.location)
+            .leading_zeros()
+            .clamp(1, 63) as usize)
+            .min(depth)
+    }
+
+    /// Whether a newcomer at `location` would leave its link-length class
+    /// within an even spread of `max_peers` over the classes.
+    fn class_has_room(&self, location: Location) -> bool {
+        let (depth, counts) = self.link_classes(Some(location));
+        let target = self.cfg.max_peers.div_ceil(depth);
+        usize::from(counts[self.class_of(location, depth)]) < target
+    }
+
+    /// The peer to drop, the table being full, for a newcomer at
+    /// `location`; `None`: the newcomer is not worth one.
+    ///
+    /// With `balance_link_lengths` (the default), peers are spread evenly
+    /// over the link-length classes ([`Node::link_classes`]): the 1/d link
+    /// lengths of a navigable small world, where a node has as many links
+    /// between 1/4 and 1/2 of the circle as between 1/N and 2/N
+    /// (Kleinberg). A newcomer in class a may replace a droppable peer in
+    /// class a, or in a class b holding more peers than a (so the sum of
+    /// squared class sizes never grows); of those, the most crowded class
+    /// goes first, and in it the least useful peer ([`Node::least_useful`]'s
+    /// order). Path folding alone offers mostly short links to the nodes
+    /// that may fold (those past the first hops of a request, near its
+    /// data), and left the grown opennet's links far shorter than 1/d
+    /// (docs/simulation.md, "Link lengths").
+    ///
+    /// Without it: the least useful peer, whatever its length.
+    fn victim_for(&self, now: Millis, location: Location) -> Option<PeerId> {
+        if !self.cfg.balance_link_lengths {
+            return self.least_useful(now);
+        }
+        let (depth, counts) = self.link_classes(Some(location));
+        let a = self.class_of(location, depth);
+        self.droppable(now)
+            .filter(|p| {
+                let b = self.class_of(p.location, depth);
+                b == a || counts[b] > counts[a]
+            })
+            .min_by_key(|p| {
+                (
+                    std::cmp::Reverse(counts[self.class_of(p.location, depth)]),
+                    p.last_success,
+                    p.id,
+                )
+            })
+            .map(|p| p.id)
+    }
+
+    /// The link-length refresh (opennet, `balance_link_lengths`,
+    /// `refresh_interval`): path folding offers the nodes that may fold
+    /// mostly short links, and announcements at joining give a node the
+    /// lengths its own announcement's path happened to cross; neither
+    /// fills every class. So, about every `refresh_interval` (doubling up
+    /// to 32 times while no new peer comes), a node with half its peers or
+    /// more that has a class with fewer peers than an even spread gives
+    /// (the deepest, its own neighbourhood, aside) announces itself toward
+    /// a random location at that class's distance, on a random side: the
+    /// nodes there, for whom it is a link of the same class, dial it if
+    /// they want one ([`Node::wants_peer`]). Kademlia refreshes a sparse
+    /// bucket by looking up an id in its range the same way. The
+    /// announcement is an ordinary one: it carries our noderef, which
+    /// every announcement and fold offer of an opennet node hands out.
+    pub(super) fn link_refresh(&mut self, now: Millis, rng: &mut impl RngCore) {
+        let every = self.cfg.refresh_interval;
+        if !self.cfg.opennet || !self.cfg.balance_link_lengths || every == 0 {
+            return;
+        }
+        let Some(due) = self.next_refresh else {
+            self.next_refresh = Some(now + every / 2 + rng.gen_range(0..every));
+            return;
+        };
+        if due > now {
+            return;
+        }
+        let every = every.saturating_mul(1 << self.refresh_backoff.min(5));
+        self.next_refresh = Some(now + every / 2 + rng.gen_range(0..every));
+        if self.noderef.is_none() || self.peers.len() < self.cfg.max_peers / 2 || self.announcing()
+        {
+            return;
+        }
+        let (depth, counts) = self.link_classes(None);
+        let even = self.cfg.max_peers.div_ceil(depth);
+        let sparse: Vec<usize> = (1..depth)
+            .filter(|&c| usize::from(counts[c]) < even)
+            .collect();
+        let fewest = sparse.iter().map(|&c| counts[c]).min();
+        let sparsest: Vec<usize> = sparse
+            .into_iter()
+            .filter(|&c| Some(counts[c]) == fewest)
+            .collect();
+        let Some(&class) = sparsest.get(rng.gen_range(0..sparsest.len().max(1))) else {
+            self.refresh_backoff = 0;
+            return;
+        };
+        // Distances in [2^-(class+1), 2^-class) of the circle (2^64).
+        let low = 1u64 << (63 - class);
+        let d = low + rng.gen_range(0..low);
+        let target = if rng.gen::<bool>() {
+            self.location.0.wrapping_add(d)
+        } else {
+            self.location.0.wrapping_sub(d)
+        };
+        self.refresh_backoff += 1;
+        self.stats.link_refreshes += 1;
+        let id = self.fresh_id(rng);
+        self.announce_through(now, id, None, Some(Location(target)), rng);
     }
 
     /// Whether `fold_min_interval` has passed since a peer was last taken
@@ -76,6 +218,8 @@ impl<V: Verifier> Node<V> {
             p.location = location;
             return;
         }
+        // A new peer: the link-length refresh may speed up again.
+        self.refresh_backoff = 0;
         self.peers.push(Peer {
             id: peer,
             location,
@@ -157,7 +301,7 @@ impl<V: Verifier> Node<V> {
             if !self.drop_due(now) {
                 return false;
             }
-            let Some(victim) = self.least_useful(now) else {
+            let Some(victim) = self.victim_for(now, location) else {
                 return false;
             };
             self.last_replacement = Some(now);
@@ -258,12 +402,17 @@ impl<V: Verifier> Node<V> {
     /// that answers everything at once still becomes the least useful.
     /// Peers kept by [`Node::keep_peers`] are never chosen.
     fn least_useful(&self, now: Millis) -> Option<PeerId> {
-        self.peers
-            .iter()
-            .filter(|p| now.saturating_sub(p.connected_at) >= self.cfg.peer_grace)
-            .filter(|p| !self.kept.contains(&p.id))
+        self.droppable(now)
             .min_by_key(|p| (p.last_success, p.id))
             .map(|p| p.id)
+    }
+
+    /// Peers past their grace period and not kept by [`Node::keep_peers`].
+    fn droppable(&self, now: Millis) -> impl Iterator<Item = &Peer> {
+        self.peers
+            .iter()
+            .filter(move |p| now.saturating_sub(p.connected_at) >= self.cfg.peer_grace)
+            .filter(|p| !self.kept.contains(&p.id))
     }
 
     pub(super) fn offence(&mut self, now: Millis, peer: PeerId, rng: &mut impl RngCore) {

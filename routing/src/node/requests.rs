@@ -174,7 +174,8 @@ impl<V: Verifier> Node<V> {
         let Some(p) = self.pending.get(&id) else {
             return;
         };
-        let target = p.announce.as_ref().map_or(p.key.location(), |n| n.location);
+        // An announcement's key is its target's location (`Location::as_key`).
+        let target = p.key.location();
         let next = self
             .peers
             .iter()
@@ -203,6 +204,7 @@ impl<V: Verifier> Node<V> {
                 id,
                 htl: p.htl,
                 noderef: noderef.clone(),
+                target: Some(target).filter(|&t| t != noderef.location),
             },
             (Some(_), None) => Message::Insert {
                 id,

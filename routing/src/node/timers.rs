@@ -68,6 +68,7 @@ impl<V: Verifier> Node<V> {
                 self.maybe_schedule_announce(now);
             }
         }
+        self.link_refresh(now, rng);
         self.pitch_due(now, rng);
         self.expire_seed_clients(now, rng);
         self.start_queued(now, rng);

@@ -246,7 +246,16 @@ impl Sim {
             address: self.nodes[a as usize].bytes.clone(),
         };
         let htl = self.cfg.htl;
-        self.send(a, on, Message::Announce { id, htl, noderef });
+        self.send(
+            a,
+            on,
+            Message::Announce {
+                id,
+                htl,
+                noderef,
+                target: None,
+            },
+        );
     }
 
     /// The victim fetches a block it does not hold.
