@@ -466,6 +466,12 @@ fn full_nodes_spread_their_peers_over_link_length_classes() {
     // A newcomer nearer than every peer opens a deeper class: the most
     // crowded class (42) gives up a peer for it.
     assert_eq!(newcomer_at(&peers, 1 << 10, &[2]), (true, vec![PeerId(3)]));
+    // The nearest peer on each side (ring neighbours, which greedy
+    // routing needs to end at the node nearest a key) is never dropped
+    // for balance, however crowded its class: here class 43 holds both,
+    // so class 1's only peer goes.
+    let ring = [1 << 20, u64::MAX - (1 << 20), 1 << 62];
+    assert_eq!(newcomer_at(&ring, 1 << 60, &[]), (true, vec![PeerId(3)]));
 }
 
 #[test]

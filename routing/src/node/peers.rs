@@ -19,6 +19,7 @@ impl<V: Verifier> Node<V> {
         if self.peers.len() < self.cfg.max_peers {
             return !self.cfg.balance_link_lengths
                 || self.peers.len() < self.cfg.max_peers / 2
+                || self.nearer_than_neighbours(location)
                 || self.class_has_room(location);
         }
         self.replacement_due(now) && self.drop_due(now) && self.victim_for(now, location).is_some()
@@ -43,6 +44,42 @@ impl<V: Verifier> Node<V> {
             counts[class(p.location).min(depth)] += 1;
         }
         (depth, counts)
+    }
+
+    /// Whether `location` is nearer than our nearest peer on its side of
+    /// the circle: a new ring neighbour, which greedy routing needs to end
+    /// at the node nearest a key, whatever the classes say.
+    fn nearer_than_neighbours(&self, location: Location) -> bool {
+        let d = location.0.wrapping_sub(self.location.0);
+        let clockwise = d < 1 << 63;
+        let own = |l: Location| l.0.wrapping_sub(self.location.0);
+        !self.peers.iter().any(|p| {
+            let e = own(p.location);
+            if clockwise {
+                e < 1 << 63 && e <= d
+            } else {
+                e >= 1 << 63 && e >= d
+            }
+        })
+    }
+
+    /// Our nearest peer on each side of the circle (ring neighbours, never
+    /// dropped for balance).
+    fn neighbours(&self) -> [Option<PeerId>; 2] {
+        let own = |l: Location| l.0.wrapping_sub(self.location.0);
+        let cw = self
+            .peers
+            .iter()
+            .filter(|p| own(p.location) < 1 << 63)
+            .min_by_key(|p| own(p.location))
+            .map(|p| p.id);
+        let ccw = self
+            .peers
+            .iter()
+            .filter(|p| own(p.location) >= 1 << 63)
+            .max_by_key(|p| own(p.location))
+            .map(|p| p.id);
+        [cw, ccw]
     }
 
     /// The link-length class of `location` within classes `depth` deep.
@@ -85,7 +122,9 @@ impl<V: Verifier> Node<V> {
         }
         let (depth, counts) = self.link_classes(Some(location));
         let a = self.class_of(location, depth);
+        let ring = self.neighbours();
         self.droppable(now)
+            .filter(|p| !ring.contains(&Some(p.id)))
             .filter(|p| {
                 let b = self.class_of(p.location, depth);
                 b == a || counts[b] > counts[a]
