@@ -267,15 +267,18 @@ fn recent_entries_of_pending_requests_still_expire() {
     }
     // Twelve requests at once, all pending (forwarded, never answered):
     // the table goes over its cap while every entry is pending.
-    for id in 0..12u64 {
+    let request = |n: &mut Node<V>, r: &mut ChaCha8Rng, now, id: u64| {
         let msg = Message::Request {
-            id: 1000 + id,
+            id,
             key: key(id as u8),
             htl: 18,
             kind: KeyKind::Chk,
         };
-        n.handle_message(0, PeerId(id % 3), msg, &mut EmptyStore, &mut r);
+        n.handle_message(now, PeerId(id % 3), msg, &mut EmptyStore, r);
         while n.poll_action().is_some() {}
+    };
+    for id in 0..12u64 {
+        request(&mut n, &mut r, 0, 1000 + id);
     }
     let [pending, recent, ..] = n.table_sizes();
     assert!(pending >= 12, "{pending}");
@@ -293,14 +296,7 @@ fn recent_entries_of_pending_requests_still_expire() {
     assert_eq!(orders, 0);
     // New traffic keeps the table within its cap.
     for id in 0..40u64 {
-        let msg = Message::Request {
-            id: 5000 + id,
-            key: key(id as u8),
-            htl: 18,
-            kind: KeyKind::Chk,
-        };
-        n.handle_message(now, PeerId(id % 3), msg, &mut EmptyStore, &mut r);
-        while n.poll_action().is_some() {}
+        request(&mut n, &mut r, now, 5000 + id);
         now += cfg.fetch_timeout + 1;
         n.handle_timeout(now, &mut r);
         while n.poll_action().is_some() {}

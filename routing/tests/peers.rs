@@ -368,32 +368,8 @@ fn opennet_peer_limit_drops_least_useful_after_grace() {
 
 #[test]
 fn kept_peers_are_never_dropped_as_the_least_useful() {
-    let cfg = Config {
-        max_peers: 3,
-        peer_grace: 1000,
-        fold_min_interval: 0,
-        balance_link_lengths: false,
-        ..Config::default()
-    };
-    let dropped_for_a_newcomer = |keep: &[u64]| {
-        let (mut n, mut r) = node(3, cfg.clone());
-        n.keep_peers(keep.iter().map(|&p| PeerId(p)));
-        n.set_noderef(NodeRef {
-            location: Location(0),
-            address: b"me".to_vec(),
-        });
-        n.handle_local_request(1900, LocalRequest::Announce, &mut r);
-        drain(&mut n);
-        let taken = n.accept_opennet_peer(2000, PeerId(9), Location(9), &mut r);
-        let dropped: Vec<PeerId> = drain(&mut n)
-            .iter()
-            .filter_map(|x| match x {
-                Action::Disconnect { peer, .. } => Some(*peer),
-                _ => None,
-            })
-            .collect();
-        (taken, dropped)
-    };
+    let peers = [1 << 60, 2 << 60, 3 << 60];
+    let dropped_for_a_newcomer = |keep: &[u64]| newcomer_at_with(&peers, 9, keep, false);
     // None delivered anything: the lowest id goes first...
     assert_eq!(dropped_for_a_newcomer(&[]), (true, vec![PeerId(1)]));
     // ...unless it is kept (the tunnel layer's guards).
@@ -406,10 +382,21 @@ fn kept_peers_are_never_dropped_as_the_least_useful() {
 /// their grace), invited to take a newcomer at `newcomer`: whether it
 /// took it, and whom it dropped.
 fn newcomer_at(locs: &[u64], newcomer: u64, keep: &[u64]) -> (bool, Vec<PeerId>) {
+    newcomer_at_with(locs, newcomer, keep, true)
+}
+
+/// [`newcomer_at`], with `balance_link_lengths` as given.
+fn newcomer_at_with(
+    locs: &[u64],
+    newcomer: u64,
+    keep: &[u64],
+    balance: bool,
+) -> (bool, Vec<PeerId>) {
     let cfg = Config {
         max_peers: locs.len(),
         peer_grace: 1000,
         fold_min_interval: 0,
+        balance_link_lengths: balance,
         ..Config::default()
     };
     let mut r = rng();
