@@ -9,6 +9,10 @@ use crate::message::{KeyKind, Message, NodeRef};
 /// Fold offers taken and waiting for their delay, at most.
 const MAX_FOLDS: usize = 16;
 
+/// The HTL a link-length refresh (an announcement toward a target, not
+/// toward our own location) starts with.
+const REFRESH_HTL: u8 = 8;
+
 /// Announcements one peer may pass us per second.
 const ANNOUNCE_BURST: u32 = 20;
 
@@ -159,7 +163,13 @@ impl<V: Verifier> Node<V> {
                 ..Pending::new(
                     Key([0; 32]),
                     KeyKind::Chk,
-                    self.cfg.max_htl,
+                    // A link-length refresh needs to reach its target's
+                    // neighbourhood, not to tour it (`REFRESH_HTL`).
+                    if target.is_some() {
+                        REFRESH_HTL.min(self.cfg.max_htl)
+                    } else {
+                        self.cfg.max_htl
+                    },
                     Upstream::Local,
                 )
             },
