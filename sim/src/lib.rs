@@ -211,6 +211,11 @@ struct Sim {
     exit_ctx: Option<u32>,
     /// Tunnel messages in the measured phase.
     tunnel_cells: u64,
+    /// Lazy ticks: each node's next tick that may act (virtual ms from
+    /// its policy's `tick_due`; `u64::MAX`: none), and those times in a
+    /// heap (an entry that no longer matches `tick_at` is stale).
+    tick_at: Vec<u64>,
+    tick_heap: BinaryHeap<Reverse<(u64, u32)>>,
 }
 
 impl std::fmt::Debug for Sim {
@@ -256,12 +261,17 @@ fn node_config(cfg: &SimConfig) -> Config {
 
 /// Run a simulation.
 pub fn run(cfg: &SimConfig) -> Report {
+    // The nodes verify the same signed noderefs over and over: each is
+    // verified once (the result is the same; see `sim_cache_verified`).
+    lichen_link::noderef::sim_cache_verified(true);
     let mut sim = Sim::new(cfg.clone());
     sim.build();
     sim.insert_phase();
     sim.attack_insert_phase();
     sim.request_phase();
-    sim.report()
+    let report = sim.report();
+    lichen_link::noderef::sim_cache_verified(false);
+    report
 }
 
 /// The simulator's Pitch Black probe period (virtual ms; the node's is a
@@ -393,6 +403,9 @@ impl Sim {
             open_by_key: HashMap::new(),
             exit_ctx: None,
             tunnel_cells: 0,
+            // Every node may act at the first tick.
+            tick_at: vec![0; n],
+            tick_heap: (0..n as u32).map(|i| Reverse((0, i))).collect(),
         };
         // Every opennet node knows the seeds (a real node ships them).
         if !sim.seeds.is_empty() {
@@ -435,7 +448,17 @@ impl Sim {
             s.policy.enable_tunnels(&s.secret);
         }
         s.timer_at = u64::MAX;
+        self.schedule_tick(i, 0);
         self.lie_if_asked(i);
+    }
+
+    /// Node `i`'s policy may have something to do at a tick from `at`
+    /// (virtual ms) on.
+    fn schedule_tick(&mut self, i: u32, at: u64) {
+        if at < self.tick_at[i as usize] {
+            self.tick_at[i as usize] = at;
+            self.tick_heap.push(Reverse((at, i)));
+        }
     }
 
     /// With `--lying-lists on`, adversary node `i` names only its

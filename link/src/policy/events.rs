@@ -435,6 +435,51 @@ impl<V: Verifier> PeerPolicy<V> {
         }
     }
 
+    /// The earliest instant at which [`PeerPolicy::tick`] may have
+    /// something to do as things stand (None: nothing until some other
+    /// event changes the policy): a link without a hello reaching
+    /// [`HELLO_DEADLINE`], a remembered peer due for a redial, the seeds
+    /// due for a dial, unsaved changes due for a save. A tick before it
+    /// changes nothing and outputs nothing, so a driver with many policies
+    /// (the simulator) may skip it; it never names an instant later than
+    /// the first tick that would act. It does not change what `tick` does.
+    #[must_use]
+    pub fn tick_due(&self) -> Option<Instant> {
+        let mut due: Option<Instant> = None;
+        let mut at = |t: Instant| due = Some(due.map_or(t, |d| d.min(t)));
+        for l in self.links.values() {
+            if !l.routed {
+                at(l.since + HELLO_DEADLINE);
+            }
+        }
+        // `redial`: friends always; opennet entries while peers are wanted.
+        let want = self
+            .cfg
+            .routing
+            .max_peers
+            .saturating_sub(self.node.peer_count() + self.dialing.len());
+        for e in self.list.entries() {
+            if e.kind == PeerKind::Opennet && (!self.cfg.opennet || want == 0) {
+                continue;
+            }
+            let key = e.key();
+            if self.by_key.contains_key(&key) || self.dialing.contains(&key) {
+                continue;
+            }
+            // No delay set: due at once.
+            at(self.retry_at.get(&key).copied().unwrap_or(self.start));
+        }
+        // `dial_seeds` (which notes the time even when every seed is
+        // already being dialed).
+        if self.cfg.opennet && !self.cfg.seeds.is_empty() && self.node.peer_count() == 0 {
+            at(self.last_seed_dial.map_or(self.start, |t| t + SEED_RETRY));
+        }
+        if self.dirty {
+            at(self.last_save + SAVE_EVERY);
+        }
+        due
+    }
+
     /// Close the links that have been up [`HELLO_DEADLINE`] without a
     /// hello; one we dialed counts as a failed dial.
     fn close_silent(&mut self, now: Instant) {
