@@ -115,6 +115,13 @@ impl Sim {
     /// at a cost that does not grow with the number of idle nodes.
     fn on_tick(&mut self) {
         let now = self.now_i();
+        for i in std::mem::take(&mut self.touched) {
+            self.tick_stale[i as usize] = false;
+            if let Some(t) = self.nodes[i as usize].policy.tick_due() {
+                let t = self.ms(t);
+                self.schedule_tick(i, t);
+            }
+        }
         let mut due = Vec::new();
         while let Some(&Reverse((at, i))) = self.tick_heap.peek() {
             if at > self.now {
@@ -245,9 +252,11 @@ impl Sim {
                     self.push(t, Ev::Timer { node: i });
                 }
             }
-            if let Some(t) = self.nodes[i as usize].policy.tick_due() {
-                let t = self.ms(t);
-                self.schedule_tick(i, t);
+            // Its next tick is worked out at the next Tick (a node is
+            // often touched many times between two).
+            if !self.tick_stale[i as usize] {
+                self.tick_stale[i as usize] = true;
+                self.touched.push(i);
             }
         }
     }
@@ -257,7 +266,14 @@ impl Sim {
             Output::Send { peer, msg } => self.send(i, peer, msg),
             Output::Dial { noderef, bytes } => self.connect(i, noderef, bytes),
             Output::Close { peer } => self.close(i, peer, false),
-            Output::SavePeers(list) => self.nodes[i as usize].saved = Some(list),
+            // Only a node that restarts reads what it saved, and only
+            // churn restarts nodes once the run is under way: without
+            // churn the snapshot (a copy of every remembered noderef)
+            // is not kept.
+            Output::SavePeers(list) if self.cfg.churn > 0.0 => {
+                self.nodes[i as usize].saved = Some(list);
+            }
+            Output::SavePeers(_) => {}
             Output::StoreBlock {
                 space, key, block, ..
             } => {

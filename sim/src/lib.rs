@@ -21,6 +21,7 @@ pub use report::{
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::{RngCore, SeedableRng};
@@ -103,7 +104,8 @@ struct SimNode {
     /// Its noderef and the signed bytes of it.
     noderef: NodeRef,
     bytes: Vec<u8>,
-    /// The peer list it last asked to save (what it finds on restart).
+    /// The peer list it last asked to save (what it finds on restart;
+    /// kept only with churn, the only restarts after the start).
     saved: Option<PeerList>,
     store: SimStore,
     online: bool,
@@ -193,7 +195,7 @@ struct Sim {
     largest_component: f64,
     by_kind: BTreeMap<&'static str, u64>,
     /// Opennet: the seed nodes' noderefs (nodes `0..seeds.len()`).
-    seeds: Vec<(NodeRef, Vec<u8>)>,
+    seeds: Arc<[(NodeRef, Vec<u8>)]>,
     /// The attack workload and what the adversary recorded of it.
     attack: attack::AttackState,
     /// Ground truth across id changes: a hop forwards a request that
@@ -216,6 +218,10 @@ struct Sim {
     /// heap (an entry that no longer matches `tick_at` is stale).
     tick_at: Vec<u64>,
     tick_heap: BinaryHeap<Reverse<(u64, u32)>>,
+    /// Nodes changed since the last Tick (their `tick_due` is to be
+    /// asked again then), and which those are.
+    touched: Vec<u32>,
+    tick_stale: Vec<bool>,
 }
 
 impl std::fmt::Debug for Sim {
@@ -295,7 +301,7 @@ fn policy_config(
     key: [u8; 32],
     bytes: &[u8],
     location: Location,
-    seeds: &[(NodeRef, Vec<u8>)],
+    seeds: &Arc<[(NodeRef, Vec<u8>)]>,
 ) -> PolicyConfig {
     PolicyConfig {
         own_key: key,
@@ -303,7 +309,7 @@ fn policy_config(
         noderef: Some(bytes.to_vec()),
         routing: node_config(cfg),
         location,
-        seeds: seeds.to_vec(),
+        seeds: Arc::clone(seeds),
         tunnels: lichen_routing::TunnelConfig {
             hops: cfg.tunnel_hops,
             min_peer_list: cfg.min_peer_list,
@@ -325,7 +331,7 @@ fn new_node(cfg: &SimConfig, rng: &mut ChaCha8Rng, i: usize, epoch: Instant) -> 
     let noderef = NodeRef::new(&keys, vec![addr], Some(loc.0));
     let bytes = noderef.to_bytes(&keys);
     let key = keys.static_public();
-    let pcfg = policy_config(cfg, key, &bytes, loc, &[]);
+    let pcfg = policy_config(cfg, key, &bytes, loc, &Arc::from(Vec::new()));
     let list = PeerList::new(cfg.degree.saturating_mul(2));
     let mut policy = PeerPolicy::new(pcfg, list, Sha256Verifier, epoch, WALL_START_MS);
     if cfg.tunnel_hops > 0 {
@@ -365,7 +371,7 @@ impl Sim {
                 .map(|s| (s.noderef.clone(), s.bytes.clone()))
                 .collect()
         } else {
-            Vec::new()
+            Arc::from(Vec::new())
         };
         let mut sim = Sim {
             cfg,
@@ -406,6 +412,8 @@ impl Sim {
             // Every node may act at the first tick.
             tick_at: vec![0; n],
             tick_heap: (0..n as u32).map(|i| Reverse((0, i))).collect(),
+            touched: Vec::new(),
+            tick_stale: vec![false; n],
         };
         // Every opennet node knows the seeds (a real node ships them).
         if !sim.seeds.is_empty() {

@@ -135,7 +135,7 @@ impl<V: Verifier> Mesh<V> {
             noderef: Some(bytes.clone()),
             routing: lichen_routing::Config::default(),
             location: Location(location),
-            seeds: Vec::new(),
+            seeds: Vec::new().into(),
             tunnels: lichen_routing::TunnelConfig {
                 hops: 0,
                 ..Default::default()

@@ -301,7 +301,7 @@ fn a_node_without_peers_dials_its_seeds_until_one_link_is_up() {
     let seed = opennet(&mut m, 1);
     let (r, b) = (m.nodes[seed].noderef.clone(), m.nodes[seed].bytes.clone());
     m.set_down(seed, true);
-    let n = add(&mut m, 2, |c| c.seeds = vec![(r, b)]);
+    let n = add(&mut m, 2, |c| c.seeds = vec![(r, b)].into());
     // The seed is down: a dial per SEED_RETRY, not per tick.
     m.advance(Duration::from_millis(1_500));
     assert_eq!(m.nodes[n].dials, 1, "dialed at the first tick");
@@ -329,7 +329,7 @@ fn a_darknet_node_never_dials_seeds() {
     let n = add(&mut m, 2, |c| {
         c.opennet = false;
         c.routing.opennet = false;
-        c.seeds = vec![(r, b)];
+        c.seeds = vec![(r, b)].into();
     });
     m.advance(SEED_RETRY * 3);
     assert_eq!(m.nodes[n].dials, 0);
@@ -665,7 +665,7 @@ fn a_seed_linked_while_an_announcement_is_on_its_way_is_announced_through_next()
         .iter()
         .map(|&s| (m.nodes[s].noderef.clone(), m.nodes[s].bytes.clone()))
         .collect();
-    let n = add(&mut m, 3, |c| c.seeds = seeds);
+    let n = add(&mut m, 3, |c| c.seeds = seeds.into());
     m.advance(Duration::from_secs(10));
     let link = |m: &Mesh<Verify>, s: usize| m.link(n, s).is_some();
     assert!(link(&m, lone) && link(&m, seed), "linked to both seeds");
@@ -755,7 +755,7 @@ fn tick_due_names_every_tick_that_acts() {
     let seed = opennet(&mut m, 1);
     let (r, b) = (m.nodes[seed].noderef.clone(), m.nodes[seed].bytes.clone());
     m.set_down(seed, true);
-    let newcomer = add(&mut m, 2, |c| c.seeds = vec![(r, b)]);
+    let newcomer = add(&mut m, 2, |c| c.seeds = vec![(r, b)].into());
     let (a, c) = (opennet(&mut m, 3), opennet(&mut m, 4));
     m.dial(a, c);
     let mut rng = rand::rngs::StdRng::seed_from_u64(1);
