@@ -34,6 +34,35 @@ pub const MAX_BYTES: usize = 2048;
 /// Most addresses in one noderef.
 pub const MAX_ADDRESSES: usize = 8;
 
+/// Most noderefs [`sim_cache_verified`] remembers (then it starts again).
+const VERIFIED_CAP: usize = 1 << 22;
+
+std::thread_local! {
+    /// Noderefs [`NodeRef::from_bytes`] verified on this thread, by
+    /// SHA-256 of their bytes (None: no cache, the node's case).
+    static VERIFIED: std::cell::RefCell<Option<std::collections::HashMap<[u8; 32], NodeRef>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// **Simulator-only** (`lichen-sim`): with `on`, [`NodeRef::from_bytes`]
+/// on this thread remembers each noderef it verified, by SHA-256 of its
+/// bytes, and returns the same bytes' result again without parsing and
+/// verifying them (a pure function of the bytes: nothing it decides
+/// changes). A simulator runs many nodes that verify the same noderefs
+/// over and over; a node verifies each noderef it meets once or twice, and
+/// never turns this on. Off clears the cache.
+#[doc(hidden)]
+pub fn sim_cache_verified(on: bool) {
+    VERIFIED.with(|c| {
+        let mut c = c.borrow_mut();
+        match (on, c.is_some()) {
+            (true, false) => *c = Some(std::collections::HashMap::new()),
+            (false, _) => *c = None,
+            (true, true) => {}
+        }
+    });
+}
+
 /// A verified node reference.
 #[derive(Clone, PartialEq, Eq)]
 pub struct NodeRef {
@@ -132,6 +161,29 @@ impl NodeRef {
     /// # Errors
     /// [`NoderefError`]; never panics, whatever the bytes.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, NoderefError> {
+        if !VERIFIED.with(|c| c.borrow().is_some()) {
+            return Self::verify_bytes(bytes);
+        }
+        let digest = lichen_crypto::sha256(bytes);
+        if let Some(r) =
+            VERIFIED.with(|c| c.borrow().as_ref().and_then(|m| m.get(&digest).cloned()))
+        {
+            return Ok(r);
+        }
+        let r = Self::verify_bytes(bytes)?;
+        VERIFIED.with(|c| {
+            if let Some(m) = c.borrow_mut().as_mut() {
+                if m.len() >= VERIFIED_CAP {
+                    m.clear();
+                }
+                m.insert(digest, r.clone());
+            }
+        });
+        Ok(r)
+    }
+
+    /// [`NodeRef::from_bytes`] without the simulator's cache.
+    fn verify_bytes(bytes: &[u8]) -> Result<Self, NoderefError> {
         if bytes.len() > MAX_BYTES {
             return Err(NoderefError::TooLarge(bytes.len()));
         }
@@ -245,6 +297,30 @@ mod tests {
             .collect();
         assert_eq!(NodeRef::parse(&wrapped).unwrap(), r);
         assert_eq!(format!("{back:?}"), "NodeRef([scrubbed])");
+    }
+
+    #[test]
+    fn the_simulators_cache_gives_the_same_answers() {
+        let (keys, r) = sample();
+        let good = r.to_bytes(&keys);
+        let forged = r.to_bytes(&NodeKeys::from_static_secret([1; 32]));
+        let mut tampered = good.clone();
+        let last = tampered.len() - 1;
+        tampered[last] ^= 1;
+        sim_cache_verified(true);
+        for _ in 0..3 {
+            assert_eq!(NodeRef::from_bytes(&good), Ok(r.clone()));
+            assert_eq!(
+                NodeRef::from_bytes(&forged),
+                Err(NoderefError::BadSignature)
+            );
+            assert!(NodeRef::from_bytes(&tampered).is_err());
+        }
+        let cached = VERIFIED.with(|c| c.borrow().as_ref().map(|m| m.len()));
+        assert_eq!(cached, Some(1), "only the good noderef is remembered");
+        sim_cache_verified(false);
+        assert!(VERIFIED.with(|c| c.borrow().is_none()));
+        assert_eq!(NodeRef::from_bytes(&good), Ok(r));
     }
 
     #[test]

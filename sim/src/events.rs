@@ -1,12 +1,14 @@
 //! The event loop: delivering messages, firing timers and ticks, starting
 //! local requests, and carrying out what the policies ask for.
 
+use std::cmp::Reverse;
+
 use rand::{Rng, RngCore};
 
 use super::config::Adversary;
 use super::{Ev, Req, Sim, TICK_MS};
 use lichen_link::noderef::NodeRef;
-use lichen_link::policy::mesh::{open_link, pair_mut};
+use lichen_link::policy::mesh::{open_link_from, pair_mut};
 use lichen_link::policy::{Dialed, Output};
 use lichen_routing::{InsertOutcome, KeyKind, LocalRequest, Message, PeerId, RequestOutcome};
 
@@ -107,14 +109,36 @@ impl Sim {
     }
 
     /// Every online node's policy ticks: remembered peers that are down
-    /// and due are redialed.
+    /// and due are redialed. Only the policies whose `tick_due` has come
+    /// are ticked, in node order: a tick before it does nothing (no
+    /// output, no change), so the run is the same as ticking them all,
+    /// at a cost that does not grow with the number of idle nodes.
     fn on_tick(&mut self) {
         let now = self.now_i();
-        for i in 0..self.nodes.len() {
-            let s = &mut self.nodes[i];
+        for i in std::mem::take(&mut self.touched) {
+            self.tick_stale[i as usize] = false;
+            if let Some(t) = self.nodes[i as usize].policy.tick_due() {
+                let t = self.ms(t);
+                self.schedule_tick(i, t);
+            }
+        }
+        let mut due = Vec::new();
+        while let Some(&Reverse((at, i))) = self.tick_heap.peek() {
+            if at > self.now {
+                break;
+            }
+            self.tick_heap.pop();
+            if self.tick_at[i as usize] == at {
+                self.tick_at[i as usize] = u64::MAX;
+                due.push(i);
+            }
+        }
+        due.sort_unstable();
+        for i in due {
+            let s = &mut self.nodes[i as usize];
             if s.online {
                 s.policy.tick(now);
-                self.dirty.push(i as u32);
+                self.dirty.push(i);
             }
         }
         self.push(self.now + TICK_MS, Ev::Tick);
@@ -228,6 +252,12 @@ impl Sim {
                     self.push(t, Ev::Timer { node: i });
                 }
             }
+            // Its next tick is worked out at the next Tick (a node is
+            // often touched many times between two).
+            if !self.tick_stale[i as usize] {
+                self.tick_stale[i as usize] = true;
+                self.touched.push(i);
+            }
         }
     }
 
@@ -236,7 +266,14 @@ impl Sim {
             Output::Send { peer, msg } => self.send(i, peer, msg),
             Output::Dial { noderef, bytes } => self.connect(i, noderef, bytes),
             Output::Close { peer } => self.close(i, peer, false),
-            Output::SavePeers(list) => self.nodes[i as usize].saved = Some(list),
+            // Only a node that restarts reads what it saved, and only
+            // churn restarts nodes once the run is under way: without
+            // churn the snapshot (a copy of every remembered noderef)
+            // is not kept.
+            Output::SavePeers(list) if self.cfg.churn > 0.0 => {
+                self.nodes[i as usize].saved = Some(list);
+            }
+            Output::SavePeers(_) => {}
             Output::StoreBlock {
                 space, key, block, ..
             } => {
@@ -331,7 +368,11 @@ impl Sim {
             return;
         };
         let dialed = Dialed { noderef, bytes };
-        if let Some((pa, pb)) = open_link(now, &mut a.policy, &mut b.policy, dialed, &mut self.rng)
+        // The dialed side sees the link come from the dialer's address
+        // (the first of its noderef, parsed when the node was made).
+        let a_ip = a.noderef.addresses.first().map(std::net::SocketAddr::ip);
+        let rng = &mut self.rng;
+        if let Some((pa, pb)) = open_link_from(now, &mut a.policy, a_ip, &mut b.policy, dialed, rng)
         {
             a.ends.insert(pa, (j, pb));
             b.ends.insert(pb, (i, pa));

@@ -21,6 +21,7 @@ pub use report::{
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::{RngCore, SeedableRng};
@@ -103,7 +104,8 @@ struct SimNode {
     /// Its noderef and the signed bytes of it.
     noderef: NodeRef,
     bytes: Vec<u8>,
-    /// The peer list it last asked to save (what it finds on restart).
+    /// The peer list it last asked to save (what it finds on restart;
+    /// kept only with churn, the only restarts after the start).
     saved: Option<PeerList>,
     store: SimStore,
     online: bool,
@@ -195,7 +197,7 @@ struct Sim {
     largest_component: f64,
     by_kind: BTreeMap<&'static str, u64>,
     /// Opennet: the seed nodes' noderefs (nodes `0..seeds.len()`).
-    seeds: Vec<(NodeRef, Vec<u8>)>,
+    seeds: Arc<[(NodeRef, Vec<u8>)]>,
     /// The attack workload and what the adversary recorded of it.
     attack: attack::AttackState,
     /// Ground truth across id changes: a hop forwards a request that
@@ -213,6 +215,15 @@ struct Sim {
     exit_ctx: Option<u32>,
     /// Tunnel messages in the measured phase.
     tunnel_cells: u64,
+    /// Lazy ticks: each node's next tick that may act (virtual ms from
+    /// its policy's `tick_due`; `u64::MAX`: none), and those times in a
+    /// heap (an entry that no longer matches `tick_at` is stale).
+    tick_at: Vec<u64>,
+    tick_heap: BinaryHeap<Reverse<(u64, u32)>>,
+    /// Nodes changed since the last Tick (their `tick_due` is to be
+    /// asked again then), and which those are.
+    touched: Vec<u32>,
+    tick_stale: Vec<bool>,
 }
 
 impl std::fmt::Debug for Sim {
@@ -260,12 +271,17 @@ fn node_config(cfg: &SimConfig) -> Config {
 
 /// Run a simulation.
 pub fn run(cfg: &SimConfig) -> Report {
+    // The nodes verify the same signed noderefs over and over: each is
+    // verified once (the result is the same; see `sim_cache_verified`).
+    lichen_link::noderef::sim_cache_verified(true);
     let mut sim = Sim::new(cfg.clone());
     sim.build();
     sim.insert_phase();
     sim.attack_insert_phase();
     sim.request_phase();
-    sim.report()
+    let report = sim.report();
+    lichen_link::noderef::sim_cache_verified(false);
+    report
 }
 
 /// The simulator's Pitch Black probe period (virtual ms; the node's is a
@@ -289,7 +305,7 @@ fn policy_config(
     key: [u8; 32],
     bytes: &[u8],
     location: Location,
-    seeds: &[(NodeRef, Vec<u8>)],
+    seeds: &Arc<[(NodeRef, Vec<u8>)]>,
 ) -> PolicyConfig {
     PolicyConfig {
         own_key: key,
@@ -297,7 +313,7 @@ fn policy_config(
         noderef: Some(bytes.to_vec()),
         routing: node_config(cfg),
         location,
-        seeds: seeds.to_vec(),
+        seeds: Arc::clone(seeds),
         tunnels: lichen_routing::TunnelConfig {
             hops: cfg.tunnel_hops,
             min_peer_list: cfg.min_peer_list,
@@ -319,7 +335,7 @@ fn new_node(cfg: &SimConfig, rng: &mut ChaCha8Rng, i: usize, epoch: Instant) -> 
     let noderef = NodeRef::new(&keys, vec![addr], Some(loc.0));
     let bytes = noderef.to_bytes(&keys);
     let key = keys.static_public();
-    let pcfg = policy_config(cfg, key, &bytes, loc, &[]);
+    let pcfg = policy_config(cfg, key, &bytes, loc, &Arc::from(Vec::new()));
     let list = PeerList::new(cfg.degree.saturating_mul(2));
     let mut policy = PeerPolicy::new(pcfg, list, Sha256Verifier, epoch, WALL_START_MS);
     if cfg.tunnel_hops > 0 {
@@ -359,7 +375,7 @@ impl Sim {
                 .map(|s| (s.noderef.clone(), s.bytes.clone()))
                 .collect()
         } else {
-            Vec::new()
+            Arc::from(Vec::new())
         };
         let mut sim = Sim {
             cfg,
@@ -399,6 +415,11 @@ impl Sim {
             open_by_key: HashMap::new(),
             exit_ctx: None,
             tunnel_cells: 0,
+            // Every node may act at the first tick.
+            tick_at: vec![0; n],
+            tick_heap: (0..n as u32).map(|i| Reverse((0, i))).collect(),
+            touched: Vec::new(),
+            tick_stale: vec![false; n],
         };
         // Every opennet node knows the seeds (a real node ships them).
         if !sim.seeds.is_empty() {
@@ -441,7 +462,17 @@ impl Sim {
             s.policy.enable_tunnels(&s.secret);
         }
         s.timer_at = u64::MAX;
+        self.schedule_tick(i, 0);
         self.lie_if_asked(i);
+    }
+
+    /// Node `i`'s policy may have something to do at a tick from `at`
+    /// (virtual ms) on.
+    fn schedule_tick(&mut self, i: u32, at: u64) {
+        if at < self.tick_at[i as usize] {
+            self.tick_at[i as usize] = at;
+            self.tick_heap.push(Reverse((at, i)));
+        }
     }
 
     /// With `--lying-lists on`, adversary node `i` names only its

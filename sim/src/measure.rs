@@ -1,6 +1,8 @@
 //! The report: success, hops, storage, and what the adversary learned.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+
+use lichen_routing::Key;
 
 use super::report::{round4, Anonymity, Report, TunnelReport};
 use super::{Req, Sim};
@@ -43,18 +45,28 @@ impl Sim {
             }
         };
         let (mut stores, mut caches, mut nowhere) = (0usize, 0usize, 0usize);
+        // How many nodes hold each measured key in their store and cache:
+        // one pass over what the nodes hold (not a pass over the nodes
+        // per key, which grew as inserts × nodes).
+        let mut held: HashMap<Key, (usize, usize)> = self
+            .measured_inserts
+            .clone()
+            .map(|j| (self.blocks[j].0, (0, 0)))
+            .collect();
+        for n in &self.nodes {
+            for k in n.store.store.keys() {
+                if let Some(h) = held.get_mut(k) {
+                    h.0 += 1;
+                }
+            }
+            for k in n.store.cache.keys() {
+                if let Some(h) = held.get_mut(k) {
+                    h.1 += 1;
+                }
+            }
+        }
         for j in self.measured_inserts.clone() {
-            let key = self.blocks[j].0;
-            let s = self
-                .nodes
-                .iter()
-                .filter(|n| n.store.store.contains_key(&key))
-                .count();
-            let c = self
-                .nodes
-                .iter()
-                .filter(|n| n.store.cache.contains_key(&key))
-                .count();
+            let (s, c) = held.get(&self.blocks[j].0).copied().unwrap_or((0, 0));
             stores += s;
             caches += c;
             nowhere += usize::from(s + c == 0);

@@ -83,7 +83,7 @@ impl<V: Verifier> PeerPolicy<V> {
                 .and_then(|d| d.noderef.addresses.first().map(SocketAddr::ip))
         });
         self.by_key.insert(remote, pid);
-        self.links.insert(
+        self.insert_link(
             pid,
             LinkState {
                 remote,
@@ -137,7 +137,7 @@ impl<V: Verifier> PeerPolicy<V> {
         }
         tracing::debug!(peer = old.0, "link replaced by a newer one");
         self.by_key.remove(&remote);
-        if let Some(p) = self.links.remove(&old) {
+        if let Some(p) = self.remove_link(&old) {
             if p.routed {
                 let ms = self.ms(now);
                 self.node.remove_peer(ms, old, rng);
@@ -231,7 +231,7 @@ impl<V: Verifier> PeerPolicy<V> {
         if self.prefix_count(prefix, false, pid) >= MAX_PEERS_PER_PREFIX {
             let ms = self.ms(now);
             self.node.remove_peer(ms, pid, rng);
-            if let Some(l) = self.links.remove(&pid) {
+            if let Some(l) = self.remove_link(&pid) {
                 self.by_key.remove(&l.remote);
             }
             self.out.push_back(Output::Close { peer: pid });
@@ -394,7 +394,7 @@ impl<V: Verifier> PeerPolicy<V> {
 
     /// Link `peer` ended (not one the policy closed itself).
     pub fn link_closed(&mut self, now: Instant, peer: PeerId, rng: &mut impl RngCore) {
-        let Some(p) = self.links.remove(&peer) else {
+        let Some(p) = self.remove_link(&peer) else {
             return;
         };
         self.by_key.remove(&p.remote);
@@ -435,6 +435,60 @@ impl<V: Verifier> PeerPolicy<V> {
         }
     }
 
+    /// The earliest instant at which [`PeerPolicy::tick`] may have
+    /// something to do as things stand (None: nothing until some other
+    /// event changes the policy): a link without a hello reaching
+    /// [`HELLO_DEADLINE`], a remembered peer due for a redial, the seeds
+    /// due for a dial, unsaved changes due for a save. A tick before it
+    /// changes nothing and outputs nothing, so a driver with many policies
+    /// (the simulator) may skip it; it never names an instant later than
+    /// the first tick that would act. It does not change what `tick` does.
+    #[must_use]
+    pub fn tick_due(&self) -> Option<Instant> {
+        fn at(due: &mut Option<Instant>, t: Instant) {
+            *due = Some(due.map_or(t, |d| d.min(t)));
+        }
+        let mut due: Option<Instant> = None;
+        for l in self.links.values() {
+            if !l.routed {
+                at(&mut due, l.since + HELLO_DEADLINE);
+            }
+        }
+        // `redial`: friends always; opennet entries while peers are wanted.
+        let want = self
+            .cfg
+            .routing
+            .max_peers
+            .saturating_sub(self.node.peer_count() + self.dialing.len());
+        for e in self.list.entries() {
+            if e.kind == PeerKind::Opennet && (!self.cfg.opennet || want == 0) {
+                continue;
+            }
+            let key = e.key();
+            // No delay set: due at once.
+            let t = self.retry_at.get(&key).copied().unwrap_or(self.start);
+            if due.is_some_and(|d| d <= t)
+                || self.by_key.contains_key(&key)
+                || self.dialing.contains(&key)
+            {
+                continue;
+            }
+            at(&mut due, t);
+        }
+        // `dial_seeds` (which notes the time even when every seed is
+        // already being dialed).
+        if self.cfg.opennet && !self.cfg.seeds.is_empty() && self.node.peer_count() == 0 {
+            at(
+                &mut due,
+                self.last_seed_dial.map_or(self.start, |t| t + SEED_RETRY),
+            );
+        }
+        if self.dirty {
+            at(&mut due, self.last_save + SAVE_EVERY);
+        }
+        due
+    }
+
     /// Close the links that have been up [`HELLO_DEADLINE`] without a
     /// hello; one we dialed counts as a failed dial.
     fn close_silent(&mut self, now: Instant) {
@@ -445,7 +499,7 @@ impl<V: Verifier> PeerPolicy<V> {
             .map(|(pid, _)| *pid)
             .collect();
         for pid in late {
-            let Some(p) = self.links.remove(&pid) else {
+            let Some(p) = self.remove_link(&pid) else {
                 continue;
             };
             if self.by_key.get(&p.remote) == Some(&pid) {
@@ -543,7 +597,7 @@ impl<V: Verifier> PeerPolicy<V> {
         }
         self.retry_at.remove(&key);
         if let Some(pid) = self.by_key.remove(&key) {
-            if let Some(p) = self.links.remove(&pid) {
+            if let Some(p) = self.remove_link(&pid) {
                 if p.routed {
                     let ms = self.ms(now);
                     self.node.remove_peer(ms, pid, rng);
@@ -637,7 +691,7 @@ impl<V: Verifier> PeerPolicy<V> {
 
     /// The routing core dropped a peer.
     fn disconnect(&mut self, now: Instant, peer: PeerId, why: lichen_routing::Disconnect) {
-        let Some(p) = self.links.remove(&peer) else {
+        let Some(p) = self.remove_link(&peer) else {
             return;
         };
         self.by_key.remove(&p.remote);
@@ -664,16 +718,49 @@ impl<V: Verifier> PeerPolicy<V> {
         let Some(prefix) = prefix else {
             return 0;
         };
-        self.links
-            .iter()
-            .filter(|(pid, l)| {
-                **pid != except
-                    && l.routed
-                    && l.seed_client == seed_clients
-                    && l.prefix == Some(prefix)
-                    && !self.list.is_friend(&l.remote)
+        // The links from that network only (a seed has thousands).
+        let Some(pids) = self.by_prefix.get(&prefix) else {
+            return 0;
+        };
+        pids.iter()
+            .filter(|&&pid| {
+                pid != except
+                    && self.links.get(&pid).is_some_and(|l| {
+                        l.routed && l.seed_client == seed_clients && !self.list.is_friend(&l.remote)
+                    })
             })
             .count()
+    }
+
+    /// Keep link `pid` (and index it by its network).
+    fn insert_link(&mut self, pid: PeerId, l: LinkState) {
+        if let Some(p) = l.prefix {
+            self.by_prefix.entry(p).or_default().push(pid);
+        }
+        if let Some(old) = self.links.insert(pid, l) {
+            self.unindex(pid, old.prefix);
+        }
+    }
+
+    /// Forget link `pid`.
+    fn remove_link(&mut self, pid: &PeerId) -> Option<LinkState> {
+        let l = self.links.remove(pid)?;
+        self.unindex(*pid, l.prefix);
+        Some(l)
+    }
+
+    fn unindex(&mut self, pid: PeerId, prefix: Option<[u8; 9]>) {
+        let Some(p) = prefix else {
+            return;
+        };
+        if let Some(v) = self.by_prefix.get_mut(&p) {
+            if let Some(k) = v.iter().position(|&x| x == pid) {
+                v.swap_remove(k);
+            }
+            if v.is_empty() {
+                self.by_prefix.remove(&p);
+            }
+        }
     }
 
     fn save_now(&mut self) {
@@ -725,8 +812,9 @@ impl<V: Verifier> PeerPolicy<V> {
         }
         self.last_seed_dial = Some(now);
         tracing::debug!(seeds = self.cfg.seeds.len(), "no peers: dialing the seeds");
-        for (r, b) in self.cfg.seeds.clone() {
-            self.dial(now, r, Some(b));
+        let seeds = std::sync::Arc::clone(&self.cfg.seeds);
+        for (r, b) in seeds.iter() {
+            self.dial(now, r.clone(), Some(b.clone()));
         }
     }
 

@@ -135,7 +135,7 @@ impl<V: Verifier> Mesh<V> {
             noderef: Some(bytes.clone()),
             routing: lichen_routing::Config::default(),
             location: Location(location),
-            seeds: Vec::new(),
+            seeds: Vec::new().into(),
             tunnels: lichen_routing::TunnelConfig {
                 hops: 0,
                 ..Default::default()
@@ -368,7 +368,6 @@ pub fn open_link<V: Verifier>(
     dialed: Dialed,
     rng: &mut impl RngCore,
 ) -> Option<(PeerId, PeerId)> {
-    let (a_key, b_key) = (a.cfg.own_key, dialed.noderef.static_key);
     // The dialed side sees the dialer's address: its noderef's first.
     let a_ip = a
         .cfg
@@ -376,6 +375,22 @@ pub fn open_link<V: Verifier>(
         .as_ref()
         .and_then(|r| NodeRef::from_bytes(r).ok())
         .and_then(|r| r.addresses.first().map(std::net::SocketAddr::ip));
+    open_link_from(now, a, a_ip, b, dialed, rng)
+}
+
+/// [`open_link`] with the address the dialed side sees the dialer's link
+/// come from (`a_ip`) given by the caller, who knows it already: the
+/// simulator, which would otherwise parse and verify the dialer's signed
+/// noderef on every dial to find it.
+pub fn open_link_from<V: Verifier>(
+    now: Instant,
+    a: &mut PeerPolicy<V>,
+    a_ip: Option<std::net::IpAddr>,
+    b: &mut PeerPolicy<V>,
+    dialed: Dialed,
+    rng: &mut impl RngCore,
+) -> Option<(PeerId, PeerId)> {
+    let (a_key, b_key) = (a.cfg.own_key, dialed.noderef.static_key);
     let ra = a.link_up(now, b_key, Some(dialed), None, rng);
     let rb = b.link_up(now, a_key, None, a_ip, rng);
     match (ra, rb) {

@@ -145,8 +145,9 @@ pub struct PolicyConfig {
     /// The node's location.
     pub location: Location,
     /// Opennet seed nodes (noderef, signed bytes): dialed, every
-    /// [`SEED_RETRY`], while the node has no peer at all.
-    pub seeds: Vec<(NodeRef, Vec<u8>)>,
+    /// [`SEED_RETRY`], while the node has no peer at all. Shared: a
+    /// simulator's nodes all hold the same list.
+    pub seeds: std::sync::Arc<[(NodeRef, Vec<u8>)]>,
     /// How this node's own requests use premix tunnels (`hops` 0: not at
     /// all). Relaying and exiting for others needs
     /// [`PeerPolicy::enable_tunnels`] whatever this says.
@@ -346,6 +347,9 @@ pub struct PeerPolicy<V: Verifier> {
     wall_start_ms: u64,
     location: Location,
     links: BTreeMap<PeerId, LinkState>,
+    /// The links of each network ([`address_prefix`]), for the
+    /// per-network limits.
+    by_prefix: HashMap<[u8; 9], Vec<PeerId>>,
     by_key: HashMap<[u8; 32], PeerId>,
     list: PeerList,
     /// Dials under way.
@@ -397,6 +401,7 @@ impl<V: Verifier> PeerPolicy<V> {
             start: now,
             wall_start_ms: wall_ms,
             links: BTreeMap::new(),
+            by_prefix: HashMap::new(),
             by_key: HashMap::new(),
             list,
             dialing: HashSet::new(),

@@ -301,7 +301,7 @@ fn a_node_without_peers_dials_its_seeds_until_one_link_is_up() {
     let seed = opennet(&mut m, 1);
     let (r, b) = (m.nodes[seed].noderef.clone(), m.nodes[seed].bytes.clone());
     m.set_down(seed, true);
-    let n = add(&mut m, 2, |c| c.seeds = vec![(r, b)]);
+    let n = add(&mut m, 2, |c| c.seeds = vec![(r, b)].into());
     // The seed is down: a dial per SEED_RETRY, not per tick.
     m.advance(Duration::from_millis(1_500));
     assert_eq!(m.nodes[n].dials, 1, "dialed at the first tick");
@@ -329,7 +329,7 @@ fn a_darknet_node_never_dials_seeds() {
     let n = add(&mut m, 2, |c| {
         c.opennet = false;
         c.routing.opennet = false;
-        c.seeds = vec![(r, b)];
+        c.seeds = vec![(r, b)].into();
     });
     m.advance(SEED_RETRY * 3);
     assert_eq!(m.nodes[n].dials, 0);
@@ -666,7 +666,7 @@ fn a_seed_linked_while_an_announcement_is_on_its_way_is_announced_through_next()
         .iter()
         .map(|&s| (m.nodes[s].noderef.clone(), m.nodes[s].bytes.clone()))
         .collect();
-    let n = add(&mut m, 3, |c| c.seeds = seeds);
+    let n = add(&mut m, 3, |c| c.seeds = seeds.into());
     m.advance(Duration::from_secs(10));
     let link = |m: &Mesh<Verify>, s: usize| m.link(n, s).is_some();
     assert!(link(&m, lone) && link(&m, seed), "linked to both seeds");
@@ -718,4 +718,80 @@ fn the_primary_guards_are_peers_the_node_keeps() {
     let mut want = guards.clone();
     want.sort_unstable();
     assert_eq!(kept, want, "the kept peers are the guards");
+}
+
+/// Tick every node at `m.now`, checking `tick_due` first: a node whose
+/// `tick_due` is later (or None) must do nothing at this tick. Returns
+/// how many nodes acted.
+fn tick_checked(m: &mut Mesh<Verify>) -> usize {
+    let now = m.now;
+    let mut acted = 0;
+    for i in 0..m.nodes.len() {
+        if m.nodes[i].down {
+            continue;
+        }
+        let due = m.nodes[i].policy.tick_due();
+        let saves = m.nodes[i].saves;
+        m.nodes[i].policy.tick(now);
+        if due.is_none_or(|t| t > now) {
+            assert!(
+                m.nodes[i].policy.poll_output(now).is_none(),
+                "node {i} acted at a tick before its tick_due {due:?}"
+            );
+        } else {
+            acted += 1;
+        }
+        m.run();
+        assert!(due.is_some_and(|t| t <= now) || m.nodes[i].saves == saves);
+    }
+    acted
+}
+
+#[test]
+fn tick_due_names_every_tick_that_acts() {
+    use rand::SeedableRng;
+    let mut m = mesh();
+    // A seed that is down, a newcomer dialing it; two peers, one of which
+    // goes down (redials with backoff); a silent inbound link.
+    let seed = opennet(&mut m, 1);
+    let (r, b) = (m.nodes[seed].noderef.clone(), m.nodes[seed].bytes.clone());
+    m.set_down(seed, true);
+    let newcomer = add(&mut m, 2, |c| c.seeds = vec![(r, b)].into());
+    let (a, c) = (opennet(&mut m, 3), opennet(&mut m, 4));
+    m.dial(a, c);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+    m.nodes[c]
+        .policy
+        .link_up(m.now, [99; 32], None, None, &mut rng)
+        .unwrap();
+    m.run();
+    let mut acted = 0;
+    for step in 0..400 {
+        if step == 20 {
+            m.set_down(c, true);
+        }
+        if step == 200 {
+            m.set_down(seed, false);
+            m.set_down(c, false);
+        }
+        // `Mesh::advance` without its own ticks: the clock, our checked
+        // ticks, the routing timers.
+        m.now += RECONNECT_TICK;
+        acted += tick_checked(&mut m);
+        let now = m.now;
+        for i in 0..m.nodes.len() {
+            if m.nodes[i].policy.poll_timeout().is_some_and(|t| t <= now) {
+                m.nodes[i].policy.timeout(now, &mut rng);
+            }
+        }
+        m.run();
+    }
+    assert!(acted > 10, "the ticks that act are named: {acted}");
+    assert_eq!(m.nodes[newcomer].policy.peer_count(), 1, "the seed linked");
+    assert!(m.link(a, c).is_some(), "the redial linked");
+    // Idle: nothing due but the save of `last_seen`, then nothing.
+    m.advance(SAVE_EVERY * 2);
+    for n in &m.nodes {
+        assert_eq!(n.policy.tick_due(), None, "{:?}", n.policy);
+    }
 }

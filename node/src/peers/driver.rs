@@ -161,7 +161,7 @@ impl Driver {
             noderef: setup.noderef.clone(),
             routing: setup.routing.clone(),
             location: setup.location,
-            seeds: setup.seeds.clone(),
+            seeds: setup.seeds.clone().into(),
             tunnels: setup.tunnels,
         };
         let mut policy = PeerPolicy::new(cfg, list, verify as Verify, clock.now(), clock.now_ms());
