@@ -459,6 +459,7 @@ impl<V: Verifier> Node<V> {
             self.timers.peek().map(|Reverse((t, _, _))| *t),
             self.next_swap,
             self.next_announce,
+            self.next_refresh,
             self.pitch.next_at,
             self.seed_clients.values().map(|c| c.until).min(),
             self.held.peek().map(|Reverse((t, _, _))| *t),

@@ -155,11 +155,11 @@ impl<V: Verifier> Node<V> {
     /// every announcement and fold offer of an opennet node hands out.
     pub(super) fn link_refresh(&mut self, now: Millis, rng: &mut impl RngCore) {
         let every = self.cfg.refresh_interval;
-        if !self.cfg.opennet || !self.cfg.balance_link_lengths || every == 0 {
+        if !self.refreshing() {
             return;
         }
         let Some(due) = self.next_refresh else {
-            self.next_refresh = Some(now + every / 2 + rng.gen_range(0..every));
+            self.schedule_refresh(now, rng);
             return;
         };
         if due > now {
@@ -197,6 +197,20 @@ impl<V: Verifier> Node<V> {
         self.stats.link_refreshes += 1;
         let id = self.fresh_id(rng);
         self.announce_through(now, id, None, Some(Location(target)), rng);
+    }
+
+    /// Whether this node runs the link-length refresh at all.
+    fn refreshing(&self) -> bool {
+        self.cfg.opennet && self.cfg.balance_link_lengths && self.cfg.refresh_interval > 0
+    }
+
+    /// Set the first link-length refresh (about `refresh_interval` from
+    /// now) if none is set; [`Node::poll_timeout`] names it.
+    fn schedule_refresh(&mut self, now: Millis, rng: &mut impl RngCore) {
+        let every = self.cfg.refresh_interval;
+        if self.refreshing() && self.next_refresh.is_none() {
+            self.next_refresh = Some(now + every / 2 + rng.gen_range(0..every));
+        }
     }
 
     /// Whether `fold_min_interval` has passed since a peer was last taken
@@ -257,8 +271,10 @@ impl<V: Verifier> Node<V> {
             p.location = location;
             return;
         }
-        // A new peer: the link-length refresh may speed up again.
+        // A new peer: the link-length refresh may speed up again (and
+        // with a first peer, it starts).
         self.refresh_backoff = 0;
+        self.schedule_refresh(now, rng);
         self.peers.push(Peer {
             id: peer,
             location,
