@@ -18,6 +18,14 @@ impl Location {
         d.min(d.wrapping_neg())
     }
 
+    /// The link-length class of a link from here to `other`: class k
+    /// holds distances in [2^-(k+1), 2^-k) of the circle (1: the longest,
+    /// up to half of it; at most 63).
+    #[must_use]
+    pub fn length_class(self, other: Location) -> usize {
+        self.distance(other).leading_zeros().clamp(1, 63) as usize
+    }
+
     /// A routing key whose location is this one (the rest zero): what an
     /// announcement is routed toward.
     #[must_use]

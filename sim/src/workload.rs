@@ -167,7 +167,7 @@ pub(crate) fn link_length_histogram(lens: &[u64], n: usize) -> (Vec<f64>, f64) {
     let mut counts = vec![0u64; classes];
     for &d in lens {
         // A distance is at most half the circle, 2^63: class ≥ 1.
-        let k = (d.leading_zeros() as usize).clamp(1, classes);
+        let k = Location(0).length_class(Location(d)).min(classes);
         counts[k - 1] += 1;
     }
     let total = lens.len().max(1) as f64;

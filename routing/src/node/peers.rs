@@ -31,7 +31,7 @@ impl<V: Verifier> Node<V> {
     /// k holds distances in [2^-(k+1), 2^-k) of the circle (1: the
     /// longest, up to half of it).
     fn link_classes(&self, location: Option<Location>) -> (usize, [u16; 64]) {
-        let class = |l: Location| l.distance(self.location).leading_zeros().clamp(1, 63) as usize;
+        let class = |l: Location| self.location.length_class(l);
         let depth = self
             .peers
             .iter()
@@ -50,45 +50,45 @@ impl<V: Verifier> Node<V> {
     /// the circle: a new ring neighbour, which greedy routing needs to end
     /// at the node nearest a key, whatever the classes say.
     fn nearer_than_neighbours(&self, location: Location) -> bool {
-        let d = location.0.wrapping_sub(self.location.0);
-        let clockwise = d < 1 << 63;
-        let own = |l: Location| l.0.wrapping_sub(self.location.0);
-        !self.peers.iter().any(|p| {
-            let e = own(p.location);
-            if clockwise {
-                e < 1 << 63 && e <= d
-            } else {
-                e >= 1 << 63 && e >= d
-            }
-        })
+        let d = self.ring_offset(location);
+        let [cw, ccw] = self.neighbour_offsets();
+        if d < 1 << 63 {
+            cw.is_none_or(|e| d < e)
+        } else {
+            ccw.is_none_or(|e| d > e)
+        }
+    }
+
+    /// Where `location` lies clockwise from us (below 2^63: clockwise side).
+    fn ring_offset(&self, location: Location) -> u64 {
+        location.0.wrapping_sub(self.location.0)
+    }
+
+    /// The ring offsets of our nearest peer on each side (clockwise,
+    /// counter-clockwise).
+    fn neighbour_offsets(&self) -> [Option<u64>; 2] {
+        let offsets = self.peers.iter().map(|p| self.ring_offset(p.location));
+        [
+            offsets.clone().filter(|&e| e < 1 << 63).min(),
+            offsets.filter(|&e| e >= 1 << 63).max(),
+        ]
     }
 
     /// Our nearest peer on each side of the circle (ring neighbours, never
     /// dropped for balance).
     fn neighbours(&self) -> [Option<PeerId>; 2] {
-        let own = |l: Location| l.0.wrapping_sub(self.location.0);
-        let cw = self
-            .peers
-            .iter()
-            .filter(|p| own(p.location) < 1 << 63)
-            .min_by_key(|p| own(p.location))
-            .map(|p| p.id);
-        let ccw = self
-            .peers
-            .iter()
-            .filter(|p| own(p.location) >= 1 << 63)
-            .max_by_key(|p| own(p.location))
-            .map(|p| p.id);
-        [cw, ccw]
+        let offsets = self.neighbour_offsets();
+        offsets.map(|o| {
+            self.peers
+                .iter()
+                .find(|p| o == Some(self.ring_offset(p.location)))
+                .map(|p| p.id)
+        })
     }
 
     /// The link-length class of `location` within classes `depth` deep.
     fn class_of(&self, location: Location, depth: usize) -> usize {
-        (location
-            .distance(self.location)
-            .leading_zeros()
-            .clamp(1, 63) as usize)
-            .min(depth)
+        self.location.length_class(location).min(depth)
     }
 
     /// Whether a newcomer at `location` would leave its link-length class
@@ -154,7 +154,6 @@ impl<V: Verifier> Node<V> {
     /// announcement is an ordinary one: it carries our noderef, which
     /// every announcement and fold offer of an opennet node hands out.
     pub(super) fn link_refresh(&mut self, now: Millis, rng: &mut impl RngCore) {
-        let every = self.cfg.refresh_interval;
         if !self.refreshing() {
             return;
         }
@@ -165,7 +164,10 @@ impl<V: Verifier> Node<V> {
         if due > now {
             return;
         }
-        let every = every.saturating_mul(1 << self.refresh_backoff.min(5));
+        let every = self
+            .cfg
+            .refresh_interval
+            .saturating_mul(1 << self.refresh_backoff.min(5));
         self.next_refresh = Some(now + every / 2 + rng.gen_range(0..every));
         if self.noderef.is_none() || self.peers.len() < self.cfg.max_peers / 2 || self.announcing()
         {
