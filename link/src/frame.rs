@@ -259,6 +259,49 @@ mod tests {
         assert!(body.len() + TAG_LEN <= MAX_NOISE_MSG);
     }
 
+    /// Noderef bytes are shared in memory (`NoderefBytes`) but are on the
+    /// wire the CBOR byte string they always were: a hand-built envelope
+    /// with a byte string decodes to them, and they encode back to it.
+    #[test]
+    fn noderef_bytes_are_a_cbor_byte_string() {
+        use ciborium::cbor;
+        let bytes = vec![7u8, 0, 255, 42];
+        let mut by_hand = Vec::new();
+        ciborium::into_writer(
+            &cbor!({"v" => 1, "m" => {"Routing" => {"Noderef" => {
+                "noderef" => ciborium::Value::Bytes(bytes.clone())
+            }}}})
+            .unwrap(),
+            &mut by_hand,
+        )
+        .unwrap();
+        let m = LinkMessage::Routing(Message::Noderef {
+            noderef: bytes.clone().into(),
+        });
+        assert_eq!(decode(&by_hand).unwrap(), m);
+        assert_eq!(encode(&m), by_hand);
+        // An announcement's noderef, inside a struct, likewise.
+        let a = LinkMessage::Routing(Message::FoldOffer {
+            id: 1,
+            noderef: lichen_routing::NodeRef {
+                location: lichen_routing::Location(9),
+                address: bytes.clone().into(),
+            },
+        });
+        let mut by_hand = Vec::new();
+        ciborium::into_writer(
+            &cbor!({"v" => 1, "m" => {"Routing" => {"FoldOffer" => {
+                "id" => 1, "noderef" => {"location" => 9,
+                "address" => ciborium::Value::Bytes(bytes)}
+            }}}})
+            .unwrap(),
+            &mut by_hand,
+        )
+        .unwrap();
+        assert_eq!(decode(&by_hand).unwrap(), a);
+        assert_eq!(encode(&a), by_hand);
+    }
+
     proptest! {
         #[test]
         fn decode_garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {

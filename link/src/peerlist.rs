@@ -39,6 +39,7 @@
 //! failed attempts in a row once not seen for a day.
 
 use super::noderef::NodeRef;
+use lichen_routing::NoderefBytes;
 use lichen_tunnel::guards::Guard;
 use serde::{Deserialize, Serialize};
 
@@ -73,7 +74,7 @@ pub struct Entry {
     /// The verified noderef.
     pub noderef: NodeRef,
     /// Its signed binary form (kept as received: only its owner can sign).
-    pub bytes: Vec<u8>,
+    pub bytes: NoderefBytes,
     /// When a link to it last came up (ms since the epoch; 0: never).
     pub last_seen: u64,
     /// Failed connection attempts since it was last seen.
@@ -238,7 +239,7 @@ impl PeerList {
     ///
     /// # Errors
     /// The friend list is full ([`MAX_FRIENDS`]).
-    pub fn add_friend(&mut self, noderef: NodeRef, bytes: Vec<u8>) -> Result<Added, String> {
+    pub fn add_friend(&mut self, noderef: NodeRef, bytes: NoderefBytes) -> Result<Added, String> {
         let key = noderef.static_key;
         if let Some(e) = self.entries.iter_mut().find(|e| e.key() == key) {
             let was = e.kind;
@@ -272,7 +273,7 @@ impl PeerList {
     /// and hold its noderef). Returns whether the list gained an entry.
     pub fn seen(
         &mut self,
-        noderef: Option<(&NodeRef, &[u8])>,
+        noderef: Option<(&NodeRef, &NoderefBytes)>,
         key: &[u8; 32],
         now_ms: u64,
     ) -> bool {
@@ -282,7 +283,7 @@ impl PeerList {
             if let Some((r, b)) = noderef {
                 // A newer noderef of the same node (new address).
                 e.noderef = r.clone();
-                e.bytes = b.to_vec();
+                e.bytes = NoderefBytes::clone(b);
             }
             self.sort();
             return false;
@@ -296,7 +297,7 @@ impl PeerList {
         self.entries.push(Entry {
             kind: PeerKind::Opennet,
             noderef: r.clone(),
-            bytes: b.to_vec(),
+            bytes: NoderefBytes::clone(b),
             last_seen: now_ms,
             failures: 0,
         });
@@ -450,14 +451,14 @@ impl PeerList {
 ///
 /// # Errors
 /// [`NoderefError`](super::NoderefError); never panics.
-pub fn parse_noderef(text: &str) -> Result<(NodeRef, Vec<u8>), super::NoderefError> {
+pub fn parse_noderef(text: &str) -> Result<(NodeRef, NoderefBytes), super::NoderefError> {
     let r = NodeRef::parse(text)?;
     let compact: String = text.chars().filter(|c| !c.is_whitespace()).collect();
     let bytes = compact
         .strip_prefix(super::noderef::PREFIX)
         .and_then(lichen_crypto::b64::decode)
         .ok_or(super::NoderefError::BadBase64)?;
-    Ok((r, bytes))
+    Ok((r, bytes.into()))
 }
 
 #[cfg(test)]
@@ -466,7 +467,7 @@ mod tests {
     use super::*;
     use crate::NodeKeys;
 
-    fn noderef(i: u8) -> (NodeRef, Vec<u8>) {
+    fn noderef(i: u8) -> (NodeRef, NoderefBytes) {
         let keys = NodeKeys::from_static_secret([i; 32]);
         let r = NodeRef::new(
             &keys,
@@ -475,7 +476,7 @@ mod tests {
                 .unwrap()],
             Some(u64::from(i) << 56),
         );
-        let b = r.to_bytes(&keys);
+        let b = r.to_bytes(&keys).into();
         (r, b)
     }
 
@@ -487,7 +488,7 @@ mod tests {
         let text = l.to_toml();
         // A second entry whose noderef was edited (signature fails).
         let (o, ob) = noderef(2);
-        let mut tampered = ob.clone();
+        let mut tampered = ob.to_vec();
         let last = tampered.len() - 1;
         tampered[last] ^= 1;
         let bad = format!(

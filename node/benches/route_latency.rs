@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 struct Hop {
     manager: PeerManager,
     noderef: NodeRef,
-    bytes: Vec<u8>,
+    bytes: lichen_routing::NoderefBytes,
     store: Arc<dyn BlockStore>,
 }
 
@@ -50,7 +50,7 @@ async fn start(i: usize, hops: usize, stop: &CancellationToken) -> Hop {
         location,
         StoreSecret::from_bytes([secret; 32]),
     )));
-    let bytes = noderef.to_bytes(&keys);
+    let bytes: lichen_routing::NoderefBytes = noderef.to_bytes(&keys).into();
     let setup = PeerSetup {
         noderef: Some(bytes.clone()),
         keys,

@@ -116,7 +116,7 @@ async fn start_network(node: &Arc<node::Node>) -> anyhow::Result<()> {
         }
     }
     let setup = peers::PeerSetup {
-        noderef: Some(noderef.to_bytes(&keys)),
+        noderef: Some(noderef.to_bytes(&keys).into()),
         keys,
         location: lichen_routing::Location(node.identity.location),
         store: node.store.clone(),
@@ -177,7 +177,9 @@ fn routing_config(net: &config::NetworkConfig) -> lichen_routing::Config {
 /// The noderefs in the seed files (one per line; blank lines and `#`
 /// comments skipped). Unreadable files and bad lines are warned about and
 /// skipped.
-fn read_seeds(files: &[std::path::PathBuf]) -> Vec<(lichen_link::NodeRef, Vec<u8>)> {
+fn read_seeds(
+    files: &[std::path::PathBuf],
+) -> Vec<(lichen_link::NodeRef, lichen_routing::NoderefBytes)> {
     let mut out = Vec::new();
     for f in files {
         let text = match std::fs::read_to_string(f) {

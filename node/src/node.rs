@@ -85,7 +85,7 @@ pub(crate) trait Peers: Network + std::fmt::Debug {
     fn add_friend(
         &self,
         noderef: NodeRef,
-        bytes: Vec<u8>,
+        bytes: lichen_routing::NoderefBytes,
     ) -> NetFuture<'_, Result<PeerInfo, AddFriendError>>;
 
     /// Forget a peer (by identity, or by an address of its noderef) and

@@ -7,7 +7,7 @@ pub mod node;
 pub mod tunnelled;
 
 pub use location::{Key, Location};
-pub use message::{Block, KeyKind, Message, NodeRef};
+pub use message::{Block, KeyKind, Message, NodeRef, NoderefBytes};
 pub use node::{
     Action, BlockSource, Config, Disconnect, EmptyStore, InsertOutcome, LocalRequest, Millis, Node,
     PeerId, RequestId, RequestOutcome, Space, Stats, Verifier, MAX_HELD,

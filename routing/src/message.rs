@@ -28,8 +28,31 @@
 //! carried are opennet noderefs (announcements, by design not anonymous, and
 //! path-folding offers, which any hop may replace with its own).
 
+use std::sync::Arc;
+
 use crate::location::{Key, Location};
 use serde::{Deserialize, Serialize};
+
+/// Signed noderef bytes, shared: a node's noderef is copied into many
+/// peer lists, links and messages (thousands of times over in a seed's,
+/// and in the simulator's million-node networks); each copy is a
+/// reference to one allocation. On the wire they are a CBOR byte string,
+/// exactly as `serde_bytes` writes a `Vec<u8>`.
+pub type NoderefBytes = Arc<[u8]>;
+
+/// `#[serde(with)]` for [`NoderefBytes`]: a byte string.
+mod shared_bytes {
+    use super::NoderefBytes;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(b: &NoderefBytes, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(b)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<NoderefBytes, D::Error> {
+        Ok(serde_bytes::ByteBuf::deserialize(d)?.into_vec().into())
+    }
+}
 
 /// A block's bytes. The routing layer treats them as opaque; the embedder's
 /// [`Verifier`](crate::Verifier) checks them against the key.
@@ -74,8 +97,8 @@ pub struct NodeRef {
     /// The node's location.
     pub location: Location,
     /// Opaque reference bytes (the node CBOR-encodes its noderef here).
-    #[serde(with = "serde_bytes")]
-    pub address: Vec<u8>,
+    #[serde(with = "shared_bytes")]
+    pub address: NoderefBytes,
 }
 
 /// A message between two peers.
@@ -230,8 +253,8 @@ pub enum Message {
     /// embedder handles it (the routing core ignores it).
     Noderef {
         /// The embedder's signed noderef bytes.
-        #[serde(with = "serde_bytes")]
-        noderef: Vec<u8>,
+        #[serde(with = "shared_bytes")]
+        noderef: NoderefBytes,
     },
     /// A premix tunnel message (`lichen_tunnel::TunnelMsg`, always
     /// `lichen_tunnel::WIRE_LEN` bytes); handled by

@@ -35,8 +35,12 @@ fn arb_msg() -> impl Strategy<Value = Message> {
         proptest::collection::vec(any::<u8>(), 0..40)
     ];
     let loc = any::<u64>().prop_map(Location);
-    let nref = (loc.clone(), proptest::collection::vec(any::<u8>(), 0..8))
-        .prop_map(|(location, address)| NodeRef { location, address });
+    let nref = (loc.clone(), proptest::collection::vec(any::<u8>(), 0..8)).prop_map(
+        |(location, address)| NodeRef {
+            location,
+            address: address.into(),
+        },
+    );
     let kind = prop_oneof![Just(KeyKind::Chk), Just(KeyKind::Ssk)];
     prop_oneof![
         (id.clone(), k.clone(), htl, kind.clone()).prop_map(|(id, k, htl, kind)| {
@@ -137,7 +141,7 @@ fn run(events: Vec<Ev>, swapping: bool) {
     let mut n = Node::new(cfg.clone(), Location(0), sha_verify as V);
     n.set_noderef(NodeRef {
         location: Location(0),
-        address: b"me".to_vec(),
+        address: b"me".as_slice().into(),
     });
     for p in 0..4u64 {
         n.add_peer(0, PeerId(p), Location(p << 62), &mut r);

@@ -12,7 +12,7 @@ use lichen_routing::*;
 fn me() -> NodeRef {
     NodeRef {
         location: Location(0),
-        address: b"me".to_vec(),
+        address: b"me".as_slice().into(),
     }
 }
 
@@ -360,7 +360,7 @@ fn a_targeted_announcement_is_routed_toward_its_target() {
     let (mut n2, mut r2) = node(3, Config::default());
     let announcer = NodeRef {
         location: Location(1 << 60),
-        address: b"newcomer".to_vec(),
+        address: b"newcomer".as_slice().into(),
     };
     let announce = |target| Message::Announce {
         id: 5,

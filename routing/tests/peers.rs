@@ -21,7 +21,7 @@ fn path_folding_offer_and_reset() {
     let (mut src, mut r) = node(2, Config::default());
     src.set_noderef(NodeRef {
         location: Location(0),
-        address: b"src".to_vec(),
+        address: b"src".as_slice().into(),
     });
     src.handle_message(
         0,
@@ -36,7 +36,9 @@ fn path_folding_offer_and_reset() {
         &mut r,
     );
     let s = sends(&drain(&mut src));
-    assert!(matches!(&s[1].1, Message::FoldOffer { id: 3, noderef } if noderef.address == b"src"));
+    assert!(
+        matches!(&s[1].1, Message::FoldOffer { id: 3, noderef } if &*noderef.address == b"src")
+    );
     // Above the caching level the data source makes no offer: the node
     // that asked it may be the requester.
     src.handle_message(
@@ -65,7 +67,7 @@ fn own_fetch_with_offer(key: Key, b: &[u8], offer: &NodeRef) -> Vec<Action> {
     let (mut n, mut r) = node(2, Config::default());
     n.set_noderef(NodeRef {
         location: Location(0),
-        address: b"me".to_vec(),
+        address: b"me".as_slice().into(),
     });
     assert!(n.wants_peer(1, Location(9)));
     let RequestId(id) = n.handle_local_request(
@@ -127,7 +129,7 @@ fn own_requests_never_fold() {
     let (key, b) = block(8);
     let offer = NodeRef {
         location: Location(123),
-        address: b"far".to_vec(),
+        address: b"far".as_slice().into(),
     };
     let a = own_fetch_with_offer(key, &b, &offer);
     assert!(
@@ -201,11 +203,11 @@ fn forwarded_requests_fold_after_a_random_delay_at_the_caching_level_only() {
     let (mut n, mut r) = node(3, Config::default());
     n.set_noderef(NodeRef {
         location: Location(0),
-        address: b"me".to_vec(),
+        address: b"me".as_slice().into(),
     });
     let offer = NodeRef {
         location: Location(7 << 56),
-        address: b"src".to_vec(),
+        address: b"src".as_slice().into(),
     };
     for round in 0..8u64 {
         let now = 1_000_000 * round;
@@ -232,7 +234,7 @@ fn forwarded_requests_fold_after_a_random_delay_at_the_caching_level_only() {
         let a = forwarded_with_offer(&mut n, &mut r, id, 16, &offer);
         assert!(
             sends(&a).iter().any(|(to, m)| *to == PeerId(1)
-                && matches!(m, Message::FoldOffer { noderef, .. } if noderef.address == b"me")),
+                && matches!(m, Message::FoldOffer { noderef, .. } if &*noderef.address == b"me")),
             "{a:?}"
         );
         assert!(!a.iter().any(|x| matches!(x, Action::Connect { .. })));
@@ -264,7 +266,7 @@ fn forwarders_reset_fold_offers_about_one_in_twenty() {
     let (mut n, mut r) = node(2, cfg);
     n.set_noderef(NodeRef {
         location: Location(0),
-        address: b"me".to_vec(),
+        address: b"me".as_slice().into(),
     });
     let mut resets = 0;
     for id in 0..2000u64 {
@@ -293,7 +295,7 @@ fn forwarders_reset_fold_offers_about_one_in_twenty() {
         );
         let offer = NodeRef {
             location: Location(5),
-            address: b"src".to_vec(),
+            address: b"src".as_slice().into(),
         };
         n.handle_message(
             id,
@@ -305,7 +307,7 @@ fn forwarders_reset_fold_offers_about_one_in_twenty() {
         for (to, m) in sends(&drain(&mut n)) {
             if let Message::FoldOffer { noderef, .. } = m {
                 assert_eq!(to, PeerId(1));
-                if noderef.address == b"me" {
+                if &*noderef.address == b"me" {
                     resets += 1;
                 }
             }
@@ -348,7 +350,7 @@ fn opennet_peer_limit_drops_least_useful_after_grace() {
     // The newcomer dials in after our announcement invited it.
     n.set_noderef(NodeRef {
         location: Location(0),
-        address: b"me".to_vec(),
+        address: b"me".as_slice().into(),
     });
     n.handle_local_request(1900, LocalRequest::Announce, &mut r);
     drain(&mut n);
@@ -407,7 +409,7 @@ fn newcomer_at_with(
     n.keep_peers(keep.iter().map(|&p| PeerId(p)));
     n.set_noderef(NodeRef {
         location: Location(0),
-        address: b"me".to_vec(),
+        address: b"me".as_slice().into(),
     });
     n.handle_local_request(1900, LocalRequest::Announce, &mut r);
     drain(&mut n);
@@ -503,7 +505,7 @@ fn a_full_node_keeps_a_newcomer_as_a_seed_client_for_its_announcement() {
     let (mut n, mut r) = node(3, cfg);
     n.set_noderef(NodeRef {
         location: Location(0),
-        address: b"seed".to_vec(),
+        address: b"seed".as_slice().into(),
     });
     let newcomer = PeerId(9);
     // Full, young peers: not a peer, but a seed client.
@@ -535,7 +537,7 @@ fn a_full_node_keeps_a_newcomer_as_a_seed_client_for_its_announcement() {
     // Its announcement is routed toward its location (peer 3 is nearest).
     let me = NodeRef {
         location: Location(3 << 60),
-        address: b"newcomer".to_vec(),
+        address: b"newcomer".as_slice().into(),
     };
     let announce = |id| Message::Announce {
         id,
@@ -552,7 +554,7 @@ fn a_full_node_keeps_a_newcomer_as_a_seed_client_for_its_announcement() {
     let (to, fwd) = s.iter().find(|(to, _)| *to != newcomer).unwrap().clone();
     assert_eq!(to, PeerId(3));
     assert!(
-        matches!(fwd, Message::Announce { id: 5, ref noderef, .. } if noderef.address == b"newcomer")
+        matches!(fwd, Message::Announce { id: 5, ref noderef, .. } if &*noderef.address == b"newcomer")
     );
 
     // A second announcement is refused.
@@ -784,7 +786,7 @@ fn a_full_node_that_asks_for_a_connection_keeps_it_when_it_comes_up() {
             htl: 10,
             noderef: NodeRef {
                 location: Location(7 << 58),
-                address: b"newcomer".to_vec(),
+                address: b"newcomer".as_slice().into(),
             },
             target: None,
         },

@@ -351,7 +351,12 @@ impl Sim {
     /// Node `i` dials: the handshake succeeds at once if the node named
     /// exists and both are online; each side's policy then keeps or
     /// refuses the link, and the hellos travel with the link's latency.
-    pub(super) fn connect(&mut self, i: u32, noderef: NodeRef, bytes: Option<Vec<u8>>) {
+    pub(super) fn connect(
+        &mut self,
+        i: u32,
+        noderef: NodeRef,
+        bytes: Option<lichen_routing::NoderefBytes>,
+    ) {
         let now = self.now_i();
         let key = noderef.static_key;
         let target =

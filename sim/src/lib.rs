@@ -31,7 +31,7 @@ use lichen_link::keys::NodeKeys;
 use lichen_link::noderef::NodeRef;
 use lichen_link::peerlist::PeerList;
 use lichen_link::policy::{PeerPolicy, PolicyConfig};
-use lichen_routing::{Block, Config, Key, Location, Message, PeerId};
+use lichen_routing::{Block, Config, Key, Location, Message, NoderefBytes, PeerId};
 use store::SimStore;
 
 #[derive(Debug)]
@@ -103,7 +103,7 @@ struct SimNode {
     key: [u8; 32],
     /// Its noderef and the signed bytes of it.
     noderef: NodeRef,
-    bytes: Vec<u8>,
+    bytes: NoderefBytes,
     /// The peer list it last asked to save (what it finds on restart;
     /// kept only with churn, the only restarts after the start).
     saved: Option<PeerList>,
@@ -197,7 +197,7 @@ struct Sim {
     largest_component: f64,
     by_kind: BTreeMap<&'static str, u64>,
     /// Opennet: the seed nodes' noderefs (nodes `0..seeds.len()`).
-    seeds: Arc<[(NodeRef, Vec<u8>)]>,
+    seeds: Arc<[(NodeRef, NoderefBytes)]>,
     /// The attack workload and what the adversary recorded of it.
     attack: attack::AttackState,
     /// Ground truth across id changes: a hop forwards a request that
@@ -303,14 +303,14 @@ pub const TICK_MS: u64 = 5_000;
 fn policy_config(
     cfg: &SimConfig,
     key: [u8; 32],
-    bytes: &[u8],
+    bytes: &NoderefBytes,
     location: Location,
-    seeds: &Arc<[(NodeRef, Vec<u8>)]>,
+    seeds: &Arc<[(NodeRef, NoderefBytes)]>,
 ) -> PolicyConfig {
     PolicyConfig {
         own_key: key,
         opennet: cfg.topology == Topology::Opennet,
-        noderef: Some(bytes.to_vec()),
+        noderef: Some(NoderefBytes::clone(bytes)),
         routing: node_config(cfg),
         location,
         seeds: Arc::clone(seeds),
@@ -333,7 +333,7 @@ fn new_node(cfg: &SimConfig, rng: &mut ChaCha8Rng, i: usize, epoch: Instant) -> 
     let b = u32::try_from(i).unwrap_or(u32::MAX).to_be_bytes();
     let addr = SocketAddr::from(([10, b[2], b[3], 1 + b[1]], 1 + u16::from(b[0])));
     let noderef = NodeRef::new(&keys, vec![addr], Some(loc.0));
-    let bytes = noderef.to_bytes(&keys);
+    let bytes: NoderefBytes = noderef.to_bytes(&keys).into();
     let key = keys.static_public();
     let pcfg = policy_config(cfg, key, &bytes, loc, &Arc::from(Vec::new()));
     let list = PeerList::new(cfg.degree.saturating_mul(2));

@@ -365,7 +365,7 @@ impl FakePeer {
     pub fn routing_noderef(&self) -> lichen_routing::NodeRef {
         lichen_routing::NodeRef {
             location: Location(self.location),
-            address: self.noderef().to_bytes(&self.keys),
+            address: self.noderef().to_bytes(&self.keys).into(),
         }
     }
 

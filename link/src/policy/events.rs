@@ -10,7 +10,7 @@ use super::{
 use crate::noderef::NodeRef;
 use crate::peerlist::{Added, Entry, PeerKind};
 use lichen_routing::{
-    Action, BlockSource, LocalRequest, Location, Message, PeerId, RequestId, Verifier,
+    Action, BlockSource, LocalRequest, Location, Message, NoderefBytes, PeerId, RequestId, Verifier,
 };
 use rand::RngCore;
 use std::net::{IpAddr, SocketAddr};
@@ -21,7 +21,7 @@ impl<V: Verifier> PeerPolicy<V> {
 
     /// Dial `noderef` (bytes: its signed form, to remember it) unless it
     /// is this node, already linked, banned or being dialed.
-    pub fn dial(&mut self, now: Instant, noderef: NodeRef, bytes: Option<Vec<u8>>) {
+    pub fn dial(&mut self, now: Instant, noderef: NodeRef, bytes: Option<NoderefBytes>) {
         let key = noderef.static_key;
         if key == self.cfg.own_key
             || self.by_key.contains_key(&key)
@@ -171,7 +171,7 @@ impl<V: Verifier> PeerPolicy<V> {
                 tracing::debug!(peer = peer.0, "message before the hello dropped");
             }
         } else if let Message::Noderef { noderef } = msg {
-            self.introduced(now, peer, &noderef);
+            self.introduced(now, peer, noderef);
         } else if let Message::Tunnel { cell } = msg {
             let ms = self.ms(now);
             if let Some(t) = &mut self.tunnels {
@@ -251,7 +251,7 @@ impl<V: Verifier> PeerPolicy<V> {
         }
         tracing::debug!(peer = pid.0, "a seed client became a peer");
         if let Some(b) = bytes {
-            self.introduced(now, pid, &b);
+            self.introduced(now, pid, b);
         }
     }
 
@@ -319,10 +319,7 @@ impl<V: Verifier> PeerPolicy<V> {
         } else {
             None
         };
-        if self
-            .list
-            .seen(remember.map(|(r, b)| (r, b.as_slice())), &remote, wall)
-        {
+        if self.list.seen(remember.map(|(r, b)| (r, b)), &remote, wall) {
             self.save_now();
         } else if self.list.get(&remote).is_some() {
             self.dirty = true;
@@ -359,7 +356,7 @@ impl<V: Verifier> PeerPolicy<V> {
     /// An opennet peer that dialed us sent its noderef: remember it (as
     /// if we had dialed it), if it is really that peer's and the peer was
     /// kept (not a seed client). Anything else is ignored.
-    fn introduced(&mut self, now: Instant, pid: PeerId, bytes: &[u8]) {
+    fn introduced(&mut self, now: Instant, pid: PeerId, bytes: NoderefBytes) {
         let Some(p) = self.links.get_mut(&pid) else {
             return;
         };
@@ -369,7 +366,7 @@ impl<V: Verifier> PeerPolicy<V> {
         if p.seed_client {
             // Remembered if it becomes a peer (`promoted`).
             if p.introduced.is_none() && bytes.len() <= self.cfg.routing.max_noderef_len {
-                p.introduced = Some(bytes.to_vec());
+                p.introduced = Some(bytes);
             }
             return;
         }
@@ -379,10 +376,10 @@ impl<V: Verifier> PeerPolicy<V> {
         if self.list.get(&remote).is_some_and(|e| e.bytes == bytes) {
             return;
         }
-        match NodeRef::from_bytes(bytes) {
+        match NodeRef::from_bytes(&bytes) {
             Ok(r) if r.static_key == remote => {
                 let wall = self.wall_ms(now);
-                if self.list.seen(Some((&r, bytes)), &remote, wall) {
+                if self.list.seen(Some((&r, &bytes)), &remote, wall) {
                     tracing::debug!(peer = pid.0, "remembered a peer that connected to us");
                     self.save_now();
                 }
@@ -563,7 +560,7 @@ impl<V: Verifier> PeerPolicy<V> {
         &mut self,
         now: Instant,
         noderef: NodeRef,
-        bytes: Vec<u8>,
+        bytes: NoderefBytes,
     ) -> Result<PeerInfo, AddFriendError> {
         let key = noderef.static_key;
         if key == self.cfg.own_key {

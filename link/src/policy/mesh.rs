@@ -10,7 +10,9 @@ use super::{Dialed, Output, PeerPolicy, PolicyConfig, RECONNECT_TICK};
 use crate::keys::NodeKeys;
 use crate::noderef::NodeRef;
 use crate::peerlist::PeerList;
-use lichen_routing::{Block, BlockSource, Key, KeyKind, Location, Message, PeerId, Verifier};
+use lichen_routing::{
+    Block, BlockSource, Key, KeyKind, Location, Message, NoderefBytes, PeerId, Verifier,
+};
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -29,7 +31,7 @@ pub struct MeshNode<V: Verifier> {
     /// Its noderef (the address is made up; nothing is dialed).
     pub noderef: NodeRef,
     /// Its signed noderef bytes.
-    pub bytes: Vec<u8>,
+    pub bytes: NoderefBytes,
     /// The last peer list it asked to save.
     pub saved: Option<PeerList>,
     /// How many times it asked to save.
@@ -128,7 +130,7 @@ impl<V: Verifier> Mesh<V> {
         let [_, _, hi, lo] = u32::try_from(i).unwrap_or(u32::MAX).to_be_bytes();
         let addr = std::net::SocketAddr::from(([10, hi, lo, 1], port));
         let noderef = NodeRef::new(&keys, vec![addr], Some(location));
-        let bytes = noderef.to_bytes(&keys);
+        let bytes: NoderefBytes = noderef.to_bytes(&keys).into();
         let mut cfg = PolicyConfig {
             own_key: keys.static_public(),
             opennet: true,
@@ -332,7 +334,7 @@ impl<V: Verifier> Mesh<V> {
 
     /// Node `i` dials: the handshake succeeds at once if the node exists
     /// and is up; each side's policy then keeps or refuses the link.
-    fn connect(&mut self, i: usize, noderef: NodeRef, bytes: Option<Vec<u8>>) {
+    fn connect(&mut self, i: usize, noderef: NodeRef, bytes: Option<NoderefBytes>) {
         self.nodes[i].dials += 1;
         let key = noderef.static_key;
         let up = |j: usize| !self.nodes[j].down && !self.nodes[i].down;

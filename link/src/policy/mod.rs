@@ -62,8 +62,8 @@ pub use slots::{
 use crate::noderef::NodeRef;
 use crate::peerlist::{PeerKind, PeerList};
 use lichen_routing::{
-    InsertOutcome, Key, KeyKind, Location, Message, Node, PeerId, RequestId, RequestOutcome,
-    Verifier,
+    InsertOutcome, Key, KeyKind, Location, Message, Node, NoderefBytes, PeerId, RequestId,
+    RequestOutcome, Verifier,
 };
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -139,7 +139,7 @@ pub struct PolicyConfig {
     pub opennet: bool,
     /// This node's signed noderef bytes (sent after the hello when we
     /// dialed, on opennet; offered in announcements and folding).
-    pub noderef: Option<Vec<u8>>,
+    pub noderef: Option<NoderefBytes>,
     /// The routing core's settings (`max_peers` bounds redialing).
     pub routing: lichen_routing::Config,
     /// The node's location.
@@ -147,7 +147,7 @@ pub struct PolicyConfig {
     /// Opennet seed nodes (noderef, signed bytes): dialed, every
     /// [`SEED_RETRY`], while the node has no peer at all. Shared: a
     /// simulator's nodes all hold the same list.
-    pub seeds: std::sync::Arc<[(NodeRef, Vec<u8>)]>,
+    pub seeds: std::sync::Arc<[(NodeRef, NoderefBytes)]>,
     /// How this node's own requests use premix tunnels (`hops` 0: not at
     /// all). Relaying and exiting for others needs
     /// [`PeerPolicy::enable_tunnels`] whatever this says.
@@ -163,7 +163,7 @@ pub struct Dialed {
     /// The noderef dialed.
     pub noderef: NodeRef,
     /// Its signed bytes (None: a one-off connection, not remembered).
-    pub bytes: Option<Vec<u8>>,
+    pub bytes: Option<NoderefBytes>,
 }
 
 /// What the policy wants done.
@@ -175,7 +175,7 @@ pub enum Output {
         /// Whom to dial.
         noderef: NodeRef,
         /// Its signed bytes, when known.
-        bytes: Option<Vec<u8>>,
+        bytes: Option<NoderefBytes>,
     },
     /// Send a message on a link.
     Send {
@@ -334,7 +334,7 @@ struct LinkState {
     /// The network it is counted in ([`address_prefix`]; None: no limit).
     prefix: Option<[u8; 9]>,
     /// A seed client's `Noderef`, kept in case it becomes a peer.
-    introduced: Option<Vec<u8>>,
+    introduced: Option<NoderefBytes>,
 }
 
 /// The peer policy of one node. See the [module docs](self).

@@ -419,13 +419,13 @@ fn a_full_node_keeps_the_newcomer_it_asked_for() {
 /// Node `by` re-signs node `of`'s static key with other addresses, with
 /// its own identity key: a noderef that verified while identity keys were
 /// not bound to static keys.
-fn forged(m: &Mesh<Verify>, of: usize, by: usize) -> Vec<u8> {
+fn forged(m: &Mesh<Verify>, of: usize, by: usize) -> NoderefBytes {
     let evil = NodeRef {
         addresses: vec!["192.0.2.66:6666".parse().unwrap()],
         identity_key: m.nodes[by].keys.identity().to_bytes(),
         ..m.nodes[of].noderef.clone()
     };
-    evil.to_bytes(&m.nodes[by].keys)
+    evil.to_bytes(&m.nodes[by].keys).into()
 }
 
 #[test]
@@ -456,7 +456,7 @@ fn a_forged_noderef_in_an_announcement_is_not_dialed() {
     let mut m = mesh();
     let (a, b, c) = (opennet(&mut m, 1), opennet(&mut m, 2), opennet(&mut m, 3));
     m.dial(b, a);
-    let announce = |m: &mut Mesh<Verify>, id: u64, bytes: Vec<u8>| {
+    let announce = |m: &mut Mesh<Verify>, id: u64, bytes: NoderefBytes| {
         let location = Location(m.nodes[c].noderef.location.unwrap());
         m.inject(
             b,

@@ -402,8 +402,8 @@ mod tests {
             stop.clone(),
         );
         // Darknet: friends only, both ways.
-        peer.add_friend(mref, mbytes).await.unwrap();
-        m.add_friend(pref, pbytes).await.unwrap();
+        peer.add_friend(mref, mbytes.into()).await.unwrap();
+        m.add_friend(pref, pbytes.into()).await.unwrap();
         node.peers.set(m).unwrap();
         for _ in 0..250 {
             if node.network().is_some() {

@@ -362,7 +362,7 @@ impl Driver {
 
     /// Open a link in its own task; the result comes back as a
     /// [`NewLink`].
-    fn dial(&self, noderef: NodeRef, bytes: Option<Vec<u8>>) {
+    fn dial(&self, noderef: NodeRef, bytes: Option<lichen_routing::NoderefBytes>) {
         let setup = self.setup.clone();
         let links = self.link_tx.clone();
         tokio::spawn(async move {

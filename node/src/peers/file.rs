@@ -178,7 +178,7 @@ mod tests {
     use lichen_link::peerlist::{Added, PeerKind};
     use lichen_link::{NodeKeys, NodeRef};
 
-    fn noderef(i: u8) -> (NodeRef, Vec<u8>) {
+    fn noderef(i: u8) -> (NodeRef, lichen_routing::NoderefBytes) {
         let keys = NodeKeys::from_static_secret([i; 32]);
         let r = NodeRef::new(
             &keys,
@@ -187,7 +187,7 @@ mod tests {
                 .unwrap()],
             Some(u64::from(i) << 56),
         );
-        let bytes = r.to_bytes(&keys);
+        let bytes = r.to_bytes(&keys).into();
         (r, bytes)
     }
 

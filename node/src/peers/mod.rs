@@ -71,7 +71,7 @@ pub struct PeerSetup {
     /// Accept strangers (opennet). Off: only friends' links are accepted.
     pub opennet: bool,
     /// This node's noderef bytes (for opennet announcements and folding).
-    pub noderef: Option<Vec<u8>>,
+    pub noderef: Option<lichen_routing::NoderefBytes>,
     /// Directory of `peers.sealed` (None: peers are not remembered).
     pub peer_dir: Option<PathBuf>,
     /// What the peer file is sealed under.
@@ -79,7 +79,7 @@ pub struct PeerSetup {
     /// Most opennet peers remembered.
     pub max_remembered: usize,
     /// Opennet seed nodes, dialed while the node has no peer.
-    pub seeds: Vec<(NodeRef, Vec<u8>)>,
+    pub seeds: Vec<(NodeRef, lichen_routing::NoderefBytes)>,
     /// How own requests use tunnels (`hops` 0: none; `[anonymity]
     /// tunnel_hops`).
     pub tunnels: lichen_routing::TunnelConfig,
@@ -101,11 +101,11 @@ enum Cmd {
     /// A fetch for this node's user ([`FetchOpts`]: store first, keep).
     Fetch(Key, KeyKind, FetchOpts, oneshot::Sender<RequestOutcome>),
     Insert(Key, KeyKind, Vec<u8>, oneshot::Sender<InsertOutcome>),
-    Connect(NodeRef, Option<Vec<u8>>),
+    Connect(NodeRef, Option<lichen_routing::NoderefBytes>),
     PeerCount(oneshot::Sender<usize>),
     AddFriend(
         NodeRef,
-        Vec<u8>,
+        lichen_routing::NoderefBytes,
         oneshot::Sender<Result<PeerInfo, lichen_link::policy::AddFriendError>>,
     ),
     Remove(String, oneshot::Sender<Option<PeerInfo>>),
@@ -309,7 +309,7 @@ impl PeerManager {
     pub async fn add_friend(
         &self,
         noderef: NodeRef,
-        bytes: Vec<u8>,
+        bytes: lichen_routing::NoderefBytes,
     ) -> Result<PeerInfo, AddFriendError> {
         let (tx, rx) = oneshot::channel();
         self.cmd
@@ -391,7 +391,7 @@ impl Peers for PeerManager {
     fn add_friend(
         &self,
         noderef: NodeRef,
-        bytes: Vec<u8>,
+        bytes: lichen_routing::NoderefBytes,
     ) -> NetFuture<'_, Result<PeerInfo, AddFriendError>> {
         Box::pin(PeerManager::add_friend(self, noderef, bytes))
     }

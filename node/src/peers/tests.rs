@@ -18,7 +18,7 @@ struct TestNode {
     m: PeerManager,
     store: Arc<dyn BlockStore>,
     r: NodeRef,
-    bytes: Vec<u8>,
+    bytes: lichen_routing::NoderefBytes,
     stop: CancellationToken,
 }
 
@@ -64,7 +64,7 @@ async fn node_clocked(
 ) -> TestNode {
     let (setup, l, r) = setup(secret, location, dir, opennet).await;
     let stop = CancellationToken::new();
-    let bytes = r.to_bytes(&keys_of(secret));
+    let bytes = r.to_bytes(&keys_of(secret)).into();
     TestNode {
         store: setup.store.clone(),
         m: PeerManager::start_with_clock(setup, l, stop.clone(), clock),
@@ -86,7 +86,7 @@ async fn setup(
     let r = NodeRef::new(&keys, vec![l.local_addr().unwrap()], Some(location));
     let store = memory_store(secret, location);
     let setup = PeerSetup {
-        noderef: Some(r.to_bytes(&keys)),
+        noderef: Some(r.to_bytes(&keys).into()),
         keys,
         location: Location(location),
         store: store.clone(),
@@ -478,7 +478,9 @@ async fn a_misbehaving_peer_is_disconnected_and_refused_afterwards() {
     // was never given, each an offence.
     let keys = keys_of(42);
     let r = NodeRef::new(&keys, vec!["127.0.0.1:9".parse().unwrap()], Some(2 << 62));
-    a.m.add_friend(r.clone(), r.to_bytes(&keys)).await.unwrap();
+    a.m.add_friend(r.clone(), r.to_bytes(&keys).into())
+        .await
+        .unwrap();
     let bw = Arc::new(Bandwidth::unlimited());
     let cfg = LinkConfig::default();
     let link = Link::connect_noderef(&a.r, &keys, &cfg, bw.clone())

@@ -78,7 +78,7 @@ fn run(data: &[u8]) -> arbitrary::Result<()> {
     };
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(u.arbitrary()?);
     let mut node = Node::new(cfg.clone(), Location(0), verify as fn(&Key, KeyKind, &[u8]) -> bool);
-    node.set_noderef(NodeRef { location: Location(0), address: b"me".to_vec() });
+    node.set_noderef(NodeRef { location: Location(0), address: b"me".as_slice().into() });
     for p in 0..4u64 {
         node.add_peer(0, PeerId(p), Location(p << 62), &mut rng);
     }
