@@ -294,6 +294,13 @@ impl PeerList {
         if self.max_opennet == 0 {
             return false;
         }
+        if self.entries.len() == self.entries.capacity() {
+            // Grown to what the list may hold, not doubled past it (a
+            // seed's and the simulator's many lists are full ones).
+            let room =
+                (self.max_opennet + self.friend_count() + 1).saturating_sub(self.entries.len());
+            self.entries.reserve_exact(room.clamp(1, 8));
+        }
         self.entries.push(Entry {
             kind: PeerKind::Opennet,
             noderef: r.clone(),

@@ -29,6 +29,10 @@ pub fn usage() -> &'static str {
   --loss F             message loss probability (0)
   --latency MIN-MAX    per-link latency range in ms (10-100)
   --warmup N           opennet: warm-up requests for path folding (5 x nodes)
+  --join-secs S        opennet: virtual seconds over which the nodes join
+                       (0.05 x nodes, at most 500)
+  --warmup-secs S      opennet: virtual seconds the warm-up is spread over
+                       (0.05 x warm-up requests, at most 2,500)
   --swap-seconds S     darknet: virtual seconds of swapping first (300)
   --interval MS        gap between requests in ms (10)
   --attack NAME        run and measure an attack: downloader | uploader |
@@ -152,6 +156,10 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Option<Cli>
                 c.latency_ms = (a, b);
             }
             "--warmup" => c.warmup_requests = Some(num(&flag, val())?),
+            "--join-secs" => c.join_ms = Some(num::<u64>(&flag, val())?.saturating_mul(1000)),
+            "--warmup-secs" => {
+                c.warmup_ms = Some(num::<u64>(&flag, val())?.saturating_mul(1000));
+            }
             "--swap-seconds" => c.swap_ms = Some(num::<u64>(&flag, val())?.saturating_mul(1000)),
             "--tunnel-hops" => {
                 c.tunnel_hops = num::<u8>(&flag, val())?;
@@ -246,5 +254,10 @@ mod tests {
             0
         );
         assert!(p("--lying-lists yes").is_err());
+        let c = p("--join-secs 150 --warmup-secs 750").unwrap().unwrap();
+        assert_eq!(c.config.join_ms, Some(150_000));
+        assert_eq!(c.config.warmup_ms, Some(750_000));
+        assert!(p("--join-secs -1").is_err());
+        assert!(p("--warmup-secs soon").is_err());
     }
 }

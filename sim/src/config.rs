@@ -7,6 +7,19 @@ use rand::RngCore;
 
 use lichen_routing::{Block, Key, KeyKind, Verifier};
 
+/// Opennet growth lasts at most this long (virtual ms): up to 10,000
+/// nodes join 50 ms apart; a larger network joins at a higher rate, so
+/// that every node lives through the same virtual time (and so the same
+/// number of link-length refreshes and fold offers) whatever the size,
+/// and the cost of a run grows with N, not N² (docs/simulation.md,
+/// "Simulator cost").
+pub const GROWTH_MS: u64 = 500_000;
+
+/// The opennet warm-up's requests are spread over at most this long
+/// (virtual ms): 50 ms apart up to 10,000 nodes (5 requests per node);
+/// beyond, the same load per node over the same virtual time.
+pub const WARMUP_MS: u64 = 2_500_000;
+
 /// The simulator's block verifier: SHA-256(block) == routing key (the CHK
 /// rule; the crypto crate supplies the real one to the node).
 #[derive(Clone, Copy, Debug, Default)]
@@ -155,6 +168,12 @@ pub struct SimConfig {
     /// Opennet: warm-up requests (path folding) before measuring; `None`
     /// means 5 × nodes.
     pub warmup_requests: Option<usize>,
+    /// Opennet: virtual ms over which the nodes join (`None`: 50 ms
+    /// apart, at most [`GROWTH_MS`]).
+    pub join_ms: Option<u64>,
+    /// Opennet: virtual ms over which the warm-up requests are spread
+    /// (`None`: 50 ms apart, at most [`WARMUP_MS`]).
+    pub warmup_ms: Option<u64>,
     /// Darknet: virtual time spent swapping before measuring (ms); `None`
     /// means enough for about 300 swap attempts per node.
     pub swap_ms: Option<u64>,
@@ -235,6 +254,8 @@ impl Default for SimConfig {
             loss: 0.0,
             latency_ms: (10, 100),
             warmup_requests: None,
+            join_ms: None,
+            warmup_ms: None,
             swap_ms: None,
             request_interval_ms: 10,
             attack: None,

@@ -13,7 +13,7 @@ mod workload;
 
 pub use args::{parse_args, usage, Cli};
 pub use attack::{posterior, THRESHOLD};
-pub use config::{Adversary, Attack, Sha256Verifier, SimConfig, Topology};
+pub use config::{Adversary, Attack, Sha256Verifier, SimConfig, Topology, GROWTH_MS, WARMUP_MS};
 pub use report::{
     Anonymity, AttackReport, CorrelationFigures, PitchBlackReport, PitchDay, Report, TunnelReport,
 };
@@ -322,16 +322,20 @@ fn policy_config(
     }
 }
 
-/// Node `i`: keys from the sim's RNG, a made-up address (10.x.y.1, each
-/// node in a /24 of its own for the per-network peer limits; never
-/// dialed: dials find nodes by static key), its noderef.
+/// Node `i`: keys from the sim's RNG, a made-up address (10.x.y.1, then
+/// 11.x.y.1 and on past 65,536 nodes: each node in a /24 of its own for
+/// the per-network peer limits, up to 16 million nodes; never dialed:
+/// dials find nodes by static key), its noderef.
 fn new_node(cfg: &SimConfig, rng: &mut ChaCha8Rng, i: usize, epoch: Instant) -> SimNode {
     let mut secret = [0u8; 32];
     rng.fill_bytes(&mut secret);
     let keys = NodeKeys::from_static_secret(secret);
     let loc = Location::random(rng);
     let b = u32::try_from(i).unwrap_or(u32::MAX).to_be_bytes();
-    let addr = SocketAddr::from(([10, b[2], b[3], 1 + b[1]], 1 + u16::from(b[0])));
+    let addr = SocketAddr::from((
+        [10u8.wrapping_add(b[1]), b[2], b[3], 1],
+        1 + u16::from(b[0]),
+    ));
     let noderef = NodeRef::new(&keys, vec![addr], Some(loc.0));
     let bytes: NoderefBytes = noderef.to_bytes(&keys).into();
     let key = keys.static_public();

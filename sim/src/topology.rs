@@ -3,13 +3,25 @@
 
 use rand::Rng;
 
-use super::config::Topology;
+use super::config::{Topology, GROWTH_MS, WARMUP_MS};
 use super::{Ev, Sim, TICK_MS};
 use lichen_routing::Location;
 
 /// Gap between warm-up requests (ms): spread in virtual time so that
-/// nodes can take several path-folding offers each.
+/// nodes can take several path-folding offers each (closer together past
+/// [`WARMUP_MS`]).
 const WARM_GAP: u64 = 50;
+
+/// Gap between two newcomers joining (ms; closer together past
+/// [`GROWTH_MS`]).
+const JOIN_GAP: u64 = 50;
+
+/// When the `k`-th of `count` evenly spread events falls in a window of
+/// `window` ms (`k * window / count`; the gap itself when it is a whole
+/// number of ms, as it always was up to the caps).
+fn spread(k: u64, count: u64, window: u64) -> u64 {
+    (u128::from(k) * u128::from(window) / u128::from(count.max(1))) as u64
+}
 
 impl Sim {
     /// Nodes `a` and `b` become friends (each remembers the other and
@@ -122,11 +134,21 @@ impl Sim {
         for i in seeds..n {
             self.nodes[i].online = false;
         }
-        let join_gap = 50;
-        for i in seeds..n {
-            self.push((i - seeds) as u64 * join_gap, Ev::Join { node: i as u32 });
+        let joining = (n - seeds) as u64;
+        let window = self
+            .cfg
+            .join_ms
+            .unwrap_or((joining * JOIN_GAP).min(GROWTH_MS));
+        for k in 0..joining {
+            let at = spread(k, joining, window);
+            self.push(
+                at,
+                Ev::Join {
+                    node: seeds as u32 + k as u32,
+                },
+            );
         }
-        let end = (n - seeds) as u64 * join_gap + 10_000;
+        let end = window + 10_000;
         self.run_until(end);
         // Warm-up: path folding on real traffic.
         let warm = self.cfg.warmup_requests.unwrap_or(5 * n);
@@ -147,12 +169,16 @@ impl Sim {
             );
         }
         let t1 = t0 + warm_inserts as u64 * 5 + 5_000;
+        let window = self
+            .cfg
+            .warmup_ms
+            .unwrap_or((warm as u64 * WARM_GAP).min(WARMUP_MS));
         for j in 0..warm {
             let node = self.random_online_honest();
             let block = (base + self.rng.gen_range(0..warm_inserts)) as u32;
-            self.push_fetch(t1 + j as u64 * WARM_GAP, node, block);
+            self.push_fetch(t1 + spread(j as u64, warm as u64, window), node, block);
         }
-        let end = t1 + warm as u64 * WARM_GAP + 30_000;
+        let end = t1 + window + 30_000;
         self.run_until(end);
     }
 
@@ -182,5 +208,27 @@ impl Sim {
             best = best.max(size);
         }
         best as f64 / online.max(1) as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::spread;
+
+    /// Up to the caps the events fall exactly on the old 50 ms grid (the
+    /// figures up to 10,000 nodes did not move); past them they fill the
+    /// window evenly, the last inside it, and never overflow.
+    #[test]
+    fn spread_keeps_the_grid_and_fills_the_window() {
+        for k in [0, 1, 7, 9_999] {
+            assert_eq!(spread(k, 10_000, 10_000 * 50), k * 50);
+        }
+        let (n, w) = (1_000_000, 500_000);
+        let times: Vec<u64> = (0..n).map(|k| spread(k, n, w)).collect();
+        assert!(times.windows(2).all(|p| p[0] <= p[1]));
+        assert_eq!(times[0], 0);
+        assert!(times[n as usize - 1] < w);
+        assert_eq!(spread(n / 2, n, w), w / 2);
+        assert!(spread(u64::MAX - 1, u64::MAX, u64::MAX) < u64::MAX);
     }
 }

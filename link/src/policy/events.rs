@@ -88,7 +88,7 @@ impl<V: Verifier> PeerPolicy<V> {
             LinkState {
                 remote,
                 routed: false,
-                dialed,
+                dialed: dialed.map(Box::new),
                 since: now,
                 location: None,
                 seed_client: false,

@@ -65,7 +65,7 @@ use lichen_routing::{
     InsertOutcome, Key, KeyKind, Location, Message, Node, NoderefBytes, PeerId, RequestId,
     RequestOutcome, Verifier,
 };
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -323,8 +323,9 @@ struct LinkState {
     remote: [u8; 32],
     /// Added to the routing node (after the hello).
     routed: bool,
-    /// We dialed it (with this noderef); None: it dialed us.
-    dialed: Option<Dialed>,
+    /// We dialed it (with this noderef); None: it dialed us. Boxed: the
+    /// table holds every link, and half of them were not dialed.
+    dialed: Option<Box<Dialed>>,
     /// When the link came up.
     since: Instant,
     /// Last location the peer announced.
@@ -337,6 +338,70 @@ struct LinkState {
     introduced: Option<NoderefBytes>,
 }
 
+/// A node's links by id, in id order: a vector sorted by [`PeerId`]
+/// (ids only grow, so a new link is pushed at the end). A node has a few
+/// dozen links, a seed a few thousand; a `BTreeMap` of these large
+/// entries kept its leaves half empty and cost the simulator ~15 KiB a
+/// node, this costs what the links take.
+#[derive(Default)]
+struct LinkTable(Vec<(PeerId, LinkState)>);
+
+impl LinkTable {
+    fn find(&self, pid: &PeerId) -> Result<usize, usize> {
+        self.0.binary_search_by_key(pid, |(p, _)| *p)
+    }
+
+    fn get(&self, pid: &PeerId) -> Option<&LinkState> {
+        self.find(pid).ok().map(|i| &self.0[i].1)
+    }
+
+    fn get_mut(&mut self, pid: &PeerId) -> Option<&mut LinkState> {
+        self.find(pid).ok().map(|i| &mut self.0[i].1)
+    }
+
+    fn contains_key(&self, pid: &PeerId) -> bool {
+        self.find(pid).is_ok()
+    }
+
+    /// Keep `l` as link `pid`; the link it replaces, if any.
+    fn insert(&mut self, pid: PeerId, l: LinkState) -> Option<LinkState> {
+        match self.find(&pid) {
+            Ok(i) => Some(std::mem::replace(&mut self.0[i].1, l)),
+            Err(i) => {
+                self.0.insert(i, (pid, l));
+                None
+            }
+        }
+    }
+
+    fn remove(&mut self, pid: &PeerId) -> Option<LinkState> {
+        let i = self.find(pid).ok()?;
+        let l = self.0.remove(i).1;
+        // A seed's thousands of seed clients come and go: give back what
+        // a burst took.
+        if self.0.capacity() > 64 && self.0.len() < self.0.capacity() / 4 {
+            self.0.shrink_to(self.0.len() * 2);
+        }
+        Some(l)
+    }
+
+    fn keys(&self) -> impl Iterator<Item = &PeerId> + '_ {
+        self.0.iter().map(|(p, _)| p)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&PeerId, &LinkState)> + '_ {
+        self.0.iter().map(|(p, l)| (p, l))
+    }
+
+    fn values(&self) -> impl Iterator<Item = &LinkState> + '_ {
+        self.0.iter().map(|(_, l)| l)
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
 /// The peer policy of one node. See the [module docs](self).
 pub struct PeerPolicy<V: Verifier> {
     cfg: PolicyConfig,
@@ -346,7 +411,7 @@ pub struct PeerPolicy<V: Verifier> {
     /// Wall-clock ms since the Unix epoch at `start` (for `last_seen`).
     wall_start_ms: u64,
     location: Location,
-    links: BTreeMap<PeerId, LinkState>,
+    links: LinkTable,
     /// The links of each network ([`address_prefix`]), for the
     /// per-network limits.
     by_prefix: HashMap<[u8; 9], Vec<PeerId>>,
@@ -400,7 +465,7 @@ impl<V: Verifier> PeerPolicy<V> {
             node,
             start: now,
             wall_start_ms: wall_ms,
-            links: BTreeMap::new(),
+            links: LinkTable::default(),
             by_prefix: HashMap::new(),
             by_key: HashMap::new(),
             list,
