@@ -344,19 +344,24 @@ struct LinkState {
 /// entries kept its leaves half empty and cost the simulator ~15 KiB a
 /// node, this costs what the links take.
 #[derive(Default)]
-struct LinkTable(Vec<(PeerId, LinkState)>);
+struct LinkTable {
+    /// The ids, sorted (searched apart from the large entries).
+    ids: Vec<PeerId>,
+    /// `states[i]` is link `ids[i]`.
+    states: Vec<LinkState>,
+}
 
 impl LinkTable {
     fn find(&self, pid: &PeerId) -> Result<usize, usize> {
-        self.0.binary_search_by_key(pid, |(p, _)| *p)
+        self.ids.binary_search(pid)
     }
 
     fn get(&self, pid: &PeerId) -> Option<&LinkState> {
-        self.find(pid).ok().map(|i| &self.0[i].1)
+        self.find(pid).ok().map(|i| &self.states[i])
     }
 
     fn get_mut(&mut self, pid: &PeerId) -> Option<&mut LinkState> {
-        self.find(pid).ok().map(|i| &mut self.0[i].1)
+        self.find(pid).ok().map(|i| &mut self.states[i])
     }
 
     fn contains_key(&self, pid: &PeerId) -> bool {
@@ -366,9 +371,10 @@ impl LinkTable {
     /// Keep `l` as link `pid`; the link it replaces, if any.
     fn insert(&mut self, pid: PeerId, l: LinkState) -> Option<LinkState> {
         match self.find(&pid) {
-            Ok(i) => Some(std::mem::replace(&mut self.0[i].1, l)),
+            Ok(i) => Some(std::mem::replace(&mut self.states[i], l)),
             Err(i) => {
-                self.0.insert(i, (pid, l));
+                self.ids.insert(i, pid);
+                self.states.insert(i, l);
                 None
             }
         }
@@ -376,29 +382,31 @@ impl LinkTable {
 
     fn remove(&mut self, pid: &PeerId) -> Option<LinkState> {
         let i = self.find(pid).ok()?;
-        let l = self.0.remove(i).1;
+        self.ids.remove(i);
+        let l = self.states.remove(i);
         // A seed's thousands of seed clients come and go: give back what
         // a burst took.
-        if self.0.capacity() > 64 && self.0.len() < self.0.capacity() / 4 {
-            self.0.shrink_to(self.0.len() * 2);
+        if self.states.capacity() > 64 && self.states.len() < self.states.capacity() / 4 {
+            self.ids.shrink_to(self.ids.len() * 2);
+            self.states.shrink_to(self.states.len() * 2);
         }
         Some(l)
     }
 
     fn keys(&self) -> impl Iterator<Item = &PeerId> + '_ {
-        self.0.iter().map(|(p, _)| p)
+        self.ids.iter()
     }
 
     fn iter(&self) -> impl Iterator<Item = (&PeerId, &LinkState)> + '_ {
-        self.0.iter().map(|(p, l)| (p, l))
+        self.ids.iter().zip(&self.states)
     }
 
     fn values(&self) -> impl Iterator<Item = &LinkState> + '_ {
-        self.0.iter().map(|(_, l)| l)
+        self.states.iter()
     }
 
     fn len(&self) -> usize {
-        self.0.len()
+        self.ids.len()
     }
 }
 
