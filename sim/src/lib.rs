@@ -112,7 +112,59 @@ struct SimNode {
     adversary: bool,
     timer_at: u64,
     /// Each of its link ends → (the other node, that node's end).
-    ends: BTreeMap<PeerId, (u32, PeerId)>,
+    ends: Ends,
+}
+
+/// A node's link ends → (the other node, that node's end), sorted by
+/// end (a node's ends are numbered upwards, so a new one is pushed): a
+/// few dozen small entries, which a `BTreeMap` kept in half-empty leaves.
+#[derive(Debug, Default)]
+struct Ends(Vec<(PeerId, (u32, PeerId))>);
+
+impl Ends {
+    fn find(&self, p: &PeerId) -> Result<usize, usize> {
+        self.0.binary_search_by_key(p, |(q, _)| *q)
+    }
+
+    fn get(&self, p: &PeerId) -> Option<&(u32, PeerId)> {
+        self.find(p).ok().map(|i| &self.0[i].1)
+    }
+
+    fn contains_key(&self, p: &PeerId) -> bool {
+        self.find(p).is_ok()
+    }
+
+    fn insert(&mut self, p: PeerId, e: (u32, PeerId)) {
+        match self.find(&p) {
+            Ok(i) => self.0[i].1 = e,
+            Err(i) => self.0.insert(i, (p, e)),
+        }
+    }
+
+    fn remove(&mut self, p: &PeerId) -> Option<(u32, PeerId)> {
+        let i = self.find(p).ok()?;
+        Some(self.0.remove(i).1)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&PeerId, &(u32, PeerId))> + '_ {
+        self.0.iter().map(|(p, e)| (p, e))
+    }
+
+    fn keys(&self) -> impl Iterator<Item = &PeerId> + '_ {
+        self.0.iter().map(|(p, _)| p)
+    }
+
+    fn values(&self) -> impl Iterator<Item = &(u32, PeerId)> + '_ {
+        self.0.iter().map(|(_, e)| e)
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 impl std::fmt::Debug for SimNode {
@@ -356,7 +408,7 @@ fn new_node(cfg: &SimConfig, rng: &mut ChaCha8Rng, i: usize, epoch: Instant) -> 
         online: true,
         adversary: false,
         timer_at: u64::MAX,
-        ends: BTreeMap::new(),
+        ends: Ends::default(),
     }
 }
 

@@ -201,7 +201,8 @@ impl Sim {
     /// its links (its policy would refuse a new one).
     fn make_room(&mut self, a: u32) {
         if self.nodes[a as usize].policy.peer_count() >= self.cfg.degree {
-            if let Some(&p) = self.nodes[a as usize].ends.keys().next() {
+            let first = self.nodes[a as usize].ends.keys().next().copied();
+            if let Some(p) = first {
                 self.close(a, p, true);
             }
         }
