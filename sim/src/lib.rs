@@ -115,57 +115,10 @@ struct SimNode {
     ends: Ends,
 }
 
-/// A node's link ends → (the other node, that node's end), sorted by
-/// end (a node's ends are numbered upwards, so a new one is pushed): a
-/// few dozen small entries, which a `BTreeMap` kept in half-empty leaves.
-#[derive(Debug, Default)]
-struct Ends(Vec<(PeerId, (u32, PeerId))>);
-
-impl Ends {
-    fn find(&self, p: &PeerId) -> Result<usize, usize> {
-        self.0.binary_search_by_key(p, |(q, _)| *q)
-    }
-
-    fn get(&self, p: &PeerId) -> Option<&(u32, PeerId)> {
-        self.find(p).ok().map(|i| &self.0[i].1)
-    }
-
-    fn contains_key(&self, p: &PeerId) -> bool {
-        self.find(p).is_ok()
-    }
-
-    fn insert(&mut self, p: PeerId, e: (u32, PeerId)) {
-        match self.find(&p) {
-            Ok(i) => self.0[i].1 = e,
-            Err(i) => self.0.insert(i, (p, e)),
-        }
-    }
-
-    fn remove(&mut self, p: &PeerId) -> Option<(u32, PeerId)> {
-        let i = self.find(p).ok()?;
-        Some(self.0.remove(i).1)
-    }
-
-    fn iter(&self) -> impl Iterator<Item = (&PeerId, &(u32, PeerId))> + '_ {
-        self.0.iter().map(|(p, e)| (p, e))
-    }
-
-    fn keys(&self) -> impl Iterator<Item = &PeerId> + '_ {
-        self.0.iter().map(|(p, _)| p)
-    }
-
-    fn values(&self) -> impl Iterator<Item = &(u32, PeerId)> + '_ {
-        self.0.iter().map(|(_, e)| e)
-    }
-
-    fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
+/// A node's link ends → (the other node, that node's end), in end order
+/// (as the policy keeps its links: closing one of a seed's thousands of
+/// link ends costs a search).
+type Ends = lichen_link::policy::LinkTable<(u32, PeerId)>;
 
 impl std::fmt::Debug for SimNode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

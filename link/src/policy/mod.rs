@@ -338,75 +338,131 @@ struct LinkState {
     introduced: Option<NoderefBytes>,
 }
 
-/// A node's links by id, in id order: a vector sorted by [`PeerId`]
-/// (ids only grow, so a new link is pushed at the end). A node has a few
-/// dozen links, a seed a few thousand; a `BTreeMap` of these large
-/// entries kept its leaves half empty and cost the simulator ~15 KiB a
-/// node, this costs what the links take.
-#[derive(Default)]
-struct LinkTable {
+/// Entries by link id, in id order: sorted ids beside their entries
+/// (link ids only grow, so a new link is pushed at the end). A closed
+/// link leaves a hole, swept out once holes outnumber links, so that
+/// closing one of a seed's thousands of links costs a search, not a
+/// shift of everything after it. The policy's link table, and the
+/// simulator's link ends. (A `BTreeMap` of the policy's large entries
+/// kept its leaves half empty: ~15 KiB a node in the simulator.)
+#[derive(Debug)]
+pub struct LinkTable<V> {
     /// The ids, sorted (searched apart from the large entries).
     ids: Vec<PeerId>,
-    /// `states[i]` is link `ids[i]`.
-    states: Vec<LinkState>,
+    /// `states[i]` is link `ids[i]`; `None`: closed (a hole).
+    states: Vec<Option<V>>,
+    /// Holes in `states`.
+    holes: usize,
 }
 
-impl LinkTable {
-    fn find(&self, pid: &PeerId) -> Result<usize, usize> {
-        self.ids.binary_search(pid)
+impl<V> Default for LinkTable<V> {
+    fn default() -> Self {
+        LinkTable {
+            ids: Vec::new(),
+            states: Vec::new(),
+            holes: 0,
+        }
+    }
+}
+
+impl<V> LinkTable<V> {
+    /// The slot of live link `pid`.
+    fn find(&self, pid: &PeerId) -> Option<usize> {
+        let i = self.ids.binary_search(pid).ok()?;
+        self.states[i].is_some().then_some(i)
     }
 
-    fn get(&self, pid: &PeerId) -> Option<&LinkState> {
-        self.find(pid).ok().map(|i| &self.states[i])
+    /// Link `pid`'s entry.
+    #[must_use]
+    pub fn get(&self, pid: &PeerId) -> Option<&V> {
+        self.find(pid).and_then(|i| self.states[i].as_ref())
     }
 
-    fn get_mut(&mut self, pid: &PeerId) -> Option<&mut LinkState> {
-        self.find(pid).ok().map(|i| &mut self.states[i])
+    /// Link `pid`'s entry, to change.
+    pub fn get_mut(&mut self, pid: &PeerId) -> Option<&mut V> {
+        self.find(pid).and_then(|i| self.states[i].as_mut())
     }
 
-    fn contains_key(&self, pid: &PeerId) -> bool {
-        self.find(pid).is_ok()
+    /// Whether link `pid` is held.
+    #[must_use]
+    pub fn contains_key(&self, pid: &PeerId) -> bool {
+        self.find(pid).is_some()
     }
 
     /// Keep `l` as link `pid`; the link it replaces, if any.
-    fn insert(&mut self, pid: PeerId, l: LinkState) -> Option<LinkState> {
-        match self.find(&pid) {
-            Ok(i) => Some(std::mem::replace(&mut self.states[i], l)),
+    pub fn insert(&mut self, pid: PeerId, l: V) -> Option<V> {
+        if self.ids.last().is_none_or(|last| *last < pid) {
+            self.ids.push(pid);
+            self.states.push(Some(l));
+            return None;
+        }
+        match self.ids.binary_search(&pid) {
+            Ok(i) => {
+                let old = self.states[i].replace(l);
+                if old.is_none() {
+                    self.holes -= 1;
+                }
+                old
+            }
             Err(i) => {
                 self.ids.insert(i, pid);
-                self.states.insert(i, l);
+                self.states.insert(i, Some(l));
                 None
             }
         }
     }
 
-    fn remove(&mut self, pid: &PeerId) -> Option<LinkState> {
-        let i = self.find(pid).ok()?;
-        self.ids.remove(i);
-        let l = self.states.remove(i);
-        // A seed's thousands of seed clients come and go: give back what
-        // a burst took.
+    /// Forget link `pid`; its entry.
+    pub fn remove(&mut self, pid: &PeerId) -> Option<V> {
+        let i = self.find(pid)?;
+        let l = self.states[i].take();
+        self.holes += 1;
+        if self.holes > 16 && self.holes > self.ids.len() / 2 {
+            self.sweep();
+        }
+        l
+    }
+
+    /// Drop the holes (and give back the memory a burst of links took).
+    fn sweep(&mut self) {
+        let mut keep = self.states.iter().map(Option::is_some);
+        self.ids.retain(|_| keep.next().unwrap_or(false));
+        self.states.retain(Option::is_some);
+        self.holes = 0;
         if self.states.capacity() > 64 && self.states.len() < self.states.capacity() / 4 {
             self.ids.shrink_to(self.ids.len() * 2);
             self.states.shrink_to(self.states.len() * 2);
         }
-        Some(l)
     }
 
-    fn keys(&self) -> impl Iterator<Item = &PeerId> + '_ {
-        self.ids.iter()
+    /// The links and their entries, in id order.
+    pub fn iter(&self) -> impl Iterator<Item = (&PeerId, &V)> + '_ {
+        self.ids
+            .iter()
+            .zip(&self.states)
+            .filter_map(|(p, l)| l.as_ref().map(|l| (p, l)))
     }
 
-    fn iter(&self) -> impl Iterator<Item = (&PeerId, &LinkState)> + '_ {
-        self.ids.iter().zip(&self.states)
+    /// The link ids, in order.
+    pub fn keys(&self) -> impl Iterator<Item = &PeerId> + '_ {
+        self.iter().map(|(p, _)| p)
     }
 
-    fn values(&self) -> impl Iterator<Item = &LinkState> + '_ {
-        self.states.iter()
+    /// The entries, in link id order.
+    pub fn values(&self) -> impl Iterator<Item = &V> + '_ {
+        self.iter().map(|(_, l)| l)
     }
 
-    fn len(&self) -> usize {
-        self.ids.len()
+    /// How many links.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.ids.len() - self.holes
+    }
+
+    /// No links.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -419,7 +475,7 @@ pub struct PeerPolicy<V: Verifier> {
     /// Wall-clock ms since the Unix epoch at `start` (for `last_seen`).
     wall_start_ms: u64,
     location: Location,
-    links: LinkTable,
+    links: LinkTable<LinkState>,
     /// The links of each network ([`address_prefix`]), for the
     /// per-network limits.
     by_prefix: HashMap<[u8; 9], Vec<PeerId>>,

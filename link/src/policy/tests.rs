@@ -795,3 +795,41 @@ fn tick_due_names_every_tick_that_acts() {
         assert_eq!(n.policy.tick_due(), None, "{:?}", n.policy);
     }
 }
+
+/// The link table behaves as the ordered map it replaced: lookups,
+/// replacement, removal (holes) and order survive a sweep, and a burst of
+/// thousands of links closed oldest first leaves it small and in order.
+#[test]
+fn link_table_is_an_ordered_map() {
+    let mut t = LinkTable::default();
+    let mut model = std::collections::BTreeMap::new();
+    for i in 0..5_000u64 {
+        assert_eq!(t.insert(PeerId(i), i * 10), None);
+        model.insert(PeerId(i), i * 10);
+        // Close the oldest while keeping ~50 open (a seed's seed clients).
+        if i >= 50 {
+            let old = PeerId(i - 50);
+            assert_eq!(t.remove(&old), model.remove(&old));
+        }
+    }
+    assert_eq!(t.len(), model.len());
+    assert!(t
+        .iter()
+        .map(|(p, v)| (*p, *v))
+        .eq(model.iter().map(|(p, v)| (*p, *v))));
+    assert!(t.ids.len() < 200, "holes swept: {}", t.ids.len());
+    assert_eq!(t.remove(&PeerId(3)), None, "already gone");
+    assert!(!t.contains_key(&PeerId(3)));
+    assert_eq!(t.insert(PeerId(4_990), 1), Some(49_900));
+    assert_eq!(t.get(&PeerId(4_990)), Some(&1));
+    // An id below the last one (not made by the policy, but allowed).
+    assert_eq!(t.insert(PeerId(7), 70), None);
+    assert!(t.keys().zip(t.keys().skip(1)).all(|(a, b)| a < b));
+    *t.get_mut(&PeerId(7)).unwrap() += 1;
+    assert_eq!(t.values().next(), Some(&71));
+    let all: Vec<PeerId> = t.keys().copied().collect();
+    for p in all {
+        t.remove(&p);
+    }
+    assert!(t.is_empty());
+}
