@@ -31,7 +31,7 @@ impl Sim {
 
     fn handle(&mut self, ev: Ev) {
         match ev {
-            Ev::Deliver { to, pid, from, msg } => self.on_deliver(to, pid, from, msg),
+            Ev::Deliver { to, pid, from, msg } => self.on_deliver(to, pid, from, *msg),
             Ev::Timer { node } => self.on_timer(node),
             Ev::Tick => self.on_tick(),
             Ev::Insert { node, block } => self.start_insert(node, block),
@@ -469,7 +469,15 @@ impl Sim {
             return;
         }
         let at = self.now + self.latency(from, to);
-        self.push(at, Ev::Deliver { to, pid, from, msg });
+        self.push(
+            at,
+            Ev::Deliver {
+                to,
+                pid,
+                from,
+                msg: Box::new(msg),
+            },
+        );
     }
 
     /// The id its originator gave the request or insert `id` (the same

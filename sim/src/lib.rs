@@ -37,12 +37,13 @@ use store::SimStore;
 #[derive(Debug)]
 enum Ev {
     /// A message arrives at node `to` on its link `pid` (from node
-    /// `from`).
+    /// `from`). Boxed: the heap moves its entries on every push and pop,
+    /// and a message is larger than every other event.
     Deliver {
         to: u32,
         pid: PeerId,
         from: u32,
-        msg: Message,
+        msg: Box<Message>,
     },
     Timer {
         node: u32,
