@@ -547,3 +547,33 @@ impl Sim {
         lo + z % (hi.saturating_sub(lo) + 1)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every node's made-up address is in a /24 of its own, past 65,536
+    /// nodes too (node i and node i + 65,536 once shared one, and the
+    /// per-network peer limits refused their links); below 65,536 the
+    /// addresses are those the figures were measured with (10.x.y.1).
+    #[test]
+    fn each_node_has_a_network_of_its_own() {
+        let cfg = SimConfig::default();
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let epoch = Instant::now();
+        let prefix = |i: usize, rng: &mut ChaCha8Rng| {
+            let n = new_node(&cfg, rng, i, epoch);
+            let a = n.noderef.addresses[0];
+            (a, lichen_link::policy::address_prefix(a.ip()))
+        };
+        let (a0, p0) = prefix(0, &mut rng);
+        let (a1, p1) = prefix(65_536, &mut rng);
+        let (a2, p2) = prefix(999_999, &mut rng);
+        let (a3, _) = prefix(258, &mut rng);
+        assert_eq!(a0.to_string(), "10.0.0.1:1");
+        assert_eq!(a3.to_string(), "10.1.2.1:1");
+        assert_ne!(p0, p1, "{a0} {a1}");
+        assert_ne!(p1, p2, "{a1} {a2}");
+        assert!(p0.is_some() && p2.is_some());
+    }
+}
