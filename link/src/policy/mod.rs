@@ -366,27 +366,28 @@ impl<V> Default for LinkTable<V> {
 }
 
 impl<V> LinkTable<V> {
-    /// The slot of live link `pid`.
-    fn find(&self, pid: &PeerId) -> Option<usize> {
-        let i = self.ids.binary_search(pid).ok()?;
-        self.states[i].is_some().then_some(i)
+    /// The slot of link `pid` (a hole if it was closed since the last
+    /// sweep).
+    fn slot(&self, pid: &PeerId) -> Option<usize> {
+        self.ids.binary_search(pid).ok()
     }
 
     /// Link `pid`'s entry.
     #[must_use]
     pub fn get(&self, pid: &PeerId) -> Option<&V> {
-        self.find(pid).and_then(|i| self.states[i].as_ref())
+        self.states[self.slot(pid)?].as_ref()
     }
 
     /// Link `pid`'s entry, to change.
     pub fn get_mut(&mut self, pid: &PeerId) -> Option<&mut V> {
-        self.find(pid).and_then(|i| self.states[i].as_mut())
+        let i = self.slot(pid)?;
+        self.states[i].as_mut()
     }
 
     /// Whether link `pid` is held.
     #[must_use]
     pub fn contains_key(&self, pid: &PeerId) -> bool {
-        self.find(pid).is_some()
+        self.get(pid).is_some()
     }
 
     /// Keep `l` as link `pid`; the link it replaces, if any.
@@ -414,13 +415,13 @@ impl<V> LinkTable<V> {
 
     /// Forget link `pid`; its entry.
     pub fn remove(&mut self, pid: &PeerId) -> Option<V> {
-        let i = self.find(pid)?;
-        let l = self.states[i].take();
+        let i = self.slot(pid)?;
+        let l = self.states[i].take()?;
         self.holes += 1;
         if self.holes > 16 && self.holes > self.ids.len() / 2 {
             self.sweep();
         }
-        l
+        Some(l)
     }
 
     /// Drop the holes (and give back the memory a burst of links took).
