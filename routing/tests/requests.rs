@@ -849,3 +849,44 @@ fn a_loop_above_the_caching_level_is_caught_by_its_key() {
         vec![(back, Message::RejectedLoop { id: 8 })]
     );
 }
+
+/// A finished request leaves no wake-up behind: its accept and fetch
+/// timeouts are dead, and `poll_timeout` stops naming them. (It named
+/// them until due: a driver woke for nothing, in the simulator a third
+/// of all events.)
+#[test]
+fn a_finished_request_leaves_no_timeout_behind() {
+    let (mut n, mut r) = node(4, Config::default());
+    // The node's own timer (a swap attempt) is far off.
+    let idle = n.poll_timeout();
+    assert!(idle.is_none_or(|t| t > 60_000));
+    let (key, data) = block(7);
+    let RequestId(id) = n.handle_local_request(
+        0,
+        LocalRequest::Fetch {
+            key,
+            kind: KeyKind::Chk,
+        },
+        &mut r,
+    );
+    let (to, _) = forwarded_to(&drain(&mut n), id).unwrap();
+    assert_eq!(n.poll_timeout(), Some(n.config().accept_timeout));
+    n.handle_message(10, to, Message::Accepted { id }, &mut EmptyStore, &mut r);
+    let fetch = n.poll_timeout().unwrap();
+    assert!(fetch > n.config().accept_timeout, "the fetch timeout");
+    n.handle_message(
+        20,
+        to,
+        Message::DataFound { id, block: data },
+        &mut EmptyStore,
+        &mut r,
+    );
+    assert!(drain(&mut n).iter().any(|a| matches!(
+        a,
+        Action::RequestDone {
+            outcome: RequestOutcome::Found(_),
+            ..
+        }
+    )));
+    assert_eq!(n.poll_timeout(), idle, "no timeout of a finished request");
+}

@@ -97,11 +97,28 @@ impl Sim {
 
     /// A node's routing timer is due.
     fn on_timer(&mut self, node: u32) {
+        if self.nodes[node as usize].timer_at != self.now {
+            return;
+        }
+        // The deadline it was armed for may be gone (its request ended, its
+        // seed client left): it wakes only when something is due.
+        let due = self.nodes[node as usize]
+            .policy
+            .poll_timeout()
+            .map(|t| self.ms(t));
+        let s = &mut self.nodes[node as usize];
+        s.timer_at = u64::MAX;
+        match due {
+            None => return,
+            Some(t) if t > self.now => {
+                s.timer_at = t;
+                self.push(t, Ev::Timer { node });
+                return;
+            }
+            Some(_) => {}
+        }
         let now = self.now_i();
         let s = &mut self.nodes[node as usize];
-        if s.timer_at == self.now {
-            s.timer_at = u64::MAX;
-        }
         // Offline nodes run their timers too (they have no links, so
         // this only expires their state).
         s.policy.timeout(now, &mut self.rng);

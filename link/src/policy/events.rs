@@ -399,6 +399,9 @@ impl<V: Verifier> PeerPolicy<V> {
             let ms = self.ms(now);
             self.node.remove_peer(ms, peer, rng);
             self.tunnel_peer_gone(peer);
+            // Our announcement may have ended with that link: the next
+            // seed's is due now, not at the next timer.
+            self.announce_through_next_seed(now, rng);
             // Not redialed at once: a full node closes right after the
             // hello, and would be dialed every tick.
             let delay = if self.list.is_friend(&p.remote) {

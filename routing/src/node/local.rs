@@ -70,6 +70,7 @@ impl<V: Verifier> Node<V> {
         }
         self.local_queue.push_back((id, req));
         self.start_queued(now, rng);
+        self.prune_timers();
     }
 
     pub(super) fn start_queued(&mut self, now: Millis, rng: &mut impl RngCore) {
@@ -136,5 +137,6 @@ impl<V: Verifier> Node<V> {
     /// draining actions if requests were queued; timeouts do it too).
     pub fn pump(&mut self, now: Millis, rng: &mut impl RngCore) {
         self.start_queued(now, rng);
+        self.prune_timers();
     }
 }

@@ -19,6 +19,7 @@ impl<V: Verifier> Node<V> {
         self.expire(now);
         if self.seed_clients.contains_key(&from) {
             self.on_seed_client_message(now, from, msg, rng);
+            self.prune_timers();
             return;
         }
         if !self.peers.iter().any(|p| p.id == from) {
@@ -31,6 +32,7 @@ impl<V: Verifier> Node<V> {
         }
         self.dispatch(now, from, msg, store, rng);
         self.start_queued(now, rng);
+        self.prune_timers();
     }
 
     fn dispatch(

@@ -426,6 +426,7 @@ impl<V: Verifier> Node<V> {
             }
         }
         self.start_queued(now, rng);
+        self.prune_timers();
     }
 
     /// Under-connected opennet nodes announce again, backing off

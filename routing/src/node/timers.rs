@@ -72,5 +72,6 @@ impl<V: Verifier> Node<V> {
         self.pitch_due(now, rng);
         self.expire_seed_clients(now, rng);
         self.start_queued(now, rng);
+        self.prune_timers();
     }
 }
