@@ -189,6 +189,9 @@ fn run_sim(args: Vec<String>) -> anyhow::Result<()> {
     let Some(cli) = sim::parse_args(args).map_err(|e| anyhow::anyhow!(e))? else {
         return print_stdout(&sim::usage().replacen("usage: sim", "usage: lichen sim", 1));
     };
+    if let Some(code) = sim::rerun_in_huge_pages(cli.config.nodes) {
+        std::process::exit(code);
+    }
     let start = std::time::Instant::now();
     let report = sim::run(&cli.config);
     if cli.json {

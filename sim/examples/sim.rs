@@ -15,6 +15,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(code) = lichen_sim::rerun_in_huge_pages(cli.config.nodes) {
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
     let start = std::time::Instant::now();
     let report = lichen_sim::run(&cli.config);
     if cli.json {

@@ -5,6 +5,7 @@ mod args;
 mod attack;
 mod config;
 mod events;
+mod hugepages;
 mod measure;
 mod report;
 mod store;
@@ -14,6 +15,7 @@ mod workload;
 pub use args::{parse_args, usage, Cli};
 pub use attack::{posterior, THRESHOLD};
 pub use config::{Adversary, Attack, Sha256Verifier, SimConfig, Topology, GROWTH_MS, WARMUP_MS};
+pub use hugepages::rerun_in_huge_pages;
 pub use report::{
     Anonymity, AttackReport, CorrelationFigures, PitchBlackReport, PitchDay, Report, TunnelReport,
 };
