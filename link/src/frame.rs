@@ -262,6 +262,39 @@ mod tests {
     /// Noderef bytes are shared in memory (`NoderefBytes`) but are on the
     /// wire the CBOR byte string they always were: a hand-built envelope
     /// with a byte string decodes to them, and they encode back to it.
+    /// The dial-back messages as CBOR: the address an IPv4 or IPv6
+    /// socket address (serde's compact form, `{"V4": [[a, b, c, d],
+    /// port]}`), both kinds round trip.
+    #[test]
+    fn dial_back_messages_round_trip() {
+        use ciborium::cbor;
+        let ask = LinkMessage::Routing(Message::DialBack { port: 9481 });
+        assert_eq!(decode(&encode(&ask)).unwrap(), ask);
+        for seen in ["198.51.100.7:40000", "[2001:db8::1]:9481"] {
+            let m = LinkMessage::Routing(Message::DialBackResult {
+                seen: seen.parse().unwrap(),
+                reachable: true,
+            });
+            assert_eq!(decode(&encode(&m)).unwrap(), m);
+        }
+        let mut by_hand = Vec::new();
+        ciborium::into_writer(
+            &cbor!({"v" => 1, "m" => {"Routing" => {"DialBackResult" => {
+                "seen" => {"V4" => [[198, 51, 100, 7], 40000]}, "reachable" => false
+            }}}})
+            .unwrap(),
+            &mut by_hand,
+        )
+        .unwrap();
+        assert_eq!(
+            decode(&by_hand).unwrap(),
+            LinkMessage::Routing(Message::DialBackResult {
+                seen: "198.51.100.7:40000".parse().unwrap(),
+                reachable: false,
+            })
+        );
+    }
+
     #[test]
     fn noderef_bytes_are_a_cbor_byte_string() {
         use ciborium::cbor;

@@ -211,6 +211,9 @@ impl LinkSender {
 #[derive(Debug)]
 pub struct Link {
     remote_static: [u8; 32],
+    /// The address of the other end (None: a link over a stream that is
+    /// no TCP connection, in tests).
+    remote_addr: Option<SocketAddr>,
     sender: LinkSender,
     events: mpsc::Receiver<LinkEvent>,
 }
@@ -269,7 +272,9 @@ impl Link {
             let mut stream = TcpStream::connect(addr).await?;
             let _ = stream.set_nodelay(true);
             let (t, remote, rest) = run_handshake(&mut stream, hs, cfg).await?;
-            Ok::<_, LinkError>(Link::spawn(stream, t, remote, rest, cfg, bandwidth))
+            let mut link = Link::spawn(stream, t, remote, rest, cfg, bandwidth);
+            link.remote_addr = Some(addr);
+            Ok::<_, LinkError>(link)
         };
         tokio::time::timeout(cfg.handshake_timeout, fut)
             .await
@@ -310,12 +315,61 @@ impl Link {
         bandwidth: Arc<Bandwidth>,
     ) -> Result<Link, LinkError> {
         let _ = stream.set_nodelay(true);
+        let peer_addr = stream.peer_addr().ok();
         let hs = Handshake::responder(keys)?;
         let (t, remote, rest) =
             tokio::time::timeout(cfg.handshake_timeout, run_handshake(&mut stream, hs, cfg))
                 .await
                 .map_err(|_| LinkError::Timeout)??;
-        Ok(Link::spawn(stream, t, remote, rest, cfg, bandwidth))
+        let mut link = Link::spawn(stream, t, remote, rest, cfg, bandwidth);
+        link.remote_addr = peer_addr;
+        Ok(link)
+    }
+
+    /// Dial a peer back (a [`crate::policy::Output::Probe`]): connect to
+    /// `addr` and run the initiator's side of the handshake against
+    /// `remote_static` with a throwaway key, until the responder's second
+    /// message has been read, which only the holder of `remote_static`'s
+    /// secret can write; then hang up before the third, so no link comes
+    /// of it (the other side sees a handshake cut short). Whether that
+    /// worked within `timeout`.
+    pub async fn dial_back(addr: SocketAddr, remote_static: &[u8; 32], timeout: Duration) -> bool {
+        let mut secret = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut secret);
+        let keys = NodeKeys::from_static_secret(secret);
+        let Ok(mut hs) = Handshake::initiator(&keys, remote_static) else {
+            return false;
+        };
+        let fut = async {
+            let mut stream = TcpStream::connect(addr).await?;
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 512];
+            let mut sent = 0;
+            loop {
+                let (n, act) = hs.step(&buf)?;
+                buf.drain(..n);
+                match act {
+                    // The third message: the second was read and good.
+                    HsAction::Send(_) if sent == 1 => return Ok(true),
+                    HsAction::Send(b) => {
+                        stream.write_all(&b).await?;
+                        sent += 1;
+                    }
+                    HsAction::NeedMore => {
+                        let k = stream.read(&mut chunk).await?;
+                        if k == 0 {
+                            return Ok(false);
+                        }
+                        buf.extend_from_slice(&chunk[..k]);
+                    }
+                    HsAction::Finished => return Ok(false),
+                }
+            }
+        };
+        matches!(
+            tokio::time::timeout(timeout, fut).await,
+            Ok(Ok::<bool, LinkError>(true))
+        )
     }
 
     /// Start the reader and writer tasks over an established transport.
@@ -369,9 +423,17 @@ impl Link {
         ));
         Link {
             remote_static,
+            remote_addr: None,
             sender: LinkSender { queue, cancel },
             events: ev_rx,
         }
+    }
+
+    /// The address of the other end of the connection (None for a link
+    /// spawned over another kind of stream).
+    #[must_use]
+    pub fn remote_addr(&self) -> Option<SocketAddr> {
+        self.remote_addr
     }
 
     /// The peer's authenticated X25519 static key.

@@ -574,3 +574,56 @@ async fn garbage_after_the_handshake_closes_the_link() {
         other => panic!("{other:?}"),
     }
 }
+
+/// A dial-back reaches a node that listens with the key asked for, and
+/// leaves no link behind: the responder sees the handshake cut short.
+#[tokio::test]
+async fn a_dial_back_proves_the_key_and_leaves_no_link() {
+    let b = keys(2);
+    let kb = b.static_public();
+    let (addr, server) = listen_one(b, fast_cfg()).await;
+    assert!(Link::dial_back(addr, &kb, LIMIT).await);
+    let se = tokio::time::timeout(LIMIT, server)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        matches!(
+            se,
+            LinkError::HandshakeClosed | LinkError::Truncated | LinkError::Io(_)
+        ),
+        "responder: {se}"
+    );
+}
+
+/// Another key at that address, or nobody listening: not reached.
+#[tokio::test]
+async fn a_dial_back_to_the_wrong_key_or_a_closed_port_fails() {
+    let (addr, _server) = listen_one(keys(2), fast_cfg()).await;
+    assert!(!Link::dial_back(addr, &keys(3).static_public(), LIMIT).await);
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let closed = l.local_addr().unwrap();
+    drop(l);
+    assert!(!Link::dial_back(closed, &keys(2).static_public(), LIMIT).await);
+}
+
+/// The address of each end: the one dialed, and the one accepted from.
+#[tokio::test]
+async fn a_link_knows_the_address_of_its_other_end() {
+    let (a, b) = (keys(1), keys(2));
+    let kb = b.static_public();
+    let (addr, server) = listen_one(b, fast_cfg()).await;
+    let la = Link::connect(addr, &a, &kb, &fast_cfg(), Arc::new(Bandwidth::unlimited()))
+        .await
+        .unwrap();
+    let lb = tokio::time::timeout(LIMIT, server)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(la.remote_addr(), Some(addr));
+    let from = lb.remote_addr().unwrap();
+    assert_eq!(from.ip(), addr.ip());
+    assert_ne!(from.port(), addr.port(), "the dialer's own port");
+}

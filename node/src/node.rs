@@ -81,6 +81,9 @@ pub(crate) trait Peers: Network + std::fmt::Debug {
     /// The routing core's counters after the driver's last step.
     fn stats(&self) -> lichen_routing::Stats;
 
+    /// Whether peers can open links to this node (their dial-backs).
+    fn reachability(&self) -> lichen_link::policy::Reachability;
+
     /// Add a friend: remembered, dialed, accepted on a darknet node.
     fn add_friend(
         &self,

@@ -9,6 +9,34 @@ pub(crate) fn location_fraction(location: u64) -> f64 {
     f
 }
 
+/// `GetNode`'s `volatile.lichen.reachability`: what peers' dial-backs
+/// said ([`lichen_link::policy::Reachability`]).
+#[must_use]
+pub(crate) fn reachability_field(r: lichen_link::policy::Reachable) -> &'static str {
+    use lichen_link::policy::Reachable;
+    match r {
+        Reachable::Yes => "reachable",
+        Reachable::No => "behind-nat",
+        Reachable::Unknown => "unknown",
+    }
+}
+
+/// The `Reachability:` line of `lichen status` for a `GetNode` field
+/// value (and the public address, if peers named one).
+#[must_use]
+pub(crate) fn reachability_text(field: &str, public: Option<&str>) -> String {
+    let state = match field {
+        "reachable" => "reachable",
+        "behind-nat" => "behind NAT (not reachable): peers cannot dial this node; it dials out",
+        "unknown" => "unknown (no peer has dialed back yet)",
+        other => other,
+    };
+    match public {
+        Some(ip) => format!("{state}; public address {ip}"),
+        None => state.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

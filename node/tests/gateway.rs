@@ -438,6 +438,12 @@ async fn home_page_and_upload() {
         home.contains("Open a key") && home.contains("Location") && home.contains("client cache"),
         "{home}"
     );
+    // No peer has dialed it back yet (or it has no network at all).
+    assert!(
+        home.contains("<th>Reachability</th><td>unknown (no peer has dialed back yet)</td>")
+            || home.contains("<th>Reachability</th><td>no network</td>"),
+        "{home}"
+    );
     assert!(!home.contains("<script"));
     let token = home
         .split("name=\"csrf\" value=\"")

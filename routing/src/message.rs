@@ -256,6 +256,26 @@ pub enum Message {
         #[serde(with = "shared_bytes")]
         noderef: NoderefBytes,
     },
+    /// Link level: "open a connection to me where you see me from, on
+    /// `port` (where I listen), and say whether I answered"
+    /// ([`Message::DialBackResult`]). The peer dials only the address it
+    /// sees the link come from: nobody can send a peer's connections
+    /// anywhere else. Never routed; the embedder handles it.
+    DialBack {
+        /// The asker's listening port.
+        port: u16,
+    },
+    /// Link level: the answer to [`Message::DialBack`]: the address the
+    /// sender sees the link come from, and whether a handshake with the
+    /// asker's static key at that address's IP and the port asked for
+    /// got the asker's second handshake message (the asker is reachable
+    /// there; a NAT without a port mapping drops the connection).
+    DialBackResult {
+        /// The asker's address as the sender sees it.
+        seen: std::net::SocketAddr,
+        /// Whether the dial back was answered.
+        reachable: bool,
+    },
     /// A premix tunnel message (`lichen_tunnel::TunnelMsg`, always
     /// `lichen_tunnel::WIRE_LEN` bytes); handled by
     /// [`Tunnelled`](crate::tunnelled::Tunnelled), not by the node.
@@ -288,7 +308,11 @@ impl Message {
             | SwapRequest { id, .. }
             | SwapReply { id, .. }
             | SwapRejected { id } => Some(*id),
-            LocationChanged { .. } | Noderef { .. } | Tunnel { .. } => None,
+            LocationChanged { .. }
+            | Noderef { .. }
+            | DialBack { .. }
+            | DialBackResult { .. }
+            | Tunnel { .. } => None,
         }
     }
 
@@ -315,6 +339,8 @@ impl Message {
             SwapRejected { .. } => "SwapRejected",
             LocationChanged { .. } => "LocationChanged",
             Noderef { .. } => "Noderef",
+            DialBack { .. } => "DialBack",
+            DialBackResult { .. } => "DialBackResult",
             Tunnel { .. } => "Tunnel",
         }
     }

@@ -101,6 +101,14 @@ fn arb_msg() -> impl Strategy<Value = Message> {
             }),
         id.prop_map(|id| Message::SwapRejected { id }),
         loc.prop_map(|location| Message::LocationChanged { location }),
+        // Link level: the routing core ignores them.
+        any::<u16>().prop_map(|port| Message::DialBack { port }),
+        (any::<[u8; 4]>(), any::<u16>(), any::<bool>()).prop_map(|(ip, port, reachable)| {
+            Message::DialBackResult {
+                seen: (ip, port).into(),
+                reachable,
+            }
+        }),
     ]
 }
 

@@ -327,6 +327,8 @@ fn policy_config(
             min_peer_list: cfg.min_peer_list,
             ..Default::default()
         },
+        // Every simulated node is reachable (no NAT is modelled yet).
+        dial_backs: lichen_link::policy::DialBacks::Off,
     }
 }
 

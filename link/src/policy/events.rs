@@ -170,6 +170,12 @@ impl<V: Verifier> PeerPolicy<V> {
             } else {
                 tracing::debug!(peer = peer.0, "message before the hello dropped");
             }
+        } else if matches!(
+            msg,
+            Message::DialBack { .. } | Message::DialBackResult { .. }
+        ) {
+            // Seed clients too: a newcomer's first links are to seeds.
+            self.reach_message(now, peer, msg);
         } else if let Message::Noderef { noderef } = msg {
             self.introduced(now, peer, noderef);
         } else if let Message::Tunnel { cell } = msg {
@@ -325,6 +331,7 @@ impl<V: Verifier> PeerPolicy<V> {
             self.dirty = true;
         }
         self.retry_at.remove(&remote);
+        self.reach_hello(now, pid);
         let seed = self.cfg.seeds.iter().any(|(r, _)| r.static_key == remote);
         if self.cfg.opennet && seed && self.under_connected() {
             if self.node.peer_count() == 1 || !self.node.announcing() {
@@ -429,6 +436,7 @@ impl<V: Verifier> PeerPolicy<V> {
         self.close_silent(now);
         self.redial(now);
         self.dial_seeds(now);
+        self.reach_tick(now);
         if self.dirty && now.saturating_duration_since(self.last_save) >= SAVE_EVERY {
             self.last_save = now;
             self.save_now();
@@ -485,6 +493,9 @@ impl<V: Verifier> PeerPolicy<V> {
         }
         if self.dirty {
             at(&mut due, self.last_save + SAVE_EVERY);
+        }
+        if let Some(t) = self.reach_due() {
+            at(&mut due, t);
         }
         due
     }

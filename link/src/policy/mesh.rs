@@ -50,6 +50,9 @@ pub struct MeshNode<V: Verifier> {
     /// once (`Accepted`, `AnnounceReply`) and forwards nothing, as a
     /// hostile seed can.
     pub swallows_announcements: bool,
+    /// Behind a NAT without a port mapping: dials to it fail, and so do
+    /// dial-backs ([`Output::Probe`]); it can still dial out.
+    pub behind_nat: bool,
 }
 
 impl<V: Verifier> std::fmt::Debug for MeshNode<V> {
@@ -142,6 +145,7 @@ impl<V: Verifier> Mesh<V> {
                 hops: 0,
                 ..Default::default()
             },
+            dial_backs: super::DialBacks::Off,
         };
         configure(&mut cfg);
         let policy = PeerPolicy::new(cfg, list, verifier, self.now, self.wall_ms);
@@ -159,6 +163,7 @@ impl<V: Verifier> Mesh<V> {
             dials: 0,
             sent: BTreeMap::new(),
             swallows_announcements: false,
+            behind_nat: false,
         });
         i
     }
@@ -297,6 +302,23 @@ impl<V: Verifier> Mesh<V> {
                     self.wire.push_back((to, pid, msg));
                 }
             }
+            Output::Probe { peer, key, port } => {
+                // The asker's node, if the link is still up: reached
+                // unless it is down or behind NAT, or the port or key
+                // are not its own.
+                let Some(&(n, _)) = self.ends.get(&(i, peer)) else {
+                    return;
+                };
+                let asker = &self.nodes[n];
+                let Some(&seen) = asker.noderef.addresses.first() else {
+                    return;
+                };
+                let reachable = !asker.down
+                    && !asker.behind_nat
+                    && asker.keys.static_public() == key
+                    && seen.port() == port;
+                self.nodes[i].policy.probe_done(peer, seen, reachable);
+            }
             Output::Close { peer } => {
                 if let Some(other) = self.ends.remove(&(i, peer)) {
                     self.ends.remove(&other);
@@ -337,7 +359,7 @@ impl<V: Verifier> Mesh<V> {
     fn connect(&mut self, i: usize, noderef: NodeRef, bytes: Option<NoderefBytes>) {
         self.nodes[i].dials += 1;
         let key = noderef.static_key;
-        let up = |j: usize| !self.nodes[j].down && !self.nodes[i].down;
+        let up = |j: usize| !self.nodes[j].down && !self.nodes[i].down && !self.nodes[j].behind_nat;
         let Some(&j) = self.by_key.get(&key).filter(|&&j| up(j)) else {
             self.nodes[i].policy.dial_failed(self.now, &key);
             return;

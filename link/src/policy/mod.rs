@@ -51,10 +51,14 @@
 //! ```
 
 pub mod mesh;
+mod reach;
 mod slots;
 #[cfg(test)]
 mod tests;
 
+pub use reach::{
+    DialBacks, Reachability, Reachable, ANSWER_EVERY, PROBE_EVERY, PROBE_PEERS, PROBE_TIMEOUT,
+};
 pub use slots::{
     HELLO_DEADLINE, MAX_HANDSHAKES_PER_RANGE, MAX_INBOUND_HANDSHAKES, PRESSED_HELLO_DEADLINE,
 };
@@ -152,6 +156,9 @@ pub struct PolicyConfig {
     /// all). Relaying and exiting for others needs
     /// [`PeerPolicy::enable_tunnels`] whatever this says.
     pub tunnels: lichen_routing::TunnelConfig,
+    /// Whether the node answers peers' dial-back asks, and asks its own
+    /// to learn whether it is reachable ([`Reachability`]).
+    pub dial_backs: DialBacks,
 }
 
 /// Tunnel work (expiry, guards, the pool of tunnels) runs this often.
@@ -183,6 +190,19 @@ pub enum Output {
         peer: PeerId,
         /// The message.
         msg: Message,
+    },
+    /// The peer on link `peer` asked to be dialed back: open a connection
+    /// to the IP that link comes from, on `port`, and run the link
+    /// handshake against the peer's static key `key` with a throwaway
+    /// key until its second message proves `key`; then report
+    /// [`PeerPolicy::probe_done`] (within [`PROBE_TIMEOUT`]).
+    Probe {
+        /// The asking peer's link.
+        peer: PeerId,
+        /// Its static key.
+        key: [u8; 32],
+        /// The port to dial.
+        port: u16,
     },
     /// Close a link (no [`PeerPolicy::link_closed`] is expected for it).
     Close {
@@ -501,6 +521,8 @@ pub struct PeerPolicy<V: Verifier> {
     /// Seeds that linked while an announcement of ours was on its way:
     /// each is announced through in turn as the one before ends.
     announce_next: VecDeque<PeerId>,
+    /// Dial-backs (None: off). Boxed: the simulator's nodes have none.
+    reach: Option<Box<reach::Reach>>,
 }
 
 impl<V: Verifier> std::fmt::Debug for PeerPolicy<V> {
@@ -524,6 +546,7 @@ impl<V: Verifier> PeerPolicy<V> {
                 address: r.clone(),
             });
         }
+        let cfg_dial_backs = cfg.dial_backs;
         PeerPolicy {
             location: cfg.location,
             cfg,
@@ -545,6 +568,13 @@ impl<V: Verifier> PeerPolicy<V> {
             tunnels: None,
             next_tunnel_tick: now,
             announce_next: VecDeque::new(),
+            reach: match cfg_dial_backs {
+                DialBacks::Off => None,
+                DialBacks::Answer => Some(Box::new(reach::Reach::new(None, now))),
+                DialBacks::AnswerAndAsk { port } => {
+                    Some(Box::new(reach::Reach::new(Some(port), now)))
+                }
+            },
         }
     }
 

@@ -833,3 +833,121 @@ fn link_table_is_an_ordered_map() {
     }
     assert!(t.is_empty());
 }
+
+/// A node that asks (`AnswerAndAsk` on its noderef's port) among nodes
+/// that answer.
+fn asking(m: &mut Mesh<Verify>, s: u8) -> usize {
+    let i = add(m, s, |_| {});
+    let port = m.nodes[i].noderef.addresses[0].port();
+    m.nodes.pop();
+    add(m, s, |c| c.dial_backs = DialBacks::AnswerAndAsk { port })
+}
+
+fn answering(m: &mut Mesh<Verify>, s: u8) -> usize {
+    add(m, s, |c| c.dial_backs = DialBacks::Answer)
+}
+
+#[test]
+fn peers_dial_a_reachable_node_back_and_name_its_address() {
+    let mut m = mesh();
+    let a = asking(&mut m, 1);
+    let (b, c) = (answering(&mut m, 2), answering(&mut m, 3));
+    assert_eq!(
+        m.nodes[a].policy.reachability(m.now).state,
+        Reachable::Unknown
+    );
+    m.dial(a, b);
+    m.dial(a, c);
+    let r = m.nodes[a].policy.reachability(m.now);
+    assert_eq!(r.state, Reachable::Yes);
+    assert_eq!(r.answers, 2, "both peers asked at their hello");
+    assert_eq!(r.public, Some(m.nodes[a].noderef.addresses[0]));
+    assert_eq!(m.nodes[a].sent.get("DialBack"), Some(&2));
+    assert_eq!(m.nodes[b].sent.get("DialBackResult"), Some(&1));
+    // Answering nodes do not ask.
+    assert_eq!(m.nodes[b].sent.get("DialBack"), None);
+    assert_eq!(
+        m.nodes[b].policy.reachability(m.now).state,
+        Reachable::Unknown
+    );
+}
+
+#[test]
+fn a_node_behind_nat_learns_it_is_not_reachable_and_still_has_peers() {
+    let mut m = mesh();
+    let a = asking(&mut m, 1);
+    m.nodes[a].behind_nat = true;
+    let (b, c, d) = (
+        answering(&mut m, 2),
+        answering(&mut m, 3),
+        answering(&mut m, 4),
+    );
+    for peer in [b, c, d] {
+        m.dial(a, peer);
+    }
+    assert_eq!(m.nodes[a].policy.peer_count(), 3, "it dials out");
+    let r = m.nodes[a].policy.reachability(m.now);
+    assert_eq!(r.state, Reachable::No);
+    assert_eq!(r.answers, 3);
+    // A fourth peer is not asked: three answers are enough until the
+    // next round, PROBE_EVERY later.
+    let e = answering(&mut m, 5);
+    m.dial(a, e);
+    assert_eq!(m.nodes[a].sent.get("DialBack"), Some(&3));
+    m.advance(PROBE_EVERY + RECONNECT_TICK);
+    assert!(m.nodes[a].sent["DialBack"] >= 6, "a new round");
+    assert_eq!(m.nodes[a].policy.reachability(m.now).state, Reachable::No);
+}
+
+#[test]
+fn one_lying_peer_is_outvoted() {
+    let mut m = mesh();
+    let a = asking(&mut m, 1);
+    m.nodes[a].behind_nat = true;
+    let (b, c, d) = (
+        answering(&mut m, 2),
+        answering(&mut m, 3),
+        answering(&mut m, 4),
+    );
+    for peer in [b, c, d] {
+        m.dial(a, peer);
+    }
+    // d claims, unasked and then again, that it reached a, from elsewhere.
+    let lie = Message::DialBackResult {
+        seen: "192.0.2.1:9".parse().unwrap(),
+        reachable: true,
+    };
+    m.inject(d, a, lie.clone());
+    m.inject(d, a, lie);
+    let r = m.nodes[a].policy.reachability(m.now);
+    assert_eq!(
+        (r.state, r.answers),
+        (Reachable::No, 3),
+        "unasked answers do not count"
+    );
+    assert_eq!(r.public, Some(m.nodes[a].noderef.addresses[0]));
+}
+
+#[test]
+fn dial_backs_are_answered_once_a_minute_per_asker_and_only_on_their_port() {
+    let mut m = mesh();
+    let a = answering(&mut m, 1);
+    let b = answering(&mut m, 2);
+    m.dial(a, b);
+    let port = m.nodes[a].noderef.addresses[0].port();
+    for _ in 0..5 {
+        m.inject(a, b, Message::DialBack { port });
+    }
+    assert_eq!(m.nodes[b].sent.get("DialBackResult"), Some(&1));
+    m.advance(ANSWER_EVERY);
+    m.inject(a, b, Message::DialBack { port });
+    assert_eq!(m.nodes[b].sent.get("DialBackResult"), Some(&2));
+    // Port 0 is no port; a node that takes no part answers nothing.
+    m.advance(ANSWER_EVERY);
+    m.inject(a, b, Message::DialBack { port: 0 });
+    assert_eq!(m.nodes[b].sent.get("DialBackResult"), Some(&2));
+    let c = opennet(&mut m, 3);
+    m.dial(a, c);
+    m.inject(a, c, Message::DialBack { port });
+    assert_eq!(m.nodes[c].sent.get("DialBackResult"), None);
+}

@@ -146,6 +146,13 @@ fn render_status(node: &Message, queue: &Queue) -> String {
     s.push_str(&format!("Location:  {}\n", or_dash("location")));
     s.push_str(&format!("Store:     {store}\n"));
     s.push_str(&format!("Peers:     {peers}\n"));
+    if let Some(r) = node.get("volatile.lichen.reachability") {
+        let public = node.get("volatile.lichen.publicAddress");
+        s.push_str(&format!(
+            "Reachability: {}\n",
+            crate::status::reachability_text(r, public)
+        ));
+    }
     // The routing core's counters since start (a node with a network).
     let count = |k: &str| field_u64(node, &format!("volatile.lichen.{k}"));
     if let (Some(served), Some(overload), Some(loops), Some(bad)) = (
@@ -295,6 +302,24 @@ get-2 (global)  get   failed: Data not found (code 13)  -
         assert!(out.contains("Location:  -\n"), "{out}");
         assert!(!out.contains("Routing:"), "{out}");
         assert!(out.ends_with("No persistent requests.\n"), "{out}");
+    }
+
+    #[test]
+    fn status_shows_reachability_and_the_public_address() {
+        let out = status_of(&[
+            ("version", "Lichen,0.1.0"),
+            ("volatile.lichen.reachability", "behind-nat"),
+            ("volatile.lichen.publicAddress", "198.51.100.7"),
+        ]);
+        assert!(
+            out.contains(
+                "Reachability: behind NAT (not reachable): peers cannot dial this node; \
+                 it dials out; public address 198.51.100.7\n"
+            ),
+            "{out}"
+        );
+        let out = status_of(&[("version", "Lichen,0.1.0")]);
+        assert!(!out.contains("Reachability"), "an older node: {out}");
     }
 
     #[test]

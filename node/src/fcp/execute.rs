@@ -116,6 +116,15 @@ impl Conn {
             f.push("volatile.storeBytes", st.total_bytes().to_string());
             f.push("volatile.numberOfConnected", node.peer_count().to_string());
             if let Some(net) = node.peers.get() {
+                // What peers' dial-backs said (docs/running.md).
+                let r = net.reachability();
+                f.push(
+                    "volatile.lichen.reachability",
+                    crate::status::reachability_field(r.state),
+                );
+                if let Some(a) = r.public {
+                    f.push("volatile.lichen.publicAddress", a.ip().to_string());
+                }
                 // Real counters of the routing core (lichen_routing::Stats).
                 let s = net.stats();
                 for (name, v) in [

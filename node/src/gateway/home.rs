@@ -57,8 +57,20 @@ async fn node_status(gw: &Gateway) -> pages::Status {
             format!("{} KiB/s", n / 1024)
         }
     };
+    let reachability = node.peers.get().map_or_else(
+        || "no network".to_owned(),
+        |net| {
+            let r = net.reachability();
+            let ip = r.public.map(|a| a.ip().to_string());
+            crate::status::reachability_text(
+                crate::status::reachability_field(r.state),
+                ip.as_deref(),
+            )
+        },
+    );
     pages::Status {
         peers: node.peer_count(),
+        reachability,
         bandwidth: format!(
             "limits: upload {}, download {}",
             limit(node.config.network.upload_limit),

@@ -104,6 +104,9 @@ pub fn cross_site(path: &str) -> String {
 pub struct Status {
     /// Connected peers.
     pub peers: usize,
+    /// Whether peers can dial this node, and its public address, as
+    /// shown (`lichen status`'s `Reachability:` line).
+    pub reachability: String,
     /// Bandwidth settings, as shown.
     pub bandwidth: String,
     /// Location in [0, 1).
@@ -157,12 +160,14 @@ pub fn home(
     );
     let _ = write!(
         b,
-        "<h2>Node</h2><table><tr><th>Peers</th><td>{}</td></tr><tr><th>Location</th><td>{:.6}</td></tr>\
+        "<h2>Node</h2><table><tr><th>Peers</th><td>{}</td></tr>\
+         <tr><th>Reachability</th><td>{}</td></tr><tr><th>Location</th><td>{:.6}</td></tr>\
          <tr><th>Uptime</th><td>{} s</td></tr><tr><th>Bandwidth</th><td>{}</td></tr>\
          <tr><th>Gateway fetches held</th><td>{}</td></tr>\
          <tr><th>Gateway fetches started</th><td>{}</td></tr>\
          <tr><th>Key requests from other sites refused</th><td>{}</td></tr>",
         status.peers,
+        esc(&status.reachability),
         status.location,
         status.uptime_s,
         esc(&status.bandwidth),

@@ -21,8 +21,8 @@ use lichen_crypto::BlockKind;
 use lichen_crypto::RoutingKey;
 use lichen_link::peerlist::PeerList;
 use lichen_link::policy::{
-    Dialed, Output, PeerPolicy, PolicyConfig, HELLO_DEADLINE, MAX_HANDSHAKES_PER_RANGE,
-    MAX_INBOUND_HANDSHAKES, PRESSED_HELLO_DEADLINE, RECONNECT_TICK,
+    DialBacks, Dialed, Output, PeerPolicy, PolicyConfig, Reachability, HELLO_DEADLINE,
+    MAX_HANDSHAKES_PER_RANGE, MAX_INBOUND_HANDSHAKES, PRESSED_HELLO_DEADLINE, RECONNECT_TICK,
 };
 use lichen_link::{Link, LinkEvent, LinkSender, NodeRef};
 use lichen_routing::{
@@ -48,7 +48,13 @@ pub(super) enum NewLink {
     /// It dialed us from this address; its slot is held until the hello.
     Accepted(Link, Ticket, IpAddr),
     Failed([u8; 32]),
+    /// A dial-back for the peer on this link ran: the address its link
+    /// comes from, and whether it answered there.
+    Probed(PeerId, SocketAddr, bool),
 }
+
+/// How long a dial-back may take (connect and two handshake messages).
+const DIAL_BACK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Who waits for a local request.
 enum Waiter {
@@ -67,6 +73,11 @@ pub(super) struct Channels {
     pub(super) connected: Arc<AtomicUsize>,
     pub(super) stats: Arc<Mutex<lichen_routing::Stats>>,
     pub(super) save: mpsc::UnboundedSender<PeerList>,
+    /// What dial-backs said, copied after every step.
+    pub(super) reach: Arc<Mutex<Reachability>>,
+    /// Where the node listens (asked of peers' dial-backs; None: the
+    /// node only answers them).
+    pub(super) listen_port: Option<u16>,
 }
 
 /// The driving task's state: the policy and the I/O handles its outputs
@@ -75,6 +86,8 @@ struct Driver {
     policy: PeerPolicy<Verify>,
     setup: PeerSetup,
     senders: HashMap<PeerId, LinkSender>,
+    /// The address each link's other end is at.
+    addrs: HashMap<PeerId, SocketAddr>,
     waiters: HashMap<RequestId, Waiter>,
     /// Inbound links before their hello: dropping one lets its slot go
     /// (the task holding it ends).
@@ -102,9 +115,11 @@ pub(super) async fn drive(
         connected,
         stats,
         save,
+        reach,
+        listen_port,
     } = ch;
     let (ev_tx, mut events) = mpsc::channel::<(PeerId, LinkEvent)>(1024);
-    let mut d = Driver::new(setup, list, clock, (link_tx, ev_tx), save);
+    let mut d = Driver::new(setup, list, clock, (link_tx, ev_tx), save, listen_port);
     let mut tick = tokio::time::interval(RECONNECT_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -141,6 +156,10 @@ pub(super) async fn drive(
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone_from(&d.policy.all_stats());
+        *reach
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            d.policy.reachability(d.clock.now());
     }
     connected.store(0, Ordering::Relaxed);
     d.policy.shutdown();
@@ -154,6 +173,7 @@ impl Driver {
         clock: Arc<dyn Clock>,
         (link_tx, ev_tx): (mpsc::Sender<NewLink>, mpsc::Sender<(PeerId, LinkEvent)>),
         save: mpsc::UnboundedSender<PeerList>,
+        listen_port: Option<u16>,
     ) -> Self {
         let cfg = PolicyConfig {
             own_key: setup.keys.static_public(),
@@ -163,6 +183,10 @@ impl Driver {
             location: setup.location,
             seeds: setup.seeds.clone().into(),
             tunnels: setup.tunnels,
+            dial_backs: match listen_port {
+                Some(port) => DialBacks::AnswerAndAsk { port },
+                None => DialBacks::Answer,
+            },
         };
         let mut policy = PeerPolicy::new(cfg, list, verify as Verify, clock.now(), clock.now_ms());
         // Relay and exit tunnels for others; own requests use them unless
@@ -173,6 +197,7 @@ impl Driver {
             keeper: Keeper::new(setup.store.clone()),
             setup,
             senders: HashMap::new(),
+            addrs: HashMap::new(),
             waiters: HashMap::new(),
             ungreeted: HashMap::new(),
             clock,
@@ -244,8 +269,13 @@ impl Driver {
                 self.policy.dial_failed(now, &key);
                 return;
             }
+            NewLink::Probed(pid, seen, reachable) => {
+                self.policy.probe_done(pid, seen, reachable);
+                return;
+            }
         };
         let remote = link.remote_static();
+        let addr = link.remote_addr();
         let from = slot.as_ref().map(|(_, ip)| *ip);
         let Ok(pid) = self
             .policy
@@ -277,6 +307,9 @@ impl Driver {
             }
         });
         self.senders.insert(pid, sender);
+        if let Some(a) = addr {
+            self.addrs.insert(pid, a);
+        }
     }
 
     /// A message on a link, or its end.
@@ -293,6 +326,7 @@ impl Driver {
             LinkEvent::Closed(err) => {
                 tracing::debug!(peer = pid.0, error = %err, "link down");
                 self.senders.remove(&pid);
+                self.addrs.remove(&pid);
                 self.ungreeted.remove(&pid);
                 self.policy.link_closed(now, pid, &mut self.rng);
             }
@@ -314,10 +348,12 @@ impl Driver {
                 }
                 Output::Close { peer } => {
                     self.ungreeted.remove(&peer);
+                    self.addrs.remove(&peer);
                     if let Some(s) = self.senders.remove(&peer) {
                         s.close();
                     }
                 }
+                Output::Probe { peer, key, port } => self.dial_back(peer, key, port),
                 Output::SavePeers(list) => {
                     if self.setup.peer_dir.is_some() {
                         let _ = self.save.send(list);
@@ -358,6 +394,22 @@ impl Driver {
                 }
             }
         }
+    }
+
+    /// Dial the peer on link `peer` back, in its own task: at the IP its
+    /// link comes from (never anywhere else), on `port`; the result comes
+    /// back as [`NewLink::Probed`].
+    fn dial_back(&self, peer: PeerId, key: [u8; 32], port: u16) {
+        let Some(&seen) = self.addrs.get(&peer) else {
+            return;
+        };
+        let links = self.link_tx.clone();
+        tokio::spawn(async move {
+            let to = SocketAddr::new(seen.ip(), port);
+            let reachable = Link::dial_back(to, &key, DIAL_BACK_TIMEOUT).await;
+            tracing::debug!(peer = peer.0, reachable, "dial-back done");
+            let _ = links.send(NewLink::Probed(peer, seen, reachable)).await;
+        });
     }
 
     /// Open a link in its own task; the result comes back as a

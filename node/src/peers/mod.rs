@@ -36,7 +36,7 @@ mod store;
 mod tests;
 
 pub use crate::node::AddFriendError;
-pub use lichen_link::policy::{identity_of, PeerInfo, SAVE_EVERY};
+pub use lichen_link::policy::{identity_of, PeerInfo, Reachability, Reachable, SAVE_EVERY};
 
 use crate::node::{Fetched, Inserted, NetFuture, Network, Peers, Stopped};
 use crate::util::clock::{Clock, SystemClock};
@@ -121,6 +121,9 @@ pub struct PeerManager {
     /// The routing node's counters, copied by the driving task after
     /// every step.
     stats: Arc<Mutex<lichen_routing::Stats>>,
+    /// What peers' dial-backs said, copied by the driving task after
+    /// every step.
+    reach: Arc<Mutex<Reachability>>,
     /// Cancelled once the manager has stopped and the peer file is written.
     stopped: CancellationToken,
 }
@@ -180,6 +183,14 @@ impl PeerManager {
             }
             None => PeerList::new(setup.max_remembered),
         };
+        // Peers dial back the port others dial: the noderef's (a port
+        // forward may map another), else the one listened on.
+        let advertised = setup
+            .noderef
+            .as_ref()
+            .and_then(|b| NodeRef::from_bytes(b).ok())
+            .and_then(|r| r.addresses.first().map(std::net::SocketAddr::port));
+        let listen_port = advertised.or_else(|| listener.local_addr().ok().map(|a| a.port()));
         tokio::spawn(driver::accept_loop(
             listener,
             setup.clone(),
@@ -188,6 +199,12 @@ impl PeerManager {
         ));
         let connected = Arc::new(AtomicUsize::new(0));
         let stats = Arc::new(Mutex::new(lichen_routing::Stats::default()));
+        let reach = Arc::new(Mutex::new(Reachability {
+            state: Reachable::Unknown,
+            public: None,
+            answers: 0,
+        }));
+
         let stopped = CancellationToken::new();
         let (save_tx, save_rx) = mpsc::unbounded_channel();
         let saver = tokio::spawn(driver::saver(
@@ -203,6 +220,8 @@ impl PeerManager {
             connected: connected.clone(),
             stats: stats.clone(),
             save: save_tx,
+            reach: reach.clone(),
+            listen_port,
         };
         let drive_task = tokio::spawn(driver::drive(setup, list, channels, clock, shutdown));
         tokio::spawn(async move {
@@ -214,6 +233,7 @@ impl PeerManager {
             cmd: cmd_tx,
             connected,
             stats,
+            reach,
             stopped,
         }
     }
@@ -226,6 +246,16 @@ impl PeerManager {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
+    }
+
+    /// Whether peers can open links to this node, as their dial-backs
+    /// said after the driving task's last step.
+    #[must_use]
+    pub fn reachability(&self) -> Reachability {
+        *self
+            .reach
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Wait until the manager has stopped (after shutdown) and the peer
@@ -386,6 +416,10 @@ impl Peers for PeerManager {
 
     fn stats(&self) -> lichen_routing::Stats {
         PeerManager::stats(self)
+    }
+
+    fn reachability(&self) -> Reachability {
+        PeerManager::reachability(self)
     }
 
     fn add_friend(

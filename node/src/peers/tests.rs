@@ -602,3 +602,67 @@ fn the_store_writer_keeps_blocks_of_every_space_and_kind() {
         assert_eq!(store.get_in(space, kind, &key).unwrap(), Some(block));
     }
 }
+
+/// What the node's dial-backs say once `answers` peers answered (within
+/// ten seconds).
+async fn reachability_after(m: &PeerManager, answers: usize) -> Reachability {
+    for _ in 0..500 {
+        let r = m.reachability();
+        if r.answers >= answers {
+            return r;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("no dial-back answer: {:?}", m.reachability());
+}
+
+/// A node that listens where its noderef says learns from its peer's
+/// dial-back that it is reachable, and at which address.
+#[tokio::test]
+async fn a_peer_dials_a_listening_node_back() {
+    let (na, nb) = (node(71, 1 << 62).await, node(72, 2 << 62).await);
+    assert_eq!(na.m.reachability().state, Reachable::Unknown);
+    befriend(&na, &nb).await;
+    wait_peers(&na.m, 1).await;
+    let r = reachability_after(&na.m, 1).await;
+    assert_eq!(r.state, Reachable::Yes);
+    assert_eq!(
+        r.public.map(|a| a.ip()),
+        Some(std::net::IpAddr::from([127, 0, 0, 1]))
+    );
+    for n in [&na, &nb] {
+        n.stop.cancel();
+    }
+}
+
+/// A node whose noderef names a port where nothing answers (a NAT with
+/// no mapping drops the connection the same way) learns it is not
+/// reachable, and still has its peer: it dialed out.
+#[tokio::test]
+async fn a_node_nobody_can_dial_learns_it_is_not_reachable() {
+    let (mut s, l, _) = setup(73, 1 << 62, None, false).await;
+    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let nowhere = closed.local_addr().unwrap();
+    drop(closed);
+    let keys = keys_of(73);
+    let r = NodeRef::new(&keys, vec![nowhere], Some(1 << 62));
+    let bytes: lichen_routing::NoderefBytes = r.to_bytes(&keys).into();
+    s.noderef = Some(bytes.clone());
+    let stop = CancellationToken::new();
+    let na = TestNode {
+        store: s.store.clone(),
+        m: PeerManager::start(s, l, stop.clone()),
+        r,
+        bytes,
+        stop,
+    };
+    let nb = node(74, 2 << 62).await;
+    befriend(&na, &nb).await;
+    wait_peers(&na.m, 1).await;
+    let r = reachability_after(&na.m, 1).await;
+    assert_eq!(r.state, Reachable::No);
+    assert_eq!(na.m.peer_count().await.unwrap(), 1);
+    for n in [&na, &nb] {
+        n.stop.cancel();
+    }
+}

@@ -84,7 +84,10 @@ impl<V: Verifier> Node<V> {
             Message::SwapRejected { id } => self.on_swap_rejected(from, id),
             // The embedder's (a link-level introduction, a tunnel cell for
             // `Tunnelled`): nothing to route.
-            Message::Noderef { .. } | Message::Tunnel { .. } => {}
+            Message::Noderef { .. }
+            | Message::DialBack { .. }
+            | Message::DialBackResult { .. }
+            | Message::Tunnel { .. } => {}
             Message::LocationChanged { location } => {
                 self.on_location_changed(now, from, location, rng)
             }

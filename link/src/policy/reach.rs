@@ -1,0 +1,308 @@
+//! Knowing where we stand: whether other nodes can open links to us, and
+//! the address they see us from (libp2p's AutoNAT, as link messages).
+//!
+//! A node asks a few peers to dial it back ([`Message::DialBack`] with
+//! its listening port): each peer opens a connection to the IP it sees
+//! the link come from, on that port, and runs a link handshake against
+//! the asker's static key with a throwaway key of its own; it stops once
+//! the asker's second handshake message has proved the asker's key (so
+//! no link comes of it) and answers [`Message::DialBackResult`] with the
+//! address it saw and whether the dial was answered. A home router
+//! without a port mapping drops the unsolicited connection: the answer
+//! is "not reachable".
+//!
+//! A peer dials only the address it sees the link come from, on one port,
+//! at most once per [`ANSWER_EVERY`] for one asker: nobody can turn peers
+//! into a flood toward someone else. What the asker learns is what its
+//! peers already know (its address).
+//!
+//! The verdict is the majority of the last answers from different peers
+//! (a lying peer is outvoted; with a tie, reachable, as one peer did
+//! reach us), and the public address the one most of them saw. The
+//! policy asks [`PROBE_PEERS`] peers as they say hello, and again every
+//! [`PROBE_EVERY`].
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use lichen_routing::{Message, PeerId};
+
+use super::{Output, PeerPolicy};
+use lichen_routing::Verifier;
+
+/// Peers asked in one round (and answers wanted for a verdict).
+pub const PROBE_PEERS: usize = 3;
+
+/// A new round of asks this often.
+pub const PROBE_EVERY: Duration = Duration::from_secs(30 * 60);
+
+/// An ask not answered in this time is given up (the peer's dial has its
+/// own shorter timeout).
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// One asker's dial-backs are answered at most this often.
+pub const ANSWER_EVERY: Duration = Duration::from_secs(60);
+
+/// Answers kept (newest, one per peer): the verdict's votes.
+const KEEP_ANSWERS: usize = 8;
+
+/// Answers older than this no longer count.
+const ANSWER_TTL: Duration = Duration::from_secs(2 * 30 * 60);
+
+/// Whether other nodes can open links to this one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reachable {
+    /// No peer has answered yet.
+    Unknown,
+    /// Peers' dials reached us.
+    Yes,
+    /// Peers' dials did not reach us (behind NAT without a port mapping,
+    /// or a firewall): we take part by dialing out.
+    No,
+}
+
+/// What the peers' answers say (`PeerPolicy::reachability`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reachability {
+    /// The verdict.
+    pub state: Reachable,
+    /// The address most peers saw us from (its port is the one of that
+    /// link: for a link we dialed, what our NAT chose).
+    pub public: Option<SocketAddr>,
+    /// Answers the verdict rests on.
+    pub answers: usize,
+}
+
+/// One peer's answer.
+#[derive(Clone, Copy, Debug)]
+struct Answer {
+    from: [u8; 32],
+    seen: SocketAddr,
+    reachable: bool,
+    at: Instant,
+}
+
+/// Whether a node takes part in dial-backs
+/// ([`super::PolicyConfig::dial_backs`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DialBacks {
+    /// Neither answers nor asks (the simulator, which has no NAT).
+    #[default]
+    Off,
+    /// Answers peers' asks; asks none (a node that does not listen).
+    Answer,
+    /// Answers, and asks peers to dial it back on its listening `port`.
+    AnswerAndAsk {
+        /// Where the node listens for links.
+        port: u16,
+    },
+}
+
+/// The state of the dial-back exchange.
+#[derive(Debug)]
+pub(super) struct Reach {
+    /// Our listening port, sent in each ask (None: we do not ask).
+    port: Option<u16>,
+    /// Asks under way: the link, its peer's key, when asked.
+    asked: HashMap<PeerId, ([u8; 32], Instant)>,
+    /// The latest answers, one per peer, newest last.
+    answers: VecDeque<Answer>,
+    /// The next round of asks.
+    next_round: Instant,
+    /// When each asker was last answered.
+    answered: HashMap<[u8; 32], Instant>,
+}
+
+impl Reach {
+    pub(super) fn new(port: Option<u16>, now: Instant) -> Self {
+        Reach {
+            port,
+            asked: HashMap::new(),
+            answers: VecDeque::new(),
+            next_round: now,
+            answered: HashMap::new(),
+        }
+    }
+
+    /// The verdict at `now`.
+    fn verdict(&self, now: Instant) -> Reachability {
+        let live: Vec<&Answer> = self
+            .answers
+            .iter()
+            .filter(|a| now.saturating_duration_since(a.at) < ANSWER_TTL)
+            .collect();
+        let yes = live.iter().filter(|a| a.reachable).count();
+        let state = match (yes, live.len() - yes) {
+            (0, 0) => Reachable::Unknown,
+            (y, n) if y >= n => Reachable::Yes,
+            _ => Reachable::No,
+        };
+        // The address most answers name; among equals, the newest.
+        let mut votes: Vec<(IpAddr, usize, usize)> = Vec::new();
+        for (i, a) in live.iter().enumerate() {
+            match votes.iter_mut().find(|v| v.0 == a.seen.ip()) {
+                Some(v) => {
+                    v.1 += 1;
+                    v.2 = i;
+                }
+                None => votes.push((a.seen.ip(), 1, i)),
+            }
+        }
+        let public = votes
+            .iter()
+            .max_by_key(|v| (v.1, v.2))
+            .map(|v| live[v.2].seen);
+        Reachability {
+            state,
+            public,
+            answers: live.len(),
+        }
+    }
+}
+
+impl<V: Verifier> PeerPolicy<V> {
+    /// What the peers' dial-backs say about this node; `Unknown` when it
+    /// does not ask ([`super::PolicyConfig::probe_port`] unset).
+    #[must_use]
+    pub fn reachability(&self, now: Instant) -> Reachability {
+        self.reach.as_ref().map_or(
+            Reachability {
+                state: Reachable::Unknown,
+                public: None,
+                answers: 0,
+            },
+            |r| r.verdict(now),
+        )
+    }
+
+    /// The dial-back the driver ran for the peer on link `peer` (an
+    /// [`Output::Probe`]): `seen` is the address that link comes from,
+    /// `reachable` whether the peer's node answered there. Answered on
+    /// the link if it is still up.
+    pub fn probe_done(&mut self, peer: PeerId, seen: SocketAddr, reachable: bool) {
+        if self.links.get(&peer).is_some_and(|l| l.routed) {
+            self.out.push_back(Output::Send {
+                peer,
+                msg: Message::DialBackResult { seen, reachable },
+            });
+        }
+    }
+
+    /// A peer said hello: ask it to dial us back if answers are wanted.
+    pub(super) fn reach_hello(&mut self, now: Instant, pid: PeerId) {
+        let Some(r) = self.reach.as_ref().filter(|r| r.port.is_some()) else {
+            return;
+        };
+        let wanted = r.verdict(now).answers + r.asked.len() < PROBE_PEERS;
+        if wanted {
+            self.ask_dial_back(now, pid);
+        }
+    }
+
+    /// Every tick: forget unanswered asks; start a new round when due.
+    pub(super) fn reach_tick(&mut self, now: Instant) {
+        let Some(r) = self.reach.as_mut().filter(|r| r.port.is_some()) else {
+            return;
+        };
+        r.asked
+            .retain(|_, (_, at)| now.saturating_duration_since(*at) < PROBE_TIMEOUT);
+        if now < r.next_round {
+            return;
+        }
+        let asked: Vec<PeerId> = r.asked.keys().copied().collect();
+        let candidates: Vec<PeerId> = self
+            .links
+            .iter()
+            .filter(|(pid, l)| l.routed && !l.seed_client && !asked.contains(pid))
+            .map(|(pid, _)| *pid)
+            .take(PROBE_PEERS)
+            .collect();
+        let next = if candidates.is_empty() {
+            // No peer to ask yet: look again soon.
+            now + Duration::from_secs(10)
+        } else {
+            now + PROBE_EVERY
+        };
+        if let Some(r) = &mut self.reach {
+            r.next_round = next;
+        }
+        for pid in candidates {
+            self.ask_dial_back(now, pid);
+        }
+    }
+
+    /// The next instant `reach_tick` has work (for `tick_due`).
+    pub(super) fn reach_due(&self) -> Option<Instant> {
+        let r = self.reach.as_ref().filter(|r| r.port.is_some())?;
+        let expiry = r.asked.values().map(|(_, at)| *at + PROBE_TIMEOUT).min();
+        Some(expiry.map_or(r.next_round, |e| e.min(r.next_round)))
+    }
+
+    fn ask_dial_back(&mut self, now: Instant, pid: PeerId) {
+        let Some(remote) = self.links.get(&pid).map(|l| l.remote) else {
+            return;
+        };
+        let Some((r, port)) = self.reach.as_mut().and_then(|r| r.port.map(|p| (r, p))) else {
+            return;
+        };
+        r.asked.insert(pid, (remote, now));
+        self.out.push_back(Output::Send {
+            peer: pid,
+            msg: Message::DialBack { port },
+        });
+    }
+
+    /// A link-level dial-back message from the peer on link `pid` (said
+    /// hello; a seed client too).
+    pub(super) fn reach_message(&mut self, now: Instant, pid: PeerId, msg: Message) {
+        let Some(remote) = self.links.get(&pid).map(|l| l.remote) else {
+            return;
+        };
+        match msg {
+            Message::DialBack { port } => {
+                let Some(r) = &mut self.reach else { return };
+                if port == 0 {
+                    return;
+                }
+                // Answered by every node that takes part, asking or not;
+                // at most once per ANSWER_EVERY for one asker.
+                let last = r.answered.get(&remote).copied();
+                if last.is_some_and(|t| now.saturating_duration_since(t) < ANSWER_EVERY) {
+                    tracing::debug!(peer = pid.0, "dial-back asked too often: ignored");
+                    return;
+                }
+                r.answered.insert(remote, now);
+                if r.answered.len() > 256 {
+                    r.answered
+                        .retain(|_, t| now.saturating_duration_since(*t) < ANSWER_EVERY);
+                }
+                self.out.push_back(Output::Probe {
+                    peer: pid,
+                    key: remote,
+                    port,
+                });
+            }
+            Message::DialBackResult { seen, reachable } => {
+                let Some(r) = &mut self.reach else { return };
+                // Only answers to our own asks count, from the peer asked.
+                if r.asked.get(&pid).is_none_or(|(k, _)| *k != remote) {
+                    return;
+                }
+                r.asked.remove(&pid);
+                r.answers.retain(|a| a.from != remote);
+                r.answers.push_back(Answer {
+                    from: remote,
+                    seen,
+                    reachable,
+                    at: now,
+                });
+                while r.answers.len() > KEEP_ANSWERS {
+                    r.answers.pop_front();
+                }
+                tracing::debug!(peer = pid.0, reachable, "dial-back answered");
+            }
+            _ => {}
+        }
+    }
+}
