@@ -25,6 +25,7 @@ use super::handshake::{Handshake, HsAction};
 use super::keys::NodeKeys;
 use super::noderef::NodeRef;
 use super::transport::{Opened, RekeyPolicy, Transport};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -207,6 +208,28 @@ impl LinkSender {
     }
 }
 
+/// How long a connection attempt to one of a noderef's addresses runs
+/// before the next address is tried beside it
+/// ([`Link::connect_noderef`]; RFC 8305's "connection attempt delay").
+pub const ATTEMPT_DELAY: Duration = Duration::from_millis(250);
+
+/// `addrs` in their order, the address families taking turns from the
+/// first one's (RFC 8305, section 4).
+pub(crate) fn family_turns(addrs: &[SocketAddr]) -> Vec<SocketAddr> {
+    let Some(first) = addrs.first() else {
+        return Vec::new();
+    };
+    let (mut same, mut other): (VecDeque<SocketAddr>, VecDeque<SocketAddr>) =
+        addrs.iter().partition(|a| a.is_ipv6() == first.is_ipv6());
+    let mut out = Vec::with_capacity(addrs.len());
+    loop {
+        match (same.pop_front(), other.pop_front()) {
+            (None, None) => return out,
+            (a, b) => out.extend(a.into_iter().chain(b)),
+        }
+    }
+}
+
 /// An established link.
 #[derive(Debug)]
 pub struct Link {
@@ -281,27 +304,55 @@ impl Link {
             .map_err(|_| LinkError::Timeout)?
     }
 
-    /// Connect to the node a noderef names, trying its addresses in order.
+    /// Connect to the node a noderef names, at any of its addresses, as
+    /// happy eyeballs do (RFC 8305): the addresses in the noderef's order
+    /// with the families taking turns (an IPv6 address, then an IPv4 one,
+    /// ...), each attempt started [`ATTEMPT_DELAY`] after the one before
+    /// or as soon as it fails; the first handshake done wins and the
+    /// others are dropped. A noderef that names an address this host
+    /// cannot reach (no IPv6 route, a dead port) costs one delay, not a
+    /// connect timeout.
     ///
     /// # Errors
-    /// The last address's error.
+    /// The last error when every address failed; [`LinkError::Closed`]
+    /// for a noderef without addresses.
     pub async fn connect_noderef(
         noderef: &NodeRef,
         keys: &NodeKeys,
         cfg: &LinkConfig,
         bandwidth: Arc<Bandwidth>,
     ) -> Result<Link, LinkError> {
+        let order = family_turns(&noderef.addresses);
+        let mut attempts = tokio::task::JoinSet::new();
+        let mut next = 0;
         let mut last = LinkError::Closed;
-        for addr in &noderef.addresses {
-            match Link::connect(*addr, keys, &noderef.static_key, cfg, bandwidth.clone()).await {
-                Ok(l) => return Ok(l),
-                Err(e) => {
-                    tracing::debug!(%addr, error = %e, "link connect failed");
-                    last = e;
-                }
+        loop {
+            if let Some(&addr) = order.get(next) {
+                next += 1;
+                let (keys, cfg, bw) = (keys.clone(), cfg.clone(), bandwidth.clone());
+                let remote = noderef.static_key;
+                attempts.spawn(async move {
+                    let r = Link::connect(addr, &keys, &remote, &cfg, bw).await;
+                    (addr, r)
+                });
+            }
+            if attempts.is_empty() {
+                return Err(last);
+            }
+            let more = next < order.len();
+            tokio::select! {
+                done = attempts.join_next() => match done {
+                    Some(Ok((_, Ok(link)))) => return Ok(link),
+                    Some(Ok((addr, Err(e)))) => {
+                        tracing::debug!(%addr, error = %e, "link connect failed");
+                        last = e;
+                    }
+                    Some(Err(e)) => last = LinkError::Io(std::io::Error::other(e)),
+                    None => {}
+                },
+                () = tokio::time::sleep(ATTEMPT_DELAY), if more => {}
             }
         }
-        Err(last)
     }
 
     /// Handshake as responder on an accepted connection.
@@ -315,7 +366,11 @@ impl Link {
         bandwidth: Arc<Bandwidth>,
     ) -> Result<Link, LinkError> {
         let _ = stream.set_nodelay(true);
-        let peer_addr = stream.peer_addr().ok();
+        // An IPv4 peer of a dual-stack socket, as IPv4.
+        let peer_addr = stream
+            .peer_addr()
+            .ok()
+            .map(|a| SocketAddr::new(a.ip().to_canonical(), a.port()));
         let hs = Handshake::responder(keys)?;
         let (t, remote, rest) =
             tokio::time::timeout(cfg.handshake_timeout, run_handshake(&mut stream, hs, cfg))

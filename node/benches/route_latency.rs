@@ -70,6 +70,7 @@ async fn start(i: usize, hops: usize, stop: &CancellationToken) -> Hop {
         max_remembered: 0,
         seeds: Vec::new(),
         loopback_sources: false,
+        auto_address: false,
         // Two-node and line networks: no room for tunnels (routing
         // alone is under test).
         tunnels: lichen_routing::TunnelConfig {

@@ -133,6 +133,8 @@ async fn start_network(node: &Arc<node::Node>) -> anyhow::Result<()> {
         // Dialed by the peer policy while the node has no peer.
         seeds,
         loopback_sources: net.loopback_sources,
+        // Listening on every interface, the node cannot know its address.
+        auto_address: net.listen.ip().is_unspecified(),
         tunnels: lichen_routing::TunnelConfig {
             hops: node.config.anonymity.tunnel_hops,
             // A test network of a few nodes has no hop with 8 other

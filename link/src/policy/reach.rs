@@ -176,6 +176,39 @@ impl<V: Verifier> PeerPolicy<V> {
         )
     }
 
+    /// The address this node's noderef should name now, when it differs
+    /// from `current` (the one it names): the public address peers
+    /// reached us at, with `current`'s port, once the verdict is
+    /// [`Reachable::Yes`] and at least two peers saw that address (one
+    /// lying peer cannot move it). For a node that listens on every
+    /// interface and so cannot know its own address; the driver signs
+    /// the new noderef and gives it to [`PeerPolicy::set_noderef`].
+    #[must_use]
+    pub fn noderef_address(&self, now: Instant, current: SocketAddr) -> Option<SocketAddr> {
+        let r = self.reach.as_ref()?;
+        let v = r.verdict(now);
+        let public = v.public.filter(|_| v.state == Reachable::Yes)?;
+        let agree = r
+            .answers
+            .iter()
+            .filter(|a| a.reachable && a.seen.ip() == public.ip())
+            .filter(|a| now.saturating_duration_since(a.at) < ANSWER_TTL)
+            .count();
+        let want = SocketAddr::new(public.ip(), current.port());
+        (agree >= 2 && want != current).then_some(want)
+    }
+
+    /// This node's signed noderef changed (a new address): announcements,
+    /// fold offers and the `Noderef` after a dialing hello carry it from
+    /// now on.
+    pub fn set_noderef(&mut self, bytes: lichen_routing::NoderefBytes) {
+        self.node.set_noderef(lichen_routing::NodeRef {
+            location: self.location,
+            address: bytes.clone(),
+        });
+        self.cfg.noderef = Some(bytes);
+    }
+
     /// The dial-back the driver ran for the peer on link `peer` (an
     /// [`Output::Probe`]): `seen` is the address that link comes from,
     /// `reachable` whether the peer's node answered there. Answered on

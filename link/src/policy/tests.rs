@@ -864,6 +864,16 @@ fn peers_dial_a_reachable_node_back_and_name_its_address() {
     assert_eq!(r.public, Some(m.nodes[a].noderef.addresses[0]));
     assert_eq!(m.nodes[a].sent.get("DialBack"), Some(&2));
     assert_eq!(m.nodes[b].sent.get("DialBackResult"), Some(&1));
+    // A noderef naming another address (a node listening on every
+    // interface names 127.0.0.1) is to name the one both peers reached,
+    // on its own port; the right one stays.
+    let own = m.nodes[a].noderef.addresses[0];
+    let loopback = SocketAddr::new([127, 0, 0, 1].into(), 7000);
+    assert_eq!(
+        m.nodes[a].policy.noderef_address(m.now, loopback),
+        Some(SocketAddr::new(own.ip(), 7000))
+    );
+    assert_eq!(m.nodes[a].policy.noderef_address(m.now, own), None);
     // Answering nodes do not ask.
     assert_eq!(m.nodes[b].sent.get("DialBack"), None);
     assert_eq!(
@@ -926,6 +936,12 @@ fn one_lying_peer_is_outvoted() {
         "unasked answers do not count"
     );
     assert_eq!(r.public, Some(m.nodes[a].noderef.addresses[0]));
+    let elsewhere = SocketAddr::new([127, 0, 0, 1].into(), 7000);
+    assert_eq!(
+        m.nodes[a].policy.noderef_address(m.now, elsewhere),
+        None,
+        "not reachable: the noderef is left alone"
+    );
 }
 
 #[test]

@@ -366,6 +366,7 @@ mod tests {
                     max_remembered: 0,
                     seeds: Vec::new(),
                     loopback_sources: false,
+                    auto_address: false,
                     // Two-node and line networks: no room for tunnels (routing
                     // alone is under test).
                     tunnels: lichen_routing::TunnelConfig {

@@ -78,6 +78,9 @@ pub(super) struct Channels {
     /// Where the node listens (asked of peers' dial-backs; None: the
     /// node only answers them).
     pub(super) listen_port: Option<u16>,
+    /// The address the noderef names (changed by the driving task when
+    /// `PeerSetup::auto_address` is set).
+    pub(super) advertised: Arc<Mutex<Option<SocketAddr>>>,
 }
 
 /// The driving task's state: the policy and the I/O handles its outputs
@@ -117,6 +120,7 @@ pub(super) async fn drive(
         save,
         reach,
         listen_port,
+        advertised,
     } = ch;
     let (ev_tx, mut events) = mpsc::channel::<(PeerId, LinkEvent)>(1024);
     let mut d = Driver::new(setup, list, clock, (link_tx, ev_tx), save, listen_port);
@@ -160,6 +164,9 @@ pub(super) async fn drive(
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) =
             d.policy.reachability(d.clock.now());
+        if d.setup.auto_address {
+            d.follow_public_address(&advertised);
+        }
     }
     connected.store(0, Ordering::Relaxed);
     d.policy.shutdown();
@@ -394,6 +401,24 @@ impl Driver {
                 }
             }
         }
+    }
+
+    /// Once peers agree on where they reached this node, its noderef
+    /// names that address: signed anew and handed to the policy (what it
+    /// announces and offers from now on).
+    fn follow_public_address(&mut self, advertised: &Mutex<Option<SocketAddr>>) {
+        let mut current = advertised
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(now_at) = *current else { return };
+        let Some(want) = self.policy.noderef_address(self.clock.now(), now_at) else {
+            return;
+        };
+        let r = NodeRef::new(&self.setup.keys, vec![want], Some(self.setup.location.0));
+        self.policy.set_noderef(r.to_bytes(&self.setup.keys).into());
+        *current = Some(want);
+        tracing::info!("peers reach this node at its public address: the noderef now names it");
+        tracing::debug!(address = %want, "noderef address");
     }
 
     /// Dial the peer on link `peer` back, in its own task: at the IP its

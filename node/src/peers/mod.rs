@@ -86,6 +86,10 @@ pub struct PeerSetup {
     /// Loopback addresses count as many sources for the per-range limit
     /// on inbound handshakes (`[network] loopback_sources`, tests).
     pub loopback_sources: bool,
+    /// The node listens on every interface and cannot know its address:
+    /// its noderef names the public address peers' dial-backs reached
+    /// (`PeerPolicy::noderef_address`) once two of them agree.
+    pub auto_address: bool,
 }
 
 impl std::fmt::Debug for PeerSetup {
@@ -124,6 +128,8 @@ pub struct PeerManager {
     /// What peers' dial-backs said, copied by the driving task after
     /// every step.
     reach: Arc<Mutex<Reachability>>,
+    /// The address the node's noderef names now.
+    advertised: Arc<Mutex<Option<std::net::SocketAddr>>>,
     /// Cancelled once the manager has stopped and the peer file is written.
     stopped: CancellationToken,
 }
@@ -189,8 +195,11 @@ impl PeerManager {
             .noderef
             .as_ref()
             .and_then(|b| NodeRef::from_bytes(b).ok())
-            .and_then(|r| r.addresses.first().map(std::net::SocketAddr::port));
-        let listen_port = advertised.or_else(|| listener.local_addr().ok().map(|a| a.port()));
+            .and_then(|r| r.addresses.first().copied());
+        let listen_port = advertised
+            .map(|a| a.port())
+            .or_else(|| listener.local_addr().ok().map(|a| a.port()));
+        let advertised = Arc::new(Mutex::new(advertised));
         tokio::spawn(driver::accept_loop(
             listener,
             setup.clone(),
@@ -222,6 +231,7 @@ impl PeerManager {
             save: save_tx,
             reach: reach.clone(),
             listen_port,
+            advertised: advertised.clone(),
         };
         let drive_task = tokio::spawn(driver::drive(setup, list, channels, clock, shutdown));
         tokio::spawn(async move {
@@ -234,6 +244,7 @@ impl PeerManager {
             connected,
             stats,
             reach,
+            advertised,
             stopped,
         }
     }
@@ -254,6 +265,16 @@ impl PeerManager {
     pub fn reachability(&self) -> Reachability {
         *self
             .reach
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The address the node's noderef names now (it follows the public
+    /// address peers reached when [`PeerSetup::auto_address`] is set).
+    #[must_use]
+    pub fn advertised_address(&self) -> Option<std::net::SocketAddr> {
+        *self
+            .advertised
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }

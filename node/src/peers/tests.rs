@@ -106,6 +106,7 @@ async fn setup(
         max_remembered: 8,
         seeds: Vec::new(),
         loopback_sources: false,
+        auto_address: false,
         // Networks of two and three nodes: too small for tunnels; these
         // tests are about links and routing.
         tunnels: lichen_routing::TunnelConfig {
@@ -663,6 +664,52 @@ async fn a_node_nobody_can_dial_learns_it_is_not_reachable() {
     assert_eq!(r.state, Reachable::No);
     assert_eq!(na.m.peer_count().await.unwrap(), 1);
     for n in [&na, &nb] {
+        n.stop.cancel();
+    }
+}
+
+/// A node listening on every interface cannot know its address (it
+/// starts with a stale one here); once two peers' dial-backs reach it at
+/// the same address, its noderef names that one, on its port.
+#[tokio::test]
+async fn the_noderef_follows_the_address_two_peers_reached() {
+    let (mut s, l, _) = setup(75, 1 << 62, None, false).await;
+    let port = l.local_addr().unwrap().port();
+    let keys = keys_of(75);
+    let stale = std::net::SocketAddr::from(([127, 0, 0, 9], port));
+    let r = NodeRef::new(&keys, vec![stale], Some(1 << 62));
+    let bytes: lichen_routing::NoderefBytes = r.to_bytes(&keys).into();
+    s.noderef = Some(bytes.clone());
+    s.auto_address = true;
+    let stop = CancellationToken::new();
+    let na = TestNode {
+        store: s.store.clone(),
+        m: PeerManager::start(s, l, stop.clone()),
+        r,
+        bytes,
+        stop,
+    };
+    let (nb, nc) = (node(76, 2 << 62).await, node(77, 3 << 62).await);
+    assert_eq!(na.m.advertised_address(), Some(stale));
+    befriend(&na, &nb).await;
+    let r = reachability_after(&na.m, 1).await;
+    assert_eq!(r.state, Reachable::Yes);
+    assert_eq!(
+        na.m.advertised_address(),
+        Some(stale),
+        "one peer is not enough"
+    );
+    befriend(&na, &nc).await;
+    reachability_after(&na.m, 2).await;
+    let want = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    for _ in 0..100 {
+        if na.m.advertised_address() == Some(want) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(na.m.advertised_address(), Some(want));
+    for n in [&na, &nb, &nc] {
         n.stop.cancel();
     }
 }
