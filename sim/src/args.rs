@@ -21,6 +21,7 @@ pub fn usage() -> &'static str {
   --inserts N          blocks inserted before measuring (500)
   --requests N         requests for inserted keys (2000)
   --churn F            fraction of nodes offline at any time, rotating (0)
+  --nat F              opennet: fraction of nodes behind NAT, which nobody can dial (0)
   --adversary F        fraction of nodes run by the adversary (0)
   --attackers K        number of nodes run by the adversary (instead of -F)
   --adversary-kind K   observe | drop | corrupt | lie-htl | lie-swap (observe)
@@ -128,6 +129,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Option<Cli>
             "--inserts" => c.inserts = num(&flag, val())?,
             "--requests" => c.requests = num(&flag, val())?,
             "--churn" => c.churn = fraction(&flag, val())?,
+            "--nat" => c.nat = fraction(&flag, val())?,
             "--adversary" => c.adversary = fraction(&flag, val())?,
             "--attackers" => c.attackers = Some(num(&flag, val())?),
             "--adversary-kind" => {
@@ -226,6 +228,9 @@ mod tests {
         assert_eq!(c.config.latency_ms, (5, 20));
         assert_eq!(p("--help").unwrap(), None);
         assert!(p("--churn 2").is_err());
+        assert!(p("--nat -0.1").is_err());
+        let nat = p("--nat 0.5").unwrap().unwrap();
+        assert!((nat.config.nat - 0.5).abs() < f64::EPSILON);
         assert!(p("--bogus").is_err());
         assert!(p("--nodes").is_err());
         let c = p(

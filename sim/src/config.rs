@@ -149,6 +149,10 @@ pub struct SimConfig {
     /// Fraction of nodes offline at any moment of the request phase; nodes
     /// keep leaving and returning.
     pub churn: f64,
+    /// Fraction of nodes behind NAT (opennet): nobody can dial them;
+    /// they take part by dialing out. The seeds are never behind NAT.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub nat: f64,
     /// Fraction of nodes run by the adversary.
     pub adversary: f64,
     /// Number of nodes run by the adversary, instead of the fraction
@@ -246,6 +250,7 @@ impl Default for SimConfig {
             inserts: 500,
             requests: 2000,
             churn: 0.0,
+            nat: 0.0,
             adversary: 0.0,
             attackers: None,
             adversary_kind: Adversary::Observe,
@@ -275,4 +280,8 @@ impl Default for SimConfig {
 
 fn yes() -> bool {
     true
+}
+
+fn is_zero(f: &f64) -> bool {
+    *f == 0.0
 }

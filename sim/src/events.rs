@@ -378,10 +378,11 @@ impl Sim {
     ) {
         let now = self.now_i();
         let key = noderef.static_key;
-        let target =
-            self.by_key.get(&key).copied().filter(|&j| {
-                j != i && self.nodes[j as usize].online && self.nodes[i as usize].online
-            });
+        // A node behind NAT takes no connection it did not open.
+        let target = self.by_key.get(&key).copied().filter(|&j| {
+            let to = &self.nodes[j as usize];
+            j != i && to.online && !to.nat && self.nodes[i as usize].online
+        });
         let Some(j) = target else {
             self.nodes[i as usize].policy.dial_failed(now, &key);
             self.dirty.push(i);

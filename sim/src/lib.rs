@@ -17,7 +17,8 @@ pub use attack::{posterior, THRESHOLD};
 pub use config::{Adversary, Attack, Sha256Verifier, SimConfig, Topology, GROWTH_MS, WARMUP_MS};
 pub use hugepages::rerun_in_huge_pages;
 pub use report::{
-    Anonymity, AttackReport, CorrelationFigures, PitchBlackReport, PitchDay, Report, TunnelReport,
+    Anonymity, AttackReport, CorrelationFigures, NatReport, PitchBlackReport, PitchDay, Report,
+    TunnelReport,
 };
 
 use std::cmp::Reverse;
@@ -113,6 +114,8 @@ struct SimNode {
     store: SimStore,
     online: bool,
     adversary: bool,
+    /// Behind NAT: dials to it fail (`SimConfig::nat`).
+    nat: bool,
     timer_at: u64,
     /// Each of its link ends → (the other node, that node's end).
     ends: Ends,
@@ -198,6 +201,9 @@ struct Sim {
     churn_interval: u64,
     measured_inserts: std::ops::Range<usize>,
     mean_degree: f64,
+    /// `--nat`: the degrees as measuring starts (success is added at the
+    /// report).
+    nat_degrees: Option<report::NatReport>,
     median_link: f64,
     link_histogram: Vec<f64>,
     link_tv: f64,
@@ -365,6 +371,7 @@ fn new_node(cfg: &SimConfig, rng: &mut ChaCha8Rng, i: usize, epoch: Instant) -> 
         store: SimStore::default(),
         online: true,
         adversary: false,
+        nat: false,
         timer_at: u64::MAX,
         ends: Ends::default(),
     }
@@ -416,6 +423,7 @@ impl Sim {
             churn_interval: 0,
             measured_inserts: 0..0,
             mean_degree: 0.0,
+            nat_degrees: None,
             median_link: 0.0,
             link_histogram: Vec::new(),
             link_tv: 0.0,

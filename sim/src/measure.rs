@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use lichen_routing::Key;
 
-use super::report::{round4, Anonymity, Report, TunnelReport};
+use super::report::{round4, Anonymity, NatReport, Report, TunnelReport};
 use super::{Req, Sim};
 
 impl Sim {
@@ -104,6 +104,7 @@ impl Sim {
             seconds_per_request_median: tmedian,
             seconds_per_request_p95: tp95,
             tunnels: self.tunnel_report(requests),
+            nat: self.nat_report(&measured),
             cache_hits: self.nodes.iter().map(|s| s.store.hits_cache).sum(),
             store_hits: self.nodes.iter().map(|s| s.store.hits_store).sum(),
             failures,
@@ -142,6 +143,28 @@ impl Sim {
     }
 
     /// The tunnel layers' counters, summed.
+    /// `--nat`: the degrees, and success by whether the requester is
+    /// behind NAT.
+    fn nat_report(&self, measured: &[&Req]) -> Option<NatReport> {
+        let mut r = self.nat_degrees.clone()?;
+        let rate = |nat: bool| {
+            let mine: Vec<&&Req> = measured
+                .iter()
+                .filter(|q| self.nodes[q.origin as usize].nat == nat)
+                .collect();
+            let ok = mine
+                .iter()
+                .filter(|q| matches!(q.outcome, Some(Ok(()))))
+                .count();
+            round4(ok as f64 / mine.len().max(1) as f64)
+        };
+        r.success_nat = rate(true);
+        r.success_public = rate(false);
+        r.mean_degree_nat = round4(r.mean_degree_nat);
+        r.mean_degree_public = round4(r.mean_degree_public);
+        Some(r)
+    }
+
     fn tunnel_report(&self, requests: usize) -> Option<TunnelReport> {
         if self.cfg.tunnel_hops == 0 {
             return None;

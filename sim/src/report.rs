@@ -37,6 +37,29 @@ pub struct Anonymity {
     pub recall: f64,
 }
 
+/// Nodes behind NAT (`--nat F`) and the rest, as the measurement starts
+/// (degrees) and over it (success by requester).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NatReport {
+    /// Online nodes behind NAT.
+    pub behind_nat: usize,
+    /// Their mean number of peers.
+    pub mean_degree_nat: f64,
+    /// The fewest peers of one of them.
+    pub min_degree_nat: usize,
+    /// The reachable nodes' mean number of peers.
+    pub mean_degree_public: f64,
+    /// The most peers of one reachable node (bounded by the peer limit:
+    /// reachable nodes must not become hubs).
+    pub max_degree_public: usize,
+    /// Links between two nodes behind NAT (none without hole punching).
+    pub nat_to_nat_links: usize,
+    /// Measured requests from nodes behind NAT that succeeded.
+    pub success_nat: f64,
+    /// Measured requests from reachable nodes that succeeded.
+    pub success_public: f64,
+}
+
 /// What the tunnel layers did (`--tunnel-hops N`), summed over the
 /// nodes over the whole run (`lichen_routing::TunnelStats`: builds and
 /// their failures by reason, requests sent and retried, the exits'
@@ -303,6 +326,9 @@ pub struct Report {
     /// above 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tunnels: Option<TunnelReport>,
+    /// Nodes behind NAT and the rest (`--nat` above 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nat: Option<NatReport>,
     /// Requests served by a node's cache (not the requester's).
     pub cache_hits: u64,
     /// Requests served by a node's long-term store.
@@ -417,6 +443,30 @@ impl Report {
         );
         if c.topology == Topology::Darknet {
             row(s, "location swaps", self.swaps.to_string());
+        }
+        if let Some(n) = &self.nat {
+            row(
+                s,
+                "behind NAT: nodes / degree",
+                format!(
+                    "{} / mean {:.2}, min {}; reachable: mean {:.2}, max {}",
+                    n.behind_nat,
+                    n.mean_degree_nat,
+                    n.min_degree_nat,
+                    n.mean_degree_public,
+                    n.max_degree_public
+                ),
+            );
+            row(
+                s,
+                "NAT-NAT links / success",
+                format!(
+                    "{} / behind NAT {:.2}%, reachable {:.2}%",
+                    n.nat_to_nat_links,
+                    n.success_nat * 100.0,
+                    n.success_public * 100.0
+                ),
+            );
         }
         row(
             s,

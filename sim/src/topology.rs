@@ -1,7 +1,8 @@
 //! Building the network: links, the ideal or scrambled small world, and
 //! opennet growth by announcement and path folding.
 
-use rand::Rng;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 
 use super::config::{Topology, GROWTH_MS, WARMUP_MS};
 use super::{Ev, Sim, TICK_MS};
@@ -89,6 +90,19 @@ impl Sim {
         self.run_until(until);
     }
 
+    /// `SimConfig::nat` of the nodes after the seeds go behind NAT, drawn
+    /// from an RNG of their own (a run without NAT draws nothing, and is
+    /// the run it was before NAT was modelled).
+    fn put_behind_nat(&mut self, seeds: usize) {
+        if self.cfg.nat <= 0.0 {
+            return;
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(self.cfg.seed ^ 0x6e61_7400);
+        for s in self.nodes.iter_mut().skip(seeds) {
+            s.nat = rng.gen_bool(self.cfg.nat.min(1.0));
+        }
+    }
+
     pub(super) fn build(&mut self) {
         let n = self.nodes.len();
         let advs = self
@@ -124,6 +138,7 @@ impl Sim {
     fn grow_opennet(&mut self) {
         let n = self.nodes.len();
         let seeds = self.seeds() as usize;
+        self.put_behind_nat(seeds);
         // The seeds start first and find each other (each dials the
         // seeds while it has no peer).
         let now = self.now_i();

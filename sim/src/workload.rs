@@ -4,7 +4,7 @@ use rand::{Rng, RngCore};
 use sha2::{Digest, Sha256};
 
 use super::config::Topology;
-use super::report::round4;
+use super::report::{round4, NatReport};
 use super::{Ev, Sim, SimNode};
 use lichen_routing::{Key, Location};
 
@@ -70,6 +70,46 @@ impl Sim {
         self.counting_inserts = false;
     }
 
+    /// `--nat`: the degrees of nodes behind NAT and of the rest, and the
+    /// links between two nodes behind NAT.
+    fn nat_degrees(&self) -> Option<NatReport> {
+        if self.cfg.nat <= 0.0 {
+            return None;
+        }
+        let (mut nat, mut public) = (Vec::new(), Vec::new());
+        let mut nat_to_nat = 0;
+        for s in self.nodes.iter().filter(|s| s.online) {
+            let d = s.policy.peer_count();
+            if s.nat {
+                nat.push(d);
+                nat_to_nat += s
+                    .policy
+                    .routing()
+                    .peers()
+                    .filter(|(pid, _)| {
+                        s.ends
+                            .get(pid)
+                            .is_some_and(|&(j, _)| self.nodes[j as usize].nat)
+                    })
+                    .count();
+            } else {
+                public.push(d);
+            }
+        }
+        let mean = |v: &[usize]| v.iter().sum::<usize>() as f64 / v.len().max(1) as f64;
+        Some(NatReport {
+            behind_nat: nat.len(),
+            mean_degree_nat: mean(&nat),
+            min_degree_nat: nat.iter().copied().min().unwrap_or(0),
+            mean_degree_public: mean(&public),
+            max_degree_public: public.iter().copied().max().unwrap_or(0),
+            // Each such link counted from both ends.
+            nat_to_nat_links: nat_to_nat / 2,
+            success_nat: 0.0,
+            success_public: 0.0,
+        })
+    }
+
     pub(super) fn request_phase(&mut self) {
         // Topology figures as the measurement starts.
         let online: Vec<&SimNode> = self.nodes.iter().filter(|s| s.online).collect();
@@ -90,6 +130,7 @@ impl Sim {
             .min()
             .unwrap_or(0);
         self.largest_component = self.largest_component();
+        self.nat_degrees = self.nat_degrees();
         self.median_link = lens
             .get(lens.len() / 2)
             .map_or(0.0, |&d| Location::distance_f64(d));
