@@ -209,6 +209,22 @@ pub enum Message {
         /// when `None`, so earlier nodes read it as before.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         target: Option<Location>,
+        /// The newcomer is behind NAT (its peers' dial-backs failed):
+        /// nobody can dial it, so a node on the way that wants it sends
+        /// [`Message::AnnounceOffer`] and the newcomer dials. Absent on
+        /// the wire when false.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        unreachable: bool,
+    },
+    /// Opennet: a node on the path of an announcement from behind NAT
+    /// wants the newcomer as a peer: "dial me". Retraces the path (each
+    /// hop passes on at most HTL of them per announcement); the newcomer
+    /// dials `noderef` if it still wants a peer there.
+    AnnounceOffer {
+        /// Announcement id.
+        id: u64,
+        /// The node asking to be dialed.
+        noderef: NodeRef,
     },
     /// The announcement ran its course (retraces the path).
     AnnounceReply {
@@ -304,6 +320,7 @@ impl Message {
             | Collision { id, .. }
             | FoldOffer { id, .. }
             | Announce { id, .. }
+            | AnnounceOffer { id, .. }
             | AnnounceReply { id }
             | SwapRequest { id, .. }
             | SwapReply { id, .. }
@@ -333,6 +350,7 @@ impl Message {
             Collision { .. } => "Collision",
             FoldOffer { .. } => "FoldOffer",
             Announce { .. } => "Announce",
+            AnnounceOffer { .. } => "AnnounceOffer",
             AnnounceReply { .. } => "AnnounceReply",
             SwapRequest { .. } => "SwapRequest",
             SwapReply { .. } => "SwapReply",

@@ -69,14 +69,23 @@ fn arb_msg() -> impl Strategy<Value = Message> {
         id.clone().prop_map(|id| Message::InsertReply { id }),
         (id.clone(), block).prop_map(|(id, block)| Message::Collision { id, block }),
         (id.clone(), nref.clone()).prop_map(|(id, noderef)| Message::FoldOffer { id, noderef }),
-        (id.clone(), htl, nref, proptest::option::of(any::<u64>())).prop_map(
-            |(id, htl, noderef, target)| Message::Announce {
-                id,
-                htl,
-                noderef,
-                target: target.map(Location),
-            }
-        ),
+        (id.clone(), nref.clone()).prop_map(|(id, noderef)| Message::AnnounceOffer { id, noderef }),
+        (
+            id.clone(),
+            htl,
+            nref,
+            proptest::option::of(any::<u64>()),
+            any::<bool>()
+        )
+            .prop_map(
+                |(id, htl, noderef, target, unreachable)| Message::Announce {
+                    id,
+                    htl,
+                    noderef,
+                    target: target.map(Location),
+                    unreachable,
+                }
+            ),
         (
             id.clone(),
             htl,

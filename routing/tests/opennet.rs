@@ -367,6 +367,7 @@ fn a_targeted_announcement_is_routed_toward_its_target() {
         htl: 10,
         noderef: announcer.clone(),
         target,
+        unreachable: false,
     };
     let forwarded = |n: &mut Node<V>, r: &mut rand_chacha::ChaCha8Rng, m| {
         n.handle_message(5_000, PeerId(2), m, &mut EmptyStore, r);
@@ -383,4 +384,130 @@ fn a_targeted_announcement_is_routed_toward_its_target() {
     let (to, m) = forwarded(&mut n2, &mut r2, announce(Some(Location(3 << 60))));
     assert_eq!(to, PeerId(3));
     assert!(matches!(m, Message::Announce { target: Some(Location(t)), .. } if t == 3 << 60));
+}
+
+/// An announcement from behind NAT: a node that wants the newcomer asks
+/// to be dialed (`AnnounceOffer` back where the announcement came from,
+/// its dial invited) instead of dialing it; it passes the announcement on
+/// still marked, and passes its next hop's offer upstream; offers nobody
+/// asked for are ignored.
+#[test]
+fn an_announcement_from_behind_nat_is_answered_with_an_offer_to_be_dialed() {
+    let (mut n, mut r) = node(3, Config::default());
+    n.set_noderef(me());
+    // Between peers 1 and 2 (at 1/16 and 2/16 of the circle).
+    let newcomer = NodeRef {
+        location: Location((1 << 60) + (1 << 58)),
+        address: b"newcomer".as_slice().into(),
+    };
+    let announce = Message::Announce {
+        id: 5,
+        htl: 10,
+        noderef: newcomer,
+        target: None,
+        unreachable: true,
+    };
+    n.handle_message(5_000, PeerId(2), announce, &mut EmptyStore, &mut r);
+    let out = drain(&mut n);
+    assert!(
+        !out.iter().any(|a| matches!(a, Action::Connect { .. })),
+        "nobody can dial it"
+    );
+    let s = sends(&out);
+    assert!(s.contains(&(
+        PeerId(2),
+        Message::AnnounceOffer {
+            id: 5,
+            noderef: me()
+        }
+    )));
+    let (next, fwd) = s
+        .iter()
+        .find(|(_, m)| matches!(m, Message::Announce { .. }))
+        .unwrap()
+        .clone();
+    assert!(matches!(
+        fwd,
+        Message::Announce {
+            unreachable: true,
+            ..
+        }
+    ));
+    let far = NodeRef {
+        location: Location(9 << 58),
+        address: b"far".as_slice().into(),
+    };
+    let offer = |id| Message::AnnounceOffer {
+        id,
+        noderef: far.clone(),
+    };
+    n.handle_message(5_010, next, offer(5), &mut EmptyStore, &mut r);
+    assert_eq!(sends(&drain(&mut n)), vec![(PeerId(2), offer(5))]);
+    let other = (1..=3)
+        .map(PeerId)
+        .find(|&p| p != next && p != PeerId(2))
+        .unwrap();
+    n.handle_message(5_020, other, offer(5), &mut EmptyStore, &mut r);
+    n.handle_message(5_020, next, offer(6), &mut EmptyStore, &mut r);
+    assert!(sends(&drain(&mut n)).is_empty());
+    assert_eq!(n.stats().unexpected_replies, 2);
+}
+
+/// A node behind NAT marks its announcements, and dials the nodes that
+/// offer to be dialed; it offers no fold of its own.
+#[test]
+fn a_node_behind_nat_announces_marked_and_dials_the_offers() {
+    let (mut a, mut r) = node(2, Config::default());
+    a.set_noderef(me());
+    a.set_behind_nat(true);
+    let RequestId(id) = a.handle_local_request(0, LocalRequest::Announce, &mut r);
+    let (to, m) = sends(&drain(&mut a))
+        .into_iter()
+        .find(|(_, m)| matches!(m, Message::Announce { .. }))
+        .unwrap();
+    assert!(matches!(
+        m,
+        Message::Announce {
+            unreachable: true,
+            ..
+        }
+    ));
+    let far = NodeRef {
+        location: Location(9 << 58),
+        address: b"far".as_slice().into(),
+    };
+    a.handle_message(
+        100,
+        to,
+        Message::AnnounceOffer {
+            id,
+            noderef: far.clone(),
+        },
+        &mut EmptyStore,
+        &mut r,
+    );
+    assert!(drain(&mut a)
+        .iter()
+        .any(|x| matches!(x, Action::Connect { noderef } if *noderef == far)));
+    // Serving a block from its store, it offers no fold (nobody could
+    // take it); the same node reachable does.
+    let (key, data) = block(1);
+    let req = |id| Message::Request {
+        id,
+        key,
+        htl: 3,
+        kind: KeyKind::Chk,
+    };
+    let folds = |a: &mut Node<V>, r: &mut rand_chacha::ChaCha8Rng, id| {
+        a.handle_message(200, PeerId(1), req(id), &mut One(key, data.clone()), r);
+        let s = sends(&drain(a));
+        assert!(s
+            .iter()
+            .any(|(_, m)| matches!(m, Message::DataFound { .. })));
+        s.iter()
+            .any(|(_, m)| matches!(m, Message::FoldOffer { .. }))
+    };
+    assert!(!folds(&mut a, &mut r, 77));
+    a.set_behind_nat(false);
+    assert!(folds(&mut a, &mut r, 78));
 }

@@ -544,6 +544,7 @@ fn a_full_node_keeps_a_newcomer_as_a_seed_client_for_its_announcement() {
         htl: 18,
         noderef: me.clone(),
         target: None,
+        unreachable: false,
     };
     n.handle_message(30, newcomer, announce(5), &mut EmptyStore, &mut r);
     let s = sends(&drain(&mut n));
@@ -789,6 +790,7 @@ fn a_full_node_that_asks_for_a_connection_keeps_it_when_it_comes_up() {
                 address: b"newcomer".as_slice().into(),
             },
             target: None,
+            unreachable: false,
         },
         &mut EmptyStore,
         &mut r,

@@ -480,6 +480,9 @@ impl Sim {
             .unwrap_or_else(|| PeerList::new(self.cfg.degree.saturating_mul(2)));
         let pcfg = policy_config(&self.cfg, s.key, &s.bytes, location, &self.seeds);
         s.policy = PeerPolicy::new(pcfg, list, Sha256Verifier, now, WALL_START_MS + self.now);
+        if s.nat {
+            s.policy.set_behind_nat(true);
+        }
         if self.cfg.tunnel_hops > 0 {
             s.policy.enable_tunnels(&s.secret);
         }

@@ -100,6 +100,8 @@ impl Sim {
         let mut rng = ChaCha8Rng::seed_from_u64(self.cfg.seed ^ 0x6e61_7400);
         for s in self.nodes.iter_mut().skip(seeds) {
             s.nat = rng.gen_bool(self.cfg.nat.min(1.0));
+            // What its peers' dial-backs would tell it.
+            s.policy.set_behind_nat(s.nat);
         }
     }
 

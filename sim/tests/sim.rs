@@ -213,14 +213,14 @@ fn through_tunnels_downloads_and_uploads_succeed_as_often_as_direct_ones() {
     );
 }
 
-/// Behind NAT (`--nat`): nobody can dial a node, so it has only the
-/// peers it dials itself. Today the opennet gives such nodes almost no
-/// peers (announcements and fold offers have the *other* side dial),
-/// never links two of them, and keeps the reachable nodes within their
-/// peer limit. This test pins the model (and the problem, until
-/// connection reversal lands: docs/simulation.md, "Nodes behind NAT").
+/// Behind NAT (`--nat`): nobody can dial a node, so every link it has is
+/// one it dialed. Its announcements say so, and the nodes that want it
+/// offer to be dialed (`AnnounceOffer`): it gets peers (before: 0.7 of
+/// 20 at 3,000 nodes, success 1.9 % from behind NAT), never a link to
+/// another node behind NAT (no hole punching), and the reachable nodes
+/// stay within their peer limit.
 #[test]
-fn nodes_behind_nat_take_no_links_they_did_not_open() {
+fn nodes_behind_nat_get_peers_by_dialing_the_nodes_that_want_them() {
     let mut c = small(Topology::Opennet);
     assert!(run(&c).nat.is_none(), "no NAT, no NAT report");
     c.nat = 0.5;
@@ -228,7 +228,8 @@ fn nodes_behind_nat_take_no_links_they_did_not_open() {
     let n = r.nat.clone().unwrap();
     assert!(n.behind_nat > 100 && n.behind_nat < 200, "{n:?}");
     assert_eq!(n.nat_to_nat_links, 0, "{n:?}");
-    assert!(n.mean_degree_nat < n.mean_degree_public, "{n:?}");
+    assert!(n.mean_degree_nat >= 4.0, "{n:?}");
+    assert!(n.min_degree_nat >= 1, "{n:?}");
     assert!(n.max_degree_public <= c.degree, "{n:?}");
-    assert!(n.success_nat <= n.success_public, "{n:?}");
+    assert!(n.success_nat >= 0.9, "{}", r.to_table());
 }

@@ -209,6 +209,14 @@ impl<V: Verifier> PeerPolicy<V> {
         self.cfg.noderef = Some(bytes);
     }
 
+    /// Tell the routing core whether nobody can dial this node (behind
+    /// NAT): its announcements then ask to be offered links
+    /// (`Message::AnnounceOffer`). A node learns it from its peers'
+    /// dial-backs; a driver that knows (the simulator) says it here.
+    pub fn set_behind_nat(&mut self, behind: bool) {
+        self.node.set_behind_nat(behind);
+    }
+
     /// The dial-back the driver ran for the peer on link `peer` (an
     /// [`Output::Probe`]): `seen` is the address that link comes from,
     /// `reachable` whether the peer's node answered there. Answered on
@@ -333,6 +341,9 @@ impl<V: Verifier> PeerPolicy<V> {
                 while r.answers.len() > KEEP_ANSWERS {
                     r.answers.pop_front();
                 }
+                // Behind NAT: our announcements ask to be offered links.
+                let behind = r.verdict(now).state == Reachable::No;
+                self.node.set_behind_nat(behind);
                 tracing::debug!(peer = pid.0, reachable, "dial-back answered");
             }
             _ => {}

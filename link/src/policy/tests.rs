@@ -469,6 +469,7 @@ fn a_forged_noderef_in_an_announcement_is_not_dialed() {
                     address: bytes,
                 },
                 target: None,
+                unreachable: false,
             },
         );
     };

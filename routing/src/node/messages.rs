@@ -68,7 +68,11 @@ impl<V: Verifier> Node<V> {
                 htl,
                 noderef,
                 target,
-            } => self.on_announce(now, from, id, htl, noderef, target, rng),
+                unreachable,
+            } => self.on_announce(now, from, id, htl, (noderef, unreachable), target, rng),
+            Message::AnnounceOffer { id, noderef } => {
+                self.on_announce_offer(now, from, id, noderef)
+            }
             Message::SwapRequest {
                 id,
                 htl,
@@ -99,7 +103,9 @@ impl<V: Verifier> Node<V> {
             Message::InsertData { block, .. }
             | Message::DataFound { block, .. }
             | Message::Collision { block, .. } => block.len() <= self.cfg.max_block_len,
-            Message::FoldOffer { noderef, .. } | Message::Announce { noderef, .. } => {
+            Message::FoldOffer { noderef, .. }
+            | Message::Announce { noderef, .. }
+            | Message::AnnounceOffer { noderef, .. } => {
                 noderef.address.len() <= self.cfg.max_noderef_len
             }
             Message::Noderef { noderef } => noderef.len() <= self.cfg.max_noderef_len,

@@ -140,6 +140,10 @@ struct Pending {
     insert: Option<Block>,
     /// An announcement being routed (target: the noderef's location).
     announce: Option<NodeRef>,
+    /// Its newcomer is behind NAT (`Message::Announce::unreachable`).
+    announce_unreachable: bool,
+    /// `AnnounceOffer`s passed upstream for it (at most `max_htl`).
+    offers: u8,
     /// Insert only: cached on arrival, and goes to the long-term store at
     /// the end if every peer it was routed to is farther from the key.
     deep_candidate: bool,
@@ -180,6 +184,8 @@ impl Pending {
             upstream,
             insert: None,
             announce: None,
+            announce_unreachable: false,
+            offers: 0,
             deep_candidate: false,
             tried: match upstream {
                 Upstream::Peer(p) => vec![p],
@@ -257,6 +263,9 @@ pub struct Node<V> {
     verifier: V,
     location: Location,
     noderef: Option<NodeRef>,
+    /// Behind NAT (the embedder's dial-backs say nobody can dial us): our
+    /// announcements ask to be offered links, and we offer no fold.
+    behind_nat: bool,
     peers: Vec<Peer>,
     seed_clients: BTreeMap<PeerId, SeedClient>,
     pending: BTreeMap<u64, Pending>,
@@ -325,6 +334,7 @@ impl<V: Verifier> Node<V> {
             verifier,
             location,
             noderef: None,
+            behind_nat: false,
             peers: Vec::new(),
             seed_clients: BTreeMap::new(),
             pending: BTreeMap::new(),
@@ -384,6 +394,14 @@ impl<V: Verifier> Node<V> {
     pub fn set_noderef(&mut self, mut noderef: NodeRef) {
         noderef.location = self.location;
         self.noderef = Some(noderef);
+    }
+
+    /// Whether nobody can dial this node (the embedder learns it from
+    /// its peers' dial-backs): its announcements then ask the nodes that
+    /// want it to be dialed ([`Message::AnnounceOffer`]), and it offers
+    /// no link in path folding (nobody could take it).
+    pub fn set_behind_nat(&mut self, behind: bool) {
+        self.behind_nat = behind;
     }
 
     /// Connected peers and their locations.

@@ -56,6 +56,7 @@ impl<V: Verifier> Node<V> {
                 htl,
                 noderef,
                 target,
+                unreachable,
             } => {
                 let first = self
                     .seed_clients
@@ -68,7 +69,7 @@ impl<V: Verifier> Node<V> {
                     if self.would_take(now, &noderef) {
                         self.promote(now, from, noderef.location, rng);
                     }
-                    self.forward_announce(now, from, id, htl, noderef, target, rng);
+                    self.forward_announce(now, from, id, htl, (noderef, unreachable), target, rng);
                 }
             }
             Message::Request { id, .. } | Message::Insert { id, .. } => {
@@ -160,6 +161,7 @@ impl<V: Verifier> Node<V> {
             Pending {
                 key: target.unwrap_or(me.location).as_key(),
                 announce: Some(me),
+                announce_unreachable: self.behind_nat,
                 ..Pending::new(
                     Key([0; 32]),
                     KeyKind::Chk,
@@ -200,7 +202,7 @@ impl<V: Verifier> Node<V> {
         from: PeerId,
         id: u64,
         htl: u8,
-        noderef: NodeRef,
+        newcomer: (NodeRef, bool),
         target: Option<Location>,
         rng: &mut impl RngCore,
     ) {
@@ -225,7 +227,7 @@ impl<V: Verifier> Node<V> {
         if !self.admit(now, from, id, burst) {
             return;
         }
-        self.forward_announce(now, from, id, htl, noderef, target, rng);
+        self.forward_announce(now, from, id, htl, newcomer, target, rng);
     }
 
     /// Whether a connection to the node `noderef` names would be taken
@@ -252,6 +254,55 @@ impl<V: Verifier> Node<V> {
         take
     }
 
+    /// The newcomer of announcement `id` (from `from`) is behind NAT: if
+    /// we want it as a peer, ask it to dial us ([`Message::AnnounceOffer`]
+    /// back along the path; its dial is then invited). Not from behind
+    /// NAT ourselves: it could not dial us either.
+    fn offer_if_wanted(&mut self, now: Millis, from: PeerId, id: u64, noderef: &NodeRef) {
+        if self.behind_nat || !self.would_take(now, noderef) {
+            return;
+        }
+        let Some(me) = self.noderef.clone() else {
+            return;
+        };
+        self.last_fold_accept = Some(now);
+        self.invite(now, 1);
+        self.send(from, Message::AnnounceOffer { id, noderef: me });
+    }
+
+    /// An `AnnounceOffer` for announcement `id` from `from`: passed
+    /// upstream if `from` is a peer we routed it to (at most `max_htl` of
+    /// them per announcement); ours: dial the node if we still want it.
+    /// Any other is ignored (counted as unexpected).
+    pub(super) fn on_announce_offer(
+        &mut self,
+        now: Millis,
+        from: PeerId,
+        id: u64,
+        noderef: NodeRef,
+    ) {
+        let max = self.cfg.max_htl;
+        let Some(p) = self
+            .pending
+            .get_mut(&id)
+            .filter(|p| p.announce.is_some() && p.tried.contains(&from) && p.offers < max)
+        else {
+            self.stats.unexpected_replies += 1;
+            return;
+        };
+        p.offers += 1;
+        match p.upstream {
+            Upstream::Peer(u) => {
+                let up = p.reply_id.unwrap_or(id);
+                self.send(u, Message::AnnounceOffer { id: up, noderef });
+            }
+            Upstream::Local => {
+                self.connect_if_wanted(now, &noderef);
+            }
+            Upstream::Gone => {}
+        }
+    }
+
     /// An admitted announcement: connect to the newcomer if we want a
     /// peer, accept it, and route it on while HTL is left.
     #[allow(clippy::too_many_arguments)]
@@ -261,11 +312,15 @@ impl<V: Verifier> Node<V> {
         from: PeerId,
         id: u64,
         htl: u8,
-        noderef: NodeRef,
+        (noderef, unreachable): (NodeRef, bool),
         target: Option<Location>,
         rng: &mut impl RngCore,
     ) {
-        self.connect_if_wanted(now, &noderef);
+        if unreachable {
+            self.offer_if_wanted(now, from, id, &noderef);
+        } else {
+            self.connect_if_wanted(now, &noderef);
+        }
         let htl = self.decrement(htl, Some(from));
         self.send(from, Message::Accepted { id });
         if htl == 0 {
@@ -280,6 +335,7 @@ impl<V: Verifier> Node<V> {
             id,
             Pending {
                 announce: Some(noderef),
+                announce_unreachable: unreachable,
                 ..Pending::new(key, KeyKind::Chk, htl, Upstream::Peer(from))
             },
         );
@@ -322,8 +378,9 @@ impl<V: Verifier> Node<V> {
             let reset = may_fold
                 && self.cfg.fold_reset_one_in > 0
                 && rng.gen_range(0..self.cfg.fold_reset_one_in) == 0;
-            let offer = if take || reset {
-                // Whoever upstream takes it will dial us.
+            let offer = if (take || reset) && !self.behind_nat {
+                // Whoever upstream takes it will dial us (nobody can dial
+                // us from behind NAT: the offer goes on as it came).
                 self.invite(now, 1);
                 self.noderef.clone()
             } else {

@@ -50,7 +50,8 @@ impl<V: Verifier> Node<V> {
                 // No fold offer on our own behalf for a request that
                 // arrived above the caching level: its sender may be the
                 // requester.
-                if self.cfg.opennet && htl <= self.cfg.request_cache_htl() {
+                // Nor from behind NAT: nobody could dial us.
+                if self.cfg.opennet && htl <= self.cfg.request_cache_htl() && !self.behind_nat {
                     if let Some(me) = self.noderef.clone() {
                         self.invite(now, 1);
                         self.send(from, Message::FoldOffer { id, noderef: me });
@@ -205,6 +206,7 @@ impl<V: Verifier> Node<V> {
                 htl: p.htl,
                 noderef: noderef.clone(),
                 target: Some(target).filter(|&t| t != noderef.location),
+                unreachable: p.announce_unreachable,
             },
             (Some(_), None) => Message::Insert {
                 id,

@@ -255,6 +255,7 @@ impl Sim {
                 htl,
                 noderef,
                 target: None,
+                unreachable: false,
             },
         );
     }
