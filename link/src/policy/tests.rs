@@ -883,19 +883,21 @@ fn peers_dial_a_reachable_node_back_and_name_its_address() {
     );
 }
 
-#[test]
-fn a_node_behind_nat_learns_it_is_not_reachable_and_still_has_peers() {
+/// An asking node behind NAT that dialed three answering nodes.
+fn behind_nat_with_three_peers() -> (Mesh<Verify>, usize, [usize; 3]) {
     let mut m = mesh();
     let a = asking(&mut m, 1);
     m.nodes[a].behind_nat = true;
-    let (b, c, d) = (
-        answering(&mut m, 2),
-        answering(&mut m, 3),
-        answering(&mut m, 4),
-    );
-    for peer in [b, c, d] {
+    let peers = [2, 3, 4].map(|s| answering(&mut m, s));
+    for peer in peers {
         m.dial(a, peer);
     }
+    (m, a, peers)
+}
+
+#[test]
+fn a_node_behind_nat_learns_it_is_not_reachable_and_still_has_peers() {
+    let (mut m, a, _) = behind_nat_with_three_peers();
     assert_eq!(m.nodes[a].policy.peer_count(), 3, "it dials out");
     let r = m.nodes[a].policy.reachability(m.now);
     assert_eq!(r.state, Reachable::No);
@@ -912,17 +914,7 @@ fn a_node_behind_nat_learns_it_is_not_reachable_and_still_has_peers() {
 
 #[test]
 fn one_lying_peer_is_outvoted() {
-    let mut m = mesh();
-    let a = asking(&mut m, 1);
-    m.nodes[a].behind_nat = true;
-    let (b, c, d) = (
-        answering(&mut m, 2),
-        answering(&mut m, 3),
-        answering(&mut m, 4),
-    );
-    for peer in [b, c, d] {
-        m.dial(a, peer);
-    }
+    let (mut m, a, [_, _, d]) = behind_nat_with_three_peers();
     // d claims, unasked and then again, that it reached a, from elsewhere.
     let lie = Message::DialBackResult {
         seen: "192.0.2.1:9".parse().unwrap(),

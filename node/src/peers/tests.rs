@@ -604,6 +604,34 @@ fn the_store_writer_keeps_blocks_of_every_space_and_kind() {
     }
 }
 
+/// A node whose noderef names `addr(port)` (`port`: where it listens)
+/// rather than where it listens; `auto_address` as in [`PeerSetup`].
+async fn node_advertising(
+    secret: u8,
+    location: u64,
+    addr: impl FnOnce(u16) -> std::net::SocketAddr,
+    auto_address: bool,
+) -> TestNode {
+    let (mut s, l, _) = setup(secret, location, None, false).await;
+    let keys = keys_of(secret);
+    let r = NodeRef::new(
+        &keys,
+        vec![addr(l.local_addr().unwrap().port())],
+        Some(location),
+    );
+    let bytes: lichen_routing::NoderefBytes = r.to_bytes(&keys).into();
+    s.noderef = Some(bytes.clone());
+    s.auto_address = auto_address;
+    let stop = CancellationToken::new();
+    TestNode {
+        store: s.store.clone(),
+        m: PeerManager::start(s, l, stop.clone()),
+        r,
+        bytes,
+        stop,
+    }
+}
+
 /// What the node's dial-backs say once `answers` peers answered (within
 /// ten seconds).
 async fn reachability_after(m: &PeerManager, answers: usize) -> Reachability {
@@ -641,22 +669,10 @@ async fn a_peer_dials_a_listening_node_back() {
 /// reachable, and still has its peer: it dialed out.
 #[tokio::test]
 async fn a_node_nobody_can_dial_learns_it_is_not_reachable() {
-    let (mut s, l, _) = setup(73, 1 << 62, None, false).await;
     let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let nowhere = closed.local_addr().unwrap();
     drop(closed);
-    let keys = keys_of(73);
-    let r = NodeRef::new(&keys, vec![nowhere], Some(1 << 62));
-    let bytes: lichen_routing::NoderefBytes = r.to_bytes(&keys).into();
-    s.noderef = Some(bytes.clone());
-    let stop = CancellationToken::new();
-    let na = TestNode {
-        store: s.store.clone(),
-        m: PeerManager::start(s, l, stop.clone()),
-        r,
-        bytes,
-        stop,
-    };
+    let na = node_advertising(73, 1 << 62, |_| nowhere, false).await;
     let nb = node(74, 2 << 62).await;
     befriend(&na, &nb).await;
     wait_peers(&na.m, 1).await;
@@ -673,22 +689,10 @@ async fn a_node_nobody_can_dial_learns_it_is_not_reachable() {
 /// the same address, its noderef names that one, on its port.
 #[tokio::test]
 async fn the_noderef_follows_the_address_two_peers_reached() {
-    let (mut s, l, _) = setup(75, 1 << 62, None, false).await;
-    let port = l.local_addr().unwrap().port();
-    let keys = keys_of(75);
-    let stale = std::net::SocketAddr::from(([127, 0, 0, 9], port));
-    let r = NodeRef::new(&keys, vec![stale], Some(1 << 62));
-    let bytes: lichen_routing::NoderefBytes = r.to_bytes(&keys).into();
-    s.noderef = Some(bytes.clone());
-    s.auto_address = true;
-    let stop = CancellationToken::new();
-    let na = TestNode {
-        store: s.store.clone(),
-        m: PeerManager::start(s, l, stop.clone()),
-        r,
-        bytes,
-        stop,
-    };
+    let stale = |port| std::net::SocketAddr::from(([127, 0, 0, 9], port));
+    let na = node_advertising(75, 1 << 62, stale, true).await;
+    let port = na.r.addresses[0].port();
+    let stale = stale(port);
     let (nb, nc) = (node(76, 2 << 62).await, node(77, 3 << 62).await);
     assert_eq!(na.m.advertised_address(), Some(stale));
     befriend(&na, &nb).await;
