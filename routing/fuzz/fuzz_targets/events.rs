@@ -36,7 +36,7 @@ fn message(u: &mut Unstructured<'_>) -> arbitrary::Result<Message> {
     let noderef = NodeRef { location: Location(u.arbitrary()?), address: u.arbitrary()? };
     let locs: Vec<u64> = u.arbitrary()?;
     let peer_locations = locs.into_iter().map(Location).collect();
-    Ok(match u.int_in_range(0..=16)? {
+    Ok(match u.int_in_range(0..=19)? {
         0 => Message::Request { id, key: key(u)?, htl, kind },
         1 => {
             if u.arbitrary()? {
@@ -54,11 +54,23 @@ fn message(u: &mut Unstructured<'_>) -> arbitrary::Result<Message> {
         8 => Message::InsertReply { id },
         9 => Message::Collision { id, block },
         10 => Message::FoldOffer { id, noderef },
-        11 => Message::Announce { id, htl, noderef, target: u.arbitrary::<Option<u64>>()?.map(Location) },
+        11 => Message::Announce {
+            id,
+            htl,
+            noderef,
+            target: u.arbitrary::<Option<u64>>()?.map(Location),
+            unreachable: u.arbitrary()?,
+        },
         12 => Message::AnnounceReply { id },
         13 => Message::SwapRequest { id, htl, location: Location(u.arbitrary()?), peer_locations },
         14 => Message::SwapReply { id, accepted: u.arbitrary()?, location: Location(u.arbitrary()?), peer_locations },
         15 => Message::SwapRejected { id },
+        16 => Message::AnnounceOffer { id, noderef },
+        17 => Message::DialBack { port: u.arbitrary()? },
+        18 => Message::DialBackResult {
+            seen: (u.arbitrary::<[u8; 4]>()?, u.arbitrary::<u16>()?).into(),
+            reachable: u.arbitrary()?,
+        },
         _ => Message::LocationChanged { location: Location(u.arbitrary()?) },
     })
 }
