@@ -186,6 +186,16 @@ fn no_message_names_the_originator() {
                 );
                 continue;
             }
+            // Link level, never routed: "dial me back on my port" (the
+            // port of the address this neighbour already has; docs/wire.md).
+            Message::DialBack { port } => {
+                assert!(
+                    who.noderef.addresses.iter().any(|a| a.port() == *port),
+                    "{}: a dial-back names its own port only",
+                    who.name
+                );
+                continue;
+            }
             Message::Announce { noderef, .. } => {
                 assert_eq!(noderef.location.0, who.location, "{}: announce", who.name);
                 // The search finds what the announcement names: it would
