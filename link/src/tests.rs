@@ -38,6 +38,15 @@ async fn listen_one(
     (addr, h)
 }
 
+/// The error the listener's side of a link ended with (within `LIMIT`).
+async fn server_error(server: tokio::task::JoinHandle<Result<Link, LinkError>>) -> LinkError {
+    tokio::time::timeout(LIMIT, server)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err()
+}
+
 async fn next_msg(l: &mut Link) -> Message {
     match tokio::time::timeout(LIMIT, l.recv()).await.unwrap() {
         Some(LinkEvent::Message(m)) => m,
@@ -107,11 +116,7 @@ async fn wrong_responder_key_fails_the_handshake() {
     )
     .await
     .unwrap_err();
-    let se = tokio::time::timeout(LIMIT, server)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap_err();
+    let se = server_error(server).await;
     assert!(se.is_peer_fault(), "responder: {se}");
     // The initiator sees the responder hang up (or a failed handshake).
     assert!(
@@ -135,11 +140,7 @@ async fn garbage_and_truncation_end_the_handshake_with_errors() {
         let mut s = TcpStream::connect(addr).await.unwrap();
         s.write_all(&garbage).await.unwrap();
         s.shutdown().await.unwrap();
-        let e = tokio::time::timeout(LIMIT, server)
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap_err();
+        let e = server_error(server).await;
         assert!(
             matches!(
                 e,
@@ -584,11 +585,7 @@ async fn a_dial_back_proves_the_key_and_leaves_no_link() {
     let kb = b.static_public();
     let (addr, server) = listen_one(b, fast_cfg()).await;
     assert!(Link::dial_back(addr, &kb, LIMIT).await);
-    let se = tokio::time::timeout(LIMIT, server)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap_err();
+    let se = server_error(server).await;
     assert!(
         matches!(
             se,
@@ -612,17 +609,8 @@ async fn a_dial_back_to_the_wrong_key_or_a_closed_port_fails() {
 /// The address of each end: the one dialed, and the one accepted from.
 #[tokio::test]
 async fn a_link_knows_the_address_of_its_other_end() {
-    let (a, b) = (keys(1), keys(2));
-    let kb = b.static_public();
-    let (addr, server) = listen_one(b, fast_cfg()).await;
-    let la = Link::connect(addr, &a, &kb, &fast_cfg(), Arc::new(Bandwidth::unlimited()))
-        .await
-        .unwrap();
-    let lb = tokio::time::timeout(LIMIT, server)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let (addr, server) = listen_one(keys(2), fast_cfg()).await;
+    let (la, lb) = connect_pair(addr, server, &fast_cfg(), Bandwidth::unlimited()).await;
     assert_eq!(la.remote_addr(), Some(addr));
     let from = lb.remote_addr().unwrap();
     assert_eq!(from.ip(), addr.ip());

@@ -70,15 +70,7 @@ fn own_fetch_with_offer(key: Key, b: &[u8], offer: &NodeRef) -> Vec<Action> {
         address: b"me".as_slice().into(),
     });
     assert!(n.wants_peer(1, Location(9)));
-    let RequestId(id) = n.handle_local_request(
-        0,
-        LocalRequest::Fetch {
-            key,
-            kind: KeyKind::Chk,
-        },
-        &mut r,
-    );
-    let (to, _) = forwarded_to(&drain(&mut n), id).unwrap();
+    let (id, to) = local_fetch(&mut n, 0, key, &mut r);
     n.handle_message(
         1,
         to,

@@ -861,15 +861,7 @@ fn a_finished_request_leaves_no_timeout_behind() {
     let idle = n.poll_timeout();
     assert!(idle.is_none_or(|t| t > 60_000));
     let (key, data) = block(7);
-    let RequestId(id) = n.handle_local_request(
-        0,
-        LocalRequest::Fetch {
-            key,
-            kind: KeyKind::Chk,
-        },
-        &mut r,
-    );
-    let (to, _) = forwarded_to(&drain(&mut n), id).unwrap();
+    let (id, to) = local_fetch(&mut n, 0, key, &mut r);
     assert_eq!(n.poll_timeout(), Some(n.config().accept_timeout));
     n.handle_message(10, to, Message::Accepted { id }, &mut EmptyStore, &mut r);
     let fetch = n.poll_timeout().unwrap();

@@ -67,6 +67,21 @@ pub fn send_insert(
     n.handle_message(now, from, Message::InsertData { id, block }, store, r);
 }
 
+/// Node `n` fetches `key` for its user at `now`: the request's id and
+/// the peer it went to.
+pub fn local_fetch(n: &mut Node<V>, now: u64, key: Key, r: &mut ChaCha8Rng) -> (u64, PeerId) {
+    let RequestId(id) = n.handle_local_request(
+        now,
+        LocalRequest::Fetch {
+            key,
+            kind: KeyKind::Chk,
+        },
+        r,
+    );
+    let (to, _) = forwarded_to(&drain(n), id).unwrap();
+    (id, to)
+}
+
 pub fn forwarded_to(actions: &[Action], id: u64) -> Option<(PeerId, u8)> {
     sends(actions).into_iter().find_map(|(to, m)| match m {
         Message::Request { id: i, htl, .. } | Message::Insert { id: i, htl, .. } if i == id => {
