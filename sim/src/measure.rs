@@ -142,7 +142,6 @@ impl Sim {
         out
     }
 
-    /// The tunnel layers' counters, summed.
     /// `--nat`: the degrees, and success by whether the requester is
     /// behind NAT.
     fn nat_report(&self, measured: &[&Req]) -> Option<NatReport> {
@@ -165,6 +164,7 @@ impl Sim {
         Some(r)
     }
 
+    /// The tunnel layers' counters, summed.
     fn tunnel_report(&self, requests: usize) -> Option<TunnelReport> {
         if self.cfg.tunnel_hops == 0 {
             return None;

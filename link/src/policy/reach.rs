@@ -62,7 +62,8 @@ pub enum Reachable {
     No,
 }
 
-/// What the peers' answers say (`PeerPolicy::reachability`).
+/// What the peers' answers say (`PeerPolicy::reachability`); by
+/// default, nothing yet (`Unknown`, no address, no answer).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Reachability {
     /// The verdict.
@@ -72,6 +73,16 @@ pub struct Reachability {
     pub public: Option<SocketAddr>,
     /// Answers the verdict rests on.
     pub answers: usize,
+}
+
+impl Default for Reachability {
+    fn default() -> Self {
+        Reachability {
+            state: Reachable::Unknown,
+            public: None,
+            answers: 0,
+        }
+    }
 }
 
 /// One peer's answer.
@@ -125,13 +136,16 @@ impl Reach {
         }
     }
 
+    /// The answers that still count at `now`, oldest first.
+    fn live(&self, now: Instant) -> impl Iterator<Item = &Answer> + '_ {
+        self.answers
+            .iter()
+            .filter(move |a| now.saturating_duration_since(a.at) < ANSWER_TTL)
+    }
+
     /// The verdict at `now`.
     fn verdict(&self, now: Instant) -> Reachability {
-        let live: Vec<&Answer> = self
-            .answers
-            .iter()
-            .filter(|a| now.saturating_duration_since(a.at) < ANSWER_TTL)
-            .collect();
+        let live: Vec<&Answer> = self.live(now).collect();
         let yes = live.iter().filter(|a| a.reachable).count();
         let state = match (yes, live.len() - yes) {
             (0, 0) => Reachable::Unknown,
@@ -163,17 +177,12 @@ impl Reach {
 
 impl<V: Verifier> PeerPolicy<V> {
     /// What the peers' dial-backs say about this node; `Unknown` when it
-    /// does not ask ([`super::PolicyConfig::probe_port`] unset).
+    /// takes no part in them ([`super::PolicyConfig::dial_backs`] off).
     #[must_use]
     pub fn reachability(&self, now: Instant) -> Reachability {
-        self.reach.as_ref().map_or(
-            Reachability {
-                state: Reachable::Unknown,
-                public: None,
-                answers: 0,
-            },
-            |r| r.verdict(now),
-        )
+        self.reach
+            .as_ref()
+            .map_or_else(Reachability::default, |r| r.verdict(now))
     }
 
     /// The address this node's noderef should name now, when it differs
@@ -189,10 +198,8 @@ impl<V: Verifier> PeerPolicy<V> {
         let v = r.verdict(now);
         let public = v.public.filter(|_| v.state == Reachable::Yes)?;
         let agree = r
-            .answers
-            .iter()
+            .live(now)
             .filter(|a| a.reachable && a.seen.ip() == public.ip())
-            .filter(|a| now.saturating_duration_since(a.at) < ANSWER_TTL)
             .count();
         let want = SocketAddr::new(public.ip(), current.port());
         (agree >= 2 && want != current).then_some(want)

@@ -73,7 +73,7 @@ pub(super) struct Channels {
     pub(super) connected: Arc<AtomicUsize>,
     pub(super) stats: Arc<Mutex<lichen_routing::Stats>>,
     pub(super) save: mpsc::UnboundedSender<PeerList>,
-    /// What dial-backs said, copied after every step.
+    /// What dial-backs said, copied every tick.
     pub(super) reach: Arc<Mutex<Reachability>>,
     /// Where the node listens (asked of peers' dial-backs; None: the
     /// node only answers them).
@@ -134,7 +134,12 @@ pub(super) async fn drive(
             .map(|t| t.saturating_duration_since(d.clock.now()));
         tokio::select! {
             () = shutdown.cancelled() => break,
-            _ = tick.tick() => d.policy.tick(d.clock.now()),
+            _ = tick.tick() => {
+                d.policy.tick(d.clock.now());
+                // Dial-back answers change it, a few times an hour: once
+                // a tick is soon enough, and keeps it off every message.
+                d.publish_reachability(&reach, &advertised);
+            }
             c = cmds.recv() => match c {
                 Some(c) => d.command(c),
                 None => break,
@@ -160,13 +165,6 @@ pub(super) async fn drive(
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone_from(&d.policy.all_stats());
-        *reach
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) =
-            d.policy.reachability(d.clock.now());
-        if d.setup.auto_address {
-            d.follow_public_address(&advertised);
-        }
     }
     connected.store(0, Ordering::Relaxed);
     d.policy.shutdown();
@@ -400,6 +398,22 @@ impl Driver {
                     }
                 }
             }
+        }
+    }
+
+    /// Copy what dial-backs say for the node's status, and (with
+    /// `PeerSetup::auto_address`) follow the public address.
+    fn publish_reachability(
+        &mut self,
+        reach: &Mutex<Reachability>,
+        advertised: &Mutex<Option<SocketAddr>>,
+    ) {
+        *reach
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            self.policy.reachability(self.clock.now());
+        if self.setup.auto_address {
+            self.follow_public_address(advertised);
         }
     }
 

@@ -125,8 +125,8 @@ pub struct PeerManager {
     /// The routing node's counters, copied by the driving task after
     /// every step.
     stats: Arc<Mutex<lichen_routing::Stats>>,
-    /// What peers' dial-backs said, copied by the driving task after
-    /// every step.
+    /// What peers' dial-backs said, copied by the driving task every
+    /// `RECONNECT_TICK`.
     reach: Arc<Mutex<Reachability>>,
     /// The address the node's noderef names now.
     advertised: Arc<Mutex<Option<std::net::SocketAddr>>>,
@@ -208,12 +208,7 @@ impl PeerManager {
         ));
         let connected = Arc::new(AtomicUsize::new(0));
         let stats = Arc::new(Mutex::new(lichen_routing::Stats::default()));
-        let reach = Arc::new(Mutex::new(Reachability {
-            state: Reachable::Unknown,
-            public: None,
-            answers: 0,
-        }));
-
+        let reach = Arc::new(Mutex::new(Reachability::default()));
         let stopped = CancellationToken::new();
         let (save_tx, save_rx) = mpsc::unbounded_channel();
         let saver = tokio::spawn(driver::saver(
@@ -260,7 +255,7 @@ impl PeerManager {
     }
 
     /// Whether peers can open links to this node, as their dial-backs
-    /// said after the driving task's last step.
+    /// said at the driving task's last tick (at most a second ago).
     #[must_use]
     pub fn reachability(&self) -> Reachability {
         *self
