@@ -10,6 +10,7 @@ pub mod link;
 pub mod noderef;
 pub mod peerlist;
 pub mod policy;
+pub mod sockets;
 pub mod transport;
 
 #[cfg(test)]

@@ -230,6 +230,11 @@ pub(crate) fn family_turns(addrs: &[SocketAddr]) -> Vec<SocketAddr> {
     }
 }
 
+/// An IPv4 peer of a dual-stack socket (`::ffff:a.b.c.d`), as IPv4.
+fn canonical(a: SocketAddr) -> SocketAddr {
+    SocketAddr::new(a.ip().to_canonical(), a.port())
+}
+
 /// An established link.
 #[derive(Debug)]
 pub struct Link {
@@ -290,18 +295,38 @@ impl Link {
         cfg: &LinkConfig,
         bandwidth: Arc<Bandwidth>,
     ) -> Result<Link, LinkError> {
-        let hs = Handshake::initiator(keys, remote_static)?;
         let fut = async {
-            let mut stream = TcpStream::connect(addr).await?;
-            let _ = stream.set_nodelay(true);
-            let (t, remote, rest) = run_handshake(&mut stream, hs, cfg).await?;
-            let mut link = Link::spawn(stream, t, remote, rest, cfg, bandwidth);
-            link.remote_addr = Some(addr);
-            Ok::<_, LinkError>(link)
+            let stream = TcpStream::connect(addr).await?;
+            Link::initiate(stream, keys, remote_static, cfg, bandwidth).await
         };
         tokio::time::timeout(cfg.handshake_timeout, fut)
             .await
             .map_err(|_| LinkError::Timeout)?
+    }
+
+    /// Handshake as initiator, expecting `remote_static`, over a TCP
+    /// connection already open (dialed, or a hole punch's, whichever
+    /// end's SYN came first).
+    ///
+    /// # Errors
+    /// I/O, [`LinkError::Timeout`], [`LinkError::Handshake`] (wrong key).
+    pub async fn initiate(
+        mut stream: TcpStream,
+        keys: &NodeKeys,
+        remote_static: &[u8; 32],
+        cfg: &LinkConfig,
+        bandwidth: Arc<Bandwidth>,
+    ) -> Result<Link, LinkError> {
+        let hs = Handshake::initiator(keys, remote_static)?;
+        let _ = stream.set_nodelay(true);
+        let addr = stream.peer_addr().ok().map(canonical);
+        let (t, remote, rest) =
+            tokio::time::timeout(cfg.handshake_timeout, run_handshake(&mut stream, hs, cfg))
+                .await
+                .map_err(|_| LinkError::Timeout)??;
+        let mut link = Link::spawn(stream, t, remote, rest, cfg, bandwidth);
+        link.remote_addr = addr;
+        Ok(link)
     }
 
     /// Connect to the node a noderef names, at any of its addresses, as
@@ -366,11 +391,7 @@ impl Link {
         bandwidth: Arc<Bandwidth>,
     ) -> Result<Link, LinkError> {
         let _ = stream.set_nodelay(true);
-        // An IPv4 peer of a dual-stack socket, as IPv4.
-        let peer_addr = stream
-            .peer_addr()
-            .ok()
-            .map(|a| SocketAddr::new(a.ip().to_canonical(), a.port()));
+        let peer_addr = stream.peer_addr().ok().map(canonical);
         let hs = Handshake::responder(keys)?;
         let (t, remote, rest) =
             tokio::time::timeout(cfg.handshake_timeout, run_handshake(&mut stream, hs, cfg))

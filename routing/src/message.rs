@@ -292,6 +292,49 @@ pub enum Message {
         /// Whether the dial back was answered.
         reachable: bool,
     },
+    /// Link level, hole punching (docs/wire.md, "Hole punching"): "I want
+    /// a direct link to the node with static key `target`, and it or I
+    /// cannot be dialed; if you have a link to it, introduce us". `port`
+    /// is where the sender listens (and dials punches from). The peer
+    /// answers nothing when it has no link to `target`.
+    PunchAsk {
+        /// The static key of the node wanted.
+        #[serde(with = "serde_bytes")]
+        target: [u8; 32],
+        /// The asker's listening port.
+        port: u16,
+    },
+    /// Link level: from the node introducing, to the node wanted: the node
+    /// with static key `from` asks for a direct link, and is at `addr`
+    /// (the IP its link to the introducer comes from, and the port it
+    /// listens on). Answered with [`Message::PunchReady`] if the link is
+    /// wanted, then the receiver starts dialing `addr`.
+    PunchOffer {
+        /// The asker's static key.
+        #[serde(with = "serde_bytes")]
+        from: [u8; 32],
+        /// Where to dial it.
+        addr: std::net::SocketAddr,
+    },
+    /// Link level: to the node introducing: "I dial the node with static
+    /// key `to` now, from `port`" (the answer to [`Message::PunchOffer`]).
+    PunchReady {
+        /// The asker's static key.
+        #[serde(with = "serde_bytes")]
+        to: [u8; 32],
+        /// The sender's listening port.
+        port: u16,
+    },
+    /// Link level: from the node introducing, to the asker: the node with
+    /// static key `target` is dialing you now from `addr`; dial it there
+    /// (both dials cross: a TCP simultaneous open through both NATs).
+    PunchGo {
+        /// The static key of the node wanted.
+        #[serde(with = "serde_bytes")]
+        target: [u8; 32],
+        /// Where to dial it.
+        addr: std::net::SocketAddr,
+    },
     /// A premix tunnel message (`lichen_tunnel::TunnelMsg`, always
     /// `lichen_tunnel::WIRE_LEN` bytes); handled by
     /// [`Tunnelled`](crate::tunnelled::Tunnelled), not by the node.
@@ -329,6 +372,10 @@ impl Message {
             | Noderef { .. }
             | DialBack { .. }
             | DialBackResult { .. }
+            | PunchAsk { .. }
+            | PunchOffer { .. }
+            | PunchReady { .. }
+            | PunchGo { .. }
             | Tunnel { .. } => None,
         }
     }
@@ -359,6 +406,10 @@ impl Message {
             Noderef { .. } => "Noderef",
             DialBack { .. } => "DialBack",
             DialBackResult { .. } => "DialBackResult",
+            PunchAsk { .. } => "PunchAsk",
+            PunchOffer { .. } => "PunchOffer",
+            PunchReady { .. } => "PunchReady",
+            PunchGo { .. } => "PunchGo",
             Tunnel { .. } => "Tunnel",
         }
     }

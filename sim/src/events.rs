@@ -283,8 +283,9 @@ impl Sim {
             Output::Send { peer, msg } => self.send(i, peer, msg),
             Output::Dial { noderef, bytes } => self.connect(i, noderef, bytes),
             Output::Close { peer } => self.close(i, peer, false),
-            // Dial-backs are off in the simulator (`policy_config`).
-            Output::Probe { .. } => {}
+            // Dial-backs, and with them hole punching, are off in the
+            // simulator (`policy_config`).
+            Output::Probe { .. } | Output::Punch { .. } => {}
             // Only a node that restarts reads what it saved, and only
             // churn restarts nodes once the run is under way: without
             // churn the snapshot (a copy of every remembered noderef)

@@ -188,10 +188,15 @@ fn no_message_names_the_originator() {
             }
             // Link level, never routed: "dial me back on my port" (the
             // port of the address this neighbour already has; docs/wire.md).
-            Message::DialBack { port } => {
+            // And "introduce me to a node I cannot dial" / "I dial it
+            // now" (hole punching): the node's own port, and the key of a
+            // node it wants a direct link to (docs/wire.md).
+            Message::DialBack { port }
+            | Message::PunchAsk { port, .. }
+            | Message::PunchReady { port, .. } => {
                 assert!(
                     who.noderef.addresses.iter().any(|a| a.port() == *port),
-                    "{}: a dial-back names its own port only",
+                    "{}: a dial-back or punch names its own port only",
                     who.name
                 );
                 continue;

@@ -37,6 +37,7 @@ impl<V: Verifier> PeerPolicy<V> {
     pub fn dial_failed(&mut self, now: Instant, key: &[u8; 32]) {
         self.dialing.remove(key);
         self.failed(now, key);
+        self.punch_after_failed_dial(now, key);
     }
 
     /// A link to the node with static key `remote` came up (`dialed`: we
@@ -83,6 +84,7 @@ impl<V: Verifier> PeerPolicy<V> {
                 .and_then(|d| d.noderef.addresses.first().map(SocketAddr::ip))
         });
         self.by_key.insert(remote, pid);
+        self.punch_linked(&remote);
         self.insert_link(
             pid,
             LinkState {
@@ -93,6 +95,7 @@ impl<V: Verifier> PeerPolicy<V> {
                 location: None,
                 seed_client: false,
                 prefix: ip.and_then(address_prefix),
+                ip,
                 introduced: None,
             },
         );
@@ -176,6 +179,16 @@ impl<V: Verifier> PeerPolicy<V> {
         ) {
             // Seed clients too: a newcomer's first links are to seeds.
             self.reach_message(now, peer, msg);
+        } else if matches!(
+            msg,
+            Message::PunchAsk { .. }
+                | Message::PunchOffer { .. }
+                | Message::PunchReady { .. }
+                | Message::PunchGo { .. }
+        ) {
+            if !p.seed_client {
+                self.punch_message(now, peer, msg);
+            }
         } else if let Message::Noderef { noderef } = msg {
             self.introduced(now, peer, noderef);
         } else if let Message::Tunnel { cell } = msg {

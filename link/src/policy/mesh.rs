@@ -53,6 +53,9 @@ pub struct MeshNode<V: Verifier> {
     /// Behind a NAT without a port mapping: dials to it fail, and so do
     /// dial-backs ([`Output::Probe`]); it can still dial out.
     pub behind_nat: bool,
+    /// Behind a NAT that gives each destination its own port: hole
+    /// punches to or from it fail.
+    pub symmetric_nat: bool,
 }
 
 impl<V: Verifier> std::fmt::Debug for MeshNode<V> {
@@ -87,6 +90,9 @@ pub struct Mesh<V: Verifier> {
     wire: VecDeque<(usize, PeerId, Message)>,
     by_key: HashMap<[u8; 32], usize>,
     last_tick: Instant,
+    /// Punches waiting for the other side's: (node, the other's key,
+    /// initiator's noderef).
+    punches: Vec<(usize, [u8; 32], Option<Dialed>)>,
 }
 
 impl<V: Verifier> std::fmt::Debug for Mesh<V> {
@@ -112,6 +118,7 @@ impl<V: Verifier> Mesh<V> {
             wire: VecDeque::new(),
             by_key: HashMap::new(),
             last_tick: now,
+            punches: Vec::new(),
         }
     }
 
@@ -164,6 +171,7 @@ impl<V: Verifier> Mesh<V> {
             sent: BTreeMap::new(),
             swallows_announcements: false,
             behind_nat: false,
+            symmetric_nat: false,
         });
         i
     }
@@ -319,6 +327,7 @@ impl<V: Verifier> Mesh<V> {
                     && seen.port() == port;
                 self.nodes[i].policy.probe_done(peer, seen, reachable);
             }
+            Output::Punch { key, dialed, .. } => self.punch(i, key, dialed),
             Output::Close { peer } => {
                 if let Some(other) = self.ends.remove(&(i, peer)) {
                     self.ends.remove(&other);
@@ -377,6 +386,52 @@ impl<V: Verifier> Mesh<V> {
         ) {
             self.ends.insert((i, pa), (j, pb));
             self.ends.insert((j, pb), (i, pa));
+        }
+    }
+}
+
+impl<V: Verifier> Mesh<V> {
+    /// Node `i` punches toward the node with key `key`: once that node
+    /// punches back toward `i`, the link comes up (initiated by the side
+    /// with a noderef), unless either is down or behind a symmetric NAT,
+    /// when both punches fail.
+    fn punch(&mut self, i: usize, key: [u8; 32], dialed: Option<Dialed>) {
+        let Some(&j) = self.by_key.get(&key) else {
+            self.nodes[i].policy.punch_failed(&key, dialed.is_some());
+            return;
+        };
+        let ik = self.nodes[i].keys.static_public();
+        let Some(at) = self
+            .punches
+            .iter()
+            .position(|(n, k, _)| *n == j && *k == ik)
+        else {
+            self.punches.push((i, key, dialed));
+            return;
+        };
+        let (_, _, other) = self.punches.swap_remove(at);
+        let fails = |n: &MeshNode<V>| n.down || n.symmetric_nat;
+        let (init, resp, d) = match (dialed, other) {
+            (Some(d), None) => (i, j, d),
+            (None, Some(d)) => (j, i, d),
+            _ => return,
+        };
+        if fails(&self.nodes[i]) || fails(&self.nodes[j]) {
+            let (ik, rk) = (
+                self.nodes[init].keys.static_public(),
+                self.nodes[resp].keys.static_public(),
+            );
+            self.nodes[init].policy.punch_failed(&rk, true);
+            self.nodes[resp].policy.punch_failed(&ik, false);
+            return;
+        }
+        let Some((a, b)) = pair_mut(&mut self.nodes, init, resp) else {
+            return;
+        };
+        if let Some((pa, pb)) = open_link(self.now, &mut a.policy, &mut b.policy, d, &mut self.rng)
+        {
+            self.ends.insert((init, pa), (resp, pb));
+            self.ends.insert((resp, pb), (init, pa));
         }
     }
 }

@@ -51,11 +51,13 @@
 //! ```
 
 pub mod mesh;
+mod punch;
 mod reach;
 mod slots;
 #[cfg(test)]
 mod tests;
 
+pub use punch::{ASK_EVERY, ASK_PEERS, INTRODUCE_EVERY, MAX_PUNCHES, PUNCH_WINDOW};
 pub use reach::{
     DialBacks, Reachability, Reachable, ANSWER_EVERY, PROBE_EVERY, PROBE_PEERS, PROBE_TIMEOUT,
 };
@@ -203,6 +205,23 @@ pub enum Output {
         key: [u8; 32],
         /// The port to dial.
         port: u16,
+    },
+    /// Hole punching (introduced by a peer): dial `addr` from the
+    /// listening port while the node with static key `key` dials us, for
+    /// at most [`PUNCH_WINDOW`], and run the handshake over whichever
+    /// connection comes up. With `dialed` set, as initiator (to
+    /// `dialed`'s node), over this dial's socket or one the listener
+    /// accepted from `addr`; without, as responder expecting `key` over
+    /// this dial's socket (one the listener accepts is an ordinary
+    /// inbound link). Report [`PeerPolicy::link_up`] (with `dialed` as
+    /// given) or [`PeerPolicy::punch_failed`].
+    Punch {
+        /// The other node's static key.
+        key: [u8; 32],
+        /// Where to dial it.
+        addr: SocketAddr,
+        /// Set: we are the initiator, dialing this noderef's node.
+        dialed: Option<Dialed>,
     },
     /// Close a link (no [`PeerPolicy::link_closed`] is expected for it).
     Close {
@@ -354,6 +373,8 @@ struct LinkState {
     seed_client: bool,
     /// The network it is counted in ([`address_prefix`]; None: no limit).
     prefix: Option<[u8; 9]>,
+    /// The address it comes from (inbound), or was dialed at.
+    ip: Option<IpAddr>,
     /// A seed client's `Noderef`, kept in case it becomes a peer.
     introduced: Option<NoderefBytes>,
 }
@@ -523,6 +544,8 @@ pub struct PeerPolicy<V: Verifier> {
     announce_next: VecDeque<PeerId>,
     /// Dial-backs (None: off). Boxed: the simulator's nodes have none.
     reach: Option<Box<reach::Reach>>,
+    /// Hole punching (with dial-backs; None: off).
+    punch: Option<Box<punch::Punch>>,
 }
 
 impl<V: Verifier> std::fmt::Debug for PeerPolicy<V> {
@@ -568,6 +591,7 @@ impl<V: Verifier> PeerPolicy<V> {
             tunnels: None,
             next_tunnel_tick: now,
             announce_next: VecDeque::new(),
+            punch: (cfg_dial_backs != DialBacks::Off).then(Box::default),
             reach: match cfg_dial_backs {
                 DialBacks::Off => None,
                 DialBacks::Answer => Some(Box::new(reach::Reach::new(None, now))),

@@ -73,6 +73,10 @@ pub struct Reachability {
     pub public: Option<SocketAddr>,
     /// Answers the verdict rests on.
     pub answers: usize,
+    /// Hole punches started (either side; [`super::punch`]).
+    pub punches: u64,
+    /// Hole punches that brought a link.
+    pub punched: u64,
 }
 
 impl Default for Reachability {
@@ -81,6 +85,8 @@ impl Default for Reachability {
             state: Reachable::Unknown,
             public: None,
             answers: 0,
+            punches: 0,
+            punched: 0,
         }
     }
 }
@@ -114,7 +120,7 @@ pub enum DialBacks {
 #[derive(Debug)]
 pub(super) struct Reach {
     /// Our listening port, sent in each ask (None: we do not ask).
-    port: Option<u16>,
+    pub(super) port: Option<u16>,
     /// Asks under way: the link, its peer's key, when asked.
     asked: HashMap<PeerId, ([u8; 32], Instant)>,
     /// The latest answers, one per peer, newest last.
@@ -171,6 +177,7 @@ impl Reach {
             state,
             public,
             answers: live.len(),
+            ..Reachability::default()
         }
     }
 }
@@ -180,9 +187,15 @@ impl<V: Verifier> PeerPolicy<V> {
     /// takes no part in them ([`super::PolicyConfig::dial_backs`] off).
     #[must_use]
     pub fn reachability(&self, now: Instant) -> Reachability {
-        self.reach
-            .as_ref()
-            .map_or_else(Reachability::default, |r| r.verdict(now))
+        let (punches, punched) = self.punch_counts();
+        Reachability {
+            punches,
+            punched,
+            ..self
+                .reach
+                .as_ref()
+                .map_or_else(Reachability::default, |r| r.verdict(now))
+        }
     }
 
     /// The address this node's noderef should name now, when it differs

@@ -960,3 +960,154 @@ fn dial_backs_are_answered_once_a_minute_per_asker_and_only_on_their_port() {
     m.inject(a, c, Message::DialBack { port });
     assert_eq!(m.nodes[c].sent.get("DialBackResult"), None);
 }
+
+/// A darknet node that asks for dial-backs (and so punches), with
+/// secret `[s; 32]`.
+fn punching(m: &mut Mesh<Verify>, s: u8) -> usize {
+    let i = darknet(m, s);
+    let port = m.nodes[i].noderef.addresses[0].port();
+    m.nodes.pop();
+    add(m, s, |c| {
+        c.opennet = false;
+        c.routing.opennet = false;
+        c.dial_backs = DialBacks::AnswerAndAsk { port };
+    })
+}
+
+fn befriend(m: &mut Mesh<Verify>, a: usize, b: usize) {
+    let now = m.now;
+    for (x, y) in [(a, b), (b, a)] {
+        let (r, bytes) = (m.nodes[y].noderef.clone(), m.nodes[y].bytes.clone());
+        m.nodes[x].policy.add_friend(now, r, bytes).unwrap();
+    }
+    m.run();
+}
+
+fn linked(m: &Mesh<Verify>, a: usize, b: usize) -> bool {
+    m.link(a, b).is_some()
+}
+
+/// Friends `a` and `b`, both behind NAT, and `r`, a reachable friend of
+/// both, linked to both.
+fn two_behind_nat_and_a_shared_friend() -> (Mesh<Verify>, usize, usize, usize) {
+    let mut m = mesh();
+    let (a, b, r) = (
+        punching(&mut m, 1),
+        punching(&mut m, 2),
+        punching(&mut m, 3),
+    );
+    m.nodes[a].behind_nat = true;
+    m.nodes[b].behind_nat = true;
+    befriend(&mut m, a, r);
+    befriend(&mut m, b, r);
+    assert!(linked(&m, a, r) && linked(&m, b, r), "both dialed out to r");
+    (m, a, b, r)
+}
+
+#[test]
+fn two_friends_behind_nat_link_through_a_punch_their_shared_friend_times() {
+    let (mut m, a, b, r) = two_behind_nat_and_a_shared_friend();
+    befriend(&mut m, a, b);
+    assert!(linked(&m, a, b), "the punch brought a direct link");
+    assert_eq!(m.nodes[a].policy.peer_count(), 2);
+    assert_eq!(m.nodes[b].policy.peer_count(), 2);
+    // Each tried to dial the other, failed, and asked r; r introduced
+    // the first asker, the second ask found the link already up or its
+    // own introduction answered by the same punch.
+    assert!(m.nodes[a].sent.contains_key("PunchAsk") || m.nodes[b].sent.contains_key("PunchAsk"));
+    assert!(m.nodes[r].sent.contains_key("PunchOffer"));
+    assert!(m.nodes[r].sent.contains_key("PunchGo"));
+    let (ta, la) = m.nodes[a].policy.punch_counts();
+    let (tb, lb) = m.nodes[b].policy.punch_counts();
+    assert_eq!((ta, la, tb, lb), (1, 1, 1, 1));
+}
+
+#[test]
+fn behind_a_symmetric_nat_the_punch_fails_and_is_not_asked_again_at_once() {
+    let (mut m, a, b, _) = two_behind_nat_and_a_shared_friend();
+    m.nodes[b].symmetric_nat = true;
+    befriend(&mut m, a, b);
+    assert!(!linked(&m, a, b));
+    assert_eq!(m.nodes[a].policy.punch_counts().1, 0);
+    let asks = |m: &Mesh<Verify>| {
+        m.nodes[a].sent.get("PunchAsk").copied().unwrap_or(0)
+            + m.nodes[b].sent.get("PunchAsk").copied().unwrap_or(0)
+    };
+    let before = asks(&m);
+    assert!(before >= 1);
+    // The friends' redials fail again within a minute: no new ask.
+    m.advance(ASK_EVERY / 2);
+    assert_eq!(asks(&m), before);
+    // Later, and with the NAT now keeping ports, a redial's ask works.
+    m.nodes[b].symmetric_nat = false;
+    m.advance(ASK_EVERY * 3);
+    assert!(asks(&m) > before);
+    assert!(linked(&m, a, b), "a later punch linked them");
+}
+
+#[test]
+fn an_offer_for_a_stranger_or_an_ask_for_an_unlinked_node_does_nothing() {
+    let (mut m, a, b, r) = two_behind_nat_and_a_shared_friend();
+    // a and b are not friends: r's offer on a's behalf is not taken.
+    let port = m.nodes[a].noderef.addresses[0].port();
+    m.inject(
+        a,
+        r,
+        Message::PunchAsk {
+            target: key(&m, b),
+            port,
+        },
+    );
+    assert_eq!(m.nodes[r].sent.get("PunchOffer"), Some(&1));
+    assert_eq!(m.nodes[b].sent.get("PunchReady"), None);
+    assert_eq!(m.nodes[b].policy.punch_counts(), (0, 0));
+    // An ask for a node r has no link to, or for the asker itself.
+    m.advance(INTRODUCE_EVERY);
+    m.inject(
+        a,
+        r,
+        Message::PunchAsk {
+            target: [9; 32],
+            port,
+        },
+    );
+    m.inject(
+        a,
+        r,
+        Message::PunchAsk {
+            target: key(&m, a),
+            port,
+        },
+    );
+    assert_eq!(m.nodes[r].sent.get("PunchOffer"), Some(&1));
+    // One asker is introduced at most once per INTRODUCE_EVERY.
+    m.inject(
+        a,
+        r,
+        Message::PunchAsk {
+            target: key(&m, b),
+            port,
+        },
+    );
+    m.inject(
+        a,
+        r,
+        Message::PunchAsk {
+            target: key(&m, b),
+            port,
+        },
+    );
+    assert_eq!(m.nodes[r].sent.get("PunchOffer"), Some(&2));
+    // A go nobody asked for starts no punch.
+    let addr = m.nodes[b].noderef.addresses[0];
+    m.inject(
+        r,
+        a,
+        Message::PunchGo {
+            target: key(&m, b),
+            addr,
+        },
+    );
+    assert_eq!(m.nodes[a].policy.punch_counts(), (0, 0));
+    assert!(!linked(&m, a, b));
+}

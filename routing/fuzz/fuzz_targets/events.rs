@@ -36,7 +36,7 @@ fn message(u: &mut Unstructured<'_>) -> arbitrary::Result<Message> {
     let noderef = NodeRef { location: Location(u.arbitrary()?), address: u.arbitrary()? };
     let locs: Vec<u64> = u.arbitrary()?;
     let peer_locations = locs.into_iter().map(Location).collect();
-    Ok(match u.int_in_range(0..=19)? {
+    Ok(match u.int_in_range(0..=23)? {
         0 => Message::Request { id, key: key(u)?, htl, kind },
         1 => {
             if u.arbitrary()? {
@@ -68,11 +68,19 @@ fn message(u: &mut Unstructured<'_>) -> arbitrary::Result<Message> {
         16 => Message::AnnounceOffer { id, noderef },
         17 => Message::DialBack { port: u.arbitrary()? },
         18 => Message::DialBackResult {
-            seen: (u.arbitrary::<[u8; 4]>()?, u.arbitrary::<u16>()?).into(),
+            seen: addr(u)?,
             reachable: u.arbitrary()?,
         },
+        19 => Message::PunchAsk { target: u.arbitrary()?, port: u.arbitrary()? },
+        20 => Message::PunchOffer { from: u.arbitrary()?, addr: addr(u)? },
+        21 => Message::PunchReady { to: u.arbitrary()?, port: u.arbitrary()? },
+        22 => Message::PunchGo { target: u.arbitrary()?, addr: addr(u)? },
         _ => Message::LocationChanged { location: Location(u.arbitrary()?) },
     })
+}
+
+fn addr(u: &mut Unstructured<'_>) -> arbitrary::Result<std::net::SocketAddr> {
+    Ok((u.arbitrary::<[u8; 4]>()?, u.arbitrary::<u16>()?).into())
 }
 
 fn run(data: &[u8]) -> arbitrary::Result<()> {

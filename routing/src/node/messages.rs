@@ -91,6 +91,10 @@ impl<V: Verifier> Node<V> {
             Message::Noderef { .. }
             | Message::DialBack { .. }
             | Message::DialBackResult { .. }
+            | Message::PunchAsk { .. }
+            | Message::PunchOffer { .. }
+            | Message::PunchReady { .. }
+            | Message::PunchGo { .. }
             | Message::Tunnel { .. } => {}
             Message::LocationChanged { location } => {
                 self.on_location_changed(now, from, location, rng)

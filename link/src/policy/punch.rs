@@ -1,0 +1,311 @@
+//! Hole punching: two nodes that cannot dial each other (one or both
+//! behind NAT) and share a peer open a direct link by dialing each other
+//! at once, timed through that peer (libp2p's DCUtR, over link messages).
+//!
+//! ```text
+//! A (wants B)            R (linked to both)           B
+//!   ── PunchAsk{B, port_A} ──►
+//!                          ── PunchOffer{A, ip_A:port_A} ──►
+//!                          ◄── PunchReady{A, port_B} ──  B dials ip_A:port_A
+//!   ◄── PunchGo{B, ip_B:port_B} ──                        from port_B
+//! A dials ip_B:port_B from port_A
+//! ```
+//!
+//! Each node dials from the port it listens on (`crate::sockets`): a
+//! NAT that keeps a connection's source port (most home routers, Linux's
+//! `masquerade`) maps it to the port the introducer names. B's first SYN
+//! opens B's NAT for A and is usually dropped by A's; A's SYN then finds
+//! B's NAT open and B's socket waiting: one TCP connection (a
+//! simultaneous open, or an ordinary accept where a side is not behind
+//! NAT). B, which dials first, always runs the handshake as initiator,
+//! over whichever socket the connection came up on (its driver hands it
+//! a connection from A's address that its listener accepted); A runs it
+//! as responder, as for any inbound connection. A NAT that gives every
+//! destination its own port (symmetric) defeats it; the node then still
+//! takes part by dialing out.
+//!
+//! When: A asks after a dial to a friend or remembered peer failed (at
+//! most once per [`ASK_EVERY`] for one node), asking up to [`ASK_PEERS`]
+//! of its peers; a peer without a link to B answers nothing. B answers an
+//! offer only for a friend or a remembered peer of its own, with a
+//! listening port, and starts at most [`MAX_PUNCHES`] at once. R
+//! introduces one asker at most once per [`INTRODUCE_EVERY`], and only
+//! between two nodes linked to it: nobody can make a node dial an
+//! address of its choosing except the introducer, and only toward a key
+//! the dialing node already trusts, with a handshake that proves it.
+//!
+//! What the peers learn: R learns that A wants a link to B (not what for);
+//! A and B learn each other's address, as any link shows.
+
+use super::{Dialed, Output, PeerPolicy};
+use lichen_routing::{Message, PeerId, Verifier};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// Peers asked to introduce, per failed dial.
+pub const ASK_PEERS: usize = 8;
+/// One node is asked for at most this often.
+pub const ASK_EVERY: Duration = Duration::from_secs(60);
+/// An ask, offer or introduction older than this is void; a punch gives
+/// up after this long too.
+pub const PUNCH_WINDOW: Duration = Duration::from_secs(20);
+/// One asker is introduced at most this often by one node.
+pub const INTRODUCE_EVERY: Duration = Duration::from_secs(10);
+/// Punches under way at once (as the node offered a link).
+pub const MAX_PUNCHES: usize = 4;
+/// Entries kept per table before the void ones are swept.
+const SWEEP_AT: usize = 256;
+
+/// Hole-punching state ([`super::PeerPolicy`], with dial-backs on).
+#[derive(Debug, Default)]
+pub(super) struct Punch {
+    /// Our asks: the node wanted, when.
+    asked: HashMap<[u8; 32], Instant>,
+    /// Introductions under way here: (asker, wanted) → when offered.
+    introducing: HashMap<([u8; 32], [u8; 32]), Instant>,
+    /// When each asker was last introduced.
+    introduced: HashMap<[u8; 32], Instant>,
+    /// Offers we answered: the asker, when (punches as initiator).
+    answering: HashMap<[u8; 32], Instant>,
+    /// Introduced at our ask: the node, when (punches as responder).
+    awaiting: HashMap<[u8; 32], Instant>,
+    /// Punches started, and those that brought a link.
+    pub(super) tried: u64,
+    pub(super) linked: u64,
+}
+
+/// Drop the entries older than [`PUNCH_WINDOW`] once a table is large.
+fn sweep<K: std::hash::Hash + Eq, V>(
+    t: &mut HashMap<K, V>,
+    now: Instant,
+    at: impl Fn(&V) -> Instant,
+) {
+    if t.len() >= SWEEP_AT {
+        t.retain(|_, v| now.saturating_duration_since(at(v)) < PUNCH_WINDOW);
+    }
+}
+
+impl<V: Verifier> PeerPolicy<V> {
+    /// Our listening port when we punch (dial-backs asked with a port).
+    fn punch_port(&self) -> Option<u16> {
+        self.reach.as_ref().and_then(|r| r.port)
+    }
+
+    /// A dial to `key` failed: if it is a friend or remembered peer, ask
+    /// our peers to introduce us.
+    pub(super) fn punch_after_failed_dial(&mut self, now: Instant, key: &[u8; 32]) {
+        let Some(port) = self.punch_port() else {
+            return;
+        };
+        if self.list.get(key).is_none() {
+            return;
+        }
+        let Some(p) = self.punch.as_mut() else { return };
+        if p.asked
+            .get(key)
+            .is_some_and(|at| now.saturating_duration_since(*at) < ASK_EVERY)
+        {
+            return;
+        }
+        sweep(&mut p.asked, now, |t| *t);
+        p.asked.insert(*key, now);
+        let peers: Vec<PeerId> = self
+            .links
+            .iter()
+            .filter(|(_, l)| l.routed && !l.seed_client)
+            .map(|(pid, _)| *pid)
+            .take(ASK_PEERS)
+            .collect();
+        tracing::debug!(
+            asked = peers.len(),
+            "asking peers to introduce a node we cannot dial"
+        );
+        for peer in peers {
+            self.out.push_back(Output::Send {
+                peer,
+                msg: Message::PunchAsk { target: *key, port },
+            });
+        }
+    }
+
+    /// A hole-punching message from the peer on link `pid` (said hello).
+    pub(super) fn punch_message(&mut self, now: Instant, pid: PeerId, msg: Message) {
+        let Some((remote, ip)) = self.links.get(&pid).map(|l| (l.remote, l.ip)) else {
+            return;
+        };
+        match msg {
+            Message::PunchAsk { target, port } => {
+                let Some(ip) = ip.filter(|_| port != 0) else {
+                    return;
+                };
+                self.introduce(now, remote, target, SocketAddr::new(ip, port));
+            }
+            Message::PunchOffer { from, addr } => self.offered(now, pid, from, addr),
+            Message::PunchReady { to, port } => {
+                let Some(ip) = ip.filter(|_| port != 0) else {
+                    return;
+                };
+                let Some(p) = self.punch.as_mut() else { return };
+                let Some(at) = p.introducing.remove(&(to, remote)) else {
+                    return;
+                };
+                if now.saturating_duration_since(at) >= PUNCH_WINDOW {
+                    return;
+                }
+                if let Some(asker) = self.routed_link(&to) {
+                    self.out.push_back(Output::Send {
+                        peer: asker,
+                        msg: Message::PunchGo {
+                            target: remote,
+                            addr: SocketAddr::new(ip, port),
+                        },
+                    });
+                }
+            }
+            Message::PunchGo { target, addr } => {
+                let Some(p) = self.punch.as_mut() else { return };
+                let Some(at) = p.asked.get(&target) else {
+                    return;
+                };
+                if now.saturating_duration_since(*at) >= PUNCH_WINDOW
+                    || p.answering.contains_key(&target)
+                    || p.awaiting.contains_key(&target)
+                    || self.by_key.contains_key(&target)
+                    || !self.dialing.insert(target)
+                {
+                    return;
+                }
+                sweep(&mut p.awaiting, now, |t| *t);
+                p.awaiting.insert(target, now);
+                p.tried += 1;
+                tracing::debug!(peer = pid.0, "introduced: punching as responder");
+                self.out.push_back(Output::Punch {
+                    key: target,
+                    addr,
+                    dialed: None,
+                });
+            }
+            _ => {}
+        }
+    }
+
+    /// The routed link to the node with static key `key`.
+    fn routed_link(&self, key: &[u8; 32]) -> Option<PeerId> {
+        let pid = *self.by_key.get(key)?;
+        self.links.get(&pid).filter(|l| l.routed).map(|_| pid)
+    }
+
+    /// `asker` (at `addr`) wants a link to `target`: offer it, if
+    /// `target` is linked here too.
+    fn introduce(&mut self, now: Instant, asker: [u8; 32], target: [u8; 32], addr: SocketAddr) {
+        if target == asker {
+            return;
+        }
+        let Some(to) = self.routed_link(&target) else {
+            return;
+        };
+        let Some(p) = self.punch.as_mut() else { return };
+        if p.introduced
+            .get(&asker)
+            .is_some_and(|t| now.saturating_duration_since(*t) < INTRODUCE_EVERY)
+        {
+            tracing::debug!("introduction asked too often: ignored");
+            return;
+        }
+        sweep(&mut p.introduced, now, |t| *t);
+        sweep(&mut p.introducing, now, |t| *t);
+        p.introduced.insert(asker, now);
+        p.introducing.insert((asker, target), now);
+        self.out.push_back(Output::Send {
+            peer: to,
+            msg: Message::PunchOffer { from: asker, addr },
+        });
+    }
+
+    /// The peer on link `via` offers a link to `from` at `addr`: take it
+    /// for a friend or a remembered peer.
+    fn offered(&mut self, now: Instant, via: PeerId, from: [u8; 32], addr: SocketAddr) {
+        let Some(port) = self.punch_port() else {
+            return;
+        };
+        let Some(e) = self.list.get(&from) else {
+            return;
+        };
+        let dialed = Dialed {
+            noderef: e.noderef.clone(),
+            bytes: Some(e.bytes.clone()),
+        };
+        if from == self.cfg.own_key
+            || self.by_key.contains_key(&from)
+            || self.dialing.contains(&from)
+            || self.is_banned(now, &from)
+            || addr.port() == 0
+            || addr.ip().is_unspecified()
+            || addr.ip().is_multicast()
+        {
+            return;
+        }
+        let Some(p) = self.punch.as_mut() else { return };
+        // Both asked at once: the smaller key's ask goes on (its node is
+        // the initiator), the other's offer is not answered.
+        if self.cfg.own_key < from
+            && p.asked
+                .get(&from)
+                .is_some_and(|at| now.saturating_duration_since(*at) < PUNCH_WINDOW)
+        {
+            return;
+        }
+        p.answering
+            .retain(|_, t| now.saturating_duration_since(*t) < PUNCH_WINDOW);
+        if p.answering.len() >= MAX_PUNCHES || p.answering.contains_key(&from) {
+            return;
+        }
+        p.answering.insert(from, now);
+        p.tried += 1;
+        tracing::debug!(peer = via.0, "offered a link: punching as initiator");
+        self.out.push_back(Output::Send {
+            peer: via,
+            msg: Message::PunchReady { to: from, port },
+        });
+        self.out.push_back(Output::Punch {
+            key: from,
+            addr,
+            dialed: Some(dialed),
+        });
+    }
+
+    /// A punch asked for by [`Output::Punch`] ended without a link (one
+    /// that came up was reported to [`PeerPolicy::link_up`]).
+    pub fn punch_failed(&mut self, key: &[u8; 32], initiator: bool) {
+        if !initiator {
+            self.dialing.remove(key);
+        }
+        if let Some(p) = self.punch.as_mut() {
+            if initiator {
+                p.answering.remove(key);
+            } else {
+                p.awaiting.remove(key);
+            }
+        }
+    }
+
+    /// A link to `key` came up: a punch for it, if any, worked.
+    pub(super) fn punch_linked(&mut self, key: &[u8; 32]) {
+        if let Some(p) = self.punch.as_mut() {
+            if p.answering.remove(key).is_some() {
+                p.linked += 1;
+            } else if p.awaiting.remove(key).is_some() {
+                // It came in through the listener: no dial reports it.
+                self.dialing.remove(key);
+                p.linked += 1;
+            }
+        }
+    }
+
+    /// Punches started (as either side) and those that brought a link.
+    #[must_use]
+    pub fn punch_counts(&self) -> (u64, u64) {
+        self.punch.as_ref().map_or((0, 0), |p| (p.tried, p.linked))
+    }
+}
