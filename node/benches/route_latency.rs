@@ -71,6 +71,7 @@ async fn start(i: usize, hops: usize, stop: &CancellationToken) -> Hop {
         seeds: Vec::new(),
         loopback_sources: false,
         auto_address: false,
+        port_mapping: None,
         // Two-node and line networks: no room for tunnels (routing
         // alone is under test).
         tunnels: lichen_routing::TunnelConfig {

@@ -180,6 +180,14 @@ pub struct NetworkConfig {
     /// 127.0.0.x. Off (the default), loopback has no per-range limit, as
     /// a testnet's nodes all dial from 127.0.0.1.
     pub loopback_sources: bool,
+    /// Ask the home router to forward the peer port (UPnP-IGD, NAT-PMP,
+    /// PCP) when the node listens on an unspecified or private IPv4
+    /// address; the noderef then names the mapped address
+    /// (`docs/running.md`, "Port mapping"). On by default.
+    pub port_mapping: bool,
+    /// The lease asked of the router, in seconds (renewed at half of
+    /// what it grants).
+    pub port_mapping_lease: u64,
 }
 
 impl Default for NetworkConfig {
@@ -193,6 +201,8 @@ impl Default for NetworkConfig {
             download_limit: 0,
             test_network: false,
             loopback_sources: false,
+            port_mapping: true,
+            port_mapping_lease: 3600,
         }
     }
 }
@@ -479,6 +489,22 @@ mod tests {
         assert_eq!(Config::default().anonymity.tunnel_hops, 2);
         let c = Config::from_toml("[anonymity]\ntunnel_hops = 0\n").unwrap();
         assert_eq!(c.anonymity.tunnel_hops, 0);
+    }
+
+    #[test]
+    fn port_mapping_is_on_by_default_and_can_be_switched_off() {
+        let d = Config::default().network;
+        assert!(d.port_mapping);
+        assert_eq!(d.port_mapping_lease, 3600);
+        let c = Config::from_toml(
+            "[network]
+port_mapping = false
+port_mapping_lease = 600
+",
+        )
+        .unwrap();
+        assert!(!c.network.port_mapping);
+        assert_eq!(c.network.port_mapping_lease, 600);
     }
 
     #[test]

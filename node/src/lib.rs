@@ -135,6 +135,10 @@ async fn start_network(node: &Arc<node::Node>) -> anyhow::Result<()> {
         loopback_sources: net.loopback_sources,
         // Listening on every interface, the node cannot know its address.
         auto_address: net.listen.ip().is_unspecified(),
+        // The home router forwards the peer port (tried only behind NAT).
+        port_mapping: net
+            .port_mapping
+            .then(|| std::time::Duration::from_secs(net.port_mapping_lease.max(1))),
         tunnels: lichen_routing::TunnelConfig {
             hops: node.config.anonymity.tunnel_hops,
             // A test network of a few nodes has no hop with 8 other

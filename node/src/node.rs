@@ -84,6 +84,9 @@ pub(crate) trait Peers: Network + std::fmt::Debug {
     /// Whether peers can open links to this node (their dial-backs).
     fn reachability(&self) -> lichen_link::policy::Reachability;
 
+    /// The port mapping the home router granted, if any.
+    fn port_mapping(&self) -> Option<crate::status::PortMapping>;
+
     /// Add a friend: remembered, dialed, accepted on a darknet node.
     fn add_friend(
         &self,

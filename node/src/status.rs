@@ -21,25 +21,116 @@ pub(crate) fn reachability_field(r: lichen_link::policy::Reachable) -> &'static 
     }
 }
 
-/// The `Reachability:` line of `lichen status` for a `GetNode` field
-/// value (and the public address, if peers named one).
+/// How the home router maps the peer port (the peer manager's
+/// `portmap` task asked it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum MapProtocol {
+    /// UPnP-IGD (`AddPortMapping`).
+    Upnp,
+    /// NAT-PMP (RFC 6886).
+    NatPmp,
+    /// PCP (RFC 6887).
+    Pcp,
+}
+
+impl MapProtocol {
+    /// Its `GetNode` field value (`volatile.lichen.portMapping`).
+    #[must_use]
+    pub(crate) fn field(self) -> &'static str {
+        match self {
+            MapProtocol::Upnp => "upnp",
+            MapProtocol::NatPmp => "natpmp",
+            MapProtocol::Pcp => "pcp",
+        }
+    }
+}
+
+/// A port mapping the home router granted: peers reach the peer port at
+/// `external`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PortMapping {
+    /// Which protocol the router answered.
+    pub(crate) protocol: MapProtocol,
+    /// The router's external address and the port it forwards.
+    pub(crate) external: std::net::SocketAddr,
+}
+
+/// `GetNode`'s `volatile.lichen.portMapping`: `upnp`, `natpmp`, `pcp`, or
+/// `none` (no mapping: off, no router answered, or not behind NAT).
 #[must_use]
-pub(crate) fn reachability_text(field: &str, public: Option<&str>) -> String {
-    let state = match field {
-        "reachable" => "reachable",
-        "behind-nat" => "behind NAT (not reachable): peers cannot dial this node; it dials out",
-        "unknown" => "unknown (no peer has dialed back yet)",
-        other => other,
+pub(crate) fn port_mapping_field(m: Option<&PortMapping>) -> &'static str {
+    m.map_or("none", |m| m.protocol.field())
+}
+
+/// The `Reachability:` line of `lichen status` for a `GetNode` field
+/// value (and the public address, if peers named one, or the mapped
+/// one); `mapping` is `volatile.lichen.portMapping` (`None` or `none`:
+/// no port mapping).
+#[must_use]
+pub(crate) fn reachability_text(
+    field: &str,
+    public: Option<&str>,
+    mapping: Option<&str>,
+) -> String {
+    let by = match mapping {
+        Some("upnp") => Some("UPnP"),
+        Some("natpmp") => Some("NAT-PMP"),
+        Some("pcp") => Some("PCP"),
+        _ => None,
+    };
+    let state = match (field, by) {
+        ("reachable", None) => "reachable".to_string(),
+        ("reachable", Some(by)) => format!("reachable (behind NAT, port mapped by {by})"),
+        ("behind-nat", None) => {
+            "behind NAT (not reachable): peers cannot dial this node; it dials out".to_string()
+        }
+        ("behind-nat", Some(by)) => format!(
+            "behind NAT (not reachable): peers cannot dial this node although the router \
+             mapped its port ({by}); it dials out"
+        ),
+        ("unknown", None) => "unknown (no peer has dialed back yet)".to_string(),
+        ("unknown", Some(by)) => {
+            format!("reachable (behind NAT, port mapped by {by}; no peer has dialed back yet)")
+        }
+        (other, _) => other.to_string(),
     };
     match public {
         Some(ip) => format!("{state}; public address {ip}"),
-        None => state.to_string(),
+        None => state,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reachability_with_a_port_mapping() {
+        assert_eq!(
+            reachability_text("reachable", Some("198.51.100.7"), None),
+            "reachable; public address 198.51.100.7"
+        );
+        assert_eq!(
+            reachability_text("reachable", Some("198.51.100.7:9489"), Some("upnp")),
+            "reachable (behind NAT, port mapped by UPnP); public address 198.51.100.7:9489"
+        );
+        assert_eq!(
+            reachability_text("unknown", None, Some("pcp")),
+            "reachable (behind NAT, port mapped by PCP; no peer has dialed back yet)"
+        );
+        assert!(reachability_text("behind-nat", None, Some("natpmp"))
+            .starts_with("behind NAT (not reachable): peers cannot dial this node"));
+        assert_eq!(
+            reachability_text("unknown", None, Some("none")),
+            "unknown (no peer has dialed back yet)"
+        );
+        let m = PortMapping {
+            protocol: MapProtocol::NatPmp,
+            external: "198.51.100.7:9489".parse().expect("address"),
+        };
+        assert_eq!(port_mapping_field(Some(&m)), "natpmp");
+        assert_eq!(port_mapping_field(None), "none");
+    }
 
     #[test]
     fn fraction_range() {

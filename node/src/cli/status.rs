@@ -147,10 +147,14 @@ fn render_status(node: &Message, queue: &Queue) -> String {
     s.push_str(&format!("Store:     {store}\n"));
     s.push_str(&format!("Peers:     {peers}\n"));
     if let Some(r) = node.get("volatile.lichen.reachability") {
-        let public = node.get("volatile.lichen.publicAddress");
+        // With a port mapping, the address peers dial (IP and port).
+        let public = node
+            .get("volatile.lichen.mappedAddress")
+            .or_else(|| node.get("volatile.lichen.publicAddress"));
+        let mapping = node.get("volatile.lichen.portMapping");
         s.push_str(&format!(
             "Reachability: {}\n",
-            crate::status::reachability_text(r, public)
+            crate::status::reachability_text(r, public, mapping)
         ));
     }
     // The routing core's counters since start (a node with a network).
@@ -320,6 +324,20 @@ get-2 (global)  get   failed: Data not found (code 13)  -
         );
         let out = status_of(&[("version", "Lichen,0.1.0")]);
         assert!(!out.contains("Reachability"), "an older node: {out}");
+        let out = status_of(&[
+            ("version", "Lichen,0.1.0"),
+            ("volatile.lichen.reachability", "reachable"),
+            ("volatile.lichen.publicAddress", "198.51.100.7"),
+            ("volatile.lichen.portMapping", "upnp"),
+            ("volatile.lichen.mappedAddress", "198.51.100.7:9489"),
+        ]);
+        assert!(
+            out.contains(
+                "Reachability: reachable (behind NAT, port mapped by UPnP); \
+                 public address 198.51.100.7:9489\n"
+            ),
+            "{out}"
+        );
     }
 
     #[test]

@@ -122,8 +122,18 @@ impl Conn {
                     "volatile.lichen.reachability",
                     crate::status::reachability_field(r.state),
                 );
-                if let Some(a) = r.public {
+                // The home router's port mapping (docs/running.md, "Port
+                // mapping"): the public address is then the mapped one.
+                let m = net.port_mapping();
+                f.push(
+                    "volatile.lichen.portMapping",
+                    crate::status::port_mapping_field(m.as_ref()),
+                );
+                if let Some(a) = r.public.or(m.map(|m| m.external)) {
                     f.push("volatile.lichen.publicAddress", a.ip().to_string());
+                }
+                if let Some(m) = m {
+                    f.push("volatile.lichen.mappedAddress", m.external.to_string());
                 }
                 // Real counters of the routing core (lichen_routing::Stats).
                 let s = net.stats();

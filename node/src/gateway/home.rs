@@ -61,10 +61,14 @@ async fn node_status(gw: &Gateway) -> pages::Status {
         || "no network".to_owned(),
         |net| {
             let r = net.reachability();
-            let ip = r.public.map(|a| a.ip().to_string());
+            let m = net.port_mapping();
+            let public = m
+                .map(|m| m.external.to_string())
+                .or_else(|| r.public.map(|a| a.ip().to_string()));
             crate::status::reachability_text(
                 crate::status::reachability_field(r.state),
-                ip.as_deref(),
+                public.as_deref(),
+                Some(crate::status::port_mapping_field(m.as_ref())),
             )
         },
     );

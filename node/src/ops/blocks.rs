@@ -367,6 +367,7 @@ mod tests {
                     seeds: Vec::new(),
                     loopback_sources: false,
                     auto_address: false,
+                    port_mapping: None,
                     // Two-node and line networks: no room for tunnels (routing
                     // alone is under test).
                     tunnels: lichen_routing::TunnelConfig {

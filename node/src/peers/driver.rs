@@ -14,7 +14,7 @@
 //! of spinning ([`Backoff`]).
 
 use super::store::{verify, Keeper, StoreSource};
-use super::{file, Cmd, PeerSetup};
+use super::{file, portmap, Cmd, PeerSetup};
 use crate::util::admission::{self, Gate, Limits, Ticket};
 use crate::util::clock::Clock;
 use lichen_crypto::BlockKind;
@@ -81,6 +81,8 @@ pub(super) struct Channels {
     /// The address the noderef names (changed by the driving task when
     /// `PeerSetup::auto_address` is set).
     pub(super) advertised: Arc<Mutex<Option<SocketAddr>>>,
+    /// The port mapping the router granted (the `portmap` task's).
+    pub(super) mapped: portmap::Shared,
 }
 
 /// The driving task's state: the policy and the I/O handles its outputs
@@ -121,6 +123,7 @@ pub(super) async fn drive(
         reach,
         listen_port,
         advertised,
+        mapped,
     } = ch;
     let (ev_tx, mut events) = mpsc::channel::<(PeerId, LinkEvent)>(1024);
     let mut d = Driver::new(setup, list, clock, (link_tx, ev_tx), save, listen_port);
@@ -138,7 +141,7 @@ pub(super) async fn drive(
                 d.policy.tick(d.clock.now());
                 // Dial-back answers change it, a few times an hour: once
                 // a tick is soon enough, and keeps it off every message.
-                d.publish_reachability(&reach, &advertised);
+                d.publish_reachability(&reach, &advertised, &mapped);
             }
             c = cmds.recv() => match c {
                 Some(c) => d.command(c),
@@ -407,14 +410,46 @@ impl Driver {
         &mut self,
         reach: &Mutex<Reachability>,
         advertised: &Mutex<Option<SocketAddr>>,
+        mapped: &portmap::Shared,
     ) {
         *reach
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) =
             self.policy.reachability(self.clock.now());
+        // A port mapping's address comes first: dial-backs may see another.
+        if self.follow_mapped_address(mapped, advertised) {
+            return;
+        }
         if self.setup.auto_address {
             self.follow_public_address(advertised);
         }
+    }
+
+    /// While the router maps the peer port to a public address, the
+    /// noderef names that address (signed anew when it changes). True
+    /// while there is such a mapping.
+    fn follow_mapped_address(
+        &mut self,
+        mapped: &portmap::Shared,
+        advertised: &Mutex<Option<SocketAddr>>,
+    ) -> bool {
+        let m = *mapped
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(want) = portmap::mapped_address(m.as_ref()) else {
+            return false;
+        };
+        let mut current = advertised
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if current.is_some_and(|now_at| now_at != want) {
+            let r = NodeRef::new(&self.setup.keys, vec![want], Some(self.setup.location.0));
+            self.policy.set_noderef(r.to_bytes(&self.setup.keys).into());
+            *current = Some(want);
+            tracing::info!("the noderef now names the address the router maps");
+            tracing::debug!(address = %want, "noderef address");
+        }
+        true
     }
 
     /// Once peers agree on where they reached this node, its noderef

@@ -31,6 +31,7 @@
 mod driver;
 pub mod fcp;
 mod file;
+mod portmap;
 mod store;
 #[cfg(test)]
 mod tests;
@@ -90,6 +91,10 @@ pub struct PeerSetup {
     /// its noderef names the public address peers' dial-backs reached
     /// (`PeerPolicy::noderef_address`) once two of them agree.
     pub auto_address: bool,
+    /// Ask the home router to forward the peer port, for this lease
+    /// (`[network] port_mapping`; [`portmap`]); tried only when the node
+    /// listens on an unspecified or private IPv4 address.
+    pub port_mapping: Option<std::time::Duration>,
 }
 
 impl std::fmt::Debug for PeerSetup {
@@ -130,6 +135,8 @@ pub struct PeerManager {
     reach: Arc<Mutex<Reachability>>,
     /// The address the node's noderef names now.
     advertised: Arc<Mutex<Option<std::net::SocketAddr>>>,
+    /// The port mapping the router granted ([`portmap`]).
+    mapped: portmap::Shared,
     /// Cancelled once the manager has stopped and the peer file is written.
     stopped: CancellationToken,
 }
@@ -200,6 +207,8 @@ impl PeerManager {
             .map(|a| a.port())
             .or_else(|| listener.local_addr().ok().map(|a| a.port()));
         let advertised = Arc::new(Mutex::new(advertised));
+        let mapped = portmap::Shared::default();
+        let mapper = start_port_mapping(&setup, &listener, &mapped, &shutdown);
         tokio::spawn(driver::accept_loop(
             listener,
             setup.clone(),
@@ -227,11 +236,16 @@ impl PeerManager {
             reach: reach.clone(),
             listen_port,
             advertised: advertised.clone(),
+            mapped: mapped.clone(),
         };
         let drive_task = tokio::spawn(driver::drive(setup, list, channels, clock, shutdown));
         tokio::spawn(async move {
             let _ = drive_task.await;
             let _ = saver.await;
+            // The port mapping removed from the router.
+            if let Some(m) = mapper {
+                let _ = m.await;
+            }
             done.cancel();
         });
         PeerManager {
@@ -240,8 +254,18 @@ impl PeerManager {
             stats,
             reach,
             advertised,
+            mapped,
             stopped,
         }
+    }
+
+    /// The port mapping the home router granted, if any ([`portmap`]).
+    #[must_use]
+    pub(crate) fn port_mapping(&self) -> Option<crate::status::PortMapping> {
+        *self
+            .mapped
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The routing node's counters after its last step (invalid blocks,
@@ -438,6 +462,10 @@ impl Peers for PeerManager {
         PeerManager::reachability(self)
     }
 
+    fn port_mapping(&self) -> Option<crate::status::PortMapping> {
+        PeerManager::port_mapping(self)
+    }
+
     fn add_friend(
         &self,
         noderef: NodeRef,
@@ -457,4 +485,25 @@ impl Peers for PeerManager {
     fn stopped(&self) -> NetFuture<'_, ()> {
         Box::pin(PeerManager::stopped(self))
     }
+}
+
+/// Start the port-mapping task ([`portmap`]) when `setup` asks for it
+/// and the node listens where a NAT router may map its port.
+fn start_port_mapping(
+    setup: &PeerSetup,
+    listener: &TcpListener,
+    mapped: &portmap::Shared,
+    shutdown: &CancellationToken,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let lease = setup.port_mapping?;
+    let listen = listener.local_addr().ok()?;
+    if !portmap::wanted(listen) {
+        return None;
+    }
+    let s = portmap::PortMapSetup { listen, lease };
+    Some(tokio::spawn(portmap::run(
+        s,
+        mapped.clone(),
+        shutdown.clone(),
+    )))
 }

@@ -107,6 +107,7 @@ async fn setup(
         seeds: Vec::new(),
         loopback_sources: false,
         auto_address: false,
+        port_mapping: None,
         // Networks of two and three nodes: too small for tunnels; these
         // tests are about links and routing.
         tunnels: lichen_routing::TunnelConfig {
