@@ -65,8 +65,16 @@ enum Command {
     /// its upload and result, inserts still waiting to be pushed, and
     /// temporary files. The node must be stopped.
     Wipe(NodeArgs),
-    /// List the node's peers; `peers add NODEREF_FILE` adds a friend,
-    /// `peers remove IDENTITY` forgets a peer.
+    /// Print a one-time invitation: `lichen peers add INVITATION` on a
+    /// friend's node makes you friends (expires; works once).
+    Invite {
+        #[command(flatten)]
+        fcp: cli::FcpOpts,
+        #[command(flatten)]
+        args: cli::InviteArgs,
+    },
+    /// List the node's peers; `peers add INVITATION|NODEREF_FILE` adds a
+    /// friend, `peers remove IDENTITY` forgets a peer.
     Peers {
         #[command(flatten)]
         fcp: cli::FcpOpts,
@@ -166,6 +174,7 @@ pub fn main() -> ExitCode {
         Command::Wipe(a) => wipe(a),
         Command::Passphrase(a) => change_passphrase(&a),
         Command::Peers { fcp, args } => cli::peers(&fcp, &args),
+        Command::Invite { fcp, args } => cli::invite(&fcp, &args),
         Command::Testnet(a) => {
             let hops = a.tunnel_hops.unwrap_or(if a.nodes < 4 {
                 0

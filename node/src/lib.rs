@@ -91,14 +91,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 /// only to friends.
 async fn start_network(node: &Arc<node::Node>) -> anyhow::Result<()> {
     let net = &node.config.network;
-    let listener = tokio::net::TcpListener::bind(net.listen)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot listen for peers on {} (is another node running? use --listen)",
-                net.listen
-            )
-        })?;
+    // Shared with hole punches' dials (`lichen_link::sockets`).
+    let listener = lichen_link::sockets::listen(net.listen).with_context(|| {
+        format!(
+            "cannot listen for peers on {} (is another node running? use --listen)",
+            net.listen
+        )
+    })?;
     let mut addr = listener.local_addr().unwrap_or(net.listen);
     if addr.ip().is_unspecified() {
         addr.set_ip(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));

@@ -54,6 +54,10 @@ pub enum AddFriendError {
     /// The network has stopped.
     #[error("the network is not running")]
     Stopped,
+    /// The inviting node did not take the invitation: it could not be
+    /// reached in time, or refused it.
+    #[error("the inviting node could not be reached, or refused the invitation (already used, expired, or made before that node restarted)")]
+    InvitationRefused,
 }
 
 /// The network as operations and jobs use it: fetch and insert one block.
@@ -92,6 +96,21 @@ pub(crate) trait Peers: Network + std::fmt::Debug {
         &self,
         noderef: NodeRef,
         bytes: lichen_routing::NoderefBytes,
+    ) -> NetFuture<'_, Result<PeerInfo, AddFriendError>>;
+
+    /// Make an invitation valid for `valid`.
+    fn invite(
+        &self,
+        valid: std::time::Duration,
+    ) -> NetFuture<
+        '_,
+        Result<Result<lichen_link::Invitation, lichen_link::policy::InviteError>, Stopped>,
+    >;
+
+    /// Use an invitation: both nodes become friends.
+    fn redeem(
+        &self,
+        inv: lichen_link::Invitation,
     ) -> NetFuture<'_, Result<PeerInfo, AddFriendError>>;
 
     /// Forget a peer (by identity, or by an address of its noderef) and

@@ -335,6 +335,24 @@ pub enum Message {
         /// Where to dial it.
         addr: std::net::SocketAddr,
     },
+    /// Link level, before the hello: "I hold your invitation"
+    /// (docs/wire.md, "Invitations"): its one-time `token`, and the
+    /// sender's own signed noderef, to be remembered as a friend.
+    Invited {
+        /// The invitation's secret.
+        #[serde(with = "serde_bytes")]
+        token: [u8; 16],
+        /// The sender's signed noderef.
+        #[serde(with = "shared_bytes")]
+        noderef: NoderefBytes,
+    },
+    /// Link level, before the hello: the answer to a good
+    /// [`Message::Invited`]: the inviting node's signed noderef.
+    Welcome {
+        /// The sender's signed noderef.
+        #[serde(with = "shared_bytes")]
+        noderef: NoderefBytes,
+    },
     /// A premix tunnel message (`lichen_tunnel::TunnelMsg`, always
     /// `lichen_tunnel::WIRE_LEN` bytes); handled by
     /// [`Tunnelled`](crate::tunnelled::Tunnelled), not by the node.
@@ -376,6 +394,8 @@ impl Message {
             | PunchOffer { .. }
             | PunchReady { .. }
             | PunchGo { .. }
+            | Invited { .. }
+            | Welcome { .. }
             | Tunnel { .. } => None,
         }
     }
@@ -410,6 +430,8 @@ impl Message {
             PunchOffer { .. } => "PunchOffer",
             PunchReady { .. } => "PunchReady",
             PunchGo { .. } => "PunchGo",
+            Invited { .. } => "Invited",
+            Welcome { .. } => "Welcome",
             Tunnel { .. } => "Tunnel",
         }
     }

@@ -286,6 +286,8 @@ impl Sim {
             // Dial-backs, and with them hole punching, are off in the
             // simulator (`policy_config`).
             Output::Probe { .. } | Output::Punch { .. } => {}
+            // Nobody invites anyone in the simulator.
+            Output::InvitationDone { .. } => {}
             // Only a node that restarts reads what it saved, and only
             // churn restarts nodes once the run is under way: without
             // churn the snapshot (a copy of every remembered noderef)

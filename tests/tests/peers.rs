@@ -9,6 +9,9 @@
 //!   the other); a document inserted on one is fetched on the other; a
 //!   third node that is not their friend is refused; after a restart the
 //!   friend is reconnected.
+//! - Two darknet nodes become friends by one pasted invitation (`lichen
+//!   invite` on one, `lichen peers add INVITATION` on the other); the
+//!   invitation works once.
 #![allow(clippy::unwrap_used)]
 
 use lichen_fcp::codec::Message;
@@ -300,4 +303,62 @@ fn darknet_friends_connect_share_a_document_and_refuse_strangers() {
     let out = lichen(&["peers", "remove", &identity], d1.fcp);
     assert!(!out.status.success());
     eprintln!("wall time {:.1} s", t0.elapsed().as_secs_f64());
+}
+
+#[test]
+fn one_pasted_invitation_makes_two_darknet_nodes_friends_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("dark.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[network]\nopennet = false\n{}{}",
+            network::TEST_NETWORK,
+            network::NO_TUNNELS
+        ),
+    )
+    .unwrap();
+    let start = |name: &str| {
+        NodeProc::start_with_config(
+            bin(),
+            &dir.path().join(name),
+            free_port(),
+            free_port(),
+            Some(&config),
+        )
+    };
+    let (a, b, c) = (start("a"), start("b"), start("c"));
+    let out = lichen(&["invite", "--hours", "2"], a.fcp);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let invitation = text.lines().next().unwrap().to_string();
+    assert!(invitation.starts_with("lichen-invite:"), "{text}");
+    assert!(invitation.len() < 100, "short: {invitation}");
+    assert!(text.contains("works once"), "{text}");
+
+    let out = lichen(&["peers", "add", &invitation], b.fcp);
+    assert!(out.status.success(), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("added friend"), "{said}");
+    wait_connected(&a, 1, "a, invited");
+    wait_connected(&b, 1, "b, by invitation");
+    let listed = lichen(&["peers"], a.fcp);
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("friend"));
+
+    // Used: the next node is refused, and a damaged one is caught by the
+    // command itself.
+    let out = lichen(&["peers", "add", &invitation], c.fcp);
+    assert!(!out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("refused the invitation"), "{err}");
+    assert_eq!(connected(c.fcp), 0);
+    let out = lichen(
+        &["peers", "add", &invitation[..invitation.len() - 5]],
+        c.fcp,
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not a usable invitation"),
+        "{out:?}"
+    );
 }

@@ -1,6 +1,7 @@
 //! The policy's steps: every event the driver reports, and the commands of
 //! the node's user.
 
+use super::invites::Stage;
 use super::{
     address_prefix, identity_of, keep_new_link, retry_delay, AddFriendError, Dialed, LinkState,
     Output, PeerInfo, PeerPolicy, Refused, BAN, DROPPED_RETRY, HELLO_DEADLINE, MAX_BANNED,
@@ -36,6 +37,7 @@ impl<V: Verifier> PeerPolicy<V> {
     /// A dial asked for by [`Output::Dial`] failed.
     pub fn dial_failed(&mut self, now: Instant, key: &[u8; 32]) {
         self.dialing.remove(key);
+        self.redeem_done(*key, None);
         self.failed(now, key);
         self.punch_after_failed_dial(now, key);
     }
@@ -59,25 +61,15 @@ impl<V: Verifier> PeerPolicy<V> {
         if dialed.is_some() {
             self.dialing.remove(&remote);
         }
-        self.admit(now, remote, dialed.is_some(), rng)?;
+        let (stage, first) = self.invite_stage(now, &remote, dialed.is_some());
+        self.admit(now, remote, dialed.is_some(), stage != Stage::None, rng)?;
         let pid = PeerId(self.next_peer);
         self.next_peer += 1;
-        // Hello: our location. Opennet, when we dialed: then our noderef,
-        // so the node we dialed can remember us too.
-        self.out.push_back(Output::Send {
-            peer: pid,
-            msg: Message::LocationChanged {
-                location: self.location,
-            },
-        });
-        if let (true, Some(_), Some(own)) = (self.cfg.opennet, &dialed, &self.cfg.noderef) {
-            self.out.push_back(Output::Send {
-                peer: pid,
-                msg: Message::Noderef {
-                    noderef: own.clone(),
-                },
-            });
+        if let Some(msg) = first {
+            self.out.push_back(Output::Send { peer: pid, msg });
         }
+        let hello_now = stage == Stage::None;
+        let dialed_now = dialed.is_some();
         let ip = from.or_else(|| {
             dialed
                 .as_ref()
@@ -97,18 +89,59 @@ impl<V: Verifier> PeerPolicy<V> {
                 prefix: ip.and_then(address_prefix),
                 ip,
                 introduced: None,
+                stage,
             },
         );
+        if hello_now {
+            self.send_hello(pid, dialed_now);
+        }
         tracing::debug!(peer = pid.0, "link up");
         Ok(pid)
     }
 
-    /// Whether a new link to `remote` may stay; closes the one it replaces.
+    /// Hello on link `pid`: our location. Opennet, when we dialed: then
+    /// our noderef, so the node we dialed can remember us too.
+    pub(super) fn send_hello(&mut self, pid: PeerId, dialed: bool) {
+        self.out.push_back(Output::Send {
+            peer: pid,
+            msg: Message::LocationChanged {
+                location: self.location,
+            },
+        });
+        if let (true, true, Some(own)) = (self.cfg.opennet, dialed, &self.cfg.noderef) {
+            self.out.push_back(Output::Send {
+                peer: pid,
+                msg: Message::Noderef {
+                    noderef: own.clone(),
+                },
+            });
+        }
+    }
+
+    /// Close link `pid` before its hello.
+    pub(super) fn drop_unrouted(&mut self, now: Instant, pid: PeerId) {
+        let Some(p) = self.remove_link(&pid) else {
+            return;
+        };
+        if self.by_key.get(&p.remote) == Some(&pid) {
+            self.by_key.remove(&p.remote);
+        }
+        if p.stage == Stage::AwaitWelcome {
+            self.redeem_done(p.remote, None);
+        }
+        tracing::trace!(at = ?now, "link dropped before its hello");
+        self.out.push_back(Output::Close { peer: pid });
+    }
+
+    /// Whether a new link to `remote` may stay (`invited`: an invitation
+    /// is being used on it, so a darknet node keeps it until its first
+    /// message); closes the one it replaces.
     fn admit(
         &mut self,
         now: Instant,
         remote: [u8; 32],
         new_dialed: bool,
+        invited: bool,
         rng: &mut impl RngCore,
     ) -> Result<(), Refused> {
         if remote == self.cfg.own_key {
@@ -118,7 +151,7 @@ impl<V: Verifier> PeerPolicy<V> {
             tracing::debug!("refused a link from a peer banned for misbehaviour");
             return Err(Refused::Banned);
         }
-        if !self.cfg.opennet && !self.list.is_friend(&remote) {
+        if !self.cfg.opennet && !self.list.is_friend(&remote) && !invited {
             tracing::debug!("refused a link from a node that is not a friend");
             return Err(Refused::NotAFriend);
         }
@@ -168,6 +201,10 @@ impl<V: Verifier> PeerPolicy<V> {
             p.location = Some(l.0);
         }
         if !p.routed {
+            let stage = p.stage;
+            if self.invite_message(now, peer, stage, &msg, rng) {
+                return;
+            }
             if let Message::LocationChanged { location: l } = msg {
                 self.hello(now, peer, l, rng);
             } else {
@@ -276,7 +313,7 @@ impl<V: Verifier> PeerPolicy<V> {
 
     /// The peer's hello: admit it to the routing core, or keep it as a
     /// seed client, or close it.
-    fn hello(&mut self, now: Instant, pid: PeerId, l: Location, rng: &mut impl RngCore) {
+    pub(super) fn hello(&mut self, now: Instant, pid: PeerId, l: Location, rng: &mut impl RngCore) {
         let ms = self.ms(now);
         let wall = self.wall_ms(now);
         let Some(p) = self.links.get_mut(&pid) else {
@@ -415,6 +452,9 @@ impl<V: Verifier> PeerPolicy<V> {
             return;
         };
         self.by_key.remove(&p.remote);
+        if p.stage == Stage::AwaitWelcome {
+            self.redeem_done(p.remote, None);
+        }
         if p.routed {
             let ms = self.ms(now);
             self.node.remove_peer(ms, peer, rng);

@@ -345,7 +345,9 @@ impl<V: Verifier> Mesh<V> {
             } => {
                 self.nodes[i].store.insert((key, kind), block);
             }
-            o @ (Output::RequestDone { .. } | Output::InsertDone { .. }) => {
+            o @ (Output::RequestDone { .. }
+            | Output::InsertDone { .. }
+            | Output::InvitationDone { .. }) => {
                 self.nodes[i].done.push(o);
             }
         }

@@ -50,6 +50,7 @@
 //!             close links with no hello after HELLO_DEADLINE
 //! ```
 
+mod invites;
 pub mod mesh;
 mod punch;
 mod reach;
@@ -57,6 +58,7 @@ mod slots;
 #[cfg(test)]
 mod tests;
 
+pub use invites::{InviteError, MAX_INVITATIONS, MAX_INVITATION_VALIDITY, REDEEM_WINDOW};
 pub use punch::{ASK_EVERY, ASK_PEERS, INTRODUCE_EVERY, MAX_PUNCHES, PUNCH_WINDOW};
 pub use reach::{
     DialBacks, Reachability, Reachable, ANSWER_EVERY, PROBE_EVERY, PROBE_PEERS, PROBE_TIMEOUT,
@@ -223,6 +225,15 @@ pub enum Output {
         /// Set: we are the initiator, dialing this noderef's node.
         dialed: Option<Dialed>,
     },
+    /// A redemption ([`PeerPolicy::redeem`]) of the invitation of the
+    /// node with static key `key` ended: `friend` is the new friend, or
+    /// None when it failed (the node unreachable, the token refused).
+    InvitationDone {
+        /// The inviting node's static key.
+        key: [u8; 32],
+        /// The new friend.
+        friend: Option<PeerInfo>,
+    },
     /// Close a link (no [`PeerPolicy::link_closed`] is expected for it).
     Close {
         /// The link.
@@ -375,6 +386,8 @@ struct LinkState {
     prefix: Option<[u8; 9]>,
     /// The address it comes from (inbound), or was dialed at.
     ip: Option<IpAddr>,
+    /// Where it stands with invitations.
+    stage: invites::Stage,
     /// A seed client's `Noderef`, kept in case it becomes a peer.
     introduced: Option<NoderefBytes>,
 }
@@ -546,6 +559,8 @@ pub struct PeerPolicy<V: Verifier> {
     reach: Option<Box<reach::Reach>>,
     /// Hole punching (with dial-backs; None: off).
     punch: Option<Box<punch::Punch>>,
+    /// Invitations given out and being used.
+    invites: invites::Invites,
 }
 
 impl<V: Verifier> std::fmt::Debug for PeerPolicy<V> {
@@ -592,6 +607,7 @@ impl<V: Verifier> PeerPolicy<V> {
             next_tunnel_tick: now,
             announce_next: VecDeque::new(),
             punch: (cfg_dial_backs != DialBacks::Off).then(Box::default),
+            invites: invites::Invites::default(),
             reach: match cfg_dial_backs {
                 DialBacks::Off => None,
                 DialBacks::Answer => Some(Box::new(reach::Reach::new(None, now))),

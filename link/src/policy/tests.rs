@@ -1111,3 +1111,107 @@ fn an_offer_for_a_stranger_or_an_ask_for_an_unlinked_node_does_nothing() {
     assert_eq!(m.nodes[a].policy.punch_counts(), (0, 0));
     assert!(!linked(&m, a, b));
 }
+
+fn redeem_done(m: &Mesh<Verify>, i: usize) -> Vec<bool> {
+    m.nodes[i]
+        .done
+        .iter()
+        .filter_map(|o| match o {
+            Output::InvitationDone { friend, .. } => Some(friend.is_some()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn an_invitation_makes_two_darknet_nodes_friends_once() {
+    let mut m = mesh();
+    let (a, b, c) = (darknet(&mut m, 1), darknet(&mut m, 2), darknet(&mut m, 3));
+    let mut rng = rand::rngs::mock::StepRng::new(1, 1);
+    let now = m.now;
+    let inv = m.nodes[a]
+        .policy
+        .invite(now, Duration::from_secs(3600), &mut rng)
+        .unwrap();
+    let text = inv.to_text();
+    let inv = crate::Invitation::parse(&text, 0).unwrap();
+    m.nodes[b].policy.redeem(now, &inv).unwrap();
+    m.run();
+    assert!(linked(&m, a, b));
+    assert_eq!(m.nodes[a].policy.peer_count(), 1, "routed as a friend");
+    assert_eq!(m.nodes[b].policy.peer_count(), 1);
+    assert!(m.nodes[a].policy.peer_list().is_friend(&key(&m, b)));
+    assert!(m.nodes[b].policy.peer_list().is_friend(&key(&m, a)));
+    assert_eq!(redeem_done(&m, b), vec![true]);
+    // The same invitation again, from another node: refused, and the
+    // stranger's link closed.
+    m.nodes[c].policy.redeem(now, &inv).unwrap();
+    m.run();
+    assert!(!linked(&m, a, c));
+    assert!(!m.nodes[a].policy.peer_list().is_friend(&key(&m, c)));
+    assert_eq!(redeem_done(&m, c), vec![false]);
+    // Redeeming a friend's invitation, or one's own, is refused at once.
+    assert_eq!(
+        m.nodes[b].policy.redeem(now, &inv),
+        Err(AddFriendError::Duplicate)
+    );
+    assert_eq!(
+        m.nodes[a].policy.redeem(now, &inv),
+        Err(AddFriendError::Myself)
+    );
+}
+
+#[test]
+fn an_expired_invitation_and_a_stranger_without_one_are_refused() {
+    let mut m = mesh();
+    let (a, b, c) = (darknet(&mut m, 1), darknet(&mut m, 2), darknet(&mut m, 3));
+    let mut rng = rand::rngs::mock::StepRng::new(9, 3);
+    let now = m.now;
+    let inv = m.nodes[a]
+        .policy
+        .invite(now, Duration::from_secs(60), &mut rng)
+        .unwrap();
+    // A stranger that dials while invitations are out and says hello
+    // without one is dropped.
+    m.dial(c, a);
+    assert!(!linked(&m, a, c));
+    m.advance(Duration::from_secs(61));
+    let now = m.now;
+    m.nodes[b].policy.redeem(now, &inv).unwrap();
+    m.run();
+    assert!(!linked(&m, a, b));
+    assert_eq!(redeem_done(&m, b), vec![false]);
+    assert!(!m.nodes[a].policy.peer_list().is_friend(&key(&m, b)));
+}
+
+#[test]
+fn an_opennet_node_invites_too_and_the_limit_holds() {
+    let mut m = mesh();
+    let (a, b) = (opennet(&mut m, 1), opennet(&mut m, 2));
+    let mut rng = rand::rngs::mock::StepRng::new(5, 7);
+    let now = m.now;
+    let inv = m.nodes[a]
+        .policy
+        .invite(now, Duration::from_secs(3600), &mut rng)
+        .unwrap();
+    m.nodes[b].policy.redeem(now, &inv).unwrap();
+    m.run();
+    assert!(linked(&m, a, b));
+    assert!(m.nodes[a].policy.peer_list().is_friend(&key(&m, b)));
+    assert!(m.nodes[b].policy.peer_list().is_friend(&key(&m, a)));
+    assert_eq!(redeem_done(&m, b), vec![true]);
+    // The used one no longer counts.
+    for _ in 0..MAX_INVITATIONS {
+        m.nodes[a]
+            .policy
+            .invite(now, Duration::from_secs(60), &mut rng)
+            .unwrap();
+    }
+    assert_eq!(
+        m.nodes[a]
+            .policy
+            .invite(now, Duration::from_secs(60), &mut rng)
+            .unwrap_err(),
+        InviteError::TooMany
+    );
+}

@@ -22,11 +22,13 @@ pub struct PeersArgs {
 /// `lichen peers add|remove`.
 #[derive(clap::Subcommand, Debug)]
 pub enum PeersAction {
-    /// Add a friend from a noderef file (what `lichen noderef` printed on
-    /// their node), or `-` for stdin. Friends are remembered and
-    /// reconnected; a darknet node talks only to friends.
+    /// Add a friend from an invitation (what `lichen invite` printed on
+    /// their node: `lichen-invite:…`), or from a noderef file (what
+    /// `lichen noderef` printed), or `-` for a noderef on stdin. Friends
+    /// are remembered and reconnected; a darknet node talks only to
+    /// friends.
     Add {
-        /// Noderef file, or `-`
+        /// Invitation, noderef file, or `-`
         file: String,
     },
     /// Forget a peer: its identity as `lichen peers` shows it, or one of
@@ -43,6 +45,9 @@ pub enum PeersAction {
 pub fn peers(fcp: &FcpOpts, a: &PeersArgs) -> Result<()> {
     with_std_term(|t| match &a.action {
         None => peers_list(fcp, a.addresses, t),
+        Some(PeersAction::Add { file }) if file.trim_start().starts_with(INVITATION_PREFIX) => {
+            peers_redeem(fcp, file, t)
+        }
         Some(PeersAction::Add { file }) => peers_add(fcp, file, &mut io::stdin().lock(), t),
         Some(PeersAction::Remove { peer }) => peers_remove(fcp, peer, t),
     })
@@ -50,6 +55,75 @@ pub fn peers(fcp: &FcpOpts, a: &PeersArgs) -> Result<()> {
 
 /// Largest noderef file read.
 const MAX_NODEREF_FILE: u64 = 64 * 1024;
+
+const INVITATION_PREFIX: &str = lichen_link::invitation::PREFIX;
+
+/// `lichen invite`.
+#[derive(clap::Args, Debug)]
+pub struct InviteArgs {
+    /// How long the invitation can be used, in hours (1 to 720)
+    #[arg(long, default_value_t = crate::peers::fcp::DEFAULT_INVITATION_HOURS,
+          value_parser = clap::value_parser!(u64).range(1..=720))]
+    pub hours: u64,
+}
+
+/// `lichen invite`: print a one-time invitation for a friend.
+pub fn invite(fcp: &FcpOpts, a: &InviteArgs) -> Result<()> {
+    with_std_term(|t| {
+        let mut c = Node::connect(&fcp.fcp)?;
+        let id = new_identifier("invite");
+        c.send(
+            &Message::new("CreateInvitation")
+                .field("Identifier", &id)
+                .field("Hours", a.hours.to_string()),
+        )?;
+        let m = loop {
+            let m = c.next_message()?;
+            check_refusal(&m, &id)?;
+            if m.name == "Invitation" {
+                break m;
+            }
+        };
+        let _ = c.send(&Message::new("Disconnect"));
+        let text = m
+            .get("Invitation")
+            .ok_or_else(|| anyhow!("the node answered an invitation without one"))?;
+        let out = format!(
+            "{text}\n\nGive this to one friend, over a channel you trust: on their node,\n  lichen peers add {text}\nmakes you friends. It works once, for {} hours, and names this node's address.\n",
+            a.hours
+        );
+        write_out(t.out, out.as_bytes())
+    })
+}
+
+fn peers_redeem(fcp: &FcpOpts, text: &str, t: &mut Term<'_>) -> Result<()> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    // Checked here first: a clear error without a round trip.
+    lichen_link::Invitation::parse(text, now)
+        .map_err(|e| anyhow!("not a usable invitation: {e}"))?;
+    let mut c = Node::connect(&fcp.fcp)?;
+    let id = new_identifier("addpeer");
+    c.send(
+        &Message::new("AddPeer")
+            .field("Identifier", &id)
+            .field(crate::peers::fcp::INVITATION_FIELD, text.trim()),
+    )?;
+    let peer = loop {
+        let m = c.next_message()?;
+        check_refusal(&m, &id)?;
+        if m.name == "Peer" {
+            break m;
+        }
+    };
+    let _ = c.send(&Message::new("Disconnect"));
+    let line = format!(
+        "added friend {} by invitation; it knows this node now too\n",
+        peer.get("identity").unwrap_or("?")
+    );
+    write_out(t.out, line.as_bytes())
+}
 
 fn read_noderef(file: &str, stdin: &mut dyn Read) -> Result<String> {
     let mut buf = Vec::new();

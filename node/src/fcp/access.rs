@@ -21,6 +21,7 @@ pub(super) const RESTRICTED_QUEUE_PREFIX: &str = "restricted:";
 const FULL_ACCESS_ONLY: &[&str] = &[
     "Shutdown",
     "AddPeer",
+    "CreateInvitation",
     "ModifyPeer",
     "RemovePeer",
     "ModifyPeerNote",

@@ -214,7 +214,10 @@ impl Conn {
         // Peer management is answered here (the typed parser in
         // lichen-fcp does not know these messages).
         if m.data.is_none()
-            && matches!(m.name.as_str(), "AddPeer" | "RemovePeer")
+            && matches!(
+                m.name.as_str(),
+                "AddPeer" | "CreateInvitation" | "RemovePeer"
+            )
             && lock(&self.session).hello_received()
         {
             self.peer_message(&m).await;

@@ -262,12 +262,14 @@ impl Conn {
         }
     }
 
-    /// `AddPeer` / `RemovePeer` (see `peers::fcp`).
+    /// `AddPeer` / `CreateInvitation` / `RemovePeer` (see `peers::fcp`).
     pub(super) async fn peer_message(&self, m: &Message) {
         use crate::peers::fcp as fcp_peers;
         let reply = if m.name == "AddPeer" {
             let open = |name: &str| self.open_for_reading(name);
             fcp_peers::add_peer(&self.node, &m.fields, &open).await
+        } else if m.name == "CreateInvitation" {
+            fcp_peers::create_invitation(&self.node, &m.fields).await
         } else {
             fcp_peers::remove_peer(&self.node, &m.fields).await
         };

@@ -13,8 +13,9 @@
 //! The accept loop backs off on errors (no free descriptors, ...) instead
 //! of spinning ([`Backoff`]).
 
+use super::punch::{self, Punches};
 use super::store::{verify, Keeper, StoreSource};
-use super::{file, portmap, Cmd, PeerSetup};
+use super::{file, portmap, AddFriendError, Cmd, PeerInfo, PeerSetup};
 use crate::util::admission::{self, Gate, Limits, Ticket};
 use crate::util::clock::Clock;
 use lichen_crypto::BlockKind;
@@ -51,6 +52,21 @@ pub(super) enum NewLink {
     /// A dial-back for the peer on this link ran: the address its link
     /// comes from, and whether it answered there.
     Probed(PeerId, SocketAddr, bool),
+    /// A hole punch as responder brought a link from this address.
+    Punched(Link, IpAddr),
+    /// A hole punch toward this key ended without a link (as initiator:
+    /// true).
+    PunchFailed([u8; 32], bool),
+}
+
+impl From<punch::Outcome> for NewLink {
+    fn from(o: punch::Outcome) -> Self {
+        match o {
+            punch::Outcome::Dialed(l, d) => NewLink::Dialed(l, d),
+            punch::Outcome::Punched(l, ip) => NewLink::Punched(l, ip),
+            punch::Outcome::Failed(key, initiator) => NewLink::PunchFailed(key, initiator),
+        }
+    }
 }
 
 /// How long a dial-back may take (connect and two handshake messages).
@@ -83,6 +99,8 @@ pub(super) struct Channels {
     pub(super) advertised: Arc<Mutex<Option<SocketAddr>>>,
     /// The port mapping the router granted (the `portmap` task's).
     pub(super) mapped: portmap::Shared,
+    /// Hole punches under way (shared with the accept loop).
+    pub(super) punches: Punches,
 }
 
 /// The driving task's state: the policy and the I/O handles its outputs
@@ -97,6 +115,10 @@ struct Driver {
     /// Inbound links before their hello: dropping one lets its slot go
     /// (the task holding it ends).
     ungreeted: HashMap<PeerId, oneshot::Sender<()>>,
+    /// Hole punches under way.
+    punches: Punches,
+    /// Invitations being used, by the inviting node's static key.
+    redeems: HashMap<[u8; 32], oneshot::Sender<Result<PeerInfo, AddFriendError>>>,
     clock: Arc<dyn Clock>,
     keeper: Keeper,
     rng: StdRng,
@@ -124,9 +146,11 @@ pub(super) async fn drive(
         listen_port,
         advertised,
         mapped,
+        punches,
     } = ch;
     let (ev_tx, mut events) = mpsc::channel::<(PeerId, LinkEvent)>(1024);
     let mut d = Driver::new(setup, list, clock, (link_tx, ev_tx), save, listen_port);
+    d.punches = punches;
     let mut tick = tokio::time::interval(RECONNECT_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -208,6 +232,8 @@ impl Driver {
             addrs: HashMap::new(),
             waiters: HashMap::new(),
             ungreeted: HashMap::new(),
+            punches: Punches::default(),
+            redeems: HashMap::new(),
             clock,
             rng: StdRng::from_entropy(),
             link_tx,
@@ -264,15 +290,33 @@ impl Driver {
             Cmd::List(reply) => {
                 let _ = reply.send(self.policy.list());
             }
+            Cmd::Invite(valid, reply) => {
+                let _ = reply.send(self.policy.invite(now, valid, &mut self.rng));
+            }
+            Cmd::Redeem(inv, reply) => match self.policy.redeem(now, &inv) {
+                Ok(()) => {
+                    if let Ok(key) = inv.static_key() {
+                        self.redeems.insert(key, reply);
+                    }
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e.into()));
+                }
+            },
         }
     }
 
     /// A link came up (or a dial failed): the policy keeps it or not.
     fn new_link(&mut self, l: NewLink) {
         let now = self.clock.now();
-        let (link, dialed, slot) = match l {
-            NewLink::Dialed(link, dialed) => (link, Some(dialed), None),
-            NewLink::Accepted(link, slot, ip) => (link, None, Some((slot, ip))),
+        let (link, dialed, slot, from) = match l {
+            NewLink::Dialed(link, dialed) => (link, Some(dialed), None, None),
+            NewLink::Accepted(link, slot, ip) => (link, None, Some(slot), Some(ip)),
+            NewLink::Punched(link, ip) => (link, None, None, Some(ip)),
+            NewLink::PunchFailed(key, initiator) => {
+                self.policy.punch_failed(&key, initiator);
+                return;
+            }
             NewLink::Failed(key) => {
                 self.policy.dial_failed(now, &key);
                 return;
@@ -284,7 +328,9 @@ impl Driver {
         };
         let remote = link.remote_static();
         let addr = link.remote_addr();
-        let from = slot.as_ref().map(|(_, ip)| *ip);
+        // A dialed link counts where it went (the policy introduces its
+        // peers to each other at these addresses).
+        let from = from.or(addr.map(|a| a.ip()));
         let Ok(pid) = self
             .policy
             .link_up(now, remote, dialed, from, &mut self.rng)
@@ -293,7 +339,7 @@ impl Driver {
             return;
         };
         let (sender, mut rx) = link.into_parts();
-        if let Some((slot, _)) = slot {
+        if let Some(slot) = slot {
             // Until the hello (or the link's end), the slot is held; if
             // the slots policy closes it, the link goes.
             let (held, released) = oneshot::channel::<()>();
@@ -362,6 +408,15 @@ impl Driver {
                     }
                 }
                 Output::Probe { peer, key, port } => self.dial_back(peer, key, port),
+                Output::InvitationDone { key, friend } => {
+                    if let Some(reply) = self.redeems.remove(&key) {
+                        let _ = reply.send(friend.ok_or(AddFriendError::InvitationRefused));
+                    }
+                }
+                Output::Punch { key, addr, dialed } => {
+                    self.punches
+                        .start(&self.setup, &self.link_tx, key, addr, dialed);
+                }
                 Output::SavePeers(list) => {
                     if self.setup.peer_dir.is_some() {
                         let _ = self.save.send(list);
@@ -586,6 +641,7 @@ pub(super) async fn accept_loop(
     setup: PeerSetup,
     links: mpsc::Sender<NewLink>,
     shutdown: CancellationToken,
+    punches: Punches,
 ) {
     let gate = Gate::new(Limits {
         slots: MAX_INBOUND_HANDSHAKES,
@@ -620,6 +676,12 @@ pub(super) async fn accept_loop(
         };
         if backoff.succeeded() {
             tracing::info!("accepting peer connections again");
+        }
+        // The other side of one of our hole punches, come in first.
+        if let Some(dialed) = punches.claim(from) {
+            let (setup, links) = (setup.clone(), links.clone());
+            tokio::spawn(async move { punch::claimed(stream, &setup, dialed, &links).await });
+            continue;
         }
         let ip = from.ip();
         let Some(slot) = gate.enter(Instant::now(), ip) else {

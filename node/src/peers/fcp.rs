@@ -12,6 +12,15 @@
 //! Lichen friend has no trust levels). The peer is always added as a
 //! friend.
 //!
+//! Invitations (Lichen's own): `CreateInvitation` (optional `Hours=`,
+//! how long it stays valid: 1 to 720, default 24) answers `Invitation`
+//! with `Invitation=` (the text `lichen invite` prints) and `Expires=`
+//! (Unix seconds); `AddPeer` with `Lichen.Invitation=` uses one: the
+//! node dials the inviting node, presents the token and answers `Peer`
+//! once both are friends (or a `ProtocolError`, code 21 when the text is
+//! no invitation or expired, 24 when the inviting node could not be
+//! reached or refused it).
+//!
 //! `Peer` fields: `identity`, `opennet` (false for a friend), `location`,
 //! `physical.tcp` (addresses, `;`-separated), `Lichen.NodeRef`; with
 //! `WithMetadata` `metadata.timeLastConnected`; with `WithVolatile`
@@ -31,6 +40,86 @@ pub const MAX_NODEREF_FILE: u64 = 64 * 1024;
 
 /// The field carrying a noderef's text.
 pub const NODEREF_FIELD: &str = "Lichen.NodeRef";
+
+/// The field carrying an invitation's text.
+pub const INVITATION_FIELD: &str = "Lichen.Invitation";
+
+/// Default validity of an invitation, hours.
+pub const DEFAULT_INVITATION_HOURS: u64 = 24;
+
+/// Answer a `CreateInvitation`.
+pub async fn create_invitation(node: &Node, fields: &Fields) -> Message {
+    let ident = fields.get("Identifier");
+    let hours = match fields.get("Hours").map(str::parse::<u64>) {
+        None => DEFAULT_INVITATION_HOURS,
+        Some(Ok(h)) if (1..=720).contains(&h) => h,
+        Some(_) => {
+            return error(
+                ProtocolErrorCode::InvalidField,
+                "Hours must be a whole number from 1 to 720",
+                ident,
+            )
+        }
+    };
+    let Some(peers) = node.peers.get() else {
+        return error(
+            ProtocolErrorCode::InternalError,
+            "the network is not running",
+            ident,
+        );
+    };
+    match peers
+        .invite(std::time::Duration::from_secs(hours * 3600))
+        .await
+    {
+        Ok(Ok(inv)) => {
+            let mut m = Message::new("Invitation")
+                .field("Invitation", inv.to_text())
+                .field("Expires", inv.expires.to_string());
+            if let Some(i) = ident {
+                m = m.field("Identifier", i);
+            }
+            m
+        }
+        Ok(Err(e)) => error(ProtocolErrorCode::InternalError, e.to_string(), ident),
+        Err(e) => error(ProtocolErrorCode::InternalError, e.to_string(), ident),
+    }
+}
+
+/// `AddPeer` with `Lichen.Invitation=`: use the invitation.
+async fn redeem(node: &Node, text: &str, ident: Option<&str>) -> Result<Message, Message> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let inv = lichen_link::Invitation::parse(text, now).map_err(|e| {
+        error(
+            ProtocolErrorCode::RefParseError,
+            format!("Error parsing invitation: {e}"),
+            ident,
+        )
+    })?;
+    let Some(peers) = node.peers.get() else {
+        return Err(error(
+            ProtocolErrorCode::InternalError,
+            "the network is not running",
+            ident,
+        ));
+    };
+    match peers.redeem(inv).await {
+        Ok(info) => Ok(peer_message(&info, true, true, ident.map(str::to_string))),
+        Err(e) => Err(error(add_friend_code(&e), e.to_string(), ident)),
+    }
+}
+
+/// Fred's code for a friend not added.
+fn add_friend_code(e: &AddFriendError) -> ProtocolErrorCode {
+    match e {
+        AddFriendError::Refused(Refusal::Myself) => ProtocolErrorCode::CannotPeerWithSelf,
+        AddFriendError::Refused(Refusal::Duplicate) => ProtocolErrorCode::DuplicatePeerRef,
+        AddFriendError::InvitationRefused => ProtocolErrorCode::AccessDenied,
+        _ => ProtocolErrorCode::InternalError,
+    }
+}
 
 fn error(code: ProtocolErrorCode, extra: impl Into<String>, ident: Option<&str>) -> Message {
     let mut e = rep::ProtocolError::new(code, Some(extra.into()));
@@ -207,6 +296,9 @@ async fn add_peer_inner(
     let ident = fields.get("Identifier");
     check_choice(fields, "Trust", &["LOW", "NORMAL", "HIGH"], ident)?;
     check_choice(fields, "Visibility", &["NO", "NAME_ONLY", "YES"], ident)?;
+    if let Some(t) = fields.get(INVITATION_FIELD) {
+        return redeem(node, t, ident).await;
+    }
     let text = if let Some(t) = fields.get(NODEREF_FIELD) {
         t.to_string()
     } else if let Some(name) = fields.get("File") {
@@ -241,14 +333,7 @@ async fn add_peer_inner(
     };
     match peers.add_friend(noderef, bytes).await {
         Ok(info) => Ok(peer_message(&info, true, true, ident.map(str::to_string))),
-        Err(e) => {
-            let code = match e {
-                AddFriendError::Refused(Refusal::Myself) => ProtocolErrorCode::CannotPeerWithSelf,
-                AddFriendError::Refused(Refusal::Duplicate) => ProtocolErrorCode::DuplicatePeerRef,
-                _ => ProtocolErrorCode::InternalError,
-            };
-            Err(error(code, e.to_string(), ident))
-        }
+        Err(e) => Err(error(add_friend_code(&e), e.to_string(), ident)),
     }
 }
 

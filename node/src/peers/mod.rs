@@ -32,6 +32,7 @@ mod driver;
 pub mod fcp;
 mod file;
 mod portmap;
+mod punch;
 mod store;
 #[cfg(test)]
 mod tests;
@@ -119,6 +120,14 @@ enum Cmd {
     ),
     Remove(String, oneshot::Sender<Option<PeerInfo>>),
     List(oneshot::Sender<Vec<PeerInfo>>),
+    Invite(
+        std::time::Duration,
+        oneshot::Sender<Result<lichen_link::Invitation, lichen_link::policy::InviteError>>,
+    ),
+    Redeem(
+        lichen_link::Invitation,
+        oneshot::Sender<Result<PeerInfo, AddFriendError>>,
+    ),
 }
 
 /// A handle on a running peer manager.
@@ -209,11 +218,13 @@ impl PeerManager {
         let advertised = Arc::new(Mutex::new(advertised));
         let mapped = portmap::Shared::default();
         let mapper = start_port_mapping(&setup, &listener, &mapped, &shutdown);
+        let punches = punch::Punches::new(listener.local_addr().ok().map(|a| a.port()));
         tokio::spawn(driver::accept_loop(
             listener,
             setup.clone(),
             link_tx.clone(),
             shutdown.clone(),
+            punches.clone(),
         ));
         let connected = Arc::new(AtomicUsize::new(0));
         let stats = Arc::new(Mutex::new(lichen_routing::Stats::default()));
@@ -237,6 +248,7 @@ impl PeerManager {
             listen_port,
             advertised: advertised.clone(),
             mapped: mapped.clone(),
+            punches,
         };
         let drive_task = tokio::spawn(driver::drive(setup, list, channels, clock, shutdown));
         tokio::spawn(async move {
@@ -389,6 +401,44 @@ impl PeerManager {
         Ok(rx.await.map_err(|_| AddFriendError::Stopped)??)
     }
 
+    /// Make an invitation ([`lichen_link::invitation`]) valid for
+    /// `valid`.
+    ///
+    /// # Errors
+    /// [`lichen_link::policy::InviteError`]; [`LinkError::Closed`] if the
+    /// manager has stopped.
+    pub async fn invite(
+        &self,
+        valid: std::time::Duration,
+    ) -> Result<Result<lichen_link::Invitation, lichen_link::policy::InviteError>, LinkError> {
+        let (tx, rx) = oneshot::channel();
+        self.cmd
+            .send(Cmd::Invite(valid, tx))
+            .await
+            .map_err(|_| LinkError::Closed)?;
+        rx.await.map_err(|_| LinkError::Closed)
+    }
+
+    /// Use an invitation: dial the inviting node, present its token, and
+    /// remember it as a friend (it remembers this node too). Waits for
+    /// the answer, at most [`lichen_link::policy::REDEEM_WINDOW`].
+    ///
+    /// # Errors
+    /// [`AddFriendError`]: refused at once (this node's own, already a
+    /// friend), or by the inviting node or the network
+    /// ([`AddFriendError::InvitationRefused`]).
+    pub async fn redeem(&self, inv: lichen_link::Invitation) -> Result<PeerInfo, AddFriendError> {
+        let (tx, rx) = oneshot::channel();
+        self.cmd
+            .send(Cmd::Redeem(inv, tx))
+            .await
+            .map_err(|_| AddFriendError::Stopped)?;
+        match tokio::time::timeout(lichen_link::policy::REDEEM_WINDOW, rx).await {
+            Ok(r) => r.map_err(|_| AddFriendError::Stopped)?,
+            Err(_) => Err(AddFriendError::InvitationRefused),
+        }
+    }
+
     /// Forget a peer (by identity, or by an address of its noderef) and
     /// close its link. `None`: no such peer.
     ///
@@ -476,6 +526,23 @@ impl Peers for PeerManager {
 
     fn remove<'a>(&'a self, which: &'a str) -> NetFuture<'a, Result<Option<PeerInfo>, Stopped>> {
         Box::pin(async move { PeerManager::remove(self, which).await.map_err(|_| Stopped) })
+    }
+
+    fn invite(
+        &self,
+        valid: std::time::Duration,
+    ) -> NetFuture<
+        '_,
+        Result<Result<lichen_link::Invitation, lichen_link::policy::InviteError>, Stopped>,
+    > {
+        Box::pin(async move { PeerManager::invite(self, valid).await.map_err(|_| Stopped) })
+    }
+
+    fn redeem(
+        &self,
+        inv: lichen_link::Invitation,
+    ) -> NetFuture<'_, Result<PeerInfo, AddFriendError>> {
+        Box::pin(PeerManager::redeem(self, inv))
     }
 
     fn list(&self) -> NetFuture<'_, Result<Vec<PeerInfo>, Stopped>> {

@@ -82,7 +82,8 @@ async fn setup(
     opennet: bool,
 ) -> (PeerSetup, TcpListener, NodeRef) {
     let keys = NodeKeys::from_static_secret([secret; 32]);
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    // As the node binds it: shared with hole punches' dials.
+    let l = lichen_link::sockets::listen("127.0.0.1:0".parse().unwrap()).unwrap();
     let r = NodeRef::new(&keys, vec![l.local_addr().unwrap()], Some(location));
     let store = memory_store(secret, location);
     let setup = PeerSetup {
@@ -285,7 +286,13 @@ async fn the_accept_loop_backs_off_on_errors() {
         stop: stop.clone(),
     };
     let (links, _rx) = mpsc::channel(1);
-    let task = tokio::spawn(driver::accept_loop(listener, setup, links, stop.clone()));
+    let task = tokio::spawn(driver::accept_loop(
+        listener,
+        setup,
+        links,
+        stop.clone(),
+        punch::Punches::default(),
+    ));
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.cancel();
     task.await.unwrap();
@@ -714,6 +721,98 @@ async fn the_noderef_follows_the_address_two_peers_reached() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(na.m.advertised_address(), Some(want));
+    for n in [&na, &nb, &nc] {
+        n.stop.cancel();
+    }
+}
+
+/// Two friends that cannot dial each other (each holds a noderef of the
+/// other naming a port where nothing answers, as a NAT without a mapping
+/// does) link directly through a hole punch their shared friend times:
+/// their dials fail, they ask it, it introduces them, and the punch's
+/// dials from their listening ports meet.
+#[tokio::test]
+async fn friends_that_cannot_dial_each_other_link_through_a_punch() {
+    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let nowhere = closed.local_addr().unwrap();
+    drop(closed);
+    let (na, nb, nr) = (
+        node(81, 1 << 62).await,
+        node(82, 2 << 62).await,
+        node(83, 3 << 62).await,
+    );
+    befriend(&na, &nr).await;
+    befriend(&nb, &nr).await;
+    wait_peers(&na.m, 1).await;
+    wait_peers(&nb.m, 1).await;
+    // Each side's noderef of the other names a dead address.
+    let dead = |secret: u8, n: &TestNode| {
+        let keys = keys_of(secret);
+        let r = NodeRef::new(&keys, vec![nowhere], n.r.location);
+        let bytes: lichen_routing::NoderefBytes = r.to_bytes(&keys).into();
+        (r, bytes)
+    };
+    let (rb, bb) = dead(82, &nb);
+    let (ra, ba) = dead(81, &na);
+    na.m.add_friend(rb, bb).await.unwrap();
+    nb.m.add_friend(ra, ba).await.unwrap();
+    wait_peers(&na.m, 2).await;
+    wait_peers(&nb.m, 2).await;
+    let friends = na.m.list().await.unwrap();
+    assert_eq!(friends.iter().filter(|p| p.connected).count(), 2);
+    // Through a punch (its counts are published once a tick).
+    for n in [&na, &nb] {
+        let mut r = n.m.reachability();
+        for _ in 0..100 {
+            if r.punched > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            r = n.m.reachability();
+        }
+        assert_eq!((r.punches, r.punched), (1, 1));
+    }
+    for n in [&na, &nb, &nr] {
+        n.stop.cancel();
+    }
+}
+
+/// Two darknet nodes that know nothing of each other become friends
+/// through an invitation over real sockets; the invitation works once.
+#[tokio::test]
+async fn an_invitation_makes_two_darknet_nodes_friends_over_sockets() {
+    let (na, nb, nc) = (
+        node(91, 1 << 62).await,
+        node(92, 2 << 62).await,
+        node(93, 3 << 62).await,
+    );
+    let inv =
+        na.m.invite(Duration::from_secs(3600))
+            .await
+            .unwrap()
+            .unwrap();
+    let text = inv.to_text();
+    let inv = lichen_link::Invitation::parse(&text, 0).unwrap();
+    let friend = nb.m.redeem(inv.clone()).await.unwrap();
+    assert_eq!(
+        friend.identity,
+        lichen_link::policy::identity_of(&na.r.static_key)
+    );
+    wait_peers(&na.m, 1).await;
+    wait_peers(&nb.m, 1).await;
+    let a_list = na.m.list().await.unwrap();
+    assert_eq!(a_list.len(), 1);
+    assert_eq!(a_list[0].kind, lichen_link::peerlist::PeerKind::Friend);
+    assert!(
+        a_list[0].noderef.is_some(),
+        "a remembers b's signed noderef"
+    );
+    // Used: a third node is refused, and a has no new friend.
+    assert_eq!(
+        nc.m.redeem(inv).await.unwrap_err(),
+        AddFriendError::InvitationRefused
+    );
+    assert_eq!(na.m.list().await.unwrap().len(), 1);
     for n in [&na, &nb, &nc] {
         n.stop.cancel();
     }

@@ -36,7 +36,7 @@ fn message(u: &mut Unstructured<'_>) -> arbitrary::Result<Message> {
     let noderef = NodeRef { location: Location(u.arbitrary()?), address: u.arbitrary()? };
     let locs: Vec<u64> = u.arbitrary()?;
     let peer_locations = locs.into_iter().map(Location).collect();
-    Ok(match u.int_in_range(0..=23)? {
+    Ok(match u.int_in_range(0..=25)? {
         0 => Message::Request { id, key: key(u)?, htl, kind },
         1 => {
             if u.arbitrary()? {
@@ -75,6 +75,8 @@ fn message(u: &mut Unstructured<'_>) -> arbitrary::Result<Message> {
         20 => Message::PunchOffer { from: u.arbitrary()?, addr: addr(u)? },
         21 => Message::PunchReady { to: u.arbitrary()?, port: u.arbitrary()? },
         22 => Message::PunchGo { target: u.arbitrary()?, addr: addr(u)? },
+        23 => Message::Invited { token: u.arbitrary()?, noderef: noderef.address.clone() },
+        24 => Message::Welcome { noderef: noderef.address },
         _ => Message::LocationChanged { location: Location(u.arbitrary()?) },
     })
 }

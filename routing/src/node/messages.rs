@@ -95,6 +95,8 @@ impl<V: Verifier> Node<V> {
             | Message::PunchOffer { .. }
             | Message::PunchReady { .. }
             | Message::PunchGo { .. }
+            | Message::Invited { .. }
+            | Message::Welcome { .. }
             | Message::Tunnel { .. } => {}
             Message::LocationChanged { location } => {
                 self.on_location_changed(now, from, location, rng)
