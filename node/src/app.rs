@@ -111,7 +111,7 @@ struct NodeArgs {
     /// Gateway port (default 8888).
     #[arg(long)]
     gateway_port: Option<u16>,
-    /// Address peers connect to (default 0.0.0.0:9489).
+    /// Address peers connect to (default [::]:9489: IPv6 and IPv4).
     #[arg(long)]
     listen: Option<SocketAddr>,
     /// Read the passphrase that seals the node's secrets from FILE (its

@@ -6,7 +6,7 @@
 //! back to a default).
 
 use serde::{Deserialize, Deserializer};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 /// Default FCP port (Freenet's).
@@ -193,7 +193,9 @@ pub struct NetworkConfig {
 impl Default for NetworkConfig {
     fn default() -> Self {
         NetworkConfig {
-            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), DEFAULT_PEER_PORT),
+            // Both families (IPv4 only where the host has no IPv6:
+            // `lichen_link::sockets::listen`).
+            listen: SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), DEFAULT_PEER_PORT),
             opennet: true,
             seeds: Vec::new(),
             max_peers: 30,

@@ -465,7 +465,7 @@ fn derive(pass: &Passphrase, kdf: &Kdf) -> Result<Zeroizing<[u8; 32]>, String> {
 
 /// This node's noderef text, for `lichen noderef`: loads (or creates) the
 /// identity in the configured data directory. A listen address that is
-/// unspecified (`0.0.0.0`) is written as loopback; the second value says
+/// unspecified (`[::]`, `0.0.0.0`) is written as loopback; the second value says
 /// so, and the caller should tell the user to set `[network] listen`.
 ///
 /// # Errors

@@ -229,6 +229,20 @@ impl<V: Verifier> PeerPolicy<V> {
         self.cfg.noderef = Some(bytes);
     }
 
+    /// Peers now reach this node on `port` (a port mapping on its router
+    /// forwards it, maybe from another port than the one it listens on):
+    /// dial-backs ask for that port, the answers about the old one no
+    /// longer count, and a new round of asks starts at the next tick.
+    pub fn port_changed(&mut self, now: Instant, port: u16) {
+        let Some(r) = self.reach.as_mut().filter(|r| r.port.is_some()) else {
+            return;
+        };
+        r.port = Some(port);
+        r.answers.clear();
+        r.asked.clear();
+        r.next_round = now;
+    }
+
     /// Tell the routing core whether nobody can dial this node (behind
     /// NAT): its announcements then ask to be offered links
     /// (`Message::AnnounceOffer`). A node learns it from its peers'

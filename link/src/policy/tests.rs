@@ -1215,3 +1215,31 @@ fn an_opennet_node_invites_too_and_the_limit_holds() {
         InviteError::TooMany
     );
 }
+
+#[test]
+fn a_new_port_asks_the_peers_again_at_once() {
+    let (mut m, a, _) = behind_nat_with_three_peers();
+    assert_eq!(m.nodes[a].policy.reachability(m.now).state, Reachable::No);
+    // A minute later the router maps the port: no longer behind NAT.
+    m.advance(ANSWER_EVERY);
+    let asked = m.nodes[a].sent["DialBack"];
+    m.nodes[a].behind_nat = false;
+    let port = m.nodes[a].noderef.addresses[0].port();
+    let now = m.now;
+    m.nodes[a].policy.port_changed(now, port);
+    assert_eq!(
+        m.nodes[a].policy.reachability(m.now).state,
+        Reachable::Unknown,
+        "the old answers are void"
+    );
+    m.advance(RECONNECT_TICK);
+    // Every peer still linked is asked again (not 30 minutes later).
+    let peers = m.nodes[a].policy.peer_count();
+    assert!(peers >= 1);
+    assert_eq!(
+        m.nodes[a].sent["DialBack"],
+        asked + peers,
+        "asked again at once"
+    );
+    assert_eq!(m.nodes[a].policy.reachability(m.now).state, Reachable::Yes);
+}

@@ -157,6 +157,16 @@ fn render_status(node: &Message, queue: &Queue) -> String {
             crate::status::reachability_text(r, public, mapping)
         ));
     }
+    if let (Some(tried), Some(linked)) = (
+        field_u64(node, "volatile.lichen.punches"),
+        field_u64(node, "volatile.lichen.punched"),
+    ) {
+        if tried > 0 {
+            s.push_str(&format!(
+                "Hole punches: {tried} tried, {linked} brought a direct link\n"
+            ));
+        }
+    }
     // The routing core's counters since start (a node with a network).
     let count = |k: &str| field_u64(node, &format!("volatile.lichen.{k}"));
     if let (Some(served), Some(overload), Some(loops), Some(bad)) = (
@@ -320,6 +330,16 @@ get-2 (global)  get   failed: Data not found (code 13)  -
                 "Reachability: behind NAT (not reachable): peers cannot dial this node; \
                  it dials out; public address 198.51.100.7\n"
             ),
+            "{out}"
+        );
+        assert!(!out.contains("Hole punches"), "none tried: {out}");
+        let out = status_of(&[
+            ("version", "Lichen,0.1.0"),
+            ("volatile.lichen.punches", "3"),
+            ("volatile.lichen.punched", "2"),
+        ]);
+        assert!(
+            out.contains("Hole punches: 3 tried, 2 brought a direct link\n"),
             "{out}"
         );
         let out = status_of(&[("version", "Lichen,0.1.0")]);

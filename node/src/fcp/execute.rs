@@ -135,6 +135,9 @@ impl Conn {
                 if let Some(m) = m {
                     f.push("volatile.lichen.mappedAddress", m.external.to_string());
                 }
+                // Hole punches (docs/running.md, "Hole punching").
+                f.push("volatile.lichen.punches", r.punches.to_string());
+                f.push("volatile.lichen.punched", r.punched.to_string());
                 // Real counters of the routing core (lichen_routing::Stats).
                 let s = net.stats();
                 for (name, v) in [

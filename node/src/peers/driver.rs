@@ -500,6 +500,9 @@ impl Driver {
         if current.is_some_and(|now_at| now_at != want) {
             let r = NodeRef::new(&self.setup.keys, vec![want], Some(self.setup.location.0));
             self.policy.set_noderef(r.to_bytes(&self.setup.keys).into());
+            // Dial-backs from now on at the mapped port: "reachable"
+            // before the next 30-minute round.
+            self.policy.port_changed(self.clock.now(), want.port());
             *current = Some(want);
             tracing::info!("the noderef now names the address the router maps");
             tracing::debug!(address = %want, "noderef address");
