@@ -585,6 +585,12 @@ impl<V: Verifier> PeerPolicy<V> {
             });
         }
         let cfg_dial_backs = cfg.dial_backs;
+        // Until a peer has dialed it back, a node that asks does not know
+        // whether it can be dialed: its announcements ask to be offered
+        // links (which works either way) and it offers none itself.
+        if matches!(cfg_dial_backs, DialBacks::AnswerAndAsk { .. }) {
+            node.set_behind_nat(true);
+        }
         PeerPolicy {
             location: cfg.location,
             cfg,

@@ -241,6 +241,7 @@ impl<V: Verifier> PeerPolicy<V> {
         r.answers.clear();
         r.asked.clear();
         r.next_round = now;
+        self.node.set_behind_nat(true);
     }
 
     /// Tell the routing core whether nobody can dial this node (behind
@@ -375,8 +376,9 @@ impl<V: Verifier> PeerPolicy<V> {
                 while r.answers.len() > KEEP_ANSWERS {
                     r.answers.pop_front();
                 }
-                // Behind NAT: our announcements ask to be offered links.
-                let behind = r.verdict(now).state == Reachable::No;
+                // Not known to be reachable: our announcements ask to be
+                // offered links.
+                let behind = r.verdict(now).state != Reachable::Yes;
                 self.node.set_behind_nat(behind);
                 tracing::debug!(peer = pid.0, reachable, "dial-back answered");
             }

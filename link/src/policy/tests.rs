@@ -1243,3 +1243,21 @@ fn a_new_port_asks_the_peers_again_at_once() {
     );
     assert_eq!(m.nodes[a].policy.reachability(m.now).state, Reachable::Yes);
 }
+
+#[test]
+fn an_asking_node_counts_as_behind_nat_until_a_peer_reached_it() {
+    let mut m = mesh();
+    let a = asking(&mut m, 1);
+    assert!(
+        m.nodes[a].policy.routing().behind_nat(),
+        "its first announcement asks for offers"
+    );
+    let (b, c) = (answering(&mut m, 2), answering(&mut m, 3));
+    assert!(!m.nodes[b].policy.routing().behind_nat(), "answering only");
+    m.dial(a, b);
+    m.dial(a, c);
+    assert_eq!(m.nodes[a].policy.reachability(m.now).state, Reachable::Yes);
+    assert!(!m.nodes[a].policy.routing().behind_nat());
+    let (m, n, _) = behind_nat_with_three_peers();
+    assert!(m.nodes[n].policy.routing().behind_nat());
+}

@@ -404,6 +404,13 @@ impl<V: Verifier> Node<V> {
         self.behind_nat = behind;
     }
 
+    /// Whether this node's announcements ask to be offered links
+    /// ([`Node::set_behind_nat`]).
+    #[must_use]
+    pub fn behind_nat(&self) -> bool {
+        self.behind_nat
+    }
+
     /// Connected peers and their locations.
     pub fn peers(&self) -> impl Iterator<Item = (PeerId, Location)> + '_ {
         self.peers.iter().map(|p| (p.id, p.location))
