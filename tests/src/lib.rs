@@ -7,6 +7,7 @@
 //! [`START_TIMEOUT`] fails the test instead of hanging it.
 
 pub mod fake_peer;
+pub mod netns;
 pub mod network;
 pub mod relay;
 
