@@ -103,21 +103,10 @@ fn peers_redeem(fcp: &FcpOpts, text: &str, t: &mut Term<'_>) -> Result<()> {
     // Checked here first: a clear error without a round trip.
     lichen_link::Invitation::parse(text, now)
         .map_err(|e| anyhow!("not a usable invitation: {e}"))?;
-    let mut c = Node::connect(&fcp.fcp)?;
-    let id = new_identifier("addpeer");
-    c.send(
-        &Message::new("AddPeer")
-            .field("Identifier", &id)
-            .field(crate::peers::fcp::INVITATION_FIELD, text.trim()),
+    let peer = add_peer(
+        fcp,
+        Message::new("AddPeer").field(crate::peers::fcp::INVITATION_FIELD, text.trim()),
     )?;
-    let peer = loop {
-        let m = c.next_message()?;
-        check_refusal(&m, &id)?;
-        if m.name == "Peer" {
-            break m;
-        }
-    };
-    let _ = c.send(&Message::new("Disconnect"));
     let line = format!(
         "added friend {} by invitation; it knows this node now too\n",
         peer.get("identity").unwrap_or("?")
@@ -150,23 +139,13 @@ fn read_noderef(file: &str, stdin: &mut dyn Read) -> Result<String> {
 
 fn peers_add(fcp: &FcpOpts, file: &str, stdin: &mut dyn Read, t: &mut Term<'_>) -> Result<()> {
     let text = read_noderef(file, stdin)?;
-    let mut c = Node::connect(&fcp.fcp)?;
-    let id = new_identifier("addpeer");
-    c.send(
-        &Message::new("AddPeer")
-            .field("Identifier", &id)
+    let peer = add_peer(
+        fcp,
+        Message::new("AddPeer")
             .field("Trust", "NORMAL")
             .field("Visibility", "NO")
             .field(crate::peers::fcp::NODEREF_FIELD, text),
     )?;
-    let peer = loop {
-        let m = c.next_message()?;
-        check_refusal(&m, &id)?;
-        if m.name == "Peer" {
-            break m;
-        }
-    };
-    let _ = c.send(&Message::new("Disconnect"));
     let line = format!(
         "added friend {} ({})\n",
         peer.get("identity").unwrap_or("?"),
@@ -176,6 +155,23 @@ fn peers_add(fcp: &FcpOpts, file: &str, stdin: &mut dyn Read, t: &mut Term<'_>) 
         }
     );
     write_out(t.out, line.as_bytes())
+}
+
+/// Send `AddPeer` (`m`, given an identifier here) and wait for its
+/// `Peer`.
+fn add_peer(fcp: &FcpOpts, m: Message) -> Result<Message> {
+    let mut c = Node::connect(&fcp.fcp)?;
+    let id = new_identifier("addpeer");
+    c.send(&m.field("Identifier", &id))?;
+    let peer = loop {
+        let m = c.next_message()?;
+        check_refusal(&m, &id)?;
+        if m.name == "Peer" {
+            break m;
+        }
+    };
+    let _ = c.send(&Message::new("Disconnect"));
+    Ok(peer)
 }
 
 fn peers_remove(fcp: &FcpOpts, which: &str, t: &mut Term<'_>) -> Result<()> {

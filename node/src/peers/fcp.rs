@@ -41,6 +41,17 @@ pub const MAX_NODEREF_FILE: u64 = 64 * 1024;
 /// The field carrying a noderef's text.
 pub const NODEREF_FIELD: &str = "Lichen.NodeRef";
 
+/// The running network, or the error to answer.
+fn running<'a>(node: &'a Node, ident: Option<&str>) -> Result<&'a dyn crate::node::Peers, Message> {
+    node.peers.get().ok_or_else(|| {
+        error(
+            ProtocolErrorCode::InternalError,
+            "the network is not running",
+            ident,
+        )
+    })
+}
+
 /// The field carrying an invitation's text.
 pub const INVITATION_FIELD: &str = "Lichen.Invitation";
 
@@ -61,12 +72,9 @@ pub async fn create_invitation(node: &Node, fields: &Fields) -> Message {
             )
         }
     };
-    let Some(peers) = node.peers.get() else {
-        return error(
-            ProtocolErrorCode::InternalError,
-            "the network is not running",
-            ident,
-        );
+    let peers = match running(node, ident) {
+        Ok(p) => p,
+        Err(m) => return m,
     };
     match peers
         .invite(std::time::Duration::from_secs(hours * 3600))
@@ -98,13 +106,7 @@ async fn redeem(node: &Node, text: &str, ident: Option<&str>) -> Result<Message,
             ident,
         )
     })?;
-    let Some(peers) = node.peers.get() else {
-        return Err(error(
-            ProtocolErrorCode::InternalError,
-            "the network is not running",
-            ident,
-        ));
-    };
+    let peers = running(node, ident)?;
     match peers.redeem(inv).await {
         Ok(info) => Ok(peer_message(&info, true, true, ident.map(str::to_string))),
         Err(e) => Err(error(add_friend_code(&e), e.to_string(), ident)),
@@ -324,13 +326,7 @@ async fn add_peer_inner(
         };
         error(code, format!("Error parsing ref: {e}"), ident)
     })?;
-    let Some(peers) = node.peers.get() else {
-        return Err(error(
-            ProtocolErrorCode::InternalError,
-            "the network is not running",
-            ident,
-        ));
-    };
+    let peers = running(node, ident)?;
     match peers.add_friend(noderef, bytes).await {
         Ok(info) => Ok(peer_message(&info, true, true, ident.map(str::to_string))),
         Err(e) => Err(error(add_friend_code(&e), e.to_string(), ident)),
