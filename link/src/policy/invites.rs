@@ -48,6 +48,9 @@ pub enum InviteError {
     /// [`MAX_INVITATIONS`] are out.
     #[error("{MAX_INVITATIONS} invitations are already out: wait until one is used or expires")]
     TooMany,
+    /// The node does not know the address friends would reach it at.
+    #[error("this node does not know its public address yet (no peer has dialed it back, no router mapped its port): try again in a minute, or set [network] listen to the address friends reach")]
+    AddressUnknown,
     /// The node has no noderef (it does not listen).
     #[error("this node does not listen for peers: nobody could use an invitation")]
     NotListening,

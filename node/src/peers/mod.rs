@@ -146,6 +146,8 @@ pub struct PeerManager {
     advertised: Arc<Mutex<Option<std::net::SocketAddr>>>,
     /// The port mapping the router granted ([`portmap`]).
     mapped: portmap::Shared,
+    /// [`PeerSetup::auto_address`]: the first address is a stand-in.
+    auto_address: bool,
     /// Cancelled once the manager has stopped and the peer file is written.
     stopped: CancellationToken,
 }
@@ -250,6 +252,7 @@ impl PeerManager {
             mapped: mapped.clone(),
             punches,
         };
+        let auto_address = setup.auto_address;
         let drive_task = tokio::spawn(driver::drive(setup, list, channels, clock, shutdown));
         tokio::spawn(async move {
             let _ = drive_task.await;
@@ -267,6 +270,7 @@ impl PeerManager {
             reach,
             advertised,
             mapped,
+            auto_address,
             stopped,
         }
     }
@@ -411,6 +415,14 @@ impl PeerManager {
         &self,
         valid: std::time::Duration,
     ) -> Result<Result<lichen_link::Invitation, lichen_link::policy::InviteError>, LinkError> {
+        // Listening on every interface, the noderef names 127.0.0.1 until
+        // peers or the router said where the node is: no use to a friend.
+        let stand_in = self
+            .advertised_address()
+            .is_none_or(|a| a.ip().is_loopback() || a.ip().is_unspecified());
+        if self.auto_address && stand_in {
+            return Ok(Err(lichen_link::policy::InviteError::AddressUnknown));
+        }
         let (tx, rx) = oneshot::channel();
         self.cmd
             .send(Cmd::Invite(valid, tx))

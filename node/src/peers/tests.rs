@@ -817,3 +817,21 @@ async fn an_invitation_makes_two_darknet_nodes_friends_over_sockets() {
         n.stop.cancel();
     }
 }
+
+/// A node listening on every interface does not give out invitations
+/// naming its stand-in address (127.0.0.1) before it knows a real one.
+#[tokio::test]
+async fn no_invitation_names_a_stand_in_address() {
+    let stand_in = |port| std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let n = node_advertising(95, 1 << 62, stand_in, true).await;
+    assert_eq!(
+        n.m.invite(Duration::from_secs(60)).await.unwrap(),
+        Err(lichen_link::policy::InviteError::AddressUnknown)
+    );
+    // Told where it listens, it invites.
+    let m = node_advertising(96, 2 << 62, stand_in, false).await;
+    assert!(m.m.invite(Duration::from_secs(60)).await.unwrap().is_ok());
+    for x in [&n, &m] {
+        x.stop.cancel();
+    }
+}
