@@ -225,8 +225,15 @@ fn print_stdout(text: &str) -> anyhow::Result<()> {
 fn print_noderef(a: NodeArgs) -> anyhow::Result<()> {
     let config = node_config(&a)?;
     let (text, loopback) = crate::identity::local_noderef(&config)?;
+    // Listening on every interface: the running node may know its public
+    // address (peers' dial-backs, the router's mapping).
     if loopback {
-        eprintln!("lichen: the peer listen address is unspecified; the noderef says 127.0.0.1 (set [network] listen or --listen to the address peers reach)");
+        if let Some(live) = cli::running_noderef(&config.fcp.listen.to_string(), &text) {
+            return print_stdout(&live);
+        }
+    }
+    if loopback {
+        eprintln!("lichen: the peer listen address is unspecified and no running node knows its public address yet; the noderef says 127.0.0.1 (run the node until peers or its router tell it, or set [network] listen or --listen to the address peers reach)");
     }
     print_stdout(&text)
 }

@@ -91,6 +91,10 @@ pub(crate) trait Peers: Network + std::fmt::Debug {
     /// The port mapping the home router granted, if any.
     fn port_mapping(&self) -> Option<crate::status::PortMapping>;
 
+    /// The address the node's noderef names now (it follows the public
+    /// or mapped address of a node listening on every interface).
+    fn advertised(&self) -> Option<std::net::SocketAddr>;
+
     /// Add a friend: remembered, dialed, accepted on a darknet node.
     fn add_friend(
         &self,

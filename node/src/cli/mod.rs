@@ -30,7 +30,7 @@ mod test_support;
 pub use conn::FcpOpts;
 pub use genkey::genkey;
 pub use get::{get, GetArgs};
-pub use peers::{invite, peers, InviteArgs, PeersAction, PeersArgs};
+pub use peers::{invite, peers, running_noderef, InviteArgs, PeersAction, PeersArgs};
 pub use put::{put, PutArgs};
 pub use site::{putsite, PutsiteArgs};
 pub use status::status;

@@ -157,6 +157,23 @@ fn peers_add(fcp: &FcpOpts, file: &str, stdin: &mut dyn Read, t: &mut Term<'_>) 
     write_out(t.out, line.as_bytes())
 }
 
+/// The noderef the node running at FCP address `fcp` gives out now, if
+/// it runs and is the node `offline` (its noderef made from the data
+/// directory) names: the same static key.
+#[must_use]
+pub fn running_noderef(fcp: &str, offline: &str) -> Option<String> {
+    let want = lichen_link::NodeRef::parse(offline).ok()?.static_key;
+    let mut c = Node::connect(fcp).ok()?;
+    let id = new_identifier("getnode");
+    c.send(&Message::new("GetNode").field("Identifier", &id))
+        .ok()?;
+    let m = c.next_message().ok()?;
+    let _ = c.send(&Message::new("Disconnect"));
+    let text = m.get(crate::peers::fcp::NODEREF_FIELD)?;
+    let r = lichen_link::NodeRef::parse(text).ok()?;
+    (m.name == "NodeData" && r.static_key == want).then(|| text.to_string())
+}
+
 /// Send `AddPeer` (`m`, given an identifier here) and wait for its
 /// `Peer`.
 fn add_peer(fcp: &FcpOpts, m: Message) -> Result<Message> {
@@ -276,6 +293,39 @@ mod tests {
     use super::*;
     use std::fs;
     use std::io::Cursor;
+
+    /// A running node's noderef is printed only when it is the node the
+    /// data directory names (same static key).
+    #[test]
+    fn the_running_nodes_noderef_when_it_is_this_node() {
+        use crate::cli::test_support::{fake_node, msg};
+        let mine = lichen_link::NodeKeys::from_static_secret([7; 32]);
+        let other = lichen_link::NodeKeys::from_static_secret([8; 32]);
+        let offline =
+            lichen_link::NodeRef::new(&mine, vec!["127.0.0.1:9489".parse().unwrap()], None)
+                .to_text(&mine);
+        for (keys, want) in [(&mine, true), (&other, false)] {
+            let live =
+                lichen_link::NodeRef::new(keys, vec!["198.51.100.7:9489".parse().unwrap()], None)
+                    .to_text(keys);
+            let answer = live.clone();
+            let (fcp, h) = fake_node(move |c| {
+                let g = c.expect("GetNode");
+                let id = g.get("Identifier").unwrap().to_string();
+                c.send(&msg(
+                    "NodeData",
+                    &[
+                        ("Identifier", &id),
+                        (crate::peers::fcp::NODEREF_FIELD, &answer),
+                    ],
+                ));
+            });
+            let got = running_noderef(&fcp.fcp, &offline);
+            h.join().unwrap();
+            assert_eq!(got, want.then_some(live));
+        }
+        assert_eq!(running_noderef("127.0.0.1:1", &offline), None, "no node");
+    }
 
     #[test]
     fn peers_table_hides_addresses_unless_asked() {

@@ -106,6 +106,14 @@ impl Conn {
             ),
         );
         f.push("version", concat!("Lichen,", env!("CARGO_PKG_VERSION")));
+        // The noderef the node gives out now: at the public or mapped
+        // address once known (what `lichen noderef` prints for a running
+        // node listening on every interface).
+        if let Some(a) = node.peers.get().and_then(|p| p.advertised()) {
+            let keys = node.identity.link_keys();
+            let r = lichen_link::NodeRef::new(&keys, vec![a], Some(node.identity.location));
+            f.push(crate::peers::fcp::NODEREF_FIELD, r.to_text(&keys));
+        }
         f.push(
             "opennet",
             lichen_fcp::fields::bool_str(node.config.network.opennet),

@@ -528,6 +528,10 @@ impl Peers for PeerManager {
         PeerManager::port_mapping(self)
     }
 
+    fn advertised(&self) -> Option<std::net::SocketAddr> {
+        PeerManager::advertised_address(self)
+    }
+
     fn add_friend(
         &self,
         noderef: NodeRef,
