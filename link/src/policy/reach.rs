@@ -142,6 +142,12 @@ impl Reach {
         }
     }
 
+    /// Whether fewer than [`PROBE_PEERS`] answers are in or awaited
+    /// (answers counted whatever their age: a hint for `reach_due`).
+    fn short(&self) -> bool {
+        self.answers.len() + self.asked.len() < PROBE_PEERS
+    }
+
     /// The answers that still count at `now`, oldest first.
     fn live(&self, now: Instant) -> impl Iterator<Item = &Answer> + '_ {
         self.answers
@@ -276,41 +282,72 @@ impl<V: Verifier> PeerPolicy<V> {
         }
     }
 
-    /// Every tick: forget unanswered asks; start a new round when due.
+    /// Every tick: forget unanswered asks and those whose link closed;
+    /// start a new round when due; between rounds, ask more peers while
+    /// fewer than [`PROBE_PEERS`] answers count and fewer are awaited (a
+    /// newcomer's first asks often go to seeds that close its link before
+    /// answering).
     pub(super) fn reach_tick(&mut self, now: Instant) {
-        let Some(r) = self.reach.as_mut().filter(|r| r.port.is_some()) else {
+        let Some(want) = self.reach_wanted(now) else {
             return;
         };
-        r.asked
-            .retain(|_, (_, at)| now.saturating_duration_since(*at) < PROBE_TIMEOUT);
-        if now < r.next_round {
-            return;
-        }
-        let asked: Vec<PeerId> = r.asked.keys().copied().collect();
+        let Some(r) = self.reach.as_ref() else { return };
+        let round = now >= r.next_round;
+        let answered: Vec<[u8; 32]> = r.live(now).map(|a| a.from).collect();
         let candidates: Vec<PeerId> = self
             .links
             .iter()
-            .filter(|(pid, l)| l.routed && !l.seed_client && !asked.contains(pid))
+            .filter(|(pid, l)| {
+                l.routed
+                    && !l.seed_client
+                    && !r.asked.contains_key(pid)
+                    && (round || !answered.contains(&l.remote))
+            })
             .map(|(pid, _)| *pid)
-            .take(PROBE_PEERS)
+            .take(if round { PROBE_PEERS } else { want })
             .collect();
-        let next = if candidates.is_empty() {
-            // No peer to ask yet: look again soon.
-            now + Duration::from_secs(10)
-        } else {
-            now + PROBE_EVERY
-        };
-        if let Some(r) = &mut self.reach {
-            r.next_round = next;
+        if round {
+            let next = if candidates.is_empty() {
+                // No peer to ask yet: look again soon.
+                now + Duration::from_secs(10)
+            } else {
+                now + PROBE_EVERY
+            };
+            if let Some(r) = &mut self.reach {
+                r.next_round = next;
+            }
         }
         for pid in candidates {
             self.ask_dial_back(now, pid);
         }
     }
 
-    /// The next instant `reach_tick` has work (for `tick_due`).
+    /// Drop void asks; then how many more peers to ask now (None: none
+    /// and no round due).
+    fn reach_wanted(&mut self, now: Instant) -> Option<usize> {
+        let links = &self.links;
+        let r = self.reach.as_mut().filter(|r| r.port.is_some())?;
+        r.asked.retain(|pid, (_, at)| {
+            now.saturating_duration_since(*at) < PROBE_TIMEOUT && links.contains_key(pid)
+        });
+        let short = PROBE_PEERS.saturating_sub(r.verdict(now).answers + r.asked.len());
+        (now >= r.next_round || short > 0).then_some(short)
+    }
+
+    /// The next instant `reach_tick` has work (for `tick_due`): a round,
+    /// an ask expiring, or now (an instant past) while answers are short
+    /// and a peer not yet asked could be.
     pub(super) fn reach_due(&self) -> Option<Instant> {
         let r = self.reach.as_ref().filter(|r| r.port.is_some())?;
+        let can_ask = self.links.iter().any(|(pid, l)| {
+            l.routed
+                && !l.seed_client
+                && !r.asked.contains_key(pid)
+                && !r.answers.iter().any(|a| a.from == l.remote)
+        });
+        if r.short() && can_ask {
+            return Some(self.start);
+        }
         let expiry = r.asked.values().map(|(_, at)| *at + PROBE_TIMEOUT).min();
         Some(expiry.map_or(r.next_round, |e| e.min(r.next_round)))
     }

@@ -1261,3 +1261,31 @@ fn an_asking_node_counts_as_behind_nat_until_a_peer_reached_it() {
     let (m, n, _) = behind_nat_with_three_peers();
     assert!(m.nodes[n].policy.routing().behind_nat());
 }
+
+#[test]
+fn an_ask_lost_with_its_link_is_asked_of_another_peer_at_the_next_tick() {
+    let mut m = mesh();
+    let x = asking(&mut m, 1);
+    m.nodes[x].behind_nat = true;
+    let p1 = answering(&mut m, 2);
+    m.dial(x, p1);
+    // Past the first round (its ask, too soon for p1, expires).
+    m.advance(PROBE_TIMEOUT + RECONNECT_TICK * 2);
+    assert_eq!(m.nodes[x].policy.reachability(m.now).answers, 1);
+    // Two peers that never answer (nodes from before dial-backs: seeds
+    // that close a newcomer's link before answering look the same), then
+    // p3: one answer and two asks awaited make three, so p3 is not asked.
+    let (q1, q2) = (opennet(&mut m, 3), opennet(&mut m, 4));
+    m.dial(x, q1);
+    m.dial(x, q2);
+    let p3 = answering(&mut m, 5);
+    m.dial(x, p3);
+    assert_eq!(m.nodes[p3].sent.get("DialBackResult"), None);
+    // q1's link closes with x's ask unanswered: at the next tick x asks
+    // p3 instead of waiting a minute and then for the next round.
+    m.set_down(q1, true);
+    m.advance(RECONNECT_TICK);
+    assert_eq!(m.nodes[p3].sent.get("DialBackResult"), Some(&1));
+    let r = m.nodes[x].policy.reachability(m.now);
+    assert_eq!((r.state, r.answers), (Reachable::No, 2));
+}
