@@ -44,7 +44,7 @@ const FIRST_PEER: Duration = Duration::from_secs(60);
 /// How long the dial-backs may take to give every node a verdict (a
 /// dial-back into a NAT times out after 10 s; asks are answered at most
 /// once a minute per asker).
-const VERDICT: Duration = Duration::from_secs(90);
+const VERDICT: Duration = Duration::from_secs(45);
 
 /// Start the seed on `bed.hosts[0]` (it must be public) and a node on
 /// every other host, seeded by it; waits until every node answers FCP.
@@ -260,36 +260,72 @@ fn nat_matrix() {
         );
     }
 
+    // A punch needs a peer linked to both nodes, and in the opennet two
+    // NATed nodes with a few peers each often share none (their asks
+    // then go unanswered). So the helper (node 1, public) is made a
+    // friend of every matrix node first: a shared peer for every pair,
+    // and the table shows what the NATs allow, not how the opennet
+    // happened to link.
+    for k in 0..4 {
+        nodes[1].add_friend(&nodes[a(k)]);
+        nodes[a(k)].add_friend(&nodes[1]);
+        nodes[1].add_friend(&nodes[b(k)]);
+        nodes[b(k)].add_friend(&nodes[1]);
+    }
+    let helper_id = nodes[1].identity.clone();
+    let shared = poll(Duration::from_secs(20), Duration::from_millis(250), || {
+        (0..4)
+            .flat_map(|k| [a(k), b(k)])
+            .all(|i| nodes[i].connected_identities().contains(&helper_id))
+            .then_some(())
+    });
+    assert!(
+        shared.is_some(),
+        "not every matrix node linked to the helper"
+    );
+
     // The pairs: A of kind i, B of kind j (i <= j), made friends of
-    // each other at once; then every pair is watched for a link.
-    let pairs: Vec<(usize, usize)> = (0..4).flat_map(|i| (i..4).map(move |j| (i, j))).collect();
-    let before = links(&nodes);
+    // each other, in waves where each node is in one pair at most (wave
+    // d: the pairs with j = i + d): a node asks its peers to introduce it
+    // to one node at most once a minute, and a peer introduces one asker
+    // at most once per 10 s, so a node in several pairs at once would
+    // have all but one of its punches ignored. Pairs with a public side
+    // link at once; a NAT–NAT pair gets 20 s (the first dial to the
+    // friend times out, then the node asks for a punch).
     let linked =
         |x: usize, y: usize, l: &BTreeSet<(usize, usize)>| l.contains(&(x.min(y), x.max(y)));
-    for &(i, j) in &pairs {
-        nodes[a(i)].add_friend(&nodes[b(j)]);
-        nodes[b(j)].add_friend(&nodes[a(i)]);
-    }
-    let added = Instant::now();
     let mut when: BTreeMap<(usize, usize), Duration> = BTreeMap::new();
-    // Pairs with a public side link at once; NAT–NAT pairs get 40 s: a
-    // friend that cannot be dialed is dialed again after 5 s, 10 s, ...,
-    // and a hole punch starts only after a dial failed.
-    let _ = poll(Duration::from_secs(40), Duration::from_millis(250), || {
+    let mut before: BTreeSet<(usize, usize)> = BTreeSet::new();
+    let mut pairs: Vec<(usize, usize)> = Vec::new();
+    for d in 0..4 {
+        let wave: Vec<(usize, usize)> = (0..4 - d).map(|i| (i, i + d)).collect();
         let now = links(&nodes);
-        for &(i, j) in &pairs {
+        for &(i, j) in &wave {
             if linked(a(i), b(j), &now) {
-                when.entry((i, j)).or_insert_with(|| added.elapsed());
+                before.insert((i, j));
             }
+            nodes[a(i)].add_friend(&nodes[b(j)]);
+            nodes[b(j)].add_friend(&nodes[a(i)]);
         }
-        (when.len() == pairs.len()).then_some(())
-    });
+        let added = Instant::now();
+        let _ = poll(Duration::from_secs(20), Duration::from_millis(250), || {
+            let now = links(&nodes);
+            for &(i, j) in &wave {
+                if linked(a(i), b(j), &now) {
+                    when.entry((i, j)).or_insert_with(|| added.elapsed());
+                }
+            }
+            wave.iter().all(|p| when.contains_key(p)).then_some(())
+        });
+        pairs.extend(wave);
+    }
+    pairs.sort_unstable();
 
     let after: Vec<Status> = nodes.iter().map(NetNode::status).collect();
     let mut rows = Vec::new();
     for &(i, j) in &pairs {
         let (ki, kj) = (Router::ALL[i], Router::ALL[j]);
-        let how = if linked(a(i), b(j), &before) {
+        let how = if before.contains(&(i, j)) {
             How::DirectBefore
         } else if !when.contains_key(&(i, j)) {
             How::Not
@@ -354,10 +390,11 @@ fn nat_matrix() {
     // Printed, not asserted: the other NAT–NAT pairs. Punching should
     // also link pairs with a port-restricted side, which keeps ports as
     // the cone does and which Linux conntrack filters the same way
-    // (docs/running.md, "Testing behind NAT"); on this bed it has not
-    // (the port-restricted nodes' counters show no punch tried), which
-    // is reported to the node's authors: assert those pairs here once
-    // they link. Pairs with a symmetric side cannot be punched; the node
+    // (docs/running.md, "Testing behind NAT"); on this bed such punches
+    // are tried and mostly fail (cone–port-restricted linked in one run
+    // of three, port-restricted–port-restricted in none), which is
+    // reported to the node's authors: assert those pairs here once they
+    // link. Pairs with a symmetric side cannot be punched; the node
     // should say so in its status, and then it can be asserted too. No
     // router here maps ports (miniupnpd refuses the benchmark range
     // 198.18.0.0/15 as its external address, so a UPnP router kind needs
@@ -553,11 +590,11 @@ fn twenty_nodes_half_behind_nat() {
         let h = bed.add_host(k);
         joiners.push(join(&dir, &h, &nodes[0], ""));
     }
-    // Watched together for 30 s (or until both have 10 peers): when each
+    // Watched together for 20 s (or until both have 10 peers): when each
     // first had 1, 2, ... peers.
     const WANT: u64 = 10;
     const ASSERTED: u64 = 5;
-    const BOUND: Duration = Duration::from_secs(30);
+    const BOUND: Duration = Duration::from_secs(20);
     let mut reached: Vec<BTreeMap<u64, Duration>> = vec![BTreeMap::new(); joiners.len()];
     let _ = poll(BOUND, Duration::from_millis(200), || {
         for (j, r) in joiners.iter().zip(&mut reached) {
@@ -653,7 +690,7 @@ fn capped_fetch() {
     let h = bed.add_host(Router::Public);
     Bed::cap(&h, UP, DOWN);
     let fetcher = join(&dir, &h, &nodes[0], "");
-    let peers = poll(Duration::from_secs(60), Duration::from_millis(250), || {
+    let peers = poll(Duration::from_secs(20), Duration::from_millis(250), || {
         let p = fetcher.status().peers;
         (p >= 8).then_some(p)
     })
