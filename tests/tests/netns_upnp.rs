@@ -25,7 +25,6 @@
 //! (not root) or miniupnpd is missing, the test says "SKIPPED" loudly and
 //! returns (under CI, a missing miniupnpd fails it: `.ci/run` installs it).
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -46,41 +45,10 @@ fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_lichen-it"))
 }
 
-/// Run `cmd` with a deadline: whether it succeeded, and its stdout and
-/// stderr. A command still running at the deadline is killed.
+/// Run `cmd` with a deadline (the bed's [`netns::run_bounded`]): whether
+/// it succeeded, and its stdout then stderr.
 fn run_bounded(cmd: &mut Command, timeout: Duration) -> Result<(bool, String), String> {
-    let what = format!("{cmd:?}");
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot start {what}: {e}"))?;
-    let mut out = child.stdout.take();
-    let mut err = child.stderr.take();
-    let reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        if let Some(o) = out.as_mut() {
-            let _ = o.read_to_string(&mut s);
-        }
-        if let Some(e) = err.as_mut() {
-            let _ = e.read_to_string(&mut s);
-        }
-        s
-    });
-    let start = Instant::now();
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            let text = reader.join().unwrap_or_default();
-            return Ok((status.success(), text));
-        }
-        if start.elapsed() > timeout {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(format!("{what} ran out of time"));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    lichen_tests::netns::run_bounded(cmd, timeout).map(|(ok, out, err)| (ok, out + &err))
 }
 
 /// Run `cmd`; `Err` with its output when it fails.
