@@ -172,7 +172,6 @@ impl<V: Verifier> PeerPolicy<V> {
                     || p.answering.contains_key(&target)
                     || p.awaiting.contains_key(&target)
                     || self.by_key.contains_key(&target)
-                    || !self.dialing.insert(target)
                 {
                     return;
                 }
@@ -238,7 +237,6 @@ impl<V: Verifier> PeerPolicy<V> {
         };
         if from == self.cfg.own_key
             || self.by_key.contains_key(&from)
-            || self.dialing.contains(&from)
             || self.is_banned(now, &from)
             || addr.port() == 0
             || addr.ip().is_unspecified()
@@ -278,9 +276,6 @@ impl<V: Verifier> PeerPolicy<V> {
     /// A punch asked for by [`Output::Punch`] ended without a link (one
     /// that came up was reported to [`PeerPolicy::link_up`]).
     pub fn punch_failed(&mut self, key: &[u8; 32], initiator: bool) {
-        if !initiator {
-            self.dialing.remove(key);
-        }
         if let Some(p) = self.punch.as_mut() {
             if initiator {
                 p.answering.remove(key);
@@ -296,8 +291,6 @@ impl<V: Verifier> PeerPolicy<V> {
             if p.answering.remove(key).is_some() {
                 p.linked += 1;
             } else if p.awaiting.remove(key).is_some() {
-                // It came in through the listener: no dial reports it.
-                self.dialing.remove(key);
                 p.linked += 1;
             }
         }
