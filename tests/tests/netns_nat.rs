@@ -390,13 +390,11 @@ fn nat_matrix() {
     // Printed, not asserted: the other NAT–NAT pairs. Punching should
     // also link pairs with a port-restricted side, which keeps ports as
     // the cone does and which Linux conntrack filters the same way
-    // (docs/running.md, "Testing behind NAT"); on this bed such punches
-    // are tried and mostly fail (cone–port-restricted linked in one run
-    // of three, port-restricted–port-restricted in none), which is
-    // reported to the node's authors: assert those pairs here once they
-    // link. Pairs with a symmetric side cannot be punched; the node
-    // should say so in its status, and then it can be asserted too. No
-    // router here maps ports (miniupnpd refuses the benchmark range
+    // (docs/running.md, "Testing behind NAT"); on this bed they linked
+    // in 1 of 5 earlier runs and in the latest (docs/benchmarks.md):
+    // assert them here once they link every time. Pairs with a
+    // symmetric side cannot be punched; the node should say so in its
+    // status, and then it can be asserted too. No router here maps ports (miniupnpd refuses the benchmark range
     // 198.18.0.0/15 as its external address, so a UPnP router kind needs
     // another public range: see tests/netns_upnp.rs); with one in
     // Router::ALL, assert its pairs as How::Mapped.
@@ -422,9 +420,11 @@ fn nat_matrix() {
 /// symmetric routers): every node gets peers; the links between two
 /// NATed nodes are counted; a document inserted on a NATed node is
 /// fetched on another NATed node (behind another kind of router), bytes
-/// equal. Then a public node and a NATed node join the running network
-/// and the time until each has 10 peers is printed (asserted only
-/// against a generous bound: the figure belongs to the benchmarks).
+/// equal. Then a public node and a NATed node join the running network;
+/// the time until each has 1, 3, 5, 8, 10 peers is printed (asserted
+/// only as "the public joiner has 3 peers within 20 s": the figure
+/// belongs to the benchmarks), and the NATed joiner fetches the document
+/// too, from an empty store.
 #[test]
 #[allow(clippy::too_many_lines)] // One scenario, step by step.
 fn twenty_nodes_half_behind_nat() {
@@ -435,9 +435,15 @@ fn twenty_nodes_half_behind_nat() {
     let (_keep, dir) = work_dir();
     let t0 = Instant::now();
     let nat = [Router::Cone, Router::PortRestricted, Router::Symmetric];
-    // Public and NATed hosts alternate after the seed: 10 public, 10 NATed.
+    // Public and NATed hosts alternate after the seed: 10 public, 10
+    // NATed (`LICHEN_NETBED_NODES` changes the 20, for the benchmarks).
+    let n: usize = std::env::var("LICHEN_NETBED_NODES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20)
+        .clamp(8, 200);
     bed.add_host(Router::Public);
-    for i in 0..19 {
+    for i in 0..n - 1 {
         if i % 2 == 0 {
             bed.add_host(nat[(i / 2) % 3]);
         } else {
@@ -477,9 +483,11 @@ fn twenty_nodes_half_behind_nat() {
     //   asked again elsewhere until a new peer says hello or the next
     //   round (30 minutes).
     //
-    // Both are printed, not failed, until the node is mended (reported
-    // with the bed; docs/running.md, "Testing behind NAT"). Every other
-    // node must have the right verdict, and no node a wrong one.
+    // Both were seen before 85a9b22 (asks lost with their link are asked
+    // again elsewhere at once), neither since; they are printed, not
+    // failed, until that is known to hold (docs/running.md, "Testing
+    // behind NAT"). Every other node must have the right verdict, and no
+    // node a wrong one.
     let stranded: Vec<usize> = (0..nodes.len())
         .filter(|&i| {
             nodes[i].host.router.is_nat() && !has_verdict(&statuses[i]) && statuses[i].peers == 0
@@ -529,7 +537,8 @@ fn twenty_nodes_half_behind_nat() {
             .collect()
     };
     println!(
-        "20 nodes, 10 behind NAT (started in {started:.1?}; {} stranded):",
+        "{n} nodes, {} behind NAT (started in {started:.1?}; {} stranded):",
+        n / 2,
         stranded.len()
     );
     println!(
@@ -593,7 +602,7 @@ fn twenty_nodes_half_behind_nat() {
     // Watched together for 20 s (or until both have 10 peers): when each
     // first had 1, 2, ... peers.
     const WANT: u64 = 10;
-    const ASSERTED: u64 = 5;
+    const ASSERTED: u64 = 3;
     const BOUND: Duration = Duration::from_secs(20);
     let mut reached: Vec<BTreeMap<u64, Duration>> = vec![BTreeMap::new(); joiners.len()];
     let _ = poll(BOUND, Duration::from_millis(200), || {
@@ -627,6 +636,33 @@ fn twenty_nodes_half_behind_nat() {
             r.contains_key(&ASSERTED) || j.host.router.is_nat(),
             "a node joining behind {} had fewer than {ASSERTED} peers after {BOUND:?}",
             j.host.router.name()
+        );
+    }
+    // The NATed joiner, whose store is empty, fetches the document: every
+    // block comes over the network, to a node behind NAT.
+    let nj = &joiners[1];
+    if nj.status().peers == 0 {
+        println!(
+            "KNOWN BUG: the joiner behind {} NAT is stranded; no second fetch",
+            nj.host.router.name()
+        );
+    } else {
+        let out = dir.join("doc2.out");
+        let t = Instant::now();
+        if let Err(e) = nj.get(&uri, &out, Duration::from_secs(120)) {
+            panic!(
+                "fetch on the NATed joiner failed: {e}\nlog:\n{}",
+                nj.log_text()
+            );
+        }
+        assert!(
+            std::fs::read(&out).unwrap() == data,
+            "the bytes fetched by the NATed joiner differ"
+        );
+        println!(
+            "the joiner behind {} NAT fetched it in {:.1?}: bytes equal",
+            nj.host.router.name(),
+            t.elapsed()
         );
     }
     println!("(whole test {:.1?})", t0.elapsed());
