@@ -288,9 +288,9 @@ impl<V: Verifier> PeerPolicy<V> {
     /// A link to `key` came up: a punch for it, if any, worked.
     pub(super) fn punch_linked(&mut self, key: &[u8; 32]) {
         if let Some(p) = self.punch.as_mut() {
-            if p.answering.remove(key).is_some() {
-                p.linked += 1;
-            } else if p.awaiting.remove(key).is_some() {
+            // Either side (not both: one punch per pair).
+            let answered = p.answering.remove(key).is_some();
+            if answered || p.awaiting.remove(key).is_some() {
                 p.linked += 1;
             }
         }
