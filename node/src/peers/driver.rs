@@ -101,6 +101,8 @@ pub(super) struct Channels {
     pub(super) mapped: portmap::Shared,
     /// Hole punches under way (shared with the accept loop).
     pub(super) punches: Punches,
+    /// The node listens on a loopback address.
+    pub(super) loopback_net: bool,
 }
 
 /// The driving task's state: the policy and the I/O handles its outputs
@@ -117,6 +119,9 @@ struct Driver {
     ungreeted: HashMap<PeerId, oneshot::Sender<()>>,
     /// Hole punches under way.
     punches: Punches,
+    /// This node listens on a loopback address (a test network): only
+    /// then are loopback addresses dialed.
+    loopback_net: bool,
     /// Invitations being used, by the inviting node's static key.
     redeems: HashMap<[u8; 32], oneshot::Sender<Result<PeerInfo, AddFriendError>>>,
     clock: Arc<dyn Clock>,
@@ -147,10 +152,12 @@ pub(super) async fn drive(
         advertised,
         mapped,
         punches,
+        loopback_net,
     } = ch;
     let (ev_tx, mut events) = mpsc::channel::<(PeerId, LinkEvent)>(1024);
     let mut d = Driver::new(setup, list, clock, (link_tx, ev_tx), save, listen_port);
     d.punches = punches;
+    d.loopback_net = loopback_net;
     let mut tick = tokio::time::interval(RECONNECT_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -234,6 +241,7 @@ impl Driver {
             ungreeted: HashMap::new(),
             punches: Punches::default(),
             redeems: HashMap::new(),
+            loopback_net: false,
             clock,
             rng: StdRng::from_entropy(),
             link_tx,
@@ -549,8 +557,19 @@ impl Driver {
     fn dial(&self, noderef: NodeRef, bytes: Option<lichen_routing::NoderefBytes>) {
         let setup = self.setup.clone();
         let links = self.link_tx.clone();
+        // A loopback address names this host: dialed only on a test
+        // network on loopback (this node's own address is one). Anywhere
+        // else it is a stand-in (a node listening on every interface
+        // before it knows its address) or a peer steering this node at
+        // its own local services.
+        let mut target = noderef.clone();
+        if !self.loopback_net {
+            target
+                .addresses
+                .retain(|a| !a.ip().is_loopback() && !a.ip().is_unspecified());
+        }
         tokio::spawn(async move {
-            match Link::connect_noderef(&noderef, &setup.keys, &setup.link, setup.bandwidth.clone())
+            match Link::connect_noderef(&target, &setup.keys, &setup.link, setup.bandwidth.clone())
                 .await
             {
                 Ok(l) => {

@@ -221,6 +221,7 @@ impl PeerManager {
         let mapped = portmap::Shared::default();
         let mapper = start_port_mapping(&setup, &listener, &mapped, &shutdown);
         let punches = punch::Punches::new(listener.local_addr().ok().map(|a| a.port()));
+        let loopback_net = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
         tokio::spawn(driver::accept_loop(
             listener,
             setup.clone(),
@@ -251,6 +252,7 @@ impl PeerManager {
             advertised: advertised.clone(),
             mapped: mapped.clone(),
             punches,
+            loopback_net,
         };
         let auto_address = setup.auto_address;
         let drive_task = tokio::spawn(driver::drive(setup, list, channels, clock, shutdown));

@@ -835,3 +835,41 @@ async fn no_invitation_names_a_stand_in_address() {
         x.stop.cancel();
     }
 }
+
+/// A node that does not listen on loopback (here: on every interface,
+/// so its noderef names a stand-in 127.0.0.1) does not dial a loopback
+/// address a noderef names: a peer could steer it at its own local
+/// services.
+#[tokio::test]
+async fn loopback_addresses_are_dialed_only_on_a_loopback_network() {
+    let (mut s, _, _) = setup(97, 1 << 62, None, false).await;
+    let l = lichen_link::sockets::listen("0.0.0.0:0".parse().unwrap()).unwrap();
+    let keys = keys_of(97);
+    let port = l.local_addr().unwrap().port();
+    let r = NodeRef::new(&keys, vec![([127, 0, 0, 1], port).into()], Some(1 << 62));
+    let bytes: lichen_routing::NoderefBytes = r.to_bytes(&keys).into();
+    s.noderef = Some(bytes.clone());
+    s.auto_address = true;
+    let stop = CancellationToken::new();
+    let na = TestNode {
+        store: s.store.clone(),
+        m: PeerManager::start(s, l, stop.clone()),
+        r,
+        bytes,
+        stop,
+    };
+    let nb = node(98, 2 << 62).await;
+    na.m.add_friend(nb.r.clone(), nb.bytes.clone())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(na.m.peer_count().await.unwrap(), 0, "127.0.0.1 not dialed");
+    // On a loopback network (b names 127.0.0.1 as its own), it is.
+    nb.m.add_friend(na.r.clone(), na.bytes.clone())
+        .await
+        .unwrap();
+    wait_peers(&nb.m, 1).await;
+    for n in [&na, &nb] {
+        n.stop.cancel();
+    }
+}
