@@ -72,17 +72,8 @@ fn in_ns(ns: &str, program: impl AsRef<std::ffi::OsStr>) -> Command {
 }
 
 /// Poll `f` every 200 ms until it gives `Some`, for at most `timeout`.
-fn poll<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
-    let start = Instant::now();
-    loop {
-        if let Some(t) = f() {
-            return Some(t);
-        }
-        if start.elapsed() >= timeout {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+fn poll<T>(timeout: Duration, f: impl FnMut() -> Option<T>) -> Option<T> {
+    lichen_tests::netns::poll(timeout, Duration::from_millis(200), f)
 }
 
 /// The three namespaces, miniupnpd, the nodes and a temporary directory;
