@@ -27,7 +27,7 @@ use super::noderef::NodeRef;
 use super::transport::{Opened, RekeyPolicy, Transport};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -99,6 +99,11 @@ struct SendQueue {
     bytes: AtomicUsize,
     limit: usize,
     space: Notify,
+    /// Bytes written to the socket since the link came up (after the
+    /// handshake: sealed records, padding included).
+    sent: AtomicU64,
+    /// Bytes read from the socket since the link came up.
+    received: AtomicU64,
 }
 
 impl SendQueue {
@@ -161,6 +166,16 @@ pub struct LinkSender {
 }
 
 impl LinkSender {
+    /// Bytes sent and received on this link's socket since it came up
+    /// (encrypted records, padding included; the handshake not counted).
+    #[must_use]
+    pub fn traffic(&self) -> (u64, u64) {
+        (
+            self.queue.sent.load(Ordering::Relaxed),
+            self.queue.received.load(Ordering::Relaxed),
+        )
+    }
+
     /// Queue a routing message, waiting while the queue is full.
     ///
     /// # Errors
@@ -466,6 +481,9 @@ impl Link {
         let queue = Arc::new(SendQueue {
             tx,
             bytes: AtomicUsize::new(0),
+            sent: AtomicU64::new(0),
+            // Records read along with the handshake's last message.
+            received: AtomicU64::new(leftover.len() as u64),
             limit: cfg.send_queue_bytes,
             space: Notify::new(),
         });
@@ -590,6 +608,9 @@ async fn writer<W: AsyncWrite + Unpin>(
                 r = w.write_all(&wire) => r?,
                 () = cancel.cancelled() => return Ok(()),
             }
+            rx.queue
+                .sent
+                .fetch_add(wire.len() as u64, Ordering::Relaxed);
         }
     }
     .await;
@@ -681,6 +702,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
             n = r.read_buf(buf) => n?,
             () = tokio::time::sleep_until(last_frame + ctx.idle) => return Err(LinkError::Timeout),
         };
+        ctx.pong.received.fetch_add(n as u64, Ordering::Relaxed);
         if n == 0 {
             return Err(if buf.is_empty() {
                 LinkError::Closed

@@ -927,6 +927,8 @@ impl<V: Verifier> PeerPolicy<V> {
                 .map(|e| e.noderef.addresses.clone())
                 .unwrap_or_default(),
             last_seen: entry.map_or(0, |e| e.last_seen),
+            link: self.by_key.get(key).copied(),
+            traffic: (0, 0),
         }
     }
 

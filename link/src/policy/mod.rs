@@ -299,6 +299,11 @@ pub struct PeerInfo {
     pub addresses: Vec<SocketAddr>,
     /// When a link last came up (ms since the epoch; 0: never or unknown).
     pub last_seen: u64,
+    /// Its link, while one is up.
+    pub link: Option<PeerId>,
+    /// Bytes sent to it and received from it on that link (the driver
+    /// fills these in; 0 from the policy).
+    pub traffic: (u64, u64),
 }
 
 impl std::fmt::Debug for PeerInfo {

@@ -296,7 +296,12 @@ impl Driver {
                 let _ = reply.send(self.policy.remove(now, &which, &mut self.rng));
             }
             Cmd::List(reply) => {
-                let _ = reply.send(self.policy.list());
+                let mut list = self.policy.list();
+                for p in &mut list {
+                    let sender = p.link.and_then(|pid| self.senders.get(&pid));
+                    p.traffic = sender.map_or((0, 0), LinkSender::traffic);
+                }
+                let _ = reply.send(list);
             }
             Cmd::Invite(valid, reply) => {
                 let _ = reply.send(self.policy.invite(now, valid, &mut self.rng));

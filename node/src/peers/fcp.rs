@@ -24,7 +24,9 @@
 //! `Peer` fields: `identity`, `opennet` (false for a friend), `location`,
 //! `physical.tcp` (addresses, `;`-separated), `Lichen.NodeRef`; with
 //! `WithMetadata` `metadata.timeLastConnected`; with `WithVolatile`
-//! `volatile.status` (`CONNECTED`, `DISCONNECTED`, `NEVER CONNECTED`).
+//! `volatile.status` (`CONNECTED`, `DISCONNECTED`, `NEVER CONNECTED`)
+//! and, while a link is up, `volatile.lichen.bytesSent` /
+//! `volatile.lichen.bytesReceived` (its wire bytes since it came up).
 
 use super::{AddFriendError, PeerInfo};
 use crate::node::Node;
@@ -168,6 +170,11 @@ pub fn peer_message(
             "NEVER CONNECTED"
         };
         f.push("volatile.status", status);
+        if p.link.is_some() {
+            // Wire bytes on the link that is up (docs/fcp.md).
+            f.push("volatile.lichen.bytesSent", p.traffic.0.to_string());
+            f.push("volatile.lichen.bytesReceived", p.traffic.1.to_string());
+        }
     }
     rep::Peer {
         fields: f,
@@ -404,8 +411,12 @@ mod tests {
             noderef: Some("lichen-noderef-v1:xyz".into()),
             addresses: vec!["127.0.0.1:5".parse().unwrap(), "[::1]:6".parse().unwrap()],
             last_seen: 42,
+            link: Some(lichen_routing::PeerId(3)),
+            traffic: (1000, 2000),
         };
         let m = peer_message(&p, true, true, Some("id".into()));
+        assert_eq!(m.get("volatile.lichen.bytesSent"), Some("1000"));
+        assert_eq!(m.get("volatile.lichen.bytesReceived"), Some("2000"));
         assert_eq!(m.name, "Peer");
         assert_eq!(m.get("identity"), Some("abc"));
         assert_eq!(m.get("opennet"), Some("false"));

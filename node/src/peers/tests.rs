@@ -873,3 +873,34 @@ async fn loopback_addresses_are_dialed_only_on_a_loopback_network() {
         n.stop.cancel();
     }
 }
+
+/// `ListPeers` counts each link's wire bytes: what one side sent, the
+/// other received.
+#[tokio::test]
+async fn each_links_bytes_are_counted_on_both_sides() {
+    let (na, nb) = (node(99, 1 << 62).await, node(100, 2 << 62).await);
+    befriend(&na, &nb).await;
+    wait_peers(&na.m, 1).await;
+    wait_peers(&nb.m, 1).await;
+    let one = |list: Vec<PeerInfo>| {
+        let p = list.into_iter().find(|p| p.connected).unwrap();
+        assert!(p.link.is_some());
+        p.traffic
+    };
+    let mut last = ((0, 0), (0, 0));
+    for _ in 0..100 {
+        let a = one(na.m.list().await.unwrap());
+        let b = one(nb.m.list().await.unwrap());
+        last = (a, b);
+        if a.0 > 0 && a.1 > 0 && a == (b.1, b.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (a, b) = last;
+    assert!(a.0 > 0 && a.1 > 0, "{last:?}");
+    assert_eq!(a, (b.1, b.0), "a's sent is b's received and back");
+    for n in [&na, &nb] {
+        n.stop.cancel();
+    }
+}
