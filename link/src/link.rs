@@ -24,6 +24,7 @@ use super::frame::LinkMessage;
 use super::handshake::{Handshake, HsAction};
 use super::keys::NodeKeys;
 use super::noderef::NodeRef;
+use super::sockets::canonical;
 use super::transport::{Opened, RekeyPolicy, Transport};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -243,11 +244,6 @@ pub(crate) fn family_turns(addrs: &[SocketAddr]) -> Vec<SocketAddr> {
             (a, b) => out.extend(a.into_iter().chain(b)),
         }
     }
-}
-
-/// An IPv4 peer of a dual-stack socket (`::ffff:a.b.c.d`), as IPv4.
-fn canonical(a: SocketAddr) -> SocketAddr {
-    SocketAddr::new(a.ip().to_canonical(), a.port())
 }
 
 /// An established link.

@@ -15,6 +15,12 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
+/// An IPv4 peer of a dual-stack socket (`::ffff:a.b.c.d`), as IPv4.
+#[must_use]
+pub fn canonical(a: SocketAddr) -> SocketAddr {
+    SocketAddr::new(a.ip().to_canonical(), a.port())
+}
+
 /// Pending connections the kernel queues before `accept`.
 const BACKLOG: i32 = 1024;
 

@@ -118,7 +118,8 @@ impl<V: Verifier> PeerPolicy<V> {
         }
     }
 
-    /// Close link `pid` before its hello.
+    /// Close link `pid` before its hello: a dial that brought it counts
+    /// as failed, an invitation being used on it as refused.
     pub(super) fn drop_unrouted(&mut self, now: Instant, pid: PeerId) {
         let Some(p) = self.remove_link(&pid) else {
             return;
@@ -126,10 +127,12 @@ impl<V: Verifier> PeerPolicy<V> {
         if self.by_key.get(&p.remote) == Some(&pid) {
             self.by_key.remove(&p.remote);
         }
+        if p.dialed.is_some() {
+            self.failed(now, &p.remote);
+        }
         if p.stage == Stage::AwaitWelcome {
             self.redeem_done(p.remote, None);
         }
-        tracing::trace!(at = ?now, "link dropped before its hello");
         self.out.push_back(Output::Close { peer: pid });
     }
 
@@ -563,17 +566,8 @@ impl<V: Verifier> PeerPolicy<V> {
             .map(|(pid, _)| *pid)
             .collect();
         for pid in late {
-            let Some(p) = self.remove_link(&pid) else {
-                continue;
-            };
-            if self.by_key.get(&p.remote) == Some(&pid) {
-                self.by_key.remove(&p.remote);
-            }
-            if p.dialed.is_some() {
-                self.failed(now, &p.remote);
-            }
             tracing::debug!(peer = pid.0, "no hello in time: link closed");
-            self.out.push_back(Output::Close { peer: pid });
+            self.drop_unrouted(now, pid);
         }
     }
 

@@ -511,16 +511,22 @@ impl Driver {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if current.is_some_and(|now_at| now_at != want) {
-            let r = NodeRef::new(&self.setup.keys, vec![want], Some(self.setup.location.0));
-            self.policy.set_noderef(r.to_bytes(&self.setup.keys).into());
+            self.advertise(&mut current, want);
             // Dial-backs from now on at the mapped port: "reachable"
             // before the next 30-minute round.
             self.policy.port_changed(self.clock.now(), want.port());
-            *current = Some(want);
             tracing::info!("the noderef now names the address the router maps");
-            tracing::debug!(address = %want, "noderef address");
         }
         true
+    }
+
+    /// Sign this node's noderef anew at `want` and hand it to the policy
+    /// (what it announces and offers from now on); `current` follows.
+    fn advertise(&mut self, current: &mut Option<SocketAddr>, want: SocketAddr) {
+        let r = NodeRef::new(&self.setup.keys, vec![want], Some(self.setup.location.0));
+        self.policy.set_noderef(r.to_bytes(&self.setup.keys).into());
+        *current = Some(want);
+        tracing::debug!(address = %want, "noderef address");
     }
 
     /// Once peers agree on where they reached this node, its noderef
@@ -534,11 +540,8 @@ impl Driver {
         let Some(want) = self.policy.noderef_address(self.clock.now(), now_at) else {
             return;
         };
-        let r = NodeRef::new(&self.setup.keys, vec![want], Some(self.setup.location.0));
-        self.policy.set_noderef(r.to_bytes(&self.setup.keys).into());
-        *current = Some(want);
+        self.advertise(&mut current, want);
         tracing::info!("peers reach this node at its public address: the noderef now names it");
-        tracing::debug!(address = %want, "noderef address");
     }
 
     /// Dial the peer on link `peer` back, in its own task: at the IP its

@@ -13,6 +13,7 @@
 
 use super::PeerSetup;
 use lichen_link::policy::{Dialed, PUNCH_WINDOW};
+use lichen_link::sockets::canonical;
 use lichen_link::Link;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -45,11 +46,6 @@ pub(super) struct Punches {
     /// Where the node listens (None: it does not punch).
     local_port: Option<u16>,
     waits: Arc<Mutex<HashMap<SocketAddr, (Dialed, Instant)>>>,
-}
-
-/// An IPv4 peer of a dual-stack socket, as IPv4.
-fn canonical(a: SocketAddr) -> SocketAddr {
-    SocketAddr::new(a.ip().to_canonical(), a.port())
 }
 
 impl Punches {
@@ -162,7 +158,7 @@ async fn handshake(
     dialed: Option<Dialed>,
 ) -> Option<Outcome> {
     let initiator = dialed.is_some();
-    let ip: Option<IpAddr> = stream.peer_addr().ok().map(|a| a.ip().to_canonical());
+    let ip: Option<IpAddr> = stream.peer_addr().ok().map(|a| canonical(a).ip());
     let r = match &dialed {
         Some(_) => {
             Link::initiate(
