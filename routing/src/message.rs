@@ -225,6 +225,12 @@ pub enum Message {
         id: u64,
         /// The node asking to be dialed.
         noderef: NodeRef,
+        /// That node is behind NAT too and already dials the newcomer
+        /// from its listening port: the newcomer dials it back the same
+        /// way at once (a hole punch, docs/wire.md "Hole punching")
+        /// instead of a plain dial. Absent on the wire when false.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        punch: bool,
     },
     /// The announcement ran its course (retraces the path).
     AnnounceReply {

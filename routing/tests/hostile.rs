@@ -69,7 +69,8 @@ fn arb_msg() -> impl Strategy<Value = Message> {
         id.clone().prop_map(|id| Message::InsertReply { id }),
         (id.clone(), block).prop_map(|(id, block)| Message::Collision { id, block }),
         (id.clone(), nref.clone()).prop_map(|(id, noderef)| Message::FoldOffer { id, noderef }),
-        (id.clone(), nref.clone()).prop_map(|(id, noderef)| Message::AnnounceOffer { id, noderef }),
+        (id.clone(), nref.clone(), any::<bool>())
+            .prop_map(|(id, noderef, punch)| Message::AnnounceOffer { id, noderef, punch }),
         (
             id.clone(),
             htl,

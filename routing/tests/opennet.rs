@@ -418,7 +418,8 @@ fn an_announcement_from_behind_nat_is_answered_with_an_offer_to_be_dialed() {
         PeerId(2),
         Message::AnnounceOffer {
             id: 5,
-            noderef: me()
+            noderef: me(),
+            punch: false,
         }
     )));
     let (next, fwd) = s
@@ -440,6 +441,7 @@ fn an_announcement_from_behind_nat_is_answered_with_an_offer_to_be_dialed() {
     let offer = |id| Message::AnnounceOffer {
         id,
         noderef: far.clone(),
+        punch: false,
     };
     n.handle_message(5_010, next, offer(5), &mut EmptyStore, &mut r);
     assert_eq!(sends(&drain(&mut n)), vec![(PeerId(2), offer(5))]);
@@ -482,6 +484,7 @@ fn a_node_behind_nat_announces_marked_and_dials_the_offers() {
         Message::AnnounceOffer {
             id,
             noderef: far.clone(),
+            punch: false,
         },
         &mut EmptyStore,
         &mut r,
@@ -510,4 +513,81 @@ fn a_node_behind_nat_announces_marked_and_dials_the_offers() {
     assert!(!folds(&mut a, &mut r, 77));
     a.set_behind_nat(false);
     assert!(folds(&mut a, &mut r, 78));
+}
+
+/// Two nodes behind NAT, where the embedder punches: the one on the
+/// announcement's path that wants the newcomer starts a punch toward it
+/// as initiator and marks its offer `punch`; the newcomer, given that
+/// offer, punches back (answering, its link invited) instead of dialing;
+/// the marking travels upstream unchanged. Without punching the node
+/// behind NAT offers nothing.
+#[test]
+fn behind_nat_both_a_punch_offer_starts_a_punch_on_each_side() {
+    let newcomer = NodeRef {
+        location: Location((1 << 60) + (1 << 58)),
+        address: b"newcomer".as_slice().into(),
+    };
+    let announce = Message::Announce {
+        id: 5,
+        htl: 10,
+        noderef: newcomer.clone(),
+        target: None,
+        unreachable: true,
+    };
+    let offers = |punching: bool| {
+        let (mut n, mut r) = node(3, Config::default());
+        n.set_noderef(me());
+        n.set_behind_nat(true);
+        n.set_punching(punching);
+        n.handle_message(5_000, PeerId(2), announce.clone(), &mut EmptyStore, &mut r);
+        drain(&mut n)
+    };
+    let out = offers(false);
+    assert!(!sends(&out)
+        .iter()
+        .any(|(_, m)| matches!(m, Message::AnnounceOffer { .. })));
+    assert!(!out.iter().any(|a| matches!(a, Action::Punch { .. })));
+    let out = offers(true);
+    assert!(out.iter().any(|a| matches!(
+        a,
+        Action::Punch { noderef, initiator: true } if *noderef == newcomer
+    )));
+    assert!(sends(&out).contains(&(
+        PeerId(2),
+        Message::AnnounceOffer {
+            id: 5,
+            noderef: me(),
+            punch: true,
+        }
+    )));
+
+    // The newcomer's side.
+    let (mut a, mut r) = node(2, Config::default());
+    a.set_noderef(newcomer);
+    a.set_behind_nat(true);
+    a.set_punching(true);
+    let RequestId(id) = a.handle_local_request(0, LocalRequest::Announce, &mut r);
+    let (to, _) = sends(&drain(&mut a))
+        .into_iter()
+        .find(|(_, m)| matches!(m, Message::Announce { .. }))
+        .unwrap();
+    let invited = a.invitations(100);
+    a.handle_message(
+        100,
+        to,
+        Message::AnnounceOffer {
+            id,
+            noderef: me(),
+            punch: true,
+        },
+        &mut EmptyStore,
+        &mut r,
+    );
+    let out = drain(&mut a);
+    assert!(out.iter().any(|x| matches!(
+        x,
+        Action::Punch { noderef, initiator: false } if *noderef == me()
+    )));
+    assert!(!out.iter().any(|x| matches!(x, Action::Connect { .. })));
+    assert_eq!(a.invitations(100), invited + 1, "its link comes in invited");
 }

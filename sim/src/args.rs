@@ -22,6 +22,7 @@ pub fn usage() -> &'static str {
   --requests N         requests for inserted keys (2000)
   --churn F            fraction of nodes offline at any time, rotating (0)
   --nat F              opennet: fraction of nodes behind NAT, which nobody can dial (0)
+  --symmetric F        of those, the fraction behind symmetric NAT, where punches fail (0)
   --adversary F        fraction of nodes run by the adversary (0)
   --attackers K        number of nodes run by the adversary (instead of -F)
   --adversary-kind K   observe | drop | corrupt | lie-htl | lie-swap (observe)
@@ -130,6 +131,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Option<Cli>
             "--requests" => c.requests = num(&flag, val())?,
             "--churn" => c.churn = fraction(&flag, val())?,
             "--nat" => c.nat = fraction(&flag, val())?,
+            "--symmetric" => c.symmetric = fraction(&flag, val())?,
             "--adversary" => c.adversary = fraction(&flag, val())?,
             "--attackers" => c.attackers = Some(num(&flag, val())?),
             "--adversary-kind" => {
@@ -231,6 +233,9 @@ mod tests {
         assert!(p("--nat -0.1").is_err());
         let nat = p("--nat 0.5").unwrap().unwrap();
         assert!((nat.config.nat - 0.5).abs() < f64::EPSILON);
+        assert!(p("--symmetric 1.5").is_err());
+        let sym = p("--nat 0.5 --symmetric 0.3").unwrap().unwrap();
+        assert!((sym.config.symmetric - 0.3).abs() < f64::EPSILON);
         assert!(p("--bogus").is_err());
         assert!(p("--nodes").is_err());
         let c = p(

@@ -153,6 +153,12 @@ pub struct SimConfig {
     /// they take part by dialing out. The seeds are never behind NAT.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub nat: f64,
+    /// Of the nodes behind NAT, the fraction whose NAT gives each
+    /// destination its own port (symmetric): hole punches to or from
+    /// them fail. The others keep the port, so two of them linked by an
+    /// announcement's punch offer connect.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub symmetric: f64,
     /// Fraction of nodes run by the adversary.
     pub adversary: f64,
     /// Number of nodes run by the adversary, instead of the fraction
@@ -251,6 +257,7 @@ impl Default for SimConfig {
             requests: 2000,
             churn: 0.0,
             nat: 0.0,
+            symmetric: 0.0,
             adversary: 0.0,
             attackers: None,
             adversary_kind: Adversary::Observe,

@@ -6,10 +6,10 @@ use std::cmp::Reverse;
 use rand::{Rng, RngCore};
 
 use super::config::Adversary;
-use super::{Ev, Req, Sim, TICK_MS};
+use super::{Ev, Req, Sim, SimNode, TICK_MS};
 use lichen_link::noderef::NodeRef;
 use lichen_link::policy::mesh::{open_link_from, pair_mut};
-use lichen_link::policy::{Dialed, Output};
+use lichen_link::policy::{Dialed, Output, PUNCH_WINDOW};
 use lichen_routing::{InsertOutcome, KeyKind, LocalRequest, Message, PeerId, RequestOutcome};
 
 impl Sim {
@@ -283,9 +283,10 @@ impl Sim {
             Output::Send { peer, msg } => self.send(i, peer, msg),
             Output::Dial { noderef, bytes } => self.connect(i, noderef, bytes),
             Output::Close { peer } => self.close(i, peer, false),
-            // Dial-backs, and with them hole punching, are off in the
-            // simulator (`policy_config`).
-            Output::Probe { .. } | Output::Punch { .. } => {}
+            // Dial-backs are off in the simulator (`policy_config`): it
+            // knows who is behind NAT.
+            Output::Probe { .. } => {}
+            Output::Punch { key, dialed, .. } => self.punch(i, key, dialed),
             // Nobody invites anyone in the simulator.
             Output::InvitationDone { .. } => {}
             // Only a node that restarts reads what it saved, and only
@@ -404,6 +405,64 @@ impl Sim {
         {
             a.ends.insert(pa, (j, pb));
             b.ends.insert(pb, (i, pa));
+        }
+        self.dirty.push(i);
+        self.dirty.push(j);
+    }
+
+    /// Node `i` punches toward the node with key `key` (`dialed`: as
+    /// initiator). Once that node punches back toward `i` within
+    /// [`PUNCH_WINDOW`], the link comes up at once (the initiator's
+    /// dial), unless either is offline or behind a symmetric NAT: then
+    /// both punches fail. A punch never answered just ends (the policy
+    /// forgets it after the window).
+    pub(super) fn punch(&mut self, i: u32, key: [u8; 32], dialed: Option<Dialed>) {
+        let now = self.now_i();
+        let window = u64::try_from(PUNCH_WINDOW.as_millis()).unwrap_or(u64::MAX);
+        let Some(j) = self.by_key.get(&key).copied().filter(|&j| j != i) else {
+            self.nodes[i as usize]
+                .policy
+                .punch_failed(&key, dialed.is_some());
+            self.dirty.push(i);
+            return;
+        };
+        let ik = self.nodes[i as usize].key;
+        let other = match self.punches.remove(&(j, ik)) {
+            Some((d, at)) if self.now.saturating_sub(at) < window => d,
+            _ => {
+                if self.punches.len() >= 4 * self.nodes.len() {
+                    let t = self.now;
+                    self.punches
+                        .retain(|_, (_, at)| t.saturating_sub(*at) < window);
+                }
+                self.punches.insert((i, key), (dialed, self.now));
+                return;
+            }
+        };
+        let (init, resp, d) = match (dialed, other) {
+            (Some(d), None) => (i, j, d),
+            (None, Some(d)) => (j, i, d),
+            // Both or neither initiator: not a pair the policy makes.
+            _ => return,
+        };
+        let fails = |s: &SimNode| !s.online || s.symmetric;
+        if fails(&self.nodes[i as usize]) || fails(&self.nodes[j as usize]) {
+            let (ik, rk) = (self.nodes[init as usize].key, self.nodes[resp as usize].key);
+            self.nodes[init as usize].policy.punch_failed(&rk, true);
+            self.nodes[resp as usize].policy.punch_failed(&ik, false);
+            self.dirty.push(i);
+            self.dirty.push(j);
+            return;
+        }
+        self.attack_dialed(init, resp);
+        let Some((a, b)) = pair_mut(&mut self.nodes, init as usize, resp as usize) else {
+            return;
+        };
+        let a_ip = a.noderef.addresses.first().map(std::net::SocketAddr::ip);
+        let rng = &mut self.rng;
+        if let Some((pa, pb)) = open_link_from(now, &mut a.policy, a_ip, &mut b.policy, d, rng) {
+            a.ends.insert(pa, (resp, pb));
+            b.ends.insert(pb, (init, pa));
         }
         self.dirty.push(i);
         self.dirty.push(j);

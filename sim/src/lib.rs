@@ -116,6 +116,9 @@ struct SimNode {
     adversary: bool,
     /// Behind NAT: dials to it fail (`SimConfig::nat`).
     nat: bool,
+    /// Behind a symmetric NAT: punches to or from it fail
+    /// (`SimConfig::symmetric`).
+    symmetric: bool,
     timer_at: u64,
     /// Each of its link ends → (the other node, that node's end).
     ends: Ends,
@@ -196,6 +199,10 @@ struct Sim {
     epoch: Instant,
     /// Static key → node (how a dial finds its node).
     by_key: HashMap<[u8; 32], u32>,
+    /// Hole punches waiting for the other side's: (node, toward key) →
+    /// (as initiator: whom it dials; since when, ms).
+    punches:
+        std::collections::BTreeMap<(u32, [u8; 32]), (Option<lichen_link::policy::Dialed>, u64)>,
     swaps_at_measure: u64,
     offline: Vec<u32>,
     churn_interval: u64,
@@ -372,6 +379,7 @@ fn new_node(cfg: &SimConfig, rng: &mut ChaCha8Rng, i: usize, epoch: Instant) -> 
         online: true,
         adversary: false,
         nat: false,
+        symmetric: false,
         timer_at: u64::MAX,
         ends: Ends::default(),
     }
@@ -418,6 +426,7 @@ impl Sim {
             link_salt,
             epoch,
             by_key,
+            punches: std::collections::BTreeMap::new(),
             swaps_at_measure: 0,
             offline: Vec::new(),
             churn_interval: 0,
@@ -482,6 +491,9 @@ impl Sim {
         s.policy = PeerPolicy::new(pcfg, list, Sha256Verifier, now, WALL_START_MS + self.now);
         if s.nat {
             s.policy.set_behind_nat(true);
+        }
+        if self.cfg.nat > 0.0 {
+            s.policy.set_punching();
         }
         if self.cfg.tunnel_hops > 0 {
             s.policy.enable_tunnels(&s.secret);

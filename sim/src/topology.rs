@@ -98,10 +98,17 @@ impl Sim {
             return;
         }
         let mut rng = ChaCha8Rng::seed_from_u64(self.cfg.seed ^ 0x6e61_7400);
+        // Who of them is behind a symmetric NAT: an RNG of its own too.
+        let mut sym = ChaCha8Rng::seed_from_u64(self.cfg.seed ^ 0x7379_6d00);
+        let symmetric = self.cfg.symmetric.clamp(0.0, 1.0);
         for s in self.nodes.iter_mut().skip(seeds) {
             s.nat = rng.gen_bool(self.cfg.nat.min(1.0));
+            s.symmetric = s.nat && symmetric > 0.0 && sym.gen_bool(symmetric);
             // What its peers' dial-backs would tell it.
             s.policy.set_behind_nat(s.nat);
+        }
+        for s in &mut self.nodes {
+            s.policy.set_punching();
         }
     }
 

@@ -734,6 +734,7 @@ impl<V: Verifier> PeerPolicy<V> {
                 Ok(r) => self.dial(now, r, Some(noderef.address)),
                 Err(e) => tracing::debug!(error = %e, "bad noderef in a connect offer"),
             },
+            Action::Punch { noderef, initiator } => self.punch_toward(now, &noderef, initiator),
             Action::Disconnect { peer, why } => self.disconnect(now, peer, why),
             Action::LocationChanged { location } => {
                 self.location = location;

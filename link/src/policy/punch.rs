@@ -273,6 +273,80 @@ impl<V: Verifier> PeerPolicy<V> {
         });
     }
 
+    /// The routing core wants a link to a node behind NAT while behind
+    /// NAT itself (an opennet announcement's offer marked `punch`): punch
+    /// toward the address its noderef names, without an introducer. The
+    /// offering node starts as `initiator`; the newcomer, told by the
+    /// offer that came back along the announcement's path, answers. Both
+    /// NATs keep the listening port (cone and port-restricted ones do),
+    /// so each noderef names the address the other must dial.
+    pub(super) fn punch_toward(
+        &mut self,
+        now: Instant,
+        noderef: &lichen_routing::NodeRef,
+        initiator: bool,
+    ) {
+        let r = match crate::NodeRef::from_bytes(&noderef.address) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!(error = %e, "bad noderef in a punch offer");
+                return;
+            }
+        };
+        let key = r.static_key;
+        let Some(&addr) = r.addresses.first() else {
+            return;
+        };
+        if key == self.cfg.own_key
+            || self.by_key.contains_key(&key)
+            || self.dialing.contains(&key)
+            || self.is_banned(now, &key)
+            || addr.port() == 0
+            || addr.ip().is_unspecified()
+            || addr.ip().is_multicast()
+        {
+            return;
+        }
+        let Some(p) = self.punch.as_mut() else { return };
+        p.answering
+            .retain(|_, t| now.saturating_duration_since(*t) < PUNCH_WINDOW);
+        p.awaiting
+            .retain(|_, t| now.saturating_duration_since(*t) < PUNCH_WINDOW);
+        if p.answering.len() + p.awaiting.len() >= MAX_PUNCHES
+            || p.answering.contains_key(&key)
+            || p.awaiting.contains_key(&key)
+        {
+            return;
+        }
+        p.tried += 1;
+        let dialed = if initiator {
+            p.answering.insert(key, now);
+            Some(Dialed {
+                noderef: r,
+                bytes: Some(noderef.address.clone()),
+            })
+        } else {
+            p.awaiting.insert(key, now);
+            None
+        };
+        tracing::debug!(
+            initiator,
+            "opennet offer between nodes behind NAT: punching"
+        );
+        self.out.push_back(Output::Punch { key, addr, dialed });
+    }
+
+    /// Take part in hole punching without dial-backs (the simulator, which
+    /// knows who is behind NAT): opennet nodes behind NAT then offer each
+    /// other links ([`Self::punch_toward`]) and the driver carries out
+    /// [`Output::Punch`].
+    pub fn set_punching(&mut self) {
+        if self.punch.is_none() {
+            self.punch = Some(Box::default());
+        }
+        self.node.set_punching(true);
+    }
+
     /// A punch asked for by [`Output::Punch`] ended without a link (one
     /// that came up was reported to [`PeerPolicy::link_up`]).
     pub fn punch_failed(&mut self, key: &[u8; 32], initiator: bool) {

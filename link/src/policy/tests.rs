@@ -1289,3 +1289,34 @@ fn an_ask_lost_with_its_link_is_asked_of_another_peer_at_the_next_tick() {
     let r = m.nodes[x].policy.reachability(m.now);
     assert_eq!((r.state, r.answers), (Reachable::No, 2));
 }
+
+/// Two opennet nodes behind NAT with a public peer in common: the second
+/// one's announcement reaches the first through that peer; the first,
+/// wanting it, punches toward it and marks its offer; the newcomer
+/// punches back, and a direct link comes up without an introduction.
+/// Behind a symmetric NAT the punches fail and nothing else is tried.
+#[test]
+fn two_opennet_nodes_behind_nat_link_by_the_punch_an_announcement_offers() {
+    for symmetric in [false, true] {
+        let mut m = mesh();
+        let r = answering(&mut m, 3);
+        let (a, b) = (asking(&mut m, 1), asking(&mut m, 2));
+        m.nodes[a].behind_nat = true;
+        m.nodes[b].behind_nat = true;
+        m.nodes[b].symmetric_nat = symmetric;
+        m.dial(b, r);
+        m.dial(a, r);
+        m.advance(RECONNECT_TICK * 2);
+        assert_eq!(linked(&m, a, b), !symmetric, "symmetric: {symmetric}");
+        assert!(
+            !m.nodes[a].sent.contains_key("PunchAsk"),
+            "nobody introduced"
+        );
+        let offered = m.nodes[r].sent.get("AnnounceOffer").copied().unwrap_or(0);
+        assert!(offered >= 1, "r passed the punch offer on");
+        let (ta, la) = m.nodes[a].policy.punch_counts();
+        let (tb, lb) = m.nodes[b].policy.punch_counts();
+        assert_eq!((ta, tb), (1, 1));
+        assert_eq!(la + lb, if symmetric { 0 } else { 2 });
+    }
+}

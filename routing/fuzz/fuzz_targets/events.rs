@@ -65,7 +65,7 @@ fn message(u: &mut Unstructured<'_>) -> arbitrary::Result<Message> {
         13 => Message::SwapRequest { id, htl, location: Location(u.arbitrary()?), peer_locations },
         14 => Message::SwapReply { id, accepted: u.arbitrary()?, location: Location(u.arbitrary()?), peer_locations },
         15 => Message::SwapRejected { id },
-        16 => Message::AnnounceOffer { id, noderef },
+        16 => Message::AnnounceOffer { id, noderef, punch: u.arbitrary()? },
         17 => Message::DialBack { port: u.arbitrary()? },
         18 => Message::DialBackResult {
             seen: addr(u)?,

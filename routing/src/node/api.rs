@@ -160,6 +160,18 @@ pub enum Action {
         /// The node to connect to.
         noderef: NodeRef,
     },
+    /// Opennet, both nodes behind NAT ([`Node::set_punching`](super::Node::set_punching)):
+    /// dial this node from the listening port while it dials us (a hole
+    /// punch), then call
+    /// [`Node::accept_requested_peer`](super::Node::accept_requested_peer)
+    /// (`initiator`) or take its link as an invited one when it is up.
+    Punch {
+        /// The node to punch toward.
+        noderef: NodeRef,
+        /// We run the link handshake as initiator (the node that offered
+        /// the link); the newcomer answers.
+        initiator: bool,
+    },
     /// Close the connection to this peer. The node has already forgotten
     /// it.
     Disconnect {

@@ -70,8 +70,8 @@ impl<V: Verifier> Node<V> {
                 target,
                 unreachable,
             } => self.on_announce(now, from, id, htl, (noderef, unreachable), target, rng),
-            Message::AnnounceOffer { id, noderef } => {
-                self.on_announce_offer(now, from, id, noderef)
+            Message::AnnounceOffer { id, noderef, punch } => {
+                self.on_announce_offer(now, from, id, noderef, punch)
             }
             Message::SwapRequest {
                 id,

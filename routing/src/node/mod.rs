@@ -266,6 +266,9 @@ pub struct Node<V> {
     /// Behind NAT (the embedder's dial-backs say nobody can dial us): our
     /// announcements ask to be offered links, and we offer no fold.
     behind_nat: bool,
+    /// The embedder can hole-punch ([`Action::Punch`]): from behind NAT we
+    /// still offer links to newcomers behind NAT.
+    punching: bool,
     peers: Vec<Peer>,
     seed_clients: BTreeMap<PeerId, SeedClient>,
     pending: BTreeMap<u64, Pending>,
@@ -335,6 +338,7 @@ impl<V: Verifier> Node<V> {
             location,
             noderef: None,
             behind_nat: false,
+            punching: false,
             peers: Vec::new(),
             seed_clients: BTreeMap::new(),
             pending: BTreeMap::new(),
@@ -402,6 +406,14 @@ impl<V: Verifier> Node<V> {
     /// no link in path folding (nobody could take it).
     pub fn set_behind_nat(&mut self, behind: bool) {
         self.behind_nat = behind;
+    }
+
+    /// Whether the embedder carries out [`Action::Punch`]: then a node
+    /// behind NAT that wants a newcomer behind NAT offers it a link
+    /// anyway, marked `punch` ([`Message::AnnounceOffer`]), and both dial
+    /// at once.
+    pub fn set_punching(&mut self, on: bool) {
+        self.punching = on;
     }
 
     /// Whether this node's announcements ask to be offered links

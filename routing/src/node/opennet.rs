@@ -256,23 +256,42 @@ impl<V: Verifier> Node<V> {
 
     /// The newcomer of announcement `id` (from `from`) is behind NAT: if
     /// we want it as a peer, ask it to dial us ([`Message::AnnounceOffer`]
-    /// back along the path; its dial is then invited). Not from behind
-    /// NAT ourselves: it could not dial us either.
+    /// back along the path; its dial is then invited). From behind NAT
+    /// ourselves it could not dial us either: only when the embedder
+    /// punches, we start dialing it from our listening port at once
+    /// ([`Action::Punch`], as initiator) and mark the offer `punch`, so
+    /// it dials us back the same way.
     fn offer_if_wanted(&mut self, now: Millis, from: PeerId, id: u64, noderef: &NodeRef) {
-        if self.behind_nat || !self.would_take(now, noderef) {
+        let punch = self.behind_nat;
+        if (punch && !self.punching) || !self.would_take(now, noderef) {
             return;
         }
         let Some(me) = self.noderef.clone() else {
             return;
         };
         self.last_fold_accept = Some(now);
-        self.invite(now, 1);
-        self.send(from, Message::AnnounceOffer { id, noderef: me });
+        if punch {
+            self.actions.push_back(Action::Punch {
+                noderef: noderef.clone(),
+                initiator: true,
+            });
+        } else {
+            self.invite(now, 1);
+        }
+        self.send(
+            from,
+            Message::AnnounceOffer {
+                id,
+                noderef: me,
+                punch,
+            },
+        );
     }
 
     /// An `AnnounceOffer` for announcement `id` from `from`: passed
     /// upstream if `from` is a peer we routed it to (at most `max_htl` of
-    /// them per announcement); ours: dial the node if we still want it.
+    /// them per announcement); ours: dial the node if we still want it
+    /// (`punch`: punch toward it, answering, when the embedder can).
     /// Any other is ignored (counted as unexpected).
     pub(super) fn on_announce_offer(
         &mut self,
@@ -280,6 +299,7 @@ impl<V: Verifier> Node<V> {
         from: PeerId,
         id: u64,
         noderef: NodeRef,
+        punch: bool,
     ) {
         let max = self.cfg.max_htl;
         let Some(p) = self
@@ -294,7 +314,25 @@ impl<V: Verifier> Node<V> {
         match p.upstream {
             Upstream::Peer(u) => {
                 let up = p.reply_id.unwrap_or(id);
-                self.send(u, Message::AnnounceOffer { id: up, noderef });
+                self.send(
+                    u,
+                    Message::AnnounceOffer {
+                        id: up,
+                        noderef,
+                        punch,
+                    },
+                );
+            }
+            Upstream::Local if punch => {
+                if self.punching && self.would_take(now, &noderef) {
+                    self.last_fold_accept = Some(now);
+                    // Its link comes in as an answer to our punch: invited.
+                    self.invite(now, 1);
+                    self.actions.push_back(Action::Punch {
+                        noderef,
+                        initiator: false,
+                    });
+                }
             }
             Upstream::Local => {
                 self.connect_if_wanted(now, &noderef);
