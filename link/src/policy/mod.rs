@@ -595,9 +595,6 @@ impl<V: Verifier> PeerPolicy<V> {
         // links (which works either way) and it offers none itself.
         if matches!(cfg_dial_backs, DialBacks::AnswerAndAsk { .. }) {
             node.set_behind_nat(true);
-            // It listens, so it can punch: opennet offers between two
-            // nodes behind NAT are worth making.
-            node.set_punching(true);
         }
         PeerPolicy {
             location: cfg.location,

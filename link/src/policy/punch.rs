@@ -88,7 +88,7 @@ fn sweep<K: std::hash::Hash + Eq, V>(
 
 impl<V: Verifier> PeerPolicy<V> {
     /// Our listening port when we punch (dial-backs asked with a port).
-    fn punch_port(&self) -> Option<u16> {
+    pub(super) fn punch_port(&self) -> Option<u16> {
         self.reach.as_ref().and_then(|r| r.port)
     }
 

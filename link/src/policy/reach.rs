@@ -206,19 +206,23 @@ impl<V: Verifier> PeerPolicy<V> {
 
     /// The address this node's noderef should name now, when it differs
     /// from `current` (the one it names): the public address peers
-    /// reached us at, with `current`'s port, once the verdict is
-    /// [`Reachable::Yes`] and at least two peers saw that address (one
-    /// lying peer cannot move it). For a node that listens on every
-    /// interface and so cannot know its own address; the driver signs
-    /// the new noderef and gives it to [`PeerPolicy::set_noderef`].
+    /// reached us at (or, behind NAT, saw our links come from), with
+    /// `current`'s port, once there is a verdict and at least two peers
+    /// agree on that address (one lying peer cannot move it). Behind a
+    /// NAT that keeps ports (cone, port-restricted) that is where a hole
+    /// punch must aim (`punch`); nobody can dial it otherwise, nor could
+    /// they the private address it replaces. For a node that listens on
+    /// every interface and so cannot know its own address; the driver
+    /// signs the new noderef and gives it to [`PeerPolicy::set_noderef`].
     #[must_use]
     pub fn noderef_address(&self, now: Instant, current: SocketAddr) -> Option<SocketAddr> {
         let r = self.reach.as_ref()?;
         let v = r.verdict(now);
-        let public = v.public.filter(|_| v.state == Reachable::Yes)?;
+        let public = v.public.filter(|_| v.state != Reachable::Unknown)?;
+        let yes = v.state == Reachable::Yes;
         let agree = r
             .live(now)
-            .filter(|a| a.reachable && a.seen.ip() == public.ip())
+            .filter(|a| (a.reachable || !yes) && a.seen.ip() == public.ip())
             .count();
         let want = SocketAddr::new(public.ip(), current.port());
         (agree >= 2 && want != current).then_some(want)
@@ -226,13 +230,22 @@ impl<V: Verifier> PeerPolicy<V> {
 
     /// This node's signed noderef changed (a new address): announcements,
     /// fold offers and the `Noderef` after a dialing hello carry it from
-    /// now on.
-    pub fn set_noderef(&mut self, bytes: lichen_routing::NoderefBytes) {
+    /// now on. An under-connected opennet node announces again soon: what
+    /// its earlier announcements carried could not be dialed or punched.
+    pub fn set_noderef(&mut self, now: Instant, bytes: lichen_routing::NoderefBytes) {
         self.node.set_noderef(lichen_routing::NodeRef {
             location: self.location,
             address: bytes.clone(),
         });
         self.cfg.noderef = Some(bytes);
+        let ms = self.ms(now);
+        // Now it names where peers reach us or our links come from: a
+        // punch aimed at it can work, so opennet offers between nodes
+        // behind NAT are worth making and taking (`punch`).
+        if self.punch_port().is_some() {
+            self.node.set_punching(true);
+        }
+        self.node.announce_soon(ms);
     }
 
     /// Peers now reach this node on `port` (a port mapping on its router

@@ -426,6 +426,13 @@ impl Driver {
                         let _ = reply.send(friend.ok_or(AddFriendError::InvitationRefused));
                     }
                 }
+                // Loopback only on a loopback test network (as `dial`).
+                Output::Punch { key, addr, dialed }
+                    if !self.loopback_net
+                        && (addr.ip().is_loopback() || addr.ip().is_unspecified()) =>
+                {
+                    self.policy.punch_failed(&key, dialed.is_some());
+                }
                 Output::Punch { key, addr, dialed } => {
                     self.punches
                         .start(&self.setup, &self.link_tx, key, addr, dialed);
@@ -524,7 +531,9 @@ impl Driver {
     /// (what it announces and offers from now on); `current` follows.
     fn advertise(&mut self, current: &mut Option<SocketAddr>, want: SocketAddr) {
         let r = NodeRef::new(&self.setup.keys, vec![want], Some(self.setup.location.0));
-        self.policy.set_noderef(r.to_bytes(&self.setup.keys).into());
+        let now = self.clock.now();
+        self.policy
+            .set_noderef(now, r.to_bytes(&self.setup.keys).into());
         *current = Some(want);
         tracing::debug!(address = %want, "noderef address");
     }

@@ -416,6 +416,12 @@ impl<V: Verifier> Node<V> {
         self.punching = on;
     }
 
+    /// Whether the embedder punches ([`Node::set_punching`]).
+    #[must_use]
+    pub fn punching(&self) -> bool {
+        self.punching
+    }
+
     /// Whether this node's announcements ask to be offered links
     /// ([`Node::set_behind_nat`]).
     #[must_use]

@@ -429,6 +429,16 @@ impl<V: Verifier> Node<V> {
         self.prune_timers();
     }
 
+    /// This node's noderef changed (its public address learned): while
+    /// under-connected, announce again at once (at the next timeout),
+    /// carrying the new one; the backoff starts over.
+    pub fn announce_soon(&mut self, now: Millis) {
+        if self.cfg.opennet && self.noderef.is_some() && self.peers.len() < self.cfg.max_peers / 2 {
+            self.announce_backoff = 0;
+            self.next_announce = Some(now);
+        }
+    }
+
     /// Under-connected opennet nodes announce again, backing off
     /// exponentially (up to 32 intervals) while that does not help.
     pub(super) fn maybe_schedule_announce(&mut self, now: Millis) {
