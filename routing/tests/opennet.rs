@@ -591,3 +591,41 @@ fn behind_nat_both_a_punch_offer_starts_a_punch_on_each_side() {
     assert!(!out.iter().any(|x| matches!(x, Action::Connect { .. })));
     assert_eq!(a.invitations(100), invited + 1, "its link comes in invited");
 }
+
+/// An under-connected node announces again quickly, 1, 2, 4 … s after
+/// its first announcement, each time toward a link length it lacks (a
+/// target away from its own location); with half its peer limit it
+/// stops. (The peers here never answer: an announcement already under
+/// way is routed on to the next peer as they time out, under its id.)
+#[test]
+fn an_under_connected_node_announces_again_quickly_toward_lengths_it_lacks() {
+    let (mut a, mut r) = node(3, Config::default());
+    a.set_noderef(me());
+    let mut seen = std::collections::HashSet::new();
+    let mut new_announces = |a: &mut Node<V>| -> Vec<Option<Location>> {
+        sends(&drain(a))
+            .into_iter()
+            .filter_map(|(_, m)| match m {
+                Message::Announce { id, target, .. } if seen.insert(id) => Some(target),
+                _ => None,
+            })
+            .collect()
+    };
+    a.handle_local_request(0, LocalRequest::Announce, &mut r);
+    assert_eq!(new_announces(&mut a), vec![None]);
+    let mut at = 0;
+    for wait in [1_000, 2_000, 4_000] {
+        assert!(a.poll_timeout().is_some_and(|t| t <= at + wait));
+        at += wait;
+        a.handle_timeout(at, &mut r);
+        let again = new_announces(&mut a);
+        assert_eq!(again.len(), 1, "at {at}: {again:?}");
+        assert!(again[0].is_some_and(|t| t != Location(0)), "{again:?}");
+    }
+    // Half the peer limit: the next one, due 8 s later, is not sent.
+    for i in 4..=10 {
+        a.add_peer(at, PeerId(i), Location(i << 59), &mut r);
+    }
+    a.handle_timeout(at + 8_000, &mut r);
+    assert_eq!(new_announces(&mut a), vec![]);
+}

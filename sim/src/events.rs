@@ -230,6 +230,9 @@ impl Sim {
     /// the seeds (which keep it as a peer, or, when full, as a seed client
     /// for one announcement) and announces once the first peer is up.
     fn join(&mut self, node: u32) {
+        if let Some(j) = self.joined.get_mut(node as usize) {
+            j.0 = self.now;
+        }
         self.nodes[node as usize].online = true;
         let now = self.now_i();
         self.nodes[node as usize].policy.tick(now);
@@ -250,6 +253,11 @@ impl Sim {
         }
     }
 
+    /// The peer count `JoinReport` times: half the peer limit.
+    pub(super) fn join_target(&self) -> usize {
+        (self.cfg.degree / 2).max(1)
+    }
+
     /// Carry out the outputs of every node touched, until quiet; then
     /// re-arm their timers.
     pub(super) fn flush(&mut self) {
@@ -257,6 +265,13 @@ impl Sim {
         while let Some(i) = self.dirty.pop() {
             while let Some(o) = self.nodes[i as usize].policy.poll_output(now) {
                 self.apply(i, o);
+            }
+            if let Some(&(since, u64::MAX)) = self.joined.get(i as usize) {
+                if since != u64::MAX
+                    && self.nodes[i as usize].policy.peer_count() >= self.join_target()
+                {
+                    self.joined[i as usize].1 = self.now;
+                }
             }
             let at = self.nodes[i as usize]
                 .policy

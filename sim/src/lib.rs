@@ -203,6 +203,10 @@ struct Sim {
     /// (as initiator: whom it dials; since when, ms).
     punches:
         std::collections::BTreeMap<(u32, [u8; 32]), (Option<lichen_link::policy::Dialed>, u64)>,
+    /// Opennet: per node, when it joined and when it first had
+    /// `Sim::join_target` peers (ms; `u64::MAX`: not yet). Empty on
+    /// other topologies.
+    joined: Vec<(u64, u64)>,
     swaps_at_measure: u64,
     offline: Vec<u32>,
     churn_interval: u64,
@@ -427,6 +431,7 @@ impl Sim {
             epoch,
             by_key,
             punches: std::collections::BTreeMap::new(),
+            joined: Vec::new(),
             swaps_at_measure: 0,
             offline: Vec::new(),
             churn_interval: 0,

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use lichen_routing::Key;
 
-use super::report::{round4, Anonymity, NatReport, Report, TunnelReport};
+use super::report::{round4, Anonymity, JoinReport, NatReport, Report, TunnelReport};
 use super::{Req, Sim};
 
 impl Sim {
@@ -105,6 +105,7 @@ impl Sim {
             seconds_per_request_p95: tp95,
             tunnels: self.tunnel_report(requests),
             nat: self.nat_report(&measured),
+            joins: self.join_report(),
             cache_hits: self.nodes.iter().map(|s| s.store.hits_cache).sum(),
             store_hits: self.nodes.iter().map(|s| s.store.hits_store).sum(),
             failures,
@@ -140,6 +141,36 @@ impl Sim {
             *out.entry(format!("{what} {how}")).or_default() += 1;
         }
         out
+    }
+
+    /// Opennet: time from each growth join to half the peer limit.
+    fn join_report(&self) -> Option<JoinReport> {
+        if self.joined.is_empty() {
+            return None;
+        }
+        // The second half to join: a network at least half grown (the
+        // first joiners of a small network cannot find many peers).
+        let mut joined: Vec<&(u64, u64)> = self.joined.iter().filter(|j| j.0 != u64::MAX).collect();
+        joined.sort_by_key(|j| j.0);
+        let joined = joined.split_off(joined.len() / 2);
+        let mut times: Vec<u64> = joined
+            .iter()
+            .filter(|j| j.1 != u64::MAX)
+            .map(|j| j.1 - j.0)
+            .collect();
+        times.sort_unstable();
+        let at = |q: f64| {
+            let k = ((times.len() as f64 * q).ceil() as usize).clamp(1, times.len().max(1)) - 1;
+            times.get(k).map_or(0.0, |&t| round4(t as f64 / 1000.0))
+        };
+        Some(JoinReport {
+            target: self.join_target(),
+            joined: joined.len(),
+            reached: times.len(),
+            median_s: at(0.5),
+            p95_s: at(0.95),
+            max_s: times.last().map_or(0.0, |&t| round4(t as f64 / 1000.0)),
+        })
     }
 
     /// `--nat`: the degrees, and success by whether the requester is

@@ -60,6 +60,26 @@ pub struct NatReport {
     pub success_public: f64,
 }
 
+/// Opennet: how soon the nodes that joined as the network grew (the
+/// second half of them to join: the network at least half grown) had
+/// half their peer limit (`--degree` / 2, an under-connected node's
+/// bound), in virtual time from their start.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JoinReport {
+    /// The peer count timed.
+    pub target: usize,
+    /// Nodes that joined (the second half).
+    pub joined: usize,
+    /// Of them, those that reached `target` peers before the run ended.
+    pub reached: usize,
+    /// Seconds to `target` peers, over those that reached it.
+    pub median_s: f64,
+    /// 95th percentile.
+    pub p95_s: f64,
+    /// The slowest.
+    pub max_s: f64,
+}
+
 /// What the tunnel layers did (`--tunnel-hops N`), summed over the
 /// nodes over the whole run (`lichen_routing::TunnelStats`: builds and
 /// their failures by reason, requests sent and retried, the exits'
@@ -329,6 +349,9 @@ pub struct Report {
     /// Nodes behind NAT and the rest (`--nat` above 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nat: Option<NatReport>,
+    /// Opennet: how soon joining nodes had half their peer limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub joins: Option<JoinReport>,
     /// Requests served by a node's cache (not the requester's).
     pub cache_hits: u64,
     /// Requests served by a node's long-term store.
@@ -443,6 +466,16 @@ impl Report {
         );
         if c.topology == Topology::Darknet {
             row(s, "location swaps", self.swaps.to_string());
+        }
+        if let Some(j) = &self.joins {
+            row(
+                s,
+                "time to peers (joiners)",
+                format!(
+                    "{} of {} had {} peers: median {:.1} s, p95 {:.1} s, max {:.1} s",
+                    j.reached, j.joined, j.target, j.median_s, j.p95_s, j.max_s
+                ),
+            );
         }
         if let Some(n) = &self.nat {
             row(

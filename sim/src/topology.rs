@@ -158,6 +158,7 @@ impl Sim {
         for i in seeds..n {
             self.nodes[i].online = false;
         }
+        self.joined = vec![(u64::MAX, u64::MAX); n];
         let joining = (n - seeds) as u64;
         let window = self
             .cfg

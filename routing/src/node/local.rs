@@ -22,6 +22,7 @@ impl<V: Verifier> Node<V> {
         match req {
             LocalRequest::Announce => {
                 self.announce(now, id, rng);
+                self.maybe_schedule_announce(now);
             }
             LocalRequest::Fetch { key, kind } => {
                 self.remember(now, id, Upstream::Local);

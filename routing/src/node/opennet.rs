@@ -126,6 +126,8 @@ impl<V: Verifier> Node<V> {
         self.expire(now);
         let id = self.fresh_id(rng);
         self.announce_through(now, id, Some(peer), None, rng);
+        // Under-connected, the next one comes soon.
+        self.maybe_schedule_announce(now);
     }
 
     /// Whether an announcement of ours is on its way (not answered yet).

@@ -6,6 +6,12 @@ use rand::{Rng, RngCore};
 use super::{Action, Disconnect, Millis, Node, Peer, PeerId, SeedClient, Upstream, Verifier};
 use crate::location::Location;
 
+/// Re-announcements of an under-connected node that come quickly
+/// ([`Node::maybe_schedule_announce`]).
+const QUICK_ANNOUNCES: u32 = 7;
+/// The first quick re-announcement's wait (ms); each doubles it.
+const QUICK_ANNOUNCE: Millis = 1_000;
+
 impl<V: Verifier> Node<V> {
     /// Whether an opennet connection to a node at `location` would be
     /// taken now. With room: yes — unless, with `balance_link_lengths`, the
@@ -173,6 +179,20 @@ impl<V: Verifier> Node<V> {
         {
             return;
         }
+        let Some(target) = self.sparse_class_target(rng) else {
+            self.refresh_backoff = 0;
+            return;
+        };
+        self.refresh_backoff += 1;
+        self.stats.link_refreshes += 1;
+        let id = self.fresh_id(rng);
+        self.announce_through(now, id, None, Some(target), rng);
+    }
+
+    /// A location at a random distance in one of our sparsest link-length
+    /// classes (fewer peers than an even spread gives it), on a random
+    /// side; None when no class is sparse.
+    pub(super) fn sparse_class_target(&self, rng: &mut impl RngCore) -> Option<Location> {
         let (depth, counts) = self.link_classes(None);
         let even = self.cfg.max_peers.div_ceil(depth);
         let sparse: Vec<usize> = (1..depth)
@@ -183,22 +203,15 @@ impl<V: Verifier> Node<V> {
             .into_iter()
             .filter(|&c| Some(counts[c]) == fewest)
             .collect();
-        let Some(&class) = sparsest.get(rng.gen_range(0..sparsest.len().max(1))) else {
-            self.refresh_backoff = 0;
-            return;
-        };
+        let &class = sparsest.get(rng.gen_range(0..sparsest.len().max(1)))?;
         // Distances in [2^-(class+1), 2^-class) of the circle (2^64).
         let low = 1u64 << (63 - class);
         let d = low + rng.gen_range(0..low);
-        let target = if rng.gen::<bool>() {
+        Some(Location(if rng.gen::<bool>() {
             self.location.0.wrapping_add(d)
         } else {
             self.location.0.wrapping_sub(d)
-        };
-        self.refresh_backoff += 1;
-        self.stats.link_refreshes += 1;
-        let id = self.fresh_id(rng);
-        self.announce_through(now, id, None, Some(Location(target)), rng);
+        }))
     }
 
     /// Whether this node runs the link-length refresh at all.
@@ -440,15 +453,23 @@ impl<V: Verifier> Node<V> {
     }
 
     /// Under-connected opennet nodes announce again, backing off
-    /// exponentially (up to 32 intervals) while that does not help.
+    /// exponentially while that does not help: first [`QUICK_ANNOUNCES`]
+    /// times quickly (2, 4, 8, 16 s: a newcomer's first announcement
+    /// meets few nodes that want it), then every `announce_interval`,
+    /// doubling up to 32 of them.
     pub(super) fn maybe_schedule_announce(&mut self, now: Millis) {
         if self.peers.len() >= self.cfg.max_peers / 2 {
             self.announce_backoff = 0;
             return;
         }
         if self.cfg.opennet && self.noderef.is_some() && self.next_announce.is_none() {
-            let mult = 1u64 << self.announce_backoff.min(5);
-            self.next_announce = Some(now + self.cfg.announce_interval * mult);
+            let b = self.announce_backoff;
+            let wait = if b < QUICK_ANNOUNCES {
+                (QUICK_ANNOUNCE << b).min(self.cfg.announce_interval)
+            } else {
+                self.cfg.announce_interval * (1u64 << (b - QUICK_ANNOUNCES).min(5))
+            };
+            self.next_announce = Some(now + wait);
         }
     }
 

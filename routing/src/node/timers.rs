@@ -63,7 +63,12 @@ impl<V: Verifier> Node<V> {
             self.next_announce = None;
             if self.cfg.opennet && self.peers.len() < self.cfg.max_peers / 2 {
                 let id = self.fresh_id(rng);
-                self.announce(now, id, rng);
+                // Toward a link length we lack: the nodes around our own
+                // location heard the first announcement, and those that
+                // wanted us took us; elsewhere we are a link length
+                // other nodes have room for.
+                let target = self.sparse_class_target(rng);
+                self.announce_through(now, id, None, target, rng);
                 self.announce_backoff += 1;
                 self.maybe_schedule_announce(now);
             }
