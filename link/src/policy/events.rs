@@ -32,6 +32,13 @@ impl<V: Verifier> PeerPolicy<V> {
             return;
         }
         self.out.push_back(Output::Dial { noderef, bytes });
+        // From behind NAT, a dial to a node behind NAT hangs until it
+        // times out (10 s): a friend or remembered peer's introduction
+        // is asked for at once, as if the dial had failed. If the dial
+        // wins, the introduction finds the link up and stops.
+        if self.node.behind_nat() {
+            self.punch_after_failed_dial(now, &key);
+        }
     }
 
     /// A dial asked for by [`Output::Dial`] failed.

@@ -92,8 +92,8 @@ impl<V: Verifier> PeerPolicy<V> {
         self.reach.as_ref().and_then(|r| r.port)
     }
 
-    /// A dial to `key` failed: if it is a friend or remembered peer, ask
-    /// our peers to introduce us.
+    /// A dial to `key` failed (or, from behind NAT, started): if it is a
+    /// friend or remembered peer, ask our peers to introduce us.
     pub(super) fn punch_after_failed_dial(&mut self, now: Instant, key: &[u8; 32]) {
         let Some(port) = self.punch_port() else {
             return;
@@ -108,8 +108,6 @@ impl<V: Verifier> PeerPolicy<V> {
         {
             return;
         }
-        sweep(&mut p.asked, now, |t| *t);
-        p.asked.insert(*key, now);
         let peers: Vec<PeerId> = self
             .links
             .iter()
@@ -117,6 +115,13 @@ impl<V: Verifier> PeerPolicy<V> {
             .map(|(pid, _)| *pid)
             .take(ASK_PEERS)
             .collect();
+        if peers.is_empty() {
+            // Nobody to ask yet: the next failed dial asks.
+            return;
+        }
+        let Some(p) = self.punch.as_mut() else { return };
+        sweep(&mut p.asked, now, |t| *t);
+        p.asked.insert(*key, now);
         tracing::debug!(
             asked = peers.len(),
             "asking peers to introduce a node we cannot dial"

@@ -1330,3 +1330,20 @@ fn two_opennet_nodes_behind_nat_link_by_the_punch_an_announcement_offers() {
         assert_eq!(la + lb, if symmetric { 0 } else { 2 });
     }
 }
+
+/// From behind NAT a node asks for an introduction as it starts dialing
+/// a friend, not 10 s later when the dial to a friend behind NAT would
+/// time out; when the dial wins (here the friend is reachable) the
+/// introduction finds the link up and no punch starts.
+#[test]
+fn behind_nat_a_friends_introduction_is_asked_as_the_dial_starts() {
+    let (mut m, a, _, r) = two_behind_nat_and_a_shared_friend();
+    let asks = m.nodes[a].sent.get("PunchAsk").copied().unwrap_or(0);
+    let c = punching(&mut m, 4);
+    befriend(&mut m, c, r);
+    befriend(&mut m, a, c);
+    assert!(linked(&m, a, c), "the dial won");
+    assert!(m.nodes[a].sent.get("PunchAsk").copied().unwrap_or(0) > asks);
+    assert_eq!(m.nodes[c].policy.punch_counts(), (0, 0), "no punch");
+    assert_eq!(m.nodes[a].policy.punch_counts().0, 0);
+}
