@@ -386,6 +386,23 @@ fn a_targeted_announcement_is_routed_toward_its_target() {
     assert!(matches!(m, Message::Announce { target: Some(Location(t)), .. } if t == 3 << 60));
 }
 
+/// A newcomer behind NAT between peers 1 and 2 of `node(3, …)` (at 1/16
+/// and 2/16 of the circle), and its announcement (id 5, HTL 10).
+fn newcomer_behind_nat() -> (NodeRef, Message) {
+    let newcomer = NodeRef {
+        location: Location((1 << 60) + (1 << 58)),
+        address: b"newcomer".as_slice().into(),
+    };
+    let announce = Message::Announce {
+        id: 5,
+        htl: 10,
+        noderef: newcomer.clone(),
+        target: None,
+        unreachable: true,
+    };
+    (newcomer, announce)
+}
+
 /// An announcement from behind NAT: a node that wants the newcomer asks
 /// to be dialed (`AnnounceOffer` back where the announcement came from,
 /// its dial invited) instead of dialing it; it passes the announcement on
@@ -395,18 +412,7 @@ fn a_targeted_announcement_is_routed_toward_its_target() {
 fn an_announcement_from_behind_nat_is_answered_with_an_offer_to_be_dialed() {
     let (mut n, mut r) = node(3, Config::default());
     n.set_noderef(me());
-    // Between peers 1 and 2 (at 1/16 and 2/16 of the circle).
-    let newcomer = NodeRef {
-        location: Location((1 << 60) + (1 << 58)),
-        address: b"newcomer".as_slice().into(),
-    };
-    let announce = Message::Announce {
-        id: 5,
-        htl: 10,
-        noderef: newcomer,
-        target: None,
-        unreachable: true,
-    };
+    let (_, announce) = newcomer_behind_nat();
     n.handle_message(5_000, PeerId(2), announce, &mut EmptyStore, &mut r);
     let out = drain(&mut n);
     assert!(
@@ -523,17 +529,7 @@ fn a_node_behind_nat_announces_marked_and_dials_the_offers() {
 /// behind NAT offers nothing.
 #[test]
 fn behind_nat_both_a_punch_offer_starts_a_punch_on_each_side() {
-    let newcomer = NodeRef {
-        location: Location((1 << 60) + (1 << 58)),
-        address: b"newcomer".as_slice().into(),
-    };
-    let announce = Message::Announce {
-        id: 5,
-        htl: 10,
-        noderef: newcomer.clone(),
-        target: None,
-        unreachable: true,
-    };
+    let (newcomer, announce) = newcomer_behind_nat();
     let offers = |punching: bool| {
         let (mut n, mut r) = node(3, Config::default());
         n.set_noderef(me());

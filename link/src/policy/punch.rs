@@ -194,6 +194,17 @@ impl<V: Verifier> PeerPolicy<V> {
         }
     }
 
+    /// Whether a punch toward `key` at `addr` may start: not ourselves,
+    /// not a node linked already or banned, and an address one can dial.
+    fn may_punch(&self, now: Instant, key: &[u8; 32], addr: SocketAddr) -> bool {
+        *key != self.cfg.own_key
+            && !self.by_key.contains_key(key)
+            && !self.is_banned(now, key)
+            && addr.port() != 0
+            && !addr.ip().is_unspecified()
+            && !addr.ip().is_multicast()
+    }
+
     /// The routed link to the node with static key `key`.
     fn routed_link(&self, key: &[u8; 32]) -> Option<PeerId> {
         let pid = *self.by_key.get(key)?;
@@ -240,13 +251,7 @@ impl<V: Verifier> PeerPolicy<V> {
             noderef: e.noderef.clone(),
             bytes: Some(e.bytes.clone()),
         };
-        if from == self.cfg.own_key
-            || self.by_key.contains_key(&from)
-            || self.is_banned(now, &from)
-            || addr.port() == 0
-            || addr.ip().is_unspecified()
-            || addr.ip().is_multicast()
-        {
+        if !self.may_punch(now, &from, addr) {
             return;
         }
         let Some(p) = self.punch.as_mut() else { return };
@@ -302,14 +307,7 @@ impl<V: Verifier> PeerPolicy<V> {
         let Some(&addr) = r.addresses.first() else {
             return;
         };
-        if key == self.cfg.own_key
-            || self.by_key.contains_key(&key)
-            || self.dialing.contains(&key)
-            || self.is_banned(now, &key)
-            || addr.port() == 0
-            || addr.ip().is_unspecified()
-            || addr.ip().is_multicast()
-        {
+        if self.dialing.contains(&key) || !self.may_punch(now, &key, addr) {
             return;
         }
         let Some(p) = self.punch.as_mut() else { return };
