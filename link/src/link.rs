@@ -253,6 +253,8 @@ pub struct Link {
     /// The address of the other end (None: a link over a stream that is
     /// no TCP connection, in tests).
     remote_addr: Option<SocketAddr>,
+    /// This end's address, on a link this node opened (None otherwise).
+    local_addr: Option<SocketAddr>,
     sender: LinkSender,
     events: mpsc::Receiver<LinkEvent>,
 }
@@ -331,12 +333,14 @@ impl Link {
         let hs = Handshake::initiator(keys, remote_static)?;
         let _ = stream.set_nodelay(true);
         let addr = stream.peer_addr().ok().map(canonical);
+        let local = stream.local_addr().ok().map(canonical);
         let (t, remote, rest) =
             tokio::time::timeout(cfg.handshake_timeout, run_handshake(&mut stream, hs, cfg))
                 .await
                 .map_err(|_| LinkError::Timeout)??;
         let mut link = Link::spawn(stream, t, remote, rest, cfg, bandwidth);
         link.remote_addr = addr;
+        link.local_addr = local;
         Ok(link)
     }
 
@@ -514,9 +518,17 @@ impl Link {
         Link {
             remote_static,
             remote_addr: None,
+            local_addr: None,
             sender: LinkSender { queue, cancel },
             events: ev_rx,
         }
+    }
+
+    /// This end's address, on a link this node opened by dialing (None
+    /// for one it accepted, or spawned over another kind of stream).
+    #[must_use]
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.local_addr
     }
 
     /// The address of the other end of the connection (None for a link

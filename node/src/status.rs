@@ -71,6 +71,7 @@ pub(crate) fn reachability_text(
     field: &str,
     public: Option<&str>,
     mapping: Option<&str>,
+    keeps_ports: Option<&str>,
 ) -> String {
     let by = match mapping {
         Some("upnp") => Some("UPnP"),
@@ -94,10 +95,24 @@ pub(crate) fn reachability_text(
         }
         (other, _) => other.to_string(),
     };
+    // Behind a NAT that gives each destination its own port, hole
+    // punching cannot work (`volatile.lichen.natKeepsPorts`).
+    let state = if field == "behind-nat" && keeps_ports == Some("false") {
+        format!("{state}; its NAT changes ports (symmetric): hole punching cannot work")
+    } else {
+        state
+    };
     match public {
         Some(ip) => format!("{state}; public address {ip}"),
         None => state,
     }
+}
+
+/// `volatile.lichen.natKeepsPorts`: whether the node's NAT kept the
+/// source port of the links it dialed, as the peers' dial-backs saw them
+/// (None: not known).
+pub(crate) fn keeps_ports_field(kept: Option<bool>) -> Option<&'static str> {
+    kept.map(|k| if k { "true" } else { "false" })
 }
 
 #[cfg(test)]
@@ -107,21 +122,21 @@ mod tests {
     #[test]
     fn reachability_with_a_port_mapping() {
         assert_eq!(
-            reachability_text("reachable", Some("198.51.100.7"), None),
+            reachability_text("reachable", Some("198.51.100.7"), None, None),
             "reachable; public address 198.51.100.7"
         );
         assert_eq!(
-            reachability_text("reachable", Some("198.51.100.7:9489"), Some("upnp")),
+            reachability_text("reachable", Some("198.51.100.7:9489"), Some("upnp"), None),
             "reachable (behind NAT, port mapped by UPnP); public address 198.51.100.7:9489"
         );
         assert_eq!(
-            reachability_text("unknown", None, Some("pcp")),
+            reachability_text("unknown", None, Some("pcp"), None),
             "reachable (behind NAT, port mapped by PCP; no peer has dialed back yet)"
         );
-        assert!(reachability_text("behind-nat", None, Some("natpmp"))
+        assert!(reachability_text("behind-nat", None, Some("natpmp"), None)
             .starts_with("behind NAT (not reachable): peers cannot dial this node"));
         assert_eq!(
-            reachability_text("unknown", None, Some("none")),
+            reachability_text("unknown", None, Some("none"), None),
             "unknown (no peer has dialed back yet)"
         );
         let m = PortMapping {
@@ -130,6 +145,21 @@ mod tests {
         };
         assert_eq!(port_mapping_field(Some(&m)), "natpmp");
         assert_eq!(port_mapping_field(None), "none");
+    }
+
+    #[test]
+    fn behind_a_symmetric_nat_the_status_says_punching_cannot_work() {
+        let kept = keeps_ports_field(Some(true));
+        let changed = keeps_ports_field(Some(false));
+        assert_eq!(keeps_ports_field(None), None);
+        assert_eq!(
+            reachability_text("behind-nat", Some("198.51.100.7"), None, changed),
+            "behind NAT (not reachable): peers cannot dial this node; it dials out; \
+             its NAT changes ports (symmetric): hole punching cannot work; public address \
+             198.51.100.7"
+        );
+        assert!(!reachability_text("behind-nat", None, None, kept).contains("symmetric"));
+        assert!(!reachability_text("reachable", None, None, changed).contains("symmetric"));
     }
 
     #[test]

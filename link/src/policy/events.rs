@@ -811,6 +811,9 @@ impl<V: Verifier> PeerPolicy<V> {
     /// Forget link `pid`.
     fn remove_link(&mut self, pid: &PeerId) -> Option<LinkState> {
         let l = self.links.remove(pid)?;
+        if let Some(r) = self.reach.as_mut() {
+            r.local_ports.remove(pid);
+        }
         self.unindex(*pid, l.prefix);
         Some(l)
     }

@@ -318,8 +318,14 @@ impl<V: Verifier> Mesh<V> {
                     return;
                 };
                 let asker = &self.nodes[n];
-                let Some(&seen) = asker.noderef.addresses.first() else {
+                let Some(&own) = asker.noderef.addresses.first() else {
                     return;
+                };
+                // Seen from another port behind a symmetric NAT.
+                let seen = if asker.symmetric_nat {
+                    std::net::SocketAddr::new(own.ip(), own.port().wrapping_add(1))
+                } else {
+                    own
                 };
                 let reachable = !asker.down
                     && !asker.behind_nat
@@ -386,6 +392,11 @@ impl<V: Verifier> Mesh<V> {
             dialed,
             &mut self.rng,
         ) {
+            // The dial leaves from the port its noderef names (the model
+            // has one port a node); a symmetric NAT changes it (`Probe`).
+            if let Some(port) = a.noderef.addresses.first().map(std::net::SocketAddr::port) {
+                a.policy.link_local_port(pa, port);
+            }
             self.ends.insert((i, pa), (j, pb));
             self.ends.insert((j, pb), (i, pa));
         }

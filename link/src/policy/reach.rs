@@ -77,6 +77,11 @@ pub struct Reachability {
     pub punches: u64,
     /// Hole punches that brought a link.
     pub punched: u64,
+    /// Whether our NAT keeps a connection's source port, as the peers
+    /// that answered on links we dialed saw them come from (most say):
+    /// `Some(false)` behind a symmetric NAT, where hole punching cannot
+    /// work. None: no such answer.
+    pub ports_kept: Option<bool>,
 }
 
 impl Default for Reachability {
@@ -87,6 +92,7 @@ impl Default for Reachability {
             answers: 0,
             punches: 0,
             punched: 0,
+            ports_kept: None,
         }
     }
 }
@@ -97,6 +103,9 @@ struct Answer {
     from: [u8; 32],
     seen: SocketAddr,
     reachable: bool,
+    /// On a link we dialed: whether the peer saw it come from the port
+    /// we dialed from (our NAT kept the port). None: not known.
+    kept: Option<bool>,
     at: Instant,
 }
 
@@ -129,6 +138,9 @@ pub(super) struct Reach {
     next_round: Instant,
     /// When each asker was last answered.
     answered: HashMap<[u8; 32], Instant>,
+    /// The local port of each link we dialed ([`PeerPolicy::link_local_port`]),
+    /// until its answer comes or it closes.
+    pub(super) local_ports: HashMap<PeerId, u16>,
 }
 
 impl Reach {
@@ -139,6 +151,7 @@ impl Reach {
             answers: VecDeque::new(),
             next_round: now,
             answered: HashMap::new(),
+            local_ports: HashMap::new(),
         }
     }
 
@@ -179,10 +192,13 @@ impl Reach {
             .iter()
             .max_by_key(|v| (v.1, v.2))
             .map(|v| live[v.2].seen);
+        let kept = live.iter().filter(|a| a.kept == Some(true)).count();
+        let changed = live.iter().filter(|a| a.kept == Some(false)).count();
         Reachability {
             state,
             public,
             answers: live.len(),
+            ports_kept: (kept + changed > 0).then_some(kept >= changed),
             ..Reachability::default()
         }
     }
@@ -269,6 +285,18 @@ impl<V: Verifier> PeerPolicy<V> {
     /// dial-backs; a driver that knows (the simulator) says it here.
     pub fn set_behind_nat(&mut self, behind: bool) {
         self.node.set_behind_nat(behind);
+    }
+
+    /// The link `pid`, which we dialed, leaves from local port `port`
+    /// (the driver knows its socket): the peer's dial-back answer then
+    /// tells whether our NAT kept that port ([`Reachability::ports_kept`]).
+    pub fn link_local_port(&mut self, pid: PeerId, port: u16) {
+        let Some(r) = self.reach.as_mut().filter(|r| r.port.is_some()) else {
+            return;
+        };
+        if self.links.contains_key(&pid) {
+            r.local_ports.insert(pid, port);
+        }
     }
 
     /// The dial-back the driver ran for the peer on link `peer` (an
@@ -417,10 +445,12 @@ impl<V: Verifier> PeerPolicy<V> {
                 }
                 r.asked.remove(&pid);
                 r.answers.retain(|a| a.from != remote);
+                let kept = r.local_ports.remove(&pid).map(|p| p == seen.port());
                 r.answers.push_back(Answer {
                     from: remote,
                     seen,
                     reachable,
+                    kept,
                     at: now,
                 });
                 while r.answers.len() > KEEP_ANSWERS {

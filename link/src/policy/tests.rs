@@ -1347,3 +1347,24 @@ fn behind_nat_a_friends_introduction_is_asked_as_the_dial_starts() {
     assert_eq!(m.nodes[c].policy.punch_counts(), (0, 0), "no punch");
     assert_eq!(m.nodes[a].policy.punch_counts().0, 0);
 }
+
+/// The peers' dial-back answers on links a node dialed say whether its
+/// NAT kept the port it dialed from: yes behind a port-keeping NAT,
+/// no behind a symmetric one (where hole punching cannot work).
+#[test]
+fn dial_back_answers_tell_whether_the_nat_keeps_ports() {
+    let (m, a, _) = behind_nat_with_three_peers();
+    let r = m.nodes[a].policy.reachability(m.now);
+    assert_eq!((r.state, r.ports_kept), (Reachable::No, Some(true)));
+    let mut m = mesh();
+    let a = asking(&mut m, 1);
+    m.nodes[a].behind_nat = true;
+    m.nodes[a].symmetric_nat = true;
+    for peer in [2, 3, 4].map(|s| answering(&mut m, s)) {
+        m.dial(a, peer);
+    }
+    let r = m.nodes[a].policy.reachability(m.now);
+    assert_eq!((r.state, r.ports_kept), (Reachable::No, Some(false)));
+    // The answering nodes asked nothing: no answer, nothing known.
+    assert_eq!(m.nodes[2].policy.reachability(m.now).ports_kept, None);
+}

@@ -152,9 +152,10 @@ fn render_status(node: &Message, queue: &Queue) -> String {
             .get("volatile.lichen.mappedAddress")
             .or_else(|| node.get("volatile.lichen.publicAddress"));
         let mapping = node.get("volatile.lichen.portMapping");
+        let keeps = node.get("volatile.lichen.natKeepsPorts");
         s.push_str(&format!(
             "Reachability: {}\n",
-            crate::status::reachability_text(r, public, mapping)
+            crate::status::reachability_text(r, public, mapping, keeps)
         ));
     }
     if let (Some(tried), Some(linked)) = (

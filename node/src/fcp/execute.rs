@@ -143,6 +143,9 @@ impl Conn {
                 if let Some(m) = m {
                     f.push("volatile.lichen.mappedAddress", m.external.to_string());
                 }
+                if let Some(k) = crate::status::keeps_ports_field(r.ports_kept) {
+                    f.push("volatile.lichen.natKeepsPorts", k);
+                }
                 // Hole punches (docs/running.md, "Hole punching").
                 f.push("volatile.lichen.punches", r.punches.to_string());
                 f.push("volatile.lichen.punched", r.punched.to_string());

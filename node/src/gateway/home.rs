@@ -69,6 +69,7 @@ async fn node_status(gw: &Gateway) -> pages::Status {
                 crate::status::reachability_field(r.state),
                 public.as_deref(),
                 Some(crate::status::port_mapping_field(m.as_ref())),
+                crate::status::keeps_ports_field(r.ports_kept),
             )
         },
     );

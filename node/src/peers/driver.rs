@@ -341,6 +341,10 @@ impl Driver {
         };
         let remote = link.remote_static();
         let addr = link.remote_addr();
+        // A link we opened: the port it left from, which the peer's
+        // dial-back answer compares with the one it saw (does our NAT
+        // keep ports?).
+        let local_port = dialed.as_ref().and(link.local_addr()).map(|a| a.port());
         // A dialed link counts where it went (the policy introduces its
         // peers to each other at these addresses).
         let from = from.or(addr.map(|a| a.ip()));
@@ -351,6 +355,9 @@ impl Driver {
             link.close();
             return;
         };
+        if let Some(port) = local_port {
+            self.policy.link_local_port(pid, port);
+        }
         let (sender, mut rx) = link.into_parts();
         if let Some(slot) = slot {
             // Until the hello (or the link's end), the slot is held; if
