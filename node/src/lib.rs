@@ -166,6 +166,7 @@ fn routing_config(net: &config::NetworkConfig) -> lichen_routing::Config {
         max_peers: net.max_peers,
         opennet: net.opennet,
         swapping: !net.opennet,
+        answer_rate: answer_rate(net.upload_limit),
         ..lichen_routing::Config::default()
     };
     if net.test_network {
@@ -178,6 +179,28 @@ fn routing_config(net: &config::NetworkConfig) -> lichen_routing::Config {
     }
     c
 }
+
+/// Answers from the store (or the failure table) one peer may get per
+/// second (the routing core's `answer_rate`, after a burst of
+/// `answer_burst`, 256). The core's default, 64, is 2 MiB/s of blocks: a
+/// downloader whose peers serve it from their stores could then take at
+/// most 2 MiB/s from each once the burst (8 MiB) was spent, 12 MiB/s from
+/// six peers, and in the namespace bed's capped fetch the peers carrying
+/// the most sat exactly on that line (docs/benchmarks.md, "Capped
+/// fetch"). A peer may be answered at [`MIN_ANSWER_RATE`] (4 MiB/s, a
+/// home uplink), or at the node's whole upload limit when that is higher:
+/// the bandwidth limiter, not the budget, bounds what the node sends in
+/// all, and the budget still bounds the reads, decryptions and hashes one
+/// peer can ask for.
+fn answer_rate(upload_limit: u64) -> u32 {
+    let blocks = upload_limit / lichen_crypto::chk::PAYLOAD_LEN as u64;
+    u32::try_from(blocks)
+        .unwrap_or(u32::MAX)
+        .max(MIN_ANSWER_RATE)
+}
+
+/// See [`answer_rate`]: 128 blocks of 32 KiB a second.
+const MIN_ANSWER_RATE: u32 = 128;
 
 /// The noderefs in the seed files (one per line; blank lines and `#`
 /// comments skipped). Unreadable files and bad lines are warned about and
@@ -237,5 +260,28 @@ async fn wait_for_signal(node: &Arc<node::Node>) {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         () = node.shutdown.cancelled() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A peer may be answered from the store at 4 MiB/s at least (the
+    /// routing core's 64 a second held a downloader to 2 MiB/s per peer),
+    /// and at the node's whole upload limit when that is higher.
+    #[test]
+    fn a_peer_may_be_answered_at_4_mib_a_second_or_the_upload_limit() {
+        assert!(MIN_ANSWER_RATE > lichen_routing::Config::default().answer_rate);
+        assert_eq!(answer_rate(0), 128, "unlimited upload");
+        assert_eq!(answer_rate(1 << 20), 128);
+        assert_eq!(answer_rate(4 << 20), 128);
+        assert_eq!(answer_rate(16 << 20), 512);
+        assert_eq!(answer_rate(u64::MAX), u32::MAX);
+        let net = config::NetworkConfig {
+            upload_limit: 8 << 20,
+            ..config::NetworkConfig::default()
+        };
+        assert_eq!(routing_config(&net).answer_rate, 256);
     }
 }
