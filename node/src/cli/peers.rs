@@ -241,10 +241,12 @@ fn render_peers(peers: &[Message], addresses: bool) -> String {
     if peers.is_empty() {
         return "No peers.\n".to_string();
     }
-    let mut rows: Vec<Vec<String>> = vec![["IDENTITY", "KIND", "STATUS", "LOCATION"]
-        .iter()
-        .map(ToString::to_string)
-        .collect()];
+    let mut rows: Vec<Vec<String>> = vec![[
+        "IDENTITY", "KIND", "STATUS", "LOCATION", "SENT", "RECEIVED",
+    ]
+    .iter()
+    .map(ToString::to_string)
+    .collect()];
     if addresses {
         rows[0].push("ADDRESS".into());
     }
@@ -265,6 +267,10 @@ fn render_peers(peers: &[Message], addresses: bool) -> String {
             kind.to_string(),
             get("volatile.status").to_lowercase(),
             get("location"),
+            // Bytes on the link that is up, as written and read on the
+            // wire (`-` without a link).
+            get("volatile.lichen.bytesSent"),
+            get("volatile.lichen.bytesReceived"),
         ];
         if addresses {
             row.push(get("physical.tcp"));
@@ -334,10 +340,14 @@ mod tests {
             .field("opennet", "false")
             .field("location", "0.250000")
             .field("physical.tcp", "10.1.2.3:9489")
-            .field("volatile.status", "CONNECTED");
+            .field("volatile.status", "CONNECTED")
+            .field("volatile.lichen.bytesSent", "1234")
+            .field("volatile.lichen.bytesReceived", "56789");
         let t = render_peers(std::slice::from_ref(&p), false);
         assert_eq!(t.lines().count(), 2, "{t}");
         assert!(t.contains("IDENT") && t.contains("friend") && t.contains("connected"));
+        let row: Vec<&str> = t.lines().nth(1).unwrap().split_whitespace().collect();
+        assert_eq!(row[4..], ["1234", "56789"], "{t}");
         assert!(!t.contains("10.1.2.3"), "{t}");
         let t = render_peers(&[p], true);
         assert!(t.contains("ADDRESS") && t.contains("10.1.2.3:9489"), "{t}");
