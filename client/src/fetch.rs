@@ -20,8 +20,9 @@
 //! segment, in a random permutation of its blocks, after a random pause
 //! (`crate::pace`); at most [`FetchOptions::block_concurrency`] blocks are
 //! in flight and no more are requested than a segment still needs (data
-//! blocks first, check blocks only to replace missing ones). Segments are
-//! written in order.
+//! blocks first, check blocks to replace missing ones and in place of
+//! blocks whose part of the key space the source answers slowly: see
+//! `Speed`). Segments are written in order.
 
 use crate::error::FetchError;
 use crate::io::{BlockSource, SourceError};
@@ -40,7 +41,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Limits and knobs of a fetch.
 #[derive(Debug, Clone)]
@@ -739,9 +740,13 @@ struct Plan<'a, S, P> {
     open: Vec<SegFetch>,
     done: BTreeMap<usize, Done>,
     next_write: usize,
+    /// How fast the source answers keys in each part of the key space.
+    speed: Speed,
 }
 
-type Answer = (usize, usize, Result<Vec<u8>, SourceError>);
+/// A block request's answer: segment, block, result, and how long the
+/// source took when the block was not held locally (`None` when it was).
+type Answer = (usize, usize, Result<Vec<u8>, SourceError>, Option<Duration>);
 
 impl<'a, S: BlockSource, P: FnMut(Progress) + Send> Plan<'a, S, P> {
     fn new(
@@ -762,6 +767,7 @@ impl<'a, S: BlockSource, P: FnMut(Progress) + Send> Plan<'a, S, P> {
             open: Vec::new(),
             done: BTreeMap::new(),
             next_write: 0,
+            speed: Speed::new(),
         }
     }
 
@@ -803,11 +809,13 @@ impl<'a, S: BlockSource, P: FnMut(Progress) + Send> Plan<'a, S, P> {
                     break;
                 };
                 let seg = &mut self.open[j];
-                let Some((i, rk)) = seg.take_next() else {
+                let speed = &self.speed;
+                let Some((i, rk)) = seg.take_next(|rk| speed.is_slow(rk)) else {
                     break;
                 };
                 let index = seg.index;
-                let delay = if source.has_local(BlockKind::Chk, &rk) {
+                let local = source.has_local(BlockKind::Chk, &rk);
+                let delay = if local {
                     Duration::ZERO
                 } else {
                     self.pace.delay()
@@ -816,7 +824,10 @@ impl<'a, S: BlockSource, P: FnMut(Progress) + Send> Plan<'a, S, P> {
                     if !delay.is_zero() {
                         source.pause(delay).await;
                     }
-                    (index, i, source.fetch(BlockKind::Chk, rk).await)
+                    let asked = Instant::now();
+                    let res = source.fetch(BlockKind::Chk, rk).await;
+                    let took = (!local).then(|| asked.elapsed());
+                    (index, i, res, took)
                 });
             }
             if self.done.contains_key(&self.next_write) {
@@ -857,11 +868,14 @@ impl<'a, S: BlockSource, P: FnMut(Progress) + Send> Plan<'a, S, P> {
         Ok(())
     }
 
-    fn arrived(&mut self, (index, i, res): Answer) -> Result<(), FetchError> {
+    fn arrived(&mut self, (index, i, res, took): Answer) -> Result<(), FetchError> {
         let Some(j) = self.open.iter().position(|s| s.index == index) else {
             return Err(FetchError::Internal("answer for a segment not open".into()));
         };
         let mut seg = self.open.swap_remove(j);
+        if let (Some(took), Ok(_)) = (took, &res) {
+            self.speed.answered(&seg.keys[i].routing_key, took);
+        }
         seg.arrived(i, res, self.shared)?;
         self.settle(seg)
     }
@@ -898,14 +912,93 @@ impl<'a, S: BlockSource, P: FnMut(Progress) + Send> Plan<'a, S, P> {
     }
 }
 
+/// How long the source takes to answer keys in each part of the key
+/// space (the first byte of the routing key, which starts the key's
+/// location: a node's peers each take an arc of it), so that a segment
+/// asks for blocks whose keys are answered promptly rather than wait on
+/// one part that is slow. A request goes to the peer closest to its key;
+/// when that peer sends as much as its link carries, every block in its
+/// arc queues behind the others, and the download goes at that peer's
+/// pace divided by its share of the keys (in the namespace bed's capped
+/// fetch, a peer holding a third of the key space held the fetch to 65 %
+/// of the downlink). With the choice of any `k` of a segment's `2k`
+/// blocks, such an arc is asked for less while it is slow.
+///
+/// What a neighbour sees: requests for more check blocks and fewer keys in
+/// slow arcs. Every node upstream of a slow peer reacts in the same way,
+/// a forwarder's requests come from a downloader that sees the same
+/// slowness through it, and nothing changes in what is sent for a key.
+#[derive(Debug)]
+struct Speed {
+    /// Per first byte of the routing key: the moving average of the
+    /// answer time in microseconds (0: no answer yet).
+    average: Vec<f64>,
+    /// Answer times above this are slow (recomputed on each answer).
+    slow_above: f64,
+}
+
+impl Speed {
+    /// Weight of the newest answer in its part's average.
+    const WEIGHT: f64 = 0.25;
+    /// A part is slow when its average exceeds that of the parts answered
+    /// quickest (the tenth quickest part) by this factor…
+    const FACTOR: f64 = 1.5;
+    /// …and by at least this much (µs): below it the difference is noise
+    /// (a source that answers at once never has slow parts).
+    const MARGIN: f64 = 50_000.0;
+
+    fn new() -> Self {
+        Speed {
+            average: vec![0.0; 256],
+            slow_above: f64::INFINITY,
+        }
+    }
+
+    fn part(rk: &RoutingKey) -> usize {
+        usize::from(rk.0[0])
+    }
+
+    /// A network answer for `rk` took `took`.
+    fn answered(&mut self, rk: &RoutingKey, took: Duration) {
+        let us = took.as_secs_f64() * 1e6;
+        let a = &mut self.average[Self::part(rk)];
+        *a = if *a == 0.0 {
+            us.max(1.0)
+        } else {
+            (*a * (1.0 - Self::WEIGHT) + us * Self::WEIGHT).max(1.0)
+        };
+        let mut known: Vec<f64> = self.average.iter().copied().filter(|a| *a > 0.0).collect();
+        // Too few parts answered to call any one slow.
+        if known.len() < 16 {
+            return;
+        }
+        // Against the prompt parts (the tenth quickest), not the median:
+        // when most of the key space belongs to peers that are all sending
+        // what their links carry, the median is slow too.
+        let nth = known.len() / 10;
+        let (_, quick, _) = known.select_nth_unstable_by(nth, f64::total_cmp);
+        let quick = *quick;
+        self.slow_above = (quick * Self::FACTOR).max(quick + Self::MARGIN);
+    }
+
+    /// Keys of `rk`'s part are answered slowly now.
+    fn is_slow(&self, rk: &RoutingKey) -> bool {
+        self.average[Self::part(rk)] > self.slow_above
+    }
+}
+
 /// One segment being fetched.
 struct SegFetch {
     index: usize,
     k: usize,
     keys: Vec<chk::ChkKey>,
-    /// The order its blocks are asked for, and how far it got.
+    /// The order its blocks are asked for (data blocks first), how far
+    /// every block before `next` has been asked (or held), and which are.
     order: Vec<usize>,
     next: usize,
+    asked: Vec<bool>,
+    /// Blocks neither asked for nor held.
+    unasked: usize,
     raw: Vec<Option<Vec<u8>>>,
     plain: Vec<Option<Vec<u8>>>,
     /// Blocks held or arrived (not yet known bad).
@@ -936,16 +1029,29 @@ impl SegFetch {
                 "segment key list too short".into(),
             )));
         }
-        let mut plain: Vec<Option<Vec<u8>>> = keys[..k]
-            .par_iter()
-            .map(|key| {
-                let block = source.fetch_local(BlockKind::Chk, &key.routing_key)?;
-                chk::decrypt_owned(&key.crypto_key, block)
-                    .ok()
-                    .filter(|d| d.len() == chk::PAYLOAD_LEN)
-            })
-            .collect();
+        let read = |key: &chk::ChkKey| {
+            let block = source.fetch_local(BlockKind::Chk, &key.routing_key)?;
+            chk::decrypt_owned(&key.crypto_key, block)
+                .ok()
+                .filter(|d| d.len() == chk::PAYLOAD_LEN)
+        };
+        let mut plain: Vec<Option<Vec<u8>>> = keys[..k].par_iter().map(read).collect();
         plain.resize_with(n, || None);
+        // A segment rebuilt from check blocks (fetched in place of data
+        // blocks that were slow to come) and read back in its turn: its
+        // check blocks are held too.
+        let missing = plain.iter().filter(|p| p.is_none()).count() - (n - k);
+        if missing > 0 {
+            let held: Vec<usize> = (k..n)
+                .filter(|&i| source.has_local(BlockKind::Chk, &keys[i].routing_key))
+                .take(missing)
+                .collect();
+            let got: Vec<(usize, Option<Vec<u8>>)> =
+                held.into_par_iter().map(|i| (i, read(&keys[i]))).collect();
+            for (i, p) in got {
+                plain[i] = p;
+            }
+        }
         let used: Vec<RoutingKey> = plain
             .iter()
             .zip(&keys)
@@ -957,11 +1063,14 @@ impl SegFetch {
                 shared.block_done();
             }
         }
+        let asked: Vec<bool> = plain.iter().map(Option::is_some).collect();
         let mut s = SegFetch {
             index,
             k,
             order: pace.block_order(k, n),
             next: 0,
+            unasked: asked.iter().filter(|a| !**a).count(),
+            asked,
             raw: (0..n).map(|_| None).collect(),
             plain,
             have: used.len(),
@@ -974,30 +1083,36 @@ impl SegFetch {
         Ok(s)
     }
 
-    /// Move `next` past blocks already held.
+    /// Move `next` past blocks already asked for or held.
     fn skip_held(&mut self) {
-        while self
-            .order
-            .get(self.next)
-            .is_some_and(|&i| self.plain[i].is_some())
-        {
+        while self.order.get(self.next).is_some_and(|&i| self.asked[i]) {
             self.next += 1;
         }
     }
 
     /// How many more requests it wants now.
     fn wants(&self) -> usize {
-        let left = self.order.len() - self.next;
-        self.k.saturating_sub(self.have + self.inflight).min(left)
+        self.k
+            .saturating_sub(self.have + self.inflight)
+            .min(self.unasked)
     }
 
-    /// The next block to ask for.
-    fn take_next(&mut self) -> Option<(usize, RoutingKey)> {
+    /// The next block to ask for: the first in its order whose key the
+    /// source does not answer slowly (`slow`), else the first left. Any
+    /// `k` of a segment's blocks rebuild it, so a check block whose key
+    /// goes to a peer that answers at once serves as well as a data block
+    /// stuck behind a peer that is sending all it can.
+    fn take_next(&mut self, slow: impl Fn(&RoutingKey) -> bool) -> Option<(usize, RoutingKey)> {
         if self.wants() == 0 {
             return None;
         }
-        let i = *self.order.get(self.next)?;
-        self.next += 1;
+        let left = || self.order[self.next..].iter().filter(|&&i| !self.asked[i]);
+        let i = left()
+            .find(|&&i| !slow(&self.keys[i].routing_key))
+            .or_else(|| left().next())
+            .copied()?;
+        self.asked[i] = true;
+        self.unasked -= 1;
         self.skip_held();
         self.inflight += 1;
         Some((i, self.keys[i].routing_key))
