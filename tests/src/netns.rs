@@ -640,6 +640,10 @@ pub struct Status {
     /// `Hole punches: T tried, L brought a direct link` (0, 0 when the
     /// line is absent).
     pub punches: (u64, u64),
+    /// The `Routing:` line's counts: served from the store, refused as
+    /// overload, of them past a peer's answer budget (0 when not printed),
+    /// refused as loops, bad blocks from peers.
+    pub routing: [u64; 5],
 }
 
 impl Status {
@@ -668,6 +672,18 @@ impl Status {
                     .map(|a| a.trim().to_string());
                 s.mapped = r.contains("port mapped");
             }
+            if let Some(p) = l.strip_prefix("Routing:") {
+                let mut n: Vec<u64> = p
+                    .split(|c: char| !c.is_ascii_digit())
+                    .filter_map(|w| w.parse().ok())
+                    .collect();
+                if !p.contains("answer budget") {
+                    n.insert(2.min(n.len()), 0);
+                }
+                for (d, v) in s.routing.iter_mut().zip(n) {
+                    *d = v;
+                }
+            }
             if let Some(p) = l.strip_prefix("Hole punches:") {
                 let n: Vec<u64> = p
                     .split(|c: char| !c.is_ascii_digit())
@@ -692,6 +708,9 @@ pub struct PeerRow {
     pub kind: String,
     /// A link is up.
     pub connected: bool,
+    /// Bytes this node wrote to and read from the peer on the link that
+    /// is up (FCP `volatile.lichen.bytesSent` / `bytesReceived`).
+    pub traffic: Option<(u64, u64)>,
 }
 
 /// A `lichen` node process in a host of the bed.
@@ -887,11 +906,14 @@ impl NetNode {
         out.lines()
             .skip(1)
             .filter_map(|l| {
+                // IDENTITY KIND STATUS LOCATION SENT RECEIVED ADDRESS
                 let t: Vec<&str> = l.split_whitespace().collect();
+                let bytes = |i: usize| t.get(i).and_then(|v| v.parse::<u64>().ok());
                 (t.len() >= 3).then(|| PeerRow {
                     identity: t[0].to_string(),
                     kind: t[1].to_string(),
                     connected: t[2] == "connected",
+                    traffic: bytes(4).zip(bytes(5)),
                 })
             })
             .collect()

@@ -720,9 +720,10 @@ fn twenty_nodes_half_behind_nat() {
 /// Every node capped at 4 MiB/s up and 16 MiB/s down (`tbf`); a document
 /// (16 MiB, or `LICHEN_NETBED_FETCH_MIB`) inserted on one node is fetched
 /// on a node that joined after the insert: time to first byte,
-/// throughput against 16 MiB/s, and the share of the bytes each node
-/// sent during the fetch (from its interface counters: the node does not
-/// expose traffic per peer).
+/// throughput against 16 MiB/s, and the share of the bytes each peer
+/// sent the fetcher during the fetch (the fetcher's per-link counters,
+/// `ListPeers`' `volatile.lichen.bytesReceived`), with each peer's rate
+/// per second.
 #[test]
 #[allow(clippy::too_many_lines)] // One scenario, step by step.
 fn capped_fetch() {
@@ -778,29 +779,47 @@ fn capped_fetch() {
     })
     .unwrap_or_else(|| fetcher.status().peers);
 
-    let sent_before: Vec<u64> = bed.hosts.iter().map(Bed::sent_bytes).collect();
+    // Bytes received from each peer, by identity, as the fetcher counts
+    // them on its links.
+    let received = || -> BTreeMap<String, u64> {
+        fetcher
+            .peers()
+            .into_iter()
+            .filter_map(|p| Some((p.identity, p.traffic?.1)))
+            .collect()
+    };
+    let before = received();
+    let routing_before: Vec<[u64; 5]> = nodes.iter().map(|n| n.status().routing).collect();
     let start = Instant::now();
     let mut child = fetcher.get_streaming(&uri);
     let mut stdout = child.stdout.take().unwrap();
     let mut got = Vec::with_capacity(data.len());
-    let mut first = None;
     let mut buf = vec![0u8; 1 << 16];
     // The fetch is bounded: the reader stops at the document's size or
     // when the command ends; the command itself is killed after 600 s.
     let deadline = Instant::now() + Duration::from_secs(600);
+    let len = data.len();
     let reader = std::thread::spawn(move || {
         let mut first = None;
+        // When each tenth of the document had come out of `lichen get`.
+        let mut tenths = Vec::new();
         loop {
             match stdout.read(&mut buf) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
                     first.get_or_insert_with(Instant::now);
                     got.extend_from_slice(&buf[..n]);
+                    while got.len() * 10 >= len * (tenths.len() + 1) && tenths.len() < 10 {
+                        tenths.push(Instant::now());
+                    }
                 }
             }
         }
-        (got, first)
+        // The command closed its output: the whole document is here.
+        (got, first, tenths, Instant::now())
     });
+    // The fetcher's per-peer counters every half second while it runs.
+    let mut samples = vec![(Duration::ZERO, before.clone())];
     let status = loop {
         if let Ok(Some(s)) = child.try_wait() {
             break Some(s);
@@ -810,12 +829,17 @@ fn capped_fetch() {
             let _ = child.wait();
             break None;
         }
+        let next = samples.last().map_or(Duration::ZERO, |s| s.0) + Duration::from_millis(500);
+        if start.elapsed() >= next {
+            let r = received();
+            samples.push((start.elapsed(), r));
+        }
         std::thread::sleep(Duration::from_millis(20));
     };
-    let elapsed = start.elapsed();
-    let (got, f) = reader.join().unwrap();
-    first = first.or(f);
-    let sent_after: Vec<u64> = bed.hosts.iter().map(Bed::sent_bytes).collect();
+    let (got, first, tenths, end) = reader.join().unwrap();
+    let elapsed = end.duration_since(start);
+    let after = received();
+    samples.push((start.elapsed(), after.clone()));
     assert!(
         status.is_some_and(|s| s.success()),
         "the fetch failed or ran out of time"
@@ -827,7 +851,7 @@ fn capped_fetch() {
         data.len()
     );
 
-    let ttfb = first.map(|f| f.duration_since(start)).unwrap_or(elapsed);
+    let ttfb = first.map_or(elapsed, |f| f.duration_since(start));
     let rate = data.len() as f64 / elapsed.as_secs_f64() / f64::from(1 << 20);
     println!(
         "\nCapped fetch: every link {} MiB/s up, {} MiB/s down; {mib} MiB inserted in {put_time:.1?}",
@@ -840,20 +864,77 @@ fn capped_fetch() {
         rate * 100.0 / (DOWN >> 20) as f64,
         DOWN >> 20
     );
-    let sent: Vec<u64> = sent_before
+    let at: Vec<String> = tenths
         .iter()
-        .zip(&sent_after)
-        .map(|(b, a)| a.saturating_sub(*b))
+        .map(|t| format!("{:.2}", t.duration_since(start).as_secs_f64()))
         .collect();
-    let others: u64 = sent[..sent.len() - 1].iter().sum();
-    println!("bytes each node sent during the fetch (interface counters), share of all:");
-    for (i, s) in sent[..sent.len() - 1].iter().enumerate() {
-        if *s > 0 {
+    println!(
+        "each tenth of the document written out after (s): {}",
+        at.join(" ")
+    );
+    // Which node each peer is.
+    let name = |id: &str| {
+        nodes.iter().position(|n| n.identity == id).map_or_else(
+            || "?".to_string(),
+            |i| format!("node {i:>2} ({})", nodes[i].host.router.name()),
+        )
+    };
+    let delta = |id: &str, a: &BTreeMap<String, u64>, b: &BTreeMap<String, u64>| {
+        a.get(id)
+            .unwrap_or(&0)
+            .saturating_sub(*b.get(id).unwrap_or(&0))
+    };
+    let ids: BTreeSet<&String> = before.keys().chain(after.keys()).collect();
+    let from: Vec<(&String, u64)> = ids
+        .iter()
+        .map(|id| (*id, delta(id, &after, &before)))
+        .collect();
+    let total: u64 = from.iter().map(|(_, b)| b).sum();
+    // The per-link counters account for every byte of the document (it
+    // came from the peers: the fetcher's store was empty).
+    assert!(
+        total >= data.len() as u64,
+        "the fetcher's links counted {total} bytes received for a {}-byte document",
+        data.len()
+    );
+    let mib_f = |b: u64| b as f64 / f64::from(1 << 20);
+    println!(
+        "bytes each peer sent the fetcher during the fetch (the fetcher's ListPeers \
+         bytesReceived), share of {:.1} MiB received, then MiB/s per second of the fetch:",
+        mib_f(total)
+    );
+    for (id, b) in &from {
+        let mut line = format!(
+            "  {:<18} {:>7.2} MiB {:>5.1} %  |",
+            name(id),
+            mib_f(*b),
+            *b as f64 * 100.0 / total.max(1) as f64
+        );
+        // Per second: the sample nearest each whole second.
+        let mut last = &samples[0];
+        for s in &samples[1..] {
+            if s.0.as_secs() > last.0.as_secs() || s.0 == samples[samples.len() - 1].0 {
+                let secs = (s.0 - last.0).as_secs_f64().max(1e-3);
+                line.push_str(&format!(" {:>4.1}", mib_f(delta(id, &s.1, &last.1)) / secs));
+                last = s;
+            }
+        }
+        println!("{line}");
+    }
+    println!("during the fetch, as the nodes' routing cores counted:");
+    // What the nodes' routing cores counted meanwhile: blocks served from
+    // their stores, requests refused as overload.
+    for (i, n) in nodes.iter().enumerate() {
+        let now = n.status().routing;
+        let d: Vec<u64> = now
+            .iter()
+            .zip(&routing_before[i])
+            .map(|(a, b)| a.saturating_sub(*b))
+            .collect();
+        if d[..2].iter().any(|v| *v > 0) {
             println!(
-                "  node {i:>2} ({:<6}) {:>7.2} MiB  {:>5.1} %",
-                bed.hosts[i].router.name(),
-                *s as f64 / f64::from(1 << 20),
-                *s as f64 * 100.0 / others.max(1) as f64
+                "  node {i:>2}: {} served from its store, {} refused as overload",
+                d[0], d[1]
             );
         }
     }
