@@ -6,7 +6,38 @@ use lichen_client::{
 };
 use lichen_crypto::{BlockKind, FreenetUri, RoutingKey};
 use rand::{RngCore, SeedableRng};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+/// The blocks a test source has kept "locally", as a node's client
+/// cache keeps what it fetched: `has_local` and `fetch_local` of a
+/// [`BlockSource`] over `inner` answer for them only.
+#[derive(Debug, Default)]
+pub struct Kept(Mutex<HashSet<RoutingKey>>);
+
+impl Kept {
+    pub fn insert(&self, key: RoutingKey) {
+        self.0.lock().unwrap().insert(key);
+    }
+
+    pub fn has(&self, key: &RoutingKey) -> bool {
+        self.0.lock().unwrap().contains(key)
+    }
+
+    /// `inner`'s block, if kept.
+    pub fn fetch_local(
+        &self,
+        inner: &MemoryBlocks,
+        kind: BlockKind,
+        key: &RoutingKey,
+    ) -> Option<Vec<u8>> {
+        if !self.has(key) {
+            return None;
+        }
+        inner.fetch_local(kind, key)
+    }
+}
 
 pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
     let mut v = vec![0u8; len];

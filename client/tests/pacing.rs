@@ -41,7 +41,7 @@ struct Recording<'a> {
     inner: &'a MemoryBlocks,
     log: Mutex<Vec<Event>>,
     keep: bool,
-    kept: Mutex<std::collections::HashSet<RoutingKey>>,
+    kept: Kept,
 }
 
 impl<'a> Recording<'a> {
@@ -50,7 +50,7 @@ impl<'a> Recording<'a> {
             inner,
             log: Mutex::new(Vec::new()),
             keep: false,
-            kept: Mutex::default(),
+            kept: Kept::default(),
         }
     }
     fn events(self) -> Vec<Event> {
@@ -62,18 +62,15 @@ impl BlockSource for Recording<'_> {
     async fn fetch(&self, kind: BlockKind, key: RoutingKey) -> Result<Vec<u8>, SourceError> {
         self.log.lock().unwrap().push(Event::Block(key));
         if self.keep {
-            self.kept.lock().unwrap().insert(key);
+            self.kept.insert(key);
         }
         self.inner.fetch(kind, key).await
     }
     fn has_local(&self, _: BlockKind, key: &RoutingKey) -> bool {
-        self.kept.lock().unwrap().contains(key)
+        self.kept.has(key)
     }
     fn fetch_local(&self, kind: BlockKind, key: &RoutingKey) -> Option<Vec<u8>> {
-        if !self.has_local(kind, key) {
-            return None;
-        }
-        self.inner.fetch_local(kind, key)
+        self.kept.fetch_local(self.inner, kind, key)
     }
     async fn pause(&self, delay: Duration) {
         self.log.lock().unwrap().push(Event::Pause(delay));

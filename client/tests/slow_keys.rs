@@ -7,7 +7,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
-use common::random_bytes;
+use common::{random_bytes, Kept};
 use lichen_client::metadata::{Metadata, Splitfile};
 use lichen_client::{
     fetch_metadata, insert, BlockSource, FetchOptions, InsertOptions, MemoryBlocks, SourceError,
@@ -27,7 +27,7 @@ const SLOW_BELOW: u8 = 64;
 struct SlowQuarter<'a> {
     inner: &'a MemoryBlocks,
     asked: Mutex<Vec<RoutingKey>>,
-    kept: Mutex<HashSet<RoutingKey>>,
+    kept: Kept,
 }
 
 impl BlockSource for SlowQuarter<'_> {
@@ -37,18 +37,15 @@ impl BlockSource for SlowQuarter<'_> {
             self.asked.lock().unwrap().push(key);
             let ms = if key.0[0] < SLOW_BELOW { 80 } else { 2 };
             tokio::time::sleep(Duration::from_millis(ms)).await;
-            self.kept.lock().unwrap().insert(key);
+            self.kept.insert(key);
         }
         self.inner.fetch(kind, key).await
     }
     fn has_local(&self, _: BlockKind, key: &RoutingKey) -> bool {
-        self.kept.lock().unwrap().contains(key)
+        self.kept.has(key)
     }
     fn fetch_local(&self, kind: BlockKind, key: &RoutingKey) -> Option<Vec<u8>> {
-        if !self.has_local(kind, key) {
-            return None;
-        }
-        self.inner.fetch_local(kind, key)
+        self.kept.fetch_local(self.inner, kind, key)
     }
 }
 
@@ -96,7 +93,7 @@ fn a_download_asks_less_of_a_slow_part_of_the_key_space_and_no_more_than_it_need
         let src = SlowQuarter {
             inner: &store,
             asked: Mutex::default(),
-            kept: Mutex::default(),
+            kept: Kept::default(),
         };
         let fopts = FetchOptions {
             segments_ahead: 2,
