@@ -36,6 +36,12 @@ impl<V: Verifier> PeerPolicy<V> {
         // times out (10 s): a friend or remembered peer's introduction
         // is asked for at once, as if the dial had failed. If the dial
         // wins, the introduction finds the link up and stops.
+        // A node that asked for an introduction to us before we listed
+        // it (two people adding each other one after the other) has its
+        // offer answered now: one punch, no ask of our own.
+        if self.answer_held_offer(now, &key) {
+            return;
+        }
         if self.node.behind_nat() {
             self.punch_after_failed_dial(now, &key);
         }

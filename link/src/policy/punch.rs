@@ -56,6 +56,8 @@ pub const INTRODUCE_EVERY: Duration = Duration::from_secs(10);
 pub const MAX_PUNCHES: usize = 4;
 /// Entries kept per table before the void ones are swept.
 const SWEEP_AT: usize = 256;
+/// Offers held from nodes not listed (yet), at most.
+const HELD_OFFERS: usize = 16;
 
 /// Hole-punching state ([`super::PeerPolicy`], with dial-backs on).
 #[derive(Debug, Default)]
@@ -70,6 +72,15 @@ pub(super) struct Punch {
     answering: HashMap<[u8; 32], Instant>,
     /// Introduced at our ask: the node, when (punches as responder).
     awaiting: HashMap<[u8; 32], Instant>,
+    /// Offers from nodes not listed here: the link it came on, the
+    /// address, when. Two people who make each other friends do it one
+    /// after the other: the first node's ask reaches the second before it
+    /// lists the first. Held for [`PUNCH_WINDOW`] and answered if the
+    /// node is listed (and dialed) within it; otherwise the first node,
+    /// whose own ask is still under way, would ignore the second's offer
+    /// (the smaller key's ask goes on) and neither would punch until the
+    /// next ask, a minute later.
+    held: HashMap<[u8; 32], (PeerId, SocketAddr, Instant)>,
     /// Punches started, and those that brought a link.
     pub(super) tried: u64,
     pub(super) linked: u64,
@@ -101,10 +112,18 @@ impl<V: Verifier> PeerPolicy<V> {
         if self.list.get(key).is_none() {
             return;
         }
+        if self.by_key.contains_key(key) {
+            return;
+        }
         let Some(p) = self.punch.as_mut() else { return };
-        if p.asked
-            .get(key)
-            .is_some_and(|at| now.saturating_duration_since(*at) < ASK_EVERY)
+        // Asked lately, or a punch toward it under way (the dial failed
+        // while an offer's punch runs): no ask.
+        let live = |t: Option<&Instant>, window| {
+            t.is_some_and(|at| now.saturating_duration_since(*at) < window)
+        };
+        if live(p.asked.get(key), ASK_EVERY)
+            || live(p.answering.get(key), PUNCH_WINDOW)
+            || live(p.awaiting.get(key), PUNCH_WINDOW)
         {
             return;
         }
@@ -146,7 +165,9 @@ impl<V: Verifier> PeerPolicy<V> {
                 };
                 self.introduce(now, remote, target, SocketAddr::new(ip, port));
             }
-            Message::PunchOffer { from, addr } => self.offered(now, pid, from, addr),
+            Message::PunchOffer { from, addr } => {
+                self.offered(now, pid, from, addr);
+            }
             Message::PunchReady { to, port } => {
                 let Some(ip) = ip.filter(|_| port != 0) else {
                     return;
@@ -239,22 +260,34 @@ impl<V: Verifier> PeerPolicy<V> {
     }
 
     /// The peer on link `via` offers a link to `from` at `addr`: take it
-    /// for a friend or a remembered peer.
-    fn offered(&mut self, now: Instant, via: PeerId, from: [u8; 32], addr: SocketAddr) {
+    /// for a friend or a remembered peer (whether a punch started); hold
+    /// it a while for a node not listed.
+    fn offered(&mut self, now: Instant, via: PeerId, from: [u8; 32], addr: SocketAddr) -> bool {
         let Some(port) = self.punch_port() else {
-            return;
+            return false;
         };
         let Some(e) = self.list.get(&from) else {
-            return;
+            if self.may_punch(now, &from, addr) {
+                if let Some(p) = self.punch.as_mut() {
+                    p.held
+                        .retain(|_, (_, _, t)| now.saturating_duration_since(*t) < PUNCH_WINDOW);
+                    if p.held.len() < HELD_OFFERS || p.held.contains_key(&from) {
+                        p.held.insert(from, (via, addr, now));
+                    }
+                }
+            }
+            return false;
         };
         let dialed = Dialed {
             noderef: e.noderef.clone(),
             bytes: Some(e.bytes.clone()),
         };
         if !self.may_punch(now, &from, addr) {
-            return;
+            return false;
         }
-        let Some(p) = self.punch.as_mut() else { return };
+        let Some(p) = self.punch.as_mut() else {
+            return false;
+        };
         // Both asked at once: the smaller key's ask goes on (its node is
         // the initiator), the other's offer is not answered.
         if self.cfg.own_key < from
@@ -262,12 +295,12 @@ impl<V: Verifier> PeerPolicy<V> {
                 .get(&from)
                 .is_some_and(|at| now.saturating_duration_since(*at) < PUNCH_WINDOW)
         {
-            return;
+            return false;
         }
         p.answering
             .retain(|_, t| now.saturating_duration_since(*t) < PUNCH_WINDOW);
         if p.answering.len() >= MAX_PUNCHES || p.answering.contains_key(&from) {
-            return;
+            return false;
         }
         p.answering.insert(from, now);
         p.tried += 1;
@@ -281,6 +314,19 @@ impl<V: Verifier> PeerPolicy<V> {
             addr,
             dialed: Some(dialed),
         });
+        true
+    }
+
+    /// A dial to `key` starts: answer an offer held from it (it asked
+    /// before this node listed it). Whether one was answered: the node's
+    /// own ask is then not needed.
+    pub(super) fn answer_held_offer(&mut self, now: Instant, key: &[u8; 32]) -> bool {
+        let Some((via, addr, at)) = self.punch.as_mut().and_then(|p| p.held.remove(key)) else {
+            return false;
+        };
+        now.saturating_duration_since(at) < PUNCH_WINDOW
+            && self.links.get(&via).is_some_and(|l| l.routed)
+            && self.offered(now, via, *key, addr)
     }
 
     /// The routing core wants a link to a node behind NAT while behind

@@ -1022,6 +1022,37 @@ fn two_friends_behind_nat_link_through_a_punch_their_shared_friend_times() {
     assert_eq!((ta, la, tb, lb), (1, 1, 1, 1));
 }
 
+/// Two people make each other friends one after the other, as they do:
+/// the first node's ask reaches the second before it lists the first.
+/// The second answers that held offer as it adds the first, whichever
+/// key is the smaller, and they link at once. (Before, when the first
+/// had the smaller key, it ignored the second's offer, its own ask still
+/// under way, and neither punched until the next ask a minute later.)
+#[test]
+fn friends_added_one_after_the_other_behind_nat_link_at_once() {
+    for first_is_a in [true, false] {
+        let (mut m, a, b, _) = two_behind_nat_and_a_shared_friend();
+        let (x, y) = if first_is_a { (a, b) } else { (b, a) };
+        let asks = |m: &Mesh<Verify>, i: usize| m.nodes[i].sent.get("PunchAsk").copied();
+        let add_one = |m: &mut Mesh<Verify>, x: usize, y: usize| {
+            let (r, bytes) = (m.nodes[y].noderef.clone(), m.nodes[y].bytes.clone());
+            let now = m.now;
+            m.nodes[x].policy.add_friend(now, r, bytes).unwrap();
+            m.run();
+        };
+        add_one(&mut m, x, y);
+        assert!(!linked(&m, x, y), "nobody to punch with yet");
+        assert!(asks(&m, x).is_some(), "the first asked");
+        m.advance(Duration::from_millis(300));
+        let y_asks = asks(&m, y);
+        add_one(&mut m, y, x);
+        assert!(linked(&m, x, y), "linked as the second added the first");
+        assert_eq!(asks(&m, y), y_asks, "the second answered, asked nothing");
+        assert_eq!(m.nodes[x].policy.punch_counts(), (1, 1));
+        assert_eq!(m.nodes[y].policy.punch_counts(), (1, 1));
+    }
+}
+
 #[test]
 fn behind_a_symmetric_nat_the_punch_fails_and_is_not_asked_again_at_once() {
     let (mut m, a, b, _) = two_behind_nat_and_a_shared_friend();
