@@ -625,3 +625,43 @@ fn an_under_connected_node_announces_again_quickly_toward_lengths_it_lacks() {
     a.handle_timeout(at + 8_000, &mut r);
     assert_eq!(new_announces(&mut a), vec![]);
 }
+
+/// A re-announcement after which the node has more peers than before
+/// keeps the quick pace: the next comes 4 s later, not after the doubled
+/// wait; one that brought nothing doubles it again.
+#[test]
+fn a_re_announcement_that_brought_peers_keeps_the_quick_pace() {
+    let (mut a, mut r) = node(3, Config::default());
+    a.set_noderef(me());
+    let mut seen = std::collections::HashSet::new();
+    let mut announced = |a: &mut Node<V>| -> usize {
+        sends(&drain(a))
+            .into_iter()
+            .filter(|(_, m)| matches!(m, Message::Announce { id, .. } if seen.insert(*id)))
+            .count()
+    };
+    a.handle_local_request(0, LocalRequest::Announce, &mut r);
+    assert_eq!(announced(&mut a), 1);
+    // Nothing gained: 1, 2, 4 s, then 8 s.
+    let mut at = 0;
+    for wait in [1_000, 2_000, 4_000] {
+        at += wait;
+        a.handle_timeout(at, &mut r);
+        assert_eq!(announced(&mut a), 1, "at {at}");
+    }
+    a.handle_timeout(at + 4_000, &mut r);
+    assert_eq!(announced(&mut a), 0, "the next is 8 s away");
+    // A peer came: the one 8 s later goes, and the next is 4 s after it.
+    a.add_peer(at + 5_000, PeerId(50), Location(5 << 59), &mut r);
+    at += 8_000;
+    a.handle_timeout(at, &mut r);
+    assert_eq!(announced(&mut a), 1);
+    at += 4_000;
+    a.handle_timeout(at, &mut r);
+    assert_eq!(announced(&mut a), 1, "4 s after one that brought a peer");
+    // That one brought nothing: 8 s again.
+    a.handle_timeout(at + 4_000, &mut r);
+    assert_eq!(announced(&mut a), 0);
+    a.handle_timeout(at + 8_000, &mut r);
+    assert_eq!(announced(&mut a), 1);
+}

@@ -137,7 +137,7 @@ fn correlation(hops: u8, lying: bool, min_peer_list: usize) -> AttackReport {
     c.min_peer_list = min_peer_list;
     c.files = 5;
     c.file_blocks = 64;
-    c.downloaders = 20;
+    c.downloaders = 100;
     let a = run(&c).attack.unwrap();
     assert_eq!(a.name, "correlation");
     a
@@ -179,13 +179,11 @@ fn correlation_links_guard_and_exit_and_lying_lists_raise_capture() {
     assert!(l.capture_rate >= l.guard_rate / 3.0, "{l:?}");
     // Lying lists padded to the minimum: the gain mostly gone.
     assert!(p.capture_rate <= l.capture_rate / 2.0, "{l:?} {p:?}");
-    // Honest builds refused for a short list: some, not most (296 of
-    // 1,604 builds here, where degrees are lower than at 2,000 nodes:
-    // 4 % there, docs/anonymity.md).
-    assert!(
-        h.short_lists > 0 && h.short_lists * 4 <= h.tunnels_opened,
-        "{h:?}"
-    );
+    // Honest builds refused for a short list: few, not most (none of
+    // 706 here since under-connected nodes go on announcing quickly
+    // while they gain peers; 296 of 1,604 before, where degrees were
+    // lower than at 2,000 nodes: 4 % there, docs/anonymity.md).
+    assert!(h.short_lists * 4 <= h.tunnels_opened, "{h:?}");
     // The timing link finds the captured tunnels' requests, and is right.
     assert!(lying.accusations >= 50, "{lying:?}");
     assert!(lying.precision >= 0.9, "{lying:?}");

@@ -286,6 +286,9 @@ pub struct Node<V> {
     next_swap: Option<Millis>,
     next_announce: Option<Millis>,
     announce_backoff: u32,
+    /// Peers when the last re-announcement left: one that brought some
+    /// does not slow the next ([`Node::maybe_schedule_announce`]).
+    announced_with: usize,
     /// When the next link-length refresh is due (`Node::link_refresh`).
     next_refresh: Option<Millis>,
     refresh_backoff: u32,
@@ -353,6 +356,7 @@ impl<V: Verifier> Node<V> {
             next_swap: None,
             next_announce: None,
             announce_backoff: 0,
+            announced_with: 0,
             next_refresh: None,
             refresh_backoff: 0,
             actions: VecDeque::new(),

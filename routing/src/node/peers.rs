@@ -11,6 +11,9 @@ use crate::location::Location;
 const QUICK_ANNOUNCES: u32 = 7;
 /// The first quick re-announcement's wait (ms); each doubles it.
 const QUICK_ANNOUNCE: Millis = 1_000;
+/// A re-announcement after which the node had more peers than ever in
+/// this round sets the backoff back to at most this (the next in 4 s).
+pub(super) const QUICK_AFTER_PROGRESS: u32 = 2;
 
 impl<V: Verifier> Node<V> {
     /// Whether an opennet connection to a node at `location` would be
@@ -448,21 +451,27 @@ impl<V: Verifier> Node<V> {
     pub fn announce_soon(&mut self, now: Millis) {
         if self.cfg.opennet && self.noderef.is_some() && self.peers.len() < self.cfg.max_peers / 2 {
             self.announce_backoff = 0;
+            self.announced_with = 0;
             self.next_announce = Some(now);
         }
     }
 
     /// Under-connected opennet nodes announce again, backing off
     /// exponentially while that does not help: first [`QUICK_ANNOUNCES`]
-    /// times quickly (2, 4, 8, 16 s: a newcomer's first announcement
+    /// times quickly (1, 2, 4, 8, 16 s: a newcomer's first announcement
     /// meets few nodes that want it), then every `announce_interval`,
-    /// doubling up to 32 of them.
+    /// doubling up to 32 of them. A re-announcement that left the node
+    /// with more peers than before in this round keeps the wait at 4 s
+    /// or less ([`QUICK_AFTER_PROGRESS`]): a joiner that is gaining peers
+    /// goes on at the quick pace until it has half its limit.
     pub(super) fn maybe_schedule_announce(&mut self, now: Millis) {
         if self.peers.len() >= self.cfg.max_peers / 2 {
             self.announce_backoff = 0;
+            self.announced_with = 0;
             return;
         }
         if self.cfg.opennet && self.noderef.is_some() && self.next_announce.is_none() {
+            self.announced_with = self.announced_with.max(self.peers.len());
             let b = self.announce_backoff;
             let wait = if b < QUICK_ANNOUNCES {
                 (QUICK_ANNOUNCE << b).min(self.cfg.announce_interval)

@@ -4,6 +4,7 @@ use std::cmp::Reverse;
 
 use rand::{Rng, RngCore};
 
+use super::peers::QUICK_AFTER_PROGRESS;
 use super::{Fail, Millis, Node, TimerKind, Verifier};
 
 impl<V: Verifier> Node<V> {
@@ -69,7 +70,13 @@ impl<V: Verifier> Node<V> {
                 // other nodes have room for.
                 let target = self.sparse_class_target(rng);
                 self.announce_through(now, id, None, target, rng);
-                self.announce_backoff += 1;
+                // More peers than ever before in this round: keep the
+                // quick pace (at most max_peers / 2 times a round).
+                if self.peers.len() > self.announced_with {
+                    self.announce_backoff = self.announce_backoff.min(QUICK_AFTER_PROGRESS);
+                } else {
+                    self.announce_backoff += 1;
+                }
                 self.maybe_schedule_announce(now);
             }
         }
