@@ -158,6 +158,7 @@ impl Conn {
                     ("seedClients", s.seed_clients),
                     ("loopsRejected", s.loops_rejected),
                     ("overloadRejected", s.overload_rejected),
+                    ("answerBudgetRefused", s.answer_budget_refused),
                     ("recentlyFailed", s.recently_failed),
                     ("coalesced", s.coalesced),
                     ("servedFromStore", s.served_from_store),
