@@ -70,7 +70,12 @@ impl From<punch::Outcome> for NewLink {
 }
 
 /// How long a dial-back may take (connect and two handshake messages).
-const DIAL_BACK_TIMEOUT: Duration = Duration::from_secs(10);
+/// Behind NAT the SYN is dropped silently, so "not reachable" is known
+/// only when this runs out, and a node behind NAT starts punching only
+/// then (its noderef needs the verdict's public address): it is most of
+/// a NATed newcomer's wait for its NAT–NAT peers. 5 s still covers the
+/// kernel's SYN and two resends (at 1 and 3 s) on a slow path.
+const DIAL_BACK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Who waits for a local request.
 enum Waiter {
