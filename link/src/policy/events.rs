@@ -15,6 +15,9 @@ use lichen_routing::{
 };
 use rand::RngCore;
 use std::net::{IpAddr, SocketAddr};
+
+/// Entries an empty output queue keeps room for.
+const IDLE_QUEUE: usize = 4;
 use std::time::Instant;
 
 impl<V: Verifier> PeerPolicy<V> {
@@ -711,7 +714,22 @@ impl<V: Verifier> PeerPolicy<V> {
                     },
                     None => a,
                 },
-                None => self.tunnels.as_mut()?.poll_action()?,
+                None => match self
+                    .tunnels
+                    .as_deref_mut()
+                    .and_then(lichen_routing::Tunnelled::poll_action)
+                {
+                    Some(a) => a,
+                    None => {
+                        // Drained: a burst's queue gives its memory back
+                        // (a seed's can reach thousands of entries, and
+                        // the simulator holds a policy per node).
+                        if self.out.capacity() > IDLE_QUEUE {
+                            self.out.shrink_to(IDLE_QUEUE);
+                        }
+                        return None;
+                    }
+                },
             };
             self.act(now, a);
         }
@@ -791,11 +809,10 @@ impl<V: Verifier> PeerPolicy<V> {
             return 0;
         };
         // The links from that network only (a seed has thousands).
-        let Some(pids) = self.by_prefix.get(&prefix) else {
-            return 0;
-        };
-        pids.iter()
-            .filter(|&&pid| {
+        self.by_prefix
+            .range((prefix, PeerId(0))..=(prefix, PeerId(u64::MAX)))
+            .map(|&(_, pid)| pid)
+            .filter(|&pid| {
                 pid != except
                     && self.links.get(&pid).is_some_and(|l| {
                         l.routed && l.seed_client == seed_clients && !self.list.is_friend(&l.remote)
@@ -807,7 +824,7 @@ impl<V: Verifier> PeerPolicy<V> {
     /// Keep link `pid` (and index it by its network).
     fn insert_link(&mut self, pid: PeerId, l: LinkState) {
         if let Some(p) = l.prefix {
-            self.by_prefix.entry(p).or_default().push(pid);
+            self.by_prefix.insert((p, pid));
         }
         if let Some(old) = self.links.insert(pid, l) {
             self.unindex(pid, old.prefix);
@@ -828,14 +845,7 @@ impl<V: Verifier> PeerPolicy<V> {
         let Some(p) = prefix else {
             return;
         };
-        if let Some(v) = self.by_prefix.get_mut(&p) {
-            if let Some(k) = v.iter().position(|&x| x == pid) {
-                v.swap_remove(k);
-            }
-            if v.is_empty() {
-                self.by_prefix.remove(&p);
-            }
-        }
+        self.by_prefix.remove(&(p, pid));
     }
 
     fn save_now(&mut self) {

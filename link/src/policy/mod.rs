@@ -73,7 +73,7 @@ use lichen_routing::{
     InsertOutcome, Key, KeyKind, Location, Message, Node, NoderefBytes, PeerId, RequestId,
     RequestOutcome, Verifier,
 };
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -399,8 +399,8 @@ struct LinkState {
 
 /// Entries by link id, in id order: sorted ids beside their entries
 /// (link ids only grow, so a new link is pushed at the end). A closed
-/// link leaves a hole, swept out once holes outnumber links, so that
-/// closing one of a seed's thousands of links costs a search, not a
+/// link leaves a hole, swept out once holes are a quarter of the links, so
+/// that closing one of a seed's thousands of links costs a search, not a
 /// shift of everything after it. The policy's link table, and the
 /// simulator's link ends. (A `BTreeMap` of the policy's large entries
 /// kept its leaves half empty: ~15 KiB a node in the simulator.)
@@ -477,7 +477,7 @@ impl<V> LinkTable<V> {
         let i = self.slot(pid)?;
         let l = self.states[i].take()?;
         self.holes += 1;
-        if self.holes > 16 && self.holes > self.ids.len() / 2 {
+        if self.holes > 4 && self.holes > self.ids.len() / 4 {
             self.sweep();
         }
         Some(l)
@@ -489,9 +489,10 @@ impl<V> LinkTable<V> {
         self.ids.retain(|_| keep.next().unwrap_or(false));
         self.states.retain(Option::is_some);
         self.holes = 0;
-        if self.states.capacity() > 64 && self.states.len() < self.states.capacity() / 4 {
-            self.ids.shrink_to(self.ids.len() * 2);
-            self.states.shrink_to(self.states.len() * 2);
+        if self.states.capacity() > 16 && self.states.len() < self.states.capacity() / 2 {
+            let keep = self.states.len() + self.states.len() / 2;
+            self.ids.shrink_to(keep);
+            self.states.shrink_to(keep);
         }
     }
 
@@ -537,8 +538,10 @@ pub struct PeerPolicy<V: Verifier> {
     location: Location,
     links: LinkTable<LinkState>,
     /// The links of each network ([`address_prefix`]), for the
-    /// per-network limits.
-    by_prefix: HashMap<[u8; 9], Vec<PeerId>>,
+    /// per-network limits: (network, link), so that a network's links are
+    /// one range. (A map of `Vec`s took ~4 KiB a node in the simulator,
+    /// where nearly every network has one link.)
+    by_prefix: BTreeSet<([u8; 9], PeerId)>,
     by_key: HashMap<[u8; 32], PeerId>,
     list: PeerList,
     /// Dials under way.
@@ -555,7 +558,7 @@ pub struct PeerPolicy<V: Verifier> {
     next_peer: u64,
     out: VecDeque<Output>,
     /// Premix tunnels (None until [`PeerPolicy::enable_tunnels`]).
-    tunnels: Option<lichen_routing::Tunnelled>,
+    tunnels: Option<Box<lichen_routing::Tunnelled>>,
     next_tunnel_tick: Instant,
     /// Seeds that linked while an announcement of ours was on its way:
     /// each is announced through in turn as the one before ends.
@@ -603,7 +606,7 @@ impl<V: Verifier> PeerPolicy<V> {
             start: now,
             wall_start_ms: wall_ms,
             links: LinkTable::default(),
-            by_prefix: HashMap::new(),
+            by_prefix: BTreeSet::new(),
             by_key: HashMap::new(),
             list,
             dialing: HashSet::new(),
@@ -650,7 +653,7 @@ impl<V: Verifier> PeerPolicy<V> {
         if !saved.is_empty() {
             t.set_guards(lichen_tunnel::guards::Guards::from_list(saved));
         }
-        self.tunnels = Some(t);
+        self.tunnels = Some(Box::new(t));
     }
 
     /// Copy the tunnel layer's guards into the peer list when the set or
@@ -688,7 +691,7 @@ impl<V: Verifier> PeerPolicy<V> {
     /// The tunnel layer, if enabled (read only).
     #[must_use]
     pub fn tunnels(&self) -> Option<&lichen_routing::Tunnelled> {
-        self.tunnels.as_ref()
+        self.tunnels.as_deref()
     }
 
     // ---------------------------------------------------------- queries

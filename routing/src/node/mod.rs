@@ -83,6 +83,9 @@ struct Failure {
 /// The most peers [`Node::keep_peers`] keeps.
 pub const MAX_KEPT: usize = 4;
 
+/// Actions an empty queue keeps room for ([`Node::poll_action`]).
+const IDLE_ACTIONS: usize = 4;
+
 /// A newcomer kept only to route its announcement: never a route for
 /// requests, refused anything but one `Announce`.
 #[derive(Clone, Copy, Debug)]
@@ -492,7 +495,14 @@ impl<V: Verifier> Node<V> {
     /// The next action for the embedder, if any.
     pub fn poll_action(&mut self) -> Option<Action> {
         loop {
-            let a = self.actions.pop_front()?;
+            let Some(a) = self.actions.pop_front() else {
+                // Drained: a burst's queue gives its memory back (the
+                // simulator holds a node per simulated node).
+                if self.actions.capacity() > IDLE_ACTIONS {
+                    self.actions.shrink_to(IDLE_ACTIONS);
+                }
+                return None;
+            };
             // The Pitch Black probe's outcomes stay here.
             if let Some(a) = self.pitch_outcome(a) {
                 return Some(a);

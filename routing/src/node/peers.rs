@@ -14,6 +14,8 @@ const QUICK_ANNOUNCE: Millis = 1_000;
 /// A re-announcement after which the node had more peers than ever in
 /// this round sets the backoff back to at most this (the next in 4 s).
 pub(super) const QUICK_AFTER_PROGRESS: u32 = 2;
+/// Peer tables are sized to the peer limit up to this many.
+const EXACT_PEERS: usize = 256;
 
 impl<V: Verifier> Node<V> {
     /// Whether an opennet connection to a node at `location` would be
@@ -293,6 +295,13 @@ impl<V: Verifier> Node<V> {
         // with a first peer, it starts).
         self.refresh_backoff = 0;
         self.schedule_refresh(now, rng);
+        // Room for the peer limit at once, not doubled past it (the
+        // simulator holds a peer table per node); a limit past
+        // `EXACT_PEERS` (a darknet without one) grows as usual.
+        let limit = self.cfg.max_peers.min(EXACT_PEERS);
+        if self.peers.len() == self.peers.capacity() && self.peers.len() < limit {
+            self.peers.reserve_exact(limit - self.peers.len());
+        }
         self.peers.push(Peer {
             id: peer,
             location,
