@@ -28,7 +28,10 @@
 //! most once per [`ASK_EVERY`] for one node), asking up to [`ASK_PEERS`]
 //! of its peers; a peer without a link to B answers nothing. B answers an
 //! offer only for a friend or a remembered peer of its own, with a
-//! listening port, and starts at most [`MAX_PUNCHES`] at once. R
+//! listening port, and starts at most [`MAX_PUNCHES`] at once; an offer
+//! from a node it does not list yet is held for [`PUNCH_WINDOW`] and
+//! answered if B adds it meanwhile (two people add each other one after
+//! the other). R
 //! introduces one asker at most once per [`INTRODUCE_EVERY`], and only
 //! between two nodes linked to it: nobody can make a node dial an
 //! address of its choosing except the introducer, and only toward a key
