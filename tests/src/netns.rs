@@ -588,24 +588,6 @@ impl Bed {
         tbf(&host.ns, "eth0", up);
         tbf(&host.down_link.0, &host.down_link.1, down);
     }
-
-    /// Bytes sent so far out of `host`'s `eth0` (its upload), from the
-    /// interface counters.
-    #[must_use]
-    pub fn sent_bytes(host: &Host) -> u64 {
-        let out = run_bounded(
-            Command::new("ip").args(["-n", &host.ns, "-s", "-j", "link", "show", "eth0"]),
-            COMMAND_TIMEOUT,
-        )
-        .map(|(_, o, _)| o)
-        .unwrap_or_default();
-        // `"tx":{"bytes":N,` in ip's JSON.
-        out.split("\"tx\":{\"bytes\":")
-            .nth(1)
-            .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0)
-    }
 }
 
 impl Drop for Bed {
