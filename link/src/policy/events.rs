@@ -15,10 +15,10 @@ use lichen_routing::{
 };
 use rand::RngCore;
 use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
 
 /// Entries an empty output queue keeps room for.
 const IDLE_QUEUE: usize = 4;
-use std::time::Instant;
 
 impl<V: Verifier> PeerPolicy<V> {
     // ----------------------------------------------------------- links
@@ -35,16 +35,16 @@ impl<V: Verifier> PeerPolicy<V> {
             return;
         }
         self.out.push_back(Output::Dial { noderef, bytes });
-        // From behind NAT, a dial to a node behind NAT hangs until it
-        // times out (10 s): a friend or remembered peer's introduction
-        // is asked for at once, as if the dial had failed. If the dial
-        // wins, the introduction finds the link up and stops.
         // A node that asked for an introduction to us before we listed
         // it (two people adding each other one after the other) has its
         // offer answered now: one punch, no ask of our own.
         if self.answer_held_offer(now, &key) {
             return;
         }
+        // From behind NAT, a dial to a node behind NAT hangs until it
+        // times out (10 s): a friend or remembered peer's introduction
+        // is asked for at once, as if the dial had failed. If the dial
+        // wins, the introduction finds the link up and stops.
         if self.node.behind_nat() {
             self.punch_after_failed_dial(now, &key);
         }
