@@ -89,14 +89,28 @@ pub(super) struct Punch {
     pub(super) linked: u64,
 }
 
-/// Drop the entries older than [`PUNCH_WINDOW`] once a table is large.
+/// Whether `at` (if any) is less than `window` before `now`.
+fn live(now: Instant, at: Option<&Instant>, window: Duration) -> bool {
+    at.is_some_and(|at| now.saturating_duration_since(*at) < window)
+}
+
+/// Drop the entries older than [`PUNCH_WINDOW`] (`at`: an entry's time).
+fn expire<K: std::hash::Hash + Eq, V>(
+    t: &mut HashMap<K, V>,
+    now: Instant,
+    at: impl Fn(&V) -> Instant,
+) {
+    t.retain(|_, v| live(now, Some(&at(v)), PUNCH_WINDOW));
+}
+
+/// [`expire`] once a table is large.
 fn sweep<K: std::hash::Hash + Eq, V>(
     t: &mut HashMap<K, V>,
     now: Instant,
     at: impl Fn(&V) -> Instant,
 ) {
     if t.len() >= SWEEP_AT {
-        t.retain(|_, v| now.saturating_duration_since(at(v)) < PUNCH_WINDOW);
+        expire(t, now, at);
     }
 }
 
@@ -121,12 +135,9 @@ impl<V: Verifier> PeerPolicy<V> {
         let Some(p) = self.punch.as_mut() else { return };
         // Asked lately, or a punch toward it under way (the dial failed
         // while an offer's punch runs): no ask.
-        let live = |t: Option<&Instant>, window| {
-            t.is_some_and(|at| now.saturating_duration_since(*at) < window)
-        };
-        if live(p.asked.get(key), ASK_EVERY)
-            || live(p.answering.get(key), PUNCH_WINDOW)
-            || live(p.awaiting.get(key), PUNCH_WINDOW)
+        if live(now, p.asked.get(key), ASK_EVERY)
+            || live(now, p.answering.get(key), PUNCH_WINDOW)
+            || live(now, p.awaiting.get(key), PUNCH_WINDOW)
         {
             return;
         }
@@ -176,10 +187,8 @@ impl<V: Verifier> PeerPolicy<V> {
                     return;
                 };
                 let Some(p) = self.punch.as_mut() else { return };
-                let Some(at) = p.introducing.remove(&(to, remote)) else {
-                    return;
-                };
-                if now.saturating_duration_since(at) >= PUNCH_WINDOW {
+                let at = p.introducing.remove(&(to, remote));
+                if !live(now, at.as_ref(), PUNCH_WINDOW) {
                     return;
                 }
                 if let Some(asker) = self.routed_link(&to) {
@@ -194,10 +203,7 @@ impl<V: Verifier> PeerPolicy<V> {
             }
             Message::PunchGo { target, addr } => {
                 let Some(p) = self.punch.as_mut() else { return };
-                let Some(at) = p.asked.get(&target) else {
-                    return;
-                };
-                if now.saturating_duration_since(*at) >= PUNCH_WINDOW
+                if !live(now, p.asked.get(&target), PUNCH_WINDOW)
                     || p.answering.contains_key(&target)
                     || p.awaiting.contains_key(&target)
                     || self.by_key.contains_key(&target)
@@ -245,10 +251,7 @@ impl<V: Verifier> PeerPolicy<V> {
             return;
         };
         let Some(p) = self.punch.as_mut() else { return };
-        if p.introduced
-            .get(&asker)
-            .is_some_and(|t| now.saturating_duration_since(*t) < INTRODUCE_EVERY)
-        {
+        if live(now, p.introduced.get(&asker), INTRODUCE_EVERY) {
             tracing::debug!("introduction asked too often: ignored");
             return;
         }
@@ -272,8 +275,7 @@ impl<V: Verifier> PeerPolicy<V> {
         let Some(e) = self.list.get(&from) else {
             if self.may_punch(now, &from, addr) {
                 if let Some(p) = self.punch.as_mut() {
-                    p.held
-                        .retain(|_, (_, _, t)| now.saturating_duration_since(*t) < PUNCH_WINDOW);
+                    expire(&mut p.held, now, |(_, _, t)| *t);
                     if p.held.len() < HELD_OFFERS || p.held.contains_key(&from) {
                         p.held.insert(from, (via, addr, now));
                     }
@@ -293,15 +295,10 @@ impl<V: Verifier> PeerPolicy<V> {
         };
         // Both asked at once: the smaller key's ask goes on (its node is
         // the initiator), the other's offer is not answered.
-        if self.cfg.own_key < from
-            && p.asked
-                .get(&from)
-                .is_some_and(|at| now.saturating_duration_since(*at) < PUNCH_WINDOW)
-        {
+        if self.cfg.own_key < from && live(now, p.asked.get(&from), PUNCH_WINDOW) {
             return false;
         }
-        p.answering
-            .retain(|_, t| now.saturating_duration_since(*t) < PUNCH_WINDOW);
+        expire(&mut p.answering, now, |t| *t);
         if p.answering.len() >= MAX_PUNCHES || p.answering.contains_key(&from) {
             return false;
         }
@@ -327,7 +324,7 @@ impl<V: Verifier> PeerPolicy<V> {
         let Some((via, addr, at)) = self.punch.as_mut().and_then(|p| p.held.remove(key)) else {
             return false;
         };
-        now.saturating_duration_since(at) < PUNCH_WINDOW
+        live(now, Some(&at), PUNCH_WINDOW)
             && self.links.get(&via).is_some_and(|l| l.routed)
             && self.offered(now, via, *key, addr)
     }
@@ -360,10 +357,8 @@ impl<V: Verifier> PeerPolicy<V> {
             return;
         }
         let Some(p) = self.punch.as_mut() else { return };
-        p.answering
-            .retain(|_, t| now.saturating_duration_since(*t) < PUNCH_WINDOW);
-        p.awaiting
-            .retain(|_, t| now.saturating_duration_since(*t) < PUNCH_WINDOW);
+        expire(&mut p.answering, now, |t| *t);
+        expire(&mut p.awaiting, now, |t| *t);
         if p.answering.len() + p.awaiting.len() >= MAX_PUNCHES
             || p.answering.contains_key(&key)
             || p.awaiting.contains_key(&key)

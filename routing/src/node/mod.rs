@@ -289,7 +289,8 @@ pub struct Node<V> {
     next_swap: Option<Millis>,
     next_announce: Option<Millis>,
     announce_backoff: u32,
-    /// Peers when the last re-announcement left: one that brought some
+    /// The most peers the node had as an announcement left, this round
+    /// (until it has half its limit): a re-announcement that finds more
     /// does not slow the next ([`Node::maybe_schedule_announce`]).
     announced_with: usize,
     /// When the next link-length refresh is due (`Node::link_refresh`).
