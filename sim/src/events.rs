@@ -15,14 +15,16 @@ use lichen_routing::{InsertOutcome, KeyKind, LocalRequest, Message, PeerId, Requ
 impl Sim {
     pub(super) fn run_until(&mut self, end: u64) {
         self.flush();
-        while let Some(top) = self.heap.peek() {
-            if top.at > end {
+        while let Some(at) = self.queue.next_at() {
+            if at > end {
                 break;
             }
-            let Some(e) = self.heap.pop() else { break };
-            self.now = self.now.max(e.at);
+            let Some((at, ev)) = self.queue.pop() else {
+                break;
+            };
+            self.now = self.now.max(at);
             self.events += 1;
-            self.handle(e.ev);
+            self.handle(ev);
             self.flush();
             self.exit_ctx = None;
         }

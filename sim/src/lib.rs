@@ -7,6 +7,7 @@ mod config;
 mod events;
 mod hugepages;
 mod measure;
+mod queue;
 mod report;
 mod store;
 mod topology;
@@ -40,7 +41,7 @@ use store::SimStore;
 #[derive(Debug)]
 enum Ev {
     /// A message arrives at node `to` on its link `pid` (from node
-    /// `from`). Boxed: the heap moves its entries on every push and pop,
+    /// `from`). Boxed: the queue moves its entries on every push and pop,
     /// and a message is larger than every other event.
     Deliver {
         to: u32,
@@ -71,30 +72,6 @@ enum Ev {
     Attack {
         tag: u64,
     },
-}
-
-#[derive(Debug)]
-struct Entry {
-    at: u64,
-    seq: u64,
-    ev: Ev,
-}
-
-impl PartialEq for Entry {
-    fn eq(&self, o: &Self) -> bool {
-        (self.at, self.seq) == (o.at, o.seq)
-    }
-}
-impl Eq for Entry {}
-impl PartialOrd for Entry {
-    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Entry {
-    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        (Reverse(self.at), Reverse(self.seq)).cmp(&(Reverse(o.at), Reverse(o.seq)))
-    }
 }
 
 /// One simulated node: the real peer policy (which owns the real
@@ -178,8 +155,7 @@ struct Sim {
     cfg: SimConfig,
     rng: ChaCha8Rng,
     nodes: Vec<SimNode>,
-    heap: BinaryHeap<Entry>,
-    seq: u64,
+    queue: queue::Queue<Ev>,
     now: u64,
     events: u64,
     blocks: Vec<(Key, Block)>,
@@ -414,8 +390,7 @@ impl Sim {
             cfg,
             rng,
             nodes,
-            heap: BinaryHeap::new(),
-            seq: 0,
+            queue: queue::Queue::new(),
             now: 0,
             events: 0,
             blocks: Vec::new(),
@@ -559,12 +534,7 @@ impl Sim {
     }
 
     fn push(&mut self, at: u64, ev: Ev) {
-        self.seq += 1;
-        self.heap.push(Entry {
-            at,
-            seq: self.seq,
-            ev,
-        });
+        self.queue.push(at, ev);
     }
 
     fn latency(&self, a: u32, b: u32) -> u64 {
