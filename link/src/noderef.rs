@@ -40,7 +40,7 @@ const VERIFIED_CAP: usize = 1 << 22;
 std::thread_local! {
     /// Noderefs [`NodeRef::from_bytes`] verified on this thread, by
     /// SHA-256 of their bytes (None: no cache, the node's case).
-    static VERIFIED: std::cell::RefCell<Option<std::collections::HashMap<[u8; 32], NodeRef>>> =
+    static VERIFIED: std::cell::RefCell<Option<std::collections::HashMap<[u8; 32], std::sync::Arc<NodeRef>>>> =
         const { std::cell::RefCell::new(None) };
 }
 
@@ -161,8 +161,18 @@ impl NodeRef {
     /// # Errors
     /// [`NoderefError`]; never panics, whatever the bytes.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, NoderefError> {
+        Self::from_bytes_shared(bytes).map(std::sync::Arc::unwrap_or_clone)
+    }
+
+    /// [`NodeRef::from_bytes`], shared: in the simulator (see
+    /// [`sim_cache_verified`]) every list and link that holds the same
+    /// noderef holds one copy of it.
+    ///
+    /// # Errors
+    /// [`NoderefError`]; never panics, whatever the bytes.
+    pub fn from_bytes_shared(bytes: &[u8]) -> Result<std::sync::Arc<Self>, NoderefError> {
         if !VERIFIED.with(|c| c.borrow().is_some()) {
-            return Self::verify_bytes(bytes);
+            return Self::verify_bytes(bytes).map(std::sync::Arc::new);
         }
         let digest = lichen_crypto::sha256(bytes);
         if let Some(r) =
@@ -170,7 +180,7 @@ impl NodeRef {
         {
             return Ok(r);
         }
-        let r = Self::verify_bytes(bytes)?;
+        let r = std::sync::Arc::new(Self::verify_bytes(bytes)?);
         VERIFIED.with(|c| {
             if let Some(m) = c.borrow_mut().as_mut() {
                 if m.len() >= VERIFIED_CAP {

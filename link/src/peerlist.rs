@@ -42,6 +42,7 @@ use super::noderef::NodeRef;
 use lichen_routing::NoderefBytes;
 use lichen_tunnel::guards::Guard;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// Format version this node writes and reads.
 pub const VERSION: u32 = 1;
@@ -71,8 +72,9 @@ pub enum PeerKind {
 pub struct Entry {
     /// Friend or opennet.
     pub kind: PeerKind,
-    /// The verified noderef.
-    pub noderef: NodeRef,
+    /// The verified noderef (shared: in the simulator hundreds of lists
+    /// hold the same one).
+    pub noderef: Arc<NodeRef>,
     /// Its signed binary form (kept as received: only its owner can sign).
     pub bytes: NoderefBytes,
     /// When a link to it last came up (ms since the epoch; 0: never).
@@ -223,7 +225,11 @@ impl PeerList {
     /// Whether `key` is a friend.
     #[must_use]
     pub fn is_friend(&self, key: &[u8; 32]) -> bool {
-        self.get(key).is_some_and(|e| e.kind == PeerKind::Friend)
+        // Friends come first (every change sorts the list).
+        self.entries
+            .iter()
+            .take_while(|e| e.kind == PeerKind::Friend)
+            .any(|e| e.key() == *key)
     }
 
     /// Number of friends.
@@ -244,7 +250,7 @@ impl PeerList {
         if let Some(e) = self.entries.iter_mut().find(|e| e.key() == key) {
             let was = e.kind;
             e.kind = PeerKind::Friend;
-            e.noderef = noderef;
+            e.noderef = Arc::new(noderef);
             e.bytes = bytes;
             e.failures = 0;
             self.sort();
@@ -259,7 +265,7 @@ impl PeerList {
         }
         self.entries.push(Entry {
             kind: PeerKind::Friend,
-            noderef,
+            noderef: Arc::new(noderef),
             bytes,
             last_seen: 0,
             failures: 0,
@@ -273,7 +279,7 @@ impl PeerList {
     /// and hold its noderef). Returns whether the list gained an entry.
     pub fn seen(
         &mut self,
-        noderef: Option<(&NodeRef, &NoderefBytes)>,
+        noderef: Option<(&Arc<NodeRef>, &NoderefBytes)>,
         key: &[u8; 32],
         now_ms: u64,
     ) -> bool {
@@ -282,7 +288,7 @@ impl PeerList {
             e.failures = 0;
             if let Some((r, b)) = noderef {
                 // A newer noderef of the same node (new address).
-                e.noderef = r.clone();
+                e.noderef = Arc::clone(r);
                 e.bytes = NoderefBytes::clone(b);
             }
             self.sort();
@@ -303,7 +309,7 @@ impl PeerList {
         }
         self.entries.push(Entry {
             kind: PeerKind::Opennet,
-            noderef: r.clone(),
+            noderef: Arc::clone(r),
             bytes: NoderefBytes::clone(b),
             last_seen: now_ms,
             failures: 0,
@@ -422,7 +428,7 @@ impl PeerList {
             }
             list.entries.push(Entry {
                 kind: p.kind,
-                noderef,
+                noderef: Arc::new(noderef),
                 bytes,
                 last_seen: p.last_seen,
                 failures: p.failures,
@@ -522,7 +528,11 @@ mod tests {
         }
         for i in 1..=10u8 {
             let (o, ob) = noderef(i);
-            l.seen(Some((&o, &ob)), &o.static_key, u64::from(i) * 1000);
+            l.seen(
+                Some((&Arc::new(o.clone()), &ob)),
+                &o.static_key,
+                u64::from(i) * 1000,
+            );
         }
         assert_eq!(l.friend_count(), 3);
         let opennet: Vec<u64> = l
@@ -538,7 +548,11 @@ mod tests {
         let mut big = PeerList::new(10);
         for i in 1..=10u8 {
             let (o, ob) = noderef(i);
-            big.seen(Some((&o, &ob)), &o.static_key, u64::from(i));
+            big.seen(
+                Some((&Arc::new(o.clone()), &ob)),
+                &o.static_key,
+                u64::from(i),
+            );
         }
         let (small, _) = PeerList::from_toml(&big.to_toml(), 2).unwrap();
         assert_eq!(small.entries().len(), 2);
@@ -551,7 +565,7 @@ mod tests {
         let (f, fb) = noderef(1);
         let (o, ob) = noderef(2);
         l.add_friend(f.clone(), fb).unwrap();
-        l.seen(Some((&o, &ob)), &o.static_key, 5);
+        l.seen(Some((&Arc::new(o.clone()), &ob)), &o.static_key, 5);
         let later = 5 + FORGET_MIN_AGE_MS;
         for _ in 1..FORGET_AFTER {
             assert!(!l.failed(&o.static_key, later));
@@ -572,7 +586,7 @@ mod tests {
         assert!(l.is_friend(&f.static_key));
         // Adding an opennet peer as a friend promotes it; twice is a duplicate.
         let (p, pb) = noderef(3);
-        l.seen(Some((&p, &pb)), &p.static_key, 7);
+        l.seen(Some((&Arc::new(p.clone()), &pb)), &p.static_key, 7);
         assert_eq!(
             l.add_friend(p.clone(), pb.clone()).unwrap(),
             Added::Promoted

@@ -2,6 +2,7 @@
 //! local requests, and carrying out what the policies ask for.
 
 use std::cmp::Reverse;
+use std::sync::Arc;
 
 use rand::{Rng, RngCore};
 
@@ -394,10 +395,11 @@ impl Sim {
     pub(super) fn connect(
         &mut self,
         i: u32,
-        noderef: NodeRef,
+        noderef: impl Into<Arc<NodeRef>>,
         bytes: Option<lichen_routing::NoderefBytes>,
     ) {
         let now = self.now_i();
+        let noderef = noderef.into();
         let key = noderef.static_key;
         // A node behind NAT takes no connection it did not open.
         let target = self.by_key.get(&key).copied().filter(|&j| {

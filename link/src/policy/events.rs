@@ -15,6 +15,7 @@ use lichen_routing::{
 };
 use rand::RngCore;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Entries an empty output queue keeps room for.
@@ -25,7 +26,13 @@ impl<V: Verifier> PeerPolicy<V> {
 
     /// Dial `noderef` (bytes: its signed form, to remember it) unless it
     /// is this node, already linked, banned or being dialed.
-    pub fn dial(&mut self, now: Instant, noderef: NodeRef, bytes: Option<NoderefBytes>) {
+    pub fn dial(
+        &mut self,
+        now: Instant,
+        noderef: impl Into<Arc<NodeRef>>,
+        bytes: Option<NoderefBytes>,
+    ) {
+        let noderef = noderef.into();
         let key = noderef.static_key;
         if key == self.cfg.own_key
             || self.by_key.contains_key(&key)
@@ -338,7 +345,10 @@ impl<V: Verifier> PeerPolicy<V> {
         let Some(p) = self.links.get_mut(&pid) else {
             return;
         };
-        p.routed = true;
+        if !p.routed {
+            p.routed = true;
+            self.unrouted -= 1;
+        }
         let (remote, dialed, prefix) = (p.remote, p.dialed.is_some(), p.prefix);
         let friend = self.list.is_friend(&remote);
         let ok = if self.cfg.opennet && !friend {
@@ -452,7 +462,7 @@ impl<V: Verifier> PeerPolicy<V> {
         if self.list.get(&remote).is_some_and(|e| e.bytes == bytes) {
             return;
         }
-        match NodeRef::from_bytes(&bytes) {
+        match NodeRef::from_bytes_shared(&bytes) {
             Ok(r) if r.static_key == remote => {
                 let wall = self.wall_ms(now);
                 if self.list.seen(Some((&r, &bytes)), &remote, wall) {
@@ -529,9 +539,15 @@ impl<V: Verifier> PeerPolicy<V> {
             *due = Some(due.map_or(t, |d| d.min(t)));
         }
         let mut due: Option<Instant> = None;
-        for l in self.links.values() {
-            if !l.routed {
-                at(&mut due, l.since + HELLO_DEADLINE);
+        debug_assert_eq!(
+            self.unrouted,
+            self.links.values().filter(|l| !l.routed).count()
+        );
+        if self.unrouted > 0 {
+            for l in self.links.values() {
+                if !l.routed {
+                    at(&mut due, l.since + HELLO_DEADLINE);
+                }
             }
         }
         // `redial`: friends always; opennet entries while peers are wanted.
@@ -542,7 +558,8 @@ impl<V: Verifier> PeerPolicy<V> {
             .saturating_sub(self.node.peer_count() + self.dialing.len());
         for e in self.list.entries() {
             if e.kind == PeerKind::Opennet && (!self.cfg.opennet || want == 0) {
-                continue;
+                // Friends come first: the rest are opennet entries too.
+                break;
             }
             let key = e.key();
             // No delay set: due at once.
@@ -575,6 +592,9 @@ impl<V: Verifier> PeerPolicy<V> {
     /// Close the links that have been up [`HELLO_DEADLINE`] without a
     /// hello; one we dialed counts as a failed dial.
     fn close_silent(&mut self, now: Instant) {
+        if self.unrouted == 0 {
+            return;
+        }
         let late: Vec<PeerId> = self
             .links
             .iter()
@@ -761,7 +781,7 @@ impl<V: Verifier> PeerPolicy<V> {
             Action::InsertDone { id, outcome } => {
                 self.out.push_back(Output::InsertDone { id, outcome });
             }
-            Action::Connect { noderef } => match NodeRef::from_bytes(&noderef.address) {
+            Action::Connect { noderef } => match NodeRef::from_bytes_shared(&noderef.address) {
                 Ok(r) => self.dial(now, r, Some(noderef.address)),
                 Err(e) => tracing::debug!(error = %e, "bad noderef in a connect offer"),
             },
@@ -826,7 +846,9 @@ impl<V: Verifier> PeerPolicy<V> {
         if let Some(p) = l.prefix {
             self.by_prefix.insert((p, pid));
         }
+        self.unrouted += usize::from(!l.routed);
         if let Some(old) = self.links.insert(pid, l) {
+            self.unrouted -= usize::from(!old.routed);
             self.unindex(pid, old.prefix);
         }
     }
@@ -834,6 +856,7 @@ impl<V: Verifier> PeerPolicy<V> {
     /// Forget link `pid`.
     fn remove_link(&mut self, pid: &PeerId) -> Option<LinkState> {
         let l = self.links.remove(pid)?;
+        self.unrouted -= usize::from(!l.routed);
         if let Some(r) = self.reach.as_mut() {
             r.local_ports.remove(pid);
         }

@@ -16,6 +16,7 @@ use lichen_routing::{
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Steps [`Mesh::run`] takes at most before giving up (a bound, so a
@@ -373,7 +374,7 @@ impl<V: Verifier> Mesh<V> {
 
     /// Node `i` dials: the handshake succeeds at once if the node exists
     /// and is up; each side's policy then keeps or refuses the link.
-    fn connect(&mut self, i: usize, noderef: NodeRef, bytes: Option<NoderefBytes>) {
+    fn connect(&mut self, i: usize, noderef: Arc<NodeRef>, bytes: Option<NoderefBytes>) {
         self.nodes[i].dials += 1;
         let key = noderef.static_key;
         let up = |j: usize| !self.nodes[j].down && !self.nodes[i].down && !self.nodes[j].behind_nat;

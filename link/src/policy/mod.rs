@@ -75,6 +75,7 @@ use lichen_routing::{
 };
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How often the driver should call [`PeerPolicy::tick`].
@@ -172,7 +173,7 @@ pub const TUNNEL_TICK: Duration = Duration::from_secs(5);
 #[derive(Clone, Debug)]
 pub struct Dialed {
     /// The noderef dialed.
-    pub noderef: NodeRef,
+    pub noderef: Arc<NodeRef>,
     /// Its signed bytes (None: a one-off connection, not remembered).
     pub bytes: Option<NoderefBytes>,
 }
@@ -184,7 +185,7 @@ pub enum Output {
     /// `Some(Dialed { noderef, bytes })` or [`PeerPolicy::dial_failed`].
     Dial {
         /// Whom to dial.
-        noderef: NodeRef,
+        noderef: Arc<NodeRef>,
         /// Its signed bytes, when known.
         bytes: Option<NoderefBytes>,
     },
@@ -537,6 +538,9 @@ pub struct PeerPolicy<V: Verifier> {
     wall_start_ms: u64,
     location: Location,
     links: LinkTable<LinkState>,
+    /// Links without a hello yet (`!routed`): while there are none, a tick
+    /// has no silent link to close and `tick_due` need not look.
+    unrouted: usize,
     /// The links of each network ([`address_prefix`]), for the
     /// per-network limits: (network, link), so that a network's links are
     /// one range. (A map of `Vec`s took ~4 KiB a node in the simulator,
@@ -606,6 +610,7 @@ impl<V: Verifier> PeerPolicy<V> {
             start: now,
             wall_start_ms: wall_ms,
             links: LinkTable::default(),
+            unrouted: 0,
             by_prefix: BTreeSet::new(),
             by_key: HashMap::new(),
             list,

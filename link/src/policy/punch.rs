@@ -342,7 +342,7 @@ impl<V: Verifier> PeerPolicy<V> {
         noderef: &lichen_routing::NodeRef,
         initiator: bool,
     ) {
-        let r = match crate::NodeRef::from_bytes(&noderef.address) {
+        let r = match crate::NodeRef::from_bytes_shared(&noderef.address) {
             Ok(r) => r,
             Err(e) => {
                 tracing::debug!(error = %e, "bad noderef in a punch offer");

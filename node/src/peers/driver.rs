@@ -583,7 +583,7 @@ impl Driver {
 
     /// Open a link in its own task; the result comes back as a
     /// [`NewLink`].
-    fn dial(&self, noderef: NodeRef, bytes: Option<lichen_routing::NoderefBytes>) {
+    fn dial(&self, noderef: Arc<NodeRef>, bytes: Option<lichen_routing::NoderefBytes>) {
         let setup = self.setup.clone();
         let links = self.link_tx.clone();
         // A loopback address names this host: dialed only on a test
@@ -591,7 +591,7 @@ impl Driver {
         // else it is a stand-in (a node listening on every interface
         // before it knows its address) or a peer steering this node at
         // its own local services.
-        let mut target = noderef.clone();
+        let mut target = NodeRef::clone(&noderef);
         if !self.loopback_net {
             target
                 .addresses

@@ -198,7 +198,11 @@ mod tests {
         let (f, fb) = noderef(1);
         assert_eq!(l.add_friend(f.clone(), fb.clone()).unwrap(), Added::New);
         let (o, ob) = noderef(2);
-        assert!(l.seen(Some((&o, &ob)), &o.static_key, 1234));
+        assert!(l.seen(
+            Some((&std::sync::Arc::new(o.clone()), &ob)),
+            &o.static_key,
+            1234
+        ));
         assert!(!l.failed(&o.static_key, 2000));
         let v = Vault::new([5; 32]);
         save(&l, dir.path(), &v).unwrap();
@@ -221,7 +225,7 @@ mod tests {
             (e.kind, e.last_seen, e.failures),
             (PeerKind::Opennet, 1234, 1)
         );
-        assert_eq!(e.noderef, o);
+        assert_eq!(*e.noderef, o);
         assert!(loaded.list.is_friend(&f.static_key));
         assert!(!loaded.list.is_friend(&o.static_key));
         // A missing file is an empty list, quietly.
