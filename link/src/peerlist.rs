@@ -81,6 +81,9 @@ pub struct Entry {
     pub last_seen: u64,
     /// Failed connection attempts since it was last seen.
     pub failures: u32,
+    /// `noderef.static_key`, kept beside the entry: lookups by key walk
+    /// the list, and the shared noderef is one cache miss away.
+    key: [u8; 32],
 }
 
 impl std::fmt::Debug for Entry {
@@ -108,7 +111,7 @@ impl Entry {
     /// The peer's static key.
     #[must_use]
     pub fn key(&self) -> [u8; 32] {
-        self.noderef.static_key
+        self.key
     }
 }
 
@@ -265,6 +268,7 @@ impl PeerList {
         }
         self.entries.push(Entry {
             kind: PeerKind::Friend,
+            key,
             noderef: Arc::new(noderef),
             bytes,
             last_seen: 0,
@@ -286,7 +290,7 @@ impl PeerList {
         if let Some(e) = self.entries.iter_mut().find(|e| e.key() == *key) {
             e.last_seen = now_ms;
             e.failures = 0;
-            if let Some((r, b)) = noderef {
+            if let Some((r, b)) = noderef.filter(|(r, _)| r.static_key == *key) {
                 // A newer noderef of the same node (new address).
                 e.noderef = Arc::clone(r);
                 e.bytes = NoderefBytes::clone(b);
@@ -309,6 +313,7 @@ impl PeerList {
         }
         self.entries.push(Entry {
             kind: PeerKind::Opennet,
+            key: r.static_key,
             noderef: Arc::clone(r),
             bytes: NoderefBytes::clone(b),
             last_seen: now_ms,
@@ -428,6 +433,7 @@ impl PeerList {
             }
             list.entries.push(Entry {
                 kind: p.kind,
+                key: noderef.static_key,
                 noderef: Arc::new(noderef),
                 bytes,
                 last_seen: p.last_seen,

@@ -100,7 +100,7 @@ impl Sim {
 
     /// A node's routing timer is due.
     fn on_timer(&mut self, node: u32) {
-        if self.nodes[node as usize].timer_at != self.now {
+        if self.timer_at[node as usize] != self.now {
             return;
         }
         // The deadline it was armed for may be gone (its request ended, its
@@ -109,12 +109,11 @@ impl Sim {
             .policy
             .poll_timeout()
             .map(|t| self.ms(t));
-        let s = &mut self.nodes[node as usize];
-        s.timer_at = u64::MAX;
+        self.timer_at[node as usize] = u64::MAX;
         match due {
             None => return,
             Some(t) if t > self.now => {
-                s.timer_at = t;
+                self.timer_at[node as usize] = t;
                 self.push(t, Ev::Timer { node });
                 return;
             }
@@ -280,10 +279,9 @@ impl Sim {
                 .policy
                 .poll_timeout()
                 .map(|t| self.ms(t).max(self.now));
-            let s = &mut self.nodes[i as usize];
             if let Some(t) = at {
-                if t < s.timer_at {
-                    s.timer_at = t;
+                if t < self.timer_at[i as usize] {
+                    self.timer_at[i as usize] = t;
                     self.push(t, Ev::Timer { node: i });
                 }
             }

@@ -96,7 +96,6 @@ struct SimNode {
     /// Behind a symmetric NAT: punches to or from it fail
     /// (`SimConfig::symmetric`).
     symmetric: bool,
-    timer_at: u64,
     /// Each of its link ends → (the other node, that node's end).
     ends: Ends,
 }
@@ -220,6 +219,10 @@ struct Sim {
     /// its policy's `tick_due`; `u64::MAX`: none), and those times in a
     /// heap (an entry that no longer matches `tick_at` is stale).
     tick_at: Vec<u64>,
+    /// Each node's armed routing timer (virtual ms; `u64::MAX`: none): a
+    /// `Timer` event for another instant is stale. Beside the nodes, not
+    /// in them: a stale timer costs no visit to its node.
+    timer_at: Vec<u64>,
     tick_heap: BinaryHeap<Reverse<(u64, u32)>>,
     /// Nodes changed since the last Tick (their `tick_due` is to be
     /// asked again then), and which those are.
@@ -360,7 +363,6 @@ fn new_node(cfg: &SimConfig, rng: &mut ChaCha8Rng, i: usize, epoch: Instant) -> 
         adversary: false,
         nat: false,
         symmetric: false,
-        timer_at: u64::MAX,
         ends: Ends::default(),
     }
 }
@@ -428,6 +430,7 @@ impl Sim {
             tunnel_cells: 0,
             // Every node may act at the first tick.
             tick_at: vec![0; n],
+            timer_at: vec![u64::MAX; n],
             tick_heap: (0..n as u32).map(|i| Reverse((0, i))).collect(),
             touched: Vec::new(),
             tick_stale: vec![false; n],
@@ -478,7 +481,7 @@ impl Sim {
         if self.cfg.tunnel_hops > 0 {
             s.policy.enable_tunnels(&s.secret);
         }
-        s.timer_at = u64::MAX;
+        self.timer_at[i as usize] = u64::MAX;
         self.schedule_tick(i, 0);
         self.lie_if_asked(i);
     }

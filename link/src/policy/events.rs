@@ -936,6 +936,10 @@ impl<V: Verifier> PeerPolicy<V> {
             .saturating_sub(self.node.peer_count() + self.dialing.len());
         let mut due = Vec::new();
         for e in self.list.entries() {
+            if e.kind == PeerKind::Opennet && (!self.cfg.opennet || want == 0) {
+                // Friends come first: the rest are opennet entries too.
+                break;
+            }
             let key = e.key();
             if self.by_key.contains_key(&key)
                 || self.dialing.contains(&key)
@@ -944,9 +948,6 @@ impl<V: Verifier> PeerPolicy<V> {
                 continue;
             }
             if e.kind == PeerKind::Opennet {
-                if !self.cfg.opennet || want == 0 {
-                    continue;
-                }
                 want -= 1;
             }
             due.push((e.noderef.clone(), e.bytes.clone()));
