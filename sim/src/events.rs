@@ -58,7 +58,7 @@ impl Sim {
         }
         if let Message::Request { id, key, .. } | Message::Insert { id, key, .. } = &msg {
             let root = self.root(*id);
-            self.last_in.insert((to, *key), root);
+            self.last_in.insert((to, super::key_tag(key)), root);
         }
         self.attack_delivered(to, from, &msg);
         if self.nodes[t].adversary {
@@ -607,9 +607,12 @@ impl Sim {
             })
         };
         let root = if self.exit_ctx == Some(from) {
-            exit().or_else(|| self.last_in.get(&(from, key)).copied())
+            exit().or_else(|| self.last_in.get(&(from, super::key_tag(&key))).copied())
         } else {
-            self.last_in.get(&(from, key)).copied().or_else(exit)
+            self.last_in
+                .get(&(from, super::key_tag(&key)))
+                .copied()
+                .or_else(exit)
         };
         if let Some(root) = root {
             if root != id {
