@@ -809,3 +809,53 @@ fn a_full_node_that_asks_for_a_connection_keeps_it_when_it_comes_up() {
         .count();
     assert_eq!(dropped, 1);
 }
+
+#[test]
+fn a_seed_client_that_does_not_announce_soon_is_let_go_and_one_that_does_keeps_its_time() {
+    let cfg = Config {
+        max_peers: 1,
+        max_seed_clients: 2,
+        seed_client_ttl: 30_000,
+        seed_client_silent: 10_000,
+        ..Config::default()
+    };
+    let (mut n, mut r) = node(1, cfg);
+    n.set_noderef(NodeRef {
+        location: Location(0),
+        address: b"seed".as_slice().into(),
+    });
+    let (silent, speaker) = (PeerId(10), PeerId(11));
+    assert!(n.accept_seed_client(0, silent));
+    assert!(n.accept_seed_client(0, speaker));
+    let me = NodeRef {
+        location: Location(3 << 60),
+        address: b"newcomer".as_slice().into(),
+    };
+    n.handle_message(
+        5_000,
+        speaker,
+        Message::Announce {
+            id: 5,
+            htl: 18,
+            noderef: me,
+            target: None,
+            unreachable: false,
+        },
+        &mut EmptyStore,
+        &mut r,
+    );
+    drain(&mut n);
+    // The silent one holds its slot only `seed_client_silent`.
+    n.handle_timeout(10_000, &mut r);
+    let gone = drain(&mut n);
+    assert!(gone.contains(&Action::Disconnect {
+        peer: silent,
+        why: Disconnect::SeedClientDone
+    }));
+    assert!(!gone
+        .iter()
+        .any(|a| matches!(a, Action::Disconnect { peer, .. } if *peer == speaker)));
+    assert_eq!(n.seed_client_count(), 1);
+    // Room for the next newcomer.
+    assert!(n.accept_seed_client(10_000, PeerId(12)));
+}

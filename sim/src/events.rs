@@ -372,14 +372,17 @@ impl Sim {
     fn insert_done(&mut self, id: u64, outcome: &InsertOutcome) {
         self.closed(id);
         if let Some(r) = self.reqs.get_mut(&id) {
-            let ok = matches!(
-                outcome,
-                InsertOutcome::Success | InsertOutcome::RouteNotFound { .. }
-            );
-            r.outcome = Some(if ok {
-                Ok(())
-            } else {
-                Err(format!("{outcome:?}"))
+            // Ran out of peers above the storing HTL: no node kept it (the
+            // inserter keeps nothing of its own in the shared store).
+            let ok = match outcome {
+                InsertOutcome::Success => true,
+                InsertOutcome::RouteNotFound { htl } => *htl <= self.store_htl,
+                _ => false,
+            };
+            r.outcome = Some(match outcome {
+                _ if ok => Ok(()),
+                InsertOutcome::RouteNotFound { .. } => Err("RouteNotFound, stored nowhere".into()),
+                _ => Err(format!("{outcome:?}")),
             });
             if self.counting_inserts {
                 self.inserts_done += usize::from(ok);

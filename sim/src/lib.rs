@@ -172,6 +172,9 @@ struct Sim {
     blocks: Vec<(Key, Block)>,
     reqs: HashMap<u64, Req>,
     inserts_done: usize,
+    /// The highest HTL, as received, at which a node stores an insert: one
+    /// that ran out of peers above it is stored nowhere.
+    store_htl: u8,
     counting_inserts: bool,
     measuring: bool,
     messages: u64,
@@ -401,6 +404,7 @@ impl Sim {
         } else {
             Arc::from(Vec::new())
         };
+        let store_htl = node_config(&cfg).insert_store_htl();
         let mut sim = Sim {
             cfg,
             rng,
@@ -411,6 +415,7 @@ impl Sim {
             blocks: Vec::new(),
             reqs: HashMap::new(),
             inserts_done: 0,
+            store_htl,
             counting_inserts: false,
             measuring: false,
             messages: 0,

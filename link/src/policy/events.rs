@@ -6,7 +6,7 @@ use super::{
     address_prefix, identity_of, keep_new_link, retry_delay, AddFriendError, Dialed, LinkState,
     Output, PeerInfo, PeerPolicy, Refused, BAN, DROPPED_RETRY, HELLO_DEADLINE, MAX_BANNED,
     MAX_PEERS_PER_PREFIX, MAX_SEED_CLIENTS_PER_PREFIX, OPENNET_RETRY_MAX, RETRY_BASE, SAVE_EVERY,
-    SEED_RETRY, SHORT_LINK,
+    SEEDS_AT_ONCE, SEED_RETRY, SHORT_LINK,
 };
 use crate::noderef::NodeRef;
 use crate::peerlist::{Added, Entry, PeerKind};
@@ -906,8 +906,12 @@ impl<V: Verifier> PeerPolicy<V> {
         }
     }
 
-    /// An opennet node with no peer dials every seed (remembering it, so a
-    /// seed that takes it as a peer is redialed like any other).
+    /// An opennet node with no peer dials [`SEEDS_AT_ONCE`] of its seeds,
+    /// the next ones in its list each time, from a place in the list its
+    /// key picks (so newcomers spread over the seeds: each seed keeps a
+    /// newcomer a while as a seed client, and a newcomer that dialed every
+    /// seed held a slot at each). A seed is remembered, so one that takes
+    /// it as a peer is redialed like any other.
     fn dial_seeds(&mut self, now: Instant) {
         if !self.cfg.opennet || self.cfg.seeds.is_empty() || self.node.peer_count() > 0 {
             return;
@@ -921,9 +925,16 @@ impl<V: Verifier> PeerPolicy<V> {
         self.last_seed_dial = Some(now);
         tracing::debug!(seeds = self.cfg.seeds.len(), "no peers: dialing the seeds");
         let seeds = std::sync::Arc::clone(&self.cfg.seeds);
-        for (r, b) in seeds.iter() {
+        let n = seeds.len();
+        let start = usize::from(u16::from_le_bytes([
+            self.cfg.own_key[0],
+            self.cfg.own_key[1],
+        ]));
+        for i in 0..SEEDS_AT_ONCE.min(n) {
+            let (r, b) = &seeds[(start + self.seed_round * SEEDS_AT_ONCE + i) % n];
             self.dial(now, r.clone(), Some(b.clone()));
         }
+        self.seed_round = self.seed_round.wrapping_add(1);
     }
 
     /// Dial remembered peers that are down and due: friends always,

@@ -97,6 +97,8 @@ pub const BAN: Duration = Duration::from_secs(30 * 60);
 pub const MAX_BANNED: usize = 4096;
 /// `last_seen` changes are written at most this often.
 pub const SAVE_EVERY: Duration = Duration::from_secs(60);
+/// Seeds an opennet node without a peer dials at a time.
+pub const SEEDS_AT_ONCE: usize = 3;
 /// An opennet node without a single peer dials its seeds this often.
 pub const SEED_RETRY: Duration = Duration::from_secs(5);
 /// A second link to a peer within this long of the first is a
@@ -559,6 +561,8 @@ pub struct PeerPolicy<V: Verifier> {
     last_save: Instant,
     /// When the seeds were last dialed.
     last_seed_dial: Option<Instant>,
+    /// How many times the seeds were dialed ([`SEEDS_AT_ONCE`] at a time).
+    seed_round: usize,
     next_peer: u64,
     out: VecDeque<Output>,
     /// Premix tunnels (None until [`PeerPolicy::enable_tunnels`]).
@@ -620,6 +624,7 @@ impl<V: Verifier> PeerPolicy<V> {
             dirty: false,
             last_save: now,
             last_seed_dial: None,
+            seed_round: 0,
             next_peer: 1,
             out: VecDeque::new(),
             tunnels: None,

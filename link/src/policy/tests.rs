@@ -322,6 +322,32 @@ fn a_node_without_peers_dials_its_seeds_until_one_link_is_up() {
 }
 
 #[test]
+fn a_node_without_peers_dials_a_few_seeds_at_a_time_and_comes_round_to_each() {
+    for up in 0..5 {
+        let mut m = mesh();
+        let seeds: Vec<usize> = (0..5).map(|s| opennet(&mut m, 10 + s)).collect();
+        let list: Vec<_> = seeds
+            .iter()
+            .map(|&s| (m.nodes[s].noderef.clone(), m.nodes[s].bytes.clone()))
+            .collect();
+        for (i, &s) in seeds.iter().enumerate() {
+            m.set_down(s, i != up);
+        }
+        let n = add(&mut m, 2, |c| c.seeds = list.into());
+        m.advance(Duration::from_millis(1_500));
+        let first = m.nodes[n].dials;
+        assert!(
+            (1..=SEEDS_AT_ONCE).contains(&first),
+            "{first} seeds dialed at once"
+        );
+        // Within two rounds every one of the five seeds was dialed, so the
+        // one that is up is linked.
+        m.advance(SEED_RETRY * 2);
+        assert_eq!(m.nodes[n].policy.peer_count(), 1, "seed {up} never dialed");
+    }
+}
+
+#[test]
 fn a_darknet_node_never_dials_seeds() {
     let mut m = mesh();
     let seed = opennet(&mut m, 1);

@@ -149,6 +149,11 @@ pub struct Config {
     pub max_seed_clients: usize,
     /// Longest a seed client is kept.
     pub seed_client_ttl: Millis,
+    /// A seed client that has not announced within this long is let go
+    /// (a newcomer announces as soon as it is linked; one that stays
+    /// silent holds a slot another newcomer needs).
+    #[serde(default = "default_seed_client_silent")]
+    pub seed_client_silent: Millis,
 }
 
 impl Default for Config {
@@ -198,6 +203,7 @@ impl Default for Config {
             max_swap_peers: 128,
             max_seed_clients: 64,
             seed_client_ttl: 30_000,
+            seed_client_silent: default_seed_client_silent(),
         }
     }
 }
@@ -214,6 +220,10 @@ impl Config {
     pub fn insert_store_htl(&self) -> u8 {
         self.max_htl.saturating_sub(self.insert_store_margin)
     }
+}
+
+fn default_seed_client_silent() -> Millis {
+    10_000
 }
 
 fn default_answer_rate() -> u32 {

@@ -58,10 +58,17 @@ impl<V: Verifier> Node<V> {
                 target,
                 unreachable,
             } => {
-                let first = self
-                    .seed_clients
-                    .get_mut(&from)
-                    .is_some_and(|c| !std::mem::replace(&mut c.announced, true));
+                let ttl = self.cfg.seed_client_ttl;
+                let first = self.seed_clients.get_mut(&from).is_some_and(|c| {
+                    if c.announced {
+                        return false;
+                    }
+                    // Its one announcement: the time to see it answered
+                    // (it was kept only `seed_client_silent` for it).
+                    c.announced = true;
+                    c.until = c.until.max(now + ttl);
+                    true
+                });
                 let htl = self.clamp_htl(now, htl, from, rng);
                 if self.admit(now, from, id, !(first && ok)) {
                     // We want a peer near there: the seed client is one we

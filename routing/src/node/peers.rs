@@ -418,7 +418,7 @@ impl<V: Verifier> Node<V> {
         self.seed_clients.insert(
             peer,
             SeedClient {
-                until: now + self.cfg.seed_client_ttl,
+                until: now + self.cfg.seed_client_ttl.min(self.cfg.seed_client_silent),
                 announced: false,
             },
         );
