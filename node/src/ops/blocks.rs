@@ -203,7 +203,8 @@ impl BlockSource for LocalBlocks {
     }
 }
 
-/// Tries of a network insert the routing node refused as overloaded.
+/// Tries of a network insert the routing node refused as overloaded or
+/// that ended stored nowhere.
 const INSERT_TRIES: u32 = 4;
 
 impl LocalBlocks {
@@ -294,6 +295,8 @@ impl BlockSink for LocalBlocks {
         let Some(net) = self.node.network() else {
             return self.defer(kind, key);
         };
+        // Only nodes that receive an insert at this HTL or below keep it.
+        let store_htl = lichen_routing::Config::default().insert_store_htl();
         let mut tries = 0;
         loop {
             tries += 1;
@@ -301,9 +304,21 @@ impl BlockSink for LocalBlocks {
                 .insert(Key(key.0), KeyKind::from(kind), block.clone())
                 .await;
             return match outcome {
-                // An insert that ran out of peers is stored on every node it
-                // reached: in a small network that is the normal end.
-                Ok(InsertOutcome::Success | InsertOutcome::RouteNotFound { .. }) => Ok(()),
+                Ok(InsertOutcome::Success) => Ok(()),
+                // An insert that ran out of peers at or below the storing
+                // HTL is stored on the nodes it reached there: in a small
+                // network that is the normal end.
+                Ok(InsertOutcome::RouteNotFound { htl }) if htl <= store_htl => Ok(()),
+                // Ended above it: stored nowhere. Tried again, then left
+                // to the push task (or reported) like an overload.
+                Ok(InsertOutcome::RouteNotFound { .. }) if tries < INSERT_TRIES => {
+                    tokio::time::sleep(std::time::Duration::from_millis(100 << tries)).await;
+                    continue;
+                }
+                Ok(InsertOutcome::RouteNotFound { .. }) if self.deferred.is_some() => {
+                    self.defer(kind, key)
+                }
+                Ok(InsertOutcome::RouteNotFound { .. }) => Err(SinkError::RouteNotFound),
                 Ok(InsertOutcome::Collision(_)) => Err(SinkError::Collision),
                 Ok(InsertOutcome::Overloaded) if tries < INSERT_TRIES => {
                     tokio::time::sleep(std::time::Duration::from_millis(100 << tries)).await;
@@ -461,5 +476,37 @@ mod tests {
                 .await,
             Err(SourceError::NotFound)
         ));
+    }
+
+    #[tokio::test]
+    async fn an_insert_stored_nowhere_is_deferred_or_reported_not_taken_as_done() {
+        // Two nodes: the peer gets the insert at the top HTL and has no one
+        // to pass it on to, so it ends "route not found" above the storing
+        // HTL: no node kept it.
+        let dir = tempfile::tempdir().unwrap();
+        let (node, stop) = node_with_peer(dir.path()).await;
+        let (chk, block) =
+            lichen_crypto::chk::encode(b"nowhere", lichen_crypto::DataFlags::default()).unwrap();
+        let key = chk.routing_key;
+        let plain = LocalBlocks::new(node.clone());
+        let r = tokio::time::timeout(
+            Duration::from_secs(60),
+            plain.put(BlockKind::Chk, key, block.clone()),
+        )
+        .await
+        .unwrap();
+        assert!(matches!(r, Err(SinkError::RouteNotFound)), "{r:?}");
+        // A tracked insert keeps it for the push task instead.
+        let deferred = Arc::new(Deferred::new(node.clone()));
+        let tracked = LocalBlocks::tracking(node.clone(), deferred.clone());
+        let r = tokio::time::timeout(
+            Duration::from_secs(60),
+            tracked.put(BlockKind::Chk, key, block),
+        )
+        .await
+        .unwrap();
+        assert!(r.is_ok(), "{r:?}");
+        assert_eq!(deferred.take(), vec![(BlockKind::Chk, key)]);
+        stop.cancel();
     }
 }
