@@ -25,6 +25,10 @@ impl Sim {
             };
             self.now = self.now.max(at);
             self.events += 1;
+            self.events_by_kind[ev.kind()] += 1;
+            if let Ev::Deliver { msg, .. } = &ev {
+                *self.delivered.entry(msg.name()).or_default() += 1;
+            }
             self.handle(ev);
             self.flush();
             self.exit_ctx = None;

@@ -74,6 +74,27 @@ enum Ev {
     },
 }
 
+impl Ev {
+    /// The kinds' names, in `Ev::kind` order.
+    const KINDS: [&'static str; 8] = [
+        "deliver", "timer", "tick", "insert", "fetch", "join", "churn", "attack",
+    ];
+
+    /// Which kind of event this is (an index into `Ev::KINDS`).
+    fn kind(&self) -> usize {
+        match self {
+            Ev::Deliver { .. } => 0,
+            Ev::Timer { .. } => 1,
+            Ev::Tick => 2,
+            Ev::Insert { .. } => 3,
+            Ev::Fetch { .. } => 4,
+            Ev::Join { .. } => 5,
+            Ev::Churn => 6,
+            Ev::Attack { .. } => 7,
+        }
+    }
+}
+
 /// A key as 64 bits, for the simulator's own ground-truth maps (the
 /// simulator's keys are hashes or locations, not chosen to collide).
 fn key_tag(key: &Key) -> u64 {
@@ -169,6 +190,10 @@ struct Sim {
     queue: queue::Queue<Ev>,
     now: u64,
     events: u64,
+    /// Events processed, by kind (`Ev::kind`).
+    events_by_kind: [u64; Ev::KINDS.len()],
+    /// Messages delivered over the whole run (warm-up included), by name.
+    delivered: BTreeMap<&'static str, u64>,
     blocks: Vec<(Key, Block)>,
     reqs: HashMap<u64, Req>,
     inserts_done: usize,
@@ -412,6 +437,8 @@ impl Sim {
             queue: queue::Queue::new(),
             now: 0,
             events: 0,
+            events_by_kind: [0; Ev::KINDS.len()],
+            delivered: BTreeMap::new(),
             blocks: Vec::new(),
             reqs: HashMap::new(),
             inserts_done: 0,

@@ -117,6 +117,7 @@ impl Sim {
             anonymity: self.anonymity(),
             attack: self.attack_report(),
             events: self.events,
+            events_by_kind: self.events_by_kind(),
             messages: self.messages,
             messages_by_kind: self
                 .by_kind
@@ -269,4 +270,21 @@ fn seconds(mut ms: Vec<u64>) -> [f64; 3] {
 
 fn round6(x: f64) -> f64 {
     (x * 1e6).round() / 1e6
+}
+
+impl Sim {
+    /// Events processed, by kind, with message deliveries also by name.
+    fn events_by_kind(&self) -> BTreeMap<String, u64> {
+        super::Ev::KINDS
+            .iter()
+            .zip(self.events_by_kind)
+            .filter(|(_, n)| *n > 0)
+            .map(|(k, n)| ((*k).to_string(), n))
+            .chain(
+                self.delivered
+                    .iter()
+                    .map(|(k, n)| (format!("deliver {k}"), *n)),
+            )
+            .collect()
+    }
 }

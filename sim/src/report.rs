@@ -379,6 +379,8 @@ pub struct Report {
     pub attack: Option<AttackReport>,
     /// Events processed.
     pub events: u64,
+    /// Events processed, by kind (message deliveries, node timers, ...).
+    pub events_by_kind: BTreeMap<String, u64>,
     /// Messages sent in the measured phase (all kinds).
     pub messages: u64,
     /// Messages sent in the measured phase, by kind.
@@ -405,6 +407,12 @@ impl Report {
             "events / messages",
             format!("{} / {}", self.events, self.messages),
         );
+        let kinds: Vec<String> = self
+            .events_by_kind
+            .iter()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect();
+        row(&mut s, "events by kind", kinds.join(", "));
         row(
             &mut s,
             "virtual time",
