@@ -351,6 +351,108 @@ fn a_node_short_of_some_link_lengths_announces_toward_them() {
         .all(|m| matches!(m, Message::Announce { target: None, .. })));
 }
 
+/// The refresh asks of each class what a full table can give every class
+/// at once: 6 peers over 4 classes is one each (rounded down), not two
+/// (rounded up, which no 6 peers can give 4 classes and which kept every
+/// node of a large network refreshing, and dropping a peer for each new
+/// one, for ever). A class with none is still refreshed.
+#[test]
+fn a_full_node_with_every_class_held_does_not_refresh() {
+    let cfg = Config {
+        max_peers: 6,
+        refresh_interval: 10_000,
+        ..Config::default()
+    };
+    // Classes 1, 1, 2, 3 and the deepest, 4, on both sides.
+    let held = [
+        1 << 62,
+        (1 << 62) + 5,
+        1 << 61,
+        1 << 60,
+        1 << 59,
+        u64::MAX - (1 << 59),
+    ];
+    let (mut n, mut r) = opennet_node(&held, cfg.clone());
+    assert!(announcements_within(&mut n, &mut r, 300_000).is_empty());
+    assert_eq!(n.stats().link_refreshes, 0);
+    // Class 3's peer moved to class 1: class 3 is empty.
+    let mut gap = held;
+    gap[3] = (1 << 62) + 9;
+    let (mut n, mut r) = opennet_node(&gap, cfg);
+    let sent = announcements_within(&mut n, &mut r, 300_000);
+    assert!(!sent.is_empty());
+    for m in &sent {
+        let Message::Announce { target, .. } = m else {
+            unreachable!()
+        };
+        let t = target.expect("a refresh names its target");
+        assert_eq!(t.distance(Location(0)).leading_zeros(), 3);
+    }
+}
+
+/// New peers in classes that already hold theirs do not speed the
+/// refresh up again: it keeps backing off while its class stays empty.
+#[test]
+fn peers_in_full_classes_do_not_reset_the_refresh_backoff() {
+    let cfg = Config {
+        max_peers: 12,
+        refresh_interval: 10_000,
+        ..Config::default()
+    };
+    // Classes 1 to 4 and the deepest, 6: class 5 is empty.
+    let locs = [
+        1 << 62,
+        1 << 61,
+        1 << 60,
+        1 << 59,
+        1 << 57,
+        u64::MAX - (1 << 57),
+    ];
+    let (mut n, mut r) = opennet_node(&locs, cfg);
+    let mut refreshes = 0;
+    let mut next = 7;
+    let mut now = 0;
+    while now <= 600_000 {
+        n.handle_timeout(now, &mut r);
+        // Each announcement is answered at once (no one wanted us).
+        for (to, m) in sends(&drain(&mut n)) {
+            if let Message::Announce { id, .. } = m {
+                refreshes += 1;
+                n.handle_message(
+                    now,
+                    to,
+                    Message::AnnounceReply { id },
+                    &mut EmptyStore,
+                    &mut r,
+                );
+                drain(&mut n);
+            }
+        }
+        // Every 20 s a peer comes in class 1 (which has its share), then
+        // leaves again: the table stays below full.
+        if now % 20_000 == 0 {
+            n.add_peer(now, PeerId(next), Location((1 << 62) + next), &mut r);
+            n.remove_peer(now, PeerId(next - 1).max(PeerId(7)), &mut r);
+            next += 1;
+        }
+        now += 1_000;
+    }
+    // Backing off from 10 s (about 10, 20, 40, 80, 160, 320 s): six or so
+    // in ten minutes; reset by each of the 30 peers, about one every 15 s.
+    let refreshes = refreshes as u64;
+    assert!(
+        n.stats().link_refreshes >= 2,
+        "{}",
+        n.stats().link_refreshes
+    );
+    assert!(
+        n.stats().link_refreshes <= 10,
+        "{}",
+        n.stats().link_refreshes
+    );
+    assert!(refreshes >= n.stats().link_refreshes);
+}
+
 /// A targeted announcement is routed toward its target, not toward the
 /// announcer's location, and the target goes on with it.
 #[test]

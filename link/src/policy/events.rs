@@ -493,9 +493,26 @@ impl<V: Verifier> PeerPolicy<V> {
             self.announce_through_next_seed(now, rng);
             // Not redialed at once: a full node closes right after the
             // hello, and would be dialed every tick.
-            let delay = if self.list.is_friend(&p.remote) {
+            let friend = self.list.is_friend(&p.remote);
+            let short = now.saturating_duration_since(p.since) < SHORT_LINK;
+            if !friend && short && p.dialed.is_some() && self.list.remove(&p.remote).is_some() {
+                // A remembered opennet peer we dialed that let us go soon
+                // after the hello: it is full and kept us only as a seed
+                // client (most often it had dropped us). Redialing it
+                // brings the same: in the simulator every dropped peer
+                // was parked so about four times. Forgotten; announcements
+                // and path folding bring peers that want us.
+                tracing::debug!(
+                    peer = peer.0,
+                    "a remembered peer let us go at once: forgotten"
+                );
+                self.retry_at.remove(&p.remote);
+                self.dirty = true;
+                return;
+            }
+            let delay = if friend {
                 RETRY_BASE
-            } else if now.saturating_duration_since(p.since) < SHORT_LINK {
+            } else if short {
                 OPENNET_RETRY_MAX / 2
             } else {
                 DROPPED_RETRY

@@ -196,6 +196,43 @@ fn backoff_grows_while_a_remembered_peer_is_down() {
     assert_eq!(m.nodes[a].policy.peer_list().get(&kb).unwrap().failures, 0);
 }
 
+/// A remembered opennet peer that we dialed and that let us go soon after
+/// the hello (a full node keeping us only as a seed client, most often one
+/// that had dropped us) is forgotten, not redialed every few minutes; a
+/// friend is redialed.
+#[test]
+fn a_remembered_peer_that_lets_us_go_at_once_is_forgotten_but_a_friend_is_not() {
+    let mut m = mesh();
+    let (a, b) = (opennet(&mut m, 1), opennet(&mut m, 2));
+    m.dial(a, b);
+    let kb = key(&m, b);
+    assert!(m.nodes[a].policy.peer_list().get(&kb).is_some());
+    m.advance(SHORT_LINK / 4);
+    m.set_down(b, true);
+    assert!(
+        m.nodes[a].policy.peer_list().get(&kb).is_none(),
+        "forgotten"
+    );
+    assert_eq!(m.nodes[a].policy.retry_at(&kb), None);
+    m.set_down(b, false);
+    let dials = m.nodes[a].dials;
+    m.advance(OPENNET_RETRY_MAX * 2);
+    // (b, which did not dial, still remembers a and may dial it.)
+    assert_eq!(m.nodes[a].dials, dials, "not redialed");
+    // Friends: kept and redialed.
+    let mut m = mesh();
+    let (a, b) = (darknet(&mut m, 1), darknet(&mut m, 2));
+    befriend(&mut m, a, b);
+    assert!(linked(&m, a, b));
+    m.advance(SHORT_LINK / 4);
+    m.set_down(b, true);
+    let kb = key(&m, b);
+    assert!(m.nodes[a].policy.peer_list().get(&kb).is_some());
+    m.set_down(b, false);
+    m.advance(FRIEND_RETRY_MAX * 2);
+    assert!(linked(&m, a, b), "the friend is linked again");
+}
+
 #[test]
 fn a_misbehaving_peer_is_banned_and_the_ban_expires() {
     let mut m = mesh();

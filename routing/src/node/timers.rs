@@ -68,7 +68,7 @@ impl<V: Verifier> Node<V> {
                 // location heard the first announcement, and those that
                 // wanted us took us; elsewhere we are a link length
                 // other nodes have room for.
-                let target = self.sparse_class_target(rng);
+                let target = self.sparse_class_target(super::peers::Spread::Even, rng);
                 self.announce_through(now, id, None, target, rng);
                 // More peers than ever before in this round: keep the
                 // quick pace (at most max_peers / 2 times a round).
