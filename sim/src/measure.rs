@@ -118,6 +118,7 @@ impl Sim {
             attack: self.attack_report(),
             events: self.events,
             events_by_kind: self.events_by_kind(),
+            link_upkeep: self.link_upkeep(),
             messages: self.messages,
             messages_by_kind: self
                 .by_kind
@@ -286,5 +287,22 @@ impl Sim {
                     .map(|(k, n)| (format!("deliver {k}"), *n)),
             )
             .collect()
+    }
+
+    /// What keeping the links up cost, summed over the nodes: peers
+    /// dropped to make room, link-length refreshes sent, dialers kept only
+    /// as seed clients.
+    fn link_upkeep(&self) -> BTreeMap<String, u64> {
+        let sum = |f: fn(&lichen_routing::Stats) -> u64| -> u64 {
+            self.nodes.iter().map(|s| f(s.policy.stats())).sum()
+        };
+        [
+            ("dropped", sum(|s| s.dropped_least_useful)),
+            ("refreshes", sum(|s| s.link_refreshes)),
+            ("seed clients", sum(|s| s.seed_clients)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
     }
 }

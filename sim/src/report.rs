@@ -381,6 +381,9 @@ pub struct Report {
     pub events: u64,
     /// Events processed, by kind (message deliveries, node timers, ...).
     pub events_by_kind: BTreeMap<String, u64>,
+    /// Link upkeep over the whole run, summed over the nodes: peers
+    /// dropped to make room, link-length refreshes, seed clients kept.
+    pub link_upkeep: BTreeMap<String, u64>,
     /// Messages sent in the measured phase (all kinds).
     pub messages: u64,
     /// Messages sent in the measured phase, by kind.
@@ -413,6 +416,12 @@ impl Report {
             .map(|(k, n)| format!("{k} {n}"))
             .collect();
         row(&mut s, "events by kind", kinds.join(", "));
+        let upkeep: Vec<String> = self
+            .link_upkeep
+            .iter()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect();
+        row(&mut s, "link upkeep (all nodes)", upkeep.join(", "));
         row(
             &mut s,
             "virtual time",
