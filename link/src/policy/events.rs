@@ -829,6 +829,14 @@ impl<V: Verifier> PeerPolicy<V> {
                 BAN.as_secs() / 60
             );
             self.ban(now, p.remote);
+        } else if why == lichen_routing::Disconnect::LeastUseful
+            && !self.list.is_friend(&p.remote)
+            && self.list.remove(&p.remote).is_some()
+        {
+            // Dropped to make room: redialing it would undo that (and it
+            // would find us full, and be kept at most as a seed client).
+            self.retry_at.remove(&p.remote);
+            self.dirty = true;
         } else {
             // Not redialed at once (a friend is, later).
             self.retry_at.insert(p.remote, now + DROPPED_RETRY);

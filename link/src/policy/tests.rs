@@ -477,6 +477,15 @@ fn a_full_node_keeps_the_newcomer_it_asked_for() {
         3,
         "and dropped one peer for it"
     );
+    // The dropped peer is forgotten: a does not dial it back.
+    let gone: Vec<usize> = [b, c, d]
+        .into_iter()
+        .filter(|&p| !linked(&m, a, p))
+        .collect();
+    assert_eq!(gone.len(), 1);
+    let kg = key(&m, gone[0]);
+    assert!(m.nodes[a].policy.peer_list().get(&kg).is_none());
+    assert_eq!(m.nodes[a].policy.retry_at(&kg), None);
 }
 
 /// Node `by` re-signs node `of`'s static key with other addresses, with
