@@ -234,6 +234,7 @@ struct Sim {
     link_histogram: Vec<f64>,
     link_tv: f64,
     min_degree: usize,
+    one_sided_degree: f64,
     largest_component: f64,
     by_kind: BTreeMap<&'static str, u64>,
     /// Opennet: the seed nodes' noderefs (nodes `0..seeds.len()`).
@@ -464,6 +465,7 @@ impl Sim {
             link_histogram: Vec::new(),
             link_tv: 0.0,
             min_degree: 0,
+            one_sided_degree: 0.0,
             largest_component: 0.0,
             by_kind: BTreeMap::new(),
             seeds,

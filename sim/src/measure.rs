@@ -86,6 +86,7 @@ impl Sim {
             link_length_classes: self.link_histogram.clone(),
             link_length_tv: self.link_tv,
             min_degree: self.min_degree,
+            one_sided_degree: round4(self.one_sided_degree),
             largest_component: round4(self.largest_component),
             inserts_completed: self.inserts_done,
             stores_per_insert: round4(stores as f64 / ni),

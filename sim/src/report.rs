@@ -306,6 +306,11 @@ pub struct Report {
     pub link_length_tv: f64,
     /// Fewest peers of an online node when measuring starts.
     pub min_degree: usize,
+    /// Of the peers counted in `mean_degree`, those whose other end keeps
+    /// the link only as a seed client (it does not route through it, and
+    /// refuses what is routed to it): one-sided links, mean per node.
+    #[serde(default)]
+    pub one_sided_degree: f64,
     /// Fraction of online nodes in the largest connected component.
     pub largest_component: f64,
     /// Inserts that ended in success or ran out of route after storing.
@@ -453,7 +458,11 @@ impl Report {
     /// The topology and where inserts ended up.
     fn write_network(&self, s: &mut String) {
         let c = &self.config;
-        row(s, "mean degree", format!("{:.2}", self.mean_degree));
+        row(
+            s,
+            "mean degree (one-sided)",
+            format!("{:.2} ({:.2})", self.mean_degree, self.one_sided_degree),
+        );
         row(
             s,
             "median link length",

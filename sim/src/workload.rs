@@ -118,6 +118,18 @@ impl Sim {
             .map(|s| s.policy.peer_count() as f64)
             .sum::<f64>()
             / online.len().max(1) as f64;
+        // Peers whose other end holds the link only as a seed client.
+        let one_sided = online
+            .iter()
+            .flat_map(|s| {
+                s.policy
+                    .routing()
+                    .peers()
+                    .filter_map(|(pid, _)| s.ends.get(&pid))
+            })
+            .filter(|&&(other, opid)| self.nodes[other as usize].policy.is_seed_client(opid))
+            .count();
+        self.one_sided_degree = one_sided as f64 / online.len().max(1) as f64;
         let mut lens: Vec<u64> = Vec::new();
         for s in &online {
             let me = s.policy.routing().location();
