@@ -415,18 +415,8 @@ impl Report {
             "events / messages",
             format!("{} / {}", self.events, self.messages),
         );
-        let kinds: Vec<String> = self
-            .events_by_kind
-            .iter()
-            .map(|(k, n)| format!("{k} {n}"))
-            .collect();
-        row(&mut s, "events by kind", kinds.join(", "));
-        let upkeep: Vec<String> = self
-            .link_upkeep
-            .iter()
-            .map(|(k, n)| format!("{k} {n}"))
-            .collect();
-        row(&mut s, "link upkeep (all nodes)", upkeep.join(", "));
+        row(&mut s, "events by kind", counts(&self.events_by_kind));
+        row(&mut s, "link upkeep (all nodes)", counts(&self.link_upkeep));
         row(
             &mut s,
             "virtual time",
@@ -742,4 +732,12 @@ fn write_anonymity(s: &mut String, a: &Anonymity) {
 /// One `name value` line of the table.
 fn row(s: &mut String, k: &str, v: String) {
     let _ = writeln!(s, "  {k:<28} {v}");
+}
+
+/// Named counts as `name n, name n, ...`.
+fn counts(map: &BTreeMap<String, u64>) -> String {
+    map.iter()
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
