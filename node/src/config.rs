@@ -190,6 +190,18 @@ pub struct NetworkConfig {
     pub port_mapping_lease: u64,
 }
 
+impl NetworkConfig {
+    /// Set the routing core's caching margins: on a test network requests
+    /// and inserts are kept at every HTL (`test_network`), elsewhere the
+    /// core's defaults stand.
+    pub(crate) fn set_htl_margins(&self, c: &mut lichen_routing::Config) {
+        if self.test_network {
+            c.request_cache_margin = 0;
+            c.insert_store_margin = 0;
+        }
+    }
+}
+
 impl Default for NetworkConfig {
     fn default() -> Self {
         NetworkConfig {

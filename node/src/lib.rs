@@ -174,9 +174,8 @@ fn routing_config(net: &config::NetworkConfig) -> lichen_routing::Config {
             "[network] test_network is on: inserts and requests are kept at every HTL \
              (for a local test network only; it weakens anonymity on a real one)"
         );
-        c.request_cache_margin = 0;
-        c.insert_store_margin = 0;
     }
+    net.set_htl_margins(&mut c);
     c
 }
 

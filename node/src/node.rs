@@ -213,6 +213,15 @@ pub enum StartError {
 }
 
 impl Node {
+    /// The highest HTL, as received, at which this node's routing core
+    /// stores an insert (15; a test network's every HTL): an insert of
+    /// ours that ends `RouteNotFound` with more left was stored nowhere.
+    pub(crate) fn insert_store_htl(&self) -> u8 {
+        let mut c = lichen_routing::Config::default();
+        self.config.network.set_htl_margins(&mut c);
+        c.insert_store_htl()
+    }
+
     /// Open everything in the data directory: identity (created on first
     /// start), store (moved aside and rebuilt if corrupt), persistent
     /// requests.

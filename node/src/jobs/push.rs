@@ -219,7 +219,7 @@ async fn push_block(node: &Arc<Node>, kind: BlockKind, key: RoutingKey) -> Block
     let mut rnf = 0u32;
     // Ended with more HTL left than this: stored nowhere (only nodes that
     // received it at this HTL or below keep an insert).
-    let store_htl = lichen_routing::Config::default().insert_store_htl();
+    let store_htl = node.insert_store_htl();
     loop {
         let Some(net) = node.network() else {
             // Peers gone: wait for them.

@@ -296,7 +296,7 @@ impl BlockSink for LocalBlocks {
             return self.defer(kind, key);
         };
         // Only nodes that receive an insert at this HTL or below keep it.
-        let store_htl = lichen_routing::Config::default().insert_store_htl();
+        let store_htl = self.node.insert_store_htl();
         let mut tries = 0;
         loop {
             tries += 1;
@@ -508,5 +508,21 @@ mod tests {
         assert!(r.is_ok(), "{r:?}");
         assert_eq!(deferred.take(), vec![(BlockKind::Chk, key)]);
         stop.cancel();
+    }
+
+    #[test]
+    fn a_test_network_stores_inserts_at_every_htl_so_none_is_stored_nowhere() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = |test_network: bool| {
+            let mut config = crate::config::Config {
+                data_dir: Some(dir.path().join(format!("n{test_network}"))),
+                ..crate::config::Config::default()
+            };
+            config.network.test_network = test_network;
+            Node::open(config).unwrap()
+        };
+        let top = lichen_routing::Config::default().max_htl;
+        assert_eq!(open(false).insert_store_htl(), top - 3);
+        assert_eq!(open(true).insert_store_htl(), top);
     }
 }
