@@ -352,10 +352,11 @@ fn a_node_short_of_some_link_lengths_announces_toward_them() {
 }
 
 /// The refresh asks of each class what a full table can give every class
-/// at once: 6 peers over 4 classes is one each (rounded down), not two
-/// (rounded up, which no 6 peers can give 4 classes and which kept every
-/// node of a large network refreshing, and dropping a peer for each new
-/// one, for ever). A class with none is still refreshed.
+/// at once: 6 peers over 6 classes is one each (rounded down; rounded up,
+/// no table could give every class its share of a large network, and every
+/// node refreshed, dropping a peer for each new one, for ever), and it
+/// asks nothing of the two classes next to our own neighbourhood (a
+/// handful of nodes each). A class it asks of that is empty is refreshed.
 #[test]
 fn a_full_node_with_every_class_held_does_not_refresh() {
     let cfg = Config {
@@ -363,21 +364,22 @@ fn a_full_node_with_every_class_held_does_not_refresh() {
         refresh_interval: 10_000,
         ..Config::default()
     };
-    // Classes 1, 1, 2, 3 and the deepest, 4, on both sides.
+    // Classes 1, 2, 3, 4 and the deepest, 6, on both sides: class 5 is
+    // empty, but it is one of the two next to our neighbourhood.
     let held = [
         1 << 62,
-        (1 << 62) + 5,
         1 << 61,
         1 << 60,
         1 << 59,
-        u64::MAX - (1 << 59),
+        1 << 57,
+        u64::MAX - (1 << 57),
     ];
     let (mut n, mut r) = opennet_node(&held, cfg.clone());
     assert!(announcements_within(&mut n, &mut r, 300_000).is_empty());
     assert_eq!(n.stats().link_refreshes, 0);
     // Class 3's peer moved to class 1: class 3 is empty.
     let mut gap = held;
-    gap[3] = (1 << 62) + 9;
+    gap[2] = (1 << 62) + 9;
     let (mut n, mut r) = opennet_node(&gap, cfg);
     let sent = announcements_within(&mut n, &mut r, 300_000);
     assert!(!sent.is_empty());
