@@ -495,7 +495,7 @@ impl<V: Verifier> PeerPolicy<V> {
             // hello, and would be dialed every tick.
             let friend = self.list.is_friend(&p.remote);
             let short = now.saturating_duration_since(p.since) < SHORT_LINK;
-            if !friend && short && p.dialed.is_some() && self.list.remove(&p.remote).is_some() {
+            if short && p.dialed.is_some() && self.forget_opennet(&p.remote) {
                 // A remembered opennet peer we dialed that let us go soon
                 // after the hello: it is full and kept us only as a seed
                 // client (most often it had dropped us). Redialing it
@@ -506,8 +506,6 @@ impl<V: Verifier> PeerPolicy<V> {
                     peer = peer.0,
                     "a remembered peer let us go at once: forgotten"
                 );
-                self.retry_at.remove(&p.remote);
-                self.dirty = true;
                 return;
             }
             let delay = if friend {
@@ -829,14 +827,9 @@ impl<V: Verifier> PeerPolicy<V> {
                 BAN.as_secs() / 60
             );
             self.ban(now, p.remote);
-        } else if why == lichen_routing::Disconnect::LeastUseful
-            && !self.list.is_friend(&p.remote)
-            && self.list.remove(&p.remote).is_some()
-        {
+        } else if why == lichen_routing::Disconnect::LeastUseful && self.forget_opennet(&p.remote) {
             // Dropped to make room: redialing it would undo that (and it
             // would find us full, and be kept at most as a seed client).
-            self.retry_at.remove(&p.remote);
-            self.dirty = true;
         } else {
             // Not redialed at once (a friend is, later).
             self.retry_at.insert(p.remote, now + DROPPED_RETRY);
@@ -915,6 +908,17 @@ impl<V: Verifier> PeerPolicy<V> {
         if !self.list.is_friend(&key) && self.list.remove(&key).is_some() {
             self.save_now();
         }
+    }
+
+    /// Forget `key` if it is a remembered opennet peer (never a friend):
+    /// out of the list and not redialed. Returns whether it was.
+    fn forget_opennet(&mut self, key: &[u8; 32]) -> bool {
+        if self.list.is_friend(key) || self.list.remove(key).is_none() {
+            return false;
+        }
+        self.retry_at.remove(key);
+        self.dirty = true;
+        true
     }
 
     /// A dial failed, or a dialed link closed before its hello.

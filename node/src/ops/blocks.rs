@@ -309,25 +309,24 @@ impl BlockSink for LocalBlocks {
                 // HTL is stored on the nodes it reached there: in a small
                 // network that is the normal end.
                 Ok(InsertOutcome::RouteNotFound { htl }) if htl <= store_htl => Ok(()),
-                // Ended above it: stored nowhere. Tried again, then left
-                // to the push task (or reported) like an overload.
-                Ok(InsertOutcome::RouteNotFound { .. }) if tries < INSERT_TRIES => {
-                    tokio::time::sleep(std::time::Duration::from_millis(100 << tries)).await;
-                    continue;
-                }
-                Ok(InsertOutcome::RouteNotFound { .. }) if self.deferred.is_some() => {
-                    self.defer(kind, key)
-                }
-                Ok(InsertOutcome::RouteNotFound { .. }) => Err(SinkError::RouteNotFound),
                 Ok(InsertOutcome::Collision(_)) => Err(SinkError::Collision),
-                Ok(InsertOutcome::Overloaded) if tries < INSERT_TRIES => {
+                // Refused as overloaded, or ended above the storing HTL
+                // (stored nowhere): tried again.
+                Ok(InsertOutcome::Overloaded | InsertOutcome::RouteNotFound { .. })
+                    if tries < INSERT_TRIES =>
+                {
                     tokio::time::sleep(std::time::Duration::from_millis(100 << tries)).await;
                     continue;
                 }
                 // The local copy stays; when the insert is tracked, the
                 // push task sends it later.
-                Ok(InsertOutcome::Overloaded) if self.deferred.is_some() => self.defer(kind, key),
+                Ok(InsertOutcome::Overloaded | InsertOutcome::RouteNotFound { .. })
+                    if self.deferred.is_some() =>
+                {
+                    self.defer(kind, key)
+                }
                 Ok(InsertOutcome::Overloaded) => Err(SinkError::Overload),
+                Ok(InsertOutcome::RouteNotFound { .. }) => Err(SinkError::RouteNotFound),
                 Ok(InsertOutcome::TimedOut) if self.deferred.is_some() => self.defer(kind, key),
                 Ok(InsertOutcome::TimedOut) => {
                     Err(SinkError::Other("the network insert timed out".into()))

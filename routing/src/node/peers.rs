@@ -106,7 +106,7 @@ impl<V: Verifier> Node<V> {
     /// within an even spread of `max_peers` over the classes.
     fn class_has_room(&self, location: Location) -> bool {
         let (depth, counts) = self.link_classes(Some(location));
-        let target = self.cfg.max_peers.div_ceil(depth);
+        let (target, _) = self.share(Spread::Even, depth);
         usize::from(counts[self.class_of(location, depth)]) < target
     }
 
