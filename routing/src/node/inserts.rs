@@ -52,11 +52,11 @@ impl<V: Verifier> Node<V> {
         let deadline = now + self.cfg.accept_timeout;
         self.pending.insert(
             id,
-            Pending {
+            Box::new(Pending {
                 deadline,
                 data_pending: true,
                 ..Pending::new(key, kind, htl, Upstream::Peer(from))
-            },
+            }),
         );
         self.set_timer(deadline, TimerKind::Request, id);
     }

@@ -92,10 +92,10 @@ impl<V: Verifier> Node<V> {
             }
             self.pending.insert(
                 id,
-                Pending {
+                Box::new(Pending {
                     insert,
                     ..Pending::new(key, kind, self.cfg.max_htl, Upstream::Local)
-                },
+                }),
             );
             self.route(now, id, rng);
         }

@@ -167,7 +167,7 @@ impl<V: Verifier> Node<V> {
         self.remember(now, id, Upstream::Local);
         self.pending.insert(
             id,
-            Pending {
+            Box::new(Pending {
                 key: target.unwrap_or(me.location).as_key(),
                 announce: Some(me),
                 announce_unreachable: self.behind_nat,
@@ -183,7 +183,7 @@ impl<V: Verifier> Node<V> {
                     },
                     Upstream::Local,
                 )
-            },
+            }),
         );
         if let Some(via) = via {
             // Every other peer counts as tried: the first hop is `via`
@@ -380,11 +380,11 @@ impl<V: Verifier> Node<V> {
         let key = target.unwrap_or(noderef.location).as_key();
         self.pending.insert(
             id,
-            Pending {
+            Box::new(Pending {
                 announce: Some(noderef),
                 announce_unreachable: unreachable,
                 ..Pending::new(key, KeyKind::Chk, htl, Upstream::Peer(from))
-            },
+            }),
         );
         self.route(now, id, rng);
     }

@@ -107,11 +107,11 @@ impl<V: Verifier> Node<V> {
         self.send(from, Message::Accepted { id });
         self.pending.insert(
             id,
-            Pending {
+            Box::new(Pending {
                 htl_received: received,
                 started: now,
                 ..Pending::new(key, kind, htl, Upstream::Peer(from))
-            },
+            }),
         );
         self.by_key.entry(key).or_insert(id);
         // Above the caching level it goes on under a fresh id, so no node
