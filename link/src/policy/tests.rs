@@ -302,6 +302,12 @@ fn a_full_seed_keeps_a_newcomer_as_a_seed_client() {
             .any(|p| p.identity == identity_of(&kn)),
         "nor listed"
     );
+    // Let go when its time is up, it leaves nothing behind: it is not
+    // redialed, so no retry time is kept for it.
+    let ttl = m.nodes[seed].policy.routing().config().seed_client_ttl;
+    m.advance(std::time::Duration::from_millis(ttl) * 2);
+    assert!(m.link(seed, newcomer).is_none(), "let go");
+    assert_eq!(m.nodes[seed].policy.retry_at(&kn), None);
 }
 
 #[test]
