@@ -352,11 +352,12 @@ fn a_node_short_of_some_link_lengths_announces_toward_them() {
 }
 
 /// The refresh asks of each class what a full table can give every class
-/// at once: 6 peers over 6 classes is one each (rounded down; rounded up,
-/// no table could give every class its share of a large network, and every
-/// node refreshed, dropping a peer for each new one, for ever), and it
-/// asks nothing of the two classes next to our own neighbourhood (a
-/// handful of nodes each). A class it asks of that is empty is refreshed.
+/// at once: 6 peers over 9 classes is one each (rounded down, at least
+/// one; rounded up, no table could give every class its share of a large
+/// network, and every node refreshed, dropping a peer for each new one, for
+/// ever), and it asks nothing of the five classes next to our own
+/// neighbourhood (`REFRESH_SKIPS`: a few dozen nodes each at most). A
+/// class it asks of that is empty is refreshed.
 #[test]
 fn a_full_node_with_every_class_held_does_not_refresh() {
     let cfg = Config {
@@ -364,15 +365,15 @@ fn a_full_node_with_every_class_held_does_not_refresh() {
         refresh_interval: 10_000,
         ..Config::default()
     };
-    // Classes 1, 2, 3, 4 and the deepest, 6, on both sides: class 5 is
-    // empty, but it is one of the two next to our neighbourhood.
+    // Classes 1, 2, 3, 6 and the deepest, 9, on both sides: classes 4, 5,
+    // 7 and 8 are empty, but they are the five next to our neighbourhood.
     let held = [
         1 << 62,
         1 << 61,
         1 << 60,
-        1 << 59,
         1 << 57,
-        u64::MAX - (1 << 57),
+        1 << 54,
+        u64::MAX - (1 << 54),
     ];
     let (mut n, mut r) = opennet_node(&held, cfg.clone());
     assert!(announcements_within(&mut n, &mut r, 300_000).is_empty());
@@ -401,14 +402,15 @@ fn peers_in_full_classes_do_not_reset_the_refresh_backoff() {
         refresh_interval: 10_000,
         ..Config::default()
     };
-    // Classes 1 to 4 and the deepest, 6: class 5 is empty.
+    // Classes 1, 3, 4, 6 and the deepest, 9: class 2 is empty (and the
+    // five next to our neighbourhood, which the refresh leaves alone).
     let locs = [
         1 << 62,
-        1 << 61,
         1 << 60,
         1 << 59,
         1 << 57,
-        u64::MAX - (1 << 57),
+        1 << 54,
+        u64::MAX - (1 << 54),
     ];
     let (mut n, mut r) = opennet_node(&locs, cfg);
     let mut refreshes = 0;

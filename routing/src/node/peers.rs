@@ -234,13 +234,14 @@ impl<V: Verifier> Node<V> {
 
     /// What `spread` asks of a table whose classes go `depth` deep: the
     /// peers each class should hold, and the classes it asks it of
-    /// (`1..top`; the deepest, our own neighbourhood, never).
+    /// (`1..top`; the deepest, our own neighbourhood, never; for
+    /// [`Spread::Reachable`] not the [`REFRESH_SKIPS`] next to it either).
     fn share(&self, spread: Spread, depth: usize) -> (usize, usize) {
         match spread {
             Spread::Even => (self.cfg.max_peers.div_ceil(depth), depth),
             Spread::Reachable => (
                 (self.cfg.max_peers / depth).max(1),
-                depth.saturating_sub(2).max(1),
+                depth.saturating_sub(REFRESH_SKIPS).max(1),
             ),
         }
     }
@@ -678,12 +679,22 @@ pub(super) enum Spread {
     /// it, so the refresh announced every `refresh_interval` forever and
     /// each new peer it brought dropped another: in the simulator, at
     /// 10,000 nodes, 31 refreshes and 27 dropped peers per node per hour.
-    /// Nor is it asked of the two classes next to our own neighbourhood
-    /// (the deepest class, where the nearest peer is, about 1/N of the
-    /// circle away): each holds a handful of nodes, which greedy routing
-    /// reaches through the ring neighbours anyway, and refreshing toward
-    /// them brought short links that pushed long ones out (at 10,000
-    /// nodes the link lengths' distance from 1/d fell from 0.076 to 0.046
-    /// without them, and a request's hops from 4.94 to 4.80).
+    /// Nor is it asked of the [`REFRESH_SKIPS`] classes next to our own
+    /// neighbourhood (see there).
     Reachable,
 }
+
+/// The link-length classes next to our own neighbourhood that the refresh
+/// leaves alone. The deepest class, `depth`, is where our nearest peer is,
+/// about 1/N of the circle away, so class `c` holds about `2^(depth - c)`
+/// nodes: the refresh aims only at classes of some 64 nodes and more. The
+/// deeper ones hold too few for an announcement to find one that wants
+/// us (full nodes park or refuse the dialers and the refresh backs off and
+/// comes again); requests reach them through the ring neighbours, and
+/// path folding fills them. Refreshing toward them brought short links
+/// that pushed long ones out. In the simulator (seed 1), leaving 2, 3, 4,
+/// 5, 6 and 7 classes alone gave 4.78, 4.74, 4.71, 4.69, 4.71 and 4.73
+/// hops a request at 10,000 nodes for 10.0, 9.3, 8.7, 8.2, 7.9 and 7.5
+/// million events; at 30,000 nodes 2 / 4 / 5 gave 5.77 / 5.65 / 5.64 hops
+/// for 40.0 / 34.3 / 31.9 million (docs/simulation.md, "Seventh pass").
+pub(super) const REFRESH_SKIPS: usize = 5;
