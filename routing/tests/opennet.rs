@@ -492,6 +492,52 @@ fn a_targeted_announcement_is_routed_toward_its_target() {
     assert!(matches!(m, Message::Announce { target: Some(Location(t)), .. } if t == 3 << 60));
 }
 
+/// A refresh asks for a link of one length: only the nodes at that length
+/// from the announcer connect to it; an ordinary announcement is answered
+/// by any node on its way that wants a peer.
+#[test]
+fn only_nodes_at_the_length_a_refresh_asks_for_connect_to_it() {
+    // We are at 0, the announcer at 1/16 + 1/64 of the circle (between
+    // peers 1 and 2): we are a link of class 3 for it (a distance in
+    // [1/16, 1/8)).
+    let at = (1 << 60) + (1 << 58);
+    let announcer = NodeRef {
+        location: Location(at),
+        address: b"announcer".as_slice().into(),
+    };
+    let connects = |target: Option<u64>| {
+        let (mut n, mut r) = node(3, Config::default());
+        let m = Message::Announce {
+            id: 5,
+            htl: 10,
+            noderef: announcer.clone(),
+            target: target.map(Location),
+            unreachable: false,
+        };
+        n.handle_message(5_000, PeerId(2), m, &mut EmptyStore, &mut r);
+        let out = drain(&mut n);
+        assert!(
+            sends(&out)
+                .iter()
+                .any(|(_, m)| matches!(m, Message::Announce { .. })),
+            "passed on either way"
+        );
+        out.iter()
+            .any(|a| matches!(a, Action::Connect { noderef } if *noderef == announcer))
+    };
+    assert!(connects(None), "an ordinary announcement");
+    // A target 1/16 from it: class 3, ours.
+    assert!(
+        connects(Some(at + (1 << 60) + 5)),
+        "a refresh for our length"
+    );
+    // A target 1/8 from it: class 2.
+    assert!(
+        !connects(Some(at + (1 << 61) + 5)),
+        "a refresh for another length"
+    );
+}
+
 /// A newcomer behind NAT between peers 1 and 2 of `node(3, …)` (at 1/16
 /// and 2/16 of the circle), and its announcement (id 5, HTL 10).
 fn newcomer_behind_nat() -> (NodeRef, Message) {

@@ -363,9 +363,16 @@ impl<V: Verifier> Node<V> {
         target: Option<Location>,
         rng: &mut impl RngCore,
     ) {
-        if unreachable {
+        // A refresh (a targeted announcement) asks for one link of the
+        // target's length: only nodes at that length from the newcomer
+        // answer it. (A full newcomer takes one; every other node on the
+        // way that dialed it was parked as a seed client or refused.)
+        let asked = target.is_none_or(|t| {
+            noderef.location.length_class(self.location) == noderef.location.length_class(t)
+        });
+        if asked && unreachable {
             self.offer_if_wanted(now, from, id, &noderef);
-        } else {
+        } else if asked {
             self.connect_if_wanted(now, &noderef);
         }
         let htl = self.decrement(htl, Some(from));
