@@ -164,6 +164,11 @@ impl Sim {
                 self.dirty.push(i);
             }
         }
+        if self.now >= self.aged_at + super::AGE_MS {
+            self.aged_at = self.now;
+            self.alias.age();
+            self.last_in.age();
+        }
         self.push(self.now + TICK_MS, Ev::Tick);
     }
 
