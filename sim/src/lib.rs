@@ -195,7 +195,7 @@ struct Sim {
     /// Events processed, by kind (`Ev::kind`).
     events_by_kind: [u64; Ev::KINDS.len()],
     /// Messages delivered over the whole run (warm-up included), by name.
-    delivered: BTreeMap<&'static str, u64>,
+    delivered: Vec<(&'static str, u64)>,
     blocks: Vec<(Key, Block)>,
     reqs: HashMap<u64, Req>,
     inserts_done: usize,
@@ -450,7 +450,7 @@ impl Sim {
             now: 0,
             events: 0,
             events_by_kind: [0; Ev::KINDS.len()],
-            delivered: BTreeMap::new(),
+            delivered: Vec::new(),
             blocks: Vec::new(),
             reqs: HashMap::new(),
             inserts_done: 0,

@@ -3,19 +3,24 @@
 //!
 //! Most events are due within a few seconds of being pushed (a message's
 //! latency, an accept timeout), so they go into a ring of one FIFO per
-//! millisecond covering [`WINDOW`] ms from the current instant: a push is
-//! an append, a pop takes from the front of the current millisecond, and
-//! a FIFO already holds its millisecond's events in push order. Events due
-//! later (and, should one ever be pushed, events due before the current
-//! instant) wait in a binary heap ordered by (time, push order) and move
-//! into the ring as its window reaches them, before anything else can be
-//! pushed for their millisecond. The order is therefore exactly the
-//! heap's: (time, then push order).
+//! millisecond: a push is an append, a pop takes from the front of the
+//! current millisecond, and a FIFO already holds its millisecond's events
+//! in push order. Time is cut into epochs of [`WINDOW`] ms; the ring holds
+//! the current epoch (from the current instant on) and the next one.
+//! Events due later wait in one list per epoch, in push order, and move
+//! into the ring (sorted by time, a stable sort keeping push order) when
+//! the epoch before theirs begins — before anything else can be pushed
+//! for their milliseconds. Events pushed for an instant already passed
+//! (should one ever be) wait in a small binary heap and come first. The
+//! order is therefore exactly a heap's: (time, then push order), and no
+//! event is sifted through a heap the size of the whole workload (at
+//! 100,000 nodes those sifts' cache misses were a tenth of the run).
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 
-/// How many milliseconds the ring covers (a power of two).
+/// How many milliseconds an epoch lasts (a power of two); the ring covers
+/// two.
 const WINDOW: u64 = 4096;
 /// Room a drained bucket keeps (more is given back).
 const KEEP: usize = 16;
@@ -23,36 +28,38 @@ const KEEP: usize = 16;
 /// An event queue ordered by time, then by push order.
 #[derive(Debug)]
 pub(crate) struct Queue<T> {
-    /// The millisecond being drained; the ring holds `cursor..cursor +
-    /// WINDOW`, bucket `at % WINDOW`.
+    /// The millisecond being drained; the ring holds `cursor..` up to the
+    /// end of the epoch after `cursor`'s, bucket `at % (2 * WINDOW)`.
     cursor: u64,
     ring: Vec<VecDeque<T>>,
     /// Events in the ring.
     in_ring: usize,
-    /// Events outside the window, by (time, push order).
-    far: BinaryHeap<Far<T>>,
+    /// Events beyond the ring, by epoch, in push order.
+    far: BTreeMap<u64, Vec<(u64, T)>>,
+    /// Events pushed for an instant before `cursor`, by (time, push order).
+    late: BinaryHeap<Late<T>>,
     seq: u64,
 }
 
 #[derive(Debug)]
-struct Far<T> {
+struct Late<T> {
     at: u64,
     seq: u64,
     item: T,
 }
 
-impl<T> PartialEq for Far<T> {
+impl<T> PartialEq for Late<T> {
     fn eq(&self, o: &Self) -> bool {
         (self.at, self.seq) == (o.at, o.seq)
     }
 }
-impl<T> Eq for Far<T> {}
-impl<T> PartialOrd for Far<T> {
+impl<T> Eq for Late<T> {}
+impl<T> PartialOrd for Late<T> {
     fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
         Some(self.cmp(o))
     }
 }
-impl<T> Ord for Far<T> {
+impl<T> Ord for Late<T> {
     fn cmp(&self, o: &Self) -> std::cmp::Ordering {
         Reverse((self.at, self.seq)).cmp(&Reverse((o.at, o.seq)))
     }
@@ -62,66 +69,80 @@ impl<T> Queue<T> {
     pub(crate) fn new() -> Self {
         Queue {
             cursor: 0,
-            ring: (0..WINDOW).map(|_| VecDeque::new()).collect(),
+            ring: (0..2 * WINDOW).map(|_| VecDeque::new()).collect(),
             in_ring: 0,
-            far: BinaryHeap::new(),
+            far: BTreeMap::new(),
+            late: BinaryHeap::new(),
             seq: 0,
         }
     }
 
     fn bucket(at: u64) -> usize {
-        // WINDOW is a power of two well below usize::MAX.
+        // 2 * WINDOW is a power of two well below usize::MAX.
         #[allow(clippy::cast_possible_truncation)]
-        let b = (at % WINDOW) as usize;
+        let b = (at % (2 * WINDOW)) as usize;
         b
+    }
+
+    /// The first instant the ring does not cover.
+    fn horizon(&self) -> u64 {
+        (self.cursor / WINDOW + 2) * WINDOW
     }
 
     /// Queue `item` for virtual instant `at`.
     pub(crate) fn push(&mut self, at: u64, item: T) {
         self.seq += 1;
-        if at >= self.cursor && at - self.cursor < WINDOW {
-            self.ring[Self::bucket(at)].push_back(item);
-            self.in_ring += 1;
-        } else {
-            self.far.push(Far {
+        if at < self.cursor {
+            self.late.push(Late {
                 at,
                 seq: self.seq,
                 item,
             });
+        } else if at < self.horizon() {
+            self.ring[Self::bucket(at)].push_back(item);
+            self.in_ring += 1;
+        } else {
+            self.far.entry(at / WINDOW).or_default().push((at, item));
         }
     }
 
-    /// The instant of the next event (moving the window up to it).
+    /// The instant of the next event (moving the cursor up to it).
     pub(crate) fn next_at(&mut self) -> Option<u64> {
+        if let Some(l) = self.late.peek() {
+            return Some(l.at);
+        }
         loop {
-            if let Some(f) = self.far.peek() {
-                if f.at < self.cursor {
-                    return Some(f.at);
-                }
-            }
             if !self.ring[Self::bucket(self.cursor)].is_empty() {
                 return Some(self.cursor);
             }
-            if self.in_ring == 0 {
-                // Nothing within the window: jump to the next far event.
-                self.cursor = self.far.peek()?.at;
+            let to = if self.in_ring == 0 {
+                // Nothing in the ring: jump to the next epoch holding
+                // anything.
+                let (&epoch, _) = self.far.first_key_value()?;
+                (epoch * WINDOW).max(self.cursor + 1)
             } else {
-                self.cursor += 1;
-            }
-            self.take_in();
+                self.cursor + 1
+            };
+            self.move_to(to);
         }
     }
 
-    /// Move the far events the window now reaches into the ring (in heap
-    /// order, so each millisecond's FIFO stays in push order).
-    fn take_in(&mut self) {
-        while let Some(f) = self.far.peek() {
-            if f.at - self.cursor >= WINDOW {
+    /// Move the cursor to `to` and the epochs the ring now reaches into
+    /// it (each sorted by time; the sort is stable, so each millisecond's
+    /// FIFO stays in push order).
+    fn move_to(&mut self, to: u64) {
+        self.cursor = to;
+        let last = to / WINDOW + 1;
+        while let Some(entry) = self.far.first_entry() {
+            if *entry.key() > last {
                 break;
             }
-            let Some(f) = self.far.pop() else { break };
-            self.ring[Self::bucket(f.at)].push_back(f.item);
-            self.in_ring += 1;
+            let mut events = entry.remove();
+            events.sort_by_key(|&(at, _)| at);
+            self.in_ring += events.len();
+            for (at, item) in events {
+                self.ring[Self::bucket(at)].push_back(item);
+            }
         }
     }
 
@@ -129,7 +150,7 @@ impl<T> Queue<T> {
     pub(crate) fn pop(&mut self) -> Option<(u64, T)> {
         let at = self.next_at()?;
         if at < self.cursor {
-            return self.far.pop().map(|f| (f.at, f.item));
+            return self.late.pop().map(|l| (l.at, l.item));
         }
         let bucket = &mut self.ring[Self::bucket(at)];
         let item = bucket.pop_front()?;
@@ -153,7 +174,7 @@ mod tests {
         /// instant) and pops gives the events in the order of a binary
         /// heap of (time, push order).
         #[test]
-        fn pops_in_heap_order(ops in proptest::collection::vec((any::<bool>(), 0u64..3, 0u64..20_000), 1..600)) {
+        fn pops_in_heap_order(ops in proptest::collection::vec((any::<bool>(), 0u64..4, 0u64..20_000), 1..600)) {
             let mut q = Queue::new();
             let mut heap = BinaryHeap::new();
             let mut seq = 0u64;
@@ -170,6 +191,8 @@ mod tests {
                     let at = match kind {
                         0 => now + dt % 200,
                         1 => now + dt,
+                        // Far beyond the ring: an epoch boundary or many.
+                        2 => now + dt * 97,
                         _ => now.saturating_sub(dt % 50),
                     };
                     seq += 1;
