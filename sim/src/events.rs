@@ -110,24 +110,24 @@ impl Sim {
 
     /// A node's routing timer is due.
     fn on_timer(&mut self, node: u32) {
-        if self.timer_at[node as usize] != self.now {
+        let timer = &mut self.timers[node as usize];
+        if timer.armed != self.now {
             return;
         }
         // The deadline it was armed for may be gone (its request ended, its
-        // seed client left): it wakes only when something is due.
-        let due = self.nodes[node as usize]
-            .policy
-            .poll_timeout()
-            .map(|t| self.ms(t));
-        self.timer_at[node as usize] = u64::MAX;
-        match due {
-            None => return,
-            Some(t) if t > self.now => {
-                self.timer_at[node as usize] = t;
+        // seed client left): it wakes only when something is due. `due` is
+        // the policy's own `poll_timeout` as of its last flush (nothing
+        // changes a policy without a flush), so this costs no visit to
+        // the node.
+        timer.armed = u64::MAX;
+        match timer.due {
+            u64::MAX => return,
+            t if t > self.now => {
+                timer.armed = t;
                 self.push(t, Ev::Timer { node });
                 return;
             }
-            Some(_) => {}
+            _ => {}
         }
         let now = self.now_i();
         let s = &mut self.nodes[node as usize];
@@ -290,13 +290,16 @@ impl Sim {
                     self.joined[i as usize].1 = self.now;
                 }
             }
-            let at = self.nodes[i as usize]
+            let due = self.nodes[i as usize]
                 .policy
                 .poll_timeout()
-                .map(|t| self.ms(t).max(self.now));
-            if let Some(t) = at {
-                if t < self.timer_at[i as usize] {
-                    self.timer_at[i as usize] = t;
+                .map_or(u64::MAX, |t| self.ms(t));
+            let timer = &mut self.timers[i as usize];
+            timer.due = due;
+            if due != u64::MAX {
+                let t = due.max(self.now);
+                if t < timer.armed {
+                    timer.armed = t;
                     self.push(t, Ev::Timer { node: i });
                 }
             }

@@ -265,10 +265,9 @@ struct Sim {
     /// its policy's `tick_due`; `u64::MAX`: none), and those times in a
     /// heap (an entry that no longer matches `tick_at` is stale).
     tick_at: Vec<u64>,
-    /// Each node's armed routing timer (virtual ms; `u64::MAX`: none): a
-    /// `Timer` event for another instant is stale. Beside the nodes, not
-    /// in them: a stale timer costs no visit to its node.
-    timer_at: Vec<u64>,
+    /// Each node's routing timer. Beside the nodes, not in them: a stale
+    /// or early timer costs no visit to its node.
+    timers: Vec<Timer>,
     tick_heap: BinaryHeap<Reverse<(u64, u32)>>,
     /// Nodes changed since the last Tick (their `tick_due` is to be
     /// asked again then), and which those are.
@@ -420,6 +419,24 @@ fn new_node(cfg: &SimConfig, rng: &mut ChaCha8Rng, i: usize, epoch: Instant) -> 
     }
 }
 
+/// A node's routing timer in the simulator.
+#[derive(Clone, Copy, Debug)]
+struct Timer {
+    /// The instant a `Timer` event was queued for (virtual ms; `u64::MAX`:
+    /// none): a `Timer` event for another instant is stale.
+    armed: u64,
+    /// The policy's `poll_timeout` as of its last flush (virtual ms;
+    /// `u64::MAX`: none).
+    due: u64,
+}
+
+impl Timer {
+    const NONE: Timer = Timer {
+        armed: u64::MAX,
+        due: u64::MAX,
+    };
+}
+
 impl Sim {
     fn new(cfg: SimConfig) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
@@ -489,7 +506,7 @@ impl Sim {
             tunnel_cells: 0,
             // Every node may act at the first tick.
             tick_at: vec![0; n],
-            timer_at: vec![u64::MAX; n],
+            timers: vec![Timer::NONE; n],
             tick_heap: (0..n as u32).map(|i| Reverse((0, i))).collect(),
             touched: Vec::new(),
             tick_stale: vec![false; n],
@@ -540,7 +557,7 @@ impl Sim {
         if self.cfg.tunnel_hops > 0 {
             s.policy.enable_tunnels(&s.secret);
         }
-        self.timer_at[i as usize] = u64::MAX;
+        self.timers[i as usize] = Timer::NONE;
         self.schedule_tick(i, 0);
         self.lie_if_asked(i);
     }
