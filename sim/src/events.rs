@@ -120,10 +120,19 @@ impl Sim {
         // changes a policy without a flush), so this costs no visit to
         // the node.
         timer.armed = u64::MAX;
-        match timer.due {
+        let due = timer.due;
+        debug_assert_eq!(
+            due,
+            self.nodes[node as usize]
+                .policy
+                .poll_timeout()
+                .map_or(u64::MAX, |t| self.ms(t)),
+            "a policy changed without a flush"
+        );
+        match due {
             u64::MAX => return,
             t if t > self.now => {
-                timer.armed = t;
+                self.timers[node as usize].armed = t;
                 self.push(t, Ev::Timer { node });
                 return;
             }
