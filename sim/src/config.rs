@@ -7,13 +7,21 @@ use rand::RngCore;
 
 use lichen_routing::{Block, Key, KeyKind, Verifier};
 
-/// Opennet growth lasts at most this long (virtual ms): up to 10,000
-/// nodes join 50 ms apart; a larger network joins at a higher rate, so
-/// that every node lives through the same virtual time (and so the same
-/// number of link-length refreshes and fold offers) whatever the size,
-/// and the cost of a run grows with N, not N² (docs/simulation.md,
-/// "Simulator cost").
+/// Opennet growth lasts at most this long (virtual ms) while newcomers
+/// can come at most [`MAX_JOIN_RATE`] a second: up to 10,000 nodes join
+/// 50 ms apart; a larger network joins at a higher rate, so that every
+/// node lives through the same virtual time (and so the same number of
+/// link-length refreshes and fold offers) whatever the size, and the cost
+/// of a run grows with N, not N² (docs/simulation.md, "Simulator cost").
 pub const GROWTH_MS: u64 = 500_000;
+
+/// Newcomers a second at most, however large the network: past 50,000
+/// nodes growth takes longer than [`GROWTH_MS`]. At 200 a second (100,000
+/// nodes in 500 s) newcomers crowded the nodes that wanted peers: they
+/// waited a p95 of 261 s for their first 10 peers and opened links that
+/// were dropped again (11 M of them, 7.1 M at 100 a second), and a few
+/// more requests failed (docs/simulation.md, "Eighth pass").
+pub const MAX_JOIN_RATE: u64 = 100;
 
 /// The opennet warm-up's requests are spread over at most this long
 /// (virtual ms): 50 ms apart up to 10,000 nodes (5 requests per node);
@@ -179,7 +187,8 @@ pub struct SimConfig {
     /// means 5 × nodes.
     pub warmup_requests: Option<usize>,
     /// Opennet: virtual ms over which the nodes join (`None`: 50 ms
-    /// apart, at most [`GROWTH_MS`]).
+    /// apart, at most [`GROWTH_MS`] unless that takes more than
+    /// [`MAX_JOIN_RATE`] a second).
     pub join_ms: Option<u64>,
     /// Opennet: virtual ms over which the warm-up requests are spread
     /// (`None`: 50 ms apart, at most [`WARMUP_MS`]).

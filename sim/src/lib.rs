@@ -16,7 +16,9 @@ mod workload;
 
 pub use args::{parse_args, usage, Cli};
 pub use attack::{posterior, THRESHOLD};
-pub use config::{Adversary, Attack, Sha256Verifier, SimConfig, Topology, GROWTH_MS, WARMUP_MS};
+pub use config::{
+    Adversary, Attack, Sha256Verifier, SimConfig, Topology, GROWTH_MS, MAX_JOIN_RATE, WARMUP_MS,
+};
 pub use hugepages::rerun_in_huge_pages;
 pub use report::{
     Anonymity, AttackReport, CorrelationFigures, NatReport, PitchBlackReport, PitchDay, Report,

@@ -4,7 +4,7 @@
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::config::{Topology, GROWTH_MS, WARMUP_MS};
+use super::config::{Topology, GROWTH_MS, MAX_JOIN_RATE, WARMUP_MS};
 use super::{Ev, Sim, TICK_MS};
 use lichen_routing::Location;
 
@@ -22,6 +22,14 @@ const JOIN_GAP: u64 = 50;
 /// number of ms, as it always was up to the caps).
 fn spread(k: u64, count: u64, window: u64) -> u64 {
     (u128::from(k) * u128::from(window) / u128::from(count.max(1))) as u64
+}
+
+/// How long (virtual ms) `joining` newcomers take to join: [`JOIN_GAP`]
+/// apart, at most [`GROWTH_MS`], at most [`MAX_JOIN_RATE`] a second.
+fn join_window(joining: u64) -> u64 {
+    (joining * JOIN_GAP)
+        .min(GROWTH_MS)
+        .max(joining * 1000 / MAX_JOIN_RATE)
 }
 
 impl Sim {
@@ -160,10 +168,7 @@ impl Sim {
         }
         self.joined = vec![(u64::MAX, u64::MAX); n];
         let joining = (n - seeds) as u64;
-        let window = self
-            .cfg
-            .join_ms
-            .unwrap_or((joining * JOIN_GAP).min(GROWTH_MS));
+        let window = self.cfg.join_ms.unwrap_or(join_window(joining));
         for k in 0..joining {
             let at = spread(k, joining, window);
             self.push(
@@ -238,7 +243,7 @@ impl Sim {
 
 #[cfg(test)]
 mod tests {
-    use super::spread;
+    use super::{join_window, spread, GROWTH_MS, MAX_JOIN_RATE};
 
     /// Up to the caps the events fall exactly on the old 50 ms grid (the
     /// figures up to 10,000 nodes did not move); past them they fill the
@@ -255,5 +260,21 @@ mod tests {
         assert!(times[n as usize - 1] < w);
         assert_eq!(spread(n / 2, n, w), w / 2);
         assert!(spread(u64::MAX - 1, u64::MAX, u64::MAX) < u64::MAX);
+    }
+
+    /// 50 ms apart up to 10,000 newcomers, then all within `GROWTH_MS`
+    /// until that means more than `MAX_JOIN_RATE` a second, then at that
+    /// rate.
+    #[test]
+    fn the_join_window_caps_the_rate() {
+        assert_eq!(join_window(1_000), 50_000);
+        assert_eq!(join_window(10_000), GROWTH_MS);
+        assert_eq!(join_window(30_000), GROWTH_MS);
+        assert_eq!(join_window(50_000), GROWTH_MS);
+        assert_eq!(join_window(100_000), 1_000_000);
+        assert_eq!(join_window(1_000_000), 10_000_000);
+        for n in [20_000, 60_000, 299_990, 999_990] {
+            assert!(n * 1000 / join_window(n) <= MAX_JOIN_RATE, "{n}");
+        }
     }
 }
