@@ -577,14 +577,14 @@ impl<V: Verifier> PeerPolicy<V> {
                 break;
             }
             let key = e.key();
-            // No delay set: due at once.
-            let t = self.retry_at.get(&key).copied().unwrap_or(self.start);
-            if due.is_some_and(|d| d <= t)
-                || self.by_key.contains_key(&key)
-                || self.dialing.contains(&key)
-            {
+            // Linked or being dialed: nothing to redial (asked first: most
+            // remembered peers are linked, and then no retry time is
+            // looked up).
+            if self.by_key.contains_key(&key) || self.dialing.contains(&key) {
                 continue;
             }
+            // No delay set: due at once.
+            let t = self.retry_at.get(&key).copied().unwrap_or(self.start);
             at(&mut due, t);
         }
         // `dial_seeds` (which notes the time even when every seed is
