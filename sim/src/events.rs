@@ -108,6 +108,14 @@ impl Sim {
         self.dirty.push(to);
     }
 
+    /// Node `i`'s policy's next deadline (virtual ms; `u64::MAX`: none).
+    fn due(&self, i: u32) -> u64 {
+        self.nodes[i as usize]
+            .policy
+            .poll_timeout()
+            .map_or(u64::MAX, |t| self.ms(t))
+    }
+
     /// A node's routing timer is due.
     fn on_timer(&mut self, node: u32) {
         let timer = &mut self.timers[node as usize];
@@ -121,14 +129,7 @@ impl Sim {
         // the node.
         timer.armed = u64::MAX;
         let due = timer.due;
-        debug_assert_eq!(
-            due,
-            self.nodes[node as usize]
-                .policy
-                .poll_timeout()
-                .map_or(u64::MAX, |t| self.ms(t)),
-            "a policy changed without a flush"
-        );
+        debug_assert_eq!(due, self.due(node), "a policy changed without a flush");
         match due {
             u64::MAX => return,
             t if t > self.now => {
@@ -299,10 +300,7 @@ impl Sim {
                     self.joined[i as usize].1 = self.now;
                 }
             }
-            let due = self.nodes[i as usize]
-                .policy
-                .poll_timeout()
-                .map_or(u64::MAX, |t| self.ms(t));
+            let due = self.due(i);
             let timer = &mut self.timers[i as usize];
             timer.due = due;
             if due != u64::MAX {
