@@ -7,7 +7,7 @@ use std::sync::Arc;
 use rand::{Rng, RngCore};
 
 use super::config::Adversary;
-use super::{Ev, Req, Sim, SimNode, TICK_MS};
+use super::{Ev, Req, Shelved, Sim, SimNode, TICK_MS};
 use lichen_link::noderef::NodeRef;
 use lichen_link::policy::mesh::{open_link_from, pair_mut};
 use lichen_link::policy::{Dialed, Output, PUNCH_WINDOW};
@@ -104,7 +104,11 @@ impl Sim {
         }
         let now = self.now_i();
         let s = &mut self.nodes[t];
-        s.policy.message(now, pid, msg, &mut s.store, &mut self.rng);
+        let mut store = Shelved {
+            store: &mut s.store,
+            shelf: &self.shelf,
+        };
+        s.policy.message(now, pid, msg, &mut store, &mut self.rng);
         self.dirty.push(to);
     }
 
@@ -226,7 +230,7 @@ impl Sim {
         };
         self.attack_fetch_started(node, block);
         let s = &mut self.nodes[node as usize];
-        if s.store.has(&key) {
+        if s.store.has(&self.shelf, &key) {
             // The embedder answers from its own store; no traffic.
             let id = self.rng.next_u64();
             let mut r = Req::new(node, block, measured, Some(Ok(())));
@@ -343,7 +347,7 @@ impl Sim {
             } => {
                 let s = &mut self.nodes[i as usize];
                 let me = s.policy.routing().location();
-                s.store.put(space, key, block, me);
+                s.store.put(&mut self.shelf, space, key, block, me);
             }
             Output::RequestDone { id, outcome } => self.request_done(id.0, &outcome),
             Output::InsertDone { id, outcome } => self.insert_done(id.0, &outcome),
@@ -379,7 +383,11 @@ impl Sim {
         let available = failed
             && self.reqs.get(&id).is_some_and(|r| {
                 let key = self.blocks[r.block as usize].0;
-                r.measured && self.nodes.iter().any(|n| n.online && n.store.has(&key))
+                r.measured
+                    && self
+                        .nodes
+                        .iter()
+                        .any(|n| n.online && n.store.has(&self.shelf, &key))
             });
         if let Some(r) = self.reqs.get_mut(&id) {
             r.available = !failed || available;

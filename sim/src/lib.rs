@@ -40,7 +40,7 @@ use lichen_link::noderef::NodeRef;
 use lichen_link::peerlist::PeerList;
 use lichen_link::policy::{PeerPolicy, PolicyConfig};
 use lichen_routing::{Block, Config, Key, Location, Message, NoderefBytes, PeerId};
-use store::SimStore;
+use store::{Shelf, Shelved, SimStore};
 
 #[derive(Debug)]
 enum Ev {
@@ -199,6 +199,8 @@ struct Sim {
     /// Messages delivered over the whole run (warm-up included), by name.
     delivered: Vec<(&'static str, u64)>,
     blocks: Vec<(Key, Block)>,
+    /// Every block a node has held, once (`SimStore`).
+    shelf: Shelf,
     reqs: HashMap<u64, Req>,
     inserts_done: usize,
     /// The highest HTL, as received, at which a node stores an insert: one
@@ -471,6 +473,7 @@ impl Sim {
             events_by_kind: [0; Ev::KINDS.len()],
             delivered: Vec::new(),
             blocks: Vec::new(),
+            shelf: Shelf::default(),
             reqs: HashMap::new(),
             inserts_done: 0,
             store_htl,

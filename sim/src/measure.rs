@@ -2,8 +2,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use lichen_routing::Key;
-
 use super::report::{round4, Anonymity, JoinReport, NatReport, Report, TunnelReport};
 use super::{Req, Sim};
 
@@ -44,33 +42,7 @@ impl Sim {
                 hops[((hops.len() - 1) as f64 * p).round() as usize] as f64
             }
         };
-        let (mut stores, mut caches, mut nowhere) = (0usize, 0usize, 0usize);
-        // How many nodes hold each measured key in their store and cache:
-        // one pass over what the nodes hold (not a pass over the nodes
-        // per key, which grew as inserts × nodes).
-        let mut held: HashMap<Key, (usize, usize)> = self
-            .measured_inserts
-            .clone()
-            .map(|j| (self.blocks[j].0, (0, 0)))
-            .collect();
-        for n in &self.nodes {
-            for k in n.store.store.keys() {
-                if let Some(h) = held.get_mut(k) {
-                    h.0 += 1;
-                }
-            }
-            for k in n.store.cache.keys() {
-                if let Some(h) = held.get_mut(k) {
-                    h.1 += 1;
-                }
-            }
-        }
-        for j in self.measured_inserts.clone() {
-            let (s, c) = held.get(&self.blocks[j].0).copied().unwrap_or((0, 0));
-            stores += s;
-            caches += c;
-            nowhere += usize::from(s + c == 0);
-        }
+        let (stores, caches, nowhere) = self.copies_of_inserts();
         let ni = self.measured_inserts.len().max(1) as f64;
         let honest = self.nodes.iter().filter(|n| !n.adversary);
         let (mut offences, mut bad) = (0, 0);
@@ -128,6 +100,45 @@ impl Sim {
                 .collect(),
             virtual_time_ms: self.now,
         }
+    }
+
+    /// Copies of the measured inserts: in stores, in caches, and how many
+    /// inserts no node holds.
+    fn copies_of_inserts(&self) -> (usize, usize, usize) {
+        let (mut stores, mut caches, mut nowhere) = (0usize, 0usize, 0usize);
+        // How many nodes hold each measured key in their store and cache:
+        // one pass over what the nodes hold (not a pass over the nodes
+        // per key, which grew as inserts × nodes).
+        let mut held: HashMap<u32, (usize, usize)> = self
+            .measured_inserts
+            .clone()
+            .filter_map(|j| self.shelf.find(&self.blocks[j].0))
+            .map(|n| (n, (0, 0)))
+            .collect();
+        for n in &self.nodes {
+            let (store, cache) = n.store.held();
+            for k in store {
+                if let Some(h) = held.get_mut(k) {
+                    h.0 += 1;
+                }
+            }
+            for k in cache {
+                if let Some(h) = held.get_mut(&k) {
+                    h.1 += 1;
+                }
+            }
+        }
+        for j in self.measured_inserts.clone() {
+            let (s, c) = self
+                .shelf
+                .find(&self.blocks[j].0)
+                .and_then(|n| held.get(&n).copied())
+                .unwrap_or((0, 0));
+            stores += s;
+            caches += c;
+            nowhere += usize::from(s + c == 0);
+        }
+        (stores, caches, nowhere)
     }
 
     /// The requests and inserts not measured, by kind and outcome.

@@ -35,7 +35,7 @@ impl LearnedTimeout {
     pub fn new(rule: Rule) -> Self {
         LearnedTimeout {
             rule,
-            times: VecDeque::with_capacity(rule.samples),
+            times: VecDeque::new(),
         }
     }
 

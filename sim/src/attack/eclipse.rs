@@ -266,7 +266,7 @@ impl Sim {
         let block = (0..20).map(|_| self.rng.gen_range(0..blocks)).find(|&b| {
             !self.nodes[victim as usize]
                 .store
-                .has(&self.blocks[b as usize].0)
+                .has(&self.shelf, &self.blocks[b as usize].0)
         });
         let Some(block) = block else {
             return;
