@@ -215,6 +215,15 @@ pub enum Message {
         /// the wire when false.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         unreachable: bool,
+        /// How many more nodes on the way may take the newcomer: each
+        /// that does (dials it, offers itself, or keeps the newcomer's
+        /// seed-client link as a peer) passes on one less, and at 0 no
+        /// node does. The newcomer sends as many as it invites (its room
+        /// for peers, at least one), so the path no longer opens links it
+        /// must refuse. Absent on the wire when `None`: no limit (as from
+        /// earlier nodes).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        room: Option<u8>,
     },
     /// Opennet: a node on the path of an announcement from behind NAT
     /// wants the newcomer as a peer: "dial me". Retraces the path (each

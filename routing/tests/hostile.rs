@@ -76,15 +76,17 @@ fn arb_msg() -> impl Strategy<Value = Message> {
             htl,
             nref,
             proptest::option::of(any::<u64>()),
-            any::<bool>()
+            any::<bool>(),
+            proptest::option::of(any::<u8>())
         )
             .prop_map(
-                |(id, htl, noderef, target, unreachable)| Message::Announce {
+                |(id, htl, noderef, target, unreachable, room)| Message::Announce {
                     id,
                     htl,
                     noderef,
                     target: target.map(Location),
                     unreachable,
+                    room,
                 }
             ),
         (

@@ -474,6 +474,7 @@ fn a_targeted_announcement_is_routed_toward_its_target() {
         noderef: announcer.clone(),
         target,
         unreachable: false,
+        room: None,
     };
     let forwarded = |n: &mut Node<V>, r: &mut rand_chacha::ChaCha8Rng, m| {
         n.handle_message(5_000, PeerId(2), m, &mut EmptyStore, r);
@@ -513,6 +514,7 @@ fn only_nodes_at_the_length_a_refresh_asks_for_connect_to_it() {
             noderef: announcer.clone(),
             target: target.map(Location),
             unreachable: false,
+            room: None,
         };
         n.handle_message(5_000, PeerId(2), m, &mut EmptyStore, &mut r);
         let out = drain(&mut n);
@@ -538,6 +540,60 @@ fn only_nodes_at_the_length_a_refresh_asks_for_connect_to_it() {
     );
 }
 
+/// An announcement carries how many more nodes may take the newcomer: a
+/// node that dials it passes on one less, and at none left a node that
+/// wants the newcomer leaves it alone (it would refuse the link) but
+/// still passes the announcement on.
+#[test]
+fn an_announcement_is_taken_by_no_more_nodes_than_it_has_room_for() {
+    let announcer = NodeRef {
+        location: Location((1 << 60) + (1 << 58)),
+        address: b"announcer".as_slice().into(),
+    };
+    let answer = |room: Option<u8>| {
+        let (mut n, mut r) = node(3, Config::default());
+        let m = Message::Announce {
+            id: 5,
+            htl: 10,
+            noderef: announcer.clone(),
+            target: None,
+            unreachable: false,
+            room,
+        };
+        n.handle_message(5_000, PeerId(2), m, &mut EmptyStore, &mut r);
+        let out = drain(&mut n);
+        let dialed = out
+            .iter()
+            .any(|a| matches!(a, Action::Connect { noderef } if *noderef == announcer));
+        let passed = sends(&out).into_iter().find_map(|(_, m)| match m {
+            Message::Announce { room, .. } => Some(room),
+            _ => None,
+        });
+        (dialed, passed.expect("passed on either way"))
+    };
+    assert_eq!(answer(Some(3)), (true, Some(2)));
+    assert_eq!(answer(Some(1)), (true, Some(0)));
+    assert_eq!(answer(Some(0)), (false, Some(0)));
+    // From a node that sends no room: no limit, passed on as it came.
+    assert_eq!(answer(None), (true, None));
+}
+
+/// A newcomer announcing says how many peers it has room for (as many as
+/// it invites), and at least one when full (a refresh).
+#[test]
+fn a_newcomer_announces_its_room() {
+    let (mut a, mut r) = node(2, Config::default());
+    a.set_noderef(me());
+    a.handle_local_request(0, LocalRequest::Announce, &mut r);
+    let room = sends(&drain(&mut a)).into_iter().find_map(|(_, m)| match m {
+        Message::Announce { room, .. } => Some(room),
+        _ => None,
+    });
+    let max = Config::default().max_peers;
+    assert_eq!(room, Some(Some(u8::try_from(max - 2).unwrap())));
+    assert_eq!(a.invitations(0), max - 2);
+}
+
 /// A newcomer behind NAT between peers 1 and 2 of `node(3, …)` (at 1/16
 /// and 2/16 of the circle), and its announcement (id 5, HTL 10).
 fn newcomer_behind_nat() -> (NodeRef, Message) {
@@ -551,6 +607,7 @@ fn newcomer_behind_nat() -> (NodeRef, Message) {
         noderef: newcomer.clone(),
         target: None,
         unreachable: true,
+        room: Some(3),
     };
     (newcomer, announce)
 }
@@ -589,6 +646,7 @@ fn an_announcement_from_behind_nat_is_answered_with_an_offer_to_be_dialed() {
         fwd,
         Message::Announce {
             unreachable: true,
+            room: Some(2),
             ..
         }
     ));
@@ -629,6 +687,7 @@ fn a_node_behind_nat_announces_marked_and_dials_the_offers() {
         m,
         Message::Announce {
             unreachable: true,
+            room: Some(_),
             ..
         }
     ));

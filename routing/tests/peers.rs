@@ -537,6 +537,7 @@ fn a_full_node_keeps_a_newcomer_as_a_seed_client_for_its_announcement() {
         noderef: me.clone(),
         target: None,
         unreachable: false,
+        room: None,
     };
     n.handle_message(30, newcomer, announce(5), &mut EmptyStore, &mut r);
     let s = sends(&drain(&mut n));
@@ -783,6 +784,7 @@ fn a_full_node_that_asks_for_a_connection_keeps_it_when_it_comes_up() {
             },
             target: None,
             unreachable: false,
+            room: None,
         },
         &mut EmptyStore,
         &mut r,
@@ -840,6 +842,7 @@ fn a_seed_client_that_does_not_announce_soon_is_let_go_and_one_that_does_keeps_i
             noderef: me,
             target: None,
             unreachable: false,
+            room: None,
         },
         &mut EmptyStore,
         &mut r,

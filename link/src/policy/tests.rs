@@ -548,6 +548,7 @@ fn a_forged_noderef_in_an_announcement_is_not_dialed() {
                 },
                 target: None,
                 unreachable: false,
+                room: None,
             },
         );
     };

@@ -60,6 +60,7 @@ fn message(u: &mut Unstructured<'_>) -> arbitrary::Result<Message> {
             noderef,
             target: u.arbitrary::<Option<u64>>()?.map(Location),
             unreachable: u.arbitrary()?,
+            room: u.arbitrary()?,
         },
         12 => Message::AnnounceReply { id },
         13 => Message::SwapRequest { id, htl, location: Location(u.arbitrary()?), peer_locations },

@@ -3,6 +3,7 @@
 
 use rand::RngCore;
 
+use super::opennet::Newcomer;
 use super::{BlockSource, Millis, Node, PeerId, Upstream, Verifier};
 use crate::message::Message;
 
@@ -69,7 +70,15 @@ impl<V: Verifier> Node<V> {
                 noderef,
                 target,
                 unreachable,
-            } => self.on_announce(now, from, id, htl, (noderef, unreachable), target, rng),
+                room,
+            } => {
+                let newcomer = Newcomer {
+                    noderef,
+                    unreachable,
+                    room,
+                };
+                self.on_announce(now, from, id, htl, newcomer, target, rng);
+            }
             Message::AnnounceOffer { id, noderef, punch } => {
                 self.on_announce_offer(now, from, id, noderef, punch)
             }

@@ -145,6 +145,8 @@ struct Pending {
     announce: Option<NodeRef>,
     /// Its newcomer is behind NAT (`Message::Announce::unreachable`).
     announce_unreachable: bool,
+    /// How many more nodes may take its newcomer (`Message::Announce`).
+    announce_room: Option<u8>,
     /// `AnnounceOffer`s passed upstream for it (at most `max_htl`).
     offers: u8,
     /// Insert only: cached on arrival, and goes to the long-term store at
@@ -188,6 +190,7 @@ impl Pending {
             insert: None,
             announce: None,
             announce_unreachable: false,
+            announce_room: None,
             offers: 0,
             deep_candidate: false,
             tried: match upstream {

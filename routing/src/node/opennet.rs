@@ -20,6 +20,23 @@ const ANNOUNCE_BURST: u32 = 20;
 /// answered (time for the reply to leave).
 const SEED_CLIENT_LINGER: Millis = 2_000;
 
+/// An announcement's newcomer, as the announcement reaches a node.
+#[derive(Debug)]
+pub(super) struct Newcomer {
+    pub(super) noderef: NodeRef,
+    /// Behind NAT: nodes that want it offer themselves instead of dialing.
+    pub(super) unreachable: bool,
+    /// How many more nodes may take it (`Message::Announce::room`).
+    pub(super) room: Option<u8>,
+}
+
+impl Newcomer {
+    /// A node on the way took the newcomer: one fewer after it may.
+    fn took_one(&mut self) {
+        self.room = self.room.map(|r| r.saturating_sub(1));
+    }
+}
+
 impl<V: Verifier> Node<V> {
     pub(super) fn announce_done(&mut self, now: Millis, id: u64) {
         let Some(p) = self.take_pending(id) else {
@@ -57,6 +74,7 @@ impl<V: Verifier> Node<V> {
                 noderef,
                 target,
                 unreachable,
+                room,
             } => {
                 let ttl = self.cfg.seed_client_ttl;
                 let first = self.seed_clients.get_mut(&from).is_some_and(|c| {
@@ -73,10 +91,18 @@ impl<V: Verifier> Node<V> {
                 if self.admit(now, from, id, !(first && ok)) {
                     // We want a peer near there: the seed client is one we
                     // would dial, and it is here (see `promote`).
-                    if self.would_take(now, &noderef) {
-                        self.promote(now, from, noderef.location, rng);
+                    let mut newcomer = Newcomer {
+                        noderef,
+                        unreachable,
+                        room,
+                    };
+                    if newcomer.room != Some(0)
+                        && self.would_take(now, &newcomer.noderef)
+                        && self.promote(now, from, newcomer.noderef.location, rng)
+                    {
+                        newcomer.took_one();
                     }
-                    self.forward_announce(now, from, id, htl, (noderef, unreachable), target, rng);
+                    self.forward_announce(now, from, id, htl, newcomer, target, rng);
                 }
             }
             Message::Request { id, .. } | Message::Insert { id, .. } => {
@@ -96,11 +122,20 @@ impl<V: Verifier> Node<V> {
     /// still takes newcomers, now that a node that dials in unasked is at
     /// most a seed client: the same decision the node makes for any
     /// announcement it routes, no more.
-    fn promote(&mut self, now: Millis, peer: PeerId, location: Location, rng: &mut impl RngCore) {
+    /// Returns whether it was kept.
+    fn promote(
+        &mut self,
+        now: Millis,
+        peer: PeerId,
+        location: Location,
+        rng: &mut impl RngCore,
+    ) -> bool {
         self.last_fold_accept = Some(now);
-        if self.accept_requested_peer(now, peer, location, rng) {
+        let kept = self.accept_requested_peer(now, peer, location, rng);
+        if kept {
             self.stats.seed_clients_promoted += 1;
         }
+        kept
     }
 
     /// Disconnect seed clients whose time is up.
@@ -161,9 +196,10 @@ impl<V: Verifier> Node<V> {
         if self.pending.len() >= self.cfg.max_pending {
             return;
         }
-        // The nodes on its path that want a peer will dial us.
-        let room = self.cfg.max_peers.saturating_sub(self.peers.len());
-        self.invite(now, room.max(1));
+        // The nodes on its path that want a peer will dial us: as many as
+        // we invite, and no more (`Message::Announce::room`).
+        let room = self.cfg.max_peers.saturating_sub(self.peers.len()).max(1);
+        self.invite(now, room);
         self.remember(now, id, Upstream::Local);
         self.pending.insert(
             id,
@@ -171,6 +207,7 @@ impl<V: Verifier> Node<V> {
                 key: target.unwrap_or(me.location).as_key(),
                 announce: Some(me),
                 announce_unreachable: self.behind_nat,
+                announce_room: Some(u8::try_from(room).unwrap_or(u8::MAX)),
                 ..Pending::new(
                     Key([0; 32]),
                     KeyKind::Chk,
@@ -211,7 +248,7 @@ impl<V: Verifier> Node<V> {
         from: PeerId,
         id: u64,
         htl: u8,
-        newcomer: (NodeRef, bool),
+        newcomer: Newcomer,
         target: Option<Location>,
         rng: &mut impl RngCore,
     ) {
@@ -270,13 +307,14 @@ impl<V: Verifier> Node<V> {
     /// punches, we start dialing it from our listening port at once
     /// ([`Action::Punch`], as initiator) and mark the offer `punch`, so
     /// it dials us back the same way.
-    fn offer_if_wanted(&mut self, now: Millis, from: PeerId, id: u64, noderef: &NodeRef) {
+    /// Returns whether we offered.
+    fn offer_if_wanted(&mut self, now: Millis, from: PeerId, id: u64, noderef: &NodeRef) -> bool {
         let punch = self.behind_nat;
         if (punch && !self.punching) || !self.would_take(now, noderef) {
-            return;
+            return false;
         }
         let Some(me) = self.noderef.clone() else {
-            return;
+            return false;
         };
         self.last_fold_accept = Some(now);
         if punch {
@@ -295,6 +333,7 @@ impl<V: Verifier> Node<V> {
                 punch,
             },
         );
+        true
     }
 
     /// An `AnnounceOffer` for announcement `id` from `from`: passed
@@ -359,21 +398,28 @@ impl<V: Verifier> Node<V> {
         from: PeerId,
         id: u64,
         htl: u8,
-        (noderef, unreachable): (NodeRef, bool),
+        mut newcomer: Newcomer,
         target: Option<Location>,
         rng: &mut impl RngCore,
     ) {
+        let noderef = &newcomer.noderef;
         // A refresh (a targeted announcement) asks for one link of the
         // target's length: only nodes at that length from the newcomer
-        // answer it. (A full newcomer takes one; every other node on the
-        // way that dialed it was parked as a seed client or refused.)
-        let asked = target.is_none_or(|t| {
-            noderef.location.length_class(self.location) == noderef.location.length_class(t)
-        });
-        if asked && unreachable {
-            self.offer_if_wanted(now, from, id, &noderef);
-        } else if asked {
-            self.connect_if_wanted(now, &noderef);
+        // answer it. And no more nodes than the newcomer has room for
+        // (`room`): a full newcomer takes one, and every other node on
+        // the way that dialed it was parked as a seed client or refused.
+        let asked = newcomer.room != Some(0)
+            && target.is_none_or(|t| {
+                noderef.location.length_class(self.location) == noderef.location.length_class(t)
+            });
+        let took = asked
+            && if newcomer.unreachable {
+                self.offer_if_wanted(now, from, id, noderef)
+            } else {
+                self.connect_if_wanted(now, noderef)
+            };
+        if took {
+            newcomer.took_one();
         }
         let htl = self.decrement(htl, Some(from));
         self.send(from, Message::Accepted { id });
@@ -384,12 +430,13 @@ impl<V: Verifier> Node<V> {
         if let Some(p) = self.peer_mut(from) {
             p.incoming += 1;
         }
-        let key = target.unwrap_or(noderef.location).as_key();
+        let key = target.unwrap_or(newcomer.noderef.location).as_key();
         self.pending.insert(
             id,
             Box::new(Pending {
-                announce: Some(noderef),
-                announce_unreachable: unreachable,
+                announce: Some(newcomer.noderef),
+                announce_unreachable: newcomer.unreachable,
+                announce_room: newcomer.room,
                 ..Pending::new(key, KeyKind::Chk, htl, Upstream::Peer(from))
             }),
         );

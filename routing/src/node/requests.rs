@@ -207,6 +207,7 @@ impl<V: Verifier> Node<V> {
                 noderef: noderef.clone(),
                 target: Some(target).filter(|&t| t != noderef.location),
                 unreachable: p.announce_unreachable,
+                room: p.announce_room,
             },
             (Some(_), None) => Message::Insert {
                 id,

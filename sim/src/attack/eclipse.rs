@@ -256,6 +256,7 @@ impl Sim {
                 noderef,
                 target: None,
                 unreachable: false,
+                room: None,
             },
         );
     }
