@@ -585,10 +585,12 @@ fn a_newcomer_announces_its_room() {
     let (mut a, mut r) = node(2, Config::default());
     a.set_noderef(me());
     a.handle_local_request(0, LocalRequest::Announce, &mut r);
-    let room = sends(&drain(&mut a)).into_iter().find_map(|(_, m)| match m {
-        Message::Announce { room, .. } => Some(room),
-        _ => None,
-    });
+    let room = sends(&drain(&mut a))
+        .into_iter()
+        .find_map(|(_, m)| match m {
+            Message::Announce { room, .. } => Some(room),
+            _ => None,
+        });
     let max = Config::default().max_peers;
     assert_eq!(room, Some(Some(u8::try_from(max - 2).unwrap())));
     assert_eq!(a.invitations(0), max - 2);

@@ -813,6 +813,55 @@ fn a_full_node_that_asks_for_a_connection_keeps_it_when_it_comes_up() {
 }
 
 #[test]
+fn a_full_node_that_wants_a_newcomer_with_no_room_left_does_not_dial_but_waits_as_if_it_had() {
+    // As above, but the announcement says no node may take the newcomer
+    // any more (`room` 0): no Connect (the newcomer would refuse it), yet
+    // the node's replacement is spent as if it had asked, so whoever
+    // offers itself next (an attacker announcing toward it) finds it no
+    // more willing than when it dialed and was refused.
+    let cfg = Config {
+        max_peers: 3,
+        peer_grace: 1000,
+        fold_min_interval: 30_000,
+        ..Config::default()
+    };
+    let (mut n, mut r) = node(3, cfg);
+    let from = n.peers().next().map(|(p, _)| p).unwrap();
+    assert!(n.wants_peer(5_000, Location(7 << 58)));
+    n.handle_message(
+        5_000,
+        from,
+        Message::Announce {
+            id: 5,
+            htl: 10,
+            noderef: NodeRef {
+                location: Location(7 << 58),
+                address: b"newcomer".as_slice().into(),
+            },
+            target: None,
+            unreachable: false,
+            room: Some(0),
+        },
+        &mut EmptyStore,
+        &mut r,
+    );
+    let out = drain(&mut n);
+    assert!(!out.iter().any(|a| matches!(a, Action::Connect { .. })));
+    assert!(
+        out.iter().any(|a| matches!(
+            a,
+            Action::Send {
+                msg: Message::Announce { room: Some(0), .. },
+                ..
+            }
+        )),
+        "passed on, still with no room"
+    );
+    assert!(!n.wants_peer(5_100, Location(7 << 58)));
+    assert!(n.wants_peer(35_100, Location(7 << 58)));
+}
+
+#[test]
 fn a_seed_client_that_does_not_announce_soon_is_let_go_and_one_that_does_keeps_its_time() {
     let cfg = Config {
         max_peers: 1,
