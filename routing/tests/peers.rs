@@ -759,11 +759,11 @@ fn an_initiator_follows_an_accepted_swap_whatever_the_partners_peer_list_holds()
     assert_eq!(a.location(), Location(1 << 62));
 }
 
-#[test]
-fn a_full_node_that_asks_for_a_connection_keeps_it_when_it_comes_up() {
-    // Full, peers past their grace: an announcement from a newcomer makes
-    // the node ask for a link to it (Connect), which spends its
-    // once-per-fold_min_interval replacement.
+/// A full node (3 peers of 3, past their grace, one replacement per 30 s)
+/// hears at 5 s, from one of its peers, the announcement of a newcomer at
+/// 7/64 of the circle that says `room` more nodes may take it; what it
+/// does.
+fn full_node_hears_a_newcomer(room: Option<u8>) -> (Node<V>, rand_chacha::ChaCha8Rng, Vec<Action>) {
     let cfg = Config {
         max_peers: 3,
         peer_grace: 1000,
@@ -772,6 +772,7 @@ fn a_full_node_that_asks_for_a_connection_keeps_it_when_it_comes_up() {
     };
     let (mut n, mut r) = node(3, cfg);
     let from = n.peers().next().map(|(p, _)| p).unwrap();
+    assert!(n.wants_peer(5_000, Location(7 << 58)));
     n.handle_message(
         5_000,
         from,
@@ -784,14 +785,22 @@ fn a_full_node_that_asks_for_a_connection_keeps_it_when_it_comes_up() {
             },
             target: None,
             unreachable: false,
-            room: None,
+            room,
         },
         &mut EmptyStore,
         &mut r,
     );
-    let asked = drain(&mut n)
-        .iter()
-        .any(|a| matches!(a, Action::Connect { .. }));
+    let out = drain(&mut n);
+    (n, r, out)
+}
+
+#[test]
+fn a_full_node_that_asks_for_a_connection_keeps_it_when_it_comes_up() {
+    // Full, peers past their grace: an announcement from a newcomer makes
+    // the node ask for a link to it (Connect), which spends its
+    // once-per-fold_min_interval replacement.
+    let (mut n, mut r, out) = full_node_hears_a_newcomer(None);
+    let asked = out.iter().any(|a| matches!(a, Action::Connect { .. }));
     assert!(
         asked,
         "a full node with a peer to spare asks for the newcomer"
@@ -819,33 +828,7 @@ fn a_full_node_that_wants_a_newcomer_with_no_room_left_does_not_dial_but_waits_a
     // the node's replacement is spent as if it had asked, so whoever
     // offers itself next (an attacker announcing toward it) finds it no
     // more willing than when it dialed and was refused.
-    let cfg = Config {
-        max_peers: 3,
-        peer_grace: 1000,
-        fold_min_interval: 30_000,
-        ..Config::default()
-    };
-    let (mut n, mut r) = node(3, cfg);
-    let from = n.peers().next().map(|(p, _)| p).unwrap();
-    assert!(n.wants_peer(5_000, Location(7 << 58)));
-    n.handle_message(
-        5_000,
-        from,
-        Message::Announce {
-            id: 5,
-            htl: 10,
-            noderef: NodeRef {
-                location: Location(7 << 58),
-                address: b"newcomer".as_slice().into(),
-            },
-            target: None,
-            unreachable: false,
-            room: Some(0),
-        },
-        &mut EmptyStore,
-        &mut r,
-    );
-    let out = drain(&mut n);
+    let (n, _, out) = full_node_hears_a_newcomer(Some(0));
     assert!(!out.iter().any(|a| matches!(a, Action::Connect { .. })));
     assert!(
         out.iter().any(|a| matches!(
