@@ -493,6 +493,36 @@ fn a_targeted_announcement_is_routed_toward_its_target() {
     assert!(matches!(m, Message::Announce { target: Some(Location(t)), .. } if t == 3 << 60));
 }
 
+/// A node of `node(3, …)` at 0 hears from peer 2 the announcement (id 5,
+/// HTL 10, toward `target`, with `room`) of a newcomer at 1/16 + 1/64 of
+/// the circle, between its peers 1 and 2: whether it dials the newcomer,
+/// and the `room` it passes the announcement on with (it always does).
+fn hear_announcement(target: Option<u64>, room: Option<u8>) -> (bool, Option<u8>) {
+    let announcer = NodeRef {
+        location: Location((1 << 60) + (1 << 58)),
+        address: b"announcer".as_slice().into(),
+    };
+    let (mut n, mut r) = node(3, Config::default());
+    let m = Message::Announce {
+        id: 5,
+        htl: 10,
+        noderef: announcer.clone(),
+        target: target.map(Location),
+        unreachable: false,
+        room,
+    };
+    n.handle_message(5_000, PeerId(2), m, &mut EmptyStore, &mut r);
+    let out = drain(&mut n);
+    let dialed = out
+        .iter()
+        .any(|a| matches!(a, Action::Connect { noderef } if *noderef == announcer));
+    let passed = sends(&out).into_iter().find_map(|(_, m)| match m {
+        Message::Announce { room, .. } => Some(room),
+        _ => None,
+    });
+    (dialed, passed.expect("passed on either way"))
+}
+
 /// A refresh asks for a link of one length: only the nodes at that length
 /// from the announcer connect to it; an ordinary announcement is answered
 /// by any node on its way that wants a peer.
@@ -502,31 +532,7 @@ fn only_nodes_at_the_length_a_refresh_asks_for_connect_to_it() {
     // peers 1 and 2): we are a link of class 3 for it (a distance in
     // [1/16, 1/8)).
     let at = (1 << 60) + (1 << 58);
-    let announcer = NodeRef {
-        location: Location(at),
-        address: b"announcer".as_slice().into(),
-    };
-    let connects = |target: Option<u64>| {
-        let (mut n, mut r) = node(3, Config::default());
-        let m = Message::Announce {
-            id: 5,
-            htl: 10,
-            noderef: announcer.clone(),
-            target: target.map(Location),
-            unreachable: false,
-            room: None,
-        };
-        n.handle_message(5_000, PeerId(2), m, &mut EmptyStore, &mut r);
-        let out = drain(&mut n);
-        assert!(
-            sends(&out)
-                .iter()
-                .any(|(_, m)| matches!(m, Message::Announce { .. })),
-            "passed on either way"
-        );
-        out.iter()
-            .any(|a| matches!(a, Action::Connect { noderef } if *noderef == announcer))
-    };
+    let connects = |target: Option<u64>| hear_announcement(target, None).0;
     assert!(connects(None), "an ordinary announcement");
     // A target 1/16 from it: class 3, ours.
     assert!(
@@ -546,31 +552,7 @@ fn only_nodes_at_the_length_a_refresh_asks_for_connect_to_it() {
 /// still passes the announcement on.
 #[test]
 fn an_announcement_is_taken_by_no_more_nodes_than_it_has_room_for() {
-    let announcer = NodeRef {
-        location: Location((1 << 60) + (1 << 58)),
-        address: b"announcer".as_slice().into(),
-    };
-    let answer = |room: Option<u8>| {
-        let (mut n, mut r) = node(3, Config::default());
-        let m = Message::Announce {
-            id: 5,
-            htl: 10,
-            noderef: announcer.clone(),
-            target: None,
-            unreachable: false,
-            room,
-        };
-        n.handle_message(5_000, PeerId(2), m, &mut EmptyStore, &mut r);
-        let out = drain(&mut n);
-        let dialed = out
-            .iter()
-            .any(|a| matches!(a, Action::Connect { noderef } if *noderef == announcer));
-        let passed = sends(&out).into_iter().find_map(|(_, m)| match m {
-            Message::Announce { room, .. } => Some(room),
-            _ => None,
-        });
-        (dialed, passed.expect("passed on either way"))
-    };
+    let answer = |room| hear_announcement(None, room);
     assert_eq!(answer(Some(3)), (true, Some(2)));
     assert_eq!(answer(Some(1)), (true, Some(0)));
     assert_eq!(answer(Some(0)), (false, Some(0)));

@@ -96,9 +96,8 @@ impl<V: Verifier> Node<V> {
                         unreachable,
                         room,
                     };
-                    if newcomer.room == Some(0) {
-                        self.wanted_too_late(now, &newcomer.noderef);
-                    } else if self.would_take(now, &newcomer.noderef)
+                    if self.room_left(now, &newcomer)
+                        && self.would_take(now, &newcomer.noderef)
                         && self.promote(now, from, newcomer.noderef.location, rng)
                     {
                         newcomer.took_one();
@@ -301,17 +300,22 @@ impl<V: Verifier> Node<V> {
         take
     }
 
-    /// A newcomer we would take, whose announcement has no room left
-    /// (`Message::Announce::room`): we do not dial it (it would refuse
-    /// us), but we wait as if we had (`fold_min_interval`, when full)
-    /// before taking another newcomer. Without that wait the nodes that
-    /// used to dial and be refused stayed open to the next offer, and
-    /// the attackers of the eclipse attack, who offer themselves to
-    /// their victim every few seconds, took 15 % more of its peers.
-    fn wanted_too_late(&mut self, now: Millis, noderef: &NodeRef) {
-        if self.would_take(now, noderef) {
+    /// Whether the newcomer's announcement leaves room for one more node
+    /// to take it (`Message::Announce::room`). When it leaves none and we
+    /// would take the newcomer, we do not (it would refuse us), but we
+    /// wait as if we had (`fold_min_interval`, when full) before taking
+    /// another. Without that wait the nodes that used to dial and be
+    /// refused stayed open to the next offer, and the attackers of the
+    /// eclipse attack, who offer themselves to their victim every few
+    /// seconds, took 15 % more of its peers.
+    fn room_left(&mut self, now: Millis, newcomer: &Newcomer) -> bool {
+        if newcomer.room != Some(0) {
+            return true;
+        }
+        if self.would_take(now, &newcomer.noderef) {
             self.last_fold_accept = Some(now);
         }
+        false
     }
 
     /// The newcomer of announcement `id` (from `from`) is behind NAT: if
@@ -425,9 +429,8 @@ impl<V: Verifier> Node<V> {
         let asked = target.is_none_or(|t| {
             noderef.location.length_class(self.location) == noderef.location.length_class(t)
         });
-        if asked && newcomer.room == Some(0) {
-            self.wanted_too_late(now, noderef);
-        } else if asked
+        if asked
+            && self.room_left(now, &newcomer)
             && if newcomer.unreachable {
                 self.offer_if_wanted(now, from, id, noderef)
             } else {
