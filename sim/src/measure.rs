@@ -109,12 +109,13 @@ impl Sim {
         // How many nodes hold each measured key in their store and cache:
         // one pass over what the nodes hold (not a pass over the nodes
         // per key, which grew as inserts × nodes).
-        let mut held: HashMap<u32, (usize, usize)> = self
+        let shelved: Vec<Option<u32>> = self
             .measured_inserts
             .clone()
-            .filter_map(|j| self.shelf.find(&self.blocks[j].0))
-            .map(|n| (n, (0, 0)))
+            .map(|j| self.shelf.find(&self.blocks[j].0))
             .collect();
+        let mut held: HashMap<u32, (usize, usize)> =
+            shelved.iter().flatten().map(|&n| (n, (0, 0))).collect();
         for n in &self.nodes {
             let (store, cache) = n.store.held();
             for k in store {
@@ -128,12 +129,8 @@ impl Sim {
                 }
             }
         }
-        for j in self.measured_inserts.clone() {
-            let (s, c) = self
-                .shelf
-                .find(&self.blocks[j].0)
-                .and_then(|n| held.get(&n).copied())
-                .unwrap_or((0, 0));
+        for n in shelved {
+            let (s, c) = n.and_then(|n| held.get(&n).copied()).unwrap_or((0, 0));
             stores += s;
             caches += c;
             nowhere += usize::from(s + c == 0);
