@@ -496,8 +496,9 @@ fn a_targeted_announcement_is_routed_toward_its_target() {
 /// A node of `node(3, …)` at 0 hears from peer 2 the announcement (id 5,
 /// HTL 10, toward `target`, with `room`) of a newcomer at 1/16 + 1/64 of
 /// the circle, between its peers 1 and 2: whether it dials the newcomer,
-/// and the `room` it passes the announcement on with (it always does).
-fn hear_announcement(target: Option<u64>, room: Option<u8>) -> (bool, Option<u8>) {
+/// and the `room` it passes the announcement on with (`None`: it was not
+/// passed on but answered with `AnnounceReply`, its room being spent).
+fn hear_announcement(target: Option<u64>, room: Option<u8>) -> (bool, Option<Option<u8>>) {
     let announcer = NodeRef {
         location: Location((1 << 60) + (1 << 58)),
         address: b"announcer".as_slice().into(),
@@ -516,11 +517,16 @@ fn hear_announcement(target: Option<u64>, room: Option<u8>) -> (bool, Option<u8>
     let dialed = out
         .iter()
         .any(|a| matches!(a, Action::Connect { noderef } if *noderef == announcer));
-    let passed = sends(&out).into_iter().find_map(|(_, m)| match m {
-        Message::Announce { room, .. } => Some(room),
+    let sent = sends(&out);
+    let passed = sent.iter().find_map(|(_, m)| match m {
+        Message::Announce { room, .. } => Some(*room),
         _ => None,
     });
-    (dialed, passed.expect("passed on either way"))
+    let replied = sent
+        .iter()
+        .any(|(to, m)| *to == PeerId(2) && matches!(m, Message::AnnounceReply { id: 5 }));
+    assert_ne!(passed.is_some(), replied, "passed on or answered: {sent:?}");
+    (dialed, passed)
 }
 
 /// A refresh asks for a link of one length: only the nodes at that length
@@ -547,17 +553,58 @@ fn only_nodes_at_the_length_a_refresh_asks_for_connect_to_it() {
 }
 
 /// An announcement carries how many more nodes may take the newcomer: a
-/// node that dials it passes on one less, and at none left a node that
-/// wants the newcomer leaves it alone (it would refuse the link) but
-/// still passes the announcement on.
+/// node that dials it passes on one less; a node that takes the last
+/// place, or hears it with none left (and leaves the newcomer alone: it
+/// would refuse the link), ends it there, answering as the last hop does,
+/// for every node after it would leave the newcomer alone too.
 #[test]
 fn an_announcement_is_taken_by_no_more_nodes_than_it_has_room_for() {
     let answer = |room| hear_announcement(None, room);
-    assert_eq!(answer(Some(3)), (true, Some(2)));
-    assert_eq!(answer(Some(1)), (true, Some(0)));
-    assert_eq!(answer(Some(0)), (false, Some(0)));
+    assert_eq!(answer(Some(3)), (true, Some(Some(2))));
+    assert_eq!(answer(Some(1)), (true, None));
+    assert_eq!(answer(Some(0)), (false, None));
     // From a node that sends no room: no limit, passed on as it came.
-    assert_eq!(answer(None), (true, None));
+    assert_eq!(answer(None), (true, Some(None)));
+}
+
+/// A seed that keeps a newcomer's seed-client link as a peer passes its
+/// announcement on with the room it came with: the newcomer counted that
+/// link when it announced through it.
+#[test]
+fn a_seed_that_promotes_its_seed_client_leaves_the_room_as_it_came() {
+    let cfg = Config {
+        max_peers: 5,
+        ..Config::default()
+    };
+    let (mut n, mut r) = node(1, cfg);
+    n.set_noderef(me());
+    let newcomer = PeerId(9);
+    assert!(n.accept_seed_client(10, newcomer));
+    n.handle_message(
+        20,
+        newcomer,
+        Message::Announce {
+            id: 5,
+            htl: 10,
+            noderef: NodeRef {
+                location: Location(3 << 60),
+                address: b"newcomer".as_slice().into(),
+            },
+            target: None,
+            unreachable: false,
+            room: Some(1),
+        },
+        &mut EmptyStore,
+        &mut r,
+    );
+    assert_eq!((n.peer_count(), n.seed_client_count()), (2, 0), "promoted");
+    let passed = sends(&drain(&mut n))
+        .into_iter()
+        .find_map(|(_, m)| match m {
+            Message::Announce { room, .. } => Some(room),
+            _ => None,
+        });
+    assert_eq!(passed, Some(Some(1)));
 }
 
 /// A newcomer announcing says how many peers it has room for (as many as

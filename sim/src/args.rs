@@ -33,6 +33,7 @@ pub fn usage() -> &'static str {
   --warmup N           opennet: warm-up requests for path folding (5 x nodes)
   --join-secs S        opennet: virtual seconds over which the nodes join
                        (0.05 x nodes, at most 500)
+  --seeds K            opennet: seed nodes (one per 500 nodes, 3 to 20)
   --warmup-secs S      opennet: virtual seconds the warm-up is spread over
                        (0.05 x warm-up requests, at most 2,500)
   --swap-seconds S     darknet: virtual seconds of swapping first (300)
@@ -160,6 +161,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Option<Cli>
                 c.latency_ms = (a, b);
             }
             "--warmup" => c.warmup_requests = Some(num(&flag, val())?),
+            "--seeds" => c.seeds = Some(num::<usize>(&flag, val())?.max(1)),
             "--join-secs" => c.join_ms = Some(num::<u64>(&flag, val())?.saturating_mul(1000)),
             "--warmup-secs" => {
                 c.warmup_ms = Some(num::<u64>(&flag, val())?.saturating_mul(1000));

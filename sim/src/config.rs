@@ -190,6 +190,9 @@ pub struct SimConfig {
     /// apart, at most [`GROWTH_MS`] unless that takes more than
     /// [`MAX_JOIN_RATE`] a second).
     pub join_ms: Option<u64>,
+    /// Opennet: seed nodes (`None`: one per 500 nodes, 3 to 20).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seeds: Option<usize>,
     /// Opennet: virtual ms over which the warm-up requests are spread
     /// (`None`: 50 ms apart, at most [`WARMUP_MS`]).
     pub warmup_ms: Option<u64>,
@@ -276,6 +279,7 @@ impl Default for SimConfig {
             latency_ms: (10, 100),
             warmup_requests: None,
             join_ms: None,
+            seeds: None,
             warmup_ms: None,
             swap_ms: None,
             request_interval_ms: 10,

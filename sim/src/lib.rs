@@ -454,7 +454,7 @@ impl Sim {
             .collect();
         let link_salt = rng.next_u64();
         let seeds = if cfg.topology == Topology::Opennet {
-            let k = (n / 500).clamp(3, 20).min(n);
+            let k = cfg.seeds.unwrap_or((n / 500).clamp(3, 20)).min(n);
             nodes[..k]
                 .iter()
                 .map(|s| (s.noderef.clone(), s.bytes.clone()))

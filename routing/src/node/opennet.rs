@@ -90,17 +90,16 @@ impl<V: Verifier> Node<V> {
                 let htl = self.clamp_htl(now, htl, from, rng);
                 if self.admit(now, from, id, !(first && ok)) {
                     // We want a peer near there: the seed client is one we
-                    // would dial, and it is here (see `promote`).
-                    let mut newcomer = Newcomer {
+                    // would dial, and it is here (see `promote`). Its link
+                    // to us is one it counted already (it announces through
+                    // us, linked), so its `room` stays as it came.
+                    let newcomer = Newcomer {
                         noderef,
                         unreachable,
                         room,
                     };
-                    if self.room_left(now, &newcomer)
-                        && self.would_take(now, &newcomer.noderef)
-                        && self.promote(now, from, newcomer.noderef.location, rng)
-                    {
-                        newcomer.took_one();
+                    if self.would_take(now, &newcomer.noderef) {
+                        self.promote(now, from, newcomer.noderef.location, rng);
                     }
                     self.forward_announce(now, from, id, htl, newcomer, target, rng);
                 }
@@ -441,7 +440,13 @@ impl<V: Verifier> Node<V> {
         }
         let htl = self.decrement(htl, Some(from));
         self.send(from, Message::Accepted { id });
-        if htl == 0 {
+        // With no room left the rest of the path would only route it:
+        // every node after us would leave the newcomer alone. It ends here,
+        // answered as at the last hop. Most refreshes (a room of one when
+        // full) end at the node that took them; in the simulator this cut
+        // the events of a run by 9 % at 10,000 nodes and 15 % at 30,000
+        // (docs/simulation.md, "Tenth pass").
+        if htl == 0 || newcomer.room == Some(0) {
             self.announce_replied(now, from, id);
             return;
         }
