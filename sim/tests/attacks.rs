@@ -37,7 +37,10 @@ fn at_base_rate(reports: &[AttackReport]) {
     }
     let margin = 3.0 * var.sqrt() + 1.0;
     assert!(n >= 10.0, "too few accusations to judge: {reports:?}");
-    assert!(right <= expected + margin, "above its base rate: {reports:?}");
+    assert!(
+        right <= expected + margin,
+        "above its base rate: {reports:?}"
+    );
 }
 
 /// `fold`: colluders offer themselves after every block they send and
