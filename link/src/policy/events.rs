@@ -451,7 +451,7 @@ impl<V: Verifier> PeerPolicy<V> {
         }
         if p.seed_client {
             // Remembered if it becomes a peer (`promoted`).
-            if p.introduced.is_none() && bytes.len() <= self.cfg.routing.max_noderef_len {
+            if p.introduced.is_none() && bytes.len() <= self.node.config().max_noderef_len {
                 p.introduced = Some(bytes);
             }
             return;
@@ -567,8 +567,8 @@ impl<V: Verifier> PeerPolicy<V> {
         }
         // `redial`: friends always; opennet entries while peers are wanted.
         let want = self
-            .cfg
-            .routing
+            .node
+            .config()
             .max_peers
             .saturating_sub(self.node.peer_count() + self.dialing.len());
         for e in self.list.entries() {
@@ -981,8 +981,8 @@ impl<V: Verifier> PeerPolicy<V> {
     /// opennet entries while the node wants peers.
     fn redial(&mut self, now: Instant) {
         let mut want = self
-            .cfg
-            .routing
+            .node
+            .config()
             .max_peers
             .saturating_sub(self.node.peer_count() + self.dialing.len());
         let mut due = Vec::new();

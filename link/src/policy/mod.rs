@@ -151,7 +151,10 @@ pub struct PolicyConfig {
     /// This node's signed noderef bytes (sent after the hello when we
     /// dialed, on opennet; offered in announcements and folding).
     pub noderef: Option<NoderefBytes>,
-    /// The routing core's settings (`max_peers` bounds redialing).
+    /// The routing core's settings (`max_peers` bounds redialing). Moved
+    /// into the routing core when the policy starts (each node would keep
+    /// them twice: 288 bytes a node in the simulator); read them there,
+    /// [`PeerPolicy::routing`]`().config()`.
     pub routing: lichen_routing::Config,
     /// The node's location.
     pub location: Location,
@@ -600,8 +603,15 @@ impl<V: Verifier> std::fmt::Debug for PeerPolicy<V> {
 impl<V: Verifier> PeerPolicy<V> {
     /// A policy with the remembered peers `list`, starting at `now`
     /// (`wall_ms`: the wall clock then, ms since the Unix epoch).
-    pub fn new(cfg: PolicyConfig, list: PeerList, verifier: V, now: Instant, wall_ms: u64) -> Self {
-        let mut node = Node::new(cfg.routing.clone(), cfg.location, verifier);
+    pub fn new(
+        mut cfg: PolicyConfig,
+        list: PeerList,
+        verifier: V,
+        now: Instant,
+        wall_ms: u64,
+    ) -> Self {
+        let routing = std::mem::take(&mut cfg.routing);
+        let mut node = Node::new(routing, cfg.location, verifier);
         if let Some(r) = &cfg.noderef {
             node.set_noderef(lichen_routing::NodeRef {
                 location: cfg.location,

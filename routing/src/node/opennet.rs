@@ -485,7 +485,7 @@ impl<V: Verifier> Node<V> {
             self.offence(now, from, rng);
             return;
         };
-        if r.downstream != Some(from) || !r.fold_expected {
+        if r.downstream() != Some(from) || !r.fold_expected {
             self.stats.unexpected_replies += 1;
             self.offence(now, from, rng);
             return;
@@ -493,7 +493,7 @@ impl<V: Verifier> Node<V> {
         r.fold_expected = false;
         let (upstream, may_fold) = (r.upstream, r.may_fold);
         // Upstream knows the request by the id it sent (see `translate_id`).
-        let up_id = r.reply_id.unwrap_or(id);
+        let up_id = r.reply_id;
         if !self.cfg.opennet {
             return;
         }

@@ -303,7 +303,8 @@ impl<V: Verifier> Node<V> {
         }
         let may_fold = remote && low;
         if let Some(r) = self.recent.get_mut(&id) {
-            r.downstream = Some(from);
+            r.downstream = from;
+            r.answered = true;
             r.fold_expected = self.cfg.opennet;
             r.may_fold = may_fold;
         }
