@@ -45,7 +45,8 @@
 //!             refused → seed client (a node that dialed us) or closed;
 //!             kept → remembered (opennet: only nodes we dialed);
 //!             first opennet peer → announce
-//! tick   ──► redial remembered peers that are down and due (backing off);
+//! tick   ──► redial remembered peers that are down and due (backing off;
+//!             opennet ones only with no peer at all);
 //!             no peer at all (opennet) → dial the seeds;
 //!             close links with no hello after HELLO_DEADLINE
 //! ```

@@ -196,6 +196,31 @@ fn backoff_grows_while_a_remembered_peer_is_down() {
     assert_eq!(m.nodes[a].policy.peer_list().get(&kb).unwrap().failures, 0);
 }
 
+/// A node with a peer left does not redial its remembered opennet peers
+/// (nobody invited it: they would keep it only as a seed client); with no
+/// peer at all it does, as it dials the seeds.
+#[test]
+fn remembered_opennet_peers_are_redialed_only_with_no_peer_left() {
+    let mut m = mesh();
+    let (a, b, c) = (opennet(&mut m, 1), opennet(&mut m, 2), opennet(&mut m, 3));
+    m.dial(a, b);
+    m.dial(a, c);
+    m.advance(SHORT_LINK * 2);
+    assert!(linked(&m, a, b) && linked(&m, a, c));
+    let kb = key(&m, b);
+    m.set_down(b, true);
+    assert!(
+        m.nodes[a].policy.peer_list().get(&kb).is_some(),
+        "remembered"
+    );
+    let dials = m.nodes[a].dials;
+    m.advance(OPENNET_RETRY_MAX * 2);
+    assert_eq!(m.nodes[a].dials, dials, "a peer left: not redialed");
+    m.set_down(c, true);
+    m.advance(OPENNET_RETRY_MAX * 2);
+    assert!(m.nodes[a].dials > dials, "no peer left: redialed");
+}
+
 /// A remembered opennet peer that we dialed and that let us go soon after
 /// the hello (a full node keeping us only as a seed client, most often one
 /// that had dropped us) is forgotten, not redialed every few minutes; a
