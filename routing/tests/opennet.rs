@@ -580,23 +580,8 @@ fn a_seed_that_promotes_its_seed_client_leaves_the_room_as_it_came() {
     n.set_noderef(me());
     let newcomer = PeerId(9);
     assert!(n.accept_seed_client(10, newcomer));
-    n.handle_message(
-        20,
-        newcomer,
-        Message::Announce {
-            id: 5,
-            htl: 10,
-            noderef: NodeRef {
-                location: Location(3 << 60),
-                address: b"newcomer".as_slice().into(),
-            },
-            target: None,
-            unreachable: false,
-            room: Some(1),
-        },
-        &mut EmptyStore,
-        &mut r,
-    );
+    let announce = newcomer_announce(3 << 60, Some(1));
+    n.handle_message(20, newcomer, announce, &mut EmptyStore, &mut r);
     assert_eq!((n.peer_count(), n.seed_client_count()), (2, 0), "promoted");
     let passed = sends(&drain(&mut n))
         .into_iter()

@@ -773,23 +773,8 @@ fn full_node_hears_a_newcomer(room: Option<u8>) -> (Node<V>, rand_chacha::ChaCha
     let (mut n, mut r) = node(3, cfg);
     let from = n.peers().next().map(|(p, _)| p).unwrap();
     assert!(n.wants_peer(5_000, Location(7 << 58)));
-    n.handle_message(
-        5_000,
-        from,
-        Message::Announce {
-            id: 5,
-            htl: 10,
-            noderef: NodeRef {
-                location: Location(7 << 58),
-                address: b"newcomer".as_slice().into(),
-            },
-            target: None,
-            unreachable: false,
-            room,
-        },
-        &mut EmptyStore,
-        &mut r,
-    );
+    let announce = newcomer_announce(7 << 58, room);
+    n.handle_message(5_000, from, announce, &mut EmptyStore, &mut r);
     let out = drain(&mut n);
     (n, r, out)
 }

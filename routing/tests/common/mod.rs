@@ -99,3 +99,19 @@ pub fn forwarded(actions: &[Action]) -> Option<(PeerId, u64, u8)> {
         _ => None,
     })
 }
+
+/// Announcement 5 (HTL 10, toward its own location, reachable) of a
+/// newcomer at `location` (address "newcomer") with `room`.
+pub fn newcomer_announce(location: u64, room: Option<u8>) -> Message {
+    Message::Announce {
+        id: 5,
+        htl: 10,
+        noderef: NodeRef {
+            location: Location(location),
+            address: b"newcomer".as_slice().into(),
+        },
+        target: None,
+        unreachable: false,
+        room,
+    }
+}
