@@ -149,7 +149,10 @@ impl<V: Verifier> PeerPolicy<V> {
             if friend.is_none() {
                 tracing::info!("an invitation could not be used");
             }
-            self.out.push_back(Output::InvitationDone { key, friend });
+            self.out.push_back(Output::InvitationDone {
+                key,
+                friend: friend.map(Box::new),
+            });
         }
     }
 

@@ -238,8 +238,9 @@ pub enum Output {
     InvitationDone {
         /// The inviting node's static key.
         key: [u8; 32],
-        /// The new friend.
-        friend: Option<PeerInfo>,
+        /// The new friend (boxed: every output moves through the policy's
+        /// queue, and this rare one would make each of them 168 bytes).
+        friend: Option<Box<PeerInfo>>,
     },
     /// Close a link (no [`PeerPolicy::link_closed`] is expected for it).
     Close {

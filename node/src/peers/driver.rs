@@ -435,7 +435,8 @@ impl Driver {
                 Output::Probe { peer, key, port } => self.dial_back(peer, key, port),
                 Output::InvitationDone { key, friend } => {
                     if let Some(reply) = self.redeems.remove(&key) {
-                        let _ = reply.send(friend.ok_or(AddFriendError::InvitationRefused));
+                        let _ =
+                            reply.send(friend.map(|f| *f).ok_or(AddFriendError::InvitationRefused));
                     }
                 }
                 // Loopback only on a loopback test network (as `dial`).
