@@ -518,10 +518,7 @@ fn hear_announcement(target: Option<u64>, room: Option<u8>) -> (bool, Option<Opt
         .iter()
         .any(|a| matches!(a, Action::Connect { noderef } if *noderef == announcer));
     let sent = sends(&out);
-    let passed = sent.iter().find_map(|(_, m)| match m {
-        Message::Announce { room, .. } => Some(*room),
-        _ => None,
-    });
+    let passed = announced_room(&sent);
     let replied = sent
         .iter()
         .any(|(to, m)| *to == PeerId(2) && matches!(m, Message::AnnounceReply { id: 5 }));
@@ -583,12 +580,7 @@ fn a_seed_that_promotes_its_seed_client_leaves_the_room_as_it_came() {
     let announce = newcomer_announce(3 << 60, Some(1));
     n.handle_message(20, newcomer, announce, &mut EmptyStore, &mut r);
     assert_eq!((n.peer_count(), n.seed_client_count()), (2, 0), "promoted");
-    let passed = sends(&drain(&mut n))
-        .into_iter()
-        .find_map(|(_, m)| match m {
-            Message::Announce { room, .. } => Some(room),
-            _ => None,
-        });
+    let passed = announced_room(&sends(&drain(&mut n)));
     assert_eq!(passed, Some(Some(1)));
 }
 
@@ -599,12 +591,7 @@ fn a_newcomer_announces_its_room() {
     let (mut a, mut r) = node(2, Config::default());
     a.set_noderef(me());
     a.handle_local_request(0, LocalRequest::Announce, &mut r);
-    let room = sends(&drain(&mut a))
-        .into_iter()
-        .find_map(|(_, m)| match m {
-            Message::Announce { room, .. } => Some(room),
-            _ => None,
-        });
+    let room = announced_room(&sends(&drain(&mut a)));
     let max = Config::default().max_peers;
     assert_eq!(room, Some(Some(u8::try_from(max - 2).unwrap())));
     assert_eq!(a.invitations(0), max - 2);

@@ -815,20 +815,15 @@ fn a_full_node_that_wants_a_newcomer_with_no_room_left_does_not_dial_but_waits_a
     // more willing than when it dialed and was refused.
     let (n, _, out) = full_node_hears_a_newcomer(Some(0));
     assert!(!out.iter().any(|a| matches!(a, Action::Connect { .. })));
-    let sent: Vec<&Message> = out
-        .iter()
-        .filter_map(|a| match a {
-            Action::Send { msg, .. } => Some(msg),
-            _ => None,
-        })
-        .collect();
-    assert!(
-        !sent.iter().any(|m| matches!(m, Message::Announce { .. })),
+    let sent = sends(&out);
+    assert_eq!(
+        announced_room(&sent),
+        None,
         "not passed on: nobody after it may take the newcomer"
     );
     assert!(sent
         .iter()
-        .any(|m| matches!(m, Message::AnnounceReply { id: 5 })));
+        .any(|(_, m)| matches!(m, Message::AnnounceReply { id: 5 })));
     assert!(!n.wants_peer(5_100, Location(7 << 58)));
     assert!(n.wants_peer(35_100, Location(7 << 58)));
 }

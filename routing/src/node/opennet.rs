@@ -121,20 +121,11 @@ impl<V: Verifier> Node<V> {
     /// still takes newcomers, now that a node that dials in unasked is at
     /// most a seed client: the same decision the node makes for any
     /// announcement it routes, no more.
-    /// Returns whether it was kept.
-    fn promote(
-        &mut self,
-        now: Millis,
-        peer: PeerId,
-        location: Location,
-        rng: &mut impl RngCore,
-    ) -> bool {
+    fn promote(&mut self, now: Millis, peer: PeerId, location: Location, rng: &mut impl RngCore) {
         self.last_fold_accept = Some(now);
-        let kept = self.accept_requested_peer(now, peer, location, rng);
-        if kept {
+        if self.accept_requested_peer(now, peer, location, rng) {
             self.stats.seed_clients_promoted += 1;
         }
-        kept
     }
 
     /// Disconnect seed clients whose time is up.

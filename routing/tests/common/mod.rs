@@ -115,3 +115,11 @@ pub fn newcomer_announce(location: u64, room: Option<u8>) -> Message {
         room,
     }
 }
+
+/// The `room` of the first `Announce` among `sent` (`None`: none sent).
+pub fn announced_room(sent: &[(PeerId, Message)]) -> Option<Option<u8>> {
+    sent.iter().find_map(|(_, m)| match m {
+        Message::Announce { room, .. } => Some(*room),
+        _ => None,
+    })
+}
