@@ -3,8 +3,8 @@
 
 use super::invites::Stage;
 use super::{
-    address_prefix, identity_of, keep_new_link, retry_delay, AddFriendError, Dialed, LinkState,
-    Output, PeerInfo, PeerPolicy, Refused, BAN, DROPPED_RETRY, HELLO_DEADLINE, MAX_BANNED,
+    identity_of, keep_new_link, key_tag, retry_delay, AddFriendError, Dialed, LinkState, Output,
+    PeerInfo, PeerPolicy, Refused, BAN, DROPPED_RETRY, HELLO_DEADLINE, MAX_BANNED,
     MAX_PEERS_PER_PREFIX, MAX_SEED_CLIENTS_PER_PREFIX, OPENNET_RETRY_MAX, RETRY_BASE, SAVE_EVERY,
     SEEDS_AT_ONCE, SEED_RETRY, SHORT_LINK,
 };
@@ -35,7 +35,7 @@ impl<V: Verifier> PeerPolicy<V> {
         let noderef = noderef.into();
         let key = noderef.static_key;
         if key == self.cfg.own_key
-            || self.by_key.contains_key(&key)
+            || self.link_to(&key).is_some()
             || self.is_banned(now, &key)
             || !self.dialing.insert(key)
         {
@@ -98,7 +98,6 @@ impl<V: Verifier> PeerPolicy<V> {
                 .as_ref()
                 .and_then(|d| d.noderef.addresses.first().map(SocketAddr::ip))
         });
-        self.by_key.insert(remote, pid);
         self.punch_linked(&remote);
         self.insert_link(
             pid,
@@ -106,10 +105,9 @@ impl<V: Verifier> PeerPolicy<V> {
                 remote,
                 routed: false,
                 dialed: dialed.map(Box::new),
-                since: now,
+                since: self.ms(now),
                 location: None,
                 seed_client: false,
-                prefix: ip.and_then(address_prefix),
                 ip,
                 introduced: None,
                 stage,
@@ -147,9 +145,6 @@ impl<V: Verifier> PeerPolicy<V> {
         let Some(p) = self.remove_link(&pid) else {
             return;
         };
-        if self.by_key.get(&p.remote) == Some(&pid) {
-            self.by_key.remove(&p.remote);
-        }
         if p.dialed.is_some() {
             self.failed(now, &p.remote);
         }
@@ -181,12 +176,12 @@ impl<V: Verifier> PeerPolicy<V> {
             tracing::debug!("refused a link from a node that is not a friend");
             return Err(Refused::NotAFriend);
         }
-        let Some(&old) = self.by_key.get(&remote) else {
+        let Some(old) = self.link_to(&remote) else {
             return Ok(());
         };
         let replace = self.links.get(&old).is_none_or(|p| {
             keep_new_link(
-                now.saturating_duration_since(p.since),
+                self.age(now, p.since),
                 p.dialed.is_some(),
                 new_dialed,
                 &self.cfg.own_key,
@@ -198,7 +193,6 @@ impl<V: Verifier> PeerPolicy<V> {
             return Err(Refused::Duplicate);
         }
         tracing::debug!(peer = old.0, "link replaced by a newer one");
-        self.by_key.remove(&remote);
         if let Some(p) = self.remove_link(&old) {
             if p.routed {
                 let ms = self.ms(now);
@@ -307,15 +301,13 @@ impl<V: Verifier> PeerPolicy<V> {
     /// reached us when we wanted one: as if we had dialed it). Unless its
     /// network already holds [`MAX_PEERS_PER_PREFIX`] peers: then it goes.
     fn promoted(&mut self, now: Instant, pid: PeerId, rng: &mut impl RngCore) {
-        let Some(prefix) = self.links.get(&pid).map(|l| l.prefix) else {
+        let Some(prefix) = self.links.get(&pid).map(LinkState::prefix) else {
             return;
         };
         if self.prefix_count(prefix, false, pid) >= MAX_PEERS_PER_PREFIX {
             let ms = self.ms(now);
             self.node.remove_peer(ms, pid, rng);
-            if let Some(l) = self.remove_link(&pid) {
-                self.by_key.remove(&l.remote);
-            }
+            self.remove_link(&pid);
             self.out.push_back(Output::Close { peer: pid });
             return;
         }
@@ -349,7 +341,7 @@ impl<V: Verifier> PeerPolicy<V> {
             p.routed = true;
             self.unrouted -= 1;
         }
-        let (remote, dialed, prefix) = (p.remote, p.dialed.is_some(), p.prefix);
+        let (remote, dialed, prefix) = (p.remote, p.dialed.is_some(), p.prefix());
         let friend = self.list.is_friend(&remote);
         let ok = if self.cfg.opennet && !friend {
             // One network holds at most MAX_PEERS_PER_PREFIX slots. A node
@@ -480,7 +472,6 @@ impl<V: Verifier> PeerPolicy<V> {
         let Some(p) = self.remove_link(&peer) else {
             return;
         };
-        self.by_key.remove(&p.remote);
         if p.stage == Stage::AwaitWelcome {
             self.redeem_done(p.remote, None);
         }
@@ -494,7 +485,7 @@ impl<V: Verifier> PeerPolicy<V> {
             // Not redialed at once: a full node closes right after the
             // hello, and would be dialed every tick.
             let friend = self.list.is_friend(&p.remote);
-            let short = now.saturating_duration_since(p.since) < SHORT_LINK;
+            let short = self.age(now, p.since) < SHORT_LINK;
             if short && p.dialed.is_some() && self.forget_opennet(&p.remote) {
                 // A remembered opennet peer we dialed that let us go soon
                 // after the hello: it is full and kept us only as a seed
@@ -561,7 +552,7 @@ impl<V: Verifier> PeerPolicy<V> {
         if self.unrouted > 0 {
             for l in self.links.values() {
                 if !l.routed {
-                    at(&mut due, l.since + HELLO_DEADLINE);
+                    at(&mut due, self.at_ms(l.since) + HELLO_DEADLINE);
                 }
             }
         }
@@ -576,7 +567,7 @@ impl<V: Verifier> PeerPolicy<V> {
             // Linked or being dialed: nothing to redial (asked first: most
             // remembered peers are linked, and then no retry time is
             // looked up).
-            if self.by_key.contains_key(&key) || self.dialing.contains(&key) {
+            if self.link_to(&key).is_some() || self.dialing.contains(&key) {
                 continue;
             }
             // No delay set: due at once.
@@ -609,7 +600,7 @@ impl<V: Verifier> PeerPolicy<V> {
         let late: Vec<PeerId> = self
             .links
             .iter()
-            .filter(|(_, l)| !l.routed && now.saturating_duration_since(l.since) >= HELLO_DEADLINE)
+            .filter(|(_, l)| !l.routed && self.age(now, l.since) >= HELLO_DEADLINE)
             .map(|(pid, _)| *pid)
             .collect();
         for pid in late {
@@ -701,7 +692,7 @@ impl<V: Verifier> PeerPolicy<V> {
             self.save_now();
         }
         self.retry_at.remove(&key);
-        if let Some(pid) = self.by_key.remove(&key) {
+        if let Some(pid) = self.link_to(&key) {
             if let Some(p) = self.remove_link(&pid) {
                 if p.routed {
                     let ms = self.ms(now);
@@ -815,7 +806,6 @@ impl<V: Verifier> PeerPolicy<V> {
         let Some(p) = self.remove_link(&peer) else {
             return;
         };
-        self.by_key.remove(&p.remote);
         self.tunnel_peer_gone(peer);
         if why == lichen_routing::Disconnect::Misbehaving {
             tracing::info!(
@@ -844,8 +834,7 @@ impl<V: Verifier> PeerPolicy<V> {
         };
         // The links from that network only (a seed has thousands).
         self.by_prefix
-            .range((prefix, PeerId(0))..=(prefix, PeerId(u64::MAX)))
-            .map(|&(_, pid)| pid)
+            .get(prefix)
             .filter(|&pid| {
                 pid != except
                     && self.links.get(&pid).is_some_and(|l| {
@@ -857,13 +846,14 @@ impl<V: Verifier> PeerPolicy<V> {
 
     /// Keep link `pid` (and index it by its network).
     fn insert_link(&mut self, pid: PeerId, l: LinkState) {
-        if let Some(p) = l.prefix {
-            self.by_prefix.insert((p, pid));
+        if let Some(p) = l.prefix() {
+            self.by_prefix.insert(p, pid);
         }
+        self.by_key.insert(key_tag(&l.remote), pid);
         self.unrouted += usize::from(!l.routed);
         if let Some(old) = self.links.insert(pid, l) {
             self.unrouted -= usize::from(!old.routed);
-            self.unindex(pid, old.prefix);
+            self.unindex(pid, &old);
         }
     }
 
@@ -874,15 +864,16 @@ impl<V: Verifier> PeerPolicy<V> {
         if let Some(r) = self.reach.as_mut() {
             r.local_ports.remove(pid);
         }
-        self.unindex(*pid, l.prefix);
+        self.unindex(*pid, &l);
         Some(l)
     }
 
-    fn unindex(&mut self, pid: PeerId, prefix: Option<[u8; 9]>) {
-        let Some(p) = prefix else {
-            return;
-        };
-        self.by_prefix.remove(&(p, pid));
+    /// Take link `pid`, whose entry was `l`, out of the indexes.
+    fn unindex(&mut self, pid: PeerId, l: &LinkState) {
+        if let Some(p) = l.prefix() {
+            self.by_prefix.remove(p, pid);
+        }
+        self.by_key.remove(key_tag(&l.remote), pid);
     }
 
     fn save_now(&mut self) {
@@ -1008,7 +999,7 @@ impl<V: Verifier> PeerPolicy<V> {
                 break;
             }
             let key = e.key();
-            if self.by_key.contains_key(&key)
+            if self.link_to(&key).is_some()
                 || self.dialing.contains(&key)
                 || self.retry_at.get(&key).is_some_and(|t| *t > now)
             {
@@ -1026,7 +1017,7 @@ impl<V: Verifier> PeerPolicy<V> {
 
     pub(super) fn info(&self, key: &[u8; 32]) -> PeerInfo {
         let entry = self.list.get(key);
-        let link = self.by_key.get(key).and_then(|p| self.links.get(p));
+        let link = self.link_to(key).and_then(|p| self.links.get(&p));
         PeerInfo {
             identity: identity_of(key),
             kind: entry.map_or(PeerKind::Opennet, |e| e.kind),
@@ -1039,7 +1030,7 @@ impl<V: Verifier> PeerPolicy<V> {
                 .map(|e| e.noderef.addresses.clone())
                 .unwrap_or_default(),
             last_seen: entry.map_or(0, |e| e.last_seen),
-            link: self.by_key.get(key).copied(),
+            link: self.link_to(key),
             traffic: (0, 0),
         }
     }

@@ -74,7 +74,7 @@ use lichen_routing::{
     InsertOutcome, Key, KeyKind, Location, Message, Node, NoderefBytes, PeerId, RequestId,
     RequestOutcome, Verifier,
 };
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -389,20 +389,27 @@ struct LinkState {
     /// We dialed it (with this noderef); None: it dialed us. Boxed: the
     /// table holds every link, and half of them were not dialed.
     dialed: Option<Box<Dialed>>,
-    /// When the link came up.
-    since: Instant,
+    /// When the link came up (ms on the policy's clock, [`PeerPolicy::ms`]:
+    /// 8 bytes, not an `Instant`'s 16, in every entry of the link table).
+    since: u64,
     /// Last location the peer announced.
     location: Option<u64>,
     /// Kept only to route its announcement; not a peer.
     seed_client: bool,
-    /// The network it is counted in ([`address_prefix`]; None: no limit).
-    prefix: Option<[u8; 9]>,
-    /// The address it comes from (inbound), or was dialed at.
+    /// The address it comes from (inbound), or was dialed at; the network
+    /// it is counted in is this address's [`address_prefix`].
     ip: Option<IpAddr>,
     /// Where it stands with invitations.
     stage: invites::Stage,
     /// A seed client's `Noderef`, kept in case it becomes a peer.
     introduced: Option<NoderefBytes>,
+}
+
+impl LinkState {
+    /// The network it is counted in (None: no limit).
+    fn prefix(&self) -> Option<[u8; 9]> {
+        self.ip.and_then(address_prefix)
+    }
 }
 
 /// Entries by link id, in id order: sorted ids beside their entries
@@ -543,6 +550,61 @@ impl<V> LinkTable<V> {
     }
 }
 
+/// Links by a sort key: (key, link) pairs, sorted, so that the links of
+/// one key are one range. The policy's indexes of its links by the peer's
+/// static key (its first 8 bytes: 16 bytes an entry, where a hash map of
+/// whole keys took ~45 with its spare room, ~1.4 KiB a node in the
+/// simulator) and by network ([`address_prefix`]; a `BTreeSet` left its
+/// leaves half empty). Grown by a quarter, as [`LinkTable`].
+#[derive(Debug)]
+struct LinkIndex<K> {
+    pairs: Vec<(K, PeerId)>,
+}
+
+impl<K> Default for LinkIndex<K> {
+    fn default() -> Self {
+        LinkIndex { pairs: Vec::new() }
+    }
+}
+
+impl<K: Ord + Copy> LinkIndex<K> {
+    fn insert(&mut self, k: K, pid: PeerId) {
+        if let Err(i) = self.pairs.binary_search(&(k, pid)) {
+            if self.pairs.len() == self.pairs.capacity() {
+                self.pairs.reserve_exact((self.pairs.len() / 4).max(4));
+            }
+            self.pairs.insert(i, (k, pid));
+        }
+    }
+
+    fn remove(&mut self, k: K, pid: PeerId) {
+        if let Ok(i) = self.pairs.binary_search(&(k, pid)) {
+            self.pairs.remove(i);
+            if self.pairs.capacity() > 16 && self.pairs.len() < self.pairs.capacity() / 2 {
+                self.pairs
+                    .shrink_to(self.pairs.len() + self.pairs.len() / 2);
+            }
+        }
+    }
+
+    /// The links under `k`, in id order.
+    fn get(&self, k: K) -> impl Iterator<Item = PeerId> + '_ {
+        let start = self.pairs.partition_point(|p| p.0 < k);
+        self.pairs[start..]
+            .iter()
+            .take_while(move |p| p.0 == k)
+            .map(|p| p.1)
+    }
+}
+
+/// The first 8 bytes of a static key: what [`LinkIndex`] sorts links by
+/// (a match is checked against the whole key).
+fn key_tag(key: &[u8; 32]) -> u64 {
+    let mut t = [0u8; 8];
+    t.copy_from_slice(&key[..8]);
+    u64::from_be_bytes(t)
+}
+
 /// The peer policy of one node. See the [module docs](self).
 pub struct PeerPolicy<V: Verifier> {
     cfg: PolicyConfig,
@@ -560,8 +622,10 @@ pub struct PeerPolicy<V: Verifier> {
     /// per-network limits: (network, link), so that a network's links are
     /// one range. (A map of `Vec`s took ~4 KiB a node in the simulator,
     /// where nearly every network has one link.)
-    by_prefix: BTreeSet<([u8; 9], PeerId)>,
-    by_key: HashMap<[u8; 32], PeerId>,
+    by_prefix: LinkIndex<[u8; 9]>,
+    /// The links by the peer's static key ([`PeerPolicy::link_to`]): at
+    /// most one a key ([`PeerPolicy::admit`] closes the other).
+    by_key: LinkIndex<u64>,
     list: PeerList,
     /// Dials under way.
     dialing: HashSet<[u8; 32]>,
@@ -635,8 +699,8 @@ impl<V: Verifier> PeerPolicy<V> {
             wall_start_ms: wall_ms,
             links: LinkTable::default(),
             unrouted: 0,
-            by_prefix: BTreeSet::new(),
-            by_key: HashMap::new(),
+            by_prefix: LinkIndex::default(),
+            by_key: LinkIndex::default(),
             list,
             dialing: HashSet::new(),
             retry_at: HashMap::new(),
@@ -781,7 +845,9 @@ impl<V: Verifier> PeerPolicy<V> {
     /// The link to the node with static key `key`, if one is up.
     #[must_use]
     pub fn link_to(&self, key: &[u8; 32]) -> Option<PeerId> {
-        self.by_key.get(key).copied()
+        self.by_key
+            .get(key_tag(key))
+            .find(|p| self.links.get(p).is_some_and(|l| l.remote == *key))
     }
 
     /// Whether the peer on link `peer` has said hello (false for a link
@@ -830,6 +896,16 @@ impl<V: Verifier> PeerPolicy<V> {
 
     fn ms(&self, now: Instant) -> u64 {
         u64::try_from(now.saturating_duration_since(self.start).as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// The instant `ms` on the policy's clock ([`PeerPolicy::ms`]).
+    fn at_ms(&self, ms: u64) -> Instant {
+        self.start + Duration::from_millis(ms)
+    }
+
+    /// How long before `now` the instant `ms` on the policy's clock was.
+    fn age(&self, now: Instant, ms: u64) -> Duration {
+        Duration::from_millis(self.ms(now).saturating_sub(ms))
     }
 
     fn wall_ms(&self, now: Instant) -> u64 {

@@ -129,7 +129,7 @@ impl<V: Verifier> PeerPolicy<V> {
         if self.list.get(key).is_none() {
             return;
         }
-        if self.by_key.contains_key(key) {
+        if self.link_to(key).is_some() {
             return;
         }
         let Some(p) = self.punch.as_mut() else { return };
@@ -202,11 +202,12 @@ impl<V: Verifier> PeerPolicy<V> {
                 }
             }
             Message::PunchGo { target, addr } => {
+                let linked = self.link_to(&target).is_some();
                 let Some(p) = self.punch.as_mut() else { return };
                 if !live(now, p.asked.get(&target), PUNCH_WINDOW)
                     || p.answering.contains_key(&target)
                     || p.awaiting.contains_key(&target)
-                    || self.by_key.contains_key(&target)
+                    || linked
                 {
                     return;
                 }
@@ -228,7 +229,7 @@ impl<V: Verifier> PeerPolicy<V> {
     /// not a node linked already or banned, and an address one can dial.
     fn may_punch(&self, now: Instant, key: &[u8; 32], addr: SocketAddr) -> bool {
         *key != self.cfg.own_key
-            && !self.by_key.contains_key(key)
+            && self.link_to(key).is_none()
             && !self.is_banned(now, key)
             && addr.port() != 0
             && !addr.ip().is_unspecified()
@@ -237,7 +238,7 @@ impl<V: Verifier> PeerPolicy<V> {
 
     /// The routed link to the node with static key `key`.
     fn routed_link(&self, key: &[u8; 32]) -> Option<PeerId> {
-        let pid = *self.by_key.get(key)?;
+        let pid = self.link_to(key)?;
         self.links.get(&pid).filter(|l| l.routed).map(|_| pid)
     }
 

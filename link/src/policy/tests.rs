@@ -132,6 +132,67 @@ fn simultaneous_dials_leave_one_link_both_sides_agree_on() {
     assert_eq!(p.peer_count(), 0, "the new link waits for its hello");
 }
 
+/// The key index sorts links by the first 8 bytes of the key: two peers
+/// whose keys share them are still told apart, and closing one leaves
+/// the other found.
+#[test]
+fn links_whose_keys_share_their_first_bytes_are_told_apart() {
+    let mut m = mesh();
+    let a = opennet(&mut m, 1);
+    let now = m.now;
+    let mut rng = rand::rngs::mock::StepRng::new(1, 1);
+    let p = &mut m.nodes[a].policy;
+    let k1 = [9u8; 32];
+    let mut k2 = k1;
+    k2[31] = 10;
+    let mut k3 = k1;
+    k3[8] = 3;
+    let l1 = p.link_up(now, k1, None, None, &mut rng).unwrap();
+    let l2 = p.link_up(now, k2, None, None, &mut rng).unwrap();
+    let l3 = p.link_up(now, k3, None, None, &mut rng).unwrap();
+    assert_eq!(p.link_to(&k1), Some(l1));
+    assert_eq!(p.link_to(&k2), Some(l2));
+    assert_eq!(p.link_to(&k3), Some(l3));
+    let mut k4 = k1;
+    k4[20] = 0;
+    assert_eq!(p.link_to(&k4), None, "same first bytes, no link");
+    p.link_closed(now, l1, &mut rng);
+    assert_eq!(p.link_to(&k1), None);
+    assert_eq!(p.link_to(&k2), Some(l2));
+    // A second link to k2 is a duplicate (refused while the first is
+    // young), not a link to k1.
+    assert_eq!(
+        p.link_up(now, k2, None, None, &mut rng),
+        Err(Refused::Duplicate)
+    );
+    assert_eq!(p.link_to(&k2), Some(l2));
+}
+
+/// [`LinkIndex`] against a set of pairs: the same pairs, in order, under
+/// any inserts and removes.
+#[test]
+fn the_link_index_holds_what_a_set_of_pairs_holds() {
+    use proptest::prelude::*;
+    proptest!(|(ops in proptest::collection::vec((any::<bool>(), 0u8..6, 0u64..40), 0..300))| {
+        let mut ix = LinkIndex::<u8>::default();
+        let mut model = std::collections::BTreeSet::new();
+        for (add, k, p) in ops {
+            if add {
+                ix.insert(k, PeerId(p));
+                model.insert((k, PeerId(p)));
+            } else {
+                ix.remove(k, PeerId(p));
+                model.remove(&(k, PeerId(p)));
+            }
+            for k in 0..6 {
+                let got: Vec<PeerId> = ix.get(k).collect();
+                let want: Vec<PeerId> = model.iter().filter(|e| e.0 == k).map(|e| e.1).collect();
+                prop_assert_eq!(got, want);
+            }
+        }
+    });
+}
+
 #[test]
 fn the_duplicate_rule_picks_the_smaller_keys_dial() {
     let lo = [1u8; 32];
