@@ -245,6 +245,8 @@ struct Sim {
     by_kind: BTreeMap<&'static str, u64>,
     /// Opennet: the seed nodes' noderefs (nodes `0..seeds.len()`).
     seeds: Arc<[(NodeRef, NoderefBytes)]>,
+    /// Every node's routing settings (one copy for all).
+    routing: Arc<Config>,
     /// The attack workload and what the adversary recorded of it.
     attack: attack::AttackState,
     /// Ground truth across id changes: a hop forwards a request that
@@ -359,9 +361,10 @@ pub const TICK_MS: u64 = 5_000;
 /// hop of every request (1.7 KiB a node at 30,000 nodes).
 const AGE_MS: u64 = 600_000;
 
-/// A node's policy settings.
+/// A node's policy settings (`routing`: [`node_config`], shared).
 fn policy_config(
     cfg: &SimConfig,
+    routing: &Arc<Config>,
     key: [u8; 32],
     bytes: &NoderefBytes,
     location: Location,
@@ -371,7 +374,7 @@ fn policy_config(
         own_key: key,
         opennet: cfg.topology == Topology::Opennet,
         noderef: Some(NoderefBytes::clone(bytes)),
-        routing: node_config(cfg),
+        routing: Arc::clone(routing),
         location,
         seeds: Arc::clone(seeds),
         tunnels: lichen_routing::TunnelConfig {
@@ -388,7 +391,13 @@ fn policy_config(
 /// 11.x.y.1 and on past 65,536 nodes: each node in a /24 of its own for
 /// the per-network peer limits, up to 16 million nodes; never dialed:
 /// dials find nodes by static key), its noderef.
-fn new_node(cfg: &SimConfig, rng: &mut ChaCha8Rng, i: usize, epoch: Instant) -> SimNode {
+fn new_node(
+    cfg: &SimConfig,
+    routing: &Arc<Config>,
+    rng: &mut ChaCha8Rng,
+    i: usize,
+    epoch: Instant,
+) -> SimNode {
     let mut secret = [0u8; 32];
     rng.fill_bytes(&mut secret);
     let keys = NodeKeys::from_static_secret(secret);
@@ -401,7 +410,7 @@ fn new_node(cfg: &SimConfig, rng: &mut ChaCha8Rng, i: usize, epoch: Instant) -> 
     let noderef = NodeRef::new(&keys, vec![addr], Some(loc.0));
     let bytes: NoderefBytes = noderef.to_bytes(&keys).into();
     let key = keys.static_public();
-    let pcfg = policy_config(cfg, key, &bytes, loc, &Arc::from(Vec::new()));
+    let pcfg = policy_config(cfg, routing, key, &bytes, loc, &Arc::from(Vec::new()));
     let list = PeerList::new(cfg.degree.saturating_mul(2));
     let mut policy = PeerPolicy::new(pcfg, list, Sha256Verifier, epoch, WALL_START_MS);
     if cfg.tunnel_hops > 0 {
@@ -446,7 +455,10 @@ impl Sim {
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
         let n = cfg.nodes.max(2);
         let epoch = Instant::now();
-        let nodes: Vec<SimNode> = (0..n).map(|i| new_node(&cfg, &mut rng, i, epoch)).collect();
+        let routing = Arc::new(node_config(&cfg));
+        let nodes: Vec<SimNode> = (0..n)
+            .map(|i| new_node(&cfg, &routing, &mut rng, i, epoch))
+            .collect();
         let by_key = nodes
             .iter()
             .enumerate()
@@ -462,7 +474,7 @@ impl Sim {
         } else {
             Arc::from(Vec::new())
         };
-        let store_htl = node_config(&cfg).insert_store_htl();
+        let store_htl = routing.insert_store_htl();
         let mut sim = Sim {
             cfg,
             rng,
@@ -502,6 +514,7 @@ impl Sim {
             largest_component: 0.0,
             by_kind: BTreeMap::new(),
             seeds,
+            routing,
             attack: attack::AttackState::default(),
             alias: Aging::default(),
             last_in: Aging::default(),
@@ -551,7 +564,14 @@ impl Sim {
         let list = list
             .or_else(|| s.saved.clone())
             .unwrap_or_else(|| PeerList::new(self.cfg.degree.saturating_mul(2)));
-        let pcfg = policy_config(&self.cfg, s.key, &s.bytes, location, &self.seeds);
+        let pcfg = policy_config(
+            &self.cfg,
+            &self.routing,
+            s.key,
+            &s.bytes,
+            location,
+            &self.seeds,
+        );
         s.policy = PeerPolicy::new(pcfg, list, Sha256Verifier, now, WALL_START_MS + self.now);
         if s.nat {
             s.policy.set_behind_nat(true);
@@ -647,8 +667,9 @@ mod tests {
         let cfg = SimConfig::default();
         let mut rng = ChaCha8Rng::seed_from_u64(1);
         let epoch = Instant::now();
+        let routing = Arc::new(node_config(&cfg));
         let prefix = |i: usize, rng: &mut ChaCha8Rng| {
-            let n = new_node(&cfg, rng, i, epoch);
+            let n = new_node(&cfg, &routing, rng, i, epoch);
             let a = n.noderef.addresses[0];
             (a, lichen_link::policy::address_prefix(a.ip()))
         };

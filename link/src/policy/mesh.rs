@@ -146,7 +146,7 @@ impl<V: Verifier> Mesh<V> {
             own_key: keys.static_public(),
             opennet: true,
             noderef: Some(bytes.clone()),
-            routing: lichen_routing::Config::default(),
+            routing: Arc::default(),
             location: Location(location),
             seeds: Vec::new().into(),
             tunnels: lichen_routing::TunnelConfig {

@@ -152,11 +152,11 @@ pub struct PolicyConfig {
     /// This node's signed noderef bytes (sent after the hello when we
     /// dialed, on opennet; offered in announcements and folding).
     pub noderef: Option<NoderefBytes>,
-    /// The routing core's settings (`max_peers` bounds redialing). Moved
-    /// into the routing core when the policy starts (each node would keep
-    /// them twice: 288 bytes a node in the simulator); read them there,
-    /// [`PeerPolicy::routing`]`().config()`.
-    pub routing: lichen_routing::Config,
+    /// The routing core's settings (`max_peers` bounds redialing). Shared
+    /// with the routing core (read them there,
+    /// [`PeerPolicy::routing`]`().config()`), and by a simulator's nodes:
+    /// 288 bytes a node each time it was copied.
+    pub routing: Arc<lichen_routing::Config>,
     /// The node's location.
     pub location: Location,
     /// Opennet seed nodes (noderef, signed bytes): dialed, every
@@ -669,15 +669,8 @@ impl<V: Verifier> std::fmt::Debug for PeerPolicy<V> {
 impl<V: Verifier> PeerPolicy<V> {
     /// A policy with the remembered peers `list`, starting at `now`
     /// (`wall_ms`: the wall clock then, ms since the Unix epoch).
-    pub fn new(
-        mut cfg: PolicyConfig,
-        list: PeerList,
-        verifier: V,
-        now: Instant,
-        wall_ms: u64,
-    ) -> Self {
-        let routing = std::mem::take(&mut cfg.routing);
-        let mut node = Node::new(routing, cfg.location, verifier);
+    pub fn new(cfg: PolicyConfig, list: PeerList, verifier: V, now: Instant, wall_ms: u64) -> Self {
+        let mut node = Node::new(Arc::clone(&cfg.routing), cfg.location, verifier);
         if let Some(r) = &cfg.noderef {
             node.set_noderef(lichen_routing::NodeRef {
                 location: cfg.location,

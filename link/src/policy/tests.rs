@@ -31,7 +31,7 @@ fn opennet(m: &mut Mesh<Verify>, s: u8) -> usize {
 fn darknet(m: &mut Mesh<Verify>, s: u8) -> usize {
     add(m, s, |c| {
         c.opennet = false;
-        c.routing.opennet = false;
+        Arc::make_mut(&mut c.routing).opennet = false;
     })
 }
 
@@ -361,7 +361,7 @@ fn a_misbehaving_peer_is_banned_and_the_ban_expires() {
 #[test]
 fn a_full_seed_keeps_a_newcomer_as_a_seed_client() {
     let mut m = mesh();
-    let full = |c: &mut PolicyConfig| c.routing.max_peers = 1;
+    let full = |c: &mut PolicyConfig| Arc::make_mut(&mut c.routing).max_peers = 1;
     let seed = add(&mut m, 1, full);
     let old = opennet(&mut m, 2);
     m.dial(old, seed);
@@ -483,7 +483,7 @@ fn a_darknet_node_never_dials_seeds() {
     let (r, b) = (m.nodes[seed].noderef.clone(), m.nodes[seed].bytes.clone());
     let n = add(&mut m, 2, |c| {
         c.opennet = false;
-        c.routing.opennet = false;
+        Arc::make_mut(&mut c.routing).opennet = false;
         c.seeds = vec![(r, b)].into();
     });
     m.advance(SEED_RETRY * 3);
@@ -533,9 +533,9 @@ fn a_seed_client_taken_as_a_peer_is_a_peer_for_tunnels_too() {
 fn a_full_node_keeps_the_newcomer_it_asked_for() {
     let mut m = mesh();
     let full = |c: &mut PolicyConfig| {
-        c.routing.max_peers = 3;
-        c.routing.peer_grace = 1_000;
-        c.routing.fold_min_interval = 30_000;
+        Arc::make_mut(&mut c.routing).max_peers = 3;
+        Arc::make_mut(&mut c.routing).peer_grace = 1_000;
+        Arc::make_mut(&mut c.routing).fold_min_interval = 30_000;
     };
     let a = add(&mut m, 8, full);
     let b = opennet(&mut m, 2);
@@ -1134,7 +1134,7 @@ fn punching(m: &mut Mesh<Verify>, s: u8) -> usize {
     m.nodes.pop();
     add(m, s, |c| {
         c.opennet = false;
-        c.routing.opennet = false;
+        Arc::make_mut(&mut c.routing).opennet = false;
         c.dial_backs = DialBacks::AnswerAndAsk { port };
     })
 }

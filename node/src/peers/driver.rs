@@ -223,7 +223,7 @@ impl Driver {
             own_key: setup.keys.static_public(),
             opennet: setup.opennet,
             noderef: setup.noderef.clone(),
-            routing: setup.routing.clone(),
+            routing: Arc::new(setup.routing.clone()),
             location: setup.location,
             seeds: setup.seeds.clone().into(),
             tunnels: setup.tunnels,

@@ -54,6 +54,7 @@ pub use config::{Config, Stats};
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::sync::Arc;
 
 use crate::location::{Key, Location};
 use crate::message::{Block, KeyKind, Message, NodeRef};
@@ -278,7 +279,8 @@ enum Fail {
 
 /// One node's routing state. See the [module docs](self).
 pub struct Node<V> {
-    cfg: Config,
+    /// Shared: a simulator's nodes all hold one (288 bytes each before).
+    cfg: Arc<Config>,
     verifier: V,
     location: Location,
     noderef: Option<NodeRef>,
@@ -355,7 +357,8 @@ impl<V> std::fmt::Debug for Node<V> {
 
 impl<V: Verifier> Node<V> {
     /// A node at `location` with no peers.
-    pub fn new(cfg: Config, location: Location, verifier: V) -> Self {
+    pub fn new(cfg: impl Into<Arc<Config>>, location: Location, verifier: V) -> Self {
+        let cfg = cfg.into();
         let window = cfg.aimd_initial.max(1.0);
         Node {
             cfg,
