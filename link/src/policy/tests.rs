@@ -983,7 +983,11 @@ fn link_table_is_an_ordered_map() {
         .iter()
         .map(|(p, v)| (*p, *v))
         .eq(model.iter().map(|(p, v)| (*p, *v))));
-    assert!(t.ids.len() < 200, "holes swept: {}", t.ids.len());
+    assert!(t.ids.len() < 60, "holes swept: {}", t.ids.len());
+    // Little spare room kept for its ~50 links (a node's table settles
+    // a little above its peer limit): the holes are swept before they
+    // make it grow.
+    assert!(t.states.capacity() <= 64, "room: {}", t.states.capacity());
     assert_eq!(t.remove(&PeerId(3)), None, "already gone");
     assert!(!t.contains_key(&PeerId(3)));
     assert_eq!(t.insert(PeerId(4_990), 1), Some(49_900));
