@@ -214,6 +214,31 @@ fn the_duplicate_rule_picks_the_smaller_keys_dial() {
     assert_eq!(retry_delay(40, PeerKind::Opennet), OPENNET_RETRY_MAX);
 }
 
+/// A retry time that has passed is dropped at the next tick: the map
+/// holds only peers still waiting, not every peer dropped since the start.
+#[test]
+fn a_retry_time_that_has_passed_is_forgotten() {
+    let mut m = mesh();
+    let (a, b, c) = (opennet(&mut m, 1), opennet(&mut m, 2), opennet(&mut m, 3));
+    m.dial(a, b);
+    m.dial(a, c);
+    m.advance(SHORT_LINK * 2);
+    m.set_down(b, true);
+    let kb = key(&m, b);
+    let t0 = m.now;
+    assert_eq!(m.nodes[a].policy.retry_at(&kb), Some(t0 + DROPPED_RETRY));
+    // With c still a peer, a does not redial its remembered opennet peer
+    // b: the time passes unused.
+    let dials = m.nodes[a].dials;
+    m.advance(DROPPED_RETRY + RECONNECT_TICK * 2);
+    assert_eq!(m.nodes[a].dials, dials);
+    assert_eq!(m.nodes[a].policy.retry_at(&kb), None);
+    assert!(
+        m.nodes[a].saved.as_ref().unwrap().get(&kb).is_some(),
+        "still remembered"
+    );
+}
+
 #[test]
 fn backoff_grows_while_a_remembered_peer_is_down() {
     let mut m = mesh();
