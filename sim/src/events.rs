@@ -7,7 +7,7 @@ use std::sync::Arc;
 use rand::{Rng, RngCore};
 
 use super::config::Adversary;
-use super::{Ev, Req, Shelved, Sim, SimNode, TICK_MS};
+use super::{Ev, Fail, Req, Shelved, Sim, SimNode, TICK_MS};
 use lichen_link::noderef::NodeRef;
 use lichen_link::policy::mesh::{open_link_from, pair_mut};
 use lichen_link::policy::{Dialed, Output, PUNCH_WINDOW};
@@ -393,11 +393,11 @@ impl Sim {
             r.available = !failed || available;
             r.outcome = Some(match outcome {
                 RequestOutcome::Found(_) => Ok(()),
-                RequestOutcome::NotFound => Err("not-found".into()),
-                RequestOutcome::RouteNotFound => Err("route-not-found".into()),
-                RequestOutcome::RecentlyFailed => Err("recently-failed".into()),
-                RequestOutcome::Overloaded => Err("overloaded".into()),
-                RequestOutcome::TimedOut => Err("timed-out".into()),
+                RequestOutcome::NotFound => Err(Fail::NotFound),
+                RequestOutcome::RouteNotFound => Err(Fail::RouteNotFound),
+                RequestOutcome::RecentlyFailed => Err(Fail::RecentlyFailed),
+                RequestOutcome::Overloaded => Err(Fail::Overloaded),
+                RequestOutcome::TimedOut => Err(Fail::TimedOut),
             });
         }
     }
@@ -414,8 +414,12 @@ impl Sim {
             };
             r.outcome = Some(match outcome {
                 _ if ok => Ok(()),
-                InsertOutcome::RouteNotFound { .. } => Err("RouteNotFound, stored nowhere".into()),
-                _ => Err(format!("{outcome:?}")),
+                InsertOutcome::Success => Ok(()),
+                InsertOutcome::RouteNotFound { .. } => Err(Fail::StoredNowhere),
+                InsertOutcome::Overloaded => Err(Fail::InsertOverloaded),
+                InsertOutcome::TimedOut => Err(Fail::InsertTimedOut),
+                InsertOutcome::Collision(_) => Err(Fail::InsertCollision),
+                InsertOutcome::InvalidBlock => Err(Fail::InsertInvalidBlock),
             });
             if self.counting_inserts {
                 self.inserts_done += usize::from(ok);

@@ -151,13 +151,49 @@ impl std::fmt::Debug for SimNode {
     }
 }
 
+/// How a request or insert failed (one byte in every [`Req`], where a
+/// `String` took 24: the simulator keeps one for each of the warm-up's
+/// five requests a node).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fail {
+    NotFound,
+    RouteNotFound,
+    RecentlyFailed,
+    Overloaded,
+    TimedOut,
+    /// An insert that ran out of peers above the storing HTL.
+    StoredNowhere,
+    InsertOverloaded,
+    InsertTimedOut,
+    InsertCollision,
+    InsertInvalidBlock,
+}
+
+impl Fail {
+    /// Its name in the report.
+    fn name(self) -> &'static str {
+        match self {
+            Fail::NotFound => "not-found",
+            Fail::RouteNotFound => "route-not-found",
+            Fail::RecentlyFailed => "recently-failed",
+            Fail::Overloaded => "overloaded",
+            Fail::TimedOut => "timed-out",
+            Fail::StoredNowhere => "RouteNotFound, stored nowhere",
+            Fail::InsertOverloaded => "Overloaded",
+            Fail::InsertTimedOut => "TimedOut",
+            Fail::InsertCollision => "Collision",
+            Fail::InsertInvalidBlock => "InvalidBlock",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Req {
     origin: u32,
     measured: bool,
     data_found_msgs: u32,
     messages: u32,
-    outcome: Option<Result<(), String>>,
+    outcome: Option<Result<(), Fail>>,
     /// When a measured fetch fails: was the block on some online node?
     block: u32,
     available: bool,
@@ -171,7 +207,7 @@ struct Req {
 impl Req {
     /// A request or insert of block number `block` by `origin`, nothing
     /// sent yet; `outcome` is set at once when no traffic is needed.
-    fn new(origin: u32, block: u32, measured: bool, outcome: Option<Result<(), String>>) -> Self {
+    fn new(origin: u32, block: u32, measured: bool, outcome: Option<Result<(), Fail>>) -> Self {
         Req {
             origin,
             measured,

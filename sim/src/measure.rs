@@ -26,7 +26,7 @@ impl Sim {
             match &r.outcome {
                 Some(Ok(())) => hops.push(r.data_found_msgs),
                 Some(Err(e)) => {
-                    *failures.entry(e.clone()).or_default() += 1;
+                    *failures.entry(e.name().to_string()).or_default() += 1;
                     failed_available += usize::from(r.available);
                 }
                 None => *failures.entry("unfinished".into()).or_default() += 1,
@@ -146,7 +146,7 @@ impl Sim {
             let how = match &r.outcome {
                 Some(Ok(())) if r.insert => "ok",
                 Some(Ok(())) => "found",
-                Some(Err(e)) => e.as_str(),
+                Some(Err(e)) => e.name(),
                 None => "unfinished",
             };
             *out.entry(format!("{what} {how}")).or_default() += 1;
