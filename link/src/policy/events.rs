@@ -106,7 +106,8 @@ impl<V: Verifier> PeerPolicy<V> {
                 routed: false,
                 dialed: dialed.map(Box::new),
                 since: self.ms(now),
-                location: None,
+                location: 0,
+                located: false,
                 seed_client: false,
                 ip,
                 introduced: None,
@@ -218,7 +219,8 @@ impl<V: Verifier> PeerPolicy<V> {
             return;
         };
         if let Message::LocationChanged { location: l } = &msg {
-            p.location = Some(l.0);
+            p.location = l.0;
+            p.located = true;
         }
         if !p.routed {
             let stage = p.stage;
@@ -315,7 +317,7 @@ impl<V: Verifier> PeerPolicy<V> {
             return;
         };
         l.seed_client = false;
-        let bytes = l.introduced.take();
+        let bytes = l.introduced.take().map(|b| *b);
         // A peer now, for tunnels too: it may be named in our tunnel peer
         // lists, extended to, and be a guard. (Without this a seed, whose
         // peers mostly came as seed clients, named only the few it
@@ -444,7 +446,7 @@ impl<V: Verifier> PeerPolicy<V> {
         if p.seed_client {
             // Remembered if it becomes a peer (`promoted`).
             if p.introduced.is_none() && bytes.len() <= self.node.config().max_noderef_len {
-                p.introduced = Some(bytes);
+                p.introduced = Some(Box::new(bytes));
             }
             return;
         }
@@ -1028,7 +1030,7 @@ impl<V: Verifier> PeerPolicy<V> {
             kind: entry.map_or(PeerKind::Opennet, |e| e.kind),
             connected: link.is_some_and(|l| l.routed && !l.seed_client),
             location: link
-                .and_then(|l| l.location)
+                .and_then(LinkState::location)
                 .or_else(|| entry.and_then(|e| e.noderef.location)),
             noderef: entry.map(Entry::text),
             addresses: entry

@@ -234,7 +234,7 @@ impl<V: Verifier> PeerPolicy<V> {
                         self.send_hello(pid, true);
                         self.redeem_done(remote, friend);
                         // The inviting node's hello may have come first.
-                        if let Some(l) = self.links.get(&pid).and_then(|l| l.location) {
+                        if let Some(l) = self.links.get(&pid).and_then(super::LinkState::location) {
                             self.hello(now, pid, lichen_routing::Location(l), rng);
                         }
                     }

@@ -392,8 +392,10 @@ struct LinkState {
     /// When the link came up (ms on the policy's clock, [`PeerPolicy::ms`]:
     /// 8 bytes, not an `Instant`'s 16, in every entry of the link table).
     since: u64,
-    /// Last location the peer announced.
-    location: Option<u64>,
+    /// Last location the peer announced (when `located`; apart, not an
+    /// `Option`, so the flag packs with the others: 8 bytes a link).
+    location: u64,
+    located: bool,
     /// Kept only to route its announcement; not a peer.
     seed_client: bool,
     /// The address it comes from (inbound), or was dialed at; the network
@@ -401,11 +403,17 @@ struct LinkState {
     ip: Option<IpAddr>,
     /// Where it stands with invitations.
     stage: invites::Stage,
-    /// A seed client's `Noderef`, kept in case it becomes a peer.
-    introduced: Option<NoderefBytes>,
+    /// A seed client's `Noderef`, kept in case it becomes a peer. Boxed:
+    /// few links have one, and every slot of the table holds the field.
+    introduced: Option<Box<NoderefBytes>>,
 }
 
 impl LinkState {
+    /// The last location the peer announced, if any.
+    fn location(&self) -> Option<u64> {
+        self.located.then_some(self.location)
+    }
+
     /// The network it is counted in (None: no limit).
     fn prefix(&self) -> Option<[u8; 9]> {
         self.ip.and_then(address_prefix)
