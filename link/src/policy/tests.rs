@@ -214,15 +214,21 @@ fn the_duplicate_rule_picks_the_smaller_keys_dial() {
     assert_eq!(retry_delay(40, PeerKind::Opennet), OPENNET_RETRY_MAX);
 }
 
-/// A retry time that has passed is dropped at the next tick: the map
-/// holds only peers still waiting, not every peer dropped since the start.
-#[test]
-fn a_retry_time_that_has_passed_is_forgotten() {
+/// Opennet node a, having dialed b and c, linked to both a while.
+fn a_linked_to_b_and_c() -> (Mesh<Verify>, usize, usize, usize) {
     let mut m = mesh();
     let (a, b, c) = (opennet(&mut m, 1), opennet(&mut m, 2), opennet(&mut m, 3));
     m.dial(a, b);
     m.dial(a, c);
     m.advance(SHORT_LINK * 2);
+    (m, a, b, c)
+}
+
+/// A retry time that has passed is dropped at the next tick: the map
+/// holds only peers still waiting, not every peer dropped since the start.
+#[test]
+fn a_retry_time_that_has_passed_is_forgotten() {
+    let (mut m, a, b, _) = a_linked_to_b_and_c();
     m.set_down(b, true);
     let kb = key(&m, b);
     let t0 = m.now;
@@ -287,11 +293,7 @@ fn backoff_grows_while_a_remembered_peer_is_down() {
 /// peer at all it does, as it dials the seeds.
 #[test]
 fn remembered_opennet_peers_are_redialed_only_with_no_peer_left() {
-    let mut m = mesh();
-    let (a, b, c) = (opennet(&mut m, 1), opennet(&mut m, 2), opennet(&mut m, 3));
-    m.dial(a, b);
-    m.dial(a, c);
-    m.advance(SHORT_LINK * 2);
+    let (mut m, a, b, c) = a_linked_to_b_and_c();
     assert!(linked(&m, a, b) && linked(&m, a, c));
     let kb = key(&m, b);
     m.set_down(b, true);
