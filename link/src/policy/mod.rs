@@ -517,10 +517,10 @@ impl<V> LinkTable<V> {
     /// Drop the holes (and give back the memory a burst of links took).
     /// Swept once an eighth of the slots are holes, not a quarter: the
     /// holes took room that made the table grow (30,000 nodes: 31
-    /// entries of room for 20 links a node; RSS 635 -> 607 MiB). Giving
-    /// back the room more eagerly too cost more than it saved (721 MiB:
-    /// the allocator cannot reuse the pieces). A sweep is a pass over the
-    /// table after at least an eighth of it closed.
+    /// entries of room for 20 links a node; peak RSS 620.5 -> 592.7 MiB).
+    /// Giving back the room more eagerly too cost more than it saved
+    /// (704.6 MiB: the allocator cannot reuse the pieces). A sweep is a
+    /// pass over the table after at least an eighth of it closed.
     fn sweep(&mut self) {
         let mut keep = self.states.iter().map(Option::is_some);
         self.ids.retain(|_| keep.next().unwrap_or(false));
