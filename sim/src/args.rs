@@ -40,6 +40,7 @@ pub fn usage() -> &'static str {
   --interval MS        gap between requests in ms (10)
   --attack NAME        run and measure an attack: downloader | uploader |
                        fold | probe | probe-unasked | traceback | eclipse |
+                       eclipse-return (the eclipse; peers leave and come back) |
                        pitch-black (darknet only; the adversary kind becomes lie-swap) |
                        correlation (tunnels: colluding guard and exit)
   --files N            attack workload: files inserted (10)
@@ -94,6 +95,7 @@ fn attack_flag(c: &mut SimConfig, flag: &str, v: Option<String>) -> Result<(), S
                 Some("probe-unasked") => Attack::ProbeUnasked,
                 Some("traceback") => Attack::Traceback,
                 Some("eclipse") => Attack::Eclipse,
+                Some("eclipse-return") => Attack::EclipseReturn,
                 Some("pitch-black") => Attack::PitchBlack,
                 Some("correlation") => Attack::Correlation,
                 other => return Err(format!("--attack: unknown {other:?}")),

@@ -109,6 +109,13 @@ pub enum Attack {
     /// 2012): the attackers dial one victim, behave well until they hold
     /// all its peers, then turn into black holes.
     Eclipse,
+    /// The eclipse, with attackers that use the victim's memory of them:
+    /// one that is the victim's peer leaves every [`crate::attack`]
+    /// `RETURN_EVERY` and dials back `AWAY` later, when the victim has
+    /// filled its place, as a node the victim remembers (kept as one it
+    /// asked for, without an invitation, and let in by dropping another
+    /// peer when full).
+    EclipseReturn,
     /// Evans, GauthierDickey, Grothoff, "Routing in the Dark: Pitch
     /// Black" (ACSAC 2007): on a darknet, the adversary lies in location
     /// swaps; measured day by day: clustering of honest locations and
@@ -133,6 +140,7 @@ impl Attack {
             Attack::ProbeUnasked => "probe-unasked",
             Attack::Traceback => "traceback",
             Attack::Eclipse => "eclipse",
+            Attack::EclipseReturn => "eclipse-return",
             Attack::PitchBlack => "pitch-black",
             Attack::Correlation => "correlation",
         }

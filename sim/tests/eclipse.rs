@@ -55,3 +55,24 @@ fn fewer_attackers_than_peer_slots_never_capture() {
     let json = serde_json::to_string(&r).unwrap();
     assert!(json.contains("\"replacements\""), "{json}");
 }
+
+/// `eclipse-return`: attackers that leave the victim and dial back later,
+/// as nodes it remembers, are held to the same bounds: a remembered node
+/// is let back in only while the victim has room (or on an invitation,
+/// as any dialer), never by dropping a peer of its own accord.
+#[test]
+fn attackers_that_leave_and_come_back_are_held_to_the_same_bounds() {
+    let cfg = SimConfig {
+        attack: Some(Attack::EclipseReturn),
+        ..eclipse(30)
+    };
+    let r = run(&cfg);
+    let a = r.attack.as_ref().unwrap();
+    let table = r.to_table();
+    assert_eq!(a.name, "eclipse-return");
+    let drops = a.replacements.unwrap();
+    assert!(drops <= HORIZON_S / REPLACE_S + 1, "{drops} drops\n{table}");
+    assert_eq!(a.time_to_capture_s, None, "{table}");
+    assert!(a.precision < 1.0, "{table}");
+    assert!(a.success_before_turn.unwrap() > 0.5, "{table}");
+}

@@ -347,12 +347,17 @@ impl<V: Verifier> PeerPolicy<V> {
         let friend = self.list.is_friend(&remote);
         let ok = if self.cfg.opennet && !friend {
             // One network holds at most MAX_PEERS_PER_PREFIX slots. A node
-            // we dialed or remember is one we asked for; any other that
-            // dialed us is kept only if the routing core invited it.
+            // we dialed is one we asked for; one we remember (we asked for
+            // it once) is kept while there is room; any other that dialed
+            // us, or a remembered one when we are full, only if the
+            // routing core invited it.
             if self.prefix_count(prefix, false, pid) >= MAX_PEERS_PER_PREFIX {
                 false
-            } else if dialed || self.list.get(&remote).is_some() {
+            } else if dialed {
                 self.node.accept_requested_peer(ms, pid, l, rng)
+            } else if self.list.get(&remote).is_some() {
+                self.node.accept_remembered_peer(ms, pid, l, rng)
+                    || self.node.accept_opennet_peer(ms, pid, l, rng)
             } else {
                 self.node.accept_opennet_peer(ms, pid, l, rng)
             }

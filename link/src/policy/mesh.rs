@@ -203,6 +203,15 @@ impl<V: Verifier> Mesh<V> {
         self.run();
     }
 
+    /// Close the link between nodes `a` and `b` (as when either end
+    /// leaves it), then run.
+    pub fn cut(&mut self, a: usize, b: usize) {
+        if let Some(pid) = self.link(a, b) {
+            self.close((a, pid));
+        }
+        self.run();
+    }
+
     /// Links up in the whole mesh.
     #[must_use]
     pub fn link_count(&self) -> usize {

@@ -5,10 +5,12 @@
 //! peers ([`PeerList`]), and decides:
 //!
 //! - **admission**: a darknet node keeps only friends' links; an opennet
-//!   node keeps a link it dialed, or one from a node it remembers, as the
-//!   routing core says ([`Node::accept_requested_peer`]); a node that
-//!   dialed it unasked is a peer only if the routing core invited it
-//!   ([`Node::accept_opennet_peer`]: our announcement or fold offer gave
+//!   node keeps a link it dialed as the routing core says
+//!   ([`Node::accept_requested_peer`]), and one from a node it remembers
+//!   while it has room ([`Node::accept_remembered_peer`]: never by
+//!   dropping another peer); a node that dialed it unasked (or a
+//!   remembered one when full) is a peer only if the routing core invited
+//!   it ([`Node::accept_opennet_peer`]: our announcement or fold offer gave
 //!   out our noderef), and otherwise at most a *seed client* (one
 //!   announcement routed, then closed), promoted to a peer if the routing
 //!   core then asks for a link to it; at most [`MAX_PEERS_PER_PREFIX`]
@@ -41,7 +43,8 @@
 //!             a second link to one node → keep_new_link;
 //!             accepted → hello sent (LocationChanged, opennet dialer: Noderef)
 //! hello  ──► message: add_peer (friends, darknet) / accept_requested_peer
-//!             (dialed, remembered) / accept_opennet_peer (invited);
+//!             (dialed) / accept_remembered_peer (remembered, with room) /
+//!             accept_opennet_peer (invited);
 //!             refused → seed client (a node that dialed us) or closed;
 //!             kept → remembered (opennet: only nodes we dialed);
 //!             first opennet peer → announce

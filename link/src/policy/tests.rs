@@ -556,6 +556,71 @@ fn a_seed_client_taken_as_a_peer_is_a_peer_for_tunnels_too() {
     );
 }
 
+/// A node this node once dialed (so remembers) dialing back uninvited is
+/// kept while there is room, and never by dropping a peer when full: else
+/// a node let in once could leave and come back at will, pushing out a
+/// peer each time (the simulator's `eclipse-return` attack).
+#[test]
+fn a_remembered_node_dialing_back_is_kept_only_with_room() {
+    let mut m = mesh();
+    // Four peers, and no announcement of its own after the first (whose
+    // invitations would let any dialer in).
+    let four = |c: &mut PolicyConfig| {
+        let r = Arc::make_mut(&mut c.routing);
+        r.max_peers = 4;
+        r.refresh_interval = 1 << 40;
+        r.announce_interval = 1 << 40;
+    };
+    let a = add(&mut m, 1, four);
+    // Its ring neighbours (never dropped) c and f; b, d and g between.
+    let [b, c, d, e, f, g] = [3, 2, 4, 9, 15, 6].map(|s| opennet(&mut m, s));
+    // Each of the others announces (to nobody yet: it invites), so it
+    // keeps a node that dials it as a peer. b's first peer is e: linking
+    // to a later, b does not announce through it (an announcement a may
+    // take it by, as it would any newcomer).
+    let now = m.now;
+    for n in [b, c, d, e, f, g] {
+        m.nodes[n].policy.local_request(
+            now,
+            LocalRequest::Announce,
+            &mut rand::rngs::mock::StepRng::new(1, 1),
+        );
+    }
+    m.dial(b, e);
+    for n in [b, c, d, f] {
+        m.dial(a, n);
+    }
+    let kb = key(&m, b);
+    assert!(
+        m.nodes[a].policy.peer_list().get(&kb).is_some(),
+        "a remembers b"
+    );
+    assert_eq!(m.nodes[a].policy.peer_count(), 4, "a is full");
+    // b leaves; with room, a takes it back when it dials.
+    m.cut(a, b);
+    assert_eq!(m.nodes[a].policy.peer_count(), 3);
+    m.dial(b, a);
+    assert!(linked(&m, a, b), "kept with room");
+    // b leaves again and a fills its place; then, once a replacement
+    // would be due (past the peers' grace, a's invitations expired), b
+    // dials back.
+    m.cut(a, b);
+    m.dial(a, g);
+    assert_eq!(m.nodes[a].policy.peer_count(), 4, "a is full");
+    m.advance(Duration::from_secs(150));
+    let before: Vec<bool> = [c, d, f, g].iter().map(|&n| linked(&m, a, n)).collect();
+    assert_eq!(before, [true; 4]);
+    m.dial(b, a);
+    let after: Vec<bool> = [c, d, f, g].iter().map(|&n| linked(&m, a, n)).collect();
+    assert_eq!(after, [true; 4], "no peer dropped for b");
+    assert_eq!(m.nodes[a].policy.peer_count(), 4);
+    assert!(
+        m.link(a, b)
+            .is_none_or(|l| m.nodes[a].policy.is_seed_client(l)),
+        "b is at most a seed client"
+    );
+}
+
 #[test]
 fn a_full_node_keeps_the_newcomer_it_asked_for() {
     let mut m = mesh();

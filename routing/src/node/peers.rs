@@ -393,9 +393,35 @@ impl<V: Verifier> Node<V> {
         kept
     }
 
+    /// Opennet: a node this node once asked for (one its embedder
+    /// remembers) dialed it again, uninvited: kept while there is room,
+    /// never by dropping another peer. (Taken as asked for, it could drop
+    /// a peer each `replace_interval`: a node let in once could leave
+    /// and come back at will, pushing out a peer each time — measured as
+    /// the simulator's `eclipse-return` attack.) When full, the embedder
+    /// may still keep it as [`Node::accept_opennet_peer`] keeps any
+    /// dialer, on an invitation.
+    pub fn accept_remembered_peer(
+        &mut self,
+        now: Millis,
+        peer: PeerId,
+        location: Location,
+        rng: &mut impl RngCore,
+    ) -> bool {
+        if self.peers.iter().any(|p| p.id == peer) {
+            return true;
+        }
+        if self.peers.len() >= self.cfg.max_peers {
+            return false;
+        }
+        self.seed_clients.remove(&peer);
+        self.add_peer(now, peer, location, rng);
+        true
+    }
+
     /// Opennet: a connection this node asked for is up (an
-    /// [`Action::Connect`] it emitted, or a remembered peer, or a seed
-    /// client this node now wants as a peer). With room it is kept; when
+    /// [`Action::Connect`] it emitted, or a seed client this node now
+    /// wants as a peer). With room it is kept; when
     /// full, the least useful peer is dropped to make room, at most once
     /// per `replace_interval` however many connections were asked for;
     /// otherwise it is refused. The once-per-`fold_min_interval` limit on

@@ -51,6 +51,12 @@ const BACKGROUND_GAP: u64 = 100;
 pub(crate) const TURN_AT: u64 = 400_000;
 /// The attack's length (ms).
 pub(crate) const HORIZON: u64 = 600_000;
+/// `eclipse-return`: an attacker that is the victim's peer leaves this
+/// often (ms; each at its own phase)...
+const RETURN_EVERY: u64 = 60_000;
+/// ...and dials it again this long after (ms): time for the victim to
+/// fill the place it left.
+const AWAY: u64 = 30_000;
 
 /// The attack's state.
 #[derive(Debug, Default)]
@@ -74,6 +80,8 @@ pub(crate) struct EclipseState {
     /// The victim's count of peers dropped as least useful, at the start
     /// and at the end.
     drops: (u64, u64),
+    /// `eclipse-return`: attackers away from the victim, until when (ms).
+    away: std::collections::BTreeMap<u32, u64>,
 }
 
 impl Sim {
@@ -172,6 +180,26 @@ impl Sim {
             v.routing().peers().any(|(p, _)| p == theirs)
         });
         let since = self.now - self.attack.eclipse.start;
+        if self.cfg.attack == Some(crate::config::Attack::EclipseReturn) {
+            if self
+                .attack
+                .eclipse
+                .away
+                .get(&a)
+                .is_some_and(|&t| t > self.now)
+            {
+                return;
+            }
+            if let (true, None, Some((mine, _))) = (is_peer, self.attack.eclipse.turned, link) {
+                if (since / STEP + u64::from(a)) % (RETURN_EVERY / STEP) == 0 {
+                    // Leave (the victim keeps it in its peer list: a link
+                    // that ends is not a drop) and come back later.
+                    self.close(a, mine, true);
+                    self.attack.eclipse.away.insert(a, self.now + AWAY);
+                    return;
+                }
+            }
+        }
         if !is_peer && (since / STEP + u64::from(a)) % (ANNOUNCE_EVERY / STEP) == 0 {
             self.targeted_announce(a, victim);
         }
@@ -332,7 +360,7 @@ impl Sim {
         let (peers, held) = st.at_turn;
         let ratio = |a: usize, b: usize| round4(a as f64 / b.max(1) as f64);
         AttackReport {
-            name: "eclipse".into(),
+            name: self.cfg.attack.map_or("eclipse", |a| a.name()).into(),
             candidates: peers,
             true_candidates: held,
             reachable: k,

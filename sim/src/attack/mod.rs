@@ -64,7 +64,7 @@ impl Sim {
             Some(Attack::Downloader | Attack::Uploader | Attack::Correlation) => {
                 self.files_insert_phase();
             }
-            Some(Attack::Eclipse) => self.eclipse_run(),
+            Some(Attack::Eclipse | Attack::EclipseReturn) => self.eclipse_run(),
             Some(Attack::PitchBlack) => self.pitch_black_phase(),
             _ => {}
         }
@@ -156,7 +156,7 @@ impl Sim {
             }
             Some(Attack::Probe | Attack::ProbeUnasked) => self.probe_observe(to, from, msg),
             Some(Attack::Traceback) => self.traceback_observe(to, from, msg),
-            Some(Attack::Eclipse) => self.eclipse_intercept(to, from, msg),
+            Some(Attack::Eclipse | Attack::EclipseReturn) => self.eclipse_intercept(to, from, msg),
             Some(Attack::Correlation) => {
                 self.corr_observe(to, from, msg);
                 false
@@ -172,7 +172,7 @@ impl Sim {
             Attack::Fold => Some(self.fold_report()),
             a @ (Attack::Probe | Attack::ProbeUnasked) => Some(self.probe_report(a)),
             Attack::Traceback => Some(self.traceback_report()),
-            Attack::Eclipse => Some(self.eclipse_report()),
+            Attack::Eclipse | Attack::EclipseReturn => Some(self.eclipse_report()),
             Attack::PitchBlack => Some(self.pitch_black_report()),
             Attack::Correlation => Some(self.correlation_report()),
         }
