@@ -408,15 +408,12 @@ impl<V: Verifier> Node<V> {
         location: Location,
         rng: &mut impl RngCore,
     ) -> bool {
-        if self.peers.iter().any(|p| p.id == peer) {
-            return true;
-        }
-        if self.peers.len() >= self.cfg.max_peers {
+        let known = self.peers.iter().any(|p| p.id == peer);
+        if !known && self.peers.len() >= self.cfg.max_peers {
             return false;
         }
-        self.seed_clients.remove(&peer);
-        self.add_peer(now, peer, location, rng);
-        true
+        // With room, kept as one asked for is (nobody dropped).
+        self.accept_requested_peer(now, peer, location, rng)
     }
 
     /// Opennet: a connection this node asked for is up (an
