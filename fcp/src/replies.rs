@@ -969,6 +969,27 @@ impl Reply for NodeData {
     }
 }
 
+/// `ConfigData`: the answer to `GetConfig` and `ModifyConfig`, the node's
+/// settings by name under `current.`, `default.`, `shortDescription.`,
+/// `longDescription.`, `sortOrder.`, `expertFlag.`, `forceWriteFlag.` and
+/// `dataType.` (those asked for), plus `Identifier`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigData {
+    /// The settings' fields.
+    pub fields: Fields,
+    /// `Identifier` of the GetConfig or ModifyConfig.
+    pub identifier: Option<String>,
+}
+
+impl Reply for ConfigData {
+    const NAME: &'static str = "ConfigData";
+    fn fields(&self) -> Fields {
+        let mut f = self.fields.clone();
+        f.push_opt("Identifier", self.identifier.clone());
+        f
+    }
+}
+
 /// `Peer`: one peer in a ListPeers answer (free-form reference fields).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Peer {

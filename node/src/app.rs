@@ -277,8 +277,33 @@ fn ask_passphrase(prompt: &str, confirm: bool) -> anyhow::Result<Passphrase> {
 /// then flags, then the passphrase.
 fn node_config(a: &NodeArgs) -> anyhow::Result<Config> {
     let mut config = match &a.config {
-        Some(p) => Config::load(p)?,
-        None => Config::default(),
+        Some(p) => Config {
+            file: Some(p.clone()),
+            ..Config::load(p)?
+        },
+        None => {
+            // Without --config: the data directory's `lichen.toml` if
+            // there is one (settings changed while a node ran are kept
+            // there), else the embedded defaults.
+            let dir = match &a.data_dir {
+                Some(d) => d.clone(),
+                None => Config::default().data_dir()?,
+            };
+            let file = dir.join(crate::settings::FILE_NAME);
+            let loaded = match Config::load(&file) {
+                Ok(c) => c,
+                Err(crate::config::ConfigError::Read { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    Config::default()
+                }
+                Err(e) => return Err(e.into()),
+            };
+            Config {
+                file: Some(file),
+                ..loaded
+            }
+        }
     };
     if let Some(d) = &a.data_dir {
         config.data_dir = Some(d.clone());

@@ -61,6 +61,11 @@ pub struct Config {
     /// command line, never from the file).
     #[serde(skip)]
     pub passphrase: Option<crate::vault::Passphrase>,
+    /// The file this configuration was read from, where changed settings
+    /// are written (`settings::modify`); unset: `lichen.toml` in the data
+    /// directory.
+    #[serde(skip)]
+    pub file: Option<PathBuf>,
 }
 
 /// Anonymity settings (`docs/tunnels.md`).

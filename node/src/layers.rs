@@ -23,7 +23,9 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("operations", &["ops"]),
     (
         "context",
-        &["node", "requests", "pushes", "config", "identity", "status"],
+        &[
+            "node", "requests", "pushes", "config", "settings", "identity", "status",
+        ],
     ),
     ("utilities", &["util", "files", "sealed", "vault"]),
 ];

@@ -7,7 +7,7 @@
 // front ends: fcp, gateway, peers
 // jobs: jobs (request, push)
 // operations: ops (put, get, site, usk)
-// context: node, requests, pushes, config, identity, status
+// context: node, requests, pushes, config, settings, identity, status
 // utilities: util (blocking, clock), files, sealed
 pub mod app;
 pub mod cli;
@@ -23,6 +23,7 @@ pub mod peers;
 pub(crate) mod pushes;
 pub mod requests;
 pub mod sealed;
+pub mod settings;
 pub(crate) mod status;
 pub(crate) mod testnet;
 pub(crate) mod util;
@@ -120,10 +121,8 @@ async fn start_network(node: &Arc<node::Node>) -> anyhow::Result<()> {
         location: lichen_routing::Location(node.identity.location),
         store: node.store.clone(),
         link: lichen_link::LinkConfig::default(),
-        bandwidth: Arc::new(lichen_link::Bandwidth::new(
-            net.upload_limit,
-            net.download_limit,
-        )),
+        // The node's: `ModifyConfig` changes its limits while it runs.
+        bandwidth: node.bandwidth.clone(),
         routing: routing_config(net),
         opennet: net.opennet,
         peer_dir: Some(node.data_dir.clone()),

@@ -187,6 +187,13 @@ pub struct Node {
     /// The network, once it is started (`run`); unset for a node without
     /// a network (tests that open a node directly).
     pub(crate) peers: PeersSlot,
+    /// The settings as changed since the start (`ModifyConfig`): what the
+    /// config file says now. `config` stays what the node started with.
+    settings: std::sync::Mutex<Config>,
+    /// Where changed settings are written.
+    pub(crate) config_file: PathBuf,
+    /// The bandwidth limits every link shares; changed at once.
+    pub(crate) bandwidth: Arc<lichen_link::Bandwidth>,
 }
 
 /// Why the node could not start.
@@ -274,7 +281,18 @@ impl Node {
                     source,
                 }
             })?;
+        let config_file = config
+            .file
+            .clone()
+            .unwrap_or_else(|| data_dir.join(crate::settings::FILE_NAME));
+        let bandwidth = Arc::new(lichen_link::Bandwidth::new(
+            config.network.upload_limit,
+            config.network.download_limit,
+        ));
         Ok(Arc::new(Node {
+            settings: std::sync::Mutex::new(config.clone()),
+            config_file,
+            bandwidth,
             config,
             data_dir,
             identity,
@@ -287,6 +305,47 @@ impl Node {
             shutdown: CancellationToken::new(),
             peers: PeersSlot::default(),
         }))
+    }
+
+    /// The settings now: as started, with the changes made since.
+    #[must_use]
+    pub(crate) fn settings(&self) -> Config {
+        self.settings
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Change settings (name, value; `settings::modify`): all or none,
+    /// written into the config file, and the bandwidth limits applied at
+    /// once. Returns the settings now.
+    ///
+    /// # Errors
+    /// What was wrong (nothing changed).
+    pub(crate) async fn modify_settings(
+        self: &Arc<Self>,
+        changes: Vec<(String, String)>,
+    ) -> Result<Config, crate::settings::SettingsError> {
+        let node = self.clone();
+        let changed = tokio::task::spawn_blocking(move || {
+            // Held across the file's rewrite: one change at a time.
+            let mut now = node
+                .settings
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let new = crate::settings::modify(&now, &node.config_file, &changes)?;
+            node.bandwidth.upload.set_rate(new.network.upload_limit);
+            node.bandwidth.download.set_rate(new.network.download_limit);
+            *now = new.clone();
+            Ok(new)
+        })
+        .await;
+        changed.unwrap_or_else(|e| {
+            Err(crate::settings::SettingsError::File {
+                path: self.config_file.clone(),
+                why: format!("the change stopped: {e}"),
+            })
+        })
     }
 
     /// Peers connected now (0 without a network).
@@ -461,4 +520,56 @@ fn store_with(
     // cache serves repeats. A small sled cache keeps the node's RSS low.
     sc.sled_cache_bytes = 16 << 20;
     Ok(SledStore::open(&data_dir.join("store"), &sc)?)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod settings_tests {
+    use super::*;
+
+    /// A changed bandwidth limit is the one the links' buckets use at
+    /// once; a change that needs a restart is in the settings and the file
+    /// but not in what the node started with; a refused change moves
+    /// nothing.
+    #[tokio::test]
+    async fn bandwidth_limits_change_at_once_and_the_rest_at_the_next_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = Node::open(Config {
+            data_dir: Some(dir.path().to_path_buf()),
+            ..Config::default()
+        })
+        .unwrap();
+        assert!(node.bandwidth.upload.is_unlimited());
+        let change = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(a, b)| ((*a).to_string(), (*b).to_string()))
+                .collect::<Vec<_>>()
+        };
+        let now = node
+            .modify_settings(change(&[
+                ("node.outputBandwidthLimit", "100KiB"),
+                ("node.inputBandwidthLimit", "1MiB"),
+                ("node.storeSize", "2GiB"),
+            ]))
+            .await
+            .unwrap();
+        assert_eq!(node.bandwidth.upload.rate(), 100 << 10);
+        assert_eq!(node.bandwidth.download.rate(), 1 << 20);
+        assert_eq!(now.store.store_bytes, 2 << 30);
+        assert_eq!(node.settings(), now);
+        assert_eq!(node.config.store.store_bytes, 1 << 30);
+        let file = dir.path().join(crate::settings::FILE_NAME);
+        assert_eq!(Config::load(&file).unwrap().store.store_bytes, 2 << 30);
+
+        let bad = node
+            .modify_settings(change(&[
+                ("node.outputBandwidthLimit", "0"),
+                ("node.clientCacheSize", "0"),
+            ]))
+            .await;
+        assert!(bad.is_err());
+        assert_eq!(node.bandwidth.upload.rate(), 100 << 10);
+        assert_eq!(node.settings(), now);
+    }
 }

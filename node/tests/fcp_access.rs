@@ -60,14 +60,18 @@ impl NodeProc {
     fn try_start(dir: &Path, fcp_extra: &str) -> Option<NodeProc> {
         std::fs::create_dir_all(dir).unwrap();
         let config = dir.join("node.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[fcp]\n{fcp_extra}\n[gateway]\nenabled = false\n[network]\nopennet = false\n\
-                 [anonymity]\ntunnel_hops = 0\n"
-            ),
-        )
-        .unwrap();
+        // A node started again in the same directory keeps its file (and
+        // the settings changed in it).
+        if !config.exists() {
+            std::fs::write(
+                &config,
+                format!(
+                    "[fcp]\n{fcp_extra}\n[gateway]\nenabled = false\n[network]\nopennet = false\n\
+                     [anonymity]\ntunnel_hops = 0\n"
+                ),
+            )
+            .unwrap();
+        }
         let port = free_port();
         let log = dir.join("node.log");
         let logf = std::fs::File::create(&log).unwrap();
@@ -373,13 +377,111 @@ fn node_data_and_configuration_need_full_access() {
     f.send(&msg("GetNode", &[("WithVolatile", "true")]));
     let (n, _) = f.until(&["NodeData", "ProtocolError"]);
     assert_eq!(n.name, "NodeData", "{n:?}");
-    // Configuration over FCP is not supported: a full-access client is told
-    // so (7); a restricted one only that it may not (24, above).
+    // A full-access client is served what a restricted one was refused.
     for name in ["GetConfig", "ModifyConfig"] {
         f.send(&Message::new(name));
-        let (e, _) = f.until(&["ProtocolError"]);
-        assert_eq!(e.get("Code"), Some("7"), "{name}: {e:?}");
+        let (c, _) = f.until(&["ConfigData", "ProtocolError"]);
+        assert_eq!(c.name, "ConfigData", "{name}: {c:?}");
     }
+    // And the refused change was not made.
+    f.send(&msg("GetConfig", &[("WithCurrent", "true")]));
+    let (c, _) = f.until(&["ConfigData"]);
+    assert_eq!(c.get("current.fcp.allowedHosts"), Some("127.0.0.0/8"));
+}
+
+/// `GetConfig` and `ModifyConfig` (Hyphanet's names, `docs/fcp.md`): the
+/// settings with what was asked of them; a change is answered with the
+/// settings now, written into the node's config file and kept when the
+/// node starts again; a bad change is refused with ProtocolError 8 and
+/// changes nothing.
+#[test]
+fn settings_are_read_changed_and_kept_over_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = restricted_node(dir.path());
+    let mut f = Client::full(&node);
+    f.send(&msg(
+        "GetConfig",
+        &[
+            ("Identifier", "g1"),
+            ("WithCurrent", "true"),
+            ("WithDefaults", "true"),
+            ("WithShortDescription", "true"),
+            ("WithDataTypes", "true"),
+        ],
+    ));
+    let (c, _) = f.until(&["ConfigData", "ProtocolError"]);
+    assert_eq!(c.name, "ConfigData", "{c:?}");
+    assert_eq!(c.get("Identifier"), Some("g1"));
+    assert_eq!(c.get("current.node.outputBandwidthLimit"), Some("0"));
+    assert_eq!(c.get("current.node.opennet.enabled"), Some("false"));
+    assert_eq!(c.get("default.node.opennet.enabled"), Some("true"));
+    assert_eq!(c.get("current.node.lichen.tunnelHops"), Some("0"));
+    assert_eq!(
+        c.get("current.fcp.allowedHostsFullAccess"),
+        Some("127.0.0.2/32")
+    );
+    assert_eq!(c.get("dataType.node.storeSize"), Some("number"));
+    assert!(c.get("shortDescription.node.storeSize").is_some());
+    // Only the trees asked for.
+    assert!(c
+        .fields
+        .iter()
+        .all(|(k, _)| !k.starts_with("longDescription.")));
+
+    f.send(&msg(
+        "ModifyConfig",
+        &[
+            ("Identifier", "m1"),
+            ("node.outputBandwidthLimit", "64KiB"),
+            ("node.lichen.tunnelHops", "1"),
+        ],
+    ));
+    let (c, _) = f.until(&["ConfigData", "ProtocolError"]);
+    assert_eq!(c.name, "ConfigData", "{c:?}");
+    assert_eq!(c.get("Identifier"), Some("m1"));
+    assert_eq!(c.get("current.node.outputBandwidthLimit"), Some("65536"));
+    assert_eq!(c.get("current.node.lichen.tunnelHops"), Some("1"));
+
+    // One bad value among good ones: refused, nothing changed.
+    for (fields, names) in [
+        (
+            &[("node.inputBandwidthLimit", "1MiB"), ("fcp.port", "0")][..],
+            "fcp.port",
+        ),
+        (&[("node.noSuchSetting", "1")], "node.noSuchSetting"),
+        (&[("fcp.allowedHostsFullAccess", "")], "full access"),
+    ] {
+        f.send(&msg("ModifyConfig", fields));
+        let (e, _) = f.until(&["ConfigData", "ProtocolError"]);
+        assert_eq!(e.name, "ProtocolError", "{fields:?}: {e:?}");
+        assert_eq!(e.get("Code"), Some("8"), "{e:?}");
+        assert!(
+            e.get("ExtraDescription").unwrap_or("").contains(names),
+            "{e:?}"
+        );
+    }
+    f.send(&msg("GetConfig", &[("WithCurrent", "true")]));
+    let (c, _) = f.until(&["ConfigData"]);
+    assert_eq!(c.get("current.node.inputBandwidthLimit"), Some("0"));
+    assert_eq!(c.get("current.node.outputBandwidthLimit"), Some("65536"));
+
+    // In the file, beside what was there; and after a restart.
+    let text = std::fs::read_to_string(dir.path().join("node.toml")).unwrap();
+    assert!(text.contains("upload_limit = 65536"), "{text}");
+    assert!(
+        text.contains("full_access_hosts = [\"127.0.0.2\"]"),
+        "{text}"
+    );
+    f.send(&Message::new("Shutdown"));
+    assert!(node.exited(), "the node did not stop");
+    drop(node);
+    let node = restricted_node(dir.path());
+    let mut f = Client::full(&node);
+    f.send(&msg("GetConfig", &[("WithCurrent", "true")]));
+    let (c, _) = f.until(&["ConfigData"]);
+    assert_eq!(c.get("current.node.outputBandwidthLimit"), Some("65536"));
+    assert_eq!(c.get("current.node.lichen.tunnelHops"), Some("1"));
+    assert_eq!(c.get("current.node.opennet.enabled"), Some("false"));
 }
 
 /// A direct forever `ClientPut` of `data`, global or not.

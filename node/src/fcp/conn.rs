@@ -223,6 +223,19 @@ impl Conn {
             self.peer_message(&m).await;
             return true;
         }
+        // So are the settings (`GetConfig` / `ModifyConfig`).
+        if m.data.is_none()
+            && matches!(m.name.as_str(), "GetConfig" | "ModifyConfig")
+            && lock(&self.session).hello_received()
+        {
+            let reply = if m.name == "GetConfig" {
+                super::config::get_config(&self.node, &m.fields)
+            } else {
+                super::config::modify_config(&self.node, &m.fields).await
+            };
+            self.send(&reply);
+            return true;
+        }
         let action = lock(&self.session).handle(&m);
         match (action, m.data) {
             (Action::Execute(msg), Some(data)) => {

@@ -19,6 +19,7 @@
 
 mod access;
 mod common;
+mod config;
 mod conn;
 mod dda;
 mod execute;

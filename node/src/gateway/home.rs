@@ -78,8 +78,8 @@ async fn node_status(gw: &Gateway) -> pages::Status {
         reachability,
         bandwidth: format!(
             "limits: upload {}, download {}",
-            limit(node.config.network.upload_limit),
-            limit(node.config.network.download_limit)
+            limit(node.bandwidth.upload.rate()),
+            limit(node.bandwidth.download.rate())
         ),
         location: crate::status::location_fraction(node.identity.location),
         spaces,
