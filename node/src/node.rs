@@ -307,6 +307,13 @@ impl Node {
         }))
     }
 
+    /// The bandwidth limits in effect: the token buckets every link
+    /// shares.
+    #[must_use]
+    pub fn bandwidth(&self) -> &lichen_link::Bandwidth {
+        &self.bandwidth
+    }
+
     /// The settings now: as started, with the changes made since.
     #[must_use]
     pub(crate) fn settings(&self) -> Config {

@@ -513,6 +513,89 @@ async fn home_page_and_upload() {
     node.shutdown.cancel();
 }
 
+/// The settings form (`/settings`): shown with the node's settings; a
+/// change posted from another site, or without the form's token, is
+/// refused and changes nothing; one from the page is written into the
+/// config file, and a bandwidth limit is in effect at once (the home page
+/// shows the links' limit); a bad value is refused with its reason and
+/// changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_change_only_from_the_settings_page() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (node, addr) = start(tmp.path(), gateway::Options::default()).await;
+    let r = get(addr, "/settings").await;
+    assert_eq!(r.status, 200);
+    assert_security_headers(&r);
+    let page = r.text();
+    assert!(!page.contains("<script"));
+    assert!(
+        page.contains(
+            "name=\"node.outputBandwidthLimit\" id=\"node.outputBandwidthLimit\" value=\"0\""
+        ),
+        "{page}"
+    );
+    let token = page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_owned();
+    let post = |body: &str, extra: &str| {
+        format!(
+            "POST /settings HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n{extra}\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+            addr.port(),
+            body.len()
+        )
+    };
+    let same = format!(
+        "Origin: http://127.0.0.1:{}\r\nSec-Fetch-Site: same-origin\r\n",
+        addr.port()
+    );
+    let file = tmp.path().join(lichen_node::settings::FILE_NAME);
+    let change = format!("csrf={token}&node.outputBandwidthLimit=64KiB&node.opennet.enabled=true");
+    let wrong = format!("csrf={}&node.outputBandwidthLimit=64KiB", "0".repeat(64));
+    for (body, extra) in [
+        (wrong.as_str(), same.as_str()),
+        ("node.outputBandwidthLimit=64KiB", same.as_str()),
+        (change.as_str(), "Origin: http://evil.example\r\n"),
+        (change.as_str(), "Sec-Fetch-Site: cross-site\r\n"),
+        (change.as_str(), "Sec-Fetch-Site: same-site\r\n"),
+        (change.as_str(), "Referer: http://evil.example/page\r\n"),
+    ] {
+        let r = raw(addr, post(body, extra).as_bytes()).await;
+        assert_eq!(r.status, 403, "{body} {extra}");
+        assert_eq!(node.bandwidth().upload.rate(), 0);
+        assert!(!file.exists());
+    }
+    let r = raw(addr, post(&change, &same).as_bytes()).await;
+    assert_eq!(r.status, 303, "{}", r.text());
+    assert_eq!(r.header("location"), Some("/settings?saved"));
+    assert_eq!(node.bandwidth().upload.rate(), 64 << 10);
+    // Only what changed is written (opennet was already on).
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.contains("upload_limit = 65536"), "{text}");
+    assert!(!text.contains("opennet"), "{text}");
+    assert!(get(addr, "/").await.text().contains("upload 64 KiB/s"));
+    let page = get(addr, "/settings?saved").await.text();
+    assert!(page.contains("Saved in the config file"), "{page}");
+    assert!(page.contains("value=\"65536\""), "{page}");
+
+    let bad = format!("csrf={token}&node.inputBandwidthLimit=1MiB&node.storeSize=tiny");
+    let r = raw(addr, post(&bad, &same).as_bytes()).await;
+    assert_eq!(r.status, 400);
+    let page = r.text();
+    assert!(
+        page.contains("Nothing was changed") && page.contains("node.storeSize"),
+        "{page}"
+    );
+    assert_eq!(node.bandwidth().download.rate(), 0);
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), text);
+    node.shutdown.cancel();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn usk_old_edition_redirects_to_the_new_one() {
     let tmp = tempfile::tempdir().unwrap();

@@ -7,7 +7,8 @@
 //! (images, plain text, downloads) are sent while the fetch writes them. A
 //! fetch that takes longer than a moment gets a self-refreshing progress
 //! page while it goes on in the background. `/` is the home page (status,
-//! open a key, upload a file, request queue).
+//! open a key, upload a file, request queue); `/settings` the node's
+//! settings, changed by a form.
 //!
 //! Every connection is checked against the loopback/allow-list; every
 //! request against the `Host` header (an IP literal or `localhost`, which
@@ -21,7 +22,7 @@
 //! | module | what |
 //! | --- | --- |
 //! | this one | start, the router, the accept loop and its connection slots |
-//! | `home`, `upload`, `keys` | the handlers: home page and outside-link warning, the upload form, documents by key |
+//! | `home`, `upload`, `settings`, `keys` | the handlers: home page and outside-link warning, the upload form, the settings form, documents by key |
 //! | `guard` | the `Host` check, path limit and security headers on every response |
 //! | `origin` | whether a request comes from another site (key requests and uploads refuse those) |
 //! | `state` | the shared [`Gateway`] state and its [`Options`] |
@@ -42,6 +43,7 @@ mod origin;
 pub mod pages;
 mod respond;
 mod send;
+mod settings;
 mod state;
 mod upload;
 
@@ -106,6 +108,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
             "/upload",
             post(upload::upload).layer(DefaultBodyLimit::disable()),
         )
+        .route("/settings", get(settings::show).post(settings::change))
         .route("/external-link", get(home::external_link))
         .fallback(keys::key_request)
         .layer(middleware::from_fn(guard::guard))

@@ -8,6 +8,7 @@ pub use lichen_filter::escape_html as esc;
 const STYLE: &str = "body{font-family:sans-serif;max-width:60em;margin:1em auto;padding:0 1em;color:#222}\
 h1{font-size:1.4em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2em .5em;text-align:left}\
 .warn{background:#fff3cd;border:1px solid #e0c060;padding:.5em 1em}.err{background:#fde;border:1px solid #c99;padding:.5em 1em}\
+.ok{background:#e6f4e6;border:1px solid #9c9;padding:.5em 1em}\
 code{word-break:break-all}input[type=text]{width:100%;box-sizing:border-box}";
 
 /// A complete page around `body`.
@@ -153,6 +154,7 @@ pub fn home(
     uploads: &[(String, String)],
 ) -> String {
     let mut b = String::new();
+    b.push_str("<p><a href=\"/settings\">Settings</a></p>");
     b.push_str(
         "<form method=\"get\" action=\"/\"><p><label>Open a key:<br>\
          <input type=\"text\" name=\"key\" placeholder=\"USK@…/site/1/ or CHK@… or KSK@…\"></label> \
@@ -230,4 +232,78 @@ pub fn home(
         b.push_str("</table>");
     }
     page("Lichen gateway", &b)
+}
+
+/// A message at the top of a page after a form was sent.
+#[derive(Debug, Clone)]
+pub enum Notice {
+    /// It was done.
+    Done(String),
+    /// It was refused.
+    Refused(String),
+}
+
+/// The settings page: every setting of `crate::settings` with its value in
+/// `config`, as one form (`POST /settings`); the expert ones apart.
+#[must_use]
+pub fn settings(config: &crate::config::Config, csrf: &str, notice: Option<Notice>) -> String {
+    let mut b = String::new();
+    match notice {
+        Some(Notice::Done(m)) => {
+            let _ = write!(b, "<div class=\"ok\"><p>{}</p></div>", esc(&m));
+        }
+        Some(Notice::Refused(m)) => {
+            let _ = write!(b, "<div class=\"err\"><p>{}</p></div>", esc(&m));
+        }
+        None => {}
+    }
+    let _ = write!(
+        b,
+        "<form method=\"post\" action=\"/settings\">\
+         <input type=\"hidden\" name=\"csrf\" value=\"{}\">",
+        esc(csrf)
+    );
+    for (title, expert) in [("Settings", false), ("Advanced", true)] {
+        let _ = write!(
+            b,
+            "<h2>{title}</h2><table><tr><th>Setting</th><th>Value</th><th>Takes effect</th></tr>"
+        );
+        for s in crate::settings::SETTINGS
+            .iter()
+            .filter(|s| s.expert == expert)
+        {
+            let value = s.value(config);
+            let input = if s.kind == crate::settings::Kind::Bool {
+                let on = value == "true";
+                format!(
+                    "<select name=\"{n}\" id=\"{n}\"><option value=\"true\"{}>yes</option>\
+                     <option value=\"false\"{}>no</option></select>",
+                    if on { " selected" } else { "" },
+                    if on { "" } else { " selected" },
+                    n = esc(s.name)
+                )
+            } else {
+                format!(
+                    "<input type=\"text\" name=\"{n}\" id=\"{n}\" value=\"{}\">",
+                    esc(&value),
+                    n = esc(s.name)
+                )
+            };
+            let _ = write!(
+                b,
+                "<tr><td><label for=\"{n}\">{}</label><br><small>{}</small></td><td>{input}</td><td>{}</td></tr>",
+                esc(s.short),
+                esc(s.long),
+                if s.live { "at once" } else { "next start" },
+                n = esc(s.name)
+            );
+        }
+        b.push_str("</table>");
+    }
+    b.push_str(
+        "<p><button type=\"submit\">Save</button></p></form>\
+         <p><small>Saved into the node's config file; sizes take units (512KiB, 2GiB), \
+         host lists are comma-separated addresses or ranges (192.168.1.0/24).</small></p>",
+    );
+    page("Settings", &b)
 }

@@ -60,10 +60,16 @@ pub(super) fn redirect(status: StatusCode, location: &str) -> Response {
 
 /// Query parameters, percent-decoded (`+` as space).
 pub(super) fn query_params(q: Option<&str>) -> Vec<(String, String)> {
+    form_params(q, 32)
+}
+
+/// The first `max` pairs of a query string or an
+/// `application/x-www-form-urlencoded` body, decoded.
+pub(super) fn form_params(q: Option<&str>, max: usize) -> Vec<(String, String)> {
     let Some(q) = q else { return Vec::new() };
     q.split('&')
         .filter(|p| !p.is_empty())
-        .take(32)
+        .take(max)
         .map(|p| {
             let (k, v) = p.split_once('=').unwrap_or((p, ""));
             let dec = |s: &str| {
@@ -94,6 +100,12 @@ pub(super) fn safe_file_name(name: &str) -> String {
     } else {
         n
     }
+}
+
+/// Whether two tokens are equal, in time that does not depend on where
+/// they differ.
+pub(super) fn constant_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 
 use super::origin::from_other_site;
 use super::pages;
-use super::respond::{error_page, html, http_status, safe_file_name};
+use super::respond::{constant_eq, error_page, html, http_status, safe_file_name};
 use super::state::Gateway;
 use crate::ops::{self as engine, PutData, PutSpec};
 use axum::extract::multipart::Field;
@@ -228,8 +228,4 @@ async fn insert(gw: &Gateway, saved: Saved) -> Response {
         }
         Err(f) => error_page(http_status(f.kind()).0, "Insert failed", &f.extra),
     }
-}
-
-fn constant_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
