@@ -513,6 +513,87 @@ async fn home_page_and_upload() {
     node.shutdown.cancel();
 }
 
+/// The token of the first form on `page`.
+fn form_token(page: &str) -> String {
+    page.split("name=\"csrf\" value=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+/// A urlencoded form POST of `body` to `path`, with `extra` headers.
+fn form_post(addr: SocketAddr, path: &str, body: &str, extra: &str) -> String {
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n{extra}\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+        addr.port(),
+        body.len()
+    )
+}
+
+/// The headers a browser sends with a form of the gateway's own page.
+fn same_origin(addr: SocketAddr) -> String {
+    format!(
+        "Origin: http://127.0.0.1:{}\r\nSec-Fetch-Site: same-origin\r\n",
+        addr.port()
+    )
+}
+
+/// The first-run page: offered on the home page while the node has no
+/// config file; its three choices (from another site: refused; not one
+/// of those offered: refused) are written there, the upload limit in
+/// effect at once; then the home page offers it no more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_run_choices_are_saved_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (node, addr) = start(tmp.path(), gateway::Options::default()).await;
+    let home = get(addr, "/").await.text();
+    assert!(home.contains("href=\"/first-run\""), "{home}");
+    let r = get(addr, "/first-run").await;
+    assert_eq!(r.status, 200);
+    assert_security_headers(&r);
+    let token = form_token(&r.text());
+    let good = format!("csrf={token}&disk=5&upload=256&network=friends");
+    let r = raw(
+        addr,
+        form_post(addr, "/first-run", &good, "Sec-Fetch-Site: cross-site\r\n").as_bytes(),
+    )
+    .await;
+    assert_eq!(r.status, 403);
+    for bad in [
+        format!("csrf={token}&disk=3&upload=256&network=friends"),
+        format!("csrf={token}&disk=5&upload=1&network=friends"),
+        format!("csrf={token}&disk=5&upload=256&network=everyone"),
+        format!("csrf={token}&disk=5&upload=256"),
+    ] {
+        let r = raw(
+            addr,
+            form_post(addr, "/first-run", &bad, &same_origin(addr)).as_bytes(),
+        )
+        .await;
+        assert_eq!(r.status, 400, "{bad}");
+    }
+    let file = tmp.path().join(lichen_node::settings::FILE_NAME);
+    assert!(!file.exists());
+    let r = raw(
+        addr,
+        form_post(addr, "/first-run", &good, &same_origin(addr)).as_bytes(),
+    )
+    .await;
+    assert_eq!(r.status, 303, "{}", r.text());
+    assert_eq!(node.bandwidth().upload.rate(), 256 << 10);
+    let saved = Config::load(&file).unwrap();
+    assert_eq!(saved.store.store_bytes + saved.store.cache_bytes, 5 << 30);
+    assert!(saved.store.store_bytes > saved.store.cache_bytes);
+    assert!(!saved.network.opennet);
+    let home = get(addr, "/").await.text();
+    assert!(!home.contains("href=\"/first-run\""), "{home}");
+    node.shutdown.cancel();
+}
+
 /// The settings form (`/settings`): shown with the node's settings; a
 /// change posted from another site, or without the form's token, is
 /// refused and changes nothing; one from the page is written into the
@@ -534,26 +615,9 @@ async fn settings_change_only_from_the_settings_page() {
         ),
         "{page}"
     );
-    let token = page
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap()
-        .to_owned();
-    let post = |body: &str, extra: &str| {
-        format!(
-            "POST /settings HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n{extra}\
-             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
-            addr.port(),
-            body.len()
-        )
-    };
-    let same = format!(
-        "Origin: http://127.0.0.1:{}\r\nSec-Fetch-Site: same-origin\r\n",
-        addr.port()
-    );
+    let token = form_token(&page);
+    let post = |body: &str, extra: &str| form_post(addr, "/settings", body, extra);
+    let same = same_origin(addr);
     let file = tmp.path().join(lichen_node::settings::FILE_NAME);
     let change = format!("csrf={token}&node.outputBandwidthLimit=64KiB&node.opennet.enabled=true");
     let wrong = format!("csrf={}&node.outputBandwidthLimit=64KiB", "0".repeat(64));

@@ -87,6 +87,9 @@ async fn node_status(gw: &Gateway) -> pages::Status {
         gateway_jobs: gw.jobs.held(),
         gateway_started: gw.jobs.started(),
         cross_site_refused: gw.cross_site_refused.load(Ordering::Relaxed),
+        first_run: !tokio::fs::try_exists(&node.config_file)
+            .await
+            .unwrap_or(true),
     }
 }
 

@@ -109,6 +109,10 @@ pub fn router(gw: Arc<Gateway>) -> Router {
             post(upload::upload).layer(DefaultBodyLimit::disable()),
         )
         .route("/settings", get(settings::show).post(settings::change))
+        .route(
+            "/first-run",
+            get(settings::first_run).post(settings::first_run_done),
+        )
         .route("/external-link", get(home::external_link))
         .fallback(keys::key_request)
         .layer(middleware::from_fn(guard::guard))

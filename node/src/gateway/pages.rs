@@ -122,6 +122,8 @@ pub struct Status {
     pub gateway_started: u64,
     /// Key requests from other sites refused since the node started.
     pub cross_site_refused: u64,
+    /// The node has no config file yet: offer the first-run page.
+    pub first_run: bool,
 }
 
 /// A row of the request queue.
@@ -154,6 +156,12 @@ pub fn home(
     uploads: &[(String, String)],
 ) -> String {
     let mut b = String::new();
+    if status.first_run {
+        b.push_str(
+            "<div class=\"warn\"><p>A new node: choose its disk space, bandwidth and \
+             network on <a href=\"/first-run\">the set-up page</a>.</p></div>",
+        );
+    }
     b.push_str("<p><a href=\"/settings\">Settings</a></p>");
     b.push_str(
         "<form method=\"get\" action=\"/\"><p><label>Open a key:<br>\
@@ -306,4 +314,72 @@ pub fn settings(config: &crate::config::Config, csrf: &str, notice: Option<Notic
          host lists are comma-separated addresses or ranges (192.168.1.0/24).</small></p>",
     );
     page("Settings", &b)
+}
+
+/// Disk space choices of the first-run page, in GiB: two thirds for the
+/// long-term store, one third for the cache (the defaults' proportion).
+pub const DISK_CHOICES_GIB: [u64; 5] = [1, 5, 20, 50, 200];
+
+/// Upload limit choices of the first-run page, in KiB/s (0: none).
+pub const UPLOAD_CHOICES_KIB: [u64; 5] = [64, 256, 1024, 4096, 0];
+
+/// The first-run page: disk space, upload limit, strangers or friends.
+#[must_use]
+pub fn first_run(config: &crate::config::Config, csrf: &str) -> String {
+    let mut b = String::from(
+        "<p>Three choices set a new node up; everything else can stay as it is \
+         (<a href=\"/settings\">all settings</a>).</p>",
+    );
+    let _ = write!(
+        b,
+        "<form method=\"post\" action=\"/first-run\">\
+         <input type=\"hidden\" name=\"csrf\" value=\"{}\">",
+        esc(csrf)
+    );
+    let total = (config.store.store_bytes + config.store.cache_bytes) >> 30;
+    b.push_str(
+        "<h2>Disk space</h2><p>For the network's encrypted blocks (you cannot read them, \
+         nor can anyone who takes the disk tell what you fetched): more space keeps \
+         more of the network's data alive.</p><p><select name=\"disk\" id=\"disk\">",
+    );
+    for g in DISK_CHOICES_GIB {
+        let sel = if g == total.max(1) { " selected" } else { "" };
+        let _ = write!(b, "<option value=\"{g}\"{sel}>{g} GiB</option>");
+    }
+    b.push_str(
+        "</select></p><h2>Upload bandwidth</h2><p>What the node may send to its peers \
+         at most. Lower it if your connection feels slow.</p>\
+         <p><select name=\"upload\" id=\"upload\">",
+    );
+    let now_kib = config.network.upload_limit >> 10;
+    for k in UPLOAD_CHOICES_KIB {
+        let sel = if k == now_kib { " selected" } else { "" };
+        let label = if k == 0 {
+            "no limit".to_owned()
+        } else if k >= 1024 {
+            format!("{} MiB/s", k / 1024)
+        } else {
+            format!("{k} KiB/s")
+        };
+        let _ = write!(b, "<option value=\"{k}\"{sel}>{label}</option>");
+    }
+    let (open, friends) = if config.network.opennet {
+        (" checked", "")
+    } else {
+        ("", " checked")
+    };
+    let _ = write!(
+        b,
+        "</select></p><h2>Who to connect to</h2>\
+         <p><label><input type=\"radio\" name=\"network\" value=\"opennet\"{open}> \
+         Strangers (opennet): works at once, through seed nodes. Anyone can learn that \
+         this address runs a node.</label></p>\
+         <p><label><input type=\"radio\" name=\"network\" value=\"friends\"{friends}> \
+         Friends only (darknet): only people you invite can connect, and only they can \
+         tell that you run a node. Needs friends who run one.</label></p>\
+         <p><button type=\"submit\">Save</button></p></form>\
+         <p><small>Saved in the node's config file; the disk space and network take \
+         effect when the node starts again, the upload limit at once.</small></p>"
+    );
+    page("Set up your node", &b)
 }
