@@ -311,7 +311,6 @@ impl Pushes {
 
     /// Blocks waiting to be pushed, over all records.
     #[must_use]
-    #[cfg(test)]
     pub(crate) fn pending_blocks(&self) -> u64 {
         self.records
             .lock()

@@ -115,6 +115,84 @@ pub(crate) fn keeps_ports_field(kept: Option<bool>) -> Option<&'static str> {
     kept.map(|k| if k { "true" } else { "false" })
 }
 
+/// What the home page's alerts are made from.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Facts {
+    /// The network is started (a node opened without one has no alerts
+    /// about peers).
+    pub(crate) network: bool,
+    /// Connected peers.
+    pub(crate) peers: usize,
+    /// Seconds since the node started.
+    pub(crate) uptime_s: u64,
+    /// What the peers' dial-backs said.
+    pub(crate) reachable: Option<lichen_link::policy::Reachable>,
+    /// (name, bytes used, budget) per store space.
+    pub(crate) spaces: Vec<(&'static str, u64, u64)>,
+    /// Persistent requests of the global queue that failed.
+    pub(crate) failed_requests: usize,
+    /// Inserts made without peers, waiting to be pushed, and their blocks.
+    pub(crate) waiting_inserts: usize,
+    /// See [`Facts::waiting_inserts`].
+    pub(crate) waiting_blocks: u64,
+}
+
+/// A node without a peer this long after its start is worth an alert
+/// (joining takes seconds on opennet).
+pub(crate) const NO_PEERS_AFTER_S: u64 = 120;
+
+/// A store space this full (percent of its budget) is worth an alert.
+pub(crate) const NEARLY_FULL_PERCENT: u64 = 90;
+
+/// What the user should act on, most pressing first, as sentences.
+#[must_use]
+pub(crate) fn alerts(f: &Facts) -> Vec<String> {
+    let mut a = Vec::new();
+    if f.network && f.peers == 0 && f.uptime_s >= NO_PEERS_AFTER_S {
+        a.push(
+            "No peers: the node can neither fetch nor insert. On opennet it finds peers \
+             through its seed nodes (check the network connection); a friends-only node \
+             needs a friend added by invitation."
+                .to_owned(),
+        );
+    }
+    if f.network && f.reachable == Some(lichen_link::policy::Reachable::No) {
+        a.push(
+            "Not reachable: peers cannot dial this node (NAT or a firewall without a port \
+             mapping). It still works by dialing out, with fewer peers; forwarding the peer \
+             port on the router helps."
+                .to_owned(),
+        );
+    }
+    for (name, used, budget) in &f.spaces {
+        if *budget > 0 && used.saturating_mul(100) >= budget.saturating_mul(NEARLY_FULL_PERCENT) {
+            a.push(format!(
+                "The {name} is {}% full: the least useful blocks make room for new ones; \
+                 a larger size can be set in Settings.",
+                used.saturating_mul(100) / budget
+            ));
+        }
+    }
+    if f.failed_requests > 0 {
+        a.push(format!(
+            "{} persistent request{} failed (see the queue below).",
+            f.failed_requests,
+            if f.failed_requests == 1 { "" } else { "s" }
+        ));
+    }
+    if f.waiting_inserts > 0 {
+        a.push(format!(
+            "{} insert{} made without peers {} waiting to be pushed into the network \
+             ({} blocks): they are stored here only until the node has peers.",
+            f.waiting_inserts,
+            if f.waiting_inserts == 1 { "" } else { "s" },
+            if f.waiting_inserts == 1 { "is" } else { "are" },
+            f.waiting_blocks
+        ));
+    }
+    a
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,5 +245,77 @@ mod tests {
         assert!(location_fraction(0).abs() < f64::EPSILON);
         assert!(location_fraction(u64::MAX) < 1.0 + f64::EPSILON);
         assert!((location_fraction(1 << 63) - 0.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn alerts_name_what_to_act_on_and_nothing_else() {
+        use lichen_link::policy::Reachable;
+        let healthy = Facts {
+            network: true,
+            peers: 12,
+            uptime_s: 3600,
+            reachable: Some(Reachable::Yes),
+            spaces: vec![("cache", 50, 100), ("long-term store", 89, 100)],
+            ..Facts::default()
+        };
+        assert!(alerts(&healthy).is_empty());
+        // Each fact alone raises its alert.
+        let cases: Vec<(Facts, &str)> = vec![
+            (
+                Facts {
+                    peers: 0,
+                    ..healthy.clone()
+                },
+                "No peers",
+            ),
+            (
+                Facts {
+                    reachable: Some(Reachable::No),
+                    ..healthy.clone()
+                },
+                "Not reachable",
+            ),
+            (
+                Facts {
+                    spaces: vec![("client cache", 95, 100)],
+                    ..healthy.clone()
+                },
+                "client cache is 95% full",
+            ),
+            (
+                Facts {
+                    failed_requests: 2,
+                    ..healthy.clone()
+                },
+                "2 persistent requests failed",
+            ),
+            (
+                Facts {
+                    waiting_inserts: 1,
+                    waiting_blocks: 7,
+                    ..healthy.clone()
+                },
+                "1 insert made without peers is waiting",
+            ),
+        ];
+        for (f, says) in cases {
+            let a = alerts(&f);
+            assert_eq!(a.len(), 1, "{a:?}");
+            assert!(a[0].contains(says), "{a:?}");
+        }
+        // No peers just after the start, or without a network: no alert.
+        let starting = Facts {
+            peers: 0,
+            uptime_s: 5,
+            ..healthy.clone()
+        };
+        assert!(alerts(&starting).is_empty());
+        let offline = Facts {
+            network: false,
+            peers: 0,
+            reachable: Some(Reachable::No),
+            ..healthy
+        };
+        assert!(alerts(&offline).is_empty());
     }
 }

@@ -445,14 +445,8 @@ async fn home_page_and_upload() {
         "{home}"
     );
     assert!(!home.contains("<script"));
-    let token = home
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap()
-        .to_owned();
+    assert!(!home.contains("id=\"alerts\""), "{home}");
+    let token = form_token(&home);
 
     let upload = |token: String, extra: &'static str| {
         let boundary = "XyZ0123";
@@ -508,8 +502,14 @@ async fn home_page_and_upload() {
     let r = get(addr, &format!("/{chk}")).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.text(), "hello from the form");
-    // Listed on the home page.
-    assert!(get(addr, "/").await.text().contains(&chk));
+    // Listed on the home page, and (without peers) among the alerts as an
+    // insert waiting to be pushed into the network.
+    let home = get(addr, "/").await.text();
+    assert!(home.contains(&chk));
+    assert!(
+        home.contains("1 insert made without peers is waiting to be pushed"),
+        "{home}"
+    );
     node.shutdown.cancel();
 }
 

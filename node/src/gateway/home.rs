@@ -21,8 +21,12 @@ pub(super) async fn home(State(gw): State<Arc<Gateway>>, req: Request) -> Respon
     if let Some((_, key)) = params.iter().find(|(k, _)| k == "key") {
         return open_key(key);
     }
-    let status = node_status(&gw).await;
     let queue = queue_rows(&gw.node);
+    let failed = queue
+        .iter()
+        .filter(|r| r.state.starts_with("failed"))
+        .count();
+    let status = node_status(&gw, failed).await;
     let uploads: Vec<(String, String)> = gw
         .uploads
         .lock()
@@ -34,8 +38,9 @@ pub(super) async fn home(State(gw): State<Arc<Gateway>>, req: Request) -> Respon
     )
 }
 
-/// The node's figures for the home page.
-async fn node_status(gw: &Gateway) -> pages::Status {
+/// The node's figures for the home page, and its alerts (`failed`:
+/// persistent requests of the global queue that failed).
+async fn node_status(gw: &Gateway, failed: usize) -> pages::Status {
     let node = &gw.node;
     let stats = {
         let store = node.store.clone();
@@ -73,7 +78,25 @@ async fn node_status(gw: &Gateway) -> pages::Status {
             )
         },
     );
+    let uptime_s = crate::node::now_ms().saturating_sub(node.started_ms) / 1000;
+    let facts = crate::status::Facts {
+        network: node.peers.get().is_some(),
+        peers: node.peer_count(),
+        uptime_s,
+        reachable: node.peers.get().map(|net| net.reachability().state),
+        spaces: lichen_store::Space::ALL
+            .iter()
+            .map(|s| {
+                let st = stats.space(*s);
+                (space_name(*s), st.bytes, st.budget)
+            })
+            .collect(),
+        failed_requests: failed,
+        waiting_inserts: node.pushes.len(),
+        waiting_blocks: node.pushes.pending_blocks(),
+    };
     pages::Status {
+        alerts: crate::status::alerts(&facts),
         peers: node.peer_count(),
         reachability,
         bandwidth: format!(
@@ -83,7 +106,7 @@ async fn node_status(gw: &Gateway) -> pages::Status {
         ),
         location: crate::status::location_fraction(node.identity.location),
         spaces,
-        uptime_s: crate::node::now_ms().saturating_sub(node.started_ms) / 1000,
+        uptime_s,
         gateway_jobs: gw.jobs.held(),
         gateway_started: gw.jobs.started(),
         cross_site_refused: gw.cross_site_refused.load(Ordering::Relaxed),

@@ -124,6 +124,8 @@ pub struct Status {
     pub cross_site_refused: u64,
     /// The node has no config file yet: offer the first-run page.
     pub first_run: bool,
+    /// What the user should act on (`crate::status::alerts`).
+    pub alerts: Vec<String>,
 }
 
 /// A row of the request queue.
@@ -156,6 +158,13 @@ pub fn home(
     uploads: &[(String, String)],
 ) -> String {
     let mut b = String::new();
+    if !status.alerts.is_empty() {
+        b.push_str("<div class=\"warn\" id=\"alerts\"><ul>");
+        for a in &status.alerts {
+            let _ = write!(b, "<li>{}</li>", esc(a));
+        }
+        b.push_str("</ul></div>");
+    }
     if status.first_run {
         b.push_str(
             "<div class=\"warn\"><p>A new node: choose its disk space, bandwidth and \
