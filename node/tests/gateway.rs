@@ -594,6 +594,58 @@ async fn first_run_choices_are_saved_once() {
     node.shutdown.cancel();
 }
 
+/// The peers page of a node without a network says so; its forms are
+/// refused from another site or without the token, and otherwise answer
+/// with what the node said (a bad invitation or noderef: 400 with the
+/// reason; no network: 400).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_page_forms_are_checked_and_answer_with_reasons() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (node, addr) = start(tmp.path(), gateway::Options::default()).await;
+    let r = get(addr, "/peers").await;
+    assert_eq!(r.status, 200);
+    assert_security_headers(&r);
+    let page = r.text();
+    assert!(page.contains("without a network"), "{page}");
+    let token = form_token(&page);
+    let upload_token = form_token(&get(addr, "/").await.text());
+    let post = |path: &str, body: &str, extra: &str| form_post(addr, path, body, extra);
+    for path in ["/peers/add", "/peers/invite", "/peers/remove"] {
+        for bad in [
+            "csrf=0&text=x&identity=x".to_owned(),
+            format!("csrf={upload_token}&text=x"),
+        ] {
+            let r = raw(addr, post(path, &bad, &same_origin(addr)).as_bytes()).await;
+            assert_eq!(r.status, 403, "{path} {bad}");
+        }
+        let body = format!("csrf={token}&text=x&identity=x");
+        let r = raw(
+            addr,
+            post(path, &body, "Sec-Fetch-Site: cross-site\r\n").as_bytes(),
+        )
+        .await;
+        assert_eq!(r.status, 403, "{path}");
+    }
+    let answer = |path: &'static str, body: String| {
+        let req = post(path, &body, &same_origin(addr));
+        async move { raw(addr, req.as_bytes()).await }
+    };
+    let r = answer("/peers/add", format!("csrf={token}&text=not+a+noderef")).await;
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("Error parsing ref"), "{}", r.text());
+    let r = answer(
+        "/peers/add",
+        format!("csrf={token}&text=lichen-invite%3Axyz"),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    let r = answer("/peers/invite", format!("csrf={token}")).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    let r = answer("/peers/remove", format!("csrf={token}&identity=abc")).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    node.shutdown.cancel();
+}
+
 /// The settings form (`/settings`): shown with the node's settings; a
 /// change posted from another site, or without the form's token, is
 /// refused and changes nothing; one from the page is written into the

@@ -22,7 +22,7 @@
 //! | module | what |
 //! | --- | --- |
 //! | this one | start, the router, the accept loop and its connection slots |
-//! | `home`, `upload`, `settings`, `keys` | the handlers: home page and outside-link warning, the upload form, the settings form, documents by key |
+//! | `home`, `upload`, `settings`, `peers`, `keys` | the handlers: home page and outside-link warning, the upload form, the settings and first-run forms, the peers page and its forms, documents by key |
 //! | `guard` | the `Host` check, path limit and security headers on every response |
 //! | `origin` | whether a request comes from another site (key requests and uploads refuse those) |
 //! | `state` | the shared [`Gateway`] state and its [`Options`] |
@@ -41,6 +41,7 @@ mod jobs;
 mod keys;
 mod origin;
 pub mod pages;
+mod peers;
 mod respond;
 mod send;
 mod settings;
@@ -109,6 +110,10 @@ pub fn router(gw: Arc<Gateway>) -> Router {
             post(upload::upload).layer(DefaultBodyLimit::disable()),
         )
         .route("/settings", get(settings::show).post(settings::change))
+        .route("/peers", get(peers::show))
+        .route("/peers/add", post(peers::add))
+        .route("/peers/invite", post(peers::invite))
+        .route("/peers/remove", post(peers::remove))
         .route(
             "/first-run",
             get(settings::first_run).post(settings::first_run_done),

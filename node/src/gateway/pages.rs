@@ -171,7 +171,7 @@ pub fn home(
              network on <a href=\"/first-run\">the set-up page</a>.</p></div>",
         );
     }
-    b.push_str("<p><a href=\"/settings\">Settings</a></p>");
+    b.push_str("<p><a href=\"/peers\">Peers</a> · <a href=\"/settings\">Settings</a></p>");
     b.push_str(
         "<form method=\"get\" action=\"/\"><p><label>Open a key:<br>\
          <input type=\"text\" name=\"key\" placeholder=\"USK@…/site/1/ or CHK@… or KSK@…\"></label> \
@@ -391,4 +391,177 @@ pub fn first_run(config: &crate::config::Config, csrf: &str) -> String {
          effect when the node starts again, the upload limit at once.</small></p>"
     );
     page("Set up your node", &b)
+}
+
+/// The peers page: the circle, the list, and the friend forms. `peers`
+/// is `None` without a network.
+#[must_use]
+pub fn peers(
+    me: f64,
+    peers: Option<&[lichen_link::policy::PeerInfo]>,
+    csrf: &str,
+    notice: Option<Notice>,
+) -> String {
+    use lichen_link::peerlist::PeerKind;
+    let mut b = String::new();
+    if let Some(Notice::Refused(m) | Notice::Done(m)) = &notice {
+        let _ = write!(b, "<div class=\"warn\"><p>{}</p></div>", esc(m));
+    }
+    if peers.is_none() {
+        b.push_str("<p>The node runs without a network: no peers.</p>");
+    }
+    let peers = peers.unwrap_or_default();
+    // Locations on the circle: this node, its friends (filled), its
+    // opennet peers (grey); peers not connected hollow.
+    let point = |loc: f64, r: f64| {
+        let a = loc * std::f64::consts::TAU - std::f64::consts::FRAC_PI_2;
+        (120.0 + r * a.cos(), 120.0 + r * a.sin())
+    };
+    b.push_str(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"240\" height=\"240\" \
+         viewBox=\"0 0 240 240\" role=\"img\" aria-label=\"peer locations\" id=\"circle\">\
+         <circle cx=\"120\" cy=\"120\" r=\"100\" fill=\"none\" stroke=\"#999\"/>",
+    );
+    for p in peers {
+        let Some(loc) = p.location else { continue };
+        let (x, y) = point(crate::status::location_fraction(loc), 100.0);
+        let colour = if p.kind == PeerKind::Friend {
+            "#2a6fdb"
+        } else {
+            "#777"
+        };
+        let fill = if p.connected { colour } else { "none" };
+        let _ = write!(
+            b,
+            "<circle class=\"peer\" cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"4\" fill=\"{fill}\" stroke=\"{colour}\"/>"
+        );
+    }
+    let (x, y) = point(me, 100.0);
+    let _ = write!(
+        b,
+        "<circle cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"6\" fill=\"#c33\"/></svg>\
+         <p><small>Red: this node; blue: friends; grey: opennet peers; hollow: not connected.</small></p>"
+    );
+    let connected = peers.iter().filter(|p| p.connected).count();
+    let _ = write!(
+        b,
+        "<h2>Peers ({connected} connected of {})</h2>",
+        peers.len()
+    );
+    if peers.is_empty() {
+        b.push_str("<p>None yet.</p>");
+    } else {
+        b.push_str(
+            "<table><tr><th>Identity</th><th>Kind</th><th>Status</th><th>Location</th>\
+             <th>Sent / received</th><th></th></tr>",
+        );
+        for p in peers {
+            let kind = if p.kind == PeerKind::Friend {
+                "friend"
+            } else {
+                "opennet"
+            };
+            let status = if p.connected {
+                "connected"
+            } else {
+                "not connected"
+            };
+            let loc = p.location.map_or_else(
+                || "unknown".to_owned(),
+                |l| format!("{:.6}", crate::status::location_fraction(l)),
+            );
+            let _ = write!(
+                b,
+                "<tr><td><code>{id}</code></td><td>{kind}</td><td>{status}</td><td>{loc}</td>\
+                 <td>{} / {}</td><td><form method=\"post\" action=\"/peers/remove\">\
+                 <input type=\"hidden\" name=\"csrf\" value=\"{c}\">\
+                 <input type=\"hidden\" name=\"identity\" value=\"{id}\">\
+                 <button type=\"submit\">Remove</button></form></td></tr>",
+                mib(p.traffic.0),
+                mib(p.traffic.1),
+                id = esc(&p.identity),
+                c = esc(csrf)
+            );
+        }
+        b.push_str("</table>");
+    }
+    let _ = write!(
+        b,
+        "<h2>Add a friend</h2><form method=\"post\" action=\"/peers/add\">\
+         <input type=\"hidden\" name=\"csrf\" value=\"{c}\">\
+         <p><label>Their invitation (<code>lichen-invite:…</code>) or noderef:<br>\
+         <textarea name=\"text\" rows=\"4\" cols=\"70\"></textarea></label></p>\
+         <p><button type=\"submit\">Add</button></p></form>\
+         <h2>Invite a friend</h2><form method=\"post\" action=\"/peers/invite\">\
+         <input type=\"hidden\" name=\"csrf\" value=\"{c}\">\
+         <p>An invitation lets one node become your friend within 24 hours; send it \
+         privately. <button type=\"submit\">Create an invitation</button></p></form>",
+        c = esc(csrf)
+    );
+    page("Peers", &b)
+}
+
+/// A new invitation, shown once.
+#[must_use]
+pub fn invitation(text: &str) -> String {
+    page(
+        "Invitation",
+        &format!(
+            "<p>Send this to your friend privately (it is valid 24 hours, for one node); \
+             they paste it on their Peers page or run <code>lichen peers add</code>.</p>\
+             <p><textarea readonly rows=\"4\" cols=\"70\" id=\"invitation\">{}</textarea></p>\
+             <p><a href=\"/peers\">Back to the peers</a></p>",
+            esc(text)
+        ),
+    )
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use lichen_link::peerlist::PeerKind;
+    use lichen_link::policy::PeerInfo;
+
+    fn peer(identity: &str, kind: PeerKind, connected: bool, location: u64) -> PeerInfo {
+        PeerInfo {
+            identity: identity.into(),
+            kind,
+            connected,
+            location: Some(location),
+            noderef: None,
+            addresses: Vec::new(),
+            last_seen: 0,
+            link: None,
+            traffic: (3 << 20, 1 << 20),
+        }
+    }
+
+    #[test]
+    fn the_peers_page_draws_each_located_peer_and_escapes_identities() {
+        let list = [
+            peer("friend<1>", PeerKind::Friend, true, 0),
+            peer("stranger", PeerKind::Opennet, false, 1 << 63),
+            PeerInfo {
+                location: None,
+                ..peer("nowhere", PeerKind::Opennet, true, 0)
+            },
+        ];
+        let html = peers(0.25, Some(&list), "tok", None);
+        // Two dots (the third peer has no location), plus this node.
+        assert_eq!(html.matches("class=\"peer\"").count(), 2);
+        // Location 0 is at the top, 0.5 at the bottom of the circle.
+        assert!(
+            html.contains("cx=\"120.0\" cy=\"20.0\" r=\"4\" fill=\"#2a6fdb\""),
+            "{html}"
+        );
+        assert!(
+            html.contains("cx=\"120.0\" cy=\"220.0\" r=\"4\" fill=\"none\" stroke=\"#777\""),
+            "{html}"
+        );
+        assert!(html.contains("Peers (2 connected of 3)"));
+        assert!(html.contains("friend&lt;1&gt;") && !html.contains("friend<1>"));
+        assert_eq!(html.matches("action=\"/peers/remove\"").count(), 3);
+        assert!(html.contains("3.0 MiB / 1.0 MiB"));
+    }
 }

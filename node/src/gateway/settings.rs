@@ -74,7 +74,7 @@ pub(super) async fn change(
 /// The fields of the form `form` posted with `headers` and `body`, or the
 /// refusal (403) when it comes from another site or without the form's
 /// token.
-fn form_fields(
+pub(super) fn form_fields(
     gw: &Gateway,
     headers: &HeaderMap,
     body: &[u8],
