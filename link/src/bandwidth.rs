@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 #[derive(Debug)]
 pub struct TokenBucket {
     state: Mutex<State>,
+    /// Bytes taken since the bucket was made, limited or not.
+    total: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Debug)]
@@ -38,6 +40,7 @@ impl TokenBucket {
     pub fn new(rate: u64) -> Self {
         let burst = burst_of(rate);
         TokenBucket {
+            total: std::sync::atomic::AtomicU64::new(0),
             state: Mutex::new(State {
                 rate,
                 burst,
@@ -57,6 +60,13 @@ impl TokenBucket {
     #[must_use]
     pub fn is_unlimited(&self) -> bool {
         self.rate() == 0
+    }
+
+    /// Bytes taken since the bucket was made (every byte the links sent
+    /// or read, limited or not).
+    #[must_use]
+    pub fn total(&self) -> u64 {
+        self.total.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The limit in bytes per second (0: unlimited).
@@ -79,6 +89,8 @@ impl TokenBucket {
     /// before using them (zero if they were available). Bytes are taken
     /// on credit, so a large frame is never starved.
     pub fn take_at(&self, now: Instant, n: usize) -> Duration {
+        self.total
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
         let mut s = self.state();
         if s.rate == 0 {
             // Unlimited: nothing owed, whatever was owed before.
@@ -195,5 +207,7 @@ mod tests {
         b.set_rate(0);
         assert!(b.is_unlimited());
         assert_eq!(b.take_at(now, 100 << 20), Duration::ZERO);
+        // Every byte counted, limited or not.
+        assert_eq!(b.total(), 20_000 * 1000 + (100 << 20));
     }
 }

@@ -68,6 +68,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let fcp = tokio::spawn(fcp_front.clone().serve(listener));
     fcp_front.resume();
     jobs::push::start(&node);
+    tokio::spawn(sample_traffic(node.clone()));
     gateway::start(&node).await?;
     wait_for_signal(&node).await;
     tracing::info!("shutting down");
@@ -83,6 +84,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tracing::warn!("the store could not be flushed at shutdown");
     }
     Ok(())
+}
+
+/// Sample the links' traffic every minute until the node stops (the home
+/// page's graph of the last hour).
+async fn sample_traffic(node: Arc<node::Node>) {
+    let every = std::time::Duration::from_millis(status::TrafficHistory::EVERY_MS);
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            () = node.shutdown.cancelled() => break,
+            _ = tick.tick() => node.sample_traffic(),
+        }
+    }
 }
 
 /// Bind the peer port, start the peer manager (kept in `node.peers`; it

@@ -194,6 +194,8 @@ pub struct Node {
     pub(crate) config_file: PathBuf,
     /// The bandwidth limits every link shares; changed at once.
     pub(crate) bandwidth: Arc<lichen_link::Bandwidth>,
+    /// The links' traffic over the last hour (`sample_traffic`).
+    traffic: std::sync::Mutex<crate::status::TrafficHistory>,
 }
 
 /// Why the node could not start.
@@ -293,6 +295,7 @@ impl Node {
             settings: std::sync::Mutex::new(config.clone()),
             config_file,
             bandwidth,
+            traffic: std::sync::Mutex::default(),
             config,
             data_dir,
             identity,
@@ -312,6 +315,28 @@ impl Node {
     #[must_use]
     pub fn bandwidth(&self) -> &lichen_link::Bandwidth {
         &self.bandwidth
+    }
+
+    /// Note the links' byte totals now in the traffic history.
+    pub(crate) fn sample_traffic(&self) {
+        let (sent, received) = (
+            self.bandwidth.upload.total(),
+            self.bandwidth.download.total(),
+        );
+        self.traffic
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .record(self.clock.now_ms(), sent, received);
+    }
+
+    /// The traffic of the last hour: each minute's (seconds before the
+    /// last sample, bytes a second sent, received), oldest first.
+    #[must_use]
+    pub(crate) fn traffic_rates(&self) -> Vec<(u64, u64, u64)> {
+        self.traffic
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .rates()
     }
 
     /// The settings now: as started, with the changes made since.

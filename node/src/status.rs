@@ -193,6 +193,51 @@ pub(crate) fn alerts(f: &Facts) -> Vec<String> {
     a
 }
 
+/// The node's traffic over the last hour: the links' byte totals
+/// sampled every [`TrafficHistory::EVERY_MS`] (the home page's graph).
+#[derive(Debug, Default)]
+pub(crate) struct TrafficHistory {
+    /// (ms since the epoch, bytes sent, bytes received so far), oldest
+    /// first, at most [`TrafficHistory::KEEP`].
+    samples: std::collections::VecDeque<(u64, u64, u64)>,
+}
+
+impl TrafficHistory {
+    /// A sample a minute.
+    pub(crate) const EVERY_MS: u64 = 60_000;
+    /// An hour of intervals.
+    pub(crate) const KEEP: usize = 61;
+
+    /// The totals at `now_ms`.
+    pub(crate) fn record(&mut self, now_ms: u64, sent: u64, received: u64) {
+        if self.samples.back().is_some_and(|&(t, _, _)| t >= now_ms) {
+            return;
+        }
+        self.samples.push_back((now_ms, sent, received));
+        while self.samples.len() > Self::KEEP {
+            self.samples.pop_front();
+        }
+    }
+
+    /// Each interval's mean rates, oldest first: (seconds before the last
+    /// sample its end is, bytes a second sent, received).
+    pub(crate) fn rates(&self) -> Vec<(u64, u64, u64)> {
+        let last = self.samples.back().map_or(0, |s| s.0);
+        self.samples
+            .iter()
+            .zip(self.samples.iter().skip(1))
+            .map(|(&(t0, s0, r0), &(t1, s1, r1))| {
+                let secs = (t1 - t0).max(1).div_ceil(1000);
+                (
+                    (last - t1) / 1000,
+                    s1.saturating_sub(s0) / secs,
+                    r1.saturating_sub(r0) / secs,
+                )
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -317,5 +362,23 @@ mod tests {
             ..healthy
         };
         assert!(alerts(&offline).is_empty());
+    }
+
+    #[test]
+    fn traffic_history_keeps_an_hour_of_rates() {
+        let mut h = TrafficHistory::default();
+        assert!(h.rates().is_empty());
+        // 90 minutes at 1 KiB/s sent, 2 KiB/s received, then a minute idle.
+        for m in 0..=90u64 {
+            h.record(m * 60_000, m * 60 * 1024, m * 60 * 2048);
+        }
+        h.record(91 * 60_000, 90 * 60 * 1024, 90 * 60 * 2048);
+        // A sample at or before the last is ignored.
+        h.record(91 * 60_000, 0, 0);
+        let r = h.rates();
+        assert_eq!(r.len(), TrafficHistory::KEEP - 1);
+        assert_eq!(r[0], (59 * 60, 1024, 2048));
+        assert_eq!(r[r.len() - 2], (60, 1024, 2048));
+        assert_eq!(r[r.len() - 1], (0, 0, 0));
     }
 }

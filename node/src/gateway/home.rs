@@ -97,6 +97,7 @@ async fn node_status(gw: &Gateway, failed: usize) -> pages::Status {
     };
     pages::Status {
         alerts: crate::status::alerts(&facts),
+        traffic: node.traffic_rates(),
         peers: node.peer_count(),
         reachability,
         bandwidth: format!(

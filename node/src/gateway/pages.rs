@@ -126,6 +126,57 @@ pub struct Status {
     pub first_run: bool,
     /// What the user should act on (`crate::status::alerts`).
     pub alerts: Vec<String>,
+    /// Traffic of the last hour, a minute a point: (seconds ago, bytes a
+    /// second sent, received), oldest first.
+    pub traffic: Vec<(u64, u64, u64)>,
+}
+
+/// The traffic of the last hour as a server-drawn SVG graph: sent in red,
+/// received in blue, scaled to the highest rate.
+#[must_use]
+pub fn traffic_graph(rates: &[(u64, u64, u64)]) -> String {
+    if rates.len() < 2 {
+        return "<p><small>The traffic graph fills in over the node's first minutes.</small></p>"
+            .to_owned();
+    }
+    let (w, h) = (360.0_f64, 100.0_f64);
+    let top = rates
+        .iter()
+        .map(|&(_, s, r)| s.max(r))
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    #[allow(clippy::cast_precision_loss)]
+    let line = |pick: fn(&(u64, u64, u64)) -> u64| {
+        rates
+            .iter()
+            .map(|p| {
+                let x = w - (p.0 as f64 / 3600.0 * w).min(w);
+                let y = h - pick(p) as f64 / top as f64 * h;
+                format!("{x:.1},{y:.1}")
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" \
+         viewBox=\"0 0 {w} {h}\" role=\"img\" aria-label=\"traffic, last hour\" id=\"traffic\">\
+         <rect width=\"{w}\" height=\"{h}\" fill=\"#fafafa\" stroke=\"#ccc\"/>\
+         <polyline class=\"sent\" fill=\"none\" stroke=\"#c33\" points=\"{}\"/>\
+         <polyline class=\"received\" fill=\"none\" stroke=\"#2a6fdb\" points=\"{}\"/></svg>\
+         <p><small>Last hour, a point a minute; top: {}/s. Red: sent; blue: received.</small></p>",
+        line(|p| p.1),
+        line(|p| p.2),
+        rate_text(top)
+    )
+}
+
+fn rate_text(bytes_per_s: u64) -> String {
+    if bytes_per_s >= 1 << 20 {
+        mib(bytes_per_s)
+    } else {
+        format!("{:.1} KiB", bytes_per_s as f64 / 1024.0)
+    }
 }
 
 /// A row of the request queue.
@@ -197,12 +248,16 @@ pub fn home(
     for (name, used, budget, blocks) in &status.spaces {
         let _ = write!(
             b,
-            "<tr><th>Store: {name}</th><td>{} of {} ({blocks} blocks)</td></tr>",
+            "<tr><th>Store: {name}</th><td><progress max=\"{}\" value=\"{}\"></progress> \
+             {} of {} ({blocks} blocks)</td></tr>",
+            (*budget).max(1),
+            used.min(budget),
             mib(*used),
             mib(*budget)
         );
     }
-    b.push_str("</table>");
+    b.push_str("</table><h3>Traffic</h3>");
+    b.push_str(&traffic_graph(&status.traffic));
     let _ = write!(
         b,
         "<h2>Insert a file</h2><form method=\"post\" action=\"/upload\" enctype=\"multipart/form-data\">\
@@ -535,6 +590,23 @@ mod tests {
             link: None,
             traffic: (3 << 20, 1 << 20),
         }
+    }
+
+    #[test]
+    fn the_traffic_graph_scales_to_the_highest_rate() {
+        assert!(traffic_graph(&[(0, 5, 5)]).contains("fills in"));
+        let g = traffic_graph(&[(3600, 0, 0), (1800, 2048, 1024), (0, 1024, 0)]);
+        // An hour ago at the left edge, now at the right; the highest
+        // rate at the top.
+        assert!(
+            g.contains("points=\"0.0,100.0 180.0,0.0 360.0,50.0\""),
+            "{g}"
+        );
+        assert!(
+            g.contains("points=\"0.0,100.0 180.0,50.0 360.0,100.0\""),
+            "{g}"
+        );
+        assert!(g.contains("top: 2.0 KiB/s"), "{g}");
     }
 
     #[test]
