@@ -48,7 +48,7 @@ async fn node_status(gw: &Gateway, failed: usize) -> pages::Status {
             .await
             .unwrap_or_default()
     };
-    let spaces = lichen_store::Space::ALL
+    let spaces: Vec<_> = lichen_store::Space::ALL
         .iter()
         .map(|s| {
             let st = stats.space(*s);
@@ -84,12 +84,9 @@ async fn node_status(gw: &Gateway, failed: usize) -> pages::Status {
         peers: node.peer_count(),
         uptime_s,
         reachable: node.peers.get().map(|net| net.reachability().state),
-        spaces: lichen_store::Space::ALL
+        spaces: spaces
             .iter()
-            .map(|s| {
-                let st = stats.space(*s);
-                (space_name(*s), st.bytes, st.budget)
-            })
+            .map(|&(name, bytes, budget, _)| (name, bytes, budget))
             .collect(),
         failed_requests: failed,
         waiting_inserts: node.pushes.len(),

@@ -451,17 +451,9 @@ pub fn first_run(config: &crate::config::Config, csrf: &str) -> String {
 /// The peers page: the circle, the list, and the friend forms. `peers`
 /// is `None` without a network.
 #[must_use]
-pub fn peers(
-    me: f64,
-    peers: Option<&[lichen_link::policy::PeerInfo]>,
-    csrf: &str,
-    notice: Option<Notice>,
-) -> String {
+pub fn peers(me: f64, peers: Option<&[lichen_link::policy::PeerInfo]>, csrf: &str) -> String {
     use lichen_link::peerlist::PeerKind;
     let mut b = String::new();
-    if let Some(Notice::Refused(m) | Notice::Done(m)) = &notice {
-        let _ = write!(b, "<div class=\"warn\"><p>{}</p></div>", esc(m));
-    }
     if peers.is_none() {
         b.push_str("<p>The node runs without a network: no peers.</p>");
     }
@@ -619,7 +611,7 @@ mod tests {
                 ..peer("nowhere", PeerKind::Opennet, true, 0)
             },
         ];
-        let html = peers(0.25, Some(&list), "tok", None);
+        let html = peers(0.25, Some(&list), "tok");
         // Two dots (the third peer has no location), plus this node.
         assert_eq!(html.matches("class=\"peer\"").count(), 2);
         // Location 0 is at the top, 0.5 at the bottom of the circle.

@@ -27,7 +27,7 @@ pub(super) async fn show(State(gw): State<Arc<Gateway>>) -> Response {
     let me = crate::status::location_fraction(node.identity.location);
     html(
         StatusCode::OK,
-        pages::peers(me, peers.as_deref(), &gw.csrf_for("peers"), None),
+        pages::peers(me, peers.as_deref(), &gw.csrf_for("peers")),
     )
 }
 
